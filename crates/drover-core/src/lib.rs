@@ -1,0 +1,17 @@
+//! drover's domain: the entities of DESIGN.md section 1, the task lifecycle as pure functions,
+//! and sweep expansion.
+//!
+//! This crate owns every rule about *what* may happen to a task or a job: which report is
+//! accepted, when a failure is retried, how a job's status follows from its task counts, how a
+//! sweep becomes tasks. It must not do IO, spawn, or know about SQL or HTTP: stores and
+//! surfaces ask it for decisions and carry them out.
+
+pub mod ids;
+pub mod lifecycle;
+pub mod model;
+pub mod sweep;
+pub mod time;
+
+pub use lifecycle::{AttemptOutcome, AttemptRecord, Decision, ReportKind, ReportOutcome};
+pub use model::*;
+pub use time::Timestamp;

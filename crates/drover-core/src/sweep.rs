@@ -1,0 +1,427 @@
+//! Sweep expansion: a job request's dimensions become one task payload per combination.
+//!
+//! The rule is the cartesian product of every dimension given, ranges inclusive of `max` when
+//! the steps land on it. A request with algorithms × iterations × agents × dimension of sizes
+//! 3, 5, 5, 5 makes 375 tasks (the batch contract's example says 75; the product is the rule).
+//!
+//! [`Sweep::new`] validates everything and counts the tasks before anything is materialised, so
+//! an oversize request is refused cheaply; [`Sweep::payload`] builds the payload of one task by
+//! its index, so a store can stream a million tasks into its transaction without holding them.
+
+use serde_json::{Map, Number, Value};
+
+/// Default cap on the number of tasks one job may expand to.
+pub const DEFAULT_MAX_TASKS_PER_JOB: u64 = 1_000_000;
+
+/// The values one swept parameter takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    List(Vec<Value>),
+    /// Inclusive range: `min, min+step, ...` up to and including `max` when a step lands on it.
+    Range {
+        min: Number,
+        max: Number,
+        step: Number,
+    },
+}
+
+/// One swept parameter. `field` is how the request named it, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dimension {
+    pub name: String,
+    pub field: String,
+    pub values: Values,
+}
+
+/// What a job request asks to expand.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepSpec {
+    /// Fields copied into every task's payload (`jarPath`, `mainClass`, ...).
+    pub shared: Map<String, Value>,
+    /// Swept parameters; the first varies slowest.
+    pub dimensions: Vec<Dimension>,
+    /// An explicit list of task payloads, instead of dimensions.
+    pub tasks: Option<Vec<Map<String, Value>>>,
+}
+
+/// Why a sweep cannot be expanded. `field` names the request field to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SweepError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(
+        "the job expands to {count} tasks, above the limit of {cap}; narrow the ranges or split the job"
+    )]
+    TooManyTasks { count: u128, cap: u64 },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> SweepError {
+    SweepError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A validated sweep, ready to produce payloads by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    shared: Map<String, Value>,
+    /// Each dimension's name and materialised values.
+    dims: Vec<(String, Vec<Value>)>,
+    tasks: Option<Vec<Map<String, Value>>>,
+    total: u64,
+}
+
+impl Sweep {
+    /// Validates `spec` and counts its tasks; refuses more than `cap` tasks.
+    pub fn new(spec: SweepSpec, cap: u64) -> Result<Sweep, SweepError> {
+        if let Some(tasks) = spec.tasks {
+            if !spec.dimensions.is_empty() {
+                return Err(invalid(
+                    "tasks",
+                    "give either an explicit task list or swept parameters, not both",
+                ));
+            }
+            if tasks.is_empty() {
+                return Err(invalid("tasks", "the task list is empty"));
+            }
+            if tasks.len() as u128 > cap as u128 {
+                return Err(SweepError::TooManyTasks {
+                    count: tasks.len() as u128,
+                    cap,
+                });
+            }
+            return Ok(Sweep {
+                shared: spec.shared,
+                dims: Vec::new(),
+                total: tasks.len() as u64,
+                tasks: Some(tasks),
+            });
+        }
+
+        let mut seen = std::collections::HashSet::new();
+        let mut total: u128 = 1;
+        for dim in &spec.dimensions {
+            if !seen.insert(dim.name.as_str()) {
+                return Err(invalid(
+                    &dim.field,
+                    format!("parameter {:?} is given twice", dim.name),
+                ));
+            }
+            if spec.shared.contains_key(&dim.name) {
+                return Err(invalid(
+                    &dim.field,
+                    format!("parameter {:?} is also a shared field", dim.name),
+                ));
+            }
+            let n = count(dim)?;
+            total = total.saturating_mul(n);
+        }
+        if total > cap as u128 {
+            return Err(SweepError::TooManyTasks { count: total, cap });
+        }
+        let dims = spec
+            .dimensions
+            .into_iter()
+            .map(|d| (d.name.clone(), materialise(&d)))
+            .collect();
+        Ok(Sweep {
+            shared: spec.shared,
+            dims,
+            tasks: None,
+            total: total as u64,
+        })
+    }
+
+    /// How many tasks the sweep makes.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Names of the swept parameters, slowest-varying first.
+    pub fn parameter_names(&self) -> Vec<String> {
+        self.dims.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The payload of task `index` (0-based, `< len()`): the shared fields, then the values of
+    /// each parameter (or the explicit task's fields, which win over shared ones).
+    pub fn payload(&self, index: u64) -> Map<String, Value> {
+        let mut payload = self.shared.clone();
+        if let Some(tasks) = &self.tasks {
+            for (k, v) in &tasks[index as usize] {
+                payload.insert(k.clone(), v.clone());
+            }
+            return payload;
+        }
+        // Mixed-radix decode, last dimension fastest.
+        let mut rest = index;
+        let mut picked = vec![0usize; self.dims.len()];
+        for (i, (_, values)) in self.dims.iter().enumerate().rev() {
+            let n = values.len() as u64;
+            picked[i] = (rest % n) as usize;
+            rest /= n;
+        }
+        for ((name, values), at) in self.dims.iter().zip(picked) {
+            payload.insert(name.clone(), values[at].clone());
+        }
+        payload
+    }
+}
+
+/// Integer view of a range, when all three bounds are integers.
+fn int_range(min: &Number, max: &Number, step: &Number) -> Option<(i64, i64, i64)> {
+    Some((min.as_i64()?, max.as_i64()?, step.as_i64()?))
+}
+
+/// Float steps may land a hair short of `max`; this much slack keeps `max` in.
+const FLOAT_SLACK: f64 = 1e-9;
+
+fn count(dim: &Dimension) -> Result<u128, SweepError> {
+    match &dim.values {
+        Values::List(values) => {
+            if values.is_empty() {
+                Err(invalid(&dim.field, "the list of values is empty"))
+            } else {
+                Ok(values.len() as u128)
+            }
+        }
+        Values::Range { min, max, step } => {
+            if let Some((lo, hi, st)) = int_range(min, max, step) {
+                if st <= 0 {
+                    return Err(invalid(
+                        &format!("{}.step", dim.field),
+                        format!("step must be greater than 0 (got {st})"),
+                    ));
+                }
+                if lo > hi {
+                    return Err(invalid(
+                        &dim.field,
+                        format!("min ({lo}) must not be greater than max ({hi})"),
+                    ));
+                }
+                return Ok(((hi as i128 - lo as i128) / st as i128) as u128 + 1);
+            }
+            let (lo, hi, st) = (
+                min.as_f64().unwrap_or(f64::NAN),
+                max.as_f64().unwrap_or(f64::NAN),
+                step.as_f64().unwrap_or(f64::NAN),
+            );
+            if !(st > 0.0) || !st.is_finite() {
+                return Err(invalid(
+                    &format!("{}.step", dim.field),
+                    format!("step must be a finite number greater than 0 (got {step})"),
+                ));
+            }
+            if !lo.is_finite() || !hi.is_finite() {
+                return Err(invalid(&dim.field, "min and max must be finite numbers"));
+            }
+            if lo > hi {
+                return Err(invalid(
+                    &dim.field,
+                    format!("min ({min}) must not be greater than max ({max})"),
+                ));
+            }
+            let n = ((hi - lo) / st + FLOAT_SLACK).floor();
+            // Saturate: the cap check refuses anything this large anyway.
+            Ok(if n >= 1e30 { u128::MAX } else { n as u128 + 1 })
+        }
+    }
+}
+
+/// The values of a dimension that [`count`] accepted.
+fn materialise(dim: &Dimension) -> Vec<Value> {
+    match &dim.values {
+        Values::List(values) => values.clone(),
+        Values::Range { min, max, step } => {
+            if let Some((lo, hi, st)) = int_range(min, max, step) {
+                let n = (hi as i128 - lo as i128) / st as i128 + 1;
+                return (0..n)
+                    .map(|k| Value::from((lo as i128 + k * st as i128) as i64))
+                    .collect();
+            }
+            let (lo, hi, st) = (
+                min.as_f64().unwrap_or_default(),
+                max.as_f64().unwrap_or_default(),
+                step.as_f64().unwrap_or(1.0),
+            );
+            let n = ((hi - lo) / st + FLOAT_SLACK).floor() as u64 + 1;
+            (0..n)
+                .map(|k| {
+                    // Multiply rather than accumulate, and trim float noise (0.30000000000000004).
+                    let v = lo + k as f64 * st;
+                    let v = format!("{v:.12}").parse::<f64>().unwrap_or(v);
+                    Number::from_f64(v)
+                        .map(Value::Number)
+                        .unwrap_or(Value::Null)
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn range(name: &str, min: Value, max: Value, step: Value) -> Dimension {
+        let n = |v: Value| v.as_number().cloned().unwrap();
+        Dimension {
+            name: name.into(),
+            field: name.into(),
+            values: Values::Range {
+                min: n(min),
+                max: n(max),
+                step: n(step),
+            },
+        }
+    }
+
+    fn list(name: &str, values: Vec<Value>) -> Dimension {
+        Dimension {
+            name: name.into(),
+            field: name.into(),
+            values: Values::List(values),
+        }
+    }
+
+    #[test]
+    fn the_product_of_the_contract_example_is_375() {
+        let spec = SweepSpec {
+            dimensions: vec![
+                list("algorithm", vec![json!("PSO"), json!("GA"), json!("DE")]),
+                range("iterations", json!(100), json!(500), json!(100)),
+                range("agents", json!(10), json!(50), json!(10)),
+                range("dimension", json!(2), json!(10), json!(2)),
+            ],
+            ..Default::default()
+        };
+        let sweep = Sweep::new(spec, DEFAULT_MAX_TASKS_PER_JOB).unwrap();
+        assert_eq!(sweep.len(), 375);
+        assert_eq!(
+            Value::Object(sweep.payload(0)),
+            json!({"algorithm": "PSO", "iterations": 100, "agents": 10, "dimension": 2})
+        );
+        assert_eq!(
+            Value::Object(sweep.payload(374)),
+            json!({"algorithm": "DE", "iterations": 500, "agents": 50, "dimension": 10})
+        );
+        // Every combination appears exactly once.
+        let all: std::collections::HashSet<String> = (0..375)
+            .map(|i| Value::Object(sweep.payload(i)).to_string())
+            .collect();
+        assert_eq!(all.len(), 375);
+    }
+
+    #[test]
+    fn shared_fields_reach_every_payload() {
+        let mut shared = Map::new();
+        shared.insert("jarPath".into(), json!("/opt/x.jar"));
+        let spec = SweepSpec {
+            shared,
+            dimensions: vec![range("x", json!(1), json!(2), json!(1))],
+            tasks: None,
+        };
+        let sweep = Sweep::new(spec, 10).unwrap();
+        assert_eq!(
+            Value::Object(sweep.payload(1)),
+            json!({"jarPath": "/opt/x.jar", "x": 2})
+        );
+    }
+
+    #[test]
+    fn ranges_are_inclusive_and_may_skip_max() {
+        let sweep = |d| {
+            Sweep::new(
+                SweepSpec {
+                    dimensions: vec![d],
+                    ..Default::default()
+                },
+                100,
+            )
+            .unwrap()
+        };
+        assert_eq!(sweep(range("x", json!(1), json!(10), json!(4))).len(), 3); // 1 5 9
+        assert_eq!(sweep(range("x", json!(5), json!(5), json!(1))).len(), 1);
+        let s = sweep(range("x", json!(0.1), json!(0.3), json!(0.1)));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.payload(2)["x"], json!(0.3));
+    }
+
+    #[test]
+    fn no_dimensions_make_one_task() {
+        assert_eq!(Sweep::new(SweepSpec::default(), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_ranges_name_the_field() {
+        let err = |d| {
+            Sweep::new(
+                SweepSpec {
+                    dimensions: vec![d],
+                    ..Default::default()
+                },
+                100,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(
+            err(range("iterations", json!(1), json!(5), json!(0))).starts_with("iterations.step:")
+        );
+        assert!(err(range("x", json!(1.0), json!(5.0), json!(-0.5))).starts_with("x.step:"));
+        assert!(
+            err(range("agents", json!(9), json!(5), json!(1)))
+                .contains("min (9) must not be greater than max (5)")
+        );
+        assert!(
+            err(list("algorithms", vec![])).starts_with("algorithms: the list of values is empty")
+        );
+    }
+
+    #[test]
+    fn oversize_sweeps_are_refused_before_expansion() {
+        let spec = SweepSpec {
+            dimensions: vec![
+                range("a", json!(0), json!(i64::MAX - 1), json!(1)),
+                range("b", json!(0), json!(i64::MAX - 1), json!(1)),
+            ],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Sweep::new(spec, DEFAULT_MAX_TASKS_PER_JOB),
+            Err(SweepError::TooManyTasks { .. })
+        ));
+        let spec = SweepSpec {
+            dimensions: vec![range("a", json!(1), json!(11), json!(1))],
+            ..Default::default()
+        };
+        assert_eq!(
+            Sweep::new(spec, 10).unwrap_err(),
+            SweepError::TooManyTasks { count: 11, cap: 10 }
+        );
+    }
+
+    #[test]
+    fn explicit_task_lists() {
+        let spec = SweepSpec {
+            tasks: Some(vec![
+                json!({"seed": 1}).as_object().unwrap().clone(),
+                json!({"seed": 2}).as_object().unwrap().clone(),
+            ]),
+            ..Default::default()
+        };
+        let s = Sweep::new(spec, 10).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.payload(1)["seed"], json!(2));
+        let spec = SweepSpec {
+            tasks: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(Sweep::new(spec, 10).is_err());
+    }
+}
