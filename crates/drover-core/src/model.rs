@@ -153,6 +153,8 @@ impl JobCounts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: String,
+    /// Position in creation order; stores use it as the paging cursor.
+    pub seq: i64,
     pub name: Option<String>,
     pub priority: i64,
     pub max_attempts: u32,

@@ -1,0 +1,35 @@
+//! The store's one error type. Each variant tells the caller what to do about it.
+
+use drover_core::JobStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist: tell the client (404).
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+
+    /// The node is DOWN: it must heartbeat (or register again) before it gets work.
+    #[error("spot {0} is DOWN; send a heartbeat or register again before claiming")]
+    NodeDown(String),
+
+    /// The job finished before the request; nothing was changed.
+    #[error("job {id} is already {status}; nothing to cancel")]
+    JobFinished { id: String, status: JobStatus },
+
+    /// The store cannot be reached or is busy: retry later (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+
+    /// A bug or corrupt data: nothing the client can fix (500).
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
+        StoreError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Mapping between SQLite rows and domain types. Column lists live next to the functions that
+//! read them, so a column cannot be added to one and forgotten in the other.
+
+use super::{attempt_outcome, bad_value, map_err};
+use crate::{CountMismatch, Paged, Result, StoreError};
+use drover_core::lifecycle::AttemptRecord;
+use drover_core::time::parse;
+use drover_core::{
+    Capacity, Job, JobCounts, Node, NodeInfo, NodeStatus, Task, TaskResult, TaskStatus, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Timestamp> {
+    let s: String = row.get(idx)?;
+    parse(&s).ok_or_else(|| bad_value(&s))
+}
+
+fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| parse(&s).ok_or_else(|| bad_value(&s)))
+        .transpose()
+}
+
+fn status<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    s.parse().map_err(|_| bad_value(&s))
+}
+
+fn json_object(row: &Row<'_>, idx: usize) -> rusqlite::Result<Map<String, Value>> {
+    let s: String = row.get(idx)?;
+    match serde_json::from_str(&s) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(bad_value(&s)),
+    }
+}
+
+pub(super) const JOB_COLUMNS: &str = "seq, id, name, priority, max_attempts, task_timeout_ms, \
+    spec, parameters, cancelled, total_tasks, new_tasks, running_tasks, completed_tasks, \
+    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at";
+
+pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let spec: String = r.get(6)?;
+    let parameters: String = r.get(7)?;
+    let cancelled: bool = r.get(8)?;
+    let counts = JobCounts {
+        total: r.get(9)?,
+        new: r.get(10)?,
+        running: r.get(11)?,
+        done: r.get(12)?,
+        failed: r.get(13)?,
+        cancelled: r.get(14)?,
+    };
+    Ok(Job {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        name: r.get(2)?,
+        priority: r.get(3)?,
+        max_attempts: r.get(4)?,
+        task_timeout: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),
+        spec: serde_json::from_str(&spec).map_err(|_| bad_value(&spec))?,
+        parameter_names: serde_json::from_str(&parameters).map_err(|_| bad_value(&parameters))?,
+        // Derived from the counts on every read, so it is right even if the stored column lags
+        // behind a change made by hand.
+        status: counts.status(cancelled),
+        cancelled,
+        counts,
+        created_at: time(r, 15)?,
+        updated_at: time(r, 16)?,
+        finished_at: opt_time(r, 17)?,
+    })
+}
+
+pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .map_err(map_err)?
+        .query_row([id], job)
+        .optional()
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::not_found("job", id))
+}
+
+pub(super) const TASK_COLUMNS: &str = "seq, id, job_id, payload, status, attempt, max_attempts, \
+    assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, \
+    last_error, created_at";
+
+pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        job_id: r.get(2)?,
+        payload: json_object(r, 3)?,
+        status: status::<TaskStatus>(r, 4)?,
+        attempt: r.get(5)?,
+        max_attempts: r.get(6)?,
+        assigned_to: r.get(7)?,
+        started_at: opt_time(r, 8)?,
+        lease_expires_at: opt_time(r, 9)?,
+        finished_at: opt_time(r, 10)?,
+        result: TaskResult {
+            runtime_ms: r.get(11)?,
+            iter: r.get(12)?,
+            fopt: r.get(13)?,
+            result_json: r.get(14)?,
+        },
+        last_error: r.get(15)?,
+        created_at: time(r, 16)?,
+    })
+}
+
+pub(super) const NODE_COLUMNS: &str = "id, address, hostname, zone, labels, total_cores, \
+    memory_bytes, gpus, disk_bytes, cpu_load, free_memory_bytes, running_tasks, status, \
+    registered_at, last_heartbeat";
+
+pub(super) fn node(r: &Row<'_>) -> rusqlite::Result<Node> {
+    Ok(Node {
+        id: r.get(0)?,
+        info: NodeInfo {
+            address: r.get(1)?,
+            hostname: r.get(2)?,
+            zone: r.get(3)?,
+            labels: json_object(r, 4)?,
+            capacity: Capacity {
+                cores: r.get(5)?,
+                memory_bytes: r.get(6)?,
+                gpus: r.get(7)?,
+                disk_bytes: r.get(8)?,
+            },
+        },
+        cpu_load: r.get(9)?,
+        free_memory_bytes: r.get(10)?,
+        running_tasks: r.get(11)?,
+        status: status::<NodeStatus>(r, 12)?,
+        registered_at: time(r, 13)?,
+        last_heartbeat: time(r, 14)?,
+    })
+}
+
+pub(super) fn node_by_id(conn: &Connection, id: &str) -> Result<Node> {
+    conn.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))
+        .map_err(map_err)?
+        .query_row([id], node)
+        .optional()
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::not_found("spot", id))
+}
+
+/// The columns a report decision needs.
+pub(super) struct ReportTarget {
+    pub seq: i64,
+    pub id: String,
+    pub job_id: String,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub assigned_to: Option<String>,
+}
+
+pub(super) fn report_target(r: &Row<'_>) -> rusqlite::Result<ReportTarget> {
+    Ok(ReportTarget {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        job_id: r.get(2)?,
+        status: status::<TaskStatus>(r, 3)?,
+        attempt: r.get(4)?,
+        max_attempts: r.get(5)?,
+        assigned_to: r.get(6)?,
+    })
+}
+
+/// `SELECT attempt, node_id, outcome`; `None` for an outcome this version does not know.
+pub(super) fn attempt_record(r: &Row<'_>) -> rusqlite::Result<Option<AttemptRecord>> {
+    let outcome: String = r.get(2)?;
+    Ok(Some(AttemptRecord {
+        attempt: r.get(0)?,
+        node_id: r.get(1)?,
+        outcome: attempt_outcome(&outcome)?,
+    }))
+}
+
+pub(super) struct Claimable {
+    pub seq: i64,
+    pub id: String,
+    pub job_id: String,
+    pub attempt: u32,
+    pub timeout_ms: i64,
+    pub payload: String,
+}
+
+pub(super) fn claimable(r: &Row<'_>) -> rusqlite::Result<Claimable> {
+    Ok(Claimable {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        job_id: r.get(2)?,
+        attempt: r.get(3)?,
+        timeout_ms: r.get(4)?,
+        payload: r.get(5)?,
+    })
+}
+
+/// `SELECT seq, id, job_id, attempt, max_attempts, assigned_to` of a RUNNING task.
+pub(super) struct RunningTask {
+    pub seq: i64,
+    pub id: String,
+    pub job_id: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub assigned_to: Option<String>,
+}
+
+pub(super) fn running_task(r: &Row<'_>) -> rusqlite::Result<RunningTask> {
+    Ok(RunningTask {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        job_id: r.get(2)?,
+        attempt: r.get(3)?,
+        max_attempts: r.get(4)?,
+        assigned_to: r.get(5)?,
+    })
+}
+
+/// Cuts a `limit + 1` query result into a page and the next cursor.
+pub(super) fn paged<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Paged<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more { items.last().map(seq) } else { None };
+    Paged { items, next_cursor }
+}
+
+pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT j.id, j.total_tasks, j.new_tasks, j.running_tasks, j.completed_tasks,
+                    j.failed_tasks, j.cancelled_tasks,
+                    count(t.seq),
+                    COALESCE(sum(t.status = 'NEW'), 0), COALESCE(sum(t.status = 'RUNNING'), 0),
+                    COALESCE(sum(t.status = 'DONE'), 0), COALESCE(sum(t.status = 'FAILED'), 0),
+                    COALESCE(sum(t.status = 'CANCELLED'), 0)
+             FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id
+             GROUP BY j.id ORDER BY j.seq",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let counts = |base: usize| -> rusqlite::Result<JobCounts> {
+                Ok(JobCounts {
+                    total: r.get(base)?,
+                    new: r.get(base + 1)?,
+                    running: r.get(base + 2)?,
+                    done: r.get(base + 3)?,
+                    failed: r.get(base + 4)?,
+                    cancelled: r.get(base + 5)?,
+                })
+            };
+            Ok(CountMismatch {
+                job_id: r.get(0)?,
+                stored: counts(1)?,
+                actual: counts(7)?,
+            })
+        })
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_err)?;
+    Ok(rows.into_iter().filter(|m| m.stored != m.actual).collect())
+}

@@ -1,0 +1,125 @@
+//! The SQLite schema, as ordered migrations applied at start-up (tracked in `user_version`).
+//!
+//! Table and column names follow the batch contract where it names them (`jobs`, `tasks`,
+//! `assigned_to`, `started_at`, `total_tasks`, ...) so its troubleshooting SQL runs unchanged;
+//! `spots` is a view over drover's node registry. Job counters are kept by triggers, so they stay
+//! equal to the task counts even when an operator changes a task by hand (the contract's
+//! "force reset" UPDATE).
+
+use rusqlite_migration::{M, Migrations};
+
+const V1: &str = r#"
+CREATE TABLE nodes (
+    id                TEXT PRIMARY KEY,
+    address           TEXT NOT NULL,
+    hostname          TEXT,
+    zone              TEXT,
+    labels            TEXT NOT NULL DEFAULT '{}',
+    total_cores       INTEGER,
+    memory_bytes      INTEGER,
+    gpus              INTEGER,
+    disk_bytes        INTEGER,
+    cpu_load          REAL,
+    free_memory_bytes INTEGER,
+    running_tasks     INTEGER NOT NULL DEFAULT 0,
+    status            TEXT NOT NULL CHECK (status IN ('UP', 'DRAINING', 'DOWN')),
+    registered_at     TEXT NOT NULL,
+    last_heartbeat    TEXT NOT NULL
+);
+CREATE INDEX nodes_heartbeat ON nodes (last_heartbeat) WHERE status <> 'DOWN';
+
+CREATE VIEW spots AS
+    SELECT id, address AS ip_address, status, cpu_load, running_tasks, total_cores,
+           zone, last_heartbeat
+    FROM nodes;
+
+CREATE TABLE jobs (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    name            TEXT,
+    priority        INTEGER NOT NULL,
+    max_attempts    INTEGER NOT NULL,
+    task_timeout_ms INTEGER NOT NULL,
+    spec            TEXT NOT NULL,
+    parameters      TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    cancelled       INTEGER NOT NULL DEFAULT 0,
+    total_tasks     INTEGER NOT NULL,
+    new_tasks       INTEGER NOT NULL,
+    running_tasks   INTEGER NOT NULL DEFAULT 0,
+    completed_tasks INTEGER NOT NULL DEFAULT 0,
+    failed_tasks    INTEGER NOT NULL DEFAULT 0,
+    cancelled_tasks INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    finished_at     TEXT
+);
+CREATE INDEX jobs_status ON jobs (status, seq);
+
+CREATE TABLE tasks (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    job_id           TEXT NOT NULL REFERENCES jobs (id),
+    priority         INTEGER NOT NULL,
+    payload          TEXT NOT NULL,
+    status           TEXT NOT NULL
+                     CHECK (status IN ('NEW', 'RUNNING', 'DONE', 'FAILED', 'CANCELLED')),
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    timeout_ms       INTEGER NOT NULL,
+    assigned_to      TEXT,
+    started_at       TEXT,
+    lease_expires_at TEXT,
+    finished_at      TEXT,
+    runtime_ms       INTEGER,
+    iter             INTEGER,
+    fopt             REAL,
+    result_json      TEXT,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+-- Claims take the best NEW task: highest priority, then oldest.
+CREATE INDEX tasks_claim ON tasks (priority DESC, seq) WHERE status = 'NEW';
+CREATE INDEX tasks_job_status ON tasks (job_id, status, seq);
+CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE status = 'RUNNING';
+CREATE INDEX tasks_holder ON tasks (assigned_to) WHERE status = 'RUNNING';
+
+-- One row per claim: who held which attempt and how it ended. Fencing and idempotent
+-- reports are decided from it.
+CREATE TABLE task_attempts (
+    task_id    TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    node_id    TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at   TEXT,
+    outcome    TEXT NOT NULL,
+    error      TEXT,
+    PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
+CREATE INDEX task_attempts_node ON task_attempts (task_id, node_id, attempt);
+
+CREATE TRIGGER tasks_keep_job_counts AFTER UPDATE OF status ON tasks
+WHEN OLD.status <> NEW.status
+BEGIN
+    UPDATE jobs SET
+        new_tasks       = new_tasks       + (NEW.status = 'NEW')       - (OLD.status = 'NEW'),
+        running_tasks   = running_tasks   + (NEW.status = 'RUNNING')   - (OLD.status = 'RUNNING'),
+        completed_tasks = completed_tasks + (NEW.status = 'DONE')      - (OLD.status = 'DONE'),
+        failed_tasks    = failed_tasks    + (NEW.status = 'FAILED')    - (OLD.status = 'FAILED'),
+        cancelled_tasks = cancelled_tasks + (NEW.status = 'CANCELLED') - (OLD.status = 'CANCELLED')
+    WHERE id = NEW.job_id;
+END;
+"#;
+
+pub(super) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

@@ -1,0 +1,84 @@
+//! Inputs and outputs of [`crate::Store`] calls that are not domain entities themselves.
+
+use drover_core::{ReportKind, TaskStatus};
+use std::time::Duration;
+
+/// A job to create; its tasks come from the sweep passed beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub name: Option<String>,
+    pub priority: i64,
+    pub max_attempts: u32,
+    pub task_timeout: Duration,
+    /// The normalised request, kept with the job.
+    pub spec: serde_json::Value,
+}
+
+/// Keyset paging: `cursor` is the `seq` of the last item of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub cursor: Option<i64>,
+    pub limit: u32,
+}
+
+impl Page {
+    pub fn first(limit: u32) -> Self {
+        Page {
+            cursor: None,
+            limit,
+        }
+    }
+}
+
+/// One page of items and the cursor of the next page, if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<i64>,
+}
+
+/// A complete or fail report from a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub task_id: String,
+    pub node_id: String,
+    /// The attempt the node believes it holds; `None` trusts the node id alone (the contract's
+    /// clients do not send it).
+    pub attempt: Option<u32>,
+    pub kind: ReportKind,
+}
+
+/// A task the server took back from its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub task_id: String,
+    pub job_id: String,
+    pub node_id: Option<String>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// NEW (will be retried) or FAILED (attempts spent).
+    pub to: TaskStatus,
+}
+
+/// What the node reaper did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodesDown {
+    pub nodes: Vec<String>,
+    pub released: Vec<Released>,
+}
+
+/// Figures for the health endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overview {
+    pub active_nodes: u64,
+    pub pending_tasks: u64,
+    pub running_tasks: u64,
+}
+
+/// A job whose stored counts disagree with its tasks (a broken invariant 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountMismatch {
+    pub job_id: String,
+    pub stored: drover_core::JobCounts,
+    pub actual: drover_core::JobCounts,
+}
