@@ -1,0 +1,331 @@
+//! Wire types of drover's native HTTP API: `/api/v1/*` for clients and `/internal/v1/*` for
+//! agents, a superset of the batch-coordinator contract.
+//!
+//! These structs are the JSON on the wire and nothing else: camelCase names, contract field
+//! names, optional extensions. They carry no behaviour; the server translates them into domain
+//! calls and the client crate sends and receives them. Request types of the contract's agent
+//! endpoints ignore unknown fields (agents in the field may send more); the job request refuses
+//! them, since a misspelt dimension would otherwise silently shrink a sweep.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Every error answer: the contract's `success`/`error` plus a stable machine-readable `code`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub success: bool,
+    pub error: String,
+    pub code: String,
+}
+
+/// A plain success, e.g. the heartbeat answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessBody {
+    pub success: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// `connected` or `disconnected`.
+    pub database: String,
+    pub active_spots: u64,
+    pub pending_tasks: u64,
+    pub running_tasks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spot {
+    pub id: String,
+    pub ip_address: String,
+    /// UP, DRAINING or DOWN.
+    pub status: String,
+    pub cpu_load: Option<f64>,
+    pub running_tasks: i64,
+    pub total_cores: Option<i64>,
+    pub last_heartbeat: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub labels: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<i64>,
+    pub registered_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpotsResponse {
+    pub spots: Vec<Spot>,
+}
+
+/// `POST /api/v1/jobs`. The four named dimensions of the contract, the general `parameters`
+/// form, or an explicit `tasks` list. Each dimension is a list of values or `{min, max, step}`
+/// (inclusive; `step` defaults to 1); the translation into the domain checks them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateJobRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jar_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<Value>,
+    /// Further swept parameters by name, in order (first varies slowest after the named four).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// Explicit task payloads, instead of swept parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<Map<String, Value>>>,
+    /// Further fields copied into every task's payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateJobResponse {
+    pub success: bool,
+    pub job_id: String,
+    pub total_tasks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub status: String,
+    pub total_tasks: u64,
+    pub completed_tasks: u64,
+    pub failed_tasks: u64,
+    pub pending_tasks: u64,
+    pub running_tasks: u64,
+    pub cancelled_tasks: u64,
+    pub priority: i64,
+    pub max_attempts: u32,
+    pub task_timeout_seconds: f64,
+    pub parameters: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub job_id: String,
+    pub status: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub payload: Map<String, Value>,
+    #[serde(default)]
+    pub assigned_to: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub lease_expires_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub runtime_ms: Option<i64>,
+    #[serde(default)]
+    pub iter: Option<i64>,
+    #[serde(default)]
+    pub fopt: Option<f64>,
+    #[serde(default)]
+    pub result_json: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskList {
+    pub job_id: String,
+    pub tasks: Vec<Task>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// One row of `GET /api/v1/jobs/{id}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResult {
+    pub task_id: String,
+    #[serde(default)]
+    pub algorithm: Option<Value>,
+    #[serde(default)]
+    pub iterations: Option<Value>,
+    #[serde(default)]
+    pub fopt: Option<f64>,
+    #[serde(default)]
+    pub runtime_ms: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub iter: Option<i64>,
+    #[serde(default)]
+    pub result_json: Option<String>,
+    #[serde(default)]
+    pub spot_id: Option<String>,
+    pub attempt: u32,
+    /// The task's payload: its parameter values and the job's shared fields.
+    pub payload: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultsResponse {
+    pub job_id: String,
+    /// DONE tasks of the whole job (not just this page).
+    pub total_completed: u64,
+    pub results: Vec<TaskResult>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloRequest {
+    pub ip_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cores: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloResponse {
+    pub spot_id: String,
+    /// How often the server expects heartbeats.
+    #[serde(default)]
+    pub heartbeat_interval_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatRequest {
+    pub spot_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_load: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_tasks: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cores: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_memory_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRequest {
+    pub spot_id: String,
+    pub max_tasks: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimedTask {
+    pub id: String,
+    /// The payload as a JSON string, as the contract shows it.
+    pub payload: String,
+    pub job_id: String,
+    /// Send it back with the report to be fenced by attempt, not only by spot.
+    pub attempt: u32,
+    pub lease_expires_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub tasks: Vec<ClaimedTask>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRequest {
+    pub spot_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iter: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fopt: Option<f64>,
+    /// A JSON document as a string (the contract's form); an object is accepted too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_json: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailRequest {
+    pub spot_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Defaults to true: a failure is retried unless the worker says it is permanent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retriable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// The answer to complete and fail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will_retry: Option<bool>,
+}

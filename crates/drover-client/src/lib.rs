@@ -1,0 +1,252 @@
+//! A typed client of drover's native HTTP API (`/api/v1`, `/internal/v1`).
+//!
+//! It sends and receives the wire types of `drover_api` and turns error answers into
+//! [`ClientError::Api`] with the server's status, code and message. It decides nothing: retries,
+//! backoff and failover belong to its callers (the agent, the CLI).
+
+use drover_api::*;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error; `code` is its stable machine-readable code.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached or the connection broke: try again or another server.
+    #[error("cannot reach the server: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The answer was not what this client expects (a different server, or a version mismatch).
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The machine-readable code of an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Paging and filtering for list calls.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    agent_key: Option<String>,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_string(),
+            agent_key: None,
+            api_key: None,
+        }
+    }
+
+    /// Sends the agent key on `/internal/v1` calls.
+    pub fn with_agent_key(mut self, key: impl Into<String>) -> Self {
+        self.agent_key = Some(key.into());
+        self
+    }
+
+    /// Sends the API key on `/api/v1` calls.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if path.starts_with("/internal/") {
+            if let Some(k) = &self.agent_key {
+                req = req.header("X-Agent-Key", k);
+            }
+        } else if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        req
+    }
+
+    async fn send<T: DeserializeOwned>(req: RequestBuilder) -> Result<T> {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+            })
+        } else {
+            Err(api_error(status, &bytes))
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Self::send(self.request(Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        Self::send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn health(&self) -> Result<HealthResponse> {
+        self.get("/api/v1/health").await
+    }
+
+    pub async fn spots(&self) -> Result<Vec<Spot>> {
+        Ok(self.get::<SpotsResponse>("/api/v1/spots").await?.spots)
+    }
+
+    pub async fn create_job(&self, req: &CreateJobRequest) -> Result<CreateJobResponse> {
+        self.post("/api/v1/jobs", req).await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job> {
+        self.get(&format!("/api/v1/jobs/{id}")).await
+    }
+
+    pub async fn jobs(&self, opts: &ListOptions) -> Result<JobList> {
+        Self::send(self.request(Method::GET, "/api/v1/jobs").query(opts)).await
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> Result<Job> {
+        Self::send(self.request(Method::POST, &format!("/api/v1/jobs/{id}/cancel"))).await
+    }
+
+    pub async fn tasks(&self, job_id: &str, opts: &ListOptions) -> Result<TaskList> {
+        Self::send(
+            self.request(Method::GET, &format!("/api/v1/jobs/{job_id}/tasks"))
+                .query(opts),
+        )
+        .await
+    }
+
+    /// Every task of a job (optionally of one status), following the pages.
+    pub async fn all_tasks(&self, job_id: &str, status: Option<&str>) -> Result<Vec<Task>> {
+        let mut opts = ListOptions {
+            status: status.map(String::from),
+            cursor: None,
+            limit: Some(1000),
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = self.tasks(job_id, &opts).await?;
+            all.extend(page.tasks);
+            match page.next_cursor {
+                Some(c) => opts.cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Task> {
+        self.get(&format!("/api/v1/tasks/{id}")).await
+    }
+
+    pub async fn results(&self, job_id: &str, opts: &ListOptions) -> Result<ResultsResponse> {
+        Self::send(
+            self.request(Method::GET, &format!("/api/v1/jobs/{job_id}/results"))
+                .query(opts),
+        )
+        .await
+    }
+
+    /// The job's results as CSV text.
+    pub async fn results_csv(&self, job_id: &str) -> Result<String> {
+        let resp = self
+            .request(Method::GET, &format!("/api/v1/jobs/{job_id}/results"))
+            .query(&[("format", "csv")])
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn hello(&self, req: &HelloRequest) -> Result<HelloResponse> {
+        self.post("/internal/v1/hello", req).await
+    }
+
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<SuccessBody> {
+        self.post("/internal/v1/heartbeat", req).await
+    }
+
+    pub async fn claim(&self, spot_id: &str, max_tasks: u32) -> Result<Vec<ClaimedTask>> {
+        let req = ClaimRequest {
+            spot_id: spot_id.into(),
+            max_tasks,
+        };
+        Ok(self
+            .post::<_, ClaimResponse>("/internal/v1/tasks/claim", &req)
+            .await?
+            .tasks)
+    }
+
+    pub async fn complete(&self, task_id: &str, req: &CompleteRequest) -> Result<ReportResponse> {
+        self.post(&format!("/internal/v1/tasks/{task_id}/complete"), req)
+            .await
+    }
+
+    pub async fn fail(&self, task_id: &str, req: &FailRequest) -> Result<ReportResponse> {
+        self.post(&format!("/internal/v1/tasks/{task_id}/fail"), req)
+            .await
+    }
+}
+
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.error,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: status
+                .canonical_reason()
+                .unwrap_or("HTTP_ERROR")
+                .to_ascii_uppercase()
+                .replace(' ', "_"),
+            message: String::from_utf8_lossy(bytes).into_owned(),
+        },
+    }
+}

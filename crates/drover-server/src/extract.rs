@@ -1,0 +1,86 @@
+//! Request extractors that turn every client mistake into an [`ApiError`] with a message that
+//! says what to fix: malformed JSON, a wrong type at a named field, an oversize body, a bad query
+//! string. Axum's own rejections are plain text; these keep every answer JSON.
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A JSON body. The `Content-Type` header is not required: the contract's clients do send it,
+/// but a missing header is no reason to refuse a well-formed document.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(e, limit))?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The configured body limit, put in request extensions so rejections can name it.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn body_error(e: BytesRejection, limit: Option<usize>) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(limit.unwrap_or_default())
+    } else {
+        ApiError::bad_request("INVALID_BODY", format!("cannot read the request body: {e}"))
+    }
+}
+
+/// Parses a JSON document, naming the field that has the wrong type.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "MALFORMED_JSON",
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(
+                "MALFORMED_JSON",
+                format!("the request body is not valid JSON: {inner}"),
+            )
+        } else if path == "." {
+            ApiError::bad_request("INVALID_FIELD", format!("invalid request: {inner}"))
+        } else {
+            ApiError::bad_request("INVALID_FIELD", format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// A query string, with errors as JSON.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))
+    }
+}

@@ -1,0 +1,161 @@
+//! drover's server: the HTTP surfaces, authentication, and the background reapers, over one
+//! [`Store`].
+//!
+//! The server owns no state of its own: every request becomes one store call, and the store is
+//! the single source of truth (so several replicas can later share one database). Surfaces
+//! translate wire types into domain calls (`translate`) and map errors once (`error`); they
+//! hold no SQL and no lifecycle rule. [`serve`] starts from an already-bound listener and one
+//! shutdown token that the HTTP server and every background worker obey.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod reaper;
+pub mod routes;
+pub mod translate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::ServerConfig;
+pub use error::ApiError;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Method;
+use axum::{Extension, Router, middleware};
+use drover_store::{Store, StoreError};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ServerConfig>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+            clock,
+        }
+    }
+
+    pub fn task_reaper(&self) -> reaper::TaskReaper {
+        reaper::TaskReaper {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn spot_reaper(&self) -> reaper::SpotReaper {
+        reaper::SpotReaper {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            timeout: self.config.spot_timeout,
+        }
+    }
+}
+
+/// All routes with auth, limits, fallbacks and request tracing.
+pub fn router(state: AppState) -> Router {
+    let agent_key = Arc::new(state.config.agent_key.clone());
+    let api_key = Arc::new(state.config.api_key.clone());
+    let limit = state.config.body_limit;
+    let internal = routes::internal::routes().route_layer(middleware::from_fn_with_state(
+        agent_key,
+        auth::require_agent_key,
+    ));
+    let public = routes::public::routes().route_layer(middleware::from_fn_with_state(
+        api_key,
+        auth::require_api_key_for_changes,
+    ));
+    Router::new()
+        .merge(public)
+        .merge(internal)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(extract::BodyLimit(limit)))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn not_found(method: Method, request: Request) -> ApiError {
+    ApiError::NotFound {
+        code: "NOT_FOUND",
+        message: format!("no route for {method} {}", request.uri().path()),
+    }
+}
+
+async fn method_not_allowed(method: Method, request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}",
+        request.uri().path()
+    ))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("closing the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Serves `state` on `listener` with the reapers running, until `shutdown` fires; then stops
+/// accepting, lets in-flight requests finish (up to the configured grace), stops the background
+/// workers, and closes the store.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let config = state.config.clone();
+    let workers = vec![
+        reaper::spawn(
+            state.task_reaper(),
+            config.task_reaper_interval,
+            shutdown.clone(),
+        ),
+        reaper::spawn(
+            state.spot_reaper(),
+            config.spot_reaper_interval,
+            shutdown.clone(),
+        ),
+    ];
+    let store = state.store.clone();
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(server);
+    let served = tokio::select! {
+        done = &mut server => done,
+        _ = shutdown.cancelled() => {
+            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                Ok(done) => done,
+                Err(_) => {
+                    tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests did not finish in time; dropping them");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    // Whatever ended the server, the workers stop too.
+    shutdown.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    store.close().await?;
+    tracing::info!("server stopped");
+    match served {
+        Ok(result) => result.map_err(ServeError::Io),
+        Err(join) => Err(ServeError::Io(std::io::Error::other(join))),
+    }
+}

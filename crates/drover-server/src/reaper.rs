@@ -1,0 +1,122 @@
+//! Background workers that take work back from stuck tasks and silent spots.
+//!
+//! Each reaper is one testable step, `run_once()`, and [`spawn`] repeats that step on an
+//! interval until the server's shutdown signal fires. A failed step is logged and tried again at
+//! the next tick: a reaper must never take the server down. The lifecycle rule they apply (back to
+//! NEW while attempts remain, else FAILED) lives in the core; the store carries it out.
+
+use crate::clock::Clock;
+use drover_core::TaskStatus;
+use drover_store::{NodesDown, Released, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One step of background work.
+#[async_trait::async_trait]
+pub trait Worker: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn run_once(&self) -> Result<(), StoreError>;
+}
+
+/// Repeats `worker.run_once()` every `every` until `shutdown` fires. The first step runs after one
+/// interval, not at once, so a restarted server gives agents a heartbeat period to come back.
+pub fn spawn<W: Worker>(worker: W, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => {
+                    if let Err(e) = worker.run_once().await {
+                        tracing::warn!(worker = worker.name(), error = %e, "background step failed; retrying next interval");
+                    }
+                }
+            }
+        }
+        tracing::debug!(worker = worker.name(), "stopped");
+    })
+}
+
+fn log_released(released: &[Released]) {
+    for r in released {
+        match r.to {
+            TaskStatus::New => {
+                tracing::info!(target: "TaskReaper", "Reaped task {} for retry", r.task_id)
+            }
+            _ => tracing::warn!(
+                target: "TaskReaper",
+                "Task {} permanently failed after {} attempts",
+                r.task_id,
+                r.attempt
+            ),
+        }
+    }
+}
+
+/// Takes back RUNNING tasks whose lease (the task timeout) has run out.
+#[derive(Clone)]
+pub struct TaskReaper {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl TaskReaper {
+    pub async fn reap(&self) -> Result<Vec<Released>, StoreError> {
+        let released = self.store.release_expired_tasks(self.clock.now()).await?;
+        log_released(&released);
+        Ok(released)
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for TaskReaper {
+    fn name(&self) -> &'static str {
+        "task-reaper"
+    }
+
+    async fn run_once(&self) -> Result<(), StoreError> {
+        self.reap().await.map(drop)
+    }
+}
+
+/// Marks spots without a heartbeat for `timeout` DOWN and takes back their tasks.
+#[derive(Clone)]
+pub struct SpotReaper {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub timeout: Duration,
+}
+
+impl SpotReaper {
+    pub async fn reap(&self) -> Result<NodesDown, StoreError> {
+        let now = self.clock.now();
+        let cutoff =
+            now - chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX);
+        let down = self.store.mark_silent_nodes_down(cutoff, now).await?;
+        if !down.nodes.is_empty() {
+            tracing::info!(
+                target: "SpotService",
+                spots = ?down.nodes,
+                "Reaped {} stale SPOTs, freed {} tasks",
+                down.nodes.len(),
+                down.released.len()
+            );
+            log_released(&down.released);
+        }
+        Ok(down)
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for SpotReaper {
+    fn name(&self) -> &'static str {
+        "spot-reaper"
+    }
+
+    async fn run_once(&self) -> Result<(), StoreError> {
+        self.reap().await.map(drop)
+    }
+}

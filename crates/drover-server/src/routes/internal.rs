@@ -1,0 +1,190 @@
+//! `/internal/v1/*`: the agent side of the batch-coordinator contract (hello, heartbeat, claim,
+//! complete, fail). Guarded by the agent key when one is configured (see `auth`).
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use drover_api as api;
+use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
+use drover_store::Report;
+
+/// Most tasks one claim may ask for.
+pub const MAX_CLAIM: u32 = 1000;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/internal/v1/hello", post(hello))
+        .route("/internal/v1/heartbeat", post(heartbeat))
+        .route("/internal/v1/tasks/claim", post(claim))
+        .route("/internal/v1/tasks/{id}/complete", post(complete))
+        .route("/internal/v1/tasks/{id}/fail", post(fail))
+}
+
+async fn hello(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<api::HelloRequest>,
+) -> Result<Json<api::HelloResponse>, ApiError> {
+    let info = NodeInfo {
+        address: req.ip_address,
+        hostname: req.hostname,
+        zone: req.zone,
+        labels: req.labels.unwrap_or_default(),
+        capacity: Capacity {
+            cores: req.total_cores,
+            memory_bytes: req.memory_bytes,
+            gpus: req.gpus,
+            disk_bytes: req.disk_bytes,
+        },
+    };
+    let node = app.store.register_node(info, app.clock.now()).await?;
+    tracing::info!(spot = %node.id, address = %node.info.address, "spot registered");
+    Ok(Json(api::HelloResponse {
+        spot_id: node.id,
+        heartbeat_interval_seconds: Some(app.config.heartbeat_interval.as_secs_f64()),
+    }))
+}
+
+async fn heartbeat(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<api::HeartbeatRequest>,
+) -> Result<Json<api::SuccessBody>, ApiError> {
+    let stats = NodeStats {
+        address: req.ip_address,
+        cpu_load: req.cpu_load,
+        running_tasks: req.running_tasks,
+        total_cores: req.total_cores,
+        free_memory_bytes: req.free_memory_bytes,
+    };
+    app.store
+        .heartbeat(&req.spot_id, stats, app.clock.now())
+        .await?;
+    Ok(Json(api::SuccessBody { success: true }))
+}
+
+async fn claim(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<api::ClaimRequest>,
+) -> Result<Json<api::ClaimResponse>, ApiError> {
+    if !(1..=MAX_CLAIM).contains(&req.max_tasks) {
+        return Err(ApiError::bad_request(
+            "INVALID_FIELD",
+            format!(
+                "maxTasks: must be between 1 and {MAX_CLAIM} (got {})",
+                req.max_tasks
+            ),
+        ));
+    }
+    let claimed = app
+        .store
+        .claim(&req.spot_id, req.max_tasks, app.clock.now())
+        .await?;
+    Ok(Json(api::ClaimResponse {
+        tasks: claimed
+            .into_iter()
+            .map(|c| api::ClaimedTask {
+                id: c.id,
+                payload: c.payload,
+                job_id: c.job_id,
+                attempt: c.attempt,
+                lease_expires_at: drover_core::time::format(&c.lease_expires_at),
+            })
+            .collect(),
+    }))
+}
+
+async fn complete(
+    State(app): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiJson(req): ApiJson<api::CompleteRequest>,
+) -> Result<Json<api::ReportResponse>, ApiError> {
+    let result_json = match req.result_json {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    };
+    let kind = ReportKind::Complete(TaskResult {
+        runtime_ms: req.runtime_ms,
+        iter: req.iter,
+        fopt: req.fopt,
+        result_json,
+    });
+    report(&app, task_id, req.spot_id, req.attempt, kind).await
+}
+
+async fn fail(
+    State(app): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiJson(req): ApiJson<api::FailRequest>,
+) -> Result<Json<api::ReportResponse>, ApiError> {
+    let kind = ReportKind::Fail {
+        error: req.error.unwrap_or_else(|| "no error message given".into()),
+        retriable: req.retriable.unwrap_or(true),
+    };
+    report(&app, task_id, req.spot_id, req.attempt, kind).await
+}
+
+async fn report(
+    app: &AppState,
+    task_id: String,
+    spot_id: String,
+    attempt: Option<u32>,
+    kind: ReportKind,
+) -> Result<Json<api::ReportResponse>, ApiError> {
+    let verb = match kind {
+        ReportKind::Complete(_) => "complete",
+        ReportKind::Fail { .. } => "fail",
+    };
+    let report = Report {
+        task_id: task_id.clone(),
+        node_id: spot_id.clone(),
+        attempt,
+        kind,
+    };
+    let outcome = app
+        .store
+        .report(vec![report], app.clock.now())
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("store returned no outcome".into()))?;
+    let ok = |message: Option<&str>, will_retry: Option<bool>| {
+        Ok(Json(api::ReportResponse {
+            success: true,
+            message: message.map(String::from),
+            will_retry,
+        }))
+    };
+    match outcome {
+        ReportOutcome::Completed => ok(None, None),
+        ReportOutcome::AlreadyCompleted => ok(Some("already completed"), None),
+        ReportOutcome::Failed { will_retry } => ok(None, Some(will_retry)),
+        ReportOutcome::AlreadyReported { will_retry } => {
+            ok(Some("already reported"), Some(will_retry))
+        }
+        ReportOutcome::AlreadyTerminal => ok(Some("already terminal"), None),
+        ReportOutcome::TaskNotFound => Err(ApiError::NotFound {
+            code: "TASK_NOT_FOUND",
+            message: "task not found".into(),
+        }),
+        ReportOutcome::NotHolder => {
+            tracing::warn!(
+                target: "TaskService",
+                "Spot {spot_id} tried to {verb} task {task_id} but does not hold it"
+            );
+            Err(ApiError::Conflict {
+                code: "WRONG_SPOT",
+                message: "task not assigned to this spot".into(),
+            })
+        }
+        ReportOutcome::Cancelled => Err(ApiError::Conflict {
+            code: "TASK_CANCELLED",
+            message: "task was cancelled with its job; drop this result".into(),
+        }),
+        ReportOutcome::Contradicts => Err(ApiError::Conflict {
+            code: "REPORT_CONFLICT",
+            message: "this attempt was already reported as failed".into(),
+        }),
+    }
+}

@@ -1,0 +1,257 @@
+//! `/api/v1/*`: the client side of the batch-coordinator contract, plus job listing,
+//! cancellation, task listing and CSV results.
+
+use super::ListQuery;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::{AppState, translate};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use drover_api as api;
+use drover_core::sweep::Sweep;
+use drover_core::{JobStatus, Task, TaskStatus};
+use drover_store::{Page, Store};
+use std::sync::Arc;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/spots", get(spots))
+        .route("/api/v1/jobs", post(create_job).get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs/{id}/tasks", get(list_tasks))
+        .route("/api/v1/jobs/{id}/results", get(results))
+        .route("/api/v1/tasks/{id}", get(get_task))
+}
+
+async fn health(State(app): State<AppState>) -> Response {
+    let checked = async {
+        app.store.health().await?;
+        app.store.overview().await
+    }
+    .await;
+    match checked {
+        Ok(o) => Json(api::HealthResponse {
+            status: "healthy".into(),
+            database: "connected".into(),
+            active_spots: o.active_nodes,
+            pending_tasks: o.pending_tasks,
+            running_tasks: o.running_tasks,
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            let body = api::HealthResponse {
+                status: "unhealthy".into(),
+                database: "disconnected".into(),
+                active_spots: 0,
+                pending_tasks: 0,
+                running_tasks: 0,
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+async fn spots(State(app): State<AppState>) -> Result<Json<api::SpotsResponse>, ApiError> {
+    let nodes = app.store.list_nodes().await?;
+    Ok(Json(api::SpotsResponse {
+        spots: nodes.iter().map(translate::spot).collect(),
+    }))
+}
+
+async fn create_job(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<api::CreateJobRequest>,
+) -> Result<(StatusCode, Json<api::CreateJobResponse>), ApiError> {
+    let (job, spec) = translate::job_request(req, &app.config)?;
+    let sweep = Sweep::new(spec, app.config.max_tasks_per_job)?;
+    let job = app.store.create_job(job, sweep, app.clock.now()).await?;
+    tracing::info!(job = %job.id, tasks = job.counts.total, "job created");
+    Ok((
+        StatusCode::CREATED,
+        Json(api::CreateJobResponse {
+            success: true,
+            job_id: job.id,
+            total_tasks: job.counts.total,
+        }),
+    ))
+}
+
+async fn list_jobs(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<api::JobList>, ApiError> {
+    let page = app
+        .store
+        .list_jobs(q.status::<JobStatus>()?, q.page(100, 1000)?)
+        .await?;
+    Ok(Json(api::JobList {
+        jobs: page.items.iter().map(translate::job).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+async fn get_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Job>, ApiError> {
+    Ok(Json(translate::job(&app.store.get_job(&id).await?)))
+}
+
+async fn cancel_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Job>, ApiError> {
+    let job = app.store.cancel_job(&id, app.clock.now()).await?;
+    tracing::info!(job = %job.id, cancelled = job.counts.cancelled, "job cancelled");
+    Ok(Json(translate::job(&job)))
+}
+
+async fn list_tasks(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<api::TaskList>, ApiError> {
+    let page = app
+        .store
+        .list_tasks(&id, q.status::<TaskStatus>()?, q.page(100, 1000)?)
+        .await?;
+    Ok(Json(api::TaskList {
+        job_id: id,
+        tasks: page.items.iter().map(translate::task).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+async fn get_task(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Task>, ApiError> {
+    Ok(Json(translate::task(&app.store.get_task(&id).await?)))
+}
+
+/// Results of DONE tasks: JSON pages by default, or the whole job as CSV with `format=csv`.
+async fn results(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let job = app.store.get_job(&id).await?;
+    match q.format.as_deref() {
+        None | Some("json") => {}
+        Some("csv") => return Ok(csv_results(app.store.clone(), job)),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY",
+                format!("format must be json or csv (got {other:?})"),
+            ));
+        }
+    }
+    let page = app
+        .store
+        .list_tasks(&id, Some(TaskStatus::Done), q.page(1000, 10_000)?)
+        .await?;
+    Ok(Json(api::ResultsResponse {
+        job_id: id,
+        total_completed: job.counts.done,
+        results: page.items.iter().map(translate::result).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    })
+    .into_response())
+}
+
+/// Rows fetched per store call while streaming CSV.
+const CSV_PAGE: u32 = 1000;
+
+/// Streams every DONE task of `job` as CSV, one store page at a time, so a million results never
+/// sit in memory at once. Columns: the task id, each swept parameter, then the result fields.
+fn csv_results(store: Arc<dyn Store>, job: drover_core::Job) -> Response {
+    let params = job.parameter_names.clone();
+    let mut header_row = vec!["taskId".to_string()];
+    header_row.extend(params.iter().cloned());
+    header_row.extend(
+        [
+            "fopt",
+            "iter",
+            "runtimeMs",
+            "finishedAt",
+            "spotId",
+            "attempt",
+            "resultJson",
+        ]
+        .map(String::from),
+    );
+    let first = csv_chunk(std::iter::once(header_row));
+    let disposition = format!("attachment; filename=\"{}-results.csv\"", job.id);
+    let job_id = job.id;
+
+    let rows = futures::stream::try_unfold(Some(None::<i64>), move |cursor| {
+        let store = store.clone();
+        let job_id = job_id.clone();
+        let params = params.clone();
+        async move {
+            let Some(cursor) = cursor else {
+                return Ok::<_, std::io::Error>(None);
+            };
+            let page = store
+                .list_tasks(
+                    &job_id,
+                    Some(TaskStatus::Done),
+                    Page {
+                        cursor,
+                        limit: CSV_PAGE,
+                    },
+                )
+                .await
+                .map_err(std::io::Error::other)?;
+            let chunk = csv_chunk(page.items.iter().map(|t| csv_row(t, &params)));
+            Ok(Some((chunk, page.next_cursor.map(Some))))
+        }
+    });
+    let body = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(first) }),
+        rows,
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn csv_row(t: &Task, params: &[String]) -> Vec<String> {
+    let text = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let mut row = vec![t.id.clone()];
+    row.extend(params.iter().map(|p| text(t.payload.get(p))));
+    row.push(opt(t.result.fopt.map(|v| v.to_string())));
+    row.push(opt(t.result.iter.map(|v| v.to_string())));
+    row.push(opt(t.result.runtime_ms.map(|v| v.to_string())));
+    row.push(opt(t.finished_at.as_ref().map(drover_core::time::format)));
+    row.push(opt(t.assigned_to.clone()));
+    row.push(t.attempt.to_string());
+    row.push(opt(t.result.result_json.clone()));
+    row
+}
+
+fn csv_chunk(rows: impl IntoIterator<Item = Vec<String>>) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        // Writing to a Vec cannot fail.
+        let _ = w.write_record(&row);
+    }
+    w.into_inner().unwrap_or_default()
+}

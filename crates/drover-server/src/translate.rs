@@ -1,0 +1,237 @@
+//! Translation between wire types (`drover_api`) and domain types (`drover_core`).
+//!
+//! This is where a contract's field names meet drover's: `spot` is a node, `completedTasks` is
+//! the DONE count, the four named sweep dimensions become parameters. It checks the shape of
+//! requests; the rules (sweep validity, lifecycle) stay in the core.
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use drover_api as api;
+use drover_core::sweep::{Dimension, SweepError, SweepSpec, Values};
+use drover_core::time::format;
+use drover_core::{Job, Node, Task};
+use drover_store::NewJob;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Longest job name accepted.
+const MAX_NAME_LEN: usize = 200;
+/// Most attempts a job may ask for.
+const MAX_ATTEMPTS_LIMIT: u32 = 100;
+
+impl From<SweepError> for ApiError {
+    fn from(e: SweepError) -> Self {
+        match e {
+            SweepError::Invalid { .. } => ApiError::bad_request("INVALID_SWEEP", e.to_string()),
+            SweepError::TooManyTasks { .. } => {
+                ApiError::bad_request("TOO_MANY_TASKS", e.to_string())
+            }
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("INVALID_FIELD", format!("{field}: {message}"))
+}
+
+/// A dimension given as a list of values, `{min, max, step}`, or one bare value.
+fn values(field: &str, v: Value) -> Result<Values, ApiError> {
+    match v {
+        Value::Array(items) => Ok(Values::List(items)),
+        Value::Object(mut o) => {
+            let mut number =
+                |key: &str, default: Option<i64>| -> Result<serde_json::Number, ApiError> {
+                    match o.remove(key) {
+                        Some(Value::Number(n)) => Ok(n),
+                        None => default
+                            .map(Into::into)
+                            .ok_or_else(|| invalid(field, format!("a range needs \"{key}\""))),
+                        Some(other) => Err(invalid(
+                            &format!("{field}.{key}"),
+                            format!("expected a number, got {other}"),
+                        )),
+                    }
+                };
+            let min = number("min", None)?;
+            let max = number("max", None)?;
+            let step = number("step", Some(1))?;
+            if let Some(extra) = o.keys().next() {
+                return Err(invalid(
+                    field,
+                    format!("unknown range field \"{extra}\"; a range has min, max and step"),
+                ));
+            }
+            Ok(Values::Range { min, max, step })
+        }
+        Value::Null => Err(invalid(
+            field,
+            "expected a list of values or {min, max, step}, got null",
+        )),
+        scalar => Ok(Values::List(vec![scalar])),
+    }
+}
+
+/// Splits a job request into the job's settings and the sweep to expand.
+pub fn job_request(
+    req: api::CreateJobRequest,
+    config: &ServerConfig,
+) -> Result<(NewJob, SweepSpec), ApiError> {
+    let spec = serde_json::to_value(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(name) = &req.name
+        && name.chars().count() > MAX_NAME_LEN
+    {
+        return Err(invalid(
+            "name",
+            format!("at most {MAX_NAME_LEN} characters"),
+        ));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(config.default_max_attempts);
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+        return Err(invalid(
+            "maxAttempts",
+            format!("must be between 1 and {MAX_ATTEMPTS_LIMIT} (got {max_attempts})"),
+        ));
+    }
+    let task_timeout = match req.task_timeout_seconds {
+        Some(0) => return Err(invalid("taskTimeoutSeconds", "must be at least 1")),
+        Some(s) => Duration::from_secs(s),
+        None => config.default_task_timeout,
+    };
+
+    let mut shared = Map::new();
+    if let Some(jar) = req.jar_path {
+        shared.insert("jarPath".into(), Value::String(jar));
+    }
+    if let Some(main) = req.main_class {
+        shared.insert("mainClass".into(), Value::String(main));
+    }
+    for (k, v) in req.shared.unwrap_or_default() {
+        if shared.contains_key(&k) {
+            return Err(invalid(
+                &format!("shared.{k}"),
+                "is already given as a top-level field",
+            ));
+        }
+        shared.insert(k, v);
+    }
+
+    let mut dimensions = Vec::new();
+    let named = [
+        ("algorithms", "algorithm", req.algorithms),
+        ("iterations", "iterations", req.iterations),
+        ("agents", "agents", req.agents),
+        ("dimension", "dimension", req.dimension),
+    ];
+    for (field, name, value) in named {
+        if let Some(v) = value {
+            dimensions.push(Dimension {
+                name: name.into(),
+                field: field.into(),
+                values: values(field, v)?,
+            });
+        }
+    }
+    for (name, v) in req.parameters.unwrap_or_default() {
+        if name.is_empty() {
+            return Err(invalid("parameters", "a parameter name must not be empty"));
+        }
+        let field = format!("parameters.{name}");
+        dimensions.push(Dimension {
+            values: values(&field, v)?,
+            name,
+            field,
+        });
+    }
+    let job = NewJob {
+        name: req.name,
+        priority: req.priority.unwrap_or(0),
+        max_attempts,
+        task_timeout,
+        spec,
+    };
+    Ok((
+        job,
+        SweepSpec {
+            shared,
+            dimensions,
+            tasks: req.tasks,
+        },
+    ))
+}
+
+pub fn job(j: &Job) -> api::Job {
+    api::Job {
+        id: j.id.clone(),
+        name: j.name.clone(),
+        status: j.status.to_string(),
+        total_tasks: j.counts.total,
+        completed_tasks: j.counts.done,
+        failed_tasks: j.counts.failed,
+        pending_tasks: j.counts.new,
+        running_tasks: j.counts.running,
+        cancelled_tasks: j.counts.cancelled,
+        priority: j.priority,
+        max_attempts: j.max_attempts,
+        task_timeout_seconds: j.task_timeout.as_secs_f64(),
+        parameters: j.parameter_names.clone(),
+        created_at: format(&j.created_at),
+        updated_at: format(&j.updated_at),
+        finished_at: j.finished_at.as_ref().map(format),
+    }
+}
+
+pub fn task(t: &Task) -> api::Task {
+    api::Task {
+        id: t.id.clone(),
+        job_id: t.job_id.clone(),
+        status: t.status.to_string(),
+        attempt: t.attempt,
+        max_attempts: t.max_attempts,
+        payload: t.payload.clone(),
+        assigned_to: t.assigned_to.clone(),
+        started_at: t.started_at.as_ref().map(format),
+        lease_expires_at: t.lease_expires_at.as_ref().map(format),
+        finished_at: t.finished_at.as_ref().map(format),
+        runtime_ms: t.result.runtime_ms,
+        iter: t.result.iter,
+        fopt: t.result.fopt,
+        result_json: t.result.result_json.clone(),
+        last_error: t.last_error.clone(),
+        created_at: format(&t.created_at),
+    }
+}
+
+pub fn result(t: &Task) -> api::TaskResult {
+    api::TaskResult {
+        task_id: t.id.clone(),
+        algorithm: t.payload.get("algorithm").cloned(),
+        iterations: t.payload.get("iterations").cloned(),
+        fopt: t.result.fopt,
+        runtime_ms: t.result.runtime_ms,
+        finished_at: t.finished_at.as_ref().map(format),
+        iter: t.result.iter,
+        result_json: t.result.result_json.clone(),
+        spot_id: t.assigned_to.clone(),
+        attempt: t.attempt,
+        payload: t.payload.clone(),
+    }
+}
+
+pub fn spot(n: &Node) -> api::Spot {
+    api::Spot {
+        id: n.id.clone(),
+        ip_address: n.info.address.clone(),
+        status: n.status.to_string(),
+        cpu_load: n.cpu_load,
+        running_tasks: n.running_tasks,
+        total_cores: n.info.capacity.cores,
+        last_heartbeat: format(&n.last_heartbeat),
+        hostname: n.info.hostname.clone(),
+        zone: n.info.zone.clone(),
+        labels: n.info.labels.clone(),
+        memory_bytes: n.info.capacity.memory_bytes,
+        free_memory_bytes: n.free_memory_bytes,
+        gpus: n.info.capacity.gpus,
+        registered_at: format(&n.registered_at),
+    }
+}
