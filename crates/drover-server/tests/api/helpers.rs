@@ -1,0 +1,240 @@
+//! The test harness: `spawn_app()` starts a real server on a loopback port with a fresh SQLite
+//! file, and hands back a typed client plus the handles a test needs to drive time and the
+//! reapers. Tests read as specifications on top of it.
+
+use chrono::{TimeZone, Utc};
+use drover_api::{CreateJobRequest, CreateJobResponse, HelloRequest};
+use drover_client::Client;
+use drover_core::TaskStatus;
+use drover_server::{AppState, Clock, ManualClock, ServerConfig, SystemClock};
+use drover_store::{SqliteStore, Store};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub base: String,
+    /// A client with whatever keys the server was configured with.
+    pub client: Client,
+    pub state: AppState,
+    /// Set when the app runs on a manual clock (the default).
+    pub clock: Option<Arc<ManualClock>>,
+    pub db_path: PathBuf,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// A server on a manual clock, with background reapers parked (tests call `run_once` steps).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let mut config = ServerConfig {
+        task_reaper_interval: Duration::from_secs(3600),
+        spot_reaper_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    configure(&mut config);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap(),
+    ));
+    start(config, clock.clone(), Some(clock)).await
+}
+
+/// A server on the wall clock, for tests of the background workers themselves.
+pub async fn spawn_app_real_time(configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let mut config = ServerConfig::default();
+    configure(&mut config);
+    start(config, Arc::new(SystemClock), None).await
+}
+
+async fn start(
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+    manual: Option<Arc<ManualClock>>,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("drover.db");
+    let store = SqliteStore::open(&db_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut client = Client::new(&base);
+    if let Some(k) = &config.agent_key {
+        client = client.with_agent_key(k);
+    }
+    if let Some(k) = &config.api_key {
+        client = client.with_api_key(k);
+    }
+    let state = AppState::new(Arc::new(store), config, clock);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(drover_server::serve(
+        listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
+    let server = tokio::spawn(async move {
+        server.await.unwrap().unwrap();
+    });
+    TestApp {
+        base,
+        client,
+        state,
+        clock: manual,
+        db_path,
+        http: reqwest::Client::new(),
+        shutdown,
+        server,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn store(&self) -> &dyn Store {
+        &*self.state.store
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock
+            .as_ref()
+            .expect("this app runs on the wall clock")
+            .advance(by);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs raw JSON and returns status and parsed body (without any keys).
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a raw body with the given content type.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a job of `n` tasks (`x` = 1..=n) with the given extra request fields.
+    pub async fn create_job(&self, n: i64, extra: Value) -> CreateJobResponse {
+        let mut req = json!({"parameters": {"x": {"min": 1, "max": n, "step": 1}}});
+        if let (Value::Object(r), Value::Object(e)) = (&mut req, extra) {
+            r.extend(e);
+        }
+        let req: CreateJobRequest = serde_json::from_value(req).unwrap();
+        self.client.create_job(&req).await.unwrap()
+    }
+
+    /// Registers a spot and returns its id.
+    pub async fn hello(&self) -> String {
+        self.client
+            .hello(&HelloRequest {
+                ip_address: "127.0.0.1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .spot_id
+    }
+
+    /// Invariant 4, seen through the API and through the store's own audit: every job's counts
+    /// equal the number of its tasks in each status.
+    pub async fn assert_job_counts_consistent(&self) {
+        let mismatches = self.store().audit_job_counts().await.unwrap();
+        assert!(
+            mismatches.is_empty(),
+            "stored counts differ: {mismatches:?}"
+        );
+        let jobs = self.client.jobs(&Default::default()).await.unwrap().jobs;
+        for job in jobs {
+            let tasks = self.client.all_tasks(&job.id, None).await.unwrap();
+            let count =
+                |s: TaskStatus| tasks.iter().filter(|t| t.status == s.as_str()).count() as u64;
+            assert_eq!(job.total_tasks, tasks.len() as u64, "total of {}", job.id);
+            assert_eq!(
+                job.pending_tasks,
+                count(TaskStatus::New),
+                "NEW of {}",
+                job.id
+            );
+            assert_eq!(
+                job.running_tasks,
+                count(TaskStatus::Running),
+                "RUNNING of {}",
+                job.id
+            );
+            assert_eq!(
+                job.completed_tasks,
+                count(TaskStatus::Done),
+                "DONE of {}",
+                job.id
+            );
+            assert_eq!(
+                job.failed_tasks,
+                count(TaskStatus::Failed),
+                "FAILED of {}",
+                job.id
+            );
+            assert_eq!(
+                job.cancelled_tasks,
+                count(TaskStatus::Cancelled),
+                "CANCELLED of {}",
+                job.id
+            );
+        }
+    }
+
+    /// Ends a test: checks the invariants that must hold after any sequence of API calls, then
+    /// shuts the server down the way SIGTERM would.
+    pub async fn finish(self) {
+        self.assert_job_counts_consistent().await;
+        self.shutdown.cancel();
+        self.server.await.unwrap();
+    }
+}
+
+/// Polls `check` until it returns `Some`, for up to `within`; panics with `what` otherwise.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,9 @@
+//! HTTP-level specification of drover's native API (the batch-coordinator contract and its
+//! extensions), against a real server on a loopback port with a real SQLite file.
+
+mod agents;
+mod auth;
+mod errors;
+mod helpers;
+mod jobs;
+mod reapers;

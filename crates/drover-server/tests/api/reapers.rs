@@ -1,0 +1,212 @@
+//! The task and spot reapers: one step at a time on a manual clock (fencing, retry rule), and
+//! as real background workers on short intervals.
+
+use crate::helpers::{eventually, spawn_app, spawn_app_real_time};
+use drover_api::{CompleteRequest, HeartbeatRequest};
+use serde_json::json;
+use std::time::Duration;
+
+/// Invariant 1: claim, let the reaper take the task back, claim it from another spot; the first
+/// spot's late complete gets 409 and the second's result stands.
+#[tokio::test]
+async fn a_late_report_after_reaping_is_fenced_off() {
+    let app = spawn_app().await;
+    let job = app.create_job(1, json!({"taskTimeoutSeconds": 60})).await;
+    let first = app.hello().await;
+    let second = app.hello().await;
+    let task = app.client.claim(&first, 1).await.unwrap().remove(0);
+
+    app.advance(Duration::from_secs(59));
+    assert!(
+        app.state.task_reaper().reap().await.unwrap().is_empty(),
+        "not yet expired"
+    );
+    app.advance(Duration::from_secs(2));
+    let reaped = app.state.task_reaper().reap().await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(app.client.task(&task.id).await.unwrap().status, "NEW");
+
+    let retaken = app.client.claim(&second, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (retaken.id.as_str(), retaken.attempt),
+        (task.id.as_str(), 2)
+    );
+    let late = CompleteRequest {
+        spot_id: first.clone(),
+        fopt: Some(999.0),
+        ..Default::default()
+    };
+    let err = app.client.complete(&task.id, &late).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(409), Some("WRONG_SPOT")));
+    let good = CompleteRequest {
+        spot_id: second.clone(),
+        fopt: Some(1.0),
+        ..Default::default()
+    };
+    app.client.complete(&task.id, &good).await.unwrap();
+    let err = app.client.complete(&task.id, &late).await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(409),
+        "still refused after the task is DONE"
+    );
+
+    let stored = app.client.task(&task.id).await.unwrap();
+    assert_eq!((stored.status.as_str(), stored.fopt), ("DONE", Some(1.0)));
+    assert_eq!(stored.assigned_to.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        app.client.job(&job.job_id).await.unwrap().status,
+        "COMPLETED"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_task_timeout_retries_then_fails_the_task() {
+    let app = spawn_app().await;
+    let job = app
+        .create_job(1, json!({"taskTimeoutSeconds": 30, "maxAttempts": 2}))
+        .await;
+    let spot = app.hello().await;
+    app.client.claim(&spot, 1).await.unwrap();
+    app.advance(Duration::from_secs(31));
+    app.state.task_reaper().reap().await.unwrap();
+    assert_eq!(app.client.job(&job.job_id).await.unwrap().pending_tasks, 1);
+    app.client.claim(&spot, 1).await.unwrap();
+    app.advance(Duration::from_secs(31));
+    app.state.task_reaper().reap().await.unwrap();
+    let job = app.client.job(&job.job_id).await.unwrap();
+    assert_eq!((job.status.as_str(), job.failed_tasks), ("FAILED", 1));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_default_task_timeout_is_five_minutes() {
+    let app = spawn_app().await;
+    app.create_job(1, json!({})).await;
+    let spot = app.hello().await;
+    app.client.claim(&spot, 1).await.unwrap();
+    app.advance(Duration::from_secs(299));
+    assert!(app.state.task_reaper().reap().await.unwrap().is_empty());
+    app.advance(Duration::from_secs(2));
+    assert_eq!(app.state.task_reaper().reap().await.unwrap().len(), 1);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_silent_spot_goes_down_and_frees_its_tasks() {
+    let app = spawn_app().await;
+    app.create_job(3, json!({})).await;
+    let silent = app.hello().await;
+    let alive = app.hello().await;
+    assert_eq!(app.client.claim(&silent, 2).await.unwrap().len(), 2);
+
+    app.advance(Duration::from_secs(9));
+    let beat = HeartbeatRequest {
+        spot_id: alive.clone(),
+        ..Default::default()
+    };
+    app.client.heartbeat(&beat).await.unwrap();
+    assert!(
+        app.state
+            .spot_reaper()
+            .reap()
+            .await
+            .unwrap()
+            .nodes
+            .is_empty(),
+        "10 s have not passed"
+    );
+    app.advance(Duration::from_secs(2));
+    let down = app.state.spot_reaper().reap().await.unwrap();
+    assert_eq!(down.nodes, vec![silent.clone()]);
+    assert_eq!(down.released.len(), 2);
+
+    let spots = app.client.spots().await.unwrap();
+    let status = |id: &str| spots.iter().find(|s| s.id == id).unwrap().status.clone();
+    assert_eq!(
+        (status(&silent), status(&alive)),
+        ("DOWN".to_string(), "UP".to_string())
+    );
+    assert_eq!(app.client.claim(&alive, 10).await.unwrap().len(), 3);
+    app.finish().await;
+}
+
+/// The reapers as background workers, on the wall clock with short intervals.
+#[tokio::test]
+async fn background_reapers_run_on_their_intervals() {
+    let app = spawn_app_real_time(|c| {
+        c.spot_reaper_interval = Duration::from_millis(100);
+        c.spot_timeout = Duration::from_millis(600);
+        c.task_reaper_interval = Duration::from_millis(100);
+    })
+    .await;
+    let spot_job = app.create_job(2, json!({})).await;
+    let silent = app.hello().await;
+    assert_eq!(app.client.claim(&silent, 2).await.unwrap().len(), 2);
+
+    // A silent spot goes DOWN and its tasks become claimable again.
+    let client = app.client.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the silent spot to go DOWN",
+        || {
+            let client = client.clone();
+            let silent = silent.clone();
+            async move {
+                let spots = client.spots().await.unwrap();
+                spots
+                    .iter()
+                    .any(|s| s.id == silent && s.status == "DOWN")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let job = app.client.job(&spot_job.job_id).await.unwrap();
+    assert_eq!((job.pending_tasks, job.running_tasks), (2, 0));
+
+    // A task past its timeout goes back to NEW, then FAILED after its last attempt, while its
+    // spot keeps heartbeating.
+    app.client.cancel_job(&spot_job.job_id).await.unwrap();
+    let timed = app
+        .create_job(1, json!({"taskTimeoutSeconds": 1, "maxAttempts": 2}))
+        .await;
+    let worker = app.hello().await;
+    let beats = {
+        let client = app.client.clone();
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            loop {
+                let beat = HeartbeatRequest {
+                    spot_id: worker.clone(),
+                    ..Default::default()
+                };
+                let _ = client.heartbeat(&beat).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let task = app.client.claim(&worker, 1).await.unwrap().remove(0);
+    eventually(
+        Duration::from_secs(10),
+        "the timed-out task to return to NEW",
+        || {
+            let client = app.client.clone();
+            let id = task.id.clone();
+            async move { (client.task(&id).await.unwrap().status == "NEW").then_some(()) }
+        },
+    )
+    .await;
+    let again = app.client.claim(&worker, 1).await.unwrap().remove(0);
+    assert_eq!(again.attempt, 2);
+    let job = eventually(Duration::from_secs(10), "the job to fail", || {
+        let client = app.client.clone();
+        let id = timed.job_id.clone();
+        async move { Some(client.job(&id).await.unwrap()).filter(|j| j.status == "FAILED") }
+    })
+    .await;
+    assert_eq!(job.failed_tasks, 1);
+    beats.abort();
+    app.finish().await;
+}
