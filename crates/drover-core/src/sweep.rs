@@ -210,7 +210,7 @@ fn count(dim: &Dimension) -> Result<u128, SweepError> {
                 max.as_f64().unwrap_or(f64::NAN),
                 step.as_f64().unwrap_or(f64::NAN),
             );
-            if !(st > 0.0) || !st.is_finite() {
+            if st.is_nan() || st <= 0.0 || !st.is_finite() {
                 return Err(invalid(
                     &format!("{}.step", dim.field),
                     format!("step must be a finite number greater than 0 (got {step})"),
