@@ -1,7 +1,9 @@
 //! The embedded default store: one SQLite file in WAL mode.
 //!
-//! One connection behind a mutex serves every call on the blocking pool: SQLite has a single
-//! writer anyway, and one connection keeps each call a plain `BEGIN IMMEDIATE` transaction.
+//! Two connections, each behind a mutex, serve calls on the blocking pool: one writer (SQLite
+//! has a single writer anyway, and one connection keeps each call a plain `BEGIN IMMEDIATE`
+//! transaction) and one reader, so status pages and listings read the last committed state
+//! while a long write (a million-task job) is in progress instead of queueing behind it.
 //! `synchronous = FULL` makes each commit durable before the call returns, which is what lets
 //! the server acknowledge a change (invariant 3). Claims and reports already take batches, so
 //! a caller that groups requests pays one fsync per group.
@@ -33,10 +35,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the health probe waits: short, so a wedged store shows up as 503 quickly.
 const HEALTH_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The SQLite store. Cheap to clone; clones share the connection.
+type Shared = Arc<Mutex<Option<Connection>>>;
+
+/// The SQLite store. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Option<Connection>>>,
+    writer: Shared,
+    reader: Shared,
     path: PathBuf,
 }
 
@@ -70,8 +75,12 @@ impl SqliteStore {
         schema::migrations()
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(Some(conn))),
+            writer: Arc::new(Mutex::new(Some(conn))),
+            reader: Arc::new(Mutex::new(Some(reader))),
             path,
         })
     }
@@ -80,24 +89,22 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the writer connection on the blocking pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
-            let conn = guard
-                .as_mut()
-                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-            f(conn)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+        on(&self.writer, f).await
+    }
+
+    /// Runs the read-only `f` with the reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        on(&self.reader, f).await
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits.
@@ -116,6 +123,26 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Runs `f` with one of the store's connections on the blocking pool.
+async fn on<T, F>(conn: &Shared, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+{
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn
+            .lock()
+            .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        f(conn)
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
 }
 
 /// Sorts SQLite's errors into "try again later" and "bug".
@@ -372,7 +399,7 @@ impl Store for SqliteStore {
     }
 
     async fn overview(&self) -> Result<Overview> {
-        self.with_conn(|conn| {
+        self.read(|conn| {
             let active_nodes: u64 = conn
                 .query_row("SELECT count(*) FROM nodes WHERE status = 'UP'", [], |r| {
                     r.get(0)
@@ -448,11 +475,11 @@ impl Store for SqliteStore {
 
     async fn get_job(&self, id: &str) -> Result<Job> {
         let id = id.to_string();
-        self.with_conn(move |conn| rows::job_by_id(conn, &id)).await
+        self.read(move |conn| rows::job_by_id(conn, &id)).await
     }
 
     async fn list_jobs(&self, status: Option<JobStatus>, page: Page) -> Result<Paged<Job>> {
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {} FROM jobs
@@ -521,7 +548,7 @@ impl Store for SqliteStore {
         page: Page,
     ) -> Result<Paged<Task>> {
         let job_id = job_id.to_string();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             // Distinguish "no such job" from "no tasks on this page".
             rows::job_by_id(conn, &job_id)?;
             let mut stmt = conn
@@ -552,7 +579,7 @@ impl Store for SqliteStore {
 
     async fn get_task(&self, id: &str) -> Result<Task> {
         let id = id.to_string();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {} FROM tasks WHERE id = ?1",
                 rows::TASK_COLUMNS
@@ -627,7 +654,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
-        self.with_conn(|conn| {
+        self.read(|conn| {
             conn.prepare_cached(&format!(
                 "SELECT {} FROM nodes ORDER BY registered_at, id",
                 rows::NODE_COLUMNS
@@ -797,19 +824,25 @@ impl Store for SqliteStore {
     }
 
     async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>> {
-        self.with_conn(|conn| rows::audit(conn)).await
+        self.read(|conn| rows::audit(conn)).await
     }
 
     async fn close(&self) -> Result<()> {
-        let conn = self.conn.clone();
+        let (writer, reader) = (self.writer.clone(), self.reader.clone());
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
-            if let Some(conn) = guard.take() {
-                conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            let take = |c: &Shared| {
+                c.lock()
+                    .map(|mut g| g.take())
+                    .map_err(|_| StoreError::Internal("connection lock poisoned".into()))
+            };
+            if let Some(reader) = take(&reader)? {
+                reader.close().map_err(|(_, e)| map_err(e))?;
+            }
+            if let Some(writer) = take(&writer)? {
+                writer
+                    .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
                     .map_err(map_err)?;
-                conn.close().map_err(|(_, e)| map_err(e))?;
+                writer.close().map_err(|(_, e)| map_err(e))?;
             }
             Ok(())
         })
