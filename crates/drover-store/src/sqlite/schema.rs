@@ -112,14 +112,92 @@ BEGIN
 END;
 "#;
 
+/// Keeps `jobs.status` right when task counts change outside drover (an operator's hand edit),
+/// so `GET /api/v1/jobs?status=` and the contract's SQL agree with the API. This restates
+/// `JobCounts::status` in SQL; `the_status_trigger_agrees_with_the_core_rule` checks that the two
+/// cannot drift apart.
+const V2: &str = r#"
+CREATE TRIGGER jobs_keep_status
+AFTER UPDATE OF new_tasks, running_tasks, completed_tasks, failed_tasks, cancelled_tasks, cancelled
+ON jobs
+BEGIN
+    UPDATE jobs SET status = CASE
+        WHEN NEW.cancelled THEN 'CANCELLED'
+        WHEN NEW.total_tasks > 0 AND NEW.completed_tasks = NEW.total_tasks THEN 'COMPLETED'
+        WHEN NEW.new_tasks + NEW.running_tasks = 0 AND NEW.failed_tasks > 0 THEN 'FAILED'
+        WHEN NEW.running_tasks + NEW.completed_tasks + NEW.failed_tasks + NEW.cancelled_tasks > 0
+            THEN 'RUNNING'
+        ELSE 'PENDING'
+    END
+    WHERE id = NEW.id;
+END;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 #[cfg(test)]
 mod tests {
+    use drover_core::JobCounts;
+    use rusqlite::{Connection, params};
+
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn the_status_trigger_agrees_with_the_core_rule() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::migrations().to_latest(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, priority, max_attempts, task_timeout_ms, spec, parameters,
+                 status, total_tasks, new_tasks, created_at, updated_at)
+             VALUES ('j', 0, 1, 1, '{}', '[]', 'PENDING', 0, 0, 't', 't')",
+            [],
+        )
+        .unwrap();
+        let range = 0..3u64;
+        for new in range.clone() {
+            for running in range.clone() {
+                for done in range.clone() {
+                    for failed in range.clone() {
+                        for cancelled_tasks in range.clone() {
+                            for cancelled in [false, true] {
+                                let counts = JobCounts {
+                                    total: new + running + done + failed + cancelled_tasks,
+                                    new,
+                                    running,
+                                    done,
+                                    failed,
+                                    cancelled: cancelled_tasks,
+                                };
+                                conn.execute(
+                                    "UPDATE jobs SET total_tasks = ?1, new_tasks = ?2,
+                                         running_tasks = ?3, completed_tasks = ?4,
+                                         failed_tasks = ?5, cancelled_tasks = ?6, cancelled = ?7
+                                     WHERE id = 'j'",
+                                    params![
+                                        counts.total,
+                                        new,
+                                        running,
+                                        done,
+                                        failed,
+                                        cancelled_tasks,
+                                        cancelled
+                                    ],
+                                )
+                                .unwrap();
+                                let stored: String = conn
+                                    .query_row("SELECT status FROM jobs", [], |r| r.get(0))
+                                    .unwrap();
+                                assert_eq!(stored, counts.status(cancelled).as_str(), "{counts:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
