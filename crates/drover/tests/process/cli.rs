@@ -1,0 +1,133 @@
+//! The command line: help texts, and start-up refusals that must be clear and quick.
+
+use crate::helpers::{EXIT_DEADLINE, Finished, Launch, ServerProcess, drover_command, run_to_exit};
+use std::path::Path;
+
+fn drover(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut cmd = drover_command(dir);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_to_exit(cmd, dir, name, EXIT_DEADLINE)
+}
+
+#[test]
+fn drover_help_lists_the_server_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(dir.path(), "help", &["--help"], &[]);
+    assert!(run.status.success(), "{run}");
+    assert!(run.stdout.contains("server"), "{run}");
+    assert!(run.stdout.contains("Usage: drover"), "{run}");
+}
+
+#[test]
+fn server_help_documents_keys_aliases_timeouts_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(dir.path(), "server-help", &["server", "--help"], &[]);
+    assert!(run.status.success(), "{run}");
+    for expected in [
+        "--agent-key",
+        "--api-key",
+        "--allow-unauthenticated",
+        "ORHESTRA_PORT",
+        "ORHESTRA_AGENT_KEY",
+        "ORHESTRA_DB_URL",
+        "ORHESTRA_MAX_ATTEMPTS",
+        "--spot-timeout",
+        "--task-timeout",
+        "DROVER_PORT",
+        "DROVER_AGENT_KEY",
+    ] {
+        assert!(run.stdout.contains(expected), "no {expected:?} in:\n{run}");
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(dir.path(), "version", &["--version"], &[]);
+    assert!(run.status.success(), "{run}");
+    assert!(run.stdout.starts_with("drover "), "{run}");
+}
+
+#[test]
+fn a_public_bind_without_keys_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(
+        dir.path(),
+        "public-bind",
+        &["server", "--bind", "0.0.0.0", "--port", "0"],
+        &[],
+    );
+    assert!(!run.status.success(), "{run}");
+    assert!(run.stderr.contains("--allow-unauthenticated"), "{run}");
+    assert!(run.stderr.contains("--agent-key"), "{run}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start must not create the database"
+    );
+}
+
+#[test]
+fn one_key_is_not_enough_for_a_public_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(
+        dir.path(),
+        "public-bind-one-key",
+        &["server", "--bind", "0.0.0.0", "--port", "0"],
+        &[("ORHESTRA_AGENT_KEY", "secret123")],
+    );
+    assert!(!run.status.success(), "{run}");
+    assert!(run.stderr.contains("--allow-unauthenticated"), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_unauthenticated_starts_on_a_public_bind_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bound on every interface, reached only through loopback.
+    let mut server = ServerProcess::start(
+        dir.path(),
+        Launch::new().args(["--bind", "0.0.0.0", "--allow-unauthenticated"]),
+    )
+    .await;
+    let health = server.client().health().await.unwrap();
+    assert_eq!(health.status, "healthy");
+    let log = server.log();
+    assert!(log.contains("without authentication"), "{log}");
+    assert!(
+        log.contains(&format!("listening on http://0.0.0.0:{}", server.port())),
+        "{log}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_jdbc_database_url_from_the_java_coordinator_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(
+        dir.path(),
+        "jdbc",
+        &["server", "--port", "0"],
+        &[("ORHESTRA_DB_URL", "jdbc:h2:file:./data/orhestra")],
+    );
+    assert!(!run.status.success(), "{run}");
+    assert!(run.stderr.contains("JDBC"), "{run}");
+    assert!(run.stderr.contains("SQLite"), "{run}");
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn a_duration_that_is_not_one_is_refused_with_the_flag_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(
+        dir.path(),
+        "bad-duration",
+        &["server", "--port", "0", "--spot-timeout", "soon"],
+        &[],
+    );
+    assert!(!run.status.success(), "{run}");
+    assert!(run.stderr.contains("--spot-timeout"), "{run}");
+    assert!(run.stderr.contains("30s"), "{run}");
+}

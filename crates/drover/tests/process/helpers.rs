@@ -1,0 +1,468 @@
+//! The harness: runs the real `drover` binary as a child process on a free loopback port, with
+//! its output captured to a log file in the test's temporary directory.
+//!
+//! Nothing here contacts any address but 127.0.0.1. Waits are polls with generous deadlines,
+//! never timed assertions: a slow machine makes a test slower, not red.
+
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_drover");
+
+/// The batch-coordinator contract, whose scripts and SQL the tests run unchanged.
+pub const CONTRACT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/contracts/batch-coordinator.md"
+);
+
+/// How long a server may take to answer its first health check.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a process may take to exit once asked to (or once it should have).
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a background effect (a reaper, a log line) may take to show up.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(30);
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// A free loopback port: bind port 0, read what the kernel gave, let it go.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The full path of a program on `PATH`, if there is one.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Prints why a test does not run here and lets the caller return.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("skipping {test}: {reason}");
+}
+
+/// The first tool of `names` that is not installed, if any.
+pub fn missing_tool(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find(|n| find_tool(n).is_none())
+        .map(|n| format!("`{n}` is not installed"))
+}
+
+/// Reads the contract, or says why it cannot.
+pub fn read_contract() -> Result<String, String> {
+    std::fs::read_to_string(CONTRACT)
+        .map_err(|e| format!("cannot read the contract {CONTRACT}: {e}"))
+}
+
+/// A command for the binary with an environment cleaned of every setting the server reads, so
+/// the tests' own environment cannot leak into the child. Logging is pinned to `info`, the level
+/// the asserted log lines are written at.
+pub fn drover_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("DROVER_") || key_text.starts_with("ORHESTRA_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env_remove("RUST_LOG_STYLE")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to its end in its own process group, its output going to files named after
+/// `name` in `dir`. A command still running after `deadline` is killed with its whole group and
+/// the test fails (a hang, not a slow machine, is what such a deadline catches).
+pub fn run_to_exit(mut cmd: Command, dir: &Path, name: &str, deadline: Duration) -> Finished {
+    use std::os::unix::process::CommandExt;
+    let out_path = dir.join(format!("{name}.stdout"));
+    let err_path = dir.join(format!("{name}.stderr"));
+    let out = std::fs::File::create(&out_path).expect("create stdout file");
+    let err = std::fs::File::create(&err_path).expect("create stderr file");
+    let mut child = cmd
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            // SAFETY: kill(2) with a negative pid signals the process group the child leads.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+            panic!(
+                "{name} still ran after {deadline:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+        std::thread::sleep(POLL);
+    };
+    Finished {
+        status,
+        stdout: String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into(),
+        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into(),
+    }
+}
+
+/// Polls `probe` until it yields a value; fails the test with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How to start a server beyond the harness's own `--port` and `--db`.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    port_env: Option<String>,
+}
+
+impl Launch {
+    pub fn new() -> Self {
+        Launch::default()
+    }
+
+    /// Extra command-line arguments after `drover server --port P --db D`.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An environment variable for the server.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives the port in this environment variable (e.g. `ORHESTRA_PORT`) instead of `--port`.
+    pub fn port_via_env(mut self, var: impl Into<String>) -> Self {
+        self.port_env = Some(var.into());
+        self
+    }
+}
+
+/// A running `drover server` child process. Killed (SIGKILL) when dropped; when a test panics,
+/// its captured output is printed first.
+pub struct ServerProcess {
+    child: Child,
+    exited: Option<ExitStatus>,
+    port: u16,
+    db: PathBuf,
+    log_path: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `drover server --port P --db <dir>/drover.db <launch args>` in `dir` and waits
+    /// until `GET /api/v1/health` answers healthy. A port taken between picking and binding it
+    /// (another test may race for it) is retried with a new one.
+    pub async fn start(dir: &Path, launch: Launch) -> ServerProcess {
+        const TRIES: u32 = 3;
+        for attempt in 1..=TRIES {
+            let mut server = ServerProcess::spawn(dir, &launch, free_port());
+            match server.wait_healthy().await {
+                Ok(()) => return server,
+                Err(why) if attempt < TRIES && why.contains("Address already in use") => {
+                    eprintln!("port {} was taken; trying another", server.port);
+                }
+                Err(why) => panic!("drover server did not become healthy: {why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(dir: &Path, launch: &Launch, port: u16) -> ServerProcess {
+        let log_path = (1..)
+            .map(|n| dir.join(format!("server-{n}.log")))
+            .find(|p| !p.exists())
+            .expect("a free log file name");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the log file");
+        let db = dir.join("drover.db");
+        let mut cmd = drover_command(dir);
+        cmd.arg("server");
+        match &launch.port_env {
+            Some(var) => {
+                cmd.env(var, port.to_string());
+            }
+            None => {
+                cmd.arg("--port").arg(port.to_string());
+            }
+        }
+        cmd.arg("--db").arg(&db).args(&launch.args);
+        for (k, v) in &launch.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        ServerProcess {
+            child,
+            exited: None,
+            port,
+            db,
+            log_path,
+        }
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client");
+        let url = format!("{}/api/v1/health", self.base_url());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                self.exited = Some(status);
+                return Err(format!(
+                    "it exited ({status}) before answering:\n{}",
+                    self.log()
+                ));
+            }
+            let last = match http.get(&url).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    if body["status"] == "healthy" {
+                        return Ok(());
+                    }
+                    format!("answered {body}")
+                }
+                Ok(resp) => format!("answered {}", resp.status()),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() > START_DEADLINE {
+                return Err(format!(
+                    "not healthy after {START_DEADLINE:?} (last: {last}):\n{}",
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The SQLite file the server keeps its state in.
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    /// A typed client of this server, without keys.
+    pub fn client(&self) -> drover_client::Client {
+        drover_client::Client::new(self.base_url())
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if started.elapsed() > EVENT_DEADLINE {
+                panic!("the server log has no {needle:?} after {EVENT_DEADLINE:?}:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to flush, close or say goodbye. Waits for the process to be gone.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        self.signal(libc::SIGKILL);
+        let status = self.child.wait().expect("wait for the killed server");
+        self.exited = Some(status);
+        status
+    }
+
+    /// SIGTERM, then waits for the server to exit on its own and returns how it exited.
+    pub fn terminate(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        self.signal(libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                self.exited = Some(status);
+                return status;
+            }
+            if started.elapsed() > EXIT_DEADLINE {
+                self.kill9();
+                panic!(
+                    "the server did not exit within {EXIT_DEADLINE:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet, so it cannot have been
+        // reused by another process.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.id());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- drover server log ({}) ---\n{}--- end of log ---",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends heartbeats for a spot every `every` until dropped, as a live agent would.
+pub struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Heartbeats {
+    pub fn start(client: drover_client::Client, spot_id: &str, every: Duration) -> Heartbeats {
+        let req = drover_api::HeartbeatRequest {
+            spot_id: spot_id.to_string(),
+            ip_address: Some("127.0.0.1".into()),
+            cpu_load: Some(1.0),
+            running_tasks: Some(0),
+            total_cores: Some(2),
+            free_memory_bytes: None,
+        };
+        Heartbeats(tokio::spawn(async move {
+            loop {
+                // A missed beat is what the reapers are about; the test asserts on outcomes.
+                let _ = client.heartbeat(&req).await;
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Registers a spot from 127.0.0.1 and returns its id.
+pub async fn hello(client: &drover_client::Client) -> String {
+    client
+        .hello(&drover_api::HelloRequest {
+            ip_address: "127.0.0.1".into(),
+            total_cores: Some(2),
+            ..Default::default()
+        })
+        .await
+        .expect("hello")
+        .spot_id
+}
+
+/// A completion report from `spot` with objective value `fopt`.
+pub fn completion(spot: &str, fopt: f64) -> drover_api::CompleteRequest {
+    drover_api::CompleteRequest {
+        spot_id: spot.to_string(),
+        runtime_ms: Some(10),
+        iter: Some(100),
+        fopt: Some(fopt),
+        result_json: Some(serde_json::Value::String("{\"converged\":true}".into())),
+        attempt: None,
+    }
+}
+
+/// Checks invariant 4 through the API: the job's counts equal its tasks counted by status.
+pub async fn assert_counts_match_tasks(client: &drover_client::Client, job_id: &str) {
+    let job = client.job(job_id).await.expect("get job");
+    let tasks = client.all_tasks(job_id, None).await.expect("list tasks");
+    let count = |s: &str| tasks.iter().filter(|t| t.status == s).count() as u64;
+    let by_status = [
+        ("NEW", job.pending_tasks),
+        ("RUNNING", job.running_tasks),
+        ("DONE", job.completed_tasks),
+        ("FAILED", job.failed_tasks),
+        ("CANCELLED", job.cancelled_tasks),
+    ];
+    for (status, counted) in by_status {
+        assert_eq!(
+            counted,
+            count(status),
+            "job {job_id}: its {status} count differs from its {status} tasks ({job:?})"
+        );
+    }
+    assert_eq!(job.total_tasks, tasks.len() as u64, "job {job_id} total");
+}

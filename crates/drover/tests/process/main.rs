@@ -1,0 +1,13 @@
+//! End-to-end tests that run the real `drover` binary as a child process and talk to it over
+//! loopback HTTP, with shell tools, and with `sqlite3`, as an operator would.
+//!
+//! Each module reads as a specification of one area; `helpers` is the harness.
+
+mod helpers;
+
+mod cli;
+mod durability;
+mod reapers_in_process;
+mod shutdown;
+mod smoke_script;
+mod troubleshooting_sql;

@@ -1,0 +1,203 @@
+//! The contract's section 4 smoke test script, run unchanged (but for the address, and the key
+//! where a test says so) with bash, curl and jq against a real server.
+
+use crate::helpers::{
+    EXIT_DEADLINE, Finished, Launch, ServerProcess, missing_tool, read_contract, run_to_exit, skip,
+};
+use std::path::Path;
+use std::process::Command;
+
+const CONTRACT_BASE: &str = "http://localhost:8080";
+
+/// The fenced bash block of section 4, from `#!/bin/bash` through the `Smoke test complete` line.
+fn script_from(contract: &str) -> String {
+    let start = contract
+        .find("```bash\n#!/bin/bash")
+        .map(|i| i + "```bash\n".len())
+        .expect("the contract has a fenced bash block starting with #!/bin/bash");
+    let rest = &contract[start..];
+    let marker = rest
+        .find("Smoke test complete")
+        .expect("the script ends with a 'Smoke test complete' line");
+    let end = marker + rest[marker..].find('\n').unwrap_or(rest.len() - marker);
+    let script = &rest[..end];
+    assert!(
+        !script.contains("```"),
+        "the extracted script runs past its fenced block:\n{script}"
+    );
+    format!("{script}\n")
+}
+
+/// The script and the reason to skip, if the tools or the contract are missing.
+fn script_or_skip(test: &str) -> Option<String> {
+    if let Some(reason) = missing_tool(&["bash", "curl", "jq"]) {
+        skip(test, &reason);
+        return None;
+    }
+    match read_contract() {
+        Ok(contract) => Some(script_from(&contract)),
+        Err(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }
+}
+
+/// Runs `script` against `server`, changed only by the given replacements.
+fn run_script(
+    dir: &Path,
+    server: &ServerProcess,
+    script: &str,
+    replacements: &[(&str, &str)],
+) -> Finished {
+    assert!(
+        script.contains(CONTRACT_BASE),
+        "the script no longer names {CONTRACT_BASE}"
+    );
+    let mut script = script.replace(CONTRACT_BASE, &server.base_url());
+    for (from, to) in replacements {
+        assert!(script.contains(from), "the script has no {from:?}");
+        script = script.replace(from, to);
+    }
+    let path = dir.join("smoke_test.sh");
+    std::fs::write(&path, &script).expect("write smoke_test.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&path).current_dir(dir);
+    // Keep curl on loopback whatever proxy the environment names.
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    run_to_exit(cmd, dir, "smoke_test", EXIT_DEADLINE)
+}
+
+fn assert_completed_run(run: &Finished) {
+    assert!(run.status.success(), "the smoke script failed:\n{run}");
+    let out = &run.stdout;
+    for expected in [
+        "\"status\": \"healthy\"",
+        "\"success\": true",
+        "\"spotId\": \"",
+        // The job's one task was claimed and completed, so the job is done.
+        "\"status\": \"COMPLETED\"",
+        "\"completedTasks\": 1",
+        "\"totalCompleted\": 1",
+        "\"fopt\": 0.001",
+        "Smoke test complete",
+    ] {
+        assert!(
+            out.contains(expected),
+            "no {expected:?} in the output:\n{run}"
+        );
+    }
+    assert!(
+        !out.contains("\"success\": false"),
+        "an error answer:\n{run}"
+    );
+    assert!(!out.contains("UNAUTHORIZED"), "refused:\n{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_smoke_script_passes_unchanged_against_a_fresh_server() {
+    let Some(script) = script_or_skip("smoke script") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), Launch::new()).await;
+
+    let run = run_script(dir.path(), &server, &script, &[]);
+    assert_completed_run(&run);
+
+    // What the script printed is what the server holds.
+    let health = server.client().health().await.unwrap();
+    assert_eq!((health.pending_tasks, health.running_tasks), (0, 0));
+    assert_eq!(health.active_spots, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_orhestra_agent_key_and_port_the_script_passes_when_given_the_key() {
+    let Some(script) = script_or_skip("smoke script with key") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The contract's own variable names: the port through ORHESTRA_PORT, not --port.
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new()
+            .port_via_env("ORHESTRA_PORT")
+            .env("ORHESTRA_AGENT_KEY", "secret123"),
+    )
+    .await;
+    assert!(
+        server
+            .log()
+            .contains(&format!("listening on http://127.0.0.1:{}", server.port())),
+        "not on the ORHESTRA_PORT port:\n{}",
+        server.log()
+    );
+
+    let run = run_script(
+        dir.path(),
+        &server,
+        &script,
+        &[("KEY=\"\"", "KEY=\"secret123\"")],
+    );
+    assert_completed_run(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_agent_key_set_the_script_without_the_key_is_refused_on_every_agent_call() {
+    let Some(script) = script_or_skip("smoke script without key") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new().env("ORHESTRA_AGENT_KEY", "secret123"),
+    )
+    .await;
+
+    let run = run_script(dir.path(), &server, &script, &[]);
+    // curl -s does not fail on a 4xx and every answer is JSON, so the script runs to its end;
+    // what it shows is the refusals.
+    assert!(run.status.success(), "the script stopped early:\n{run}");
+    let out = &run.stdout;
+    assert!(out.contains("Smoke test complete"), "{run}");
+    let refusals = out.matches("\"code\": \"UNAUTHORIZED\"").count();
+    // hello, heartbeat, claim and complete are all agent calls.
+    assert_eq!(refusals, 4, "expected four 401 answers:\n{run}");
+    assert!(out.contains("\"success\": false"), "{run}");
+    assert!(out.contains("missing agent key"), "{run}");
+    // Public calls need no agent key: the job was created, but nothing ran.
+    assert!(out.contains("\"totalTasks\": 1"), "{run}");
+    assert!(out.contains("\"status\": \"PENDING\""), "{run}");
+    assert!(out.contains("\"spots\": []"), "{run}");
+    assert!(!out.contains("\"status\": \"COMPLETED\""), "{run}");
+
+    let health = server.client().health().await.unwrap();
+    assert_eq!(health.active_spots, 0);
+    assert_eq!(health.pending_tasks, 1);
+}
+
+#[test]
+fn the_script_is_found_in_the_contract() {
+    let Ok(contract) = read_contract() else {
+        skip("script extraction", "the contract is missing");
+        return;
+    };
+    let script = script_from(&contract);
+    assert!(script.starts_with("#!/bin/bash\nset -e\n"), "{script}");
+    assert!(
+        script.trim_end().ends_with("Smoke test complete!\""),
+        "{script}"
+    );
+    assert!(script.contains("KEY=\"\""), "{script}");
+}
