@@ -17,9 +17,24 @@ struct Cli {
     command: Command,
 }
 
+const SERVER_EXAMPLES: &str = "\
+Examples:
+  drover server                                  # 127.0.0.1:8080, state in ./data/drover.db
+  drover server --port 9000 --agent-key \"$KEY\"   # agents must send X-Orhestra-Key: $KEY
+  drover server --bind 0.0.0.0 --agent-key \"$AK\" --api-key \"$PK\"
+  RUST_LOG=debug drover server --log-format json # request logs as JSON lines";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator: HTTP API, agent endpoints and background reapers on one port.
+    ///
+    /// drover serves the batch-coordinator API (`/api/v1` for clients, `/internal/v1` for
+    /// agents) on one port, keeps its state in an embedded SQLite file, and reaps stuck tasks
+    /// and silent spots in the background. Every option can also be set by its environment
+    /// variable, or in a TOML file given with --config whose keys are the long option names
+    /// (`port = 9000`, `spot-timeout = "10s"`). Flags win over the environment, which wins over
+    /// the file.
+    #[command(after_long_help = SERVER_EXAMPLES)]
     Server(Box<server_cmd::ServerArgs>),
 }
 

@@ -50,15 +50,7 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// Run the coordinator.
-///
-/// drover serves the batch-coordinator API (`/api/v1` for clients, `/internal/v1` for agents) on
-/// one port, keeps its state in an embedded SQLite file, and reaps stuck tasks and silent spots in
-/// the background. Every option can also be set by its environment variable or in a TOML file
-/// given with --config (keys as the long option names, e.g. `port = 9000`,
-/// `spot-timeout = "10s"`).
-///
-/// Example: drover server --port 9000 --agent-key "$(openssl rand -hex 16)"
+/// The options of `drover server`; the command's help text is on `Command::Server`.
 #[derive(Debug, Args, Default)]
 pub struct ServerArgs {
     /// TOML file with settings; flags and environment variables override it.

@@ -1,0 +1,825 @@
+//! `drover-bench`: drover's throughput on N no-op tasks, measured the way the peer task queues
+//! (pgqueuer, Celery, RQ) are measured in `../shared/bench-peers`.
+//!
+//! It starts `drover server` on a free loopback port with a fresh SQLite file, starts W worker
+//! processes (this binary again, with the hidden `worker` subcommand), warms them up with a small
+//! job, then times enqueueing N tasks (`enqueue_per_s`) and the wall time from the first enqueue
+//! until the server says all N are done (`process_per_s`). A worker registers a spot, heartbeats
+//! every 2 s, and loops: claim up to `--claim-batch` tasks, complete each one (no work), back off
+//! 5-20 ms when a claim comes back empty. At the end every job's counts are checked, the workers
+//! and the server get SIGTERM, and the server log is scanned for WARN/ERROR lines.
+
+use anyhow::{Context, bail, ensure};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use drover_api::{CompleteRequest, CreateJobRequest, HeartbeatRequest, HelloRequest};
+use drover_client::{Client, ListOptions};
+use serde_json::{Map, Value, json};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+const WARMUP_JOB: &str = "drover-bench warm-up";
+const BENCH_JOB: &str = "drover-bench";
+/// How often the producer polls for completion (the peers' harness polls every 10 ms).
+const POLL: Duration = Duration::from_millis(10);
+/// Zero remaining must be read twice this far apart (as the peers' harness does).
+const SETTLE: Duration = Duration::from_millis(20);
+const WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+const PROXY_VARS: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+/// Throughput of drover on N no-op tasks with W worker processes, on 127.0.0.1.
+///
+/// Prints a detail line and `drover enqueue_per_s=X process_per_s=Y`, as the peer benchmarks do.
+#[derive(Parser)]
+#[command(name = "drover-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// One worker process (started by the benchmark itself).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Enqueue {
+    /// One POST /api/v1/jobs whose sweep expands to N tasks.
+    Batch,
+    /// N jobs of one task each, one request each, one after the other.
+    Single,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The drover binary to start as the server.
+    #[arg(long, value_name = "PATH", default_value = "target/release/drover")]
+    drover: PathBuf,
+    /// Tasks to enqueue and process.
+    #[arg(long, default_value_t = 20_000)]
+    n: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Most tasks a worker claims per request.
+    #[arg(long, default_value_t = 10)]
+    claim_batch: u32,
+    /// How the N tasks are enqueued.
+    #[arg(long, value_enum, default_value_t = Enqueue::Batch)]
+    enqueue: Enqueue,
+    /// Tasks of the untimed warm-up job (0: no warm-up).
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// Longest wait for the N tasks to be done, e.g. 400s or 5m.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "400s")]
+    timeout: Duration,
+    /// Directory to create the temporary database directory in [default: the system temp dir].
+    /// Its file system decides what an fsync costs.
+    #[arg(long, value_name = "DIR")]
+    db_dir: Option<PathBuf>,
+    /// Keep a copy of the server's log here.
+    #[arg(long, value_name = "FILE")]
+    server_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    index: u32,
+    #[arg(long)]
+    claim_batch: u32,
+    /// Exit after this many seconds whatever happens.
+    #[arg(long)]
+    max_lifetime: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Some(Sub::Worker(args)) => runtime.block_on(worker(args)),
+        None => runtime.block_on(bench(cli.bench)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker process
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // The parent keeps our stdin open; end of file means it is gone or wants us to stop.
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    {
+        let stop = stop.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::spawn(async move {
+            term.recv().await;
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.max_lifetime);
+    let client = Client::new(&args.url);
+    let spot = client
+        .hello(&HelloRequest {
+            ip_address: "127.0.0.1".into(),
+            hostname: Some(format!("drover-bench-worker-{}", args.index)),
+            total_cores: Some(1),
+            ..Default::default()
+        })
+        .await
+        .context("registering the spot")?
+        .spot_id;
+
+    let heartbeat_errors = Arc::new(AtomicU64::new(0));
+    {
+        let (client, spot, stop, errors) = (
+            client.clone(),
+            spot.clone(),
+            stop.clone(),
+            heartbeat_errors.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let req = HeartbeatRequest {
+                    spot_id: spot.clone(),
+                    ip_address: Some("127.0.0.1".into()),
+                    running_tasks: Some(0),
+                    total_cores: Some(1),
+                    ..Default::default()
+                };
+                if client.heartbeat(&req).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    let (mut claims, mut empty_claims, mut claimed, mut completed, mut errors) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut first_error: Option<String> = None;
+    let idle_min = Duration::from_millis(5);
+    let idle_max = Duration::from_millis(20);
+    let mut idle = idle_min;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        match client.claim(&spot, args.claim_batch).await {
+            Ok(tasks) if tasks.is_empty() => {
+                empty_claims += 1;
+                tokio::time::sleep(idle).await;
+                idle = (idle * 2).min(idle_max);
+            }
+            Ok(tasks) => {
+                idle = idle_min;
+                claims += 1;
+                claimed += tasks.len() as u64;
+                for task in tasks {
+                    // The "work": read the payload, nothing else.
+                    let _payload: Value = serde_json::from_str(&task.payload).unwrap_or_default();
+                    let req = CompleteRequest {
+                        spot_id: spot.clone(),
+                        runtime_ms: Some(0),
+                        attempt: Some(task.attempt),
+                        ..Default::default()
+                    };
+                    match client.complete(&task.id, &req).await {
+                        Ok(_) => completed += 1,
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("complete: {e}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| format!("claim: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "index": args.index,
+            "spot": spot,
+            "claims": claims,
+            "emptyClaims": empty_claims,
+            "claimed": claimed,
+            "completed": completed,
+            "errors": errors,
+            "heartbeatErrors": heartbeat_errors.load(Ordering::Relaxed),
+            "firstError": first_error,
+        })
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark (producer, supervisor)
+
+/// The child processes, stopped whatever happens.
+struct Procs {
+    server: Option<Child>,
+    workers: Vec<Child>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerTotals {
+    claims: u64,
+    empty_claims: u64,
+    claimed: u64,
+    completed: u64,
+    errors: u64,
+    heartbeat_errors: u64,
+    first_error: Option<String>,
+    reported: u32,
+}
+
+struct Outcome {
+    enqueue_s: f64,
+    total_s: f64,
+    jobs: u64,
+    completed: u64,
+    failed: u64,
+    verify_error: Option<String>,
+    cpu: Option<Cpu>,
+    poll_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    server: f64,
+    workers: f64,
+    bench: f64,
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    ensure!(a.n >= 1, "--n must be at least 1");
+    ensure!(a.workers >= 1, "--workers must be at least 1");
+    ensure!(a.claim_batch >= 1, "--claim-batch must be at least 1");
+    let drover = a.drover.canonicalize().with_context(|| {
+        format!(
+            "the drover binary {} is missing; build it with `cargo build --release -p drover` \
+             or pass --drover PATH",
+            a.drover.display()
+        )
+    })?;
+    if PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
+        eprintln!(
+            "note: a proxy variable is set; make sure NO_PROXY covers 127.0.0.1 (the workers \
+             get it without proxy variables)"
+        );
+    }
+    let mut tmp = tempfile::Builder::new();
+    tmp.prefix("drover-bench-");
+    let dir = match &a.db_dir {
+        Some(d) => tmp.tempdir_in(d),
+        None => tmp.tempdir(),
+    }
+    .context("creating the temporary directory")?;
+    let db = dir.path().join("drover.db");
+    let log_path = dir.path().join("server.log");
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+
+    let log = std::fs::File::create(&log_path).context("creating the server log")?;
+    let mut cmd = Command::new(&drover);
+    cmd.arg("server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "info")
+        .env("DROVER_LOG_FORMAT", "text")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    clean_env(&mut cmd);
+    let server = spawn(cmd).with_context(|| format!("starting {}", drover.display()))?;
+    let mut procs = Procs {
+        server: Some(server),
+        workers: Vec::new(),
+    };
+
+    let result = run(&a, &url, &mut procs).await;
+    let (totals, server_status) = stop_all(&mut procs).await;
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if let Some(keep) = &a.server_log {
+        std::fs::write(keep, &log_text)
+            .with_context(|| format!("copying the server log to {}", keep.display()))?;
+    }
+    let warns: Vec<&str> = log_text.lines().filter(|l| l.contains(" WARN ")).collect();
+    let errs: Vec<&str> = log_text.lines().filter(|l| l.contains(" ERROR ")).collect();
+
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("drover-bench failed; last server log lines:");
+            for line in tail(&log_text, 20) {
+                eprintln!("  {line}");
+            }
+            return Err(e);
+        }
+    };
+
+    let enqueue = match a.enqueue {
+        Enqueue::Batch => "batch",
+        Enqueue::Single => "single",
+    };
+    let cpu = match outcome.cpu {
+        Some(c) => format!(
+            " cpu_s=server:{:.2},workers:{:.2},bench:{:.2}",
+            c.server, c.workers, c.bench
+        ),
+        None => String::new(),
+    };
+    let avg_claim = if totals.claims > 0 {
+        totals.claimed as f64 / totals.claims as f64
+    } else {
+        0.0
+    };
+    println!(
+        "drover mode=e2e enqueue={enqueue} n={} workers={} claim_batch={} enqueue_s={:.3} \
+         total_s={:.3} jobs={} completed={} failed={} claims={} avg_claim={avg_claim:.1} \
+         empty_claims={} worker_errors={} heartbeat_errors={} poll_errors={}{cpu} \
+         server_warn={} server_error={} server_exit={}",
+        a.n,
+        a.workers,
+        a.claim_batch,
+        outcome.enqueue_s,
+        outcome.total_s,
+        outcome.jobs,
+        outcome.completed,
+        outcome.failed,
+        totals.claims,
+        totals.empty_claims,
+        totals.errors,
+        totals.heartbeat_errors,
+        outcome.poll_errors,
+        warns.len(),
+        errs.len(),
+        server_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "killed".into()),
+    );
+    println!(
+        "drover enqueue_per_s={:.0} process_per_s={:.0}",
+        a.n as f64 / outcome.enqueue_s,
+        a.n as f64 / outcome.total_s
+    );
+    for line in warns.iter().chain(errs.iter()).take(10) {
+        eprintln!("server log: {line}");
+    }
+    if let Some(e) = &totals.first_error {
+        eprintln!("first worker error: {e}");
+    }
+    if totals.reported != a.workers {
+        eprintln!(
+            "note: {} of {} workers reported their counts",
+            totals.reported, a.workers
+        );
+    }
+    if let Some(e) = outcome.verify_error {
+        bail!("verification failed: {e}");
+    }
+    Ok(())
+}
+
+async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outcome> {
+    let client = Client::new(url);
+
+    // The server answers.
+    let start = Instant::now();
+    loop {
+        if let Some(status) = procs
+            .server
+            .as_mut()
+            .and_then(|s| s.try_wait().ok().flatten())
+        {
+            bail!("the server exited at start-up ({status})");
+        }
+        if let Ok(h) = client.health().await
+            && h.status == "healthy"
+        {
+            break;
+        }
+        ensure!(
+            start.elapsed() < START_TIMEOUT,
+            "the server did not become healthy within {START_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The workers, each its own process, registered.
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let max_lifetime =
+        (START_TIMEOUT + WARMUP_TIMEOUT + a.timeout + STOP_TIMEOUT).as_secs() + a.n / 100 + 60;
+    for i in 0..a.workers {
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "worker",
+            "--url",
+            url,
+            "--index",
+            &i.to_string(),
+            "--claim-batch",
+            &a.claim_batch.to_string(),
+            "--max-lifetime",
+            &max_lifetime.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        clean_env(&mut cmd);
+        procs
+            .workers
+            .push(spawn(cmd).with_context(|| format!("starting worker {i}"))?);
+    }
+    let start = Instant::now();
+    loop {
+        check_alive(procs)?;
+        let h = client.health().await?;
+        if h.active_spots >= a.workers as u64 {
+            break;
+        }
+        ensure!(
+            start.elapsed() < START_TIMEOUT,
+            "only {} of {} workers registered within {START_TIMEOUT:?}",
+            h.active_spots,
+            a.workers
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Warm-up, not timed.
+    if a.warmup > 0 {
+        let job = client
+            .create_job(&sweep_job(WARMUP_JOB, a.warmup))
+            .await
+            .context("submitting the warm-up job")?;
+        let start = Instant::now();
+        loop {
+            check_alive(procs)?;
+            let j = client.job(&job.job_id).await?;
+            match j.status.as_str() {
+                "COMPLETED" => break,
+                "FAILED" | "CANCELLED" => bail!("the warm-up job ended {}", j.status),
+                _ => {}
+            }
+            ensure!(
+                start.elapsed() < WARMUP_TIMEOUT,
+                "the warm-up job was not done within {WARMUP_TIMEOUT:?}: {} of {} completed",
+                j.completed_tasks,
+                j.total_tasks
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    // Timed: enqueue, then wait until everything is done.
+    let cpu0 = cpu_snapshot(procs);
+    let t0 = Instant::now();
+    let target = match a.enqueue {
+        Enqueue::Batch => {
+            let job = client
+                .create_job(&sweep_job(BENCH_JOB, a.n))
+                .await
+                .context("submitting the job")?;
+            ensure!(
+                job.total_tasks == a.n,
+                "the job expanded to {} tasks, not {}",
+                job.total_tasks,
+                a.n
+            );
+            Target::Job(job.job_id)
+        }
+        Enqueue::Single => {
+            for i in 1..=a.n {
+                let req = CreateJobRequest {
+                    name: Some(BENCH_JOB.into()),
+                    parameters: Some(Map::from_iter([("i".to_string(), json!([i]))])),
+                    ..Default::default()
+                };
+                client
+                    .create_job(&req)
+                    .await
+                    .with_context(|| format!("submitting job {i} of {}", a.n))?;
+            }
+            Target::Health
+        }
+    };
+    let t1 = Instant::now();
+    let (t2, poll_errors) = wait_done(&client, &target, procs, a.timeout).await?;
+    let cpu1 = cpu_snapshot(procs);
+
+    // Every job's counts.
+    let mut opts = ListOptions {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let (mut jobs, mut total, mut completed, mut failed, mut other) = (0u64, 0, 0, 0, 0);
+    let mut warm_failed = 0;
+    loop {
+        let page = client.jobs(&opts).await.context("listing the jobs")?;
+        for j in &page.jobs {
+            if j.name.as_deref() == Some(WARMUP_JOB) {
+                warm_failed += j.failed_tasks;
+                continue;
+            }
+            jobs += 1;
+            total += j.total_tasks;
+            completed += j.completed_tasks;
+            failed += j.failed_tasks;
+            other += j.cancelled_tasks + j.pending_tasks + j.running_tasks;
+        }
+        match page.next_cursor {
+            Some(c) => opts.cursor = Some(c),
+            None => break,
+        }
+    }
+    let want_jobs = match a.enqueue {
+        Enqueue::Batch => 1,
+        Enqueue::Single => a.n,
+    };
+    let mut problems = Vec::new();
+    if jobs != want_jobs {
+        problems.push(format!("{jobs} jobs, expected {want_jobs}"));
+    }
+    if total != a.n || completed != a.n {
+        problems.push(format!(
+            "{completed} of {total} tasks completed, expected {}",
+            a.n
+        ));
+    }
+    if failed > 0 || warm_failed > 0 || other > 0 {
+        problems.push(format!(
+            "{failed} failed ({warm_failed} in the warm-up), {other} not done"
+        ));
+    }
+    Ok(Outcome {
+        enqueue_s: (t1 - t0).as_secs_f64(),
+        total_s: (t2 - t0).as_secs_f64(),
+        jobs,
+        completed,
+        failed,
+        verify_error: (!problems.is_empty()).then(|| problems.join("; ")),
+        cpu: cpu0.zip(cpu1).map(|(b, e)| Cpu {
+            server: e.server - b.server,
+            workers: e.workers - b.workers,
+            bench: e.bench - b.bench,
+        }),
+        poll_errors,
+    })
+}
+
+/// A job whose one parameter `name` sweeps 1..=n.
+fn sweep_job(name: &str, n: u64) -> CreateJobRequest {
+    CreateJobRequest {
+        name: Some(name.into()),
+        parameters: Some(Map::from_iter([(
+            "i".to_string(),
+            json!({"min": 1, "max": n, "step": 1}),
+        )])),
+        ..Default::default()
+    }
+}
+
+enum Target {
+    /// The one job of `--enqueue batch`.
+    Job(String),
+    /// All tasks on the server: pending + running from the health endpoint.
+    Health,
+}
+
+async fn remaining(client: &Client, target: &Target) -> anyhow::Result<u64> {
+    Ok(match target {
+        Target::Job(id) => {
+            let j = client.job(id).await?;
+            j.pending_tasks + j.running_tasks
+        }
+        Target::Health => {
+            let h = client.health().await?;
+            h.pending_tasks + h.running_tasks
+        }
+    })
+}
+
+/// Polls until nothing remains, read twice [`SETTLE`] apart; returns the time of the first zero
+/// reading and the number of failed polls.
+async fn wait_done(
+    client: &Client,
+    target: &Target,
+    procs: &mut Procs,
+    timeout: Duration,
+) -> anyhow::Result<(Instant, u64)> {
+    let deadline = Instant::now() + timeout;
+    let (mut errors, mut in_a_row) = (0u64, 0u32);
+    let mut last = None;
+    loop {
+        match remaining(client, target).await {
+            Ok(0) => {
+                in_a_row = 0;
+                let t = Instant::now();
+                tokio::time::sleep(SETTLE).await;
+                if let Ok(0) = remaining(client, target).await {
+                    return Ok((t, errors));
+                }
+            }
+            Ok(r) => {
+                in_a_row = 0;
+                last = Some(r);
+            }
+            Err(e) => {
+                errors += 1;
+                in_a_row += 1;
+                ensure!(in_a_row < 50, "50 failed polls in a row, the last: {e:#}");
+            }
+        }
+        check_alive(procs)?;
+        if Instant::now() > deadline {
+            bail!(
+                "not done after {timeout:?}: {} tasks remaining",
+                last.map_or("?".into(), |r| r.to_string())
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn check_alive(procs: &mut Procs) -> anyhow::Result<()> {
+    if let Some(server) = procs.server.as_mut()
+        && let Some(status) = server.try_wait()?
+    {
+        bail!("the server exited ({status})");
+    }
+    for (i, w) in procs.workers.iter_mut().enumerate() {
+        if let Some(status) = w.try_wait()? {
+            bail!("worker {i} exited ({status})");
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM to the workers (and their stdin closed), then to the server; SIGKILL for any that
+/// does not exit within [`STOP_TIMEOUT`].
+async fn stop_all(procs: &mut Procs) -> (WorkerTotals, Option<ExitStatus>) {
+    let mut totals = WorkerTotals::default();
+    for w in &mut procs.workers {
+        drop(w.stdin.take());
+        terminate(w);
+    }
+    for mut w in procs.workers.drain(..) {
+        let stdout = w.stdout.take();
+        let read = async move {
+            let mut text = String::new();
+            if let Some(mut out) = stdout {
+                use tokio::io::AsyncReadExt;
+                let _ = out.read_to_string(&mut text).await;
+            }
+            let _ = w.wait().await;
+            text
+        };
+        // On timeout the future (and the child in it) is dropped: kill_on_drop sends SIGKILL.
+        if let Ok(text) = tokio::time::timeout(STOP_TIMEOUT, read).await
+            && let Some(line) = text.lines().rev().find(|l| l.starts_with('{'))
+            && let Ok(v) = serde_json::from_str::<Value>(line)
+        {
+            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+            totals.claims += n("claims");
+            totals.empty_claims += n("emptyClaims");
+            totals.claimed += n("claimed");
+            totals.completed += n("completed");
+            totals.errors += n("errors");
+            totals.heartbeat_errors += n("heartbeatErrors");
+            if totals.first_error.is_none() {
+                totals.first_error = v
+                    .get("firstError")
+                    .and_then(Value::as_str)
+                    .map(String::from);
+            }
+            totals.reported += 1;
+        }
+    }
+    let mut status = None;
+    if let Some(mut server) = procs.server.take() {
+        terminate(&server);
+        match tokio::time::timeout(STOP_TIMEOUT, server.wait()).await {
+            Ok(Ok(s)) => status = Some(s),
+            _ => {
+                let _ = server.kill().await;
+            }
+        }
+    }
+    (totals, status)
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the id of a child we started and have not reaped yet.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// Starts a child that is killed with us: on drop, and (Linux) when this process dies.
+fn spawn(mut cmd: Command) -> std::io::Result<Child> {
+    cmd.kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Children talk to 127.0.0.1 only: no proxies, no settings of ours leaking in.
+fn clean_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("DROVER_") && k != "DROVER_LOG_FORMAT" || k.starts_with("ORHESTRA_") {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    for v in PROXY_VARS {
+        cmd.env_remove(v);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// CPU seconds (user + system) used so far by the server, the workers and this process.
+fn cpu_snapshot(procs: &Procs) -> Option<Cpu> {
+    let server = cpu_seconds(format!("/proc/{}/stat", procs.server.as_ref()?.id()?))?;
+    let mut workers = 0.0;
+    for w in &procs.workers {
+        workers += cpu_seconds(format!("/proc/{}/stat", w.id()?))?;
+    }
+    let bench = cpu_seconds("/proc/self/stat")?;
+    Some(Cpu {
+        server,
+        workers,
+        bench,
+    })
+}
+
+fn cpu_seconds(path: impl AsRef<Path>) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 (state) on.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+fn tail(text: &str, n: usize) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
