@@ -164,27 +164,14 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, String)> {
-    tx.query_row(
+fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool)> {
+    tx.prepare_cached(
         "SELECT total_tasks, new_tasks, running_tasks, completed_tasks, failed_tasks,
-                cancelled_tasks, cancelled, status
+                cancelled_tasks, cancelled
          FROM jobs WHERE id = ?1",
-        [job_id],
-        |r| {
-            Ok((
-                JobCounts {
-                    total: r.get(0)?,
-                    new: r.get(1)?,
-                    running: r.get(2)?,
-                    done: r.get(3)?,
-                    failed: r.get(4)?,
-                    cancelled: r.get(5)?,
-                },
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        },
     )
+    .map_err(map_err)?
+    .query_row([job_id], |r| Ok((rows::counts(r, 0)?, r.get(6)?)))
     .map_err(map_err)
 }
 
@@ -202,7 +189,7 @@ fn refresh_jobs<'a>(
         )
         .map_err(map_err)?;
     for id in job_ids {
-        let (counts, cancelled, _) = counts_of(tx, id)?;
+        let (counts, cancelled) = counts_of(tx, id)?;
         let status = counts.status(cancelled);
         update
             .execute(params![id, status.as_str(), now, status.is_finished()])
@@ -579,18 +566,7 @@ impl Store for SqliteStore {
 
     async fn get_task(&self, id: &str) -> Result<Task> {
         let id = id.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {} FROM tasks WHERE id = ?1",
-                rows::TASK_COLUMNS
-            ))
-            .map_err(map_err)?
-            .query_row([&id], rows::task)
-            .optional()
-            .map_err(map_err)?
-            .ok_or_else(|| StoreError::not_found("task", &id))
-        })
-        .await
+        self.read(move |conn| rows::task_by_id(conn, &id)).await
     }
 
     async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node> {

@@ -44,14 +44,7 @@ pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
     let spec: String = r.get(6)?;
     let parameters: String = r.get(7)?;
     let cancelled: bool = r.get(8)?;
-    let counts = JobCounts {
-        total: r.get(9)?,
-        new: r.get(10)?,
-        running: r.get(11)?,
-        done: r.get(12)?,
-        failed: r.get(13)?,
-        cancelled: r.get(14)?,
-    };
+    let counts = counts(r, 9)?;
     Ok(Job {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -72,13 +65,41 @@ pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
-    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+/// Six count columns starting at `base`: total, NEW, RUNNING, DONE, FAILED, CANCELLED.
+pub(super) fn counts(r: &Row<'_>, base: usize) -> rusqlite::Result<JobCounts> {
+    Ok(JobCounts {
+        total: r.get(base)?,
+        new: r.get(base + 1)?,
+        running: r.get(base + 2)?,
+        done: r.get(base + 3)?,
+        failed: r.get(base + 4)?,
+        cancelled: r.get(base + 5)?,
+    })
+}
+
+/// One row of `table` by its `id`, or [`StoreError::NotFound`] naming `kind`.
+fn by_id<T>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    kind: &'static str,
+    id: &str,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<T> {
+    conn.prepare_cached(&format!("SELECT {columns} FROM {table} WHERE id = ?1"))
         .map_err(map_err)?
-        .query_row([id], job)
+        .query_row([id], map)
         .optional()
         .map_err(map_err)?
-        .ok_or_else(|| StoreError::not_found("job", id))
+        .ok_or_else(|| StoreError::not_found(kind, id))
+}
+
+pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
+    by_id(conn, "jobs", JOB_COLUMNS, "job", id, job)
+}
+
+pub(super) fn task_by_id(conn: &Connection, id: &str) -> Result<Task> {
+    by_id(conn, "tasks", TASK_COLUMNS, "task", id, task)
 }
 
 pub(super) const TASK_COLUMNS: &str = "seq, id, job_id, payload, status, attempt, max_attempts, \
@@ -138,12 +159,7 @@ pub(super) fn node(r: &Row<'_>) -> rusqlite::Result<Node> {
 }
 
 pub(super) fn node_by_id(conn: &Connection, id: &str) -> Result<Node> {
-    conn.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))
-        .map_err(map_err)?
-        .query_row([id], node)
-        .optional()
-        .map_err(map_err)?
-        .ok_or_else(|| StoreError::not_found("spot", id))
+    by_id(conn, "nodes", NODE_COLUMNS, "spot", id, node)
 }
 
 /// The columns a report decision needs.
@@ -243,20 +259,10 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
         .map_err(map_err)?;
     let rows = stmt
         .query_map([], |r| {
-            let counts = |base: usize| -> rusqlite::Result<JobCounts> {
-                Ok(JobCounts {
-                    total: r.get(base)?,
-                    new: r.get(base + 1)?,
-                    running: r.get(base + 2)?,
-                    done: r.get(base + 3)?,
-                    failed: r.get(base + 4)?,
-                    cancelled: r.get(base + 5)?,
-                })
-            };
             Ok(CountMismatch {
                 job_id: r.get(0)?,
-                stored: counts(1)?,
-                actual: counts(7)?,
+                stored: counts(r, 1)?,
+                actual: counts(r, 7)?,
             })
         })
         .map_err(map_err)?
