@@ -131,6 +131,9 @@ pub struct Job {
     pub parameters: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// When a task of the job was first claimed.
+    #[serde(default)]
+    pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
 }

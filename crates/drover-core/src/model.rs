@@ -115,18 +115,18 @@ pub struct JobCounts {
 }
 
 impl JobCounts {
-    /// The job's status. This is the only place the rule lives:
-    /// cancelled jobs are CANCELLED; a job whose tasks are all DONE is COMPLETED; a job whose
-    /// tasks are all terminal with at least one FAILED is FAILED; a job that has started
-    /// (something running or finished) is RUNNING; otherwise it is PENDING.
-    pub fn status(&self, cancelled: bool) -> JobStatus {
+    /// The job's status: cancelled jobs are CANCELLED; a job whose tasks are all DONE is
+    /// COMPLETED; a job whose tasks are all terminal with at least one FAILED is FAILED; a job
+    /// that has started (ever claimed, or with tasks running or finished) is RUNNING, also while
+    /// a failed task waits for its retry; otherwise it is PENDING.
+    pub fn status(&self, cancelled: bool, started: bool) -> JobStatus {
         if cancelled {
             JobStatus::Cancelled
         } else if self.total > 0 && self.done == self.total {
             JobStatus::Completed
         } else if self.new + self.running == 0 && self.failed > 0 {
             JobStatus::Failed
-        } else if self.running + self.done + self.failed + self.cancelled > 0 {
+        } else if started || self.running + self.done + self.failed + self.cancelled > 0 {
             JobStatus::Running
         } else {
             JobStatus::Pending
@@ -167,6 +167,8 @@ pub struct Job {
     pub cancelled: bool,
     pub counts: JobCounts,
     pub created_at: Timestamp,
+    /// When a task of the job was first claimed.
+    pub started_at: Option<Timestamp>,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
 }
@@ -269,13 +271,15 @@ mod tests {
 
     #[test]
     fn job_status_follows_counts() {
-        assert_eq!(counts(3, 0, 0, 0, 0).status(false), JobStatus::Pending);
-        assert_eq!(counts(2, 1, 0, 0, 0).status(false), JobStatus::Running);
-        assert_eq!(counts(2, 0, 1, 0, 0).status(false), JobStatus::Running);
-        assert_eq!(counts(0, 1, 1, 1, 0).status(false), JobStatus::Running);
-        assert_eq!(counts(0, 0, 3, 0, 0).status(false), JobStatus::Completed);
-        assert_eq!(counts(0, 0, 2, 1, 0).status(false), JobStatus::Failed);
-        assert_eq!(counts(1, 0, 2, 0, 0).status(true), JobStatus::Cancelled);
+        assert_eq!(counts(3, 0, 0, 0, 0).status(false, false), JobStatus::Pending);
+        assert_eq!(counts(2, 1, 0, 0, 0).status(false, true), JobStatus::Running);
+        assert_eq!(counts(2, 0, 1, 0, 0).status(false, true), JobStatus::Running);
+        assert_eq!(counts(0, 1, 1, 1, 0).status(false, true), JobStatus::Running);
+        assert_eq!(counts(0, 0, 3, 0, 0).status(false, true), JobStatus::Completed);
+        assert_eq!(counts(0, 0, 2, 1, 0).status(false, true), JobStatus::Failed);
+        assert_eq!(counts(1, 0, 2, 0, 0).status(true, true), JobStatus::Cancelled);
+        // A job whose only started task failed and waits for its retry is still running.
+        assert_eq!(counts(3, 0, 0, 0, 0).status(false, true), JobStatus::Running);
     }
 
     #[test]

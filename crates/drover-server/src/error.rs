@@ -6,6 +6,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drover_api::ErrorBody;
+use drover_core::ReportOutcome;
+use drover_core::sweep::SweepError;
 use drover_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,48 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Internal(m) => ApiError::Internal(m),
         }
+    }
+}
+
+impl From<SweepError> for ApiError {
+    fn from(e: SweepError) -> Self {
+        match e {
+            SweepError::Invalid { .. } => ApiError::bad_request("INVALID_SWEEP", e.to_string()),
+            SweepError::TooManyTasks { .. } => {
+                ApiError::bad_request("TOO_MANY_TASKS", e.to_string())
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer to a complete or fail report that the store refused, with the batch
+    /// contract's messages; `None` for outcomes that are successes.
+    pub fn refused_report(outcome: ReportOutcome) -> Option<ApiError> {
+        let conflict = |code, message: &str| ApiError::Conflict {
+            code,
+            message: message.into(),
+        };
+        Some(match outcome {
+            ReportOutcome::TaskNotFound => ApiError::NotFound {
+                code: "TASK_NOT_FOUND",
+                message: "task not found".into(),
+            },
+            ReportOutcome::NotHolder => conflict("WRONG_SPOT", "task not assigned to this spot"),
+            ReportOutcome::Cancelled => conflict(
+                "TASK_CANCELLED",
+                "task was cancelled with its job; drop this result",
+            ),
+            ReportOutcome::Contradicts => conflict(
+                "REPORT_CONFLICT",
+                "this attempt was already reported as failed",
+            ),
+            ReportOutcome::Completed
+            | ReportOutcome::AlreadyCompleted
+            | ReportOutcome::Failed { .. }
+            | ReportOutcome::AlreadyReported { .. }
+            | ReportOutcome::AlreadyTerminal => return None,
+        })
     }
 }
 

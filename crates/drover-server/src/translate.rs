@@ -7,7 +7,7 @@
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use drover_api as api;
-use drover_core::sweep::{Dimension, SweepError, SweepSpec, Values};
+use drover_core::sweep::{Dimension, SweepSpec, Values};
 use drover_core::time::format;
 use drover_core::{Job, Node, Task};
 use drover_store::NewJob;
@@ -18,17 +18,6 @@ use std::time::Duration;
 const MAX_NAME_LEN: usize = 200;
 /// Most attempts a job may ask for.
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
-
-impl From<SweepError> for ApiError {
-    fn from(e: SweepError) -> Self {
-        match e {
-            SweepError::Invalid { .. } => ApiError::bad_request("INVALID_SWEEP", e.to_string()),
-            SweepError::TooManyTasks { .. } => {
-                ApiError::bad_request("TOO_MANY_TASKS", e.to_string())
-            }
-        }
-    }
-}
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("INVALID_FIELD", format!("{field}: {message}"))
@@ -176,6 +165,7 @@ pub fn job(j: &Job) -> api::Job {
         parameters: j.parameter_names.clone(),
         created_at: format(&j.created_at),
         updated_at: format(&j.updated_at),
+        started_at: j.started_at.as_ref().map(format),
         finished_at: j.finished_at.as_ref().map(format),
     }
 }

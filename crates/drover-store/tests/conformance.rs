@@ -324,6 +324,13 @@ pub async fn failures_retry_until_attempts_are_spent(store: &dyn Store) {
         store.get_task(&task.id).await.unwrap().status,
         TaskStatus::New
     );
+    let waiting = store.get_job(&job.id).await.unwrap();
+    assert_eq!(
+        waiting.status,
+        JobStatus::Running,
+        "a job waiting for a retry has started"
+    );
+    assert_eq!(waiting.started_at, Some(t0()));
 
     let again = store.claim(&a, 1, t0()).await.unwrap().remove(0);
     assert_eq!(again.id, task.id);

@@ -8,6 +8,7 @@ use clap::Args;
 use drover_server::{AppState, ServerConfig, SystemClock};
 use drover_store::SqliteStore;
 use serde::Deserialize;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -348,12 +349,13 @@ fn init_logging(format: LogFormat) {
 fn watch_signals(token: CancellationToken) {
     tokio::spawn(async move {
         wait_for_signal().await;
+        // Act first, log second: a failing log write must not keep the server up.
+        token.cancel();
         tracing::info!(
             "shutting down: no new requests; finishing those in flight (signal again to exit now)"
         );
-        token.cancel();
         wait_for_signal().await;
-        tracing::warn!("second signal: exiting without waiting");
+        let _ = writeln!(std::io::stderr(), "second signal: exiting without waiting");
         std::process::exit(130);
     });
 }

@@ -164,27 +164,15 @@ async fn report(
             ok(Some("already reported"), Some(will_retry))
         }
         ReportOutcome::AlreadyTerminal => ok(Some("already terminal"), None),
-        ReportOutcome::TaskNotFound => Err(ApiError::NotFound {
-            code: "TASK_NOT_FOUND",
-            message: "task not found".into(),
-        }),
-        ReportOutcome::NotHolder => {
-            tracing::warn!(
-                target: "TaskService",
-                "Spot {spot_id} tried to {verb} task {task_id} but does not hold it"
-            );
-            Err(ApiError::Conflict {
-                code: "WRONG_SPOT",
-                message: "task not assigned to this spot".into(),
-            })
+        refused => {
+            if refused == ReportOutcome::NotHolder {
+                tracing::warn!(
+                    target: "TaskService",
+                    "Spot {spot_id} tried to {verb} task {task_id} but does not hold it"
+                );
+            }
+            Err(ApiError::refused_report(refused)
+                .unwrap_or_else(|| ApiError::Internal(format!("unmapped outcome {refused:?}"))))
         }
-        ReportOutcome::Cancelled => Err(ApiError::Conflict {
-            code: "TASK_CANCELLED",
-            message: "task was cancelled with its job; drop this result".into(),
-        }),
-        ReportOutcome::Contradicts => Err(ApiError::Conflict {
-            code: "REPORT_CONFLICT",
-            message: "this attempt was already reported as failed".into(),
-        }),
     }
 }

@@ -28,7 +28,7 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// A server on a manual clock, with background reapers parked (tests call `run_once` steps).
+/// A server on a manual clock, with background reapers parked (tests call the reapers' `reap()` steps).
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

@@ -164,14 +164,15 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool)> {
+/// A job's counts, whether it is cancelled, and whether it has started.
+fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, bool)> {
     tx.prepare_cached(
         "SELECT total_tasks, new_tasks, running_tasks, completed_tasks, failed_tasks,
-                cancelled_tasks, cancelled
+                cancelled_tasks, cancelled, started_at IS NOT NULL
          FROM jobs WHERE id = ?1",
     )
     .map_err(map_err)?
-    .query_row([job_id], |r| Ok((rows::counts(r, 0)?, r.get(6)?)))
+    .query_row([job_id], |r| Ok((rows::counts(r, 0)?, r.get(6)?, r.get(7)?)))
     .map_err(map_err)
 }
 
@@ -189,8 +190,8 @@ fn refresh_jobs<'a>(
         )
         .map_err(map_err)?;
     for id in job_ids {
-        let (counts, cancelled) = counts_of(tx, id)?;
-        let status = counts.status(cancelled);
+        let (counts, cancelled, started) = counts_of(tx, id)?;
+        let status = counts.status(cancelled, started);
         update
             .execute(params![id, status.as_str(), now, status.is_finished()])
             .map_err(map_err)?;
@@ -700,6 +701,13 @@ impl Store for SqliteStore {
                     lease_expires_at: lease,
                 });
             }
+            let mut started = tx
+                .prepare_cached("UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1")
+                .map_err(map_err)?;
+            for job in &jobs {
+                started.execute(params![job, now_text]).map_err(map_err)?;
+            }
+            drop(started);
             refresh_jobs(tx, jobs.iter().map(String::as_str), &now_text)?;
             Ok(claimed)
         })
@@ -728,7 +736,8 @@ impl Store for SqliteStore {
             let expired = tx
                 .prepare_cached(
                     "SELECT seq, id, job_id, attempt, max_attempts, assigned_to FROM tasks
-                     WHERE status = 'RUNNING' AND lease_expires_at < ?1 ORDER BY seq",
+                     WHERE status = 'RUNNING' AND lease_expires_at < ?1
+                     ORDER BY lease_expires_at",
                 )
                 .map_err(map_err)?
                 .query_map([&now], rows::running_task)

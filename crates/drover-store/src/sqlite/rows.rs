@@ -38,13 +38,14 @@ fn json_object(row: &Row<'_>, idx: usize) -> rusqlite::Result<Map<String, Value>
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, name, priority, max_attempts, task_timeout_ms, \
     spec, parameters, cancelled, total_tasks, new_tasks, running_tasks, completed_tasks, \
-    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at";
+    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at";
 
 pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
     let spec: String = r.get(6)?;
     let parameters: String = r.get(7)?;
     let cancelled: bool = r.get(8)?;
     let counts = counts(r, 9)?;
+    let started_at = opt_time(r, 18)?;
     Ok(Job {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -56,12 +57,13 @@ pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
         parameter_names: serde_json::from_str(&parameters).map_err(|_| bad_value(&parameters))?,
         // Derived from the counts on every read, so it is right even if the stored column lags
         // behind a change made by hand.
-        status: counts.status(cancelled),
+        status: counts.status(cancelled, started_at.is_some()),
         cancelled,
         counts,
         created_at: time(r, 15)?,
         updated_at: time(r, 16)?,
         finished_at: opt_time(r, 17)?,
+        started_at,
     })
 }
 

@@ -44,6 +44,7 @@ CREATE TABLE jobs (
     parameters      TEXT NOT NULL,
     status          TEXT NOT NULL,
     cancelled       INTEGER NOT NULL DEFAULT 0,
+    started_at      TEXT,
     total_tasks     INTEGER NOT NULL,
     new_tasks       INTEGER NOT NULL,
     running_tasks   INTEGER NOT NULL DEFAULT 0,
@@ -118,14 +119,16 @@ END;
 /// cannot drift apart.
 const V2: &str = r#"
 CREATE TRIGGER jobs_keep_status
-AFTER UPDATE OF new_tasks, running_tasks, completed_tasks, failed_tasks, cancelled_tasks, cancelled
+AFTER UPDATE OF new_tasks, running_tasks, completed_tasks, failed_tasks, cancelled_tasks,
+    cancelled, started_at
 ON jobs
 BEGIN
     UPDATE jobs SET status = CASE
         WHEN NEW.cancelled THEN 'CANCELLED'
         WHEN NEW.total_tasks > 0 AND NEW.completed_tasks = NEW.total_tasks THEN 'COMPLETED'
         WHEN NEW.new_tasks + NEW.running_tasks = 0 AND NEW.failed_tasks > 0 THEN 'FAILED'
-        WHEN NEW.running_tasks + NEW.completed_tasks + NEW.failed_tasks + NEW.cancelled_tasks > 0
+        WHEN NEW.started_at IS NOT NULL
+            OR NEW.running_tasks + NEW.completed_tasks + NEW.failed_tasks + NEW.cancelled_tasks > 0
             THEN 'RUNNING'
         ELSE 'PENDING'
     END
@@ -164,7 +167,9 @@ mod tests {
                 for done in range.clone() {
                     for failed in range.clone() {
                         for cancelled_tasks in range.clone() {
-                            for cancelled in [false, true] {
+                            for (cancelled, started) in
+                                [(false, false), (false, true), (true, false), (true, true)]
+                            {
                                 let counts = JobCounts {
                                     total: new + running + done + failed + cancelled_tasks,
                                     new,
@@ -176,7 +181,8 @@ mod tests {
                                 conn.execute(
                                     "UPDATE jobs SET total_tasks = ?1, new_tasks = ?2,
                                          running_tasks = ?3, completed_tasks = ?4,
-                                         failed_tasks = ?5, cancelled_tasks = ?6, cancelled = ?7
+                                         failed_tasks = ?5, cancelled_tasks = ?6, cancelled = ?7,
+                                         started_at = CASE WHEN ?8 THEN 't' END
                                      WHERE id = 'j'",
                                     params![
                                         counts.total,
@@ -185,14 +191,19 @@ mod tests {
                                         done,
                                         failed,
                                         cancelled_tasks,
-                                        cancelled
+                                        cancelled,
+                                        started
                                     ],
                                 )
                                 .unwrap();
                                 let stored: String = conn
                                     .query_row("SELECT status FROM jobs", [], |r| r.get(0))
                                     .unwrap();
-                                assert_eq!(stored, counts.status(cancelled).as_str(), "{counts:?}");
+                                assert_eq!(
+                                    stored,
+                                    counts.status(cancelled, started).as_str(),
+                                    "{counts:?} cancelled={cancelled} started={started}"
+                                );
                             }
                         }
                     }
