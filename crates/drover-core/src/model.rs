@@ -271,15 +271,36 @@ mod tests {
 
     #[test]
     fn job_status_follows_counts() {
-        assert_eq!(counts(3, 0, 0, 0, 0).status(false, false), JobStatus::Pending);
-        assert_eq!(counts(2, 1, 0, 0, 0).status(false, true), JobStatus::Running);
-        assert_eq!(counts(2, 0, 1, 0, 0).status(false, true), JobStatus::Running);
-        assert_eq!(counts(0, 1, 1, 1, 0).status(false, true), JobStatus::Running);
-        assert_eq!(counts(0, 0, 3, 0, 0).status(false, true), JobStatus::Completed);
+        assert_eq!(
+            counts(3, 0, 0, 0, 0).status(false, false),
+            JobStatus::Pending
+        );
+        assert_eq!(
+            counts(2, 1, 0, 0, 0).status(false, true),
+            JobStatus::Running
+        );
+        assert_eq!(
+            counts(2, 0, 1, 0, 0).status(false, true),
+            JobStatus::Running
+        );
+        assert_eq!(
+            counts(0, 1, 1, 1, 0).status(false, true),
+            JobStatus::Running
+        );
+        assert_eq!(
+            counts(0, 0, 3, 0, 0).status(false, true),
+            JobStatus::Completed
+        );
         assert_eq!(counts(0, 0, 2, 1, 0).status(false, true), JobStatus::Failed);
-        assert_eq!(counts(1, 0, 2, 0, 0).status(true, true), JobStatus::Cancelled);
+        assert_eq!(
+            counts(1, 0, 2, 0, 0).status(true, true),
+            JobStatus::Cancelled
+        );
         // A job whose only started task failed and waits for its retry is still running.
-        assert_eq!(counts(3, 0, 0, 0, 0).status(false, true), JobStatus::Running);
+        assert_eq!(
+            counts(3, 0, 0, 0, 0).status(false, true),
+            JobStatus::Running
+        );
     }
 
     #[test]

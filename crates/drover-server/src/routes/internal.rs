@@ -166,9 +166,15 @@ async fn report(
         ReportOutcome::AlreadyTerminal => ok(Some("already terminal"), None),
         refused => {
             if refused == ReportOutcome::NotHolder {
+                // The contract's log line names the holder; look it up only on this rare path.
+                let holder = match app.store.get_task(&task_id).await {
+                    Ok(t) if t.status == drover_core::TaskStatus::Running => t.assigned_to,
+                    _ => None,
+                };
                 tracing::warn!(
                     target: "TaskService",
-                    "Spot {spot_id} tried to {verb} task {task_id} but does not hold it"
+                    "Spot {spot_id} tried to {verb} task {task_id} but it's assigned to {}",
+                    holder.as_deref().unwrap_or("no spot")
                 );
             }
             Err(ApiError::refused_report(refused)

@@ -172,7 +172,9 @@ fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, boo
          FROM jobs WHERE id = ?1",
     )
     .map_err(map_err)?
-    .query_row([job_id], |r| Ok((rows::counts(r, 0)?, r.get(6)?, r.get(7)?)))
+    .query_row([job_id], |r| {
+        Ok((rows::counts(r, 0)?, r.get(6)?, r.get(7)?))
+    })
     .map_err(map_err)
 }
 
@@ -702,7 +704,9 @@ impl Store for SqliteStore {
                 });
             }
             let mut started = tx
-                .prepare_cached("UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1")
+                .prepare_cached(
+                    "UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1",
+                )
                 .map_err(map_err)?;
             for job in &jobs {
                 started.execute(params![job, now_text]).map_err(map_err)?;
