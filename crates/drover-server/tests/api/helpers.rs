@@ -211,6 +211,18 @@ impl TestApp {
         }
     }
 
+    /// Fires the shutdown signal, as SIGTERM does, without waiting for the server to stop.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for the server to stop after `begin_shutdown`; hands back the temporary directory
+    /// so the test can reopen the database file.
+    pub async fn stopped(self) -> tempfile::TempDir {
+        self.server.await.unwrap();
+        self._dir
+    }
+
     /// Ends a test: checks the invariants that must hold after any sequence of API calls, then
     /// shuts the server down the way SIGTERM would.
     pub async fn finish(self) {

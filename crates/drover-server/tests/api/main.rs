@@ -7,3 +7,4 @@ mod errors;
 mod helpers;
 mod jobs;
 mod reapers;
+mod shutdown;
