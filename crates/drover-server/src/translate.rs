@@ -18,6 +18,8 @@ use std::time::Duration;
 const MAX_NAME_LEN: usize = 200;
 /// Most attempts a job may ask for.
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// Longest task timeout a job may ask for: one year.
+pub const MAX_TASK_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("INVALID_FIELD", format!("{field}: {message}"))
@@ -82,7 +84,12 @@ pub fn job_request(
         ));
     }
     let task_timeout = match req.task_timeout_seconds {
-        Some(0) => return Err(invalid("taskTimeoutSeconds", "must be at least 1")),
+        Some(s) if !(1..=MAX_TASK_TIMEOUT_SECS).contains(&s) => {
+            return Err(invalid(
+                "taskTimeoutSeconds",
+                format!("must be between 1 and {MAX_TASK_TIMEOUT_SECS} (one year); got {s}"),
+            ));
+        }
         Some(s) => Duration::from_secs(s),
         None => config.default_task_timeout,
     };

@@ -308,6 +308,10 @@ impl ServerArgs {
                 bail!("the {name} must be greater than zero");
             }
         }
+        let max_timeout = Duration::from_secs(drover_server::translate::MAX_TASK_TIMEOUT_SECS);
+        if server.default_task_timeout > max_timeout {
+            bail!("the task timeout must be at most one year");
+        }
         let allow_unauthenticated =
             self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
         if !bind.is_loopback()

@@ -151,6 +151,11 @@ async fn invalid_sweeps_are_refused_and_nothing_is_written() {
             "INVALID_FIELD",
             "taskTimeoutSeconds",
         ),
+        (
+            json!({"taskTimeoutSeconds": u64::MAX}),
+            "INVALID_FIELD",
+            "must be between 1 and 31536000",
+        ),
         (json!({"tasks": []}), "INVALID_SWEEP", "tasks"),
         (
             json!({"tasks": [{}], "parameters": {"x": [1]}}),

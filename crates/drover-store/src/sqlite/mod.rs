@@ -678,7 +678,10 @@ impl Store for SqliteStore {
             let mut jobs = BTreeSet::new();
             for t in picked {
                 let attempt = t.attempt + 1;
-                let lease = now + chrono::Duration::milliseconds(t.timeout_ms);
+                // Saturate rather than panic on a timeout no caller should have let through.
+                let lease = chrono::Duration::try_milliseconds(t.timeout_ms)
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
                 tx.prepare_cached(
                     "UPDATE tasks SET status = 'RUNNING', attempt = ?2, assigned_to = ?3,
                          started_at = ?4, lease_expires_at = ?5, updated_at = ?4
