@@ -204,7 +204,7 @@ fn refresh_jobs<'a>(
 /// Moves one RUNNING task back to NEW or on to FAILED, closing its attempt as reaped.
 fn release_task(
     tx: &Transaction<'_>,
-    row: &rows::RunningTask,
+    row: &rows::TaskHead,
     reason: &str,
     now: &str,
 ) -> Result<Released> {
@@ -239,8 +239,8 @@ fn release_task(
 
 fn release_all(
     tx: &Transaction<'_>,
-    running: Vec<rows::RunningTask>,
-    reason: impl Fn(&rows::RunningTask) -> String,
+    running: Vec<rows::TaskHead>,
+    reason: impl Fn(&rows::TaskHead) -> String,
     now: &str,
 ) -> Result<Vec<Released>> {
     let mut released = Vec::with_capacity(running.len());
@@ -258,44 +258,31 @@ fn apply_report(
     now: &str,
 ) -> Result<(ReportOutcome, Option<String>)> {
     let Some(task) = tx
-        .prepare_cached(
-            "SELECT seq, id, job_id, status, attempt, max_attempts, assigned_to
-             FROM tasks WHERE id = ?1",
-        )
+        .prepare_cached(&format!(
+            "SELECT {} FROM tasks WHERE id = ?1",
+            rows::TASK_HEAD_COLUMNS
+        ))
         .map_err(map_err)?
-        .query_row([&report.task_id], rows::report_target)
+        .query_row([&report.task_id], rows::task_head)
         .optional()
         .map_err(map_err)?
     else {
         return Ok((ReportOutcome::TaskNotFound, None));
     };
-    let own: Option<AttemptRecord> = match report.attempt {
-        Some(attempt) => tx
-            .prepare_cached(
-                "SELECT attempt, node_id, outcome FROM task_attempts
-                 WHERE task_id = ?1 AND attempt = ?2 AND node_id = ?3",
-            )
-            .map_err(map_err)?
-            .query_row(
-                params![report.task_id, attempt, report.node_id],
-                rows::attempt_record,
-            )
-            .optional()
-            .map_err(map_err)?,
-        None => tx
-            .prepare_cached(
-                "SELECT attempt, node_id, outcome FROM task_attempts
-                 WHERE task_id = ?1 AND node_id = ?2 ORDER BY attempt DESC LIMIT 1",
-            )
-            .map_err(map_err)?
-            .query_row(
-                params![report.task_id, report.node_id],
-                rows::attempt_record,
-            )
-            .optional()
-            .map_err(map_err)?,
-    }
-    .flatten();
+    // The reporter's attempt: the one it names, else its latest.
+    let own: Option<AttemptRecord> = tx
+        .prepare_cached(
+            "SELECT attempt, node_id, outcome FROM task_attempts
+             WHERE task_id = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
+             ORDER BY attempt DESC LIMIT 1",
+        )
+        .map_err(map_err)?
+        .query_row(
+            params![report.task_id, report.node_id, report.attempt],
+            rows::attempt_record,
+        )
+        .optional()
+        .map_err(map_err)?;
     let view = TaskView {
         status: task.status,
         attempt: task.attempt,
@@ -741,13 +728,13 @@ impl Store for SqliteStore {
         let now = ts(&now);
         self.write(move |tx| {
             let expired = tx
-                .prepare_cached(
-                    "SELECT seq, id, job_id, attempt, max_attempts, assigned_to FROM tasks
-                     WHERE status = 'RUNNING' AND lease_expires_at < ?1
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND lease_expires_at < ?1
                      ORDER BY lease_expires_at",
-                )
+                    rows::TASK_HEAD_COLUMNS
+                ))
                 .map_err(map_err)?
-                .query_map([&now], rows::running_task)
+                .query_map([&now], rows::task_head)
                 .map_err(map_err)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(map_err)?;
@@ -783,15 +770,16 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             let mut running = Vec::new();
             let mut select = tx
-                .prepare_cached(
-                    "SELECT seq, id, job_id, attempt, max_attempts, assigned_to FROM tasks
-                     WHERE status = 'RUNNING' AND assigned_to = ?1 ORDER BY seq",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND assigned_to = ?1
+                     ORDER BY seq",
+                    rows::TASK_HEAD_COLUMNS
+                ))
                 .map_err(map_err)?;
             for node in &nodes {
                 running.extend(
                     select
-                        .query_map([node], rows::running_task)
+                        .query_map([node], rows::task_head)
                         .map_err(map_err)?
                         .collect::<rusqlite::Result<Vec<_>>>()
                         .map_err(map_err)?,

@@ -164,8 +164,11 @@ pub(super) fn node_by_id(conn: &Connection, id: &str) -> Result<Node> {
     by_id(conn, "nodes", NODE_COLUMNS, "spot", id, node)
 }
 
-/// The columns a report decision needs.
-pub(super) struct ReportTarget {
+/// The columns of a task that report decisions and releases need.
+pub(super) const TASK_HEAD_COLUMNS: &str =
+    "seq, id, job_id, status, attempt, max_attempts, assigned_to";
+
+pub(super) struct TaskHead {
     pub seq: i64,
     pub id: String,
     pub job_id: String,
@@ -175,8 +178,8 @@ pub(super) struct ReportTarget {
     pub assigned_to: Option<String>,
 }
 
-pub(super) fn report_target(r: &Row<'_>) -> rusqlite::Result<ReportTarget> {
-    Ok(ReportTarget {
+pub(super) fn task_head(r: &Row<'_>) -> rusqlite::Result<TaskHead> {
+    Ok(TaskHead {
         seq: r.get(0)?,
         id: r.get(1)?,
         job_id: r.get(2)?,
@@ -187,14 +190,14 @@ pub(super) fn report_target(r: &Row<'_>) -> rusqlite::Result<ReportTarget> {
     })
 }
 
-/// `SELECT attempt, node_id, outcome`; `None` for an outcome this version does not know.
-pub(super) fn attempt_record(r: &Row<'_>) -> rusqlite::Result<Option<AttemptRecord>> {
+/// `SELECT attempt, node_id, outcome` of `task_attempts`.
+pub(super) fn attempt_record(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
     let outcome: String = r.get(2)?;
-    Ok(Some(AttemptRecord {
+    Ok(AttemptRecord {
         attempt: r.get(0)?,
         node_id: r.get(1)?,
         outcome: attempt_outcome(&outcome)?,
-    }))
+    })
 }
 
 pub(super) struct Claimable {
@@ -214,27 +217,6 @@ pub(super) fn claimable(r: &Row<'_>) -> rusqlite::Result<Claimable> {
         attempt: r.get(3)?,
         timeout_ms: r.get(4)?,
         payload: r.get(5)?,
-    })
-}
-
-/// `SELECT seq, id, job_id, attempt, max_attempts, assigned_to` of a RUNNING task.
-pub(super) struct RunningTask {
-    pub seq: i64,
-    pub id: String,
-    pub job_id: String,
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub assigned_to: Option<String>,
-}
-
-pub(super) fn running_task(r: &Row<'_>) -> rusqlite::Result<RunningTask> {
-    Ok(RunningTask {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        job_id: r.get(2)?,
-        attempt: r.get(3)?,
-        max_attempts: r.get(4)?,
-        assigned_to: r.get(5)?,
     })
 }
 
