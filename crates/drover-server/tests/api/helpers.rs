@@ -178,36 +178,16 @@ impl TestApp {
             let count =
                 |s: TaskStatus| tasks.iter().filter(|t| t.status == s.as_str()).count() as u64;
             assert_eq!(job.total_tasks, tasks.len() as u64, "total of {}", job.id);
-            assert_eq!(
-                job.pending_tasks,
-                count(TaskStatus::New),
-                "NEW of {}",
-                job.id
-            );
-            assert_eq!(
-                job.running_tasks,
-                count(TaskStatus::Running),
-                "RUNNING of {}",
-                job.id
-            );
-            assert_eq!(
-                job.completed_tasks,
-                count(TaskStatus::Done),
-                "DONE of {}",
-                job.id
-            );
-            assert_eq!(
-                job.failed_tasks,
-                count(TaskStatus::Failed),
-                "FAILED of {}",
-                job.id
-            );
-            assert_eq!(
-                job.cancelled_tasks,
-                count(TaskStatus::Cancelled),
-                "CANCELLED of {}",
-                job.id
-            );
+            let by_status = [
+                (TaskStatus::New, job.pending_tasks),
+                (TaskStatus::Running, job.running_tasks),
+                (TaskStatus::Done, job.completed_tasks),
+                (TaskStatus::Failed, job.failed_tasks),
+                (TaskStatus::Cancelled, job.cancelled_tasks),
+            ];
+            for (status, shown) in by_status {
+                assert_eq!(shown, count(status), "{status} count of {}", job.id);
+            }
         }
     }
 
