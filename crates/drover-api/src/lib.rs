@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Every error answer: the contract's `success`/`error` plus a stable machine-readable `code`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +103,17 @@ pub struct CreateJobRequest {
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_timeout_seconds: Option<u64>,
+    /// What `drover agent` runs per task: an argv array with `{name}` placeholders filled from
+    /// the task's payload (and `taskId`, `jobId`, `attempt`, `workDir`). No shell is involved.
+    /// Jobs with `jarPath` and `mainClass` get `java -cp {jarPath} {mainClass} --<p> {<p>}...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Environment variables for the command; values are templates like the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Whether a failed run (non-zero exit, timeout, crash) is retried; defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on_failure: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +148,13 @@ pub struct Job {
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// What agents run per task; absent for jobs served by the user's own workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on_failure: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

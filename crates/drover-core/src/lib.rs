@@ -9,6 +9,7 @@
 pub mod ids;
 pub mod lifecycle;
 pub mod model;
+pub mod run;
 pub mod sweep;
 pub mod time;
 

@@ -161,6 +161,8 @@ pub struct Job {
     pub task_timeout: Duration,
     /// The request that created the job, normalised; kept for display and re-submission.
     pub spec: Value,
+    /// What agents run for each task; `None` for jobs served by the user's own workers.
+    pub run: Option<crate::run::RunSpec>,
     /// Names of the swept parameters in expansion order (used for result tables).
     pub parameter_names: Vec<String>,
     pub status: JobStatus,

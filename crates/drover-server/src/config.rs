@@ -18,6 +18,10 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     pub task_reaper_interval: Duration,
+    /// How long past its lease a task is left to its agent before the reaper takes it back.
+    /// Agents kill a task at its timeout and report at once; the grace lets that report arrive
+    /// instead of racing the reaper.
+    pub task_lease_grace: Duration,
     pub spot_reaper_interval: Duration,
     /// A spot with no heartbeat for this long is marked DOWN.
     pub spot_timeout: Duration,
@@ -38,6 +42,7 @@ impl Default for ServerConfig {
             max_tasks_per_job: drover_core::sweep::DEFAULT_MAX_TASKS_PER_JOB,
             body_limit: 1024 * 1024,
             task_reaper_interval: Duration::from_secs(30),
+            task_lease_grace: Duration::from_secs(10),
             spot_reaper_interval: Duration::from_secs(5),
             spot_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(2),

@@ -50,6 +50,7 @@ impl AppState {
         reaper::TaskReaper {
             store: self.store.clone(),
             clock: self.clock.clone(),
+            grace: self.config.task_lease_grace,
         }
     }
 

@@ -6,7 +6,7 @@
 //! NEW while attempts remain, else FAILED) lives in the core; the store carries it out.
 
 use crate::clock::Clock;
-use drover_core::TaskStatus;
+use drover_core::{TaskStatus, Timestamp};
 use drover_store::{NodesDown, Released, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,16 +56,26 @@ fn log_released(released: &[Released]) {
     }
 }
 
-/// Takes back RUNNING tasks whose lease (the task timeout) has run out.
+/// `span` before `now`, saturating at the earliest time rather than panicking.
+fn before(now: Timestamp, span: Duration) -> Timestamp {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// Takes back RUNNING tasks whose lease (the task timeout) ran out more than `grace` ago.
 #[derive(Clone)]
 pub struct TaskReaper {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub grace: Duration,
 }
 
 impl TaskReaper {
     pub async fn reap(&self) -> Result<Vec<Released>, StoreError> {
-        let released = self.store.release_expired_tasks(self.clock.now()).await?;
+        let cutoff = before(self.clock.now(), self.grace);
+        let released = self.store.release_expired_tasks(cutoff).await?;
         log_released(&released);
         Ok(released)
     }
@@ -93,8 +103,7 @@ pub struct SpotReaper {
 impl SpotReaper {
     pub async fn reap(&self) -> Result<NodesDown, StoreError> {
         let now = self.clock.now();
-        let cutoff =
-            now - chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX);
+        let cutoff = before(now, self.timeout);
         let down = self.store.mark_silent_nodes_down(cutoff, now).await?;
         if !down.nodes.is_empty() {
             tracing::info!(

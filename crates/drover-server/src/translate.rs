@@ -7,11 +7,13 @@
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use drover_api as api;
+use drover_core::run::{self, RunSpec};
 use drover_core::sweep::{Dimension, SweepSpec, Values};
 use drover_core::time::format;
 use drover_core::{Job, Node, Task};
 use drover_store::NewJob;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Longest job name accepted.
@@ -138,12 +140,21 @@ pub fn job_request(
             field,
         });
     }
+    let run = run_spec(
+        req.command,
+        req.env,
+        req.retry_on_failure,
+        &shared,
+        &dimensions,
+        req.tasks.as_deref(),
+    )?;
     let job = NewJob {
         name: req.name,
         priority: req.priority.unwrap_or(0),
         max_attempts,
         task_timeout,
         spec,
+        run,
     };
     Ok((
         job,
@@ -153,6 +164,49 @@ pub fn job_request(
             tasks: req.tasks,
         },
     ))
+}
+
+/// The job's run settings: its own command, or the default for a `jarPath`/`mainClass` job.
+/// Every placeholder must name a field that every task's payload will have.
+fn run_spec(
+    command: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    retry_on_failure: Option<bool>,
+    shared: &Map<String, Value>,
+    dimensions: &[Dimension],
+    tasks: Option<&[Map<String, Value>]>,
+) -> Result<Option<RunSpec>, ApiError> {
+    let command = match command {
+        Some(c) => c,
+        None if shared.contains_key("jarPath") && shared.contains_key("mainClass") => {
+            let names: Vec<String> = dimensions.iter().map(|d| d.name.clone()).collect();
+            run::java_default(&names)
+        }
+        None if env.is_some() || retry_on_failure.is_some() => {
+            let field = if env.is_some() {
+                "env"
+            } else {
+                "retryOnFailure"
+            };
+            return Err(invalid(field, "only applies to a job with a command"));
+        }
+        None => return Ok(None),
+    };
+    let spec = RunSpec {
+        command,
+        env: env.unwrap_or_default(),
+        retry_on_failure: retry_on_failure.unwrap_or(true),
+    };
+    let template_error = |e: run::TemplateError| invalid(&e.field, e.message);
+    let compiled = spec.compile().map_err(template_error)?;
+    compiled
+        .check_names(|name| {
+            shared.contains_key(name)
+                || dimensions.iter().any(|d| d.name == name)
+                || tasks.is_some_and(|ts| !ts.is_empty() && ts.iter().all(|t| t.contains_key(name)))
+        })
+        .map_err(template_error)?;
+    Ok(Some(spec))
 }
 
 pub fn job(j: &Job) -> api::Job {
@@ -174,6 +228,9 @@ pub fn job(j: &Job) -> api::Job {
         updated_at: format(&j.updated_at),
         started_at: j.started_at.as_ref().map(format),
         finished_at: j.finished_at.as_ref().map(format),
+        command: j.run.as_ref().map(|r| r.command.clone()),
+        env: j.run.as_ref().map(|r| r.env.clone()),
+        retry_on_failure: j.run.as_ref().map(|r| r.retry_on_failure),
     }
 }
 

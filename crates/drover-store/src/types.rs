@@ -12,6 +12,8 @@ pub struct NewJob {
     pub task_timeout: Duration,
     /// The normalised request, kept with the job.
     pub spec: serde_json::Value,
+    /// What agents run for each task, if the job says.
+    pub run: Option<drover_core::run::RunSpec>,
 }
 
 /// Keyset paging: `cursor` is the `seq` of the last item of the previous page.

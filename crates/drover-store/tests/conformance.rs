@@ -6,6 +6,7 @@
 //! equal task counts) through `audit_job_counts`.
 
 use chrono::{Duration as Span, TimeZone, Utc};
+use drover_core::run::RunSpec;
 use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
 use drover_core::{
     JobStatus, NodeInfo, NodeStats, NodeStatus, ReportKind, ReportOutcome, TaskResult, TaskStatus,
@@ -38,6 +39,7 @@ fn new_job(max_attempts: u32, timeout_secs: u64, priority: i64) -> NewJob {
         max_attempts,
         task_timeout: Duration::from_secs(timeout_secs),
         spec: json!({}),
+        run: None,
     }
 }
 
@@ -166,6 +168,26 @@ pub async fn create_job_expands_every_task(store: &dyn Store) {
         Err(StoreError::NotFound { .. })
     ));
     assert_counts_consistent(store).await;
+}
+
+pub async fn a_job_keeps_its_run_spec(store: &dyn Store) {
+    let run = RunSpec {
+        command: vec!["opt".into(), "--x={x}".into()],
+        env: [("SEED".to_string(), "{taskId}".to_string())].into(),
+        retry_on_failure: false,
+    };
+    let job = NewJob {
+        run: Some(run.clone()),
+        ..new_job(1, 60, 0)
+    };
+    let created = store.create_job(job, sweep(1), t0()).await.unwrap();
+    assert_eq!(created.run.as_ref(), Some(&run));
+    assert_eq!(store.get_job(&created.id).await.unwrap().run, Some(run));
+    let plain = store
+        .create_job(new_job(1, 60, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(&plain.id).await.unwrap().run, None);
 }
 
 pub async fn claims_take_highest_priority_then_oldest(store: &dyn Store) {
@@ -651,6 +673,7 @@ macro_rules! conformance {
 
             conformance!(@each
                 create_job_expands_every_task,
+                a_job_keeps_its_run_spec,
                 claims_take_highest_priority_then_oldest,
                 claims_need_a_known_live_node,
                 heartbeats_update_live_figures,

@@ -103,6 +103,7 @@ async fn run(ops: Vec<Op>) {
                 max_attempts: 3,
                 task_timeout: Duration::from_secs(30),
                 spec: serde_json::json!({}),
+                run: None,
             },
             sweep,
             now,

@@ -120,6 +120,11 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_SPOT_REAPER_INTERVAL", value_name = "DURATION")]
     spot_reaper_interval: Option<Span>,
 
+    /// How long past its timeout a running task is left to its agent before the task reaper
+    /// takes it back [default: 10s].
+    #[arg(long, env = "DROVER_TASK_LEASE_GRACE", value_name = "DURATION")]
+    task_lease_grace: Option<Span>,
+
     /// A spot without a heartbeat for this long is marked DOWN and its tasks go back to the
     /// queue [default: 10s].
     #[arg(long, env = "DROVER_SPOT_TIMEOUT", value_name = "DURATION")]
@@ -161,6 +166,7 @@ struct FileConfig {
     body_limit: Option<usize>,
     task_reaper_interval: Option<Span>,
     spot_reaper_interval: Option<Span>,
+    task_lease_grace: Option<Span>,
     spot_timeout: Option<Span>,
     heartbeat_interval: Option<Span>,
     shutdown_grace: Option<Span>,
@@ -285,6 +291,11 @@ impl ServerArgs {
                 self.spot_reaper_interval,
                 file.spot_reaper_interval,
                 defaults.spot_reaper_interval,
+            ),
+            task_lease_grace: span(
+                self.task_lease_grace,
+                file.task_lease_grace,
+                defaults.task_lease_grace,
             ),
             spot_timeout: span(self.spot_timeout, file.spot_timeout, defaults.spot_timeout),
             heartbeat_interval: span(

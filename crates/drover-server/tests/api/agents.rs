@@ -286,7 +286,7 @@ async fn a_report_may_name_its_attempt() {
     app.create_job(1, json!({"taskTimeoutSeconds": 10})).await;
     let spot = app.hello().await;
     let first = app.client.claim(&spot, 1).await.unwrap().remove(0);
-    app.advance(std::time::Duration::from_secs(11));
+    app.advance(std::time::Duration::from_secs(21));
     app.client
         .heartbeat(&HeartbeatRequest {
             spot_id: spot.clone(),

@@ -163,6 +163,36 @@ async fn invalid_sweeps_are_refused_and_nothing_is_written() {
             "not both",
         ),
         (json!({"priority": "high"}), "INVALID_FIELD", "priority"),
+        (
+            json!({"parameters": {"x": [1]}, "command": ["opt", "{y}"]}),
+            "INVALID_FIELD",
+            "command[1]: placeholder {y} is not a field of every task",
+        ),
+        (
+            json!({"tasks": [{"y": 1}, {"z": 2}], "command": ["opt", "{y}"]}),
+            "INVALID_FIELD",
+            "command[1]",
+        ),
+        (
+            json!({"parameters": {"x": [1]}, "command": []}),
+            "INVALID_FIELD",
+            "command",
+        ),
+        (
+            json!({"parameters": {"x": [1]}, "command": ["opt", "{x"]}),
+            "INVALID_FIELD",
+            "never closed",
+        ),
+        (
+            json!({"parameters": {"x": [1]}, "env": {"A": "1"}}),
+            "INVALID_FIELD",
+            "env: only applies to a job with a command",
+        ),
+        (
+            json!({"parameters": {"x": [1]}, "command": ["opt"], "env": {"A=B": "1"}}),
+            "INVALID_FIELD",
+            "env.A=B",
+        ),
     ];
     for (body, code, hint) in cases {
         let (status, answer) = app.post_json("/api/v1/jobs", body.clone()).await;
@@ -184,6 +214,63 @@ async fn invalid_sweeps_are_refused_and_nothing_is_written() {
             .is_empty()
     );
     assert_eq!(app.store().overview().await.unwrap().pending_tasks, 0);
+    app.finish().await;
+}
+
+/// A job's command comes back with the job; a `jarPath`/`mainClass` job gets the Java default.
+#[tokio::test]
+async fn jobs_carry_the_command_agents_run() {
+    let app = spawn_app().await;
+    let job = app
+        .create_job(
+            2,
+            json!({
+                "command": ["opt", "--x={x}", "{taskId}", "{{literal}}"],
+                "env": {"SEED": "{attempt}"},
+                "retryOnFailure": false
+            }),
+        )
+        .await;
+    let stored = app.client.job(&job.job_id).await.unwrap();
+    assert_eq!(
+        stored.command,
+        Some(vec![
+            "opt".into(),
+            "--x={x}".into(),
+            "{taskId}".into(),
+            "{{literal}}".into()
+        ])
+    );
+    assert_eq!(stored.env.unwrap()["SEED"], "{attempt}");
+    assert_eq!(stored.retry_on_failure, Some(false));
+
+    let (status, answer) = app
+        .post_json(
+            "/api/v1/jobs",
+            json!({"jarPath": "/opt/o.jar", "mainClass": "a.Main", "algorithms": ["PSO"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let java = app
+        .client
+        .job(answer["jobId"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        java.command.unwrap(),
+        [
+            "java",
+            "-cp",
+            "{jarPath}",
+            "{mainClass}",
+            "--algorithm",
+            "{algorithm}"
+        ]
+    );
+    assert_eq!(java.retry_on_failure, Some(true));
+
+    let plain = app.create_job(1, json!({})).await;
+    assert_eq!(app.client.job(&plain.job_id).await.unwrap().command, None);
     app.finish().await;
 }
 

@@ -6,6 +6,9 @@ use drover_api::{CompleteRequest, HeartbeatRequest};
 use serde_json::json;
 use std::time::Duration;
 
+/// The default time a task past its lease is left to its agent (`task_lease_grace`).
+const GRACE: Duration = Duration::from_secs(10);
+
 /// Invariant 1: claim, let the reaper take the task back, claim it from another spot; the first
 /// spot's late complete gets 409 and the second's result stands.
 #[tokio::test]
@@ -21,7 +24,7 @@ async fn a_late_report_after_reaping_is_fenced_off() {
         app.state.task_reaper().reap().await.unwrap().is_empty(),
         "not yet expired"
     );
-    app.advance(Duration::from_secs(2));
+    app.advance(Duration::from_secs(2) + GRACE);
     let reaped = app.state.task_reaper().reap().await.unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(app.client.task(&task.id).await.unwrap().status, "NEW");
@@ -69,11 +72,11 @@ async fn the_task_timeout_retries_then_fails_the_task() {
         .await;
     let spot = app.hello().await;
     app.client.claim(&spot, 1).await.unwrap();
-    app.advance(Duration::from_secs(31));
+    app.advance(Duration::from_secs(31) + GRACE);
     app.state.task_reaper().reap().await.unwrap();
     assert_eq!(app.client.job(&job.job_id).await.unwrap().pending_tasks, 1);
     app.client.claim(&spot, 1).await.unwrap();
-    app.advance(Duration::from_secs(31));
+    app.advance(Duration::from_secs(31) + GRACE);
     app.state.task_reaper().reap().await.unwrap();
     let job = app.client.job(&job.job_id).await.unwrap();
     assert_eq!((job.status.as_str(), job.failed_tasks), ("FAILED", 1));
@@ -86,10 +89,36 @@ async fn the_default_task_timeout_is_five_minutes() {
     app.create_job(1, json!({})).await;
     let spot = app.hello().await;
     app.client.claim(&spot, 1).await.unwrap();
-    app.advance(Duration::from_secs(299));
+    app.advance(Duration::from_secs(299) + GRACE);
     assert!(app.state.task_reaper().reap().await.unwrap().is_empty());
     app.advance(Duration::from_secs(2));
     assert_eq!(app.state.task_reaper().reap().await.unwrap().len(), 1);
+    app.finish().await;
+}
+
+/// An agent kills a task at its timeout and reports at once; the reaper leaves it the grace to
+/// do so, so the agent's own account of the failure (its stderr) is what is kept.
+#[tokio::test]
+async fn a_report_just_past_the_lease_is_kept_within_the_grace() {
+    let app = spawn_app().await;
+    app.create_job(1, json!({"taskTimeoutSeconds": 30})).await;
+    let spot = app.hello().await;
+    let task = app.client.claim(&spot, 1).await.unwrap().remove(0);
+    app.advance(Duration::from_secs(30) + GRACE - Duration::from_secs(1));
+    assert!(app.state.task_reaper().reap().await.unwrap().is_empty());
+    let fail = drover_api::FailRequest {
+        spot_id: spot.clone(),
+        error: Some("killed after the task timeout (30s)".into()),
+        attempt: Some(task.attempt),
+        ..Default::default()
+    };
+    let answer = app.client.fail(&task.id, &fail).await.unwrap();
+    assert_eq!(answer.will_retry, Some(true));
+    let stored = app.client.task(&task.id).await.unwrap();
+    assert_eq!(
+        stored.last_error.as_deref(),
+        Some("killed after the task timeout (30s)")
+    );
     app.finish().await;
 }
 
@@ -139,6 +168,7 @@ async fn background_reapers_run_on_their_intervals() {
         c.spot_reaper_interval = Duration::from_millis(100);
         c.spot_timeout = Duration::from_millis(600);
         c.task_reaper_interval = Duration::from_millis(100);
+        c.task_lease_grace = Duration::ZERO;
     })
     .await;
     let spot_job = app.create_job(2, json!({})).await;

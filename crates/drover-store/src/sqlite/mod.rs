@@ -406,10 +406,16 @@ impl Store for SqliteStore {
             let parameters = serde_json::to_string(&sweep.parameter_names())
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             let timeout_ms = job.task_timeout.as_millis() as i64;
+            let run = job
+                .run
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
             tx.execute(
                 "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
-                     parameters, status, total_tasks, new_tasks, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9)",
+                     parameters, status, total_tasks, new_tasks, created_at, updated_at, run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10)",
                 params![
                     id,
                     job.name,
@@ -419,7 +425,8 @@ impl Store for SqliteStore {
                     job.spec.to_string(),
                     parameters,
                     total,
-                    now
+                    now,
+                    run
                 ],
             )
             .map_err(map_err)?;

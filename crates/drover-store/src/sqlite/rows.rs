@@ -38,7 +38,7 @@ fn json_object(row: &Row<'_>, idx: usize) -> rusqlite::Result<Map<String, Value>
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, name, priority, max_attempts, task_timeout_ms, \
     spec, parameters, cancelled, total_tasks, new_tasks, running_tasks, completed_tasks, \
-    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at";
+    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at, run";
 
 pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
     let spec: String = r.get(6)?;
@@ -46,6 +46,11 @@ pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
     let cancelled: bool = r.get(8)?;
     let counts = counts(r, 9)?;
     let started_at = opt_time(r, 18)?;
+    let run: Option<String> = r.get(19)?;
+    let run = match run {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|_| bad_value(&text))?),
+        None => None,
+    };
     Ok(Job {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -54,6 +59,7 @@ pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
         max_attempts: r.get(4)?,
         task_timeout: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),
         spec: serde_json::from_str(&spec).map_err(|_| bad_value(&spec))?,
+        run,
         parameter_names: serde_json::from_str(&parameters).map_err(|_| bad_value(&parameters))?,
         // Derived from the counts on every read, so it is right even if the stored column lags
         // behind a change made by hand.

@@ -136,8 +136,12 @@ BEGIN
 END;
 "#;
 
+/// What agents run for a job's tasks (`drover_core::run::RunSpec` as JSON); NULL for jobs served
+/// by the user's own workers.
+const V3: &str = "ALTER TABLE jobs ADD COLUMN run TEXT;";
+
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
 }
 
 #[cfg(test)]
