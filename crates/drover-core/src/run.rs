@@ -147,10 +147,7 @@ impl Template {
     }
 
     /// Fills in every placeholder; the error is the first name `lookup` does not know.
-    pub fn render<'a>(
-        &'a self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<String, &'a str> {
+    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, &str> {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
