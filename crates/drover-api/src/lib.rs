@@ -193,6 +193,9 @@ pub struct Task {
     pub result_json: Option<String>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The tail of what a successful run printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     pub created_at: String,
 }
 
@@ -324,6 +327,9 @@ pub struct CompleteRequest {
     /// A JSON document as a string (the contract's form); an object is accepted too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_json: Option<Value>,
+    /// The tail of what the run printed, kept with the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
 }

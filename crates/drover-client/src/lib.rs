@@ -88,6 +88,21 @@ impl Client {
         self
     }
 
+    /// Gives up on a request (connect, send, answer) after `timeout`, as a transport error.
+    /// Without it a request waits as long as the server does, which suits the CLI but not an
+    /// agent that must notice a hung server and fail over.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        // Building fails only if a TLS backend cannot start, and this client has none.
+        if let Ok(http) = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+        {
+            self.http = http;
+        }
+        self
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

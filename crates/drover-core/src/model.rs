@@ -182,6 +182,8 @@ pub struct TaskResult {
     pub iter: Option<i64>,
     pub fopt: Option<f64>,
     pub result_json: Option<String>,
+    /// The tail of what the run printed (stdout and stderr), for people reading the result.
+    pub output: Option<String>,
 }
 
 /// A task as stored.

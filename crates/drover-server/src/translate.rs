@@ -251,6 +251,7 @@ pub fn task(t: &Task) -> api::Task {
         fopt: t.result.fopt,
         result_json: t.result.result_json.clone(),
         last_error: t.last_error.clone(),
+        output: t.result.output.clone(),
         created_at: format(&t.created_at),
     }
 }

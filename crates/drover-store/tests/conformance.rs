@@ -86,6 +86,7 @@ fn complete(task: &str, node: &str, fopt: f64) -> Report {
             iter: Some(1),
             fopt: Some(fopt),
             result_json: None,
+            output: Some(format!("fopt = {fopt}\n")),
         }),
     }
 }
@@ -321,6 +322,7 @@ pub async fn complete_is_idempotent_and_fenced(store: &dyn Store) {
         Some(1.5),
         "a repeated report must not overwrite the result"
     );
+    assert_eq!(stored.result.output.as_deref(), Some("fopt = 1.5\n"));
     let job = store.get_job(&job.id).await.unwrap();
     assert_eq!(job.status, JobStatus::Completed);
     assert!(job.finished_at.is_some());

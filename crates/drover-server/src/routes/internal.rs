@@ -110,6 +110,7 @@ async fn complete(
         iter: req.iter,
         fopt: req.fopt,
         result_json,
+        output: req.output,
     });
     report(&app, task_id, req.spot_id, req.attempt, kind).await
 }

@@ -519,6 +519,7 @@ async fn results_come_in_pages_and_as_csv() {
             iter: Some(100),
             fopt: Some(0.25 * i as f64),
             result_json: Some(json!("{\"note\": \"a, \\\"quoted\\\" value\"}")),
+            output: Some(format!("run {i}\n")),
             attempt: None,
         };
         app.client.complete(&t.id, &req).await.unwrap();
@@ -548,6 +549,8 @@ async fn results_come_in_pages_and_as_csv() {
     );
     assert_eq!(r.spot_id.as_deref(), Some(spot.as_str()));
     assert!(r.finished_at.is_some());
+    let stored = app.client.task(&r.task_id).await.unwrap();
+    assert_eq!(stored.output.as_deref(), Some("run 0\n"));
     let next = app
         .client
         .results(

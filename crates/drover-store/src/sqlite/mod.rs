@@ -308,7 +308,8 @@ fn apply_report(
         ReportKind::Complete(result) => {
             tx.prepare_cached(
                 "UPDATE tasks SET status = 'DONE', lease_expires_at = NULL, finished_at = ?2,
-                     runtime_ms = ?3, iter = ?4, fopt = ?5, result_json = ?6, updated_at = ?2
+                     runtime_ms = ?3, iter = ?4, fopt = ?5, result_json = ?6, output = ?7,
+                     updated_at = ?2
                  WHERE seq = ?1",
             )
             .map_err(map_err)?
@@ -318,7 +319,8 @@ fn apply_report(
                 result.runtime_ms,
                 result.iter,
                 result.fopt,
-                result.result_json
+                result.result_json,
+                result.output
             ])
             .map_err(map_err)?;
         }

@@ -112,7 +112,7 @@ pub(super) fn task_by_id(conn: &Connection, id: &str) -> Result<Task> {
 
 pub(super) const TASK_COLUMNS: &str = "seq, id, job_id, payload, status, attempt, max_attempts, \
     assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, \
-    last_error, created_at";
+    last_error, created_at, output";
 
 pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -132,6 +132,7 @@ pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
             iter: r.get(12)?,
             fopt: r.get(13)?,
             result_json: r.get(14)?,
+            output: r.get(17)?,
         },
         last_error: r.get(15)?,
         created_at: time(r, 16)?,

@@ -136,9 +136,11 @@ BEGIN
 END;
 "#;
 
-/// What agents run for a job's tasks (`drover_core::run::RunSpec` as JSON); NULL for jobs served
+/// `jobs.run`: what agents run for a job's tasks (`drover_core::run::RunSpec` as JSON); NULL for jobs served
 /// by the user's own workers.
-const V3: &str = "ALTER TABLE jobs ADD COLUMN run TEXT;";
+/// `tasks.output`: the tail of what a successful run printed, as the agent reported it.
+const V3: &str = "ALTER TABLE jobs ADD COLUMN run TEXT;
+ALTER TABLE tasks ADD COLUMN output TEXT;";
 
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])

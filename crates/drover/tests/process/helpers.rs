@@ -441,6 +441,7 @@ pub fn completion(spot: &str, fopt: f64) -> drover_api::CompleteRequest {
         iter: Some(100),
         fopt: Some(fopt),
         result_json: Some(serde_json::Value::String("{\"converged\":true}".into())),
+        output: None,
         attempt: None,
     }
 }
