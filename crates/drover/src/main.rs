@@ -2,6 +2,8 @@
 //! configuration plumbing and process concerns (logging, signals) only; every behaviour lives in
 //! a library.
 
+mod agent_cmd;
+mod cli;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};
@@ -36,10 +38,19 @@ enum Command {
     /// the file.
     #[command(after_long_help = SERVER_EXAMPLES)]
     Server(Box<server_cmd::ServerArgs>),
+
+    /// Run a worker: register with the server, claim tasks, run their commands, report.
+    #[command(after_long_help = agent_cmd::EXAMPLES)]
+    Agent(Box<agent_cmd::AgentArgs>),
+
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Server(args) => server_cmd::run(*args),
+        Command::Agent(args) => agent_cmd::run(*args),
+        Command::Client(command) => cli::run(command),
     }
 }
