@@ -1,0 +1,187 @@
+//! Runs one task's command as a child process and reports how it ended.
+//!
+//! The child gets its own working directory, its own process group (so a timeout or a stop kills
+//! everything it started, not just the first process), the agent's environment minus the agent's
+//! secrets plus the job's variables and `DROVER_*` facts, and no stdin. Both output streams are
+//! read as they come, keeping only their tails and the result line, so a chatty task costs
+//! bounded memory. This module decides nothing about reports: `output::report` does.
+
+use crate::output::{Ending, Finished, ResultScanner, Tail};
+use drover_core::run::Rendered;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// Variables the agent reads for itself that a task must not see.
+pub const SECRET_VARIABLES: [&str; 3] =
+    ["DROVER_AGENT_KEY", "DROVER_API_KEY", "ORHESTRA_AGENT_KEY"];
+
+/// One run to perform.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub command: Rendered,
+    /// Created before the start; the child's working directory.
+    pub work_dir: PathBuf,
+    /// `DROVER_*` facts about the task.
+    pub facts: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL when the agent ends a run.
+    pub kill_grace: Duration,
+    /// Bytes of each stream kept.
+    pub tail_bytes: usize,
+}
+
+/// Runs `run` to its end: exit, timeout, or `stop` (the agent giving up on it).
+pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
+    let started = Instant::now();
+    let not_started = |why: String| Finished {
+        ending: Ending::NotStarted(why),
+        elapsed: started.elapsed(),
+        stdout: Tail::new(run.tail_bytes),
+        stderr: Tail::new(run.tail_bytes),
+        result: None,
+    };
+    if let Err(e) = tokio::fs::create_dir_all(&run.work_dir).await {
+        return not_started(format!(
+            "cannot create the working directory {}: {e}",
+            run.work_dir.display()
+        ));
+    }
+    let mut cmd = Command::new(&run.command.program);
+    cmd.args(&run.command.args)
+        .current_dir(&run.work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for secret in SECRET_VARIABLES {
+        cmd.env_remove(secret);
+    }
+    cmd.envs(run.command.env.iter().map(|(k, v)| (k, v)));
+    cmd.envs(run.facts.iter().map(|(k, v)| (k, v)));
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return not_started(format!("`{}`: {e}", run.command.program)),
+    };
+    let stdout = child.stdout.take().map(|s| {
+        tokio::spawn(read_stream(
+            s,
+            Tail::new(run.tail_bytes),
+            Some(ResultScanner::default()),
+        ))
+    });
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(read_stream(s, Tail::new(run.tail_bytes), None)));
+
+    let ending = tokio::select! {
+        status = child.wait() => match status {
+            Ok(status) => ending_of(status),
+            Err(e) => Ending::NotStarted(format!("waiting for the process: {e}")),
+        },
+        _ = tokio::time::sleep(run.timeout) => {
+            terminate(&mut child, run.kill_grace).await;
+            Ending::TimedOut(run.timeout)
+        }
+        _ = stop.cancelled() => {
+            terminate(&mut child, run.kill_grace).await;
+            Ending::Stopped
+        }
+    };
+    // Whatever the first process left running in its group goes too: it would hold the output
+    // pipes open and outlive the task's lease.
+    kill_group(&child, libc_signal::KILL);
+    let elapsed = started.elapsed();
+
+    let (stdout, result) = match stdout {
+        Some(h) => collect(h, run.tail_bytes).await,
+        None => (Tail::new(run.tail_bytes), None),
+    };
+    let (stderr, _) = match stderr {
+        Some(h) => collect(h, run.tail_bytes).await,
+        None => (Tail::new(run.tail_bytes), None),
+    };
+    Finished {
+        ending,
+        elapsed,
+        stdout,
+        stderr,
+        result,
+    }
+}
+
+type StreamEnd = (Tail, Option<serde_json::Map<String, serde_json::Value>>);
+
+async fn read_stream(
+    mut stream: impl AsyncRead + Unpin,
+    mut tail: Tail,
+    mut scanner: Option<ResultScanner>,
+) -> StreamEnd {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.push(&buf[..n]);
+                if let Some(s) = scanner.as_mut() {
+                    s.feed(&buf[..n]);
+                }
+            }
+        }
+    }
+    (tail, scanner.and_then(ResultScanner::finish))
+}
+
+/// Waits briefly for a stream reader; a pipe still held open by an escaped grandchild must not
+/// keep the report back.
+async fn collect(handle: tokio::task::JoinHandle<StreamEnd>, tail_bytes: usize) -> StreamEnd {
+    match tokio::time::timeout(Duration::from_secs(2), handle).await {
+        Ok(Ok(end)) => end,
+        _ => (Tail::new(tail_bytes), None),
+    }
+}
+
+fn ending_of(status: std::process::ExitStatus) -> Ending {
+    if let Some(code) = status.code() {
+        return Ending::Exited(code);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return Ending::Signalled(sig);
+        }
+    }
+    Ending::NotStarted(format!("ended without an exit code: {status}"))
+}
+
+/// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.
+async fn terminate(child: &mut Child, grace: Duration) {
+    kill_group(child, libc_signal::TERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        kill_group(child, libc_signal::KILL);
+        let _ = child.wait().await;
+    }
+}
+
+mod libc_signal {
+    pub const TERM: i32 = libc::SIGTERM;
+    pub const KILL: i32 = libc::SIGKILL;
+}
+
+/// Signals the child's process group (its id, since it was started as a group leader).
+fn kill_group(child: &Child, signal: i32) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg only sends a signal; an already-gone group gives ESRCH, ignored.
+        unsafe {
+            libc::killpg(pid, signal);
+        }
+    }
+}
