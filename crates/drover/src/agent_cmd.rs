@@ -1,12 +1,230 @@
-//! `drover agent`: flags and environment into an agent configuration, then the agent library.
+//! `drover agent`: flags and environment into a `drover_agent::AgentConfig`, logging, and the
+//! two-stage stop on signals. Everything the agent does lives in the `drover-agent` crate.
 
+use crate::server_cmd::{LogFormat, Span, init_logging, wait_for_signal};
+use anyhow::{Context, bail};
 use clap::Args;
+use drover_agent::AgentConfig;
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
-pub const EXAMPLES: &str = "";
+pub const EXAMPLES: &str = "\
+Examples:
+  drover agent --server http://127.0.0.1:8080
+  drover agent --server http://10.0.0.5:8080 --key \"$AK\" --slots 8 --zone eu-1 --labels gpu=a100,pool=batch
+  drover agent --server http://a:8080,http://b:8080   # fails over between replicas
 
-#[derive(Args)]
-pub struct AgentArgs {}
+What runs: each job carries a command (an argv array with {name} placeholders filled from the
+task's parameters; no shell is involved). The task runs in its own directory under --work-dir,
+with DROVER_TASK_ID, DROVER_JOB_ID, DROVER_ATTEMPT, DROVER_WORK_DIR and DROVER_SPOT_ID set. The
+last line of stdout that is a JSON object is the result: fopt, iter and runtimeMs are lifted into
+the result's fields. Exit code 0 is success; anything else, or running past the job's task
+timeout, is a failure (retried unless the job says retryOnFailure = false).
 
-pub fn run(_args: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+Stopping: the first SIGTERM or Ctrl-C stops claiming and lets running tasks finish (up to
+--drain-grace) and be reported; a second one kills them, reports them as retriable failures and
+exits.";
+
+/// The options of `drover agent`; the command's help text is on `Command::Agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Server URL(s), comma-separated; several are replicas to fail over between.
+    #[arg(
+        long,
+        env = "DROVER_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL[,URL...]"
+    )]
+    server: Vec<String>,
+
+    /// The server's agent key (sent as X-Agent-Key).
+    #[arg(
+        long,
+        env = "DROVER_AGENT_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    key: Option<String>,
+
+    /// Tasks run at once [default: the machine's cores].
+    #[arg(long, env = "DROVER_AGENT_SLOTS", value_name = "N")]
+    slots: Option<usize>,
+
+    /// Labels announced to the server, e.g. `gpu=a100,pool=batch`.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_LABELS",
+        value_delimiter = ',',
+        value_name = "K=V,..."
+    )]
+    labels: Vec<String>,
+
+    /// Zone announced to the server.
+    #[arg(long, env = "DROVER_AGENT_ZONE", value_name = "ZONE")]
+    zone: Option<String>,
+
+    /// Address announced to the server [default: the local address that routes to it].
+    #[arg(long, env = "DROVER_AGENT_ADDRESS", value_name = "IP")]
+    address: Option<String>,
+
+    /// Directory for the tasks' working directories [default: drover-agent under the system's
+    /// temporary directory].
+    #[arg(long, env = "DROVER_AGENT_WORK_DIR", value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+
+    /// Keep each task's working directory after it ends.
+    #[arg(long, env = "DROVER_AGENT_KEEP_WORK_DIRS")]
+    keep_work_dirs: bool,
+
+    /// Heartbeat period [default: what the server suggests, usually 2s].
+    #[arg(long, env = "DROVER_AGENT_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    heartbeat_interval: Option<Span>,
+
+    /// Wait between claims while there is no work [default: 1s].
+    #[arg(long, env = "DROVER_AGENT_POLL_INTERVAL", value_name = "DURATION")]
+    poll_interval: Option<Span>,
+
+    /// How long running tasks may go on after a stop signal [default: 60s].
+    #[arg(long, env = "DROVER_AGENT_DRAIN_GRACE", value_name = "DURATION")]
+    drain_grace: Option<Span>,
+
+    /// Longest wait between retries while the server is unreachable [default: 10s].
+    #[arg(long, env = "DROVER_AGENT_MAX_BACKOFF", value_name = "DURATION")]
+    max_backoff: Option<Span>,
+
+    /// Log format: `text` or `json`.
+    #[arg(
+        long,
+        env = "DROVER_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+/// `k=v,...` into a label map; values stay strings.
+fn labels(items: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for item in items.iter().filter(|i| !i.trim().is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("--labels: {item:?} is not key=value");
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            bail!("--labels: {item:?} has an empty key");
+        }
+        map.insert(k.to_string(), Value::String(v.trim().to_string()));
+    }
+    Ok(map)
+}
+
+impl AgentArgs {
+    pub fn config(self) -> anyhow::Result<AgentConfig> {
+        let servers: Vec<String> = self
+            .server
+            .iter()
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for s in &servers {
+            if !(s.starts_with("http://") || s.starts_with("https://")) {
+                bail!("--server: {s:?} is not a URL such as http://127.0.0.1:8080");
+            }
+            if s.starts_with("https://") {
+                bail!(
+                    "--server: {s:?}: this build of drover speaks plain HTTP only; put a TLS-terminating proxy next to the agent or use http://"
+                );
+            }
+        }
+        if servers.is_empty() {
+            bail!("--server: give at least one server URL");
+        }
+        let work_dir = self
+            .work_dir
+            .unwrap_or_else(|| std::env::temp_dir().join("drover-agent"));
+        let mut config = AgentConfig::new(servers, work_dir);
+        config.agent_key = self.key.filter(|k| !k.is_empty());
+        if let Some(slots) = self.slots {
+            if slots == 0 {
+                bail!("--slots must be at least 1");
+            }
+            config.slots = slots;
+        }
+        config.labels = labels(&self.labels)?;
+        config.zone = self.zone;
+        config.address = self.address;
+        config.keep_work_dirs = self.keep_work_dirs;
+        config.heartbeat_interval = self.heartbeat_interval.map(|s| s.0);
+        if let Some(Span(d)) = self.poll_interval {
+            config.poll_interval = d;
+        }
+        if let Some(Span(d)) = self.drain_grace {
+            config.drain_grace = d;
+        }
+        if let Some(Span(d)) = self.max_backoff {
+            config.max_backoff = d;
+        }
+        if config.heartbeat_interval.is_some_and(|d| d.is_zero()) {
+            bail!("--heartbeat-interval must be greater than zero");
+        }
+        Ok(config)
+    }
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let log_format = args.log_format;
+    let config = args.config()?;
+    init_logging(log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let aborted = runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        {
+            let (stop, abort) = (stop.clone(), abort.clone());
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                stop.cancel();
+                wait_for_signal().await;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "second signal: stopping running tasks and exiting"
+                );
+                abort.cancel();
+            });
+        }
+        tracing::info!(
+            servers = %config.servers.join(","),
+            slots = config.slots,
+            work_dir = %config.work_dir.display(),
+            "drover agent starting"
+        );
+        drover_agent::run(config, stop, abort.clone()).await?;
+        anyhow::Ok(abort.is_cancelled())
+    })?;
+    if aborted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_key_value_pairs() {
+        let l = labels(&["gpu=a100".into(), " pool = batch ".into(), "".into()]).unwrap();
+        assert_eq!(
+            Value::Object(l),
+            serde_json::json!({"gpu": "a100", "pool": "batch"})
+        );
+        assert!(labels(&["novalue".into()]).is_err());
+        assert!(labels(&["=x".into()]).is_err());
+    }
 }

@@ -191,14 +191,140 @@ impl Launch {
     }
 }
 
-/// A running `drover server` child process. Killed (SIGKILL) when dropped; when a test panics,
-/// its captured output is printed first.
-pub struct ServerProcess {
+/// A running `drover` child process whose output goes to a log file. Killed (SIGKILL) when
+/// dropped; when a test panics, its log is printed first.
+pub struct DroverChild {
+    name: String,
     child: Child,
     exited: Option<ExitStatus>,
+    log_path: PathBuf,
+}
+
+impl DroverChild {
+    /// Spawns `cmd` with stdout and stderr appended to `<dir>/<name>-<n>.log`.
+    pub fn spawn(mut cmd: Command, dir: &Path, name: &str) -> DroverChild {
+        let log_path = (1..)
+            .map(|n| dir.join(format!("{name}-{n}.log")))
+            .find(|p| !p.exists())
+            .expect("a free log file name");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the log file");
+        cmd.stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        DroverChild {
+            name: name.to_string(),
+            child,
+            exited: None,
+            log_path,
+        }
+    }
+
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if started.elapsed() > EVENT_DEADLINE {
+                panic!(
+                    "the {} log has no {needle:?} after {EVENT_DEADLINE:?}:\n{log}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether it has exited, without waiting.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("wait for the child");
+        }
+        self.exited
+    }
+
+    /// `kill -9`: no chance to flush, close or say goodbye. Waits for the process to be gone.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        self.signal(libc::SIGKILL);
+        let status = self.child.wait().expect("wait for the killed child");
+        self.exited = Some(status);
+        status
+    }
+
+    /// Waits for the process to exit on its own within [`EXIT_DEADLINE`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            if started.elapsed() > EXIT_DEADLINE {
+                self.kill9();
+                panic!(
+                    "the {} did not exit within {EXIT_DEADLINE:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit on its own and returns how it exited.
+    pub fn terminate(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet, so it cannot have been
+        // reused by another process.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.id());
+    }
+}
+
+impl Drop for DroverChild {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log ({}) ---\n{}--- end of log ---",
+                self.name,
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `drover server` child process.
+pub struct ServerProcess {
+    process: DroverChild,
     port: u16,
     db: PathBuf,
-    log_path: PathBuf,
 }
 
 impl ServerProcess {
@@ -220,16 +346,16 @@ impl ServerProcess {
         unreachable!("the last attempt returns or panics")
     }
 
+    /// Starts a server again on `port` (a restart: same directory, same database).
+    pub async fn start_on(dir: &Path, launch: Launch, port: u16) -> ServerProcess {
+        let mut server = ServerProcess::spawn(dir, &launch, port);
+        if let Err(why) = server.wait_healthy().await {
+            panic!("drover server did not become healthy on port {port}: {why}");
+        }
+        server
+    }
+
     fn spawn(dir: &Path, launch: &Launch, port: u16) -> ServerProcess {
-        let log_path = (1..)
-            .map(|n| dir.join(format!("server-{n}.log")))
-            .find(|p| !p.exists())
-            .expect("a free log file name");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("create the log file");
         let db = dir.join("drover.db");
         let mut cmd = drover_command(dir);
         cmd.arg("server");
@@ -245,17 +371,10 @@ impl ServerProcess {
         for (k, v) in &launch.env {
             cmd.env(k, v);
         }
-        cmd.stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
         ServerProcess {
-            child,
-            exited: None,
+            process: DroverChild::spawn(cmd, dir, "server"),
             port,
             db,
-            log_path,
         }
     }
 
@@ -267,8 +386,7 @@ impl ServerProcess {
         let url = format!("{}/api/v1/health", self.base_url());
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the server") {
-                self.exited = Some(status);
+            if let Some(status) = self.process.try_exit() {
                 return Err(format!(
                     "it exited ({status}) before answering:\n{}",
                     self.log()
@@ -315,79 +433,22 @@ impl ServerProcess {
 
     /// Everything the server printed so far (stdout and stderr).
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+        self.process.log()
     }
 
     /// Waits until the log contains `needle`; returns the log.
     pub async fn wait_for_log(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            if started.elapsed() > EVENT_DEADLINE {
-                panic!("the server log has no {needle:?} after {EVENT_DEADLINE:?}:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.process.wait_for_log(needle).await
     }
 
     /// `kill -9`: no chance to flush, close or say goodbye. Waits for the process to be gone.
     pub fn kill9(&mut self) -> ExitStatus {
-        if let Some(status) = self.exited {
-            return status;
-        }
-        self.signal(libc::SIGKILL);
-        let status = self.child.wait().expect("wait for the killed server");
-        self.exited = Some(status);
-        status
+        self.process.kill9()
     }
 
     /// SIGTERM, then waits for the server to exit on its own and returns how it exited.
     pub fn terminate(&mut self) -> ExitStatus {
-        if let Some(status) = self.exited {
-            return status;
-        }
-        self.signal(libc::SIGTERM);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the server") {
-                self.exited = Some(status);
-                return status;
-            }
-            if started.elapsed() > EXIT_DEADLINE {
-                self.kill9();
-                panic!(
-                    "the server did not exit within {EXIT_DEADLINE:?} of SIGTERM:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on the pid of a child we have not reaped yet, so it cannot have been
-        // reused by another process.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.id());
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- drover server log ({}) ---\n{}--- end of log ---",
-                self.log_path.display(),
-                self.log()
-            );
-        }
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.terminate()
     }
 }
 
@@ -466,4 +527,84 @@ pub async fn assert_counts_match_tasks(client: &drover_client::Client, job_id: &
         );
     }
     assert_eq!(job.total_tasks, tasks.len() as u64, "job {job_id} total");
+}
+
+/// Server flags that make the reapers act within seconds, for tests that wait on them.
+pub const FAST_REAPERS: [&str; 10] = [
+    "--spot-timeout",
+    "3s",
+    "--spot-reaper-interval",
+    "500ms",
+    "--task-reaper-interval",
+    "500ms",
+    "--task-lease-grace",
+    "2s",
+    "--heartbeat-interval",
+    "500ms",
+];
+
+/// A running `drover agent` child process.
+pub struct AgentProcess {
+    pub process: DroverChild,
+}
+
+impl AgentProcess {
+    /// Starts `drover agent --server <servers>` with a work directory under `dir`, short poll
+    /// and backoff intervals, and `extra` arguments.
+    pub fn start(dir: &Path, servers: &str, extra: &[&str]) -> AgentProcess {
+        AgentProcess::start_with_env(dir, servers, extra, &[])
+    }
+
+    /// [`AgentProcess::start`] with environment variables for the agent.
+    pub fn start_with_env(
+        dir: &Path,
+        servers: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
+        let work = (1..)
+            .map(|n| dir.join(format!("agent-work-{n}")))
+            .find(|p| !p.exists())
+            .expect("a free work directory name");
+        let mut cmd = drover_command(dir);
+        cmd.arg("agent")
+            .arg("--server")
+            .arg(servers)
+            .arg("--work-dir")
+            .arg(&work)
+            .args(["--poll-interval", "100ms", "--max-backoff", "500ms"])
+            .args(extra)
+            .envs(env.iter().copied());
+        AgentProcess {
+            process: DroverChild::spawn(cmd, dir, "agent"),
+        }
+    }
+}
+
+impl std::ops::Deref for AgentProcess {
+    type Target = DroverChild;
+    fn deref(&self) -> &DroverChild {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for AgentProcess {
+    fn deref_mut(&mut self) -> &mut DroverChild {
+        &mut self.process
+    }
+}
+
+/// Waits until `job_id` reaches `status` (COMPLETED, FAILED, ...) and returns it.
+pub async fn job_reaches(
+    client: &drover_client::Client,
+    job_id: &str,
+    status: &str,
+    deadline: Duration,
+) -> drover_api::Job {
+    eventually(
+        &format!("job {job_id} to be {status}"),
+        deadline,
+        || async { client.job(job_id).await.ok().filter(|j| j.status == status) },
+    )
+    .await
 }

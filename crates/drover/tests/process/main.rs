@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod agents;
 mod cli;
 mod durability;
 mod reapers_in_process;
