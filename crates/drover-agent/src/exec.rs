@@ -64,6 +64,8 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
     cmd.envs(run.facts.iter().map(|(k, v)| (k, v)));
     #[cfg(unix)]
     cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    die_with_the_agent(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return not_started(format!("`{}`: {e}", run.command.program)),
@@ -159,6 +161,31 @@ fn ending_of(status: std::process::ExitStatus) -> Ending {
         }
     }
     Ending::NotStarted(format!("ended without an exit code: {status}"))
+}
+
+/// Asks the kernel to SIGKILL the child when the agent dies, however it dies (`kill -9`
+/// included). The server gives a dead agent's tasks to another agent; a run left behind would
+/// only compete with the new attempt. The signal follows the thread that spawned the child, and
+/// tasks are spawned from the runtime's worker threads, which live as long as the agent.
+#[cfg(target_os = "linux")]
+fn die_with_the_agent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, getppid).
+    unsafe {
+        let agent = libc::getpid();
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The agent may have died between fork and prctl.
+            if libc::getppid() != agent {
+                return Err(std::io::Error::other(
+                    "the agent exited while starting the task",
+                ));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.

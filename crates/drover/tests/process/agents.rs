@@ -118,9 +118,20 @@ async fn a_failing_command_is_retried_then_failed_with_its_stderr() {
     );
 }
 
+/// Whether `pid` is a live process (a zombie waiting to be reaped counts as gone).
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        // SAFETY: signal 0 only checks that the process exists.
+        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
+    }
+}
+
+fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
 #[tokio::test]
@@ -147,11 +158,7 @@ async fn a_command_past_its_timeout_is_killed_and_fails() {
         Some("killed after the task timeout (1s)"),
         "the agent's account, not the reaper's: {task:?}"
     );
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&pid_file).expect("the task wrote its pid");
     eventually(
         "the timed-out process to be gone",
         EVENT_DEADLINE,
@@ -208,19 +215,38 @@ fn sleepy(n: i64, secs: f64) -> CreateJobRequest {
     }))
 }
 
-/// Invariant 1 end to end: `kill -9` of an agent mid-sweep; its tasks are taken back after the
-/// heartbeat timeout and finished by the other agent, and no task is completed twice.
+/// Invariant 1 end to end: `kill -9` of an agent mid-sweep; its runs die with it, its tasks are
+/// taken back after the heartbeat timeout and finished by the other agent, and no task is
+/// completed twice.
 #[tokio::test]
 async fn a_killed_agents_tasks_are_finished_by_another_and_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let server = fast_server(dir.path()).await;
     let client = server.client();
-    let created = client.create_job(&sleepy(8, 1.0)).await.unwrap();
+    let pids = dir.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    // First attempts run until killed; later ones finish at once. So the first attempts can
+    // only end by dying with their agent.
+    let created = client
+        .create_job(&job(json!({
+            "parameters": {"x": {"min": 1, "max": 3}},
+            "shared": {"pidDir": pids.to_string_lossy()},
+            "command": ["sh", "-c",
+                        "echo $$ > \"$1/$2-$3.pid\"; if [ \"$3\" = 1 ]; then exec sleep 300; fi",
+                        "sh", "{pidDir}", "{taskId}", "{attempt}"],
+            "maxAttempts": 5
+        })))
+        .await
+        .unwrap();
     let mut doomed = AgentProcess::start(dir.path(), &server.base_url(), &["--slots", "3"]);
-    eventually("the first agent to hold tasks", EVENT_DEADLINE, || async {
-        let j = client.job(&created.job_id).await.ok()?;
-        (j.running_tasks >= 3).then_some(())
-    })
+    eventually(
+        "the first agent to hold every task",
+        EVENT_DEADLINE,
+        || async {
+            let j = client.job(&created.job_id).await.ok()?;
+            (j.running_tasks == 3).then_some(())
+        },
+    )
     .await;
     let held: Vec<String> = client
         .all_tasks(&created.job_id, Some("RUNNING"))
@@ -230,6 +256,20 @@ async fn a_killed_agents_tasks_are_finished_by_another_and_none_twice() {
         .map(|t| t.id)
         .collect();
     doomed.kill9();
+    for id in &held {
+        let pid = eventually(
+            "the run to have written its pid",
+            EVENT_DEADLINE,
+            || async { read_pid(&pids.join(format!("{id}-1.pid"))) },
+        )
+        .await;
+        eventually(
+            "the killed agent's run to die with it",
+            EVENT_DEADLINE,
+            || async { (!alive(pid)).then_some(()) },
+        )
+        .await;
+    }
     let _survivor = AgentProcess::start(dir.path(), &server.base_url(), &["--slots", "3"]);
 
     job_reaches(&client, &created.job_id, "COMPLETED", JOB_DEADLINE).await;
