@@ -423,3 +423,22 @@ async fn a_second_signal_hands_running_tasks_back() {
         "{task:?}"
     );
 }
+
+/// An agent with the wrong key stops at once and says what to fix, instead of retrying forever.
+#[tokio::test]
+async fn a_wrong_agent_key_stops_the_agent_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new().args(["--agent-key", "right", "--api-key", "api"]),
+    )
+    .await;
+    let mut agent = AgentProcess::start(dir.path(), &server.base_url(), &["--key", "wrong"]);
+    let status = agent.wait_exit();
+    assert!(!status.success(), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("the server refused the agent key") && log.contains("DROVER_AGENT_KEY"),
+        "{log}"
+    );
+}
