@@ -1,10 +1,316 @@
-//! The client commands (`submit`, `job`, `nodes`): read input, call the typed client, print.
+//! The client commands (`submit`, `job ...`, `nodes`): their arguments and help texts, the
+//! connection to the server, and the translation of every outcome into a message and an exit
+//! status.
+//!
+//! Each command reads its input, makes its calls through `drover_client::Client` and prints.
+//! Nothing here decides what the server decides (a job's status, whether a request is valid):
+//! the server's answer is final and is printed as it came. Only `run` ends the process; every
+//! command returns an [`Outcome`] or a [`Failure`] to it.
 
-use clap::Subcommand;
+mod jobfile;
+mod jobs;
+mod nodes;
+mod output;
+mod watch;
 
+use clap::{Args, Subcommand};
+use drover_client::{Client, ClientError};
+use std::io::Write;
+
+/// Where the client commands look for a server when neither --server nor DROVER_SERVER says.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the watched job ended FAILED or CANCELLED (or the output could not be written)
+  2  bad usage or a bad job file
+  3  the server refused the request or could not be reached";
+
+const SUBMIT_EXAMPLES: &str = "\
+Job file (TOML; a .json file, or one starting with '{', is read as JSON):
+  name = \"rastrigin sweep\"
+  command = [\"python3\", \"./optimize.py\", \"--algorithm\", \"{algorithm}\", \"--seed\", \"{seed}\"]
+  priority = 0                 # higher runs first
+  max_attempts = 3             # runs per task
+  task_timeout = \"2m\"          # or task_timeout_seconds = 120
+  retry_on_failure = true
+  [env]                        # values may use placeholders too
+  PYTHONUNBUFFERED = \"1\"
+  [parameters]                 # swept in this order: the first varies slowest
+  algorithm = [\"random\", \"pso\", \"de\"]
+  seed = { min = 1, max = 5, step = 1 }
+  [shared]                     # copied into every task's payload
+  function = \"rastrigin\"
+
+  Instead of [parameters], a job may list its tasks as [[tasks]] tables. The API's own
+  field names (jarPath, mainClass, maxAttempts, taskTimeoutSeconds, ...) are accepted too, so
+  a JSON body for POST /api/v1/jobs works unchanged. Unknown keys are errors.
+
+Paths in `command`:
+  An element that starts with ./ or ../ is a path relative to the job file's directory and
+  is made absolute when the job is submitted, so the job works whatever directory you submit
+  it from. Agents must see the same path (a shared or identical file system). No other
+  element is changed: {placeholders} are filled in by the agent for each task.
+
+Examples:
+  drover submit sweep.toml                       # prints the job id and its task count
+  drover submit sweep.toml --watch               # then follows it until it ends
+  drover submit job.json --output json | jq -r .jobId
+  DROVER_SERVER=http://coordinator:8080 DROVER_API_KEY=\"$KEY\" drover submit sweep.toml";
+
+const JOB_EXAMPLES: &str = "\
+Examples:
+  drover job list --status RUNNING
+  drover job status job-0192...
+  drover job watch job-0192...                   # exit 0 once COMPLETED, 1 if FAILED or CANCELLED
+  drover job tasks job-0192... --status FAILED   # which tasks failed, and their last error
+  drover job results job-0192... --output csv > results.csv
+  drover job cancel job-0192...";
+
+const NODES_EXAMPLES: &str = "\
+Examples:
+  drover nodes
+  drover nodes --output json | jq '.spots[] | select(.status == \"DOWN\") | .id'
+  drover nodes --server http://coordinator:8080 --output csv";
+
+/// The client commands, flattened into drover's top-level commands.
 #[derive(Subcommand)]
-pub enum ClientCommand {}
+pub enum ClientCommand {
+    /// Submit a job file: one task per point of its parameter sweep.
+    ///
+    /// Reads a job file (TOML, or JSON), checks it, and creates the job on the server, which
+    /// expands it into tasks (the cartesian product of its parameters, first varying slowest)
+    /// for agents to claim. Prints the job's id and how many tasks it has. With --watch it then
+    /// follows the job as `drover job watch` does, and exits as that does.
+    #[command(after_long_help = format!("{SUBMIT_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Submit(jobs::SubmitArgs),
 
+    /// List, inspect, follow and cancel jobs, and fetch their results.
+    ///
+    /// Every job command talks to one server (--server, DROVER_SERVER) and prints a table, or
+    /// JSON of the API's own types with --output json, or CSV with --output csv where the
+    /// answer is a list.
+    #[command(after_long_help = format!("{JOB_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Job(jobs::JobArgs),
+
+    /// List the worker machines (spots) the server knows, with their load and last heartbeat.
+    ///
+    /// A spot is UP while it sends heartbeats; one that is silent for the server's spot timeout
+    /// is marked DOWN and its tasks go back to the queue.
+    #[command(after_long_help = format!("{NODES_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Nodes(nodes::NodesArgs),
+}
+
+/// Which server to talk to, and the key to show it. Global, so that they may also follow a
+/// `job` subcommand (`drover job list --server URL`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server")]
+pub struct Connection {
+    /// URL of the drover server.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_SERVER",
+        value_name = "URL",
+        default_value = DEFAULT_SERVER
+    )]
+    server: String,
+
+    /// API key, sent as `Authorization: Bearer KEY`; needed for submit and cancel when the
+    /// server was started with --api-key.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+}
+
+impl Connection {
+    /// A client of the chosen server; refuses a URL that this client cannot use.
+    fn client(&self) -> Result<Client, Failure> {
+        // An empty DROVER_SERVER (`DROVER_SERVER= drover ...`) means "not set", as for keys.
+        let url = match self.server.trim() {
+            "" => DEFAULT_SERVER,
+            url => url,
+        };
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            // The client is built without TLS, like the server, which README says to put
+            // behind a TLS proxy; an https URL would fail later with a less useful message.
+            return Err(Failure::Usage(format!(
+                "--server {url}: this client speaks plain HTTP only; give an http:// URL"
+            )));
+        } else {
+            return Err(Failure::Usage(format!(
+                "--server {url:?} is not an http:// URL such as {DEFAULT_SERVER}"
+            )));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(Failure::Usage(format!(
+                "--server {url:?} names no host; give a URL such as {DEFAULT_SERVER}"
+            )));
+        }
+        let client = Client::new(url);
+        Ok(match self.api_key.as_deref().filter(|k| !k.is_empty()) {
+            Some(key) => client.with_api_key(key),
+            None => client,
+        })
+    }
+}
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// A watched job ended FAILED or CANCELLED.
+    JobUnsuccessful,
+}
+
+/// Why a command failed; each kind has its own exit status.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage or a bad job file (exit 2), caught before anything was sent.
+    Usage(String),
+    /// The server refused the request or could not be reached (exit 3).
+    Server {
+        url: String,
+        error: ClientError,
+        /// What was being done, e.g. "while watching job-…, after retrying for 1m".
+        context: Option<String>,
+    },
+    /// The output could not be written (exit 1, or quietly 0 when the reader went away).
+    Output(std::io::Error),
+    /// The process could not set itself up (exit 1).
+    Runtime(std::io::Error),
+}
+
+impl Failure {
+    pub fn server(client: &Client, error: ClientError) -> Failure {
+        Failure::Server {
+            url: client.base_url().to_string(),
+            error,
+            context: None,
+        }
+    }
+
+    fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Server { .. } => 3,
+            // `drover job list | head -1` closing the pipe early is not a failure.
+            Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Failure::Output(_) | Failure::Runtime(_) => 1,
+        }
+    }
+
+    /// The message for stderr: `error: ...`, then hints when there is something to try.
+    fn message(&self) -> Option<String> {
+        match self {
+            Failure::Usage(m) => Some(format!("error: {m}")),
+            Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => None,
+            Failure::Output(e) => Some(format!("error: cannot write the output: {e}")),
+            Failure::Runtime(e) => Some(format!("error: cannot start the async runtime: {e}")),
+            Failure::Server {
+                url,
+                error,
+                context,
+            } => {
+                let context = context
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                Some(match error {
+                    ClientError::Api {
+                        status,
+                        code,
+                        message,
+                    } => {
+                        let mut m = format!(
+                            "error: the server answered {status} {code}: {message}{context}"
+                        );
+                        if *status == 401 {
+                            m.push_str(
+                                "\nhint: this server needs its API key: pass --api-key KEY or set \
+                                 DROVER_API_KEY",
+                            );
+                        }
+                        m
+                    }
+                    ClientError::Transport(e) => format!(
+                        "error: cannot reach the drover server at {url}: {}{context}\n\
+                         hint: is `drover server` running there? Choose the server with --server \
+                         URL or DROVER_SERVER",
+                        error_chain(e)
+                    ),
+                    ClientError::Decode(m) => format!(
+                        "error: unexpected answer from {url}: {m}{context}\n\
+                         hint: is {url} a drover server of a matching version?"
+                    ),
+                })
+            }
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Output(e)
+    }
+}
+
+/// An error and its causes on one line: reqwest's own message alone ("error sending request")
+/// hides the reason (connection refused, timed out).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Runs a client command and ends the process with its exit status.
 pub fn run(command: ClientCommand) -> anyhow::Result<()> {
-    match command {}
+    // One thread is plenty for a handful of sequential requests.
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(dispatch(command)),
+        Err(e) => Err(Failure::Runtime(e)),
+    };
+    let code = match result {
+        Ok(Outcome::Done) => 0,
+        Ok(Outcome::JobUnsuccessful) => 1,
+        Err(failure) => {
+            if let Some(message) = failure.message() {
+                let _ = writeln!(std::io::stderr(), "{message}");
+            }
+            failure.exit_code()
+        }
+    };
+    // `process::exit` skips destructors, so nothing buffered may be left behind.
+    let _ = std::io::stdout().flush();
+    if code == 0 {
+        return Ok(());
+    }
+    std::process::exit(code)
+}
+
+async fn dispatch(command: ClientCommand) -> Result<Outcome, Failure> {
+    match command {
+        ClientCommand::Submit(args) => jobs::submit(args).await,
+        ClientCommand::Job(args) => jobs::job(args).await,
+        ClientCommand::Nodes(args) => nodes::run(args).await,
+    }
 }
