@@ -285,9 +285,15 @@ impl Shared {
         }
         if is_transient(e) {
             if self.online.swap(false, Ordering::Relaxed) {
+                let running = self.running.load(Ordering::Relaxed);
                 tracing::warn!(
-                    "lost the server ({}) during {what}: {e}; retrying with backoff, running tasks go on",
-                    self.link.current_url()
+                    "lost the server ({}) during {what}: {e}; retrying with backoff{}",
+                    self.link.current_url(),
+                    if running > 0 {
+                        format!(" while {running} task(s) go on running")
+                    } else {
+                        String::new()
+                    }
                 );
             }
         } else {
