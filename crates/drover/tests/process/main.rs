@@ -7,6 +7,7 @@ mod helpers;
 
 mod agents;
 mod cli;
+mod client_cli;
 mod durability;
 mod reapers_in_process;
 mod shutdown;
