@@ -1,5 +1,5 @@
 //! How the client commands print: the `--output` formats (a table for people, pretty JSON of
-//! the API's wire types, CSV for spreadsheets), and the small text helpers tables share (ages,
+//! the API's wire types, CSV for spreadsheets), and the small text functions tables share (ages,
 //! durations, commands, payload values).
 //!
 //! It formats what it is given and fetches nothing; which columns a command shows is decided by

@@ -347,7 +347,7 @@ impl Rate {
 fn pace(per_second: Option<f64>, remaining: u64) -> String {
     match per_second {
         None => "measuring rate".into(),
-        Some(r) if r <= 0.0 => "no task finished yet".into(),
+        Some(r) if r <= 0.0 => "no task finished while watching".into(),
         Some(r) => {
             let rate = if r >= 1.0 {
                 format!("{r:.1} tasks/s")
@@ -400,7 +400,7 @@ mod tests {
     #[test]
     fn pace_shows_a_rate_and_the_time_left() {
         assert_eq!(pace(None, 10), "measuring rate");
-        assert_eq!(pace(Some(0.0), 10), "no task finished yet");
+        assert_eq!(pace(Some(0.0), 10), "no task finished while watching");
         assert_eq!(pace(Some(2.0), 30), "2.0 tasks/s, ETA 15s");
         assert_eq!(pace(Some(0.5), 60), "30.0 tasks/min, ETA 2m");
         assert_eq!(pace(Some(2.0), 0), "2.0 tasks/s");
