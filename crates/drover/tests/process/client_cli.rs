@@ -15,7 +15,6 @@ use drover_api::{
 use drover_client::Client;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 
 /// A sweep of four tasks whose command needs nothing installed.
 const FOUR_TASKS: &str = r#"
@@ -652,40 +651,12 @@ async fn the_server_s_refusals_are_printed_with_their_code_and_message() {
 }
 
 /// A server started by hand on a given port, so that it can take over from one that died.
-struct ServerOnPort(Child);
-
-impl ServerOnPort {
-    async fn start(dir: &Path, port: u16, db: &Path) -> ServerOnPort {
-        let log = std::fs::File::create(dir.join("restarted-server.log")).unwrap();
-        let mut cmd = drover_command(dir);
-        cmd.args(["server", "--port", &port.to_string(), "--db"])
-            .arg(db)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let child = cmd.spawn().expect("start the server again");
-        let server = ServerOnPort(child);
-        let client = Client::new(format!("http://127.0.0.1:{port}"));
-        eventually("the restarted server to answer", EVENT_DEADLINE, || async {
-            client.health().await.ok()
-        })
-        .await;
-        server
-    }
-}
-
-impl Drop for ServerOnPort {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_rides_out_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut server = ServerProcess::start(d, Launch::new()).await;
-    let (port, db) = (server.port(), server.db_path().to_path_buf());
+    let port = server.port();
     let id = submit_four(&server, d, "submit").await;
 
     let watch = watch_in_background(&server, d, "watch", &id);
@@ -694,8 +665,8 @@ async fn watch_rides_out_a_server_restart() {
     server.kill9();
     wait_for_text(&stderr, "retrying").await;
 
-    let _again = ServerOnPort::start(d, port, &db).await;
-    let client = Client::new(format!("http://127.0.0.1:{port}"));
+    let again = ServerProcess::start_on(d, Launch::new(), port).await;
+    let client = again.client();
     assert_eq!(complete_some(&client, 10).await, 4);
 
     let run = watch.await.unwrap();
