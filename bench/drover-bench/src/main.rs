@@ -2,12 +2,19 @@
 //! (pgqueuer, Celery, RQ) are measured in `../shared/bench-peers`.
 //!
 //! It starts `drover server` on a free loopback port with a fresh SQLite file, starts W worker
-//! processes (this binary again, with the hidden `worker` subcommand), warms them up with a small
-//! job, then times enqueueing N tasks (`enqueue_per_s`) and the wall time from the first enqueue
-//! until the server says all N are done (`process_per_s`). A worker registers a spot, heartbeats
-//! every 2 s, and loops: claim up to `--claim-batch` tasks, complete each one (no work), back off
-//! 5-20 ms when a claim comes back empty. At the end every job's counts are checked, the workers
-//! and the server get SIGTERM, and the server log is scanned for WARN/ERROR lines.
+//! processes, warms them up with a small job, then times enqueueing N tasks (`enqueue_per_s`)
+//! and the wall time from the first enqueue until the server says all N are done
+//! (`process_per_s`). At the end every job's counts are checked, the workers and the server get
+//! SIGTERM, and the server log is scanned for WARN/ERROR lines.
+//!
+//! The workers are one of two kinds (`--workers-kind`):
+//! - `bench` (default): this binary again, with the hidden `worker` subcommand. It registers a
+//!   spot, heartbeats every 2 s, and loops: claim up to `--claim-batch` tasks, complete each one
+//!   (no work, no process), back off 5-20 ms when a claim comes back empty. This measures the
+//!   coordination alone, like the peers' in-process no-op functions.
+//! - `agent`: real `drover agent` processes with `--slots` slots. Every job then carries the
+//!   command `true`, so each task is a child process that exits 0, run and reported the way a
+//!   deployment would. This measures coordination plus one process per task.
 
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -67,6 +74,70 @@ enum Enqueue {
     Single,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkersKind {
+    /// This binary's `worker` subcommand: claim and complete, no process per task.
+    Bench,
+    /// `drover agent` processes: every task runs `true` as a child process.
+    Agent,
+}
+
+/// The worker kind with the setting that applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workers {
+    Bench { claim_batch: u32 },
+    Agent { slots: u32 },
+}
+
+impl Workers {
+    const DEFAULT_CLAIM_BATCH: u32 = 10;
+    const DEFAULT_SLOTS: u32 = 2;
+
+    /// Checks that only the option of the chosen kind is given, and fills in its default.
+    fn from_args(a: &BenchArgs) -> anyhow::Result<Workers> {
+        match a.workers_kind {
+            WorkersKind::Bench => {
+                ensure!(
+                    a.slots.is_none(),
+                    "--slots applies to --workers-kind agent only"
+                );
+                let claim_batch = a.claim_batch.unwrap_or(Self::DEFAULT_CLAIM_BATCH);
+                ensure!(claim_batch >= 1, "--claim-batch must be at least 1");
+                Ok(Workers::Bench { claim_batch })
+            }
+            WorkersKind::Agent => {
+                ensure!(
+                    a.claim_batch.is_none(),
+                    "--claim-batch applies to --workers-kind bench only (an agent claims up \
+                     to its free slots)"
+                );
+                let slots = a.slots.unwrap_or(Self::DEFAULT_SLOTS);
+                ensure!(slots >= 1, "--slots must be at least 1");
+                Ok(Workers::Agent { slots })
+            }
+        }
+    }
+
+    /// The command every submitted job carries. Bench workers never run anything, so their
+    /// jobs have none; an agent must run something, and `true` is the cheapest real process.
+    fn task_command(self) -> Option<Vec<String>> {
+        match self {
+            Workers::Bench { .. } => None,
+            Workers::Agent { .. } => Some(vec!["true".into()]),
+        }
+    }
+
+    /// The settings part of the detail line; the other kind's setting is `n/a`.
+    fn settings(self) -> String {
+        match self {
+            Workers::Bench { claim_batch } => {
+                format!("workers_kind=bench claim_batch={claim_batch} slots=n/a")
+            }
+            Workers::Agent { slots } => format!("workers_kind=agent claim_batch=n/a slots={slots}"),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// The drover binary to start as the server.
@@ -78,9 +149,16 @@ struct BenchArgs {
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     workers: u32,
-    /// Most tasks a worker claims per request.
-    #[arg(long, default_value_t = 10)]
-    claim_batch: u32,
+    /// What the worker processes are.
+    #[arg(long, value_enum, default_value_t = WorkersKind::Bench)]
+    workers_kind: WorkersKind,
+    /// Most tasks a bench worker claims per request [default: 10]. Bench workers only.
+    #[arg(long, value_name = "N")]
+    claim_batch: Option<u32>,
+    /// Tasks each `drover agent` runs at once [default: 2]. Agents only; an agent claims up to
+    /// its free slots.
+    #[arg(long, value_name = "N")]
+    slots: Option<u32>,
     /// How the N tasks are enqueued.
     #[arg(long, value_enum, default_value_t = Enqueue::Batch)]
     enqueue: Enqueue,
@@ -260,11 +338,45 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
 /// The child processes, stopped whatever happens.
 struct Procs {
     server: Option<Child>,
-    workers: Vec<Child>,
+    workers: Vec<Worker>,
 }
 
-#[derive(Debug, Default)]
+/// One worker process, and where its counts come from when it stops.
+struct Worker {
+    child: Child,
+    /// `drover agent`'s log (its stdout and stderr). `None` for a bench worker, which prints its
+    /// counts as a JSON line on stdout.
+    log: Option<PathBuf>,
+}
+
+/// Where the run's pieces are, besides the options.
+struct Setup {
+    drover: PathBuf,
+    url: String,
+    /// The temporary directory: database, server log, agents' logs and work directories.
+    dir: PathBuf,
+    workers: Workers,
+}
+
+/// What the workers said about their run when they stopped.
+#[derive(Debug)]
 struct WorkerTotals {
+    counts: Counts,
+    /// Workers whose counts were found.
+    reported: u32,
+    /// Workers that did not exit 0 within [`STOP_TIMEOUT`] of SIGTERM.
+    exit_failures: u32,
+}
+
+#[derive(Debug)]
+enum Counts {
+    Bench(BenchCounts),
+    Agent(AgentCounts),
+}
+
+/// The JSON line a bench worker prints on stdout when it stops.
+#[derive(Debug, Default)]
+struct BenchCounts {
     claims: u64,
     empty_claims: u64,
     claimed: u64,
@@ -272,7 +384,143 @@ struct WorkerTotals {
     errors: u64,
     heartbeat_errors: u64,
     first_error: Option<String>,
-    reported: u32,
+}
+
+/// What a `drover agent` log says: the counts of its last line ("agent stopped") and its
+/// WARN/ERROR lines. An agent counts neither claims nor failed calls (it retries those and logs
+/// a WARN), so those stay unknown.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AgentCounts {
+    /// Completions the server accepted.
+    completed: u64,
+    /// Failures the server accepted.
+    failed: u64,
+    /// Reports the server refused.
+    refused: u64,
+    /// Reports not delivered before the agent exited.
+    lost: u64,
+    warn: u64,
+    error: u64,
+    first_problem: Option<String>,
+}
+
+impl WorkerTotals {
+    fn new(workers: Workers) -> Self {
+        let counts = match workers {
+            Workers::Bench { .. } => Counts::Bench(BenchCounts::default()),
+            Workers::Agent { .. } => Counts::Agent(AgentCounts::default()),
+        };
+        WorkerTotals {
+            counts,
+            reported: 0,
+            exit_failures: 0,
+        }
+    }
+
+    /// Adds what one stopped worker left: its stdout (bench) or its log file (agent).
+    fn add(&mut self, stdout: &str, log: Option<&Path>) {
+        let found = match &mut self.counts {
+            Counts::Bench(c) => c.add(stdout),
+            Counts::Agent(c) => log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .is_some_and(|text| c.add(&text)),
+        };
+        self.reported += u32::from(found);
+    }
+
+    /// The workers' part of the detail line; what the kind does not count is `n/a`.
+    fn detail(&self) -> String {
+        match &self.counts {
+            Counts::Bench(c) => {
+                let avg_claim = if c.claims > 0 {
+                    c.claimed as f64 / c.claims as f64
+                } else {
+                    0.0
+                };
+                format!(
+                    "claims={} avg_claim={avg_claim:.1} empty_claims={} worker_errors={} \
+                     heartbeat_errors={}",
+                    c.claims, c.empty_claims, c.errors, c.heartbeat_errors
+                )
+            }
+            Counts::Agent(c) => format!(
+                "claims=n/a avg_claim=n/a empty_claims=n/a worker_errors=n/a \
+                 heartbeat_errors=n/a agent_completed={} agent_failed={} agent_refused={} \
+                 agent_lost={} agent_warn={} agent_error={}",
+                c.completed, c.failed, c.refused, c.lost, c.warn, c.error
+            ),
+        }
+    }
+
+    /// The first thing that went wrong on a worker, if any.
+    fn first_problem(&self) -> Option<&str> {
+        match &self.counts {
+            Counts::Bench(c) => c.first_error.as_deref(),
+            Counts::Agent(c) => c.first_problem.as_deref(),
+        }
+    }
+}
+
+impl BenchCounts {
+    /// Adds the last JSON line of a worker's stdout; false if there is none.
+    fn add(&mut self, stdout: &str) -> bool {
+        let Some(v) = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        else {
+            return false;
+        };
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        self.claims += n("claims");
+        self.empty_claims += n("emptyClaims");
+        self.claimed += n("claimed");
+        self.completed += n("completed");
+        self.errors += n("errors");
+        self.heartbeat_errors += n("heartbeatErrors");
+        if self.first_error.is_none() {
+            self.first_error = v
+                .get("firstError")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        true
+    }
+}
+
+impl AgentCounts {
+    /// Adds one agent's log (text format); false if it lacks the "agent stopped" line.
+    fn add(&mut self, log: &str) -> bool {
+        for line in log.lines() {
+            if line.contains(" WARN ") {
+                self.warn += 1;
+            } else if line.contains(" ERROR ") {
+                self.error += 1;
+            } else {
+                continue;
+            }
+            self.first_problem.get_or_insert_with(|| line.to_string());
+        }
+        let Some((_, fields)) = log
+            .lines()
+            .rev()
+            .find_map(|l| l.split_once(": agent stopped"))
+        else {
+            return false;
+        };
+        for (k, v) in fields.split_whitespace().filter_map(|f| f.split_once('=')) {
+            let v: u64 = v.parse().unwrap_or(0);
+            match k {
+                "completed" => self.completed += v,
+                "failed" => self.failed += v,
+                "refused" => self.refused += v,
+                "lost" => self.lost += v,
+                _ => {}
+            }
+        }
+        true
+    }
 }
 
 struct Outcome {
@@ -289,14 +537,17 @@ struct Outcome {
 #[derive(Debug, Clone, Copy)]
 struct Cpu {
     server: f64,
+    /// The worker processes themselves.
     workers: f64,
+    /// The workers' children they have waited for: an agent's task processes.
+    tasks: f64,
     bench: f64,
 }
 
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     ensure!(a.n >= 1, "--n must be at least 1");
     ensure!(a.workers >= 1, "--workers must be at least 1");
-    ensure!(a.claim_batch >= 1, "--claim-batch must be at least 1");
+    let workers = Workers::from_args(&a)?;
     let drover = a.drover.canonicalize().with_context(|| {
         format!(
             "the drover binary {} is missing; build it with `cargo build --release -p drover` \
@@ -320,10 +571,15 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let db = dir.path().join("drover.db");
     let log_path = dir.path().join("server.log");
     let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
+    let setup = Setup {
+        drover,
+        url: format!("http://127.0.0.1:{port}"),
+        dir: dir.path().to_path_buf(),
+        workers,
+    };
 
     let log = std::fs::File::create(&log_path).context("creating the server log")?;
-    let mut cmd = Command::new(&drover);
+    let mut cmd = Command::new(&setup.drover);
     cmd.arg("server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--db"])
         .arg(&db)
@@ -333,14 +589,14 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
     clean_env(&mut cmd);
-    let server = spawn(cmd).with_context(|| format!("starting {}", drover.display()))?;
+    let server = spawn(cmd).with_context(|| format!("starting {}", setup.drover.display()))?;
     let mut procs = Procs {
         server: Some(server),
         workers: Vec::new(),
     };
 
-    let result = run(&a, &url, &mut procs).await;
-    let (totals, server_status) = stop_all(&mut procs).await;
+    let result = run(&a, &setup, &mut procs).await;
+    let (totals, server_status) = stop_all(&mut procs, workers).await;
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     if let Some(keep) = &a.server_log {
         std::fs::write(keep, &log_text)
@@ -364,35 +620,30 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         Enqueue::Batch => "batch",
         Enqueue::Single => "single",
     };
-    let cpu = match outcome.cpu {
-        Some(c) => format!(
+    let cpu = match (outcome.cpu, workers) {
+        (None, _) => String::new(),
+        (Some(c), Workers::Bench { .. }) => format!(
             " cpu_s=server:{:.2},workers:{:.2},bench:{:.2}",
             c.server, c.workers, c.bench
         ),
-        None => String::new(),
-    };
-    let avg_claim = if totals.claims > 0 {
-        totals.claimed as f64 / totals.claims as f64
-    } else {
-        0.0
+        (Some(c), Workers::Agent { .. }) => format!(
+            " cpu_s=server:{:.2},workers:{:.2},tasks:{:.2},bench:{:.2}",
+            c.server, c.workers, c.tasks, c.bench
+        ),
     };
     println!(
-        "drover mode=e2e enqueue={enqueue} n={} workers={} claim_batch={} enqueue_s={:.3} \
-         total_s={:.3} jobs={} completed={} failed={} claims={} avg_claim={avg_claim:.1} \
-         empty_claims={} worker_errors={} heartbeat_errors={} poll_errors={}{cpu} \
-         server_warn={} server_error={} server_exit={}",
+        "drover mode=e2e {} enqueue={enqueue} n={} workers={} enqueue_s={:.3} total_s={:.3} \
+         jobs={} completed={} failed={} {} poll_errors={}{cpu} server_warn={} \
+         server_error={} server_exit={}",
+        workers.settings(),
         a.n,
         a.workers,
-        a.claim_batch,
         outcome.enqueue_s,
         outcome.total_s,
         outcome.jobs,
         outcome.completed,
         outcome.failed,
-        totals.claims,
-        totals.empty_claims,
-        totals.errors,
-        totals.heartbeat_errors,
+        totals.detail(),
         outcome.poll_errors,
         warns.len(),
         errs.len(),
@@ -408,8 +659,8 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for line in warns.iter().chain(errs.iter()).take(10) {
         eprintln!("server log: {line}");
     }
-    if let Some(e) = &totals.first_error {
-        eprintln!("first worker error: {e}");
+    if let Some(e) = totals.first_problem() {
+        eprintln!("first worker problem: {e}");
     }
     if totals.reported != a.workers {
         eprintln!(
@@ -417,14 +668,82 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
             totals.reported, a.workers
         );
     }
-    if let Some(e) = outcome.verify_error {
-        bail!("verification failed: {e}");
+    if totals.exit_failures > 0 {
+        eprintln!(
+            "note: {} of {} workers did not exit 0 after SIGTERM",
+            totals.exit_failures, a.workers
+        );
+    }
+    let mut problems: Vec<String> = outcome.verify_error.into_iter().collect();
+    // `true` never fails: a failed run the server retried hides from the jobs' counts, not here.
+    if let Counts::Agent(c) = &totals.counts
+        && c.failed > 0
+    {
+        problems.push(format!("the agents reported {} failed runs", c.failed));
+    }
+    if !problems.is_empty() {
+        bail!("verification failed: {}", problems.join("; "));
     }
     Ok(())
 }
 
-async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outcome> {
-    let client = Client::new(url);
+/// Starts worker `i`: the bench's own worker subcommand or a `drover agent`.
+fn start_worker(setup: &Setup, i: u32, max_lifetime: u64) -> anyhow::Result<Worker> {
+    let (mut cmd, log) = match setup.workers {
+        Workers::Bench { claim_batch } => {
+            let exe = std::env::current_exe().context("finding this executable")?;
+            let mut cmd = Command::new(exe);
+            cmd.args([
+                "worker",
+                "--url",
+                &setup.url,
+                "--index",
+                &i.to_string(),
+                "--claim-batch",
+                &claim_batch.to_string(),
+                "--max-lifetime",
+                &max_lifetime.to_string(),
+            ])
+            // Closing its stdin stops the worker; it prints its counts on stdout.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+            (cmd, None)
+        }
+        Workers::Agent { slots } => {
+            let log = setup.dir.join(format!("agent-{i}.log"));
+            let file = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let mut cmd = Command::new(&setup.drover);
+            cmd.args([
+                "agent",
+                "--server",
+                &setup.url,
+                "--slots",
+                &slots.to_string(),
+                "--poll-interval",
+                "10ms",
+                "--log-format",
+                "text",
+                "--work-dir",
+            ])
+            .arg(setup.dir.join(format!("agent-{i}")))
+            .env("RUST_LOG", "info")
+            // The agent logs a few lines per task: to a file, so that a full pipe cannot stall
+            // it and the terminal stays readable.
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file));
+            (cmd, Some(log))
+        }
+    };
+    clean_env(&mut cmd);
+    let child = spawn(cmd).with_context(|| format!("starting worker {i}"))?;
+    Ok(Worker { child, log })
+}
+
+async fn run(a: &BenchArgs, setup: &Setup, procs: &mut Procs) -> anyhow::Result<Outcome> {
+    let client = Client::new(&setup.url);
 
     // The server answers.
     let start = Instant::now();
@@ -449,29 +768,10 @@ async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outc
     }
 
     // The workers, each its own process, registered.
-    let exe = std::env::current_exe().context("finding this executable")?;
     let max_lifetime =
         (START_TIMEOUT + WARMUP_TIMEOUT + a.timeout + STOP_TIMEOUT).as_secs() + a.n / 100 + 60;
     for i in 0..a.workers {
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            "worker",
-            "--url",
-            url,
-            "--index",
-            &i.to_string(),
-            "--claim-batch",
-            &a.claim_batch.to_string(),
-            "--max-lifetime",
-            &max_lifetime.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        clean_env(&mut cmd);
-        procs
-            .workers
-            .push(spawn(cmd).with_context(|| format!("starting worker {i}"))?);
+        procs.workers.push(start_worker(setup, i, max_lifetime)?);
     }
     let start = Instant::now();
     loop {
@@ -492,7 +792,7 @@ async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outc
     // Warm-up, not timed.
     if a.warmup > 0 {
         let job = client
-            .create_job(&sweep_job(WARMUP_JOB, a.warmup))
+            .create_job(&sweep_job(WARMUP_JOB, a.warmup, setup.workers))
             .await
             .context("submitting the warm-up job")?;
         let start = Instant::now();
@@ -520,7 +820,7 @@ async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outc
     let target = match a.enqueue {
         Enqueue::Batch => {
             let job = client
-                .create_job(&sweep_job(BENCH_JOB, a.n))
+                .create_job(&sweep_job(BENCH_JOB, a.n, setup.workers))
                 .await
                 .context("submitting the job")?;
             ensure!(
@@ -536,6 +836,7 @@ async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outc
                 let req = CreateJobRequest {
                     name: Some(BENCH_JOB.into()),
                     parameters: Some(Map::from_iter([("i".to_string(), json!([i]))])),
+                    command: setup.workers.task_command(),
                     ..Default::default()
                 };
                 client
@@ -604,20 +905,22 @@ async fn run(a: &BenchArgs, url: &str, procs: &mut Procs) -> anyhow::Result<Outc
         cpu: cpu0.zip(cpu1).map(|(b, e)| Cpu {
             server: e.server - b.server,
             workers: e.workers - b.workers,
+            tasks: e.tasks - b.tasks,
             bench: e.bench - b.bench,
         }),
         poll_errors,
     })
 }
 
-/// A job whose one parameter `name` sweeps 1..=n.
-fn sweep_job(name: &str, n: u64) -> CreateJobRequest {
+/// A job named `name` whose one parameter `i` sweeps 1..=n, with the workers' task command.
+fn sweep_job(name: &str, n: u64, workers: Workers) -> CreateJobRequest {
     CreateJobRequest {
         name: Some(name.into()),
         parameters: Some(Map::from_iter([(
             "i".to_string(),
             json!({"min": 1, "max": n, "step": 1}),
         )])),
+        command: workers.task_command(),
         ..Default::default()
     }
 }
@@ -691,51 +994,45 @@ fn check_alive(procs: &mut Procs) -> anyhow::Result<()> {
         bail!("the server exited ({status})");
     }
     for (i, w) in procs.workers.iter_mut().enumerate() {
-        if let Some(status) = w.try_wait()? {
+        if let Some(status) = w.child.try_wait()? {
             bail!("worker {i} exited ({status})");
         }
     }
     Ok(())
 }
 
-/// SIGTERM to the workers (and their stdin closed), then to the server; SIGKILL for any that
-/// does not exit within [`STOP_TIMEOUT`].
-async fn stop_all(procs: &mut Procs) -> (WorkerTotals, Option<ExitStatus>) {
-    let mut totals = WorkerTotals::default();
+/// SIGTERM to the workers (and a bench worker's stdin closed), then to the server; SIGKILL for
+/// any that does not exit within [`STOP_TIMEOUT`]. Returns what the workers reported.
+async fn stop_all(procs: &mut Procs, workers: Workers) -> (WorkerTotals, Option<ExitStatus>) {
+    let mut totals = WorkerTotals::new(workers);
     for w in &mut procs.workers {
-        drop(w.stdin.take());
-        terminate(w);
+        drop(w.child.stdin.take());
+        terminate(&w.child);
     }
     for mut w in procs.workers.drain(..) {
-        let stdout = w.stdout.take();
+        let stdout = w.child.stdout.take();
+        let mut child = w.child;
         let read = async move {
             let mut text = String::new();
             if let Some(mut out) = stdout {
                 use tokio::io::AsyncReadExt;
                 let _ = out.read_to_string(&mut text).await;
             }
-            let _ = w.wait().await;
-            text
+            let status = child.wait().await;
+            (text, status)
         };
         // On timeout the future (and the child in it) is dropped: kill_on_drop sends SIGKILL.
-        if let Ok(text) = tokio::time::timeout(STOP_TIMEOUT, read).await
-            && let Some(line) = text.lines().rev().find(|l| l.starts_with('{'))
-            && let Ok(v) = serde_json::from_str::<Value>(line)
-        {
-            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-            totals.claims += n("claims");
-            totals.empty_claims += n("emptyClaims");
-            totals.claimed += n("claimed");
-            totals.completed += n("completed");
-            totals.errors += n("errors");
-            totals.heartbeat_errors += n("heartbeatErrors");
-            if totals.first_error.is_none() {
-                totals.first_error = v
-                    .get("firstError")
-                    .and_then(Value::as_str)
-                    .map(String::from);
+        match tokio::time::timeout(STOP_TIMEOUT, read).await {
+            Ok((text, status)) => {
+                if !status.is_ok_and(|s| s.success()) {
+                    totals.exit_failures += 1;
+                }
+                totals.add(&text, w.log.as_deref());
             }
-            totals.reported += 1;
+            Err(_) => {
+                totals.exit_failures += 1;
+                totals.add("", w.log.as_deref());
+            }
         }
     }
     let mut status = None;
@@ -792,34 +1089,82 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// CPU seconds (user + system) used so far by the server, the workers and this process.
+/// CPU seconds (user + system) used so far by the server, the workers (and the children they
+/// have waited for) and this process.
 fn cpu_snapshot(procs: &Procs) -> Option<Cpu> {
-    let server = cpu_seconds(format!("/proc/{}/stat", procs.server.as_ref()?.id()?))?;
-    let mut workers = 0.0;
+    let (server, _) = cpu_seconds(format!("/proc/{}/stat", procs.server.as_ref()?.id()?))?;
+    let (mut workers, mut tasks) = (0.0, 0.0);
     for w in &procs.workers {
-        workers += cpu_seconds(format!("/proc/{}/stat", w.id()?))?;
+        let (own, children) = cpu_seconds(format!("/proc/{}/stat", w.child.id()?))?;
+        workers += own;
+        tasks += children;
     }
-    let bench = cpu_seconds("/proc/self/stat")?;
+    let (bench, _) = cpu_seconds("/proc/self/stat")?;
     Some(Cpu {
         server,
         workers,
+        tasks,
         bench,
     })
 }
 
-fn cpu_seconds(path: impl AsRef<Path>) -> Option<f64> {
+/// A process's own CPU seconds, and those of its children it has waited for (`cutime`,
+/// `cstime`: a child's time is added there when it is reaped).
+fn cpu_seconds(path: impl AsRef<Path>) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may hold spaces), from field 3 (state) on.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let field = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    let (utime, stime, cutime, cstime) = (field(11)?, field(12)?, field(13)?, field(14)?);
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+    (ticks > 0).then(|| {
+        let ticks = ticks as f64;
+        ((utime + stime) / ticks, (cutime + cstime) / ticks)
+    })
 }
 
 fn tail(text: &str, n: usize) -> Vec<&str> {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_log_gives_its_counts_and_problems() {
+        let log = "\
+2026-11-23T19:51:56.458883Z  INFO drover::agent_cmd: drover agent starting servers=http://127.0.0.1:1 slots=2
+2026-11-23T19:51:56.900000Z  WARN drover_agent::agent: lost the server (http://127.0.0.1:1) during claim: refused
+2026-11-23T19:51:57.959972Z  INFO drover_agent::agent: agent stopped completed=7 failed=1 refused=2 lost=3
+";
+        let mut counts = AgentCounts::default();
+        assert!(counts.add(log));
+        assert!(counts.add(log));
+        assert_eq!((counts.completed, counts.failed), (14, 2));
+        assert_eq!((counts.refused, counts.lost), (4, 6));
+        assert_eq!((counts.warn, counts.error), (2, 0));
+        assert!(counts.first_problem.unwrap().contains("lost the server"));
+
+        let mut counts = AgentCounts::default();
+        assert!(!counts.add(&log[..log.rfind("2026").unwrap()]));
+    }
+
+    #[test]
+    fn each_option_belongs_to_its_kind() {
+        let args = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["drover-bench"], extra].concat()).unwrap();
+            Workers::from_args(&cli.bench)
+        };
+        assert_eq!(args(&[]).unwrap(), Workers::Bench { claim_batch: 10 });
+        assert_eq!(
+            args(&["--workers-kind", "agent"]).unwrap(),
+            Workers::Agent { slots: 2 }
+        );
+        assert!(args(&["--slots", "4"]).is_err());
+        assert!(args(&["--workers-kind", "agent", "--claim-batch", "5"]).is_err());
+    }
 }
