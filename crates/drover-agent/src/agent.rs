@@ -461,7 +461,7 @@ impl Shared {
                     let got = tasks.len();
                     for task in tasks {
                         let Some(permit) = permits.pop() else { break };
-                        tracing::info!(task = %task.id, job = %task.job_id, attempt = task.attempt, "claimed");
+                        tracing::debug!(task = %task.id, job = %task.job_id, attempt = task.attempt, "claimed");
                         tracker.spawn(self.clone().run_task(task, spot.clone(), permit));
                     }
                     // A short answer means the queue is empty for now: do not ask again at once.
