@@ -1,0 +1,182 @@
+//! The process driver with real child processes: the port comes from the operating system and
+//! reaches the child as a listening socket; runners are found again by label, by a driver that
+//! did not start them (a restarted server); stopping ends them, also when they already exited.
+
+use drover_runners::process::{ProcessConfig, ProcessDriver};
+use drover_runners::{Driver, DriverError, StartSpec};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RUNNER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_runner.py");
+
+fn python() -> Option<&'static str> {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "python3")
+}
+
+fn driver(python: &str) -> ProcessDriver {
+    let mut config = ProcessConfig::new(vec![python.into(), RUNNER.into()]);
+    config.stop_grace = Duration::from_secs(2);
+    ProcessDriver::new(config)
+}
+
+/// Labels unique to one test, so parallel tests never see each other's runners.
+fn spec(session: &str) -> (StartSpec, String) {
+    let instance = format!("test-{}-{}", std::process::id(), session);
+    let labels = BTreeMap::from([
+        ("io.drover.managed-by".to_string(), "drover".to_string()),
+        ("io.drover.instance".to_string(), instance.clone()),
+        ("session".to_string(), session.to_string()),
+    ]);
+    (
+        StartSpec {
+            session_id: session.to_string(),
+            labels,
+        },
+        instance,
+    )
+}
+
+async fn get(port: u16) -> Option<String> {
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+            let mut answer = String::new();
+            if s.read_to_string(&mut answer).await.is_ok() && !answer.is_empty() {
+                return Some(answer);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, r)| !r.starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn a_runner_answers_on_its_port_and_is_stopped() {
+    let Some(python) = python() else {
+        return eprintln!("skipping: python3 is not installed");
+    };
+    let d = driver(python);
+    let (spec, instance) = spec("s-answer");
+    let started = d.start(&spec).await.unwrap();
+    let answer = get(started.host_port).await.expect("the runner answers");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.ends_with("runner s-answer\n"), "{answer}");
+
+    let found = d.list("io.drover.instance", &instance).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].instance, started.instance);
+    assert!(found[0].running);
+    assert_eq!(found[0].labels["session"], "s-answer");
+
+    d.stop(&started.instance).await.unwrap();
+    assert!(!alive(&started.instance));
+    assert!(
+        d.list("io.drover.instance", &instance)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    d.stop(&started.instance).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_runners_get_two_ports_from_the_system() {
+    let Some(python) = python() else {
+        return eprintln!("skipping: python3 is not installed");
+    };
+    let d = driver(python);
+    let (a, _) = spec("s-port-a");
+    let (b, _) = spec("s-port-b");
+    let (ra, rb) = tokio::join!(d.start(&a), d.start(&b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_ne!(ra.host_port, rb.host_port);
+    assert!(
+        get(ra.host_port)
+            .await
+            .unwrap()
+            .ends_with("runner s-port-a\n")
+    );
+    assert!(
+        get(rb.host_port)
+            .await
+            .unwrap()
+            .ends_with("runner s-port-b\n")
+    );
+    d.stop(&ra.instance).await.unwrap();
+    d.stop(&rb.instance).await.unwrap();
+}
+
+/// A restarted server has a new driver that did not start the runner: it finds it by label and
+/// can stop it.
+#[tokio::test]
+async fn a_new_driver_finds_and_stops_an_earlier_drivers_runner() {
+    let Some(python) = python() else {
+        return eprintln!("skipping: python3 is not installed");
+    };
+    let first = driver(python);
+    let (spec, instance) = spec("s-adopt");
+    let started = first.start(&spec).await.unwrap();
+    drop(first);
+
+    let second = driver(python);
+    let found = second.list("io.drover.instance", &instance).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(get(started.host_port).await.is_some());
+    second.stop(&found[0].instance).await.unwrap();
+    for _ in 0..100 {
+        if !alive(&started.instance) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the adopted runner is still alive");
+}
+
+#[tokio::test]
+async fn a_runner_that_dies_at_once_is_a_failed_start() {
+    let d = ProcessDriver::new(ProcessConfig::new(vec![
+        "sh".into(),
+        "-c".into(),
+        "exit 3".into(),
+    ]));
+    let (spec, _) = spec("s-dies");
+    match d.start(&spec).await {
+        Err(DriverError::Failed(why)) => assert!(why.contains("exited"), "{why}"),
+        other => panic!("expected a failed start, got {other:?}"),
+    }
+    let missing = ProcessDriver::new(ProcessConfig::new(vec!["no-such-runner-program".into()]));
+    assert!(matches!(
+        missing.start(&spec).await,
+        Err(DriverError::Failed(_))
+    ));
+}
+
+/// Only a process this driver started (a group leader with its labels) is ever signalled.
+#[tokio::test]
+async fn stop_leaves_an_unrelated_process_alone() {
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let d = ProcessDriver::new(ProcessConfig::new(vec!["true".into()]));
+    d.stop(&other.id().to_string()).await.unwrap();
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "an unrelated process was killed"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
