@@ -1,4 +1,4 @@
-//! Identifiers for jobs, tasks and nodes.
+//! Identifiers for jobs, tasks, nodes, sessions and server instances.
 //!
 //! Ids are a kind prefix and a UUIDv7 in simple form, so they sort by creation time, which keeps
 //! the stores' unique indexes append-mostly.
@@ -19,4 +19,15 @@ pub fn task_id() -> String {
 
 pub fn node_id() -> String {
     new_id("spot")
+}
+
+/// A server instance (one data directory), named in the labels of the sandboxes it starts.
+pub fn instance_id() -> String {
+    new_id("drover")
+}
+
+/// A session id for a client that did not bring one: a UUID v4, as the session-runners
+/// contract generates.
+pub fn session_id() -> String {
+    Uuid::new_v4().to_string()
 }

@@ -1,4 +1,4 @@
-//! The entities of the domain: nodes, jobs, tasks, and their statuses.
+//! The entities of the domain: nodes, jobs, tasks, runners, and their statuses.
 //!
 //! These are domain types, not wire types: field names follow DESIGN.md, not any contract. The
 //! API surfaces translate them into each contract's JSON.
@@ -217,6 +217,48 @@ pub struct ClaimedTask {
     pub lease_expires_at: Timestamp,
 }
 
+status_enum!(
+    /// A runner is STARTING from the moment its slot is reserved until its sandbox answers to
+    /// its driver, then RUNNING until it is removed.
+    RunnerStatus {
+        Starting => "STARTING",
+        Running => "RUNNING",
+    }
+);
+
+/// A sandbox provisioned for one user session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runner {
+    pub session_id: String,
+    /// `docker` or `process`.
+    pub driver: String,
+    /// The driver's handle (container id, process id); `None` while STARTING.
+    pub instance: Option<String>,
+    /// Where clients reach it; `None` while STARTING.
+    pub endpoint: Option<String>,
+    pub status: RunnerStatus,
+    /// The one shared runner of reuse mode.
+    pub singleton: bool,
+    pub created_at: Timestamp,
+    pub last_heartbeat: Timestamp,
+}
+
+impl Runner {
+    /// Whether the runner has had no heartbeat (nor start) since `cutoff`.
+    pub fn inactive_since(&self, cutoff: Timestamp) -> bool {
+        self.last_heartbeat < cutoff
+    }
+}
+
+/// The endpoint of a runner published on `port` of `host`, as clients are told it.
+pub fn runner_endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    }
+}
+
 /// Static facts a node declares when it registers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeInfo {
@@ -271,6 +313,13 @@ mod tests {
             failed,
             cancelled,
         }
+    }
+
+    #[test]
+    fn runner_endpoints_bracket_ipv6_hosts() {
+        assert_eq!(runner_endpoint("localhost", 3000), "http://localhost:3000");
+        assert_eq!(runner_endpoint("::1", 3000), "http://[::1]:3000");
+        assert_eq!(runner_endpoint("[::1]", 3000), "http://[::1]:3000");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! drover's durable state.
 //!
-//! This crate owns the [`Store`] trait, the one way the server reads and changes jobs, tasks
-//! and nodes, and its implementations (SQLite now; PostgreSQL implements the same trait and
+//! This crate owns the [`Store`] trait, the one way the server reads and changes jobs, tasks,
+//! nodes and runners, and its implementations (SQLite now; PostgreSQL implements the same trait and
 //! passes the same conformance suite, `tests/conformance.rs`). A store carries out the
 //! decisions of `drover_core::lifecycle` inside one transaction per call; it must not invent
 //! lifecycle rules of its own, and it must not return before a change is durable.
@@ -16,8 +16,8 @@ pub use types::*;
 
 use async_trait::async_trait;
 use drover_core::{
-    ClaimedTask, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Task, TaskStatus,
-    Timestamp, sweep::Sweep,
+    ClaimedTask, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
+    TaskStatus, Timestamp, sweep::Sweep,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -80,6 +80,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks.
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown>;
+
+    /// This data directory's server identity, made on first use and kept.
+    async fn instance_id(&self) -> Result<String>;
+
+    /// Reserves a runner slot for a session (see [`Reservation`]): at most one runner per
+    /// session, one singleton, and at most `max` runners in all.
+    async fn reserve_runner(
+        &self,
+        new: NewRunner,
+        max: Option<u64>,
+        now: Timestamp,
+    ) -> Result<Reservation>;
+
+    /// Records that a reserved runner's sandbox is up: RUNNING, with its handle and endpoint.
+    async fn runner_started(
+        &self,
+        session_id: &str,
+        instance: &str,
+        endpoint: &str,
+        now: Timestamp,
+    ) -> Result<Runner>;
+
+    async fn get_runner(&self, session_id: &str) -> Result<Option<Runner>>;
+
+    /// Every runner, oldest first.
+    async fn list_runners(&self) -> Result<Vec<Runner>>;
+
+    /// Runners with no heartbeat since `cutoff`, oldest first.
+    async fn inactive_runners(&self, cutoff: Timestamp) -> Result<Vec<Runner>>;
+
+    /// Records a heartbeat; `None` if the session has no runner.
+    async fn touch_runner(&self, session_id: &str, now: Timestamp) -> Result<Option<Runner>>;
+
+    /// Forgets a runner; returns what it was, or `None` if there was none.
+    async fn remove_runner(&self, session_id: &str) -> Result<Option<Runner>>;
 
     /// Compares every job's stored counts with a count of its tasks; returns the jobs that differ.
     async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>>;

@@ -16,6 +16,26 @@ pub struct NewJob {
     pub run: Option<drover_core::run::RunSpec>,
 }
 
+/// A runner to reserve a slot for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRunner {
+    pub session_id: String,
+    pub driver: String,
+    /// The one shared runner of reuse mode.
+    pub singleton: bool,
+}
+
+/// The answer to a runner reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// A new STARTING runner holds a slot; start its sandbox, then record it as started.
+    Reserved(drover_core::Runner),
+    /// The session already has a runner (or, for the singleton, the singleton exists).
+    Exists(drover_core::Runner),
+    /// `active` runners exist, which is the limit; nothing was written.
+    LimitReached { active: u64 },
+}
+
 /// Keyset paging: `cursor` is the `seq` of the last item of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {

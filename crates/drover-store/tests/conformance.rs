@@ -9,10 +9,10 @@ use chrono::{Duration as Span, TimeZone, Utc};
 use drover_core::run::RunSpec;
 use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
 use drover_core::{
-    JobStatus, NodeInfo, NodeStats, NodeStatus, ReportKind, ReportOutcome, TaskResult, TaskStatus,
-    Timestamp,
+    JobStatus, NodeInfo, NodeStats, NodeStatus, ReportKind, ReportOutcome, RunnerStatus,
+    TaskResult, TaskStatus, Timestamp,
 };
-use drover_store::{NewJob, Page, Report, SqliteStore, Store, StoreError};
+use drover_store::{NewJob, NewRunner, Page, Report, Reservation, SqliteStore, Store, StoreError};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -664,6 +664,146 @@ pub async fn concurrent_claims_never_share_a_task(store: Arc<dyn Store>) {
     assert_counts_consistent(&*store).await;
 }
 
+fn runner(session: &str, singleton: bool) -> NewRunner {
+    NewRunner {
+        session_id: session.into(),
+        driver: "docker".into(),
+        singleton,
+    }
+}
+
+pub async fn runners_are_reserved_started_touched_and_removed(store: &dyn Store) {
+    let Reservation::Reserved(r) = store
+        .reserve_runner(runner("s1", false), Some(10), t0())
+        .await
+        .unwrap()
+    else {
+        panic!("expected a reservation")
+    };
+    assert_eq!(r.status, RunnerStatus::Starting);
+    assert_eq!((r.instance, r.endpoint), (None, None));
+    assert!(matches!(
+        store.reserve_runner(runner("s1", false), Some(10), t0()).await.unwrap(),
+        Reservation::Exists(e) if e.session_id == "s1"
+    ));
+
+    let started = store
+        .runner_started("s1", "c0ffee", "http://localhost:32768", t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(started.status, RunnerStatus::Running);
+    assert_eq!(started.instance.as_deref(), Some("c0ffee"));
+    assert_eq!(started.endpoint.as_deref(), Some("http://localhost:32768"));
+    assert_eq!(store.get_runner("s1").await.unwrap(), Some(started.clone()));
+    assert!(matches!(
+        store.runner_started("nope", "x", "y", t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    store
+        .reserve_runner(runner("s2", false), Some(10), t0() + secs(2))
+        .await
+        .unwrap();
+    let touched = store
+        .touch_runner("s1", t0() + secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(touched.last_heartbeat, t0() + secs(30));
+    assert_eq!(store.touch_runner("nope", t0()).await.unwrap(), None);
+    let idle: Vec<_> = store
+        .inactive_runners(t0() + secs(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(idle, ["s2"]);
+    assert_eq!(store.list_runners().await.unwrap().len(), 2);
+
+    assert_eq!(
+        store
+            .remove_runner("s1")
+            .await
+            .unwrap()
+            .map(|r| r.session_id),
+        Some("s1".to_string())
+    );
+    assert_eq!(store.remove_runner("s1").await.unwrap(), None);
+    assert_eq!(store.get_runner("s1").await.unwrap(), None);
+}
+
+pub async fn runners_respect_the_limit_and_the_one_singleton(store: &dyn Store) {
+    for s in ["a", "b"] {
+        assert!(matches!(
+            store
+                .reserve_runner(runner(s, false), Some(2), t0())
+                .await
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+    }
+    assert_eq!(
+        store
+            .reserve_runner(runner("c", false), Some(2), t0())
+            .await
+            .unwrap(),
+        Reservation::LimitReached { active: 2 }
+    );
+    assert_eq!(
+        store.get_runner("c").await.unwrap(),
+        None,
+        "nothing written"
+    );
+    assert!(matches!(
+        store
+            .reserve_runner(runner("c", false), None, t0())
+            .await
+            .unwrap(),
+        Reservation::Reserved(_)
+    ));
+
+    let Reservation::Reserved(one) = store
+        .reserve_runner(runner("shared-1", true), None, t0())
+        .await
+        .unwrap()
+    else {
+        panic!("expected the singleton's reservation")
+    };
+    assert!(one.singleton);
+    assert!(matches!(
+        store.reserve_runner(runner("shared-2", true), None, t0()).await.unwrap(),
+        Reservation::Exists(e) if e.session_id == "shared-1"
+    ));
+}
+
+pub async fn the_instance_id_is_made_once_and_kept(store: &dyn Store) {
+    let id = store.instance_id().await.unwrap();
+    assert!(!id.is_empty());
+    assert_eq!(store.instance_id().await.unwrap(), id);
+}
+
+/// Concurrent provisions can never pass the limit together.
+pub async fn concurrent_reservations_stop_at_the_limit(store: Arc<dyn Store>) {
+    let attempts = (0..12).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .reserve_runner(runner(&format!("c{i}"), false), Some(3), t0())
+                .await
+                .unwrap()
+        })
+    });
+    let mut reserved = 0;
+    for a in attempts {
+        if let Reservation::Reserved(_) = a.await.unwrap() {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 3);
+    assert_eq!(store.list_runners().await.unwrap().len(), 3);
+}
+
 macro_rules! conformance {
     ($backend:ident, $fixture:expr) => {
         mod $backend {
@@ -687,13 +827,22 @@ macro_rules! conformance {
                 expired_tasks_fail_after_their_last_attempt,
                 silent_nodes_go_down_and_free_their_tasks,
                 cancel_stops_new_and_running_tasks,
-                a_batch_of_reports_is_decided_report_by_report
+                a_batch_of_reports_is_decided_report_by_report,
+                runners_are_reserved_started_touched_and_removed,
+                runners_respect_the_limit_and_the_one_singleton,
+                the_instance_id_is_made_once_and_kept
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_claims_never_share_a_task() {
                 let Some(f) = fixture().await else { return };
                 super::concurrent_claims_never_share_a_task(f.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_reservations_stop_at_the_limit() {
+                let Some(f) = fixture().await else { return };
+                super::concurrent_reservations_stop_at_the_limit(f.store.clone()).await;
             }
         }
     };

@@ -9,18 +9,19 @@
 //! a caller that groups requests pays one fsync per group.
 
 mod rows;
+mod runners;
 mod schema;
 
 use crate::{
-    CountMismatch, NewJob, NodesDown, Overview, Page, Paged, Released, Report, Result, Store,
-    StoreError,
+    CountMismatch, NewJob, NewRunner, NodesDown, Overview, Page, Paged, Released, Report,
+    Reservation, Result, Store, StoreError,
 };
 use async_trait::async_trait;
 use drover_core::lifecycle::{self, AttemptOutcome, AttemptRecord, Decision, TaskView};
 use drover_core::time::format as ts;
 use drover_core::{
     ClaimedTask, Job, JobCounts, JobStatus, Node, NodeInfo, NodeStats, ReportKind, ReportOutcome,
-    Task, TaskStatus, Timestamp, ids, sweep::Sweep,
+    Runner, Task, TaskStatus, Timestamp, ids, sweep::Sweep,
 };
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
@@ -814,6 +815,62 @@ impl Store for SqliteStore {
 
     async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>> {
         self.read(|conn| rows::audit(conn)).await
+    }
+
+    async fn instance_id(&self) -> Result<String> {
+        self.write(|tx| runners::instance_id(tx)).await
+    }
+
+    async fn reserve_runner(
+        &self,
+        new: NewRunner,
+        max: Option<u64>,
+        now: Timestamp,
+    ) -> Result<Reservation> {
+        self.write(move |tx| runners::reserve(tx, &new, max, now))
+            .await
+    }
+
+    async fn runner_started(
+        &self,
+        session_id: &str,
+        instance: &str,
+        endpoint: &str,
+        now: Timestamp,
+    ) -> Result<Runner> {
+        let (session, instance, endpoint) = (
+            session_id.to_string(),
+            instance.to_string(),
+            endpoint.to_string(),
+        );
+        self.write(move |tx| runners::started(tx, &session, &instance, &endpoint, now))
+            .await
+    }
+
+    async fn get_runner(&self, session_id: &str) -> Result<Option<Runner>> {
+        let session = session_id.to_string();
+        self.read(move |conn| runners::by_session(conn, &session))
+            .await
+    }
+
+    async fn list_runners(&self) -> Result<Vec<Runner>> {
+        self.read(|conn| runners::list(conn, None)).await
+    }
+
+    async fn inactive_runners(&self, cutoff: Timestamp) -> Result<Vec<Runner>> {
+        self.read(move |conn| runners::list(conn, Some(cutoff)))
+            .await
+    }
+
+    async fn touch_runner(&self, session_id: &str, now: Timestamp) -> Result<Option<Runner>> {
+        let session = session_id.to_string();
+        self.write(move |tx| runners::touch(tx, &session, now))
+            .await
+    }
+
+    async fn remove_runner(&self, session_id: &str) -> Result<Option<Runner>> {
+        let session = session_id.to_string();
+        self.write(move |tx| runners::remove(tx, &session)).await
     }
 
     async fn close(&self) -> Result<()> {

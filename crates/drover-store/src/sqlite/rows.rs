@@ -261,3 +261,19 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
         .map_err(map_err)?;
     Ok(rows.into_iter().filter(|m| m.stored != m.actual).collect())
 }
+
+pub(super) const RUNNER_COLUMNS: &str =
+    "session_id, driver, instance, endpoint, status, singleton, created_at, last_heartbeat";
+
+pub(super) fn runner(r: &Row<'_>) -> rusqlite::Result<drover_core::Runner> {
+    Ok(drover_core::Runner {
+        session_id: r.get(0)?,
+        driver: r.get(1)?,
+        instance: r.get(2)?,
+        endpoint: r.get(3)?,
+        status: status(r, 4)?,
+        singleton: r.get(5)?,
+        created_at: time(r, 6)?,
+        last_heartbeat: time(r, 7)?,
+    })
+}

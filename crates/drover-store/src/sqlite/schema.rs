@@ -142,8 +142,31 @@ END;
 const V3: &str = "ALTER TABLE jobs ADD COLUMN run TEXT;
 ALTER TABLE tasks ADD COLUMN output TEXT;";
 
+/// Runners (one per session) and the server's identity. `meta.instance_id` names this data
+/// directory's server in the labels of the sandboxes it starts, so a restarted server tells its
+/// own orphans from another instance's. At most one runner is the reuse mode's singleton.
+const V4: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE runners (
+    session_id     TEXT PRIMARY KEY,
+    driver         TEXT NOT NULL,
+    instance       TEXT,
+    endpoint       TEXT,
+    status         TEXT NOT NULL CHECK (status IN ('STARTING', 'RUNNING')),
+    singleton      INTEGER NOT NULL DEFAULT 0,
+    created_at     TEXT NOT NULL,
+    last_heartbeat TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX runners_one_singleton ON runners (singleton) WHERE singleton;
+CREATE INDEX runners_heartbeat ON runners (last_heartbeat);
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 #[cfg(test)]
