@@ -357,3 +357,30 @@ pub struct ReportResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub will_retry: Option<bool>,
 }
+
+/// One runner in `GET /api/v1/runners`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerInfo {
+    pub session_id: String,
+    /// `docker` or `process`.
+    pub driver: String,
+    /// STARTING or RUNNING.
+    pub status: String,
+    /// Container id or process id.
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The shared runner of reuse mode.
+    pub singleton: bool,
+    pub created_at: String,
+    pub age_seconds: f64,
+    pub last_heartbeat: String,
+    pub idle_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerList {
+    pub runners: Vec<RunnerInfo>,
+}

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace: Duration,
+    /// Session runners (used when a runner driver is given to the state).
+    pub runners: crate::runners::RunnersConfig,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             spot_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            runners: crate::runners::RunnersConfig::default(),
         }
     }
 }

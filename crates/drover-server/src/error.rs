@@ -136,3 +136,24 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+impl From<crate::runners::RunnerError> for ApiError {
+    /// For the native API; the session-runners surface has its own error shape.
+    fn from(e: crate::runners::RunnerError) -> Self {
+        use crate::runners::RunnerError as R;
+        match e {
+            R::Store(e) => e.into(),
+            R::Disabled | R::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            R::SessionRequired | R::InvalidSession(_) => {
+                ApiError::bad_request("INVALID_FIELD", e.to_string())
+            }
+            R::NotFound { .. } => ApiError::NotFound {
+                code: "RUNNER_NOT_FOUND",
+                message: e.to_string(),
+            },
+            R::LimitReached(_) | R::ImageNotFound(_) | R::Failed(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}

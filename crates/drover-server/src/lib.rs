@@ -12,8 +12,10 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod reaper;
 pub mod routes;
+pub mod runners;
 pub mod translate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -35,14 +37,42 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ServerConfig>,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub runners: Arc<runners::RunnerService>,
 }
 
 impl AppState {
+    /// A state without a runner driver: the runner endpoints answer 503 `RUNNERS_DISABLED`.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::with_runner_driver(store, config, clock, None)
+    }
+
+    pub fn with_runner_driver(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        driver: Option<Arc<dyn drover_runners::Driver>>,
+    ) -> Self {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let runners = Arc::new(runners::RunnerService::new(
+            store.clone(),
+            driver,
+            config.runners.clone(),
+            clock.clone(),
+            metrics.runners.clone(),
+        ));
         AppState {
             store,
             config: Arc::new(config),
             clock,
+            metrics,
+            runners,
+        }
+    }
+
+    pub fn runner_worker(&self) -> reaper::RunnerReaper {
+        reaper::RunnerReaper {
+            runners: self.runners.clone(),
         }
     }
 
@@ -72,10 +102,12 @@ pub fn router(state: AppState) -> Router {
         agent_key,
         auth::require_agent_key,
     ));
-    let public = routes::public::routes().route_layer(middleware::from_fn_with_state(
-        api_key,
-        auth::require_api_key_for_changes,
-    ));
+    let public = routes::public::routes()
+        .merge(routes::session_runners::routes())
+        .route_layer(middleware::from_fn_with_state(
+            api_key,
+            auth::require_api_key_for_changes,
+        ));
     Router::new()
         .merge(public)
         .merge(internal)
@@ -118,7 +150,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let config = state.config.clone();
-    let workers = vec![
+    if state.runners.enabled() {
+        // Adopt or remove what an earlier run left, before the first cleanup interval; the
+        // runner worker retries if the engine is not up yet.
+        let runners = state.runners.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runners.reconcile().await {
+                tracing::warn!(error = %e, "runner reconciliation failed; will retry");
+            }
+        });
+    }
+    let mut workers = vec![
         reaper::spawn(
             state.task_reaper(),
             config.task_reaper_interval,
@@ -130,6 +172,13 @@ pub async fn serve(
             shutdown.clone(),
         ),
     ];
+    if state.runners.enabled() {
+        workers.push(reaper::spawn(
+            state.runner_worker(),
+            config.runners.cleanup_interval,
+            shutdown.clone(),
+        ));
+    }
     let store = state.store.clone();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -1,4 +1,5 @@
-//! Background workers that take work back from stuck tasks and silent spots.
+//! Background workers that take work back from stuck tasks and silent spots, and remove
+//! inactive runners.
 //!
 //! Each reaper is one testable step, `run_once()`, and [`spawn`] repeats that step on an
 //! interval until the server's shutdown signal fires. A failed step is logged and tried again at
@@ -16,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 /// One step of background work.
 #[async_trait::async_trait]
 pub trait Worker: Send + Sync + 'static {
+    /// What a failed step reports; it is logged, and the step is tried again next interval.
+    type Error: std::fmt::Display + Send;
     fn name(&self) -> &'static str;
-    async fn run_once(&self) -> Result<(), StoreError>;
+    async fn run_once(&self) -> Result<(), Self::Error>;
 }
 
 /// Repeats `worker.run_once()` every `every` until `shutdown` fires. The first step runs after one
@@ -83,6 +86,7 @@ impl TaskReaper {
 
 #[async_trait::async_trait]
 impl Worker for TaskReaper {
+    type Error = StoreError;
     fn name(&self) -> &'static str {
         "task-reaper"
     }
@@ -121,11 +125,31 @@ impl SpotReaper {
 
 #[async_trait::async_trait]
 impl Worker for SpotReaper {
+    type Error = StoreError;
     fn name(&self) -> &'static str {
         "spot-reaper"
     }
 
     async fn run_once(&self) -> Result<(), StoreError> {
         self.reap().await.map(drop)
+    }
+}
+
+/// Reconciles runners with their driver once (retried until the engine answers), then removes
+/// runners without a heartbeat for the inactivity timeout.
+#[derive(Clone)]
+pub struct RunnerReaper {
+    pub runners: Arc<crate::runners::RunnerService>,
+}
+
+#[async_trait::async_trait]
+impl Worker for RunnerReaper {
+    type Error = crate::runners::RunnerError;
+    fn name(&self) -> &'static str {
+        "runner-reaper"
+    }
+
+    async fn run_once(&self) -> Result<(), Self::Error> {
+        self.runners.run_once().await
     }
 }

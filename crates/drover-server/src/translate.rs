@@ -290,3 +290,19 @@ pub fn spot(n: &Node) -> api::Spot {
         registered_at: format(&n.registered_at),
     }
 }
+
+pub fn runner(r: &drover_core::Runner, now: drover_core::Timestamp) -> api::RunnerInfo {
+    let seconds = |t: &drover_core::Timestamp| (now - *t).num_milliseconds().max(0) as f64 / 1000.0;
+    api::RunnerInfo {
+        session_id: r.session_id.clone(),
+        driver: r.driver.clone(),
+        status: r.status.to_string(),
+        instance: r.instance.clone(),
+        endpoint: r.endpoint.clone(),
+        singleton: r.singleton,
+        created_at: format(&r.created_at),
+        age_seconds: seconds(&r.created_at),
+        last_heartbeat: format(&r.last_heartbeat),
+        idle_seconds: seconds(&r.last_heartbeat),
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod internal;
 pub mod public;
+pub mod session_runners;
 
 use crate::error::ApiError;
 use drover_store::Page;

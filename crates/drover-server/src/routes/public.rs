@@ -27,6 +27,27 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/jobs/{id}/tasks", get(list_tasks))
         .route("/api/v1/jobs/{id}/results", get(results))
         .route("/api/v1/tasks/{id}", get(get_task))
+        .route("/api/v1/runners", get(list_runners))
+        .route("/metrics", get(metrics))
+}
+
+async fn list_runners(State(app): State<AppState>) -> Result<Json<api::RunnerList>, ApiError> {
+    let now = app.clock.now();
+    let runners = app.runners.list().await?;
+    Ok(Json(api::RunnerList {
+        runners: runners.iter().map(|r| translate::runner(r, now)).collect(),
+    }))
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn health(State(app): State<AppState>) -> Response {

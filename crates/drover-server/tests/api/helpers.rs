@@ -43,20 +43,39 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServerConfig)) -> TestAp
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap(),
     ));
-    start(config, clock.clone(), Some(clock)).await
+    start(config, clock.clone(), Some(clock), None).await
+}
+
+/// [`spawn_app_with`] with a runner driver; the runner worker is parked (tests call its steps).
+pub async fn spawn_app_with_runners(
+    driver: Arc<dyn drover_runners::Driver>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestApp {
+    let mut config = ServerConfig {
+        task_reaper_interval: Duration::from_secs(3600),
+        spot_reaper_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    config.runners.cleanup_interval = Duration::from_secs(3600);
+    configure(&mut config);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap(),
+    ));
+    start(config, clock.clone(), Some(clock), Some(driver)).await
 }
 
 /// A server on the wall clock, for tests of the background workers themselves.
 pub async fn spawn_app_real_time(configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
     let mut config = ServerConfig::default();
     configure(&mut config);
-    start(config, Arc::new(SystemClock), None).await
+    start(config, Arc::new(SystemClock), None, None).await
 }
 
 async fn start(
     config: ServerConfig,
     clock: Arc<dyn Clock>,
     manual: Option<Arc<ManualClock>>,
+    driver: Option<Arc<dyn drover_runners::Driver>>,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("drover.db");
@@ -70,7 +89,7 @@ async fn start(
     if let Some(k) = &config.api_key {
         client = client.with_api_key(k);
     }
-    let state = AppState::new(Arc::new(store), config, clock);
+    let state = AppState::with_runner_driver(Arc::new(store), config, clock, driver);
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(drover_server::serve(
         listener,

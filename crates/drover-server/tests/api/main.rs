@@ -7,4 +7,5 @@ mod errors;
 mod helpers;
 mod jobs;
 mod reapers;
+mod runners;
 mod shutdown;

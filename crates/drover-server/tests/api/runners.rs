@@ -1,0 +1,353 @@
+//! The session-runners contract (`/api/runner/*`) and `GET /api/v1/runners`, with the process
+//! driver and real runner processes: provision, re-provision, deprovision, heartbeats, the
+//! inactivity reaper, reuse mode, the limit, and the contract's errors.
+//!
+//! The same lifecycle runs on Docker in `crates/drover/tests/process/runners_docker.rs`.
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_runners};
+use drover_runners::process::{ProcessConfig, ProcessDriver};
+use drover_server::ServerConfig;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RUNNER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../drover-runners/tests/fixtures/http_runner.py"
+);
+
+fn has_python() -> bool {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A server whose runners are `python3 http_runner.py` processes, or `None` (with the reason
+/// printed) where python3 is missing.
+async fn app_with(configure: impl FnOnce(&mut ServerConfig)) -> Option<TestApp> {
+    if !has_python() {
+        eprintln!("skipping: python3 is not installed");
+        return None;
+    }
+    let mut config = ProcessConfig::new(vec!["python3".into(), RUNNER.into()]);
+    config.stop_grace = Duration::from_secs(2);
+    Some(spawn_app_with_runners(Arc::new(ProcessDriver::new(config)), configure).await)
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    session: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app.http.post(app.url(path));
+    if let Some(s) = session {
+        req = req.header("X-Session-Id", s);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// GET / on a runner's endpoint, retried while it starts.
+async fn answer(endpoint: &str) -> Option<String> {
+    let port: u16 = endpoint.rsplit(':').next()?.parse().ok()?;
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+            let mut text = String::new();
+            if s.read_to_string(&mut text).await.is_ok() && !text.is_empty() {
+                return Some(text);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, r)| !r.starts_with('Z'))
+    })
+}
+
+async fn runners(app: &TestApp) -> Vec<Value> {
+    let (status, body) = app.get_json("/api/v1/runners").await;
+    assert_eq!(status, 200, "{body}");
+    body["runners"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn provision_starts_one_runner_per_session() {
+    let Some(app) = app_with(|_| {}).await else {
+        return;
+    };
+    let (status, first) = post(&app, "/api/runner/provision", Some("session-a"), None).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["message"], "Runner provisioned successfully.");
+    assert_eq!(first["sessionId"], "session-a");
+    let endpoint = first["endpoint"].as_str().unwrap().to_string();
+    assert!(endpoint.starts_with("http://localhost:"), "{endpoint}");
+    let text = answer(&endpoint).await.expect("the runner answers");
+    assert!(text.ends_with("runner session-a\n"), "{text}");
+
+    let (status, again) = post(&app, "/api/runner/provision", Some("session-a"), None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["message"], "Runner already exists for this session.");
+    assert_eq!(again["endpoint"], first["endpoint"]);
+    let listed = runners(&app).await;
+    assert_eq!(listed.len(), 1, "no second runner: {listed:?}");
+    assert_eq!(listed[0]["driver"], "process");
+    assert_eq!(listed[0]["status"], "RUNNING");
+
+    // Without a session id the server makes a UUID v4.
+    let (status, fresh) = post(&app, "/api/runner/provision", None, None).await;
+    assert_eq!(status, 201, "{fresh}");
+    let id = fresh["sessionId"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(&id[14..15], "4", "a version-4 UUID: {id}");
+
+    for s in ["session-a", id] {
+        post(&app, "/api/runner/deprovision", Some(s), None).await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn deprovision_stops_the_runner_and_then_knows_it_no_more() {
+    let Some(app) = app_with(|_| {}).await else {
+        return;
+    };
+    post(&app, "/api/runner/provision", Some("s-1"), None).await;
+    let pid = runners(&app).await[0]["instance"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(alive(&pid));
+
+    let (status, body) = post(
+        &app,
+        "/api/runner/deprovision",
+        None,
+        Some(json!({"sessionId": "s-1"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["message"],
+        "Runner for session s-1 deprovisioned successfully."
+    );
+    assert!(!alive(&pid), "the runner process is gone");
+    assert!(runners(&app).await.is_empty());
+
+    let (status, body) = post(&app, "/api/runner/deprovision", Some("s-1"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("RUNNER_NOT_FOUND"))
+    );
+    assert_eq!(
+        body["message"],
+        "No active runner found for this session ID."
+    );
+
+    let (status, body) = post(&app, "/api/runner/deprovision", None, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("SESSION_ID_REQUIRED"))
+    );
+    assert_eq!(
+        body["message"],
+        "Session ID is required for deprovisioning."
+    );
+    let (status, body) = post(&app, "/api/runner/heartbeat", None, Some(json!({}))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("SESSION_ID_REQUIRED"))
+    );
+    assert_eq!(body["message"], "Session ID is required for heartbeat.");
+    app.finish().await;
+}
+
+/// With a 60 s inactivity timeout: a runner that heartbeats stays, one that does not is removed
+/// by the reaper's step.
+#[tokio::test]
+async fn the_reaper_removes_runners_without_heartbeats() {
+    let Some(app) = app_with(|c| c.runners.inactivity_timeout = Duration::from_secs(60)).await
+    else {
+        return;
+    };
+    post(&app, "/api/runner/provision", Some("quiet"), None).await;
+    post(&app, "/api/runner/provision", Some("chatty"), None).await;
+    let pid_of = |list: &[Value], s: &str| {
+        list.iter()
+            .find(|r| r["sessionId"] == s)
+            .map(|r| r["instance"].as_str().unwrap().to_string())
+    };
+    let before = runners(&app).await;
+    let quiet = pid_of(&before, "quiet").unwrap();
+
+    app.advance(Duration::from_secs(40));
+    let (status, body) = post(&app, "/api/runner/heartbeat", Some("chatty"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Heartbeat received for session chatty.");
+    app.advance(Duration::from_secs(21));
+    let reaped = app.state.runners.reap_inactive().await.unwrap();
+    assert_eq!(reaped, ["quiet"]);
+    assert!(!alive(&quiet));
+    let after = runners(&app).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["sessionId"], "chatty");
+
+    let (_, metrics) = get_text(&app, "/metrics").await;
+    assert!(
+        metrics.contains("drover_runners_reaped_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("drover_runners_provisioned_total 2"),
+        "{metrics}"
+    );
+    post(&app, "/api/runner/deprovision", Some("chatty"), None).await;
+    app.finish().await;
+}
+
+async fn get_text(app: &TestApp, path: &str) -> (u16, String) {
+    let resp = app.http.get(app.url(path)).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn reuse_mode_shares_one_singleton_runner() {
+    let Some(app) = app_with(|c| c.runners.reuse = true).await else {
+        return;
+    };
+    let (status, first) = post(&app, "/api/runner/provision", Some("first"), None).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, second) = post(&app, "/api/runner/provision", Some("second"), None).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["endpoint"], first["endpoint"]);
+    assert_eq!(second["sessionId"], "first", "the singleton's session");
+    assert_eq!(runners(&app).await.len(), 1);
+
+    let (status, body) = post(&app, "/api/runner/heartbeat", Some("first"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["message"], "Heartbeat received for singleton runner.");
+    let (status, body) = post(&app, "/api/runner/heartbeat", Some("second"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("RUNNER_NOT_FOUND"))
+    );
+    assert_eq!(
+        body["message"],
+        "Singleton runner not found or session ID mismatch."
+    );
+    post(&app, "/api/runner/deprovision", Some("first"), None).await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn provisioning_past_the_limit_is_refused_and_starts_nothing() {
+    let Some(app) = app_with(|c| c.runners.max_runners = Some(2)).await else {
+        return;
+    };
+    for s in ["one", "two"] {
+        assert_eq!(
+            post(&app, "/api/runner/provision", Some(s), None).await.0,
+            201
+        );
+    }
+    let (status, body) = post(&app, "/api/runner/provision", Some("three"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("RUNNER_LIMIT_REACHED")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("--max-runners"));
+    assert_eq!(runners(&app).await.len(), 2, "nothing was started");
+    // An existing session is still answered at the limit.
+    assert_eq!(
+        post(&app, "/api/runner/provision", Some("one"), None)
+            .await
+            .0,
+        200
+    );
+    for s in ["one", "two"] {
+        post(&app, "/api/runner/deprovision", Some(s), None).await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bad_session_ids_and_failed_starts_answer_with_the_contracts_errors() {
+    let Some(app) = app_with(|_| {}).await else {
+        return;
+    };
+    let (status, body) = post(&app, "/api/runner/provision", Some("a b/c"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("INVALID_SESSION_ID")),
+        "{body}"
+    );
+    app.finish().await;
+
+    let broken = ProcessConfig::new(vec!["sh".into(), "-c".into(), "exit 3".into()]);
+    let app = spawn_app_with_runners(Arc::new(ProcessDriver::new(broken)), |_| {}).await;
+    let (status, body) = post(&app, "/api/runner/provision", Some("s"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("SERVER_ERROR")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"],
+        "An unexpected error occurred on the server."
+    );
+    assert!(
+        body["details"].as_str().unwrap().contains("exited"),
+        "{body}"
+    );
+    assert!(runners(&app).await.is_empty(), "the slot was given back");
+    let (_, metrics) = get_text(&app, "/metrics").await;
+    assert!(
+        metrics.contains("drover_runners_failed_total 1"),
+        "{metrics}"
+    );
+    app.finish().await;
+
+    let quiet = ProcessConfig::new(vec!["sh".into(), "-c".into(), "exit 3".into()]);
+    let app = spawn_app_with_runners(Arc::new(ProcessDriver::new(quiet)), |c| {
+        c.runners.error_details = false
+    })
+    .await;
+    let (_, body) = post(&app, "/api/runner/provision", Some("s"), None).await;
+    assert_eq!(
+        body.get("details"),
+        None,
+        "no details in production: {body}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_server_without_a_runner_driver_says_so() {
+    let app = spawn_app().await;
+    let (status, body) = post(&app, "/api/runner/provision", Some("s"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("RUNNERS_DISABLED")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--runner-driver")
+    );
+    app.finish().await;
+}
