@@ -160,6 +160,13 @@ impl Client {
         self.get("/api/v1/health").await
     }
 
+    /// The session runners, oldest first.
+    pub async fn runners(&self) -> Result<Vec<RunnerInfo>> {
+        self.get::<RunnerList>("/api/v1/runners")
+            .await
+            .map(|l| l.runners)
+    }
+
     pub async fn spots(&self) -> Result<Vec<Spot>> {
         Ok(self.get::<SpotsResponse>("/api/v1/spots").await?.spots)
     }

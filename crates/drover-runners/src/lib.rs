@@ -78,3 +78,9 @@ pub trait Driver: Send + Sync + 'static {
     /// Every sandbox carrying `label = value`, running or not.
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Found>, DriverError>;
 }
+
+impl std::fmt::Debug for dyn Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Driver({})", self.name())
+    }
+}

@@ -4,6 +4,7 @@
 
 mod agent_cmd;
 mod cli;
+mod runner_args;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};

@@ -141,6 +141,9 @@ pub struct ServerArgs {
     /// Log format: text or json [default: text]. The level comes from RUST_LOG (default info).
     #[arg(long, env = "DROVER_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+
+    #[command(flatten)]
+    runners: crate::runner_args::RunnerArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -181,6 +184,8 @@ pub struct Settings {
     pub allow_unauthenticated: bool,
     pub log_format: LogFormat,
     pub server: ServerConfig,
+    /// The runner driver, if runners are enabled.
+    pub runner_driver: Option<std::sync::Arc<dyn drover_runners::Driver>>,
 }
 
 /// Reads an `ORHESTRA_*` alias.
@@ -308,7 +313,10 @@ impl ServerArgs {
                 file.shutdown_grace,
                 defaults.shutdown_grace,
             ),
+            runners: defaults.runners.clone(),
         };
+        let (runners, runner_driver) = self.runners.build()?;
+        let server = ServerConfig { runners, ..server };
         for (name, d) in [
             ("task reaper interval", server.task_reaper_interval),
             ("spot reaper interval", server.spot_reaper_interval),
@@ -344,6 +352,7 @@ impl ServerArgs {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             server,
+            runner_driver,
         })
     }
 }
@@ -431,7 +440,29 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone());
-        let state = AppState::new(Arc::new(store), settings.server, Arc::new(SystemClock));
+        if let Some(driver) = &settings.runner_driver {
+            tracing::info!(
+                "session runners on the {} driver ({} at most, inactivity timeout {}s{})",
+                driver.name(),
+                settings
+                    .server
+                    .runners
+                    .max_runners
+                    .map_or("no limit".to_string(), |n| n.to_string()),
+                settings.server.runners.inactivity_timeout.as_secs(),
+                if settings.server.runners.reuse {
+                    ", reuse mode"
+                } else {
+                    ""
+                }
+            );
+        }
+        let state = AppState::with_runner_driver(
+            Arc::new(store),
+            settings.server,
+            Arc::new(SystemClock),
+            settings.runner_driver,
+        );
         drover_server::serve(listener, state, shutdown).await?;
         Ok(())
     })

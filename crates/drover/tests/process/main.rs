@@ -10,6 +10,7 @@ mod cli;
 mod client_cli;
 mod durability;
 mod reapers_in_process;
+mod runners_docker;
 mod shutdown;
 mod smoke_script;
 mod troubleshooting_sql;
