@@ -11,6 +11,7 @@ mod jobfile;
 mod jobs;
 mod nodes;
 mod output;
+mod runners;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -74,6 +75,11 @@ Examples:
   drover nodes --output json | jq '.spots[] | select(.status == \"DOWN\") | .id'
   drover nodes --server http://coordinator:8080 --output csv";
 
+const RUNNERS_EXAMPLES: &str = "\
+Examples:
+  drover runners
+  drover runners --output json | jq '.runners[] | select(.idleSeconds > 30) | .sessionId'";
+
 /// The client commands, flattened into drover's top-level commands.
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -100,6 +106,14 @@ pub enum ClientCommand {
     /// is marked DOWN and its tasks go back to the queue.
     #[command(after_long_help = format!("{NODES_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Nodes(nodes::NodesArgs),
+
+    /// List the session runners: their session, driver, endpoint, age and last heartbeat.
+    ///
+    /// Runners are sandboxes (containers or processes) the server provisions per user session
+    /// through /api/runner/provision; one without a heartbeat for the inactivity timeout is
+    /// removed.
+    #[command(after_long_help = format!("{RUNNERS_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Runners(runners::RunnersArgs),
 }
 
 /// Which server to talk to, and the key to show it. Global, so that they may also follow a
@@ -312,5 +326,6 @@ async fn dispatch(command: ClientCommand) -> Result<Outcome, Failure> {
         ClientCommand::Submit(args) => jobs::submit(args).await,
         ClientCommand::Job(args) => jobs::job(args).await,
         ClientCommand::Nodes(args) => nodes::run(args).await,
+        ClientCommand::Runners(args) => runners::run(args).await,
     }
 }

@@ -489,6 +489,16 @@ async fn the_process_driver_serves_the_same_contract() {
     assert_eq!(status, 201, "{body}");
     let text = fetch(body["endpoint"].as_str().unwrap()).await;
     assert_eq!(text, "runner p-1\n");
+
+    let mut list = drover_command(dir.path());
+    list.args(["runners", "--server", &server.base_url()]);
+    let listed = run_to_exit(list, dir.path(), "drover runners", EXIT_DEADLINE);
+    assert!(listed.status.success(), "{listed}");
+    let table = listed.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        table.starts_with("p-1") && table.contains("process") && table.contains("RUNNING"),
+        "{listed}"
+    );
     let (status, _) = post(&server, "/api/runner/heartbeat", Some("p-1")).await;
     assert_eq!(status, 200);
     let (status, body) = post(&server, "/api/runner/deprovision", Some("p-1")).await;
