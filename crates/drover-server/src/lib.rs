@@ -108,9 +108,24 @@ pub fn router(state: AppState) -> Router {
             api_key,
             auth::require_api_key_for_changes,
         ));
-    Router::new()
-        .merge(public)
-        .merge(internal)
+    finish(Router::new().merge(public).merge(internal), state, limit)
+}
+
+/// Only the session-runners contract's routes, for a listener of their own (the contract's
+/// clients expect port 3001), with the same API-key rule as on the main port.
+pub fn runner_router(state: AppState) -> Router {
+    let api_key = Arc::new(state.config.api_key.clone());
+    let limit = state.config.body_limit;
+    let runners = routes::session_runners::routes().route_layer(middleware::from_fn_with_state(
+        api_key,
+        auth::require_api_key_for_changes,
+    ));
+    finish(runners, state, limit)
+}
+
+/// Fallbacks, body limit and request tracing around a set of routes.
+fn finish(routes: Router<AppState>, state: AppState, limit: usize) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -149,6 +164,17 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with_runner_listener(listener, None, state, shutdown).await
+}
+
+/// [`serve`], and the session-runners routes also on `runner_listener` when one is given.
+/// Both listeners stop together and share the shutdown grace.
+pub async fn serve_with_runner_listener(
+    listener: TcpListener,
+    runner_listener: Option<TcpListener>,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let config = state.config.clone();
     if state.runners.enabled() {
         // Adopt or remove what an earlier run left, before the first cleanup interval; the
@@ -180,9 +206,20 @@ pub async fn serve(
         ));
     }
     let store = state.store.clone();
-    let server = axum::serve(listener, router(state))
+    let extra = runner_listener.map(|l| {
+        axum::serve(l, runner_router(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future()
+    });
+    let main = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
+    let server = async move {
+        match extra {
+            Some(extra) => tokio::try_join!(main, extra).map(drop),
+            None => main.await,
+        }
+    };
     let mut server = tokio::spawn(server);
     let served = tokio::select! {
         done = &mut server => done,

@@ -114,6 +114,11 @@ pub struct RunnerArgs {
     #[arg(long, env = "DROVER_RUNNER_COMMAND", value_name = "COMMAND")]
     runner_command: Option<String>,
 
+    /// Also serve the /api/runner/* routes (only those) on this address, e.g. 127.0.0.1:3001,
+    /// the contract's own port.
+    #[arg(long, env = "DROVER_RUNNER_LISTEN", value_name = "ADDR:PORT")]
+    runner_listen: Option<std::net::SocketAddr>,
+
     /// `production` hides error details in runner 500 answers [alias: NODE_ENV].
     #[arg(long, env = "DROVER_RUNNER_ENVIRONMENT", value_name = "NAME")]
     runner_environment: Option<String>,
@@ -144,9 +149,18 @@ fn parse_size(text: &str) -> anyhow::Result<Option<i64>> {
     Ok((bytes > 0).then_some(bytes))
 }
 
+/// The runner settings after merging every source.
+#[derive(Debug)]
+pub struct RunnerSettings {
+    pub config: RunnersConfig,
+    pub driver: Option<Arc<dyn Driver>>,
+    /// An extra listener for the runner routes.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 impl RunnerArgs {
     /// The runner settings and the driver, if one is chosen.
-    pub fn build(self) -> anyhow::Result<(RunnersConfig, Option<Arc<dyn Driver>>)> {
+    pub fn build(self) -> anyhow::Result<RunnerSettings> {
         let defaults = RunnersConfig::default();
         let seconds = |name: &str| -> anyhow::Result<Option<Duration>> {
             contract_var(name)
@@ -264,7 +278,14 @@ impl RunnerArgs {
                 Some(Arc::new(ProcessDriver::new(process)))
             }
         };
-        Ok((config, driver))
+        if self.runner_listen.is_some() && driver.is_none() {
+            bail!("--runner-listen serves the runner routes: choose a --runner-driver too");
+        }
+        Ok(RunnerSettings {
+            config,
+            driver,
+            listen: self.runner_listen,
+        })
     }
 }
 
@@ -295,13 +316,13 @@ mod tests {
             runner_command: Some("python3 'my runner.py' --flag".into()),
             ..Default::default()
         };
-        let (_, driver) = args.build().unwrap();
-        assert_eq!(driver.unwrap().name(), "process");
+        let built = args.build().unwrap();
+        assert_eq!(built.driver.unwrap().name(), "process");
     }
 
     #[test]
     fn the_default_is_no_driver_and_the_contract_defaults() {
-        let (config, driver) = RunnerArgs::default().build().unwrap();
+        let RunnerSettings { config, driver, .. } = RunnerArgs::default().build().unwrap();
         assert!(driver.is_none());
         assert_eq!(config.host, "localhost");
         assert_eq!(config.inactivity_timeout, Duration::from_secs(60));

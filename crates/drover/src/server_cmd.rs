@@ -186,6 +186,8 @@ pub struct Settings {
     pub server: ServerConfig,
     /// The runner driver, if runners are enabled.
     pub runner_driver: Option<std::sync::Arc<dyn drover_runners::Driver>>,
+    /// An extra listener for the runner routes.
+    pub runner_listen: Option<SocketAddr>,
 }
 
 /// Reads an `ORHESTRA_*` alias.
@@ -315,8 +317,12 @@ impl ServerArgs {
             ),
             runners: defaults.runners.clone(),
         };
-        let (runners, runner_driver) = self.runners.build()?;
-        let server = ServerConfig { runners, ..server };
+        let runners = self.runners.build()?;
+        let (runner_driver, runner_listen) = (runners.driver, runners.listen);
+        let server = ServerConfig {
+            runners: runners.config,
+            ..server
+        };
         for (name, d) in [
             ("task reaper interval", server.task_reaper_interval),
             ("spot reaper interval", server.spot_reaper_interval),
@@ -343,6 +349,15 @@ impl ServerArgs {
                  and DROVER_API_KEY), bind 127.0.0.1, or pass --allow-unauthenticated"
             );
         }
+        if let Some(listen) = runner_listen
+            && !listen.ip().is_loopback()
+            && server.api_key.is_none()
+            && !allow_unauthenticated
+        {
+            bail!(
+                "refusing to serve runners on {listen} without --api-key: anyone who can reach it                  could start containers. Set --api-key, listen on 127.0.0.1, or pass                  --allow-unauthenticated"
+            );
+        }
         Ok(Settings {
             addr: SocketAddr::new(bind, port),
             db_path: db_path(&db)?,
@@ -353,6 +368,7 @@ impl ServerArgs {
                 .unwrap_or(LogFormat::Text),
             server,
             runner_driver,
+            runner_listen,
         })
     }
 }
@@ -438,6 +454,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 "off"
             },
         );
+        let runner_listener = match settings.runner_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening for runner requests on {addr}"))?;
+                tracing::info!("runner routes also on http://{}", l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone());
         if let Some(driver) = &settings.runner_driver {
@@ -463,7 +489,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             Arc::new(SystemClock),
             settings.runner_driver,
         );
-        drover_server::serve(listener, state, shutdown).await?;
+        drover_server::serve_with_runner_listener(listener, runner_listener, state, shutdown)
+            .await?;
         Ok(())
     })
 }

@@ -470,7 +470,8 @@ async fn a_restarted_server_adopts_its_runners_and_removes_its_orphans() {
     assert!(containers(SESSION_LABEL, "kept", true).is_empty());
 }
 
-/// The process driver through the binary's flags: the same contract without Docker.
+/// The process driver through the binary's flags: the same contract without Docker, here also
+/// on a listener of its own (`--runner-listen`, for clients that expect the contract's port).
 #[tokio::test]
 async fn the_process_driver_serves_the_same_contract() {
     if let Some(why) = missing_tool(&["python3"]) {
@@ -480,13 +481,35 @@ async fn the_process_driver_serves_the_same_contract() {
         .join("../drover-runners/tests/fixtures/http_runner.py");
     let command = format!("python3 '{}'", runner.display());
     let dir = tempfile::tempdir().unwrap();
+    let runner_port = free_port();
+    let listen = format!("127.0.0.1:{runner_port}");
     let server = ServerProcess::start(
         dir.path(),
-        Launch::new().args(["--runner-driver", "process", "--runner-command", &command]),
+        Launch::new().args([
+            "--runner-driver",
+            "process",
+            "--runner-command",
+            &command,
+            "--runner-listen",
+            &listen,
+        ]),
     )
     .await;
-    let (status, body) = post(&server, "/api/runner/provision", Some("p-1")).await;
-    assert_eq!(status, 201, "{body}");
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("http://{listen}/api/runner/provision"))
+        .header("X-Session-Id", "p-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let other = http
+        .get(format!("http://{listen}/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404, "only the runner routes there");
     let text = fetch(body["endpoint"].as_str().unwrap()).await;
     assert_eq!(text, "runner p-1\n");
 
