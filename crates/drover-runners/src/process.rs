@@ -133,8 +133,9 @@ fn signal_group(pid: i32, signal: i32) {
     }
 }
 
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: i32) -> bool {
+/// Whether `pid` is a live process (a zombie counts as gone: it has ended and only waits to be
+/// reaped).
+pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(") ")

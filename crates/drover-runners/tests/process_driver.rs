@@ -57,10 +57,7 @@ async fn get(port: u16) -> Option<String> {
 }
 
 fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, r)| !r.starts_with('Z'))
-    })
+    pid.parse().is_ok_and(drover_runners::process::alive)
 }
 
 #[tokio::test]

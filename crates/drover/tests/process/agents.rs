@@ -118,17 +118,7 @@ async fn a_failing_command_is_retried_then_failed_with_its_stderr() {
     );
 }
 
-/// Whether `pid` is a live process (a zombie waiting to be reaped counts as gone).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        // SAFETY: signal 0 only checks that the process exists.
-        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
-    }
-}
+use drover_runners::process::alive;
 
 fn read_pid(file: &Path) -> Option<i32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
