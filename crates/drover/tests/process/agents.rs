@@ -7,6 +7,7 @@
 
 use crate::helpers::*;
 use drover_api::CreateJobRequest;
+use drover_runners::process::alive;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -117,8 +118,6 @@ async fn a_failing_command_is_retried_then_failed_with_its_stderr() {
             .starts_with("exited with code 4")
     );
 }
-
-use drover_runners::process::alive;
 
 fn read_pid(file: &Path) -> Option<i32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
