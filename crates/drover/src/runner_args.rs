@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DriverKind {
     /// No runners: the runner endpoints answer 503.
     None,
@@ -24,8 +25,11 @@ pub enum DriverKind {
     Process,
 }
 
-#[derive(Debug, Args, Default)]
+/// Also the `[runners]` table of the `--config` file, with the same names as keys
+/// (`runner-driver = "docker"`, `max-runners = 10`); flags and variables win over it.
+#[derive(Debug, Args, Default, serde::Deserialize)]
 #[command(next_help_heading = "Session runners")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct RunnerArgs {
     /// How runners are started: none, docker or process [default: none].
     #[arg(long, env = "DROVER_RUNNER_DRIVER", value_name = "DRIVER")]
@@ -159,6 +163,39 @@ pub struct RunnerSettings {
 }
 
 impl RunnerArgs {
+    /// These settings, with what they leave unset taken from `file`.
+    pub fn or_file(self, file: RunnerArgs) -> RunnerArgs {
+        RunnerArgs {
+            runner_driver: self.runner_driver.or(file.runner_driver),
+            runner_image: self.runner_image.or(file.runner_image),
+            runner_port: self.runner_port.or(file.runner_port),
+            runner_publish_ip: self.runner_publish_ip.or(file.runner_publish_ip),
+            runners_host: self.runners_host.or(file.runners_host),
+            runner_reuse: self.runner_reuse || file.runner_reuse,
+            runner_inactivity_timeout: self
+                .runner_inactivity_timeout
+                .or(file.runner_inactivity_timeout),
+            runner_cleanup_interval: self
+                .runner_cleanup_interval
+                .or(file.runner_cleanup_interval),
+            max_runners: self.max_runners.or(file.max_runners),
+            runner_session_label: self.runner_session_label.or(file.runner_session_label),
+            runner_memory: self.runner_memory.or(file.runner_memory),
+            runner_cpus: self.runner_cpus.or(file.runner_cpus),
+            runner_pids_limit: self.runner_pids_limit.or(file.runner_pids_limit),
+            runner_writable_root: self.runner_writable_root || file.runner_writable_root,
+            runner_keep_capabilities: self.runner_keep_capabilities
+                || file.runner_keep_capabilities,
+            runner_allow_new_privileges: self.runner_allow_new_privileges
+                || file.runner_allow_new_privileges,
+            docker_socket: self.docker_socket.or(file.docker_socket),
+            docker_timeout: self.docker_timeout.or(file.docker_timeout),
+            runner_command: self.runner_command.or(file.runner_command),
+            runner_listen: self.runner_listen.or(file.runner_listen),
+            runner_environment: self.runner_environment.or(file.runner_environment),
+        }
+    }
+
     /// The runner settings and the driver, if one is chosen.
     pub fn build(self) -> anyhow::Result<RunnerSettings> {
         let defaults = RunnersConfig::default();
@@ -292,6 +329,22 @@ impl RunnerArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_fills_what_flags_leave_out() {
+        let file: RunnerArgs = toml::from_str(
+            "runner-driver = \"process\"\nrunner-command = \"python3 r.py\"\nmax-runners = 7\n",
+        )
+        .unwrap();
+        let flags = RunnerArgs {
+            max_runners: Some(3),
+            ..Default::default()
+        };
+        let built = flags.or_file(file).build().unwrap();
+        assert_eq!(built.driver.unwrap().name(), "process");
+        assert_eq!(built.config.max_runners, Some(3), "the flag wins");
+        assert!(toml::from_str::<RunnerArgs>("runner-drvier = \"docker\"").is_err());
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

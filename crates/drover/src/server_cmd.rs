@@ -174,6 +174,9 @@ struct FileConfig {
     heartbeat_interval: Option<Span>,
     shutdown_grace: Option<Span>,
     log_format: Option<LogFormat>,
+    /// Session runner settings, by the same long option names.
+    #[serde(default)]
+    runners: crate::runner_args::RunnerArgs,
 }
 
 /// Settings after merging every source.
@@ -317,7 +320,7 @@ impl ServerArgs {
             ),
             runners: defaults.runners.clone(),
         };
-        let runners = self.runners.build()?;
+        let runners = self.runners.or_file(file.runners).build()?;
         let (runner_driver, runner_listen) = (runners.driver, runners.listen);
         let server = ServerConfig {
             runners: runners.config,
