@@ -118,6 +118,11 @@ pub struct RunnerArgs {
     #[arg(long, env = "DROVER_RUNNER_COMMAND", value_name = "COMMAND")]
     runner_command: Option<String>,
 
+    /// Where the process driver writes each runner's output (`<session>.log`); discarded when
+    /// not set.
+    #[arg(long, env = "DROVER_RUNNER_LOG_DIR", value_name = "DIR")]
+    runner_log_dir: Option<PathBuf>,
+
     /// Also serve the /api/runner/* routes (only those) on this address, e.g. 127.0.0.1:3001,
     /// the contract's own port.
     #[arg(long, env = "DROVER_RUNNER_LISTEN", value_name = "ADDR:PORT")]
@@ -191,6 +196,7 @@ impl RunnerArgs {
             docker_socket: self.docker_socket.or(file.docker_socket),
             docker_timeout: self.docker_timeout.or(file.docker_timeout),
             runner_command: self.runner_command.or(file.runner_command),
+            runner_log_dir: self.runner_log_dir.or(file.runner_log_dir),
             runner_listen: self.runner_listen.or(file.runner_listen),
             runner_environment: self.runner_environment.or(file.runner_environment),
         }
@@ -309,6 +315,11 @@ impl RunnerArgs {
                     bail!("--runner-command is empty");
                 }
                 let mut process = ProcessConfig::new(argv);
+                if let Some(dir) = self.runner_log_dir {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("--runner-log-dir: creating {}", dir.display()))?;
+                    process.log_dir = Some(dir);
+                }
                 if let Some(ip) = self.runner_publish_ip {
                     process.bind_ip = ip;
                 }

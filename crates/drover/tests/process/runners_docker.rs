@@ -482,6 +482,7 @@ async fn the_process_driver_serves_the_same_contract() {
     let command = format!("python3 '{}'", runner.display());
     let dir = tempfile::tempdir().unwrap();
     let runner_port = free_port();
+    let logs = dir.path().join("runner-logs");
     let listen = format!("127.0.0.1:{runner_port}");
     let server = ServerProcess::start(
         dir.path(),
@@ -492,6 +493,8 @@ async fn the_process_driver_serves_the_same_contract() {
             &command,
             "--runner-listen",
             &listen,
+            "--runner-log-dir",
+            logs.to_str().unwrap(),
         ]),
     )
     .await;
@@ -512,6 +515,11 @@ async fn the_process_driver_serves_the_same_contract() {
     assert_eq!(other.status().as_u16(), 404, "only the runner routes there");
     let text = fetch(body["endpoint"].as_str().unwrap()).await;
     assert_eq!(text, "runner p-1\n");
+    let log = std::fs::read_to_string(logs.join("p-1.log")).unwrap_or_default();
+    assert!(
+        log.starts_with("serving on port "),
+        "the runner's output: {log:?}"
+    );
 
     let mut list = drover_command(dir.path());
     list.args(["runners", "--server", &server.base_url()]);
