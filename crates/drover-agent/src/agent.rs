@@ -39,6 +39,8 @@ pub struct AgentConfig {
     /// Server base URLs, tried in order and failed over between.
     pub servers: Vec<String>,
     pub agent_key: Option<String>,
+    /// PEM certificates trusted for https servers besides the system's (a private CA).
+    pub ca_cert_pem: Option<Vec<u8>>,
     /// Tasks run at once.
     pub slots: usize,
     pub labels: Map<String, Value>,
@@ -74,6 +76,7 @@ impl AgentConfig {
         AgentConfig {
             servers,
             agent_key: None,
+            ca_cert_pem: None,
             slots: cores,
             labels: Map::new(),
             zone: None,
@@ -100,6 +103,8 @@ pub enum AgentError {
     Unauthorized(String),
     #[error("no server URL given; pass --server http://HOST:PORT")]
     NoServer,
+    #[error("cannot use the CA certificate: {0}")]
+    BadCaCert(String),
     #[error("cannot use the work directory {path}: {source}")]
     WorkDir {
         path: PathBuf,
@@ -157,17 +162,19 @@ pub async fn run(
         path: config.work_dir.clone(),
         source,
     })?;
-    let clients = config
-        .servers
-        .iter()
-        .map(|url| {
-            let client = Client::new(url.as_str()).with_timeout(config.request_timeout);
-            match &config.agent_key {
-                Some(k) => client.with_agent_key(k),
-                None => client,
-            }
-        })
-        .collect();
+    let mut clients = Vec::with_capacity(config.servers.len());
+    for url in &config.servers {
+        let mut client = Client::new(url.as_str()).with_timeout(config.request_timeout);
+        if let Some(pem) = &config.ca_cert_pem {
+            client = client
+                .with_root_certificate(pem)
+                .map_err(|e| AgentError::BadCaCert(e.to_string()))?;
+        }
+        if let Some(k) = &config.agent_key {
+            client = client.with_agent_key(k);
+        }
+        clients.push(client);
+    }
     let shared = Arc::new(Shared {
         link: Link::new(clients),
         spot: RwLock::new(String::new()),

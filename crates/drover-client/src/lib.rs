@@ -79,17 +79,57 @@ pub struct Client {
     base: String,
     agent_key: Option<String>,
     api_key: Option<String>,
+    /// What the HTTP client is built from, so each `with_*` can rebuild it with the others.
+    timeout: Option<std::time::Duration>,
+    roots: Vec<reqwest::Certificate>,
 }
 
+/// A certificate file could not be used as a trusted root.
+#[derive(Debug, thiserror::Error)]
+#[error("not a PEM certificate: {0}")]
+pub struct BadCertificate(String);
+
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the server at `base` (`http://127.0.0.1:8080`, or `https://...`: TLS with
+    /// the system's trusted roots, plus any given with [`Client::with_root_certificate`]).
     pub fn new(base: impl Into<String>) -> Self {
-        Client {
+        let mut client = Client {
             http: reqwest::Client::new(),
             base: base.into().trim_end_matches('/').to_string(),
             agent_key: None,
             api_key: None,
+            timeout: None,
+            roots: Vec::new(),
+        };
+        client.rebuild();
+        client
+    }
+
+    fn rebuild(&mut self) {
+        let mut builder = reqwest::Client::builder();
+        if let Some(t) = self.timeout {
+            builder = builder.timeout(t).connect_timeout(t);
         }
+        for root in &self.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        // Building fails only when the TLS backend cannot start (no crypto provider, unreadable
+        // system roots); the plain client is then kept, and https calls report the problem.
+        if let Ok(http) = builder.build() {
+            self.http = http;
+        }
+    }
+
+    /// Also trusts the certificate(s) in `pem` (e.g. a private CA's) for https servers.
+    pub fn with_root_certificate(mut self, pem: &[u8]) -> Result<Self, BadCertificate> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| BadCertificate(with_causes(&e)))?;
+        if certs.is_empty() {
+            return Err(BadCertificate("the file holds no certificate".into()));
+        }
+        self.roots.extend(certs);
+        self.rebuild();
+        Ok(self)
     }
 
     /// Sends the agent key on `/internal/v1` calls.
@@ -108,14 +148,8 @@ impl Client {
     /// Without it a request waits as long as the server does, which suits the CLI but not an
     /// agent that must notice a hung server and fail over.
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
-        // Building fails only if a TLS backend cannot start, and this client has none.
-        if let Ok(http) = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-        {
-            self.http = http;
-        }
+        self.timeout = Some(timeout);
+        self.rebuild();
         self
     }
 

@@ -49,6 +49,11 @@ pub struct AgentArgs {
     )]
     key: Option<String>,
 
+    /// PEM file of certificates to trust for https servers, besides the system's (e.g. a
+    /// private CA).
+    #[arg(long, env = "DROVER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
     /// Tasks run at once [default: the machine's cores].
     #[arg(long, env = "DROVER_AGENT_SLOTS", value_name = "N")]
     slots: Option<usize>,
@@ -133,11 +138,6 @@ impl AgentArgs {
             if !(s.starts_with("http://") || s.starts_with("https://")) {
                 bail!("--server: {s:?} is not a URL such as http://127.0.0.1:8080");
             }
-            if s.starts_with("https://") {
-                bail!(
-                    "--server: {s:?}: this build of drover speaks plain HTTP only; put a TLS-terminating proxy next to the agent or use http://"
-                );
-            }
         }
         if servers.is_empty() {
             bail!("--server: give at least one server URL");
@@ -147,6 +147,12 @@ impl AgentArgs {
             .unwrap_or_else(|| std::env::temp_dir().join("drover-agent"));
         let mut config = AgentConfig::new(servers, work_dir);
         config.agent_key = self.key.filter(|k| !k.is_empty());
+        if let Some(path) = &self.ca_cert {
+            config.ca_cert_pem = Some(
+                std::fs::read(path)
+                    .with_context(|| format!("--ca-cert: reading {}", path.display()))?,
+            );
+        }
         if let Some(slots) = self.slots {
             if slots == 0 {
                 bail!("--slots must be at least 1");

@@ -141,6 +141,11 @@ pub struct Connection {
         value_name = "KEY"
     )]
     api_key: Option<String>,
+
+    /// PEM file of certificates to trust for an https server, besides the system's (e.g. a
+    /// private CA).
+    #[arg(long, global = true, env = "DROVER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Connection {
@@ -151,17 +156,12 @@ impl Connection {
             "" => DEFAULT_SERVER,
             url => url,
         };
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            // The client is built without TLS, like the server, which README says to put
-            // behind a TLS proxy; an https URL would fail later with a less useful message.
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
             return Err(Failure::Usage(format!(
-                "--server {url}: this client speaks plain HTTP only; give an http:// URL"
-            )));
-        } else {
-            return Err(Failure::Usage(format!(
-                "--server {url:?} is not an http:// URL such as {DEFAULT_SERVER}"
+                "--server {url:?} is not an http:// or https:// URL such as {DEFAULT_SERVER}"
             )));
         };
         if rest.is_empty() || rest.starts_with('/') {
@@ -169,7 +169,15 @@ impl Connection {
                 "--server {url:?} names no host; give a URL such as {DEFAULT_SERVER}"
             )));
         }
-        let client = Client::new(url);
+        let mut client = Client::new(url);
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                Failure::Usage(format!("--ca-cert: cannot read {}: {e}", path.display()))
+            })?;
+            client = client
+                .with_root_certificate(&pem)
+                .map_err(|e| Failure::Usage(format!("--ca-cert {}: {e}", path.display())))?;
+        }
         Ok(match self.api_key.as_deref().filter(|k| !k.is_empty()) {
             Some(key) => client.with_api_key(key),
             None => client,

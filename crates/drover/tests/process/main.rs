@@ -13,4 +13,5 @@ mod reapers_in_process;
 mod runners_docker;
 mod shutdown;
 mod smoke_script;
+mod tls;
 mod troubleshooting_sql;
