@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub spot_reaper_interval: Duration,
     /// A spot with no heartbeat for this long is marked DOWN.
     pub spot_timeout: Duration,
+    /// A DOWN spot silent for this long is removed from the registry; `None` keeps it.
+    pub spot_retention: Option<Duration>,
     /// How often agents should heartbeat (told to them in the hello answer).
     pub heartbeat_interval: Duration,
     /// How long shutdown waits for in-flight requests before giving up on them.
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             task_lease_grace: Duration::from_secs(10),
             spot_reaper_interval: Duration::from_secs(5),
             spot_timeout: Duration::from_secs(10),
+            spot_retention: Some(Duration::from_secs(24 * 3600)),
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             runners: crate::runners::RunnersConfig::default(),

@@ -89,6 +89,7 @@ impl AppState {
             store: self.store.clone(),
             clock: self.clock.clone(),
             timeout: self.config.spot_timeout,
+            retention: self.config.spot_retention,
         }
     }
 }

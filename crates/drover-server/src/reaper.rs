@@ -102,6 +102,9 @@ pub struct SpotReaper {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub timeout: Duration,
+    /// DOWN spots silent for longer than this are removed from the registry; `None` keeps
+    /// them forever.
+    pub retention: Option<Duration>,
 }
 
 impl SpotReaper {
@@ -131,7 +134,30 @@ impl Worker for SpotReaper {
     }
 
     async fn run_once(&self) -> Result<(), StoreError> {
-        self.reap().await.map(drop)
+        self.reap().await?;
+        self.forget().await.map(drop)
+    }
+}
+
+impl SpotReaper {
+    /// Removes DOWN spots silent for longer than the retention; returns their ids.
+    pub async fn forget(&self) -> Result<Vec<String>, StoreError> {
+        let Some(retention) = self.retention else {
+            return Ok(Vec::new());
+        };
+        let forgotten = self
+            .store
+            .forget_down_nodes(before(self.clock.now(), retention))
+            .await?;
+        if !forgotten.is_empty() {
+            tracing::info!(
+                target: "SpotService",
+                "Forgot {} DOWN SPOTs silent for more than {}s",
+                forgotten.len(),
+                retention.as_secs()
+            );
+        }
+        Ok(forgotten)
     }
 }
 

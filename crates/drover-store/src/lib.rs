@@ -81,6 +81,11 @@ pub trait Store: Send + Sync + 'static {
     /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks.
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown>;
 
+    /// Removes DOWN nodes whose last heartbeat is before `cutoff` and that hold no task, so the
+    /// registry does not grow with every agent restart; returns their ids. A removed node's
+    /// history stays in the attempt records, and its late reports stay fenced off.
+    async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>>;
+
     /// This data directory's server identity, made on first use and kept.
     async fn instance_id(&self) -> Result<String>;
 

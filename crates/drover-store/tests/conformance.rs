@@ -664,6 +664,44 @@ pub async fn concurrent_claims_never_share_a_task(store: Arc<dyn Store>) {
     assert_counts_consistent(&*store).await;
 }
 
+pub async fn down_nodes_are_forgotten_after_the_retention(store: &dyn Store) {
+    let old = node(store, t0()).await;
+    let recent = node(store, t0()).await;
+    let alive = node(store, t0()).await;
+    store
+        .heartbeat(&recent, NodeStats::default(), t0() + secs(100))
+        .await
+        .unwrap();
+    store
+        .heartbeat(&alive, NodeStats::default(), t0() + secs(300))
+        .await
+        .unwrap();
+    store
+        .mark_silent_nodes_down(t0() + secs(200), t0() + secs(200))
+        .await
+        .unwrap();
+    // `old` and `recent` are DOWN now; only `old` has been silent since before the cutoff.
+    let forgotten = store.forget_down_nodes(t0() + secs(50)).await.unwrap();
+    assert_eq!(forgotten, vec![old.clone()]);
+    let ids: Vec<String> = store
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert!(!ids.contains(&old) && ids.contains(&recent) && ids.contains(&alive));
+    assert!(matches!(
+        store
+            .heartbeat(&old, NodeStats::default(), t0() + secs(400))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // An UP node is never forgotten, however old its heartbeat.
+    let forgotten = store.forget_down_nodes(t0() + secs(10_000)).await.unwrap();
+    assert_eq!(forgotten, vec![recent]);
+}
+
 fn runner(session: &str, singleton: bool) -> NewRunner {
     NewRunner {
         session_id: session.into(),
@@ -830,7 +868,8 @@ macro_rules! conformance {
                 a_batch_of_reports_is_decided_report_by_report,
                 runners_are_reserved_started_touched_and_removed,
                 runners_respect_the_limit_and_the_one_singleton,
-                the_instance_id_is_made_once_and_kept
+                the_instance_id_is_made_once_and_kept,
+                down_nodes_are_forgotten_after_the_retention
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -130,6 +130,11 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_SPOT_TIMEOUT", value_name = "DURATION")]
     spot_timeout: Option<Span>,
 
+    /// A DOWN spot silent for this long is removed from the spot list; 0 keeps spots forever
+    /// [default: 24h].
+    #[arg(long, env = "DROVER_SPOT_RETENTION", value_name = "DURATION")]
+    spot_retention: Option<Span>,
+
     /// Heartbeat period suggested to agents [default: 2s].
     #[arg(long, env = "DROVER_HEARTBEAT_INTERVAL", value_name = "DURATION")]
     heartbeat_interval: Option<Span>,
@@ -171,6 +176,7 @@ struct FileConfig {
     spot_reaper_interval: Option<Span>,
     task_lease_grace: Option<Span>,
     spot_timeout: Option<Span>,
+    spot_retention: Option<Span>,
     heartbeat_interval: Option<Span>,
     shutdown_grace: Option<Span>,
     log_format: Option<LogFormat>,
@@ -308,6 +314,11 @@ impl ServerArgs {
                 defaults.task_lease_grace,
             ),
             spot_timeout: span(self.spot_timeout, file.spot_timeout, defaults.spot_timeout),
+            spot_retention: match self.spot_retention.or(file.spot_retention) {
+                Some(Span(d)) if d.is_zero() => None,
+                Some(Span(d)) => Some(d),
+                None => defaults.spot_retention,
+            },
             heartbeat_interval: span(
                 self.heartbeat_interval,
                 file.heartbeat_interval,

@@ -161,6 +161,35 @@ async fn a_silent_spot_goes_down_and_frees_its_tasks() {
     app.finish().await;
 }
 
+/// A DOWN spot is forgotten after the retention (24 h by default); its agent, if it ever comes
+/// back, is told the spot is unknown and registers again.
+#[tokio::test]
+async fn down_spots_are_forgotten_after_the_retention() {
+    let app = spawn_app().await;
+    let gone = app.hello().await;
+    app.advance(Duration::from_secs(11));
+    app.state.spot_reaper().reap().await.unwrap();
+    assert!(app.state.spot_reaper().forget().await.unwrap().is_empty());
+    assert_eq!(app.client.spots().await.unwrap()[0].status, "DOWN");
+
+    app.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(
+        app.state.spot_reaper().forget().await.unwrap(),
+        [gone.clone()]
+    );
+    assert!(app.client.spots().await.unwrap().is_empty());
+    let beat = HeartbeatRequest {
+        spot_id: gone,
+        ..Default::default()
+    };
+    let err = app.client.heartbeat(&beat).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(404), Some("SPOT_NOT_FOUND"))
+    );
+    app.finish().await;
+}
+
 /// The reapers as background workers, on the wall clock with short intervals.
 #[tokio::test]
 async fn background_reapers_run_on_their_intervals() {

@@ -817,6 +817,25 @@ impl Store for SqliteStore {
         self.read(|conn| rows::audit(conn)).await
     }
 
+    async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
+        let cutoff = ts(&cutoff);
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "DELETE FROM nodes
+                 WHERE status = 'DOWN' AND last_heartbeat < ?1
+                   AND NOT EXISTS (SELECT 1 FROM tasks
+                                   WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+                 RETURNING id",
+            )
+            .map_err(map_err)?
+            .query_map([&cutoff], |r| r.get::<_, String>(0))
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn instance_id(&self) -> Result<String> {
         self.write(|tx| runners::instance_id(tx)).await
     }
