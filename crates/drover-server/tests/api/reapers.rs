@@ -175,7 +175,7 @@ async fn down_spots_are_forgotten_after_the_retention() {
     app.advance(Duration::from_secs(24 * 3600));
     assert_eq!(
         app.state.spot_reaper().forget().await.unwrap(),
-        [gone.clone()]
+        vec![gone.clone()]
     );
     assert!(app.client.spots().await.unwrap().is_empty());
     let beat = HeartbeatRequest {
