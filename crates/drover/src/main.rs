@@ -25,7 +25,9 @@ Examples:
   drover server                                  # 127.0.0.1:8080, state in ./data/drover.db
   drover server --port 9000 --agent-key \"$KEY\"   # agents must send X-Orhestra-Key: $KEY
   drover server --bind 0.0.0.0 --agent-key \"$AK\" --api-key \"$PK\"
-  RUST_LOG=debug drover server --log-format json # request logs as JSON lines";
+  RUST_LOG=debug drover server --log-format json # request logs as JSON lines
+  drover server --runner-driver docker --runner-image my-runner:latest   # a container per session
+  drover server --runner-driver process --runner-command \"python3 runner.py\"";
 
 #[derive(Subcommand)]
 enum Command {
