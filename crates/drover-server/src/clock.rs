@@ -8,6 +8,15 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
 
+/// `span` before `now`, saturating at the earliest time rather than panicking: the cutoff of
+/// every "silent for longer than" rule (leases, spots, runners).
+pub fn before(now: Timestamp, span: std::time::Duration) -> Timestamp {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
 /// The wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

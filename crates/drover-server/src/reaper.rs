@@ -6,8 +6,8 @@
 //! the next tick: a reaper must never take the server down. The lifecycle rule they apply (back to
 //! NEW while attempts remain, else FAILED) lives in the core; the store carries it out.
 
-use crate::clock::Clock;
-use drover_core::{TaskStatus, Timestamp};
+use crate::clock::{Clock, before};
+use drover_core::TaskStatus;
 use drover_store::{NodesDown, Released, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,14 +57,6 @@ fn log_released(released: &[Released]) {
             ),
         }
     }
-}
-
-/// `span` before `now`, saturating at the earliest time rather than panicking.
-fn before(now: Timestamp, span: Duration) -> Timestamp {
-    chrono::Duration::from_std(span)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 /// Takes back RUNNING tasks whose lease (the task timeout) ran out more than `grace` ago.

@@ -343,11 +343,7 @@ impl RunnerService {
         if self.driver.is_none() {
             return Ok(Vec::new());
         }
-        let now = self.clock.now();
-        let cutoff = chrono::Duration::from_std(self.config.inactivity_timeout)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let cutoff = crate::clock::before(self.clock.now(), self.config.inactivity_timeout);
         let mut reaped = Vec::new();
         for runner in self.store.inactive_runners(cutoff).await? {
             if runner.status == RunnerStatus::Starting {
