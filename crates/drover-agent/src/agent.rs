@@ -15,7 +15,7 @@
 use crate::exec::{self, Run};
 use crate::link::{Backoff, Link, is_transient};
 use crate::output::{self, Report};
-use crate::stats::{Machine, local_address_towards};
+use crate::stats::{Facts, Figures, Machine, local_address_towards};
 use drover_api as api;
 use drover_client::{Client, ClientError};
 use drover_core::run::{Compiled, RunSpec, TaskContext};
@@ -147,6 +147,8 @@ struct Shared {
     lost: AtomicU64,
     /// Cancelled when running tasks must end now (grace over, or a second signal).
     hard: CancellationToken,
+    /// The machine's static facts, read once.
+    facts: Facts,
 }
 
 /// Runs the agent until `stop` (then drains) or `abort` (then ends running tasks at once).
@@ -175,7 +177,9 @@ pub async fn run(
         }
         clients.push(client);
     }
+    let mut machine = Machine::new();
     let shared = Arc::new(Shared {
+        facts: machine.facts(),
         link: Link::new(clients),
         spot: RwLock::new(String::new()),
         registering: tokio::sync::Mutex::new(()),
@@ -198,9 +202,8 @@ pub async fn run(
         });
     }
 
-    let mut machine = Machine::new();
     let suggested = tokio::select! {
-        r = shared.register(&machine, "") => r?,
+        r = shared.register("") => r?,
         _ = stop.cancelled() => return Ok(shared.summary()),
     };
     let interval = shared
@@ -222,7 +225,7 @@ pub async fn run(
     if running > 0 && !shared.hard.is_cancelled() {
         tracing::info!(
             "stopping: no new tasks; waiting up to {} for {running} running task(s) (signal again to stop them now)",
-            humanize(shared.config.drain_grace)
+            crate::output::humanize(shared.config.drain_grace)
         );
     }
     tracker.close();
@@ -247,10 +250,6 @@ pub async fn run(
         "agent stopped"
     );
     Ok(summary)
-}
-
-fn humanize(d: Duration) -> String {
-    format!("{:.0}s", d.as_secs_f64())
 }
 
 fn fail_now(spot: &str, attempt: u32, error: String, retriable: bool) -> Report {
@@ -317,16 +316,12 @@ impl Shared {
 
     /// Says hello until a server answers, unless another caller already replaced `stale`.
     /// Returns the server's suggested heartbeat period.
-    async fn register(
-        &self,
-        machine: &Machine,
-        stale: &str,
-    ) -> Result<Option<Duration>, AgentError> {
+    async fn register(&self, stale: &str) -> Result<Option<Duration>, AgentError> {
         let _one_at_a_time = self.registering.lock().await;
         if self.spot() != stale {
             return Ok(None);
         }
-        let facts = machine.facts();
+        let facts = self.facts.clone();
         let address = self.config.address.clone().unwrap_or_else(|| {
             self.link
                 .urls()
@@ -394,28 +389,12 @@ impl Shared {
                 _ = ticks.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let figures = machine.figures();
             let spot = self.spot();
-            let beat = api::HeartbeatRequest {
-                spot_id: spot.clone(),
-                ip_address: None,
-                cpu_load: figures.map(|f| f.cpu_load),
-                running_tasks: Some(self.running.load(Ordering::Relaxed)),
-                total_cores: Some(machine.facts().cores),
-                free_memory_bytes: figures.map(|f| f.free_memory_bytes),
-            };
-            match self
-                .link
-                .call(|c| {
-                    let beat = beat.clone();
-                    async move { c.heartbeat(&beat).await }
-                })
-                .await
-            {
-                Ok(_) => self.reachable(),
+            match self.beat(&spot, machine.figures()).await {
+                Ok(()) => self.reachable(),
                 Err(e) if e.code() == Some("SPOT_NOT_FOUND") => {
                     tracing::warn!(%spot, "the server no longer knows this spot; registering again");
-                    if let Err(e) = self.register(machine, &spot).await {
+                    if let Err(e) = self.register(&spot).await {
                         tracing::error!("{e}");
                     }
                 }
@@ -428,6 +407,24 @@ impl Shared {
         }
     }
 
+    /// One heartbeat for `spot`, with the live figures when there are some.
+    async fn beat(&self, spot: &str, figures: Option<Figures>) -> Result<(), ClientError> {
+        let beat = api::HeartbeatRequest {
+            spot_id: spot.to_string(),
+            ip_address: None,
+            cpu_load: figures.map(|f| f.cpu_load),
+            running_tasks: Some(self.running.load(Ordering::Relaxed)),
+            total_cores: Some(self.facts.cores),
+            free_memory_bytes: figures.map(|f| f.free_memory_bytes),
+        };
+        self.link
+            .call(|c| {
+                let beat = beat.clone();
+                async move { c.heartbeat(&beat).await.map(drop) }
+            })
+            .await
+    }
+
     /// Claims while there are free slots, until `stop`. Each claimed task runs on the tracker.
     async fn claim_loop(
         self: &Arc<Self>,
@@ -436,7 +433,6 @@ impl Shared {
     ) -> Result<(), AgentError> {
         let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
         let mut backoff = self.backoff();
-        let machine = Machine::new();
         loop {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p {
@@ -476,22 +472,12 @@ impl Shared {
                 }
                 Err(e) if e.code() == Some("SPOT_NOT_FOUND") => {
                     tracing::warn!(%spot, "the server no longer knows this spot; registering again");
-                    self.register(&machine, &spot).await?;
+                    self.register(&spot).await?;
                     None
                 }
                 Err(e) if e.code() == Some("SPOT_DOWN") => {
                     // Marked DOWN while away; a heartbeat brings the spot back UP.
-                    let beat = api::HeartbeatRequest {
-                        spot_id: spot.clone(),
-                        ..Default::default()
-                    };
-                    let _ = self
-                        .link
-                        .call(|c| {
-                            let beat = beat.clone();
-                            async move { c.heartbeat(&beat).await }
-                        })
-                        .await;
+                    let _ = self.beat(&spot, None).await;
                     Some(backoff.next_delay())
                 }
                 Err(e) => {
@@ -726,22 +712,13 @@ fn job_run(job: api::Job) -> JobRun {
 
 /// Host and port of a server URL, for finding the local address that reaches it.
 fn host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split('/').next()?;
-    let authority = authority
-        .rsplit_once('@')
-        .map(|(_, a)| a)
-        .unwrap_or(authority);
-    let default_port = if url.starts_with("https://") { 443 } else { 80 };
-    if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-        return Some((host.to_string(), port.unwrap_or(default_port)));
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
-        None => Some((authority.to_string(), default_port)),
-    }
+    let url = url::Url::parse(url).ok()?;
+    let host = match url.host()? {
+        url::Host::Domain(d) => d.to_string(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    Some((host, url.port_or_known_default()?))
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
     };
     // Whatever the first process left running in its group goes too: it would hold the output
     // pipes open and outlive the task's lease.
-    kill_group(&child, libc_signal::KILL);
+    kill_group(&child, libc::SIGKILL);
     let elapsed = started.elapsed();
 
     let (stdout, result) = match stdout {
@@ -190,16 +190,11 @@ fn die_with_the_agent(cmd: &mut Command) {
 
 /// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.
 async fn terminate(child: &mut Child, grace: Duration) {
-    kill_group(child, libc_signal::TERM);
+    kill_group(child, libc::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        kill_group(child, libc_signal::KILL);
+        kill_group(child, libc::SIGKILL);
         let _ = child.wait().await;
     }
-}
-
-mod libc_signal {
-    pub const TERM: i32 = libc::SIGTERM;
-    pub const KILL: i32 = libc::SIGKILL;
 }
 
 /// Signals the child's process group (its id, since it was started as a group leader).

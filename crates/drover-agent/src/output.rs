@@ -177,7 +177,8 @@ fn why(ending: &Ending) -> String {
     }
 }
 
-fn humanize(d: Duration) -> String {
+/// A duration as people read it in messages: `2s`, `1.5s`.
+pub(crate) fn humanize(d: Duration) -> String {
     let secs = d.as_secs_f64();
     if secs.fract() == 0.0 {
         format!("{}s", d.as_secs())
