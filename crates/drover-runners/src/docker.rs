@@ -231,26 +231,37 @@ impl DockerDriver {
     /// and a container left by an engine that went away still carries its labels, so `list`
     /// finds it later.
     async fn discard(&self, client: &Docker, id: &str) {
+        if let Err(e) = self
+            .force_remove(client, id, "removing a container that failed to start")
+            .await
+        {
+            tracing::warn!(
+                container = id,
+                error = %e,
+                "a container that failed to start could not be removed"
+            );
+        }
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes (which would otherwise
+    /// outlive it). One that is gone, or already being removed, counts as removed.
+    async fn force_remove(&self, client: &Docker, id: &str, what: &str) -> Result<(), DriverError> {
         let options = RemoveContainerOptions {
             force: true,
             v: true,
             ..Default::default()
         };
         match self
-            .call(
-                "removing a container that failed to start",
-                client.remove_container(id, Some(options)),
-            )
+            .call(what, client.remove_container(id, Some(options)))
             .await
         {
-            Ok(()) | Err(CallError::Status { code: 404, .. }) => {}
-            Err(e) => {
-                tracing::warn!(
-                    container = id,
-                    error = %e.into_driver_error("removing a container that failed to start"),
-                    "a container that failed to start could not be removed"
-                );
+            Ok(()) | Err(CallError::Status { code: 404, .. }) => Ok(()),
+            Err(CallError::Status { code: 409, message })
+                if message.contains("already in progress") =>
+            {
+                Ok(())
             }
+            Err(e) => Err(e.into_driver_error(what)),
         }
     }
 
@@ -426,28 +437,8 @@ impl Driver for DockerDriver {
             Err(CallError::Driver(e)) => return Err(e),
         }
 
-        let options = RemoveContainerOptions {
-            force: true,
-            // Anonymous volumes the image declares would otherwise outlive the container.
-            v: true,
-            ..Default::default()
-        };
-        match self
-            .call(
-                "removing the container",
-                client.remove_container(instance, Some(options)),
-            )
+        self.force_remove(&client, instance, "removing the container")
             .await
-        {
-            Ok(()) | Err(CallError::Status { code: 404, .. }) => Ok(()),
-            // Another call is removing it already: it will be gone, which is what was asked.
-            Err(CallError::Status { code: 409, message })
-                if message.contains("already in progress") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into_driver_error("removing the container")),
-        }
     }
 
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Found>, DriverError> {

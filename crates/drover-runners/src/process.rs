@@ -133,15 +133,26 @@ fn signal_group(pid: i32, signal: i32) {
     }
 }
 
+/// A process's state letter and process group, from `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let (_, rest) = text.rsplit_once(") ")?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let _parent = fields.next()?;
+    let group = fields.next()?.parse().ok()?;
+    Some((state, group))
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone: it has ended and only waits to be
 /// reaped).
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+    if std::path::Path::new("/proc/self/stat").exists() {
+        stat(pid).is_some_and(|(state, _)| state != 'Z')
+    } else {
         // SAFETY: signal 0 only checks that the process exists.
-        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
+        unsafe { libc::kill(pid, 0) == 0 }
     }
 }
 
@@ -149,12 +160,7 @@ pub fn alive(pid: i32) -> bool {
 /// Children of a runner inherit its environment but not its group leadership, so they are not
 /// mistaken for runners.
 fn labels_of(pid: i32) -> Option<(BTreeMap<String, String>, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let mut fields = rest.split(' ');
-    let state = fields.next()?;
-    let _parent = fields.next()?;
-    let group: i32 = fields.next()?.parse().ok()?;
+    let (state, group) = stat(pid)?;
     if group != pid {
         return None;
     }
@@ -164,7 +170,7 @@ fn labels_of(pid: i32) -> Option<(BTreeMap<String, String>, bool)> {
         .split(|&b| b == 0)
         .find_map(|var| var.strip_prefix(prefix.as_bytes()))?;
     let labels = parse_labels(&String::from_utf8_lossy(json))?;
-    Some((labels, state != "Z"))
+    Some((labels, state != 'Z'))
 }
 
 fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
