@@ -1,12 +1,11 @@
 //! `drover agent`: flags and environment into a `drover_agent::AgentConfig`, logging, and the
 //! two-stage stop on signals. Everything the agent does lives in the `drover-agent` crate.
 
-use crate::server_cmd::{LogFormat, Span, init_logging, wait_for_signal};
+use crate::server_cmd::{LogFormat, Span, init_logging, until_second_signal};
 use anyhow::{Context, bail};
 use clap::Args;
 use drover_agent::AgentConfig;
 use serde_json::{Map, Value};
-use std::io::Write;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -194,13 +193,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         {
             let (stop, abort) = (stop.clone(), abort.clone());
             tokio::spawn(async move {
-                wait_for_signal().await;
-                stop.cancel();
-                wait_for_signal().await;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "second signal: stopping running tasks and exiting"
-                );
+                // The agent logs its own drain message when it sees `stop`.
+                until_second_signal(
+                    stop,
+                    None,
+                    "second signal: stopping running tasks and exiting",
+                )
+                .await;
                 abort.cancel();
             });
         }

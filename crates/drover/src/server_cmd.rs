@@ -399,22 +399,38 @@ pub(crate) fn init_logging(format: LogFormat) {
     }
 }
 
+/// The two-stage stop of every long-running command: cancels `stop` on the first SIGTERM or
+/// Ctrl-C (then logs `on_first`), and returns on the second, once `on_second` is printed; the
+/// caller then stops without waiting.
+pub(crate) async fn until_second_signal(
+    stop: CancellationToken,
+    on_first: Option<&str>,
+    on_second: &str,
+) {
+    wait_for_signal().await;
+    // Act first, log second: a failing log write must not keep the process up.
+    stop.cancel();
+    if let Some(message) = on_first {
+        tracing::info!("{message}");
+    }
+    wait_for_signal().await;
+    let _ = writeln!(std::io::stderr(), "{on_second}");
+}
+
 /// Cancels `token` on the first SIGTERM or Ctrl-C; a second one exits at once.
 fn watch_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        wait_for_signal().await;
-        // Act first, log second: a failing log write must not keep the server up.
-        token.cancel();
-        tracing::info!(
-            "shutting down: no new requests; finishing those in flight (signal again to exit now)"
-        );
-        wait_for_signal().await;
-        let _ = writeln!(std::io::stderr(), "second signal: exiting without waiting");
+        until_second_signal(
+            token,
+            Some("shutting down: no new requests; finishing those in flight (signal again to exit now)"),
+            "second signal: exiting without waiting",
+        )
+        .await;
         std::process::exit(130);
     });
 }
 
-pub(crate) async fn wait_for_signal() {
+async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
