@@ -106,16 +106,19 @@ fn instance_id(server: &ServerProcess) -> String {
     .expect("the server made its instance id")
 }
 
+/// Server flags for the Docker driver with the test image.
+const DOCKER_ARGS: [&str; 6] = [
+    "--runner-driver",
+    "docker",
+    "--runner-image",
+    IMAGE,
+    "--runner-port",
+    "3000",
+];
+
 /// A server with the Docker driver and the test image, plus a guard for its containers.
 async fn docker_server(dir: &Path, extra: &[&str]) -> (ServerProcess, Cleanup) {
-    let mut args = vec![
-        "--runner-driver",
-        "docker",
-        "--runner-image",
-        IMAGE,
-        "--runner-port",
-        "3000",
-    ];
+    let mut args = DOCKER_ARGS.to_vec();
     args.extend_from_slice(extra);
     let server = ServerProcess::start(dir, Launch::new().args(args)).await;
     server.wait_for_log("runners reconciled").await;
@@ -433,15 +436,7 @@ async fn a_restarted_server_adopts_its_runners_and_removes_its_orphans() {
         .unwrap();
     drop(db);
 
-    let args = [
-        "--runner-driver",
-        "docker",
-        "--runner-image",
-        IMAGE,
-        "--runner-port",
-        "3000",
-    ];
-    let server = ServerProcess::start_on(dir.path(), Launch::new().args(args), port).await;
+    let server = ServerProcess::start_on(dir.path(), Launch::new().args(DOCKER_ARGS), port).await;
     server.wait_for_log("runners reconciled").await;
     assert_eq!(
         instance_id(&server),
