@@ -6,13 +6,21 @@
 //! sweep becomes tasks. It must not do IO, spawn, or know about SQL or HTTP: stores and
 //! surfaces ask it for decisions and carry them out.
 
+pub mod event;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;
+pub mod node;
+pub mod rules;
 pub mod run;
+pub mod runner;
 pub mod sweep;
 pub mod time;
 
+#[cfg(test)]
+mod test_support;
+
+pub use event::Event;
 pub use lifecycle::{AttemptOutcome, AttemptRecord, Decision, ReportKind, ReportOutcome};
 pub use model::*;
 pub use time::Timestamp;

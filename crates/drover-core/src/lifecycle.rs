@@ -7,11 +7,16 @@
 //! lease expiry or node DOWN: a retriable failure; cancel: NEW/RUNNING --> CANCELLED
 //! ```
 //!
-//! A store reads the task and the reporter's own attempt record inside its transaction, asks
-//! [`decide_report`] what to do, and writes exactly that. Because every store goes through the
-//! same function, fencing and idempotency cannot drift between backends or surfaces.
+//! A store reads the facts inside its transaction (the task and the reporter's own attempt
+//! record, the claiming node's status, the job's cancel flag), asks this module what to do
+//! ([`decide_report`], [`claim_access`], [`claim_grant`], [`decide_cancel`],
+//! [`status_after_release`], [`after_move`]), and writes exactly that. Because every store goes
+//! through the same functions, fencing, retries and idempotency cannot drift between backends
+//! or surfaces. Nothing here reads the clock or touches storage: `now` is passed in.
 
-use crate::model::{TaskResult, TaskStatus};
+use crate::model::{JobStatus, NodeStatus, TaskResult, TaskStatus};
+use crate::time::Timestamp;
+use std::time::Duration;
 
 /// What a node reports about a task it ran.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +143,92 @@ pub fn status_after_release(attempts_made: u32, max_attempts: u32) -> TaskStatus
         TaskStatus::New
     } else {
         TaskStatus::Failed
+    }
+}
+
+/// Whether a node may claim, by its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimAccess {
+    /// An UP node gets work.
+    Claim,
+    /// A DRAINING node finishes what it has and gets nothing new (an empty list, not an error).
+    Nothing,
+    /// A DOWN node must heartbeat (or register again) first: refused.
+    NodeDown,
+}
+
+/// Who may claim: UP claims, DRAINING gets nothing, DOWN is refused.
+pub fn claim_access(node: NodeStatus) -> ClaimAccess {
+    match node {
+        NodeStatus::Up => ClaimAccess::Claim,
+        NodeStatus::Draining => ClaimAccess::Nothing,
+        NodeStatus::Down => ClaimAccess::NodeDown,
+    }
+}
+
+/// What a claim of one NEW task starts: its attempt number and when its lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimGrant {
+    pub attempt: u32,
+    pub lease_expires_at: Timestamp,
+}
+
+/// The attempt a claim starts (one more than those made so far) and its lease, `timeout` from
+/// `now`. The lease saturates at the latest representable instant rather than failing: a
+/// timeout no caller should have let through must not make a claim panic.
+pub fn claim_grant(attempts_made: u32, timeout: Duration, now: Timestamp) -> ClaimGrant {
+    let lease_expires_at = chrono::Duration::from_std(timeout)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    ClaimGrant {
+        attempt: attempts_made.saturating_add(1),
+        lease_expires_at,
+    }
+}
+
+/// What a cancel request does to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelDecision {
+    /// Already cancelled: answer the job as it is, change nothing.
+    Unchanged,
+    /// The job finished before the request: refuse, change nothing.
+    Finished(JobStatus),
+    /// Cancel the job: its NEW and RUNNING tasks become CANCELLED.
+    Cancel,
+}
+
+/// Cancelling is idempotent, and a finished job cannot be cancelled.
+pub fn decide_cancel(cancelled: bool, status: JobStatus) -> CancelDecision {
+    if cancelled {
+        CancelDecision::Unchanged
+    } else if status.is_finished() {
+        CancelDecision::Finished(status)
+    } else {
+        CancelDecision::Cancel
+    }
+}
+
+/// What a task's holder, start and finish become when it moves to a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterMove {
+    /// Keep `assigned_to` (the history of who ran it); `false` clears it.
+    pub keep_holder: bool,
+    /// Keep `started_at`; `false` clears it.
+    pub keep_started_at: bool,
+    /// The new `finished_at`: `now` for a terminal status, none otherwise.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The "back to NEW" rule: a task that goes back to NEW is nobody's and has neither started nor
+/// finished, so the next claim starts it afresh; a task that ends keeps who ran it and when it
+/// started, and finishes `now`.
+pub fn after_move(to: TaskStatus, now: Timestamp) -> AfterMove {
+    let back_to_new = to == TaskStatus::New;
+    AfterMove {
+        keep_holder: !back_to_new,
+        keep_started_at: !back_to_new,
+        finished_at: to.is_terminal().then_some(now),
     }
 }
 
@@ -350,5 +441,100 @@ mod tests {
         assert_eq!(status_after_release(1, 3), TaskStatus::New);
         assert_eq!(status_after_release(3, 3), TaskStatus::Failed);
         assert_eq!(status_after_release(1, 1), TaskStatus::Failed);
+    }
+
+    mod properties {
+        use super::super::*;
+        use crate::test_support::{any_instant, any_job_status, any_node_status, any_task_status};
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn only_an_up_node_gets_work(status in any_node_status()) {
+                let access = claim_access(status);
+                prop_assert_eq!(access == ClaimAccess::Claim, status == NodeStatus::Up);
+                prop_assert_eq!(access == ClaimAccess::NodeDown, status == NodeStatus::Down);
+            }
+
+            #[test]
+            fn a_claim_starts_the_next_attempt_with_a_lease_not_before_now(
+                made in 0u32..u32::MAX,
+                timeout_ms in any::<u64>(),
+                now in any_instant(),
+            ) {
+                let grant = claim_grant(made, Duration::from_millis(timeout_ms), now);
+                prop_assert_eq!(grant.attempt, made + 1);
+                prop_assert!(grant.lease_expires_at >= now);
+                if let Some(end) = chrono::Duration::from_std(Duration::from_millis(timeout_ms))
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                {
+                    prop_assert_eq!(grant.lease_expires_at, end);
+                }
+            }
+
+            #[test]
+            fn cancel_never_changes_a_finished_or_cancelled_job(
+                cancelled in any::<bool>(),
+                status in any_job_status(),
+            ) {
+                let decision = decide_cancel(cancelled, status);
+                if cancelled {
+                    prop_assert_eq!(decision, CancelDecision::Unchanged);
+                } else if status.is_finished() {
+                    prop_assert_eq!(decision, CancelDecision::Finished(status));
+                } else {
+                    prop_assert_eq!(decision, CancelDecision::Cancel);
+                }
+            }
+
+            #[test]
+            fn release_obeys_the_retry_rule(made in any::<u32>(), max in any::<u32>()) {
+                let to = status_after_release(made, max);
+                prop_assert_eq!(to == TaskStatus::New, made < max);
+                prop_assert!(matches!(to, TaskStatus::New | TaskStatus::Failed));
+                prop_assert_eq!(to == TaskStatus::New, retry_allowed(made, max, true));
+            }
+
+            #[test]
+            fn back_to_new_clears_the_holder_iff_new(to in any_task_status(), now in any_instant()) {
+                let after = after_move(to, now);
+                prop_assert_eq!(after.keep_holder, to != TaskStatus::New);
+                prop_assert_eq!(after.keep_started_at, to != TaskStatus::New);
+                prop_assert_eq!(after.finished_at.is_some(), to.is_terminal());
+                prop_assert!(after.finished_at.is_none_or(|t| t == now));
+            }
+
+            #[test]
+            fn a_report_never_moves_a_task_it_does_not_hold_and_retries_by_the_rule(
+                status in any_task_status(),
+                attempt in 0u32..10,
+                max in 1u32..10,
+                holder in prop::option::of(0u8..3),
+                reporter in 0u8..3,
+                retriable in any::<bool>(),
+            ) {
+                let holder = holder.map(|h| h.to_string());
+                let reporter = reporter.to_string();
+                let task = TaskView {
+                    status,
+                    attempt,
+                    max_attempts: max,
+                    assigned_to: holder.as_deref(),
+                };
+                let kind = ReportKind::Fail { error: "e".into(), retriable };
+                match decide_report(&task, &reporter, None, &kind, None) {
+                    Decision::Apply { to, .. } => {
+                        prop_assert_eq!(status, TaskStatus::Running);
+                        prop_assert_eq!(holder.as_deref(), Some(reporter.as_str()));
+                        prop_assert_eq!(
+                            to == TaskStatus::New,
+                            retry_allowed(attempt, max, retriable)
+                        );
+                    }
+                    Decision::Reply(_) => {}
+                }
+            }
+        }
     }
 }

@@ -8,13 +8,16 @@
 //! an oversize request is refused cheaply; [`Sweep::payload`] builds the payload of one task by
 //! its index, so a store can stream a million tasks into its transaction without holding them.
 
+use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
 /// Default cap on the number of tasks one job may expand to.
 pub const DEFAULT_MAX_TASKS_PER_JOB: u64 = 1_000_000;
 
-/// The values one swept parameter takes.
-#[derive(Debug, Clone, PartialEq)]
+/// The values one swept parameter takes. Serialised as the request gives them: a list, or
+/// `{min, max, step}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Values {
     List(Vec<Value>),
     /// Inclusive range: `min, min+step, ...` up to and including `max` when a step lands on it.
@@ -26,15 +29,15 @@ pub enum Values {
 }
 
 /// One swept parameter. `field` is how the request named it, for error messages.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Dimension {
     pub name: String,
     pub field: String,
     pub values: Values,
 }
 
-/// What a job request asks to expand.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What a job request asks to expand. Its JSON form is what a job keeps as its spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SweepSpec {
     /// Fields copied into every task's payload (`jarPath`, `mainClass`, ...).
     pub shared: Map<String, Value>,
@@ -70,6 +73,16 @@ pub struct Sweep {
     dims: Vec<(String, Vec<Value>)>,
     tasks: Option<Vec<Map<String, Value>>>,
     total: u64,
+    /// The dimensions as given, kept for [`Sweep::spec_json`].
+    given: Vec<Dimension>,
+}
+
+/// A borrowed [`SweepSpec`], so a sweep serialises its spec without copying its task list.
+#[derive(Serialize)]
+struct SpecRef<'a> {
+    shared: &'a Map<String, Value>,
+    dimensions: &'a [Dimension],
+    tasks: Option<&'a [Map<String, Value>]>,
 }
 
 impl Sweep {
@@ -96,6 +109,7 @@ impl Sweep {
                 dims: Vec::new(),
                 total: tasks.len() as u64,
                 tasks: Some(tasks),
+                given: Vec::new(),
             });
         }
 
@@ -122,14 +136,15 @@ impl Sweep {
         }
         let dims = spec
             .dimensions
-            .into_iter()
-            .map(|d| (d.name.clone(), materialise(&d)))
+            .iter()
+            .map(|d| (d.name.clone(), materialise(d)))
             .collect();
         Ok(Sweep {
             shared: spec.shared,
             dims,
             tasks: None,
             total: total as u64,
+            given: spec.dimensions,
         })
     }
 
@@ -140,6 +155,16 @@ impl Sweep {
 
     pub fn is_empty(&self) -> bool {
         self.total == 0
+    }
+
+    /// The normalised spec this sweep was made from, as the JSON a job keeps: the shared
+    /// fields, the dimensions as given, and the explicit task list if there was one.
+    pub fn spec_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&SpecRef {
+            shared: &self.shared,
+            dimensions: &self.given,
+            tasks: self.tasks.as_deref(),
+        })
     }
 
     /// Names of the swept parameters, slowest-varying first.
@@ -287,6 +312,34 @@ mod tests {
             field: name.into(),
             values: Values::List(values),
         }
+    }
+
+    #[test]
+    fn a_sweep_keeps_its_spec_as_given() {
+        let mut shared = Map::new();
+        shared.insert("jarPath".into(), json!("a.jar"));
+        let spec = SweepSpec {
+            shared,
+            dimensions: vec![
+                range("x", json!(1), json!(3), json!(1)),
+                list("algorithm", vec![json!("GA")]),
+            ],
+            tasks: None,
+        };
+        let sweep = Sweep::new(spec.clone(), 100).unwrap();
+        let kept: Value = serde_json::from_str(&sweep.spec_json().unwrap()).unwrap();
+        assert_eq!(kept, serde_json::to_value(&spec).unwrap());
+        assert_eq!(
+            kept,
+            json!({
+                "shared": {"jarPath": "a.jar"},
+                "dimensions": [
+                    {"name": "x", "field": "x", "values": {"min": 1, "max": 3, "step": 1}},
+                    {"name": "algorithm", "field": "algorithm", "values": ["GA"]}
+                ],
+                "tasks": null
+            })
+        );
     }
 
     #[test]

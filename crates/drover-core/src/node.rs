@@ -1,0 +1,93 @@
+//! The node registry's decisions: what a heartbeat does to a node's status, when a node counts
+//! as silent, and which DOWN nodes may be forgotten.
+//!
+//! This module owns those rules; a store reads each node's status, last heartbeat and whether
+//! it holds a RUNNING task, asks here, and writes what it is told. Nothing here reads the clock:
+//! the cutoffs are computed by the caller from its own `now`.
+
+use crate::model::NodeStatus;
+use crate::time::Timestamp;
+
+/// A node's status after a heartbeat: a DOWN node that speaks again is UP; UP and DRAINING
+/// stay as they are (draining is the node's own choice, not the registry's).
+pub fn status_after_heartbeat(status: NodeStatus) -> NodeStatus {
+    match status {
+        NodeStatus::Down => NodeStatus::Up,
+        other => other,
+    }
+}
+
+/// Whether a node has been silent since `cutoff`: its last heartbeat is before it.
+pub fn is_silent(last_heartbeat: Timestamp, cutoff: Timestamp) -> bool {
+    last_heartbeat < cutoff
+}
+
+/// Whether the silence reaper marks a node DOWN: it is not DOWN yet and silent since `cutoff`.
+pub fn goes_down(status: NodeStatus, last_heartbeat: Timestamp, cutoff: Timestamp) -> bool {
+    status != NodeStatus::Down && is_silent(last_heartbeat, cutoff)
+}
+
+/// The facts retention looks at for one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionView {
+    pub status: NodeStatus,
+    pub last_heartbeat: Timestamp,
+    /// Whether a RUNNING task is assigned to the node.
+    pub holds_running_task: bool,
+}
+
+/// Whether a node may be forgotten: DOWN, silent since `cutoff`, and holding no RUNNING task (a
+/// task's holder must stay known until the task is taken back). A forgotten node's history
+/// stays in the attempt records, so its late reports stay fenced off.
+pub fn may_forget(node: &RetentionView, cutoff: Timestamp) -> bool {
+    node.status == NodeStatus::Down
+        && is_silent(node.last_heartbeat, cutoff)
+        && !node.holds_running_task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{any_instant, any_node_status};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_heartbeat_never_leaves_a_node_down(status in any_node_status()) {
+            let after = status_after_heartbeat(status);
+            prop_assert_ne!(after, NodeStatus::Down);
+            if status != NodeStatus::Down {
+                prop_assert_eq!(after, status);
+            }
+        }
+
+        #[test]
+        fn only_a_silent_live_node_goes_down(
+            status in any_node_status(),
+            last in any_instant(),
+            cutoff in any_instant(),
+        ) {
+            prop_assert_eq!(goes_down(status, last, cutoff), status != NodeStatus::Down && last < cutoff);
+            // A heartbeat at the cutoff or later keeps a node up.
+            prop_assert!(!goes_down(status, cutoff, cutoff));
+        }
+
+        #[test]
+        fn forget_never_removes_a_live_node_or_one_holding_a_task(
+            status in any_node_status(),
+            last_heartbeat in any_instant(),
+            holds_running_task in any::<bool>(),
+            cutoff in any_instant(),
+        ) {
+            let view = RetentionView { status, last_heartbeat, holds_running_task };
+            let forget = may_forget(&view, cutoff);
+            if forget {
+                prop_assert_eq!(status, NodeStatus::Down);
+                prop_assert!(!holds_running_task);
+                prop_assert!(last_heartbeat < cutoff);
+            } else {
+                prop_assert!(status != NodeStatus::Down || holds_running_task || last_heartbeat >= cutoff);
+            }
+        }
+    }
+}
