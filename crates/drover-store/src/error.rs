@@ -20,6 +20,10 @@ pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
 
+    /// The store location names nothing this build can open: fix the setting.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A bug or corrupt data: nothing the client can fix (500).
     #[error("store failure: {0}")]
     Internal(String),

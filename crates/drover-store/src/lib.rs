@@ -1,41 +1,43 @@
 //! drover's durable state.
 //!
-//! This crate owns the [`Store`] trait, the one way the server reads and changes jobs, tasks,
-//! nodes and runners, and its implementations (SQLite now; PostgreSQL implements the same trait and
-//! passes the same conformance suite, `tests/conformance.rs`). A store carries out the
-//! decisions of `drover_core::lifecycle` inside one transaction per call; it must not invent
-//! lifecycle rules of its own, and it must not return before a change is durable.
+//! This crate owns the store traits, one per aggregate ([`JobStore`] for jobs and the task
+//! lifecycle, [`NodeStore`] for the node registry, [`RunnerStore`] for session runners,
+//! [`StoreOps`] for health and operations), the [`Stores`] that holds one of each, [`open`],
+//! and the backends (SQLite now; another backend implements the same traits and passes the same
+//! conformance suite, `tests/conformance/`). A backend reads facts, asks `drover_core` for every
+//! decision, and writes what it was told, inside one transaction per call; it must not invent
+//! rules of its own, and it must not return before a change is durable. Each acknowledged write
+//! yields the [`Event`]s it caused, handed to the observers registered on [`Stores`] after the
+//! commit.
 
 mod error;
+mod events;
 pub mod sqlite;
 mod types;
 
 pub use error::StoreError;
+pub use events::{EventObservers, Observer};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
 use async_trait::async_trait;
 use drover_core::{
-    ClaimedTask, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
+    ClaimedTask, Event, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
     TaskStatus, Timestamp, sweep::Sweep,
 };
+use std::path::PathBuf;
+use std::sync::Arc;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Durable state of jobs, tasks and nodes.
-///
-/// Every method is one transaction: when it returns `Ok`, the change is on disk (invariant 3);
-/// when it returns `Err`, nothing of it was written. `now` is passed in so that callers (and
-/// tests) own the clock.
+// Every method of every trait is one transaction: when it returns `Ok`, the change is on disk
+// (invariant 3); when it returns `Err`, nothing of it was written. `now` is passed in so that
+// callers (and tests) own the clock.
+
+/// Jobs, their tasks, and the task lifecycle (claims, reports, releases).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Succeeds when the store can take a write right now.
-    async fn health(&self) -> Result<()>;
-
-    /// Counts shown by the health endpoint.
-    async fn overview(&self) -> Result<Overview>;
-
-    /// Creates a job and every task of its sweep, all NEW.
+pub trait JobStore: Send + Sync + 'static {
+    /// Creates a job and every task of its sweep, all NEW; the job keeps the sweep's spec.
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job>;
 
     async fn get_job(&self, id: &str) -> Result<Job>;
@@ -58,14 +60,6 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_task(&self, id: &str) -> Result<Task>;
 
-    /// Adds a node to the registry, UP.
-    async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node>;
-
-    /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP.
-    async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;
-
-    async fn list_nodes(&self) -> Result<Vec<Node>>;
-
     /// Hands up to `max` NEW tasks to `node_id`, highest job priority first, then oldest. Each
     /// starts a new attempt whose lease ends after the task's timeout.
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>>;
@@ -77,18 +71,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes back RUNNING tasks whose lease ended before `now` (retry rule applies).
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>>;
+}
 
-    /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks.
+/// The node registry.
+#[async_trait]
+pub trait NodeStore: Send + Sync + 'static {
+    /// Adds a node to the registry, UP.
+    async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node>;
+
+    /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP.
+    async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;
+
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks
+    /// (retry rule applies), in the same transaction.
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown>;
 
     /// Removes DOWN nodes whose last heartbeat is before `cutoff` and that hold no task, so the
     /// registry does not grow with every agent restart; returns their ids. A removed node's
     /// history stays in the attempt records, and its late reports stay fenced off.
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>>;
+}
 
-    /// This data directory's server identity, made on first use and kept.
-    async fn instance_id(&self) -> Result<String>;
-
+/// The session-runner registry.
+#[async_trait]
+pub trait RunnerStore: Send + Sync + 'static {
     /// Reserves a runner slot for a session (see [`Reservation`]): at most one runner per
     /// session, one singleton, and at most `max` runners in all.
     async fn reserve_runner(
@@ -120,10 +128,87 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets a runner; returns what it was, or `None` if there was none.
     async fn remove_runner(&self, session_id: &str) -> Result<Option<Runner>>;
+}
+
+/// Operating the store: health, figures, audits, identity, shutdown.
+#[async_trait]
+pub trait StoreOps: Send + Sync + 'static {
+    /// Succeeds when the store can take a write right now.
+    async fn health(&self) -> Result<()>;
+
+    /// Counts shown by the health endpoint.
+    async fn overview(&self) -> Result<Overview>;
 
     /// Compares every job's stored counts with a count of its tasks; returns the jobs that differ.
     async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>>;
 
+    /// This data directory's server identity, made on first use and kept.
+    async fn instance_id(&self) -> Result<String>;
+
     /// Flushes and closes; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self) -> Result<()>;
+}
+
+/// One store backend seen through its aggregates. Cheap to clone; clones share the backend and
+/// its observers.
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub nodes: Arc<dyn NodeStore>,
+    pub runners: Arc<dyn RunnerStore>,
+    pub ops: Arc<dyn StoreOps>,
+    observers: Arc<EventObservers>,
+}
+
+impl Stores {
+    /// Wraps a backend that implements every aggregate and hands its events to `observers`
+    /// (the same registry the backend's write path notifies).
+    pub fn from_backend<B>(backend: B, observers: Arc<EventObservers>) -> Stores
+    where
+        B: JobStore + NodeStore + RunnerStore + StoreOps + Clone,
+    {
+        Stores {
+            jobs: Arc::new(backend.clone()),
+            nodes: Arc::new(backend.clone()),
+            runners: Arc::new(backend.clone()),
+            ops: Arc::new(backend),
+            observers,
+        }
+    }
+
+    /// Registers `observer` to receive the events of every write committed from now on, once per
+    /// write, in commit order. It runs on the writing thread right after the commit, so it must
+    /// be quick and must not call the store (counting by [`Event::kind`] is the intended use).
+    pub fn observe(&self, observer: impl Fn(&[Event]) + Send + Sync + 'static) {
+        self.observers.register(Arc::new(observer));
+    }
+}
+
+/// Opens the store a URL names: `sqlite://path`, `sqlite:path`, or a plain file path.
+pub fn open(url: &str) -> Result<Stores> {
+    let path = sqlite_path(url)?;
+    Ok(SqliteStore::open(path)?.into_stores())
+}
+
+/// The SQLite file a store URL names, or why the URL names none this build can open.
+pub fn sqlite_path(url: &str) -> Result<PathBuf> {
+    if url.starts_with("jdbc:") {
+        return Err(StoreError::Unsupported(format!(
+            "database {url:?} is a JDBC URL; drover keeps its state in SQLite: give a file path \
+             such as ./data/drover.db (or sqlite://./data/drover.db)"
+        )));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Unsupported(format!(
+            "database {url:?}: this build of drover stores its state in SQLite only; give a file path"
+        )));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.is_empty() {
+        return Err(StoreError::Unsupported("the database path is empty".into()));
+    }
+    Ok(PathBuf::from(path))
 }

@@ -1,17 +1,15 @@
-//! Inputs and outputs of [`crate::Store`] calls that are not domain entities themselves.
+//! Inputs and outputs of the store traits' calls that are not domain entities themselves.
 
 use drover_core::{ReportKind, TaskStatus};
 use std::time::Duration;
 
-/// A job to create; its tasks come from the sweep passed beside it.
+/// A job to create; its tasks, and the spec it keeps, come from the sweep passed beside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub name: Option<String>,
     pub priority: i64,
     pub max_attempts: u32,
     pub task_timeout: Duration,
-    /// The normalised request, kept with the job.
-    pub spec: serde_json::Value,
     /// What agents run for each task, if the job says.
     pub run: Option<drover_core::run::RunSpec>,
 }

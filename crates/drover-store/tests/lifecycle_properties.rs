@@ -15,7 +15,7 @@ use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
 use drover_core::{
     NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult, TaskStatus, Timestamp,
 };
-use drover_store::{NewJob, Page, Report, SqliteStore, Store};
+use drover_store::{NewJob, Page, Report, SqliteStore, Stores};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -77,7 +77,9 @@ struct Model {
 
 async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+    let store = SqliteStore::open(dir.path().join("drover.db"))
+        .unwrap()
+        .into_stores();
     let mut now: Timestamp = Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap();
     let sweep = Sweep::new(
         SweepSpec {
@@ -96,13 +98,13 @@ async fn run(ops: Vec<Op>) {
     )
     .unwrap();
     let job = store
+        .jobs
         .create_job(
             NewJob {
                 name: None,
                 priority: 0,
                 max_attempts: 3,
                 task_timeout: Duration::from_secs(30),
-                spec: serde_json::json!({}),
                 run: None,
             },
             sweep,
@@ -111,6 +113,7 @@ async fn run(ops: Vec<Op>) {
         .await
         .unwrap();
     let tasks: Vec<String> = store
+        .jobs
         .list_tasks(&job.id, None, Page::first(100))
         .await
         .unwrap()
@@ -124,7 +127,7 @@ async fn run(ops: Vec<Op>) {
             address: "127.0.0.1".into(),
             ..Default::default()
         };
-        nodes.push(store.register_node(info, now).await.unwrap().id);
+        nodes.push(store.nodes.register_node(info, now).await.unwrap().id);
     }
     let node_index = |id: &str| nodes.iter().position(|n| n == id).unwrap();
 
@@ -135,7 +138,7 @@ async fn run(ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Claim { node, max } => {
-                if let Ok(claimed) = store.claim(&nodes[node], max, now).await {
+                if let Ok(claimed) = store.jobs.claim(&nodes[node], max, now).await {
                     for c in claimed {
                         assert!(
                             !model.holder.contains_key(&c.id),
@@ -171,20 +174,20 @@ async fn run(ops: Vec<Op>) {
             Op::RepeatLastReport => {
                 if let Some(report) = last_report.clone() {
                     let node = node_index(&report.node_id);
-                    let before = store.get_task(&report.task_id).await.unwrap();
+                    let before = store.jobs.get_task(&report.task_id).await.unwrap();
                     let outcome = apply_report(&store, &mut model, report.clone(), node, now).await;
                     if outcome.is_success()
                         && outcome != ReportOutcome::Completed
                         && !matches!(outcome, ReportOutcome::Failed { .. })
                     {
-                        let after = store.get_task(&report.task_id).await.unwrap();
+                        let after = store.jobs.get_task(&report.task_id).await.unwrap();
                         assert_eq!(before, after, "an idempotent repeat changed the task");
                     }
                 }
             }
             Op::Advance { secs } => now += Span::seconds(secs),
             Op::ReapTasks => {
-                for r in store.release_expired_tasks(now).await.unwrap() {
+                for r in store.jobs.release_expired_tasks(now).await.unwrap() {
                     assert!(
                         model.holder.remove(&r.task_id).is_some(),
                         "reaped an unheld task"
@@ -193,6 +196,7 @@ async fn run(ops: Vec<Op>) {
             }
             Op::ReapNodes => {
                 let down = store
+                    .nodes
                     .mark_silent_nodes_down(now - Span::seconds(10), now)
                     .await
                     .unwrap();
@@ -209,12 +213,13 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Heartbeat { node } => {
                 store
+                    .nodes
                     .heartbeat(&nodes[node], NodeStats::default(), now)
                     .await
                     .unwrap();
             }
             Op::Cancel => {
-                if store.cancel_job(&job.id, now).await.is_ok() {
+                if store.jobs.cancel_job(&job.id, now).await.is_ok() {
                     model.holder.clear();
                 }
             }
@@ -226,14 +231,14 @@ async fn run(ops: Vec<Op>) {
 /// Sends one report and checks its outcome against the model: only the holder's report is
 /// applied, and the model follows what was applied.
 async fn apply_report(
-    store: &SqliteStore,
+    store: &Stores,
     model: &mut Model,
     report: Report,
     node: usize,
     now: Timestamp,
 ) -> ReportOutcome {
     let task = report.task_id.clone();
-    let outcome = store.report(vec![report.clone()], now).await.unwrap()[0];
+    let outcome = store.jobs.report(vec![report.clone()], now).await.unwrap()[0];
     let held_by_reporter = model.holder.get(&task).is_some_and(|(n, _)| *n == node);
     match outcome {
         ReportOutcome::Completed => {
@@ -258,12 +263,13 @@ async fn apply_report(
     outcome
 }
 
-async fn check(store: &SqliteStore, model: &Model, job_id: &str) {
+async fn check(store: &Stores, model: &Model, job_id: &str) {
     assert!(
-        store.audit_job_counts().await.unwrap().is_empty(),
+        store.ops.audit_job_counts().await.unwrap().is_empty(),
         "invariant 4"
     );
     let tasks = store
+        .jobs
         .list_tasks(job_id, None, Page::first(100))
         .await
         .unwrap()

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Timestamp> {
+pub(super) fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Timestamp> {
     let s: String = row.get(idx)?;
     parse(&s).ok_or_else(|| bad_value(&s))
 }
@@ -23,7 +23,7 @@ fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
         .transpose()
 }
 
-fn status<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+pub(super) fn status<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let s: String = row.get(idx)?;
     s.parse().map_err(|_| bad_value(&s))
 }
@@ -169,6 +169,15 @@ pub(super) fn node(r: &Row<'_>) -> rusqlite::Result<Node> {
 
 pub(super) fn node_by_id(conn: &Connection, id: &str) -> Result<Node> {
     by_id(conn, "nodes", NODE_COLUMNS, "spot", id, node)
+}
+
+/// A node's status, or `None` if there is no such node.
+pub(super) fn node_status(conn: &Connection, id: &str) -> Result<Option<NodeStatus>> {
+    conn.prepare_cached("SELECT status FROM nodes WHERE id = ?1")
+        .map_err(map_err)?
+        .query_row([id], |r| status(r, 0))
+        .optional()
+        .map_err(map_err)
 }
 
 /// The columns of a task that report decisions and releases need.

@@ -1,13 +1,19 @@
-//! The runner registry in SQLite: reservations under the limit, start records, heartbeats,
-//! removal, and the server's instance id. Each function runs inside the caller's transaction.
+//! The runner registry in SQLite: the [`RunnerStore`] implementation (reservations under the
+//! limit, start records, heartbeats, removal).
+//!
+//! SQL and row handling only: whether a provision reuses, is refused or reserves is asked of
+//! `drover_core::runner`, from facts read in the reserving transaction.
 
-use super::{map_err, rows};
-use crate::{NewRunner, Reservation, Result, StoreError};
+use super::write::Tx;
+use super::{SqliteStore, map_err, rows};
+use crate::{NewRunner, Reservation, Result, RunnerStore, StoreError};
+use async_trait::async_trait;
+use drover_core::runner::{ReservationDecision, ReservationView, decide_reservation};
 use drover_core::time::format as ts;
-use drover_core::{Runner, Timestamp};
+use drover_core::{Event, Runner, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub(super) fn by_session(conn: &Connection, session: &str) -> Result<Option<Runner>> {
+fn by_session(conn: &Connection, session: &str) -> Result<Option<Runner>> {
     conn.prepare_cached(&format!(
         "SELECT {} FROM runners WHERE session_id = ?1",
         rows::RUNNER_COLUMNS
@@ -32,49 +38,48 @@ fn singleton(conn: &Connection) -> Result<Option<Runner>> {
 /// Reserves a slot: the existing runner if the session (or the singleton) has one, a refusal at
 /// the limit, else a new STARTING row. One transaction, so two provisions can neither pass the
 /// limit together nor start two sandboxes for one session.
-pub(super) fn reserve(
-    conn: &Connection,
-    new: &NewRunner,
-    max: Option<u64>,
-    now: Timestamp,
-) -> Result<Reservation> {
-    let existing = if new.singleton {
-        singleton(conn)?
-    } else {
-        by_session(conn, &new.session_id)?
+fn reserve(tx: &Tx<'_>, new: &NewRunner, max: Option<u64>, now: Timestamp) -> Result<Reservation> {
+    let active: u64 = tx
+        .query_row("SELECT count(*) FROM runners", [], |r| r.get(0))
+        .map_err(map_err)?;
+    let view = ReservationView {
+        singleton: new.singleton,
+        session_runner: by_session(tx, &new.session_id)?,
+        singleton_runner: if new.singleton { singleton(tx)? } else { None },
+        active,
+        max,
     };
-    if let Some(r) = existing {
-        return Ok(Reservation::Exists(r));
-    }
-    if let Some(max) = max {
-        let active: u64 = conn
-            .query_row("SELECT count(*) FROM runners", [], |r| r.get(0))
-            .map_err(map_err)?;
-        if active >= max {
+    match decide_reservation(view) {
+        ReservationDecision::Exists(r) => return Ok(Reservation::Exists(r)),
+        ReservationDecision::LimitReached { active } => {
             return Ok(Reservation::LimitReached { active });
         }
+        ReservationDecision::Reserve => {}
     }
-    let now = ts(&now);
-    conn.prepare_cached(
+    tx.prepare_cached(
         "INSERT INTO runners (session_id, driver, status, singleton, created_at, last_heartbeat)
          VALUES (?1, ?2, 'STARTING', ?3, ?4, ?4)",
     )
     .map_err(map_err)?
-    .execute(params![new.session_id, new.driver, new.singleton, now])
+    .execute(params![new.session_id, new.driver, new.singleton, ts(&now)])
     .map_err(map_err)?;
-    let reserved = by_session(conn, &new.session_id)?
+    let reserved = by_session(tx, &new.session_id)?
         .ok_or_else(|| StoreError::Internal("a reserved runner vanished".into()))?;
+    tx.emit(Event::RunnerReserved {
+        session_id: new.session_id.clone(),
+        singleton: new.singleton,
+    });
     Ok(Reservation::Reserved(reserved))
 }
 
-pub(super) fn started(
-    conn: &Connection,
+fn started(
+    tx: &Tx<'_>,
     session: &str,
     instance: &str,
     endpoint: &str,
     now: Timestamp,
 ) -> Result<Runner> {
-    let changed = conn
+    let changed = tx
         .prepare_cached(
             "UPDATE runners SET status = 'RUNNING', instance = ?2, endpoint = ?3,
                  last_heartbeat = ?4
@@ -86,29 +91,41 @@ pub(super) fn started(
     if changed == 0 {
         return Err(StoreError::not_found("runner", session));
     }
-    by_session(conn, session)?.ok_or_else(|| StoreError::not_found("runner", session))
+    tx.emit(Event::RunnerStarted {
+        session_id: session.to_string(),
+    });
+    by_session(tx, session)?.ok_or_else(|| StoreError::not_found("runner", session))
 }
 
-pub(super) fn touch(conn: &Connection, session: &str, now: Timestamp) -> Result<Option<Runner>> {
-    conn.prepare_cached("UPDATE runners SET last_heartbeat = ?2 WHERE session_id = ?1")
+fn touch(tx: &Tx<'_>, session: &str, now: Timestamp) -> Result<Option<Runner>> {
+    let changed = tx
+        .prepare_cached("UPDATE runners SET last_heartbeat = ?2 WHERE session_id = ?1")
         .map_err(map_err)?
         .execute(params![session, ts(&now)])
         .map_err(map_err)?;
-    by_session(conn, session)
+    if changed > 0 {
+        tx.emit(Event::RunnerTouched {
+            session_id: session.to_string(),
+        });
+    }
+    by_session(tx, session)
 }
 
-pub(super) fn remove(conn: &Connection, session: &str) -> Result<Option<Runner>> {
-    let runner = by_session(conn, session)?;
+fn remove(tx: &Tx<'_>, session: &str) -> Result<Option<Runner>> {
+    let runner = by_session(tx, session)?;
     if runner.is_some() {
-        conn.prepare_cached("DELETE FROM runners WHERE session_id = ?1")
+        tx.prepare_cached("DELETE FROM runners WHERE session_id = ?1")
             .map_err(map_err)?
             .execute([session])
             .map_err(map_err)?;
+        tx.emit(Event::RunnerRemoved {
+            session_id: session.to_string(),
+        });
     }
     Ok(runner)
 }
 
-pub(super) fn list(conn: &Connection, inactive_before: Option<Timestamp>) -> Result<Vec<Runner>> {
+fn list(conn: &Connection, inactive_before: Option<Timestamp>) -> Result<Vec<Runner>> {
     let cutoff = inactive_before.map(|t| ts(&t));
     conn.prepare_cached(&format!(
         "SELECT {} FROM runners WHERE ?1 IS NULL OR last_heartbeat < ?1
@@ -122,24 +139,53 @@ pub(super) fn list(conn: &Connection, inactive_before: Option<Timestamp>) -> Res
     .map_err(map_err)
 }
 
-/// This data directory's server identity, made on first use.
-pub(super) fn instance_id(conn: &Connection) -> Result<String> {
-    let existing: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'instance_id'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(map_err)?;
-    if let Some(id) = existing {
-        return Ok(id);
+#[async_trait]
+impl RunnerStore for SqliteStore {
+    async fn reserve_runner(
+        &self,
+        new: NewRunner,
+        max: Option<u64>,
+        now: Timestamp,
+    ) -> Result<Reservation> {
+        self.write(move |tx| reserve(tx, &new, max, now)).await
     }
-    let id = drover_core::ids::instance_id();
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('instance_id', ?1)",
-        [&id],
-    )
-    .map_err(map_err)?;
-    Ok(id)
+
+    async fn runner_started(
+        &self,
+        session_id: &str,
+        instance: &str,
+        endpoint: &str,
+        now: Timestamp,
+    ) -> Result<Runner> {
+        let (session, instance, endpoint) = (
+            session_id.to_string(),
+            instance.to_string(),
+            endpoint.to_string(),
+        );
+        self.write(move |tx| started(tx, &session, &instance, &endpoint, now))
+            .await
+    }
+
+    async fn get_runner(&self, session_id: &str) -> Result<Option<Runner>> {
+        let session = session_id.to_string();
+        self.read(move |conn| by_session(conn, &session)).await
+    }
+
+    async fn list_runners(&self) -> Result<Vec<Runner>> {
+        self.read(|conn| list(conn, None)).await
+    }
+
+    async fn inactive_runners(&self, cutoff: Timestamp) -> Result<Vec<Runner>> {
+        self.read(move |conn| list(conn, Some(cutoff))).await
+    }
+
+    async fn touch_runner(&self, session_id: &str, now: Timestamp) -> Result<Option<Runner>> {
+        let session = session_id.to_string();
+        self.write(move |tx| touch(tx, &session, now)).await
+    }
+
+    async fn remove_runner(&self, session_id: &str) -> Result<Option<Runner>> {
+        let session = session_id.to_string();
+        self.write(move |tx| remove(tx, &session)).await
+    }
 }

@@ -1,0 +1,207 @@
+//! The node registry in SQLite: the [`NodeStore`] implementation.
+//!
+//! SQL and row handling only: a heartbeat's effect on a node's status, which nodes are silent
+//! and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
+//! marked DOWN are released through the jobs module, in the same transaction.
+
+use super::jobs::release_all;
+use super::write::Tx;
+use super::{SqliteStore, map_err, rows};
+use crate::{NodeStore, NodesDown, Result, StoreError};
+use async_trait::async_trait;
+use drover_core::node::{self, RetentionView};
+use drover_core::time::format as ts;
+use drover_core::{Event, Node, NodeInfo, NodeStats, NodeStatus, Timestamp, ids};
+use rusqlite::params;
+
+/// Every node's id and the facts retention and silence are decided from.
+fn node_facts(tx: &Tx<'_>) -> Result<Vec<(String, RetentionView)>> {
+    tx.prepare_cached(
+        "SELECT id, status, last_heartbeat,
+                EXISTS (SELECT 1 FROM tasks
+                        WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+         FROM nodes ORDER BY registered_at, id",
+    )
+    .map_err(map_err)?
+    .query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            RetentionView {
+                status: rows::status(r, 1)?,
+                last_heartbeat: rows::time(r, 2)?,
+                holds_running_task: r.get(3)?,
+            },
+        ))
+    })
+    .map_err(map_err)?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(map_err)
+}
+
+#[async_trait]
+impl NodeStore for SqliteStore {
+    async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node> {
+        let id = ids::node_id();
+        let now = ts(&now);
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
+                     memory_bytes, gpus, disk_bytes, status, registered_at, last_heartbeat)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'UP', ?10, ?10)",
+                params![
+                    id,
+                    info.address,
+                    info.hostname,
+                    info.zone,
+                    serde_json::Value::Object(info.labels).to_string(),
+                    info.capacity.cores,
+                    info.capacity.memory_bytes,
+                    info.capacity.gpus,
+                    info.capacity.disk_bytes,
+                    now
+                ],
+            )
+            .map_err(map_err)?;
+            tx.emit(Event::NodeRegistered {
+                node_id: id.clone(),
+            });
+            rows::node_by_id(tx, &id)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node> {
+        let id = node_id.to_string();
+        let now = ts(&now);
+        self.write(move |tx| {
+            let before =
+                rows::node_status(tx, &id)?.ok_or_else(|| StoreError::not_found("spot", &id))?;
+            let after = node::status_after_heartbeat(before);
+            let changed = tx
+                .execute(
+                    "UPDATE nodes SET last_heartbeat = ?2,
+                         status = ?8,
+                         address = COALESCE(?3, address),
+                         cpu_load = COALESCE(?4, cpu_load),
+                         running_tasks = COALESCE(?5, running_tasks),
+                         total_cores = COALESCE(?6, total_cores),
+                         free_memory_bytes = COALESCE(?7, free_memory_bytes)
+                     WHERE id = ?1",
+                    params![
+                        id,
+                        now,
+                        stats.address,
+                        stats.cpu_load,
+                        stats.running_tasks,
+                        stats.total_cores,
+                        stats.free_memory_bytes,
+                        after.as_str()
+                    ],
+                )
+                .map_err(map_err)?;
+            if changed == 0 {
+                return Err(StoreError::not_found("spot", &id));
+            }
+            if before == NodeStatus::Down && after != NodeStatus::Down {
+                tx.emit(Event::NodeRevived {
+                    node_id: id.clone(),
+                });
+            }
+            tx.emit(Event::NodeUpdated {
+                node_id: id.clone(),
+                status: after,
+            });
+            rows::node_by_id(tx, &id)
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<Node>> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {} FROM nodes ORDER BY registered_at, id",
+                rows::NODE_COLUMNS
+            ))
+            .map_err(map_err)?
+            .query_map([], rows::node)
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {
+        self.write(move |tx| {
+            let nodes: Vec<String> = node_facts(tx)?
+                .into_iter()
+                .filter(|(_, n)| node::goes_down(n.status, n.last_heartbeat, cutoff))
+                .map(|(id, _)| id)
+                .collect();
+            let mut down = tx
+                .prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")
+                .map_err(map_err)?;
+            for id in &nodes {
+                down.execute(params![id, NodeStatus::Down.as_str()])
+                    .map_err(map_err)?;
+                tx.emit(Event::NodeDown {
+                    node_id: id.clone(),
+                });
+            }
+            drop(down);
+            let mut running = Vec::new();
+            let mut select = tx
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND assigned_to = ?1
+                     ORDER BY seq",
+                    rows::TASK_HEAD_COLUMNS
+                ))
+                .map_err(map_err)?;
+            for node in &nodes {
+                running.extend(
+                    select
+                        .query_map([node], rows::task_head)
+                        .map_err(map_err)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(map_err)?,
+                );
+            }
+            drop(select);
+            let released = release_all(
+                tx,
+                running,
+                |t| {
+                    format!(
+                        "spot {} stopped sending heartbeats during attempt {}",
+                        t.assigned_to.as_deref().unwrap_or("?"),
+                        t.attempt
+                    )
+                },
+                now,
+            )?;
+            Ok(NodesDown { nodes, released })
+        })
+        .await
+    }
+
+    async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
+        self.write(move |tx| {
+            let forgotten: Vec<String> = node_facts(tx)?
+                .into_iter()
+                .filter(|(_, n)| node::may_forget(n, cutoff))
+                .map(|(id, _)| id)
+                .collect();
+            let mut delete = tx
+                .prepare_cached("DELETE FROM nodes WHERE id = ?1")
+                .map_err(map_err)?;
+            for id in &forgotten {
+                delete.execute([id]).map_err(map_err)?;
+                tx.emit(Event::NodeForgotten {
+                    node_id: id.clone(),
+                });
+            }
+            Ok(forgotten)
+        })
+        .await
+    }
+}

@@ -1,0 +1,525 @@
+//! Jobs and the task lifecycle: creation, claims, reports, releases, cancels.
+
+use crate::*;
+use drover_core::run::RunSpec;
+use drover_core::{JobStatus, TaskStatus};
+use drover_store::StoreError;
+use serde_json::json;
+use std::collections::HashSet;
+
+pub async fn create_job_expands_every_task(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(6), t0())
+        .await
+        .unwrap();
+    assert_eq!(job.counts.total, 6);
+    assert_eq!(job.counts.new, 6);
+    assert_eq!(job.status, JobStatus::Pending);
+    assert_eq!(job.parameter_names, vec!["x".to_string()]);
+
+    let first = store
+        .jobs
+        .list_tasks(&job.id, None, Page::first(4))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 4);
+    let second = store
+        .jobs
+        .list_tasks(
+            &job.id,
+            None,
+            Page {
+                cursor: first.next_cursor,
+                limit: 4,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 2);
+    assert_eq!(second.next_cursor, None);
+    let xs: Vec<_> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|t| t.payload["x"].clone())
+        .collect();
+    assert_eq!(xs, (1..=6).map(|i| json!(i)).collect::<Vec<_>>());
+
+    assert!(matches!(
+        store.jobs.get_job("job-nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store
+            .jobs
+            .list_tasks("job-nope", None, Page::first(10))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_counts_consistent(store).await;
+}
+
+pub async fn a_job_keeps_its_run_spec(store: &Stores) {
+    let run = RunSpec {
+        command: vec!["opt".into(), "--x={x}".into()],
+        env: [("SEED".to_string(), "{taskId}".to_string())].into(),
+        retry_on_failure: false,
+    };
+    let job = NewJob {
+        run: Some(run.clone()),
+        ..new_job(1, 60, 0)
+    };
+    let created = store.jobs.create_job(job, sweep(1), t0()).await.unwrap();
+    assert_eq!(created.run.as_ref(), Some(&run));
+    assert_eq!(
+        store.jobs.get_job(&created.id).await.unwrap().run,
+        Some(run)
+    );
+    let plain = store
+        .jobs
+        .create_job(new_job(1, 60, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.jobs.get_job(&plain.id).await.unwrap().run, None);
+}
+
+pub async fn claims_take_highest_priority_then_oldest(store: &Stores) {
+    let low = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(2), t0())
+        .await
+        .unwrap();
+    let high = store
+        .jobs
+        .create_job(new_job(3, 60, 5), sweep(2), t0())
+        .await
+        .unwrap();
+    let n = node(store, t0()).await;
+    let claimed = store.jobs.claim(&n, 3, t0()).await.unwrap();
+    let jobs: Vec<_> = claimed.iter().map(|c| c.job_id.as_str()).collect();
+    assert_eq!(
+        jobs,
+        vec![high.id.as_str(), high.id.as_str(), low.id.as_str()]
+    );
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+    assert_eq!(claimed[0].lease_expires_at, t0() + secs(60));
+    let payload: serde_json::Value = serde_json::from_str(&claimed[0].payload).unwrap();
+    assert_eq!(payload, json!({"x": 1}));
+
+    let task = store.jobs.get_task(&claimed[0].id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!(task.assigned_to.as_deref(), Some(n.as_str()));
+    assert_eq!(
+        store.jobs.get_job(&high.id).await.unwrap().status,
+        JobStatus::Running
+    );
+    assert_eq!(store.jobs.claim(&n, 10, t0()).await.unwrap().len(), 1);
+    assert!(store.jobs.claim(&n, 10, t0()).await.unwrap().is_empty());
+    assert_counts_consistent(store).await;
+}
+
+pub async fn complete_is_idempotent_and_fenced(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    let task = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+
+    assert_eq!(
+        report_one(store, complete(&task.id, &b, 9.0), t0()).await,
+        ReportOutcome::NotHolder
+    );
+    assert_eq!(
+        report_one(store, complete(&task.id, &a, 1.5), t0()).await,
+        ReportOutcome::Completed
+    );
+    assert_eq!(
+        report_one(store, complete(&task.id, &a, 7.0), t0()).await,
+        ReportOutcome::AlreadyCompleted
+    );
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, true), t0()).await,
+        ReportOutcome::AlreadyTerminal
+    );
+    assert_eq!(
+        report_one(store, complete(&task.id, &b, 9.0), t0()).await,
+        ReportOutcome::NotHolder
+    );
+    assert_eq!(
+        report_one(store, complete("task-nope", &a, 1.0), t0()).await,
+        ReportOutcome::TaskNotFound
+    );
+
+    let stored = store.jobs.get_task(&task.id).await.unwrap();
+    assert_eq!(stored.status, TaskStatus::Done);
+    assert_eq!(
+        stored.result.fopt,
+        Some(1.5),
+        "a repeated report must not overwrite the result"
+    );
+    assert_eq!(stored.result.output.as_deref(), Some("fopt = 1.5\n"));
+    let job = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert!(job.finished_at.is_some());
+    assert_counts_consistent(store).await;
+}
+
+pub async fn failures_retry_until_attempts_are_spent(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(2, 60, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let task = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, true), t0()).await,
+        ReportOutcome::Failed { will_retry: true }
+    );
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, true), t0()).await,
+        ReportOutcome::AlreadyReported { will_retry: true }
+    );
+    assert_eq!(
+        store.jobs.get_task(&task.id).await.unwrap().status,
+        TaskStatus::New
+    );
+    let waiting = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(
+        waiting.status,
+        JobStatus::Running,
+        "a job waiting for a retry has started"
+    );
+    assert_eq!(waiting.started_at, Some(t0()));
+
+    let again = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    assert_eq!(again.id, task.id);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, true), t0()).await,
+        ReportOutcome::Failed { will_retry: false }
+    );
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, true), t0()).await,
+        ReportOutcome::AlreadyTerminal
+    );
+    let stored = store.jobs.get_task(&task.id).await.unwrap();
+    assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!(stored.last_error.as_deref(), Some("boom"));
+    assert_eq!(
+        store.jobs.get_job(&job.id).await.unwrap().status,
+        JobStatus::Failed
+    );
+    assert_counts_consistent(store).await;
+}
+
+pub async fn a_permanent_failure_is_not_retried(store: &Stores) {
+    store
+        .jobs
+        .create_job(new_job(5, 60, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let task = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, false), t0()).await,
+        ReportOutcome::Failed { will_retry: false }
+    );
+    assert_eq!(
+        store.jobs.get_task(&task.id).await.unwrap().status,
+        TaskStatus::Failed
+    );
+    assert_counts_consistent(store).await;
+}
+
+pub async fn a_late_report_after_reaping_is_fenced_off(store: &Stores) {
+    store
+        .jobs
+        .create_job(new_job(3, 10, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    let task = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+
+    assert!(
+        store
+            .jobs
+            .release_expired_tasks(t0() + secs(5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let released = store
+        .jobs
+        .release_expired_tasks(t0() + secs(11))
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].to, TaskStatus::New);
+    assert_eq!(released[0].node_id.as_deref(), Some(a.as_str()));
+
+    let retaken = store
+        .jobs
+        .claim(&b, 1, t0() + secs(12))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (retaken.id.as_str(), retaken.attempt),
+        (task.id.as_str(), 2)
+    );
+    assert_eq!(
+        report_one(store, complete(&task.id, &a, 111.0), t0() + secs(13)).await,
+        ReportOutcome::NotHolder
+    );
+    assert_eq!(
+        report_one(store, fail(&task.id, &a, true), t0() + secs(13)).await,
+        ReportOutcome::NotHolder
+    );
+    assert_eq!(
+        report_one(store, complete(&task.id, &b, 2.0), t0() + secs(14)).await,
+        ReportOutcome::Completed
+    );
+    assert_eq!(
+        report_one(store, complete(&task.id, &a, 111.0), t0() + secs(15)).await,
+        ReportOutcome::NotHolder
+    );
+
+    let stored = store.jobs.get_task(&task.id).await.unwrap();
+    assert_eq!(stored.assigned_to.as_deref(), Some(b.as_str()));
+    assert_eq!(stored.result.fopt, Some(2.0));
+    assert_counts_consistent(store).await;
+}
+
+pub async fn a_stale_attempt_of_the_same_node_is_fenced_off(store: &Stores) {
+    store
+        .jobs
+        .create_job(new_job(3, 10, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let first = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    store
+        .jobs
+        .release_expired_tasks(t0() + secs(11))
+        .await
+        .unwrap();
+    let second = store
+        .jobs
+        .claim(&a, 1, t0() + secs(12))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.attempt, 2);
+    let stale = Report {
+        attempt: Some(first.attempt),
+        ..complete(&first.id, &a, 5.0)
+    };
+    assert_eq!(
+        report_one(store, stale, t0() + secs(13)).await,
+        ReportOutcome::NotHolder
+    );
+    let current = Report {
+        attempt: Some(2),
+        ..complete(&first.id, &a, 6.0)
+    };
+    assert_eq!(
+        report_one(store, current, t0() + secs(13)).await,
+        ReportOutcome::Completed
+    );
+    assert_counts_consistent(store).await;
+}
+
+pub async fn expired_tasks_fail_after_their_last_attempt(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(2, 10, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    store.jobs.claim(&a, 1, t0()).await.unwrap();
+    assert_eq!(
+        store
+            .jobs
+            .release_expired_tasks(t0() + secs(11))
+            .await
+            .unwrap()[0]
+            .to,
+        TaskStatus::New
+    );
+    store.jobs.claim(&a, 1, t0() + secs(20)).await.unwrap();
+    let released = store
+        .jobs
+        .release_expired_tasks(t0() + secs(31))
+        .await
+        .unwrap();
+    assert_eq!(released[0].to, TaskStatus::Failed);
+    assert_eq!(released[0].attempt, 2);
+    let job = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    let task = store
+        .jobs
+        .list_tasks(&job.id, None, Page::first(1))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert!(task.last_error.unwrap().contains("lease expired"));
+    assert_counts_consistent(store).await;
+}
+
+pub async fn cancel_stops_new_and_running_tasks(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let running = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    let done = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    assert_eq!(
+        report_one(store, complete(&done.id, &a, 1.0), t0()).await,
+        ReportOutcome::Completed
+    );
+
+    let cancelled = store
+        .jobs
+        .cancel_job(&job.id, t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!((cancelled.counts.cancelled, cancelled.counts.done), (2, 1));
+    assert_eq!(
+        report_one(store, complete(&running.id, &a, 3.0), t0() + secs(2)).await,
+        ReportOutcome::Cancelled
+    );
+    assert!(
+        store
+            .jobs
+            .claim(&a, 10, t0() + secs(2))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Cancelling again is harmless.
+    assert_eq!(
+        store
+            .jobs
+            .cancel_job(&job.id, t0() + secs(3))
+            .await
+            .unwrap()
+            .status,
+        JobStatus::Cancelled
+    );
+
+    let finished = store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let t = store.jobs.claim(&a, 1, t0()).await.unwrap().remove(0);
+    report_one(store, complete(&t.id, &a, 1.0), t0()).await;
+    assert!(matches!(
+        store.jobs.cancel_job(&finished.id, t0()).await,
+        Err(StoreError::JobFinished {
+            status: JobStatus::Completed,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.jobs.cancel_job("job-nope", t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_counts_consistent(store).await;
+}
+
+pub async fn a_batch_of_reports_is_decided_report_by_report(store: &Stores) {
+    store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let tasks = store.jobs.claim(&a, 3, t0()).await.unwrap();
+    let outcomes = store
+        .jobs
+        .report(
+            vec![
+                complete(&tasks[0].id, &a, 1.0),
+                complete("task-nope", &a, 1.0),
+                fail(&tasks[1].id, &a, true),
+                complete(&tasks[0].id, &a, 1.0),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            ReportOutcome::Completed,
+            ReportOutcome::TaskNotFound,
+            ReportOutcome::Failed { will_retry: true },
+            ReportOutcome::AlreadyCompleted
+        ]
+    );
+    assert_counts_consistent(store).await;
+}
+
+pub async fn concurrent_claims_never_share_a_task(store: Stores) {
+    store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(200), t0())
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let n = node(&store, t0()).await;
+            let mut mine = Vec::new();
+            loop {
+                let got = store.jobs.claim(&n, 7, t0()).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|c| c.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for h in handles {
+        for id in h.await.unwrap() {
+            assert!(seen.insert(id.clone()), "task {id} was handed out twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    assert_counts_consistent(&store).await;
+}
+
+macro_rules! jobs_suite {
+    ($backend:ident, $fixture:expr) => {
+        suite!($backend, $fixture;
+            plain: [
+                create_job_expands_every_task,
+                a_job_keeps_its_run_spec,
+                claims_take_highest_priority_then_oldest,
+                complete_is_idempotent_and_fenced,
+                failures_retry_until_attempts_are_spent,
+                a_permanent_failure_is_not_retried,
+                a_late_report_after_reaping_is_fenced_off,
+                a_stale_attempt_of_the_same_node_is_fenced_off,
+                expired_tasks_fail_after_their_last_attempt,
+                cancel_stops_new_and_running_tasks,
+                a_batch_of_reports_is_decided_report_by_report,
+            ];
+            shared: [concurrent_claims_never_share_a_task]);
+    };
+}
+
+jobs_suite!(sqlite, crate::sqlite_fixture());

@@ -1,0 +1,169 @@
+//! The store conformance suite: what every backend must do, one module per aggregate.
+//!
+//! Each scenario is a plain async function over [`Stores`]; each aggregate's module ends with
+//! its own macro (`jobs_suite!`, `nodes_suite!`, `runners_suite!`, `ops_suite!`,
+//! `events_suite!`) instantiated for SQLite, so a backend proves each part separately: a
+//! PostgreSQL store adds one `xxx_suite!(postgres, ...)` line per module. Every scenario that
+//! changes jobs ends by checking invariant 4 (job counts equal task counts) through
+//! `audit_job_counts`.
+
+use chrono::{Duration as Span, TimeZone, Utc};
+use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
+use drover_core::{NodeInfo, ReportKind, ReportOutcome, TaskResult, Timestamp};
+use drover_store::{NewJob, Page, Report, SqliteStore, Stores};
+use std::time::Duration;
+
+/// A store under test and whatever keeps its backing storage alive.
+pub struct Fixture {
+    pub store: Stores,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+/// Instantiates scenarios for one backend: `plain` ones on a current-thread runtime, `shared`
+/// ones (which spawn concurrent callers) on a multi-threaded one.
+macro_rules! suite {
+    ($backend:ident, $fixture:expr; plain: [$($plain:ident),* $(,)?]; shared: [$($shared:ident),* $(,)?]) => {
+        mod $backend {
+            async fn fixture() -> Option<$crate::Fixture> {
+                $fixture.await
+            }
+            $(
+                #[tokio::test]
+                async fn $plain() {
+                    let Some(f) = fixture().await else { return };
+                    super::$plain(&f.store).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $shared() {
+                    let Some(f) = fixture().await else { return };
+                    super::$shared(f.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+mod events;
+mod jobs;
+mod nodes;
+mod ops;
+mod runners;
+mod sqlite;
+
+/// A fresh SQLite store in a temporary directory.
+pub async fn sqlite_fixture() -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = drover_store::open(&dir.path().join("drover.db").to_string_lossy()).unwrap();
+    Some(Fixture {
+        store,
+        _guard: Box::new(dir),
+    })
+}
+
+/// Opens the SQLite file at `path` as [`Stores`].
+pub fn open_sqlite(path: &std::path::Path) -> Stores {
+    SqliteStore::open(path).unwrap().into_stores()
+}
+
+pub fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap()
+}
+
+pub fn secs(s: i64) -> Span {
+    Span::seconds(s)
+}
+
+pub fn new_job(max_attempts: u32, timeout_secs: u64, priority: i64) -> NewJob {
+    NewJob {
+        name: Some("test".into()),
+        priority,
+        max_attempts,
+        task_timeout: Duration::from_secs(timeout_secs),
+        run: None,
+    }
+}
+
+pub fn sweep(n: i64) -> Sweep {
+    Sweep::new(
+        SweepSpec {
+            dimensions: vec![Dimension {
+                name: "x".into(),
+                field: "x".into(),
+                values: Values::Range {
+                    min: 1.into(),
+                    max: n.into(),
+                    step: 1.into(),
+                },
+            }],
+            ..Default::default()
+        },
+        1_000_000,
+    )
+    .unwrap()
+}
+
+pub async fn node(store: &Stores, now: Timestamp) -> String {
+    store
+        .nodes
+        .register_node(
+            NodeInfo {
+                address: "127.0.0.1".into(),
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+pub fn complete(task: &str, node: &str, fopt: f64) -> Report {
+    Report {
+        task_id: task.into(),
+        node_id: node.into(),
+        attempt: None,
+        kind: ReportKind::Complete(TaskResult {
+            runtime_ms: Some(10),
+            iter: Some(1),
+            fopt: Some(fopt),
+            result_json: None,
+            output: Some(format!("fopt = {fopt}\n")),
+        }),
+    }
+}
+
+pub fn fail(task: &str, node: &str, retriable: bool) -> Report {
+    Report {
+        task_id: task.into(),
+        node_id: node.into(),
+        attempt: None,
+        kind: ReportKind::Fail {
+            error: "boom".into(),
+            retriable,
+        },
+    }
+}
+
+pub async fn report_one(store: &Stores, r: Report, now: Timestamp) -> ReportOutcome {
+    store.jobs.report(vec![r], now).await.unwrap()[0]
+}
+
+/// Invariant 4, checked by the store's own audit and by the counts adding up.
+pub async fn assert_counts_consistent(store: &Stores) {
+    let mismatches = store.ops.audit_job_counts().await.unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "job counts differ from task counts: {mismatches:?}"
+    );
+    for job in store
+        .jobs
+        .list_jobs(None, Page::first(1000))
+        .await
+        .unwrap()
+        .items
+    {
+        assert!(job.counts.is_consistent(), "{job:?}");
+    }
+}

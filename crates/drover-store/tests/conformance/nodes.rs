@@ -1,0 +1,198 @@
+//! The node registry: registration, heartbeats, silence, retention, and who may claim.
+
+use crate::*;
+use drover_core::{NodeStats, NodeStatus, TaskStatus};
+use drover_store::StoreError;
+
+pub async fn claims_need_a_known_live_node(store: &Stores) {
+    store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(2), t0())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.jobs.claim("spot-nope", 1, t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let n = node(store, t0()).await;
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(1), t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(down.nodes, vec![n.clone()]);
+    assert!(matches!(
+        store.jobs.claim(&n, 1, t0()).await,
+        Err(StoreError::NodeDown(_))
+    ));
+    // A heartbeat brings it back.
+    let back = store
+        .nodes
+        .heartbeat(&n, NodeStats::default(), t0() + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(back.status, NodeStatus::Up);
+    assert_eq!(
+        store.jobs.claim(&n, 1, t0() + secs(2)).await.unwrap().len(),
+        1
+    );
+    assert!(matches!(
+        store
+            .nodes
+            .heartbeat("spot-nope", NodeStats::default(), t0())
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_counts_consistent(store).await;
+}
+
+pub async fn heartbeats_update_live_figures(store: &Stores) {
+    let n = node(store, t0()).await;
+    let stats = NodeStats {
+        cpu_load: Some(45.5),
+        running_tasks: Some(2),
+        total_cores: Some(8),
+        ..Default::default()
+    };
+    let after = store
+        .nodes
+        .heartbeat(&n, stats, t0() + secs(3))
+        .await
+        .unwrap();
+    assert_eq!(after.cpu_load, Some(45.5));
+    assert_eq!(after.running_tasks, 2);
+    assert_eq!(after.info.capacity.cores, Some(8));
+    assert_eq!(after.last_heartbeat, t0() + secs(3));
+    // Fields left out keep their values.
+    let again = store
+        .nodes
+        .heartbeat(&n, NodeStats::default(), t0() + secs(4))
+        .await
+        .unwrap();
+    assert_eq!(again.cpu_load, Some(45.5));
+    assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 1);
+}
+
+pub async fn silent_nodes_go_down_and_free_their_tasks(store: &Stores) {
+    store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    assert_eq!(store.jobs.claim(&a, 2, t0()).await.unwrap().len(), 2);
+    store
+        .nodes
+        .heartbeat(&b, NodeStats::default(), t0() + secs(9))
+        .await
+        .unwrap();
+
+    // Cutoff at t0+5s: a (last seen t0) is silent, b (t0+9s) is not.
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(5), t0() + secs(15))
+        .await
+        .unwrap();
+    assert_eq!(down.nodes, vec![a.clone()]);
+    assert_eq!(down.released.len(), 2);
+    assert!(down.released.iter().all(|r| r.to == TaskStatus::New));
+    // Running it again finds nothing new.
+    assert_eq!(
+        store
+            .nodes
+            .mark_silent_nodes_down(t0() + secs(5), t0() + secs(16))
+            .await
+            .unwrap(),
+        Default::default()
+    );
+
+    let nodes = store.nodes.list_nodes().await.unwrap();
+    let status = |id: &str| nodes.iter().find(|n| n.id == id).unwrap().status;
+    assert_eq!((status(&a), status(&b)), (NodeStatus::Down, NodeStatus::Up));
+    assert_eq!(
+        store
+            .jobs
+            .claim(&b, 10, t0() + secs(16))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let overview = store.ops.overview().await.unwrap();
+    assert_eq!(
+        (
+            overview.active_nodes,
+            overview.pending_tasks,
+            overview.running_tasks
+        ),
+        (1, 0, 3)
+    );
+    assert_counts_consistent(store).await;
+}
+
+pub async fn down_nodes_are_forgotten_after_the_retention(store: &Stores) {
+    let old = node(store, t0()).await;
+    let recent = node(store, t0()).await;
+    let alive = node(store, t0()).await;
+    store
+        .nodes
+        .heartbeat(&recent, NodeStats::default(), t0() + secs(100))
+        .await
+        .unwrap();
+    store
+        .nodes
+        .heartbeat(&alive, NodeStats::default(), t0() + secs(300))
+        .await
+        .unwrap();
+    store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(200), t0() + secs(200))
+        .await
+        .unwrap();
+    // `old` and `recent` are DOWN now; only `old` has been silent since before the cutoff.
+    let forgotten = store
+        .nodes
+        .forget_down_nodes(t0() + secs(50))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, vec![old.clone()]);
+    let ids: Vec<String> = store
+        .nodes
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert!(!ids.contains(&old) && ids.contains(&recent) && ids.contains(&alive));
+    assert!(matches!(
+        store
+            .nodes
+            .heartbeat(&old, NodeStats::default(), t0() + secs(400))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // An UP node is never forgotten, however old its heartbeat.
+    let forgotten = store
+        .nodes
+        .forget_down_nodes(t0() + secs(10_000))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, vec![recent]);
+}
+
+macro_rules! nodes_suite {
+    ($backend:ident, $fixture:expr) => {
+        suite!($backend, $fixture;
+            plain: [
+                claims_need_a_known_live_node,
+                heartbeats_update_live_figures,
+                silent_nodes_go_down_and_free_their_tasks,
+                down_nodes_are_forgotten_after_the_retention,
+            ];
+            shared: []);
+    };
+}
+
+nodes_suite!(sqlite, crate::sqlite_fixture());

@@ -1,0 +1,168 @@
+//! The runner registry: reservations under the limit, starts, heartbeats, removal.
+
+use crate::*;
+use drover_core::RunnerStatus;
+use drover_store::{NewRunner, Reservation, StoreError};
+
+fn runner(session: &str, singleton: bool) -> NewRunner {
+    NewRunner {
+        session_id: session.into(),
+        driver: "docker".into(),
+        singleton,
+    }
+}
+
+pub async fn runners_are_reserved_started_touched_and_removed(store: &Stores) {
+    let Reservation::Reserved(r) = store
+        .runners
+        .reserve_runner(runner("s1", false), Some(10), t0())
+        .await
+        .unwrap()
+    else {
+        panic!("expected a reservation")
+    };
+    assert_eq!(r.status, RunnerStatus::Starting);
+    assert_eq!((r.instance, r.endpoint), (None, None));
+    assert!(matches!(
+        store.runners.reserve_runner(runner("s1", false), Some(10), t0()).await.unwrap(),
+        Reservation::Exists(e) if e.session_id == "s1"
+    ));
+
+    let started = store
+        .runners
+        .runner_started("s1", "c0ffee", "http://localhost:32768", t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(started.status, RunnerStatus::Running);
+    assert_eq!(started.instance.as_deref(), Some("c0ffee"));
+    assert_eq!(started.endpoint.as_deref(), Some("http://localhost:32768"));
+    assert_eq!(
+        store.runners.get_runner("s1").await.unwrap(),
+        Some(started.clone())
+    );
+    assert!(matches!(
+        store.runners.runner_started("nope", "x", "y", t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    store
+        .runners
+        .reserve_runner(runner("s2", false), Some(10), t0() + secs(2))
+        .await
+        .unwrap();
+    let touched = store
+        .runners
+        .touch_runner("s1", t0() + secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(touched.last_heartbeat, t0() + secs(30));
+    assert_eq!(
+        store.runners.touch_runner("nope", t0()).await.unwrap(),
+        None
+    );
+    let idle: Vec<_> = store
+        .runners
+        .inactive_runners(t0() + secs(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(idle, ["s2"]);
+    assert_eq!(store.runners.list_runners().await.unwrap().len(), 2);
+
+    assert_eq!(
+        store
+            .runners
+            .remove_runner("s1")
+            .await
+            .unwrap()
+            .map(|r| r.session_id),
+        Some("s1".to_string())
+    );
+    assert_eq!(store.runners.remove_runner("s1").await.unwrap(), None);
+    assert_eq!(store.runners.get_runner("s1").await.unwrap(), None);
+}
+
+pub async fn runners_respect_the_limit_and_the_one_singleton(store: &Stores) {
+    for s in ["a", "b"] {
+        assert!(matches!(
+            store
+                .runners
+                .reserve_runner(runner(s, false), Some(2), t0())
+                .await
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+    }
+    assert_eq!(
+        store
+            .runners
+            .reserve_runner(runner("c", false), Some(2), t0())
+            .await
+            .unwrap(),
+        Reservation::LimitReached { active: 2 }
+    );
+    assert_eq!(
+        store.runners.get_runner("c").await.unwrap(),
+        None,
+        "nothing written"
+    );
+    assert!(matches!(
+        store
+            .runners
+            .reserve_runner(runner("c", false), None, t0())
+            .await
+            .unwrap(),
+        Reservation::Reserved(_)
+    ));
+
+    let Reservation::Reserved(one) = store
+        .runners
+        .reserve_runner(runner("shared-1", true), None, t0())
+        .await
+        .unwrap()
+    else {
+        panic!("expected the singleton's reservation")
+    };
+    assert!(one.singleton);
+    assert!(matches!(
+        store.runners.reserve_runner(runner("shared-2", true), None, t0()).await.unwrap(),
+        Reservation::Exists(e) if e.session_id == "shared-1"
+    ));
+}
+
+pub async fn concurrent_reservations_stop_at_the_limit(store: Stores) {
+    let attempts = (0..12).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .runners
+                .reserve_runner(runner(&format!("c{i}"), false), Some(3), t0())
+                .await
+                .unwrap()
+        })
+    });
+    let mut reserved = 0;
+    for a in attempts {
+        if let Reservation::Reserved(_) = a.await.unwrap() {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 3);
+    assert_eq!(store.runners.list_runners().await.unwrap().len(), 3);
+}
+
+macro_rules! runners_suite {
+    ($backend:ident, $fixture:expr) => {
+        suite!($backend, $fixture;
+            plain: [
+                runners_are_reserved_started_touched_and_removed,
+                runners_respect_the_limit_and_the_one_singleton,
+            ];
+            shared: [concurrent_reservations_stop_at_the_limit]);
+    };
+}
+
+runners_suite!(sqlite, crate::sqlite_fixture());
