@@ -1,4 +1,4 @@
-//! Operations: the instance id, health figures.
+//! Operations: the instance id.
 
 use crate::*;
 
@@ -7,8 +7,6 @@ pub async fn the_instance_id_is_made_once_and_kept(store: &Stores) {
     assert!(!id.is_empty());
     assert_eq!(store.ops.instance_id().await.unwrap(), id);
 }
-
-/// Concurrent provisions can never pass the limit together.
 
 macro_rules! ops_suite {
     ($backend:ident, $fixture:expr) => {

@@ -133,6 +133,7 @@ pub async fn runners_respect_the_limit_and_the_one_singleton(store: &Stores) {
     ));
 }
 
+/// Concurrent provisions can never pass the limit together.
 pub async fn concurrent_reservations_stop_at_the_limit(store: Stores) {
     let attempts = (0..12).map(|i| {
         let store = store.clone();
