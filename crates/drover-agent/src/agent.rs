@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Most tasks one claim asks for (the server's limit).
-const MAX_CLAIM: usize = 1000;
+const MAX_CLAIM: usize = drover_core::rules::MAX_CLAIM as usize;
 /// Jobs whose run settings are remembered; older ones are looked up again if needed.
 const JOB_CACHE: usize = 256;
 

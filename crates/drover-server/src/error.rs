@@ -75,7 +75,8 @@ impl From<StoreError> for ApiError {
                 message: e.to_string(),
             },
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
-            StoreError::Internal(m) => ApiError::Internal(m),
+            // Only opening a store gives this; no request can.
+            StoreError::Unsupported(m) | StoreError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

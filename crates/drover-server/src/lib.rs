@@ -1,5 +1,5 @@
 //! drover's server: the HTTP surfaces, authentication, and the background reapers, over one
-//! [`Store`].
+//! store ([`Stores`]).
 //!
 //! The server owns no state of its own: every request becomes one store call, and the store is
 //! the single source of truth (so several replicas can later share one database). Surfaces
@@ -25,7 +25,7 @@ pub use error::ApiError;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Method;
 use axum::{Extension, Router, middleware};
-use drover_store::{Store, StoreError};
+use drover_store::{StoreError, Stores};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ use tower_http::trace::TraceLayer;
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Stores,
     pub config: Arc<ServerConfig>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<metrics::Metrics>,
@@ -43,17 +43,19 @@ pub struct AppState {
 
 impl AppState {
     /// A state without a runner driver: the runner endpoints answer 503 `RUNNERS_DISABLED`.
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Stores, config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
         Self::with_runner_driver(store, config, clock, None)
     }
 
     pub fn with_runner_driver(
-        store: Arc<dyn Store>,
+        store: Stores,
         config: ServerConfig,
         clock: Arc<dyn Clock>,
         driver: Option<Arc<dyn drover_runners::Driver>>,
     ) -> Self {
         let metrics = Arc::new(metrics::Metrics::new());
+        let counted = metrics.clone();
+        store.observe(move |events| counted.count_events(events));
         let runners = Arc::new(runners::RunnerService::new(
             store.clone(),
             driver,
@@ -78,7 +80,7 @@ impl AppState {
 
     pub fn task_reaper(&self) -> reaper::TaskReaper {
         reaper::TaskReaper {
-            store: self.store.clone(),
+            store: self.store.jobs.clone(),
             clock: self.clock.clone(),
             grace: self.config.task_lease_grace,
         }
@@ -86,7 +88,7 @@ impl AppState {
 
     pub fn spot_reaper(&self) -> reaper::SpotReaper {
         reaper::SpotReaper {
-            store: self.store.clone(),
+            store: self.store.nodes.clone(),
             clock: self.clock.clone(),
             timeout: self.config.spot_timeout,
             retention: self.config.spot_retention,
@@ -240,7 +242,7 @@ pub async fn serve_with_runner_listener(
     for w in workers {
         let _ = w.await;
     }
-    store.close().await?;
+    store.ops.close().await?;
     tracing::info!("server stopped");
     match served {
         Ok(result) => result.map_err(ServeError::Io),

@@ -1,11 +1,12 @@
 //! Prometheus metrics: one registry per server (no globals, so every test server counts alone),
 //! rendered at `GET /metrics` in the OpenMetrics text format.
 //!
-//! Counters are incremented by the code that did the thing (the runner service, the reapers);
-//! this module only owns their names and the registry.
+//! Counters are incremented by the code that did the thing (the runner service, the reapers,
+//! the store's committed events); this module only owns their names and the registry.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 /// Runner lifecycle counters.
@@ -21,9 +22,13 @@ pub struct RunnerCounters {
     pub failed: Counter,
 }
 
+/// Committed store events, by `kind` (`drover_core::Event::kind`).
+pub type EventCounters = Family<Vec<(&'static str, &'static str)>, Counter>;
+
 pub struct Metrics {
     registry: Registry,
     pub runners: RunnerCounters,
+    pub store_events: EventCounters,
 }
 
 impl Metrics {
@@ -50,7 +55,17 @@ impl Metrics {
             "Runner starts or stops that failed",
             runners.failed.clone(),
         );
-        Metrics { registry, runners }
+        let store_events = EventCounters::default();
+        registry.register(
+            "store_events",
+            "Domain events of committed store writes, by kind",
+            store_events.clone(),
+        );
+        Metrics {
+            registry,
+            runners,
+            store_events,
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -59,6 +74,17 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+impl Metrics {
+    /// Counts each committed write's events by kind.
+    pub fn count_events(&self, events: &[drover_core::Event]) {
+        for event in events {
+            self.store_events
+                .get_or_create(&vec![("kind", event.kind())])
+                .inc();
+        }
     }
 }
 

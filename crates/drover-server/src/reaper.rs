@@ -8,7 +8,7 @@
 
 use crate::clock::{Clock, before};
 use drover_core::TaskStatus;
-use drover_store::{NodesDown, Released, Store, StoreError};
+use drover_store::{JobStore, NodeStore, NodesDown, Released, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -62,7 +62,7 @@ fn log_released(released: &[Released]) {
 /// Takes back RUNNING tasks whose lease (the task timeout) ran out more than `grace` ago.
 #[derive(Clone)]
 pub struct TaskReaper {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn JobStore>,
     pub clock: Arc<dyn Clock>,
     pub grace: Duration,
 }
@@ -91,7 +91,7 @@ impl Worker for TaskReaper {
 /// Marks spots without a heartbeat for `timeout` DOWN and takes back their tasks.
 #[derive(Clone)]
 pub struct SpotReaper {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn NodeStore>,
     pub clock: Arc<dyn Clock>,
     pub timeout: Duration,
     /// DOWN spots silent for longer than this are removed from the registry; `None` keeps

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::metrics::RunnerCounters;
 use drover_core::{Runner, RunnerStatus, runner_endpoint};
 use drover_runners::{Driver, DriverError, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
-use drover_store::{NewRunner, Reservation, Store, StoreError};
+use drover_store::{NewRunner, Reservation, StoreError, Stores};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,7 +140,7 @@ pub fn check_session(id: &str) -> Result<(), RunnerError> {
 }
 
 pub struct RunnerService {
-    store: Arc<dyn Store>,
+    store: Stores,
     driver: Option<Arc<dyn Driver>>,
     pub config: RunnersConfig,
     clock: Arc<dyn Clock>,
@@ -154,7 +154,7 @@ pub struct RunnerService {
 
 impl RunnerService {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Stores,
         driver: Option<Arc<dyn Driver>>,
         config: RunnersConfig,
         clock: Arc<dyn Clock>,
@@ -184,7 +184,7 @@ impl RunnerService {
     pub async fn instance_id(&self) -> Result<&str, RunnerError> {
         Ok(self
             .instance
-            .get_or_try_init(|| self.store.instance_id())
+            .get_or_try_init(|| self.store.ops.instance_id())
             .await?)
     }
 
@@ -207,6 +207,7 @@ impl RunnerService {
         };
         let reserved = match self
             .store
+            .runners
             .reserve_runner(new, self.config.max_runners, self.clock.now())
             .await?
         {
@@ -238,13 +239,17 @@ impl RunnerService {
                 self.counters.failed.inc();
                 tracing::warn!(%session, error = %e, "runner failed to start");
                 // Give the slot back; the driver left nothing behind.
-                self.store.remove_runner(&reserved.session_id).await?;
+                self.store
+                    .runners
+                    .remove_runner(&reserved.session_id)
+                    .await?;
                 return Err(e.into());
             }
         };
         let endpoint = runner_endpoint(&self.config.host, started.host_port);
         match self
             .store
+            .runners
             .runner_started(&session, &started.instance, &endpoint, self.clock.now())
             .await
         {
@@ -283,6 +288,7 @@ impl RunnerService {
             tokio::time::sleep(Duration::from_millis(100)).await;
             runner = self
                 .store
+                .runners
                 .get_runner(&runner.session_id)
                 .await?
                 .ok_or(RunnerError::NotFound { singleton: false })?;
@@ -294,11 +300,12 @@ impl RunnerService {
     pub async fn heartbeat(&self, session: &str) -> Result<Runner, RunnerError> {
         self.driver()?;
         let singleton = self.config.reuse;
-        match self.store.get_runner(session).await? {
+        match self.store.runners.get_runner(session).await? {
             Some(r) if r.singleton == singleton => {}
             _ => return Err(RunnerError::NotFound { singleton }),
         }
         self.store
+            .runners
             .touch_runner(session, self.clock.now())
             .await?
             .ok_or(RunnerError::NotFound { singleton })
@@ -307,13 +314,14 @@ impl RunnerService {
     /// Stops and removes the session's runner.
     pub async fn deprovision(&self, session: &str) -> Result<Runner, RunnerError> {
         self.driver()?;
-        let runner = self
-            .store
-            .get_runner(session)
-            .await?
-            .ok_or(RunnerError::NotFound {
-                singleton: self.config.reuse,
-            })?;
+        let runner =
+            self.store
+                .runners
+                .get_runner(session)
+                .await?
+                .ok_or(RunnerError::NotFound {
+                    singleton: self.config.reuse,
+                })?;
         self.remove(&runner).await?;
         self.counters.deprovisioned.inc();
         tracing::info!(%session, "runner deprovisioned");
@@ -329,12 +337,12 @@ impl RunnerService {
             self.counters.failed.inc();
             return Err(e.into());
         }
-        self.store.remove_runner(&runner.session_id).await?;
+        self.store.runners.remove_runner(&runner.session_id).await?;
         Ok(())
     }
 
     pub async fn list(&self) -> Result<Vec<Runner>, RunnerError> {
-        Ok(self.store.list_runners().await?)
+        Ok(self.store.runners.list_runners().await?)
     }
 
     /// Removes runners without a heartbeat for the inactivity timeout. Runners still STARTING
@@ -345,7 +353,7 @@ impl RunnerService {
         }
         let cutoff = crate::clock::before(self.clock.now(), self.config.inactivity_timeout);
         let mut reaped = Vec::new();
-        for runner in self.store.inactive_runners(cutoff).await? {
+        for runner in self.store.runners.inactive_runners(cutoff).await? {
             if runner.status == RunnerStatus::Starting {
                 continue;
             }
@@ -371,7 +379,7 @@ impl RunnerService {
         let instance = self.instance_id().await?.to_string();
         let _alone = self.starting.write().await;
         let found = driver.list(INSTANCE_LABEL, &instance).await?;
-        let known = self.store.list_runners().await?;
+        let known = self.store.runners.list_runners().await?;
         let mut done = Reconciled::default();
         let mut seen = HashSet::new();
         for sandbox in &found {
@@ -392,7 +400,7 @@ impl RunnerService {
         for r in &known {
             let alive = r.instance.as_ref().is_some_and(|i| seen.contains(i));
             if !alive {
-                self.store.remove_runner(&r.session_id).await?;
+                self.store.runners.remove_runner(&r.session_id).await?;
                 done.forgotten.push(r.session_id.clone());
             }
         }

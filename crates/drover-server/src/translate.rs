@@ -7,6 +7,7 @@
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use drover_api as api;
+use drover_core::rules::{self, RuleError};
 use drover_core::run::{self, RunSpec};
 use drover_core::sweep::{Dimension, SweepSpec, Values};
 use drover_core::time::format;
@@ -16,15 +17,16 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Longest job name accepted.
-const MAX_NAME_LEN: usize = 200;
-/// Most attempts a job may ask for.
-const MAX_ATTEMPTS_LIMIT: u32 = 100;
-/// Longest task timeout a job may ask for: one year.
-pub const MAX_TASK_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// Longest task timeout a job may ask for (a rule of the core, re-exported for the settings).
+pub use drover_core::rules::MAX_TASK_TIMEOUT_SECS;
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("INVALID_FIELD", format!("{field}: {message}"))
+}
+
+/// A refused rule, as the request field to fix.
+pub fn rule_error(e: RuleError) -> ApiError {
+    invalid(e.field, e.message)
 }
 
 /// A dimension given as a list of values, `{min, max, step}`, or one bare value.
@@ -69,30 +71,16 @@ pub fn job_request(
     req: api::CreateJobRequest,
     config: &ServerConfig,
 ) -> Result<(NewJob, SweepSpec), ApiError> {
-    let spec = serde_json::to_value(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(name) = &req.name
-        && name.chars().count() > MAX_NAME_LEN
-    {
-        return Err(invalid(
-            "name",
-            format!("at most {MAX_NAME_LEN} characters"),
-        ));
+    if let Some(name) = &req.name {
+        rules::check_job_name(name).map_err(rule_error)?;
     }
     let max_attempts = req.max_attempts.unwrap_or(config.default_max_attempts);
-    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
-        return Err(invalid(
-            "maxAttempts",
-            format!("must be between 1 and {MAX_ATTEMPTS_LIMIT} (got {max_attempts})"),
-        ));
-    }
+    rules::check_max_attempts(max_attempts).map_err(rule_error)?;
     let task_timeout = match req.task_timeout_seconds {
-        Some(s) if !(1..=MAX_TASK_TIMEOUT_SECS).contains(&s) => {
-            return Err(invalid(
-                "taskTimeoutSeconds",
-                format!("must be between 1 and {MAX_TASK_TIMEOUT_SECS} (one year); got {s}"),
-            ));
+        Some(s) => {
+            rules::check_task_timeout_secs(s).map_err(rule_error)?;
+            Duration::from_secs(s)
         }
-        Some(s) => Duration::from_secs(s),
         None => config.default_task_timeout,
     };
 
@@ -153,7 +141,6 @@ pub fn job_request(
         priority: req.priority.unwrap_or(0),
         max_attempts,
         task_timeout,
-        spec,
         run,
     };
     Ok((

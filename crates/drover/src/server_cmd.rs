@@ -6,7 +6,6 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use drover_server::{AppState, ServerConfig, SystemClock};
-use drover_store::SqliteStore;
 use serde::Deserialize;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -190,6 +189,8 @@ struct FileConfig {
 pub struct Settings {
     pub addr: SocketAddr,
     pub db_path: PathBuf,
+    /// The database setting as given, for `drover_store::open`.
+    pub store_url: String,
     pub allow_unauthenticated: bool,
     pub log_format: LogFormat,
     pub server: ServerConfig,
@@ -213,27 +214,9 @@ where
     }
 }
 
-/// Turns a database setting into a SQLite file path.
+/// Turns a database setting into a SQLite file path (the store's own reading of its URL).
 fn db_path(db: &str) -> anyhow::Result<PathBuf> {
-    if db.starts_with("jdbc:") {
-        bail!(
-            "database {db:?} is a JDBC URL; drover keeps its state in SQLite: give a file path \
-             such as ./data/drover.db (or sqlite://./data/drover.db)"
-        );
-    }
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        bail!(
-            "database {db:?}: this build of drover stores its state in SQLite only; give a file path"
-        );
-    }
-    let path = db
-        .strip_prefix("sqlite://")
-        .or_else(|| db.strip_prefix("sqlite:"))
-        .unwrap_or(db);
-    if path.is_empty() {
-        bail!("the database path is empty");
-    }
-    Ok(PathBuf::from(path))
+    Ok(drover_store::sqlite_path(db)?)
 }
 
 impl ServerArgs {
@@ -375,6 +358,7 @@ impl ServerArgs {
         Ok(Settings {
             addr: SocketAddr::new(bind, port),
             db_path: db_path(&db)?,
+            store_url: db,
             allow_unauthenticated,
             log_format: self
                 .log_format
@@ -461,7 +445,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let store = SqliteStore::open(&settings.db_path)
+        let store = drover_store::open(&settings.store_url)
             .with_context(|| format!("opening the store {}", settings.db_path.display()))?;
         let listener = tokio::net::TcpListener::bind(settings.addr)
             .await
@@ -514,7 +498,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             );
         }
         let state = AppState::with_runner_driver(
-            Arc::new(store),
+            store,
             settings.server,
             Arc::new(SystemClock),
             settings.runner_driver,

@@ -11,9 +11,6 @@ use drover_api as api;
 use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
 use drover_store::Report;
 
-/// Most tasks one claim may ask for.
-pub const MAX_CLAIM: u32 = 1000;
-
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/internal/v1/hello", post(hello))
@@ -39,7 +36,7 @@ async fn hello(
             disk_bytes: req.disk_bytes,
         },
     };
-    let node = app.store.register_node(info, app.clock.now()).await?;
+    let node = app.store.nodes.register_node(info, app.clock.now()).await?;
     tracing::info!(spot = %node.id, address = %node.info.address, "spot registered");
     Ok(Json(api::HelloResponse {
         spot_id: node.id,
@@ -59,6 +56,7 @@ async fn heartbeat(
         free_memory_bytes: req.free_memory_bytes,
     };
     app.store
+        .nodes
         .heartbeat(&req.spot_id, stats, app.clock.now())
         .await?;
     Ok(Json(api::SuccessBody { success: true }))
@@ -68,17 +66,10 @@ async fn claim(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::ClaimRequest>,
 ) -> Result<Json<api::ClaimResponse>, ApiError> {
-    if !(1..=MAX_CLAIM).contains(&req.max_tasks) {
-        return Err(ApiError::bad_request(
-            "INVALID_FIELD",
-            format!(
-                "maxTasks: must be between 1 and {MAX_CLAIM} (got {})",
-                req.max_tasks
-            ),
-        ));
-    }
+    drover_core::rules::check_claim_size(req.max_tasks).map_err(crate::translate::rule_error)?;
     let claimed = app
         .store
+        .jobs
         .claim(&req.spot_id, req.max_tasks, app.clock.now())
         .await?;
     Ok(Json(api::ClaimResponse {
@@ -146,6 +137,7 @@ async fn report(
     };
     let outcome = app
         .store
+        .jobs
         .report(vec![report], app.clock.now())
         .await?
         .pop()
@@ -168,7 +160,7 @@ async fn report(
         refused => {
             if refused == ReportOutcome::NotHolder {
                 // The contract's log line names the holder; look it up only on this rare path.
-                let holder = match app.store.get_task(&task_id).await {
+                let holder = match app.store.jobs.get_task(&task_id).await {
                     Ok(t) if t.status == drover_core::TaskStatus::Running => t.assigned_to,
                     _ => None,
                 };

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use drover_api as api;
 use drover_core::sweep::Sweep;
 use drover_core::{JobStatus, Task, TaskStatus};
-use drover_store::{Page, Store};
+use drover_store::{JobStore, Page};
 use std::sync::Arc;
 
 pub fn routes() -> axum::Router<AppState> {
@@ -52,8 +52,8 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 async fn health(State(app): State<AppState>) -> Response {
     let checked = async {
-        app.store.health().await?;
-        app.store.overview().await
+        app.store.ops.health().await?;
+        app.store.ops.overview().await
     }
     .await;
     match checked {
@@ -80,7 +80,7 @@ async fn health(State(app): State<AppState>) -> Response {
 }
 
 async fn spots(State(app): State<AppState>) -> Result<Json<api::SpotsResponse>, ApiError> {
-    let nodes = app.store.list_nodes().await?;
+    let nodes = app.store.nodes.list_nodes().await?;
     Ok(Json(api::SpotsResponse {
         spots: nodes.iter().map(translate::spot).collect(),
     }))
@@ -92,7 +92,11 @@ async fn create_job(
 ) -> Result<(StatusCode, Json<api::CreateJobResponse>), ApiError> {
     let (job, spec) = translate::job_request(req, &app.config)?;
     let sweep = Sweep::new(spec, app.config.max_tasks_per_job)?;
-    let job = app.store.create_job(job, sweep, app.clock.now()).await?;
+    let job = app
+        .store
+        .jobs
+        .create_job(job, sweep, app.clock.now())
+        .await?;
     tracing::info!(job = %job.id, tasks = job.counts.total, "job created");
     Ok((
         StatusCode::CREATED,
@@ -110,6 +114,7 @@ async fn list_jobs(
 ) -> Result<Json<api::JobList>, ApiError> {
     let page = app
         .store
+        .jobs
         .list_jobs(q.status::<JobStatus>()?, q.page(100, 1000)?)
         .await?;
     Ok(Json(api::JobList {
@@ -122,14 +127,14 @@ async fn get_job(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Job>, ApiError> {
-    Ok(Json(translate::job(&app.store.get_job(&id).await?)))
+    Ok(Json(translate::job(&app.store.jobs.get_job(&id).await?)))
 }
 
 async fn cancel_job(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Job>, ApiError> {
-    let job = app.store.cancel_job(&id, app.clock.now()).await?;
+    let job = app.store.jobs.cancel_job(&id, app.clock.now()).await?;
     tracing::info!(job = %job.id, cancelled = job.counts.cancelled, "job cancelled");
     Ok(Json(translate::job(&job)))
 }
@@ -141,6 +146,7 @@ async fn list_tasks(
 ) -> Result<Json<api::TaskList>, ApiError> {
     let page = app
         .store
+        .jobs
         .list_tasks(&id, q.status::<TaskStatus>()?, q.page(100, 1000)?)
         .await?;
     Ok(Json(api::TaskList {
@@ -154,7 +160,7 @@ async fn get_task(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Task>, ApiError> {
-    Ok(Json(translate::task(&app.store.get_task(&id).await?)))
+    Ok(Json(translate::task(&app.store.jobs.get_task(&id).await?)))
 }
 
 /// Results of DONE tasks: JSON pages by default, or the whole job as CSV with `format=csv`.
@@ -163,10 +169,10 @@ async fn results(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let job = app.store.get_job(&id).await?;
+    let job = app.store.jobs.get_job(&id).await?;
     match q.format.as_deref() {
         None | Some("json") => {}
-        Some("csv") => return Ok(csv_results(app.store.clone(), job)),
+        Some("csv") => return Ok(csv_results(app.store.jobs.clone(), job)),
         Some(other) => {
             return Err(ApiError::bad_request(
                 "INVALID_QUERY",
@@ -176,6 +182,7 @@ async fn results(
     }
     let page = app
         .store
+        .jobs
         .list_tasks(&id, Some(TaskStatus::Done), q.page(1000, 10_000)?)
         .await?;
     Ok(Json(api::ResultsResponse {
@@ -192,7 +199,7 @@ const CSV_PAGE: u32 = 1000;
 
 /// Streams every DONE task of `job` as CSV, one store page at a time, so a million results never
 /// sit in memory at once. Columns: the task id, each swept parameter, then the result fields.
-fn csv_results(store: Arc<dyn Store>, job: drover_core::Job) -> Response {
+fn csv_results(store: Arc<dyn JobStore>, job: drover_core::Job) -> Response {
     let params = job.parameter_names.clone();
     let mut header_row = vec!["taskId".to_string()];
     header_row.extend(params.iter().cloned());

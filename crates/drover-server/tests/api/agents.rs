@@ -153,7 +153,7 @@ async fn bad_claims_get_clear_errors_not_tasks() {
         .unwrap();
     assert_eq!(app.client.claim(&spot, 1).await.unwrap().len(), 1);
     // Nothing was handed out by the refused claims.
-    assert_eq!(app.store().overview().await.unwrap().running_tasks, 1);
+    assert_eq!(app.store().ops.overview().await.unwrap().running_tasks, 1);
     app.finish().await;
 }
 

@@ -7,7 +7,7 @@ use drover_api::{CreateJobRequest, CreateJobResponse, HelloRequest};
 use drover_client::Client;
 use drover_core::TaskStatus;
 use drover_server::{AppState, Clock, ManualClock, ServerConfig, SystemClock};
-use drover_store::{SqliteStore, Store};
+use drover_store::Stores;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +79,7 @@ async fn start(
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("drover.db");
-    let store = SqliteStore::open(&db_path).unwrap();
+    let store = drover_store::open(&db_path.to_string_lossy()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut client = Client::new(&base);
@@ -89,7 +89,7 @@ async fn start(
     if let Some(k) = &config.api_key {
         client = client.with_api_key(k);
     }
-    let state = AppState::with_runner_driver(Arc::new(store), config, clock, driver);
+    let state = AppState::with_runner_driver(store, config, clock, driver);
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(drover_server::serve(
         listener,
@@ -113,8 +113,8 @@ async fn start(
 }
 
 impl TestApp {
-    pub fn store(&self) -> &dyn Store {
-        &*self.state.store
+    pub fn store(&self) -> &Stores {
+        &self.state.store
     }
 
     pub fn advance(&self, by: Duration) {
@@ -186,7 +186,7 @@ impl TestApp {
     /// Invariant 4, seen through the API and through the store's own audit: every job's counts
     /// equal the number of its tasks in each status.
     pub async fn assert_job_counts_consistent(&self) {
-        let mismatches = self.store().audit_job_counts().await.unwrap();
+        let mismatches = self.store().ops.audit_job_counts().await.unwrap();
         assert!(
             mismatches.is_empty(),
             "stored counts differ: {mismatches:?}"

@@ -213,7 +213,7 @@ async fn invalid_sweeps_are_refused_and_nothing_is_written() {
             .jobs
             .is_empty()
     );
-    assert_eq!(app.store().overview().await.unwrap().pending_tasks, 0);
+    assert_eq!(app.store().ops.overview().await.unwrap().pending_tasks, 0);
     app.finish().await;
 }
 
@@ -602,4 +602,24 @@ async fn results_come_in_pages_and_as_csv() {
         (400, json!("INVALID_QUERY"))
     );
     app.finish().await;
+}
+
+#[tokio::test]
+async fn committed_writes_are_counted_by_event_kind_and_the_job_keeps_its_sweep() {
+    let app = spawn_app().await;
+    let created = app.create_job(3, json!({})).await;
+    let spot = app.hello().await;
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    for line in [
+        "drover_store_events_total{kind=\"job_created\"} 1",
+        "drover_store_events_total{kind=\"node_registered\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    // The job keeps the normalised sweep, not the request it came in.
+    let job = app.store().jobs.get_job(&created.job_id).await.unwrap();
+    assert!(job.spec["dimensions"].is_array(), "{}", job.spec);
+    assert!(job.spec.get("parameters").is_none(), "{}", job.spec);
+    assert!(!spot.is_empty());
 }

@@ -2,7 +2,7 @@
 //! be stored, then stops the workers and closes the store.
 
 use crate::helpers::spawn_app;
-use drover_store::{SqliteStore, Store};
+use drover_store::SqliteStore;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,8 +48,11 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         reqwest::get(format!("{base}/api/v1/health")).await.is_err(),
         "a stopped server accepts no connections"
     );
-    let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+    let store = SqliteStore::open(dir.path().join("drover.db"))
+        .unwrap()
+        .into_stores();
     let jobs = store
+        .jobs
         .list_jobs(None, drover_store::Page::first(10))
         .await
         .unwrap();
