@@ -5,13 +5,12 @@
 use crate::server_cmd::Span;
 use anyhow::{Context, bail};
 use clap::Args;
-use drover_runners::Driver;
-use drover_runners::docker::{DockerConfig, DockerDriver, Hardening};
-use drover_runners::process::{ProcessConfig, ProcessDriver};
+use drover_runners::docker::{DockerConfig, Hardening};
+use drover_runners::process::ProcessConfig;
+use drover_server::DriverConfig;
 use drover_server::runners::RunnersConfig;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -162,7 +161,7 @@ fn parse_size(text: &str) -> anyhow::Result<Option<i64>> {
 #[derive(Debug)]
 pub struct RunnerSettings {
     pub config: RunnersConfig,
-    pub driver: Option<Arc<dyn Driver>>,
+    pub driver: Option<DriverConfig>,
     /// An extra listener for the runner routes.
     pub listen: Option<std::net::SocketAddr>,
 }
@@ -255,7 +254,7 @@ impl RunnerArgs {
             error_details: environment.trim() != "production",
         };
 
-        let driver: Option<Arc<dyn Driver>> = match self.runner_driver.unwrap_or(DriverKind::None) {
+        let driver: Option<DriverConfig> = match self.runner_driver.unwrap_or(DriverKind::None) {
             DriverKind::None => None,
             DriverKind::Docker => {
                 let base = DockerConfig::default();
@@ -286,7 +285,7 @@ impl RunnerArgs {
                     .runner_image
                     .or_else(|| contract_var("DOCKER_IMAGE_NAME"))
                     .unwrap_or(base.image.clone());
-                Some(Arc::new(DockerDriver::new(DockerConfig {
+                Some(DriverConfig::Docker(DockerConfig {
                     socket: self.docker_socket,
                     image,
                     container_port: self.runner_port.unwrap_or(base.container_port),
@@ -300,7 +299,7 @@ impl RunnerArgs {
                         .unwrap_or(base.call_timeout),
                     hardening,
                     ..base
-                })))
+                }))
             }
             DriverKind::Process => {
                 let Some(command) = self.runner_command else {
@@ -323,7 +322,7 @@ impl RunnerArgs {
                 if let Some(ip) = self.runner_publish_ip {
                     process.bind_ip = ip;
                 }
-                Some(Arc::new(ProcessDriver::new(process)))
+                Some(DriverConfig::Process(process))
             }
         };
         if self.runner_listen.is_some() && driver.is_none() {
@@ -352,7 +351,7 @@ mod tests {
             ..Default::default()
         };
         let built = flags.or_file(file).build().unwrap();
-        assert_eq!(built.driver.unwrap().name(), "process");
+        assert_eq!(built.driver.unwrap().build().name(), "process");
         assert_eq!(built.config.max_runners, Some(3), "the flag wins");
         assert!(toml::from_str::<RunnerArgs>("runner-drvier = \"docker\"").is_err());
     }
@@ -381,7 +380,7 @@ mod tests {
             ..Default::default()
         };
         let built = args.build().unwrap();
-        assert_eq!(built.driver.unwrap().name(), "process");
+        assert_eq!(built.driver.unwrap().build().name(), "process");
     }
 
     #[test]

@@ -5,12 +5,11 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use drover_server::{AppState, ServerConfig, SystemClock};
+use drover_server::{Application, ServerConfig};
 use serde::Deserialize;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -189,13 +188,11 @@ struct FileConfig {
 pub struct Settings {
     pub addr: SocketAddr,
     pub db_path: PathBuf,
-    /// The database setting as given, for `drover_store::open`.
-    pub store_url: String,
     pub allow_unauthenticated: bool,
     pub log_format: LogFormat,
     pub server: ServerConfig,
     /// The runner driver, if runners are enabled.
-    pub runner_driver: Option<std::sync::Arc<dyn drover_runners::Driver>>,
+    pub runner_driver: Option<drover_server::DriverConfig>,
     /// An extra listener for the runner routes.
     pub runner_listen: Option<SocketAddr>,
 }
@@ -358,7 +355,6 @@ impl ServerArgs {
         Ok(Settings {
             addr: SocketAddr::new(bind, port),
             db_path: db_path(&db)?,
-            store_url: db,
             allow_unauthenticated,
             log_format: self
                 .log_format
@@ -445,66 +441,62 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let store = drover_store::open(&settings.store_url)
-            .with_context(|| format!("opening the store {}", settings.db_path.display()))?;
-        let listener = tokio::net::TcpListener::bind(settings.addr)
-            .await
-            .with_context(|| format!("listening on {}", settings.addr))?;
-        let addr = listener.local_addr()?;
-        if settings.allow_unauthenticated && !addr.ip().is_loopback() {
-            tracing::warn!("serving on {addr} without authentication (--allow-unauthenticated)");
+        let mut listeners = vec![drover_server::ListenerConfig::all(settings.addr)];
+        if let Some(addr) = settings.runner_listen {
+            listeners.push(drover_server::ListenerConfig {
+                addr,
+                surfaces: vec![drover_server::Surface::Runners],
+            });
         }
-        tracing::info!(
-            "drover listening on http://{addr} (store: {}, agent key: {}, API key: {})",
-            settings.db_path.display(),
-            if settings.server.agent_key.is_some() {
-                "required"
-            } else {
-                "off"
-            },
-            if settings.server.api_key.is_some() {
-                "required"
-            } else {
-                "off"
-            },
-        );
-        let runner_listener = match settings.runner_listen {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("listening for runner requests on {addr}"))?;
-                tracing::info!("runner routes also on http://{}", l.local_addr()?);
-                Some(l)
-            }
-            None => None,
+        let config = drover_server::AppConfig {
+            store_url: settings.db_path.display().to_string(),
+            listeners,
+            server: settings.server,
+            runner_driver: settings.runner_driver,
+            allow_unauthenticated: settings.allow_unauthenticated,
         };
-        let shutdown = CancellationToken::new();
-        watch_signals(shutdown.clone());
-        if let Some(driver) = &settings.runner_driver {
+        if let Some(driver) = &config.runner_driver {
+            let runners = &config.server.runners;
             tracing::info!(
                 "session runners on the {} driver ({} at most, inactivity timeout {}s{})",
-                driver.name(),
-                settings
-                    .server
-                    .runners
+                match driver {
+                    drover_server::DriverConfig::Docker(_) => "docker",
+                    drover_server::DriverConfig::Process(_) => "process",
+                },
+                runners
                     .max_runners
                     .map_or("no limit".to_string(), |n| n.to_string()),
-                settings.server.runners.inactivity_timeout.as_secs(),
-                if settings.server.runners.reuse {
-                    ", reuse mode"
-                } else {
-                    ""
-                }
+                runners.inactivity_timeout.as_secs(),
+                if runners.reuse { ", reuse mode" } else { "" }
             );
         }
-        let state = AppState::with_runner_driver(
-            store,
-            settings.server,
-            Arc::new(SystemClock),
-            settings.runner_driver,
+        let (agent_key, api_key) = (
+            config.server.agent_key.is_some(),
+            config.server.api_key.is_some(),
         );
-        drover_server::serve_with_runner_listener(listener, runner_listener, state, shutdown)
-            .await?;
+        let app = Application::build(config).await?;
+        let on = |b: bool| if b { "required" } else { "off" };
+        for (i, (addr, surfaces)) in app.local_addrs().into_iter().enumerate() {
+            if i == 0 {
+                if settings.allow_unauthenticated && !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        "serving on {addr} without authentication (--allow-unauthenticated)"
+                    );
+                }
+                tracing::info!(
+                    "drover listening on http://{addr} (store: {}, agent key: {}, API key: {})",
+                    settings.db_path.display(),
+                    on(agent_key),
+                    on(api_key),
+                );
+            } else {
+                let names: Vec<&str> = surfaces.iter().map(|s| s.name()).collect();
+                tracing::info!("{} routes also on http://{addr}", names.join(", "));
+            }
+        }
+        let shutdown = CancellationToken::new();
+        watch_signals(shutdown.clone());
+        app.run_until(shutdown).await?;
         Ok(())
     })
 }
