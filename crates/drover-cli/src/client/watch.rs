@@ -8,7 +8,7 @@
 
 use super::output;
 use super::{Failure, Outcome};
-use crate::server_cmd::Span;
+use crate::span::Span;
 use drover_api::Job;
 use drover_client::{Client, ClientError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
