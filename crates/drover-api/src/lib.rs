@@ -384,3 +384,30 @@ pub struct RunnerInfo {
 pub struct RunnerList {
     pub runners: Vec<RunnerInfo>,
 }
+
+pub mod session_runners;
+
+/// How one background worker is doing (`GET /api/v1/workers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerInfo {
+    pub name: String,
+    /// How often it runs; absent when it is not scheduled.
+    pub interval_seconds: Option<f64>,
+    pub runs: u64,
+    pub failures: u64,
+    /// When the last step started.
+    pub last_run_at: Option<String>,
+    pub last_duration_ms: Option<f64>,
+    /// The last step's error, absent when it succeeded.
+    pub last_error: Option<String>,
+    /// What the last successful step did (`tasks_retried`, `spots_down`, ...).
+    pub last_counts: BTreeMap<String, u64>,
+    /// What every step so far did, summed.
+    pub totals: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerInfo>,
+}

@@ -2,21 +2,14 @@
 //! then the server. How the server behaves is `drover-server`'s; this module only starts it.
 
 use crate::process::{init_logging, runtime, until_second_signal};
-use crate::settings::runners::DriverConfig;
 use crate::settings::{Resolved, ServerArgs};
 use anyhow::{Context, bail};
-use drover_runners::Driver;
-use drover_runners::docker::DockerDriver;
-use drover_runners::process::ProcessDriver;
-use drover_server::{AppState, SystemClock};
-use drover_store::SqliteStore;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use drover_server::{Application, DriverConfig};
 use tokio_util::sync::CancellationToken;
 
-/// Turns a database setting into a SQLite file path.
-fn db_path(db: &str) -> anyhow::Result<PathBuf> {
+/// Refuses a database URL this build cannot open, before anything is created: the Java
+/// coordinator's JDBC URLs and PostgreSQL name a store drover does not have.
+fn check_store_url(db: &str) -> anyhow::Result<()> {
     if db.starts_with("jdbc:") {
         bail!(
             "database {db:?} is a JDBC URL; drover keeps its state in SQLite: give a file path \
@@ -35,65 +28,16 @@ fn db_path(db: &str) -> anyhow::Result<PathBuf> {
     if path.is_empty() {
         bail!("the database path is empty");
     }
-    Ok(PathBuf::from(path))
-}
-
-/// Refuses settings that cannot work or that would serve the API to anyone without keys.
-fn validate(s: &Resolved) -> anyhow::Result<()> {
-    let server = &s.server;
-    if server.default_max_attempts == 0 {
-        bail!("max attempts must be at least 1");
-    }
-    for (name, d) in [
-        ("task reaper interval", server.task_reaper_interval),
-        ("spot reaper interval", server.spot_reaper_interval),
-        ("spot timeout", server.spot_timeout),
-        ("task timeout", server.default_task_timeout),
-    ] {
-        if d.is_zero() {
-            bail!("the {name} must be greater than zero");
-        }
-    }
-    let max_timeout = Duration::from_secs(drover_server::translate::MAX_TASK_TIMEOUT_SECS);
-    if server.default_task_timeout > max_timeout {
-        bail!("the task timeout must be at most one year");
-    }
-    if server.runners.inactivity_timeout.is_zero() || server.runners.cleanup_interval.is_zero() {
-        bail!("the runner inactivity timeout and cleanup interval must be greater than zero");
-    }
-    if s.runner_listen.is_some() && s.runner_driver.is_none() {
-        bail!("--runner-listen serves the runner routes: choose a --runner-driver too");
-    }
-    let bind = s.addr.ip();
-    if !bind.is_loopback()
-        && (server.agent_key.is_none() || server.api_key.is_none())
-        && !s.allow_unauthenticated
-    {
-        bail!(
-            "refusing to listen on {bind} without keys: anyone who can reach it could submit \
-             jobs and report results. Set both --agent-key and --api-key (or DROVER_AGENT_KEY \
-             and DROVER_API_KEY), bind 127.0.0.1, or pass --allow-unauthenticated"
-        );
-    }
-    if let Some(listen) = s.runner_listen
-        && !listen.ip().is_loopback()
-        && server.api_key.is_none()
-        && !s.allow_unauthenticated
-    {
-        bail!(
-            "refusing to serve runners on {listen} without --api-key: anyone who can reach it \
-             could start containers. Set --api-key, listen on 127.0.0.1, or pass \
-             --allow-unauthenticated"
-        );
-    }
     Ok(())
 }
 
-fn driver(config: DriverConfig) -> Arc<dyn Driver> {
-    match config {
-        DriverConfig::Docker(c) => Arc::new(DockerDriver::new(c)),
-        DriverConfig::Process(c) => Arc::new(ProcessDriver::new(c)),
-    }
+/// Every source merged and the result checked as the server will check it, before anything
+/// is created or bound.
+fn checked(args: ServerArgs) -> anyhow::Result<Resolved> {
+    let resolved = args.resolve()?;
+    check_store_url(&resolved.app.store_url)?;
+    resolved.app.validate()?;
+    Ok(resolved)
 }
 
 /// Cancels `token` on the first SIGTERM or Ctrl-C; a second one exits at once.
@@ -110,46 +54,21 @@ fn watch_signals(token: CancellationToken) {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let settings = args.resolve()?;
-    validate(&settings)?;
-    let db_path = db_path(&settings.store_url)?;
-    init_logging(settings.log_format);
+    let Resolved {
+        app: config,
+        log_format,
+    } = checked(args)?;
+    init_logging(log_format);
     let runtime = runtime().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let store = SqliteStore::open(&db_path)
-            .with_context(|| format!("opening the store {}", db_path.display()))?;
-        let listener = tokio::net::TcpListener::bind(settings.addr)
-            .await
-            .with_context(|| format!("listening on {}", settings.addr))?;
-        let addr = listener.local_addr()?;
-        if settings.allow_unauthenticated && !addr.ip().is_loopback() {
-            tracing::warn!("serving on {addr} without authentication (--allow-unauthenticated)");
-        }
-        let required = |key: &Option<String>| if key.is_some() { "required" } else { "off" };
-        tracing::info!(
-            "drover listening on http://{addr} (store: {}, agent key: {}, API key: {})",
-            db_path.display(),
-            required(&settings.server.agent_key),
-            required(&settings.server.api_key),
-        );
-        let runner_listener = match settings.runner_listen {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("listening for runner requests on {addr}"))?;
-                tracing::info!("runner routes also on http://{}", l.local_addr()?);
-                Some(l)
-            }
-            None => None,
-        };
-        let shutdown = CancellationToken::new();
-        watch_signals(shutdown.clone());
-        let runner_driver = settings.runner_driver.map(driver);
-        if let Some(driver) = &runner_driver {
-            let runners = &settings.server.runners;
+        if let Some(driver) = &config.runner_driver {
+            let runners = &config.server.runners;
             tracing::info!(
                 "session runners on the {} driver ({} at most, inactivity timeout {}s{})",
-                driver.name(),
+                match driver {
+                    DriverConfig::Docker(_) => "docker",
+                    DriverConfig::Process(_) => "process",
+                },
                 runners
                     .max_runners
                     .map_or("no limit".to_string(), |n| n.to_string()),
@@ -157,14 +76,30 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 if runners.reuse { ", reuse mode" } else { "" }
             );
         }
-        let state = AppState::with_runner_driver(
-            Arc::new(store),
-            settings.server,
-            Arc::new(SystemClock),
-            runner_driver,
-        );
-        drover_server::serve_with_runner_listener(listener, runner_listener, state, shutdown)
-            .await?;
+        let on = |key: &Option<String>| if key.is_some() { "required" } else { "off" };
+        let keys = (on(&config.server.agent_key), on(&config.server.api_key));
+        let (store, allow_unauthenticated) = (config.store_url.clone(), config.allow_unauthenticated);
+        let app = Application::build(config).await?;
+        for (i, (addr, surfaces)) in app.local_addrs().into_iter().enumerate() {
+            if i == 0 {
+                if allow_unauthenticated && !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        "serving on {addr} without authentication (--allow-unauthenticated)"
+                    );
+                }
+                tracing::info!(
+                    "drover listening on http://{addr} (store: {store}, agent key: {}, API key: {})",
+                    keys.0,
+                    keys.1,
+                );
+            } else {
+                let names: Vec<&str> = surfaces.iter().map(|s| s.name()).collect();
+                tracing::info!("{} routes also on http://{addr}", names.join(", "));
+            }
+        }
+        let shutdown = CancellationToken::new();
+        watch_signals(shutdown.clone());
+        app.run_until(shutdown).await?;
         Ok(())
     })
 }
@@ -174,12 +109,14 @@ mod tests {
     use super::*;
     use crate::settings::ServerSettings;
     use crate::settings::groups::{AuthSettings, ListenSettings, StoreSettings, TaskSettings};
+    use crate::span::Span;
+    use drover_server::Surface;
+    use std::path::PathBuf;
+    use std::time::Duration;
 
-    /// Settings as flags would give them, through the same resolve and check as `run`.
-    fn checked(config: Option<PathBuf>, settings: ServerSettings) -> anyhow::Result<Resolved> {
-        let resolved = ServerArgs { config, settings }.resolve()?;
-        validate(&resolved)?;
-        Ok(resolved)
+    /// Settings as flags would give them, through the same resolve and checks as `run`.
+    fn check(config: Option<PathBuf>, settings: ServerSettings) -> anyhow::Result<Resolved> {
+        checked(ServerArgs { config, settings })
     }
 
     fn flags(port: u16) -> ServerSettings {
@@ -201,10 +138,11 @@ mod tests {
 
     #[test]
     fn database_settings() {
-        assert_eq!(db_path("sqlite://x/y.db").unwrap(), PathBuf::from("x/y.db"));
-        assert_eq!(db_path("./d.db").unwrap(), PathBuf::from("./d.db"));
+        assert!(check_store_url("sqlite://x/y.db").is_ok());
+        assert!(check_store_url("./d.db").is_ok());
+        assert!(check_store_url("sqlite://").is_err());
         assert!(
-            db_path("jdbc:h2:file:./data/orhestra")
+            check_store_url("jdbc:h2:file:./data/orhestra")
                 .unwrap_err()
                 .to_string()
                 .contains("JDBC")
@@ -217,6 +155,7 @@ mod tests {
             listen: ListenSettings {
                 bind: Some("0.0.0.0".parse().unwrap()),
                 port: Some(1),
+                listen: Vec::new(),
             },
             auth: AuthSettings {
                 agent_key: agent.map(String::from),
@@ -225,10 +164,10 @@ mod tests {
             },
             ..flags(1)
         };
-        assert!(checked(None, args(None, None, false)).is_err());
-        assert!(checked(None, args(Some("a"), None, false)).is_err());
-        assert!(checked(None, args(Some("a"), Some("b"), false)).is_ok());
-        assert!(checked(None, args(None, None, true)).is_ok());
+        assert!(check(None, args(None, None, false)).is_err());
+        assert!(check(None, args(Some("a"), None, false)).is_err());
+        assert!(check(None, args(Some("a"), Some("b"), false)).is_ok());
+        assert!(check(None, args(None, None, true)).is_ok());
     }
 
     #[test]
@@ -240,16 +179,74 @@ mod tests {
             "port = 9123\nspot-timeout = \"3s\"\ntask-reaper-interval = 2\n",
         )
         .unwrap();
-        let s = checked(Some(path.clone()), flags(7000)).unwrap();
-        assert_eq!(s.addr.port(), 7000);
+        let s = check(Some(path.clone()), flags(7000)).unwrap().app;
+        assert_eq!(s.listeners[0].addr.port(), 7000);
         assert_eq!(s.server.spot_timeout, Duration::from_secs(3));
         assert_eq!(s.server.task_reaper_interval, Duration::from_secs(2));
 
         std::fs::write(&path, "prot = 1\n").unwrap();
-        let err = checked(Some(path), ServerSettings::default()).unwrap_err();
+        let err = check(Some(path), ServerSettings::default()).unwrap_err();
         assert!(
             format!("{err:#}").contains("unknown field `prot`"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        let mut settings = flags(1);
+        settings.tasks.spot_timeout = Some(Span(Duration::ZERO));
+        let e = check(None, settings).unwrap_err().to_string();
+        assert!(e.contains("spot timeout must be greater than zero"), "{e}");
+    }
+
+    #[test]
+    fn extra_listeners_serve_the_surfaces_named_for_them() {
+        let mut settings = flags(8080);
+        settings.listen.listen = vec![
+            "runners=127.0.0.1:3001".parse().unwrap(),
+            "native=127.0.0.1:9000".parse().unwrap(),
+            "runners=127.0.0.1:9000".parse().unwrap(),
+        ];
+        settings.runners = toml::from_str("runner-driver = \"process\"\nrunner-command = \"r\"\nrunner-listen = \"127.0.0.1:3002\"").unwrap();
+        let app = check(None, settings).unwrap().app;
+        let served: Vec<(u16, Vec<Surface>)> = app
+            .listeners
+            .iter()
+            .map(|l| (l.addr.port(), l.surfaces.clone()))
+            .collect();
+        assert_eq!(
+            served,
+            [
+                (8080, Surface::ALL.to_vec()),
+                (3002, vec![Surface::Runners]),
+                (3001, vec![Surface::Runners]),
+                (9000, vec![Surface::Native, Surface::Runners]),
+            ]
+        );
+        assert!(
+            "runners:3001"
+                .parse::<crate::settings::groups::Listen>()
+                .is_err()
+        );
+        assert!(
+            "grpc=127.0.0.1:1"
+                .parse::<crate::settings::groups::Listen>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn runner_routes_alone_need_a_driver_and_a_key_off_loopback() {
+        let mut settings = flags(1);
+        settings.listen.listen = vec!["runners=127.0.0.1:3001".parse().unwrap()];
+        assert!(check(None, settings).is_err(), "no driver");
+        let mut settings = flags(1);
+        settings.runners = toml::from_str(
+            "runner-driver = \"process\"\nrunner-command = \"r\"\nrunner-listen = \"0.0.0.0:3001\"",
+        )
+        .unwrap();
+        let e = check(None, settings).unwrap_err().to_string();
+        assert!(e.contains("--api-key"), "{e}");
     }
 }

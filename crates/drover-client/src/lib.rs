@@ -201,6 +201,13 @@ impl Client {
             .map(|l| l.runners)
     }
 
+    /// The background workers and how each is doing, by name.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.get::<WorkerList>("/api/v1/workers")
+            .await
+            .map(|l| l.workers)
+    }
+
     pub async fn spots(&self) -> Result<Vec<Spot>> {
         Ok(self.get::<SpotsResponse>("/api/v1/spots").await?.spots)
     }

@@ -1,12 +1,18 @@
 //! Prometheus metrics: one registry per server (no globals, so every test server counts alone),
 //! rendered at `GET /metrics` in the OpenMetrics text format.
 //!
-//! Counters are incremented by the code that did the thing (the runner service, the reapers);
-//! this module only owns their names and the registry.
+//! Counters are incremented by the code that did the thing (the runner service, the worker
+//! board); this module only owns their names and the registry.
 
+use drover_core::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 /// Runner lifecycle counters.
 #[derive(Debug, Clone, Default)]
@@ -21,9 +27,81 @@ pub struct RunnerCounters {
     pub failed: Counter,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WorkerItemLabels {
+    worker: String,
+    item: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The background workers' series, by worker name.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerMetrics {
+    runs: Family<WorkerLabel, Counter>,
+    failures: Family<WorkerLabel, Counter>,
+    last_run: Family<WorkerLabel, FloatGauge>,
+    last_duration: Family<WorkerLabel, FloatGauge>,
+    last_failed: Family<WorkerLabel, Gauge>,
+    items: Family<WorkerItemLabels, Counter>,
+}
+
+impl WorkerMetrics {
+    fn label(worker: &str) -> WorkerLabel {
+        WorkerLabel {
+            worker: worker.to_string(),
+        }
+    }
+
+    /// Shows a worker's series (at zero) before its first step.
+    pub fn register(&self, worker: &str) {
+        let l = Self::label(worker);
+        let _ = self.runs.get_or_create(&l);
+        let _ = self.failures.get_or_create(&l);
+        let _ = self.last_failed.get_or_create(&l);
+    }
+
+    pub fn record(
+        &self,
+        worker: &str,
+        started_at: Timestamp,
+        took: Duration,
+        outcome: &Result<&Vec<(&'static str, u64)>, String>,
+    ) {
+        let l = Self::label(worker);
+        self.runs.get_or_create(&l).inc();
+        self.last_run
+            .get_or_create(&l)
+            .set(started_at.timestamp_millis() as f64 / 1000.0);
+        self.last_duration.get_or_create(&l).set(took.as_secs_f64());
+        match outcome {
+            Ok(counts) => {
+                self.last_failed.get_or_create(&l).set(0);
+                for (item, n) in counts.iter() {
+                    let labels = WorkerItemLabels {
+                        worker: worker.to_string(),
+                        item: item.to_string(),
+                    };
+                    self.items.get_or_create(&labels).inc_by(*n);
+                }
+            }
+            Err(_) => {
+                self.failures.get_or_create(&l).inc();
+                self.last_failed.get_or_create(&l).set(1);
+            }
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub runners: RunnerCounters,
+    pub workers: WorkerMetrics,
 }
 
 impl Metrics {
@@ -50,7 +128,42 @@ impl Metrics {
             "Runner starts or stops that failed",
             runners.failed.clone(),
         );
-        Metrics { registry, runners }
+        let workers = WorkerMetrics::default();
+        registry.register(
+            "worker_runs",
+            "Steps run by each background worker",
+            workers.runs.clone(),
+        );
+        registry.register(
+            "worker_failures",
+            "Steps of each background worker that failed",
+            workers.failures.clone(),
+        );
+        registry.register(
+            "worker_last_run_timestamp_seconds",
+            "When each background worker's last step started (Unix time)",
+            workers.last_run.clone(),
+        );
+        registry.register(
+            "worker_last_duration_seconds",
+            "How long each background worker's last step took",
+            workers.last_duration.clone(),
+        );
+        registry.register(
+            "worker_last_failed",
+            "1 if each background worker's last step failed, else 0",
+            workers.last_failed.clone(),
+        );
+        registry.register(
+            "worker_items",
+            "What background workers did, by worker and item (tasks_retried, spots_down, ...)",
+            workers.items.clone(),
+        );
+        Metrics {
+            registry,
+            runners,
+            workers,
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -408,14 +408,22 @@ impl RunnerService {
     }
 
     /// One step of the runner worker: reconcile until it has succeeded once, then reap.
-    pub async fn run_once(&self) -> Result<(), RunnerError> {
+    pub async fn run_once(&self) -> Result<crate::workers::Counts, RunnerError> {
         if self.driver.is_none() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut counts = Vec::new();
         if !self.reconciled.load(Ordering::Relaxed) {
-            self.reconcile().await?;
+            let done = self.reconcile().await?;
+            counts.extend([
+                ("runners_adopted", done.adopted.len() as u64),
+                ("sandboxes_removed", done.removed.len() as u64),
+                ("runners_forgotten", done.forgotten.len() as u64),
+            ]);
         }
-        self.reap_inactive().await.map(drop)
+        let reaped = self.reap_inactive().await?;
+        counts.push(("runners_reaped", reaped.len() as u64));
+        Ok(counts)
     }
 }
 

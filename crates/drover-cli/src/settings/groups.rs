@@ -13,10 +13,10 @@ use super::alias;
 use crate::process::LogFormat;
 use crate::span::Span;
 use clap::Args;
-use drover_server::ServerConfig;
+use drover_server::{ListenerConfig, ServerConfig, Surface};
 use merge::Merge;
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// Where the server listens.
@@ -32,6 +32,55 @@ pub struct ListenSettings {
     /// Port to listen on; 0 picks a free one [default: 8080] [alias: ORHESTRA_PORT].
     #[arg(long, short, env = "DROVER_PORT")]
     pub port: Option<u16>,
+
+    /// Also serve one surface on an address of its own, e.g. runners=127.0.0.1:3001;
+    /// repeatable.
+    ///
+    /// Surfaces: `native` (/api/v1, /internal/v1, /metrics) and `runners` (/api/runner/*).
+    /// Entries with the same address share one listener; the main listener (--bind, --port)
+    /// serves every surface. A non-loopback address needs the keys its surfaces check.
+    /// `runners=127.0.0.1:3001` is the session-runners contract's own port. In the --config
+    /// file: `listen = ["runners=127.0.0.1:3001"]`.
+    #[arg(
+        long,
+        env = "DROVER_LISTEN",
+        value_delimiter = ',',
+        value_name = "SURFACE=ADDR:PORT"
+    )]
+    #[merge(strategy = merge::vec::overwrite_empty)]
+    pub listen: Vec<Listen>,
+}
+
+/// One `--listen` entry: a surface and the address it is also served on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub surface: Surface,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((surface, addr)) = s.split_once('=') else {
+            return Err(format!(
+                "{s:?} is not SURFACE=ADDR:PORT, e.g. runners=127.0.0.1:3001"
+            ));
+        };
+        Ok(Listen {
+            surface: surface.parse().map_err(|e| format!("{s:?}: {e}"))?,
+            addr: addr.trim().parse().map_err(|e| {
+                format!("{s:?}: {addr:?} is not an address such as 127.0.0.1:3001 ({e})")
+            })?,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl ListenSettings {
@@ -45,6 +94,27 @@ impl ListenSettings {
 
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(8080)
+    }
+
+    /// The listeners: the main one (every surface, on --bind and --port) first, then one per
+    /// distinct address of `extra` (`--runner-listen`, `--listen`), serving the surfaces named
+    /// for it in the order given.
+    pub fn listeners(&self, extra: impl IntoIterator<Item = Listen>) -> Vec<ListenerConfig> {
+        let mut listeners = vec![ListenerConfig::all(SocketAddr::new(
+            self.bind(),
+            self.port(),
+        ))];
+        for Listen { surface, addr } in extra.into_iter().chain(self.listen.iter().copied()) {
+            match listeners[1..].iter_mut().find(|l| l.addr == addr) {
+                Some(l) if l.surfaces.contains(&surface) => {}
+                Some(l) => l.surfaces.push(surface),
+                None => listeners.push(ListenerConfig {
+                    addr,
+                    surfaces: vec![surface],
+                }),
+            }
+        }
+        listeners
     }
 }
 

@@ -14,12 +14,11 @@ pub mod runners;
 
 use crate::process::LogFormat;
 use clap::Args;
-use drover_server::ServerConfig;
+use drover_server::{AppConfig, ServerConfig, Surface};
 use groups::{AuthSettings, ListenSettings, LogSettings, StoreSettings, TaskSettings};
 use merge::Merge;
-use runners::{DriverConfig, RunnerSettings};
+use runners::RunnerSettings;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Settings that cannot be read or used; the message names the flag, variable or file key.
@@ -65,15 +64,12 @@ pub struct ServerSettings {
     pub runners: RunnerSettings,
 }
 
-/// The settings after merging every source and applying the defaults.
+/// The settings after merging every source and applying the defaults: the server's
+/// configuration (not yet validated: `AppConfig::validate` does that) and the log format, which
+/// is the command line's concern.
 #[derive(Debug)]
 pub struct Resolved {
-    pub store_url: String,
-    pub addr: SocketAddr,
-    pub runner_listen: Option<SocketAddr>,
-    pub server: ServerConfig,
-    pub runner_driver: Option<DriverConfig>,
-    pub allow_unauthenticated: bool,
+    pub app: AppConfig,
     pub log_format: LogFormat,
 }
 
@@ -143,13 +139,19 @@ impl ServerSettings {
             runners: runners.config,
             ..self.tasks.server_config(&self.auth)
         };
+        // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.
+        let runner_listen = runners.listen.map(|addr| groups::Listen {
+            surface: Surface::Runners,
+            addr,
+        });
         Ok(Resolved {
-            store_url: self.store.url(),
-            addr: SocketAddr::new(self.listen.bind(), self.listen.port()),
-            runner_listen: runners.listen,
-            server,
-            runner_driver: runners.driver,
-            allow_unauthenticated: self.auth.allow_unauthenticated,
+            app: AppConfig {
+                store_url: self.store.url(),
+                listeners: self.listen.listeners(runner_listen),
+                server,
+                runner_driver: runners.driver,
+                allow_unauthenticated: self.auth.allow_unauthenticated,
+            },
             log_format: self.logging.format(),
         })
     }
@@ -233,8 +235,12 @@ mod tests {
             "port = 1\n[runners]\nmax-runners = 7\nrunner-reuse = true\n",
         )
         .unwrap();
-        let s = ServerSettings::from_file(&path).unwrap().resolve().unwrap();
-        assert_eq!(s.addr.port(), 1);
+        let s = ServerSettings::from_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .app;
+        assert_eq!(s.listeners[0].addr.port(), 1);
         assert_eq!(s.server.runners.max_runners, Some(7));
         assert!(s.server.runners.reuse);
 

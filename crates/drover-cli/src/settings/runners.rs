@@ -11,6 +11,7 @@ use crate::span::Span;
 use clap::Args;
 use drover_runners::docker::{DockerConfig, Hardening};
 use drover_runners::process::ProcessConfig;
+use drover_server::DriverConfig;
 use drover_server::runners::RunnersConfig;
 use merge::Merge;
 use std::net::IpAddr;
@@ -166,13 +167,6 @@ fn whole_seconds(text: &str) -> Result<Span, String> {
     text.parse::<u64>()
         .map(|s| Span(Duration::from_secs(s)))
         .map_err(|_| "not a number of seconds".to_string())
-}
-
-/// How runner sandboxes are started.
-#[derive(Debug, Clone)]
-pub enum DriverConfig {
-    Docker(DockerConfig),
-    Process(ProcessConfig),
 }
 
 /// The runner settings after merging every source.

@@ -6,8 +6,11 @@ use chrono::{TimeZone, Utc};
 use drover_api::{CreateJobRequest, CreateJobResponse, HelloRequest};
 use drover_client::Client;
 use drover_core::TaskStatus;
-use drover_server::{AppState, Clock, ManualClock, ServerConfig, SystemClock};
-use drover_store::{SqliteStore, Store};
+use drover_server::{
+    AppConfig, AppState, Application, Clock, DriverConfig, ManualClock, ServerConfig, Surface,
+    SystemClock,
+};
+use drover_store::Store;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +18,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
+    /// The main listener's base URL.
     pub base: String,
+    /// Every listener's base URL and the surfaces it serves, the main one first.
+    pub addrs: Vec<(String, Vec<Surface>)>,
     /// A client with whatever keys the server was configured with.
     pub client: Client,
     pub state: AppState,
@@ -33,74 +39,93 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The configuration every test server starts from: one loopback listener on a free port
+/// serving every surface, a fresh SQLite file in `dir`, background workers parked (tests run
+/// their steps).
+pub fn test_config(dir: &std::path::Path) -> AppConfig {
+    let mut config = AppConfig::new(
+        dir.join("drover.db").display().to_string(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    config.server.task_reaper_interval = Duration::from_secs(3600);
+    config.server.spot_reaper_interval = Duration::from_secs(3600);
+    config.server.runners.cleanup_interval = Duration::from_secs(3600);
+    config
+}
+
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
-    let mut config = ServerConfig {
-        task_reaper_interval: Duration::from_secs(3600),
-        spot_reaper_interval: Duration::from_secs(3600),
-        ..ServerConfig::default()
-    };
-    configure(&mut config);
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap(),
-    ));
-    start(config, clock.clone(), Some(clock), None).await
+    spawn(|c| configure(&mut c.server), true).await
 }
 
 /// [`spawn_app_with`] with a runner driver; the runner worker is parked (tests call its steps).
 pub async fn spawn_app_with_runners(
-    driver: Arc<dyn drover_runners::Driver>,
+    driver: DriverConfig,
     configure: impl FnOnce(&mut ServerConfig),
 ) -> TestApp {
-    let mut config = ServerConfig {
-        task_reaper_interval: Duration::from_secs(3600),
-        spot_reaper_interval: Duration::from_secs(3600),
-        ..ServerConfig::default()
-    };
-    config.runners.cleanup_interval = Duration::from_secs(3600);
-    configure(&mut config);
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap(),
-    ));
-    start(config, clock.clone(), Some(clock), Some(driver)).await
+    spawn(
+        |c| {
+            c.runner_driver = Some(driver);
+            configure(&mut c.server)
+        },
+        true,
+    )
+    .await
 }
 
 /// A server on the wall clock, for tests of the background workers themselves.
 pub async fn spawn_app_real_time(configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
-    let mut config = ServerConfig::default();
-    configure(&mut config);
-    start(config, Arc::new(SystemClock), None, None).await
+    spawn(
+        |c| {
+            c.server = ServerConfig::default();
+            configure(&mut c.server)
+        },
+        false,
+    )
+    .await
 }
 
-async fn start(
-    config: ServerConfig,
-    clock: Arc<dyn Clock>,
-    manual: Option<Arc<ManualClock>>,
-    driver: Option<Arc<dyn drover_runners::Driver>>,
-) -> TestApp {
+/// Builds the application exactly as `drover server` does, from [`test_config`] changed by
+/// `configure`, on a manual clock or the wall clock, and serves it until the test ends.
+pub async fn spawn(configure: impl FnOnce(&mut AppConfig), manual_clock: bool) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("drover.db");
-    let store = SqliteStore::open(&db_path).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    let manual = manual_clock.then(|| {
+        Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap(),
+        ))
+    });
+    let clock: Arc<dyn Clock> = match &manual {
+        Some(m) => m.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let db_path = PathBuf::from(&config.store_url);
+    let (agent_key, api_key) = (
+        config.server.agent_key.clone(),
+        config.server.api_key.clone(),
+    );
+    let app = Application::build_with_clock(config, clock).await.unwrap();
+    let addrs = app.local_addrs();
+    let base = format!("http://{}", addrs[0].0);
     let mut client = Client::new(&base);
-    if let Some(k) = &config.agent_key {
+    if let Some(k) = &agent_key {
         client = client.with_agent_key(k);
     }
-    if let Some(k) = &config.api_key {
+    if let Some(k) = &api_key {
         client = client.with_api_key(k);
     }
-    let state = AppState::with_runner_driver(Arc::new(store), config, clock, driver);
+    let state = app.state().clone();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(drover_server::serve(
-        listener,
-        state.clone(),
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(app.run_until(shutdown.clone()));
     let server = tokio::spawn(async move {
         server.await.unwrap().unwrap();
     });
     TestApp {
         base,
+        addrs: addrs
+            .into_iter()
+            .map(|(a, s)| (format!("http://{a}"), s))
+            .collect(),
         client,
         state,
         clock: manual,

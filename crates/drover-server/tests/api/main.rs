@@ -6,6 +6,8 @@ mod auth;
 mod errors;
 mod helpers;
 mod jobs;
+mod listeners;
 mod reapers;
 mod runners;
 mod shutdown;
+mod workers;

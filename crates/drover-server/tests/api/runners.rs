@@ -5,10 +5,9 @@
 //! The same lifecycle runs on Docker in `crates/drover/tests/process/runners_docker.rs`.
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with_runners};
-use drover_runners::process::{ProcessConfig, ProcessDriver};
-use drover_server::ServerConfig;
+use drover_runners::process::ProcessConfig;
+use drover_server::{DriverConfig, ServerConfig};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,16 +23,22 @@ fn has_python() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// A server whose runners are `python3 http_runner.py` processes, or `None` (with the reason
+/// The process driver running `python3 http_runner.py` per session, or `None` (with the reason
 /// printed) where python3 is missing.
-async fn app_with(configure: impl FnOnce(&mut ServerConfig)) -> Option<TestApp> {
+pub fn python_runners() -> Option<DriverConfig> {
     if !has_python() {
         eprintln!("skipping: python3 is not installed");
         return None;
     }
     let mut config = ProcessConfig::new(vec!["python3".into(), RUNNER.into()]);
     config.stop_grace = Duration::from_secs(2);
-    Some(spawn_app_with_runners(Arc::new(ProcessDriver::new(config)), configure).await)
+    Some(DriverConfig::Process(config))
+}
+
+/// A server whose runners are `python3 http_runner.py` processes, or `None` where python3 is
+/// missing.
+async fn app_with(configure: impl FnOnce(&mut ServerConfig)) -> Option<TestApp> {
+    Some(spawn_app_with_runners(python_runners()?, configure).await)
 }
 
 async fn post(
@@ -294,7 +299,7 @@ async fn bad_session_ids_and_failed_starts_answer_with_the_contracts_errors() {
     app.finish().await;
 
     let broken = ProcessConfig::new(vec!["sh".into(), "-c".into(), "exit 3".into()]);
-    let app = spawn_app_with_runners(Arc::new(ProcessDriver::new(broken)), |_| {}).await;
+    let app = spawn_app_with_runners(DriverConfig::Process(broken), |_| {}).await;
     let (status, body) = post(&app, "/api/runner/provision", Some("s"), None).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -318,7 +323,7 @@ async fn bad_session_ids_and_failed_starts_answer_with_the_contracts_errors() {
     app.finish().await;
 
     let quiet = ProcessConfig::new(vec!["sh".into(), "-c".into(), "exit 3".into()]);
-    let app = spawn_app_with_runners(Arc::new(ProcessDriver::new(quiet)), |c| {
+    let app = spawn_app_with_runners(DriverConfig::Process(quiet), |c| {
         c.runners.error_details = false
     })
     .await;

@@ -1,6 +1,7 @@
-//! The server's one error type and its single mapping to HTTP: status, stable `code`, and the
-//! contract's `{"success": false, "error": ...}` body. Handlers return `ApiError`; nothing else
-//! in the server picks a status code for an error.
+//! The native surface's one error type and its single mapping to HTTP: status, stable `code`,
+//! and the batch contract's `{"success": false, "error": ...}` body. Handlers return `ApiError`;
+//! nothing else in this surface picks a status code for an error. The shared request plumbing
+//! (extractors, auth, fallbacks) answers in this shape too, on every listener.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -25,8 +26,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("{0}")]
-    Unavailable(String),
+    /// Retry later: the store or an engine behind the server is away or busy.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    #[error("{message}")]
+    TooManyRequests { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,7 +51,8 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -74,7 +79,10 @@ impl From<StoreError> for ApiError {
                 code: "JOB_FINISHED",
                 message: e.to_string(),
             },
-            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Unavailable(m) => ApiError::Unavailable {
+                code: "STORE_UNAVAILABLE",
+                message: m,
+            },
             StoreError::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -138,22 +146,79 @@ impl IntoResponse for ApiError {
 }
 
 impl From<crate::runners::RunnerError> for ApiError {
-    /// For the native API; the session-runners surface has its own error shape.
+    /// The native API's view of runner failures (`GET /api/v1/runners`); the session-runners
+    /// surface answers in its contract's own shape (`surfaces::session_runners`).
     fn from(e: crate::runners::RunnerError) -> Self {
         use crate::runners::RunnerError as R;
+        let message = e.to_string();
         match e {
             R::Store(e) => e.into(),
-            R::Disabled | R::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            R::Disabled => ApiError::Unavailable {
+                code: "RUNNERS_DISABLED",
+                message,
+            },
+            R::Unavailable(_) => ApiError::Unavailable {
+                code: "RUNNER_ENGINE_UNAVAILABLE",
+                message,
+            },
             R::SessionRequired | R::InvalidSession(_) => {
-                ApiError::bad_request("INVALID_FIELD", e.to_string())
+                ApiError::bad_request("INVALID_FIELD", message)
             }
             R::NotFound { .. } => ApiError::NotFound {
                 code: "RUNNER_NOT_FOUND",
-                message: e.to_string(),
+                message,
             },
-            R::LimitReached(_) | R::ImageNotFound(_) | R::Failed(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            R::LimitReached(_) => ApiError::TooManyRequests {
+                code: "RUNNER_LIMIT_REACHED",
+                message,
+            },
+            R::ImageNotFound(_) | R::Failed(_) => ApiError::Internal(message),
         }
+    }
+}
+
+/// The health endpoint's failure: 503 with the contract's health body, which (unlike every
+/// other error) keeps the health fields instead of `success`/`error`.
+#[derive(Debug)]
+pub struct Unhealthy(pub StoreError);
+
+impl IntoResponse for Unhealthy {
+    fn into_response(self) -> Response {
+        tracing::warn!(error = %self.0, "health check failed");
+        let body = drover_api::HealthResponse {
+            status: "unhealthy".into(),
+            database: "disconnected".into(),
+            active_spots: 0,
+            pending_tasks: 0,
+            running_tasks: 0,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runners::RunnerError;
+
+    #[test]
+    fn runner_failures_keep_their_meaning_on_the_native_api() {
+        let status = |e: RunnerError| ApiError::from(e).status_and_code();
+        assert_eq!(
+            status(RunnerError::Disabled),
+            (StatusCode::SERVICE_UNAVAILABLE, "RUNNERS_DISABLED")
+        );
+        assert_eq!(
+            status(RunnerError::LimitReached(3)),
+            (StatusCode::TOO_MANY_REQUESTS, "RUNNER_LIMIT_REACHED")
+        );
+        assert_eq!(
+            status(RunnerError::Unavailable("down".into())),
+            (StatusCode::SERVICE_UNAVAILABLE, "RUNNER_ENGINE_UNAVAILABLE")
+        );
+        assert_eq!(
+            status(RunnerError::Store(StoreError::Unavailable("busy".into()))),
+            (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE")
+        );
     }
 }

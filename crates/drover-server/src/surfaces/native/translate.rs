@@ -4,8 +4,8 @@
 //! the DONE count, the four named sweep dimensions become parameters. It checks the shape of
 //! requests; the rules (sweep validity, lifecycle) stay in the core.
 
+use super::error::ApiError;
 use crate::config::ServerConfig;
-use crate::error::ApiError;
 use drover_api as api;
 use drover_core::run::{self, RunSpec};
 use drover_core::sweep::{Dimension, SweepSpec, Values};
@@ -304,5 +304,24 @@ pub fn runner(r: &drover_core::Runner, now: drover_core::Timestamp) -> api::Runn
         age_seconds: seconds(&r.created_at),
         last_heartbeat: format(&r.last_heartbeat),
         idle_seconds: seconds(&r.last_heartbeat),
+    }
+}
+
+pub fn worker(w: &crate::workers::WorkerState) -> api::WorkerInfo {
+    let names = |m: &BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<BTreeMap<_, _>>()
+    };
+    api::WorkerInfo {
+        name: w.name.to_string(),
+        interval_seconds: w.interval.map(|d| d.as_secs_f64()),
+        runs: w.runs,
+        failures: w.failures,
+        last_run_at: w.last_run_at.as_ref().map(format),
+        last_duration_ms: w.last_duration.map(|d| d.as_secs_f64() * 1000.0),
+        last_error: w.last_error.clone(),
+        last_counts: names(&w.last_counts),
+        totals: names(&w.totals),
     }
 }

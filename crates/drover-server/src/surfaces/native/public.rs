@@ -1,10 +1,11 @@
 //! `/api/v1/*`: the client side of the batch-coordinator contract, plus job listing,
 //! cancellation, task listing and CSV results.
 
-use super::ListQuery;
-use crate::error::ApiError;
+use super::error::{ApiError, Unhealthy};
+use super::translate;
+use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::{AppState, translate};
+use crate::surfaces::ListQuery;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -28,6 +29,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/jobs/{id}/results", get(results))
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/runners", get(list_runners))
+        .route("/api/v1/workers", get(list_workers))
         .route("/metrics", get(metrics))
 }
 
@@ -37,6 +39,17 @@ async fn list_runners(State(app): State<AppState>) -> Result<Json<api::RunnerLis
     Ok(Json(api::RunnerList {
         runners: runners.iter().map(|r| translate::runner(r, now)).collect(),
     }))
+}
+
+async fn list_workers(State(app): State<AppState>) -> Json<api::WorkerList> {
+    Json(api::WorkerList {
+        workers: app
+            .workers
+            .snapshot()
+            .iter()
+            .map(translate::worker)
+            .collect(),
+    })
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -50,33 +63,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn health(State(app): State<AppState>) -> Response {
+async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>, Unhealthy> {
     let checked = async {
         app.store.health().await?;
         app.store.overview().await
     }
     .await;
-    match checked {
-        Ok(o) => Json(api::HealthResponse {
-            status: "healthy".into(),
-            database: "connected".into(),
-            active_spots: o.active_nodes,
-            pending_tasks: o.pending_tasks,
-            running_tasks: o.running_tasks,
-        })
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check failed");
-            let body = api::HealthResponse {
-                status: "unhealthy".into(),
-                database: "disconnected".into(),
-                active_spots: 0,
-                pending_tasks: 0,
-                running_tasks: 0,
-            };
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
+    let o = checked.map_err(Unhealthy)?;
+    Ok(Json(api::HealthResponse {
+        status: "healthy".into(),
+        database: "connected".into(),
+        active_spots: o.active_nodes,
+        pending_tasks: o.pending_tasks,
+        running_tasks: o.running_tasks,
+    }))
 }
 
 async fn spots(State(app): State<AppState>) -> Result<Json<api::SpotsResponse>, ApiError> {

@@ -1,8 +1,8 @@
 //! `/internal/v1/*`: the agent side of the batch-coordinator contract (hello, heartbeat, claim,
 //! complete, fail). Guarded by the agent key when one is configured (see `auth`).
 
+use super::error::ApiError;
 use crate::AppState;
-use crate::error::ApiError;
 use crate::extract::ApiJson;
 use axum::Json;
 use axum::extract::{Path, State};

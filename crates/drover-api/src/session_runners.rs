@@ -1,0 +1,29 @@
+//! Wire types of the session-runners contract (`/api/runner/*`): its success bodies and its own
+//! error shape `{"error": CODE, "message": ..., "details"?}`, which differs from the native
+//! API's [`crate::ErrorBody`].
+
+use serde::{Deserialize, Serialize};
+
+/// The answer to a provision: 201 when this call started the runner, 200 when it existed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provisioned {
+    pub message: String,
+    pub endpoint: String,
+    pub session_id: String,
+}
+
+/// The answer to a deprovision or a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub message: String,
+}
+
+/// The contract's error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContractError {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}

@@ -1,0 +1,316 @@
+//! The application: everything `drover server` runs, built from one [`AppConfig`].
+//!
+//! [`Application::build`] opens the store, builds the runner driver, binds every listener and
+//! mounts its surfaces; [`Application::run_until`] serves them all with the background workers
+//! until one shutdown token fires. The binary and the test harness both go through here, so the
+//! tests exercise exactly the wiring that users run, extra listeners included. This module
+//! decides how the parts are put together, never what a request may do.
+
+use crate::AppState;
+use crate::clock::{Clock, SystemClock};
+use crate::config::ServerConfig;
+use crate::surfaces::{self, Surface};
+use drover_runners::Driver;
+use drover_runners::docker::{DockerConfig, DockerDriver};
+use drover_runners::process::{ProcessConfig, ProcessDriver};
+use drover_store::{SqliteStore, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Longest task timeout a job or the server's default may ask for: one year.
+use crate::translate::MAX_TASK_TIMEOUT_SECS;
+
+/// Everything the server needs, already merged from flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Where the state lives: a SQLite file path, or a `sqlite://` URL.
+    pub store_url: String,
+    /// The listeners and the surfaces each serves; the first is the main one.
+    pub listeners: Vec<ListenerConfig>,
+    /// Keys, limits, intervals.
+    pub server: ServerConfig,
+    /// How session runners are started; `None` makes the runner routes answer 503.
+    pub runner_driver: Option<DriverConfig>,
+    /// Serve on non-loopback addresses without keys.
+    pub allow_unauthenticated: bool,
+}
+
+/// One listening address and the surfaces it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub surfaces: Vec<Surface>,
+}
+
+impl ListenerConfig {
+    /// A listener serving every surface (the default main listener).
+    pub fn all(addr: SocketAddr) -> Self {
+        ListenerConfig {
+            addr,
+            surfaces: Surface::ALL.to_vec(),
+        }
+    }
+}
+
+/// How runner sandboxes are started.
+#[derive(Debug, Clone)]
+pub enum DriverConfig {
+    Docker(DockerConfig),
+    Process(ProcessConfig),
+}
+
+impl DriverConfig {
+    pub fn build(&self) -> Arc<dyn Driver> {
+        match self {
+            DriverConfig::Docker(c) => Arc::new(DockerDriver::new(c.clone())),
+            DriverConfig::Process(c) => Arc::new(ProcessDriver::new(c.clone())),
+        }
+    }
+}
+
+/// Settings that cannot work together, or that would expose the server; the message says
+/// what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "refusing to listen on {0} without keys: anyone who can reach it could submit jobs and \
+         report results. Set both --agent-key and --api-key (or DROVER_AGENT_KEY and \
+         DROVER_API_KEY), bind 127.0.0.1, or pass --allow-unauthenticated"
+    )]
+    PublicWithoutKeys(std::net::IpAddr),
+    #[error(
+        "refusing to serve runners on {0} without --api-key: anyone who can reach it could start \
+         containers. Set --api-key, listen on 127.0.0.1, or pass --allow-unauthenticated"
+    )]
+    PublicRunnersWithoutKey(SocketAddr),
+}
+
+impl AppConfig {
+    /// A configuration with the contract's defaults: one listener on `addr` serving every
+    /// surface, the store at `store_url`, no runner driver.
+    pub fn new(store_url: impl Into<String>, addr: SocketAddr) -> Self {
+        AppConfig {
+            store_url: store_url.into(),
+            listeners: vec![ListenerConfig::all(addr)],
+            server: ServerConfig::default(),
+            runner_driver: None,
+            allow_unauthenticated: false,
+        }
+    }
+
+    /// Refuses settings that cannot work or that would serve the API to anyone without keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        let s = &self.server;
+        if s.default_max_attempts == 0 {
+            return invalid("max attempts must be at least 1");
+        }
+        for (name, d) in [
+            ("task reaper interval", s.task_reaper_interval),
+            ("spot reaper interval", s.spot_reaper_interval),
+            ("spot timeout", s.spot_timeout),
+            ("task timeout", s.default_task_timeout),
+        ] {
+            if d.is_zero() {
+                return invalid(&format!("the {name} must be greater than zero"));
+            }
+        }
+        if s.default_task_timeout > Duration::from_secs(MAX_TASK_TIMEOUT_SECS) {
+            return invalid("the task timeout must be at most one year");
+        }
+        if s.runners.inactivity_timeout.is_zero() || s.runners.cleanup_interval.is_zero() {
+            return invalid(
+                "the runner inactivity timeout and cleanup interval must be greater than zero",
+            );
+        }
+        if self.listeners.is_empty() {
+            return invalid("no listener configured: give at least one address to listen on");
+        }
+        for l in &self.listeners {
+            if l.surfaces.is_empty() {
+                return invalid(&format!("the listener on {} serves no surface", l.addr));
+            }
+            let serves = |x| l.surfaces.contains(&x);
+            if self.runner_driver.is_none() && l.surfaces == [Surface::Runners] {
+                return invalid(&format!(
+                    "the listener on {} serves only the runner routes, but no runner driver is \
+                     set: choose --runner-driver docker or process",
+                    l.addr
+                ));
+            }
+            if l.addr.ip().is_loopback() || self.allow_unauthenticated {
+                continue;
+            }
+            if serves(Surface::Native) && (s.agent_key.is_none() || s.api_key.is_none()) {
+                return Err(ConfigError::PublicWithoutKeys(l.addr.ip()));
+            }
+            if serves(Surface::Runners) && s.api_key.is_none() {
+                return Err(ConfigError::PublicRunnersWithoutKey(l.addr));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening the store {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("closing the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A bound listener and the surfaces it serves.
+pub struct Bound {
+    pub listener: TcpListener,
+    pub surfaces: Vec<Surface>,
+}
+
+/// The server, built and bound, not yet serving.
+pub struct Application {
+    state: AppState,
+    listeners: Vec<Bound>,
+}
+
+/// Opens the store a URL names. drover keeps its state in SQLite: a plain path, `sqlite://path`
+/// or `sqlite:path`.
+fn open_store(url: &str) -> Result<SqliteStore, StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    SqliteStore::open(path)
+}
+
+impl Application {
+    /// Validates `config`, opens the store, builds the runner driver and binds every listener,
+    /// on the wall clock.
+    pub async fn build(config: AppConfig) -> Result<Self, BuildError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] on the given clock (tests pass a manual one).
+    pub async fn build_with_clock(
+        config: AppConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BuildError> {
+        config.validate()?;
+        let store = open_store(&config.store_url).map_err(|source| BuildError::Store {
+            url: config.store_url.clone(),
+            source,
+        })?;
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let listener = TcpListener::bind(l.addr)
+                .await
+                .map_err(|source| BuildError::Bind {
+                    addr: l.addr,
+                    source,
+                })?;
+            listeners.push(Bound {
+                listener,
+                surfaces: l.surfaces.clone(),
+            });
+        }
+        let driver = config.runner_driver.as_ref().map(DriverConfig::build);
+        let state = AppState::with_runner_driver(Arc::new(store), config.server, clock, driver);
+        Ok(Application { state, listeners })
+    }
+
+    /// Serves already-bound listeners over `state`.
+    pub fn from_parts(state: AppState, listeners: Vec<Bound>) -> Self {
+        Application { state, listeners }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Each listener's address (the port the OS picked for port 0) and its surfaces.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, Vec<Surface>)> {
+        self.listeners
+            .iter()
+            .filter_map(|b| Some((b.listener.local_addr().ok()?, b.surfaces.clone())))
+            .collect()
+    }
+
+    /// Serves every listener with the background workers running, until `shutdown` fires; then
+    /// stops accepting, lets in-flight requests finish (up to the configured grace), stops the
+    /// workers, and closes the store.
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let Application { state, listeners } = self;
+        let config = state.config.clone();
+        if state.runners.enabled() {
+            // Adopt or remove what an earlier run left, before the first cleanup interval; the
+            // runner worker retries if the engine is not up yet.
+            let runners = state.runners.clone();
+            tokio::spawn(async move {
+                if let Err(e) = runners.reconcile().await {
+                    tracing::warn!(error = %e, "runner reconciliation failed; will retry");
+                }
+            });
+        }
+        let mut handles = vec![
+            state.spawn_worker(state.task_reaper(), config.task_reaper_interval, &shutdown),
+            state.spawn_worker(state.spot_reaper(), config.spot_reaper_interval, &shutdown),
+        ];
+        if state.runners.enabled() {
+            handles.push(state.spawn_worker(
+                state.runner_worker(),
+                config.runners.cleanup_interval,
+                &shutdown,
+            ));
+        }
+        let servers = listeners.into_iter().map(|b| {
+            axum::serve(b.listener, surfaces::router(state.clone(), &b.surfaces))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future()
+        });
+        let all = futures::future::try_join_all(servers);
+        let mut server = tokio::spawn(all);
+        let served = tokio::select! {
+            done = &mut server => done,
+            _ = shutdown.cancelled() => {
+                match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests did not finish in time; dropping them");
+                        server.abort();
+                        Ok(Ok(Vec::new()))
+                    }
+                }
+            }
+        };
+        // Whatever ended the server, the workers stop too.
+        shutdown.cancel();
+        for h in handles {
+            let _ = h.await;
+        }
+        state.store.close().await?;
+        tracing::info!("server stopped");
+        match served {
+            Ok(result) => result.map(drop).map_err(ServeError::Io),
+            Err(join) => Err(ServeError::Io(std::io::Error::other(join))),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The API surfaces and how they are mounted on listeners.
+//!
+//! A surface is one module with its routes, its wire types and one mapping of its errors to
+//! status and body: `native` (the batch-coordinator contract, drover's own API) and
+//! `session_runners` (the session-runners contract). [`Surface`] names them for configuration;
+//! [`router`] mounts any set of them on one listener with the shared plumbing (fallbacks, body
+//! limit, request tracing). Surfaces translate; they decide nothing (the core and the services
+//! do) and hold no SQL.
+
+pub mod native;
+pub mod session_runners;
+
+use crate::extract::BodyLimit;
+use crate::{AppState, error::ApiError};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Method;
+use axum::{Extension, Router};
+use drover_store::Page;
+use serde::Deserialize;
+use std::fmt;
+use std::str::FromStr;
+use tower_http::trace::TraceLayer;
+
+/// An API surface that a listener can serve. Their paths do not collide, so any set of them can
+/// share a listener; each can also have a port of its own (a contract's default port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Surface {
+    /// drover's own API, a superset of the batch-coordinator contract: `/api/v1`,
+    /// `/internal/v1`, `/metrics`.
+    Native,
+    /// The session-runners contract: `/api/runner/*` (its clients expect port 3001).
+    Runners,
+}
+
+impl Surface {
+    pub const ALL: &'static [Surface] = &[Surface::Native, Surface::Runners];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Surface::Native => "native",
+            Surface::Runners => "runners",
+        }
+    }
+
+    /// This surface's routes.
+    fn routes(self, state: &AppState) -> Router<AppState> {
+        match self {
+            Surface::Native => native::routes(state),
+            Surface::Runners => session_runners::routes(state),
+        }
+    }
+}
+
+impl fmt::Display for Surface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is no surface's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown surface {0:?}; expected one of: native, runners")]
+pub struct UnknownSurface(pub String);
+
+impl FromStr for Surface {
+    type Err = UnknownSurface;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Surface::ALL
+            .iter()
+            .copied()
+            .find(|x| x.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownSurface(s.to_string()))
+    }
+}
+
+/// The router of one listener: the given surfaces, with fallbacks, the body limit and request
+/// tracing around them.
+pub fn router(state: AppState, surfaces: &[Surface]) -> Router {
+    let limit = state.config.body_limit;
+    let routes = surfaces
+        .iter()
+        .fold(Router::new(), |r, s| r.merge(s.routes(&state)));
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn not_found(method: Method, request: Request) -> ApiError {
+    ApiError::NotFound {
+        code: "NOT_FOUND",
+        message: format!("no route for {method} {}", request.uri().path()),
+    }
+}
+
+async fn method_not_allowed(method: Method, request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}",
+        request.uri().path()
+    ))
+}
+
+/// Paging and filtering parameters shared by the list endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+    pub status: Option<String>,
+    pub format: Option<String>,
+}
+
+impl ListQuery {
+    /// The page asked for; `limit` defaults to `default` and may not exceed `max`.
+    pub fn page(&self, default: u32, max: u32) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(default);
+        if !(1..=max).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY",
+                format!("limit must be between 1 and {max} (got {limit})"),
+            ));
+        }
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(
+                    "INVALID_QUERY",
+                    format!("cursor {c:?} is not one this server handed out; use nextCursor from the previous page"),
+                )
+            })?),
+        };
+        Ok(Page { cursor, limit })
+    }
+
+    pub fn status<T>(&self) -> Result<Option<T>, ApiError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        self.status
+            .as_deref()
+            .map(|s| s.parse::<T>())
+            .transpose()
+            .map_err(|e| ApiError::bad_request("INVALID_QUERY", format!("status: {e}")))
+    }
+}

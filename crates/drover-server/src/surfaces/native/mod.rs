@@ -1,0 +1,32 @@
+//! The native API, a superset of the batch-coordinator contract: `/api/v1/*` for clients
+//! (`public.rs`), `/internal/v1/*` for agents (`internal.rs`), `/metrics`. Its wire types are
+//! `drover_api`'s, `translate.rs` maps them to domain types and back, and `error.rs` is its one
+//! mapping of errors to status and body.
+//!
+//! Handlers parse, read the clock once, make one store (or service) call and translate the
+//! answer; no SQL and no lifecycle rule lives here.
+
+pub mod error;
+pub mod internal;
+pub mod public;
+pub mod translate;
+
+use crate::{AppState, auth};
+use axum::middleware;
+use std::sync::Arc;
+
+/// The native routes with their key checks: the agent key on `/internal/v1`, the API key on
+/// changing `/api/v1` calls.
+pub fn routes(state: &AppState) -> axum::Router<AppState> {
+    let agent_key = Arc::new(state.config.agent_key.clone());
+    let api_key = Arc::new(state.config.api_key.clone());
+    let internal = internal::routes().route_layer(middleware::from_fn_with_state(
+        agent_key,
+        auth::require_agent_key,
+    ));
+    let public = public::routes().route_layer(middleware::from_fn_with_state(
+        api_key,
+        auth::require_api_key_for_changes,
+    ));
+    public.merge(internal)
+}

@@ -1,0 +1,109 @@
+//! The session-runners surface's one error mapping: a [`RunnerError`] from the runner service,
+//! with the call it came from, becomes the contract's status, `error` code and message. Nothing
+//! else in this surface picks a status code for an error.
+
+use crate::runners::RunnerError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drover_api::session_runners::ContractError;
+
+/// Which call failed, for the contract's wording of "session id required".
+#[derive(Debug, Clone, Copy)]
+pub enum Call {
+    Provision,
+    Deprovision,
+    Heartbeat,
+}
+
+/// A failed runner call, answered in the contract's error shape.
+#[derive(Debug)]
+pub struct RunnerApiError {
+    pub call: Call,
+    pub error: RunnerError,
+    /// Whether 500 answers carry the error's details (the contract shows them outside
+    /// production).
+    pub details: bool,
+}
+
+impl RunnerApiError {
+    /// The status, the contract's code and its message.
+    pub fn status_code_message(&self) -> (StatusCode, &'static str, String) {
+        match &self.error {
+            RunnerError::SessionRequired => (
+                StatusCode::BAD_REQUEST,
+                "SESSION_ID_REQUIRED",
+                match self.call {
+                    Call::Heartbeat => "Session ID is required for heartbeat.".to_string(),
+                    _ => "Session ID is required for deprovisioning.".to_string(),
+                },
+            ),
+            RunnerError::InvalidSession(why) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_SESSION_ID",
+                format!("The session ID is not valid: {why}."),
+            ),
+            RunnerError::NotFound { singleton: true } if matches!(self.call, Call::Heartbeat) => (
+                StatusCode::NOT_FOUND,
+                "RUNNER_NOT_FOUND",
+                "Singleton runner not found or session ID mismatch.".to_string(),
+            ),
+            RunnerError::NotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "RUNNER_NOT_FOUND",
+                "No active runner found for this session ID.".to_string(),
+            ),
+            RunnerError::ImageNotFound(image) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "DOCKER_IMAGE_NOT_FOUND",
+                format!(
+                    "Docker image {image} not found. Ensure it has been built or loaded on this \
+                     Docker engine (e.g. `docker build -t {image} .`)."
+                ),
+            ),
+            RunnerError::LimitReached(n) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "RUNNER_LIMIT_REACHED",
+                format!(
+                    "All {n} runner slots are in use. Deprovision a runner, or raise the limit \
+                     (--max-runners)."
+                ),
+            ),
+            RunnerError::Unavailable(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RUNNER_ENGINE_UNAVAILABLE",
+                format!("The runner engine cannot be reached; retry later. ({why})"),
+            ),
+            RunnerError::Disabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RUNNERS_DISABLED",
+                "This server runs no runner driver; start it with --runner-driver docker or \
+                 process."
+                    .to_string(),
+            ),
+            RunnerError::Failed(_) | RunnerError::Store(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SERVER_ERROR",
+                "An unexpected error occurred on the server.".to_string(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for RunnerApiError {
+    fn into_response(self) -> Response {
+        let (status, error, message) = self.status_code_message();
+        let details = if status == StatusCode::INTERNAL_SERVER_ERROR && error == "SERVER_ERROR" {
+            tracing::error!(error = %self.error, "runner request failed");
+            self.details.then(|| self.error.to_string())
+        } else {
+            None
+        };
+        let body = ContractError {
+            error: error.to_string(),
+            message,
+            details,
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,128 @@
+//! The session-runners contract (`/api/runner/provision`, `/deprovision`, `/heartbeat`) over
+//! [`crate::runners::RunnerService`].
+//!
+//! It translates only: where the session id comes from (the `X-Session-Id` header, or
+//! `sessionId` in the JSON body), the contract's success messages, and (in `error.rs`) its error
+//! shape. Its wire types are `drover_api::session_runners`. Every rule is the service's.
+
+mod error;
+
+pub use error::{Call, RunnerApiError};
+
+use crate::runners::RunnerError;
+use crate::{AppState, auth};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use drover_api::session_runners::{Message, Provisioned};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The contract's routes, with the same API-key rule as the native API's changing calls.
+pub fn routes(state: &AppState) -> axum::Router<AppState> {
+    let api_key = Arc::new(state.config.api_key.clone());
+    axum::Router::new()
+        .route("/api/runner/provision", post(provision))
+        .route("/api/runner/deprovision", post(deprovision))
+        .route("/api/runner/heartbeat", post(heartbeat))
+        .route_layer(middleware::from_fn_with_state(
+            api_key,
+            auth::require_api_key_for_changes,
+        ))
+}
+
+fn header_session(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
+/// The session id from the body's `sessionId` or, failing that, the `X-Session-Id` header. An
+/// empty or non-JSON body simply has none.
+fn session_of(headers: &HeaderMap, body: &Bytes) -> Result<String, RunnerError> {
+    let from_body = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("sessionId").and_then(Value::as_str).map(String::from))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    from_body
+        .or_else(|| header_session(headers))
+        .ok_or(RunnerError::SessionRequired)
+}
+
+/// Tags a service error with the call it failed, for the contract's wording.
+fn failed(app: &AppState, call: Call) -> impl FnOnce(RunnerError) -> RunnerApiError {
+    let details = app.runners.config.error_details;
+    move |error| RunnerApiError {
+        call,
+        error,
+        details,
+    }
+}
+
+async fn provision(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, RunnerApiError> {
+    let p = app
+        .runners
+        .provision(header_session(&headers))
+        .await
+        .map_err(failed(&app, Call::Provision))?;
+    let (status, message) = if p.created {
+        (StatusCode::CREATED, "Runner provisioned successfully.")
+    } else {
+        (StatusCode::OK, "Runner already exists for this session.")
+    };
+    let body = Provisioned {
+        message: message.into(),
+        endpoint: p.runner.endpoint.unwrap_or_default(),
+        session_id: p.runner.session_id,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn deprovision(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Message>, RunnerApiError> {
+    let result = async {
+        let session = session_of(&headers, &body)?;
+        app.runners.deprovision(&session).await
+    }
+    .await;
+    let r = result.map_err(failed(&app, Call::Deprovision))?;
+    Ok(Json(Message {
+        message: format!(
+            "Runner for session {} deprovisioned successfully.",
+            r.session_id
+        ),
+    }))
+}
+
+async fn heartbeat(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Message>, RunnerApiError> {
+    let result = async {
+        let session = session_of(&headers, &body)?;
+        app.runners.heartbeat(&session).await
+    }
+    .await;
+    let r = result.map_err(failed(&app, Call::Heartbeat))?;
+    let message = if r.singleton {
+        "Heartbeat received for singleton runner.".to_string()
+    } else {
+        format!("Heartbeat received for session {}.", r.session_id)
+    };
+    Ok(Json(Message { message }))
+}
