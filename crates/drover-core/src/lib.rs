@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod run;
 pub mod sweep;
+pub mod text;
 pub mod time;
 
 pub use lifecycle::{AttemptOutcome, AttemptRecord, Decision, ReportKind, ReportOutcome};
