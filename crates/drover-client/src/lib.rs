@@ -19,7 +19,7 @@ pub enum ClientError {
         message: String,
     },
     /// The server could not be reached or the connection broke: try again or another server.
-    #[error("cannot reach the server: {}", with_causes(.0))]
+    #[error("cannot reach the server: {}", drover_core::text::error_chain(.0))]
     Transport(#[from] reqwest::Error),
     /// The answer was not what this client expects (a different server, or a version mismatch).
     #[error("unexpected answer from the server: {0}")]
@@ -42,22 +42,6 @@ impl ClientError {
             _ => None,
         }
     }
-}
-
-/// An error with its causes, `outer: inner: innermost`: reqwest's own message alone ("error
-/// sending request") does not say whether the connection was refused or timed out.
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -123,7 +107,7 @@ impl Client {
     /// Also trusts the certificate(s) in `pem` (e.g. a private CA's) for https servers.
     pub fn with_root_certificate(mut self, pem: &[u8]) -> Result<Self, BadCertificate> {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| BadCertificate(with_causes(&e)))?;
+            .map_err(|e| BadCertificate(drover_core::text::error_chain(&e)))?;
         if certs.is_empty() {
             return Err(BadCertificate("the file holds no certificate".into()));
         }

@@ -15,6 +15,7 @@ pub mod rules;
 pub mod run;
 pub mod runner;
 pub mod sweep;
+pub mod text;
 pub mod time;
 
 #[cfg(test)]

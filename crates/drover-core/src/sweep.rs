@@ -205,6 +205,49 @@ fn int_range(min: &Number, max: &Number, step: &Number) -> Option<(i64, i64, i64
 /// Float steps may land a hair short of `max`; this much slack keeps `max` in.
 const FLOAT_SLACK: f64 = 1e-9;
 
+/// What is wrong with a `{min, max, step}` range. Callers word it for their own users (the API
+/// names the request field, a job file names its key); the rule is [`range_len`]'s alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFault {
+    /// The step is not a finite number greater than 0.
+    Step,
+    /// `min` or `max` is not a finite number.
+    Bounds,
+    /// `min` is greater than `max`.
+    MinAboveMax,
+}
+
+/// How many values the inclusive range `min, min+step, ...` up to `max` has, or why it has
+/// none: the one range rule, for the sweep and for anyone checking a range before sending it.
+pub fn range_len(min: &Number, max: &Number, step: &Number) -> Result<u128, RangeFault> {
+    if let Some((lo, hi, st)) = int_range(min, max, step) {
+        if st <= 0 {
+            return Err(RangeFault::Step);
+        }
+        if lo > hi {
+            return Err(RangeFault::MinAboveMax);
+        }
+        return Ok(((hi as i128 - lo as i128) / st as i128) as u128 + 1);
+    }
+    let (lo, hi, st) = (
+        min.as_f64().unwrap_or(f64::NAN),
+        max.as_f64().unwrap_or(f64::NAN),
+        step.as_f64().unwrap_or(f64::NAN),
+    );
+    if st.is_nan() || st <= 0.0 || !st.is_finite() {
+        return Err(RangeFault::Step);
+    }
+    if !lo.is_finite() || !hi.is_finite() {
+        return Err(RangeFault::Bounds);
+    }
+    if lo > hi {
+        return Err(RangeFault::MinAboveMax);
+    }
+    let n = ((hi - lo) / st + FLOAT_SLACK).floor();
+    // Saturate: the cap check refuses anything this large anyway.
+    Ok(if n >= 1e30 { u128::MAX } else { n as u128 + 1 })
+}
+
 fn count(dim: &Dimension) -> Result<u128, SweepError> {
     match &dim.values {
         Values::List(values) => {
@@ -214,46 +257,25 @@ fn count(dim: &Dimension) -> Result<u128, SweepError> {
                 Ok(values.len() as u128)
             }
         }
-        Values::Range { min, max, step } => {
-            if let Some((lo, hi, st)) = int_range(min, max, step) {
-                if st <= 0 {
-                    return Err(invalid(
-                        &format!("{}.step", dim.field),
-                        format!("step must be greater than 0 (got {st})"),
-                    ));
-                }
-                if lo > hi {
-                    return Err(invalid(
-                        &dim.field,
-                        format!("min ({lo}) must not be greater than max ({hi})"),
-                    ));
-                }
-                return Ok(((hi as i128 - lo as i128) / st as i128) as u128 + 1);
-            }
-            let (lo, hi, st) = (
-                min.as_f64().unwrap_or(f64::NAN),
-                max.as_f64().unwrap_or(f64::NAN),
-                step.as_f64().unwrap_or(f64::NAN),
-            );
-            if st.is_nan() || st <= 0.0 || !st.is_finite() {
-                return Err(invalid(
+        Values::Range { min, max, step } => range_len(min, max, step).map_err(|fault| {
+            // Integer ranges and float ranges word a bad step differently.
+            let integers = int_range(min, max, step).is_some();
+            match fault {
+                RangeFault::Step if integers => invalid(
+                    &format!("{}.step", dim.field),
+                    format!("step must be greater than 0 (got {step})"),
+                ),
+                RangeFault::Step => invalid(
                     &format!("{}.step", dim.field),
                     format!("step must be a finite number greater than 0 (got {step})"),
-                ));
-            }
-            if !lo.is_finite() || !hi.is_finite() {
-                return Err(invalid(&dim.field, "min and max must be finite numbers"));
-            }
-            if lo > hi {
-                return Err(invalid(
+                ),
+                RangeFault::Bounds => invalid(&dim.field, "min and max must be finite numbers"),
+                RangeFault::MinAboveMax => invalid(
                     &dim.field,
                     format!("min ({min}) must not be greater than max ({max})"),
-                ));
+                ),
             }
-            let n = ((hi - lo) / st + FLOAT_SLACK).floor();
-            // Saturate: the cap check refuses anything this large anyway.
-            Ok(if n >= 1e30 { u128::MAX } else { n as u128 + 1 })
-        }
+        }),
     }
 }
 

@@ -16,6 +16,7 @@
 //! finds the engine unreachable drops the connection so the next call connects anew. A server
 //! can therefore start while Docker is down and work once it is up.
 
+use drover_core::text::error_chain;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -213,11 +214,11 @@ impl DockerDriver {
                 message,
             }),
             Ok(Err(e)) if is_unreachable(&e) => Err(CallError::Driver(
-                self.unavailable(format!("{what}: {e}{}", source_chain(&e))),
+                self.unavailable(format!("{what}: {}", error_chain(&e))),
             )),
             Ok(Err(e)) => Err(CallError::Driver(DriverError::Failed(format!(
-                "{what}: {e}{}",
-                source_chain(&e)
+                "{what}: {}",
+                error_chain(&e)
             )))),
             Err(_) => Err(CallError::Driver(self.unavailable(format!(
                 "{what}: no answer from the Docker engine at {} within {limit:?}",
@@ -508,26 +509,6 @@ fn is_unreachable(error: &EngineError) -> bool {
             | EngineError::HyperResponseError { .. }
             | EngineError::RequestTimeoutError
     )
-}
-
-/// The causes under an error, which bollard's messages leave out (the "connection refused"
-/// under "error in the hyper legacy client", say), as `: cause: cause`.
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut said = error.to_string();
-    let mut chain = String::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Some layers repeat their cause's message in their own; say each thing once.
-        if !said.ends_with(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
-            said.push_str(": ");
-            said.push_str(&text);
-        }
-        source = cause.source();
-    }
-    chain
 }
 
 /// `drover-runner-<session>-<random>`: the session id (cut short, and kept to the characters a

@@ -1,13 +1,9 @@
-//! The `drover` binary: parses the command line and hands over to the library crates. It holds
-//! configuration plumbing and process concerns (logging, signals) only; every behaviour lives in
-//! a library.
-
-mod agent_cmd;
-mod cli;
-mod runner_args;
-mod server_cmd;
+//! The `drover` binary: parses the command line and hands each subcommand to `drover-cli`. It
+//! holds the top-level `Cli` and the dispatch only; settings, start-up and the client commands
+//! are library code, where their tests reach them without spawning a process.
 
 use clap::{Parser, Subcommand};
+use drover_cli::{agent, client, server, settings};
 
 /// drover: a self-hosted coordinator for distributed work.
 ///
@@ -40,20 +36,20 @@ enum Command {
     /// (`port = 9000`, `spot-timeout = "10s"`). Flags win over the environment, which wins over
     /// the file.
     #[command(after_long_help = SERVER_EXAMPLES)]
-    Server(Box<server_cmd::ServerArgs>),
+    Server(Box<settings::ServerArgs>),
 
     /// Run a worker: register with the server, claim tasks, run their commands, report.
-    #[command(after_long_help = agent_cmd::EXAMPLES)]
-    Agent(Box<agent_cmd::AgentArgs>),
+    #[command(after_long_help = agent::EXAMPLES)]
+    Agent(Box<agent::AgentArgs>),
 
     #[command(flatten)]
-    Client(cli::ClientCommand),
+    Client(client::ClientCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Server(args) => server_cmd::run(*args),
-        Command::Agent(args) => agent_cmd::run(*args),
-        Command::Client(command) => cli::run(command),
+        Command::Server(args) => server::run(*args),
+        Command::Agent(args) => agent::run(*args),
+        Command::Client(command) => client::run(command),
     }
 }

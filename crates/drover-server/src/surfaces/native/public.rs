@@ -257,11 +257,8 @@ fn csv_results(store: Arc<dyn JobStore>, job: drover_core::Job) -> Response {
 }
 
 fn csv_row(t: &Task, params: &[String]) -> Vec<String> {
-    let text = |v: Option<&serde_json::Value>| match v {
-        None | Some(serde_json::Value::Null) => String::new(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    };
+    let text =
+        |v: Option<&serde_json::Value>| v.map(drover_core::text::value_text).unwrap_or_default();
     let opt = |v: Option<String>| v.unwrap_or_default();
     let mut row = vec![t.id.clone()];
     row.extend(params.iter().map(|p| text(t.payload.get(p))));

@@ -8,7 +8,7 @@
 
 use super::output;
 use super::{Failure, Outcome};
-use crate::server_cmd::Span;
+use crate::span::Span;
 use drover_api::Job;
 use drover_client::{Client, ClientError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -94,7 +94,7 @@ pub async fn watch(client: &Client, id: &str, options: Options) -> Result<Outcom
             }
             Err(error) if answered && passing(&error) => {
                 let now = Instant::now();
-                let why = super::error_chain(&error);
+                let why = drover_core::text::error_chain(&error);
                 match &mut trouble {
                     None => {
                         display.note(&format!(

@@ -9,7 +9,6 @@ use super::Failure;
 use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
 use serde::Serialize;
-use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
 
@@ -119,15 +118,6 @@ pub fn raw(text: &str) -> Result<(), Failure> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
-}
-
-/// A payload value as a person writes it: strings without quotes, nothing for null.
-pub fn plain(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// An optional value, or `-`.

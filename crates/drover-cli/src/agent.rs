@@ -1,7 +1,8 @@
 //! `drover agent`: flags and environment into a `drover_agent::AgentConfig`, logging, and the
 //! two-stage stop on signals. Everything the agent does lives in the `drover-agent` crate.
 
-use crate::server_cmd::{LogFormat, Span, init_logging, until_second_signal};
+use crate::process::{LogFormat, init_logging, runtime, until_second_signal};
+use crate::span::Span;
 use anyhow::{Context, bail};
 use clap::Args;
 use drover_agent::AgentConfig;
@@ -26,7 +27,7 @@ Stopping: the first SIGTERM or Ctrl-C stops claiming and lets running tasks fini
 --drain-grace) and be reported; a second one kills them, reports them as retriable failures and
 exits.";
 
-/// The options of `drover agent`; the command's help text is on `Command::Agent`.
+/// The options of `drover agent`; the command's help text is on the binary's `Command::Agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Server URL(s), comma-separated; several are replicas to fail over between.
@@ -183,10 +184,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let log_format = args.log_format;
     let config = args.config()?;
     init_logging(log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime().context("starting the async runtime")?;
     let aborted = runtime.block_on(async move {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();

@@ -1,14 +1,19 @@
-//! The session-runner options of `drover server`: flags, `DROVER_*` variables and the
+//! The session-runner settings group of `drover server`: flags, `DROVER_*` variables, the
 //! session-runners contract's own variable names (`REUSE_RUNNER_MODE`, `RUNNERS_HOST`,
-//! `INACTIVITY_TIMEOUT_SECONDS`, ...) as aliases, into a `RunnersConfig` and a driver.
+//! `INACTIVITY_TIMEOUT_SECONDS`, ...) as aliases, and the config file's `[runners]` table, into
+//! a `RunnersConfig` and the chosen driver's configuration.
+//!
+//! It shapes what the driver is given (sizes, limits, the command split into an argv); it does
+//! not start anything, and the rules of runners (limits, inactivity, reuse) are the server's.
 
-use crate::server_cmd::Span;
-use anyhow::{Context, bail};
+use super::{SettingsError, alias};
+use crate::span::Span;
 use clap::Args;
 use drover_runners::docker::{DockerConfig, Hardening};
 use drover_runners::process::ProcessConfig;
 use drover_server::DriverConfig;
 use drover_server::runners::RunnersConfig;
+use merge::Merge;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,10 +31,11 @@ pub enum DriverKind {
 
 /// Also the `[runners]` table of the `--config` file, with the same names as keys
 /// (`runner-driver = "docker"`, `max-runners = 10`); flags and variables win over it.
-#[derive(Debug, Args, Default, serde::Deserialize)]
+#[derive(Debug, Args, Default, serde::Deserialize, Merge)]
 #[command(next_help_heading = "Session runners")]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct RunnerArgs {
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct RunnerSettings {
     /// How runners are started: none, docker or process [default: none].
     #[arg(long, env = "DROVER_RUNNER_DRIVER", value_name = "DRIVER")]
     runner_driver: Option<DriverKind>,
@@ -53,6 +59,7 @@ pub struct RunnerArgs {
 
     /// Every session shares one runner [alias: REUSE_RUNNER_MODE=true].
     #[arg(long, env = "DROVER_RUNNER_REUSE")]
+    #[merge(strategy = merge::bool::overwrite_false)]
     runner_reuse: bool,
 
     /// A runner without a heartbeat for this long is removed [default: 60s]
@@ -93,14 +100,17 @@ pub struct RunnerArgs {
 
     /// Give runner containers a writable root file system (for images that need one).
     #[arg(long, env = "DROVER_RUNNER_WRITABLE_ROOT")]
+    #[merge(strategy = merge::bool::overwrite_false)]
     runner_writable_root: bool,
 
     /// Keep the image's default capabilities instead of dropping them all.
     #[arg(long, env = "DROVER_RUNNER_KEEP_CAPABILITIES")]
+    #[merge(strategy = merge::bool::overwrite_false)]
     runner_keep_capabilities: bool,
 
     /// Let runner processes gain privileges (setuid); off by default (no-new-privileges).
     #[arg(long, env = "DROVER_RUNNER_ALLOW_NEW_PRIVILEGES")]
+    #[merge(strategy = merge::bool::overwrite_false)]
     runner_allow_new_privileges: bool,
 
     /// The Docker Engine's unix socket [default: DOCKER_HOST, else /var/run/docker.sock].
@@ -132,13 +142,8 @@ pub struct RunnerArgs {
     runner_environment: Option<String>,
 }
 
-/// A contract variable, if set and not empty.
-fn contract_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 /// `512m`, `1g`, `1048576`: bytes, with binary k/m/g suffixes; `0` means no limit.
-fn parse_size(text: &str) -> anyhow::Result<Option<i64>> {
+fn parse_size(text: &str) -> Result<Option<i64>, String> {
     let t = text.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (digits, unit) = match t.chars().last() {
@@ -150,111 +155,74 @@ fn parse_size(text: &str) -> anyhow::Result<Option<i64>> {
     let n: i64 = digits
         .trim()
         .parse()
-        .with_context(|| format!("{text:?} is not a size such as 512m or 1g"))?;
+        .map_err(|e| format!("{text:?} is not a size such as 512m or 1g: {e}"))?;
     let bytes = n
         .checked_mul(unit)
-        .with_context(|| format!("{text:?} is too large"))?;
+        .ok_or_else(|| format!("{text:?} is too large"))?;
     Ok((bytes > 0).then_some(bytes))
+}
+
+/// A number of seconds, as the contract's `*_SECONDS` variables give it.
+fn whole_seconds(text: &str) -> Result<Span, String> {
+    text.parse::<u64>()
+        .map(|s| Span(Duration::from_secs(s)))
+        .map_err(|_| "not a number of seconds".to_string())
 }
 
 /// The runner settings after merging every source.
 #[derive(Debug)]
-pub struct RunnerSettings {
+pub struct RunnerPlan {
     pub config: RunnersConfig,
     pub driver: Option<DriverConfig>,
     /// An extra listener for the runner routes.
     pub listen: Option<std::net::SocketAddr>,
 }
 
-impl RunnerArgs {
-    /// These settings, with what they leave unset taken from `file`.
-    pub fn or_file(self, file: RunnerArgs) -> RunnerArgs {
-        RunnerArgs {
-            runner_driver: self.runner_driver.or(file.runner_driver),
-            runner_image: self.runner_image.or(file.runner_image),
-            runner_port: self.runner_port.or(file.runner_port),
-            runner_publish_ip: self.runner_publish_ip.or(file.runner_publish_ip),
-            runners_host: self.runners_host.or(file.runners_host),
-            runner_reuse: self.runner_reuse || file.runner_reuse,
-            runner_inactivity_timeout: self
-                .runner_inactivity_timeout
-                .or(file.runner_inactivity_timeout),
-            runner_cleanup_interval: self
-                .runner_cleanup_interval
-                .or(file.runner_cleanup_interval),
-            max_runners: self.max_runners.or(file.max_runners),
-            runner_session_label: self.runner_session_label.or(file.runner_session_label),
-            runner_memory: self.runner_memory.or(file.runner_memory),
-            runner_cpus: self.runner_cpus.or(file.runner_cpus),
-            runner_pids_limit: self.runner_pids_limit.or(file.runner_pids_limit),
-            runner_writable_root: self.runner_writable_root || file.runner_writable_root,
-            runner_keep_capabilities: self.runner_keep_capabilities
-                || file.runner_keep_capabilities,
-            runner_allow_new_privileges: self.runner_allow_new_privileges
-                || file.runner_allow_new_privileges,
-            docker_socket: self.docker_socket.or(file.docker_socket),
-            docker_timeout: self.docker_timeout.or(file.docker_timeout),
-            runner_command: self.runner_command.or(file.runner_command),
-            runner_log_dir: self.runner_log_dir.or(file.runner_log_dir),
-            runner_listen: self.runner_listen.or(file.runner_listen),
-            runner_environment: self.runner_environment.or(file.runner_environment),
-        }
+fn invalid(message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid(message.into())
+}
+
+impl RunnerSettings {
+    /// Fills what flags and `DROVER_*` variables left unset from the contract's variables.
+    pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
+        alias::fill(&mut self.runner_image, "DOCKER_IMAGE_NAME")?;
+        alias::fill(&mut self.runners_host, "RUNNERS_HOST")?;
+        alias::fill_with(
+            &mut self.runner_inactivity_timeout,
+            "INACTIVITY_TIMEOUT_SECONDS",
+            whole_seconds,
+        )?;
+        alias::fill_with(
+            &mut self.runner_cleanup_interval,
+            "CLEANUP_INTERVAL_SECONDS",
+            whole_seconds,
+        )?;
+        alias::fill(&mut self.max_runners, "MAX_CONCURRENT_RUNNERS")?;
+        alias::fill(&mut self.runner_environment, "NODE_ENV")?;
+        // The contract turns reuse on with the word `true` only; anything else leaves it off.
+        self.runner_reuse |= alias::read("REUSE_RUNNER_MODE").as_deref() == Some("true");
+        Ok(())
     }
 
-    /// The runner settings and the driver, if one is chosen.
-    pub fn build(self) -> anyhow::Result<RunnerSettings> {
+    /// The runner settings and the driver's configuration, if one is chosen.
+    pub fn build(self) -> Result<RunnerPlan, SettingsError> {
         let defaults = RunnersConfig::default();
-        let seconds = |name: &str| -> anyhow::Result<Option<Duration>> {
-            contract_var(name)
-                .map(|v| {
-                    v.trim()
-                        .parse::<u64>()
-                        .map(Duration::from_secs)
-                        .with_context(|| format!("{name}={v:?} is not a number of seconds"))
-                })
-                .transpose()
-        };
-        let inactivity_timeout = match self.runner_inactivity_timeout {
-            Some(s) => s.0,
-            None => seconds("INACTIVITY_TIMEOUT_SECONDS")?.unwrap_or(defaults.inactivity_timeout),
-        };
-        let cleanup_interval = match self.runner_cleanup_interval {
-            Some(s) => s.0,
-            None => seconds("CLEANUP_INTERVAL_SECONDS")?.unwrap_or(defaults.cleanup_interval),
-        };
-        if inactivity_timeout.is_zero() || cleanup_interval.is_zero() {
-            bail!("the runner inactivity timeout and cleanup interval must be greater than zero");
-        }
-        let max_runners = match self.max_runners {
-            Some(n) => n,
-            None => match contract_var("MAX_CONCURRENT_RUNNERS") {
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .with_context(|| format!("MAX_CONCURRENT_RUNNERS={v:?} is not a number"))?,
-                None => defaults.max_runners.unwrap_or(0),
-            },
-        };
-        let reuse = self.runner_reuse
-            || contract_var("REUSE_RUNNER_MODE").is_some_and(|v| v.trim() == "true");
-        let environment = self
-            .runner_environment
-            .or_else(|| contract_var("NODE_ENV"))
-            .unwrap_or_default();
+        let max_runners = self.max_runners.or(defaults.max_runners).unwrap_or(0);
         let config = RunnersConfig {
-            reuse,
-            host: self
-                .runners_host
-                .or_else(|| contract_var("RUNNERS_HOST"))
-                .unwrap_or(defaults.host),
-            inactivity_timeout,
-            cleanup_interval,
+            reuse: self.runner_reuse,
+            host: self.runners_host.unwrap_or(defaults.host),
+            inactivity_timeout: self
+                .runner_inactivity_timeout
+                .map_or(defaults.inactivity_timeout, |Span(d)| d),
+            cleanup_interval: self
+                .runner_cleanup_interval
+                .map_or(defaults.cleanup_interval, |Span(d)| d),
             max_runners: (max_runners > 0).then_some(max_runners),
             session_label: self.runner_session_label.unwrap_or(defaults.session_label),
-            error_details: environment.trim() != "production",
+            error_details: self.runner_environment.as_deref().map(str::trim) != Some("production"),
         };
 
-        let driver: Option<DriverConfig> = match self.runner_driver.unwrap_or(DriverKind::None) {
+        let driver = match self.runner_driver.unwrap_or(DriverKind::None) {
             DriverKind::None => None,
             DriverKind::Docker => {
                 let base = DockerConfig::default();
@@ -263,17 +231,23 @@ impl RunnerArgs {
                     no_new_privileges: !self.runner_allow_new_privileges,
                     pids_limit: match self.runner_pids_limit {
                         Some(0) => None,
-                        Some(n) if n < 0 => bail!("--runner-pids-limit must not be negative"),
+                        Some(n) if n < 0 => {
+                            return Err(invalid("--runner-pids-limit must not be negative"));
+                        }
                         Some(n) => Some(n),
                         None => base.hardening.pids_limit,
                     },
                     memory_bytes: match &self.runner_memory {
-                        Some(m) => parse_size(m).context("--runner-memory")?,
+                        Some(m) => {
+                            parse_size(m).map_err(|e| invalid(format!("--runner-memory: {e}")))?
+                        }
                         None => base.hardening.memory_bytes,
                     },
                     nano_cpus: match self.runner_cpus {
                         Some(c) if !(c >= 0.0 && c.is_finite()) => {
-                            bail!("--runner-cpus must be a number of CPUs, 0 or more")
+                            return Err(invalid(
+                                "--runner-cpus must be a number of CPUs, 0 or more",
+                            ));
                         }
                         Some(0.0) => None,
                         Some(c) => Some((c * 1e9).round() as i64),
@@ -281,42 +255,36 @@ impl RunnerArgs {
                     },
                     read_only_root: !self.runner_writable_root,
                 };
-                let image = self
-                    .runner_image
-                    .or_else(|| contract_var("DOCKER_IMAGE_NAME"))
-                    .unwrap_or(base.image.clone());
                 Some(DriverConfig::Docker(DockerConfig {
                     socket: self.docker_socket,
-                    image,
+                    image: self.runner_image.unwrap_or(base.image.clone()),
                     container_port: self.runner_port.unwrap_or(base.container_port),
                     publish_ip: self
                         .runner_publish_ip
                         .map(|ip| ip.to_string())
                         .unwrap_or(base.publish_ip.clone()),
-                    call_timeout: self
-                        .docker_timeout
-                        .map(|s| s.0)
-                        .unwrap_or(base.call_timeout),
+                    call_timeout: self.docker_timeout.map_or(base.call_timeout, |Span(d)| d),
                     hardening,
                     ..base
                 }))
             }
             DriverKind::Process => {
                 let Some(command) = self.runner_command else {
-                    bail!(
+                    return Err(invalid(
                         "--runner-driver process needs --runner-command, the program to start \
-                         per session (it gets its listening socket as fd 3 and its port in PORT)"
-                    );
+                         per session (it gets its listening socket as fd 3 and its port in PORT)",
+                    ));
                 };
                 let argv = shell_words::split(&command)
-                    .with_context(|| format!("--runner-command {command:?}"))?;
+                    .map_err(|e| invalid(format!("--runner-command {command:?}: {e}")))?;
                 if argv.is_empty() {
-                    bail!("--runner-command is empty");
+                    return Err(invalid("--runner-command is empty"));
                 }
                 let mut process = ProcessConfig::new(argv);
                 if let Some(dir) = self.runner_log_dir {
-                    std::fs::create_dir_all(&dir)
-                        .with_context(|| format!("--runner-log-dir: creating {}", dir.display()))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        invalid(format!("--runner-log-dir: creating {}: {e}", dir.display()))
+                    })?;
                     process.log_dir = Some(dir);
                 }
                 if let Some(ip) = self.runner_publish_ip {
@@ -325,10 +293,7 @@ impl RunnerArgs {
                 Some(DriverConfig::Process(process))
             }
         };
-        if self.runner_listen.is_some() && driver.is_none() {
-            bail!("--runner-listen serves the runner routes: choose a --runner-driver too");
-        }
-        Ok(RunnerSettings {
+        Ok(RunnerPlan {
             config,
             driver,
             listen: self.runner_listen,
@@ -340,20 +305,28 @@ impl RunnerArgs {
 mod tests {
     use super::*;
 
+    fn driver_name(plan: &RunnerPlan) -> Option<&'static str> {
+        plan.driver.as_ref().map(|d| match d {
+            DriverConfig::Docker(_) => "docker",
+            DriverConfig::Process(_) => "process",
+        })
+    }
+
     #[test]
     fn the_file_fills_what_flags_leave_out() {
-        let file: RunnerArgs = toml::from_str(
+        let file: RunnerSettings = toml::from_str(
             "runner-driver = \"process\"\nrunner-command = \"python3 r.py\"\nmax-runners = 7\n",
         )
         .unwrap();
-        let flags = RunnerArgs {
+        let mut flags = RunnerSettings {
             max_runners: Some(3),
             ..Default::default()
         };
-        let built = flags.or_file(file).build().unwrap();
-        assert_eq!(built.driver.unwrap().build().name(), "process");
+        flags.merge(file);
+        let built = flags.build().unwrap();
+        assert_eq!(driver_name(&built), Some("process"));
         assert_eq!(built.config.max_runners, Some(3), "the flag wins");
-        assert!(toml::from_str::<RunnerArgs>("runner-drvier = \"docker\"").is_err());
+        assert!(toml::from_str::<RunnerSettings>("runner-drvier = \"docker\"").is_err());
     }
 
     #[test]
@@ -368,24 +341,24 @@ mod tests {
 
     #[test]
     fn the_process_driver_needs_a_command() {
-        let args = RunnerArgs {
+        let args = RunnerSettings {
             runner_driver: Some(DriverKind::Process),
             ..Default::default()
         };
         let e = args.build().err().unwrap().to_string();
         assert!(e.contains("--runner-command"), "{e}");
-        let args = RunnerArgs {
+        let args = RunnerSettings {
             runner_driver: Some(DriverKind::Process),
             runner_command: Some("python3 'my runner.py' --flag".into()),
             ..Default::default()
         };
         let built = args.build().unwrap();
-        assert_eq!(built.driver.unwrap().build().name(), "process");
+        assert_eq!(driver_name(&built), Some("process"));
     }
 
     #[test]
     fn the_default_is_no_driver_and_the_contract_defaults() {
-        let RunnerSettings { config, driver, .. } = RunnerArgs::default().build().unwrap();
+        let RunnerPlan { config, driver, .. } = RunnerSettings::default().build().unwrap();
         assert!(driver.is_none());
         assert_eq!(config.host, "localhost");
         assert_eq!(config.inactivity_timeout, Duration::from_secs(60));

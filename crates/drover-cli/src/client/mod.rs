@@ -267,7 +267,7 @@ impl Failure {
                         "error: cannot reach the drover server at {url}: {}{context}\n\
                          hint: is `drover server` running there? Choose the server with --server \
                          URL or DROVER_SERVER",
-                        error_chain(e)
+                        drover_core::text::error_chain(e)
                     ),
                     ClientError::Decode(m) => format!(
                         "error: unexpected answer from {url}: {m}{context}\n\
@@ -283,22 +283,6 @@ impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
         Failure::Output(e)
     }
-}
-
-/// An error and its causes on one line: reqwest's own message alone ("error sending request")
-/// hides the reason (connection refused, timed out).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Runs a client command and ends the process with its exit status.

@@ -6,6 +6,7 @@ use super::output::{self, Format};
 use super::{Connection, Failure, Outcome};
 use clap::Args;
 use drover_api::{Spot, SpotsResponse};
+use drover_core::text::value_text;
 use serde_json::{Map, Value};
 
 /// The options of `drover nodes`; its help text is on `ClientCommand::Nodes`.
@@ -104,7 +105,7 @@ fn labels(labels: &Map<String, Value>) -> String {
     }
     labels
         .iter()
-        .map(|(k, v)| format!("{k}={}", output::plain(v)))
+        .map(|(k, v)| format!("{k}={}", value_text(v)))
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -10,6 +10,7 @@
 //! again.
 
 use drover_api::CreateJobRequest;
+use drover_core::sweep::{RangeFault, range_len};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -170,28 +171,29 @@ fn check_dimension(path: &str, value: &Value) -> Result<(), String> {
             }
             let number = |key: &str| match range.get(key) {
                 None => Ok(None),
-                Some(Value::Number(n)) => Ok(Some((n.as_f64().unwrap_or(f64::NAN), n))),
+                Some(Value::Number(n)) => Ok(Some(n)),
                 Some(other) => Err(format!("{path}.{key}: expected a number, got {other}")),
             };
-            let (Some((min, min_text)), Some((max, max_text))) = (number("min")?, number("max")?)
-            else {
+            let (Some(min), Some(max)) = (number("min")?, number("max")?) else {
                 return Err(format!(
                     "{path}: a range needs both min and max (and optionally step)"
                 ));
             };
-            if let Some((step, step_text)) = number("step")?
-                && (step.is_nan() || step <= 0.0)
-            {
-                return Err(format!(
-                    "{path}.step: must be greater than 0, got {step_text}"
-                ));
+            // The server's default step; the core's range rule decides, this names the key.
+            let one = serde_json::Number::from(1);
+            let step = number("step")?.unwrap_or(&one);
+            match range_len(min, max, step) {
+                Ok(_) => Ok(()),
+                Err(RangeFault::Step) => {
+                    Err(format!("{path}.step: must be greater than 0, got {step}"))
+                }
+                Err(RangeFault::Bounds) => {
+                    Err(format!("{path}: min and max must be finite numbers"))
+                }
+                Err(RangeFault::MinAboveMax) => {
+                    Err(format!("{path}: min ({min}) is greater than max ({max})"))
+                }
             }
-            if min > max {
-                return Err(format!(
-                    "{path}: min ({min_text}) is greater than max ({max_text})"
-                ));
-            }
-            Ok(())
         }
         _ => Ok(()),
     }

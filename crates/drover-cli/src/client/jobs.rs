@@ -9,6 +9,7 @@ use super::{Connection, Failure, Outcome, jobfile, watch};
 use clap::{Args, Subcommand, ValueEnum};
 use drover_api::{Job, JobList, ResultsResponse, Task, TaskList};
 use drover_client::{Client, ListOptions};
+use drover_core::text::value_text;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -542,7 +543,7 @@ fn parameters_of(task: &Task, parameters: &[String]) -> String {
 }
 
 fn value_of(payload: &Map<String, Value>, key: &str) -> String {
-    payload.get(key).map(output::plain).unwrap_or_default()
+    payload.get(key).map(value_text).unwrap_or_default()
 }
 
 async fn results(client: &Client, id: &str, format: Format) -> Result<(), Failure> {

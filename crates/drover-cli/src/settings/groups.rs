@@ -1,0 +1,283 @@
+//! The settings groups of `drover server` besides the runners: where it listens, where it keeps
+//! its state, who may call it, its task rules and intervals, and its log format.
+//!
+//! Each group is one struct that is at once the flags with their `DROVER_*` variables (clap),
+//! the config file's keys (serde, the long option names in kebab case) and the unit of merging
+//! (flags over file, field by field). Every field is optional here, so a group says only what
+//! its source gave; defaults are applied once, when the groups are resolved. A group never
+//! decides whether a value is acceptable (zero intervals, a public bind without keys): the
+//! server's configuration check does.
+
+use super::SettingsError;
+use super::alias;
+use crate::process::LogFormat;
+use crate::span::Span;
+use clap::Args;
+use drover_server::{ListenerConfig, ServerConfig, Surface};
+use merge::Merge;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Where the server listens.
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct ListenSettings {
+    /// Address to listen on [default: 127.0.0.1]. Binding anything but loopback needs both
+    /// --agent-key and --api-key, or --allow-unauthenticated.
+    #[arg(long, env = "DROVER_BIND", value_name = "IP")]
+    pub bind: Option<IpAddr>,
+
+    /// Port to listen on; 0 picks a free one [default: 8080] [alias: ORHESTRA_PORT].
+    #[arg(long, short, env = "DROVER_PORT")]
+    pub port: Option<u16>,
+
+    /// Also serve one surface on an address of its own, e.g. runners=127.0.0.1:3001;
+    /// repeatable.
+    ///
+    /// Surfaces: `native` (/api/v1, /internal/v1, /metrics) and `runners` (/api/runner/*).
+    /// Entries with the same address share one listener; the main listener (--bind, --port)
+    /// serves every surface. A non-loopback address needs the keys its surfaces check.
+    /// `runners=127.0.0.1:3001` is the session-runners contract's own port. In the --config
+    /// file: `listen = ["runners=127.0.0.1:3001"]`.
+    #[arg(
+        long,
+        env = "DROVER_LISTEN",
+        value_delimiter = ',',
+        value_name = "SURFACE=ADDR:PORT"
+    )]
+    #[merge(strategy = merge::vec::overwrite_empty)]
+    pub listen: Vec<Listen>,
+}
+
+/// One `--listen` entry: a surface and the address it is also served on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub surface: Surface,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((surface, addr)) = s.split_once('=') else {
+            return Err(format!(
+                "{s:?} is not SURFACE=ADDR:PORT, e.g. runners=127.0.0.1:3001"
+            ));
+        };
+        Ok(Listen {
+            surface: surface.parse().map_err(|e| format!("{s:?}: {e}"))?,
+            addr: addr.trim().parse().map_err(|e| {
+                format!("{s:?}: {addr:?} is not an address such as 127.0.0.1:3001 ({e})")
+            })?,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl ListenSettings {
+    pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
+        alias::fill(&mut self.port, "ORHESTRA_PORT")
+    }
+
+    pub fn bind(&self) -> IpAddr {
+        self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(8080)
+    }
+
+    /// The listeners: the main one (every surface, on --bind and --port) first, then one per
+    /// distinct address of `extra` (`--runner-listen`, `--listen`), serving the surfaces named
+    /// for it in the order given.
+    pub fn listeners(&self, extra: impl IntoIterator<Item = Listen>) -> Vec<ListenerConfig> {
+        let mut listeners = vec![ListenerConfig::all(SocketAddr::new(
+            self.bind(),
+            self.port(),
+        ))];
+        for Listen { surface, addr } in extra.into_iter().chain(self.listen.iter().copied()) {
+            match listeners[1..].iter_mut().find(|l| l.addr == addr) {
+                Some(l) if l.surfaces.contains(&surface) => {}
+                Some(l) => l.surfaces.push(surface),
+                None => listeners.push(ListenerConfig {
+                    addr,
+                    surfaces: vec![surface],
+                }),
+            }
+        }
+        listeners
+    }
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct StoreSettings {
+    /// The SQLite database file (or sqlite:// URL); created with its directory if missing
+    /// [default: ./data/drover.db] [alias: ORHESTRA_DB_URL].
+    #[arg(long, env = "DROVER_DB", value_name = "PATH")]
+    pub db: Option<String>,
+}
+
+impl StoreSettings {
+    pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
+        alias::fill(&mut self.db, "ORHESTRA_DB_URL")
+    }
+
+    /// The store's URL, as `drover_store` opens it.
+    pub fn url(&self) -> String {
+        self.db.clone().unwrap_or_else(|| "./data/drover.db".into())
+    }
+}
+
+/// Who may call the server.
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct AuthSettings {
+    /// Key agents must send on /internal/v1 (X-Orhestra-Key or X-Agent-Key header)
+    /// [alias: ORHESTRA_AGENT_KEY].
+    #[arg(
+        long,
+        env = "DROVER_AGENT_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub agent_key: Option<String>,
+
+    /// Key clients must send on changing /api/v1 calls (Authorization: Bearer KEY).
+    #[arg(
+        long,
+        env = "DROVER_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+
+    /// Serve on a non-loopback address without keys. Anyone who can reach the port can then
+    /// submit jobs and report results.
+    #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]
+    // A switch: on if any source turns it on.
+    #[merge(strategy = merge::bool::overwrite_false)]
+    pub allow_unauthenticated: bool,
+}
+
+impl AuthSettings {
+    pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
+        alias::fill(&mut self.agent_key, "ORHESTRA_AGENT_KEY")
+    }
+}
+
+/// The task rules, limits and intervals of the batch API and its reapers.
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct TaskSettings {
+    /// Attempts per task when a job does not say [default: 3] [alias: ORHESTRA_MAX_ATTEMPTS].
+    #[arg(long, env = "DROVER_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// How long a claimed task may run when its job does not say [default: 5m].
+    #[arg(long, env = "DROVER_TASK_TIMEOUT", value_name = "DURATION")]
+    pub task_timeout: Option<Span>,
+
+    /// Most tasks one job may expand to [default: 1000000].
+    #[arg(long, env = "DROVER_MAX_TASKS_PER_JOB", value_name = "N")]
+    pub max_tasks_per_job: Option<u64>,
+
+    /// Largest request body accepted, in bytes [default: 1048576].
+    #[arg(long, env = "DROVER_BODY_LIMIT", value_name = "BYTES")]
+    pub body_limit: Option<usize>,
+
+    /// How often stuck tasks are looked for [default: 30s].
+    #[arg(long, env = "DROVER_TASK_REAPER_INTERVAL", value_name = "DURATION")]
+    pub task_reaper_interval: Option<Span>,
+
+    /// How often silent spots are looked for [default: 5s].
+    #[arg(long, env = "DROVER_SPOT_REAPER_INTERVAL", value_name = "DURATION")]
+    pub spot_reaper_interval: Option<Span>,
+
+    /// How long past its timeout a running task is left to its agent before the task reaper
+    /// takes it back [default: 10s].
+    #[arg(long, env = "DROVER_TASK_LEASE_GRACE", value_name = "DURATION")]
+    pub task_lease_grace: Option<Span>,
+
+    /// A spot without a heartbeat for this long is marked DOWN and its tasks go back to the
+    /// queue [default: 10s].
+    #[arg(long, env = "DROVER_SPOT_TIMEOUT", value_name = "DURATION")]
+    pub spot_timeout: Option<Span>,
+
+    /// A DOWN spot silent for this long is removed from the spot list; 0 keeps spots forever
+    /// [default: 24h].
+    #[arg(long, env = "DROVER_SPOT_RETENTION", value_name = "DURATION")]
+    pub spot_retention: Option<Span>,
+
+    /// Heartbeat period suggested to agents [default: 2s].
+    #[arg(long, env = "DROVER_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    pub heartbeat_interval: Option<Span>,
+
+    /// How long shutdown waits for in-flight requests [default: 30s].
+    #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<Span>,
+}
+
+impl TaskSettings {
+    pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
+        alias::fill(&mut self.max_attempts, "ORHESTRA_MAX_ATTEMPTS")
+    }
+
+    /// The server's configuration from these settings and the keys; what is unset takes the
+    /// contract's default. The runner part is left at its default for the runner group to set.
+    pub fn server_config(&self, auth: &AuthSettings) -> ServerConfig {
+        let d = ServerConfig::default();
+        let or = |span: Option<Span>, default: Duration| span.map_or(default, |Span(s)| s);
+        // An empty key (`DROVER_API_KEY=`) means no key, as an unset one does.
+        let key = |k: &Option<String>| k.clone().filter(|k| !k.is_empty());
+        ServerConfig {
+            agent_key: key(&auth.agent_key),
+            api_key: key(&auth.api_key),
+            default_max_attempts: self.max_attempts.unwrap_or(d.default_max_attempts),
+            default_task_timeout: or(self.task_timeout, d.default_task_timeout),
+            max_tasks_per_job: self.max_tasks_per_job.unwrap_or(d.max_tasks_per_job),
+            body_limit: self.body_limit.unwrap_or(d.body_limit),
+            task_reaper_interval: or(self.task_reaper_interval, d.task_reaper_interval),
+            spot_reaper_interval: or(self.spot_reaper_interval, d.spot_reaper_interval),
+            task_lease_grace: or(self.task_lease_grace, d.task_lease_grace),
+            spot_timeout: or(self.spot_timeout, d.spot_timeout),
+            spot_retention: match self.spot_retention {
+                Some(Span(s)) if s.is_zero() => None,
+                Some(Span(s)) => Some(s),
+                None => d.spot_retention,
+            },
+            heartbeat_interval: or(self.heartbeat_interval, d.heartbeat_interval),
+            shutdown_grace: or(self.shutdown_grace, d.shutdown_grace),
+            runners: d.runners,
+        }
+    }
+}
+
+/// How the server logs.
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct LogSettings {
+    /// Log format: text or json [default: text]. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "DROVER_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl LogSettings {
+    pub fn format(&self) -> LogFormat {
+        self.log_format.unwrap_or(LogFormat::Text)
+    }
+}
