@@ -89,17 +89,23 @@ async fn provision(
     Ok((status, Json(body)).into_response())
 }
 
+/// The session a deprovision or heartbeat names, or the contract's error for that call.
+fn session_for(
+    app: &AppState,
+    call: Call,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, RunnerApiError> {
+    session_of(headers, body).map_err(failed(app, call))
+}
+
 async fn deprovision(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Message>, RunnerApiError> {
-    let result = async {
-        let session = session_of(&headers, &body)?;
-        app.runners.deprovision(&session).await
-    }
-    .await;
-    let r = result.map_err(failed(&app, Call::Deprovision))?;
+    let session = session_for(&app, Call::Deprovision, &headers, &body)?;
+    let r = (app.runners.deprovision(&session).await).map_err(failed(&app, Call::Deprovision))?;
     Ok(Json(Message {
         message: format!(
             "Runner for session {} deprovisioned successfully.",
@@ -113,12 +119,8 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Message>, RunnerApiError> {
-    let result = async {
-        let session = session_of(&headers, &body)?;
-        app.runners.heartbeat(&session).await
-    }
-    .await;
-    let r = result.map_err(failed(&app, Call::Heartbeat))?;
+    let session = session_for(&app, Call::Heartbeat, &headers, &body)?;
+    let r = (app.runners.heartbeat(&session).await).map_err(failed(&app, Call::Heartbeat))?;
     let message = if r.singleton {
         "Heartbeat received for singleton runner.".to_string()
     } else {
