@@ -59,8 +59,13 @@ impl fmt::Display for Surface {
 
 /// A name that is no surface's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown surface {0:?}; expected one of: native, runners")]
+#[error("unknown surface {0:?}; expected one of: {names}", names = surface_names())]
 pub struct UnknownSurface(pub String);
+
+fn surface_names() -> String {
+    let names: Vec<&str> = Surface::ALL.iter().map(|s| s.name()).collect();
+    names.join(", ")
+}
 
 impl FromStr for Surface {
     type Err = UnknownSurface;

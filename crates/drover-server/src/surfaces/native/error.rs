@@ -89,6 +89,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<drover_core::rules::RuleError> for ApiError {
+    /// A refused rule, as the request field to fix.
+    fn from(e: drover_core::rules::RuleError) -> Self {
+        ApiError::bad_request("INVALID_FIELD", format!("{}: {}", e.field, e.message))
+    }
+}
+
 impl From<SweepError> for ApiError {
     fn from(e: SweepError) -> Self {
         match e {

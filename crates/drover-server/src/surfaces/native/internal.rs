@@ -66,7 +66,7 @@ async fn claim(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::ClaimRequest>,
 ) -> Result<Json<api::ClaimResponse>, ApiError> {
-    drover_core::rules::check_claim_size(req.max_tasks).map_err(crate::translate::rule_error)?;
+    drover_core::rules::check_claim_size(req.max_tasks)?;
     let claimed = app
         .store
         .jobs

@@ -7,7 +7,7 @@
 use super::error::ApiError;
 use crate::config::ServerConfig;
 use drover_api as api;
-use drover_core::rules::{self, RuleError};
+use drover_core::rules;
 use drover_core::run::{self, RunSpec};
 use drover_core::sweep::{Dimension, SweepSpec, Values};
 use drover_core::time::format;
@@ -22,11 +22,6 @@ pub use drover_core::rules::MAX_TASK_TIMEOUT_SECS;
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("INVALID_FIELD", format!("{field}: {message}"))
-}
-
-/// A refused rule, as the request field to fix.
-pub fn rule_error(e: RuleError) -> ApiError {
-    invalid(e.field, e.message)
 }
 
 /// A dimension given as a list of values, `{min, max, step}`, or one bare value.
@@ -72,13 +67,13 @@ pub fn job_request(
     config: &ServerConfig,
 ) -> Result<(NewJob, SweepSpec), ApiError> {
     if let Some(name) = &req.name {
-        rules::check_job_name(name).map_err(rule_error)?;
+        rules::check_job_name(name)?;
     }
     let max_attempts = req.max_attempts.unwrap_or(config.default_max_attempts);
-    rules::check_max_attempts(max_attempts).map_err(rule_error)?;
+    rules::check_max_attempts(max_attempts)?;
     let task_timeout = match req.task_timeout_seconds {
         Some(s) => {
-            rules::check_task_timeout_secs(s).map_err(rule_error)?;
+            rules::check_task_timeout_secs(s)?;
             Duration::from_secs(s)
         }
         None => config.default_task_timeout,
