@@ -21,6 +21,7 @@ pub use sqlite::SqliteStore;
 pub use types::*;
 
 use async_trait::async_trait;
+use drover_core::credential::SpotCredential;
 use drover_core::{
     ClaimedTask, Event, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
     TaskStatus, Timestamp, sweep::Sweep,
@@ -76,8 +77,18 @@ pub trait JobStore: Send + Sync + 'static {
 /// The node registry.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
-    /// Adds a node to the registry, UP.
-    async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node>;
+    /// Adds a node to the registry, UP, with the hash of its secret when it was issued one
+    /// (`drover_core::credential`); the secret itself is never stored.
+    async fn register_node(
+        &self,
+        info: NodeInfo,
+        secret_hash: Option<String>,
+        now: Timestamp,
+    ) -> Result<Node>;
+
+    /// What is known of a node's secret, for `drover_core::credential::may_act_for_spot`:
+    /// unknown node, none issued, or its hash.
+    async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential>;
 
     /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP.
     async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;

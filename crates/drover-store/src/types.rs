@@ -21,6 +21,9 @@ pub struct NewRunner {
     pub driver: String,
     /// The one shared runner of reuse mode.
     pub singleton: bool,
+    /// The hash of the session token handed to the provisioning client
+    /// (`drover_core::credential::hash`); the token itself is never stored.
+    pub token_hash: Option<String>,
 }
 
 /// The answer to a runner reservation.

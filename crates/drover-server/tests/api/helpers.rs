@@ -208,6 +208,24 @@ impl TestApp {
             .spot_id
     }
 
+    /// Registers a spot that asks for a secret, as drover's agent does; returns its id and
+    /// secret.
+    pub async fn hello_with_secret(&self) -> (String, String) {
+        let answer = self
+            .client
+            .hello(&HelloRequest {
+                ip_address: "127.0.0.1".into(),
+                issue_secret: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (
+            answer.spot_id,
+            answer.spot_secret.expect("a secret was asked for"),
+        )
+    }
+
     /// Invariant 4, seen through the API and through the store's own audit: every job's counts
     /// equal the number of its tasks in each status.
     pub async fn assert_job_counts_consistent(&self) {

@@ -1,7 +1,8 @@
 //! The node registry: registration, heartbeats, silence, retention, and who may claim.
 
 use crate::*;
-use drover_core::{NodeStats, NodeStatus, TaskStatus};
+use drover_core::credential::SpotCredential;
+use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
 use drover_store::StoreError;
 
 pub async fn claims_need_a_known_live_node(store: &Stores) {
@@ -182,6 +183,45 @@ pub async fn down_nodes_are_forgotten_after_the_retention(store: &Stores) {
     assert_eq!(forgotten, vec![recent]);
 }
 
+/// A node registered with a secret's hash gives that hash back, one registered without gives
+/// none, an unknown node is told apart; the listing carries no credential.
+pub async fn a_nodes_secret_is_kept_as_its_hash_alone(store: &Stores) {
+    let hash = drover_core::credential::hash("the-secret");
+    let info = || NodeInfo {
+        address: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let with = store
+        .nodes
+        .register_node(info(), Some(hash.clone()), t0())
+        .await
+        .unwrap();
+    let without = store.nodes.register_node(info(), None, t0()).await.unwrap();
+    assert_eq!(
+        store.nodes.spot_credential(&with.id).await.unwrap(),
+        SpotCredential::Issued { hash: hash.clone() }
+    );
+    assert_eq!(
+        store.nodes.spot_credential(&without.id).await.unwrap(),
+        SpotCredential::NotIssued
+    );
+    assert_eq!(
+        store.nodes.spot_credential("spot-nobody").await.unwrap(),
+        SpotCredential::UnknownSpot
+    );
+    // A heartbeat keeps the credential; the node is listed as before.
+    store
+        .nodes
+        .heartbeat(&with.id, NodeStats::default(), t0())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.nodes.spot_credential(&with.id).await.unwrap(),
+        SpotCredential::Issued { .. }
+    ));
+    assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 2);
+}
+
 macro_rules! nodes_suite {
     ($backend:ident, $fixture:expr) => {
         suite!($backend, $fixture;
@@ -190,6 +230,7 @@ macro_rules! nodes_suite {
                 heartbeats_update_live_figures,
                 silent_nodes_go_down_and_free_their_tasks,
                 down_nodes_are_forgotten_after_the_retention,
+                a_nodes_secret_is_kept_as_its_hash_alone,
             ];
             shared: []);
     };

@@ -7,7 +7,7 @@
 
 mod error;
 
-pub use error::{Call, RunnerApiError};
+pub use error::{Call, RunnerApiError, RunnerCallError};
 
 use crate::runners::RunnerError;
 use crate::{AppState, auth};
@@ -20,19 +20,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use drover_api::session_runners::{Message, Provisioned};
 use serde_json::Value;
-use std::sync::Arc;
 
-/// The contract's routes, with the same API-key rule as the native API's changing calls.
+/// The contract's routes. Provision needs the API key when one is configured; deprovision and
+/// heartbeat need it or the runner's own session token (`auth::authorise_runner`), checked once
+/// the session is known.
 pub fn routes(state: &AppState) -> axum::Router<AppState> {
-    let api_key = Arc::new(state.config.api_key.clone());
-    axum::Router::new()
+    let provision_routes = axum::Router::new()
         .route("/api/runner/provision", post(provision))
+        .route_layer(middleware::from_fn_with_state(
+            auth::ApiKeyRule::of(&state.config),
+            auth::require_api_key,
+        ));
+    axum::Router::new()
         .route("/api/runner/deprovision", post(deprovision))
         .route("/api/runner/heartbeat", post(heartbeat))
-        .route_layer(middleware::from_fn_with_state(
-            api_key,
-            auth::require_api_key_for_changes,
-        ))
+        .merge(provision_routes)
 }
 
 fn header_session(headers: &HeaderMap) -> Option<String> {
@@ -70,10 +72,11 @@ fn failed(app: &AppState, call: Call) -> impl FnOnce(RunnerError) -> RunnerApiEr
 async fn provision(
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Response, RunnerApiError> {
+) -> Result<Response, RunnerCallError> {
+    let (token, hash) = auth::new_secret()?;
     let p = app
         .runners
-        .provision(header_session(&headers))
+        .provision(header_session(&headers), Some(hash))
         .await
         .map_err(failed(&app, Call::Provision))?;
     let (status, message) = if p.created {
@@ -85,26 +88,41 @@ async fn provision(
         message: message.into(),
         endpoint: p.runner.endpoint.unwrap_or_default(),
         session_id: p.runner.session_id,
+        // Only the call that started the runner learns its token; the server keeps its hash.
+        session_token: p.created.then_some(token),
     };
     Ok((status, Json(body)).into_response())
 }
 
-/// The session a deprovision or heartbeat names, or the contract's error for that call.
-fn session_for(
+/// The session a deprovision or heartbeat names, once the caller may act for its runner; or
+/// the contract's error for that call.
+async fn session_for(
     app: &AppState,
     call: Call,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<String, RunnerApiError> {
-    session_of(headers, body).map_err(failed(app, call))
+) -> Result<String, RunnerCallError> {
+    let session = session_of(headers, body).map_err(failed(app, call))?;
+    let runner = app
+        .store
+        .runners
+        .get_runner(&session)
+        .await
+        .map_err(|e| failed(app, call)(e.into()))?;
+    auth::authorise_runner(
+        &app.config,
+        headers,
+        runner.as_ref().and_then(|r| r.token_hash.as_deref()),
+    )?;
+    Ok(session)
 }
 
 async fn deprovision(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Message>, RunnerApiError> {
-    let session = session_for(&app, Call::Deprovision, &headers, &body)?;
+) -> Result<Json<Message>, RunnerCallError> {
+    let session = session_for(&app, Call::Deprovision, &headers, &body).await?;
     let r = (app.runners.deprovision(&session).await).map_err(failed(&app, Call::Deprovision))?;
     Ok(Json(Message {
         message: format!(
@@ -118,8 +136,8 @@ async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Message>, RunnerApiError> {
-    let session = session_for(&app, Call::Heartbeat, &headers, &body)?;
+) -> Result<Json<Message>, RunnerCallError> {
+    let session = session_for(&app, Call::Heartbeat, &headers, &body).await?;
     let r = (app.runners.heartbeat(&session).await).map_err(failed(&app, Call::Heartbeat))?;
     let message = if r.singleton {
         "Heartbeat received for singleton runner.".to_string()
