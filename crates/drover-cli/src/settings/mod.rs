@@ -226,6 +226,32 @@ mod tests {
         same::<RunnerSettings>();
     }
 
+    /// `--public-reads` and `--require-node-credentials` reach the server's configuration from
+    /// the file (and default to off, the contract's behaviour).
+    #[test]
+    fn read_and_node_credential_switches_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.toml");
+        std::fs::write(&path, "port = 1\n").unwrap();
+        let s = ServerSettings::from_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .app;
+        assert!(!s.server.public_reads && !s.server.require_node_credentials);
+        std::fs::write(
+            &path,
+            "api-key = \"k\"\npublic-reads = true\nrequire-node-credentials = true\n",
+        )
+        .unwrap();
+        let s = ServerSettings::from_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .app;
+        assert!(s.server.public_reads && s.server.require_node_credentials);
+    }
+
     #[test]
     fn runner_settings_come_from_the_runners_table() {
         let dir = tempfile::tempdir().unwrap();
