@@ -230,26 +230,17 @@ mod tests {
     /// the file (and default to off, the contract's behaviour).
     #[test]
     fn read_and_node_credential_switches_come_from_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("drover.toml");
-        std::fs::write(&path, "port = 1\n").unwrap();
-        let s = ServerSettings::from_file(&path)
-            .unwrap()
-            .resolve()
-            .unwrap()
-            .app;
-        assert!(!s.server.public_reads && !s.server.require_node_credentials);
-        std::fs::write(
-            &path,
-            "api-key = \"k\"\npublic-reads = true\nrequire-node-credentials = true\n",
-        )
-        .unwrap();
-        let s = ServerSettings::from_file(&path)
-            .unwrap()
-            .resolve()
-            .unwrap()
-            .app;
-        assert!(s.server.public_reads && s.server.require_node_credentials);
+        let server = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("drover.toml");
+            std::fs::write(&path, text).unwrap();
+            let file = ServerSettings::from_file(&path).unwrap();
+            file.resolve().unwrap().app.server
+        };
+        let default = server("port = 1\n");
+        assert!(!default.public_reads && !default.require_node_credentials);
+        let set = server("public-reads = true\nrequire-node-credentials = true\n");
+        assert!(set.public_reads && set.require_node_credentials);
     }
 
     #[test]

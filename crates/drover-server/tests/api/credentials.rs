@@ -8,6 +8,15 @@ use serde_json::{Value, json};
 const K: &str = "agent-k";
 const P: &str = "api-p";
 
+/// A server started with `--agent-key K --api-key P`, as the findings were.
+async fn spawn_with_both_keys() -> TestApp {
+    spawn_app_with(|c| {
+        c.agent_key = Some(K.into());
+        c.api_key = Some(P.into());
+    })
+    .await
+}
+
 async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
     let mut req = app.http.post(app.url(path)).json(&body);
     for (name, value) in headers {
@@ -25,11 +34,7 @@ async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: Value) 
 /// says what to send, nothing is stored, and the holder's own report is the one applied.
 #[tokio::test]
 async fn finding_1_the_agent_key_alone_cannot_report_for_another_spot() {
-    let app = spawn_app_with(|c| {
-        c.agent_key = Some(K.into());
-        c.api_key = Some(P.into());
-    })
-    .await;
+    let app = spawn_with_both_keys().await;
     let job = app.create_job(1, json!({})).await.job_id;
     // The holder is a spot as drover's agent registers it: with a secret of its own.
     let (holder, secret) = app.hello_with_secret().await;
@@ -165,20 +170,13 @@ async fn with_node_credentials_required_every_spot_needs_its_secret() {
     assert_ne!(stored, secret);
     assert_eq!(stored, drover_core::credential::hash(secret));
 
-    let old = app
+    // A spot registered before the setting was turned on, without a secret.
+    let info = NodeInfo::default();
+    let registered = app
         .store()
         .nodes
-        .register_node(
-            NodeInfo {
-                address: "127.0.0.1".into(),
-                ..Default::default()
-            },
-            None,
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap()
-        .id;
+        .register_node(info, None, chrono::Utc::now());
+    let old = registered.await.unwrap().id;
     let (status, body) = app
         .post_json(
             "/internal/v1/tasks/claim",
@@ -196,17 +194,26 @@ async fn with_node_credentials_required_every_spot_needs_its_secret() {
     app.finish().await;
 }
 
+/// Creates a job whose `env` has `TOKEN`, reads it without credentials, and checks the value
+/// is redacted; returns the job's id.
+async fn job_read_plainly_has_its_token_redacted(app: &TestApp) -> String {
+    let job = app
+        .create_job(1, json!({"command": ["run"], "env": {"TOKEN": "t0p"}}))
+        .await
+        .job_id;
+    let (status, body) = app.get_json(&format!("/api/v1/jobs/{job}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["env"]["TOKEN"], "***");
+    job
+}
+
 /// Finding 2: "Reads are open and carry secrets." Every GET worked without a key, including
 /// job `env` values, commands, payloads, results, node addresses, runner sessions and
 /// `/metrics`. Now, with an API key, every read needs it (health excepted); `env` values are
 /// shown only to agents, whatever the reader's key.
 #[tokio::test]
 async fn finding_2_reads_need_the_api_key_and_env_values_reach_only_agents() {
-    let app = spawn_app_with(|c| {
-        c.agent_key = Some(K.into());
-        c.api_key = Some(P.into());
-    })
-    .await;
+    let app = spawn_with_both_keys().await;
     let job = app
         .create_job(
             1,
@@ -260,13 +267,7 @@ async fn public_reads_open_reads_but_not_changes_or_env_values() {
         c.public_reads = true;
     })
     .await;
-    let job = app
-        .create_job(1, json!({"command": ["run"], "env": {"TOKEN": "t0p"}}))
-        .await
-        .job_id;
-    let (status, body) = app.get_json(&format!("/api/v1/jobs/{job}")).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["env"]["TOKEN"], "***");
+    job_read_plainly_has_its_token_redacted(&app).await;
     assert_eq!(app.get_json("/api/v1/spots").await.0, 200);
     assert_eq!(app.get_json("/metrics").await.0, 200);
     let (status, _) = app
@@ -281,13 +282,7 @@ async fn public_reads_open_reads_but_not_changes_or_env_values() {
 #[tokio::test]
 async fn without_keys_reads_are_open_and_env_values_redacted() {
     let app = spawn_app().await;
-    let job = app
-        .create_job(1, json!({"command": ["run"], "env": {"TOKEN": "t0p"}}))
-        .await
-        .job_id;
-    let (status, body) = app.get_json(&format!("/api/v1/jobs/{job}")).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["env"]["TOKEN"], "***");
+    let job = job_read_plainly_has_its_token_redacted(&app).await;
     let (spot, secret) = app.hello_with_secret().await;
     let agent = app.client.clone().with_spot_secret(spot.clone(), secret);
     assert_eq!(agent.job(&job).await.unwrap().env.unwrap()["TOKEN"], "t0p");
