@@ -333,7 +333,11 @@ mod tests {
         let distinct: std::collections::HashSet<&String> = names.iter().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         assert_eq!(log_name("web-1"), "web-1");
-        assert!(names.iter().all(|n| !n.contains('/') && !n.starts_with('.')));
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains('/') && !n.starts_with('.'))
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response};
 use axum::response::IntoResponse;
+use futures::task::AtomicWaker;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use std::io;
@@ -41,9 +42,9 @@ use tower::ServiceExt;
 const HYPER_MAX_HEADERS: usize = 200;
 /// Most header lines a request may have.
 pub const MAX_HEADER_LINES: usize = 100;
-/// hyper's read buffer, which bounds the whole request head; set above the configurable
-/// header limit for the same reason.
-const HYPER_MAX_BUF: usize = 1024 * 1024;
+/// Room in hyper's read buffer, which bounds the whole request head, beyond drover's own
+/// target and header limits, so that what drover refuses it refuses with a JSON body.
+const HYPER_BUF_SLACK: usize = 64 * 1024;
 /// The one route a reserve connection serves.
 const HEALTH: &str = "/api/v1/health";
 
@@ -159,6 +160,7 @@ async fn connection(
     let reserve = matches!(slot, Slot::Reserve(_));
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(TimedIo::new(stream, activity.clone(), &limits));
+    let head_room = limits.max_uri_bytes + limits.max_header_bytes + HYPER_BUF_SLACK;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = InFlight::begin(activity.clone());
         let router = router.clone();
@@ -171,7 +173,7 @@ async fn connection(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(!reserve)
         .max_headers(HYPER_MAX_HEADERS)
-        .max_buf_size(HYPER_MAX_BUF);
+        .max_buf_size(head_room);
     let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
@@ -248,6 +250,10 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Bumped when a request is answered: the connection starts waiting for the next one.
     answered: AtomicU64,
+    /// The reader waiting while a request was in flight. hyper may not read again after an
+    /// answer until the socket has data, so the end of a request wakes it to start the idle
+    /// timer.
+    reader: AtomicWaker,
 }
 
 /// Marks a request in flight for as long as it lives.
@@ -264,6 +270,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.answered.fetch_add(1, Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.reader.wake();
     }
 }
 
@@ -332,6 +339,7 @@ impl AsyncRead for TimedIo {
             }
             return Poll::Ready(read);
         }
+        self.activity.reader.register(cx.waker());
         if busy {
             return Poll::Pending;
         }
