@@ -463,3 +463,46 @@ async fn oversize_labels_are_refused() {
     assert!(body["error"].as_str().unwrap().starts_with("labels"));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_spot_registry_is_capped() {
+    let app = spawn_app_with(|c| c.max_spots = Some(2)).await;
+    app.hello().await;
+    app.hello().await;
+    let (status, body) = app
+        .post_json("/internal/v1/hello", json!({"ipAddress": "127.0.0.1"}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], json!("SPOT_LIMIT_REACHED"));
+    assert!(body["error"].as_str().unwrap().contains("--max-spots"));
+    assert_eq!(app.client.spots().await.unwrap().len(), 2);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn spots_are_listed_in_pages_in_the_contracts_shape() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.hello().await);
+    }
+    let (status, first) = app.get_json("/api/v1/spots?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["spots"].as_array().unwrap().len(), 2);
+    let cursor = first["nextCursor"].as_str().unwrap().to_string();
+    let (_, second) = app
+        .get_json(&format!("/api/v1/spots?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(second["spots"][0]["id"], json!(ids[2]));
+    // Without a limit, a small registry fits one page and carries no cursor.
+    let (_, all) = app.get_json("/api/v1/spots").await;
+    assert_eq!(all["spots"].as_array().unwrap().len(), 5);
+    assert!(all.get("nextCursor").is_none(), "{all}");
+    assert_eq!(app.client.spots().await.unwrap().len(), 5);
+    let (status, body) = app.get_json("/api/v1/spots?limit=100000").await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("INVALID_QUERY"))
+    );
+    app.finish().await;
+}

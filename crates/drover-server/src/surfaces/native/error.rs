@@ -100,6 +100,13 @@ impl From<StoreError> for ApiError {
                 code: "JOB_FINISHED",
                 message: e.to_string(),
             },
+            StoreError::LimitReached { kind, .. } => ApiError::TooManyRequests {
+                code: "SPOT_LIMIT_REACHED",
+                message: format!(
+                    "{e}; wait for DOWN {kind}s to be forgotten (--spot-retention) or raise \
+                     --max-spots"
+                ),
+            },
             StoreError::Unavailable(m) => ApiError::Unavailable {
                 code: "STORE_UNAVAILABLE",
                 message: m,

@@ -38,7 +38,11 @@ async fn hello(
             disk_bytes: req.disk_bytes,
         },
     };
-    let node = app.store.nodes.register_node(info, app.clock.now()).await?;
+    let node = app
+        .store
+        .nodes
+        .register_node(info, app.config.max_spots, app.clock.now())
+        .await?;
     tracing::info!(spot = %node.id, address = %node.info.address, "spot registered");
     Ok(Json(api::HelloResponse {
         spot_id: node.id,

@@ -79,12 +79,26 @@ async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>
     }))
 }
 
-async fn spots(State(app): State<AppState>) -> Result<Json<api::SpotsResponse>, ApiError> {
-    let nodes = app.store.nodes.list_nodes().await?;
+/// Spots in registration order, a page at a time: the contract's `{"spots": [...]}` with
+/// `nextCursor` when more follow, so one answer never holds the whole registry.
+async fn spots(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<api::SpotsResponse>, ApiError> {
+    let page = app
+        .store
+        .nodes
+        .list_nodes_page(q.page(SPOTS_PAGE, SPOTS_PAGE_MAX)?)
+        .await?;
     Ok(Json(api::SpotsResponse {
-        spots: nodes.iter().map(translate::spot).collect(),
+        spots: page.items.iter().map(translate::spot).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
+
+/// Spots per page when the client does not say, and the most it may ask for.
+const SPOTS_PAGE: u32 = 500;
+const SPOTS_PAGE_MAX: u32 = 1000;
 
 async fn create_job(
     State(app): State<AppState>,
