@@ -84,14 +84,7 @@ async fn a_body_sent_too_slowly_is_408_json_and_writes_nothing() {
     let answer = closed_within(&mut conn, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(body_of(&answer)["code"], json!("BODY_TIMEOUT"));
-    assert!(
-        app.client
-            .jobs(&Default::default())
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    app.assert_no_jobs().await;
     app.finish().await;
 }
 
@@ -439,14 +432,7 @@ async fn a_job_is_refused_by_its_bytes_before_anything_is_written() {
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["code"], json!("JOB_TOO_LARGE"));
     assert!(body["error"].as_str().unwrap().contains("--max-job-bytes"));
-    assert!(
-        app.client
-            .jobs(&Default::default())
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    app.assert_no_jobs().await;
     app.finish().await;
 }
 
