@@ -106,6 +106,27 @@ fn splitmix(state: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A seeded generator for the choices of a test that drives a wrapped store (which call, which
+/// task, when to kill a server), so one seed reproduces the faults and the load together.
+#[derive(Debug, Clone)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        SeededRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = splitmix(self.0);
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
 /// How many faults of each kind were injected so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultCounts {

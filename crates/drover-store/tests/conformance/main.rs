@@ -6,7 +6,7 @@
 //! PostgreSQL store adds one `xxx_suite!(postgres, ...)` line per module. Every scenario that
 //! changes jobs ends by checking invariant 4 (job counts equal task counts) through
 //! `audit_job_counts`. Every scenario also runs behind `drover_store::faults` with delays
-//! (`sqlite_delayed`); `tests/faults.rs` runs the lifecycle behind errors and lost answers.
+//! (`sqlite_delayed`); `faults.rs` runs the lifecycle behind errors and lost answers.
 
 use chrono::{Duration as Span, TimeZone, Utc};
 use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
@@ -47,6 +47,7 @@ macro_rules! suite {
 }
 
 mod events;
+mod faults;
 mod jobs;
 mod nodes;
 mod ops;

@@ -12,6 +12,7 @@
 use crate::helpers::{Launch, ServerProcess, completion, free_port};
 use drover_api::{CreateJobRequest, FailRequest, HelloRequest};
 use drover_client::{Client, ClientError};
+use drover_store::faults::SeededRng;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,18 +32,6 @@ enum Backend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_nothing_acknowledged_on_sqlite() {
     torture(Backend::Sqlite).await;
-}
-
-/// A small xorshift generator: the test's choices, from the seed.
-struct Pick(u64);
-
-impl Pick {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -105,7 +94,7 @@ async fn client_load(
     history: Arc<Mutex<History>>,
 ) {
     let client = Client::new(&base);
-    let mut pick = Pick(seed.wrapping_add(index).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut pick = SeededRng::new(seed.wrapping_add(index + 1));
     let hello = HelloRequest {
         ip_address: "127.0.0.1".into(),
         total_cores: Some(2),
@@ -119,8 +108,8 @@ async fn client_load(
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        if pick.next(6) == 0 {
-            let total = pick.next(30) + 1;
+        if pick.below(6) == 0 {
+            let total = pick.below(30) as u64 + 1;
             let req: CreateJobRequest = serde_json::from_value(json!({
                 "parameters": {"x": {"min": 1, "max": total}},
                 "maxAttempts": 50,
@@ -132,7 +121,7 @@ async fn client_load(
             }
             continue;
         }
-        let claimed = match client.claim(&spot, pick.next(4) as u32 + 1).await {
+        let claimed = match client.claim(&spot, pick.below(4) as u32 + 1).await {
             Ok(c) => c,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -140,7 +129,7 @@ async fn client_load(
             }
         };
         for task in claimed {
-            if pick.next(4) == 0 {
+            if pick.below(4) == 0 {
                 let req = FailRequest {
                     spot_id: spot.clone(),
                     error: Some("torture".into()),
@@ -187,7 +176,6 @@ async fn torture(backend: Backend) {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64
-            | 1
     });
     let kills = env_u64("TORTURE_KILLS").map_or(KILLS, |k| k as usize);
     eprintln!("torture on {backend:?}: TORTURE_SEED={seed} TORTURE_KILLS={kills}");
@@ -213,12 +201,12 @@ async fn torture(backend: Backend) {
         })
         .collect();
 
-    let mut pick = Pick(seed);
+    let mut pick = SeededRng::new(seed);
     for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(300 + pick.next(1200))).await;
+        tokio::time::sleep(Duration::from_millis(300 + (pick.below(1200) as u64))).await;
         server.kill9();
         // Down for a moment, as a real crash is: clients see refused connections.
-        tokio::time::sleep(Duration::from_millis(pick.next(200))).await;
+        tokio::time::sleep(Duration::from_millis(pick.below(200) as u64)).await;
         server = ServerProcess::start_on(dir.path(), launch.clone(), port).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

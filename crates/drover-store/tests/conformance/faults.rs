@@ -10,14 +10,12 @@
 //! 3. every acknowledged completion and failure is in the store;
 //! 4. job counts equal task counts.
 
-use chrono::{Duration as Span, TimeZone, Utc};
-use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
+use crate::{new_job, secs, sweep, t0};
 use drover_core::{NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult, TaskStatus};
-use drover_store::faults::{self, FaultCounts, FaultPlan, Faults};
-use drover_store::{NewJob, Page, Report, SqliteStore, StoreError, Stores};
+use drover_store::faults::{self, FaultCounts, FaultPlan, Faults, SeededRng};
+use drover_store::{Report, SqliteStore, StoreError, Stores};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::time::Duration;
 
 const ROUNDS: u64 = 6;
 const STEPS: usize = 250;
@@ -26,18 +24,6 @@ const TASKS: i64 = 24;
 /// How many times a caller sends a call that gets no answer; at a one-in-five fault rate the
 /// chance of running out is below 10^-60.
 const TRIES: usize = 100;
-
-/// A small deterministic generator for the test's own choices (which call, which task).
-struct Pick(u64);
-
-impl Pick {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 /// Sends `call` until it gets an answer that is not `Unavailable`, as the agent retries.
 async fn retried<T, F, Fut>(what: &str, mut call: F) -> Result<T, StoreError>
@@ -74,8 +60,8 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
         SqliteStore::open(&path).unwrap().into_stores(),
         faults.clone(),
     );
-    let mut pick = Pick(seed | 1);
-    let mut now = Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap();
+    let mut pick = SeededRng::new(seed);
+    let mut now = t0();
     let mut history = History::default();
 
     let mut nodes = Vec::new();
@@ -94,22 +80,26 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
     let mut next_fopt = 0.0;
 
     for _ in 0..STEPS {
-        match pick.next(10) {
+        match pick.below(10) {
             0 => {
                 // A job creation whose answer was lost is a job the client does not know of;
                 // the client may create it again, so both exist. Only what was acknowledged
                 // must be found.
                 if let Ok(job) = store
                     .jobs
-                    .create_job(new_job(), sweep(pick.next(TASKS as usize) as i64 + 1), now)
+                    .create_job(
+                        new_job(3, 30, 0),
+                        sweep(pick.below(TASKS as usize) as i64 + 1),
+                        now,
+                    )
                     .await
                 {
                     history.jobs.push(job.id);
                 }
             }
             1..=3 => {
-                let node = pick.next(NODES);
-                let max = pick.next(4) as u32 + 1;
+                let node = pick.below(NODES);
+                let max = pick.below(4) as u32 + 1;
                 if let Ok(claimed) = store.jobs.claim(&nodes[node], max, now).await {
                     for c in claimed {
                         // Still in `held` only if the answer of the release that took it back
@@ -121,12 +111,12 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
                 }
             }
             4..=6 => {
-                let Some(task) = held.keys().nth(pick.next(held.len().max(1))).cloned() else {
+                let Some(task) = held.keys().nth(pick.below(held.len().max(1))).cloned() else {
                     continue;
                 };
                 let (node, attempt) = held[&task];
                 next_fopt += 1.0;
-                let complete = pick.next(3) > 0;
+                let complete = pick.below(3) > 0;
                 let report = Report {
                     task_id: task.clone(),
                     node_id: nodes[node].clone(),
@@ -139,7 +129,7 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
                     } else {
                         ReportKind::Fail {
                             error: "injected".into(),
-                            retriable: pick.next(2) == 0,
+                            retriable: pick.below(2) == 0,
                         }
                     },
                 };
@@ -169,9 +159,9 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
                     other => panic!("the holder's report of {task} was refused: {other:?}"),
                 }
             }
-            7 => now += Span::seconds(pick.next(40) as i64),
+            7 => now += secs(pick.below(40) as i64),
             8 => {
-                let node = pick.next(NODES);
+                let node = pick.below(NODES);
                 let _ = store
                     .nodes
                     .heartbeat(&nodes[node], NodeStats::default(), now)
@@ -248,16 +238,7 @@ async fn check(
         "a DONE task without its completed attempt"
     );
     // 4: counts equal tasks.
-    assert!(store.ops.audit_job_counts().await.unwrap().is_empty());
-    for job in store
-        .jobs
-        .list_jobs(None, Page::first(1000))
-        .await
-        .unwrap()
-        .items
-    {
-        assert!(job.counts.is_consistent(), "{job:?}");
-    }
+    crate::assert_counts_consistent(store).await;
     // 2: each acknowledged report, sent once more, is a success that changes nothing.
     for report in &history.acknowledged {
         let before = store.jobs.get_task(&report.task_id).await.unwrap();
@@ -277,32 +258,6 @@ async fn check(
         );
         assert_eq!(before, store.jobs.get_task(&report.task_id).await.unwrap());
     }
-}
-
-fn new_job() -> NewJob {
-    NewJob {
-        name: None,
-        priority: 0,
-        max_attempts: 3,
-        task_timeout: Duration::from_secs(30),
-        run: None,
-    }
-}
-
-fn sweep(n: i64) -> Sweep {
-    let spec = SweepSpec {
-        dimensions: vec![Dimension {
-            name: "x".into(),
-            field: "x".into(),
-            values: Values::Range {
-                min: 1.into(),
-                max: n.into(),
-                step: 1.into(),
-            },
-        }],
-        ..Default::default()
-    };
-    Sweep::new(spec, 1000).unwrap()
 }
 
 #[tokio::test]
