@@ -33,7 +33,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Session runners (used when a runner driver is given to the state).
     pub runners: crate::runners::RunnersConfig,
+    /// Health answers 503 `LOW_DISK_SPACE` when the file system holding the database has less
+    /// free space than this, in bytes; 0 turns the check off.
+    pub min_free_disk: u64,
 }
+
+/// The default of [`ServerConfig::min_free_disk`]: 64 MiB, room for the WAL of a large job and
+/// a checkpoint, so health turns red while writes still succeed rather than after they fail.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 64 * 1024 * 1024;
 
 impl Default for ServerConfig {
     /// The batch contract's defaults.
@@ -53,6 +60,7 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             runners: crate::runners::RunnersConfig::default(),
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
         }
     }
 }

@@ -8,6 +8,7 @@ mod helpers;
 mod jobs;
 mod listeners;
 mod reapers;
+mod reliability;
 mod runners;
 mod shutdown;
 mod workers;

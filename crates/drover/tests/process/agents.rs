@@ -272,7 +272,7 @@ async fn a_killed_agents_tasks_are_finished_by_another_and_none_twice() {
     let db = rusqlite::Connection::open(server.db_path()).unwrap();
     let twice: i64 = db
         .query_row(
-            "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE outcome = 'DONE'
+            "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE outcome = 'COMPLETED'
              GROUP BY task_id HAVING count(*) > 1)",
             [],
             |r| r.get(0),
