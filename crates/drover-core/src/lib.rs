@@ -7,6 +7,7 @@
 //! surfaces ask it for decisions and carry them out.
 
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;

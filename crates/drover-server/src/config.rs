@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Session runners (used when a runner driver is given to the state).
     pub runners: crate::runners::RunnersConfig,
+    /// Health answers 503 `LOW_DISK_SPACE` when the file system holding the database has less
+    /// free space than this, in bytes; 0 turns the check off.
+    pub min_free_disk: u64,
     /// Connection and request limits of every listener.
     pub http: HttpLimits,
     /// Most bytes the task payloads of one job may add up to (payload size × tasks).
@@ -82,6 +85,10 @@ impl Default for HttpLimits {
     }
 }
 
+/// The default of [`ServerConfig::min_free_disk`]: 64 MiB, room for the WAL of a large job and
+/// a checkpoint, so health turns red while writes still succeed rather than after they fail.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 64 * 1024 * 1024;
+
 impl Default for ServerConfig {
     /// The batch contract's defaults.
     fn default() -> Self {
@@ -100,6 +107,7 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             runners: crate::runners::RunnersConfig::default(),
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
             http: HttpLimits::default(),
             max_job_bytes: drover_core::sweep::DEFAULT_MAX_JOB_BYTES,
             max_task_payload_bytes: drover_core::sweep::DEFAULT_MAX_TASK_PAYLOAD_BYTES,

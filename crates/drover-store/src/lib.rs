@@ -12,6 +12,7 @@
 
 mod error;
 mod events;
+pub mod faults;
 pub mod sqlite;
 mod types;
 
@@ -138,8 +139,13 @@ pub trait RunnerStore: Send + Sync + 'static {
 /// Operating the store: health, figures, audits, identity, shutdown.
 #[async_trait]
 pub trait StoreOps: Send + Sync + 'static {
-    /// Succeeds when the store can take a write right now.
+    /// Succeeds when the store can take a write right now: a backend proves it with a real
+    /// write that commits (it may skip the durability wait, since the write carries no data).
     async fn health(&self) -> Result<()>;
+
+    /// Bytes available to the server on the file system that holds the data, or `None` when
+    /// the backend keeps no local files (a database server watches its own disk).
+    async fn free_space(&self) -> Result<Option<u64>>;
 
     /// Counts shown by the health endpoint.
     async fn overview(&self) -> Result<Overview>;

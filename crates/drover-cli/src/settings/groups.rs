@@ -127,6 +127,11 @@ pub struct StoreSettings {
     /// [default: ./data/drover.db] [alias: ORHESTRA_DB_URL].
     #[arg(long, env = "DROVER_DB", value_name = "PATH")]
     pub db: Option<String>,
+
+    /// Health answers 503 LOW_DISK_SPACE when the file system holding the database has less
+    /// free space than this many bytes; 0 turns the check off [default: 67108864, 64 MiB].
+    #[arg(long, env = "DROVER_MIN_FREE_DISK", value_name = "BYTES")]
+    pub min_free_disk: Option<u64>,
 }
 
 impl StoreSettings {
@@ -137,6 +142,12 @@ impl StoreSettings {
     /// The store's URL, as `drover_store` opens it.
     pub fn url(&self) -> String {
         self.db.clone().unwrap_or_else(|| "./data/drover.db".into())
+    }
+
+    /// The free-space floor of the health check, in bytes.
+    pub fn min_free_disk(&self) -> u64 {
+        self.min_free_disk
+            .unwrap_or(drover_server::config::DEFAULT_MIN_FREE_DISK)
     }
 }
 
@@ -263,6 +274,7 @@ impl TaskSettings {
             shutdown_grace: or(self.shutdown_grace, d.shutdown_grace),
             // Set by their own groups.
             runners: d.runners,
+            min_free_disk: d.min_free_disk,
             ..ServerConfig::default()
         }
     }

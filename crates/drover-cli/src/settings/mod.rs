@@ -142,6 +142,7 @@ impl ServerSettings {
         let runners = self.runners.build()?;
         let server = self.limits.apply(ServerConfig {
             runners: runners.config,
+            min_free_disk: self.store.min_free_disk(),
             ..self.tasks.server_config(&self.auth)
         });
         // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.

@@ -9,6 +9,7 @@ mod jobs;
 mod limits;
 mod listeners;
 mod reapers;
+mod reliability;
 mod runners;
 mod shutdown;
 mod workers;

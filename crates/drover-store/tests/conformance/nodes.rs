@@ -240,3 +240,4 @@ macro_rules! nodes_suite {
 }
 
 nodes_suite!(sqlite, crate::sqlite_fixture());
+nodes_suite!(sqlite_delayed, crate::delayed_fixture());

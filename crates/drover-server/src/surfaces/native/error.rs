@@ -222,19 +222,42 @@ impl From<crate::runners::RunnerError> for ApiError {
 }
 
 /// The health endpoint's failure: 503 with the contract's health body, which (unlike every
-/// other error) keeps the health fields instead of `success`/`error`.
+/// other error) keeps the health fields instead of `success`, plus a stable `code` and the
+/// reason in `error`.
 #[derive(Debug)]
-pub struct Unhealthy(pub StoreError);
+pub enum Unhealthy {
+    /// The store cannot take a write (full disk, read-only file, a lock held elsewhere, closed).
+    Store(StoreError),
+    /// Writes still work, but the disk under the store is nearly full.
+    LowDisk(drover_core::health::LowDisk),
+}
+
+impl Unhealthy {
+    /// The health body's `database` field and `code`.
+    pub fn database_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            Unhealthy::Store(_) => ("disconnected", "STORE_UNAVAILABLE"),
+            Unhealthy::LowDisk(_) => ("connected", "LOW_DISK_SPACE"),
+        }
+    }
+}
 
 impl IntoResponse for Unhealthy {
     fn into_response(self) -> Response {
-        tracing::warn!(error = %self.0, "health check failed");
+        let (database, code) = self.database_and_code();
+        let error = match &self {
+            Unhealthy::Store(e) => e.to_string(),
+            Unhealthy::LowDisk(low) => low.to_string(),
+        };
+        tracing::warn!(code, %error, "health check failed");
         let body = drover_api::HealthResponse {
             status: "unhealthy".into(),
-            database: "disconnected".into(),
+            database: database.into(),
             active_spots: 0,
             pending_tasks: 0,
             running_tasks: 0,
+            code: Some(code.into()),
+            error: Some(error),
         };
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }

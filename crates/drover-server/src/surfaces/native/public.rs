@@ -63,19 +63,24 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Healthy only when the store takes a real write and the disk under it has room to spare:
+/// a store that answers reads while every write fails is not a store to send work to.
 async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>, Unhealthy> {
-    let checked = async {
-        app.store.ops.health().await?;
-        app.store.ops.overview().await
+    let ops = &app.store.ops;
+    ops.health().await.map_err(Unhealthy::Store)?;
+    let free = ops.free_space().await.map_err(Unhealthy::Store)?;
+    if let Some(low) = drover_core::health::low_disk(free, app.config.min_free_disk) {
+        return Err(Unhealthy::LowDisk(low));
     }
-    .await;
-    let o = checked.map_err(Unhealthy)?;
+    let o = ops.overview().await.map_err(Unhealthy::Store)?;
     Ok(Json(api::HealthResponse {
         status: "healthy".into(),
         database: "connected".into(),
         active_spots: o.active_nodes,
         pending_tasks: o.pending_tasks,
         running_tasks: o.running_tasks,
+        code: None,
+        error: None,
     }))
 }
 

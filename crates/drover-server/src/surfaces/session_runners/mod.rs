@@ -59,8 +59,8 @@ fn header_session(headers: &HeaderMap) -> Result<Option<String>, RunnerError> {
 }
 
 /// The session id from the body's `sessionId` or, failing that, the `X-Session-Id` header. An
-/// empty or non-JSON body simply has none.
-fn session_of(headers: &HeaderMap, body: &Bytes) -> Result<String, RunnerError> {
+/// empty or non-JSON body simply has none. Public for the fuzz targets (`fuzz/`).
+pub fn session_of(headers: &HeaderMap, body: &Bytes) -> Result<String, RunnerError> {
     let from_body = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("sessionId").and_then(Value::as_str).map(String::from))
