@@ -71,8 +71,12 @@ pub struct Spot {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SpotsResponse {
     pub spots: Vec<Spot>,
+    /// Present when more spots follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/v1/jobs`. The four named dimensions of the contract, the general `parameters`

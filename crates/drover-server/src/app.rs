@@ -120,6 +120,28 @@ impl AppConfig {
                 return invalid(&format!("the {name} must be greater than zero"));
             }
         }
+        for (name, key) in [("agent key", &s.agent_key), ("API key", &s.api_key)] {
+            // A key of blanks looks set but no client can send it: the server would start
+            // public to nobody instead of refusing.
+            if key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+                return invalid(&format!(
+                    "the {name} is only whitespace: give a real key, or none"
+                ));
+            }
+        }
+        let h = &s.http;
+        for (name, d) in [
+            ("header timeout", h.header_timeout),
+            ("body timeout", h.body_timeout),
+            ("idle timeout", h.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return invalid(&format!("the {name} must be greater than zero"));
+            }
+        }
+        if h.max_connections == 0 {
+            return invalid("max connections must be at least 1");
+        }
         if s.default_task_timeout > Duration::from_secs(MAX_TASK_TIMEOUT_SECS) {
             return invalid("the task timeout must be at most one year");
         }
@@ -280,13 +302,15 @@ impl Application {
                 &shutdown,
             ));
         }
-        let servers = listeners.into_iter().map(|b| {
-            axum::serve(b.listener, surfaces::router(state.clone(), &b.surfaces))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future()
-        });
-        let all = futures::future::try_join_all(servers);
-        let mut server = tokio::spawn(all);
+        let served: Vec<_> = listeners
+            .into_iter()
+            .map(|b| (b.listener, surfaces::router(state.clone(), &b.surfaces)))
+            .collect();
+        let mut server = tokio::spawn(crate::serve::serve(
+            served,
+            config.http.clone(),
+            shutdown.clone(),
+        ));
         let served = tokio::select! {
             done = &mut server => done,
             _ = shutdown.cancelled() => {
@@ -295,7 +319,7 @@ impl Application {
                     Err(_) => {
                         tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests did not finish in time; dropping them");
                         server.abort();
-                        Ok(Ok(Vec::new()))
+                        Ok(())
                     }
                 }
             }
@@ -311,9 +335,6 @@ impl Application {
             tracing::error!(error = %e, "closing the store failed; committed changes are safe and are recovered at the next start");
         }
         tracing::info!("server stopped");
-        match served {
-            Ok(result) => result.map(drop).map_err(ServeError::Io),
-            Err(join) => Err(ServeError::Io(std::io::Error::other(join))),
-        }
+        served.map_err(|join| ServeError::Io(std::io::Error::other(join)))
     }
 }

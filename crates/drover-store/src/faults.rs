@@ -340,8 +340,13 @@ impl JobStore for Faulty {
 
 #[async_trait]
 impl NodeStore for Faulty {
-    async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node> {
-        let inner = self.inner.nodes.register_node(info, now);
+    async fn register_node(
+        &self,
+        info: NodeInfo,
+        max: Option<u64>,
+        now: Timestamp,
+    ) -> Result<Node> {
+        let inner = self.inner.nodes.register_node(info, max, now);
         self.faults.write("register_node", inner).await
     }
 
@@ -353,6 +358,11 @@ impl NodeStore for Faulty {
     async fn list_nodes(&self) -> Result<Vec<Node>> {
         let inner = self.inner.nodes.list_nodes();
         self.faults.read("list_nodes", inner).await
+    }
+
+    async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>> {
+        let inner = self.inner.nodes.list_nodes_page(page);
+        self.faults.read("list_nodes_page", inner).await
     }
 
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {

@@ -77,13 +77,18 @@ pub trait JobStore: Send + Sync + 'static {
 /// The node registry.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
-    /// Adds a node to the registry, UP.
-    async fn register_node(&self, info: NodeInfo, now: Timestamp) -> Result<Node>;
+    /// Adds a node to the registry, UP, unless it holds `max` nodes already
+    /// ([`StoreError::LimitReached`]; `None` for no cap).
+    async fn register_node(&self, info: NodeInfo, max: Option<u64>, now: Timestamp)
+    -> Result<Node>;
 
     /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP.
     async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;
 
     async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    /// Nodes in registration order, a page at a time; the cursor is the last seen node's row.
+    async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>>;
 
     /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks
     /// (retry rule applies), in the same transaction.

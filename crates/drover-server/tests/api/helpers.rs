@@ -227,6 +227,12 @@ impl TestApp {
             .spot_id
     }
 
+    /// No job was written (after a refused request, say).
+    pub async fn assert_no_jobs(&self) {
+        let jobs = self.client.jobs(&Default::default()).await.unwrap().jobs;
+        assert!(jobs.is_empty(), "{jobs:?}");
+    }
+
     /// Invariant 4, seen through the API and through the store's own audit: every job's counts
     /// equal the number of its tasks in each status.
     pub async fn assert_job_counts_consistent(&self) {

@@ -6,6 +6,7 @@ mod auth;
 mod errors;
 mod helpers;
 mod jobs;
+mod limits;
 mod listeners;
 mod reapers;
 mod reliability;

@@ -71,7 +71,10 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
             ..Default::default()
         };
         // A registration whose answer was lost leaves a node nobody uses; harmless.
-        let node = retried("register", || store.nodes.register_node(info.clone(), now)).await;
+        let node = retried("register", || {
+            store.nodes.register_node(info.clone(), None, now)
+        })
+        .await;
         nodes.push(node.unwrap().id);
     }
     // task -> (node, attempt) as the claimers were told; ordered, so a seed picks the same

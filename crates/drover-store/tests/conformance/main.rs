@@ -127,6 +127,7 @@ pub async fn node(store: &Stores, now: Timestamp) -> String {
                 address: "127.0.0.1".into(),
                 ..Default::default()
             },
+            None,
             now,
         )
         .await

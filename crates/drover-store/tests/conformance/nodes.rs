@@ -1,8 +1,8 @@
 //! The node registry: registration, heartbeats, silence, retention, and who may claim.
 
 use crate::*;
-use drover_core::{NodeStats, NodeStatus, TaskStatus};
-use drover_store::StoreError;
+use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
+use drover_store::{Page, StoreError};
 
 pub async fn claims_need_a_known_live_node(store: &Stores) {
     store
@@ -182,6 +182,49 @@ pub async fn down_nodes_are_forgotten_after_the_retention(store: &Stores) {
     assert_eq!(forgotten, vec![recent]);
 }
 
+/// The registry refuses a node past its cap and writes nothing; a page at a time lists every
+/// node once, in registration order.
+pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
+    let now = t0();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let info = NodeInfo {
+            address: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        ids.push(
+            store
+                .nodes
+                .register_node(info, Some(5), now)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let refused = store
+        .nodes
+        .register_node(NodeInfo::default(), Some(5), now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::LimitReached { limit: 5, .. }),
+        "{refused}"
+    );
+    assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 5);
+    let mut seen = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let got = store.nodes.list_nodes_page(page).await.unwrap();
+        assert!(got.items.len() <= 2);
+        seen.extend(got.items.into_iter().map(|n| n.id));
+        match got.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
 macro_rules! nodes_suite {
     ($backend:ident, $fixture:expr) => {
         suite!($backend, $fixture;
@@ -190,6 +233,7 @@ macro_rules! nodes_suite {
                 heartbeats_update_live_figures,
                 silent_nodes_go_down_and_free_their_tasks,
                 down_nodes_are_forgotten_after_the_retention,
+                the_registry_is_capped_and_listed_in_pages,
             ];
             shared: []);
     };

@@ -26,6 +26,20 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive within the body timeout.
+    #[error(
+        "the request body was not received within {0:?}; send it faster or raise --body-timeout"
+    )]
+    BodyTimeout(std::time::Duration),
+    #[error("the request target is longer than {0} bytes (--max-uri-bytes)")]
+    UriTooLong(usize),
+    #[error(
+        "the request headers are larger than {bytes} bytes (--max-header-bytes) or {lines} lines"
+    )]
+    HeadersTooLarge { bytes: usize, lines: usize },
+    /// A quota of the server refuses the request; the message names the limit and its flag.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     /// Retry later: the store or an engine behind the server is away or busy.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -51,6 +65,13 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
+            ApiError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "HEADERS_TOO_LARGE",
+            ),
+            ApiError::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
@@ -79,6 +100,13 @@ impl From<StoreError> for ApiError {
                 code: "JOB_FINISHED",
                 message: e.to_string(),
             },
+            StoreError::LimitReached { kind, .. } => ApiError::TooManyRequests {
+                code: "SPOT_LIMIT_REACHED",
+                message: format!(
+                    "{e}; wait for DOWN {kind}s to be forgotten (--spot-retention) or raise \
+                     --max-spots"
+                ),
+            },
             StoreError::Unavailable(m) => ApiError::Unavailable {
                 code: "STORE_UNAVAILABLE",
                 message: m,
@@ -103,6 +131,14 @@ impl From<SweepError> for ApiError {
             SweepError::TooManyTasks { .. } => {
                 ApiError::bad_request("TOO_MANY_TASKS", e.to_string())
             }
+            SweepError::PayloadTooLarge { .. } => ApiError::TooLarge {
+                code: "TASK_PAYLOAD_TOO_LARGE",
+                message: format!("{e} (the server's --max-task-payload-bytes)"),
+            },
+            SweepError::JobTooLarge { .. } => ApiError::TooLarge {
+                code: "JOB_TOO_LARGE",
+                message: format!("{e} (the server's --max-job-bytes)"),
+            },
         }
     }
 }

@@ -3,11 +3,12 @@
 
 use super::error::ApiError;
 use crate::AppState;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use drover_api as api;
+use drover_core::rules::{self, RuleError};
 use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
 use drover_store::Report;
 
@@ -24,6 +25,7 @@ async fn hello(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::HelloRequest>,
 ) -> Result<Json<api::HelloResponse>, ApiError> {
+    check_hello(&req, app.config.max_label_bytes)?;
     let info = NodeInfo {
         address: req.ip_address,
         hostname: req.hostname,
@@ -36,7 +38,11 @@ async fn hello(
             disk_bytes: req.disk_bytes,
         },
     };
-    let node = app.store.nodes.register_node(info, app.clock.now()).await?;
+    let node = app
+        .store
+        .nodes
+        .register_node(info, app.config.max_spots, app.clock.now())
+        .await?;
     tracing::info!(spot = %node.id, address = %node.info.address, "spot registered");
     Ok(Json(api::HelloResponse {
         spot_id: node.id,
@@ -44,10 +50,58 @@ async fn hello(
     }))
 }
 
+/// Optional counts, each checked by the core's rule when given.
+fn counts(fields: &[(&'static str, Option<i64>)]) -> Result<(), RuleError> {
+    for (field, value) in fields {
+        if let Some(v) = value {
+            rules::check_count(field, *v)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a hello announces, checked by the core's rules before anything is stored.
+fn check_hello(req: &api::HelloRequest, max_label_bytes: u64) -> Result<(), RuleError> {
+    rules::check_address("ipAddress", &req.ip_address)?;
+    if let Some(h) = &req.hostname {
+        rules::check_node_text("hostname", h)?;
+    }
+    if let Some(z) = &req.zone {
+        rules::check_node_text("zone", z)?;
+    }
+    counts(&[
+        ("totalCores", req.total_cores),
+        ("memoryBytes", req.memory_bytes),
+        ("gpus", req.gpus),
+        ("diskBytes", req.disk_bytes),
+    ])?;
+    if let Some(labels) = &req.labels {
+        let bytes = serde_json::to_string(labels).map_or(u64::MAX, |s| s.len() as u64);
+        rules::check_label_bytes(bytes, max_label_bytes)?;
+    }
+    Ok(())
+}
+
+/// A heartbeat's figures, checked by the core's rules.
+fn check_heartbeat(req: &api::HeartbeatRequest) -> Result<(), RuleError> {
+    if let Some(a) = &req.ip_address {
+        rules::check_address("ipAddress", a)?;
+    }
+    if let Some(load) = req.cpu_load {
+        rules::check_load("cpuLoad", load)?;
+    }
+    counts(&[
+        ("runningTasks", req.running_tasks),
+        ("totalCores", req.total_cores),
+        ("freeMemoryBytes", req.free_memory_bytes),
+    ])
+}
+
 async fn heartbeat(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::HeartbeatRequest>,
 ) -> Result<Json<api::SuccessBody>, ApiError> {
+    check_heartbeat(&req)?;
     let stats = NodeStats {
         address: req.ip_address,
         cpu_load: req.cpu_load,
@@ -88,9 +142,10 @@ async fn claim(
 
 async fn complete(
     State(app): State<AppState>,
-    Path(task_id): Path<String>,
+    ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::CompleteRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
+    counts(&[("runtimeMs", req.runtime_ms), ("iter", req.iter)])?;
     let result_json = match req.result_json {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s),
@@ -108,7 +163,7 @@ async fn complete(
 
 async fn fail(
     State(app): State<AppState>,
-    Path(task_id): Path<String>,
+    ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::FailRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
     let kind = ReportKind::Fail {

@@ -4,16 +4,16 @@
 use super::error::{ApiError, Unhealthy};
 use super::translate;
 use crate::AppState;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::surfaces::ListQuery;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use drover_api as api;
-use drover_core::sweep::Sweep;
+use drover_core::sweep::{SizeLimits, Sweep};
 use drover_core::{JobStatus, Task, TaskStatus};
 use drover_store::{JobStore, Page};
 use std::sync::Arc;
@@ -84,12 +84,26 @@ async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>
     }))
 }
 
-async fn spots(State(app): State<AppState>) -> Result<Json<api::SpotsResponse>, ApiError> {
-    let nodes = app.store.nodes.list_nodes().await?;
+/// Spots in registration order, a page at a time: the contract's `{"spots": [...]}` with
+/// `nextCursor` when more follow, so one answer never holds the whole registry.
+async fn spots(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<api::SpotsResponse>, ApiError> {
+    let page = app
+        .store
+        .nodes
+        .list_nodes_page(q.page(SPOTS_PAGE, SPOTS_PAGE_MAX)?)
+        .await?;
     Ok(Json(api::SpotsResponse {
-        spots: nodes.iter().map(translate::spot).collect(),
+        spots: page.items.iter().map(translate::spot).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
+
+/// Spots per page when the client does not say, and the most it may ask for.
+const SPOTS_PAGE: u32 = 500;
+const SPOTS_PAGE_MAX: u32 = 1000;
 
 async fn create_job(
     State(app): State<AppState>,
@@ -97,6 +111,10 @@ async fn create_job(
 ) -> Result<(StatusCode, Json<api::CreateJobResponse>), ApiError> {
     let (job, spec) = translate::job_request(req, &app.config)?;
     let sweep = Sweep::new(spec, app.config.max_tasks_per_job)?;
+    sweep.check_size(SizeLimits {
+        task_payload_bytes: app.config.max_task_payload_bytes,
+        job_bytes: app.config.max_job_bytes,
+    })?;
     let job = app
         .store
         .jobs
@@ -130,14 +148,14 @@ async fn list_jobs(
 
 async fn get_job(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Job>, ApiError> {
     Ok(Json(translate::job(&app.store.jobs.get_job(&id).await?)))
 }
 
 async fn cancel_job(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Job>, ApiError> {
     let job = app.store.jobs.cancel_job(&id, app.clock.now()).await?;
     tracing::info!(job = %job.id, cancelled = job.counts.cancelled, "job cancelled");
@@ -146,7 +164,7 @@ async fn cancel_job(
 
 async fn list_tasks(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<api::TaskList>, ApiError> {
     let page = app
@@ -163,7 +181,7 @@ async fn list_tasks(
 
 async fn get_task(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Task>, ApiError> {
     Ok(Json(translate::task(&app.store.jobs.get_task(&id).await?)))
 }
@@ -171,7 +189,7 @@ async fn get_task(
 /// Results of DONE tasks: JSON pages by default, or the whole job as CSV with `format=csv`.
 async fn results(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let job = app.store.jobs.get_job(&id).await?;
