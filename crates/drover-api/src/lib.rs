@@ -35,6 +35,13 @@ pub struct HealthResponse {
     pub active_spots: u64,
     pub pending_tasks: u64,
     pub running_tasks: u64,
+    /// Why the server is unhealthy (drover's extension; absent when healthy): `STORE_UNAVAILABLE`
+    /// (the store cannot take a write) or `LOW_DISK_SPACE` (free space under `--min-free-disk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What went wrong, in words (absent when healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,8 +71,12 @@ pub struct Spot {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SpotsResponse {
     pub spots: Vec<Spot>,
+    /// Present when more spots follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/v1/jobs`. The four named dimensions of the contract, the general `parameters`

@@ -110,6 +110,7 @@ mod tests {
             },
             store: StoreSettings {
                 db: Some("x.db".into()),
+                ..Default::default()
             },
             tasks: TaskSettings {
                 max_attempts: Some(3),

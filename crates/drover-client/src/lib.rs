@@ -206,8 +206,26 @@ impl Client {
             .map(|l| l.workers)
     }
 
+    /// One page of spots.
+    pub async fn spots_page(&self, opts: &ListOptions) -> Result<SpotsResponse> {
+        Self::send(self.request(Method::GET, "/api/v1/spots").query(opts)).await
+    }
+
+    /// Every spot, page by page.
     pub async fn spots(&self) -> Result<Vec<Spot>> {
-        Ok(self.get::<SpotsResponse>("/api/v1/spots").await?.spots)
+        let mut opts = ListOptions {
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = self.spots_page(&opts).await?;
+            all.extend(page.spots);
+            match page.next_cursor {
+                Some(c) => opts.cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn create_job(&self, req: &CreateJobRequest) -> Result<CreateJobResponse> {

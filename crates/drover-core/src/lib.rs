@@ -8,6 +8,7 @@
 
 pub mod credential;
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;

@@ -1,5 +1,5 @@
 //! The node registry's decisions: what a heartbeat does to a node's status, when a node counts
-//! as silent, and which DOWN nodes may be forgotten.
+//! as silent, which DOWN nodes may be forgotten, and whether the registry has room for another.
 //!
 //! This module owns those rules; a store reads each node's status, last heartbeat and whether
 //! it holds a RUNNING task, asks here, and writes what it is told. Nothing here reads the clock:
@@ -15,6 +15,13 @@ pub fn status_after_heartbeat(status: NodeStatus) -> NodeStatus {
         NodeStatus::Down => NodeStatus::Up,
         other => other,
     }
+}
+
+/// Whether the registry, holding `registered` nodes, may take one more under the cap `max`
+/// (`None`: no cap). Every node counts, DOWN ones too: they hold a row until retention forgets
+/// them.
+pub fn may_register(registered: u64, max: Option<u64>) -> bool {
+    max.is_none_or(|max| registered < max)
 }
 
 /// Whether a node has been silent since `cutoff`: its last heartbeat is before it.

@@ -1,5 +1,7 @@
 //! Limits that are rules of the domain: how long a job name may be, how many attempts and how
-//! long a timeout a job may ask for, how many tasks one claim may take.
+//! long a timeout a job may ask for, how many tasks one claim may take, what a node may
+//! announce (its address, its figures, the size of its labels) and how many nodes the registry
+//! holds.
 //!
 //! This module owns the values and the checks, with the messages users see. It must not know
 //! about any wire format: a check names the field it refuses by the contract's name, and a
@@ -19,6 +21,15 @@ pub const MAX_TASK_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 pub const TASK_TIMEOUT_RANGE_SECS: RangeInclusive<u64> = 1..=MAX_TASK_TIMEOUT_SECS;
 /// Most tasks one claim may ask for.
 pub const MAX_CLAIM: u32 = 1000;
+
+/// Default cap on the bytes of one node's labels, as JSON.
+pub const DEFAULT_MAX_LABEL_BYTES: u64 = 64 * 1024;
+/// Default cap on the nodes the registry holds.
+pub const DEFAULT_MAX_SPOTS: u64 = 10_000;
+/// Longest host name (RFC 1035) a node may announce as its address.
+pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Longest free-text node field (hostname, zone).
+pub const MAX_NODE_TEXT_LEN: usize = 253;
 
 /// A value outside what the rules allow; `field` is the request field to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +84,82 @@ pub fn check_claim_size(max_tasks: u32) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// A node's address is an IP address or a host name: 1 to [`MAX_HOSTNAME_LEN`] characters,
+/// dot-separated labels of 1 to 63 letters, digits, `-` and `_`.
+pub fn check_address(field: &'static str, address: &str) -> Result<(), RuleError> {
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let what = "must be an IP address or a host name";
+    if address.is_empty() {
+        return refuse(field, format!("{what}; it is empty"));
+    }
+    if address.len() > MAX_HOSTNAME_LEN {
+        return refuse(
+            field,
+            format!(
+                "{what} of at most {MAX_HOSTNAME_LEN} characters (got {})",
+                address.len()
+            ),
+        );
+    }
+    let host = address.strip_suffix('.').unwrap_or(address);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !host.split('.').all(label_ok) {
+        return refuse(
+            field,
+            format!(
+                "{what}: {address:?} is neither (a name is letters, digits, '-', '_' and dots)"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A free-text node field (hostname, zone) is at most [`MAX_NODE_TEXT_LEN`] characters.
+pub fn check_node_text(field: &'static str, text: &str) -> Result<(), RuleError> {
+    if text.chars().count() > MAX_NODE_TEXT_LEN {
+        return refuse(field, format!("at most {MAX_NODE_TEXT_LEN} characters"));
+    }
+    Ok(())
+}
+
+/// A count or size a node or a report gives (cores, memory, GPUs, running tasks, runtime) is
+/// not negative.
+pub fn check_count(field: &'static str, value: i64) -> Result<(), RuleError> {
+    if value < 0 {
+        return refuse(field, format!("must not be negative (got {value})"));
+    }
+    Ok(())
+}
+
+/// A load figure (`cpuLoad`) is a finite number, not negative. There is no upper bound: agents
+/// send a percentage, other clients a load average, which may pass 100 on a busy machine.
+pub fn check_load(field: &'static str, value: f64) -> Result<(), RuleError> {
+    if !value.is_finite() || value < 0.0 {
+        return refuse(
+            field,
+            format!("must be a finite number, 0 or more (got {value})"),
+        );
+    }
+    Ok(())
+}
+
+/// A node's labels take at most `max` bytes as JSON.
+pub fn check_label_bytes(bytes: u64, max: u64) -> Result<(), RuleError> {
+    if bytes > max {
+        return refuse(
+            "labels",
+            format!("{bytes} bytes of JSON, above the limit of {max} bytes (--max-label-bytes)"),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +184,57 @@ mod tests {
             "name: at most 200 characters"
         );
         assert!(check_job_name(&"é".repeat(200)).is_ok());
+    }
+
+    #[test]
+    fn addresses_are_ips_or_host_names_of_sane_length() {
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "spot-1",
+            "a.example.org",
+            "node_7.lan.",
+        ] {
+            assert!(check_address("ipAddress", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "a..b",
+            "x/y",
+            "é",
+            &"a".repeat(254),
+            &"a".repeat(64),
+        ] {
+            let e = check_address("ipAddress", bad).unwrap_err();
+            assert_eq!(e.field, "ipAddress");
+            assert!(e.message.contains("IP address or a host name"), "{e}");
+        }
+        assert!(check_address("ipAddress", &"a".repeat(1 << 20)).is_err());
+    }
+
+    #[test]
+    fn figures_are_not_negative_and_finite() {
+        assert!(check_count("totalCores", 0).is_ok());
+        assert_eq!(
+            check_count("totalCores", -1).unwrap_err().to_string(),
+            "totalCores: must not be negative (got -1)"
+        );
+        assert!(check_count("runtimeMs", i64::MIN).is_err());
+        assert!(check_load("cpuLoad", 45.2).is_ok());
+        assert!(check_load("cpuLoad", 250.0).is_ok());
+        for bad in [-1e308, -0.1, f64::NAN, f64::INFINITY] {
+            assert!(check_load("cpuLoad", bad).is_err(), "{bad}");
+        }
+        assert!(check_label_bytes(10, 10).is_ok());
+        assert!(
+            check_label_bytes(11, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("--max-label-bytes")
+        );
     }
 
     proptest! {

@@ -13,6 +13,20 @@ use serde_json::{Map, Number, Value};
 
 /// Default cap on the number of tasks one job may expand to.
 pub const DEFAULT_MAX_TASKS_PER_JOB: u64 = 1_000_000;
+/// Default cap on the bytes of all of one job's task payloads: a million tasks of the
+/// contract's example payload (about 110 bytes) fit twice over.
+pub const DEFAULT_MAX_JOB_BYTES: u64 = 256 * 1024 * 1024;
+/// Default cap on one task's payload, in bytes.
+pub const DEFAULT_MAX_TASK_PAYLOAD_BYTES: u64 = 64 * 1024;
+
+/// The byte quotas a sweep is checked against before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// Most bytes of one task's payload, as JSON.
+    pub task_payload_bytes: u64,
+    /// Most bytes of every task payload of the job, added up.
+    pub job_bytes: u64,
+}
 
 /// The values one swept parameter takes. Serialised as the request gives them: a list, or
 /// `{min, max, step}`.
@@ -56,6 +70,16 @@ pub enum SweepError {
         "the job expands to {count} tasks, above the limit of {cap}; narrow the ranges or split the job"
     )]
     TooManyTasks { count: u128, cap: u64 },
+    #[error(
+        "a task payload of this job would be {bytes} bytes, above the limit of {cap} bytes per \
+         task; make the shared fields or values smaller"
+    )]
+    PayloadTooLarge { bytes: u64, cap: u64 },
+    #[error(
+        "the job's task payloads add up to {bytes} bytes, above the limit of {cap} bytes per \
+         job; narrow the ranges, make the payload smaller or split the job"
+    )]
+    JobTooLarge { bytes: u64, cap: u64 },
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> SweepError {
@@ -165,6 +189,55 @@ impl Sweep {
             dimensions: &self.given,
             tasks: self.tasks.as_deref(),
         })
+    }
+
+    /// The largest task payload and the sum of every task payload, in bytes of JSON, counted
+    /// without building the payloads: with dimensions each value appears in `len / n` tasks.
+    /// Separators are counted generously, so the figures never fall below the real sizes.
+    pub fn payload_bytes(&self) -> (u64, u64) {
+        let json_len = |v: &Value| serde_json::to_string(v).map_or(0, |s| s.len()) as u128;
+        // `"key":value,`
+        let entry = |k: &str, v: &Value| k.len() as u128 + 4 + json_len(v);
+        let shared: u128 = 2 + self.shared.iter().map(|(k, v)| entry(k, v)).sum::<u128>();
+        let (largest, total) = match &self.tasks {
+            Some(tasks) => tasks.iter().fold((0u128, 0u128), |(max, sum), t| {
+                let own: u128 = t.iter().map(|(k, v)| entry(k, v)).sum();
+                (max.max(shared + own), sum.saturating_add(shared + own))
+            }),
+            None => {
+                let total = self.total as u128;
+                let mut largest = shared;
+                let mut sum = shared.saturating_mul(total);
+                for (name, values) in &self.dims {
+                    let sizes = values.iter().map(|v| entry(name, v));
+                    let (max, all) = sizes.fold((0, 0u128), |(m, s), x| (m.max(x), s + x));
+                    largest += max;
+                    let repeats = total / values.len().max(1) as u128;
+                    sum = sum.saturating_add(all.saturating_mul(repeats));
+                }
+                (largest, sum)
+            }
+        };
+        let cap = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
+        (cap(largest), cap(total))
+    }
+
+    /// Refuses a sweep whose payloads exceed `limits`, before anything is written.
+    pub fn check_size(&self, limits: SizeLimits) -> Result<(), SweepError> {
+        let (largest, total) = self.payload_bytes();
+        if largest > limits.task_payload_bytes {
+            return Err(SweepError::PayloadTooLarge {
+                bytes: largest,
+                cap: limits.task_payload_bytes,
+            });
+        }
+        if total > limits.job_bytes {
+            return Err(SweepError::JobTooLarge {
+                bytes: total,
+                cap: limits.job_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Names of the swept parameters, slowest-varying first.
@@ -498,5 +571,76 @@ mod tests {
             ..Default::default()
         };
         assert!(Sweep::new(spec, 10).is_err());
+    }
+
+    /// The counted sizes are never below the real ones, and the sum is exact up to separators.
+    #[test]
+    fn payload_bytes_bound_the_real_payloads() {
+        let mut shared = Map::new();
+        shared.insert("jarPath".into(), json!("/test/opt.jar"));
+        let spec = SweepSpec {
+            shared,
+            dimensions: vec![
+                list("algorithm", vec![json!("PSO"), json!("GA")]),
+                range("iterations", json!(100), json!(500), json!(100)),
+            ],
+            tasks: None,
+        };
+        let sweep = Sweep::new(spec, 100).unwrap();
+        let sizes: Vec<u64> = (0..sweep.len())
+            .map(|i| Value::Object(sweep.payload(i)).to_string().len() as u64)
+            .collect();
+        let (largest, total) = sweep.payload_bytes();
+        assert!(largest >= *sizes.iter().max().unwrap());
+        assert!(total >= sizes.iter().sum::<u64>());
+        assert!(total <= sizes.iter().sum::<u64>() * 2, "{total} {sizes:?}");
+    }
+
+    /// The issue's reproduction: a 500 KB shared field over 200 tasks.
+    #[test]
+    fn a_large_payload_times_many_tasks_is_refused_by_its_bytes() {
+        let mut shared = Map::new();
+        shared.insert("pad".into(), json!("P".repeat(500_000)));
+        let spec = SweepSpec {
+            shared,
+            dimensions: vec![range("i", json!(1), json!(200), json!(1))],
+            tasks: None,
+        };
+        let sweep = Sweep::new(spec, DEFAULT_MAX_TASKS_PER_JOB).unwrap();
+        let limits = SizeLimits {
+            task_payload_bytes: DEFAULT_MAX_TASK_PAYLOAD_BYTES,
+            job_bytes: DEFAULT_MAX_JOB_BYTES,
+        };
+        assert!(matches!(
+            sweep.check_size(limits),
+            Err(SweepError::PayloadTooLarge { cap: 65536, .. })
+        ));
+        let roomy = SizeLimits {
+            task_payload_bytes: 1 << 20,
+            job_bytes: 50_000_000,
+        };
+        let e = sweep.check_size(roomy).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SweepError::JobTooLarge {
+                    cap: 50_000_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("50000000 bytes per job"), "{e}");
+        let tasks = SweepSpec {
+            tasks: Some(vec![
+                json!({"a": "x".repeat(100)}).as_object().unwrap().clone(),
+            ]),
+            ..Default::default()
+        };
+        let small = SizeLimits {
+            task_payload_bytes: 50,
+            job_bytes: 1000,
+        };
+        assert!(Sweep::new(tasks, 10).unwrap().check_size(small).is_err());
     }
 }

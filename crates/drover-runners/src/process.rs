@@ -61,6 +61,21 @@ pub struct ProcessDriver {
     exits: Mutex<HashMap<i32, watch::Receiver<Option<String>>>>,
 }
 
+/// The log file name of a session: letters, digits and `-` as they are, every other byte as
+/// `_` and two hex digits. One name per session (`a.b`, `a:b` and `a_b` stay apart), and never
+/// `.` or `..` or a path separator.
+fn log_name(session: &str) -> String {
+    let mut name = String::with_capacity(session.len());
+    for b in session.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            name.push(char::from(b));
+        } else {
+            name.push_str(&format!("_{b:02x}"));
+        }
+    }
+    name
+}
+
 impl ProcessDriver {
     pub fn new(config: ProcessConfig) -> Self {
         ProcessDriver {
@@ -83,16 +98,7 @@ impl ProcessDriver {
         let Some(dir) = &self.config.log_dir else {
             return Ok((Stdio::null(), Stdio::null()));
         };
-        let name: String = session
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = log_name(session);
         let path = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -317,6 +323,22 @@ impl Driver for ProcessDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_that_differ_have_log_files_that_differ() {
+        let names: Vec<String> = ["a.b", "a:b", "a_b", "a-b", "ab", "..", "."]
+            .iter()
+            .map(|s| log_name(s))
+            .collect();
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        assert_eq!(log_name("web-1"), "web-1");
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains('/') && !n.starts_with('.'))
+        );
+    }
 
     #[test]
     fn labels_round_trip_through_their_text_form() {

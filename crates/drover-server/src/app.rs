@@ -13,7 +13,7 @@ use crate::surfaces::{self, Surface};
 use drover_runners::Driver;
 use drover_runners::docker::{DockerConfig, DockerDriver};
 use drover_runners::process::{ProcessConfig, ProcessDriver};
-use drover_store::StoreError;
+use drover_store::{StoreError, Stores};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +120,28 @@ impl AppConfig {
                 return invalid(&format!("the {name} must be greater than zero"));
             }
         }
+        for (name, key) in [("agent key", &s.agent_key), ("API key", &s.api_key)] {
+            // A key of blanks looks set but no client can send it: the server would start
+            // public to nobody instead of refusing.
+            if key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+                return invalid(&format!(
+                    "the {name} is only whitespace: give a real key, or none"
+                ));
+            }
+        }
+        let h = &s.http;
+        for (name, d) in [
+            ("header timeout", h.header_timeout),
+            ("body timeout", h.body_timeout),
+            ("idle timeout", h.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return invalid(&format!("the {name} must be greater than zero"));
+            }
+        }
+        if h.max_connections == 0 {
+            return invalid("max connections must be at least 1");
+        }
         if s.default_task_timeout > Duration::from_secs(MAX_TASK_TIMEOUT_SECS) {
             return invalid("the task timeout must be at most one year");
         }
@@ -176,8 +198,6 @@ pub enum BuildError {
 pub enum ServeError {
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("closing the store failed: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// A bound listener and the surfaces it serves.
@@ -204,11 +224,22 @@ impl Application {
         config: AppConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BuildError> {
+        Self::build_with_store(config, clock, |store| store).await
+    }
+
+    /// [`Application::build_with_clock`] with the opened store passed through `wrap` before the
+    /// server uses it (the reliability tests inject faults there).
+    pub async fn build_with_store(
+        config: AppConfig,
+        clock: Arc<dyn Clock>,
+        wrap: impl FnOnce(Stores) -> Stores,
+    ) -> Result<Self, BuildError> {
         config.validate()?;
         let store = drover_store::open(&config.store_url).map_err(|source| BuildError::Store {
             url: config.store_url.clone(),
             source,
         })?;
+        let store = wrap(store);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let listener = TcpListener::bind(l.addr)
@@ -271,13 +302,15 @@ impl Application {
                 &shutdown,
             ));
         }
-        let servers = listeners.into_iter().map(|b| {
-            axum::serve(b.listener, surfaces::router(state.clone(), &b.surfaces))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future()
-        });
-        let all = futures::future::try_join_all(servers);
-        let mut server = tokio::spawn(all);
+        let served: Vec<_> = listeners
+            .into_iter()
+            .map(|b| (b.listener, surfaces::router(state.clone(), &b.surfaces)))
+            .collect();
+        let mut server = tokio::spawn(crate::serve::serve(
+            served,
+            config.http.clone(),
+            shutdown.clone(),
+        ));
         let served = tokio::select! {
             done = &mut server => done,
             _ = shutdown.cancelled() => {
@@ -286,7 +319,7 @@ impl Application {
                     Err(_) => {
                         tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests did not finish in time; dropping them");
                         server.abort();
-                        Ok(Ok(Vec::new()))
+                        Ok(())
                     }
                 }
             }
@@ -296,11 +329,12 @@ impl Application {
         for h in handles {
             let _ = h.await;
         }
-        state.store.ops.close().await?;
-        tracing::info!("server stopped");
-        match served {
-            Ok(result) => result.map(drop).map_err(ServeError::Io),
-            Err(join) => Err(ServeError::Io(std::io::Error::other(join))),
+        // Every acknowledged change was durable when it was acknowledged, so a close that fails
+        // (a full disk refusing the final checkpoint) loses nothing: say so and stop cleanly.
+        if let Err(e) = state.store.ops.close().await {
+            tracing::error!(error = %e, "closing the store failed; committed changes are safe and are recovered at the next start");
         }
+        tracing::info!("server stopped");
+        served.map_err(|join| ServeError::Io(std::io::Error::other(join)))
     }
 }

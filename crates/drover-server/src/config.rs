@@ -41,7 +41,61 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Session runners (used when a runner driver is given to the state).
     pub runners: crate::runners::RunnersConfig,
+    /// Health answers 503 `LOW_DISK_SPACE` when the file system holding the database has less
+    /// free space than this, in bytes; 0 turns the check off.
+    pub min_free_disk: u64,
+    /// Connection and request limits of every listener.
+    pub http: HttpLimits,
+    /// Most bytes the task payloads of one job may add up to (payload size × tasks).
+    pub max_job_bytes: u64,
+    /// Most bytes one task's payload may have.
+    pub max_task_payload_bytes: u64,
+    /// Most bytes a spot's labels may have, as JSON.
+    pub max_label_bytes: u64,
+    /// Most spots the registry holds; a hello beyond it is refused. `None` for no limit.
+    pub max_spots: Option<u64>,
 }
+
+/// How long a connection may take over each part of a request, and how many may be open. The
+/// reason for each: a client that opens connections and sends nothing, or sends slowly, must
+/// not hold a file descriptor for ever, and health must answer while the cap is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From the first byte of a request to the end of its headers.
+    pub header_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_timeout: Duration,
+    /// How long a connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Most connections served at once over every listener, the reserve not counted.
+    pub max_connections: usize,
+    /// Connections accepted past the cap for `GET /api/v1/health` only.
+    pub connection_reserve: usize,
+    /// Longest request target (path and query) answered; longer ones get a JSON 414.
+    pub max_uri_bytes: usize,
+    /// Most bytes of header names and values answered; more gets a JSON 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            // Well under the usual open-file limit of 1024, which the store, runner logs and
+            // the reserve share.
+            max_connections: 512,
+            connection_reserve: 8,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// The default of [`ServerConfig::min_free_disk`]: 64 MiB, room for the WAL of a large job and
+/// a checkpoint, so health turns red while writes still succeed rather than after they fail.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 64 * 1024 * 1024;
 
 impl Default for ServerConfig {
     /// The batch contract's defaults.
@@ -63,6 +117,12 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             runners: crate::runners::RunnersConfig::default(),
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
+            http: HttpLimits::default(),
+            max_job_bytes: drover_core::sweep::DEFAULT_MAX_JOB_BYTES,
+            max_task_payload_bytes: drover_core::sweep::DEFAULT_MAX_TASK_PAYLOAD_BYTES,
+            max_label_bytes: drover_core::rules::DEFAULT_MAX_LABEL_BYTES,
+            max_spots: Some(drover_core::rules::DEFAULT_MAX_SPOTS),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod extract;
 pub mod metrics;
 pub mod runners;
+pub mod serve;
 pub mod surfaces;
 pub mod workers;
 
@@ -23,7 +24,7 @@ pub use app::{
     ServeError,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::ServerConfig;
+pub use config::{HttpLimits, ServerConfig};
 pub use surfaces::Surface;
 pub use surfaces::native::error::{self, ApiError};
 pub use surfaces::native::translate;

@@ -16,6 +16,11 @@ pub enum StoreError {
     #[error("job {id} is already {status}; nothing to cancel")]
     JobFinished { id: String, status: JobStatus },
 
+    /// The registry holds the most `kind`s allowed; nothing was written. Free one (or raise the
+    /// limit) and retry.
+    #[error("the registry holds {limit} {kind}s, the limit")]
+    LimitReached { kind: &'static str, limit: u64 },
+
     /// The store cannot be reached or is busy: retry later (503).
     #[error("store unavailable: {0}")]
     Unavailable(String),

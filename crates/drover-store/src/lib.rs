@@ -12,6 +12,7 @@
 
 mod error;
 mod events;
+pub mod faults;
 pub mod sqlite;
 mod types;
 
@@ -77,11 +78,13 @@ pub trait JobStore: Send + Sync + 'static {
 /// The node registry.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
-    /// Adds a node to the registry, UP, with the hash of its secret when it was issued one
-    /// (`drover_core::credential`); the secret itself is never stored.
+    /// Adds a node to the registry, UP, unless it holds `max` nodes already
+    /// ([`StoreError::LimitReached`]; `None` for no cap), with the hash of its secret when it
+    /// was issued one (`drover_core::credential`); the secret itself is never stored.
     async fn register_node(
         &self,
         info: NodeInfo,
+        max: Option<u64>,
         secret_hash: Option<String>,
         now: Timestamp,
     ) -> Result<Node>;
@@ -94,6 +97,9 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;
 
     async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    /// Nodes in registration order, a page at a time; the cursor is the last seen node's row.
+    async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>>;
 
     /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks
     /// (retry rule applies), in the same transaction.
@@ -144,8 +150,13 @@ pub trait RunnerStore: Send + Sync + 'static {
 /// Operating the store: health, figures, audits, identity, shutdown.
 #[async_trait]
 pub trait StoreOps: Send + Sync + 'static {
-    /// Succeeds when the store can take a write right now.
+    /// Succeeds when the store can take a write right now: a backend proves it with a real
+    /// write that commits (it may skip the durability wait, since the write carries no data).
     async fn health(&self) -> Result<()>;
+
+    /// Bytes available to the server on the file system that holds the data, or `None` when
+    /// the backend keeps no local files (a database server watches its own disk).
+    async fn free_space(&self) -> Result<Option<u64>>;
 
     /// Counts shown by the health endpoint.
     async fn overview(&self) -> Result<Overview>;

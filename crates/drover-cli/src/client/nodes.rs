@@ -27,7 +27,10 @@ pub async fn run(args: NodesArgs) -> Result<Outcome, Failure> {
         .await
         .map_err(|e| Failure::server(&client, e))?;
     match args.output {
-        Format::Json => output::json(&SpotsResponse { spots })?,
+        Format::Json => output::json(&SpotsResponse {
+            spots,
+            next_cursor: None,
+        })?,
         Format::Csv => output::csv(
             &[
                 "id",

@@ -127,6 +127,11 @@ pub struct StoreSettings {
     /// [default: ./data/drover.db] [alias: ORHESTRA_DB_URL].
     #[arg(long, env = "DROVER_DB", value_name = "PATH")]
     pub db: Option<String>,
+
+    /// Health answers 503 LOW_DISK_SPACE when the file system holding the database has less
+    /// free space than this many bytes; 0 turns the check off [default: 67108864, 64 MiB].
+    #[arg(long, env = "DROVER_MIN_FREE_DISK", value_name = "BYTES")]
+    pub min_free_disk: Option<u64>,
 }
 
 impl StoreSettings {
@@ -137,6 +142,12 @@ impl StoreSettings {
     /// The store's URL, as `drover_store` opens it.
     pub fn url(&self) -> String {
         self.db.clone().unwrap_or_else(|| "./data/drover.db".into())
+    }
+
+    /// The free-space floor of the health check, in bytes.
+    pub fn min_free_disk(&self) -> u64 {
+        self.min_free_disk
+            .unwrap_or(drover_server::config::DEFAULT_MIN_FREE_DISK)
     }
 }
 
@@ -277,7 +288,10 @@ impl TaskSettings {
             },
             heartbeat_interval: or(self.heartbeat_interval, d.heartbeat_interval),
             shutdown_grace: or(self.shutdown_grace, d.shutdown_grace),
+            // Set by their own groups.
             runners: d.runners,
+            min_free_disk: d.min_free_disk,
+            ..ServerConfig::default()
         }
     }
 }
@@ -295,5 +309,91 @@ pub struct LogSettings {
 impl LogSettings {
     pub fn format(&self) -> LogFormat {
         self.log_format.unwrap_or(LogFormat::Text)
+    }
+}
+
+/// Limits on connections, requests and what one client may store: the server's defence
+/// against slow, idle or oversize clients. Every default keeps the contracts' clients working.
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct LimitSettings {
+    /// How long a client may take to send a request's headers, from their first byte
+    /// [default: 10s].
+    #[arg(long, env = "DROVER_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<Span>,
+
+    /// How long a client may take to send a request's body [default: 30s].
+    #[arg(long, env = "DROVER_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<Span>,
+
+    /// How long a connection may wait for its next request before it is closed [default: 60s].
+    #[arg(long, env = "DROVER_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<Span>,
+
+    /// Most connections open at once over every listener; keep it under the open-file limit
+    /// [default: 512].
+    #[arg(long, env = "DROVER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Connections accepted past --max-connections that answer GET /api/v1/health only
+    /// [default: 8].
+    #[arg(long, env = "DROVER_CONNECTION_RESERVE", value_name = "N")]
+    pub connection_reserve: Option<usize>,
+
+    /// Longest request target (path and query) answered, in bytes [default: 8192].
+    #[arg(long, env = "DROVER_MAX_URI_BYTES", value_name = "BYTES")]
+    pub max_uri_bytes: Option<usize>,
+
+    /// Most bytes of request header names and values [default: 32768].
+    #[arg(long, env = "DROVER_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+
+    /// Most bytes one job's task payloads may add up to [default: 268435456].
+    #[arg(long, env = "DROVER_MAX_JOB_BYTES", value_name = "BYTES")]
+    pub max_job_bytes: Option<u64>,
+
+    /// Most bytes of one task's payload [default: 65536].
+    #[arg(long, env = "DROVER_MAX_TASK_PAYLOAD_BYTES", value_name = "BYTES")]
+    pub max_task_payload_bytes: Option<u64>,
+
+    /// Most bytes of a spot's labels, as JSON [default: 65536].
+    #[arg(long, env = "DROVER_MAX_LABEL_BYTES", value_name = "BYTES")]
+    pub max_label_bytes: Option<u64>,
+
+    /// Most spots the registry holds; a hello past it is refused; 0 for no limit
+    /// [default: 10000].
+    #[arg(long, env = "DROVER_MAX_SPOTS", value_name = "N")]
+    pub max_spots: Option<u64>,
+}
+
+impl LimitSettings {
+    /// `config` with these limits set; what is unset keeps its default.
+    pub fn apply(&self, config: ServerConfig) -> ServerConfig {
+        let d = ServerConfig::default();
+        let or = |span: Option<Span>, default: Duration| span.map_or(default, |Span(s)| s);
+        let http = drover_server::HttpLimits {
+            header_timeout: or(self.header_timeout, d.http.header_timeout),
+            body_timeout: or(self.body_timeout, d.http.body_timeout),
+            idle_timeout: or(self.idle_timeout, d.http.idle_timeout),
+            max_connections: self.max_connections.unwrap_or(d.http.max_connections),
+            connection_reserve: self.connection_reserve.unwrap_or(d.http.connection_reserve),
+            max_uri_bytes: self.max_uri_bytes.unwrap_or(d.http.max_uri_bytes),
+            max_header_bytes: self.max_header_bytes.unwrap_or(d.http.max_header_bytes),
+        };
+        ServerConfig {
+            http,
+            max_job_bytes: self.max_job_bytes.unwrap_or(d.max_job_bytes),
+            max_task_payload_bytes: self
+                .max_task_payload_bytes
+                .unwrap_or(d.max_task_payload_bytes),
+            max_label_bytes: self.max_label_bytes.unwrap_or(d.max_label_bytes),
+            max_spots: match self.max_spots {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => d.max_spots,
+            },
+            ..config
+        }
     }
 }

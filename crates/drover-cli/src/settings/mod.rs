@@ -15,7 +15,9 @@ pub mod runners;
 use crate::process::LogFormat;
 use clap::Args;
 use drover_server::{AppConfig, ServerConfig, Surface};
-use groups::{AuthSettings, ListenSettings, LogSettings, StoreSettings, TaskSettings};
+use groups::{
+    AuthSettings, LimitSettings, ListenSettings, LogSettings, StoreSettings, TaskSettings,
+};
 use merge::Merge;
 use runners::RunnerSettings;
 use serde::de::DeserializeOwned;
@@ -62,6 +64,8 @@ pub struct ServerSettings {
     pub logging: LogSettings,
     #[command(flatten)]
     pub runners: RunnerSettings,
+    #[command(flatten)]
+    pub limits: LimitSettings,
 }
 
 /// The settings after merging every source and applying the defaults: the server's
@@ -121,6 +125,7 @@ impl ServerSettings {
             auth: take_group(&mut table).map_err(in_file)?,
             tasks: take_group(&mut table).map_err(in_file)?,
             logging: take_group(&mut table).map_err(in_file)?,
+            limits: take_group(&mut table).map_err(in_file)?,
             runners,
         };
         if let Some(key) = table.keys().next() {
@@ -135,10 +140,11 @@ impl ServerSettings {
     /// Every setting with its default applied.
     pub fn resolve(self) -> Result<Resolved, SettingsError> {
         let runners = self.runners.build()?;
-        let server = ServerConfig {
+        let server = self.limits.apply(ServerConfig {
             runners: runners.config,
+            min_free_disk: self.store.min_free_disk(),
             ..self.tasks.server_config(&self.auth)
-        };
+        });
         // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.
         let runner_listen = runners.listen.map(|addr| groups::Listen {
             surface: Surface::Runners,
@@ -224,6 +230,7 @@ mod tests {
         same::<TaskSettings>();
         same::<LogSettings>();
         same::<RunnerSettings>();
+        same::<LimitSettings>();
     }
 
     /// `--public-reads` and `--require-node-credentials` reach the server's configuration from
@@ -264,5 +271,28 @@ mod tests {
         std::fs::write(&path, "max-runners = 7\n").unwrap();
         let e = ServerSettings::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("unknown field `max-runners`"), "{e}");
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_default_when_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.toml");
+        std::fs::write(
+            &path,
+            "idle-timeout = \"5s\"\nmax-connections = 64\nmax-spots = 0\n",
+        )
+        .unwrap();
+        let s = ServerSettings::from_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .app
+            .server;
+        let d = ServerConfig::default();
+        assert_eq!(s.http.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(s.http.max_connections, 64);
+        assert_eq!(s.http.header_timeout, d.http.header_timeout);
+        assert_eq!(s.max_spots, None);
+        assert_eq!(s.max_job_bytes, d.max_job_bytes);
     }
 }

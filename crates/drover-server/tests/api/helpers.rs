@@ -87,6 +87,23 @@ pub async fn spawn_app_real_time(configure: impl FnOnce(&mut ServerConfig)) -> T
 /// Builds the application exactly as `drover server` does, from [`test_config`] changed by
 /// `configure`, on a manual clock or the wall clock, and serves it until the test ends.
 pub async fn spawn(configure: impl FnOnce(&mut AppConfig), manual_clock: bool) -> TestApp {
+    spawn_wrapped(configure, manual_clock, |store| store).await
+}
+
+/// A server whose store is `wrap`ped before use (e.g. in `drover_store::faults`), on a manual
+/// clock, configured by `configure`.
+pub async fn spawn_with_store(
+    configure: impl FnOnce(&mut ServerConfig),
+    wrap: impl FnOnce(Stores) -> Stores,
+) -> TestApp {
+    spawn_wrapped(|c| configure(&mut c.server), true, wrap).await
+}
+
+async fn spawn_wrapped(
+    configure: impl FnOnce(&mut AppConfig),
+    manual_clock: bool,
+    wrap: impl FnOnce(Stores) -> Stores,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     configure(&mut config);
@@ -104,7 +121,9 @@ pub async fn spawn(configure: impl FnOnce(&mut AppConfig), manual_clock: bool) -
         config.server.agent_key.clone(),
         config.server.api_key.clone(),
     );
-    let app = Application::build_with_clock(config, clock).await.unwrap();
+    let app = Application::build_with_store(config, clock, wrap)
+        .await
+        .unwrap();
     let addrs = app.local_addrs();
     let base = format!("http://{}", addrs[0].0);
     let mut client = Client::new(&base);
@@ -224,6 +243,12 @@ impl TestApp {
             answer.spot_id,
             answer.spot_secret.expect("a secret was asked for"),
         )
+    }
+
+    /// No job was written (after a refused request, say).
+    pub async fn assert_no_jobs(&self) {
+        let jobs = self.client.jobs(&Default::default()).await.unwrap().jobs;
+        assert!(jobs.is_empty(), "{jobs:?}");
     }
 
     /// Invariant 4, seen through the API and through the store's own audit: every job's counts

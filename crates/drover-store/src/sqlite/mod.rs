@@ -87,6 +87,14 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The directory that holds the database, its WAL and its temporary files.
+    fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     /// The store seen through its aggregates, sharing this store's observers.
     pub fn into_stores(self) -> Stores {
         let observers = self.observers.clone();

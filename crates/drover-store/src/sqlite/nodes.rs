@@ -7,7 +7,7 @@
 use super::jobs::release_all;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
-use crate::{NodeStore, NodesDown, Result, StoreError};
+use crate::{NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::node::{self, RetentionView};
@@ -44,12 +44,23 @@ impl NodeStore for SqliteStore {
     async fn register_node(
         &self,
         info: NodeInfo,
+        max: Option<u64>,
         secret_hash: Option<String>,
         now: Timestamp,
     ) -> Result<Node> {
         let id = ids::node_id();
         let now = ts(&now);
         self.write(move |tx| {
+            // Counted in the transaction that inserts, so two hellos cannot pass the cap together.
+            let registered: i64 = tx
+                .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))
+                .map_err(map_err)?;
+            if !node::may_register(registered as u64, max) {
+                return Err(StoreError::LimitReached {
+                    kind: "spot",
+                    limit: max.unwrap_or_default(),
+                });
+            }
             tx.execute(
                 "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
                      memory_bytes, gpus, disk_bytes, status, registered_at, last_heartbeat,
@@ -153,6 +164,30 @@ impl NodeStore for SqliteStore {
             .map_err(map_err)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>> {
+        self.read(move |conn| {
+            let items = conn
+                .prepare_cached(&format!(
+                    "SELECT {}, rowid AS row_seq FROM nodes WHERE ?1 IS NULL OR rowid > ?1
+                     ORDER BY rowid LIMIT ?2",
+                    rows::NODE_COLUMNS
+                ))
+                .map_err(map_err)?
+                .query_map(params![page.cursor, page.limit as i64 + 1], |r| {
+                    Ok((rows::node(r)?, r.get::<_, i64>("row_seq")?))
+                })
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            let paged = rows::paged(items, page.limit, |(_, row)| *row);
+            Ok(Paged {
+                items: paged.items.into_iter().map(|(n, _)| n).collect(),
+                next_cursor: paged.next_cursor,
+            })
         })
         .await
     }

@@ -2,13 +2,13 @@
 //! the writer connection, and the events it caused reach the observers only after it commits.
 //!
 //! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
-//! and the order commit, then notify. It must not decide anything about jobs, nodes or runners,
-//! and nothing else may open a write transaction.
+//! the order commit, then notify, and the health probe's write. It must not decide anything
+//! about jobs, nodes or runners, and nothing else may open a write transaction.
 
-use super::{SqliteStore, map_err};
+use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, SqliteStore, map_err};
 use crate::Result;
 use drover_core::Event;
-use rusqlite::{Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::cell::RefCell;
 use std::ops::Deref;
 
@@ -63,4 +63,41 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+impl SqliteStore {
+    /// Proves the store can take a write: bumps the `write_probe` row of `meta` in a
+    /// `BEGIN IMMEDIATE` transaction and commits, waiting at most [`HEALTH_BUSY_TIMEOUT`] for
+    /// another process's lock. The commit appends a real frame to the WAL (so a full disk or a
+    /// read-only file fails it, where a rolled-back transaction would not), but runs with
+    /// `synchronous = NORMAL`: the row carries nothing worth an fsync, so a health check every
+    /// second costs a page write, not a flush. The next real commit's fsync covers it anyway.
+    pub(super) async fn probe_write(&self) -> Result<()> {
+        self.with_conn(|conn| {
+            conn.busy_timeout(HEALTH_BUSY_TIMEOUT).map_err(map_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(map_err)?;
+            let probed = bump_probe(conn);
+            // Restored whatever the probe did: every later write must be durable again.
+            let restored = conn
+                .pragma_update(None, "synchronous", "FULL")
+                .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT))
+                .map_err(map_err);
+            probed.and(restored)
+        })
+        .await
+    }
+}
+
+fn bump_probe(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('write_probe', '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        [],
+    )
+    .map_err(map_err)?;
+    tx.commit().map_err(map_err)
 }

@@ -359,3 +359,4 @@ macro_rules! events_suite {
 }
 
 events_suite!(sqlite, crate::sqlite_fixture());
+events_suite!(sqlite_delayed, crate::delayed_fixture());

@@ -523,3 +523,4 @@ macro_rules! jobs_suite {
 }
 
 jobs_suite!(sqlite, crate::sqlite_fixture());
+jobs_suite!(sqlite_delayed, crate::delayed_fixture());

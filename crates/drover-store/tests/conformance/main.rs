@@ -5,7 +5,8 @@
 //! `events_suite!`) instantiated for SQLite, so a backend proves each part separately: a
 //! PostgreSQL store adds one `xxx_suite!(postgres, ...)` line per module. Every scenario that
 //! changes jobs ends by checking invariant 4 (job counts equal task counts) through
-//! `audit_job_counts`.
+//! `audit_job_counts`. Every scenario also runs behind `drover_store::faults` with delays
+//! (`sqlite_delayed`); `faults.rs` runs the lifecycle behind errors and lost answers.
 
 use chrono::{Duration as Span, TimeZone, Utc};
 use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
@@ -46,6 +47,7 @@ macro_rules! suite {
 }
 
 mod events;
+mod faults;
 mod jobs;
 mod nodes;
 mod ops;
@@ -59,6 +61,19 @@ pub async fn sqlite_fixture() -> Option<Fixture> {
     Some(Fixture {
         store,
         _guard: Box::new(dir),
+    })
+}
+
+/// A fresh SQLite store behind the fault wrapper with delays only (every call succeeds, late
+/// and in a seeded order), so each scenario also shows the wrapper passes calls through intact
+/// and nothing depends on a call's timing.
+pub async fn delayed_fixture() -> Option<Fixture> {
+    use drover_store::faults::{self, FaultPlan, Faults};
+    let f = sqlite_fixture().await?;
+    let plan = FaultPlan::delays_only(faults::seed_from_env("conformance"));
+    Some(Fixture {
+        store: faults::wrap(f.store, Faults::new(plan)),
+        _guard: f._guard,
     })
 }
 
@@ -112,6 +127,7 @@ pub async fn node(store: &Stores, now: Timestamp) -> String {
                 address: "127.0.0.1".into(),
                 ..Default::default()
             },
+            None,
             None,
             now,
         )

@@ -3,7 +3,7 @@
 use crate::*;
 use drover_core::credential::SpotCredential;
 use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
-use drover_store::StoreError;
+use drover_store::{Page, StoreError};
 
 pub async fn claims_need_a_known_live_node(store: &Stores) {
     store
@@ -193,10 +193,14 @@ pub async fn a_nodes_secret_is_kept_as_its_hash_alone(store: &Stores) {
     };
     let with = store
         .nodes
-        .register_node(info(), Some(hash.clone()), t0())
+        .register_node(info(), None, Some(hash.clone()), t0())
         .await
         .unwrap();
-    let without = store.nodes.register_node(info(), None, t0()).await.unwrap();
+    let without = store
+        .nodes
+        .register_node(info(), None, None, t0())
+        .await
+        .unwrap();
     assert_eq!(
         store.nodes.spot_credential(&with.id).await.unwrap(),
         SpotCredential::Issued { hash: hash.clone() }
@@ -222,6 +226,49 @@ pub async fn a_nodes_secret_is_kept_as_its_hash_alone(store: &Stores) {
     assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 2);
 }
 
+/// The registry refuses a node past its cap and writes nothing; a page at a time lists every
+/// node once, in registration order.
+pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
+    let now = t0();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let info = NodeInfo {
+            address: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        ids.push(
+            store
+                .nodes
+                .register_node(info, Some(5), None, now)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let refused = store
+        .nodes
+        .register_node(NodeInfo::default(), Some(5), None, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::LimitReached { limit: 5, .. }),
+        "{refused}"
+    );
+    assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 5);
+    let mut seen = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let got = store.nodes.list_nodes_page(page).await.unwrap();
+        assert!(got.items.len() <= 2);
+        seen.extend(got.items.into_iter().map(|n| n.id));
+        match got.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
 macro_rules! nodes_suite {
     ($backend:ident, $fixture:expr) => {
         suite!($backend, $fixture;
@@ -231,9 +278,11 @@ macro_rules! nodes_suite {
                 silent_nodes_go_down_and_free_their_tasks,
                 down_nodes_are_forgotten_after_the_retention,
                 a_nodes_secret_is_kept_as_its_hash_alone,
+                the_registry_is_capped_and_listed_in_pages,
             ];
             shared: []);
     };
 }
 
 nodes_suite!(sqlite, crate::sqlite_fixture());
+nodes_suite!(sqlite_delayed, crate::delayed_fixture());

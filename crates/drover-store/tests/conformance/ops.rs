@@ -17,3 +17,4 @@ macro_rules! ops_suite {
 }
 
 ops_suite!(sqlite, crate::sqlite_fixture());
+ops_suite!(sqlite_delayed, crate::delayed_fixture());

@@ -168,3 +168,4 @@ macro_rules! runners_suite {
 }
 
 runners_suite!(sqlite, crate::sqlite_fixture());
+runners_suite!(sqlite_delayed, crate::delayed_fixture());

@@ -83,3 +83,38 @@ async fn sqlite_health_fails_while_another_process_holds_the_write_lock() {
         Err(StoreError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn sqlite_health_commits_a_real_write_and_measures_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open_sqlite(&path);
+    let probes = || -> i64 {
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'write_probe'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    store.ops.health().await.unwrap();
+    assert_eq!(
+        probes(),
+        1,
+        "the probe's write is committed, not rolled back"
+    );
+    store.ops.health().await.unwrap();
+    assert_eq!(probes(), 2);
+    let free = store.ops.free_space().await.unwrap();
+    assert!(free.is_some_and(|b| b > 0), "{free:?}");
+    // The probe leaves the writer durable: a change made after it survives a reopen.
+    let job = store
+        .jobs
+        .create_job(new_job(1, 60, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    drop(store);
+    open_sqlite(&path).jobs.get_job(&job.id).await.unwrap();
+}

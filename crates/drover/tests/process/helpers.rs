@@ -161,6 +161,7 @@ pub struct Launch {
     args: Vec<String>,
     env: Vec<(String, String)>,
     port_env: Option<String>,
+    db: Option<PathBuf>,
 }
 
 impl Launch {
@@ -181,6 +182,12 @@ impl Launch {
     /// An environment variable for the server.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps the database at `path` instead of `<dir>/drover.db` (the log stays in `dir`).
+    pub fn db(mut self, path: impl Into<PathBuf>) -> Self {
+        self.db = Some(path.into());
         self
     }
 
@@ -356,7 +363,7 @@ impl ServerProcess {
     }
 
     fn spawn(dir: &Path, launch: &Launch, port: u16) -> ServerProcess {
-        let db = dir.join("drover.db");
+        let db = launch.db.clone().unwrap_or_else(|| dir.join("drover.db"));
         let mut cmd = drover_command(dir);
         cmd.arg("server");
         match &launch.port_env {

@@ -33,6 +33,20 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive within the body timeout.
+    #[error(
+        "the request body was not received within {0:?}; send it faster or raise --body-timeout"
+    )]
+    BodyTimeout(std::time::Duration),
+    #[error("the request target is longer than {0} bytes (--max-uri-bytes)")]
+    UriTooLong(usize),
+    #[error(
+        "the request headers are larger than {bytes} bytes (--max-header-bytes) or {lines} lines"
+    )]
+    HeadersTooLarge { bytes: usize, lines: usize },
+    /// A quota of the server refuses the request; the message names the limit and its flag.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     /// Retry later: the store or an engine behind the server is away or busy.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -64,6 +78,13 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
+            ApiError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "HEADERS_TOO_LARGE",
+            ),
+            ApiError::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
@@ -117,6 +138,13 @@ impl From<StoreError> for ApiError {
                 code: "JOB_FINISHED",
                 message: e.to_string(),
             },
+            StoreError::LimitReached { kind, .. } => ApiError::TooManyRequests {
+                code: "SPOT_LIMIT_REACHED",
+                message: format!(
+                    "{e}; wait for DOWN {kind}s to be forgotten (--spot-retention) or raise \
+                     --max-spots"
+                ),
+            },
             StoreError::Unavailable(m) => ApiError::Unavailable {
                 code: "STORE_UNAVAILABLE",
                 message: m,
@@ -141,6 +169,14 @@ impl From<SweepError> for ApiError {
             SweepError::TooManyTasks { .. } => {
                 ApiError::bad_request("TOO_MANY_TASKS", e.to_string())
             }
+            SweepError::PayloadTooLarge { .. } => ApiError::TooLarge {
+                code: "TASK_PAYLOAD_TOO_LARGE",
+                message: format!("{e} (the server's --max-task-payload-bytes)"),
+            },
+            SweepError::JobTooLarge { .. } => ApiError::TooLarge {
+                code: "JOB_TOO_LARGE",
+                message: format!("{e} (the server's --max-job-bytes)"),
+            },
         }
     }
 }
@@ -224,19 +260,42 @@ impl From<crate::runners::RunnerError> for ApiError {
 }
 
 /// The health endpoint's failure: 503 with the contract's health body, which (unlike every
-/// other error) keeps the health fields instead of `success`/`error`.
+/// other error) keeps the health fields instead of `success`, plus a stable `code` and the
+/// reason in `error`.
 #[derive(Debug)]
-pub struct Unhealthy(pub StoreError);
+pub enum Unhealthy {
+    /// The store cannot take a write (full disk, read-only file, a lock held elsewhere, closed).
+    Store(StoreError),
+    /// Writes still work, but the disk under the store is nearly full.
+    LowDisk(drover_core::health::LowDisk),
+}
+
+impl Unhealthy {
+    /// The health body's `database` field and `code`.
+    pub fn database_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            Unhealthy::Store(_) => ("disconnected", "STORE_UNAVAILABLE"),
+            Unhealthy::LowDisk(_) => ("connected", "LOW_DISK_SPACE"),
+        }
+    }
+}
 
 impl IntoResponse for Unhealthy {
     fn into_response(self) -> Response {
-        tracing::warn!(error = %self.0, "health check failed");
+        let (database, code) = self.database_and_code();
+        let error = match &self {
+            Unhealthy::Store(e) => e.to_string(),
+            Unhealthy::LowDisk(low) => low.to_string(),
+        };
+        tracing::warn!(code, %error, "health check failed");
         let body = drover_api::HealthResponse {
             status: "unhealthy".into(),
-            database: "disconnected".into(),
+            database: database.into(),
             active_spots: 0,
             pending_tasks: 0,
             running_tasks: 0,
+            code: Some(code.into()),
+            error: Some(error),
         };
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }

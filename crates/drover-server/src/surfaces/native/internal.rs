@@ -4,14 +4,15 @@
 //! where the server requires one (`auth::authorise_spot`).
 
 use super::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::{AppState, auth};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use drover_api as api;
 use drover_core::credential;
+use drover_core::rules::{self, RuleError};
 use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
 use drover_store::Report;
 
@@ -28,6 +29,7 @@ async fn hello(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::HelloRequest>,
 ) -> Result<Json<api::HelloResponse>, ApiError> {
+    check_hello(&req, app.config.max_label_bytes)?;
     let asked = req.issue_secret.unwrap_or(false);
     let secret = if credential::issues_spot_secret(asked, app.config.require_node_credentials) {
         Some(auth::new_secret()?)
@@ -50,7 +52,7 @@ async fn hello(
     let node = app
         .store
         .nodes
-        .register_node(info, hash, app.clock.now())
+        .register_node(info, app.config.max_spots, hash, app.clock.now())
         .await?;
     tracing::info!(spot = %node.id, address = %node.info.address, secret = secret.is_some(), "spot registered");
     Ok(Json(api::HelloResponse {
@@ -60,11 +62,59 @@ async fn hello(
     }))
 }
 
+/// Optional counts, each checked by the core's rule when given.
+fn counts(fields: &[(&'static str, Option<i64>)]) -> Result<(), RuleError> {
+    for (field, value) in fields {
+        if let Some(v) = value {
+            rules::check_count(field, *v)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a hello announces, checked by the core's rules before anything is stored.
+fn check_hello(req: &api::HelloRequest, max_label_bytes: u64) -> Result<(), RuleError> {
+    rules::check_address("ipAddress", &req.ip_address)?;
+    if let Some(h) = &req.hostname {
+        rules::check_node_text("hostname", h)?;
+    }
+    if let Some(z) = &req.zone {
+        rules::check_node_text("zone", z)?;
+    }
+    counts(&[
+        ("totalCores", req.total_cores),
+        ("memoryBytes", req.memory_bytes),
+        ("gpus", req.gpus),
+        ("diskBytes", req.disk_bytes),
+    ])?;
+    if let Some(labels) = &req.labels {
+        let bytes = serde_json::to_string(labels).map_or(u64::MAX, |s| s.len() as u64);
+        rules::check_label_bytes(bytes, max_label_bytes)?;
+    }
+    Ok(())
+}
+
+/// A heartbeat's figures, checked by the core's rules.
+fn check_heartbeat(req: &api::HeartbeatRequest) -> Result<(), RuleError> {
+    if let Some(a) = &req.ip_address {
+        rules::check_address("ipAddress", a)?;
+    }
+    if let Some(load) = req.cpu_load {
+        rules::check_load("cpuLoad", load)?;
+    }
+    counts(&[
+        ("runningTasks", req.running_tasks),
+        ("totalCores", req.total_cores),
+        ("freeMemoryBytes", req.free_memory_bytes),
+    ])
+}
+
 async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<api::HeartbeatRequest>,
 ) -> Result<Json<api::SuccessBody>, ApiError> {
+    check_heartbeat(&req)?;
     auth::authorise_spot(&app, &headers, &req.spot_id).await?;
     let stats = NodeStats {
         address: req.ip_address,
@@ -109,9 +159,10 @@ async fn claim(
 async fn complete(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(task_id): Path<String>,
+    ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::CompleteRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
+    counts(&[("runtimeMs", req.runtime_ms), ("iter", req.iter)])?;
     auth::authorise_spot(&app, &headers, &req.spot_id).await?;
     let result_json = match req.result_json {
         None | Some(serde_json::Value::Null) => None,
@@ -131,7 +182,7 @@ async fn complete(
 async fn fail(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(task_id): Path<String>,
+    ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::FailRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
     auth::authorise_spot(&app, &headers, &req.spot_id).await?;

@@ -5,17 +5,17 @@ use super::error::{ApiError, Unhealthy};
 use super::translate;
 use crate::AppState;
 use crate::auth::{self, JobReader};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::surfaces::ListQuery;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
 use drover_api as api;
-use drover_core::sweep::Sweep;
+use drover_core::sweep::{SizeLimits, Sweep};
 use drover_core::{JobStatus, Task, TaskStatus};
 use drover_store::{JobStore, Page};
 use std::sync::Arc;
@@ -85,28 +85,47 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Healthy only when the store takes a real write and the disk under it has room to spare:
+/// a store that answers reads while every write fails is not a store to send work to.
 async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>, Unhealthy> {
-    let checked = async {
-        app.store.ops.health().await?;
-        app.store.ops.overview().await
+    let ops = &app.store.ops;
+    ops.health().await.map_err(Unhealthy::Store)?;
+    let free = ops.free_space().await.map_err(Unhealthy::Store)?;
+    if let Some(low) = drover_core::health::low_disk(free, app.config.min_free_disk) {
+        return Err(Unhealthy::LowDisk(low));
     }
-    .await;
-    let o = checked.map_err(Unhealthy)?;
+    let o = ops.overview().await.map_err(Unhealthy::Store)?;
     Ok(Json(api::HealthResponse {
         status: "healthy".into(),
         database: "connected".into(),
         active_spots: o.active_nodes,
         pending_tasks: o.pending_tasks,
         running_tasks: o.running_tasks,
+        code: None,
+        error: None,
     }))
 }
 
-async fn spots(State(app): State<AppState>) -> Result<Json<api::SpotsResponse>, ApiError> {
-    let nodes = app.store.nodes.list_nodes().await?;
+/// Spots in registration order, a page at a time: the contract's `{"spots": [...]}` with
+/// `nextCursor` when more follow, so one answer never holds the whole registry.
+async fn spots(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<api::SpotsResponse>, ApiError> {
+    let page = app
+        .store
+        .nodes
+        .list_nodes_page(q.page(SPOTS_PAGE, SPOTS_PAGE_MAX)?)
+        .await?;
     Ok(Json(api::SpotsResponse {
-        spots: nodes.iter().map(translate::spot).collect(),
+        spots: page.items.iter().map(translate::spot).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
+
+/// Spots per page when the client does not say, and the most it may ask for.
+const SPOTS_PAGE: u32 = 500;
+const SPOTS_PAGE_MAX: u32 = 1000;
 
 async fn create_job(
     State(app): State<AppState>,
@@ -114,6 +133,10 @@ async fn create_job(
 ) -> Result<(StatusCode, Json<api::CreateJobResponse>), ApiError> {
     let (job, spec) = translate::job_request(req, &app.config)?;
     let sweep = Sweep::new(spec, app.config.max_tasks_per_job)?;
+    sweep.check_size(SizeLimits {
+        task_payload_bytes: app.config.max_task_payload_bytes,
+        job_bytes: app.config.max_job_bytes,
+    })?;
     let job = app
         .store
         .jobs
@@ -148,7 +171,7 @@ async fn list_jobs(
 async fn get_job(
     State(app): State<AppState>,
     Extension(reader): Extension<JobReader>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Job>, ApiError> {
     let job = app.store.jobs.get_job(&id).await?;
     Ok(Json(translate::job_for(&job, reader == JobReader::Agent)))
@@ -156,7 +179,7 @@ async fn get_job(
 
 async fn cancel_job(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Job>, ApiError> {
     let job = app.store.jobs.cancel_job(&id, app.clock.now()).await?;
     tracing::info!(job = %job.id, cancelled = job.counts.cancelled, "job cancelled");
@@ -165,7 +188,7 @@ async fn cancel_job(
 
 async fn list_tasks(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<api::TaskList>, ApiError> {
     let page = app
@@ -182,7 +205,7 @@ async fn list_tasks(
 
 async fn get_task(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Task>, ApiError> {
     Ok(Json(translate::task(&app.store.jobs.get_task(&id).await?)))
 }
@@ -190,7 +213,7 @@ async fn get_task(
 /// Results of DONE tasks: JSON pages by default, or the whole job as CSV with `format=csv`.
 async fn results(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let job = app.store.jobs.get_job(&id).await?;

@@ -1,6 +1,7 @@
 //! The session-runners surface's one error mapping: a [`RunnerError`] from the runner service,
-//! with the call it came from, becomes the contract's status, `error` code and message. Nothing
-//! else in this surface picks a status code for an error.
+//! with the call it came from, becomes the contract's status, `error` code and message; a
+//! request the shared plumbing refused (an oversize or late body) keeps its status and code in
+//! the contract's shape. Nothing else in this surface picks a status code for an error.
 
 use crate::error::ApiError;
 use crate::runners::RunnerError;
@@ -50,16 +51,30 @@ pub enum Call {
 #[derive(Debug)]
 pub struct RunnerApiError {
     pub call: Call,
-    pub error: RunnerError,
+    pub error: Failure,
     /// Whether 500 answers carry the error's details (the contract shows them outside
     /// production).
     pub details: bool,
 }
 
+/// What failed: the runner service, or the request before it reached the service.
+#[derive(Debug)]
+pub enum Failure {
+    Service(RunnerError),
+    Request(ApiError),
+}
+
 impl RunnerApiError {
     /// The status, the contract's code and its message.
     pub fn status_code_message(&self) -> (StatusCode, &'static str, String) {
-        match &self.error {
+        let error = match &self.error {
+            Failure::Service(e) => e,
+            Failure::Request(e) => {
+                let (status, code) = e.status_and_code();
+                return (status, code, e.to_string());
+            }
+        };
+        match error {
             RunnerError::SessionRequired => (
                 StatusCode::BAD_REQUEST,
                 "SESSION_ID_REQUIRED",
@@ -124,8 +139,12 @@ impl IntoResponse for RunnerApiError {
     fn into_response(self) -> Response {
         let (status, error, message) = self.status_code_message();
         let details = if status == StatusCode::INTERNAL_SERVER_ERROR && error == "SERVER_ERROR" {
-            tracing::error!(error = %self.error, "runner request failed");
-            self.details.then(|| self.error.to_string())
+            let error = match &self.error {
+                Failure::Service(e) => e.to_string(),
+                Failure::Request(e) => e.to_string(),
+            };
+            tracing::error!(%error, "runner request failed");
+            self.details.then_some(error)
         } else {
             None
         };

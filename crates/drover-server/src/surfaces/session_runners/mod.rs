@@ -3,13 +3,17 @@
 //!
 //! It translates only: where the session id comes from (the `X-Session-Id` header, or
 //! `sessionId` in the JSON body), the contract's success messages, and (in `error.rs`) its error
-//! shape. Its wire types are `drover_api::session_runners`. Every rule is the service's.
+//! shape. Its wire types are `drover_api::session_runners`. Every rule is the service's. A
+//! header that is not visible ASCII is refused as an invalid session id, never ignored: ignoring
+//! it would give the caller a new session instead of its own.
 
 mod error;
 
-pub use error::{Call, RunnerApiError, RunnerCallError};
+pub use error::{Call, Failure, RunnerApiError, RunnerCallError};
 
-use crate::runners::RunnerError;
+use crate::error::ApiError;
+use crate::extract::RawBody;
+use crate::runners::{RunnerError, check_session};
 use crate::{AppState, auth};
 use axum::Json;
 use axum::body::Bytes;
@@ -37,26 +41,37 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         .merge(provision_routes)
 }
 
-fn header_session(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
+/// The `X-Session-Id` header: absent or blank is none; anything else must be a valid id.
+fn header_session(headers: &HeaderMap) -> Result<Option<String>, RunnerError> {
+    let Some(value) = headers.get("x-session-id") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        RunnerError::InvalidSession(
+            "the X-Session-Id header is not ASCII; use letters, digits, '-', '_', '.' and ':'"
+                .into(),
+        )
+    })?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    check_session(value)?;
+    Ok(Some(value.to_string()))
 }
 
 /// The session id from the body's `sessionId` or, failing that, the `X-Session-Id` header. An
-/// empty or non-JSON body simply has none.
-fn session_of(headers: &HeaderMap, body: &Bytes) -> Result<String, RunnerError> {
+/// empty or non-JSON body simply has none. Public for the fuzz targets (`fuzz/`).
+pub fn session_of(headers: &HeaderMap, body: &Bytes) -> Result<String, RunnerError> {
     let from_body = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("sessionId").and_then(Value::as_str).map(String::from))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    from_body
-        .or_else(|| header_session(headers))
-        .ok_or(RunnerError::SessionRequired)
+    match from_body {
+        Some(s) => Ok(s),
+        None => header_session(headers)?.ok_or(RunnerError::SessionRequired),
+    }
 }
 
 /// Tags a service error with the call it failed, for the contract's wording.
@@ -64,19 +79,29 @@ fn failed(app: &AppState, call: Call) -> impl FnOnce(RunnerError) -> RunnerApiEr
     let details = app.runners.config.error_details;
     move |error| RunnerApiError {
         call,
-        error,
+        error: Failure::Service(error),
         details,
     }
+}
+
+/// The body, or the contract-shaped answer to a body the shared plumbing refused.
+fn body_of(call: Call, body: Result<RawBody, ApiError>) -> Result<Bytes, RunnerApiError> {
+    body.map(|RawBody(b)| b).map_err(|e| RunnerApiError {
+        call,
+        error: Failure::Request(e),
+        details: false,
+    })
 }
 
 async fn provision(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, RunnerCallError> {
+    let session = header_session(&headers).map_err(failed(&app, Call::Provision))?;
     let (token, hash) = auth::new_secret()?;
     let p = app
         .runners
-        .provision(header_session(&headers), Some(hash))
+        .provision(session, Some(hash))
         .await
         .map_err(failed(&app, Call::Provision))?;
     let (status, message) = if p.created {
@@ -120,8 +145,9 @@ async fn session_for(
 async fn deprovision(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Json<Message>, RunnerCallError> {
+    let body = body_of(Call::Deprovision, body)?;
     let session = session_for(&app, Call::Deprovision, &headers, &body).await?;
     let r = (app.runners.deprovision(&session).await).map_err(failed(&app, Call::Deprovision))?;
     Ok(Json(Message {
@@ -135,8 +161,9 @@ async fn deprovision(
 async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Json<Message>, RunnerCallError> {
+    let body = body_of(Call::Heartbeat, body)?;
     let session = session_for(&app, Call::Heartbeat, &headers, &body).await?;
     let r = (app.runners.heartbeat(&session).await).map_err(failed(&app, Call::Heartbeat))?;
     let message = if r.singleton {
