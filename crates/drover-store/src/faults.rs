@@ -14,15 +14,15 @@
 //! This module decides nothing about jobs or tasks: it passes every call through or refuses it.
 
 use crate::{
-    CountMismatch, JobStore, NewJob, NewRunner, NodeStore, NodesDown, Overview, Page, Paged,
-    Released, Report, Reservation, Result, RunnerStore, StoreError, StoreOps, Stores,
+    CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown, Overview, Page,
+    Paged, Released, Report, Reservation, Result, RunnerStore, StoreError, StoreOps, Stores,
 };
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::sweep::Sweep;
 use drover_core::{
-    ClaimedTask, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
-    TaskStatus, Timestamp,
+    ClaimedTask, Job, JobStatus, Node, NodeStats, ReportOutcome, Runner, Task, TaskStatus,
+    Timestamp,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -341,14 +341,8 @@ impl JobStore for Faulty {
 
 #[async_trait]
 impl NodeStore for Faulty {
-    async fn register_node(
-        &self,
-        info: NodeInfo,
-        max: Option<u64>,
-        secret_hash: Option<String>,
-        now: Timestamp,
-    ) -> Result<Node> {
-        let inner = self.inner.nodes.register_node(info, max, secret_hash, now);
+    async fn register_node(&self, new: NewNode, max: Option<u64>, now: Timestamp) -> Result<Node> {
+        let inner = self.inner.nodes.register_node(new, max, now);
         self.faults.write("register_node", inner).await
     }
 

@@ -24,8 +24,8 @@ pub use types::*;
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::{
-    ClaimedTask, Event, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
-    TaskStatus, Timestamp, sweep::Sweep,
+    ClaimedTask, Event, Job, JobStatus, Node, NodeStats, ReportOutcome, Runner, Task, TaskStatus,
+    Timestamp, sweep::Sweep,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,16 +78,9 @@ pub trait JobStore: Send + Sync + 'static {
 /// The node registry.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
-    /// Adds a node to the registry, UP, unless it holds `max` nodes already
-    /// ([`StoreError::LimitReached`]; `None` for no cap), with the hash of its secret when it
-    /// was issued one (`drover_core::credential`); the secret itself is never stored.
-    async fn register_node(
-        &self,
-        info: NodeInfo,
-        max: Option<u64>,
-        secret_hash: Option<String>,
-        now: Timestamp,
-    ) -> Result<Node>;
+    /// Adds a node to the registry, UP, with its secret's hash if it has one, unless the registry
+    /// holds `max` nodes already ([`StoreError::LimitReached`]; `None` for no cap).
+    async fn register_node(&self, new: NewNode, max: Option<u64>, at: Timestamp) -> Result<Node>;
 
     /// What is known of a node's secret, for `drover_core::credential::may_act_for_spot`:
     /// unknown node, none issued, or its hash.

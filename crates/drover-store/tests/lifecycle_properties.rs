@@ -130,7 +130,7 @@ async fn run(ops: Vec<Op>) {
         nodes.push(
             store
                 .nodes
-                .register_node(info, None, None, now)
+                .register_node(info.into(), None, now)
                 .await
                 .unwrap()
                 .id,

@@ -175,7 +175,7 @@ async fn with_node_credentials_required_every_spot_needs_its_secret() {
     let registered = app
         .store()
         .nodes
-        .register_node(info, None, None, chrono::Utc::now());
+        .register_node(info.into(), None, chrono::Utc::now());
     let old = registered.await.unwrap().id;
     let (status, body) = app
         .post_json(

@@ -7,12 +7,12 @@
 use super::jobs::release_all;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
-use crate::{NodeStore, NodesDown, Page, Paged, Result, StoreError};
+use crate::{NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::node::{self, RetentionView};
 use drover_core::time::format as ts;
-use drover_core::{Event, Node, NodeInfo, NodeStats, NodeStatus, Timestamp, ids};
+use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
 use rusqlite::{OptionalExtension, params};
 
 /// Every node's id and the facts retention and silence are decided from.
@@ -41,13 +41,8 @@ fn node_facts(tx: &Tx<'_>) -> Result<Vec<(String, RetentionView)>> {
 
 #[async_trait]
 impl NodeStore for SqliteStore {
-    async fn register_node(
-        &self,
-        info: NodeInfo,
-        max: Option<u64>,
-        secret_hash: Option<String>,
-        now: Timestamp,
-    ) -> Result<Node> {
+    async fn register_node(&self, new: NewNode, max: Option<u64>, now: Timestamp) -> Result<Node> {
+        let NewNode { info, secret_hash } = new;
         let id = ids::node_id();
         let now = ts(&now);
         self.write(move |tx| {

@@ -3,7 +3,7 @@
 use crate::*;
 use drover_core::credential::SpotCredential;
 use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
-use drover_store::{Page, StoreError};
+use drover_store::{NewNode, Page, StoreError};
 
 pub async fn claims_need_a_known_live_node(store: &Stores) {
     store
@@ -193,12 +193,19 @@ pub async fn a_nodes_secret_is_kept_as_its_hash_alone(store: &Stores) {
     };
     let with = store
         .nodes
-        .register_node(info(), None, Some(hash.clone()), t0())
+        .register_node(
+            NewNode {
+                info: info(),
+                secret_hash: Some(hash.clone()),
+            },
+            None,
+            t0(),
+        )
         .await
         .unwrap();
     let without = store
         .nodes
-        .register_node(info(), None, None, t0())
+        .register_node(info().into(), None, t0())
         .await
         .unwrap();
     assert_eq!(
@@ -239,7 +246,7 @@ pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
         ids.push(
             store
                 .nodes
-                .register_node(info, Some(5), None, now)
+                .register_node(info.into(), Some(5), now)
                 .await
                 .unwrap()
                 .id,
@@ -247,7 +254,7 @@ pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
     }
     let refused = store
         .nodes
-        .register_node(NodeInfo::default(), Some(5), None, now)
+        .register_node(NodeInfo::default().into(), Some(5), now)
         .await
         .unwrap_err();
     assert!(

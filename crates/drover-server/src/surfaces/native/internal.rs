@@ -14,7 +14,7 @@ use drover_api as api;
 use drover_core::credential;
 use drover_core::rules::{self, RuleError};
 use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
-use drover_store::Report;
+use drover_store::{NewNode, Report};
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -52,7 +52,14 @@ async fn hello(
     let node = app
         .store
         .nodes
-        .register_node(info, app.config.max_spots, hash, app.clock.now())
+        .register_node(
+            NewNode {
+                info,
+                secret_hash: hash,
+            },
+            app.config.max_spots,
+            app.clock.now(),
+        )
         .await?;
     tracing::info!(spot = %node.id, address = %node.info.address, secret = secret.is_some(), "spot registered");
     Ok(Json(api::HelloResponse {
