@@ -4,7 +4,8 @@
 //! - A server that cannot be reached (or answers 5xx/429) is retried with backoff and jitter,
 //!   failing over between URLs; running tasks go on meanwhile and their reports wait.
 //! - A server that no longer knows the spot (404 `SPOT_NOT_FOUND`, e.g. after its data was
-//!   reset) gets a new hello; a spot marked DOWN is revived by a heartbeat.
+//!   reset) or its secret (`SPOT_SECRET_*`) gets a new hello; a spot marked DOWN is revived by
+//!   a heartbeat. Every hello asks for a spot secret, and every call for the spot carries it.
 //! - A report the server refuses (404, 409) is dropped: the task was taken back and belongs to
 //!   someone else now. It is logged, never retried.
 //! - A refused agent key stops the agent with an error that says so.
@@ -133,10 +134,28 @@ struct JobRun {
     timeout: Duration,
 }
 
+/// The spot this agent is registered as, and the secret its hello returned, which every call
+/// for the spot carries (`X-Spot-Secret`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Spot {
+    id: String,
+    secret: Option<String>,
+}
+
+impl Spot {
+    /// `client` acting for this spot.
+    fn on(&self, client: Client) -> Client {
+        match &self.secret {
+            Some(secret) => client.with_spot_secret(&self.id, secret),
+            None => client,
+        }
+    }
+}
+
 struct Shared {
     config: AgentConfig,
     link: Link,
-    spot: RwLock<String>,
+    spot: RwLock<Spot>,
     registering: tokio::sync::Mutex<()>,
     jobs: Mutex<HashMap<String, Arc<JobRun>>>,
     running: AtomicI64,
@@ -181,7 +200,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         facts: machine.facts(),
         link: Link::new(clients),
-        spot: RwLock::new(String::new()),
+        spot: RwLock::new(Spot::default()),
         registering: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(HashMap::new()),
         running: AtomicI64::new(0),
@@ -262,7 +281,7 @@ fn fail_now(spot: &str, attempt: u32, error: String, retriable: bool) -> Report 
 }
 
 impl Shared {
-    fn spot(&self) -> String {
+    fn spot(&self) -> Spot {
         self.spot.read().map(|s| s.clone()).unwrap_or_default()
     }
 
@@ -318,7 +337,7 @@ impl Shared {
     /// Returns the server's suggested heartbeat period.
     async fn register(&self, stale: &str) -> Result<Option<Duration>, AgentError> {
         let _one_at_a_time = self.registering.lock().await;
-        if self.spot() != stale {
+        if self.spot().id != stale {
             return Ok(None);
         }
         let facts = self.facts.clone();
@@ -341,6 +360,9 @@ impl Shared {
             memory_bytes: facts.memory_bytes,
             gpus: None,
             disk_bytes: None,
+            // Always: a spot with a secret cannot be reported for by anyone else who holds the
+            // agent key.
+            issue_secret: Some(true),
         };
         let mut backoff = self.backoff();
         loop {
@@ -361,7 +383,10 @@ impl Shared {
                         "registered"
                     );
                     if let Ok(mut s) = self.spot.write() {
-                        *s = answer.spot_id;
+                        *s = Spot {
+                            id: answer.spot_id,
+                            secret: answer.spot_secret,
+                        };
                     }
                     return Ok(answer
                         .heartbeat_interval_seconds
@@ -392,9 +417,9 @@ impl Shared {
             let spot = self.spot();
             match self.beat(&spot, machine.figures()).await {
                 Ok(()) => self.reachable(),
-                Err(e) if e.code() == Some("SPOT_NOT_FOUND") => {
-                    tracing::warn!(%spot, "the server no longer knows this spot; registering again");
-                    if let Err(e) = self.register(&spot).await {
+                Err(e) if forgotten(&e) => {
+                    tracing::warn!(spot = %spot.id, "the server no longer knows this spot or its secret; registering again");
+                    if let Err(e) = self.register(&spot.id).await {
                         tracing::error!("{e}");
                     }
                 }
@@ -408,9 +433,9 @@ impl Shared {
     }
 
     /// One heartbeat for `spot`, with the live figures when there are some.
-    async fn beat(&self, spot: &str, figures: Option<Figures>) -> Result<(), ClientError> {
+    async fn beat(&self, spot: &Spot, figures: Option<Figures>) -> Result<(), ClientError> {
         let beat = api::HeartbeatRequest {
-            spot_id: spot.to_string(),
+            spot_id: spot.id.clone(),
             ip_address: None,
             cpu_load: figures.map(|f| f.cpu_load),
             running_tasks: Some(self.running.load(Ordering::Relaxed)),
@@ -420,6 +445,7 @@ impl Shared {
         self.link
             .call(|c| {
                 let beat = beat.clone();
+                let c = spot.on(c);
                 async move { c.heartbeat(&beat).await.map(drop) }
             })
             .await
@@ -453,8 +479,9 @@ impl Shared {
             let result = self
                 .link
                 .call(|c| {
-                    let spot = spot.clone();
-                    async move { c.claim(&spot, wanted as u32).await }
+                    let c = spot.on(c);
+                    let id = spot.id.clone();
+                    async move { c.claim(&id, wanted as u32).await }
                 })
                 .await;
             let wait = match result {
@@ -470,9 +497,9 @@ impl Shared {
                     // A short answer means the queue is empty for now: do not ask again at once.
                     (got < wanted).then_some(self.config.poll_interval)
                 }
-                Err(e) if e.code() == Some("SPOT_NOT_FOUND") => {
-                    tracing::warn!(%spot, "the server no longer knows this spot; registering again");
-                    self.register(&spot).await?;
+                Err(e) if forgotten(&e) => {
+                    tracing::warn!(spot = %spot.id, "the server no longer knows this spot or its secret; registering again");
+                    self.register(&spot.id).await?;
                     None
                 }
                 Err(e) if e.code() == Some("SPOT_DOWN") => {
@@ -500,16 +527,17 @@ impl Shared {
     async fn run_task(
         self: Arc<Self>,
         task: api::ClaimedTask,
-        spot: String,
+        spot: Spot,
         _slot: OwnedSemaphorePermit,
     ) {
         self.running.fetch_add(1, Ordering::Relaxed);
         let report = self.perform(&task, &spot).await;
-        self.deliver(&task.id, report).await;
+        self.deliver(&task.id, &spot, report).await;
         self.running.fetch_sub(1, Ordering::Relaxed);
     }
 
-    async fn perform(&self, task: &api::ClaimedTask, spot: &str) -> Report {
+    async fn perform(&self, task: &api::ClaimedTask, holder: &Spot) -> Report {
+        let spot = holder.id.as_str();
         let attempt = task.attempt;
         let payload: Map<String, Value> = match serde_json::from_str(&task.payload) {
             Ok(Value::Object(o)) => o,
@@ -522,7 +550,7 @@ impl Shared {
                 );
             }
         };
-        let job = match self.job(&task.job_id).await {
+        let job = match self.job(&task.job_id, holder).await {
             Some(job) => job,
             None => {
                 return fail_now(
@@ -595,13 +623,20 @@ impl Shared {
 
     /// The run settings of a job, from the cache or the server. `None` if the agent is
     /// stopping before it could find out.
-    async fn job(&self, job_id: &str) -> Option<Arc<JobRun>> {
+    async fn job(&self, job_id: &str, spot: &Spot) -> Option<Arc<JobRun>> {
         if let Some(job) = self.jobs.lock().ok()?.get(job_id) {
             return Some(job.clone());
         }
         let mut backoff = self.backoff();
         let job = loop {
-            match self.link.call(|c| async move { c.job(job_id).await }).await {
+            match self
+                .link
+                .call(|c| {
+                    let c = spot.on(c);
+                    async move { c.job(job_id).await }
+                })
+                .await
+            {
                 Ok(job) => break job_run(job),
                 Err(e) if !is_transient(&e) => {
                     break JobRun {
@@ -631,18 +666,24 @@ impl Shared {
 
     /// Sends a report until the server takes it or refuses it. Once the agent must stop, one
     /// last try is made and then the report is given up (the server will take the task back).
-    async fn deliver(&self, task_id: &str, report: Report) {
+    async fn deliver(&self, task_id: &str, spot: &Spot, report: Report) {
         let mut backoff = self.backoff();
         loop {
             let result = match &report {
                 Report::Complete(r) => {
                     self.link
-                        .call(|c| async move { c.complete(task_id, r).await })
+                        .call(|c| {
+                            let c = spot.on(c);
+                            async move { c.complete(task_id, r).await }
+                        })
                         .await
                 }
                 Report::Fail(r) => {
                     self.link
-                        .call(|c| async move { c.fail(task_id, r).await })
+                        .call(|c| {
+                            let c = spot.on(c);
+                            async move { c.fail(task_id, r).await }
+                        })
                         .await
                 }
             };
@@ -683,6 +724,20 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether the server has forgotten this spot or its secret (its data was reset, or it now
+/// requires secrets of spots that have none): the agent registers again.
+fn forgotten(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            "SPOT_NOT_FOUND"
+                | "SPOT_SECRET_REQUIRED"
+                | "SPOT_SECRET_INVALID"
+                | "SPOT_SECRET_NOT_ISSUED"
+        )
+    )
 }
 
 fn job_run(job: api::Job) -> JobRun {

@@ -274,6 +274,10 @@ pub struct HelloRequest {
     pub gpus: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<i64>,
+    /// Asks for a spot secret (`spotSecret` in the answer), which every later call for the
+    /// spot must then carry in `X-Spot-Secret`. drover's agent always asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_secret: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,6 +287,10 @@ pub struct HelloResponse {
     /// How often the server expects heartbeats.
     #[serde(default)]
     pub heartbeat_interval_seconds: Option<f64>,
+    /// The spot's own secret, given once: send it in `X-Spot-Secret` on every call for this
+    /// spot. Present when asked for (`issueSecret`) or required by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

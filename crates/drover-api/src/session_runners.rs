@@ -11,6 +11,10 @@ pub struct Provisioned {
     pub message: String,
     pub endpoint: String,
     pub session_id: String,
+    /// The runner's own session token, given once, by the call that started it: it stands in
+    /// for the API key on this runner's deprovision and heartbeat (`X-Runner-Token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
 }
 
 /// The answer to a deprovision or a heartbeat.

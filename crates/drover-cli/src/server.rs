@@ -145,6 +145,7 @@ mod tests {
                 agent_key: agent.map(String::from),
                 api_key: api.map(String::from),
                 allow_unauthenticated: allow,
+                ..AuthSettings::default()
             },
             ..flags(1)
         };

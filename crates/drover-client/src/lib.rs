@@ -63,6 +63,8 @@ pub struct Client {
     base: String,
     agent_key: Option<String>,
     api_key: Option<String>,
+    /// The spot this client acts for and its secret (from hello's `spotSecret`).
+    spot: Option<(String, String)>,
     /// What the HTTP client is built from, so each `with_*` can rebuild it with the others.
     timeout: Option<std::time::Duration>,
     roots: Vec<reqwest::Certificate>,
@@ -82,6 +84,7 @@ impl Client {
             base: base.into().trim_end_matches('/').to_string(),
             agent_key: None,
             api_key: None,
+            spot: None,
             timeout: None,
             roots: Vec::new(),
         };
@@ -128,6 +131,14 @@ impl Client {
         self
     }
 
+    /// Acts for `spot` with its `secret`: sends `X-Spot-Secret` on `/internal/v1` calls, and
+    /// `X-Spot-Id` with it (and the agent key) on the job read, which is how an agent learns a
+    /// job's command and its `env` values.
+    pub fn with_spot_secret(mut self, spot: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.spot = Some((spot.into(), secret.into()));
+        self
+    }
+
     /// Gives up on a request (connect, send, answer) after `timeout`, as a transport error.
     /// Without it a request waits as long as the server does, which suits the CLI but not an
     /// agent that must notice a hung server and fail over.
@@ -146,6 +157,9 @@ impl Client {
         if path.starts_with("/internal/") {
             if let Some(k) = &self.agent_key {
                 req = req.header("X-Agent-Key", k);
+            }
+            if let Some((_, secret)) = &self.spot {
+                req = req.header("X-Spot-Secret", secret);
             }
         } else if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
@@ -218,8 +232,19 @@ impl Client {
         self.post("/api/v1/jobs", req).await
     }
 
+    /// A job. An agent's client (with the agent key or a spot secret) reads it as an agent,
+    /// which is what shows its `env` values; anyone else sees them redacted.
     pub async fn job(&self, id: &str) -> Result<Job> {
-        self.get(&format!("/api/v1/jobs/{id}")).await
+        let mut req = self.request(Method::GET, &format!("/api/v1/jobs/{id}"));
+        if let Some(k) = &self.agent_key {
+            req = req.header("X-Agent-Key", k);
+        }
+        if let Some((spot, secret)) = &self.spot {
+            req = req
+                .header("X-Spot-Id", spot)
+                .header("X-Spot-Secret", secret);
+        }
+        Self::send(req).await
     }
 
     pub async fn jobs(&self, opts: &ListOptions) -> Result<JobList> {

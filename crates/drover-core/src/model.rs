@@ -241,6 +241,9 @@ pub struct Runner {
     pub singleton: bool,
     pub created_at: Timestamp,
     pub last_heartbeat: Timestamp,
+    /// The hash of the session token its provisioning client was given
+    /// (`credential::hash`); `None` for a runner recorded before tokens existed.
+    pub token_hash: Option<String>,
 }
 
 impl Runner {

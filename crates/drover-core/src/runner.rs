@@ -69,6 +69,7 @@ mod tests {
             singleton,
             created_at: at,
             last_heartbeat: at,
+            token_hash: None,
         }
     }
 

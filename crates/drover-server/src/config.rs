@@ -7,8 +7,16 @@ use std::time::Duration;
 pub struct ServerConfig {
     /// When set, every `/internal/v1/*` request must carry it (`X-Orhestra-Key` or `X-Agent-Key`).
     pub agent_key: Option<String>,
-    /// When set, mutating `/api/v1/*` requests must carry `Authorization: Bearer <key>`.
+    /// When set, `/api/v1/*` (health excepted), `/metrics` and the runner routes need
+    /// `Authorization: Bearer <key>`: every request, or only changing ones under `public_reads`.
     pub api_key: Option<String>,
+    /// Reads stay open when an API key is set (`--public-reads`); job `env` values stay
+    /// redacted for everyone but agents.
+    pub public_reads: bool,
+    /// Every spot needs its own secret on each call, including spots whose clients did not ask
+    /// for one at hello (`--require-node-credentials`). Without it, only spots that asked for a
+    /// secret (drover's agent always does) are held to it.
+    pub require_node_credentials: bool,
     /// Attempts per task when a job does not say.
     pub default_max_attempts: u32,
     /// How long a claimed task may run when its job does not say.
@@ -95,6 +103,8 @@ impl Default for ServerConfig {
         ServerConfig {
             agent_key: None,
             api_key: None,
+            public_reads: false,
+            require_node_credentials: false,
             default_max_attempts: 3,
             default_task_timeout: Duration::from_secs(5 * 60),
             max_tasks_per_job: drover_core::sweep::DEFAULT_MAX_TASKS_PER_JOB,

@@ -189,7 +189,12 @@ impl RunnerService {
     }
 
     /// Provisions a runner for `session` (a new UUID v4 when `None`), or returns the one it has.
-    pub async fn provision(&self, session: Option<String>) -> Result<Provisioned, RunnerError> {
+    /// A new runner keeps `token_hash`, the hash of the session token its caller is given.
+    pub async fn provision(
+        &self,
+        session: Option<String>,
+        token_hash: Option<String>,
+    ) -> Result<Provisioned, RunnerError> {
         let driver = self.driver()?.clone();
         let session = match session {
             Some(s) => {
@@ -204,6 +209,7 @@ impl RunnerService {
             session_id: session.clone(),
             driver: driver.name().to_string(),
             singleton: self.config.reuse,
+            token_hash,
         };
         let reserved = match self
             .store

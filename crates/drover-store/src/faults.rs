@@ -14,14 +14,15 @@
 //! This module decides nothing about jobs or tasks: it passes every call through or refuses it.
 
 use crate::{
-    CountMismatch, JobStore, NewJob, NewRunner, NodeStore, NodesDown, Overview, Page, Paged,
-    Released, Report, Reservation, Result, RunnerStore, StoreError, StoreOps, Stores,
+    CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown, Overview, Page,
+    Paged, Released, Report, Reservation, Result, RunnerStore, StoreError, StoreOps, Stores,
 };
 use async_trait::async_trait;
+use drover_core::credential::SpotCredential;
 use drover_core::sweep::Sweep;
 use drover_core::{
-    ClaimedTask, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
-    TaskStatus, Timestamp,
+    ClaimedTask, Job, JobStatus, Node, NodeStats, ReportOutcome, Runner, Task, TaskStatus,
+    Timestamp,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -340,14 +341,14 @@ impl JobStore for Faulty {
 
 #[async_trait]
 impl NodeStore for Faulty {
-    async fn register_node(
-        &self,
-        info: NodeInfo,
-        max: Option<u64>,
-        now: Timestamp,
-    ) -> Result<Node> {
-        let inner = self.inner.nodes.register_node(info, max, now);
+    async fn register_node(&self, new: NewNode, max: Option<u64>, now: Timestamp) -> Result<Node> {
+        let inner = self.inner.nodes.register_node(new, max, now);
         self.faults.write("register_node", inner).await
+    }
+
+    async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential> {
+        let inner = self.inner.nodes.spot_credential(node_id);
+        self.faults.read("spot_credential", inner).await
     }
 
     async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node> {

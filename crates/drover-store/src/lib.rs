@@ -22,9 +22,10 @@ pub use sqlite::SqliteStore;
 pub use types::*;
 
 use async_trait::async_trait;
+use drover_core::credential::SpotCredential;
 use drover_core::{
-    ClaimedTask, Event, Job, JobStatus, Node, NodeInfo, NodeStats, ReportOutcome, Runner, Task,
-    TaskStatus, Timestamp, sweep::Sweep,
+    ClaimedTask, Event, Job, JobStatus, Node, NodeStats, ReportOutcome, Runner, Task, TaskStatus,
+    Timestamp, sweep::Sweep,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,10 +78,13 @@ pub trait JobStore: Send + Sync + 'static {
 /// The node registry.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
-    /// Adds a node to the registry, UP, unless it holds `max` nodes already
-    /// ([`StoreError::LimitReached`]; `None` for no cap).
-    async fn register_node(&self, info: NodeInfo, max: Option<u64>, now: Timestamp)
-    -> Result<Node>;
+    /// Adds a node to the registry, UP, with its secret's hash if it has one, unless the registry
+    /// holds `max` nodes already ([`StoreError::LimitReached`]; `None` for no cap).
+    async fn register_node(&self, new: NewNode, max: Option<u64>, at: Timestamp) -> Result<Node>;
+
+    /// What is known of a node's secret, for `drover_core::credential::may_act_for_spot`:
+    /// unknown node, none issued, or its hash.
+    async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential>;
 
     /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP.
     async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;

@@ -1,6 +1,6 @@
 //! Inputs and outputs of the store traits' calls that are not domain entities themselves.
 
-use drover_core::{ReportKind, TaskStatus};
+use drover_core::{NodeInfo, ReportKind, TaskStatus};
 use std::time::Duration;
 
 /// A job to create; its tasks, and the spec it keeps, come from the sweep passed beside it.
@@ -14,6 +14,24 @@ pub struct NewJob {
     pub run: Option<drover_core::run::RunSpec>,
 }
 
+/// A node to register: what it announced, and the hash of the secret it was issued
+/// (`drover_core::credential::hash`), if any; the secret itself is never stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewNode {
+    pub info: NodeInfo,
+    pub secret_hash: Option<String>,
+}
+
+impl From<NodeInfo> for NewNode {
+    /// A node registered without a secret (a batch-contract client's).
+    fn from(info: NodeInfo) -> Self {
+        NewNode {
+            info,
+            secret_hash: None,
+        }
+    }
+}
+
 /// A runner to reserve a slot for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRunner {
@@ -21,6 +39,9 @@ pub struct NewRunner {
     pub driver: String,
     /// The one shared runner of reuse mode.
     pub singleton: bool,
+    /// The hash of the session token handed to the provisioning client
+    /// (`drover_core::credential::hash`); the token itself is never stored.
+    pub token_hash: Option<String>,
 }
 
 /// The answer to a runner reservation.

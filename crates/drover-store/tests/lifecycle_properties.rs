@@ -127,7 +127,14 @@ async fn run(ops: Vec<Op>) {
             address: "127.0.0.1".into(),
             ..Default::default()
         };
-        nodes.push(store.nodes.register_node(info, None, now).await.unwrap().id);
+        nodes.push(
+            store
+                .nodes
+                .register_node(info.into(), None, now)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let node_index = |id: &str| nodes.iter().position(|n| n == id).unwrap();
 

@@ -166,7 +166,8 @@ pub struct AuthSettings {
     )]
     pub agent_key: Option<String>,
 
-    /// Key clients must send on changing /api/v1 calls (Authorization: Bearer KEY).
+    /// Key clients must send on /api/v1 (health excepted), /metrics and the runner routes
+    /// (Authorization: Bearer KEY); reads too, unless --public-reads.
     #[arg(
         long,
         env = "DROVER_API_KEY",
@@ -181,6 +182,19 @@ pub struct AuthSettings {
     // A switch: on if any source turns it on.
     #[merge(strategy = merge::bool::overwrite_false)]
     pub allow_unauthenticated: bool,
+
+    /// With --api-key, let anyone read (GET /api/v1/*, /metrics) without it; only changes need
+    /// the key. Job env values stay hidden from everyone but agents.
+    #[arg(long, env = "DROVER_PUBLIC_READS")]
+    #[merge(strategy = merge::bool::overwrite_false)]
+    pub public_reads: bool,
+
+    /// Require every spot's own secret (X-Spot-Secret, issued by hello) on each heartbeat,
+    /// claim and report, also of spots whose clients do not ask for one. drover's agent always
+    /// asks; batch-contract clients that never do then cannot report.
+    #[arg(long, env = "DROVER_REQUIRE_NODE_CREDENTIALS")]
+    #[merge(strategy = merge::bool::overwrite_false)]
+    pub require_node_credentials: bool,
 }
 
 impl AuthSettings {
@@ -257,6 +271,8 @@ impl TaskSettings {
         ServerConfig {
             agent_key: key(&auth.agent_key),
             api_key: key(&auth.api_key),
+            public_reads: auth.public_reads,
+            require_node_credentials: auth.require_node_credentials,
             default_max_attempts: self.max_attempts.unwrap_or(d.default_max_attempts),
             default_task_timeout: or(self.task_timeout, d.default_task_timeout),
             max_tasks_per_job: self.max_tasks_per_job.unwrap_or(d.max_tasks_per_job),

@@ -233,6 +233,23 @@ mod tests {
         same::<LimitSettings>();
     }
 
+    /// `--public-reads` and `--require-node-credentials` reach the server's configuration from
+    /// the file (and default to off, the contract's behaviour).
+    #[test]
+    fn read_and_node_credential_switches_come_from_the_file() {
+        let server = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("drover.toml");
+            std::fs::write(&path, text).unwrap();
+            let file = ServerSettings::from_file(&path).unwrap();
+            file.resolve().unwrap().app.server
+        };
+        let default = server("port = 1\n");
+        assert!(!default.public_reads && !default.require_node_credentials);
+        let set = server("public-reads = true\nrequire-node-credentials = true\n");
+        assert!(set.public_reads && set.require_node_credentials);
+    }
+
     #[test]
     fn runner_settings_come_from_the_runners_table() {
         let dir = tempfile::tempdir().unwrap();

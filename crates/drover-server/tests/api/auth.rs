@@ -65,8 +65,9 @@ async fn without_an_agent_key_internal_routes_are_open() {
     app.finish().await;
 }
 
+/// Issue 10, finding 2: with an API key, reads need it too (health excepted).
 #[tokio::test]
-async fn the_api_key_guards_changes_but_not_reads() {
+async fn the_api_key_guards_changes_and_reads() {
     let app = spawn_app_with(|c| c.api_key = Some("k-123".into())).await;
     let (status, body) = app.post_json("/api/v1/jobs", json!({})).await;
     assert_eq!((status, body["code"].clone()), (401, json!("UNAUTHORIZED")));
@@ -90,13 +91,21 @@ async fn the_api_key_guards_changes_but_not_reads() {
 
     // The typed client carries the key.
     let job = app.create_job(1, json!({})).await;
-    assert_eq!(
-        app.get_json(&format!("/api/v1/jobs/{}", job.job_id))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(app.get_json("/api/v1/jobs").await.0, 200);
-    assert_eq!(app.get_json("/api/v1/spots").await.0, 200);
+    app.client.job(&job.job_id).await.unwrap();
+    app.client.spots().await.unwrap();
+    // Without it, reads are refused too; health stays open for load balancers.
+    for path in [
+        format!("/api/v1/jobs/{}", job.job_id),
+        "/api/v1/jobs".into(),
+        "/api/v1/spots".into(),
+    ] {
+        let (status, body) = app.get_json(&path).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (401, json!("UNAUTHORIZED")),
+            "{path}"
+        );
+    }
+    assert_eq!(app.get_json("/api/v1/health").await.0, 200);
     app.finish().await;
 }

@@ -227,6 +227,24 @@ impl TestApp {
             .spot_id
     }
 
+    /// Registers a spot that asks for a secret, as drover's agent does; returns its id and
+    /// secret.
+    pub async fn hello_with_secret(&self) -> (String, String) {
+        let answer = self
+            .client
+            .hello(&HelloRequest {
+                ip_address: "127.0.0.1".into(),
+                issue_secret: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (
+            answer.spot_id,
+            answer.spot_secret.expect("a secret was asked for"),
+        )
+    }
+
     /// No job was written (after a refused request, say).
     pub async fn assert_no_jobs(&self) {
         let jobs = self.client.jobs(&Default::default()).await.unwrap().jobs;

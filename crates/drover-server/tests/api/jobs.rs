@@ -231,7 +231,13 @@ async fn jobs_carry_the_command_agents_run() {
             }),
         )
         .await;
-    let stored = app.client.job(&job.job_id).await.unwrap();
+    // Agents read the job with their spot's secret, and see its env values; anyone else sees
+    // them redacted.
+    let plain = app.client.job(&job.job_id).await.unwrap();
+    assert_eq!(plain.env.unwrap()["SEED"], "***");
+    let (spot, secret) = app.hello_with_secret().await;
+    let agent = app.client.clone().with_spot_secret(spot, secret);
+    let stored = agent.job(&job.job_id).await.unwrap();
     assert_eq!(
         stored.command,
         Some(vec![

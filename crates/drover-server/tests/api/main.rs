@@ -3,6 +3,8 @@
 
 mod agents;
 mod auth;
+mod auth_matrix;
+mod credentials;
 mod errors;
 mod helpers;
 mod jobs;

@@ -7,12 +7,13 @@
 use super::jobs::release_all;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
-use crate::{NodeStore, NodesDown, Page, Paged, Result, StoreError};
+use crate::{NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
+use drover_core::credential::SpotCredential;
 use drover_core::node::{self, RetentionView};
 use drover_core::time::format as ts;
-use drover_core::{Event, Node, NodeInfo, NodeStats, NodeStatus, Timestamp, ids};
-use rusqlite::params;
+use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
+use rusqlite::{OptionalExtension, params};
 
 /// Every node's id and the facts retention and silence are decided from.
 fn node_facts(tx: &Tx<'_>) -> Result<Vec<(String, RetentionView)>> {
@@ -40,12 +41,8 @@ fn node_facts(tx: &Tx<'_>) -> Result<Vec<(String, RetentionView)>> {
 
 #[async_trait]
 impl NodeStore for SqliteStore {
-    async fn register_node(
-        &self,
-        info: NodeInfo,
-        max: Option<u64>,
-        now: Timestamp,
-    ) -> Result<Node> {
+    async fn register_node(&self, new: NewNode, max: Option<u64>, now: Timestamp) -> Result<Node> {
+        let NewNode { info, secret_hash } = new;
         let id = ids::node_id();
         let now = ts(&now);
         self.write(move |tx| {
@@ -61,8 +58,9 @@ impl NodeStore for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
-                     memory_bytes, gpus, disk_bytes, status, registered_at, last_heartbeat)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'UP', ?10, ?10)",
+                     memory_bytes, gpus, disk_bytes, status, registered_at, last_heartbeat,
+                     secret_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'UP', ?10, ?10, ?11)",
                 params![
                     id,
                     info.address,
@@ -73,7 +71,8 @@ impl NodeStore for SqliteStore {
                     info.capacity.memory_bytes,
                     info.capacity.gpus,
                     info.capacity.disk_bytes,
-                    now
+                    now,
+                    secret_hash
                 ],
             )
             .map_err(map_err)?;
@@ -127,6 +126,24 @@ impl NodeStore for SqliteStore {
                 status: after,
             });
             rows::node_by_id(tx, &id)
+        })
+        .await
+    }
+
+    async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential> {
+        let id = node_id.to_string();
+        self.read(move |conn| {
+            let stored = conn
+                .prepare_cached("SELECT secret_hash FROM nodes WHERE id = ?1")
+                .map_err(map_err)?
+                .query_row([&id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map_err(map_err)?;
+            Ok(match stored {
+                None => SpotCredential::UnknownSpot,
+                Some(None) => SpotCredential::NotIssued,
+                Some(Some(hash)) => SpotCredential::Issued { hash },
+            })
         })
         .await
     }

@@ -272,7 +272,8 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
 }
 
 pub(super) const RUNNER_COLUMNS: &str =
-    "session_id, driver, instance, endpoint, status, singleton, created_at, last_heartbeat";
+    "session_id, driver, instance, endpoint, status, singleton, created_at, last_heartbeat,
+     token_hash";
 
 pub(super) fn runner(r: &Row<'_>) -> rusqlite::Result<drover_core::Runner> {
     Ok(drover_core::Runner {
@@ -284,5 +285,6 @@ pub(super) fn runner(r: &Row<'_>) -> rusqlite::Result<drover_core::Runner> {
         singleton: r.get(5)?,
         created_at: time(r, 6)?,
         last_heartbeat: time(r, 7)?,
+        token_hash: r.get(8)?,
     })
 }

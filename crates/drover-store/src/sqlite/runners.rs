@@ -57,11 +57,18 @@ fn reserve(tx: &Tx<'_>, new: &NewRunner, max: Option<u64>, now: Timestamp) -> Re
         ReservationDecision::Reserve => {}
     }
     tx.prepare_cached(
-        "INSERT INTO runners (session_id, driver, status, singleton, created_at, last_heartbeat)
-         VALUES (?1, ?2, 'STARTING', ?3, ?4, ?4)",
+        "INSERT INTO runners (session_id, driver, status, singleton, created_at, last_heartbeat,
+             token_hash)
+         VALUES (?1, ?2, 'STARTING', ?3, ?4, ?4, ?5)",
     )
     .map_err(map_err)?
-    .execute(params![new.session_id, new.driver, new.singleton, ts(&now)])
+    .execute(params![
+        new.session_id,
+        new.driver,
+        new.singleton,
+        ts(&now),
+        new.token_hash
+    ])
     .map_err(map_err)?;
     let reserved = by_session(tx, &new.session_id)?
         .ok_or_else(|| StoreError::Internal("a reserved runner vanished".into()))?;

@@ -165,8 +165,14 @@ CREATE UNIQUE INDEX runners_one_singleton ON runners (singleton) WHERE singleton
 CREATE INDEX runners_heartbeat ON runners (last_heartbeat);
 "#;
 
+/// Credentials, stored as SHA-256 hashes only (`drover_core::credential`): a spot's secret,
+/// NULL for a spot registered without one (a batch-contract client), and a runner's session
+/// token, NULL for a runner recorded before tokens existed.
+const V5: &str = "ALTER TABLE nodes ADD COLUMN secret_hash TEXT;
+ALTER TABLE runners ADD COLUMN token_hash TEXT;";
+
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
 }
 
 #[cfg(test)]

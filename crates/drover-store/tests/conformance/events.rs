@@ -283,6 +283,7 @@ pub async fn runner_writes_yield_their_events(store: &Stores) {
         session_id: s.into(),
         driver: "process".into(),
         singleton: false,
+        token_hash: None,
     };
     let r = store
         .runners

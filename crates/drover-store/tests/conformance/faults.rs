@@ -72,7 +72,7 @@ async fn run_round(seed: u64) -> (History, FaultCounts) {
         };
         // A registration whose answer was lost leaves a node nobody uses; harmless.
         let node = retried("register", || {
-            store.nodes.register_node(info.clone(), None, now)
+            store.nodes.register_node(info.clone().into(), None, now)
         })
         .await;
         nodes.push(node.unwrap().id);

@@ -126,7 +126,8 @@ pub async fn node(store: &Stores, now: Timestamp) -> String {
             NodeInfo {
                 address: "127.0.0.1".into(),
                 ..Default::default()
-            },
+            }
+            .into(),
             None,
             now,
         )

@@ -1,8 +1,9 @@
 //! The node registry: registration, heartbeats, silence, retention, and who may claim.
 
 use crate::*;
+use drover_core::credential::SpotCredential;
 use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
-use drover_store::{Page, StoreError};
+use drover_store::{NewNode, Page, StoreError};
 
 pub async fn claims_need_a_known_live_node(store: &Stores) {
     store
@@ -182,6 +183,56 @@ pub async fn down_nodes_are_forgotten_after_the_retention(store: &Stores) {
     assert_eq!(forgotten, vec![recent]);
 }
 
+/// A node registered with a secret's hash gives that hash back, one registered without gives
+/// none, an unknown node is told apart; the listing carries no credential.
+pub async fn a_nodes_secret_is_kept_as_its_hash_alone(store: &Stores) {
+    let hash = drover_core::credential::hash("the-secret");
+    let info = || NodeInfo {
+        address: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let with = store
+        .nodes
+        .register_node(
+            NewNode {
+                info: info(),
+                secret_hash: Some(hash.clone()),
+            },
+            None,
+            t0(),
+        )
+        .await
+        .unwrap();
+    let without = store
+        .nodes
+        .register_node(info().into(), None, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.nodes.spot_credential(&with.id).await.unwrap(),
+        SpotCredential::Issued { hash: hash.clone() }
+    );
+    assert_eq!(
+        store.nodes.spot_credential(&without.id).await.unwrap(),
+        SpotCredential::NotIssued
+    );
+    assert_eq!(
+        store.nodes.spot_credential("spot-nobody").await.unwrap(),
+        SpotCredential::UnknownSpot
+    );
+    // A heartbeat keeps the credential; the node is listed as before.
+    store
+        .nodes
+        .heartbeat(&with.id, NodeStats::default(), t0())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.nodes.spot_credential(&with.id).await.unwrap(),
+        SpotCredential::Issued { .. }
+    ));
+    assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 2);
+}
+
 /// The registry refuses a node past its cap and writes nothing; a page at a time lists every
 /// node once, in registration order.
 pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
@@ -195,7 +246,7 @@ pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
         ids.push(
             store
                 .nodes
-                .register_node(info, Some(5), now)
+                .register_node(info.into(), Some(5), now)
                 .await
                 .unwrap()
                 .id,
@@ -203,7 +254,7 @@ pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
     }
     let refused = store
         .nodes
-        .register_node(NodeInfo::default(), Some(5), now)
+        .register_node(NodeInfo::default().into(), Some(5), now)
         .await
         .unwrap_err();
     assert!(
@@ -233,6 +284,7 @@ macro_rules! nodes_suite {
                 heartbeats_update_live_figures,
                 silent_nodes_go_down_and_free_their_tasks,
                 down_nodes_are_forgotten_after_the_retention,
+                a_nodes_secret_is_kept_as_its_hash_alone,
                 the_registry_is_capped_and_listed_in_pages,
             ];
             shared: []);

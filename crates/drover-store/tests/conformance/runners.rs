@@ -9,6 +9,7 @@ fn runner(session: &str, singleton: bool) -> NewRunner {
         session_id: session.into(),
         driver: "docker".into(),
         singleton,
+        token_hash: None,
     }
 }
 

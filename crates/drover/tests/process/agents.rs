@@ -244,14 +244,21 @@ async fn a_killed_agents_tasks_are_finished_by_another_and_none_twice() {
         .into_iter()
         .map(|t| t.id)
         .collect();
-    doomed.kill9();
+    // Every held run has started (a claimed task's run starts after the agent reads its job,
+    // so on a loaded machine the kill could otherwise come first) before the agent is killed.
+    let mut runs = Vec::new();
     for id in &held {
-        let pid = eventually(
-            "the run to have written its pid",
-            EVENT_DEADLINE,
-            || async { read_pid(&pids.join(format!("{id}-1.pid"))) },
-        )
-        .await;
+        runs.push(
+            eventually(
+                "the run to have written its pid",
+                EVENT_DEADLINE,
+                || async { read_pid(&pids.join(format!("{id}-1.pid"))) },
+            )
+            .await,
+        );
+    }
+    doomed.kill9();
+    for pid in runs {
         eventually(
             "the killed agent's run to die with it",
             EVENT_DEADLINE,

@@ -612,8 +612,16 @@ async fn a_server_with_an_api_key_refuses_a_submit_without_it() {
     ];
     let run = drover(d, "env", &["submit", "job.toml"], &env).await;
     assert_eq!(exit_code(&run), Some(0), "{run}");
-    // Reading needs no key.
+    // Reading needs the key too (issue 10, finding 2).
     let run = against(&server, d, "list", &["job", "list", "-o", "json"]).await;
+    assert_eq!(exit_code(&run), Some(3), "{run}");
+    let run = against(
+        &server,
+        d,
+        "list",
+        &["job", "list", "-o", "json", "--api-key", "s3cret-key"],
+    )
+    .await;
     let list: JobList = serde_json::from_str(&run.stdout).expect("a job list");
     assert_eq!(list.jobs.len(), 2, "{run}");
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drover_api::ErrorBody;
 use drover_core::ReportOutcome;
+use drover_core::credential::Refusal;
 use drover_core::sweep::SweepError;
 use drover_store::StoreError;
 
@@ -18,6 +19,12 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// A call for a spot without that spot's own secret (see `auth::authorise_spot`).
+    #[error("{}", spot_refusal_message(*refusal, spot))]
+    SpotCredential { refusal: Refusal, spot: String },
+    /// A runner call with a session token that is not the runner's.
+    #[error("{}", runner_refusal_message(*.0))]
+    RunnerToken(Refusal),
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("{message}")]
@@ -61,6 +68,12 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::SpotCredential { refusal, .. } => match refusal {
+                Refusal::Missing => (StatusCode::UNAUTHORIZED, "SPOT_SECRET_REQUIRED"),
+                Refusal::Wrong => (StatusCode::FORBIDDEN, "SPOT_SECRET_INVALID"),
+                Refusal::NotIssued => (StatusCode::FORBIDDEN, "SPOT_SECRET_NOT_ISSUED"),
+            },
+            ApiError::RunnerToken(_) => (StatusCode::FORBIDDEN, "RUNNER_TOKEN_INVALID"),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
@@ -77,6 +90,31 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
+}
+
+/// What a refused spot call must send instead.
+fn spot_refusal_message(refusal: Refusal, spot: &str) -> String {
+    match refusal {
+        Refusal::Missing => format!(
+            "spot {spot} has a secret: send the spotSecret its hello returned in the \
+             X-Spot-Secret header"
+        ),
+        Refusal::Wrong => format!(
+            "the X-Spot-Secret header is not spot {spot}'s secret: send the spotSecret that \
+             spot's hello returned"
+        ),
+        Refusal::NotIssued => format!(
+            "this server requires a secret of every spot (--require-node-credentials) and spot \
+             {spot} has none: register again with hello and send the spotSecret it returns in \
+             the X-Spot-Secret header"
+        ),
+    }
+}
+
+fn runner_refusal_message(_: Refusal) -> String {
+    "the X-Runner-Token header is not this runner's session token: send the sessionToken its \
+     provision returned, or the API key as 'Authorization: Bearer <key>'"
+        .to_string()
 }
 
 impl From<StoreError> for ApiError {

@@ -1,16 +1,20 @@
 //! `/internal/v1/*`: the agent side of the batch-coordinator contract (hello, heartbeat, claim,
-//! complete, fail). Guarded by the agent key when one is configured (see `auth`).
+//! complete, fail). Guarded by the agent key when one is configured (see `auth`); every call
+//! for a spot is also held to that spot's own secret (`X-Spot-Secret`) where it has one, or
+//! where the server requires one (`auth::authorise_spot`).
 
 use super::error::ApiError;
-use crate::AppState;
 use crate::extract::{ApiJson, ApiPath};
+use crate::{AppState, auth};
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::post;
 use drover_api as api;
+use drover_core::credential;
 use drover_core::rules::{self, RuleError};
 use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
-use drover_store::Report;
+use drover_store::{NewNode, Report};
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -26,6 +30,12 @@ async fn hello(
     ApiJson(req): ApiJson<api::HelloRequest>,
 ) -> Result<Json<api::HelloResponse>, ApiError> {
     check_hello(&req, app.config.max_label_bytes)?;
+    let asked = req.issue_secret.unwrap_or(false);
+    let secret = if credential::issues_spot_secret(asked, app.config.require_node_credentials) {
+        Some(auth::new_secret()?)
+    } else {
+        None
+    };
     let info = NodeInfo {
         address: req.ip_address,
         hostname: req.hostname,
@@ -38,15 +48,24 @@ async fn hello(
             disk_bytes: req.disk_bytes,
         },
     };
+    let (secret, hash) = secret.unzip();
     let node = app
         .store
         .nodes
-        .register_node(info, app.config.max_spots, app.clock.now())
+        .register_node(
+            NewNode {
+                info,
+                secret_hash: hash,
+            },
+            app.config.max_spots,
+            app.clock.now(),
+        )
         .await?;
-    tracing::info!(spot = %node.id, address = %node.info.address, "spot registered");
+    tracing::info!(spot = %node.id, address = %node.info.address, secret = secret.is_some(), "spot registered");
     Ok(Json(api::HelloResponse {
         spot_id: node.id,
         heartbeat_interval_seconds: Some(app.config.heartbeat_interval.as_secs_f64()),
+        spot_secret: secret,
     }))
 }
 
@@ -99,9 +118,11 @@ fn check_heartbeat(req: &api::HeartbeatRequest) -> Result<(), RuleError> {
 
 async fn heartbeat(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<api::HeartbeatRequest>,
 ) -> Result<Json<api::SuccessBody>, ApiError> {
     check_heartbeat(&req)?;
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
     let stats = NodeStats {
         address: req.ip_address,
         cpu_load: req.cpu_load,
@@ -118,9 +139,11 @@ async fn heartbeat(
 
 async fn claim(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<api::ClaimRequest>,
 ) -> Result<Json<api::ClaimResponse>, ApiError> {
     drover_core::rules::check_claim_size(req.max_tasks)?;
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
     let claimed = app
         .store
         .jobs
@@ -142,10 +165,12 @@ async fn claim(
 
 async fn complete(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::CompleteRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
     counts(&[("runtimeMs", req.runtime_ms), ("iter", req.iter)])?;
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
     let result_json = match req.result_json {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s),
@@ -163,9 +188,11 @@ async fn complete(
 
 async fn fail(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::FailRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
     let kind = ReportKind::Fail {
         error: req.error.unwrap_or_else(|| "no error message given".into()),
         retriable: req.retriable.unwrap_or(true),

@@ -15,18 +15,26 @@ use crate::{AppState, auth};
 use axum::middleware;
 use std::sync::Arc;
 
-/// The native routes with their key checks: the agent key on `/internal/v1`, the API key on
-/// changing `/api/v1` calls.
+/// The native routes with their key checks: the agent key on `/internal/v1` (and each spot's
+/// own secret, checked by the handlers once they know the spot); the API key on `/api/v1` and
+/// `/metrics` (reads too unless `--public-reads`), except health, which load balancers call
+/// without one, and the job read, which agents make with their own credentials.
 pub fn routes(state: &AppState) -> axum::Router<AppState> {
     let agent_key = Arc::new(state.config.agent_key.clone());
-    let api_key = Arc::new(state.config.api_key.clone());
     let internal = internal::routes().route_layer(middleware::from_fn_with_state(
         agent_key,
         auth::require_agent_key,
     ));
     let public = public::routes().route_layer(middleware::from_fn_with_state(
-        api_key,
-        auth::require_api_key_for_changes,
+        auth::ApiKeyRule::of(&state.config),
+        auth::require_api_key,
     ));
-    public.merge(internal)
+    let job_read = public::job_read_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorise_job_read,
+    ));
+    public
+        .merge(job_read)
+        .merge(public::open_routes())
+        .merge(internal)
 }

@@ -4,26 +4,27 @@
 use super::error::{ApiError, Unhealthy};
 use super::translate;
 use crate::AppState;
+use crate::auth::{self, JobReader};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::surfaces::ListQuery;
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use drover_api as api;
 use drover_core::sweep::{SizeLimits, Sweep};
 use drover_core::{JobStatus, Task, TaskStatus};
 use drover_store::{JobStore, Page};
 use std::sync::Arc;
 
+/// The routes behind the API key.
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
-        .route("/api/v1/health", get(health))
         .route("/api/v1/spots", get(spots))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
-        .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/jobs/{id}/tasks", get(list_tasks))
         .route("/api/v1/jobs/{id}/results", get(results))
@@ -33,11 +34,32 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn list_runners(State(app): State<AppState>) -> Result<Json<api::RunnerList>, ApiError> {
+/// Health, open to everyone: load balancers probe it without keys.
+pub fn open_routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/v1/health", get(health))
+}
+
+/// The job read, which agents make with the agent key or their spot's secret (see
+/// `auth::authorise_job_read`).
+pub fn job_read_routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/v1/jobs/{id}", get(get_job))
+}
+
+/// Session ids and endpoints only to holders of the API key: without one configured, a session
+/// id is all the session-runners contract asks to stop a runner, so the list must not hand it
+/// out.
+async fn list_runners(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<api::RunnerList>, ApiError> {
     let now = app.clock.now();
     let runners = app.runners.list().await?;
+    let shown = auth::holds_api_key(&app.config, &headers);
     Ok(Json(api::RunnerList {
-        runners: runners.iter().map(|r| translate::runner(r, now)).collect(),
+        runners: runners
+            .iter()
+            .map(|r| translate::runner(r, now, shown))
+            .collect(),
     }))
 }
 
@@ -148,9 +170,11 @@ async fn list_jobs(
 
 async fn get_job(
     State(app): State<AppState>,
+    Extension(reader): Extension<JobReader>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<api::Job>, ApiError> {
-    Ok(Json(translate::job(&app.store.jobs.get_job(&id).await?)))
+    let job = app.store.jobs.get_job(&id).await?;
+    Ok(Json(translate::job_for(&job, reader == JobReader::Agent)))
 }
 
 async fn cancel_job(

@@ -7,11 +7,11 @@
 use super::error::ApiError;
 use crate::config::ServerConfig;
 use drover_api as api;
-use drover_core::rules;
 use drover_core::run::{self, RunSpec};
 use drover_core::sweep::{Dimension, SweepSpec, Values};
 use drover_core::time::format;
 use drover_core::{Job, Node, Task};
+use drover_core::{credential, rules};
 use drover_store::NewJob;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -191,7 +191,13 @@ fn run_spec(
     Ok(Some(spec))
 }
 
+/// A job as clients see it: `env` values redacted (`drover_core::credential::env_for_reader`).
 pub fn job(j: &Job) -> api::Job {
+    job_for(j, false)
+}
+
+/// A job as `agent` or not sees it: only agents, which run its tasks, see `env` values.
+pub fn job_for(j: &Job, agent: bool) -> api::Job {
     api::Job {
         id: j.id.clone(),
         name: j.name.clone(),
@@ -211,7 +217,10 @@ pub fn job(j: &Job) -> api::Job {
         started_at: j.started_at.as_ref().map(format),
         finished_at: j.finished_at.as_ref().map(format),
         command: j.run.as_ref().map(|r| r.command.clone()),
-        env: j.run.as_ref().map(|r| r.env.clone()),
+        env: j
+            .run
+            .as_ref()
+            .map(|r| credential::env_for_reader(&r.env, agent)),
         retry_on_failure: j.run.as_ref().map(|r| r.retry_on_failure),
     }
 }
@@ -273,14 +282,24 @@ pub fn spot(n: &Node) -> api::Spot {
     }
 }
 
-pub fn runner(r: &drover_core::Runner, now: drover_core::Timestamp) -> api::RunnerInfo {
+/// A runner as listed; `shown` says whether the reader may see its session id and endpoint
+/// (what lets one stop or use it), else both are redacted.
+pub fn runner(
+    r: &drover_core::Runner,
+    now: drover_core::Timestamp,
+    shown: bool,
+) -> api::RunnerInfo {
     let seconds = |t: &drover_core::Timestamp| (now - *t).num_milliseconds().max(0) as f64 / 1000.0;
     api::RunnerInfo {
-        session_id: r.session_id.clone(),
+        session_id: if shown {
+            r.session_id.clone()
+        } else {
+            credential::REDACTED.to_string()
+        },
         driver: r.driver.clone(),
         status: r.status.to_string(),
         instance: r.instance.clone(),
-        endpoint: r.endpoint.clone(),
+        endpoint: r.endpoint.clone().filter(|_| shown),
         singleton: r.singleton,
         created_at: format(&r.created_at),
         age_seconds: seconds(&r.created_at),

@@ -10,6 +10,35 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drover_api::session_runners::ContractError;
 
+/// A refused or failed runner call: a refused key or token answers in the native shape, as
+/// every key check of the shared plumbing does; a failure of the call itself in the contract's.
+#[derive(Debug)]
+pub enum RunnerCallError {
+    Auth(ApiError),
+    Runner(RunnerApiError),
+}
+
+impl From<ApiError> for RunnerCallError {
+    fn from(e: ApiError) -> Self {
+        RunnerCallError::Auth(e)
+    }
+}
+
+impl From<RunnerApiError> for RunnerCallError {
+    fn from(e: RunnerApiError) -> Self {
+        RunnerCallError::Runner(e)
+    }
+}
+
+impl IntoResponse for RunnerCallError {
+    fn into_response(self) -> Response {
+        match self {
+            RunnerCallError::Auth(e) => e.into_response(),
+            RunnerCallError::Runner(e) => e.into_response(),
+        }
+    }
+}
+
 /// Which call failed, for the contract's wording of "session id required".
 #[derive(Debug, Clone, Copy)]
 pub enum Call {

@@ -9,7 +9,7 @@
 
 mod error;
 
-pub use error::{Call, Failure, RunnerApiError};
+pub use error::{Call, Failure, RunnerApiError, RunnerCallError};
 
 use crate::error::ApiError;
 use crate::extract::RawBody;
@@ -24,19 +24,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use drover_api::session_runners::{Message, Provisioned};
 use serde_json::Value;
-use std::sync::Arc;
 
-/// The contract's routes, with the same API-key rule as the native API's changing calls.
+/// The contract's routes. Provision needs the API key when one is configured; deprovision and
+/// heartbeat need it or the runner's own session token (`auth::authorise_runner`), checked once
+/// the session is known.
 pub fn routes(state: &AppState) -> axum::Router<AppState> {
-    let api_key = Arc::new(state.config.api_key.clone());
-    axum::Router::new()
+    let provision_routes = axum::Router::new()
         .route("/api/runner/provision", post(provision))
+        .route_layer(middleware::from_fn_with_state(
+            auth::ApiKeyRule::of(&state.config),
+            auth::require_api_key,
+        ));
+    axum::Router::new()
         .route("/api/runner/deprovision", post(deprovision))
         .route("/api/runner/heartbeat", post(heartbeat))
-        .route_layer(middleware::from_fn_with_state(
-            api_key,
-            auth::require_api_key_for_changes,
-        ))
+        .merge(provision_routes)
 }
 
 /// The `X-Session-Id` header: absent or blank is none; anything else must be a valid id.
@@ -94,11 +96,12 @@ fn body_of(call: Call, body: Result<RawBody, ApiError>) -> Result<Bytes, RunnerA
 async fn provision(
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Response, RunnerApiError> {
+) -> Result<Response, RunnerCallError> {
     let session = header_session(&headers).map_err(failed(&app, Call::Provision))?;
+    let (token, hash) = auth::new_secret()?;
     let p = app
         .runners
-        .provision(session)
+        .provision(session, Some(hash))
         .await
         .map_err(failed(&app, Call::Provision))?;
     let (status, message) = if p.created {
@@ -110,27 +113,42 @@ async fn provision(
         message: message.into(),
         endpoint: p.runner.endpoint.unwrap_or_default(),
         session_id: p.runner.session_id,
+        // Only the call that started the runner learns its token; the server keeps its hash.
+        session_token: p.created.then_some(token),
     };
     Ok((status, Json(body)).into_response())
 }
 
-/// The session a deprovision or heartbeat names, or the contract's error for that call.
-fn session_for(
+/// The session a deprovision or heartbeat names, once the caller may act for its runner; or
+/// the contract's error for that call.
+async fn session_for(
     app: &AppState,
     call: Call,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<String, RunnerApiError> {
-    session_of(headers, body).map_err(failed(app, call))
+) -> Result<String, RunnerCallError> {
+    let session = session_of(headers, body).map_err(failed(app, call))?;
+    let runner = app
+        .store
+        .runners
+        .get_runner(&session)
+        .await
+        .map_err(|e| failed(app, call)(e.into()))?;
+    auth::authorise_runner(
+        &app.config,
+        headers,
+        runner.as_ref().and_then(|r| r.token_hash.as_deref()),
+    )?;
+    Ok(session)
 }
 
 async fn deprovision(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<RawBody, ApiError>,
-) -> Result<Json<Message>, RunnerApiError> {
+) -> Result<Json<Message>, RunnerCallError> {
     let body = body_of(Call::Deprovision, body)?;
-    let session = session_for(&app, Call::Deprovision, &headers, &body)?;
+    let session = session_for(&app, Call::Deprovision, &headers, &body).await?;
     let r = (app.runners.deprovision(&session).await).map_err(failed(&app, Call::Deprovision))?;
     Ok(Json(Message {
         message: format!(
@@ -144,9 +162,9 @@ async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<RawBody, ApiError>,
-) -> Result<Json<Message>, RunnerApiError> {
+) -> Result<Json<Message>, RunnerCallError> {
     let body = body_of(Call::Heartbeat, body)?;
-    let session = session_for(&app, Call::Heartbeat, &headers, &body)?;
+    let session = session_for(&app, Call::Heartbeat, &headers, &body).await?;
     let r = (app.runners.heartbeat(&session).await).map_err(failed(&app, Call::Heartbeat))?;
     let message = if r.singleton {
         "Heartbeat received for singleton runner.".to_string()
