@@ -400,8 +400,12 @@ pub struct RunnerInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunnerList {
     pub runners: Vec<RunnerInfo>,
+    /// Present when more runners follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 pub mod session_runners;

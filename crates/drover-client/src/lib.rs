@@ -57,6 +57,25 @@ pub struct ListOptions {
     pub limit: Option<u32>,
 }
 
+/// Follows `nextCursor` from the first page to the last, 1000 items a page, and gathers the
+/// items.
+async fn every_page<T, F, Fut>(mut opts: ListOptions, mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(ListOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    opts.limit = Some(1000);
+    let mut all = Vec::new();
+    loop {
+        let (items, next) = page(opts.clone()).await?;
+        all.extend(items);
+        match next {
+            Some(c) => opts.cursor = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -194,9 +213,16 @@ impl Client {
 
     /// The session runners, oldest first.
     pub async fn runners(&self) -> Result<Vec<RunnerInfo>> {
-        self.get::<RunnerList>("/api/v1/runners")
-            .await
-            .map(|l| l.runners)
+        every_page(ListOptions::default(), |opts| async move {
+            let page = self.runners_page(&opts).await?;
+            Ok((page.runners, page.next_cursor))
+        })
+        .await
+    }
+
+    /// One page of the session runners, oldest first.
+    pub async fn runners_page(&self, opts: &ListOptions) -> Result<RunnerList> {
+        Self::send(self.request(Method::GET, "/api/v1/runners").query(opts)).await
     }
 
     /// The background workers and how each is doing, by name.
@@ -213,19 +239,11 @@ impl Client {
 
     /// Every spot, page by page.
     pub async fn spots(&self) -> Result<Vec<Spot>> {
-        let mut opts = ListOptions {
-            limit: Some(1000),
-            ..Default::default()
-        };
-        let mut all = Vec::new();
-        loop {
+        every_page(ListOptions::default(), |opts| async move {
             let page = self.spots_page(&opts).await?;
-            all.extend(page.spots);
-            match page.next_cursor {
-                Some(c) => opts.cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+            Ok((page.spots, page.next_cursor))
+        })
+        .await
     }
 
     pub async fn create_job(&self, req: &CreateJobRequest) -> Result<CreateJobResponse> {
@@ -265,20 +283,15 @@ impl Client {
 
     /// Every task of a job (optionally of one status), following the pages.
     pub async fn all_tasks(&self, job_id: &str, status: Option<&str>) -> Result<Vec<Task>> {
-        let mut opts = ListOptions {
+        let opts = ListOptions {
             status: status.map(String::from),
-            cursor: None,
-            limit: Some(1000),
+            ..Default::default()
         };
-        let mut all = Vec::new();
-        loop {
+        every_page(opts, |opts| async move {
             let page = self.tasks(job_id, &opts).await?;
-            all.extend(page.tasks);
-            match page.next_cursor {
-                Some(c) => opts.cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+            Ok((page.tasks, page.next_cursor))
+        })
+        .await
     }
 
     pub async fn task(&self, id: &str) -> Result<Task> {

@@ -347,8 +347,12 @@ impl RunnerService {
         Ok(())
     }
 
-    pub async fn list(&self) -> Result<Vec<Runner>, RunnerError> {
-        Ok(self.store.runners.list_runners().await?)
+    /// One page of the runners, oldest first.
+    pub async fn list(
+        &self,
+        page: drover_store::Page,
+    ) -> Result<drover_store::Paged<Runner>, RunnerError> {
+        Ok(self.store.runners.list_runners_page(page).await?)
     }
 
     /// Removes runners without a heartbeat for the inactivity timeout. Runners still STARTING

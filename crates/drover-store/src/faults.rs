@@ -413,6 +413,11 @@ impl RunnerStore for Faulty {
         self.faults.read("list_runners", inner).await
     }
 
+    async fn list_runners_page(&self, page: Page) -> Result<Paged<Runner>> {
+        let inner = self.inner.runners.list_runners_page(page);
+        self.faults.read("list_runners_page", inner).await
+    }
+
     async fn inactive_runners(&self, cutoff: Timestamp) -> Result<Vec<Runner>> {
         let inner = self.inner.runners.inactive_runners(cutoff);
         self.faults.read("inactive_runners", inner).await

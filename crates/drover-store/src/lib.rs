@@ -130,6 +130,10 @@ pub trait RunnerStore: Send + Sync + 'static {
     /// Every runner, oldest first.
     async fn list_runners(&self) -> Result<Vec<Runner>>;
 
+    /// One page of the runners, oldest first; the cursor is the last seen runner's place in
+    /// creation order.
+    async fn list_runners_page(&self, page: Page) -> Result<Paged<Runner>>;
+
     /// Runners with no heartbeat since `cutoff`, oldest first.
     async fn inactive_runners(&self, cutoff: Timestamp) -> Result<Vec<Runner>>;
 

@@ -37,7 +37,10 @@ pub async fn run(args: RunnersArgs) -> Result<Outcome, Failure> {
         .await
         .map_err(|e| Failure::server(&client, e))?;
     match args.output {
-        Format::Json => output::json(&RunnerList { runners })?,
+        Format::Json => output::json(&RunnerList {
+            runners,
+            next_cursor: None,
+        })?,
         Format::Csv => output::csv(
             &[
                 "sessionId",

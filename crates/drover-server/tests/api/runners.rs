@@ -364,3 +364,64 @@ async fn a_server_without_a_runner_driver_says_so() {
     );
     app.finish().await;
 }
+
+/// `GET /api/v1/runners` comes in pages, oldest first, like every list route.
+#[tokio::test]
+async fn the_runner_list_comes_in_pages() {
+    let Some(app) = app_with(|_| {}).await else {
+        return;
+    };
+    // Session ids are shown only to holders of the API key, so the pages are told apart by
+    // their creation times, one second apart.
+    let mut created = Vec::new();
+    for s in ["p1", "p2", "p3"] {
+        let (status, body) = post(&app, "/api/runner/provision", Some(s), None).await;
+        assert_eq!(status, 201, "{body}");
+        created.push(
+            app.state
+                .store
+                .runners
+                .get_runner(s)
+                .await
+                .unwrap()
+                .unwrap()
+                .created_at,
+        );
+        app.advance(Duration::from_secs(1));
+    }
+    let created: Vec<String> = created.iter().map(drover_core::time::format).collect();
+    let (status, first) = app.get_json("/api/v1/runners?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    let sessions = |page: &Value| -> Vec<String> {
+        page["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["createdAt"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(sessions(&first), created[..2]);
+    let cursor = first["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let (_, rest) = app
+        .get_json(&format!("/api/v1/runners?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(sessions(&rest), created[2..]);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+    let (status, refused) = app.get_json("/api/v1/runners?limit=0").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("INVALID_QUERY"))
+    );
+    assert_eq!(
+        app.client.runners().await.unwrap().len(),
+        3,
+        "the client follows the pages"
+    );
+    for s in ["p1", "p2", "p3"] {
+        post(&app, "/api/runner/deprovision", Some(s), None).await;
+    }
+    app.finish().await;
+}

@@ -6,7 +6,7 @@
 
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
-use crate::{NewRunner, Reservation, Result, RunnerStore, StoreError};
+use crate::{NewRunner, Page, Paged, Reservation, Result, RunnerStore, StoreError};
 use async_trait::async_trait;
 use drover_core::runner::{ReservationDecision, ReservationView, decide_reservation};
 use drover_core::time::format as ts;
@@ -56,10 +56,19 @@ fn reserve(tx: &Tx<'_>, new: &NewRunner, max: Option<u64>, now: Timestamp) -> Re
         }
         ReservationDecision::Reserve => {}
     }
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('runner_seq', '1')
+             ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
+             RETURNING CAST(value AS INTEGER)",
+        )
+        .map_err(map_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(map_err)?;
     tx.prepare_cached(
         "INSERT INTO runners (session_id, driver, status, singleton, created_at, last_heartbeat,
-             token_hash)
-         VALUES (?1, ?2, 'STARTING', ?3, ?4, ?4, ?5)",
+             token_hash, seq)
+         VALUES (?1, ?2, 'STARTING', ?3, ?4, ?4, ?5, ?6)",
     )
     .map_err(map_err)?
     .execute(params![
@@ -67,7 +76,8 @@ fn reserve(tx: &Tx<'_>, new: &NewRunner, max: Option<u64>, now: Timestamp) -> Re
         new.driver,
         new.singleton,
         ts(&now),
-        new.token_hash
+        new.token_hash,
+        seq
     ])
     .map_err(map_err)?;
     let reserved = by_session(tx, &new.session_id)?
@@ -146,6 +156,27 @@ fn list(conn: &Connection, inactive_before: Option<Timestamp>) -> Result<Vec<Run
     .map_err(map_err)
 }
 
+fn list_page(conn: &Connection, page: Page) -> Result<Paged<Runner>> {
+    let items = conn
+        .prepare_cached(&format!(
+            "SELECT {}, seq AS list_seq FROM runners WHERE ?1 IS NULL OR seq > ?1
+             ORDER BY seq LIMIT ?2",
+            rows::RUNNER_COLUMNS
+        ))
+        .map_err(map_err)?
+        .query_map(params![page.cursor, page.limit as i64 + 1], |r| {
+            Ok((rows::runner(r)?, r.get::<_, i64>("list_seq")?))
+        })
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_err)?;
+    let paged = rows::paged(items, page.limit, |(_, seq)| *seq);
+    Ok(Paged {
+        items: paged.items.into_iter().map(|(r, _)| r).collect(),
+        next_cursor: paged.next_cursor,
+    })
+}
+
 #[async_trait]
 impl RunnerStore for SqliteStore {
     async fn reserve_runner(
@@ -180,6 +211,10 @@ impl RunnerStore for SqliteStore {
 
     async fn list_runners(&self) -> Result<Vec<Runner>> {
         self.read(|conn| list(conn, None)).await
+    }
+
+    async fn list_runners_page(&self, page: Page) -> Result<Paged<Runner>> {
+        self.read(move |conn| list_page(conn, page)).await
     }
 
     async fn inactive_runners(&self, cutoff: Timestamp) -> Result<Vec<Runner>> {

@@ -171,8 +171,25 @@ CREATE INDEX runners_heartbeat ON runners (last_heartbeat);
 const V5: &str = "ALTER TABLE nodes ADD COLUMN secret_hash TEXT;
 ALTER TABLE runners ADD COLUMN token_hash TEXT;";
 
+/// A runner's place in creation order, for paging the runner list (`runners` has no rowid):
+/// given from a counter in `meta`, so a number is never handed out twice, even after the
+/// newest runner is removed. Runners recorded before are numbered in their creation order.
+const V6: &str = "ALTER TABLE runners ADD COLUMN seq INTEGER;
+UPDATE runners SET seq = (SELECT count(*) FROM runners AS older
+                          WHERE (older.created_at, older.session_id)
+                             <= (runners.created_at, runners.session_id));
+INSERT INTO meta (key, value) SELECT 'runner_seq', CAST(count(*) AS TEXT) FROM runners;
+CREATE UNIQUE INDEX runners_seq ON runners (seq);";
+
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3),
+        M::up(V4),
+        M::up(V5),
+        M::up(V6),
+    ])
 }
 
 #[cfg(test)]
@@ -183,6 +200,46 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn runners_recorded_before_paging_are_numbered_in_creation_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut conn, 5).unwrap();
+        for (session, created) in [
+            ("b", "2026-01-02"),
+            ("a", "2026-01-02"),
+            ("c", "2026-01-01"),
+        ] {
+            conn.execute(
+                "INSERT INTO runners (session_id, driver, status, created_at, last_heartbeat)
+                 VALUES (?1, 'process', 'RUNNING', ?2, ?2)",
+                params![session, created],
+            )
+            .unwrap();
+        }
+        super::migrations().to_latest(&mut conn).unwrap();
+        let order: Vec<(String, i64)> = conn
+            .prepare("SELECT session_id, seq FROM runners ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            order,
+            [
+                ("c".to_string(), 1),
+                ("a".to_string(), 2),
+                ("b".to_string(), 3)
+            ]
+        );
+        let counter: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'runner_seq'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(counter, "3", "the next runner is number 4");
     }
 
     #[test]

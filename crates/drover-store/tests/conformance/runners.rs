@@ -156,12 +156,58 @@ pub async fn concurrent_reservations_stop_at_the_limit(store: Stores) {
     assert_eq!(store.runners.list_runners().await.unwrap().len(), 3);
 }
 
+/// The runner list comes in pages, oldest first, and a page boundary survives removals: a
+/// runner removed or added between two pages neither repeats nor hides the others.
+pub async fn runners_are_listed_in_pages_oldest_first(store: &Stores) {
+    for (i, s) in ["r1", "r2", "r3", "r4", "r5"].into_iter().enumerate() {
+        store
+            .runners
+            .reserve_runner(runner(s, false), None, t0() + secs(i as i64))
+            .await
+            .unwrap();
+    }
+    let sessions = |page: &drover_store::Paged<drover_core::Runner>| {
+        page.items
+            .iter()
+            .map(|r| r.session_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let first = store
+        .runners
+        .list_runners_page(Page::first(2))
+        .await
+        .unwrap();
+    assert_eq!(sessions(&first), ["r1", "r2"]);
+    let cursor = first.next_cursor.expect("more runners follow");
+
+    // The newest runner goes and a new one comes between the two pages.
+    store.runners.remove_runner("r5").await.unwrap();
+    store
+        .runners
+        .reserve_runner(runner("r6", false), None, t0() + secs(9))
+        .await
+        .unwrap();
+    let rest = store
+        .runners
+        .list_runners_page(Page {
+            cursor: Some(cursor),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(sessions(&rest), ["r3", "r4", "r6"]);
+    assert_eq!(rest.next_cursor, None);
+    let all = store.runners.list_runners().await.unwrap();
+    assert_eq!(all.len(), 5);
+}
+
 macro_rules! runners_suite {
     ($backend:ident, $fixture:expr) => {
         suite!($backend, $fixture;
             plain: [
                 runners_are_reserved_started_touched_and_removed,
                 runners_respect_the_limit_and_the_one_singleton,
+                runners_are_listed_in_pages_oldest_first,
             ];
             shared: [concurrent_reservations_stop_at_the_limit]);
     };

@@ -51,15 +51,18 @@ pub fn job_read_routes() -> axum::Router<AppState> {
 async fn list_runners(
     State(app): State<AppState>,
     headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<api::RunnerList>, ApiError> {
     let now = app.clock.now();
-    let runners = app.runners.list().await?;
+    let page = app.runners.list(q.page(LIST_PAGE, LIST_PAGE_MAX)?).await?;
     let shown = auth::holds_api_key(&app.config, &headers);
     Ok(Json(api::RunnerList {
-        runners: runners
+        runners: page
+            .items
             .iter()
             .map(|r| translate::runner(r, now, shown))
             .collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
 
@@ -115,7 +118,7 @@ async fn spots(
     let page = app
         .store
         .nodes
-        .list_nodes_page(q.page(SPOTS_PAGE, SPOTS_PAGE_MAX)?)
+        .list_nodes_page(q.page(LIST_PAGE, LIST_PAGE_MAX)?)
         .await?;
     Ok(Json(api::SpotsResponse {
         spots: page.items.iter().map(translate::spot).collect(),
@@ -123,9 +126,9 @@ async fn spots(
     }))
 }
 
-/// Spots per page when the client does not say, and the most it may ask for.
-const SPOTS_PAGE: u32 = 500;
-const SPOTS_PAGE_MAX: u32 = 1000;
+/// Spots or runners per page when the client does not say, and the most it may ask for.
+const LIST_PAGE: u32 = 500;
+const LIST_PAGE_MAX: u32 = 1000;
 
 async fn create_job(
     State(app): State<AppState>,
