@@ -173,7 +173,11 @@ async fn a_path_segment_that_is_not_utf8_is_400_json_on_every_id_route() {
 async fn oversize_bodies_are_413_json_on_the_runner_routes_too() {
     let app = spawn_app_with(|c| c.body_limit = 1024).await;
     let big = format!(r#"{{"sessionId": "s", "pad": "{}"}}"#, "x".repeat(4096));
-    for path in ["/api/runner/heartbeat", "/api/runner/deprovision"] {
+    for path in [
+        "/api/runner/heartbeat",
+        "/api/runner/deprovision",
+        "/api/runner/provision",
+    ] {
         let resp = app
             .http
             .post(app.url(path))
@@ -188,6 +192,19 @@ async fn oversize_bodies_are_413_json_on_the_runner_routes_too() {
         assert_eq!(body["error"], json!("PAYLOAD_TOO_LARGE"), "{path}: {body}");
         assert!(body["message"].as_str().unwrap().contains("1024"), "{body}");
     }
+    // A route that reads no body holds it to the limit too, in its own surface's shape.
+    let job = app.create_job(1, json!({})).await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{}/cancel", job.job_id)))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], json!("PAYLOAD_TOO_LARGE"), "{body}");
+    assert_eq!(app.client.job(&job.job_id).await.unwrap().status, "PENDING");
     app.finish().await;
 }
 

@@ -5,7 +5,7 @@ use super::error::{ApiError, Unhealthy};
 use super::translate;
 use crate::AppState;
 use crate::auth::{self, JobReader};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, RawBody};
 use crate::surfaces::ListQuery;
 use axum::body::Body;
 use axum::extract::State;
@@ -183,6 +183,8 @@ async fn get_job(
 async fn cancel_job(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    // Cancel takes no body, but one over the limit is refused as on every other route.
+    _body: RawBody,
 ) -> Result<Json<api::Job>, ApiError> {
     let job = app.store.jobs.cancel_job(&id, app.clock.now()).await?;
     tracing::info!(job = %job.id, cancelled = job.counts.cancelled, "job cancelled");

@@ -96,7 +96,11 @@ fn body_of(call: Call, body: Result<RawBody, ApiError>) -> Result<Bytes, RunnerA
 async fn provision(
     State(app): State<AppState>,
     headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Response, RunnerCallError> {
+    // The contract's provision reads no body; it is still held to the body limit, so an
+    // oversize request is refused like on every other route instead of being half read.
+    body_of(Call::Provision, body)?;
     let session = header_session(&headers).map_err(failed(&app, Call::Provision))?;
     let (token, hash) = auth::new_secret()?;
     let p = app
