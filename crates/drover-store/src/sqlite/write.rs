@@ -68,21 +68,16 @@ impl SqliteStore {
 impl SqliteStore {
     /// Proves the store can take a write: bumps the `write_probe` row of `meta` in a
     /// `BEGIN IMMEDIATE` transaction and commits, waiting at most [`HEALTH_BUSY_TIMEOUT`] for
-    /// another process's lock. The commit appends a real frame to the WAL (so a full disk or a
-    /// read-only file fails it, where a rolled-back transaction would not), but runs with
-    /// `synchronous = NORMAL`: the row carries nothing worth an fsync, so a health check every
-    /// second costs a page write, not a flush. The next real commit's fsync covers it anyway.
+    /// another process's lock. The commit appends a real frame to the WAL and syncs it, so a
+    /// full disk, a read-only file or a failing device fails it, where a rolled-back
+    /// transaction would not. It commits like every other write (`synchronous = FULL`): one
+    /// fsync per health check is cheap next to a check interval, and the writer connection is
+    /// never left in a less durable mode than the one every acknowledged write relies on.
     pub(super) async fn probe_write(&self) -> Result<()> {
         self.with_conn(|conn| {
             conn.busy_timeout(HEALTH_BUSY_TIMEOUT).map_err(map_err)?;
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(map_err)?;
             let probed = bump_probe(conn);
-            // Restored whatever the probe did: every later write must be durable again.
-            let restored = conn
-                .pragma_update(None, "synchronous", "FULL")
-                .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT))
-                .map_err(map_err);
+            let restored = conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err);
             probed.and(restored)
         })
         .await
