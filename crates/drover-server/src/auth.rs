@@ -157,17 +157,21 @@ pub async fn authorise_job_read(
     // job to run; it is not looked at when the agent key already says who reads.
     let by_spot = match (header(headers, SPOT_ID_HEADER), spot_secret(headers)) {
         _ if by_agent_key => false,
-        (Some(spot), Some(secret)) => match app.store.nodes.spot_credential(spot.trim()).await? {
-            credential::SpotCredential::Issued { hash } if credential::matches(&hash, secret) => {
-                true
+        (Some(spot), Some(secret)) => {
+            match app.spot_credentials.get(&app.store, spot.trim()).await? {
+                credential::SpotCredential::Issued { hash }
+                    if credential::matches(&hash, secret) =>
+                {
+                    true
+                }
+                _ => {
+                    return Err(ApiError::SpotCredential {
+                        refusal: Refusal::Wrong,
+                        spot: spot.trim().to_string(),
+                    });
+                }
             }
-            _ => {
-                return Err(ApiError::SpotCredential {
-                    refusal: Refusal::Wrong,
-                    spot: spot.trim().to_string(),
-                });
-            }
-        },
+        }
         _ => false,
     };
     let reader = if by_agent_key || by_spot {
@@ -187,6 +191,46 @@ pub async fn authorise_job_read(
     Ok(next.run(request).await)
 }
 
+/// Spot credentials read from the store, kept in memory. A spot's credential is fixed when it
+/// registers (its id is the server's, and a spot that registers again gets a new one), so a
+/// cached answer never goes stale in a way that lets a call through: the store still answers
+/// every call for a spot it has forgotten. Without it, every heartbeat, claim and report would
+/// pay one more store round-trip before its own. Unknown spots are not kept, so made-up ids
+/// cannot fill it; it is emptied if it ever holds more than [`CredentialCache::MAX`] spots.
+#[derive(Default)]
+pub struct CredentialCache {
+    known: std::sync::RwLock<std::collections::HashMap<String, credential::SpotCredential>>,
+}
+
+impl CredentialCache {
+    pub const MAX: usize = 100_000;
+
+    /// The spot's credential, from memory or else from the store.
+    pub async fn get(
+        &self,
+        store: &drover_store::Stores,
+        spot: &str,
+    ) -> Result<credential::SpotCredential, drover_store::StoreError> {
+        if let Some(known) = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(spot)
+        {
+            return Ok(known.clone());
+        }
+        let stored = store.nodes.spot_credential(spot).await?;
+        if stored != credential::SpotCredential::UnknownSpot {
+            let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= Self::MAX {
+                known.clear();
+            }
+            known.insert(spot.to_string(), stored.clone());
+        }
+        Ok(stored)
+    }
+}
+
 /// The secret a request carries for a spot, if any.
 pub fn spot_secret(headers: &HeaderMap) -> Option<&str> {
     header(headers, SPOT_SECRET_HEADER)
@@ -201,7 +245,7 @@ pub async fn authorise_spot(
     headers: &HeaderMap,
     spot: &str,
 ) -> Result<(), ApiError> {
-    let stored = app.store.nodes.spot_credential(spot).await?;
+    let stored = app.spot_credentials.get(&app.store, spot).await?;
     credential::may_act_for_spot(
         &stored,
         spot_secret(headers),

@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub runners: Arc<runners::RunnerService>,
     pub workers: workers::WorkerBoard,
+    /// Spot credentials already read from the store (they never change once a spot exists).
+    pub spot_credentials: Arc<auth::CredentialCache>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             metrics,
             runners,
             workers,
+            spot_credentials: Arc::default(),
         }
     }
 

@@ -6,7 +6,7 @@
 //! about jobs, nodes or runners, and nothing else may open a write transaction.
 
 use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, SqliteStore, map_err};
-use crate::Result;
+use crate::{Result, StoreError};
 use drover_core::Event;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::cell::RefCell;
@@ -68,19 +68,40 @@ impl SqliteStore {
 impl SqliteStore {
     /// Proves the store can take a write: bumps the `write_probe` row of `meta` in a
     /// `BEGIN IMMEDIATE` transaction and commits, waiting at most [`HEALTH_BUSY_TIMEOUT`] for
-    /// another process's lock. The commit appends a real frame to the WAL and syncs it, so a
-    /// full disk, a read-only file or a failing device fails it, where a rolled-back
-    /// transaction would not. It commits like every other write (`synchronous = FULL`): one
-    /// fsync per health check is cheap next to a check interval, and the writer connection is
-    /// never left in a less durable mode than the one every acknowledged write relies on.
+    /// another process's lock. The commit appends a real frame to the WAL (so a full disk or a
+    /// read-only file fails it, where a rolled-back transaction would not), but runs with
+    /// `synchronous = NORMAL`: the row carries nothing worth an fsync, and health is an open
+    /// endpoint that must not turn each poll into a flush of the disk every write waits on.
+    /// The next real commit's fsync covers the frame. If the writer cannot be put back to
+    /// `synchronous = FULL`, it is closed: a write that is not durable must never be
+    /// acknowledged, so later writes fail as unavailable instead.
     pub(super) async fn probe_write(&self) -> Result<()> {
-        self.with_conn(|conn| {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = writer
+                .lock()
+                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
+            let conn = guard
+                .as_mut()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
             conn.busy_timeout(HEALTH_BUSY_TIMEOUT).map_err(map_err)?;
-            let probed = bump_probe(conn);
-            let restored = conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err);
-            probed.and(restored)
+            let probed = conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(map_err)
+                .and_then(|()| bump_probe(conn));
+            let restored = conn
+                .pragma_update(None, "synchronous", "FULL")
+                .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT));
+            if let Err(e) = restored {
+                *guard = None;
+                return Err(StoreError::Unavailable(format!(
+                    "the writer could not be made durable again ({e}); the store is closed"
+                )));
+            }
+            probed
         })
         .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
     }
 }
 
@@ -95,4 +116,26 @@ fn bump_probe(conn: &mut Connection) -> Result<()> {
     )
     .map_err(map_err)?;
     tx.commit().map_err(map_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_health_probe_leaves_the_writer_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        store.probe_write().await.unwrap();
+        store.probe_write().await.unwrap();
+        // 2 is FULL: every acknowledged write after a probe is still synced before its answer.
+        let mode: i64 = store
+            .with_conn(|c| {
+                c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, 2);
+    }
 }
