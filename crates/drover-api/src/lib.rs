@@ -377,6 +377,72 @@ pub struct ReportResponse {
     pub will_retry: Option<bool>,
 }
 
+/// `POST /internal/v1/tasks/report`: many completes and fails of one spot in one request and one
+/// transaction. Each report is decided on its own, exactly as its per-task route would decide it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReportRequest {
+    pub spot_id: String,
+    pub reports: Vec<BatchReport>,
+}
+
+/// What a report says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportVerb {
+    Complete,
+    Fail,
+}
+
+/// One report of a batch: the per-task routes' fields, with the task and the verb.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReport {
+    pub task_id: String,
+    pub outcome: ReportVerb,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iter: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fopt: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_json: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retriable: Option<bool>,
+}
+
+/// The answer to a batch: one result per report, in the order sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchReportResponse {
+    pub results: Vec<BatchReportResult>,
+}
+
+/// One report's answer: the status its per-task route would have answered, with that route's
+/// body (`success`, `message`, `willRetry` on success; `success: false`, `error`, `code` when
+/// refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReportResult {
+    pub task_id: String,
+    pub status: u16,
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will_retry: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
 /// One runner in `GET /api/v1/runners`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -349,6 +349,11 @@ impl Client {
         self.post(&format!("/internal/v1/tasks/{task_id}/fail"), req)
             .await
     }
+
+    /// Many completes and fails of one spot in one request; each gets its own result.
+    pub async fn report_batch(&self, req: &BatchReportRequest) -> Result<BatchReportResponse> {
+        self.post("/internal/v1/tasks/report", req).await
+    }
 }
 
 fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {

@@ -84,6 +84,18 @@ pub fn check_claim_size(max_tasks: u32) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// A batch of reports holds between 1 and [`MAX_CLAIM`] of them: as many as one claim can hand
+/// out, so an agent can report everything it claimed in one request.
+pub fn check_batch_size(field: &'static str, len: usize) -> Result<(), RuleError> {
+    if !(1..=MAX_CLAIM as usize).contains(&len) {
+        return refuse(
+            field,
+            format!("must hold between 1 and {MAX_CLAIM} reports (got {len})"),
+        );
+    }
+    Ok(())
+}
+
 /// A node's address is an IP address or a host name: 1 to [`MAX_HOSTNAME_LEN`] characters,
 /// dot-separated labels of 1 to 63 letters, digits, `-` and `_`.
 pub fn check_address(field: &'static str, address: &str) -> Result<(), RuleError> {
@@ -242,6 +254,10 @@ mod tests {
         fn each_check_accepts_exactly_its_range(n in any::<u32>(), s in any::<u64>()) {
             prop_assert_eq!(check_max_attempts(n).is_ok(), (1..=100).contains(&n));
             prop_assert_eq!(check_claim_size(n).is_ok(), (1..=1000).contains(&n));
+            prop_assert_eq!(
+                check_batch_size("reports", n as usize).is_ok(),
+                (1..=1000).contains(&n)
+            );
             prop_assert_eq!(check_task_timeout_secs(s).is_ok(), (1..=31_536_000).contains(&s));
         }
     }

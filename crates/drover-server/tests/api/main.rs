@@ -4,6 +4,7 @@
 mod agents;
 mod auth;
 mod auth_matrix;
+mod batch_report;
 mod credentials;
 mod errors;
 mod helpers;

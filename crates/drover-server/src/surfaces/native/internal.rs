@@ -23,6 +23,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/internal/v1/tasks/claim", post(claim))
         .route("/internal/v1/tasks/{id}/complete", post(complete))
         .route("/internal/v1/tasks/{id}/fail", post(fail))
+        .route("/internal/v1/tasks/report", post(report_batch))
 }
 
 async fn hello(
@@ -171,19 +172,44 @@ async fn complete(
 ) -> Result<Json<api::ReportResponse>, ApiError> {
     counts(&[("runtimeMs", req.runtime_ms), ("iter", req.iter)])?;
     auth::authorise_spot(&app, &headers, &req.spot_id).await?;
-    let result_json = match req.result_json {
+    let kind = complete_kind(
+        req.runtime_ms,
+        req.iter,
+        req.fopt,
+        req.result_json,
+        req.output,
+    );
+    report(&app, task_id, req.spot_id, req.attempt, kind).await
+}
+
+/// A complete report's result; `resultJson` is kept as text (an object is written out).
+fn complete_kind(
+    runtime_ms: Option<i64>,
+    iter: Option<i64>,
+    fopt: Option<f64>,
+    result_json: Option<serde_json::Value>,
+    output: Option<String>,
+) -> ReportKind {
+    let result_json = match result_json {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s),
         Some(other) => Some(other.to_string()),
     };
-    let kind = ReportKind::Complete(TaskResult {
-        runtime_ms: req.runtime_ms,
-        iter: req.iter,
-        fopt: req.fopt,
+    ReportKind::Complete(TaskResult {
+        runtime_ms,
+        iter,
+        fopt,
         result_json,
-        output: req.output,
-    });
-    report(&app, task_id, req.spot_id, req.attempt, kind).await
+        output,
+    })
+}
+
+/// A fail report; a failure is retried unless the worker says it is permanent.
+fn fail_kind(error: Option<String>, retriable: Option<bool>) -> ReportKind {
+    ReportKind::Fail {
+        error: error.unwrap_or_else(|| "no error message given".into()),
+        retriable: retriable.unwrap_or(true),
+    }
 }
 
 async fn fail(
@@ -193,10 +219,7 @@ async fn fail(
     ApiJson(req): ApiJson<api::FailRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
     auth::authorise_spot(&app, &headers, &req.spot_id).await?;
-    let kind = ReportKind::Fail {
-        error: req.error.unwrap_or_else(|| "no error message given".into()),
-        retriable: req.retriable.unwrap_or(true),
-    };
+    let kind = fail_kind(req.error, req.retriable);
     report(&app, task_id, req.spot_id, req.attempt, kind).await
 }
 
@@ -224,12 +247,35 @@ async fn report(
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal("store returned no outcome".into()))?;
+    if outcome == ReportOutcome::NotHolder {
+        log_not_holder(app, &spot_id, verb, &task_id).await;
+    }
+    answer(outcome).map(Json)
+}
+
+/// The contract's warning for a report from a spot that does not hold the task; it names the
+/// holder, looked up only on this rare path.
+async fn log_not_holder(app: &AppState, spot_id: &str, verb: &str, task_id: &str) {
+    let holder = match app.store.jobs.get_task(task_id).await {
+        Ok(t) if t.status == drover_core::TaskStatus::Running => t.assigned_to,
+        _ => None,
+    };
+    tracing::warn!(
+        target: "TaskService",
+        "Spot {spot_id} tried to {verb} task {task_id} but it's assigned to {}",
+        holder.as_deref().unwrap_or("no spot")
+    );
+}
+
+/// A report's outcome as the per-task routes answer it: the contract's 200 bodies, or the
+/// refusal (404, 409) that `ApiError::refused_report` maps.
+fn answer(outcome: ReportOutcome) -> Result<api::ReportResponse, ApiError> {
     let ok = |message: Option<&str>, will_retry: Option<bool>| {
-        Ok(Json(api::ReportResponse {
+        Ok(api::ReportResponse {
             success: true,
             message: message.map(String::from),
             will_retry,
-        }))
+        })
     };
     match outcome {
         ReportOutcome::Completed => ok(None, None),
@@ -239,21 +285,73 @@ async fn report(
             ok(Some("already reported"), Some(will_retry))
         }
         ReportOutcome::AlreadyTerminal => ok(Some("already terminal"), None),
-        refused => {
-            if refused == ReportOutcome::NotHolder {
-                // The contract's log line names the holder; look it up only on this rare path.
-                let holder = match app.store.jobs.get_task(&task_id).await {
-                    Ok(t) if t.status == drover_core::TaskStatus::Running => t.assigned_to,
-                    _ => None,
-                };
-                tracing::warn!(
-                    target: "TaskService",
-                    "Spot {spot_id} tried to {verb} task {task_id} but it's assigned to {}",
-                    holder.as_deref().unwrap_or("no spot")
-                );
-            }
-            Err(ApiError::refused_report(refused)
-                .unwrap_or_else(|| ApiError::Internal(format!("unmapped outcome {refused:?}"))))
-        }
+        refused => Err(ApiError::refused_report(refused)
+            .unwrap_or_else(|| ApiError::Internal(format!("unmapped outcome {refused:?}")))),
     }
+}
+
+/// `POST /internal/v1/tasks/report`: a spot's completes and fails in one request and one store
+/// transaction, each decided and answered on its own as its per-task route would answer it.
+async fn report_batch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::BatchReportRequest>,
+) -> Result<Json<api::BatchReportResponse>, ApiError> {
+    rules::check_batch_size("reports", req.reports.len())?;
+    for r in &req.reports {
+        counts(&[("runtimeMs", r.runtime_ms), ("iter", r.iter)])?;
+    }
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    let task_ids: Vec<String> = req.reports.iter().map(|r| r.task_id.clone()).collect();
+    let verbs: Vec<api::ReportVerb> = req.reports.iter().map(|r| r.outcome).collect();
+    let reports = req
+        .reports
+        .into_iter()
+        .map(|r| Report {
+            task_id: r.task_id,
+            node_id: req.spot_id.clone(),
+            attempt: r.attempt,
+            kind: match r.outcome {
+                api::ReportVerb::Complete => {
+                    complete_kind(r.runtime_ms, r.iter, r.fopt, r.result_json, r.output)
+                }
+                api::ReportVerb::Fail => fail_kind(r.error, r.retriable),
+            },
+        })
+        .collect();
+    let outcomes = app.store.jobs.report(reports, app.clock.now()).await?;
+    let mut results = Vec::with_capacity(outcomes.len());
+    for ((task_id, verb), outcome) in task_ids.into_iter().zip(verbs).zip(outcomes) {
+        if outcome == ReportOutcome::NotHolder {
+            let verb = match verb {
+                api::ReportVerb::Complete => "complete",
+                api::ReportVerb::Fail => "fail",
+            };
+            log_not_holder(&app, &req.spot_id, verb, &task_id).await;
+        }
+        results.push(match answer(outcome) {
+            Ok(ok) => api::BatchReportResult {
+                task_id,
+                status: 200,
+                success: true,
+                message: ok.message,
+                will_retry: ok.will_retry,
+                error: None,
+                code: None,
+            },
+            Err(refused) => {
+                let (status, code) = refused.status_and_code();
+                api::BatchReportResult {
+                    task_id,
+                    status: status.as_u16(),
+                    success: false,
+                    message: None,
+                    will_retry: None,
+                    error: Some(refused.to_string()),
+                    code: Some(code.to_string()),
+                }
+            }
+        });
+    }
+    Ok(Json(api::BatchReportResponse { results }))
 }
