@@ -60,10 +60,14 @@ fn alive(pid: &str) -> bool {
     pid.parse().is_ok_and(drover_runners::process::alive)
 }
 
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
 #[tokio::test]
 async fn a_runner_answers_on_its_port_and_is_stopped() {
     let Some(python) = python() else {
-        return eprintln!("skipping: python3 is not installed");
+        panic!("python3 is not installed");
     };
     let d = driver(python);
     let (spec, instance) = spec("s-answer");
@@ -89,10 +93,14 @@ async fn a_runner_answers_on_its_port_and_is_stopped() {
     d.stop(&started.instance).await.unwrap();
 }
 
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
 #[tokio::test]
 async fn two_runners_get_two_ports_from_the_system() {
     let Some(python) = python() else {
-        return eprintln!("skipping: python3 is not installed");
+        panic!("python3 is not installed");
     };
     let d = driver(python);
     let (a, _) = spec("s-port-a");
@@ -118,10 +126,14 @@ async fn two_runners_get_two_ports_from_the_system() {
 
 /// A restarted server has a new driver that did not start the runner: it finds it by label and
 /// can stop it.
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
 #[tokio::test]
 async fn a_new_driver_finds_and_stops_an_earlier_drivers_runner() {
     let Some(python) = python() else {
-        return eprintln!("skipping: python3 is not installed");
+        panic!("python3 is not installed");
     };
     let first = driver(python);
     let (spec, instance) = spec("s-adopt");

@@ -29,10 +29,14 @@ fn example_dir() -> std::path::PathBuf {
 
 /// The README's quick start: a server, two agents, `drover submit` of the example sweep, then
 /// every task DONE with a parsed objective and one CSV row per task.
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
 #[tokio::test]
 async fn the_example_sweep_runs_to_the_end_on_two_agents() {
     if let Some(why) = missing_tool(&["python3"]) {
-        return skip("the_example_sweep_runs_to_the_end_on_two_agents", &why);
+        missing_part("the_example_sweep_runs_to_the_end_on_two_agents", &why);
     }
     let dir = tempfile::tempdir().unwrap();
     let server = fast_server(dir.path()).await;

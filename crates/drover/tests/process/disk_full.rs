@@ -7,7 +7,7 @@
 //! behaviour is covered without a mount by the API tests (`reliability.rs`: the free-disk floor
 //! and a store whose writes fail).
 
-use crate::helpers::{Launch, ServerProcess, skip};
+use crate::helpers::{Launch, ServerProcess, missing_part};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,13 +57,17 @@ impl Drop for SmallDisk {
     }
 }
 
+#[cfg_attr(
+    missing_tmpfs,
+    ignore = "needs the right to mount a tmpfs, missing where this was built"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_full_disk_health_is_503_and_a_stop_exits_cleanly() {
     let test = "on_a_full_disk_health_is_503_and_a_stop_exits_cleanly";
     let tmp = tempfile::tempdir().unwrap();
     let disk = match SmallDisk::mount(tmp.path(), "8m") {
         Ok(d) => d,
-        Err(why) => return skip(test, &why),
+        Err(why) => missing_part(test, &why),
     };
     // The floor is off so that the 8 MiB disk starts healthy: this test is about writes.
     // The log stays off the small disk, so the server can still say what it does.

@@ -42,9 +42,12 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Prints why a test does not run here and lets the caller return.
-pub fn skip(test: &str, reason: &str) {
-    eprintln!("skipping {test}: {reason}");
+/// Fails the test, saying which outside part it needs and why that part is missing. A test that
+/// needs a part carries `#[cfg_attr(missing_<part>, ignore = ...)]` (`build/parts.rs`), so it
+/// shows as ignored where the part was missing at build time, and gets here only when the part
+/// went away after the build, or under CI, where every part must be present.
+pub fn missing_part(test: &str, reason: &str) -> ! {
+    panic!("{test} needs a part that is missing here: {reason}")
 }
 
 /// The first tool of `names` that is not installed, if any.
@@ -53,6 +56,11 @@ pub fn missing_tool(names: &[&str]) -> Option<String> {
         .iter()
         .find(|n| find_tool(n).is_none())
         .map(|n| format!("`{n}` is not installed"))
+}
+
+/// The contract's text; a test that needs it fails when it is missing.
+pub fn contract() -> String {
+    read_contract().unwrap_or_else(|why| missing_part("reading the contract", &why))
 }
 
 /// Reads the contract, or says why it cannot.

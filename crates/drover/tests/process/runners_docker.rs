@@ -152,11 +152,15 @@ async fn fetch(endpoint: &str) -> String {
 macro_rules! require_docker {
     ($test:literal) => {
         if let Some(why) = docker_missing() {
-            return skip($test, &why);
+            missing_part($test, &why);
         }
     };
 }
 
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
 #[tokio::test]
 async fn docker_runners_follow_the_contract_from_provision_to_deprovision() {
     require_docker!("docker_runners_follow_the_contract_from_provision_to_deprovision");
@@ -232,6 +236,10 @@ async fn docker_runners_follow_the_contract_from_provision_to_deprovision() {
     );
 }
 
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
 #[tokio::test]
 async fn a_missing_image_is_reported_and_leaves_nothing_behind() {
     require_docker!("a_missing_image_is_reported_and_leaves_nothing_behind");
@@ -291,6 +299,10 @@ async fn an_engine_that_is_away_answers_503_at_once() {
 
 /// A runner without heartbeats is removed after the inactivity timeout; one with heartbeats
 /// stays.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
 #[tokio::test]
 async fn docker_runners_without_heartbeats_are_reaped() {
     require_docker!("docker_runners_without_heartbeats_are_reaped");
@@ -346,6 +358,10 @@ async fn docker_runners_without_heartbeats_are_reaped() {
     );
 }
 
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
 #[tokio::test]
 async fn reuse_mode_and_the_limit_on_docker() {
     require_docker!("reuse_mode_and_the_limit_on_docker");
@@ -397,6 +413,10 @@ async fn reuse_mode_and_the_limit_on_docker() {
 /// `kill -9` the server with runners alive. At the next start it adopts the runners it knows
 /// (heartbeat and deprovision work), removes a container it started that the store no longer
 /// knows, and leaves another instance's container alone.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
 #[tokio::test]
 async fn a_restarted_server_adopts_its_runners_and_removes_its_orphans() {
     require_docker!("a_restarted_server_adopts_its_runners_and_removes_its_orphans");
@@ -467,10 +487,14 @@ async fn a_restarted_server_adopts_its_runners_and_removes_its_orphans() {
 
 /// The process driver through the binary's flags: the same contract without Docker, here also
 /// on a listener of its own (`--runner-listen`, for clients that expect the contract's port).
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
 #[tokio::test]
 async fn the_process_driver_serves_the_same_contract() {
     if let Some(why) = missing_tool(&["python3"]) {
-        return skip("the_process_driver_serves_the_same_contract", &why);
+        missing_part("the_process_driver_serves_the_same_contract", &why);
     }
     let runner = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../drover-runners/tests/fixtures/http_runner.py");

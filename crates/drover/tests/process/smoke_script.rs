@@ -2,7 +2,8 @@
 //! where a test says so) with bash, curl and jq against a real server.
 
 use crate::helpers::{
-    EXIT_DEADLINE, Finished, Launch, ServerProcess, missing_tool, read_contract, run_to_exit, skip,
+    EXIT_DEADLINE, Finished, Launch, ServerProcess, contract, missing_part, missing_tool,
+    run_to_exit,
 };
 use std::path::Path;
 use std::process::Command;
@@ -28,19 +29,12 @@ fn script_from(contract: &str) -> String {
     format!("{script}\n")
 }
 
-/// The script and the reason to skip, if the tools or the contract are missing.
-fn script_or_skip(test: &str) -> Option<String> {
+/// The contract's section 4 script; a test fails when the tools it runs on are missing.
+fn contract_script(test: &str) -> String {
     if let Some(reason) = missing_tool(&["bash", "curl", "jq"]) {
-        skip(test, &reason);
-        return None;
+        missing_part(test, &reason);
     }
-    match read_contract() {
-        Ok(contract) => Some(script_from(&contract)),
-        Err(reason) => {
-            skip(test, &reason);
-            None
-        }
-    }
+    script_from(&contract())
 }
 
 /// Runs `script` against `server`, changed only by the given replacements.
@@ -105,11 +99,13 @@ fn assert_completed_run(run: &Finished) {
     assert!(!out.contains("UNAUTHORIZED"), "refused:\n{run}");
 }
 
+#[cfg_attr(
+    any(missing_shell_tools, missing_contract),
+    ignore = "needs bash, curl and jq and the contract beside the checkout (../shared), missing where this was built"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_contract_smoke_script_passes_unchanged_against_a_fresh_server() {
-    let Some(script) = script_or_skip("smoke script") else {
-        return;
-    };
+    let script = contract_script("smoke script");
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), Launch::new()).await;
 
@@ -122,11 +118,13 @@ async fn the_contract_smoke_script_passes_unchanged_against_a_fresh_server() {
     assert_eq!(health.active_spots, 1);
 }
 
+#[cfg_attr(
+    any(missing_shell_tools, missing_contract),
+    ignore = "needs bash, curl and jq and the contract beside the checkout (../shared), missing where this was built"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_orhestra_agent_key_and_port_the_script_passes_when_given_the_key() {
-    let Some(script) = script_or_skip("smoke script with key") else {
-        return;
-    };
+    let script = contract_script("smoke script with key");
     let dir = tempfile::tempdir().unwrap();
     // The contract's own variable names: the port through ORHESTRA_PORT, not --port.
     let server = ServerProcess::start(
@@ -153,11 +151,13 @@ async fn with_orhestra_agent_key_and_port_the_script_passes_when_given_the_key()
     assert_completed_run(&run);
 }
 
+#[cfg_attr(
+    any(missing_shell_tools, missing_contract),
+    ignore = "needs bash, curl and jq and the contract beside the checkout (../shared), missing where this was built"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_agent_key_set_the_script_without_the_key_is_refused_on_every_agent_call() {
-    let Some(script) = script_or_skip("smoke script without key") else {
-        return;
-    };
+    let script = contract_script("smoke script without key");
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(
         dir.path(),
@@ -187,12 +187,13 @@ async fn with_an_agent_key_set_the_script_without_the_key_is_refused_on_every_ag
     assert_eq!(health.pending_tasks, 1);
 }
 
+#[cfg_attr(
+    missing_contract,
+    ignore = "needs the contract beside the checkout (../shared), missing where this was built"
+)]
 #[test]
 fn the_script_is_found_in_the_contract() {
-    let Ok(contract) = read_contract() else {
-        skip("script extraction", "the contract is missing");
-        return;
-    };
+    let contract = contract();
     let script = script_from(&contract);
     assert!(script.starts_with("#!/bin/bash\nset -e\n"), "{script}");
     assert!(

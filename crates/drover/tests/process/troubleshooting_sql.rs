@@ -2,8 +2,8 @@
 //! tool against the live database file while the server runs.
 
 use crate::helpers::{
-    EXIT_DEADLINE, Finished, Launch, ServerProcess, assert_counts_match_tasks, completion, hello,
-    missing_tool, read_contract, run_to_exit, skip,
+    EXIT_DEADLINE, Finished, Launch, ServerProcess, assert_counts_match_tasks, completion,
+    contract, hello, missing_part, missing_tool, run_to_exit,
 };
 use drover_api::CreateJobRequest;
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ fn rows(run: &Finished) -> Vec<Value> {
     }
 }
 
-fn skip_reason(dir: &Path) -> Option<String> {
+fn sqlite3_missing(dir: &Path) -> Option<String> {
     if let Some(reason) = missing_tool(&["sqlite3"]) {
         return Some(reason);
     }
@@ -92,20 +92,17 @@ fn skip_reason(dir: &Path) -> Option<String> {
     None
 }
 
+#[cfg_attr(
+    any(missing_sqlite3_json, missing_contract),
+    ignore = "needs sqlite3 with -json and the contract beside the checkout (../shared), missing where this was built"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_contract_sql_inspects_the_live_database_and_its_force_reset_frees_the_task() {
     let dir = tempfile::tempdir().unwrap();
-    if let Some(reason) = skip_reason(dir.path()) {
-        skip("troubleshooting SQL", &reason);
-        return;
+    if let Some(reason) = sqlite3_missing(dir.path()) {
+        missing_part("troubleshooting SQL", &reason);
     }
-    let contract = match read_contract() {
-        Ok(c) => c,
-        Err(reason) => {
-            skip("troubleshooting SQL", &reason);
-            return;
-        }
-    };
+    let contract = contract();
     let blocks = troubleshooting_blocks(&contract);
     assert_eq!(blocks.len(), 2, "section 5 has two sql blocks: {blocks:?}");
     let selects = statements(&blocks[0]);
@@ -195,12 +192,13 @@ async fn the_contract_sql_inspects_the_live_database_and_its_force_reset_frees_t
     assert_counts_match_tasks(&client, &job_id).await;
 }
 
+#[cfg_attr(
+    missing_contract,
+    ignore = "needs the contract beside the checkout (../shared), missing where this was built"
+)]
 #[test]
 fn section_5_has_three_selects_and_one_reset() {
-    let Ok(contract) = read_contract() else {
-        skip("troubleshooting SQL extraction", "the contract is missing");
-        return;
-    };
+    let contract = contract();
     let blocks = troubleshooting_blocks(&contract);
     assert_eq!(blocks.len(), 2);
     let selects = statements(&blocks[0]);
@@ -214,20 +212,17 @@ fn section_5_has_three_selects_and_one_reset() {
 /// Invariant: a job is listed under the status it shows. The contract's force reset changes a
 /// task behind the server's back; the job's counts follow (a trigger keeps them), and so must
 /// the status that `GET /api/v1/jobs?status=` filters on.
+#[cfg_attr(
+    any(missing_sqlite3_json, missing_contract),
+    ignore = "needs sqlite3 with -json and the contract beside the checkout (../shared), missing where this was built"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_force_reset_the_job_is_listed_under_the_status_it_shows() {
     let dir = tempfile::tempdir().unwrap();
-    if let Some(reason) = skip_reason(dir.path()) {
-        skip("force reset and job list", &reason);
-        return;
+    if let Some(reason) = sqlite3_missing(dir.path()) {
+        missing_part("force reset and job list", &reason);
     }
-    let contract = match read_contract() {
-        Ok(c) => c,
-        Err(reason) => {
-            skip("force reset and job list", &reason);
-            return;
-        }
-    };
+    let contract = contract();
     let reset_template = statements(&troubleshooting_blocks(&contract)[1]).remove(0);
 
     let server =

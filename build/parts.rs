@@ -1,0 +1,77 @@
+// The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
+// the checkout, the right to mount a tmpfs), probed once when a test crate is built. Included by
+// the build scripts of the crates whose tests use them (`include!`), not a module of its own.
+//
+// A missing part sets `cfg(missing_<part>)`, which tests turn into
+// `#[cfg_attr(missing_<part>, ignore = "...")]`, so they show as ignored with their reason. Under
+// CI (the `CI` variable set) nothing is marked missing: there a missing part is a failure, and
+// the test's own check panics saying what is missing.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const PARTS: &[&str] = &[
+    "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs",
+];
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    })
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn present(part: &str, workspace: &Path) -> bool {
+    match part {
+        "docker" => succeeds("docker", &["info"]),
+        "python3" => succeeds("python3", &["--version"]),
+        "shell_tools" => ["bash", "curl", "jq"].iter().all(|t| on_path(t)),
+        "sqlite3_json" => succeeds("sqlite3", &["-json", ":memory:", "SELECT 1;"]),
+        "contract" => workspace
+            .join("../shared/contracts/batch-coordinator.md")
+            .is_file(),
+        "tmpfs" => {
+            let dir = std::env::temp_dir().join(format!("drover-tmpfs-probe-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let dir_s = dir.to_string_lossy().into_owned();
+            let mounted = succeeds("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", &dir_s]);
+            if mounted {
+                let _ = succeeds("umount", &[&dir_s]);
+            }
+            let _ = std::fs::remove_dir(&dir);
+            mounted
+        }
+        _ => true,
+    }
+}
+
+/// Probes `parts` and tells cargo which are missing.
+fn probe_parts(parts: &[&str]) {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let workspace = Path::new(&manifest).join("../..");
+    let names: Vec<String> = PARTS.iter().map(|p| format!("missing_{p}")).collect();
+    println!("cargo::rustc-check-cfg=cfg({})", names.join(", "));
+    println!("cargo::rerun-if-env-changed=CI");
+    println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rerun-if-changed=/var/run/docker.sock");
+    println!("cargo::rerun-if-changed={}", workspace.join("../shared").display());
+    println!("cargo::rerun-if-changed={}", workspace.join("build/parts.rs").display());
+    if std::env::var_os("CI").is_some() {
+        return;
+    }
+    for part in parts {
+        if !present(part, &workspace) {
+            println!("cargo::rustc-cfg=missing_{part}");
+            println!("cargo::warning=tests needing {part} are ignored: it is missing here");
+        }
+    }
+}
