@@ -291,17 +291,7 @@ impl Application {
                 }
             });
         }
-        let mut handles = vec![
-            state.spawn_worker(state.task_reaper(), config.task_reaper_interval, &shutdown),
-            state.spawn_worker(state.spot_reaper(), config.spot_reaper_interval, &shutdown),
-        ];
-        if state.runners.enabled() {
-            handles.push(state.spawn_worker(
-                state.runner_worker(),
-                config.runners.cleanup_interval,
-                &shutdown,
-            ));
-        }
+        let handles = state.spawn_workers(&shutdown);
         let served: Vec<_> = listeners
             .into_iter()
             .map(|b| (b.listener, surfaces::router(state.clone(), &b.surfaces)))

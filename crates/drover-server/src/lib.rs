@@ -70,11 +70,6 @@ impl AppState {
             metrics.runners.clone(),
         ));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
-        workers.register("task-reaper", None);
-        workers.register("spot-reaper", None);
-        if runners.enabled() {
-            workers.register("runner-reaper", None);
-        }
         AppState {
             store,
             config: Arc::new(config),
@@ -113,6 +108,24 @@ impl AppState {
     /// would be.
     pub async fn step<W: workers::Worker>(&self, worker: &W) -> Result<workers::Counts, W::Error> {
         workers::step(worker, &self.workers, &*self.clock).await
+    }
+
+    /// Starts every background worker of this server on its interval (the runner worker only
+    /// with a driver); each is listed on the worker board from then on.
+    pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let config = &self.config;
+        let mut handles = vec![
+            self.spawn_worker(self.task_reaper(), config.task_reaper_interval, shutdown),
+            self.spawn_worker(self.spot_reaper(), config.spot_reaper_interval, shutdown),
+        ];
+        if self.runners.enabled() {
+            handles.push(self.spawn_worker(
+                self.runner_worker(),
+                config.runners.cleanup_interval,
+                shutdown,
+            ));
+        }
+        handles
     }
 
     /// Runs `worker` every `every` until `shutdown` fires, recording each step.
