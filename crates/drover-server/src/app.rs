@@ -258,11 +258,6 @@ impl Application {
         Ok(Application { state, listeners })
     }
 
-    /// Serves already-bound listeners over `state`.
-    pub fn from_parts(state: AppState, listeners: Vec<Bound>) -> Self {
-        Application { state, listeners }
-    }
-
     pub fn state(&self) -> &AppState {
         &self.state
     }
