@@ -166,6 +166,83 @@ pub fn claim_access(node: NodeStatus) -> ClaimAccess {
     }
 }
 
+/// A claimable task's place in claim order: highest priority first, then the oldest job (its
+/// creation order), then the task's index within its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimKey {
+    pub priority: i64,
+    pub job_order: i64,
+    pub index: u64,
+}
+
+impl Ord for ClaimKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(self.job_order.cmp(&other.job_order))
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl PartialOrd for ClaimKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A job's tasks that have never been claimed: indexes `first.index..end`, all NEW.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remainder {
+    pub first: ClaimKey,
+    pub end: u64,
+}
+
+/// One task a claim takes: a stored NEW task (by its place in the `rows` given), or task `index`
+/// of a remainder (by its place in the `remainders` given), which has no stored row yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimPick {
+    Row(usize),
+    Fresh { remainder: usize, index: u64 },
+}
+
+/// The best `max` claimable tasks, in claim order, out of stored NEW tasks (`rows`) and jobs'
+/// never-claimed remainders. Both lists must be in claim order, and each remainder's job must
+/// differ from the others'; a store passes the first `max` of each, which is enough.
+pub fn merge_claims(rows: &[ClaimKey], remainders: &[Remainder], max: usize) -> Vec<ClaimPick> {
+    debug_assert!(rows.windows(2).all(|w| w[0] <= w[1]));
+    debug_assert!(remainders.windows(2).all(|w| w[0].first <= w[1].first));
+    let mut picks = Vec::with_capacity(max.min(rows.len() + remainders.len() * max));
+    let (mut row, mut rem) = (0, 0);
+    let mut next = remainders.first().map(|r| r.first);
+    while picks.len() < max {
+        let take_row = match (rows.get(row), next) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(r), Some(f)) => *r <= f,
+        };
+        if take_row {
+            picks.push(ClaimPick::Row(row));
+            row += 1;
+            continue;
+        }
+        let Some(mut key) = next else { break };
+        picks.push(ClaimPick::Fresh {
+            remainder: rem,
+            index: key.index,
+        });
+        key.index += 1;
+        next = if key.index < remainders[rem].end {
+            Some(key)
+        } else {
+            rem += 1;
+            remainders.get(rem).map(|r| r.first)
+        };
+    }
+    picks
+}
+
 /// What a claim of one NEW task starts: its attempt number and when its lease ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimGrant {
@@ -454,6 +531,41 @@ mod tests {
                 let access = claim_access(status);
                 prop_assert_eq!(access == ClaimAccess::Claim, status == NodeStatus::Up);
                 prop_assert_eq!(access == ClaimAccess::NodeDown, status == NodeStatus::Down);
+            }
+
+            #[test]
+            fn claims_merge_rows_and_remainders_in_claim_order(
+                rows in proptest::collection::vec((0i64..3, 0i64..6, 0u64..20), 0..12),
+                jobs in proptest::collection::btree_map(0i64..6, (0i64..3, 0u64..20, 0u64..6), 0..5),
+                max in 0usize..40,
+            ) {
+                let mut rows: Vec<ClaimKey> = rows
+                    .into_iter()
+                    .map(|(priority, job_order, index)| ClaimKey { priority, job_order, index })
+                    .collect();
+                rows.sort();
+                rows.dedup();
+                let mut remainders: Vec<Remainder> = jobs
+                    .into_iter()
+                    .map(|(job_order, (priority, first, n))| Remainder {
+                        first: ClaimKey { priority, job_order, index: first + 20 },
+                        end: first + 20 + n,
+                    })
+                    .filter(|r| r.first.index < r.end)
+                    .collect();
+                remainders.sort_by_key(|r| r.first);
+                let picks = merge_claims(&rows, &remainders, max);
+                let key = |p: &ClaimPick| match *p {
+                    ClaimPick::Row(i) => rows[i],
+                    ClaimPick::Fresh { remainder, index } => ClaimKey { index, ..remainders[remainder].first },
+                };
+                let mut every: Vec<ClaimKey> = rows.clone();
+                for r in &remainders {
+                    every.extend((r.first.index..r.end).map(|index| ClaimKey { index, ..r.first }));
+                }
+                every.sort();
+                every.truncate(max);
+                prop_assert_eq!(picks.iter().map(key).collect::<Vec<_>>(), every);
             }
 
             #[test]

@@ -191,7 +191,8 @@ pub struct TaskResult {
 pub struct Task {
     pub id: String,
     pub job_id: String,
-    /// Position in creation order; stores use it as the paging cursor.
+    /// The task's index in its job (0-based, the sweep's expansion order); stores use it as the
+    /// paging cursor.
     pub seq: i64,
     pub payload: Map<String, Value>,
     pub status: TaskStatus,

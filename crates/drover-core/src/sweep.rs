@@ -8,7 +8,7 @@
 //! an oversize request is refused cheaply; [`Sweep::payload`] builds the payload of one task by
 //! its index, so a store can stream a million tasks into its transaction without holding them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 /// Default cap on the number of tasks one job may expand to.
@@ -30,7 +30,7 @@ pub struct SizeLimits {
 
 /// The values one swept parameter takes. Serialised as the request gives them: a list, or
 /// `{min, max, step}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Values {
     List(Vec<Value>),
@@ -43,7 +43,7 @@ pub enum Values {
 }
 
 /// One swept parameter. `field` is how the request named it, for error messages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dimension {
     pub name: String,
     pub field: String,
@@ -51,7 +51,8 @@ pub struct Dimension {
 }
 
 /// What a job request asks to expand. Its JSON form is what a job keeps as its spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SweepSpec {
     /// Fields copied into every task's payload (`jarPath`, `mainClass`, ...).
     pub shared: Map<String, Value>,
@@ -170,6 +171,21 @@ impl Sweep {
             total: total as u64,
             given: spec.dimensions,
         })
+    }
+
+    /// The sweep a job's kept spec (the text of [`Sweep::spec_json`]) describes, so a store
+    /// that keeps only the spec can build any task's payload later. The spec was validated when
+    /// the job was made; nothing caps it again here.
+    pub fn from_spec_json(text: &str) -> Result<Sweep, SweepError> {
+        let spec: SweepSpec =
+            serde_json::from_str(text).map_err(|e| invalid("spec", e.to_string()))?;
+        Sweep::new(spec, u64::MAX)
+    }
+
+    /// Whether the tasks were given as an explicit list of payloads (which the spec holds in
+    /// full) rather than swept parameters.
+    pub fn is_listed(&self) -> bool {
+        self.tasks.is_some()
     }
 
     /// How many tasks the sweep makes.
@@ -435,6 +451,40 @@ mod tests {
                 "tasks": null
             })
         );
+    }
+
+    #[test]
+    fn a_sweep_rebuilt_from_its_kept_spec_makes_the_same_tasks() {
+        let mut shared = Map::new();
+        shared.insert("jarPath".into(), json!("a.jar"));
+        for spec in [
+            SweepSpec {
+                shared: shared.clone(),
+                dimensions: vec![
+                    list("algorithm", vec![json!("GA"), json!({"deep": [1, 2]})]),
+                    range("x", json!(0.5), json!(2), json!(0.25)),
+                    range("n", json!(-3), json!(9), json!(4)),
+                ],
+                tasks: None,
+            },
+            SweepSpec {
+                shared,
+                dimensions: Vec::new(),
+                tasks: Some(vec![
+                    Map::new(),
+                    json!({"a": 1}).as_object().unwrap().clone(),
+                ]),
+            },
+        ] {
+            let sweep = Sweep::new(spec, 1000).unwrap();
+            let again = Sweep::from_spec_json(&sweep.spec_json().unwrap()).unwrap();
+            assert_eq!(again.len(), sweep.len());
+            assert_eq!(again.is_listed(), sweep.is_listed());
+            for i in 0..sweep.len() {
+                assert_eq!(again.payload(i), sweep.payload(i), "task {i}");
+            }
+        }
+        assert!(Sweep::from_spec_json("[1]").is_err());
     }
 
     #[test]

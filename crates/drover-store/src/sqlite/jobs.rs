@@ -4,13 +4,18 @@
 //! transaction, asks `drover_core::lifecycle` what to do (claims, reports, cancels, releases,
 //! what a task's holder becomes), writes exactly that, and records the events on the write's
 //! [`Tx`]. It must not decide a lifecycle rule itself.
-
+//!
+//! A job's tasks get rows lazily (schema migration 7): creating a job writes the job alone, and
+//! a claim inserts each task it takes from a job's never-claimed remainder, RUNNING, with the
+//! payload its spec builds. Reads show the tasks without rows as the spec builds them. The job
+//! counters change once per job per call ([`settle_jobs`]), from the [`Deltas`] the call
+//! collected; the changes it counts itself bump `tasks.rev`, so the counting trigger skips them.
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::lifecycle::{
-    self, AttemptRecord, CancelDecision, ClaimAccess, Decision, TaskView,
+    self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskView,
 };
 use drover_core::time::format as ts;
 use drover_core::{
@@ -18,7 +23,6 @@ use drover_core::{
     TaskStatus, Timestamp, ids, sweep::Sweep,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// A job's counts, whether it is cancelled, and whether it has started.
@@ -35,38 +39,114 @@ fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, boo
     .map_err(map_err)
 }
 
-/// Re-derives the status of each job touched by a transaction from its (trigger-kept) counts.
-fn refresh_jobs<'a>(
-    tx: &Transaction<'_>,
-    job_ids: impl IntoIterator<Item = &'a str>,
-    now: &str,
-) -> Result<()> {
+/// How one call changed a job: tasks moved between statuses (by changes that bump
+/// `tasks.rev`, which the trigger does not count), rows made, whether a task was claimed.
+#[derive(Debug, Default)]
+struct JobDelta {
+    new: i64,
+    running: i64,
+    done: i64,
+    failed: i64,
+    cancelled: i64,
+    materialised: u64,
+    claimed: bool,
+}
+
+impl JobDelta {
+    fn count(&mut self, status: TaskStatus) -> &mut i64 {
+        match status {
+            TaskStatus::New => &mut self.new,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Done => &mut self.done,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    fn moved(&mut self, from: TaskStatus, to: TaskStatus) {
+        *self.count(from) -= 1;
+        *self.count(to) += 1;
+    }
+
+    /// `counts` after this change, or `None` if a count would fall below zero.
+    fn apply(&self, counts: JobCounts) -> Option<JobCounts> {
+        let add = |n: u64, d: i64| n.checked_add_signed(d);
+        Some(JobCounts {
+            total: counts.total,
+            new: add(counts.new, self.new)?,
+            running: add(counts.running, self.running)?,
+            done: add(counts.done, self.done)?,
+            failed: add(counts.failed, self.failed)?,
+            cancelled: add(counts.cancelled, self.cancelled)?,
+        })
+    }
+}
+
+/// The jobs one call touched and how. A call touches few jobs (usually one), so a list beats a
+/// map, and a job's id is copied once per call, not once per task.
+#[derive(Debug, Default)]
+pub(super) struct Deltas(Vec<(String, JobDelta)>);
+
+impl Deltas {
+    fn of(&mut self, job_id: &str) -> &mut JobDelta {
+        let i = match self.0.iter().rposition(|(id, _)| id == job_id) {
+            Some(i) => i,
+            None => {
+                self.0.push((job_id.to_string(), JobDelta::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+}
+
+/// Writes each touched job's counts, rows made, start, status, and finish, once per job: the
+/// status is the core's `JobCounts::status` of the counts after the call.
+fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
     let mut update = tx
         .prepare_cached(
-            "UPDATE jobs SET status = ?2, updated_at = ?3,
-                 finished_at = CASE WHEN ?4 THEN COALESCE(finished_at, ?3) ELSE NULL END
+            "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
+                 failed_tasks = ?5, cancelled_tasks = ?6, materialised = materialised + ?7,
+                 started_at = CASE WHEN ?8 THEN COALESCE(started_at, ?10) ELSE started_at END,
+                 status = ?9, updated_at = ?10,
+                 finished_at = CASE WHEN ?11 THEN COALESCE(finished_at, ?10) ELSE NULL END
              WHERE id = ?1",
         )
         .map_err(map_err)?;
-    for id in job_ids {
+    for (id, delta) in &deltas.0 {
         let (counts, cancelled, started) = counts_of(tx, id)?;
-        let status = counts.status(cancelled, started);
+        let counts = delta.apply(counts).ok_or_else(|| {
+            StoreError::Internal(format!("job {id}: a count would fall below zero"))
+        })?;
+        let status = counts.status(cancelled, started || delta.claimed);
         update
-            .execute(params![id, status.as_str(), now, status.is_finished()])
+            .execute(params![
+                id,
+                counts.new,
+                counts.running,
+                counts.done,
+                counts.failed,
+                counts.cancelled,
+                delta.materialised,
+                delta.claimed,
+                status.as_str(),
+                now,
+                status.is_finished()
+            ])
             .map_err(map_err)?;
     }
     Ok(())
 }
 
 /// Moves a task out of RUNNING to `to` (NEW, FAILED), ending its lease and recording `error`;
-/// its holder, start and finish follow the core's back-to-NEW rule.
+/// its holder, start and finish follow the core's back-to-NEW rule. The caller counts the move.
 fn move_task(tx: &Tx<'_>, seq: i64, to: TaskStatus, error: &str, now: Timestamp) -> Result<()> {
     let after = lifecycle::after_move(to, now);
     tx.prepare_cached(
         "UPDATE tasks SET status = ?2, lease_expires_at = NULL, last_error = ?3,
              assigned_to = CASE WHEN ?4 THEN assigned_to ELSE NULL END,
              started_at = CASE WHEN ?5 THEN started_at ELSE NULL END,
-             finished_at = ?6, updated_at = ?7
+             finished_at = ?6, updated_at = ?7, rev = rev + 1
          WHERE seq = ?1",
     )
     .map_err(map_err)?
@@ -89,9 +169,11 @@ fn release_task(
     row: &rows::TaskHead,
     reason: &str,
     now: Timestamp,
+    deltas: &mut Deltas,
 ) -> Result<Released> {
     let to = lifecycle::status_after_release(row.attempt, row.max_attempts);
     move_task(tx, row.seq, to, reason, now)?;
+    deltas.of(&row.job_id).moved(row.status, to);
     tx.prepare_cached(
         "UPDATE task_attempts SET outcome = 'REAPED', ended_at = ?3, error = ?4
          WHERE task_id = ?1 AND attempt = ?2",
@@ -116,7 +198,7 @@ fn release_task(
     })
 }
 
-/// Releases every task of `running` and refreshes their jobs.
+/// Releases every task of `running` and settles their jobs.
 pub(super) fn release_all(
     tx: &Tx<'_>,
     running: Vec<rows::TaskHead>,
@@ -124,19 +206,61 @@ pub(super) fn release_all(
     now: Timestamp,
 ) -> Result<Vec<Released>> {
     let mut released = Vec::with_capacity(running.len());
+    let mut deltas = Deltas::default();
     for row in &running {
-        released.push(release_task(tx, row, &reason(row), now)?);
+        released.push(release_task(tx, row, &reason(row), now, &mut deltas)?);
     }
-    let jobs: BTreeSet<&str> = released.iter().map(|r| r.job_id.as_str()).collect();
-    refresh_jobs(tx, jobs, &ts(&now))?;
+    settle_jobs(tx, &deltas, &ts(&now))?;
     Ok(released)
 }
 
+/// The sweep a job's kept spec describes, for building the tasks that have no rows.
+fn sweep_of(conn: &rusqlite::Connection, job_seq: i64) -> Result<Sweep> {
+    let spec: String = conn
+        .prepare_cached("SELECT spec FROM jobs WHERE seq = ?1")
+        .map_err(map_err)?
+        .query_row([job_seq], |r| r.get(0))
+        .map_err(map_err)?;
+    Sweep::from_spec_json(&spec).map_err(|e| {
+        StoreError::Internal(format!(
+            "job #{job_seq} keeps a spec that does not parse: {e}"
+        ))
+    })
+}
+
+/// The job and index of a task that has no row: `id` names task `index` of a job that has not
+/// made its row yet. `None` for anything else.
+fn unclaimed_by_id(
+    conn: &rusqlite::Connection,
+    id: &str,
+) -> Result<Option<(rows::Unclaimed, u64)>> {
+    let Some((job_id, index)) = ids::parse_sweep_task_id(id) else {
+        return Ok(None);
+    };
+    Ok(rows::unclaimed_of(conn, &job_id)?
+        .filter(|job| (job.materialised..job.total).contains(&index))
+        .map(|job| (job, index)))
+}
+
+/// A task by id, with or without its row.
+fn task_by_id(conn: &rusqlite::Connection, id: &str) -> Result<Task> {
+    if let Some(task) = rows::task_row(conn, id)? {
+        return Ok(task);
+    }
+    let (job, index) =
+        unclaimed_by_id(conn, id)?.ok_or_else(|| StoreError::not_found("task", id))?;
+    let payload = sweep_of(conn, job.seq)?.payload(index);
+    Ok(rows::unclaimed_task(&job, payload, index))
+}
+
+/// Decides and applies one report. A task that has no row was never claimed, so nobody holds
+/// it: the core decides that case from what the task is (NEW, or CANCELLED with its job).
 fn apply_report(
     tx: &Tx<'_>,
     report: &Report,
-    now: Timestamp,
-) -> Result<(ReportOutcome, Option<String>)> {
+    now: &Now,
+    deltas: &mut Deltas,
+) -> Result<ReportOutcome> {
     let Some(task) = tx
         .prepare_cached(&format!(
             "SELECT {} FROM tasks WHERE id = ?1",
@@ -147,7 +271,28 @@ fn apply_report(
         .optional()
         .map_err(map_err)?
     else {
-        return Ok((ReportOutcome::TaskNotFound, None));
+        let Some((job, _)) = unclaimed_by_id(tx, &report.task_id)? else {
+            return Ok(ReportOutcome::TaskNotFound);
+        };
+        let view = TaskView {
+            status: job.status(),
+            attempt: 0,
+            max_attempts: job.max_attempts,
+            assigned_to: None,
+        };
+        return match lifecycle::decide_report(
+            &view,
+            &report.node_id,
+            report.attempt,
+            &report.kind,
+            None,
+        ) {
+            Decision::Reply(reply) => Ok(reply),
+            Decision::Apply { .. } => Err(StoreError::Internal(format!(
+                "a report would change task {}, which nobody has claimed",
+                report.task_id
+            ))),
+        };
     };
     // The reporter's attempt: the one it names, else its latest.
     let own: Option<AttemptRecord> = tx
@@ -177,7 +322,7 @@ fn apply_report(
         own.as_ref(),
     );
     let (to, attempt_outcome, reply) = match decision {
-        Decision::Reply(reply) => return Ok((reply, None)),
+        Decision::Reply(reply) => return Ok(reply),
         Decision::Apply {
             to,
             attempt_outcome,
@@ -189,13 +334,13 @@ fn apply_report(
             tx.prepare_cached(
                 "UPDATE tasks SET status = 'DONE', lease_expires_at = NULL, finished_at = ?2,
                      runtime_ms = ?3, iter = ?4, fopt = ?5, result_json = ?6, output = ?7,
-                     updated_at = ?2
+                     updated_at = ?2, rev = rev + 1
                  WHERE seq = ?1",
             )
             .map_err(map_err)?
             .execute(params![
                 task.seq,
-                ts(&now),
+                now.text,
                 result.runtime_ms,
                 result.iter,
                 result.fopt,
@@ -204,8 +349,9 @@ fn apply_report(
             ])
             .map_err(map_err)?;
         }
-        ReportKind::Fail { error, .. } => move_task(tx, task.seq, to, error, now)?,
+        ReportKind::Fail { error, .. } => move_task(tx, task.seq, to, error, now.at)?,
     }
+    deltas.of(&task.job_id).moved(task.status, to);
     let error = match &report.kind {
         ReportKind::Fail { error, .. } => Some(error.as_str()),
         ReportKind::Complete(_) => None,
@@ -219,16 +365,12 @@ fn apply_report(
         task.id,
         task.attempt,
         attempt_outcome.as_str(),
-        ts(&now),
+        now.text,
         error
     ])
     .map_err(map_err)?;
-    let (task_id, job_id, node_id, attempt) = (
-        task.id,
-        task.job_id.clone(),
-        report.node_id.clone(),
-        task.attempt,
-    );
+    let (task_id, job_id, node_id, attempt) =
+        (task.id, task.job_id, report.node_id.clone(), task.attempt);
     tx.emit(match reply {
         ReportOutcome::Failed { will_retry } => Event::TaskFailed {
             task_id,
@@ -244,7 +386,28 @@ fn apply_report(
             attempt,
         },
     });
-    Ok((reply, Some(task.job_id)))
+    Ok(reply)
+}
+
+/// A call's instant, and its stored text formatted once.
+struct Now {
+    at: Timestamp,
+    text: String,
+}
+
+impl Now {
+    fn new(at: Timestamp) -> Self {
+        Now { at, text: ts(&at) }
+    }
+}
+
+/// Hands out tasks of one job's never-claimed remainder within a claim: the job's sweep (its
+/// spec parsed once per claim) and the lease every task of it gets in this claim.
+struct Fresh {
+    sweep: Sweep,
+    grant: lifecycle::ClaimGrant,
+    lease_text: String,
+    created_text: String,
 }
 
 #[async_trait]
@@ -266,37 +429,47 @@ impl JobStore for SqliteStore {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
-            tx.execute(
+            // A sweep of parameters is kept as its spec alone: its tasks get rows as they are
+            // claimed. An explicit task list already sits whole in the spec (and is bounded by
+            // the request body), so its rows are written now, and claims need not parse it.
+            let materialised = if sweep.is_listed() { total } else { 0 };
+            tx.prepare_cached(
                 "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
-                     parameters, status, total_tasks, new_tasks, created_at, updated_at, run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10)",
-                params![
-                    id,
-                    job.name,
-                    job.priority,
-                    job.max_attempts,
-                    timeout_ms,
-                    spec,
-                    parameters,
-                    total,
-                    now,
-                    run
-                ],
+                     parameters, status, total_tasks, new_tasks, created_at, updated_at, run,
+                     materialised)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10, ?11)",
             )
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                job.name,
+                job.priority,
+                job.max_attempts,
+                timeout_ms,
+                spec,
+                parameters,
+                total,
+                now,
+                run,
+                materialised
+            ])
             .map_err(map_err)?;
+            let job_seq = tx.last_insert_rowid();
             let mut insert = tx
-                .prepare(
-                    "INSERT INTO tasks (id, job_id, priority, payload, status, max_attempts,
-                         timeout_ms, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'NEW', ?5, ?6, ?7, ?7)",
+                .prepare_cached(
+                    "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
+                         max_attempts, timeout_ms, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'NEW', ?7, ?8, ?9, ?9)",
                 )
                 .map_err(map_err)?;
-            for i in 0..total {
+            for i in 0..materialised {
                 let payload = serde_json::Value::Object(sweep.payload(i)).to_string();
                 insert
                     .execute(params![
-                        ids::task_id(),
+                        ids::sweep_task_id(&id, i),
                         id,
+                        job_seq,
+                        i,
                         job.priority,
                         payload,
                         job.max_attempts,
@@ -366,6 +539,8 @@ impl JobStore for SqliteStore {
                 params![id, now],
             )
             .map_err(map_err)?;
+            // Rows are counted by the trigger (this update leaves `rev` alone); the tasks
+            // without rows are cancelled with the job, counted here.
             tx.execute(
                 "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,
                      finished_at = ?2, updated_at = ?2
@@ -373,9 +548,19 @@ impl JobStore for SqliteStore {
                 params![id, now],
             )
             .map_err(map_err)?;
-            tx.execute("UPDATE jobs SET cancelled = 1 WHERE id = ?1", [&id])
+            let unclaimed: i64 = tx
+                .query_row(
+                    "UPDATE jobs SET cancelled = 1 WHERE id = ?1
+                     RETURNING total_tasks - materialised",
+                    [&id],
+                    |r| r.get(0),
+                )
                 .map_err(map_err)?;
-            refresh_jobs(tx, [id.as_str()], &now)?;
+            let mut deltas = Deltas::default();
+            let delta = deltas.of(&id);
+            delta.new -= unclaimed;
+            delta.cancelled += unclaimed;
+            settle_jobs(tx, &deltas, &now)?;
             tx.emit(Event::JobCancelled { job_id: id.clone() });
             rows::job_by_id(tx, &id)
         })
@@ -390,29 +575,51 @@ impl JobStore for SqliteStore {
     ) -> Result<Paged<Task>> {
         let job_id = job_id.to_string();
         self.read(move |conn| {
-            // Distinguish "no such job" from "no tasks on this page".
-            rows::job_by_id(conn, &job_id)?;
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {} FROM tasks
-                     WHERE job_id = ?1 AND (?2 IS NULL OR status = ?2) AND seq > ?3
-                     ORDER BY seq LIMIT ?4",
-                    rows::TASK_COLUMNS
-                ))
-                .map_err(map_err)?;
-            let items = stmt
-                .query_map(
-                    params![
-                        job_id,
-                        status.map(|s| s.as_str()),
-                        page.cursor.unwrap_or(0),
-                        page.limit as i64 + 1
-                    ],
-                    rows::task,
-                )
-                .map_err(map_err)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(map_err)?;
+            // Distinguishes "no such job" from "no tasks on this page".
+            let job = rows::unclaimed_of(conn, &job_id)?
+                .ok_or_else(|| StoreError::not_found("job", &job_id))?;
+            let after = page.cursor.unwrap_or(-1);
+            let want = page.limit as usize + 1;
+            // One statement per case, so each walks its own index: (job_id, idx) or
+            // (job_id, status, idx).
+            let mut items = match status {
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM tasks WHERE job_id = ?1 AND idx > ?2
+                         ORDER BY idx LIMIT ?3",
+                        rows::TASK_COLUMNS
+                    ))
+                    .map_err(map_err)?
+                    .query_map(params![job_id, after, want as i64], rows::task)
+                    .map_err(map_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                Some(status) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM tasks WHERE job_id = ?1 AND status = ?4 AND idx > ?2
+                         ORDER BY idx LIMIT ?3",
+                        rows::TASK_COLUMNS
+                    ))
+                    .map_err(map_err)?
+                    .query_map(
+                        params![job_id, after, want as i64, status.as_str()],
+                        rows::task,
+                    )
+                    .map_err(map_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            }
+            .map_err(map_err)?;
+            // The tasks without rows follow every row (they are the job's last), all of one
+            // status.
+            if items.len() < want && status.is_none_or(|s| s == job.status()) {
+                let first = job.materialised.max(u64::try_from(after + 1).unwrap_or(0));
+                let last = job.total.min(first + (want - items.len()) as u64);
+                if first < last {
+                    let sweep = sweep_of(conn, job.seq)?;
+                    items.extend(
+                        (first..last).map(|i| rows::unclaimed_task(&job, sweep.payload(i), i)),
+                    );
+                }
+            }
             Ok(rows::paged(items, page.limit, |t| t.seq))
         })
         .await
@@ -420,7 +627,7 @@ impl JobStore for SqliteStore {
 
     async fn get_task(&self, id: &str) -> Result<Task> {
         let id = id.to_string();
-        self.read(move |conn| rows::task_by_id(conn, &id)).await
+        self.read(move |conn| task_by_id(conn, &id)).await
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
@@ -433,66 +640,153 @@ impl JobStore for SqliteStore {
                 ClaimAccess::Nothing => return Ok(Vec::new()),
                 ClaimAccess::Claim => {}
             }
-            let picked = tx
-                .prepare_cached(
-                    "SELECT seq, id, job_id, attempt, timeout_ms, payload FROM tasks
-                     WHERE status = 'NEW' ORDER BY priority DESC, seq LIMIT ?1",
-                )
+            // The best `max` of each source is enough: the merge takes at most `max` in all.
+            let mut stored = tx
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks WHERE status = 'NEW'
+                     ORDER BY priority DESC, job_seq, idx LIMIT ?1",
+                    rows::CLAIMABLE_COLUMNS
+                ))
                 .map_err(map_err)?
                 .query_map([max], rows::claimable)
                 .map_err(map_err)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(map_err)?;
-            let now_text = ts(&now);
-            let mut claimed = Vec::with_capacity(picked.len());
-            let mut jobs = BTreeSet::new();
-            for t in picked {
-                // A negative timeout can only come from a hand edit; it leases for no time.
-                let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
-                let lifecycle::ClaimGrant {
-                    attempt,
-                    lease_expires_at: lease,
-                } = lifecycle::claim_grant(t.attempt, timeout, now);
-                tx.prepare_cached(
+            let unclaimed = tx
+                .prepare_cached(&format!(
+                    "SELECT {} FROM jobs WHERE materialised < total_tasks AND cancelled = 0
+                     ORDER BY priority DESC, seq LIMIT ?1",
+                    rows::UNCLAIMED_COLUMNS
+                ))
+                .map_err(map_err)?
+                .query_map([max], rows::unclaimed)
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            let keys: Vec<_> = stored.iter().map(|t| t.key).collect();
+            let remainders: Vec<_> = unclaimed.iter().map(rows::Unclaimed::remainder).collect();
+            let picks = lifecycle::merge_claims(&keys, &remainders, max as usize);
+
+            let now = Now::new(now);
+            let mut take_stored = tx
+                .prepare_cached(
                     "UPDATE tasks SET status = 'RUNNING', attempt = ?2, assigned_to = ?3,
-                         started_at = ?4, lease_expires_at = ?5, updated_at = ?4
+                         started_at = ?4, lease_expires_at = ?5, updated_at = ?4, rev = rev + 1
                      WHERE seq = ?1",
                 )
-                .map_err(map_err)?
-                .execute(params![t.seq, attempt, node_id, now_text, ts(&lease)])
                 .map_err(map_err)?;
-                tx.prepare_cached(
+            let mut insert_running = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
+                         attempt, max_attempts, timeout_ms, assigned_to, started_at,
+                         lease_expires_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'RUNNING', ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+                         ?11)",
+                )
+                .map_err(map_err)?;
+            let mut record_attempt = tx
+                .prepare_cached(
                     "INSERT INTO task_attempts (task_id, attempt, node_id, started_at, outcome)
                      VALUES (?1, ?2, ?3, ?4, 'RUNNING')",
                 )
-                .map_err(map_err)?
-                .execute(params![t.id, attempt, node_id, now_text])
                 .map_err(map_err)?;
-                jobs.insert(t.job_id.clone());
+            let mut fresh: Vec<Option<Fresh>> = Vec::new();
+            fresh.resize_with(unclaimed.len(), || None);
+            let mut deltas = Deltas::default();
+            let mut claimed = Vec::with_capacity(picks.len());
+            for pick in picks {
+                let task = match pick {
+                    ClaimPick::Row(i) => {
+                        // Each stored task is picked at most once: its fields move out.
+                        let t = &mut stored[i];
+                        // A negative timeout can only come from a hand edit; it leases for no
+                        // time.
+                        let timeout =
+                            Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
+                        let grant = lifecycle::claim_grant(t.attempt, timeout, now.at);
+                        take_stored
+                            .execute(params![
+                                t.seq,
+                                grant.attempt,
+                                node_id,
+                                now.text,
+                                ts(&grant.lease_expires_at)
+                            ])
+                            .map_err(map_err)?;
+                        let delta = deltas.of(&t.job_id);
+                        delta.moved(TaskStatus::New, TaskStatus::Running);
+                        delta.claimed = true;
+                        ClaimedTask {
+                            id: std::mem::take(&mut t.id),
+                            job_id: std::mem::take(&mut t.job_id),
+                            attempt: grant.attempt,
+                            payload: std::mem::take(&mut t.payload),
+                            lease_expires_at: grant.lease_expires_at,
+                        }
+                    }
+                    ClaimPick::Fresh { remainder, index } => {
+                        let job = &unclaimed[remainder];
+                        let f = match &mut fresh[remainder] {
+                            Some(f) => f,
+                            slot => {
+                                let timeout = Duration::from_millis(
+                                    u64::try_from(job.timeout_ms).unwrap_or(0),
+                                );
+                                // Never claimed: no attempt made yet.
+                                let grant = lifecycle::claim_grant(0, timeout, now.at);
+                                slot.insert(Fresh {
+                                    sweep: sweep_of(tx, job.seq)?,
+                                    lease_text: ts(&grant.lease_expires_at),
+                                    grant,
+                                    created_text: ts(&job.created_at),
+                                })
+                            }
+                        };
+                        let id = ids::sweep_task_id(&job.job_id, index);
+                        let payload = serde_json::Value::Object(f.sweep.payload(index)).to_string();
+                        insert_running
+                            .execute(params![
+                                id,
+                                job.job_id,
+                                job.seq,
+                                index,
+                                job.priority,
+                                payload,
+                                f.grant.attempt,
+                                job.max_attempts,
+                                job.timeout_ms,
+                                node_id,
+                                now.text,
+                                f.lease_text,
+                                f.created_text
+                            ])
+                            .map_err(map_err)?;
+                        let delta = deltas.of(&job.job_id);
+                        delta.moved(TaskStatus::New, TaskStatus::Running);
+                        delta.materialised += 1;
+                        delta.claimed = true;
+                        ClaimedTask {
+                            id,
+                            job_id: job.job_id.clone(),
+                            attempt: f.grant.attempt,
+                            payload,
+                            lease_expires_at: f.grant.lease_expires_at,
+                        }
+                    }
+                };
+                record_attempt
+                    .execute(params![task.id, task.attempt, node_id, now.text])
+                    .map_err(map_err)?;
                 tx.emit(Event::TaskClaimed {
-                    task_id: t.id.clone(),
-                    job_id: t.job_id.clone(),
+                    task_id: task.id.clone(),
+                    job_id: task.job_id.clone(),
                     node_id: node_id.clone(),
-                    attempt,
+                    attempt: task.attempt,
                 });
-                claimed.push(ClaimedTask {
-                    id: t.id,
-                    job_id: t.job_id,
-                    attempt,
-                    payload: t.payload,
-                    lease_expires_at: lease,
-                });
+                claimed.push(task);
             }
-            let mut started = tx
-                .prepare_cached(
-                    "UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1",
-                )
-                .map_err(map_err)?;
-            for job in &jobs {
-                started.execute(params![job, now_text]).map_err(map_err)?;
-            }
-            drop(started);
-            refresh_jobs(tx, jobs.iter().map(String::as_str), &now_text)?;
+            drop((take_stored, insert_running, record_attempt));
+            settle_jobs(tx, &deltas, &now.text)?;
             Ok(claimed)
         })
         .await
@@ -500,14 +794,13 @@ impl JobStore for SqliteStore {
 
     async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
         self.write(move |tx| {
+            let now = Now::new(now);
             let mut outcomes = Vec::with_capacity(reports.len());
-            let mut jobs = BTreeSet::new();
+            let mut deltas = Deltas::default();
             for report in &reports {
-                let (outcome, job) = apply_report(tx, report, now)?;
-                outcomes.push(outcome);
-                jobs.extend(job);
+                outcomes.push(apply_report(tx, report, &now, &mut deltas)?);
             }
-            refresh_jobs(tx, jobs.iter().map(String::as_str), &ts(&now))?;
+            settle_jobs(tx, &deltas, &now.text)?;
             Ok(outcomes)
         })
         .await

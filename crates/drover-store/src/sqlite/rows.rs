@@ -3,7 +3,7 @@
 
 use super::{attempt_outcome, bad_value, map_err};
 use crate::{CountMismatch, Paged, Result, StoreError};
-use drover_core::lifecycle::AttemptRecord;
+use drover_core::lifecycle::{AttemptRecord, ClaimKey, Remainder};
 use drover_core::time::parse;
 use drover_core::{
     Capacity, Job, JobCounts, Node, NodeInfo, NodeStatus, Task, TaskResult, TaskStatus, Timestamp,
@@ -106,11 +106,17 @@ pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
     by_id(conn, "jobs", JOB_COLUMNS, "job", id, job)
 }
 
-pub(super) fn task_by_id(conn: &Connection, id: &str) -> Result<Task> {
-    by_id(conn, "tasks", TASK_COLUMNS, "task", id, task)
+/// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
+pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
+    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+        .map_err(map_err)?
+        .query_row([id], task)
+        .optional()
+        .map_err(map_err)
 }
 
-pub(super) const TASK_COLUMNS: &str = "seq, id, job_id, payload, status, attempt, max_attempts, \
+/// `Task::seq` is the task's index in its job.
+pub(super) const TASK_COLUMNS: &str = "idx, id, job_id, payload, status, attempt, max_attempts, \
     assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, \
     last_error, created_at, output";
 
@@ -216,6 +222,10 @@ pub(super) fn attempt_record(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
     })
 }
 
+/// A stored NEW task a claim may take.
+pub(super) const CLAIMABLE_COLUMNS: &str =
+    "seq, id, job_id, attempt, timeout_ms, payload, priority, job_seq, idx";
+
 pub(super) struct Claimable {
     pub seq: i64,
     pub id: String,
@@ -223,6 +233,7 @@ pub(super) struct Claimable {
     pub attempt: u32,
     pub timeout_ms: i64,
     pub payload: String,
+    pub key: ClaimKey,
 }
 
 pub(super) fn claimable(r: &Row<'_>) -> rusqlite::Result<Claimable> {
@@ -233,7 +244,102 @@ pub(super) fn claimable(r: &Row<'_>) -> rusqlite::Result<Claimable> {
         attempt: r.get(3)?,
         timeout_ms: r.get(4)?,
         payload: r.get(5)?,
+        key: ClaimKey {
+            priority: r.get(6)?,
+            job_order: r.get(7)?,
+            index: r.get(8)?,
+        },
     })
+}
+
+/// A job's tasks that have no rows yet (`materialised..total`), and what building them needs.
+pub(super) const UNCLAIMED_COLUMNS: &str = "seq, id, priority, materialised, total_tasks, \
+    cancelled, max_attempts, task_timeout_ms, created_at, finished_at";
+
+pub(super) struct Unclaimed {
+    pub seq: i64,
+    pub job_id: String,
+    pub priority: i64,
+    pub materialised: u64,
+    pub total: u64,
+    pub cancelled: bool,
+    pub max_attempts: u32,
+    pub timeout_ms: i64,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Unclaimed {
+    /// The status of every task without a row: NEW, or CANCELLED once the job is.
+    pub fn status(&self) -> TaskStatus {
+        if self.cancelled {
+            TaskStatus::Cancelled
+        } else {
+            TaskStatus::New
+        }
+    }
+
+    pub fn remainder(&self) -> Remainder {
+        Remainder {
+            first: ClaimKey {
+                priority: self.priority,
+                job_order: self.seq,
+                index: self.materialised,
+            },
+            end: self.total,
+        }
+    }
+}
+
+pub(super) fn unclaimed(r: &Row<'_>) -> rusqlite::Result<Unclaimed> {
+    Ok(Unclaimed {
+        seq: r.get(0)?,
+        job_id: r.get(1)?,
+        priority: r.get(2)?,
+        materialised: r.get(3)?,
+        total: r.get(4)?,
+        cancelled: r.get(5)?,
+        max_attempts: r.get(6)?,
+        timeout_ms: r.get(7)?,
+        created_at: time(r, 8)?,
+        finished_at: opt_time(r, 9)?,
+    })
+}
+
+/// The job's [`Unclaimed`] facts, or `None` if there is no such job.
+pub(super) fn unclaimed_of(conn: &Connection, job_id: &str) -> Result<Option<Unclaimed>> {
+    conn.prepare_cached(&format!(
+        "SELECT {UNCLAIMED_COLUMNS} FROM jobs WHERE id = ?1"
+    ))
+    .map_err(map_err)?
+    .query_row([job_id], unclaimed)
+    .optional()
+    .map_err(map_err)
+}
+
+/// Task `index` of a job, which has no row: as the job's spec builds it, untouched since the
+/// job was made (or cancelled with it).
+pub(super) fn unclaimed_task(job: &Unclaimed, payload: Map<String, Value>, index: u64) -> Task {
+    let status = job.status();
+    Task {
+        id: drover_core::ids::sweep_task_id(&job.job_id, index),
+        job_id: job.job_id.clone(),
+        seq: index as i64,
+        payload,
+        status,
+        attempt: 0,
+        max_attempts: job.max_attempts,
+        assigned_to: None,
+        started_at: None,
+        lease_expires_at: None,
+        finished_at: match status {
+            TaskStatus::Cancelled => job.finished_at,
+            _ => None,
+        },
+        result: TaskResult::default(),
+        last_error: None,
+        created_at: job.created_at,
+    }
 }
 
 /// Cuts a `limit + 1` query result into a page and the next cursor.
@@ -244,15 +350,20 @@ pub(super) fn paged<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -
     Paged { items, next_cursor }
 }
 
+/// Counts each job's tasks: its rows, and the tasks without rows (NEW, or CANCELLED with the
+/// job). A job whose rows are not exactly its first `materialised` tasks shows as a wrong total.
 pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
     let mut stmt = conn
         .prepare(
             "SELECT j.id, j.total_tasks, j.new_tasks, j.running_tasks, j.completed_tasks,
                     j.failed_tasks, j.cancelled_tasks,
-                    count(t.seq),
-                    COALESCE(sum(t.status = 'NEW'), 0), COALESCE(sum(t.status = 'RUNNING'), 0),
+                    count(t.seq) + j.total_tasks - j.materialised,
+                    COALESCE(sum(t.status = 'NEW'), 0)
+                        + CASE WHEN j.cancelled THEN 0 ELSE j.total_tasks - j.materialised END,
+                    COALESCE(sum(t.status = 'RUNNING'), 0),
                     COALESCE(sum(t.status = 'DONE'), 0), COALESCE(sum(t.status = 'FAILED'), 0),
                     COALESCE(sum(t.status = 'CANCELLED'), 0)
+                        + CASE WHEN j.cancelled THEN j.total_tasks - j.materialised ELSE 0 END
              FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id
              GROUP BY j.id ORDER BY j.seq",
         )

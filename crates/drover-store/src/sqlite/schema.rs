@@ -4,7 +4,9 @@
 //! `assigned_to`, `started_at`, `total_tasks`, ...) so its troubleshooting SQL runs unchanged;
 //! `spots` is a view over drover's node registry. Job counters are kept by triggers, so they stay
 //! equal to the task counts even when an operator changes a task by hand (the contract's
-//! "force reset" UPDATE).
+//! "force reset" UPDATE). Since migration 7 a task of a sweep gets its row the first time it is
+//! claimed (`jobs.materialised` counts the rows a job has, always its first tasks by index); the
+//! job's counters count the tasks without rows as NEW, or CANCELLED once the job is.
 
 use rusqlite_migration::{M, Migrations};
 
@@ -181,6 +183,51 @@ UPDATE runners SET seq = (SELECT count(*) FROM runners AS older
 INSERT INTO meta (key, value) SELECT 'runner_seq', CAST(count(*) AS TEXT) FROM runners;
 CREATE UNIQUE INDEX runners_seq ON runners (seq);";
 
+/// Lazy sweeps. A job's tasks get rows in index order, the first time each is claimed:
+/// `jobs.materialised` is how many have rows (tasks `0..materialised`); the others are NEW
+/// (CANCELLED once the job is) and are built from the job's spec when needed. Jobs made before
+/// have every row. `tasks.idx` is a task's index in its job, `tasks.job_seq` its job's creation
+/// order, so stored NEW tasks (retries, hand resets) and the never-claimed remainders compete in
+/// one order: priority, then job, then index. Rows made before are numbered in their order.
+///
+/// `tasks.rev` is bumped by each change drover makes to a task on its hot paths (claims and
+/// reports), which count those changes into the job per job and per call; the counting trigger
+/// now counts only status changes that do not bump it, such as an operator's hand UPDATE.
+const V7: &str = r#"
+ALTER TABLE jobs ADD COLUMN materialised INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET materialised = total_tasks;
+ALTER TABLE tasks ADD COLUMN job_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN idx INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET job_seq = n.job_seq, idx = n.idx
+FROM (SELECT t.seq AS seq, j.seq AS job_seq,
+             row_number() OVER (PARTITION BY t.job_id ORDER BY t.seq) - 1 AS idx
+      FROM tasks AS t JOIN jobs AS j ON j.id = t.job_id) AS n
+WHERE tasks.seq = n.seq;
+
+DROP INDEX tasks_claim;
+DROP INDEX tasks_job_status;
+CREATE UNIQUE INDEX tasks_job_idx ON tasks (job_id, idx);
+CREATE INDEX tasks_job_status ON tasks (job_id, status, idx);
+CREATE INDEX tasks_claim ON tasks (priority DESC, job_seq, idx) WHERE status = 'NEW';
+-- Jobs with tasks never claimed, in claim order.
+CREATE INDEX jobs_unclaimed ON jobs (priority DESC, seq)
+    WHERE materialised < total_tasks AND cancelled = 0;
+
+DROP TRIGGER tasks_keep_job_counts;
+CREATE TRIGGER tasks_keep_job_counts AFTER UPDATE OF status ON tasks
+WHEN OLD.status <> NEW.status AND OLD.rev = NEW.rev
+BEGIN
+    UPDATE jobs SET
+        new_tasks       = new_tasks       + (NEW.status = 'NEW')       - (OLD.status = 'NEW'),
+        running_tasks   = running_tasks   + (NEW.status = 'RUNNING')   - (OLD.status = 'RUNNING'),
+        completed_tasks = completed_tasks + (NEW.status = 'DONE')      - (OLD.status = 'DONE'),
+        failed_tasks    = failed_tasks    + (NEW.status = 'FAILED')    - (OLD.status = 'FAILED'),
+        cancelled_tasks = cancelled_tasks + (NEW.status = 'CANCELLED') - (OLD.status = 'CANCELLED')
+    WHERE id = NEW.job_id;
+END;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -189,6 +236,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V4),
         M::up(V5),
         M::up(V6),
+        M::up(V7),
     ])
 }
 
@@ -240,6 +288,161 @@ mod tests {
             })
             .unwrap();
         assert_eq!(counter, "3", "the next runner is number 4");
+    }
+
+    #[test]
+    fn jobs_and_tasks_made_before_lazy_sweeps_keep_every_row_and_their_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut conn, 6).unwrap();
+        for (job, tasks) in [("job-a", 2), ("job-b", 3)] {
+            conn.execute(
+                "INSERT INTO jobs (id, priority, max_attempts, task_timeout_ms, spec, parameters,
+                     status, total_tasks, new_tasks, created_at, updated_at)
+                 VALUES (?1, 0, 3, 1000, '{}', '[]', 'PENDING', ?2, ?2, 't', 't')",
+                params![job, tasks],
+            )
+            .unwrap();
+        }
+        // Interleaved, as rows of two jobs made one after the other never are, to show that the
+        // index follows each job's own order.
+        for (id, job) in [
+            ("t1", "job-b"),
+            ("t2", "job-a"),
+            ("t3", "job-b"),
+            ("t4", "job-a"),
+            ("t5", "job-b"),
+        ] {
+            conn.execute(
+                "INSERT INTO tasks (id, job_id, priority, payload, status, max_attempts,
+                     timeout_ms, created_at, updated_at)
+                 VALUES (?1, ?2, 0, '{}', 'NEW', 3, 1000, 't', 't')",
+                params![id, job],
+            )
+            .unwrap();
+        }
+        conn.execute("UPDATE tasks SET status = 'RUNNING' WHERE id = 't3'", [])
+            .unwrap();
+        super::migrations().to_latest(&mut conn).unwrap();
+
+        let tasks: Vec<(String, i64, i64)> = conn
+            .prepare(
+                "SELECT t.id, t.idx, t.job_seq = j.seq FROM tasks t JOIN jobs j ON j.id = t.job_id
+                 ORDER BY t.seq",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expect = [("t1", 0), ("t2", 0), ("t3", 1), ("t4", 1), ("t5", 2)];
+        assert_eq!(
+            tasks,
+            expect.map(|(id, idx)| (id.to_string(), idx, 1)).to_vec()
+        );
+        let materialised: Vec<(i64, i64)> = conn
+            .prepare("SELECT materialised, total_tasks FROM jobs ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(materialised, [(2, 2), (3, 3)], "every old task has its row");
+
+        // The contract's force reset, by hand, is still counted.
+        conn.execute(
+            "UPDATE tasks SET status = 'NEW', assigned_to = NULL, started_at = NULL
+             WHERE id = 't3'",
+            [],
+        )
+        .unwrap();
+        let counts: (i64, i64) = conn
+            .query_row(
+                "SELECT new_tasks, running_tasks FROM jobs WHERE id = 'job-b'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (3, 0));
+    }
+
+    /// A store opened on data of an older drover: its tasks keep their ids, their order and their
+    /// lifecycle, beside the new lazily made sweeps.
+    #[tokio::test]
+    async fn tasks_with_ids_from_before_sweep_ids_keep_working() {
+        use crate::{JobStore, NodeStore, Page, Report, StoreOps};
+        use drover_core::{NodeInfo, ReportKind, ReportOutcome, TaskResult, TaskStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.db");
+        let old: Vec<String> = (0..3).map(|_| drover_core::ids::instance_id()).collect();
+        let old: Vec<String> = old.iter().map(|i| i.replace("drover-", "task-")).collect();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            super::migrations().to_version(&mut conn, 6).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, priority, max_attempts, task_timeout_ms, spec, parameters,
+                     status, total_tasks, new_tasks, created_at, updated_at)
+                 VALUES ('job-old', 0, 3, 60000, '{}', '[\"x\"]', 'PENDING', 3, 3,
+                     '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+                [],
+            )
+            .unwrap();
+            for (i, id) in old.iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO tasks (id, job_id, priority, payload, status, max_attempts,
+                         timeout_ms, created_at, updated_at)
+                     VALUES (?1, 'job-old', 0, ?2, 'NEW', 3, 60000,
+                         '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+                    params![id, format!("{{\"x\": {i}}}")],
+                )
+                .unwrap();
+            }
+        }
+        let store = super::super::SqliteStore::open(&path).unwrap();
+        let now = drover_core::time::parse("2026-01-02T00:00:00.000000Z").unwrap();
+        let task = store.get_task(&old[1]).await.unwrap();
+        assert_eq!((task.seq, task.status), (1, TaskStatus::New));
+        let listed: Vec<String> = store
+            .list_tasks("job-old", None, Page::first(10))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(listed, old);
+
+        let node = store
+            .register_node(NodeInfo::default().into(), None, now)
+            .await
+            .unwrap()
+            .id;
+        let claimed: Vec<String> = store
+            .claim(&node, 2, now)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(claimed, old[..2]);
+        let done = store
+            .report(
+                vec![Report {
+                    task_id: old[0].clone(),
+                    node_id: node.clone(),
+                    attempt: None,
+                    kind: ReportKind::Complete(TaskResult::default()),
+                }],
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(done, [ReportOutcome::Completed]);
+        let job = store.get_job("job-old").await.unwrap();
+        assert_eq!(
+            (job.counts.done, job.counts.running, job.counts.new),
+            (1, 1, 1)
+        );
+        assert_eq!(store.audit_job_counts().await.unwrap(), []);
     }
 
     #[test]

@@ -502,6 +502,319 @@ pub async fn concurrent_claims_never_share_a_task(store: Stores) {
     assert_counts_consistent(&store).await;
 }
 
+/// The ids of a job's tasks, from its listing.
+async fn task_ids(store: &Stores, job: &str, status: Option<TaskStatus>) -> Vec<String> {
+    store
+        .jobs
+        .list_tasks(job, status, Page::first(1000))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+pub async fn a_task_of_a_sweep_has_an_id_from_its_job_and_index(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| drover_core::ids::sweep_task_id(&job.id, i))
+        .collect();
+    assert_eq!(task_ids(store, &job.id, None).await, ids);
+    let a = node(store, t0()).await;
+    let claimed = store.jobs.claim(&a, 3, t0()).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        ids,
+        "a task keeps its id when it is claimed"
+    );
+    assert_eq!(
+        drover_core::ids::parse_sweep_task_id(&claimed[2].id),
+        Some((job.id.clone(), 2))
+    );
+    assert_counts_consistent(store).await;
+}
+
+pub async fn tasks_never_claimed_read_as_new_with_their_payload(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(5), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let claimed = store.jobs.claim(&a, 2, t0() + secs(1)).await.unwrap();
+    report_one(store, complete(&claimed[0].id, &a, 1.0), t0() + secs(2)).await;
+
+    let unclaimed = store
+        .jobs
+        .get_task(&drover_core::ids::sweep_task_id(&job.id, 3))
+        .await
+        .unwrap();
+    assert_eq!(unclaimed.status, TaskStatus::New);
+    assert_eq!(unclaimed.payload["x"], json!(4));
+    assert_eq!((unclaimed.attempt, unclaimed.max_attempts), (0, 3));
+    assert_eq!(unclaimed.assigned_to, None);
+    assert_eq!(unclaimed.job_id, job.id);
+    assert_eq!(unclaimed.created_at, t0());
+    for missing in [
+        drover_core::ids::sweep_task_id(&job.id, 5),
+        drover_core::ids::sweep_task_id("job-0193aaaabbbbccccddddeeeeffff0000", 0),
+        "task-nope".to_string(),
+    ] {
+        assert!(
+            matches!(
+                store.jobs.get_task(&missing).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{missing}"
+        );
+    }
+
+    // Pages run across the tasks that have rows and those that do not, in index order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .jobs
+            .list_tasks(&job.id, None, Page { cursor, limit: 2 })
+            .await
+            .unwrap();
+        seen.extend(
+            page.items
+                .iter()
+                .map(|t| (t.payload["x"].clone(), t.status)),
+        );
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    use TaskStatus::*;
+    assert_eq!(
+        seen,
+        [(1, Done), (2, Running), (3, New), (4, New), (5, New)]
+            .map(|(x, s)| (json!(x), s))
+            .to_vec()
+    );
+    let new = store
+        .jobs
+        .list_tasks(&job.id, Some(New), Page::first(2))
+        .await
+        .unwrap();
+    assert_eq!(new.items.iter().map(|t| t.seq).collect::<Vec<_>>(), [2, 3]);
+    let rest = store
+        .jobs
+        .list_tasks(
+            &job.id,
+            Some(New),
+            Page {
+                cursor: new.next_cursor,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.iter().map(|t| t.seq).collect::<Vec<_>>(), [4]);
+    assert_eq!(rest.next_cursor, None);
+    assert_eq!(
+        task_ids(store, &job.id, Some(Done)).await,
+        [claimed[0].id.clone()]
+    );
+    assert!(task_ids(store, &job.id, Some(Cancelled)).await.is_empty());
+
+    // Nobody holds a task that was never claimed, so a report about it is refused.
+    let never = drover_core::ids::sweep_task_id(&job.id, 4);
+    assert_eq!(
+        report_one(store, complete(&never, &a, 1.0), t0()).await,
+        ReportOutcome::NotHolder
+    );
+    assert_eq!(
+        report_one(
+            store,
+            complete(&drover_core::ids::sweep_task_id(&job.id, 9), &a, 1.0),
+            t0()
+        )
+        .await,
+        ReportOutcome::TaskNotFound
+    );
+    assert_eq!(store.jobs.get_task(&never).await.unwrap().status, New);
+    assert_counts_consistent(store).await;
+}
+
+pub async fn claims_order_retries_and_unclaimed_tasks_by_priority_then_age(store: &Stores) {
+    let older = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let newer = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let urgent = store
+        .jobs
+        .create_job(new_job(3, 60, 5), sweep(2), t0())
+        .await
+        .unwrap();
+    let id = |job: &drover_core::Job, i| drover_core::ids::sweep_task_id(&job.id, i);
+    let a = node(store, t0()).await;
+    let first = store.jobs.claim(&a, 4, t0()).await.unwrap();
+    let first: Vec<_> = first.into_iter().map(|c| c.id).collect();
+    assert_eq!(
+        first,
+        [id(&urgent, 0), id(&urgent, 1), id(&older, 0), id(&older, 1)]
+    );
+    // Back to NEW: the urgent job's first task and the older job's second.
+    for t in [&first[0], &first[3]] {
+        assert_eq!(
+            report_one(store, fail(t, &a, true), t0()).await,
+            ReportOutcome::Failed { will_retry: true }
+        );
+    }
+    let second: Vec<_> = store
+        .jobs
+        .claim(&a, 4, t0())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.attempt))
+        .collect();
+    assert_eq!(
+        second,
+        [
+            (id(&urgent, 0), 2),
+            (id(&older, 1), 2),
+            (id(&older, 2), 1),
+            (id(&newer, 0), 1)
+        ]
+    );
+    // A retry of the older job comes before the newer job's unclaimed tasks.
+    assert_eq!(
+        report_one(store, fail(&id(&older, 2), &a, true), t0()).await,
+        ReportOutcome::Failed { will_retry: true }
+    );
+    let third: Vec<_> = store
+        .jobs
+        .claim(&a, 10, t0())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(third, [id(&older, 2), id(&newer, 1), id(&newer, 2)]);
+    assert!(store.jobs.claim(&a, 10, t0()).await.unwrap().is_empty());
+    for job in [&older, &newer, &urgent] {
+        let job = store.jobs.get_job(&job.id).await.unwrap();
+        assert_eq!(job.counts.running, job.counts.total, "{job:?}");
+        assert_eq!(job.started_at, Some(t0()));
+    }
+    assert_counts_consistent(store).await;
+}
+
+pub async fn cancel_counts_the_tasks_never_claimed(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(6), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let claimed = store.jobs.claim(&a, 3, t0()).await.unwrap();
+    report_one(store, complete(&claimed[0].id, &a, 1.0), t0()).await;
+    report_one(store, fail(&claimed[1].id, &a, true), t0()).await;
+
+    let cancelled = store
+        .jobs
+        .cancel_job(&job.id, t0() + secs(5))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(
+        (
+            cancelled.counts.done,
+            cancelled.counts.cancelled,
+            cancelled.counts.new
+        ),
+        (1, 5, 0)
+    );
+    assert_eq!(
+        store
+            .jobs
+            .list_tasks(&job.id, Some(TaskStatus::Cancelled), Page::first(100))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|t| t.seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert!(
+        task_ids(store, &job.id, Some(TaskStatus::New))
+            .await
+            .is_empty()
+    );
+    let never = store
+        .jobs
+        .get_task(&drover_core::ids::sweep_task_id(&job.id, 4))
+        .await
+        .unwrap();
+    assert_eq!(never.status, TaskStatus::Cancelled);
+    assert_eq!(never.finished_at, Some(t0() + secs(5)));
+    assert!(store.jobs.claim(&a, 10, t0()).await.unwrap().is_empty());
+    assert_eq!(
+        report_one(store, complete(&never.id, &a, 1.0), t0()).await,
+        ReportOutcome::NotHolder
+    );
+    let overview = store.ops.overview().await.unwrap();
+    assert_eq!((overview.pending_tasks, overview.running_tasks), (0, 0));
+    assert_counts_consistent(store).await;
+}
+
+pub async fn a_large_sweep_is_made_at_once_and_claimed_from_its_start(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(1_000_000), t0())
+        .await
+        .unwrap();
+    assert_eq!((job.counts.total, job.counts.new), (1_000_000, 1_000_000));
+    let a = node(store, t0()).await;
+    let claimed = store.jobs.claim(&a, 1000, t0()).await.unwrap();
+    assert_eq!(claimed.len(), 1000);
+    let payload: serde_json::Value = serde_json::from_str(&claimed[999].payload).unwrap();
+    assert_eq!(payload, json!({"x": 1000}));
+    let last = store
+        .jobs
+        .get_task(&drover_core::ids::sweep_task_id(&job.id, 999_999))
+        .await
+        .unwrap();
+    assert_eq!(last.payload["x"], json!(1_000_000));
+    let tail = store
+        .jobs
+        .list_tasks(
+            &job.id,
+            None,
+            Page {
+                cursor: Some(999_997),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(tail.items.len(), 2);
+    assert_eq!(tail.next_cursor, None);
+    let overview = store.ops.overview().await.unwrap();
+    assert_eq!(
+        (overview.pending_tasks, overview.running_tasks),
+        (999_000, 1000)
+    );
+    assert_counts_consistent(store).await;
+}
+
 macro_rules! jobs_suite {
     ($backend:ident, $fixture:expr) => {
         suite!($backend, $fixture;
@@ -517,6 +830,11 @@ macro_rules! jobs_suite {
                 expired_tasks_fail_after_their_last_attempt,
                 cancel_stops_new_and_running_tasks,
                 a_batch_of_reports_is_decided_report_by_report,
+                a_task_of_a_sweep_has_an_id_from_its_job_and_index,
+                tasks_never_claimed_read_as_new_with_their_payload,
+                claims_order_retries_and_unclaimed_tasks_by_priority_then_age,
+                cancel_counts_the_tasks_never_claimed,
+                a_large_sweep_is_made_at_once_and_claimed_from_its_start,
             ];
             shared: [concurrent_claims_never_share_a_task]);
     };

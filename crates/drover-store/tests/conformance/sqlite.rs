@@ -118,3 +118,85 @@ async fn sqlite_health_commits_a_real_write_and_measures_the_disk() {
     drop(store);
     open_sqlite(&path).jobs.get_job(&job.id).await.unwrap();
 }
+
+/// Rows of the `tasks` table, counted by another connection as an operator would.
+fn task_rows(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The database file and its WAL, in bytes.
+fn disk_bytes(path: &std::path::Path) -> u64 {
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    size(path.to_path_buf()) + size(path.with_extension("db-wal"))
+}
+
+#[tokio::test]
+async fn sqlite_a_sweep_holds_no_task_rows_until_its_tasks_are_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open_sqlite(&path);
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(1_000_000), t0())
+        .await
+        .unwrap();
+    assert_eq!(job.counts.new, 1_000_000);
+    assert_eq!(task_rows(&path), 0);
+    let bytes = disk_bytes(&path);
+    assert!(
+        bytes < 1024 * 1024,
+        "a million-task sweep takes {bytes} bytes"
+    );
+
+    let a = node(&store, t0()).await;
+    let claimed = store.jobs.claim(&a, 5, t0()).await.unwrap();
+    assert_eq!(
+        task_rows(&path),
+        5,
+        "a claim writes the rows of what it took"
+    );
+
+    // The contract's troubleshooting SQL sees what was claimed, and its force reset is counted.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    let running: Vec<(String, String, String)> = other
+        .prepare("SELECT id, status, assigned_to FROM tasks WHERE status = 'RUNNING' ORDER BY idx")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        running,
+        claimed
+            .iter()
+            .map(|c| (c.id.clone(), "RUNNING".to_string(), a.clone()))
+            .collect::<Vec<_>>()
+    );
+    let (total, done): (i64, i64) = other
+        .query_row(
+            "SELECT total_tasks, completed_tasks FROM jobs WHERE id = ?1",
+            [&job.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((total, done), (1_000_000, 0));
+    other
+        .execute(
+            "UPDATE tasks SET status = 'NEW', assigned_to = NULL, started_at = NULL WHERE id = ?1",
+            [&claimed[3].id],
+        )
+        .unwrap();
+    let job = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!((job.counts.new, job.counts.running), (999_996, 4));
+    let again = store.jobs.claim(&a, 2, t0()).await.unwrap();
+    assert_eq!(
+        again[0].id, claimed[3].id,
+        "the reset task comes first again"
+    );
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(task_rows(&path), 6);
+    assert_counts_consistent(&store).await;
+}
