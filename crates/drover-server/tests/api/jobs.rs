@@ -1,7 +1,7 @@
 //! `/api/v1/jobs`: sweeps, job status, listing, cancellation, tasks and results.
 
-use crate::helpers::spawn_app;
-use drover_api::CompleteRequest;
+use crate::helpers::{spawn_app, spawn_app_real_time};
+use drover_api::{CompleteRequest, CreateJobRequest, HeartbeatRequest};
 use drover_client::ListOptions;
 use serde_json::{Value, json};
 
@@ -628,4 +628,84 @@ async fn committed_writes_are_counted_by_event_kind_and_the_job_keeps_its_sweep(
     assert!(job.spec["dimensions"].is_array(), "{}", job.spec);
     assert!(job.spec.get("parameters").is_none(), "{}", job.spec);
     assert!(!spot.is_empty());
+}
+
+/// A million-task sweep is written as its definition, so making one holds up nobody: a spot
+/// that heartbeats and claims meanwhile, against a spot timeout far shorter than writing every
+/// task would take, stays UP and is served. (Statuses are checked, never durations.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sweep_is_created_while_a_spot_heartbeats_and_claims() {
+    let app = spawn_app_real_time(|c| {
+        c.spot_timeout = std::time::Duration::from_secs(1);
+        c.spot_reaper_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let spot = app.hello().await;
+    let small = app.create_job(1000, json!({})).await;
+
+    let client = app.client.clone();
+    let creating = tokio::spawn(async move {
+        let req: CreateJobRequest = serde_json::from_value(json!({
+            "parameters": {"x": {"min": 1, "max": 1_000_000, "step": 1}},
+            "priority": 1
+        }))
+        .unwrap();
+        client.create_job(&req).await
+    });
+    let mut beat = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut claimed = Vec::new();
+    let mut rounds = 0;
+    while rounds < 5 || !creating.is_finished() {
+        beat.tick().await;
+        app.client
+            .heartbeat(&HeartbeatRequest {
+                spot_id: spot.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        claimed.extend(app.client.claim(&spot, 1).await.unwrap());
+        rounds += 1;
+    }
+    let big = creating.await.unwrap().unwrap();
+    assert_eq!(big.total_tasks, 1_000_000);
+    assert_eq!(claimed.len(), rounds, "every claim was served a task");
+
+    // Once made, the sweep has the higher priority: its tasks come in index order.
+    claimed.extend(app.client.claim(&spot, 3).await.unwrap());
+    let from_big: Vec<_> = claimed
+        .iter()
+        .filter(|t| t.job_id == big.job_id)
+        .map(|t| t.id.clone())
+        .collect();
+    let n = from_big.len() as u64;
+    assert!(n >= 3);
+    let expect: Vec<_> = (0..n)
+        .map(|i| drover_core::ids::sweep_task_id(&big.job_id, i))
+        .collect();
+    assert_eq!(from_big, expect);
+    let (_, spots) = app.get_json("/api/v1/spots").await;
+    assert_eq!(spots["spots"][0]["status"], json!("UP"), "{spots}");
+    // The spot reaper ran all along and never found the spot silent.
+    let workers = app.client.workers().await.unwrap();
+    let reaper = workers.iter().find(|w| w.name == "spot-reaper").unwrap();
+    assert!(reaper.runs >= 2, "{reaper:?}");
+    assert_eq!(
+        reaper.totals.get("spots_down").copied().unwrap_or(0),
+        0,
+        "{reaper:?}"
+    );
+    let job = app.client.job(&big.job_id).await.unwrap();
+    assert_eq!((job.pending_tasks, job.running_tasks), (1_000_000 - n, n));
+    let task = app.client.task(&expect[2]).await.unwrap();
+    assert_eq!(
+        (task.status.as_str(), task.assigned_to),
+        ("RUNNING", Some(spot.clone()))
+    );
+    let last = drover_core::ids::sweep_task_id(&big.job_id, 999_999);
+    assert_eq!(app.client.task(&last).await.unwrap().status, "NEW");
+    assert!(app.client.job(&small.job_id).await.unwrap().running_tasks > 0);
+    assert_eq!(app.store().ops.audit_job_counts().await.unwrap(), []);
+    app.begin_shutdown();
+    app.stopped().await;
 }

@@ -251,12 +251,18 @@ fn check_sqlite(path: &std::path::Path, history: &History) -> usize {
             })
             .unwrap_or_else(|e| panic!("acknowledged job {job} lost: {e}"));
         assert_eq!(stored, *total, "job {job}");
-        let tasks: u64 = db
-            .query_row("SELECT count(*) FROM tasks WHERE job_id = ?1", [job], |r| {
-                r.get(0)
-            })
+        // Tasks get rows when first claimed: the rows are the job's first `materialised`.
+        let (tasks, materialised, last): (u64, u64, Option<u64>) = db
+            .query_row(
+                "SELECT count(*), (SELECT materialised FROM jobs WHERE id = ?1), max(idx)
+                 FROM tasks WHERE job_id = ?1",
+                [job],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .unwrap();
-        assert_eq!(tasks, *total, "job {job} lost tasks");
+        assert!(materialised <= *total, "job {job}");
+        assert_eq!(tasks, materialised, "job {job} lost tasks");
+        assert_eq!(last.map_or(0, |i| i + 1), materialised, "job {job}");
     }
     for (task, (attempt, fopt)) in &history.completed {
         let (status, stored_attempt, stored_fopt): (String, u32, Option<f64>) = db
@@ -294,13 +300,17 @@ fn check_sqlite(path: &std::path::Path, history: &History) -> usize {
     assert_eq!(twice, 0, "tasks completed (or held) twice");
     let wrong_counts: i64 = db
         .query_row(
+            // Tasks without rows are NEW, or CANCELLED with their job.
             "SELECT count(*) FROM jobs j WHERE
                new_tasks       <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = 'NEW')
+                                  + (1 - j.cancelled) * (j.total_tasks - j.materialised)
             OR running_tasks   <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = 'RUNNING')
             OR completed_tasks <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = 'DONE')
             OR failed_tasks    <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = 'FAILED')
             OR cancelled_tasks <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = 'CANCELLED')
-            OR total_tasks     <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id)",
+                                  + j.cancelled * (j.total_tasks - j.materialised)
+            OR total_tasks     <> (SELECT count(*) FROM tasks t WHERE t.job_id = j.id)
+                                  + j.total_tasks - j.materialised",
             [],
             |r| r.get(0),
         )
