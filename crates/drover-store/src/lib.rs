@@ -39,7 +39,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Jobs, their tasks, and the task lifecycle (claims, reports, releases).
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Creates a job and every task of its sweep, all NEW; the job keeps the sweep's spec.
+    /// Creates a job and every task of its sweep, all NEW; the job keeps the sweep's spec. Task
+    /// `i` is `ids::sweep_task_id(job, i)`. A backend may keep the tasks as the spec until they
+    /// are claimed (SQLite does), so this costs the same for one task or a million.
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job>;
 
     async fn get_job(&self, id: &str) -> Result<Job>;
@@ -51,8 +53,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// changes nothing; a job that already finished gives [`StoreError::JobFinished`].
     async fn cancel_job(&self, id: &str, now: Timestamp) -> Result<Job>;
 
-    /// A job's tasks in creation order, optionally of one status; the cursor is the last seen
-    /// task's `seq`.
+    /// A job's tasks in index order, optionally of one status; the cursor is the last seen
+    /// task's `seq` (its index in the job).
     async fn list_tasks(
         &self,
         job_id: &str,
