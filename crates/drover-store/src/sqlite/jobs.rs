@@ -262,10 +262,7 @@ fn apply_report(
     deltas: &mut Deltas,
 ) -> Result<ReportOutcome> {
     let Some(task) = tx
-        .prepare_cached(&format!(
-            "SELECT {} FROM tasks WHERE id = ?1",
-            rows::TASK_HEAD_COLUMNS
-        ))
+        .prepare_cached(rows::TASK_HEAD_BY_ID)
         .map_err(map_err)?
         .query_row([&report.task_id], rows::task_head)
         .optional()
@@ -611,7 +608,9 @@ impl JobStore for SqliteStore {
             // The tasks without rows follow every row (they are the job's last), all of one
             // status.
             if items.len() < want && status.is_none_or(|s| s == job.status()) {
-                let first = job.materialised.max(u64::try_from(after + 1).unwrap_or(0));
+                let first = job
+                    .materialised
+                    .max(u64::try_from(after.saturating_add(1)).unwrap_or(0));
                 let last = job.total.min(first + (want - items.len()) as u64);
                 if first < last {
                     let sweep = sweep_of(conn, job.seq)?;

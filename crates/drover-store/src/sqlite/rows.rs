@@ -186,9 +186,17 @@ pub(super) fn node_status(conn: &Connection, id: &str) -> Result<Option<NodeStat
         .map_err(map_err)
 }
 
-/// The columns of a task that report decisions and releases need.
-pub(super) const TASK_HEAD_COLUMNS: &str =
-    "seq, id, job_id, status, attempt, max_attempts, assigned_to";
+/// The columns of a task that report decisions and releases need (a macro, so that SQL built
+/// from it is a literal, not a string formatted on every report).
+macro_rules! task_head_columns {
+    () => {
+        "seq, id, job_id, status, attempt, max_attempts, assigned_to"
+    };
+}
+pub(super) const TASK_HEAD_COLUMNS: &str = task_head_columns!();
+/// One task's head by its id: the first read of every report.
+pub(super) const TASK_HEAD_BY_ID: &str =
+    concat!("SELECT ", task_head_columns!(), " FROM tasks WHERE id = ?1");
 
 pub(super) struct TaskHead {
     pub seq: i64,

@@ -807,6 +807,21 @@ pub async fn a_large_sweep_is_made_at_once_and_claimed_from_its_start(store: &St
         .unwrap();
     assert_eq!(tail.items.len(), 2);
     assert_eq!(tail.next_cursor, None);
+    for cursor in [i64::MAX, i64::MIN] {
+        let page = store
+            .jobs
+            .list_tasks(
+                &job.id,
+                None,
+                Page {
+                    cursor: Some(cursor),
+                    limit: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), (cursor < 0) as usize, "cursor {cursor}");
+    }
     let overview = store.ops.overview().await.unwrap();
     assert_eq!(
         (overview.pending_tasks, overview.running_tasks),
