@@ -45,6 +45,20 @@ pub struct ServerEnd {
     pub warn: usize,
     pub error: usize,
     pub first_problem: Option<String>,
+    /// strace's output when the server ran under it (complete: read after strace exited).
+    pub trace: Option<String>,
+}
+
+impl ServerEnd {
+    /// The fsync/fdatasync calls the server made between `from` and `to` (wall clock), when it
+    /// ran under strace.
+    pub fn fsyncs_between(&self, from: SystemTime, to: SystemTime) -> Option<u64> {
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        Some(count_fsyncs(self.trace.as_ref()?, secs(from), secs(to)))
+    }
 }
 
 /// Whether `strace -f --seccomp-bpf` can run a program here (ptrace may be forbidden in a
@@ -227,18 +241,6 @@ impl Server {
         metric(&text, "drover_store_commits_total")
     }
 
-    /// The fsync/fdatasync calls the server made between `from` and `to` (wall clock), when it
-    /// runs under strace.
-    pub fn fsyncs_between(&self, from: SystemTime, to: SystemTime) -> Option<u64> {
-        let text = std::fs::read_to_string(self.strace_out.as_ref()?).ok()?;
-        let secs = |t: SystemTime| {
-            t.duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        };
-        let (from, to) = (secs(from), secs(to));
-        Some(count_fsyncs(&text, from, to))
-    }
-
     fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         crate::tail(&text, n).join(" | ")
@@ -267,6 +269,10 @@ impl Server {
             warn: text.lines().filter(|l| l.contains(" WARN ")).count(),
             error: text.lines().filter(|l| l.contains(" ERROR ")).count(),
             first_problem: problems.first().map(|s| s.to_string()),
+            trace: self
+                .strace_out
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok()),
         }
     }
 }

@@ -418,3 +418,53 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        suite: SuiteArgs,
+    }
+
+    fn sizes(args: &[&str]) -> Sizes {
+        Sizes::of(
+            &Cli::try_parse_from([&["suite"], args].concat())
+                .unwrap()
+                .suite,
+        )
+    }
+
+    #[test]
+    fn a_bound_is_met_on_its_side_only() {
+        assert_eq!(Goal::AtLeast(10.0).verdict(10.0), Verdict::Met);
+        assert_eq!(Goal::AtLeast(10.0).verdict(9.9), Verdict::Missed);
+        assert_eq!(Goal::AtMost(2.0).verdict(2.0), Verdict::Met);
+        assert_eq!(Goal::AtMost(2.0).verdict(f64::NAN), Verdict::Missed);
+        assert_eq!(Goal::None.verdict(1.0), Verdict::Reported);
+    }
+
+    #[test]
+    fn the_issue_sizes_unless_smoke_and_n_sets_the_burn_down() {
+        let full = sizes(&[]);
+        assert_eq!(
+            (full.burn_n, full.sweep_n, full.nodes),
+            (1_000_000, 1_000_000, 10_000)
+        );
+        assert_eq!(full.contract_clients, [16, 64]);
+        let smoke = sizes(&["--smoke"]);
+        assert!(smoke.burn_n < 10_000 && smoke.nodes_secs <= 5);
+        assert_eq!(sizes(&["--smoke", "--n", "500"]).burn_n, 500);
+        assert_eq!(sizes(&["--n", "200000"]).sweep_n, 1_000_000);
+    }
+
+    #[test]
+    fn only_takes_a_list_of_scenarios() {
+        let cli = Cli::try_parse_from(["suite", "--only", "burn-down,nodes"]).unwrap();
+        assert_eq!(cli.suite.only, [Scenario::BurnDown, Scenario::Nodes]);
+        assert!(Cli::try_parse_from(["suite", "--only", "peers"]).is_err());
+    }
+}
