@@ -75,7 +75,7 @@ pub async fn sweep_creation(ctx: &Ctx, command: String, n: u64) -> Vec<Row> {
                 match percentile(samples, 0.99) {
                     Some(p99) => rows.add(
                         format!(
-                            "{what} p99 {} during creation (max {}, {} probes{errors})",
+                            "{what} p99 {} during creation (max {}, {} probe(s){errors})",
                             fmt_ms(ms(p99)),
                             fmt_ms(samples.iter().max().map_or(0.0, |d| ms(*d))),
                             samples.len()
