@@ -16,6 +16,13 @@
 //!   command `true`, so each task is a child process that exits 0, run and reported the way a
 //!   deployment would. This measures coordination plus one process per task.
 
+mod batch_worker;
+mod scenarios;
+mod server;
+mod stats;
+mod suite;
+mod table;
+
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use drover_api::{CompleteRequest, CreateJobRequest, HeartbeatRequest, HelloRequest};
@@ -64,6 +71,13 @@ enum Sub {
     /// One worker process (started by the benchmark itself).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// One batched worker process of the burn-down (started by the suite itself).
+    #[command(hide = true)]
+    BatchWorker(batch_worker::BatchWorkerArgs),
+    /// Every scenario of the throughput targets (or `--only` some), one result row per figure.
+    Suite(suite::SuiteArgs),
+    /// The Markdown report of a suite run and the peers' output.
+    Table(table::TableArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,7 +212,18 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Some(Sub::Worker(args)) => runtime.block_on(worker(args)),
-        None => runtime.block_on(bench(cli.bench)),
+        Some(Sub::BatchWorker(args)) => runtime.block_on(batch_worker::run(args)),
+        Some(Sub::Suite(args)) => {
+            // Scenarios drive many concurrent clients: both cores.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(suite::run(args))
+        }
+        Some(Sub::Table(args)) => table::run(args),
+        None => runtime.block_on(bench(cli.bench)).map(|_| ()),
     }
 }
 
@@ -544,7 +569,8 @@ struct Cpu {
     bench: f64,
 }
 
-async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+/// Runs the classic benchmark, prints its lines, and returns `process_per_s`.
+async fn bench(a: BenchArgs) -> anyhow::Result<f64> {
     ensure!(a.n >= 1, "--n must be at least 1");
     ensure!(a.workers >= 1, "--workers must be at least 1");
     let workers = Workers::from_args(&a)?;
@@ -684,7 +710,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("verification failed: {}", problems.join("; "));
     }
-    Ok(())
+    Ok(a.n as f64 / outcome.total_s)
 }
 
 /// Starts worker `i`: the bench's own worker subcommand or a `drover agent`.

@@ -1,0 +1,170 @@
+//! Contract-exact: clients that speak only the contract's per-task routes, one HTTP request per
+//! complete (`POST /internal/v1/tasks/{id}/complete`) and small claims, 16 and then 64 at once.
+//! The clients are tokio tasks of this process sharing one HTTP client, each its own spot. The
+//! job is created before the clock starts: the figure is about claims and completes.
+
+use crate::scenarios::burn::sweep_job;
+use crate::server::{Server, ServerOpts};
+use crate::stats::thousands;
+use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
+use anyhow::{Context, bail, ensure};
+use drover_api::{CompleteRequest, HeartbeatRequest, HelloRequest};
+use drover_client::Client;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SCENARIO: &str = "contract-exact";
+const TARGET: &str = "≥ 10,000 tasks/s";
+
+pub async fn contract_exact(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
+    let mut all = Vec::new();
+    for clients in sizes.contract_clients {
+        let mut rows = Rows::new(SCENARIO, command.clone());
+        match run(ctx, sizes.contract_n, clients, sizes.contract_claim).await {
+            Ok((rate, notes)) => rows.add(
+                format!(
+                    "{} tasks/s ({clients} clients, claim {}, N = {}{notes})",
+                    thousands(rate),
+                    sizes.contract_claim,
+                    thousands(sizes.contract_n as f64)
+                ),
+                rate,
+                TARGET,
+                Goal::AtLeast(10_000.0),
+            ),
+            Err(e) => rows.missing(
+                format!("{clients} clients failed: {e:#}"),
+                TARGET,
+                Verdict::Failed,
+            ),
+        }
+        all.extend(rows.rows);
+    }
+    all
+}
+
+async fn run(ctx: &Ctx, n: u64, clients: u32, claim: u32) -> anyhow::Result<(f64, String)> {
+    let server = Server::start(&ServerOpts {
+        drover: &ctx.drover,
+        strace: false,
+        extra: &[],
+        db_dir: ctx.db_dir(),
+    })
+    .await?;
+    let result = drive(ctx, &server, n, clients, claim).await;
+    let end = server.stop().await;
+    let (rate, mut notes) = result?;
+    notes.push_str(&end.notes());
+    Ok((rate, notes))
+}
+
+async fn drive(
+    ctx: &Ctx,
+    server: &Server,
+    n: u64,
+    clients: u32,
+    claim: u32,
+) -> anyhow::Result<(f64, String)> {
+    let client = Client::new(&server.url).with_timeout(Duration::from_secs(600));
+    let job = client
+        .create_job(&sweep_job("contract-exact", n))
+        .await
+        .context("creating the job")?;
+    let mut spots = Vec::new();
+    for i in 0..clients {
+        let hello = HelloRequest {
+            ip_address: "127.0.0.1".into(),
+            hostname: Some(format!("contract-client-{i}")),
+            ..Default::default()
+        };
+        spots.push(client.hello(&hello).await?.spot_id);
+    }
+    // Every spot heartbeats, so that a long run does not let the reaper take its tasks back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let (client, spots, stop) = (client.clone(), spots.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                for s in &spots {
+                    let req = HeartbeatRequest {
+                        spot_id: s.clone(),
+                        ..Default::default()
+                    };
+                    let _ = client.heartbeat(&req).await;
+                }
+            }
+        })
+    };
+    ctx.say(
+        SCENARIO,
+        format!("{clients} clients draining {} tasks", thousands(n as f64)),
+    );
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = ctx.drain_timeout(n);
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for spot in spots {
+        let (client, errors) = (client.clone(), errors.clone());
+        set.spawn(async move {
+            let mut done = 0u64;
+            loop {
+                let tasks = match client.claim(&spot, claim).await {
+                    Ok(t) => t,
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                if tasks.is_empty() {
+                    return done;
+                }
+                for t in tasks {
+                    let req = CompleteRequest {
+                        spot_id: spot.clone(),
+                        runtime_ms: Some(0),
+                        attempt: Some(t.attempt),
+                        ..Default::default()
+                    };
+                    match client.complete(&t.id, &req).await {
+                        Ok(_) => done += 1,
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let joined = tokio::time::timeout(deadline, async {
+        while let Some(r) = set.join_next().await {
+            r?;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    let total_s = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    beat.abort();
+    match joined {
+        Ok(r) => r?,
+        Err(_) => bail!("not drained after {deadline:?}"),
+    }
+    let j = client.job(&job.job_id).await?;
+    ensure!(
+        j.completed_tasks == n,
+        "{} of {n} tasks completed ({} pending, {} running)",
+        j.completed_tasks,
+        j.pending_tasks,
+        j.running_tasks
+    );
+    let errors = errors.load(Ordering::Relaxed);
+    let notes = if errors > 0 {
+        format!(", {errors} failed calls")
+    } else {
+        String::new()
+    };
+    Ok((n as f64 / total_s, notes))
+}

@@ -1,0 +1,193 @@
+//! Simulated nodes: K spots register (`hello`), then each heartbeats every interval for the
+//! window, their heartbeats spread evenly over the interval. The figures are the server's CPU
+//! over the window (utime + stime from `/proc/PID/stat`, as a share of one core) and the
+//! heartbeat latencies. The nodes are tokio tasks of this process sharing one HTTP client, with
+//! at most [`IN_FLIGHT`] requests at once so that the server's connection cap is never reached.
+
+use crate::server::{Server, ServerOpts};
+use crate::stats::{fmt_ms, ms, percentile, thousands};
+use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
+use anyhow::{Context, bail};
+use drover_api::{HeartbeatRequest, HelloRequest};
+use drover_client::Client;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+const SCENARIO: &str = "nodes";
+const IN_FLIGHT: usize = 256;
+const REGISTER_IN_FLIGHT: usize = 32;
+
+struct Figures {
+    cpu_pct: f64,
+    latencies: Vec<Duration>,
+    failed: u64,
+    register_s: f64,
+}
+
+pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
+    let mut rows = Rows::new(SCENARIO, command);
+    let (k, secs, every) = (sizes.nodes, sizes.nodes_secs, sizes.nodes_interval);
+    match run(ctx, k, secs, every).await {
+        Ok(f) => {
+            let shape = format!(
+                "{} nodes, a heartbeat each every {} s for {secs} s; registered in {:.1} s",
+                thousands(k as f64),
+                every.as_secs_f64(),
+                f.register_s
+            );
+            rows.add(
+                format!("server CPU {:.1} % of one core ({shape})", f.cpu_pct),
+                f.cpu_pct,
+                "≤ 10 % of one core",
+                Goal::AtMost(10.0),
+            );
+            let failed = if f.failed > 0 {
+                format!(", {} failed", f.failed)
+            } else {
+                String::new()
+            };
+            match (
+                percentile(&f.latencies, 0.5),
+                percentile(&f.latencies, 0.99),
+            ) {
+                (Some(p50), Some(p99)) => rows.add(
+                    format!(
+                        "heartbeat p99 {} (p50 {}, {} heartbeats{failed})",
+                        fmt_ms(ms(p99)),
+                        fmt_ms(ms(p50)),
+                        thousands(f.latencies.len() as f64)
+                    ),
+                    ms(p99),
+                    "heartbeat p99 ≤ 5 ms",
+                    Goal::AtMost(5.0),
+                ),
+                _ => rows.missing(
+                    format!("no heartbeat succeeded{failed}"),
+                    "heartbeat p99 ≤ 5 ms",
+                    Verdict::Failed,
+                ),
+            }
+        }
+        Err(e) => rows.missing(
+            format!("failed: {e:#}"),
+            "≤ 10 % of one core; heartbeat p99 ≤ 5 ms",
+            Verdict::Failed,
+        ),
+    }
+    rows.rows
+}
+
+async fn run(ctx: &Ctx, k: u32, secs: u64, every: Duration) -> anyhow::Result<Figures> {
+    // No cap on the registry: the default (10,000) would refuse the last of them.
+    let server = Server::start(&ServerOpts {
+        drover: &ctx.drover,
+        strace: false,
+        extra: &["--max-spots", "0"],
+        db_dir: ctx.db_dir(),
+    })
+    .await?;
+    let result = measure(ctx, &server, k, secs, every).await;
+    server.stop().await;
+    result
+}
+
+async fn measure(
+    ctx: &Ctx,
+    server: &Server,
+    k: u32,
+    secs: u64,
+    every: Duration,
+) -> anyhow::Result<Figures> {
+    let client = Client::new(&server.url).with_timeout(Duration::from_secs(30));
+    ctx.say(
+        SCENARIO,
+        format!("registering {} nodes", thousands(k as f64)),
+    );
+    let t = Instant::now();
+    let gate = Arc::new(Semaphore::new(REGISTER_IN_FLIGHT));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..k {
+        let (client, gate) = (client.clone(), gate.clone());
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let hello = HelloRequest {
+                ip_address: "127.0.0.1".into(),
+                hostname: Some(format!("sim-node-{i}")),
+                total_cores: Some(8),
+                ..Default::default()
+            };
+            client.hello(&hello).await.map(|h| h.spot_id)
+        });
+    }
+    let mut spots = Vec::with_capacity(k as usize);
+    while let Some(r) = set.join_next().await {
+        spots.push(r?.context("registering a node")?);
+    }
+    let register_s = t.elapsed().as_secs_f64();
+    ctx.say(
+        SCENARIO,
+        format!("registered in {register_s:.1} s; heartbeating for {secs} s"),
+    );
+
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let cpu0 = server.cpu_seconds();
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, spot) in spots.into_iter().enumerate() {
+        let (client, gate) = (client.clone(), gate.clone());
+        let offset = every.mul_f64(i as f64 / k as f64);
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = 0u64;
+            let mut at = start + offset;
+            while at < end {
+                tokio::time::sleep_until(at).await;
+                let Ok(_permit) = gate.acquire().await else {
+                    break;
+                };
+                let req = HeartbeatRequest {
+                    spot_id: spot.clone(),
+                    running_tasks: Some(0),
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                match client.heartbeat(&req).await {
+                    Ok(_) => lat.push(t.elapsed()),
+                    Err(_) => failed += 1,
+                }
+                at += every;
+            }
+            (lat, failed)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    let joined = tokio::time::timeout(Duration::from_secs(secs + 120), async {
+        while let Some(r) = set.join_next().await {
+            let (l, f) = r?;
+            latencies.extend(l);
+            failed += f;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    // The window is the heartbeat schedule; what ran late past it counts too.
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = server.cpu_seconds();
+    match joined {
+        Ok(r) => r?,
+        Err(_) => bail!("the heartbeats did not finish within {} s", secs + 120),
+    }
+    let (Some(c0), Some(c1)) = (cpu0, cpu1) else {
+        bail!("the server's CPU time could not be read from /proc");
+    };
+    Ok(Figures {
+        cpu_pct: (c1 - c0) / wall * 100.0,
+        latencies,
+        failed,
+        register_s,
+    })
+}

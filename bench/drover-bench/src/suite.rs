@@ -1,0 +1,470 @@
+//! The `suite` subcommand: runs the scenarios of the throughput issue's targets table, one after
+//! the other, each against its own real `drover server` (or, for the store ceiling, the store
+//! alone), and writes one result row per figure as a JSON line (`--out`), with the figure's
+//! target and whether it was met. Rows that compare with the peers are made by `table`, which
+//! also knows the peers' figures. A scenario that fails gives a `failed` row with the reason
+//! instead of stopping the others.
+//!
+//! It decides the sizes (full or `--smoke`), the verdicts and the command shown for each row;
+//! the scenarios themselves live in `scenarios/`.
+
+use crate::batch_worker::Route;
+use crate::scenarios;
+use crate::stats::thousands;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Scenario {
+    /// N no-op tasks as one sweep, drained by batched workers (tasks/s, fsyncs per task).
+    BurnDown,
+    /// The same burn-down in-process against the store alone.
+    StoreCeiling,
+    /// One HTTP request per complete, 16 and 64 concurrent clients.
+    ContractExact,
+    /// 2 `drover agent` × 2 slots running `true`, and `xargs -P2 true`.
+    Agents,
+    /// From submitting a one-task job to a waiting worker receiving it.
+    AddToStart,
+    /// Creating a large sweep: time, RSS, disk, and health/heartbeat probes meanwhile.
+    SweepCreation,
+    /// Many simulated nodes registering, then heartbeating.
+    Nodes,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::BurnDown => "burn-down",
+            Scenario::StoreCeiling => "store-ceiling",
+            Scenario::ContractExact => "contract-exact",
+            Scenario::Agents => "agents",
+            Scenario::AddToStart => "add-to-start",
+            Scenario::SweepCreation => "sweep-creation",
+            Scenario::Nodes => "nodes",
+        }
+    }
+
+    pub const ALL: [Scenario; 7] = [
+        Scenario::BurnDown,
+        Scenario::StoreCeiling,
+        Scenario::ContractExact,
+        Scenario::Agents,
+        Scenario::AddToStart,
+        Scenario::SweepCreation,
+        Scenario::Nodes,
+    ];
+}
+
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// The drover binary to start as the server (and as the agents).
+    #[arg(long, value_name = "PATH", default_value = "target/release/drover")]
+    pub drover: PathBuf,
+    /// Small sizes, a few seconds in all (the test suite's run).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Tasks of the burn-down and the store ceiling [default: 1000000; 2000 with --smoke].
+    #[arg(long)]
+    pub n: Option<u64>,
+    /// Run only these scenarios (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Scenario>,
+    /// Batched worker processes of the burn-down; tokio tasks of the store ceiling.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// How the burn-down workers hand in results: `report` then `claim`, or one `exchange`.
+    #[arg(long, value_enum, default_value_t = Route::Report)]
+    pub route: Route,
+    /// Longest wait of any one drain, e.g. 600s [default: 60 s + 1 ms per task].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Do not run the burn-down server under strace (no fsync count).
+    #[arg(long)]
+    pub no_strace: bool,
+    /// Directory for the temporary databases [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub db_dir: Option<PathBuf>,
+    /// Append the result rows here as JSON lines [default: stdout].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Whether a figure met its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// A figure with no target of its own.
+    Reported,
+    /// The scenario did not produce the figure.
+    Failed,
+    /// Not run (e.g. no peers).
+    Skipped,
+}
+
+impl Verdict {
+    pub fn text(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "**missed**",
+            Verdict::Reported => "reported",
+            Verdict::Failed => "**failed**",
+            Verdict::Skipped => "not run",
+        }
+    }
+}
+
+/// One line of the results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub scenario: String,
+    pub command: String,
+    /// The figure as shown, with its unit and any detail.
+    pub figure: String,
+    /// The number the verdict is about.
+    pub value: Option<f64>,
+    pub target: String,
+    pub verdict: Verdict,
+}
+
+/// A target: a bound on a figure, or none.
+#[derive(Debug, Clone, Copy)]
+pub enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    None,
+}
+
+impl Goal {
+    pub fn verdict(self, value: f64) -> Verdict {
+        match self {
+            Goal::AtLeast(b) if value >= b => Verdict::Met,
+            Goal::AtMost(b) if value <= b => Verdict::Met,
+            Goal::None => Verdict::Reported,
+            _ => Verdict::Missed,
+        }
+    }
+}
+
+/// The rows of one scenario, all sharing its command.
+pub struct Rows<'a> {
+    scenario: &'a str,
+    command: String,
+    pub rows: Vec<Row>,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(scenario: &'a str, command: String) -> Self {
+        Rows {
+            scenario,
+            command,
+            rows: Vec::new(),
+        }
+    }
+
+    /// A figure against its target.
+    pub fn add(&mut self, figure: String, value: f64, target: &str, goal: Goal) {
+        self.rows.push(Row {
+            scenario: self.scenario.to_string(),
+            command: self.command.clone(),
+            figure,
+            value: Some(value),
+            target: target.to_string(),
+            verdict: goal.verdict(value),
+        });
+    }
+
+    /// A figure that could not be had, with why.
+    pub fn missing(&mut self, why: String, target: &str, verdict: Verdict) {
+        self.rows.push(Row {
+            scenario: self.scenario.to_string(),
+            command: self.command.clone(),
+            figure: why,
+            value: None,
+            target: target.to_string(),
+            verdict,
+        });
+    }
+}
+
+/// Everything a scenario needs besides its sizes.
+pub struct Ctx {
+    pub drover: PathBuf,
+    pub strace: bool,
+    pub db_dir: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    start: Instant,
+}
+
+impl Ctx {
+    /// Progress on stderr, with the time since the suite started.
+    pub fn say(&self, scenario: &str, msg: impl std::fmt::Display) {
+        eprintln!(
+            "[{:>6.1}s] {scenario}: {msg}",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+
+    /// The longest wait for `n` tasks to drain.
+    pub fn drain_timeout(&self, n: u64) -> Duration {
+        self.timeout
+            .unwrap_or(Duration::from_secs(60) + Duration::from_millis(n))
+    }
+
+    pub fn db_dir(&self) -> Option<&Path> {
+        self.db_dir.as_deref()
+    }
+}
+
+/// The sizes of one suite run.
+pub struct Sizes {
+    pub burn_n: u64,
+    pub warmup: u64,
+    pub contract_n: u64,
+    pub contract_clients: [u32; 2],
+    pub contract_claim: u32,
+    pub agents_n: u64,
+    pub latency_jobs: u32,
+    pub sweep_n: u64,
+    pub nodes: u32,
+    pub nodes_secs: u64,
+    pub nodes_interval: Duration,
+}
+
+impl Sizes {
+    pub fn of(a: &SuiteArgs) -> Sizes {
+        let full = Sizes {
+            burn_n: 1_000_000,
+            warmup: 1000,
+            contract_n: 50_000,
+            contract_clients: [16, 64],
+            contract_claim: 4,
+            agents_n: 5000,
+            latency_jobs: 1000,
+            sweep_n: 1_000_000,
+            nodes: 10_000,
+            nodes_secs: 60,
+            nodes_interval: Duration::from_secs(5),
+        };
+        let mut s = if a.smoke {
+            Sizes {
+                burn_n: 2000,
+                warmup: 100,
+                contract_n: 1000,
+                agents_n: 100,
+                latency_jobs: 20,
+                sweep_n: 20_000,
+                nodes: 200,
+                nodes_secs: 5,
+                ..full
+            }
+        } else {
+            full
+        };
+        if let Some(n) = a.n {
+            s.burn_n = n;
+        }
+        s
+    }
+}
+
+pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+    let drover = a.drover.canonicalize().with_context(|| {
+        format!(
+            "the drover binary {} is missing; build it with `cargo build --release -p drover` \
+             or pass --drover PATH",
+            a.drover.display()
+        )
+    })?;
+    let sizes = Sizes::of(&a);
+    let strace = !a.no_strace && crate::server::strace_works();
+    let ctx = Ctx {
+        drover,
+        strace,
+        db_dir: a.db_dir.clone(),
+        timeout: a.timeout,
+        start: Instant::now(),
+    };
+    let chosen: Vec<Scenario> = if a.only.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        let mut v = a.only.clone();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let smoke = if a.smoke { " --smoke" } else { "" };
+    let command = |s: Scenario, extra: String| {
+        format!("drover-bench suite{smoke} --only {}{extra}", s.name())
+    };
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    if !strace && !a.no_strace {
+        ctx.say(
+            "suite",
+            "strace cannot run the server here: fsyncs are not counted",
+        );
+    }
+    let mut burn_rate = None;
+    let mut ceiling_rate = None;
+    for s in chosen {
+        ctx.say(s.name(), "starting");
+        let t = Instant::now();
+        let rows = match s {
+            Scenario::BurnDown => {
+                let extra = format!(
+                    " --n {} --workers {} --route {}",
+                    sizes.burn_n,
+                    a.workers,
+                    match a.route {
+                        Route::Report => "report",
+                        Route::Exchange => "exchange",
+                    }
+                );
+                let (rows, rate) = scenarios::burn::burn_down(
+                    &ctx,
+                    command(s, extra),
+                    sizes.burn_n,
+                    sizes.warmup,
+                    a.workers,
+                    a.route,
+                )
+                .await;
+                burn_rate = rate;
+                rows
+            }
+            Scenario::StoreCeiling => {
+                let extra = format!(" --n {} --workers {}", sizes.burn_n, a.workers);
+                let (rows, rate) = scenarios::burn::store_ceiling(
+                    &ctx,
+                    command(s, extra),
+                    sizes.burn_n,
+                    a.workers,
+                )
+                .await;
+                ceiling_rate = rate;
+                rows
+            }
+            Scenario::ContractExact => {
+                scenarios::contract::contract_exact(&ctx, command(s, String::new()), &sizes).await
+            }
+            Scenario::Agents => {
+                scenarios::agents::agents(&ctx, command(s, String::new()), sizes.agents_n).await
+            }
+            Scenario::AddToStart => {
+                scenarios::latency::add_to_start(
+                    &ctx,
+                    command(s, String::new()),
+                    sizes.latency_jobs,
+                )
+                .await
+            }
+            Scenario::SweepCreation => {
+                scenarios::sweep::sweep_creation(&ctx, command(s, String::new()), sizes.sweep_n)
+                    .await
+            }
+            Scenario::Nodes => {
+                scenarios::nodes::nodes(&ctx, command(s, String::new()), &sizes).await
+            }
+        };
+        let mut rows = rows;
+        // The ratio goes under the store ceiling (run after the burn-down: `chosen` is sorted).
+        if s == Scenario::StoreCeiling
+            && let (Some(b), Some(c)) = (burn_rate, ceiling_rate)
+        {
+            let mut ratio = Rows::new(
+                "burn-down vs store ceiling",
+                format!(
+                    "drover-bench suite{smoke} --only burn-down,store-ceiling --n {}",
+                    sizes.burn_n
+                ),
+            );
+            ratio.add(
+                format!("{:.2} ({} / {} tasks/s)", b / c, thousands(b), thousands(c)),
+                b / c,
+                "≥ 0.5",
+                Goal::AtLeast(0.5),
+            );
+            rows.extend(ratio.rows);
+        }
+        for r in &rows {
+            ctx.say(
+                s.name(),
+                format!("{} (target {}: {:?})", r.figure, r.target, r.verdict),
+            );
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        out.flush()?;
+        ctx.say(
+            s.name(),
+            format!("done in {:.1} s", t.elapsed().as_secs_f64()),
+        );
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        suite: SuiteArgs,
+    }
+
+    fn sizes(args: &[&str]) -> Sizes {
+        Sizes::of(
+            &Cli::try_parse_from([&["suite"], args].concat())
+                .unwrap()
+                .suite,
+        )
+    }
+
+    #[test]
+    fn a_bound_is_met_on_its_side_only() {
+        assert_eq!(Goal::AtLeast(10.0).verdict(10.0), Verdict::Met);
+        assert_eq!(Goal::AtLeast(10.0).verdict(9.9), Verdict::Missed);
+        assert_eq!(Goal::AtMost(2.0).verdict(2.0), Verdict::Met);
+        assert_eq!(Goal::AtMost(2.0).verdict(f64::NAN), Verdict::Missed);
+        assert_eq!(Goal::None.verdict(1.0), Verdict::Reported);
+    }
+
+    #[test]
+    fn the_issue_sizes_unless_smoke_and_n_sets_the_burn_down() {
+        let full = sizes(&[]);
+        assert_eq!(
+            (full.burn_n, full.sweep_n, full.nodes),
+            (1_000_000, 1_000_000, 10_000)
+        );
+        assert_eq!(full.contract_clients, [16, 64]);
+        let smoke = sizes(&["--smoke"]);
+        assert!(smoke.burn_n < 10_000 && smoke.nodes_secs <= 5);
+        assert_eq!(sizes(&["--smoke", "--n", "500"]).burn_n, 500);
+        assert_eq!(sizes(&["--n", "200000"]).sweep_n, 1_000_000);
+    }
+
+    #[test]
+    fn only_takes_a_list_of_scenarios() {
+        let cli = Cli::try_parse_from(["suite", "--only", "burn-down,nodes"]).unwrap();
+        assert_eq!(cli.suite.only, [Scenario::BurnDown, Scenario::Nodes]);
+        assert!(Cli::try_parse_from(["suite", "--only", "peers"]).is_err());
+    }
+}

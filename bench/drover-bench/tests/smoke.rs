@@ -1,0 +1,108 @@
+//! The bench command cannot rot: `bench/run --smoke` runs every scenario end to end at tiny
+//! sizes against a real (debug) `drover server` and must produce its table with a row for every
+//! scenario and a figure in each. Speed is not judged here: no figure is compared with anything.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SCENARIOS: [&str; 7] = [
+    "burn-down",
+    "store-ceiling",
+    "contract-exact",
+    "agents",
+    "add-to-start",
+    "sweep-creation",
+    "nodes",
+];
+
+/// The `drover` binary of the same build as this bench binary, built if it is missing (a
+/// workspace `cargo test` builds it anyway; `cargo test -p drover-bench` alone does not).
+fn drover_binary(bench: &Path) -> PathBuf {
+    let dir = bench.parent().expect("the bench binary is in a directory");
+    let drover = dir.join("drover");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "-p", "drover"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo build -p drover");
+    assert!(status.success(), "cargo build -p drover failed");
+    assert!(drover.exists(), "no drover binary at {}", drover.display());
+    drover
+}
+
+#[test]
+fn the_smoke_run_produces_a_row_with_a_figure_for_every_scenario() {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_drover-bench"));
+    let drover = drover_binary(&bench);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new("bash")
+        .arg(root.join("bench/run"))
+        .arg("--smoke")
+        .arg("--drover")
+        .arg(&drover)
+        .arg("--bench")
+        .arg(&bench)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("running bench/run");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "bench/run --smoke failed:\n{stdout}\n{stderr}"
+    );
+
+    // The same report on stdout and in the results directory.
+    let files: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one report file: {files:?}");
+    let report = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(report, stdout);
+    assert!(report.contains("`nproc` = "), "the machine is recorded");
+    assert!(report.contains("| scenario | command | figure | target | met/missed |"));
+
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario") && !l.starts_with("| ---"))
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    for scenario in SCENARIOS {
+        assert!(
+            rows.iter().any(|r| r[0] == scenario),
+            "no row for {scenario}:\n{report}"
+        );
+    }
+    for row in &rows {
+        assert_eq!(row.len(), 5, "a row of five cells: {row:?}");
+        let (figure, verdict) = (row[2], row[4]);
+        assert_ne!(
+            verdict, "**failed**",
+            "a scenario failed: {row:?}\n{stderr}"
+        );
+        if verdict != "not run" {
+            // The figure's number comes within its first words ("p99 7.75 ms", "server RSS
+            // 25 MB", "3,856 tasks/s").
+            let number = figure
+                .split_whitespace()
+                .take(5)
+                .find_map(|w| w.replace(',', "").parse::<f64>().ok());
+            assert!(
+                number.is_some_and(|v| v.is_finite() && v >= 0.0),
+                "the figure is a number: {row:?}"
+            );
+            assert!(
+                !figure.contains("NaN") && !figure.contains("inf"),
+                "a sane figure: {row:?}"
+            );
+        }
+    }
+}
