@@ -166,6 +166,21 @@ pub trait StoreOps: Send + Sync + 'static {
 
     /// Flushes and closes; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self) -> Result<()>;
+
+    /// How many durable commits the backend has made since it opened, and how many writes
+    /// they held; zero for a backend that does not count them.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
+}
+
+/// Counts of a backend's write path: writes per commit shows how well writes are grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed durably (each one fsync with SQLite).
+    pub commits: u64,
+    /// Writes (store calls) those commits held.
+    pub writes: u64,
 }
 
 /// One store backend seen through its aggregates. Cheap to clone; clones share the backend and
