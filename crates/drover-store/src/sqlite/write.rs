@@ -1,13 +1,15 @@
 //! The one write path of the SQLite store: group commit on the writer connection.
 //!
-//! Every write is queued; whoever then holds the writer takes everything queued and runs it as
-//! one group: one `BEGIN IMMEDIATE` transaction, each write inside its own `SAVEPOINT`, one
-//! `COMMIT` (one fsync for the group). A write that fails (or panics) is rolled back to its
+//! Every write is queued, and the first write to find no drainer at work starts one on the
+//! blocking pool; the drainer holds the writer and takes everything queued as one group: one
+//! `BEGIN IMMEDIATE` transaction, each write inside its own `SAVEPOINT`, one `COMMIT` (one
+//! fsync for the group). A write that fails (or panics) is rolled back to its
 //! savepoint alone and keeps its own error; its events are dropped. After the commit the events
 //! of the writes that succeeded reach the observers, write by write in the order they ran, and
 //! then each caller gets its own answer. If the commit fails, every write of the group that had
 //! succeeded is answered with that error, so an `Ok` always means durable. Nobody waits for a
-//! later write: a group is whatever queued while the previous one ran.
+//! later write: a group is whatever queued while the previous one ran, and the drainer steps
+//! down when the queue is empty.
 //!
 //! Between groups the writer keeps the WAL small: when the `-wal` file has grown past
 //! [`WAL_LIMIT`] (a huge transaction, or readers that kept SQLite from restarting the log), it
@@ -29,7 +31,7 @@ use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -78,6 +80,9 @@ pub(super) struct WritePath {
     wal_limit: u64,
     /// The commit count before which no checkpoint is tried again (see [`CHECKPOINT_RETRY_AFTER`]).
     checkpoint_after: AtomicU64,
+    /// Whether a drainer is on its way or at work: a write starts one only when none is, so
+    /// writes that queue behind a busy writer cost no thread wake-ups of their own.
+    draining: AtomicBool,
 }
 
 impl WritePath {
@@ -91,6 +96,7 @@ impl WritePath {
             wal: PathBuf::from(wal),
             wal_limit,
             checkpoint_after: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -108,6 +114,13 @@ impl WritePath {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(job);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// The next group: up to [`MAX_GROUP`] writes, oldest first.
@@ -181,24 +194,24 @@ impl SqliteStore {
             out: None,
             reply,
         }));
-        let (writer, path, observers) = (
-            self.writer.clone(),
-            self.writes.clone(),
-            self.observers.clone(),
-        );
-        // This task either runs the write (in the first group it finds queued) or finds that an
-        // earlier task took it; either way it never waits for a later write.
-        let drained = tokio::task::spawn_blocking(move || drain(&writer, &path, &observers));
-        let out = answer.await;
-        // The write is answered; a failure of the draining task itself (a panic outside any
-        // write) shows up below only when this write got no answer.
-        match out {
-            Ok(out) => out,
-            Err(_) => Err(match drained.await {
-                Err(e) => StoreError::Internal(format!("store task failed: {e}")),
-                Ok(()) => StoreError::Internal("the write was dropped unanswered".into()),
-            }),
+        // A drainer at work takes this write in its next group; otherwise this one starts one.
+        // Either way the write runs as soon as the writer is free, never after a later write.
+        if !self.writes.draining.swap(true, Ordering::SeqCst) {
+            let (writer, path, observers) = (
+                self.writer.clone(),
+                self.writes.clone(),
+                self.observers.clone(),
+            );
+            // Detached: its work is answered through each write's channel.
+            drop(tokio::task::spawn_blocking(move || {
+                drain(&writer, &path, &observers)
+            }));
         }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Internal(
+                "the write was dropped unanswered".into(),
+            ))
+        })
     }
 
     /// The counts of durable commits and of the writes they held, since the store opened.
@@ -207,8 +220,34 @@ impl SqliteStore {
     }
 }
 
-/// Takes the writer and runs queued groups until the queue is empty.
+/// The drainer: takes the writer and runs queued groups until the queue is empty, then steps
+/// down (and takes over again if a write queued just as it did).
 fn drain(writer: &Shared, path: &WritePath, observers: &EventObservers) {
+    // If the drainer dies of a bug outside any write, the writes queued so far are answered
+    // and the next write starts a new drainer.
+    struct StepDown<'a>(&'a WritePath);
+    impl Drop for StepDown<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                refuse_all(self.0, &StoreError::Internal("the writer failed".into()));
+                self.0.draining.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+    let _on_panic = StepDown(path);
+    loop {
+        drain_queue(writer, path, observers);
+        path.draining.store(false, Ordering::SeqCst);
+        // A write that queued after the last take but saw the flag still set started no
+        // drainer: this one goes on for it, unless another has started meanwhile.
+        if path.is_empty() || path.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// Runs queued groups on the writer until the queue is empty.
+fn drain_queue(writer: &Shared, path: &WritePath, observers: &EventObservers) {
     let mut guard = match writer.lock() {
         Ok(guard) => guard,
         Err(_) => {
