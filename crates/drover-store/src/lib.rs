@@ -32,7 +32,8 @@ use std::sync::Arc;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-// Every method of every trait is one transaction: when it returns `Ok`, the change is on disk
+// Every method of every trait is atomic (one transaction, or one savepoint of a transaction
+// that writes arriving together share): when it returns `Ok`, the change is on disk
 // (invariant 3); when it returns `Err`, nothing of it was written. `now` is passed in so that
 // callers (and tests) own the clock.
 
