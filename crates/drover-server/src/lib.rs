@@ -59,7 +59,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         driver: Option<Arc<dyn drover_runners::Driver>>,
     ) -> Self {
-        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics = Arc::new(metrics::Metrics::new().with_store_writes(store.ops.clone()));
         let counted = metrics.clone();
         store.observe(move |events| counted.count_events(events));
         let runners = Arc::new(runners::RunnerService::new(

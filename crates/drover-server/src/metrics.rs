@@ -2,16 +2,21 @@
 //! rendered at `GET /metrics` in the OpenMetrics text format.
 //!
 //! Counters are incremented by the code that did the thing (the runner service, the worker
-//! board, the store's committed events); this module only owns their names and the registry.
+//! board, the store's committed events), or read from it at each scrape (the store's write
+//! path counts its commits itself); this module only owns their names and the registry.
 
 use drover_core::Timestamp;
+use drover_store::StoreOps;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -189,6 +194,14 @@ impl Metrics {
         }
     }
 
+    /// Adds `drover_store_commits_total` and `drover_store_writes_total`, read from `store` at
+    /// each scrape: writes per commit shows how well the store groups its commits.
+    pub fn with_store_writes(mut self, store: Arc<dyn StoreOps>) -> Self {
+        self.registry
+            .register_collector(Box::new(StoreWrites(store)));
+        self
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -210,6 +223,42 @@ impl Metrics {
                     .inc(),
             };
         }
+    }
+}
+
+/// The store's own write counters ([`StoreOps::write_stats`]).
+struct StoreWrites(Arc<dyn StoreOps>);
+
+impl std::fmt::Debug for StoreWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreWrites")
+    }
+}
+
+impl Collector for StoreWrites {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.write_stats();
+        for (name, help, value) in [
+            (
+                "store_commits",
+                "Durable commits of the store (one fsync each)",
+                stats.commits,
+            ),
+            (
+                "store_writes",
+                "Store writes committed; several may share one commit",
+                stats.writes,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
 }
 

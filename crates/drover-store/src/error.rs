@@ -2,7 +2,7 @@
 
 use drover_core::JobStatus;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist: tell the client (404).
     #[error("{kind} {id} not found")]

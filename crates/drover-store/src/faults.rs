@@ -16,6 +16,7 @@
 use crate::{
     CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown, Overview, Page,
     Paged, Released, Report, Reservation, Result, RunnerStore, StoreError, StoreOps, Stores,
+    WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
@@ -460,6 +461,10 @@ impl StoreOps for Faulty {
     async fn instance_id(&self) -> Result<String> {
         let inner = self.inner.ops.instance_id();
         self.faults.write("instance_id", inner).await
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.inner.ops.write_stats()
     }
 
     async fn close(&self) -> Result<()> {

@@ -32,7 +32,8 @@ use std::sync::Arc;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-// Every method of every trait is one transaction: when it returns `Ok`, the change is on disk
+// Every method of every trait is atomic (one transaction, or one savepoint of a transaction
+// that writes arriving together share): when it returns `Ok`, the change is on disk
 // (invariant 3); when it returns `Err`, nothing of it was written. `now` is passed in so that
 // callers (and tests) own the clock.
 
@@ -168,6 +169,21 @@ pub trait StoreOps: Send + Sync + 'static {
 
     /// Flushes and closes; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self) -> Result<()>;
+
+    /// How many durable commits the backend has made since it opened, and how many writes
+    /// they held; zero for a backend that does not count them.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
+}
+
+/// Counts of a backend's write path: writes per commit shows how well writes are grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed durably (each one fsync with SQLite).
+    pub commits: u64,
+    /// Writes (store calls) those commits held.
+    pub writes: u64,
 }
 
 /// One store backend seen through its aggregates. Cheap to clone; clones share the backend and

@@ -623,6 +623,20 @@ async fn committed_writes_are_counted_by_event_kind_and_the_job_keeps_its_sweep(
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+    // The store's own write counters: both writes committed, in at most as many commits.
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    let (commits, writes) = (
+        value("drover_store_commits_total"),
+        value("drover_store_writes_total"),
+    );
+    assert!(
+        writes >= 2 && (1..=writes).contains(&commits),
+        "{commits} commits, {writes} writes"
+    );
     // The job keeps the normalised sweep, not the request it came in.
     let job = app.store().jobs.get_job(&created.job_id).await.unwrap();
     assert!(job.spec["dimensions"].is_array(), "{}", job.spec);

@@ -1,12 +1,12 @@
 //! The embedded default store: one SQLite file in WAL mode.
 //!
 //! Two connections, each behind a mutex, serve calls on the blocking pool: one writer (SQLite
-//! has a single writer anyway, and one connection keeps each call a plain `BEGIN IMMEDIATE`
-//! transaction) and one reader, so status pages and listings read the last committed state
-//! while a long write (a million-task job) is in progress instead of queueing behind it.
-//! `synchronous = FULL` makes each commit durable before the call returns, which is what lets
-//! the server acknowledge a change (invariant 3). Claims and reports already take batches, so
-//! a caller that groups requests pays one fsync per group.
+//! has a single writer anyway) and one reader, so status pages and listings read the last
+//! committed state while a long write (a million-task job) is in progress instead of queueing
+//! behind it. `synchronous = FULL` makes each commit durable before the call returns, which is
+//! what lets the server acknowledge a change (invariant 3). Writes that arrive together share
+//! one commit, and so one fsync (group commit, `write.rs`), each in its own savepoint; the
+//! WAL is kept below `journal_size_limit` (`write::WAL_LIMIT`) by the same path.
 
 mod jobs;
 mod nodes;
@@ -22,9 +22,12 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use write::{WAL_LIMIT, WritePath};
 
 /// How long a call waits for a lock held by another process before giving up.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection: every statement of the hot paths stays cached.
+const STATEMENT_CACHE: usize = 64;
 /// How long the health probe waits: short, so a wedged store shows up as 503 quickly.
 pub(super) const HEALTH_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -40,12 +43,19 @@ pub struct SqliteStore {
     reader: Shared,
     path: PathBuf,
     observers: Arc<EventObservers>,
+    /// The group-commit queue, its counters and the WAL rule (`write.rs`).
+    writes: Arc<WritePath>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, its parent directory included, and
     /// applies pending migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_wal_limit(path, WAL_LIMIT)
+    }
+
+    /// [`SqliteStore::open`], truncating the WAL past `wal_limit` bytes instead of the default.
+    fn open_with_wal_limit(path: impl AsRef<Path>, wal_limit: u64) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -69,13 +79,19 @@ impl SqliteStore {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(map_err)?;
+        // SQLite trims the WAL file to this size whenever it restarts the log.
+        conn.pragma_update(None, "journal_size_limit", wal_limit as i64)
+            .map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrations()
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
         let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         reader.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(SqliteStore {
+            writes: Arc::new(WritePath::new(&path, wal_limit)),
             writer: Arc::new(Mutex::new(Some(conn))),
             reader: Arc::new(Mutex::new(Some(reader))),
             path,
@@ -101,7 +117,9 @@ impl SqliteStore {
         Stores::from_backend(self, observers)
     }
 
-    /// Runs `f` with the writer connection on the blocking pool.
+    /// Runs `f` with the writer connection on the blocking pool, outside the write path (no
+    /// transaction, no events, no group): for tests and settings only.
+    #[cfg(test)]
     async fn with_conn<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

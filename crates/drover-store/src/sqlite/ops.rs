@@ -5,7 +5,7 @@
 //! counter (`meta`) are its only writes.
 
 use super::{Shared, SqliteStore, map_err, rows};
-use crate::{CountMismatch, Overview, Result, StoreError, StoreOps};
+use crate::{CountMismatch, Overview, Result, StoreError, StoreOps, WriteStats};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -79,6 +79,10 @@ impl StoreOps for SqliteStore {
 
     async fn instance_id(&self) -> Result<String> {
         self.write(|tx| instance_id(tx)).await
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.write_counts()
     }
 
     async fn close(&self) -> Result<()> {

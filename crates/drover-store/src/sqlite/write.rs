@@ -1,21 +1,56 @@
-//! The one write path of the SQLite store: every change is one `BEGIN IMMEDIATE` transaction on
-//! the writer connection, and the events it caused reach the observers only after it commits.
+//! The one write path of the SQLite store: group commit on the writer connection.
+//!
+//! Every write is queued, and the first write to find no drainer at work starts one on the
+//! blocking pool; the drainer holds the writer and takes everything queued as one group: one
+//! `BEGIN IMMEDIATE` transaction, each write inside its own `SAVEPOINT`, one `COMMIT` (one
+//! fsync for the group). A write that fails (or panics) is rolled back to its
+//! savepoint alone and keeps its own error; its events are dropped. After the commit the events
+//! of the writes that succeeded reach the observers, write by write in the order they ran, and
+//! then each caller gets its own answer. If the commit fails, every write of the group that had
+//! succeeded is answered with that error, so an `Ok` always means durable. Nobody waits for a
+//! later write: a group is whatever queued while the previous one ran, and the drainer steps
+//! down when the queue is empty.
+//!
+//! Between groups the writer keeps the WAL small: when the `-wal` file has grown past
+//! [`WAL_LIMIT`] (a huge transaction, or readers that kept SQLite from restarting the log), it
+//! runs a `TRUNCATE` checkpoint, which does not wait for readers; if one is in the way it is
+//! tried again after more commits.
 //!
 //! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
-//! the order commit, then notify, and the health probe's write. It must not decide anything
-//! about jobs, nodes or runners, and nothing else may open a write transaction.
+//! the queue, the order commit, then notify, then answer, the commit counters, the checkpoint
+//! rule and the health probe's write. It must not decide anything about jobs, nodes or
+//! runners, and nothing else may open a write transaction.
 
-use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, SqliteStore, map_err};
-use crate::{Result, StoreError};
+use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, Shared, SqliteStore, map_err};
+use crate::{EventObservers, Result, StoreError, WriteStats};
 use drover_core::Event;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
 
-/// An open write transaction and the events the write has caused so far. Derefs to the
-/// transaction, so SQL helpers take `&Transaction` (or `&Connection`) as before.
+/// The most writes one group takes, so a flood of writes still commits (and answers) in steps.
+const MAX_GROUP: usize = 512;
+
+/// The size past which the writer truncates the WAL between groups; also the
+/// `journal_size_limit`, to which SQLite trims the log itself whenever it restarts it.
+pub(super) const WAL_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// After a checkpoint that readers kept from finishing, how many commits pass before the next
+/// try: each try may copy pages and sync the database, which must not happen on every group.
+const CHECKPOINT_RETRY_AFTER: u64 = 64;
+
+/// An open write transaction and the events one write has caused so far. Derefs to the
+/// transaction, so SQL helpers take `&Transaction` (or `&Connection`) as before; the
+/// transaction is the group's, and the write runs inside its own savepoint of it.
 pub(super) struct Tx<'c> {
-    tx: Transaction<'c>,
+    tx: &'c Transaction<'c>,
     // A RefCell so that helpers holding `&Tx` can both run SQL and record what it did.
     events: RefCell<Vec<Event>>,
 }
@@ -24,7 +59,7 @@ impl<'c> Deref for Tx<'c> {
     type Target = Transaction<'c>;
 
     fn deref(&self) -> &Transaction<'c> {
-        &self.tx
+        self.tx
     }
 }
 
@@ -35,33 +70,363 @@ impl Tx<'_> {
     }
 }
 
+/// The state of the write path shared by a store's clones: the queue, the counters and the
+/// checkpoint rule.
+pub(super) struct WritePath {
+    queue: Mutex<VecDeque<Box<dyn Queued>>>,
+    commits: AtomicU64,
+    writes: AtomicU64,
+    wal: PathBuf,
+    wal_limit: u64,
+    /// The commit count before which no checkpoint is tried again (see [`CHECKPOINT_RETRY_AFTER`]).
+    checkpoint_after: AtomicU64,
+    /// Whether a drainer is on its way or at work: a write starts one only when none is, so
+    /// writes that queue behind a busy writer cost no thread wake-ups of their own.
+    draining: AtomicBool,
+}
+
+impl WritePath {
+    pub(super) fn new(db: &std::path::Path, wal_limit: u64) -> WritePath {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        WritePath {
+            queue: Mutex::default(),
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            wal: PathBuf::from(wal),
+            wal_limit,
+            checkpoint_after: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn push(&self, job: Box<dyn Queued>) {
+        // A poisoned lock only means a thread panicked while pushing or popping; the queue is
+        // intact.
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(job);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The next group: up to [`MAX_GROUP`] writes, oldest first.
+    fn take(&self) -> Vec<Box<dyn Queued>> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let n = queue.len().min(MAX_GROUP);
+        queue.drain(..n).collect()
+    }
+}
+
+/// One queued write with its output type erased, so that writes of any type share a group.
+trait Queued: Send {
+    /// Runs the write in its savepoint and keeps its result for the answer; on failure,
+    /// returns (a copy of) its error.
+    fn run(&mut self, tx: &Tx<'_>) -> Result<()>;
+
+    /// Sends the caller its answer: its own result, or `group_failed` when its change did not
+    /// commit.
+    fn answer(self: Box<Self>, group_failed: Option<&StoreError>);
+}
+
+struct Pending<T, F> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Queued for Pending<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, tx: &Tx<'_>) -> Result<()> {
+        let f = self
+            .f
+            .take()
+            .ok_or_else(|| StoreError::Internal("a write ran twice".into()))?;
+        let out = f(tx);
+        let result = out.as_ref().map(|_| ()).map_err(StoreError::clone);
+        self.out = Some(out);
+        result
+    }
+
+    fn answer(self: Box<Self>, group_failed: Option<&StoreError>) {
+        let out = match (self.out, group_failed) {
+            (Some(Err(own)), _) => Err(own),
+            (Some(Ok(_)), Some(e)) => Err(e.clone()),
+            (Some(Ok(v)), None) => Ok(v),
+            // It never ran (the group failed first) or it panicked.
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(StoreError::Internal("the write panicked".into())),
+        };
+        // The caller may have gone away; its change stands (or not) all the same.
+        let _ = self.reply.send(out);
+    }
+}
+
 impl SqliteStore {
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, commits, then hands the events `f`
-    /// recorded to the observers. If `f` fails or the commit fails, the transaction rolls back
-    /// (on drop) and no event is published.
+    /// Runs `f` as part of the next group commit, and answers once the group is durable (or
+    /// failed). `f` runs in its own savepoint: if it fails, only its own changes roll back and no
+    /// event of it is published; the events of a write that commits reach the observers after
+    /// the commit, before its caller is answered.
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
-        let observers = self.observers.clone();
-        self.with_conn(move |conn| {
-            let tx = Tx {
-                tx: conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(map_err)?,
+        let (reply, answer) = oneshot::channel();
+        self.writes.push(Box::new(Pending {
+            f: Some(f),
+            out: None,
+            reply,
+        }));
+        // A drainer at work takes this write in its next group; otherwise this one starts one.
+        // Either way the write runs as soon as the writer is free, never after a later write.
+        if !self.writes.draining.swap(true, Ordering::SeqCst) {
+            let (writer, path, observers) = (
+                self.writer.clone(),
+                self.writes.clone(),
+                self.observers.clone(),
+            );
+            // Detached: its work is answered through each write's channel.
+            drop(tokio::task::spawn_blocking(move || {
+                drain(&writer, &path, &observers)
+            }));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Internal(
+                "the write was dropped unanswered".into(),
+            ))
+        })
+    }
+
+    /// The counts of durable commits and of the writes they held, since the store opened.
+    pub(super) fn write_counts(&self) -> WriteStats {
+        self.writes.stats()
+    }
+}
+
+/// The drainer: takes the writer and runs queued groups until the queue is empty, then steps
+/// down (and takes over again if a write queued just as it did).
+fn drain(writer: &Shared, path: &WritePath, observers: &EventObservers) {
+    // If the drainer dies of a bug outside any write, the writes queued so far are answered
+    // and the next write starts a new drainer.
+    struct StepDown<'a>(&'a WritePath);
+    impl Drop for StepDown<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                refuse_all(self.0, &StoreError::Internal("the writer failed".into()));
+                self.0.draining.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+    let _on_panic = StepDown(path);
+    loop {
+        drain_queue(writer, path, observers);
+        path.draining.store(false, Ordering::SeqCst);
+        // A write that queued after the last take but saw the flag still set started no
+        // drainer: this one goes on for it, unless another has started meanwhile.
+        if path.is_empty() || path.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// Runs queued groups on the writer until the queue is empty.
+fn drain_queue(writer: &Shared, path: &WritePath, observers: &EventObservers) {
+    let mut guard = match writer.lock() {
+        Ok(guard) => guard,
+        Err(_) => {
+            return refuse_all(
+                path,
+                &StoreError::Internal("connection lock poisoned".into()),
+            );
+        }
+    };
+    let Some(conn) = guard.as_mut() else {
+        return refuse_all(path, &StoreError::Unavailable("the store is closed".into()));
+    };
+    loop {
+        let group = path.take();
+        if group.is_empty() {
+            return;
+        }
+        run_group(conn, group, path, observers);
+        keep_wal_small(conn, path);
+    }
+}
+
+/// Answers every queued write with `e`.
+fn refuse_all(path: &WritePath, e: &StoreError) {
+    loop {
+        let group = path.take();
+        if group.is_empty() {
+            return;
+        }
+        for job in group {
+            job.answer(Some(e));
+        }
+    }
+}
+
+/// A write that ran in this pass, with its events if it succeeded.
+type Ran = (Box<dyn Queued>, Option<Vec<Event>>);
+
+/// Runs one group of writes in one transaction, then publishes and answers.
+fn run_group(
+    conn: &mut Connection,
+    group: Vec<Box<dyn Queued>>,
+    path: &WritePath,
+    observers: &EventObservers,
+) {
+    let mut pending: VecDeque<Box<dyn Queued>> = group.into();
+    // Normally one pass. Only if SQLite rolls the whole transaction back under a write (a full
+    // disk, an I/O error) do the writes not yet run start again in a fresh transaction.
+    while !pending.is_empty() {
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = map_err(e);
+                for job in pending {
+                    job.answer(Some(&e));
+                }
+                return;
+            }
+        };
+        let mut ran: Vec<Ran> = Vec::with_capacity(pending.len());
+        let mut aborted = None;
+        while let Some(mut job) = pending.pop_front() {
+            if let Err(e) = savepoint(&tx, "SAVEPOINT w") {
+                // This write never ran; it shares the pass's fate (so each pass takes at least
+                // one write off the queue).
+                ran.push((job, None));
+                aborted = Some(e);
+                break;
+            }
+            let write = Tx {
+                tx: &tx,
                 events: RefCell::default(),
             };
-            let out = f(&tx)?;
-            let Tx { tx, events } = tx;
-            let events = events.into_inner();
-            // The event journal will insert `events` here, inside this transaction, so that a
-            // change and its record commit together.
-            tx.commit().map_err(map_err)?;
-            observers.notify(&events);
-            Ok(out)
+            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&write)))
+                .unwrap_or_else(|_| Err(StoreError::Internal("the write panicked".into())));
+            let events = write.events.into_inner();
+            let closed = match &outcome {
+                Ok(()) => savepoint(&tx, "RELEASE w"),
+                Err(_) => {
+                    savepoint(&tx, "ROLLBACK TO w").and_then(|()| savepoint(&tx, "RELEASE w"))
+                }
+            };
+            let failed = outcome.err();
+            ran.push((job, failed.is_none().then_some(events)));
+            if let Err(e) = closed {
+                aborted = Some(failed.unwrap_or(e));
+                break;
+            }
+        }
+        if let Some(e) = aborted {
+            // The transaction is gone or unusable: nothing of this pass commits (dropping `tx`
+            // rolls back whatever is left of it).
+            drop(tx);
+            let e = StoreError::Unavailable(format!(
+                "the transaction was rolled back under a neighbouring write: {e}"
+            ));
+            for (job, _) in ran {
+                job.answer(Some(&e));
+            }
+            continue;
+        }
+        let committed = ran.iter().filter(|(_, events)| events.is_some()).count();
+        if committed == 0 {
+            // Every write failed: nothing to make durable (dropping `tx` rolls back).
+            drop(tx);
+            for (job, _) in ran {
+                job.answer(None);
+            }
+            continue;
+        }
+        if let Err(e) = tx.commit() {
+            // `commit` rolls back on failure: none of the group's changes were written.
+            let e = map_err(e);
+            for (job, _) in ran {
+                job.answer(Some(&e));
+            }
+            continue;
+        }
+        path.commits.fetch_add(1, Ordering::Relaxed);
+        path.writes.fetch_add(committed as u64, Ordering::Relaxed);
+        // The event journal will insert each write's events inside its savepoint, so that a
+        // change and its record commit together.
+        for events in ran.iter().filter_map(|(_, events)| events.as_deref()) {
+            // An observer that panics must not cost the writes their answers.
+            if catch_unwind(AssertUnwindSafe(|| observers.notify(events))).is_err() {
+                tracing::error!("an event observer panicked");
+            }
+        }
+        for (job, _) in ran {
+            job.answer(None);
+        }
+    }
+}
+
+/// Runs one savepoint statement; if it fails, SQLite has rolled the transaction back (or it is
+/// no longer usable), and the whole pass must be abandoned.
+fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<()> {
+    let mut stmt = tx.prepare_cached(sql).map_err(map_err)?;
+    stmt.execute([]).map_err(map_err)?;
+    if tx.is_autocommit() {
+        return Err(StoreError::Unavailable(
+            "SQLite rolled the transaction back".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Truncates the WAL if it has grown past the limit (see the module docs). Called on the writer
+/// between groups, with no transaction open.
+fn keep_wal_small(conn: &Connection, path: &WritePath) {
+    let size = std::fs::metadata(&path.wal).map_or(0, |m| m.len());
+    let commits = path.commits.load(Ordering::Relaxed);
+    if size <= path.wal_limit || commits < path.checkpoint_after.load(Ordering::Relaxed) {
+        return;
+    }
+    // No waiting for readers: a reader in the way only postpones the truncation.
+    let done = conn.busy_timeout(Duration::ZERO).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
         })
-        .await
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "could not restore the writer's busy timeout");
+    }
+    match done {
+        Ok(0) => path.checkpoint_after.store(0, Ordering::Relaxed),
+        Ok(_) => {
+            tracing::debug!(
+                wal_bytes = size,
+                "readers kept the WAL from being truncated; later"
+            );
+            path.checkpoint_after
+                .store(commits + CHECKPOINT_RETRY_AFTER, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, wal_bytes = size, "could not checkpoint the WAL; later");
+            path.checkpoint_after
+                .store(commits + CHECKPOINT_RETRY_AFTER, Ordering::Relaxed);
+        }
     }
 }
 
@@ -74,7 +439,8 @@ impl SqliteStore {
     /// endpoint that must not turn each poll into a flush of the disk every write waits on.
     /// The next real commit's fsync covers the frame. If the writer cannot be put back to
     /// `synchronous = FULL`, it is closed: a write that is not durable must never be
-    /// acknowledged, so later writes fail as unavailable instead.
+    /// acknowledged, so later writes fail as unavailable instead. It takes the writer between
+    /// groups, outside the queue, and is not counted as a commit.
     pub(super) async fn probe_write(&self) -> Result<()> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
@@ -122,10 +488,35 @@ fn bump_probe(conn: &mut Connection) -> Result<()> {
 mod tests {
     use super::*;
 
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(dir.path().join("drover.db")).unwrap()
+    }
+
+    fn put(tx: &Tx<'_>, key: &str, value: &str) -> Result<()> {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            [key, value],
+        )
+        .map(|_| ())
+        .map_err(map_err)
+    }
+
+    async fn get(store: &SqliteStore, key: &'static str) -> Option<String> {
+        use rusqlite::OptionalExtension;
+        store
+            .read(move |c| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_health_probe_leaves_the_writer_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let store = store(&dir).await;
         store.probe_write().await.unwrap();
         store.probe_write().await.unwrap();
         // 2 is FULL: every acknowledged write after a probe is still synced before its answer.
@@ -137,5 +528,165 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, 2);
+        assert_eq!(
+            store.write_counts().commits,
+            0,
+            "a probe is not a durable commit"
+        );
+    }
+
+    #[tokio::test]
+    // Holding the writer across awaits is the point: the writes must queue behind it.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_write_that_fails_rolls_back_alone_and_its_neighbours_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        // Hold the writer so that the three writes queue and run as one group.
+        let writer = store.writer.clone();
+        let held = writer.lock().unwrap();
+        let a = tokio::spawn({
+            let s = store.clone();
+            async move { s.write(|tx| put(tx, "a", "1")).await }
+        });
+        let b = tokio::spawn({
+            let s = store.clone();
+            async move {
+                s.write(|tx| {
+                    put(tx, "b", "1")?;
+                    Err::<(), _>(StoreError::NodeDown("n".into()))
+                })
+                .await
+            }
+        });
+        let c = tokio::spawn({
+            let s = store.clone();
+            async move { s.write(|tx| put(tx, "c", "1")).await }
+        });
+        while store.writes.queue.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        a.await.unwrap().unwrap();
+        assert!(matches!(b.await.unwrap(), Err(StoreError::NodeDown(_))));
+        c.await.unwrap().unwrap();
+        assert_eq!(get(&store, "a").await.as_deref(), Some("1"));
+        assert_eq!(
+            get(&store, "b").await,
+            None,
+            "the failed write left nothing behind"
+        );
+        assert_eq!(get(&store, "c").await.as_deref(), Some("1"));
+        assert_eq!(
+            store.write_counts(),
+            WriteStats {
+                commits: 1,
+                writes: 2
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_is_answered_and_rolled_back_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let out = store
+            .write(|tx| -> Result<()> {
+                put(tx, "p", "1")?;
+                panic!("a bug in a write");
+            })
+            .await;
+        assert!(matches!(out, Err(StoreError::Internal(_))), "{out:?}");
+        assert_eq!(get(&store, "p").await, None);
+        store.write(|tx| put(tx, "q", "1")).await.unwrap();
+        assert_eq!(get(&store, "q").await.as_deref(), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_refuses_queued_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        crate::StoreOps::close(&store).await.unwrap();
+        let out = store.write(|tx| put(tx, "x", "1")).await;
+        assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+    }
+
+    /// Waits until the writer is idle: a caller is answered before the writer looks at the WAL.
+    async fn idle(store: &SqliteStore) {
+        store.with_conn(|_| Ok(())).await.unwrap();
+    }
+
+    fn wal_len(store: &SqliteStore) -> u64 {
+        std::fs::metadata(&store.writes.wal).map_or(0, |m| m.len())
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_truncated_after_a_burst_that_outgrew_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open_with_wal_limit(dir.path().join("drover.db"), 1 << 20).unwrap();
+        // 8 MiB in one transaction: the WAL must hold all of it until the commit.
+        let big = "x".repeat(64 * 1024);
+        store
+            .write(move |tx| {
+                for i in 0..128 {
+                    put(tx, &format!("big-{i}"), &big)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        idle(&store).await;
+        assert!(
+            wal_len(&store) <= 1 << 20,
+            "wal is {} bytes",
+            wal_len(&store)
+        );
+        assert_eq!(
+            get(&store, "big-127").await.map(|v| v.len()),
+            Some(64 * 1024)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_in_the_way_postpones_the_truncation_without_failing_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open_with_wal_limit(dir.path().join("drover.db"), 1 << 20).unwrap();
+        let big = "x".repeat(64 * 1024);
+        let write_big = |store: &SqliteStore, prefix: &'static str| {
+            let big = big.clone();
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tx| {
+                        for i in 0..32 {
+                            put(tx, &format!("{prefix}-{i}"), &big)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+        };
+        // A reader holding a snapshot keeps the log from being reset.
+        let reader = rusqlite::Connection::open(dir.path().join("drover.db")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM meta", [], |r| r.get(0))
+            .unwrap();
+        write_big(&store, "a").await.unwrap();
+        write_big(&store, "b").await.unwrap();
+        assert!(wal_len(&store) > 1 << 20);
+        reader.execute_batch("COMMIT").unwrap();
+        // The next tries come after more commits.
+        for i in 0..=CHECKPOINT_RETRY_AFTER {
+            let key = format!("small-{i}");
+            store.write(move |tx| put(tx, &key, "1")).await.unwrap();
+        }
+        idle(&store).await;
+        assert!(
+            wal_len(&store) <= 1 << 20,
+            "wal is {} bytes",
+            wal_len(&store)
+        );
     }
 }

@@ -200,3 +200,147 @@ async fn sqlite_a_sweep_holds_no_task_rows_until_its_tasks_are_claimed() {
     assert_eq!(task_rows(&path), 6);
     assert_counts_consistent(&store).await;
 }
+
+/// Group commit: writes that arrive together share one durable commit, and each keeps its own
+/// answer. Refused reports, succeeding reports and writes that fail run side by side; every
+/// succeeding change is stored and published, nothing of a failing one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_writes_share_commits_and_each_keeps_its_own_answer() {
+    use drover_core::Event;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open_sqlite(&path);
+    let job = store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(40), t0())
+        .await
+        .unwrap();
+    let (a, b) = (node(&store, t0()).await, node(&store, t0()).await);
+    let tasks = store.jobs.claim(&a, 40, t0()).await.unwrap();
+    // Five are done already: completing them again is answered AlreadyCompleted.
+    for t in &tasks[..5] {
+        report_one(&store, complete(&t.id, &a, 1.0), t0()).await;
+    }
+    let completed = Arc::new(Mutex::new(Vec::new()));
+    let sink = completed.clone();
+    store.observe(move |events| {
+        for e in events {
+            match e {
+                Event::TaskCompleted { task_id, .. } => sink.lock().unwrap().push(task_id.clone()),
+                other => panic!("no other event may be published: {other:?}"),
+            }
+        }
+    });
+    let before = store.ops.write_stats();
+
+    // Another process holds the write lock while the writes arrive, so they queue together.
+    let mut other = rusqlite::Connection::open(&path).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let n = tasks.len() + 10 + 2;
+    let start = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut reports = Vec::new();
+    for t in &tasks {
+        let (store, start, r) = (store.clone(), start.clone(), complete(&t.id, &a, 2.0));
+        reports.push(tokio::spawn(async move {
+            start.wait().await;
+            store.jobs.report(vec![r], t0()).await
+        }));
+    }
+    // The wrong holder is refused, task by task.
+    let mut wrong = Vec::new();
+    for t in &tasks[10..20] {
+        let (store, start, r) = (store.clone(), start.clone(), complete(&t.id, &b, 3.0));
+        wrong.push(tokio::spawn(async move {
+            start.wait().await;
+            store.jobs.report(vec![r], t0()).await
+        }));
+    }
+    // Two writes that fail outright.
+    let failing = [
+        tokio::spawn({
+            let (store, start) = (store.clone(), start.clone());
+            async move {
+                start.wait().await;
+                store.jobs.claim("spot-missing", 1, t0()).await.map(|_| ())
+            }
+        }),
+        tokio::spawn({
+            let (store, start) = (store.clone(), start.clone());
+            async move {
+                start.wait().await;
+                store
+                    .nodes
+                    .heartbeat("spot-missing", Default::default(), t0())
+                    .await
+                    .map(|_| ())
+            }
+        }),
+    ];
+    start.wait().await;
+    tokio::task::yield_now().await;
+    lock.rollback().unwrap();
+
+    for (i, h) in reports.into_iter().enumerate() {
+        let want = if i < 5 {
+            ReportOutcome::AlreadyCompleted
+        } else {
+            ReportOutcome::Completed
+        };
+        assert_eq!(h.await.unwrap().unwrap(), vec![want], "task {i}");
+    }
+    for h in wrong {
+        assert_eq!(h.await.unwrap().unwrap(), vec![ReportOutcome::NotHolder]);
+    }
+    for h in failing {
+        assert!(matches!(h.await.unwrap(), Err(StoreError::NotFound { .. })));
+    }
+
+    let mut published = completed.lock().unwrap().clone();
+    published.sort();
+    let mut expected: Vec<String> = tasks[5..].iter().map(|t| t.id.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        published, expected,
+        "one event per committed complete, none for the rest"
+    );
+    let job = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!((job.counts.done, job.counts.running), (40, 0));
+    for t in &tasks[5..] {
+        // The holder's result is stored; the wrong holder's refused report left nothing.
+        let task = store.jobs.get_task(&t.id).await.unwrap();
+        assert_eq!(task.result.fopt, Some(2.0), "{}", t.id);
+    }
+    assert_counts_consistent(&store).await;
+
+    let after = store.ops.write_stats();
+    let (commits, writes) = (after.commits - before.commits, after.writes - before.writes);
+    assert_eq!(writes, 50, "every write answered Ok was committed once");
+    assert!(commits < writes, "{commits} commits for {writes} writes");
+}
+
+#[tokio::test]
+async fn sqlite_counts_each_durable_commit_and_the_writes_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite(&dir.path().join("drover.db"));
+    let before = store.ops.write_stats();
+    store
+        .jobs
+        .create_job(new_job(1, 60, 0), sweep(2), t0())
+        .await
+        .unwrap();
+    node(&store, t0()).await;
+    // A refused write commits nothing.
+    assert!(store.jobs.claim("spot-missing", 1, t0()).await.is_err());
+    // The health probe is not a durable commit.
+    store.ops.health().await.unwrap();
+    let after = store.ops.write_stats();
+    // One at a time: each write is its own group.
+    assert_eq!(
+        (after.commits - before.commits, after.writes - before.writes),
+        (2, 2)
+    );
+}
