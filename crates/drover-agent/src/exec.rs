@@ -28,6 +28,9 @@ pub struct Run {
     /// `DROVER_*` facts about the task.
     pub facts: Vec<(String, String)>,
     pub timeout: Duration,
+    /// The part of `timeout` already spent before the start (the task's lease runs from its
+    /// claim, and it may have waited in the agent's queue): the run gets what is left.
+    pub spent: Duration,
     /// Between SIGTERM and SIGKILL when the agent ends a run.
     pub kill_grace: Duration,
     /// Bytes of each stream kept.
@@ -87,7 +90,7 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
             Ok(status) => ending_of(status),
             Err(e) => Ending::NotStarted(format!("waiting for the process: {e}")),
         },
-        _ = tokio::time::sleep(run.timeout) => {
+        _ = tokio::time::sleep(run.timeout.saturating_sub(run.spent)) => {
             terminate(&mut child, run.kill_grace).await;
             Ending::TimedOut(run.timeout)
         }
