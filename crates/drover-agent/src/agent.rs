@@ -902,7 +902,7 @@ impl Shared {
             "task ended"
         );
         if !self.config.keep_work_dirs {
-            let _ = tokio::fs::remove_dir_all(&work_dir).await;
+            exec::remove_work_dir(&work_dir).await;
         }
         output::report(spot, attempt, &finished, job.retry_on_failure)
     }
