@@ -1,4 +1,11 @@
-//! The agent's loops: register, heartbeat, claim, run, report, drain.
+//! The agent's loops: register, heartbeat, exchange (report and claim), run, drain.
+//!
+//! Claim-ahead: the agent keeps up to `claim_ahead` claimed tasks in a local queue beyond its
+//! busy slots, so a slot that frees starts the next task without a round trip. A queued task is
+//! under lease from its claim, and its time in the queue counts against its timeout (the agent
+//! gives it only what is left, so its own account still comes before the reaper's). The queue
+//! is kept small for that reason: a long queue of long tasks would spend their leases waiting.
+//! Finished runs' reports wait in an outbox and go out batched in the next exchange.
 //!
 //! Failure handling, in one place:
 //! - A server that cannot be reached (or answers 5xx/429) is retried with backoff and jitter,
@@ -10,8 +17,11 @@
 //!   someone else now. It is logged, never retried.
 //! - A refused agent key stops the agent with an error that says so.
 //!
-//! Stopping: `stop` ends claiming, running tasks get `drain_grace` to finish and be reported;
-//! then (or at once on `abort`) the rest are killed and reported as retriable failures.
+//! Stopping: `stop` ends claiming; tasks claimed ahead but not started are handed back at once
+//! as retriable failures ("stopped: the agent shut down before the task started"; like a run
+//! the agent stops, that counts as an attempt); running tasks get `drain_grace` to finish and
+//! be reported; then (or at once on `abort`) the rest are killed and reported as retriable
+//! failures. A claim waiting for work when the stop comes is abandoned (see `work`).
 
 use crate::exec::{self, Run};
 use crate::link::{Backoff, Link, is_transient};
@@ -21,12 +31,13 @@ use drover_api as api;
 use drover_client::{Client, ClientError};
 use drover_core::run::{Compiled, RunSpec, TaskContext};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,7 +65,12 @@ pub struct AgentConfig {
     pub keep_work_dirs: bool,
     /// Heartbeat period; the server's suggestion when `None`.
     pub heartbeat_interval: Option<Duration>,
-    /// Wait between claims while the queue is empty.
+    /// Claimed tasks kept waiting beyond the busy slots; `None`: as many as there are slots.
+    pub claim_ahead: Option<usize>,
+    /// How long one claim waits on the server for work when there is none (at most 30 s).
+    /// Zero: claims do not wait, and the agent sleeps `poll_interval` between them.
+    pub claim_wait: Duration,
+    /// Wait between claims while the queue is empty, when `claim_wait` is zero.
     pub poll_interval: Duration,
     /// Longest wait for one request.
     pub request_timeout: Duration,
@@ -85,6 +101,8 @@ impl AgentConfig {
             work_dir,
             keep_work_dirs: false,
             heartbeat_interval: None,
+            claim_ahead: None,
+            claim_wait: Duration::from_secs(20),
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(10),
@@ -92,6 +110,13 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(5),
             tail_bytes: 4096,
         }
+    }
+}
+
+impl AgentConfig {
+    /// Tasks claimed ahead of the slots.
+    pub fn claim_ahead(&self) -> usize {
+        self.claim_ahead.unwrap_or(self.slots.max(1))
     }
 }
 
@@ -164,6 +189,10 @@ struct Shared {
     failed: AtomicU64,
     refused: AtomicU64,
     lost: AtomicU64,
+    /// Finished runs' reports not yet sent, oldest first.
+    outbox: Mutex<Vec<Pending>>,
+    /// Told when a run ends (a slot and a report to send).
+    finished: Notify,
     /// Cancelled when running tasks must end now (grace over, or a second signal).
     hard: CancellationToken,
     /// The machine's static facts, read once.
@@ -209,6 +238,8 @@ pub async fn run(
         failed: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         lost: AtomicU64::new(0),
+        outbox: Mutex::new(Vec::new()),
+        finished: Notify::new(),
         hard: CancellationToken::new(),
         config,
     });
@@ -238,28 +269,16 @@ pub async fn run(
     };
 
     let tracker = TaskTracker::new();
-    let claimed = shared.claim_loop(&tracker, &stop).await;
-
-    let running = shared.running.load(Ordering::Relaxed);
-    if running > 0 && !shared.hard.is_cancelled() {
-        tracing::info!(
-            "stopping: no new tasks; waiting up to {} for {running} running task(s) (signal again to stop them now)",
-            crate::output::humanize(shared.config.drain_grace)
-        );
+    let worked = shared.work(&tracker, &stop).await;
+    if worked.is_err() {
+        // A fatal error (a refused key): the runs still going are stopped, not awaited.
+        shared.hard.cancel();
     }
     tracker.close();
-    tokio::select! {
-        _ = tracker.wait() => {}
-        _ = tokio::time::sleep(shared.config.drain_grace) => {
-            tracing::warn!("drain grace over: stopping the tasks still running");
-            shared.hard.cancel();
-        }
-        _ = shared.hard.cancelled() => {}
-    }
     tracker.wait().await;
     heart_stop.cancel();
     let _ = heart.await;
-    claimed?;
+    worked?;
     let summary = shared.summary();
     tracing::info!(
         completed = summary.completed,
@@ -451,92 +470,348 @@ impl Shared {
             .await
     }
 
-    /// Claims while there are free slots, until `stop`. Each claimed task runs on the tracker.
-    async fn claim_loop(
+    /// The agent's one conversation with the server, until `stop` and then until everything is
+    /// drained: it starts queued tasks on free slots, and sends exchanges that carry the
+    /// finished runs' reports and claim enough to keep every slot busy plus `claim_ahead`
+    /// tasks waiting in the local queue. With free room and nothing to claim, the exchange
+    /// long-polls (`waitMs`) instead of sleeping; reports that finish meanwhile go in a
+    /// report-only exchange beside it, so a long-poll never holds a report back.
+    async fn work(
         self: &Arc<Self>,
         tracker: &TaskTracker,
         stop: &CancellationToken,
     ) -> Result<(), AgentError> {
         let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
+        let capacity = self.config.slots.max(1) + self.config.claim_ahead();
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        let mut claiming: Option<InFlight> = None;
+        let mut reporting: Option<InFlight> = None;
+        let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut drain: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut backoff = self.backoff();
+        let mut stopping = false;
         loop {
-            let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
-                },
-                _ = stop.cancelled() => return Ok(()),
-            };
-            let mut permits = vec![first];
-            while permits.len() < MAX_CLAIM {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
+            while !queue.is_empty() {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                if let Some(next) = queue.pop_front() {
+                    self.running.fetch_add(1, Ordering::Relaxed);
+                    tracker.spawn(self.clone().run_task(next, slot));
                 }
             }
-            let wanted = permits.len();
-            let spot = self.spot();
-            let result = self
-                .link
-                .call(|c| {
-                    let c = spot.on(c);
-                    let id = spot.id.clone();
-                    async move { c.claim(&id, wanted as u32).await }
-                })
-                .await;
-            let wait = match result {
-                Ok(tasks) => {
-                    self.reachable();
-                    backoff.reset();
-                    let got = tasks.len();
-                    for task in tasks {
-                        let Some(permit) = permits.pop() else { break };
-                        tracing::debug!(task = %task.id, job = %task.job_id, attempt = task.attempt, "claimed");
-                        tracker.spawn(self.clone().run_task(task, spot.clone(), permit));
+            if stopping {
+                // Claimed ahead but not started: handed back at once, so another agent can
+                // take them now rather than after this spot goes silent.
+                for q in queue.drain(..) {
+                    let report = fail_now(
+                        &q.spot.id,
+                        q.task.attempt,
+                        "stopped: the agent shut down before the task started".into(),
+                        true,
+                    );
+                    self.post(q.task.id, q.spot, report);
+                }
+            }
+            if claiming.is_none() && pause.is_none() {
+                let busy = queue.len() + self.running.load(Ordering::Relaxed).max(0) as usize;
+                let want = if stopping {
+                    0
+                } else {
+                    capacity.saturating_sub(busy).min(MAX_CLAIM)
+                };
+                let (spot, reports) = self.take_reports();
+                let want = if spot.id == self.spot().id { want } else { 0 };
+                if want > 0 || !reports.is_empty() {
+                    let wait = if want > 0 {
+                        self.config.claim_wait
+                    } else {
+                        Duration::ZERO
+                    };
+                    claiming = Some(self.send(spot, reports, want, wait));
+                }
+            }
+            if reporting.is_none() && claiming.as_ref().is_some_and(|c| !c.wait.is_zero()) {
+                let (spot, reports) = self.take_reports();
+                if !reports.is_empty() {
+                    reporting = Some(self.send(spot, reports, 0, Duration::ZERO));
+                }
+            }
+            if stopping
+                && claiming.is_none()
+                && reporting.is_none()
+                && queue.is_empty()
+                && self.running.load(Ordering::Relaxed) == 0
+                && self.outbox_is_empty()
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                answer = wait_for(&mut claiming) => {
+                    let sent = claiming.take().expect("polled only while in flight");
+                    match self.settle(sent, answer).await? {
+                        Settled::Claimed(tasks) => {
+                            backoff.reset();
+                            let wanted = tasks.wanted;
+                            let got = tasks.tasks.len();
+                            queue.extend(tasks.tasks);
+                            if got < wanted && self.config.claim_wait.is_zero() {
+                                pause = Some(Box::pin(tokio::time::sleep(self.config.poll_interval)));
+                            }
+                        }
+                        Settled::Retry => {
+                            pause = Some(Box::pin(tokio::time::sleep(backoff.next_delay())));
+                        }
                     }
-                    // A short answer means the queue is empty for now: do not ask again at once.
-                    (got < wanted).then_some(self.config.poll_interval)
                 }
-                Err(e) if forgotten(&e) => {
-                    tracing::warn!(spot = %spot.id, "the server no longer knows this spot or its secret; registering again");
-                    self.register(&spot.id).await?;
-                    None
+                answer = wait_for(&mut reporting) => {
+                    let sent = reporting.take().expect("polled only while in flight");
+                    if let Settled::Retry = self.settle(sent, answer).await? {
+                        pause = Some(Box::pin(tokio::time::sleep(backoff.next_delay())));
+                    }
                 }
-                Err(e) if e.code() == Some("SPOT_DOWN") => {
-                    // Marked DOWN while away; a heartbeat brings the spot back UP.
-                    let _ = self.beat(&spot, None).await;
-                    Some(backoff.next_delay())
+                _ = self.finished.notified() => {}
+                _ = async { pause.as_mut().expect("polled only when set").await }, if pause.is_some() => {
+                    pause = None;
                 }
-                Err(e) => {
-                    self.trouble("claim", &e)?;
-                    Some(backoff.next_delay())
+                _ = self.hard.cancelled(), if pause.is_some() => {
+                    // No more waiting between tries: one last try, then reports are given up.
+                    pause = None;
                 }
-            };
-            drop(permits);
-            if let Some(wait) = wait {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    let running = self.running.load(Ordering::Relaxed);
+                    if running > 0 && !self.hard.is_cancelled() {
+                        tracing::info!(
+                            "stopping: no new tasks; waiting up to {} for {running} running task(s) (signal again to stop them now)",
+                            crate::output::humanize(self.config.drain_grace)
+                        );
+                    }
+                    drain = Some(Box::pin(tokio::time::sleep(self.config.drain_grace)));
+                    // A claim waiting for work is abandoned, not awaited: it may wait 30 s.
+                    // Its reports are sent again (a repeat is answered as one); a task the
+                    // server handed out just as it was dropped stays with this spot until
+                    // its lease ends or the spot goes silent, as after a crash.
+                    if let Some(c) = claiming.take_if(|c| !c.wait.is_zero()) {
+                        c.handle.abort();
+                        self.requeue(c.spot, c.reports);
+                    }
+                }
+                _ = async { drain.as_mut().expect("polled only when set").await }, if drain.is_some() && !self.hard.is_cancelled() => {
+                    tracing::warn!("drain grace over: stopping the tasks still running");
+                    self.hard.cancel();
+                    drain = None;
                 }
             }
         }
     }
 
-    /// Runs one claimed task and reports how it ended. `spot` is the spot that holds the lease,
-    /// which is what the report must name even if the agent has registered again since.
-    async fn run_task(
-        self: Arc<Self>,
-        task: api::ClaimedTask,
+    /// Sends one exchange from a task of its own, so the loop goes on while it is in flight.
+    fn send(
+        self: &Arc<Self>,
         spot: Spot,
-        _slot: OwnedSemaphorePermit,
-    ) {
-        self.running.fetch_add(1, Ordering::Relaxed);
-        let report = self.perform(&task, &spot).await;
-        self.deliver(&task.id, &spot, report).await;
-        self.running.fetch_sub(1, Ordering::Relaxed);
+        reports: Vec<(String, Report)>,
+        want: usize,
+        wait: Duration,
+    ) -> InFlight {
+        let req = api::ExchangeRequest {
+            spot_id: spot.id.clone(),
+            reports: reports
+                .iter()
+                .map(|(task, report)| report.to_batch(task))
+                .collect(),
+            max_tasks: want as u32,
+            wait_ms: (!wait.is_zero()).then_some(wait.as_millis() as u64),
+        };
+        let handle = {
+            let (shared, spot) = (self.clone(), spot.clone());
+            tokio::spawn(async move {
+                shared
+                    .link
+                    .call(|c| {
+                        let c = spot.on(c);
+                        let req = &req;
+                        async move { c.exchange(req).await }
+                    })
+                    .await
+            })
+        };
+        InFlight {
+            handle,
+            spot,
+            reports,
+            want,
+            wait,
+        }
     }
 
-    async fn perform(&self, task: &api::ClaimedTask, holder: &Spot) -> Report {
+    /// Handles an exchange's answer: each report's own answer as the per-task routes' would be
+    /// handled (accepted, or refused and dropped: the task was taken back), and the tasks
+    /// claimed. A failed request puts its reports back to be sent again: a report is never
+    /// dropped without an answer, unless the agent is stopping and cannot reach the server.
+    async fn settle(
+        &self,
+        sent: InFlight,
+        answer: Result<Result<api::ExchangeResponse, ClientError>, tokio::task::JoinError>,
+    ) -> Result<Settled, AgentError> {
+        let InFlight {
+            spot,
+            reports,
+            want,
+            ..
+        } = sent;
+        let answer = answer.unwrap_or_else(|e| Err(ClientError::Decode(e.to_string())));
+        match answer {
+            Ok(answer) => {
+                self.reachable();
+                let mut answered = answer.results.into_iter();
+                for (task, report) in reports {
+                    match answered.next() {
+                        Some(r) if r.success => {
+                            match report {
+                                Report::Complete(_) => {
+                                    self.completed.fetch_add(1, Ordering::Relaxed)
+                                }
+                                Report::Fail(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+                            };
+                            tracing::debug!(task, message = ?r.message, will_retry = ?r.will_retry, "reported");
+                        }
+                        Some(r) => {
+                            self.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                task,
+                                "the server refused the report ({} {}: {}); the task was taken back",
+                                r.status,
+                                r.code.as_deref().unwrap_or(""),
+                                r.error.as_deref().unwrap_or("")
+                            );
+                        }
+                        None => self.post(task, spot.clone(), report),
+                    }
+                }
+                let now = Instant::now();
+                for t in &answer.tasks {
+                    tracing::debug!(task = %t.id, job = %t.job_id, attempt = t.attempt, "claimed");
+                }
+                Ok(Settled::Claimed(Claimed {
+                    wanted: want,
+                    tasks: answer
+                        .tasks
+                        .into_iter()
+                        .map(|task| Queued {
+                            task,
+                            spot: spot.clone(),
+                            since: now,
+                        })
+                        .collect(),
+                }))
+            }
+            Err(e) if forgotten(&e) => {
+                // The server cannot apply anything for a spot it does not know: its reports
+                // are refused, as each would be on its own.
+                for (task, _) in &reports {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        task,
+                        "the server refused the report ({e}); the task was taken back"
+                    );
+                }
+                tracing::warn!(spot = %spot.id, "the server no longer knows this spot or its secret; registering again");
+                self.register(&spot.id).await?;
+                Ok(Settled::Retry)
+            }
+            Err(e) if e.code() == Some("SPOT_DOWN") => {
+                // The reports were stored before the claim was refused; sent again, each is
+                // answered as a repeat. Marked DOWN while away: a heartbeat brings it back UP.
+                self.requeue(spot.clone(), reports);
+                let _ = self.beat(&spot, None).await;
+                Ok(Settled::Retry)
+            }
+            Err(e) if is_transient(&e) => {
+                self.trouble("an exchange", &e)?;
+                if self.hard.is_cancelled() {
+                    for (task, _) in &reports {
+                        self.lost.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            task,
+                            "stopping: report not delivered; the server will take the task back"
+                        );
+                    }
+                } else {
+                    self.requeue(spot, reports);
+                }
+                Ok(Settled::Retry)
+            }
+            Err(e) => {
+                self.trouble("an exchange", &e)?;
+                for (task, _) in &reports {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(task, "the server refused the report ({e})");
+                }
+                Ok(Settled::Retry)
+            }
+        }
+    }
+
+    /// Runs one queued task on its slot and leaves its report for the next exchange. `spot` is
+    /// the spot that holds the lease, which is what the report must name even if the agent has
+    /// registered again since.
+    async fn run_task(self: Arc<Self>, queued: Queued, slot: OwnedSemaphorePermit) {
+        let Queued { task, spot, since } = queued;
+        let report = self.perform(&task, &spot, since).await;
+        self.post(task.id, spot, report);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
+        self.finished.notify_one();
+    }
+
+    /// Leaves a report for the next exchange.
+    fn post(&self, task: String, spot: Spot, report: Report) {
+        if let Ok(mut out) = self.outbox.lock() {
+            out.push(Pending { task, spot, report });
+        }
+    }
+
+    /// Puts back the reports of a request that got no answer, ahead of newer ones.
+    fn requeue(&self, spot: Spot, reports: Vec<(String, Report)>) {
+        if let Ok(mut out) = self.outbox.lock() {
+            let back = reports.into_iter().map(|(task, report)| Pending {
+                task,
+                spot: spot.clone(),
+                report,
+            });
+            out.splice(0..0, back);
+        }
+    }
+
+    fn outbox_is_empty(&self) -> bool {
+        self.outbox.lock().map(|o| o.is_empty()).unwrap_or(true)
+    }
+
+    /// Up to one batch of waiting reports, all of one spot (the oldest report's), and that
+    /// spot; the current spot when there are none.
+    fn take_reports(&self) -> (Spot, Vec<(String, Report)>) {
+        let Ok(mut out) = self.outbox.lock() else {
+            return (self.spot(), Vec::new());
+        };
+        let Some(first) = out.first() else {
+            return (self.spot(), Vec::new());
+        };
+        let spot = first.spot.clone();
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(out.len());
+        for p in out.drain(..) {
+            if p.spot.id == spot.id && taken.len() < MAX_CLAIM {
+                taken.push((p.task, p.report));
+            } else {
+                kept.push(p);
+            }
+        }
+        *out = kept;
+        (spot, taken)
+    }
+
+    async fn perform(&self, task: &api::ClaimedTask, holder: &Spot, since: Instant) -> Report {
         let spot = holder.id.as_str();
         let attempt = task.attempt;
         let payload: Map<String, Value> = match serde_json::from_str(&task.payload) {
@@ -565,6 +840,16 @@ impl Shared {
             Ok(c) => c,
             Err(why) => return fail_now(spot, attempt, why.clone(), false),
         };
+        // The lease runs from the claim: what the queue took is not the run's to use.
+        let spent = since.elapsed();
+        if spent >= job.timeout {
+            return fail_now(
+                spot,
+                attempt,
+                "the task's lease ran out while it waited for a slot on this agent".into(),
+                true,
+            );
+        }
         let work_dir = self
             .config
             .work_dir
@@ -602,6 +887,7 @@ impl Shared {
                 work_dir: work_dir.clone(),
                 facts,
                 timeout: job.timeout,
+                spent,
                 kill_grace: self.config.kill_grace,
                 tail_bytes: self.config.tail_bytes,
             },
@@ -616,7 +902,7 @@ impl Shared {
             "task ended"
         );
         if !self.config.keep_work_dirs {
-            let _ = tokio::fs::remove_dir_all(&work_dir).await;
+            exec::remove_work_dir(&work_dir).await;
         }
         output::report(spot, attempt, &finished, job.retry_on_failure)
     }
@@ -663,66 +949,52 @@ impl Shared {
         }
         Some(job)
     }
+}
 
-    /// Sends a report until the server takes it or refuses it. Once the agent must stop, one
-    /// last try is made and then the report is given up (the server will take the task back).
-    async fn deliver(&self, task_id: &str, spot: &Spot, report: Report) {
-        let mut backoff = self.backoff();
-        loop {
-            let result = match &report {
-                Report::Complete(r) => {
-                    self.link
-                        .call(|c| {
-                            let c = spot.on(c);
-                            async move { c.complete(task_id, r).await }
-                        })
-                        .await
-                }
-                Report::Fail(r) => {
-                    self.link
-                        .call(|c| {
-                            let c = spot.on(c);
-                            async move { c.fail(task_id, r).await }
-                        })
-                        .await
-                }
-            };
-            match result {
-                Ok(answer) => {
-                    self.reachable();
-                    match &report {
-                        Report::Complete(_) => self.completed.fetch_add(1, Ordering::Relaxed),
-                        Report::Fail(_) => self.failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                    tracing::debug!(task = task_id, ?answer, "reported");
-                    return;
-                }
-                Err(e) if !is_transient(&e) => {
-                    self.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        task = task_id,
-                        "the server refused the report ({e}); the task was taken back"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    let _ = self.trouble("a report", &e);
-                    if self.hard.is_cancelled() {
-                        self.lost.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            task = task_id,
-                            "stopping: report not delivered; the server will take the task back"
-                        );
-                        return;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        // One last try before giving up.
-                        _ = self.hard.cancelled() => {}
-                    }
-                }
-            }
-        }
+/// A claimed task in the local queue, and when it arrived: its lease runs from its claim, so
+/// its time in the queue counts against its timeout.
+struct Queued {
+    task: api::ClaimedTask,
+    spot: Spot,
+    since: Instant,
+}
+
+/// A finished run's report, waiting for the next exchange.
+struct Pending {
+    task: String,
+    spot: Spot,
+    report: Report,
+}
+
+/// An exchange in flight, with what it carries, so an unanswered one can be sent again.
+struct InFlight {
+    handle: tokio::task::JoinHandle<Result<api::ExchangeResponse, ClientError>>,
+    spot: Spot,
+    reports: Vec<(String, Report)>,
+    want: usize,
+    wait: Duration,
+}
+
+/// What the loop does after an exchange's answer.
+enum Settled {
+    Claimed(Claimed),
+    /// No answer to act on: try again after a backoff.
+    Retry,
+}
+
+struct Claimed {
+    wanted: usize,
+    tasks: Vec<Queued>,
+}
+
+/// The answer of the exchange in `slot`; pending forever when there is none, so a `select!`
+/// branch on it is simply never taken.
+async fn wait_for(
+    slot: &mut Option<InFlight>,
+) -> Result<Result<api::ExchangeResponse, ClientError>, tokio::task::JoinError> {
+    match slot {
+        Some(sent) => (&mut sent.handle).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Run {
     /// `DROVER_*` facts about the task.
     pub facts: Vec<(String, String)>,
     pub timeout: Duration,
+    /// The part of `timeout` already spent before the start (the task's lease runs from its
+    /// claim, and it may have waited in the agent's queue): the run gets what is left.
+    pub spent: Duration,
     /// Between SIGTERM and SIGKILL when the agent ends a run.
     pub kill_grace: Duration,
     /// Bytes of each stream kept.
@@ -44,7 +47,7 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
         stderr: Tail::new(run.tail_bytes),
         result: None,
     };
-    if let Err(e) = tokio::fs::create_dir_all(&run.work_dir).await {
+    if let Err(e) = make_work_dir(&run.work_dir).await {
         return not_started(format!(
             "cannot create the working directory {}: {e}",
             run.work_dir.display()
@@ -87,7 +90,7 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
             Ok(status) => ending_of(status),
             Err(e) => Ending::NotStarted(format!("waiting for the process: {e}")),
         },
-        _ = tokio::time::sleep(run.timeout) => {
+        _ = tokio::time::sleep(run.timeout.saturating_sub(run.spent)) => {
             terminate(&mut child, run.kill_grace).await;
             Ending::TimedOut(run.timeout)
         }
@@ -115,6 +118,25 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
         stdout,
         stderr,
         result,
+    }
+}
+
+/// Creates the run's working directory. The agent made its parent at start, so one `mkdir`
+/// on the runtime's thread is the usual case (a hop to the blocking pool costs more than the
+/// call); a missing parent (removed by hand) is made again on the blocking pool.
+async fn make_work_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(_) => tokio::fs::create_dir_all(dir).await,
+    }
+}
+
+/// Removes a run's working directory: one `rmdir` when the run left it empty (the usual case
+/// for short tasks), else the whole tree on the blocking pool.
+pub async fn remove_work_dir(dir: &std::path::Path) {
+    if std::fs::remove_dir(dir).is_err() {
+        let _ = tokio::fs::remove_dir_all(dir).await;
     }
 }
 

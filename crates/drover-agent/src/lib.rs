@@ -1,9 +1,10 @@
 //! `drover agent`: the worker daemon of DESIGN.md. It registers with a server (hello),
-//! heartbeats with the machine's real figures, claims up to its free slots, runs each task's
-//! command, and reports complete or fail, until it is told to stop.
+//! heartbeats with the machine's real figures, claims for its free slots and a small queue
+//! ahead, runs each task's command, and reports complete or fail in batches with its next
+//! claim, until it is told to stop.
 //!
 //! Code map:
-//! - [`agent`]: the loops (register, heartbeat, claim, run, report, drain) and their error
+//! - [`agent`]: the loops (register, heartbeat, exchange, run, drain) and their error
 //!   handling: the only module that sequences IO.
 //! - [`exec`]: one child process per task: working directory, process group, timeout, kill.
 //! - [`output`]: pure decisions: the result line, the output tails, the report for an ending.

@@ -4,7 +4,7 @@
 //! Pure and synchronous: bytes in, decisions out. It must not spawn, wait or talk to the server;
 //! `exec` feeds it and `agent` sends what it decides.
 
-use drover_api::{CompleteRequest, FailRequest};
+use drover_api::{BatchReport, CompleteRequest, FailRequest, ReportVerb};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -149,6 +149,42 @@ pub struct Finished {
 pub enum Report {
     Complete(CompleteRequest),
     Fail(FailRequest),
+}
+
+impl Report {
+    /// The report as one entry of a batch (`/tasks/report`, `/tasks/exchange`) for `task_id`.
+    pub fn to_batch(&self, task_id: &str) -> BatchReport {
+        let none = BatchReport {
+            task_id: task_id.to_string(),
+            outcome: ReportVerb::Complete,
+            attempt: None,
+            runtime_ms: None,
+            iter: None,
+            fopt: None,
+            result_json: None,
+            output: None,
+            error: None,
+            retriable: None,
+        };
+        match self {
+            Report::Complete(r) => BatchReport {
+                attempt: r.attempt,
+                runtime_ms: r.runtime_ms,
+                iter: r.iter,
+                fopt: r.fopt,
+                result_json: r.result_json.clone(),
+                output: r.output.clone(),
+                ..none
+            },
+            Report::Fail(r) => BatchReport {
+                outcome: ReportVerb::Fail,
+                attempt: r.attempt,
+                error: r.error.clone(),
+                retriable: r.retriable,
+                ..none
+            },
+        }
+    }
 }
 
 /// The combined output tail kept with a result, or `None` if the run printed nothing.

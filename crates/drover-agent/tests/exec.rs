@@ -36,6 +36,7 @@ fn run_of(command: &[&str], payload: Value, dir: &Path, timeout: Duration) -> Ru
         work_dir,
         facts: vec![("DROVER_TASK_ID".into(), "task-1".into())],
         timeout,
+        spent: Duration::ZERO,
         kill_grace: Duration::from_millis(500),
         tail_bytes: 4096,
     }

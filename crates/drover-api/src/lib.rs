@@ -314,6 +314,10 @@ pub struct HeartbeatRequest {
 pub struct ClaimRequest {
     pub spot_id: String,
     pub max_tasks: u32,
+    /// drover's extension: when nothing is claimable, wait up to this many milliseconds
+    /// (at most 30000) for work to appear before answering. Absent or 0: answer at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -441,6 +445,32 @@ pub struct BatchReportResult {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+}
+
+/// `POST /internal/v1/tasks/exchange`: a spot's reports and its next claim in one request. The
+/// reports are applied first, exactly as `POST /internal/v1/tasks/report` applies them, and are
+/// durable before the claim (and any wait for work); then tasks are claimed exactly as
+/// `POST /internal/v1/tasks/claim` claims them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeRequest {
+    pub spot_id: String,
+    /// 0 to 1000 reports.
+    #[serde(default)]
+    pub reports: Vec<BatchReport>,
+    /// 0 to 1000 tasks to claim (0: only report).
+    pub max_tasks: u32,
+    /// As on the claim route: wait up to this many milliseconds for work when none is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// The answer to an exchange: one result per report, in the order sent (as the batch report
+/// route answers them), and the tasks claimed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeResponse {
+    pub results: Vec<BatchReportResult>,
+    pub tasks: Vec<ClaimedTask>,
 }
 
 /// One runner in `GET /api/v1/runners`.

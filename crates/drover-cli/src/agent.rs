@@ -23,9 +23,13 @@ last line of stdout that is a JSON object is the result: fopt, iter and runtimeM
 the result's fields. Exit code 0 is success; anything else, or running past the job's task
 timeout, is a failure (retried unless the job says retryOnFailure = false).
 
-Stopping: the first SIGTERM or Ctrl-C stops claiming and lets running tasks finish (up to
---drain-grace) and be reported; a second one kills them, reports them as retriable failures and
-exits.";
+Claiming: the agent keeps its slots busy plus up to --claim-ahead tasks waiting, reports
+finished runs in batches with its next claim (POST /internal/v1/tasks/exchange), and when there
+is no work it waits on the server (--claim-wait) instead of polling.
+
+Stopping: the first SIGTERM or Ctrl-C stops claiming, hands back the tasks claimed ahead but not
+started (as retriable failures) and lets running tasks finish (up to --drain-grace) and be
+reported; a second one kills them, reports them as retriable failures and exits.";
 
 /// The options of `drover agent`; the command's help text is on the binary's `Command::Agent`.
 #[derive(Debug, Args)]
@@ -88,7 +92,18 @@ pub struct AgentArgs {
     #[arg(long, env = "DROVER_AGENT_HEARTBEAT_INTERVAL", value_name = "DURATION")]
     heartbeat_interval: Option<Span>,
 
-    /// Wait between claims while there is no work [default: 1s].
+    /// Claimed tasks kept waiting in the agent beyond its busy slots, so a slot that frees
+    /// starts the next task at once [default: as many as --slots]. They are under lease from
+    /// their claim and their wait counts against their timeout: use 0 for long tasks.
+    #[arg(long, env = "DROVER_AGENT_CLAIM_AHEAD", value_name = "N")]
+    claim_ahead: Option<usize>,
+
+    /// How long a claim waits on the server for work when there is none (a long-poll; at most
+    /// 30s). 0 polls every --poll-interval instead [default: 20s].
+    #[arg(long, env = "DROVER_AGENT_CLAIM_WAIT", value_name = "DURATION")]
+    claim_wait: Option<Span>,
+
+    /// Wait between claims while there is no work, with --claim-wait 0 [default: 1s].
     #[arg(long, env = "DROVER_AGENT_POLL_INTERVAL", value_name = "DURATION")]
     poll_interval: Option<Span>,
 
@@ -164,6 +179,17 @@ impl AgentArgs {
         config.address = self.address;
         config.keep_work_dirs = self.keep_work_dirs;
         config.heartbeat_interval = self.heartbeat_interval.map(|s| s.0);
+        config.claim_ahead = self.claim_ahead;
+        if let Some(Span(d)) = self.claim_wait {
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            if drover_core::rules::check_wait_ms(ms).is_err() {
+                bail!(
+                    "--claim-wait must be at most {} ms, the server's limit (got {ms} ms)",
+                    drover_core::rules::MAX_WAIT_MS
+                );
+            }
+            config.claim_wait = d;
+        }
         if let Some(Span(d)) = self.poll_interval {
             config.poll_interval = d;
         }

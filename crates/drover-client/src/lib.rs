@@ -330,14 +330,50 @@ impl Client {
     }
 
     pub async fn claim(&self, spot_id: &str, max_tasks: u32) -> Result<Vec<ClaimedTask>> {
+        self.claim_waiting(spot_id, max_tasks, std::time::Duration::ZERO)
+            .await
+    }
+
+    /// A claim that, when nothing is claimable, waits on the server up to `wait` (at most 30 s)
+    /// for work to appear. The request's own timeout, if the client has one, is stretched by
+    /// `wait`.
+    pub async fn claim_waiting(
+        &self,
+        spot_id: &str,
+        max_tasks: u32,
+        wait: std::time::Duration,
+    ) -> Result<Vec<ClaimedTask>> {
         let req = ClaimRequest {
             spot_id: spot_id.into(),
             max_tasks,
+            wait_ms: wait_ms(wait),
         };
-        Ok(self
-            .post::<_, ClaimResponse>("/internal/v1/tasks/claim", &req)
+        let post = self
+            .request(Method::POST, "/internal/v1/tasks/claim")
+            .json(&req);
+        Ok(Self::send::<ClaimResponse>(self.waiting(post, wait))
             .await?
             .tasks)
+    }
+
+    /// Reports and claims in one request: `req.reports` are applied first (as
+    /// [`Client::report_batch`] applies them), then up to `req.maxTasks` are claimed, waiting
+    /// up to `req.waitMs` for work. The request's own timeout is stretched by the wait.
+    pub async fn exchange(&self, req: &ExchangeRequest) -> Result<ExchangeResponse> {
+        let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
+        let post = self
+            .request(Method::POST, "/internal/v1/tasks/exchange")
+            .json(req);
+        Self::send(self.waiting(post, wait)).await
+    }
+
+    /// A request that may wait on the server for `wait`: the client's timeout is for the
+    /// round trip, on top of the wait.
+    fn waiting(&self, req: RequestBuilder, wait: std::time::Duration) -> RequestBuilder {
+        match self.timeout {
+            Some(t) if !wait.is_zero() => req.timeout(t + wait),
+            _ => req,
+        }
     }
 
     pub async fn complete(&self, task_id: &str, req: &CompleteRequest) -> Result<ReportResponse> {
@@ -354,6 +390,12 @@ impl Client {
     pub async fn report_batch(&self, req: &BatchReportRequest) -> Result<BatchReportResponse> {
         self.post("/internal/v1/tasks/report", req).await
     }
+}
+
+/// `waitMs` as sent: absent when there is no wait, so a plain claim is the contract's body.
+fn wait_ms(wait: std::time::Duration) -> Option<u64> {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    (ms > 0).then_some(ms)
 }
 
 fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {

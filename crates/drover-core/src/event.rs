@@ -116,6 +116,18 @@ impl Event {
             Event::RunnerRemoved { .. } => "runner_removed",
         }
     }
+
+    /// Whether this change may have made a task claimable that was not: a new job, or a task
+    /// sent back to NEW by a retriable failure or by the server taking it back. A claim waiting
+    /// for work (`waitMs`) is woken by these and by nothing else.
+    pub fn may_free_work(&self) -> bool {
+        match self {
+            Event::JobCreated { total_tasks, .. } => *total_tasks > 0,
+            Event::TaskFailed { will_retry, .. } => *will_retry,
+            Event::TaskReleased { to, .. } => *to == TaskStatus::New,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +187,12 @@ mod tests {
         ];
         let kinds: Vec<&str> = all.iter().map(Event::kind).collect();
         assert_eq!(kinds, Event::KINDS);
+        let waking: Vec<&str> = all
+            .iter()
+            .filter(|e| e.may_free_work())
+            .map(Event::kind)
+            .collect();
+        assert_eq!(waking, ["job_created", "task_failed", "task_released"]);
         for k in kinds {
             assert!(k.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{k}");
         }

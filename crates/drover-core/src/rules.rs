@@ -1,7 +1,7 @@
 //! Limits that are rules of the domain: how long a job name may be, how many attempts and how
 //! long a timeout a job may ask for, how many tasks one claim may take, what a node may
 //! announce (its address, its figures, the size of its labels) and how many nodes the registry
-//! holds.
+//! holds, and how long a claim may wait for work.
 //!
 //! This module owns the values and the checks, with the messages users see. It must not know
 //! about any wire format: a check names the field it refuses by the contract's name, and a
@@ -21,6 +21,9 @@ pub const MAX_TASK_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 pub const TASK_TIMEOUT_RANGE_SECS: RangeInclusive<u64> = 1..=MAX_TASK_TIMEOUT_SECS;
 /// Most tasks one claim may ask for.
 pub const MAX_CLAIM: u32 = 1000;
+/// Longest a claim may wait for work (`waitMs`), in milliseconds: well under the usual 60 s
+/// proxy and load-balancer idle timeouts, so a long-poll is not cut in the middle.
+pub const MAX_WAIT_MS: u64 = 30_000;
 
 /// Default cap on the bytes of one node's labels, as JSON.
 pub const DEFAULT_MAX_LABEL_BYTES: u64 = 64 * 1024;
@@ -91,6 +94,44 @@ pub fn check_batch_size(field: &'static str, len: usize) -> Result<(), RuleError
         return refuse(
             field,
             format!("must hold between 1 and {MAX_CLAIM} reports (got {len})"),
+        );
+    }
+    Ok(())
+}
+
+/// An exchange reports between 0 and [`MAX_CLAIM`] results (none: it only claims).
+pub fn check_exchange_reports(len: usize) -> Result<(), RuleError> {
+    if len > MAX_CLAIM as usize {
+        return refuse(
+            "reports",
+            format!(
+                "must hold at most {MAX_CLAIM} reports (got {len}); send the rest in the next request"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// An exchange claims between 0 and [`MAX_CLAIM`] tasks (0: it only reports).
+pub fn check_exchange_claim(max_tasks: u32) -> Result<(), RuleError> {
+    if max_tasks > MAX_CLAIM {
+        return refuse(
+            "maxTasks",
+            format!("must be between 0 and {MAX_CLAIM} (got {max_tasks})"),
+        );
+    }
+    Ok(())
+}
+
+/// A claim waits for work at most [`MAX_WAIT_MS`] milliseconds (0: it does not wait).
+pub fn check_wait_ms(wait_ms: u64) -> Result<(), RuleError> {
+    if wait_ms > MAX_WAIT_MS {
+        return refuse(
+            "waitMs",
+            format!(
+                "must be between 0 and {MAX_WAIT_MS} milliseconds (got {wait_ms}); claim again \
+                 to wait longer"
+            ),
         );
     }
     Ok(())
@@ -196,6 +237,20 @@ mod tests {
             "name: at most 200 characters"
         );
         assert!(check_job_name(&"é".repeat(200)).is_ok());
+        assert_eq!(
+            check_wait_ms(30_001).unwrap_err().to_string(),
+            "waitMs: must be between 0 and 30000 milliseconds (got 30001); claim again to wait longer"
+        );
+        assert_eq!(
+            check_exchange_claim(1001).unwrap_err().to_string(),
+            "maxTasks: must be between 0 and 1000 (got 1001)"
+        );
+        assert!(
+            check_exchange_reports(1001)
+                .unwrap_err()
+                .to_string()
+                .starts_with("reports: must hold at most 1000 reports (got 1001)")
+        );
     }
 
     #[test]
@@ -259,6 +314,9 @@ mod tests {
                 (1..=1000).contains(&n)
             );
             prop_assert_eq!(check_task_timeout_secs(s).is_ok(), (1..=31_536_000).contains(&s));
+            prop_assert_eq!(check_exchange_claim(n).is_ok(), n <= 1000);
+            prop_assert_eq!(check_exchange_reports(n as usize).is_ok(), n <= 1000);
+            prop_assert_eq!(check_wait_ms(s).is_ok(), s <= 30_000);
         }
     }
 }

@@ -299,6 +299,8 @@ impl Application {
         let served = tokio::select! {
             done = &mut server => done,
             _ = shutdown.cancelled() => {
+                // Claims waiting for work answer now, so they do not hold up the stop.
+                state.wake.close();
                 match tokio::time::timeout(config.shutdown_grace, &mut server).await {
                     Ok(done) => done,
                     Err(_) => {

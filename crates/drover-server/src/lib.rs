@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod runners;
 pub mod serve;
 pub mod surfaces;
+pub mod wake;
 pub mod workers;
 
 pub use app::{
@@ -45,6 +46,8 @@ pub struct AppState {
     pub workers: workers::WorkerBoard,
     /// Spot credentials already read from the store (they never change once a spot exists).
     pub spot_credentials: Arc<auth::CredentialCache>,
+    /// Wakes claims waiting for work (`waitMs`) when a committed write may have freed some.
+    pub wake: wake::Wake,
 }
 
 impl AppState {
@@ -62,6 +65,9 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::new().with_store_writes(store.ops.clone()));
         let counted = metrics.clone();
         store.observe(move |events| counted.count_events(events));
+        let wake = wake::Wake::new();
+        let woken = wake.clone();
+        store.observe(move |events| woken.observe(events));
         let runners = Arc::new(runners::RunnerService::new(
             store.clone(),
             driver,
@@ -78,6 +84,7 @@ impl AppState {
             runners,
             workers,
             spot_credentials: Arc::default(),
+            wake,
         }
     }
 

@@ -207,6 +207,12 @@ fn routes(w: &World) -> Vec<Route> {
             ]}),
             200,
         ),
+        post(
+            "/internal/v1/tasks/exchange",
+            Guard::Spot,
+            json!({"spotId": spot, "reports": [], "maxTasks": 1, "waitMs": 0}),
+            200,
+        ),
         post("/api/runner/provision", Guard::ApiKey, json!({}), 201),
         post(
             "/api/runner/heartbeat",
@@ -306,7 +312,7 @@ async fn every_route_of_every_surface_answers_each_credential_as_the_matrix_says
             cases += 1;
         }
     }
-    assert_eq!(cases, 105, "21 routes, 5 credentials each");
+    assert_eq!(cases, 110, "22 routes, 5 credentials each");
 
     // What the refused calls did not do: my task was completed by my own call (the forged
     // reports before it changed nothing), the other spot's task is still its own, and the

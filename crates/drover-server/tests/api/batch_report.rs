@@ -1,7 +1,7 @@
 //! `POST /internal/v1/tasks/report`: many completes and fails in one request and one store
 //! transaction, each answered exactly as its per-task route answers it.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 use drover_api::{BatchReport, BatchReportRequest, BatchReportResult, CompleteRequest, ReportVerb};
 use serde_json::json;
 
@@ -20,7 +20,7 @@ fn report(task: &str, outcome: ReportVerb) -> BatchReport {
     }
 }
 
-fn complete(task: &str, fopt: f64) -> BatchReport {
+pub fn complete(task: &str, fopt: f64) -> BatchReport {
     BatchReport {
         fopt: Some(fopt),
         result_json: Some(json!({"fopt": fopt})),
@@ -28,7 +28,7 @@ fn complete(task: &str, fopt: f64) -> BatchReport {
     }
 }
 
-fn fail(task: &str, retriable: bool) -> BatchReport {
+pub fn fail(task: &str, retriable: bool) -> BatchReport {
     BatchReport {
         error: Some("boom".into()),
         retriable: Some(retriable),
@@ -37,14 +37,34 @@ fn fail(task: &str, retriable: bool) -> BatchReport {
 }
 
 /// The short form of an answer: status, success, message or code, willRetry.
-fn short(r: &BatchReportResult) -> (u16, bool, Option<&str>, Option<bool>) {
+pub fn short(r: &BatchReportResult) -> (u16, bool, Option<&str>, Option<bool>) {
     let said = r.message.as_deref().or(r.code.as_deref());
     (r.status, r.success, said, r.will_retry)
 }
 
-#[tokio::test]
-async fn every_outcome_in_one_batch_is_answered_as_its_own_route_would() {
-    let app = spawn_app().await;
+/// Every per-task outcome, set up for one batch of spot `a`: the batch, in the order of
+/// [`EVERY_ANSWER`], with the ids a test looks at afterwards.
+pub struct EveryOutcome {
+    pub a: String,
+    pub b: String,
+    pub ids: Vec<String>,
+    pub held_by_b: String,
+    pub batch: BatchReportRequest,
+}
+
+/// How each report of [`EveryOutcome::batch`] is answered (see [`short`]).
+pub const EVERY_ANSWER: [(u16, bool, Option<&str>, Option<bool>); 8] = [
+    (200, true, None, None),
+    (200, true, Some("already completed"), None),
+    (200, true, None, Some(true)),
+    (200, true, None, Some(false)),
+    (200, true, Some("already terminal"), None),
+    (404, false, Some("TASK_NOT_FOUND"), None),
+    (409, false, Some("WRONG_SPOT"), None),
+    (409, false, Some("TASK_CANCELLED"), None),
+];
+
+pub async fn every_outcome(app: &TestApp) -> EveryOutcome {
     app.create_job(6, json!({"maxAttempts": 5})).await;
     let doomed = app.create_job(1, json!({})).await;
     let a = app.hello().await;
@@ -102,21 +122,28 @@ async fn every_outcome_in_one_batch_is_answered_as_its_own_route_would() {
             complete(&cancelled, 0.5),            // 409 cancelled
         ],
     };
+    EveryOutcome {
+        a,
+        b,
+        ids,
+        held_by_b,
+        batch,
+    }
+}
+
+#[tokio::test]
+async fn every_outcome_in_one_batch_is_answered_as_its_own_route_would() {
+    let app = spawn_app().await;
+    let EveryOutcome {
+        b,
+        ids,
+        held_by_b,
+        batch,
+        ..
+    } = every_outcome(&app).await;
     let answered = app.client.report_batch(&batch).await.unwrap().results;
     let seen: Vec<_> = answered.iter().map(short).collect();
-    assert_eq!(
-        seen,
-        [
-            (200, true, None, None),
-            (200, true, Some("already completed"), None),
-            (200, true, None, Some(true)),
-            (200, true, None, Some(false)),
-            (200, true, Some("already terminal"), None),
-            (404, false, Some("TASK_NOT_FOUND"), None),
-            (409, false, Some("WRONG_SPOT"), None),
-            (409, false, Some("TASK_CANCELLED"), None),
-        ]
-    );
+    assert_eq!(seen, EVERY_ANSWER);
     let order: Vec<&str> = answered.iter().map(|r| r.task_id.as_str()).collect();
     let sent: Vec<&str> = batch.reports.iter().map(|r| r.task_id.as_str()).collect();
     assert_eq!(order, sent, "results come in the order sent");

@@ -11,6 +11,7 @@ mod helpers;
 mod jobs;
 mod limits;
 mod listeners;
+mod long_poll;
 mod reapers;
 mod reliability;
 mod runners;

@@ -376,27 +376,51 @@ async fn an_agent_fails_over_to_a_live_server_and_keeps_its_key_from_tasks() {
     assert!(agent.terminate().success(), "{}", agent.log());
 }
 
-/// SIGTERM: no new claims; running tasks finish and are reported before the agent exits.
+/// SIGTERM: no new claims; the tasks claimed ahead but not started are handed back at once for
+/// a retry; running tasks finish and are reported before the agent exits.
 #[tokio::test]
 async fn sigterm_drains_running_tasks_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     let server = fast_server(dir.path()).await;
     let client = server.client();
-    let created = client.create_job(&sleepy(3, 2.0)).await.unwrap();
-    let mut agent = AgentProcess::start(dir.path(), &server.base_url(), &["--slots", "2"]);
-    eventually("two tasks to run", EVENT_DEADLINE, || async {
-        let j = client.job(&created.job_id).await.ok()?;
-        (j.running_tasks == 2).then_some(())
-    })
+    let created = client.create_job(&sleepy(5, 2.0)).await.unwrap();
+    let mut agent = AgentProcess::start(
+        dir.path(),
+        &server.base_url(),
+        &["--slots", "2", "--claim-ahead", "2"],
+    );
+    eventually(
+        "two tasks to run and two to wait",
+        EVENT_DEADLINE,
+        || async {
+            let j = client.job(&created.job_id).await.ok()?;
+            (j.running_tasks == 4).then_some(())
+        },
+    )
     .await;
     let status = agent.terminate();
     assert!(status.success(), "{status}: {}", agent.log());
     let j = client.job(&created.job_id).await.unwrap();
     assert_eq!(
         (j.completed_tasks, j.running_tasks, j.pending_tasks),
-        (2, 0, 1),
-        "both running tasks reported, the third never claimed: {j:?}"
+        (2, 0, 3),
+        "both running tasks reported, the two queued handed back, the fifth never claimed: {j:?}"
     );
+    let handed_back: Vec<_> = client
+        .all_tasks(&created.job_id, Some("NEW"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.attempt == 1)
+        .collect();
+    assert_eq!(handed_back.len(), 2, "{handed_back:?}");
+    for t in handed_back {
+        assert_eq!(
+            t.last_error.as_deref(),
+            Some("stopped: the agent shut down before the task started"),
+            "{t:?}"
+        );
+    }
 }
 
 /// A second signal does not wait: running tasks are stopped and handed back as retriable.
@@ -444,5 +468,49 @@ async fn a_wrong_agent_key_stops_the_agent_with_a_clear_error() {
     assert!(
         log.contains("the server refused the agent key") && log.contains("DROVER_AGENT_KEY"),
         "{log}"
+    );
+}
+
+/// Claim-ahead and batched reports: many short tasks through one agent that keeps tasks
+/// waiting beyond its slots and reports in batches with its next claim. Every task is DONE on
+/// its first attempt, each claimed once, and the agent counted each report once.
+#[tokio::test]
+async fn many_short_tasks_run_once_each_with_claim_ahead_and_batched_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fast_server(dir.path()).await;
+    let client = server.client();
+    let n = 400;
+    let created = client
+        .create_job(&job(json!({
+            "parameters": {"x": {"min": 1, "max": n}},
+            "command": ["true"],
+            "maxAttempts": 1
+        })))
+        .await
+        .unwrap();
+    let mut agent = AgentProcess::start(
+        dir.path(),
+        &server.base_url(),
+        &["--slots", "2", "--claim-ahead", "6"],
+    );
+    job_reaches(&client, &created.job_id, "COMPLETED", JOB_DEADLINE).await;
+    assert_counts_match_tasks(&client, &created.job_id).await;
+    let tasks = client.all_tasks(&created.job_id, None).await.unwrap();
+    assert_eq!(tasks.len(), n as usize);
+    assert!(
+        tasks.iter().all(|t| t.status == "DONE" && t.attempt == 1),
+        "every task done on its first attempt"
+    );
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    let attempts: i64 = db
+        .query_row("SELECT count(*) FROM task_attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, n, "each task claimed once");
+
+    assert!(agent.terminate().success(), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("completed={n} failed=0 refused=0 lost=0")),
+        "the agent's own count: {log}"
     );
 }

@@ -1,5 +1,6 @@
 //! `/internal/v1/*`: the agent side of the batch-coordinator contract (hello, heartbeat, claim,
-//! complete, fail). Guarded by the agent key when one is configured (see `auth`); every call
+//! complete, fail) and drover's extensions (a batch of reports; an exchange, which reports and
+//! claims in one request; `waitMs`, a claim that waits for work). Guarded by the agent key when one is configured (see `auth`); every call
 //! for a spot is also held to that spot's own secret (`X-Spot-Secret`) where it has one, or
 //! where the server requires one (`auth::authorise_spot`).
 
@@ -24,6 +25,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/internal/v1/tasks/{id}/complete", post(complete))
         .route("/internal/v1/tasks/{id}/fail", post(fail))
         .route("/internal/v1/tasks/report", post(report_batch))
+        .route("/internal/v1/tasks/exchange", post(exchange))
 }
 
 async fn hello(
@@ -143,25 +145,43 @@ async fn claim(
     headers: HeaderMap,
     ApiJson(req): ApiJson<api::ClaimRequest>,
 ) -> Result<Json<api::ClaimResponse>, ApiError> {
-    drover_core::rules::check_claim_size(req.max_tasks)?;
+    rules::check_claim_size(req.max_tasks)?;
+    let wait = wait_of(req.wait_ms)?;
     auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    let tasks = claim_tasks(&app, &req.spot_id, req.max_tasks, wait).await?;
+    Ok(Json(api::ClaimResponse { tasks }))
+}
+
+/// `waitMs`, checked by the core's rule.
+fn wait_of(wait_ms: Option<u64>) -> Result<std::time::Duration, RuleError> {
+    let ms = wait_ms.unwrap_or(0);
+    rules::check_wait_ms(ms)?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// Claims up to `max` tasks for `spot`; with a `wait`, when none is claimable, claims again each
+/// time a committed change may have freed work, until some is found or the wait is over. Each
+/// attempt reads the clock afresh, so a lease starts when its task is handed out.
+async fn claim_tasks(
+    app: &AppState,
+    spot: &str,
+    max: u32,
+    wait: std::time::Duration,
+) -> Result<Vec<api::ClaimedTask>, ApiError> {
     let claimed = app
-        .store
-        .jobs
-        .claim(&req.spot_id, req.max_tasks, app.clock.now())
+        .wake
+        .until_found(wait, || app.store.jobs.claim(spot, max, app.clock.now()))
         .await?;
-    Ok(Json(api::ClaimResponse {
-        tasks: claimed
-            .into_iter()
-            .map(|c| api::ClaimedTask {
-                id: c.id,
-                payload: c.payload,
-                job_id: c.job_id,
-                attempt: c.attempt,
-                lease_expires_at: drover_core::time::format(&c.lease_expires_at),
-            })
-            .collect(),
-    }))
+    Ok(claimed
+        .into_iter()
+        .map(|c| api::ClaimedTask {
+            id: c.id,
+            payload: c.payload,
+            job_id: c.job_id,
+            attempt: c.attempt,
+            lease_expires_at: drover_core::time::format(&c.lease_expires_at),
+        })
+        .collect())
 }
 
 async fn complete(
@@ -298,18 +318,61 @@ async fn report_batch(
     ApiJson(req): ApiJson<api::BatchReportRequest>,
 ) -> Result<Json<api::BatchReportResponse>, ApiError> {
     rules::check_batch_size("reports", req.reports.len())?;
-    for r in &req.reports {
+    check_reports(&req.reports)?;
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    let results = apply_reports(&app, &req.spot_id, req.reports).await?;
+    Ok(Json(api::BatchReportResponse { results }))
+}
+
+/// `POST /internal/v1/tasks/exchange`: a spot's reports, then its claim, in one request. The
+/// reports are applied as the batch route applies them and are durable before the claim
+/// starts (and so before any wait); the claim is the claim route's, `waitMs` included. The two
+/// writes are not merged: a report that sends a task back to NEW must be visible to the claim.
+async fn exchange(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::ExchangeRequest>,
+) -> Result<Json<api::ExchangeResponse>, ApiError> {
+    rules::check_exchange_reports(req.reports.len())?;
+    check_reports(&req.reports)?;
+    rules::check_exchange_claim(req.max_tasks)?;
+    let wait = wait_of(req.wait_ms)?;
+    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    let results = if req.reports.is_empty() {
+        Vec::new()
+    } else {
+        apply_reports(&app, &req.spot_id, req.reports).await?
+    };
+    let tasks = if req.max_tasks == 0 {
+        Vec::new()
+    } else {
+        claim_tasks(&app, &req.spot_id, req.max_tasks, wait).await?
+    };
+    Ok(Json(api::ExchangeResponse { results, tasks }))
+}
+
+/// The figures of a batch of reports, checked by the core's rules before anything is written.
+fn check_reports(reports: &[api::BatchReport]) -> Result<(), RuleError> {
+    for r in reports {
         counts(&[("runtimeMs", r.runtime_ms), ("iter", r.iter)])?;
     }
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
-    let task_ids: Vec<String> = req.reports.iter().map(|r| r.task_id.clone()).collect();
-    let verbs: Vec<api::ReportVerb> = req.reports.iter().map(|r| r.outcome).collect();
-    let reports = req
-        .reports
+    Ok(())
+}
+
+/// Applies `reports` of `spot_id` in one store call and answers each as its per-task route
+/// would, in the order sent.
+async fn apply_reports(
+    app: &AppState,
+    spot_id: &str,
+    reports: Vec<api::BatchReport>,
+) -> Result<Vec<api::BatchReportResult>, ApiError> {
+    let task_ids: Vec<String> = reports.iter().map(|r| r.task_id.clone()).collect();
+    let verbs: Vec<api::ReportVerb> = reports.iter().map(|r| r.outcome).collect();
+    let reports = reports
         .into_iter()
         .map(|r| Report {
             task_id: r.task_id,
-            node_id: req.spot_id.clone(),
+            node_id: spot_id.to_string(),
             attempt: r.attempt,
             kind: match r.outcome {
                 api::ReportVerb::Complete => {
@@ -327,7 +390,7 @@ async fn report_batch(
                 api::ReportVerb::Complete => "complete",
                 api::ReportVerb::Fail => "fail",
             };
-            log_not_holder(&app, &req.spot_id, verb, &task_id).await;
+            log_not_holder(app, spot_id, verb, &task_id).await;
         }
         results.push(match answer(outcome) {
             Ok(ok) => api::BatchReportResult {
@@ -353,5 +416,5 @@ async fn report_batch(
             }
         });
     }
-    Ok(Json(api::BatchReportResponse { results }))
+    Ok(results)
 }
