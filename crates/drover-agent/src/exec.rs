@@ -4,15 +4,15 @@
 //! everything it started, not just the first process), the agent's environment minus the agent's
 //! secrets plus the job's variables and `DROVER_*` facts, and no stdin. Both output streams are
 //! read as they come, keeping only their tails and the result line, so a chatty task costs
-//! bounded memory. This module decides nothing about reports: `output::report` does.
+//! bounded memory. The kernel kills it if the agent dies (`spawn` starts it). This module
+//! decides nothing about reports: `output::report` does.
 
 use crate::output::{Ending, Finished, ResultScanner, Tail};
+use crate::spawn::{Child, Spawn, spawn};
 use drover_core::run::Rendered;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Variables the agent reads for itself that a task must not see.
@@ -53,23 +53,21 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
             run.work_dir.display()
         ));
     }
-    let mut cmd = Command::new(&run.command.program);
-    cmd.args(&run.command.args)
-        .current_dir(&run.work_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for secret in SECRET_VARIABLES {
-        cmd.env_remove(secret);
-    }
-    cmd.envs(run.command.env.iter().map(|(k, v)| (k, v)));
-    cmd.envs(run.facts.iter().map(|(k, v)| (k, v)));
-    #[cfg(unix)]
-    cmd.process_group(0);
-    #[cfg(target_os = "linux")]
-    die_with_the_agent(&mut cmd);
-    let mut child = match cmd.spawn() {
+    let env: Vec<(&str, &str)> = run
+        .command
+        .env
+        .iter()
+        .chain(run.facts.iter())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let spec = Spawn {
+        program: &run.command.program,
+        args: &run.command.args,
+        remove: &SECRET_VARIABLES,
+        set: &env,
+        cwd: &run.work_dir,
+    };
+    let mut child = match spawn(&spec) {
         Ok(child) => child,
         Err(e) => return not_started(format!("`{}`: {e}", run.command.program)),
     };
@@ -185,31 +183,6 @@ fn ending_of(status: std::process::ExitStatus) -> Ending {
     Ending::NotStarted(format!("ended without an exit code: {status}"))
 }
 
-/// Asks the kernel to SIGKILL the child when the agent dies, however it dies (`kill -9`
-/// included). The server gives a dead agent's tasks to another agent; a run left behind would
-/// only compete with the new attempt. The signal follows the thread that spawned the child, and
-/// tasks are spawned from the runtime's worker threads, which live as long as the agent.
-#[cfg(target_os = "linux")]
-fn die_with_the_agent(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid).
-    unsafe {
-        let agent = libc::getpid();
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The agent may have died between fork and prctl.
-            if libc::getppid() != agent {
-                return Err(std::io::Error::other(
-                    "the agent exited while starting the task",
-                ));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.
 async fn terminate(child: &mut Child, grace: Duration) {
     kill_group(child, libc::SIGTERM);
@@ -221,11 +194,5 @@ async fn terminate(child: &mut Child, grace: Duration) {
 
 /// Signals the child's process group (its id, since it was started as a group leader).
 fn kill_group(child: &Child, signal: i32) {
-    #[cfg(unix)]
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: killpg only sends a signal; an already-gone group gives ESRCH, ignored.
-        unsafe {
-            libc::killpg(pid, signal);
-        }
-    }
+    child.signal_group(signal);
 }

@@ -7,6 +7,8 @@
 //! - [`agent`]: the loops (register, heartbeat, exchange, run, drain) and their error
 //!   handling: the only module that sequences IO.
 //! - [`exec`]: one child process per task: working directory, process group, timeout, kill.
+//! - [`spawn`]: starting a process without copying the agent (`clone` + `execve`), the
+//!   death signal, `PATH` lookups remembered; waiting and reaping.
 //! - [`output`]: pure decisions: the result line, the output tails, the report for an ending.
 //! - [`link`]: the clients of the server URLs, failover, and backoff.
 //! - [`stats`]: the machine's figures.
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod exec;
 pub mod link;
 pub mod output;
+pub mod spawn;
 pub mod stats;
 
 pub use agent::{AgentConfig, AgentError, Summary, run};
