@@ -276,6 +276,7 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
+    exec::remove_spare_work_dirs(&shared.config.work_dir);
     heart_stop.cancel();
     let _ = heart.await;
     worked?;

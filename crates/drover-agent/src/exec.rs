@@ -10,7 +10,7 @@
 use crate::output::{Ending, Finished, ResultScanner, Tail};
 use crate::spawn::{Child, Spawn, spawn};
 use drover_core::run::Rendered;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
@@ -119,10 +119,17 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
     }
 }
 
-/// Creates the run's working directory. The agent made its parent at start, so one `mkdir`
-/// on the runtime's thread is the usual case (a hop to the blocking pool costs more than the
-/// call); a missing parent (removed by hand) is made again on the blocking pool.
-async fn make_work_dir(dir: &std::path::Path) -> std::io::Result<()> {
+/// Creates the run's working directory: an empty one that an earlier run left behind, renamed
+/// (see [`remove_work_dir`]), or a new one. The agent made their parent at start, so this is one
+/// system call on the runtime's thread in the usual case (a hop to the blocking pool costs more);
+/// a missing parent (removed by hand) is made again on the blocking pool.
+async fn make_work_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(spare) = spares::take(dir) {
+        if std::fs::rename(&spare, dir).is_ok() {
+            return Ok(());
+        }
+        let _ = std::fs::remove_dir(&spare);
+    }
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -130,11 +137,76 @@ async fn make_work_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
-/// Removes a run's working directory: one `rmdir` when the run left it empty (the usual case
-/// for short tasks), else the whole tree on the blocking pool.
-pub async fn remove_work_dir(dir: &std::path::Path) {
+/// Removes a run's working directory. One the run left empty (the usual case for short tasks)
+/// is kept, renamed, for a later run: on ext4 a rename costs a small fraction of the `mkdir` and
+/// `rmdir` it saves (inode and block allocation, journal). Anything else goes, the whole tree
+/// on the blocking pool.
+pub async fn remove_work_dir(dir: &Path) {
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if empty && spares::keep(dir) {
+        return;
+    }
     if std::fs::remove_dir(dir).is_err() {
         let _ = tokio::fs::remove_dir_all(dir).await;
+    }
+}
+
+/// Removes the spare working directories under `root` (at the agent's stop).
+pub fn remove_spare_work_dirs(root: &Path) {
+    spares::clear(root);
+}
+
+/// Empty working directories kept for reuse: `.spare-<pid>-<n>` beside the runs' directories.
+mod spares {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Enough for a busy agent's slots; more finished runs than this at once just rmdir.
+    const MAX: usize = 64;
+    static SPARES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    /// A spare beside `dir`, if any.
+    pub(super) fn take(dir: &Path) -> Option<PathBuf> {
+        let parent = dir.parent()?;
+        let mut spares = SPARES.lock().ok()?;
+        let i = spares.iter().rposition(|s| s.parent() == Some(parent))?;
+        Some(spares.swap_remove(i))
+    }
+
+    /// Renames the empty `dir` to a spare; false if it was not kept.
+    pub(super) fn keep(dir: &Path) -> bool {
+        let Some(parent) = dir.parent() else {
+            return false;
+        };
+        let Ok(mut spares) = SPARES.lock() else {
+            return false;
+        };
+        if spares.len() >= MAX {
+            return false;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let spare = parent.join(format!(".spare-{}-{n}", std::process::id()));
+        if std::fs::rename(dir, &spare).is_err() {
+            return false;
+        }
+        spares.push(spare);
+        true
+    }
+
+    pub(super) fn clear(root: &Path) {
+        let Ok(mut spares) = SPARES.lock() else {
+            return;
+        };
+        spares.retain(|s| {
+            if s.parent() == Some(root) {
+                let _ = std::fs::remove_dir(s);
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 

@@ -184,3 +184,37 @@ async fn a_stop_ends_the_run_as_stopped() {
     let f = handle.await.unwrap();
     assert_eq!(f.ending, Ending::Stopped);
 }
+
+/// Working directories are reused only when a run left them empty: every run starts in an
+/// empty directory of its own name, and a finished run's directory is gone from its name.
+#[tokio::test]
+async fn every_run_starts_in_an_empty_directory_of_its_own() {
+    use drover_agent::exec::{remove_spare_work_dirs, remove_work_dir};
+    let dir = tempfile::tempdir().unwrap();
+    let mut previous: Option<std::path::PathBuf> = None;
+    for (i, script) in ["touch litter", "true", "ls -A", "ls -A"]
+        .iter()
+        .enumerate()
+    {
+        let mut run = run_of(&["sh", "-c", script], json!({}), dir.path(), MINUTE);
+        run.work_dir = dir.path().join(format!("task-{i}-1"));
+        let work_dir = run.work_dir.clone();
+        let f = execute(run, CancellationToken::new()).await;
+        assert_eq!(f.ending, Ending::Exited(0), "{script}: {f:?}");
+        assert_eq!(f.stdout.text(), "", "run {i} found its directory not empty");
+        remove_work_dir(&work_dir).await;
+        assert!(
+            !work_dir.exists(),
+            "run {i}'s directory is gone from its name"
+        );
+        if let Some(p) = previous.replace(work_dir) {
+            assert!(!p.exists());
+        }
+    }
+    remove_spare_work_dirs(dir.path());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no spares left"
+    );
+}
