@@ -212,6 +212,7 @@ pub async fn run(
         path: config.work_dir.clone(),
         source,
     })?;
+    exec::remove_leftover_spares(&config.work_dir);
     let mut clients = Vec::with_capacity(config.servers.len());
     for url in &config.servers {
         let mut client = Client::new(url.as_str()).with_timeout(config.request_timeout);

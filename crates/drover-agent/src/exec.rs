@@ -156,6 +156,21 @@ pub fn remove_spare_work_dirs(root: &Path) {
     spares::clear(root);
 }
 
+/// Removes the empty spares that an agent killed before its stop left under `root` (at start).
+/// A spare of another agent still running there may go too; that agent then makes a new
+/// directory, as it would without spares.
+pub fn remove_leftover_spares(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".spare-") {
+            // Only an empty directory is removed: a spare is never anything else.
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
 /// Empty working directories kept for reuse: `.spare-<pid>-<n>` beside the runs' directories.
 mod spares {
     use std::path::{Path, PathBuf};

@@ -218,3 +218,23 @@ async fn every_run_starts_in_an_empty_directory_of_its_own() {
         "no spares left"
     );
 }
+
+/// Spares left by an agent killed before its stop are removed when an agent starts there; a
+/// run's directory or anything holding files is not touched.
+#[test]
+fn leftover_spares_are_removed_at_start() {
+    use drover_agent::exec::remove_leftover_spares;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".spare-4242-0")).unwrap();
+    std::fs::create_dir(dir.path().join(".spare-4242-1")).unwrap();
+    std::fs::create_dir(dir.path().join("task-1-1")).unwrap();
+    std::fs::create_dir(dir.path().join(".spare-4242-2")).unwrap();
+    std::fs::write(dir.path().join(".spare-4242-2/kept"), "x").unwrap();
+    remove_leftover_spares(dir.path());
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".spare-4242-2", "task-1-1"]);
+}
