@@ -296,26 +296,31 @@ fn apply_report(
             ))),
         };
     };
-    // The reporter's attempt: the one it names, else its latest.
-    let own: Option<AttemptRecord> = tx
-        .prepare_cached(
-            "SELECT attempt, node_id, outcome FROM task_attempts
-             WHERE task_id = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
-             ORDER BY attempt DESC LIMIT 1",
-        )
-        .map_err(map_err)?
-        .query_row(
-            params![report.task_id, report.node_id, report.attempt],
-            rows::attempt_record,
-        )
-        .optional()
-        .map_err(map_err)?;
     let view = TaskView {
         status: task.status,
         attempt: task.attempt,
         max_attempts: task.max_attempts,
         assigned_to: task.assigned_to.as_deref(),
     };
+    // The reporter's attempt: the one it names, else its latest. Read only when the core will
+    // look at it; a report from the current holder (nearly every report) is decided without.
+    let own: Option<AttemptRecord> =
+        if lifecycle::holds_current(&view, &report.node_id, report.attempt) {
+            None
+        } else {
+            tx.prepare_cached(
+                "SELECT attempt, node_id, outcome FROM task_attempts
+                 WHERE task_id = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
+                 ORDER BY attempt DESC LIMIT 1",
+            )
+            .map_err(map_err)?
+            .query_row(
+                params![report.task_id, report.node_id, report.attempt],
+                rows::attempt_record,
+            )
+            .optional()
+            .map_err(map_err)?
+        };
     let decision = lifecycle::decide_report(
         &view,
         &report.node_id,
