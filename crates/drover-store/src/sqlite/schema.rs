@@ -233,8 +233,10 @@ END;
 /// status change (two per task in a burn-down, a fifth of a claim and report's instructions),
 /// and checks up to two values or a chain of `=` without one. SQLite cannot change a CHECK in
 /// place, so the table is rebuilt: same columns in the same order, same rows and `seq`s, same
-/// indexes and trigger. `task_attempts_node` goes: the reporter's attempt is found by the primary
-/// key (`task_id`, then a task's few attempts), so it only cost an insert per claim.
+/// indexes and trigger, but for two: `tasks_lease` and `tasks_holder`, each written on every
+/// claim and report, become one index of running tasks by holder, which the task reaper (a
+/// periodic pass) reads whole; and `task_attempts_node` goes, as the reporter's attempt is found
+/// by the primary key (`task_id`, then a task's few attempts).
 const V8: &str = r#"
 CREATE TABLE tasks_v8 (
     seq              INTEGER PRIMARY KEY,
@@ -277,8 +279,9 @@ ALTER TABLE tasks_v8 RENAME TO tasks;
 CREATE UNIQUE INDEX tasks_job_idx ON tasks (job_id, idx);
 CREATE INDEX tasks_job_status ON tasks (job_id, status, idx);
 CREATE INDEX tasks_claim ON tasks (priority DESC, job_seq, idx) WHERE status = 'NEW';
-CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE status = 'RUNNING';
-CREATE INDEX tasks_holder ON tasks (assigned_to) WHERE status = 'RUNNING';
+-- The running tasks by holder (a spot's tasks); the task reaper, every half minute or so, reads
+-- all of them for expired leases.
+CREATE INDEX tasks_running ON tasks (assigned_to, lease_expires_at) WHERE status = 'RUNNING';
 
 CREATE TRIGGER tasks_keep_job_counts AFTER UPDATE OF status ON tasks
 WHEN OLD.status <> NEW.status AND OLD.rev = NEW.rev
@@ -582,10 +585,9 @@ mod tests {
             [
                 "sqlite_autoindex_tasks_1",
                 "tasks_claim",
-                "tasks_holder",
                 "tasks_job_idx",
                 "tasks_job_status",
-                "tasks_lease",
+                "tasks_running",
             ]
         );
         let attempt: String = conn
