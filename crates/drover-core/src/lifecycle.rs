@@ -309,6 +309,15 @@ pub fn after_move(to: TaskStatus, now: Timestamp) -> AfterMove {
     }
 }
 
+/// Whether `node` holds `task`'s current attempt (the one it names, if it names one): the case
+/// in which [`decide_report`] applies the report without looking at `own_attempt`, so a store
+/// need not read that record.
+pub fn holds_current(task: &TaskView<'_>, node: &str, claimed_attempt: Option<u32>) -> bool {
+    task.status == TaskStatus::Running
+        && task.assigned_to == Some(node)
+        && claimed_attempt.is_none_or(|a| a == task.attempt)
+}
+
 /// Decides a complete or fail report from `node` about `task`.
 ///
 /// `own_attempt` is the reporter's attempt record for this task: the one named by
@@ -321,10 +330,7 @@ pub fn decide_report(
     kind: &ReportKind,
     own_attempt: Option<&AttemptRecord>,
 ) -> Decision {
-    let holds_current = task.status == TaskStatus::Running
-        && task.assigned_to == Some(node)
-        && claimed_attempt.is_none_or(|a| a == task.attempt);
-    if holds_current {
+    if holds_current(task, node, claimed_attempt) {
         return match kind {
             ReportKind::Complete(_) => Decision::Apply {
                 to: TaskStatus::Done,

@@ -10,6 +10,11 @@
 //! payload its spec builds. Reads show the tasks without rows as the spec builds them. The job
 //! counters change once per job per call ([`settle_jobs`]), from the [`Deltas`] the call
 //! collected; the changes it counts itself bump `tasks.rev`, so the counting trigger skips them.
+//!
+//! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a trigger, so with the default
+//! `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
+//! the statement alone can be undone). Nothing here needs that: any error fails the whole write,
+//! which its savepoint (or transaction) undoes.
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
@@ -143,7 +148,7 @@ fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
 fn move_task(tx: &Tx<'_>, seq: i64, to: TaskStatus, error: &str, now: Timestamp) -> Result<()> {
     let after = lifecycle::after_move(to, now);
     tx.prepare_cached(
-        "UPDATE tasks SET status = ?2, lease_expires_at = NULL, last_error = ?3,
+        "UPDATE OR FAIL tasks SET status = ?2, lease_expires_at = NULL, last_error = ?3,
              assigned_to = CASE WHEN ?4 THEN assigned_to ELSE NULL END,
              started_at = CASE WHEN ?5 THEN started_at ELSE NULL END,
              finished_at = ?6, updated_at = ?7, rev = rev + 1
@@ -291,26 +296,31 @@ fn apply_report(
             ))),
         };
     };
-    // The reporter's attempt: the one it names, else its latest.
-    let own: Option<AttemptRecord> = tx
-        .prepare_cached(
-            "SELECT attempt, node_id, outcome FROM task_attempts
-             WHERE task_id = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
-             ORDER BY attempt DESC LIMIT 1",
-        )
-        .map_err(map_err)?
-        .query_row(
-            params![report.task_id, report.node_id, report.attempt],
-            rows::attempt_record,
-        )
-        .optional()
-        .map_err(map_err)?;
     let view = TaskView {
         status: task.status,
         attempt: task.attempt,
         max_attempts: task.max_attempts,
         assigned_to: task.assigned_to.as_deref(),
     };
+    // The reporter's attempt: the one it names, else its latest. Read only when the core will
+    // look at it; a report from the current holder (nearly every report) is decided without.
+    let own: Option<AttemptRecord> =
+        if lifecycle::holds_current(&view, &report.node_id, report.attempt) {
+            None
+        } else {
+            tx.prepare_cached(
+                "SELECT attempt, node_id, outcome FROM task_attempts
+                 WHERE task_id = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
+                 ORDER BY attempt DESC LIMIT 1",
+            )
+            .map_err(map_err)?
+            .query_row(
+                params![report.task_id, report.node_id, report.attempt],
+                rows::attempt_record,
+            )
+            .optional()
+            .map_err(map_err)?
+        };
     let decision = lifecycle::decide_report(
         &view,
         &report.node_id,
@@ -329,7 +339,7 @@ fn apply_report(
     match &report.kind {
         ReportKind::Complete(result) => {
             tx.prepare_cached(
-                "UPDATE tasks SET status = 'DONE', lease_expires_at = NULL, finished_at = ?2,
+                "UPDATE OR FAIL tasks SET status = 'DONE', lease_expires_at = NULL, finished_at = ?2,
                      runtime_ms = ?3, iter = ?4, fopt = ?5, result_json = ?6, output = ?7,
                      updated_at = ?2, rev = rev + 1
                  WHERE seq = ?1",
@@ -669,7 +679,7 @@ impl JobStore for SqliteStore {
             let now = Now::new(now);
             let mut take_stored = tx
                 .prepare_cached(
-                    "UPDATE tasks SET status = 'RUNNING', attempt = ?2, assigned_to = ?3,
+                    "UPDATE OR FAIL tasks SET status = 'RUNNING', attempt = ?2, assigned_to = ?3,
                          started_at = ?4, lease_expires_at = ?5, updated_at = ?4, rev = rev + 1
                      WHERE seq = ?1",
                 )

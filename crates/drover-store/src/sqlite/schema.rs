@@ -228,6 +228,76 @@ BEGIN
 END;
 "#;
 
+/// The hot path's statement costs. `tasks.status` keeps its CHECK, written as comparisons: SQLite
+/// checks `status IN (five values)` by building a temporary table on every insert and every
+/// status change (two per task in a burn-down, a fifth of a claim and report's instructions),
+/// and checks up to two values or a chain of `=` without one. SQLite cannot change a CHECK in
+/// place, so the table is rebuilt: same columns in the same order, same rows and `seq`s, same
+/// indexes and trigger, but for two: `tasks_lease` and `tasks_holder`, each written on every
+/// claim and report, become one index of running tasks by holder, which the task reaper (a
+/// periodic pass) reads whole; and `task_attempts_node` goes, as the reporter's attempt is found
+/// by the primary key (`task_id`, then a task's few attempts).
+const V8: &str = r#"
+CREATE TABLE tasks_v8 (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    job_id           TEXT NOT NULL REFERENCES jobs (id),
+    priority         INTEGER NOT NULL,
+    payload          TEXT NOT NULL,
+    status           TEXT NOT NULL
+                     CHECK (status = 'NEW' OR status = 'RUNNING' OR status = 'DONE'
+                            OR status = 'FAILED' OR status = 'CANCELLED'),
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    timeout_ms       INTEGER NOT NULL,
+    assigned_to      TEXT,
+    started_at       TEXT,
+    lease_expires_at TEXT,
+    finished_at      TEXT,
+    runtime_ms       INTEGER,
+    iter             INTEGER,
+    fopt             REAL,
+    result_json      TEXT,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    output           TEXT,
+    job_seq          INTEGER NOT NULL DEFAULT 0,
+    idx              INTEGER NOT NULL DEFAULT 0,
+    rev              INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO tasks_v8 (seq, id, job_id, priority, payload, status, attempt, max_attempts,
+    timeout_ms, assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt,
+    result_json, last_error, created_at, updated_at, output, job_seq, idx, rev)
+SELECT seq, id, job_id, priority, payload, status, attempt, max_attempts,
+    timeout_ms, assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt,
+    result_json, last_error, created_at, updated_at, output, job_seq, idx, rev
+FROM tasks;
+DROP TABLE tasks;
+ALTER TABLE tasks_v8 RENAME TO tasks;
+
+CREATE UNIQUE INDEX tasks_job_idx ON tasks (job_id, idx);
+CREATE INDEX tasks_job_status ON tasks (job_id, status, idx);
+CREATE INDEX tasks_claim ON tasks (priority DESC, job_seq, idx) WHERE status = 'NEW';
+-- The running tasks by holder (a spot's tasks); the task reaper, every half minute or so, reads
+-- all of them for expired leases.
+CREATE INDEX tasks_running ON tasks (assigned_to, lease_expires_at) WHERE status = 'RUNNING';
+
+CREATE TRIGGER tasks_keep_job_counts AFTER UPDATE OF status ON tasks
+WHEN OLD.status <> NEW.status AND OLD.rev = NEW.rev
+BEGIN
+    UPDATE jobs SET
+        new_tasks       = new_tasks       + (NEW.status = 'NEW')       - (OLD.status = 'NEW'),
+        running_tasks   = running_tasks   + (NEW.status = 'RUNNING')   - (OLD.status = 'RUNNING'),
+        completed_tasks = completed_tasks + (NEW.status = 'DONE')      - (OLD.status = 'DONE'),
+        failed_tasks    = failed_tasks    + (NEW.status = 'FAILED')    - (OLD.status = 'FAILED'),
+        cancelled_tasks = cancelled_tasks + (NEW.status = 'CANCELLED') - (OLD.status = 'CANCELLED')
+    WHERE id = NEW.job_id;
+END;
+
+DROP INDEX task_attempts_node;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -237,6 +307,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V5),
         M::up(V6),
         M::up(V7),
+        M::up(V8),
     ])
 }
 
@@ -443,6 +514,138 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(store.audit_job_counts().await.unwrap(), []);
+    }
+
+    /// Tasks and attempts written under migration 7 come through the table's rebuild whole: the
+    /// same rows and `seq`s, the same indexes and counting trigger, the status still checked,
+    /// and a status change no longer builds a temporary table for the check.
+    #[test]
+    fn tasks_made_under_migration_7_survive_the_rebuild() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        super::migrations().to_version(&mut conn, 7).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, priority, max_attempts, task_timeout_ms, spec, parameters,
+                 status, total_tasks, new_tasks, running_tasks, completed_tasks, materialised,
+                 created_at, updated_at)
+             VALUES ('job-a', 0, 3, 1000, '{}', '[]', 'RUNNING', 5, 3, 1, 1, 3, 't', 't')",
+            [],
+        )
+        .unwrap();
+        for (seq, id, idx, status, holder) in [
+            (7, "old-random", 0, "DONE", Some("n1")),
+            (9, "task-a-1", 1, "RUNNING", Some("n1")),
+            (12, "task-a-2", 2, "NEW", None),
+        ] {
+            conn.execute(
+                "INSERT INTO tasks (seq, id, job_id, job_seq, idx, priority, payload, status,
+                     attempt, max_attempts, timeout_ms, assigned_to, lease_expires_at,
+                     created_at, updated_at, output, rev)
+                 VALUES (?1, ?2, 'job-a', 1, ?3, 0, '{\"x\": 1}', ?4, 1, 3, 1000, ?5, 'l',
+                     't', 'u', 'out', 2)",
+                params![seq, id, idx, status, holder],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO task_attempts (task_id, attempt, node_id, started_at, outcome)
+             VALUES ('task-a-1', 1, 'n1', 't', 'RUNNING')",
+            [],
+        )
+        .unwrap();
+        let all_rows = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT json_array(*) FROM (SELECT * FROM tasks ORDER BY seq)")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let before = all_rows(&conn);
+        super::migrations().to_latest(&mut conn).unwrap();
+        assert_eq!(
+            all_rows(&conn),
+            before,
+            "every column of every row, in order"
+        );
+        // (`task_attempts` keeps its rows in its primary key, which has no separate index.)
+
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'index'
+                     AND tbl_name IN ('tasks', 'task_attempts') ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "sqlite_autoindex_tasks_1",
+                "tasks_claim",
+                "tasks_job_idx",
+                "tasks_job_status",
+                "tasks_running",
+            ]
+        );
+        let attempt: String = conn
+            .query_row(
+                "SELECT node_id FROM task_attempts WHERE task_id = 'task-a-1' AND attempt = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(attempt, "n1");
+
+        // The status is still checked, and by comparisons rather than a temporary table.
+        assert!(
+            conn.execute("UPDATE tasks SET status = 'BOGUS' WHERE seq = 12", [])
+                .is_err()
+        );
+        let program: Vec<String> = conn
+            .prepare("EXPLAIN UPDATE tasks SET status = 'DONE' WHERE seq = 9")
+            .unwrap()
+            .query_map([], |r| r.get(1))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(!program.iter().any(|op| op == "OpenEphemeral"));
+        // A fresh row for an existing id is refused, and one for a missing job too.
+        assert!(
+            conn.execute(
+                "INSERT INTO tasks (id, job_id, priority, payload, status, max_attempts,
+                     timeout_ms, created_at, updated_at)
+                 VALUES ('task-a-1', 'job-a', 0, '{}', 'NEW', 3, 1, 't', 't')",
+                [],
+            )
+            .is_err()
+        );
+        assert!(
+            conn.execute(
+                "INSERT INTO tasks (id, job_id, priority, payload, status, max_attempts,
+                     timeout_ms, created_at, updated_at)
+                 VALUES ('task-z-0', 'job-z', 0, '{}', 'NEW', 3, 1, 't', 't')",
+                [],
+            )
+            .is_err()
+        );
+
+        // The contract's force reset, by hand, is still counted by the trigger.
+        conn.execute(
+            "UPDATE tasks SET status = 'NEW', assigned_to = NULL WHERE id = 'task-a-1'",
+            [],
+        )
+        .unwrap();
+        let counts: (i64, i64) = conn
+            .query_row(
+                "SELECT new_tasks, running_tasks FROM jobs WHERE id = 'job-a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (4, 0));
     }
 
     #[test]

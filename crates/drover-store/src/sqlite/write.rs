@@ -309,7 +309,22 @@ fn run_group(
         };
         let mut ran: Vec<Ran> = Vec::with_capacity(pending.len());
         let mut aborted = None;
+        // A write alone in its transaction needs no savepoint: if it fails, the whole
+        // transaction rolls back, which is exactly its savepoint. Savepoints are not free: the
+        // first change to each page inside one copies the page to the statement journal.
+        let alone = pending.len() == 1;
         while let Some(mut job) = pending.pop_front() {
+            if alone {
+                let write = Tx {
+                    tx: &tx,
+                    events: RefCell::default(),
+                };
+                let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&write)))
+                    .unwrap_or_else(|_| Err(StoreError::Internal("the write panicked".into())));
+                let events = write.events.into_inner();
+                ran.push((job, outcome.is_ok().then_some(events)));
+                continue;
+            }
             if let Err(e) = savepoint(&tx, "SAVEPOINT w") {
                 // This write never ran; it shares the pass's fate (so each pass takes at least
                 // one write off the queue).
