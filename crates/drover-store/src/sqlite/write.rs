@@ -16,9 +16,18 @@
 //! runs a `TRUNCATE` checkpoint, which does not wait for readers; if one is in the way it is
 //! tried again after more commits.
 //!
+//! When the server has been idle for a while after commits, [`SqliteStore::checkpoint_idle`]
+//! folds the WAL into the database and truncates it, so that a burst followed by quiet does not
+//! leave the log on disk (the rule above only runs after commits).
+//!
+//! Health never queues behind a busy writer: while a drainer is at work and a group has
+//! committed durably within [`HEALTH_EVIDENCE`], with no commit failing since, that commit is the
+//! proof a probe would give; only otherwise (the writer idle, or the last attempt failed) does
+//! the health check run its own write probe.
+//!
 //! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
 //! the queue, the order commit, then notify, then answer, the commit counters, the checkpoint
-//! rule and the health probe's write. It must not decide anything about jobs, nodes or
+//! rules, the health evidence and the health probe's write. It must not decide anything about jobs, nodes or
 //! runners, and nothing else may open a write transaction.
 
 use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, Shared, SqliteStore, map_err};
@@ -32,7 +41,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The most writes one group takes, so a flood of writes still commits (and answers) in steps.
@@ -45,6 +54,13 @@ pub(super) const WAL_LIMIT: u64 = 32 * 1024 * 1024;
 /// After a checkpoint that readers kept from finishing, how many commits pass before the next
 /// try: each try may copy pages and sync the database, which must not happen on every group.
 const CHECKPOINT_RETRY_AFTER: u64 = 64;
+
+/// How recent a durable commit must be to stand in for a health probe while the writer is busy.
+/// A full disk or a read-only file fails the next commit, which withdraws the evidence at once.
+pub(super) const HEALTH_EVIDENCE: Duration = Duration::from_secs(1);
+
+/// How long the writer must have been without a commit before the idle checkpoint runs.
+pub(super) const IDLE_BEFORE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// An open write transaction and the events one write has caused so far. Derefs to the
 /// transaction, so SQL helpers take `&Transaction` (or `&Connection`) as before; the
@@ -83,6 +99,15 @@ pub(super) struct WritePath {
     /// Whether a drainer is on its way or at work: a write starts one only when none is, so
     /// writes that queue behind a busy writer cost no thread wake-ups of their own.
     draining: AtomicBool,
+    /// What the write path has lately proved: when the last durable commit and the last failed
+    /// one (or failed probe) happened, as nanoseconds after `epoch` plus one (0: never).
+    epoch: Instant,
+    last_commit: AtomicU64,
+    last_failure: AtomicU64,
+    /// The commit count at the last idle checkpoint: one idle checkpoint per quiet spell.
+    idle_checkpointed: AtomicU64,
+    /// [`IDLE_BEFORE_CHECKPOINT`], except in tests.
+    idle_after: Duration,
 }
 
 impl WritePath {
@@ -97,7 +122,39 @@ impl WritePath {
             wal_limit,
             checkpoint_after: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            epoch: Instant::now(),
+            last_commit: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+            idle_checkpointed: AtomicU64::new(0),
+            idle_after: IDLE_BEFORE_CHECKPOINT,
         }
+    }
+
+    fn stamp(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).saturating_add(1)
+    }
+
+    fn committed(&self) {
+        self.last_commit.store(self.stamp(), Ordering::SeqCst);
+    }
+
+    fn failed(&self) {
+        self.last_failure.store(self.stamp(), Ordering::SeqCst);
+    }
+
+    /// How long ago the last durable commit was, if there was one.
+    fn since_commit(&self) -> Option<Duration> {
+        let at = self.last_commit.load(Ordering::SeqCst);
+        (at != 0).then(|| Duration::from_nanos(self.stamp().saturating_sub(at)))
+    }
+
+    /// Whether a busy writer has just proved that the store takes durable writes (see the
+    /// module docs): a drainer is at work, a group committed within [`HEALTH_EVIDENCE`], and
+    /// nothing has failed since.
+    fn proves_health(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+            && self.last_commit.load(Ordering::SeqCst) > self.last_failure.load(Ordering::SeqCst)
+            && self.since_commit().is_some_and(|d| d <= HEALTH_EVIDENCE)
     }
 
     pub(super) fn stats(&self) -> WriteStats {
@@ -300,6 +357,7 @@ fn run_group(
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
+                path.failed();
                 let e = map_err(e);
                 for job in pending {
                     job.answer(Some(&e));
@@ -341,6 +399,7 @@ fn run_group(
             // The transaction is gone or unusable: nothing of this pass commits (dropping `tx`
             // rolls back whatever is left of it).
             drop(tx);
+            path.failed();
             let e = StoreError::Unavailable(format!(
                 "the transaction was rolled back under a neighbouring write: {e}"
             ));
@@ -360,6 +419,7 @@ fn run_group(
         }
         if let Err(e) = tx.commit() {
             // `commit` rolls back on failure: none of the group's changes were written.
+            path.failed();
             let e = map_err(e);
             for (job, _) in ran {
                 job.answer(Some(&e));
@@ -368,6 +428,7 @@ fn run_group(
         }
         path.commits.fetch_add(1, Ordering::Relaxed);
         path.writes.fetch_add(committed as u64, Ordering::Relaxed);
+        path.committed();
         // The event journal will insert each write's events inside its savepoint, so that a
         // change and its record commit together.
         for events in ran.iter().filter_map(|(_, events)| events.as_deref()) {
@@ -431,6 +492,65 @@ fn keep_wal_small(conn: &Connection, path: &WritePath) {
 }
 
 impl SqliteStore {
+    /// Whether the store takes durable writes right now: from the evidence of a busy writer's
+    /// recent commit when there is some, else by [`SqliteStore::probe_write`] (module docs).
+    pub(super) async fn check_writes(&self) -> Result<()> {
+        if self.writes.proves_health() {
+            return Ok(());
+        }
+        let probed = self.probe_write().await;
+        if probed.is_err() {
+            self.writes.failed();
+        }
+        probed
+    }
+
+    /// Folds the WAL into the database and truncates it, if the writer has been idle for
+    /// [`IDLE_BEFORE_CHECKPOINT`] since the last commit and that commit has not been folded in
+    /// yet. Never waits: a writer at work, or a reader in the way, only postpones it. Answers
+    /// the bytes of WAL released (0 when there was nothing to do).
+    pub(super) async fn checkpoint_idle(&self) -> Result<u64> {
+        let (writer, path) = (self.writer.clone(), self.writes.clone());
+        tokio::task::spawn_blocking(move || {
+            let commits = path.commits.load(Ordering::SeqCst);
+            let quiet = path.since_commit().is_some_and(|d| d >= path.idle_after);
+            if !quiet
+                || commits == path.idle_checkpointed.load(Ordering::SeqCst)
+                || path.draining.load(Ordering::SeqCst)
+            {
+                return Ok(0);
+            }
+            let Ok(mut guard) = writer.try_lock() else {
+                return Ok(0);
+            };
+            let conn = guard
+                .as_mut()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            let size = std::fs::metadata(&path.wal).map_or(0, |m| m.len());
+            if size == 0 {
+                path.idle_checkpointed.store(commits, Ordering::SeqCst);
+                return Ok(0);
+            }
+            let done = conn.busy_timeout(Duration::ZERO).and_then(|()| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            });
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+            match done.map_err(map_err)? {
+                0 => {
+                    path.idle_checkpointed.store(commits, Ordering::SeqCst);
+                    path.checkpoint_after.store(0, Ordering::Relaxed);
+                    Ok(size)
+                }
+                // A reader kept it from finishing: the next idle tick tries again.
+                _ => Ok(0),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+
     /// Proves the store can take a write: bumps the `write_probe` row of `meta` in a
     /// `BEGIN IMMEDIATE` transaction and commits, waiting at most [`HEALTH_BUSY_TIMEOUT`] for
     /// another process's lock. The commit appends a real frame to the WAL (so a full disk or a
@@ -487,6 +607,7 @@ fn bump_probe(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     async fn store(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(dir.path().join("drover.db")).unwrap()
@@ -688,5 +809,118 @@ mod tests {
             "wal is {} bytes",
             wal_len(&store)
         );
+    }
+
+    /// A store whose idle checkpoint does not wait for a quiet second.
+    async fn eager_store(dir: &tempfile::TempDir) -> SqliteStore {
+        let mut store = store(dir).await;
+        Arc::get_mut(&mut store.writes)
+            .expect("a fresh store has one handle on its write path")
+            .idle_after = Duration::ZERO;
+        store
+    }
+
+    async fn write_mib(store: &SqliteStore, prefix: &'static str, mib: usize) {
+        let big = "x".repeat(64 * 1024);
+        store
+            .write(move |tx| {
+                for i in 0..mib * 16 {
+                    put(tx, &format!("{prefix}-{i}"), &big)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_quiet_store_folds_its_wal_in_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = eager_store(&dir).await;
+        assert_eq!(
+            store.checkpoint_idle().await.unwrap(),
+            0,
+            "nothing written yet"
+        );
+        // Under the 32 MiB limit: the commit path leaves this WAL alone.
+        write_mib(&store, "a", 4).await;
+        idle(&store).await;
+        let before = wal_len(&store);
+        assert!(before > 4 << 20, "wal is {before} bytes");
+        assert_eq!(store.checkpoint_idle().await.unwrap(), before);
+        assert_eq!(wal_len(&store), 0);
+        assert_eq!(
+            store.checkpoint_idle().await.unwrap(),
+            0,
+            "no commit since: nothing to do"
+        );
+        assert_eq!(get(&store, "a-63").await.map(|v| v.len()), Some(64 * 1024));
+    }
+
+    #[tokio::test]
+    // Holding the writer is the point: the checkpoint must not wait for it.
+    #[allow(clippy::await_holding_lock)]
+    async fn the_idle_checkpoint_never_waits_for_the_writer_nor_runs_right_after_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let eager = eager_store(&dir).await;
+        write_mib(&eager, "a", 1).await;
+        idle(&eager).await;
+        let held = eager.writer.lock().unwrap();
+        assert_eq!(
+            eager.checkpoint_idle().await.unwrap(),
+            0,
+            "the writer is busy"
+        );
+        drop(held);
+        assert!(eager.checkpoint_idle().await.unwrap() > 0);
+
+        let other = tempfile::tempdir().unwrap();
+        let patient = store(&other).await;
+        write_mib(&patient, "b", 1).await;
+        assert_eq!(
+            patient.checkpoint_idle().await.unwrap(),
+            0,
+            "a commit within the last second: not quiet yet"
+        );
+        assert!(wal_len(&patient) > 0);
+    }
+
+    #[tokio::test]
+    // Holding the writer is the point: health must answer without it.
+    #[allow(clippy::await_holding_lock)]
+    async fn health_does_not_wait_for_a_busy_writer_that_has_just_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.write(|tx| put(tx, "a", "1")).await.unwrap();
+        // A drainer at work (it holds the writer) right after a durable commit.
+        let held = store.writer.lock().unwrap();
+        store.writes.draining.store(true, Ordering::SeqCst);
+        let answered = tokio::time::timeout(Duration::from_secs(30), store.check_writes()).await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "health queued behind the writer: {answered:?}"
+        );
+        // A failure since the commit withdraws the evidence: health probes again (and so
+        // waits for the writer).
+        store.writes.failed();
+        assert!(!store.writes.proves_health());
+        store.writes.draining.store(false, Ordering::SeqCst);
+        drop(held);
+        store.check_writes().await.unwrap();
+    }
+
+    #[test]
+    fn an_idle_writer_proves_nothing_and_a_probe_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = WritePath::new(&dir.path().join("drover.db"), WAL_LIMIT);
+        assert!(!path.proves_health(), "no commit yet");
+        path.committed();
+        assert!(!path.proves_health(), "idle: the next write may fail");
+        path.draining.store(true, Ordering::SeqCst);
+        assert!(path.proves_health());
+        path.failed();
+        assert!(!path.proves_health());
+        path.committed();
+        assert!(path.proves_health());
     }
 }
