@@ -9,7 +9,9 @@
 //! then each caller gets its own answer. If the commit fails, every write of the group that had
 //! succeeded is answered with that error, so an `Ok` always means durable. Nobody waits for a
 //! later write: a group is whatever queued while the previous one ran, and the drainer steps
-//! down when the queue is empty.
+//! down when the queue is empty. A group made only of liveness writes (heartbeats,
+//! [`SqliteStore::write_liveness`]) commits without the fsync; any other write in the group
+//! makes it synced.
 //!
 //! Between groups the writer keeps the WAL small: when the `-wal` file has grown past
 //! [`WAL_LIMIT`] (a huge transaction, or readers that kept SQLite from restarting the log), it
@@ -90,8 +92,11 @@ impl Tx<'_> {
 /// checkpoint rule.
 pub(super) struct WritePath {
     queue: Mutex<VecDeque<Box<dyn Queued>>>,
+    /// Synced commits, and the writes they held.
     commits: AtomicU64,
     writes: AtomicU64,
+    /// Commits of liveness writes alone, which were not synced (`write_liveness`).
+    light_commits: AtomicU64,
     wal: PathBuf,
     wal_limit: u64,
     /// The commit count before which no checkpoint is tried again (see [`CHECKPOINT_RETRY_AFTER`]).
@@ -118,6 +123,7 @@ impl WritePath {
             queue: Mutex::default(),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            light_commits: AtomicU64::new(0),
             wal: PathBuf::from(wal),
             wal_limit,
             checkpoint_after: AtomicU64::new(0),
@@ -128,6 +134,11 @@ impl WritePath {
             idle_checkpointed: AtomicU64::new(0),
             idle_after: IDLE_BEFORE_CHECKPOINT,
         }
+    }
+
+    /// Every commit, synced or not: each one appended to the WAL.
+    fn all_commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst) + self.light_commits.load(Ordering::SeqCst)
     }
 
     fn stamp(&self) -> u64 {
@@ -197,12 +208,16 @@ trait Queued: Send {
     /// Sends the caller its answer: its own result, or `group_failed` when its change did not
     /// commit.
     fn answer(self: Box<Self>, group_failed: Option<&StoreError>);
+
+    /// Whether the write records liveness only (see [`SqliteStore::write_liveness`]).
+    fn liveness(&self) -> bool;
 }
 
 struct Pending<T, F> {
     f: Option<F>,
     out: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    liveness: bool,
 }
 
 impl<T, F> Queued for Pending<T, F>
@@ -233,6 +248,10 @@ where
         // The caller may have gone away; its change stands (or not) all the same.
         let _ = self.reply.send(out);
     }
+
+    fn liveness(&self) -> bool {
+        self.liveness
+    }
 }
 
 impl SqliteStore {
@@ -245,11 +264,38 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
+        self.enqueue(f, false).await
+    }
+
+    /// [`SqliteStore::write`] for a change that records liveness only (a node's heartbeat: when
+    /// it was last heard from, and its figures). A group made of such writes alone commits
+    /// without waiting for the fsync (`synchronous = NORMAL`): the commit is in the operating
+    /// system's hands before the answer, so it survives `kill -9` of the server (invariant 3),
+    /// and the next durable commit's fsync covers it, since the WAL is written in order. Only
+    /// a power cut or a kernel crash can lose such a commit, which then reads as heartbeats
+    /// that arrived late. That changes nothing a node is judged by: after such a crash every
+    /// node's last heartbeat is older than the downtime anyway, and a restarted server gives
+    /// every node a heartbeat period before its first silence check. A group with any other
+    /// write in it is synced as always, liveness writes included.
+    pub(super) async fn write_liveness<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.enqueue(f, true).await
+    }
+
+    async fn enqueue<T, F>(&self, f: F, liveness: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         self.writes.push(Box::new(Pending {
             f: Some(f),
             out: None,
             reply,
+            liveness,
         }));
         // A drainer at work takes this write in its next group; otherwise this one starts one.
         // Either way the write runs as soon as the writer is free, never after a later write.
@@ -314,15 +360,26 @@ fn drain_queue(writer: &Shared, path: &WritePath, observers: &EventObservers) {
             );
         }
     };
-    let Some(conn) = guard.as_mut() else {
-        return refuse_all(path, &StoreError::Unavailable("the store is closed".into()));
-    };
     loop {
+        let Some(conn) = guard.as_mut() else {
+            return refuse_all(path, &StoreError::Unavailable("the store is closed".into()));
+        };
         let group = path.take();
         if group.is_empty() {
             return;
         }
-        run_group(conn, group, path, observers);
+        // Liveness alone need not wait for the disk (`SqliteStore::write_liveness`); if the
+        // switch fails, the group is simply synced.
+        let light = group.iter().all(|job| job.liveness())
+            && run_cached(conn, "PRAGMA synchronous = NORMAL").is_ok();
+        run_group(conn, group, path, observers, light);
+        if light && let Err(e) = run_cached(conn, "PRAGMA synchronous = FULL") {
+            // A write that is not durable must never be acknowledged: close the writer, so
+            // later writes fail as unavailable instead.
+            tracing::error!(error = %e, "the writer could not be made durable again; the store is closed");
+            *guard = None;
+            continue;
+        }
         keep_wal_small(conn, path);
     }
 }
@@ -349,6 +406,7 @@ fn run_group(
     group: Vec<Box<dyn Queued>>,
     path: &WritePath,
     observers: &EventObservers,
+    light: bool,
 ) {
     let mut pending: VecDeque<Box<dyn Queued>> = group.into();
     // Normally one pass. Only if SQLite rolls the whole transaction back under a write (a full
@@ -417,17 +475,24 @@ fn run_group(
             }
             continue;
         }
-        if let Err(e) = tx.commit() {
-            // `commit` rolls back on failure: none of the group's changes were written.
+        // A cached statement rather than `tx.commit()`, which parses `COMMIT` every time. If it
+        // fails, dropping `tx` rolls back whatever is still open, as `commit` would.
+        let commit = run_cached(&tx, "COMMIT");
+        drop(tx);
+        if let Err(e) = commit {
+            // None of the group's changes were written.
             path.failed();
-            let e = map_err(e);
             for (job, _) in ran {
                 job.answer(Some(&e));
             }
             continue;
         }
-        path.commits.fetch_add(1, Ordering::Relaxed);
-        path.writes.fetch_add(committed as u64, Ordering::Relaxed);
+        if light {
+            path.light_commits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            path.commits.fetch_add(1, Ordering::Relaxed);
+            path.writes.fetch_add(committed as u64, Ordering::Relaxed);
+        }
         path.committed();
         // The event journal will insert each write's events inside its savepoint, so that a
         // change and its record commit together.
@@ -441,6 +506,12 @@ fn run_group(
             job.answer(None);
         }
     }
+}
+
+/// Runs one statement without parameters from the connection's statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    stmt.execute([]).map(|_| ()).map_err(map_err)
 }
 
 /// Runs one savepoint statement; if it fails, SQLite has rolled the transaction back (or it is
@@ -460,7 +531,7 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<()> {
 /// between groups, with no transaction open.
 fn keep_wal_small(conn: &Connection, path: &WritePath) {
     let size = std::fs::metadata(&path.wal).map_or(0, |m| m.len());
-    let commits = path.commits.load(Ordering::Relaxed);
+    let commits = path.all_commits();
     if size <= path.wal_limit || commits < path.checkpoint_after.load(Ordering::Relaxed) {
         return;
     }
@@ -512,7 +583,7 @@ impl SqliteStore {
     pub(super) async fn checkpoint_idle(&self) -> Result<u64> {
         let (writer, path) = (self.writer.clone(), self.writes.clone());
         tokio::task::spawn_blocking(move || {
-            let commits = path.commits.load(Ordering::SeqCst);
+            let commits = path.all_commits();
             let quiet = path.since_commit().is_some_and(|d| d >= path.idle_after);
             if !quiet
                 || commits == path.idle_checkpointed.load(Ordering::SeqCst)
@@ -734,6 +805,10 @@ mod tests {
     /// Waits until the writer is idle: a caller is answered before the writer looks at the WAL.
     async fn idle(store: &SqliteStore) {
         store.with_conn(|_| Ok(())).await.unwrap();
+        // The drainer steps down just after it lets go of the writer.
+        while store.writes.draining.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
     }
 
     fn wal_len(store: &SqliteStore) -> u64 {
@@ -922,5 +997,70 @@ mod tests {
         assert!(!path.proves_health());
         path.committed();
         assert!(path.proves_health());
+    }
+
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        store
+            .with_conn(|c| {
+                c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_group_of_liveness_writes_alone_commits_unsynced_and_leaves_the_writer_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store
+            .write_liveness(|tx| put(tx, "beat", "1"))
+            .await
+            .unwrap();
+        assert_eq!(get(&store, "beat").await.as_deref(), Some("1"));
+        assert_eq!(
+            store.write_counts().commits,
+            0,
+            "no fsync for liveness alone"
+        );
+        assert_eq!(store.writes.light_commits.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            synchronous(&store).await,
+            2,
+            "FULL again for the next group"
+        );
+        store.write(|tx| put(tx, "real", "1")).await.unwrap();
+        assert_eq!(store.write_counts().commits, 1);
+    }
+
+    #[tokio::test]
+    // Holding the writer across awaits is the point: the writes must queue behind it.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_liveness_write_grouped_with_any_other_write_is_synced_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let held = store.writer.lock().unwrap();
+        let beat = tokio::spawn({
+            let s = store.clone();
+            async move { s.write_liveness(|tx| put(tx, "beat", "1")).await }
+        });
+        let real = tokio::spawn({
+            let s = store.clone();
+            async move { s.write(|tx| put(tx, "real", "1")).await }
+        });
+        while store.writes.queue.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        beat.await.unwrap().unwrap();
+        real.await.unwrap().unwrap();
+        assert_eq!(
+            store.write_counts(),
+            WriteStats {
+                commits: 1,
+                writes: 2
+            }
+        );
+        assert_eq!(store.writes.light_commits.load(Ordering::SeqCst), 0);
     }
 }
