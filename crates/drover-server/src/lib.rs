@@ -35,6 +35,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How often the store is asked whether it has gone quiet with a log to fold in: cheap when it
+/// has not (a few atomic reads).
+const STORE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
 /// What every handler and background worker gets.
 #[derive(Clone)]
 pub struct AppState {
@@ -111,6 +115,12 @@ impl AppState {
         }
     }
 
+    pub fn store_checkpoint(&self) -> workers::StoreCheckpoint {
+        workers::StoreCheckpoint {
+            store: self.store.ops.clone(),
+        }
+    }
+
     /// Runs one step of `worker` now and records it on the worker board, as a scheduled step
     /// would be.
     pub async fn step<W: workers::Worker>(&self, worker: &W) -> Result<workers::Counts, W::Error> {
@@ -124,6 +134,7 @@ impl AppState {
         let mut handles = vec![
             self.spawn_worker(self.task_reaper(), config.task_reaper_interval, shutdown),
             self.spawn_worker(self.spot_reaper(), config.spot_reaper_interval, shutdown),
+            self.spawn_worker(self.store_checkpoint(), STORE_CHECKPOINT_EVERY, shutdown),
         ];
         if self.runners.enabled() {
             handles.push(self.spawn_worker(

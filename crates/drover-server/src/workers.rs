@@ -1,5 +1,6 @@
 //! Background workers: the reapers that take work back from stuck tasks and silent spots and
-//! remove inactive runners, and the board that shows how each of them is doing.
+//! remove inactive runners, the store's idle checkpoint, and the board that shows how each of
+//! them is doing.
 //!
 //! Each worker is one testable step, [`Worker::run_once`], which returns counts of what it did.
 //! [`spawn`] repeats that step on an interval until the server's shutdown signal fires, and
@@ -12,7 +13,7 @@
 use crate::clock::{Clock, before};
 use crate::metrics::WorkerMetrics;
 use drover_core::{TaskStatus, Timestamp};
-use drover_store::{JobStore, NodeStore, NodesDown, Released, StoreError};
+use drover_store::{JobStore, NodeStore, NodesDown, Released, StoreError, StoreOps};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -322,5 +323,26 @@ impl Worker for RunnerReaper {
 
     async fn run_once(&self) -> Result<Counts, Self::Error> {
         self.runners.run_once().await
+    }
+}
+
+/// Folds the store's log into its data once the server has gone quiet after writing (the
+/// store decides what quiet is and never waits for a busy writer), so that a burst followed by
+/// idleness does not leave a large WAL on disk.
+#[derive(Clone)]
+pub struct StoreCheckpoint {
+    pub store: Arc<dyn StoreOps>,
+}
+
+#[async_trait::async_trait]
+impl Worker for StoreCheckpoint {
+    type Error = StoreError;
+    fn name(&self) -> &'static str {
+        "store-checkpoint"
+    }
+
+    async fn run_once(&self) -> Result<Counts, StoreError> {
+        let released = self.store.checkpoint_idle().await?;
+        Ok(vec![("wal_bytes_released", released)])
     }
 }

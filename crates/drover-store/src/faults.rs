@@ -442,6 +442,11 @@ impl StoreOps for Faulty {
         self.faults.write("health", self.inner.ops.health()).await
     }
 
+    async fn checkpoint_idle(&self) -> Result<u64> {
+        // Housekeeping outside the plan: a background tick must not shift a seeded run's faults.
+        self.inner.ops.checkpoint_idle().await
+    }
+
     async fn free_space(&self) -> Result<Option<u64>> {
         let inner = self.inner.ops.free_space();
         self.faults.read("free_space", inner).await

@@ -170,6 +170,13 @@ pub trait StoreOps: Send + Sync + 'static {
     /// Flushes and closes; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self) -> Result<()>;
 
+    /// Folds the backend's log into its data when it has been idle since its last writes, so
+    /// the disk holds what the data needs; never waits for a busy writer. Answers the bytes
+    /// released; 0 (the default) for a backend with nothing to fold.
+    async fn checkpoint_idle(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// How many durable commits the backend has made since it opened, and how many writes
     /// they held; zero for a backend that does not count them.
     fn write_stats(&self) -> WriteStats {

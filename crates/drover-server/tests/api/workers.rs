@@ -29,7 +29,7 @@ async fn a_reaper_step_moves_its_state_in_the_listing_and_the_metrics() {
     let app = spawn_app().await;
     let before = app.client.workers().await.unwrap();
     let names: Vec<&str> = before.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["spot-reaper", "task-reaper"]);
+    assert_eq!(names, ["spot-reaper", "store-checkpoint", "task-reaper"]);
     let reaper = by_name(&before, "task-reaper");
     assert_eq!((reaper.runs, reaper.failures), (0, 0));
     assert_eq!(reaper.last_run_at, None);
@@ -110,13 +110,31 @@ async fn scheduled_workers_record_their_steps() {
         "two steps of each reaper",
         || async {
             let workers = app.client.workers().await.ok()?;
-            workers.iter().all(|w| w.runs >= 2).then_some(workers)
+            let reapers: Vec<_> = workers
+                .into_iter()
+                .filter(|w| w.name.ends_with("-reaper"))
+                .collect();
+            reapers.iter().all(|w| w.runs >= 2).then_some(reapers)
         },
     )
     .await;
+    assert_eq!(workers.len(), 2, "{workers:?}");
     for w in &workers {
         assert_eq!(w.interval_seconds, Some(0.05), "{w:?}");
         assert_eq!(w.failures, 0, "{w:?}");
     }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_store_checkpoint_is_a_listed_step_that_never_fails_a_busy_or_fresh_store() {
+    let app = spawn_app().await;
+    app.create_job(3, json!({})).await;
+    // Just after a commit the store is not quiet: nothing to fold yet, and no failure.
+    let counts = app.state.step(&app.state.store_checkpoint()).await.unwrap();
+    assert_eq!(counts, [("wal_bytes_released", 0)]);
+    let listed = app.client.workers().await.unwrap();
+    let step = by_name(&listed, "store-checkpoint");
+    assert_eq!((step.runs, step.failures), (1, 0));
     app.finish().await;
 }

@@ -87,12 +87,13 @@ impl NodeStore for SqliteStore {
     async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node> {
         let id = node_id.to_string();
         let now = ts(&now);
-        self.write(move |tx| {
+        // Liveness only: see `write_liveness` for why it need not wait for the fsync.
+        self.write_liveness(move |tx| {
             let before =
                 rows::node_status(tx, &id)?.ok_or_else(|| StoreError::not_found("spot", &id))?;
             let after = node::status_after_heartbeat(before);
             let changed = tx
-                .execute(
+                .prepare_cached(
                     "UPDATE nodes SET last_heartbeat = ?2,
                          status = ?8,
                          address = COALESCE(?3, address),
@@ -101,17 +102,18 @@ impl NodeStore for SqliteStore {
                          total_cores = COALESCE(?6, total_cores),
                          free_memory_bytes = COALESCE(?7, free_memory_bytes)
                      WHERE id = ?1",
-                    params![
-                        id,
-                        now,
-                        stats.address,
-                        stats.cpu_load,
-                        stats.running_tasks,
-                        stats.total_cores,
-                        stats.free_memory_bytes,
-                        after.as_str()
-                    ],
                 )
+                .map_err(map_err)?
+                .execute(params![
+                    id,
+                    now,
+                    stats.address,
+                    stats.cpu_load,
+                    stats.running_tasks,
+                    stats.total_cores,
+                    stats.free_memory_bytes,
+                    after.as_str()
+                ])
                 .map_err(map_err)?;
             if changed == 0 {
                 return Err(StoreError::not_found("spot", &id));

@@ -34,7 +34,11 @@ fn instance_id(conn: &Connection) -> Result<String> {
 #[async_trait]
 impl StoreOps for SqliteStore {
     async fn health(&self) -> Result<()> {
-        self.probe_write().await
+        self.check_writes().await
+    }
+
+    async fn checkpoint_idle(&self) -> Result<u64> {
+        SqliteStore::checkpoint_idle(self).await
     }
 
     async fn free_space(&self) -> Result<Option<u64>> {

@@ -9,16 +9,27 @@
 //! then each caller gets its own answer. If the commit fails, every write of the group that had
 //! succeeded is answered with that error, so an `Ok` always means durable. Nobody waits for a
 //! later write: a group is whatever queued while the previous one ran, and the drainer steps
-//! down when the queue is empty.
+//! down when the queue is empty. A group made only of liveness writes (heartbeats,
+//! [`SqliteStore::write_liveness`]) commits without the fsync; any other write in the group
+//! makes it synced.
 //!
 //! Between groups the writer keeps the WAL small: when the `-wal` file has grown past
 //! [`WAL_LIMIT`] (a huge transaction, or readers that kept SQLite from restarting the log), it
 //! runs a `TRUNCATE` checkpoint, which does not wait for readers; if one is in the way it is
 //! tried again after more commits.
 //!
+//! When the server has been idle for a while after commits, [`SqliteStore::checkpoint_idle`]
+//! folds the WAL into the database and truncates it, so that a burst followed by quiet does not
+//! leave the log on disk (the rule above only runs after commits).
+//!
+//! Health never queues behind a busy writer: while a drainer is at work and a group has
+//! committed durably within [`HEALTH_EVIDENCE`], with no commit failing since, that commit is the
+//! proof a probe would give; only otherwise (the writer idle, or the last attempt failed) does
+//! the health check run its own write probe.
+//!
 //! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
 //! the queue, the order commit, then notify, then answer, the commit counters, the checkpoint
-//! rule and the health probe's write. It must not decide anything about jobs, nodes or
+//! rules, the health evidence and the health probe's write. It must not decide anything about jobs, nodes or
 //! runners, and nothing else may open a write transaction.
 
 use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, Shared, SqliteStore, map_err};
@@ -32,7 +43,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The most writes one group takes, so a flood of writes still commits (and answers) in steps.
@@ -45,6 +56,13 @@ pub(super) const WAL_LIMIT: u64 = 32 * 1024 * 1024;
 /// After a checkpoint that readers kept from finishing, how many commits pass before the next
 /// try: each try may copy pages and sync the database, which must not happen on every group.
 const CHECKPOINT_RETRY_AFTER: u64 = 64;
+
+/// How recent a durable commit must be to stand in for a health probe while the writer is busy.
+/// A full disk or a read-only file fails the next commit, which withdraws the evidence at once.
+pub(super) const HEALTH_EVIDENCE: Duration = Duration::from_secs(1);
+
+/// How long the writer must have been without a commit before the idle checkpoint runs.
+pub(super) const IDLE_BEFORE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// An open write transaction and the events one write has caused so far. Derefs to the
 /// transaction, so SQL helpers take `&Transaction` (or `&Connection`) as before; the
@@ -74,8 +92,11 @@ impl Tx<'_> {
 /// checkpoint rule.
 pub(super) struct WritePath {
     queue: Mutex<VecDeque<Box<dyn Queued>>>,
+    /// Synced commits, and the writes they held.
     commits: AtomicU64,
     writes: AtomicU64,
+    /// Commits of liveness writes alone, which were not synced (`write_liveness`).
+    light_commits: AtomicU64,
     wal: PathBuf,
     wal_limit: u64,
     /// The commit count before which no checkpoint is tried again (see [`CHECKPOINT_RETRY_AFTER`]).
@@ -83,6 +104,15 @@ pub(super) struct WritePath {
     /// Whether a drainer is on its way or at work: a write starts one only when none is, so
     /// writes that queue behind a busy writer cost no thread wake-ups of their own.
     draining: AtomicBool,
+    /// What the write path has lately proved: when the last durable commit and the last failed
+    /// one (or failed probe) happened, as nanoseconds after `epoch` plus one (0: never).
+    epoch: Instant,
+    last_commit: AtomicU64,
+    last_failure: AtomicU64,
+    /// The commit count at the last idle checkpoint: one idle checkpoint per quiet spell.
+    idle_checkpointed: AtomicU64,
+    /// [`IDLE_BEFORE_CHECKPOINT`], except in tests.
+    idle_after: Duration,
 }
 
 impl WritePath {
@@ -93,11 +123,49 @@ impl WritePath {
             queue: Mutex::default(),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            light_commits: AtomicU64::new(0),
             wal: PathBuf::from(wal),
             wal_limit,
             checkpoint_after: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            epoch: Instant::now(),
+            last_commit: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+            idle_checkpointed: AtomicU64::new(0),
+            idle_after: IDLE_BEFORE_CHECKPOINT,
         }
+    }
+
+    /// Every commit, synced or not: each one appended to the WAL.
+    fn all_commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst) + self.light_commits.load(Ordering::SeqCst)
+    }
+
+    fn stamp(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).saturating_add(1)
+    }
+
+    fn committed(&self) {
+        self.last_commit.store(self.stamp(), Ordering::SeqCst);
+    }
+
+    fn failed(&self) {
+        self.last_failure.store(self.stamp(), Ordering::SeqCst);
+    }
+
+    /// How long ago the last durable commit was, if there was one.
+    fn since_commit(&self) -> Option<Duration> {
+        let at = self.last_commit.load(Ordering::SeqCst);
+        (at != 0).then(|| Duration::from_nanos(self.stamp().saturating_sub(at)))
+    }
+
+    /// Whether a busy writer has just proved that the store takes durable writes (see the
+    /// module docs): a drainer is at work, a group committed within [`HEALTH_EVIDENCE`], and
+    /// nothing has failed since.
+    fn proves_health(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+            && self.last_commit.load(Ordering::SeqCst) > self.last_failure.load(Ordering::SeqCst)
+            && self.since_commit().is_some_and(|d| d <= HEALTH_EVIDENCE)
     }
 
     pub(super) fn stats(&self) -> WriteStats {
@@ -140,12 +208,16 @@ trait Queued: Send {
     /// Sends the caller its answer: its own result, or `group_failed` when its change did not
     /// commit.
     fn answer(self: Box<Self>, group_failed: Option<&StoreError>);
+
+    /// Whether the write records liveness only (see [`SqliteStore::write_liveness`]).
+    fn liveness(&self) -> bool;
 }
 
 struct Pending<T, F> {
     f: Option<F>,
     out: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    liveness: bool,
 }
 
 impl<T, F> Queued for Pending<T, F>
@@ -176,6 +248,10 @@ where
         // The caller may have gone away; its change stands (or not) all the same.
         let _ = self.reply.send(out);
     }
+
+    fn liveness(&self) -> bool {
+        self.liveness
+    }
 }
 
 impl SqliteStore {
@@ -188,11 +264,38 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
+        self.enqueue(f, false).await
+    }
+
+    /// [`SqliteStore::write`] for a change that records liveness only (a node's heartbeat: when
+    /// it was last heard from, and its figures). A group made of such writes alone commits
+    /// without waiting for the fsync (`synchronous = NORMAL`): the commit is in the operating
+    /// system's hands before the answer, so it survives `kill -9` of the server (invariant 3),
+    /// and the next durable commit's fsync covers it, since the WAL is written in order. Only
+    /// a power cut or a kernel crash can lose such a commit, which then reads as heartbeats
+    /// that arrived late. That changes nothing a node is judged by: after such a crash every
+    /// node's last heartbeat is older than the downtime anyway, and a restarted server gives
+    /// every node a heartbeat period before its first silence check. A group with any other
+    /// write in it is synced as always, liveness writes included.
+    pub(super) async fn write_liveness<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.enqueue(f, true).await
+    }
+
+    async fn enqueue<T, F>(&self, f: F, liveness: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         self.writes.push(Box::new(Pending {
             f: Some(f),
             out: None,
             reply,
+            liveness,
         }));
         // A drainer at work takes this write in its next group; otherwise this one starts one.
         // Either way the write runs as soon as the writer is free, never after a later write.
@@ -257,15 +360,26 @@ fn drain_queue(writer: &Shared, path: &WritePath, observers: &EventObservers) {
             );
         }
     };
-    let Some(conn) = guard.as_mut() else {
-        return refuse_all(path, &StoreError::Unavailable("the store is closed".into()));
-    };
     loop {
+        let Some(conn) = guard.as_mut() else {
+            return refuse_all(path, &StoreError::Unavailable("the store is closed".into()));
+        };
         let group = path.take();
         if group.is_empty() {
             return;
         }
-        run_group(conn, group, path, observers);
+        // Liveness alone need not wait for the disk (`SqliteStore::write_liveness`); if the
+        // switch fails, the group is simply synced.
+        let light = group.iter().all(|job| job.liveness())
+            && run_cached(conn, "PRAGMA synchronous = NORMAL").is_ok();
+        run_group(conn, group, path, observers, light);
+        if light && let Err(e) = run_cached(conn, "PRAGMA synchronous = FULL") {
+            // A write that is not durable must never be acknowledged: close the writer, so
+            // later writes fail as unavailable instead.
+            tracing::error!(error = %e, "the writer could not be made durable again; the store is closed");
+            *guard = None;
+            continue;
+        }
         keep_wal_small(conn, path);
     }
 }
@@ -292,6 +406,7 @@ fn run_group(
     group: Vec<Box<dyn Queued>>,
     path: &WritePath,
     observers: &EventObservers,
+    light: bool,
 ) {
     let mut pending: VecDeque<Box<dyn Queued>> = group.into();
     // Normally one pass. Only if SQLite rolls the whole transaction back under a write (a full
@@ -300,6 +415,7 @@ fn run_group(
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
+                path.failed();
                 let e = map_err(e);
                 for job in pending {
                     job.answer(Some(&e));
@@ -356,6 +472,7 @@ fn run_group(
             // The transaction is gone or unusable: nothing of this pass commits (dropping `tx`
             // rolls back whatever is left of it).
             drop(tx);
+            path.failed();
             let e = StoreError::Unavailable(format!(
                 "the transaction was rolled back under a neighbouring write: {e}"
             ));
@@ -373,16 +490,25 @@ fn run_group(
             }
             continue;
         }
-        if let Err(e) = tx.commit() {
-            // `commit` rolls back on failure: none of the group's changes were written.
-            let e = map_err(e);
+        // A cached statement rather than `tx.commit()`, which parses `COMMIT` every time. If it
+        // fails, dropping `tx` rolls back whatever is still open, as `commit` would.
+        let commit = run_cached(&tx, "COMMIT");
+        drop(tx);
+        if let Err(e) = commit {
+            // None of the group's changes were written.
+            path.failed();
             for (job, _) in ran {
                 job.answer(Some(&e));
             }
             continue;
         }
-        path.commits.fetch_add(1, Ordering::Relaxed);
-        path.writes.fetch_add(committed as u64, Ordering::Relaxed);
+        if light {
+            path.light_commits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            path.commits.fetch_add(1, Ordering::Relaxed);
+            path.writes.fetch_add(committed as u64, Ordering::Relaxed);
+        }
+        path.committed();
         // The event journal will insert each write's events inside its savepoint, so that a
         // change and its record commit together.
         for events in ran.iter().filter_map(|(_, events)| events.as_deref()) {
@@ -395,6 +521,12 @@ fn run_group(
             job.answer(None);
         }
     }
+}
+
+/// Runs one statement without parameters from the connection's statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    stmt.execute([]).map(|_| ()).map_err(map_err)
 }
 
 /// Runs one savepoint statement; if it fails, SQLite has rolled the transaction back (or it is
@@ -414,7 +546,7 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<()> {
 /// between groups, with no transaction open.
 fn keep_wal_small(conn: &Connection, path: &WritePath) {
     let size = std::fs::metadata(&path.wal).map_or(0, |m| m.len());
-    let commits = path.commits.load(Ordering::Relaxed);
+    let commits = path.all_commits();
     if size <= path.wal_limit || commits < path.checkpoint_after.load(Ordering::Relaxed) {
         return;
     }
@@ -446,6 +578,65 @@ fn keep_wal_small(conn: &Connection, path: &WritePath) {
 }
 
 impl SqliteStore {
+    /// Whether the store takes durable writes right now: from the evidence of a busy writer's
+    /// recent commit when there is some, else by [`SqliteStore::probe_write`] (module docs).
+    pub(super) async fn check_writes(&self) -> Result<()> {
+        if self.writes.proves_health() {
+            return Ok(());
+        }
+        let probed = self.probe_write().await;
+        if probed.is_err() {
+            self.writes.failed();
+        }
+        probed
+    }
+
+    /// Folds the WAL into the database and truncates it, if the writer has been idle for
+    /// [`IDLE_BEFORE_CHECKPOINT`] since the last commit and that commit has not been folded in
+    /// yet. Never waits: a writer at work, or a reader in the way, only postpones it. Answers
+    /// the bytes of WAL released (0 when there was nothing to do).
+    pub(super) async fn checkpoint_idle(&self) -> Result<u64> {
+        let (writer, path) = (self.writer.clone(), self.writes.clone());
+        tokio::task::spawn_blocking(move || {
+            let commits = path.all_commits();
+            let quiet = path.since_commit().is_some_and(|d| d >= path.idle_after);
+            if !quiet
+                || commits == path.idle_checkpointed.load(Ordering::SeqCst)
+                || path.draining.load(Ordering::SeqCst)
+            {
+                return Ok(0);
+            }
+            let Ok(mut guard) = writer.try_lock() else {
+                return Ok(0);
+            };
+            let conn = guard
+                .as_mut()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            let size = std::fs::metadata(&path.wal).map_or(0, |m| m.len());
+            if size == 0 {
+                path.idle_checkpointed.store(commits, Ordering::SeqCst);
+                return Ok(0);
+            }
+            let done = conn.busy_timeout(Duration::ZERO).and_then(|()| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            });
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+            match done.map_err(map_err)? {
+                0 => {
+                    path.idle_checkpointed.store(commits, Ordering::SeqCst);
+                    path.checkpoint_after.store(0, Ordering::Relaxed);
+                    Ok(size)
+                }
+                // A reader kept it from finishing: the next idle tick tries again.
+                _ => Ok(0),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+
     /// Proves the store can take a write: bumps the `write_probe` row of `meta` in a
     /// `BEGIN IMMEDIATE` transaction and commits, waiting at most [`HEALTH_BUSY_TIMEOUT`] for
     /// another process's lock. The commit appends a real frame to the WAL (so a full disk or a
@@ -502,6 +693,7 @@ fn bump_probe(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     async fn store(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(dir.path().join("drover.db")).unwrap()
@@ -628,6 +820,10 @@ mod tests {
     /// Waits until the writer is idle: a caller is answered before the writer looks at the WAL.
     async fn idle(store: &SqliteStore) {
         store.with_conn(|_| Ok(())).await.unwrap();
+        // The drainer steps down just after it lets go of the writer.
+        while store.writes.draining.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
     }
 
     fn wal_len(store: &SqliteStore) -> u64 {
@@ -703,5 +899,183 @@ mod tests {
             "wal is {} bytes",
             wal_len(&store)
         );
+    }
+
+    /// A store whose idle checkpoint does not wait for a quiet second.
+    async fn eager_store(dir: &tempfile::TempDir) -> SqliteStore {
+        let mut store = store(dir).await;
+        Arc::get_mut(&mut store.writes)
+            .expect("a fresh store has one handle on its write path")
+            .idle_after = Duration::ZERO;
+        store
+    }
+
+    async fn write_mib(store: &SqliteStore, prefix: &'static str, mib: usize) {
+        let big = "x".repeat(64 * 1024);
+        store
+            .write(move |tx| {
+                for i in 0..mib * 16 {
+                    put(tx, &format!("{prefix}-{i}"), &big)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_quiet_store_folds_its_wal_in_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = eager_store(&dir).await;
+        assert_eq!(
+            store.checkpoint_idle().await.unwrap(),
+            0,
+            "nothing written yet"
+        );
+        // Under the 32 MiB limit: the commit path leaves this WAL alone.
+        write_mib(&store, "a", 4).await;
+        idle(&store).await;
+        let before = wal_len(&store);
+        assert!(before > 4 << 20, "wal is {before} bytes");
+        assert_eq!(store.checkpoint_idle().await.unwrap(), before);
+        assert_eq!(wal_len(&store), 0);
+        assert_eq!(
+            store.checkpoint_idle().await.unwrap(),
+            0,
+            "no commit since: nothing to do"
+        );
+        assert_eq!(get(&store, "a-63").await.map(|v| v.len()), Some(64 * 1024));
+    }
+
+    #[tokio::test]
+    // Holding the writer is the point: the checkpoint must not wait for it.
+    #[allow(clippy::await_holding_lock)]
+    async fn the_idle_checkpoint_never_waits_for_the_writer_nor_runs_right_after_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let eager = eager_store(&dir).await;
+        write_mib(&eager, "a", 1).await;
+        idle(&eager).await;
+        let held = eager.writer.lock().unwrap();
+        assert_eq!(
+            eager.checkpoint_idle().await.unwrap(),
+            0,
+            "the writer is busy"
+        );
+        drop(held);
+        assert!(eager.checkpoint_idle().await.unwrap() > 0);
+
+        let other = tempfile::tempdir().unwrap();
+        let patient = store(&other).await;
+        write_mib(&patient, "b", 1).await;
+        assert_eq!(
+            patient.checkpoint_idle().await.unwrap(),
+            0,
+            "a commit within the last second: not quiet yet"
+        );
+        assert!(wal_len(&patient) > 0);
+    }
+
+    #[tokio::test]
+    // Holding the writer is the point: health must answer without it.
+    #[allow(clippy::await_holding_lock)]
+    async fn health_does_not_wait_for_a_busy_writer_that_has_just_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.write(|tx| put(tx, "a", "1")).await.unwrap();
+        // A drainer at work (it holds the writer) right after a durable commit.
+        let held = store.writer.lock().unwrap();
+        store.writes.draining.store(true, Ordering::SeqCst);
+        let answered = tokio::time::timeout(Duration::from_secs(30), store.check_writes()).await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "health queued behind the writer: {answered:?}"
+        );
+        // A failure since the commit withdraws the evidence: health probes again (and so
+        // waits for the writer).
+        store.writes.failed();
+        assert!(!store.writes.proves_health());
+        store.writes.draining.store(false, Ordering::SeqCst);
+        drop(held);
+        store.check_writes().await.unwrap();
+    }
+
+    #[test]
+    fn an_idle_writer_proves_nothing_and_a_probe_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = WritePath::new(&dir.path().join("drover.db"), WAL_LIMIT);
+        assert!(!path.proves_health(), "no commit yet");
+        path.committed();
+        assert!(!path.proves_health(), "idle: the next write may fail");
+        path.draining.store(true, Ordering::SeqCst);
+        assert!(path.proves_health());
+        path.failed();
+        assert!(!path.proves_health());
+        path.committed();
+        assert!(path.proves_health());
+    }
+
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        store
+            .with_conn(|c| {
+                c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_group_of_liveness_writes_alone_commits_unsynced_and_leaves_the_writer_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store
+            .write_liveness(|tx| put(tx, "beat", "1"))
+            .await
+            .unwrap();
+        assert_eq!(get(&store, "beat").await.as_deref(), Some("1"));
+        assert_eq!(
+            store.write_counts().commits,
+            0,
+            "no fsync for liveness alone"
+        );
+        assert_eq!(store.writes.light_commits.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            synchronous(&store).await,
+            2,
+            "FULL again for the next group"
+        );
+        store.write(|tx| put(tx, "real", "1")).await.unwrap();
+        assert_eq!(store.write_counts().commits, 1);
+    }
+
+    #[tokio::test]
+    // Holding the writer across awaits is the point: the writes must queue behind it.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_liveness_write_grouped_with_any_other_write_is_synced_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let held = store.writer.lock().unwrap();
+        let beat = tokio::spawn({
+            let s = store.clone();
+            async move { s.write_liveness(|tx| put(tx, "beat", "1")).await }
+        });
+        let real = tokio::spawn({
+            let s = store.clone();
+            async move { s.write(|tx| put(tx, "real", "1")).await }
+        });
+        while store.writes.queue.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        beat.await.unwrap().unwrap();
+        real.await.unwrap().unwrap();
+        assert_eq!(
+            store.write_counts(),
+            WriteStats {
+                commits: 1,
+                writes: 2
+            }
+        );
+        assert_eq!(store.writes.light_commits.load(Ordering::SeqCst), 0);
     }
 }
