@@ -38,7 +38,7 @@ pub struct BatchWorkerArgs {
     /// How long a claim may wait for work on the server (`waitMs`).
     #[arg(long, default_value_t = 1000)]
     pub wait_ms: u64,
-    #[arg(long, value_enum, default_value_t = Route::Report)]
+    #[arg(long, value_enum, default_value_t = Route::Exchange)]
     pub route: Route,
     /// Exit after this many seconds whatever happens.
     #[arg(long)]

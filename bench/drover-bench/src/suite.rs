@@ -78,7 +78,7 @@ pub struct SuiteArgs {
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
     /// How the burn-down workers hand in results: `report` then `claim`, or one `exchange`.
-    #[arg(long, value_enum, default_value_t = Route::Report)]
+    #[arg(long, value_enum, default_value_t = Route::Exchange)]
     pub route: Route,
     /// Longest wait of any one drain, e.g. 600s [default: 60 s + 1 ms per task].
     #[arg(long, value_parser = humantime::parse_duration)]
