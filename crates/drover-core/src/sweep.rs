@@ -7,6 +7,9 @@
 //! [`Sweep::new`] validates everything and counts the tasks before anything is materialised, so
 //! an oversize request is refused cheaply; [`Sweep::payload`] builds the payload of one task by
 //! its index, so a store can stream a million tasks into its transaction without holding them.
+//! A range is never expanded into a list: its `k`-th value is computed when asked for, so
+//! rebuilding a sweep from its spec (once per claim, in a store) costs the same for a range of
+//! ten values as for a million.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
@@ -94,8 +97,8 @@ fn invalid(field: &str, message: impl Into<String>) -> SweepError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sweep {
     shared: Map<String, Value>,
-    /// Each dimension's name and materialised values.
-    dims: Vec<(String, Vec<Value>)>,
+    /// Each dimension's name and values.
+    dims: Vec<(String, Axis)>,
     tasks: Option<Vec<Map<String, Value>>>,
     total: u64,
     /// The dimensions as given, kept for [`Sweep::spec_json`].
@@ -162,7 +165,7 @@ impl Sweep {
         let dims = spec
             .dimensions
             .iter()
-            .map(|d| (d.name.clone(), materialise(d)))
+            .map(|d| (d.name.clone(), Axis::of(d)))
             .collect();
         Ok(Sweep {
             shared: spec.shared,
@@ -224,11 +227,11 @@ impl Sweep {
                 let total = self.total as u128;
                 let mut largest = shared;
                 let mut sum = shared.saturating_mul(total);
-                for (name, values) in &self.dims {
-                    let sizes = values.iter().map(|v| entry(name, v));
+                for (name, axis) in &self.dims {
+                    let sizes = (0..axis.len()).map(|k| entry(name, &axis.get(k)));
                     let (max, all) = sizes.fold((0, 0u128), |(m, s), x| (m.max(x), s + x));
                     largest += max;
-                    let repeats = total / values.len().max(1) as u128;
+                    let repeats = total / axis.len().max(1) as u128;
                     sum = sum.saturating_add(all.saturating_mul(repeats));
                 }
                 (largest, sum)
@@ -273,14 +276,14 @@ impl Sweep {
         }
         // Mixed-radix decode, last dimension fastest.
         let mut rest = index;
-        let mut picked = vec![0usize; self.dims.len()];
-        for (i, (_, values)) in self.dims.iter().enumerate().rev() {
-            let n = values.len() as u64;
-            picked[i] = (rest % n) as usize;
+        let mut picked = vec![0u64; self.dims.len()];
+        for (i, (_, axis)) in self.dims.iter().enumerate().rev() {
+            let n = axis.len();
+            picked[i] = rest % n;
             rest /= n;
         }
-        for ((name, values), at) in self.dims.iter().zip(picked) {
-            payload.insert(name.clone(), values[at].clone());
+        for ((name, axis), at) in self.dims.iter().zip(picked) {
+            payload.insert(name.clone(), axis.get(at));
         }
         payload
     }
@@ -368,33 +371,57 @@ fn count(dim: &Dimension) -> Result<u128, SweepError> {
     }
 }
 
-/// The values of a dimension that [`count`] accepted.
-fn materialise(dim: &Dimension) -> Vec<Value> {
-    match &dim.values {
-        Values::List(values) => values.clone(),
-        Values::Range { min, max, step } => {
-            if let Some((lo, hi, st)) = int_range(min, max, step) {
-                let n = (hi as i128 - lo as i128) / st as i128 + 1;
-                return (0..n)
-                    .map(|k| Value::from((lo as i128 + k * st as i128) as i64))
-                    .collect();
+/// The values of a dimension that [`count`] accepted: a list as given, or a range kept as its
+/// bounds, whose `k`-th value is computed on demand.
+#[derive(Debug, Clone, PartialEq)]
+enum Axis {
+    List(Vec<Value>),
+    Ints { lo: i64, step: i64, len: u64 },
+    Floats { lo: f64, step: f64, len: u64 },
+}
+
+impl Axis {
+    fn of(dim: &Dimension) -> Axis {
+        match &dim.values {
+            Values::List(values) => Axis::List(values.clone()),
+            Values::Range { min, max, step } => {
+                if let Some((lo, hi, st)) = int_range(min, max, step) {
+                    let len = ((hi as i128 - lo as i128) / st as i128 + 1) as u64;
+                    return Axis::Ints { lo, step: st, len };
+                }
+                let (lo, hi, st) = (
+                    min.as_f64().unwrap_or_default(),
+                    max.as_f64().unwrap_or_default(),
+                    step.as_f64().unwrap_or(1.0),
+                );
+                let len = ((hi - lo) / st + FLOAT_SLACK).floor() as u64 + 1;
+                Axis::Floats { lo, step: st, len }
             }
-            let (lo, hi, st) = (
-                min.as_f64().unwrap_or_default(),
-                max.as_f64().unwrap_or_default(),
-                step.as_f64().unwrap_or(1.0),
-            );
-            let n = ((hi - lo) / st + FLOAT_SLACK).floor() as u64 + 1;
-            (0..n)
-                .map(|k| {
-                    // Multiply rather than accumulate, and trim float noise (0.30000000000000004).
-                    let v = lo + k as f64 * st;
-                    let v = format!("{v:.12}").parse::<f64>().unwrap_or(v);
-                    Number::from_f64(v)
-                        .map(Value::Number)
-                        .unwrap_or(Value::Null)
-                })
-                .collect()
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Axis::List(values) => values.len() as u64,
+            Axis::Ints { len, .. } | Axis::Floats { len, .. } => *len,
+        }
+    }
+
+    /// The `k`-th value (`k < len()`).
+    fn get(&self, k: u64) -> Value {
+        match self {
+            Axis::List(values) => values[k as usize].clone(),
+            Axis::Ints { lo, step, .. } => {
+                Value::from((*lo as i128 + k as i128 * *step as i128) as i64)
+            }
+            Axis::Floats { lo, step, .. } => {
+                // Multiply rather than accumulate, and trim float noise (0.30000000000000004).
+                let v = lo + k as f64 * step;
+                let v = format!("{v:.12}").parse::<f64>().unwrap_or(v);
+                Number::from_f64(v)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
+            }
         }
     }
 }
@@ -402,6 +429,7 @@ fn materialise(dim: &Dimension) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn range(name: &str, min: Value, max: Value, step: Value) -> Dimension {
@@ -422,6 +450,110 @@ mod tests {
             name: name.into(),
             field: name.into(),
             values: Values::List(values),
+        }
+    }
+
+    /// The eager expansion sweeps used before ranges were computed on demand: every value of
+    /// the dimension in a list. The reference the lazy values must match.
+    fn materialise(dim: &Dimension) -> Vec<Value> {
+        match &dim.values {
+            Values::List(values) => values.clone(),
+            Values::Range { min, max, step } => {
+                if let Some((lo, hi, st)) = int_range(min, max, step) {
+                    let n = (hi as i128 - lo as i128) / st as i128 + 1;
+                    return (0..n)
+                        .map(|k| Value::from((lo as i128 + k * st as i128) as i64))
+                        .collect();
+                }
+                let (lo, hi, st) = (
+                    min.as_f64().unwrap_or_default(),
+                    max.as_f64().unwrap_or_default(),
+                    step.as_f64().unwrap_or(1.0),
+                );
+                let n = ((hi - lo) / st + FLOAT_SLACK).floor() as u64 + 1;
+                (0..n)
+                    .map(|k| {
+                        // Multiply rather than accumulate, and trim float noise (0.30000000000000004).
+                        let v = lo + k as f64 * st;
+                        let v = format!("{v:.12}").parse::<f64>().unwrap_or(v);
+                        Number::from_f64(v)
+                            .map(Value::Number)
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The payload of task `index` as the eager expansion built it.
+    fn eager_payload(spec: &SweepSpec, index: u64) -> Map<String, Value> {
+        let lists: Vec<Vec<Value>> = spec.dimensions.iter().map(materialise).collect();
+        let mut payload = spec.shared.clone();
+        let mut rest = index;
+        let mut picked = vec![0usize; lists.len()];
+        for (i, values) in lists.iter().enumerate().rev() {
+            picked[i] = (rest % values.len() as u64) as usize;
+            rest /= values.len() as u64;
+        }
+        for ((dim, values), at) in spec.dimensions.iter().zip(&lists).zip(picked) {
+            payload.insert(dim.name.clone(), values[at].clone());
+        }
+        payload
+    }
+
+    fn int_dim() -> impl Strategy<Value = Dimension> {
+        (-1_000_000i64..1_000_000, 1i64..1000, 0i64..500).prop_map(|(lo, step, n)| {
+            range("i", json!(lo), json!(lo + step * n + n % 3), json!(step))
+        })
+    }
+
+    fn float_dim() -> impl Strategy<Value = Dimension> {
+        (-1000.0f64..1000.0, 0.001f64..10.0, 0u32..400).prop_map(|(lo, step, n)| {
+            range("f", json!(lo), json!(lo + step * n as f64), json!(step))
+        })
+    }
+
+    proptest! {
+        /// A range computed on demand has exactly the values, in order, that the eager
+        /// expansion listed.
+        #[test]
+        fn range_values_on_demand_equal_the_expanded_list(dim in prop_oneof![int_dim(), float_dim()]) {
+            let axis = Axis::of(&dim);
+            let list = materialise(&dim);
+            prop_assert_eq!(axis.len(), list.len() as u64);
+            for (k, v) in list.iter().enumerate() {
+                prop_assert_eq!(&axis.get(k as u64), v, "value {}", k);
+            }
+        }
+
+        /// Every payload of a sweep rebuilt from its kept spec is the eager expansion's.
+        #[test]
+        fn payloads_on_demand_equal_the_eager_ones(
+            a in int_dim(),
+            b in float_dim(),
+            indexes in proptest::collection::vec(any::<u64>(), 50),
+        ) {
+            let mut shared = Map::new();
+            shared.insert("jarPath".into(), json!("a.jar"));
+            let spec = SweepSpec {
+                shared,
+                dimensions: vec![
+                    list("algorithm", vec![json!("GA"), json!({"deep": [1]})]),
+                    Dimension { name: "a".into(), ..a },
+                    Dimension { name: "b".into(), ..b },
+                ],
+                tasks: None,
+            };
+            let sweep = Sweep::new(spec.clone(), u64::MAX).unwrap();
+            // Compared with the spec as kept: reparsing a float may move it by one ulp.
+            let text = sweep.spec_json().unwrap();
+            let kept = Sweep::from_spec_json(&text).unwrap();
+            let kept_spec: SweepSpec = serde_json::from_str(&text).unwrap();
+            let ends = [0, sweep.len() - 1];
+            for i in indexes.iter().map(|i| i % sweep.len()).chain(ends) {
+                prop_assert_eq!(sweep.payload(i), eager_payload(&spec, i), "task {}", i);
+                prop_assert_eq!(kept.payload(i), eager_payload(&kept_spec, i), "task {}", i);
+            }
         }
     }
 

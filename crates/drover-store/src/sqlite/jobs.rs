@@ -11,6 +11,9 @@
 //! counters change once per job per call ([`settle_jobs`]), from the [`Deltas`] the call
 //! collected; the changes it counts itself bump `tasks.rev`, so the counting trigger skips them.
 //!
+//! A claim builds a fresh task's payload from its job's sweep, which [`SweepCache`] keeps
+//! parsed for recently used jobs rather than parsing the spec on every claim.
+//!
 //! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a trigger, so with the default
 //! `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
 //! the statement alone can be undone). Nothing here needs that: any error fails the whole write,
@@ -27,7 +30,9 @@ use drover_core::{
     ClaimedTask, Event, Job, JobCounts, JobStatus, NodeStatus, ReportKind, ReportOutcome, Task,
     TaskStatus, Timestamp, ids, sweep::Sweep,
 };
+use hashlink::LruCache;
 use rusqlite::{OptionalExtension, Transaction, params};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A job's counts, whether it is cancelled, and whether it has started.
@@ -219,18 +224,93 @@ pub(super) fn release_all(
     Ok(released)
 }
 
-/// The sweep a job's kept spec describes, for building the tasks that have no rows.
-fn sweep_of(conn: &rusqlite::Connection, job_seq: i64) -> Result<Sweep> {
-    let spec: String = conn
-        .prepare_cached("SELECT spec FROM jobs WHERE seq = ?1")
-        .map_err(map_err)?
-        .query_row([job_seq], |r| r.get(0))
-        .map_err(map_err)?;
-    Sweep::from_spec_json(&spec).map_err(|e| {
-        StoreError::Internal(format!(
-            "job #{job_seq} keeps a spec that does not parse: {e}"
-        ))
-    })
+/// Most jobs whose parsed sweeps are kept.
+const SWEEP_CACHE_JOBS: usize = 64;
+/// Most bytes of spec text whose parsed sweeps are kept: an explicit task list is held in full,
+/// so the cache is bounded by what it holds as well as by how many jobs.
+const SWEEP_CACHE_BYTES: usize = 16 << 20;
+
+/// The parsed sweeps of recently used jobs, by job id. Every claim of a never-claimed task
+/// builds its payload from the job's sweep; parsing the spec for each would cost a claim as
+/// much as its SQL (all of it, for an explicit task list). A job's spec never changes after
+/// creation and job ids are never reused (not even those of a creation rolled back), so an
+/// entry is never stale: entries leave only to bound memory, least recently used first.
+pub(super) struct SweepCache {
+    kept: Mutex<Kept>,
+    max_jobs: usize,
+    max_bytes: usize,
+}
+
+struct Kept {
+    /// Each sweep with the length of its spec text, which is what counts against the budget.
+    sweeps: LruCache<String, (Arc<Sweep>, usize)>,
+    bytes: usize,
+}
+
+impl Default for SweepCache {
+    fn default() -> Self {
+        SweepCache::with_bounds(SWEEP_CACHE_JOBS, SWEEP_CACHE_BYTES)
+    }
+}
+
+impl SweepCache {
+    fn with_bounds(max_jobs: usize, max_bytes: usize) -> Self {
+        SweepCache {
+            // Unbounded as a map: both bounds are kept by `sweep_of`, so every eviction is
+            // counted.
+            kept: Mutex::new(Kept {
+                sweeps: LruCache::new_unbounded(),
+                bytes: 0,
+            }),
+            max_jobs,
+            max_bytes,
+        }
+    }
+
+    /// The kept entries; a panic while they were held leaves them consistent (each change is
+    /// a single map operation and its byte count), so a poisoned lock is used as is.
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sweep `job`'s kept spec describes, for building the tasks that have no rows.
+    fn sweep_of(&self, conn: &rusqlite::Connection, job: &rows::Unclaimed) -> Result<Arc<Sweep>> {
+        if let Some((sweep, _)) = self.kept().sweeps.get(&job.job_id) {
+            return Ok(sweep.clone());
+        }
+        // Parsed outside the lock: a reader and the writer may both miss, and both parse.
+        let spec: String = conn
+            .prepare_cached("SELECT spec FROM jobs WHERE seq = ?1")
+            .map_err(map_err)?
+            .query_row([job.seq], |r| r.get(0))
+            .map_err(map_err)?;
+        let sweep = Arc::new(Sweep::from_spec_json(&spec).map_err(|e| {
+            StoreError::Internal(format!(
+                "job {} keeps a spec that does not parse: {e}",
+                job.job_id
+            ))
+        })?);
+        let bytes = spec.len();
+        if bytes <= self.max_bytes {
+            let mut kept = self.kept();
+            let Kept {
+                sweeps,
+                bytes: held,
+            } = &mut *kept;
+            *held += bytes;
+            // An entry parsed twice (a reader and the writer both missed) replaces the first.
+            if let Some((_, old)) = sweeps.insert(job.job_id.clone(), (sweep.clone(), bytes)) {
+                *held -= old;
+            }
+            while *held > self.max_bytes || sweeps.len() > self.max_jobs {
+                match sweeps.remove_lru() {
+                    Some((_, (_, b))) => *held -= b,
+                    None => break,
+                }
+            }
+        }
+        Ok(sweep)
+    }
 }
 
 /// The job and index of a task that has no row: `id` names task `index` of a job that has not
@@ -248,13 +328,13 @@ fn unclaimed_by_id(
 }
 
 /// A task by id, with or without its row.
-fn task_by_id(conn: &rusqlite::Connection, id: &str) -> Result<Task> {
+fn task_by_id(conn: &rusqlite::Connection, sweeps: &SweepCache, id: &str) -> Result<Task> {
     if let Some(task) = rows::task_row(conn, id)? {
         return Ok(task);
     }
     let (job, index) =
         unclaimed_by_id(conn, id)?.ok_or_else(|| StoreError::not_found("task", id))?;
-    let payload = sweep_of(conn, job.seq)?.payload(index);
+    let payload = sweeps.sweep_of(conn, &job)?.payload(index);
     Ok(rows::unclaimed_task(&job, payload, index))
 }
 
@@ -411,7 +491,7 @@ impl Now {
 /// Hands out tasks of one job's never-claimed remainder within a claim: the job's sweep (its
 /// spec parsed once per claim) and the lease every task of it gets in this claim.
 struct Fresh {
-    sweep: Sweep,
+    sweep: Arc<Sweep>,
     grant: lifecycle::ClaimGrant,
     lease_text: String,
     created_text: String,
@@ -581,6 +661,7 @@ impl JobStore for SqliteStore {
         page: Page,
     ) -> Result<Paged<Task>> {
         let job_id = job_id.to_string();
+        let sweeps = self.sweeps.clone();
         self.read(move |conn| {
             // Distinguishes "no such job" from "no tasks on this page".
             let job = rows::unclaimed_of(conn, &job_id)?
@@ -623,7 +704,7 @@ impl JobStore for SqliteStore {
                     .max(u64::try_from(after.saturating_add(1)).unwrap_or(0));
                 let last = job.total.min(first + (want - items.len()) as u64);
                 if first < last {
-                    let sweep = sweep_of(conn, job.seq)?;
+                    let sweep = sweeps.sweep_of(conn, &job)?;
                     items.extend(
                         (first..last).map(|i| rows::unclaimed_task(&job, sweep.payload(i), i)),
                     );
@@ -636,11 +717,13 @@ impl JobStore for SqliteStore {
 
     async fn get_task(&self, id: &str) -> Result<Task> {
         let id = id.to_string();
-        self.read(move |conn| task_by_id(conn, &id)).await
+        let sweeps = self.sweeps.clone();
+        self.read(move |conn| task_by_id(conn, &sweeps, &id)).await
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
         let node_id = node_id.to_string();
+        let sweeps = self.sweeps.clone();
         self.write(move |tx| {
             let status: NodeStatus = rows::node_status(tx, &node_id)?
                 .ok_or_else(|| StoreError::not_found("spot", &node_id))?;
@@ -744,7 +827,7 @@ impl JobStore for SqliteStore {
                                 // Never claimed: no attempt made yet.
                                 let grant = lifecycle::claim_grant(0, timeout, now.at);
                                 slot.insert(Fresh {
-                                    sweep: sweep_of(tx, job.seq)?,
+                                    sweep: sweeps.sweep_of(tx, job)?,
                                     lease_text: ts(&grant.lease_expires_at),
                                     grant,
                                     created_text: ts(&job.created_at),
@@ -843,5 +926,184 @@ impl JobStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JobStore, NewJob, NodeStore};
+    use chrono::Utc;
+    use drover_core::NodeInfo;
+    use drover_core::sweep::{Dimension, SweepSpec};
+    use serde_json::{Map, Value, json};
+
+    fn spec() -> SweepSpec {
+        let dim = |name: &str, values: Value| Dimension {
+            name: name.into(),
+            field: name.into(),
+            values: serde_json::from_value(values).unwrap(),
+        };
+        let mut shared = Map::new();
+        shared.insert("jarPath".into(), json!("a.jar"));
+        SweepSpec {
+            shared,
+            dimensions: vec![
+                dim("algorithm", json!(["GA", {"deep": [1, 2]}, 3.5])),
+                dim("n", json!({"min": -7, "max": 400, "step": 3})),
+                dim("x", json!({"min": 0.1, "max": 1.3, "step": 0.1})),
+            ],
+            tasks: None,
+        }
+    }
+
+    fn new_job(priority: i64) -> NewJob {
+        NewJob {
+            name: None,
+            priority,
+            max_attempts: 3,
+            task_timeout: Duration::from_secs(60),
+            run: None,
+        }
+    }
+
+    /// Every claim, fetch and listing builds a never-claimed task's payload from the cached
+    /// sweep; each must equal the payload the job's kept spec builds when parsed afresh.
+    #[tokio::test]
+    async fn payloads_built_through_the_cache_equal_the_kept_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let listed = SweepSpec {
+            tasks: Some(
+                (0..50)
+                    .map(|i| json!({"seed": i}).as_object().unwrap().clone())
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut jobs = Vec::new();
+        for (priority, spec) in [(1, spec()), (0, listed)] {
+            let sweep = Sweep::new(spec, u64::MAX).unwrap();
+            // The old path: the kept spec parsed for each payload.
+            let fresh = Sweep::from_spec_json(&sweep.spec_json().unwrap()).unwrap();
+            let job = store
+                .create_job(new_job(priority), sweep, Utc::now())
+                .await
+                .unwrap();
+            jobs.push((job.id, fresh));
+        }
+        let payload_of = |id: &str| {
+            let (job, i) = ids::parse_sweep_task_id(id).unwrap();
+            let (_, fresh) = jobs.iter().find(|(j, _)| *j == job).unwrap();
+            fresh.payload(i)
+        };
+        let (big, big_fresh) = &jobs[0];
+        for i in (0..big_fresh.len())
+            .step_by(37)
+            .chain([big_fresh.len() - 1])
+        {
+            let task = store.get_task(&ids::sweep_task_id(big, i)).await.unwrap();
+            assert_eq!(task.payload, payload_of(&task.id), "task {i}");
+        }
+        let page = Page {
+            cursor: Some(99),
+            limit: 200,
+        };
+        for task in store.list_tasks(big, None, page).await.unwrap().items {
+            assert_eq!(task.payload, payload_of(&task.id));
+        }
+        let node = store
+            .register_node(NodeInfo::default().into(), None, Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let mut claimed = 0;
+        for max in (1..=40).cycle() {
+            let tasks = store.claim(&node, max, Utc::now()).await.unwrap();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in &tasks {
+                let payload: Map<String, Value> = serde_json::from_str(&task.payload).unwrap();
+                assert_eq!(payload, payload_of(&task.id), "{}", task.id);
+            }
+            claimed += tasks.len() as u64;
+        }
+        assert_eq!(claimed, big_fresh.len() + 50);
+    }
+
+    /// The cache holds at most its number of jobs and its bytes of spec, dropping the least
+    /// recently used; a spec above the byte bound is parsed each time and never kept.
+    #[tokio::test]
+    async fn the_sweep_cache_keeps_within_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let mut jobs = Vec::new();
+        for _ in 0..6 {
+            let sweep = Sweep::new(spec(), u64::MAX).unwrap();
+            jobs.push(
+                store
+                    .create_job(new_job(0), sweep, Utc::now())
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let wide = SweepSpec {
+            tasks: Some(vec![
+                json!({"pad": "p".repeat(4000)})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ]),
+            ..Default::default()
+        };
+        let wide = store
+            .create_job(new_job(0), Sweep::new(wide, 10).unwrap(), Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let len = spec_len(&Sweep::new(spec(), u64::MAX).unwrap());
+        let cache = Arc::new(SweepCache::with_bounds(4, len * 3));
+        let held = move |ids: Vec<String>| {
+            let cache = cache.clone();
+            let store = store.clone();
+            async move {
+                store
+                    .read(move |conn| {
+                        for id in &ids {
+                            let job = rows::unclaimed_of(conn, id)?.unwrap();
+                            cache.sweep_of(conn, &job)?;
+                        }
+                        let kept = cache.kept();
+                        let mut held: Vec<String> =
+                            kept.sweeps.iter().map(|(k, _)| k.clone()).collect();
+                        held.sort();
+                        assert!(kept.bytes <= len * 3);
+                        Ok(held)
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        // Three fill the bytes; a fourth evicts the least recently used (job 0, since job 1
+        // was used again).
+        let mut want = vec![jobs[1].clone(), jobs[2].clone(), jobs[3].clone()];
+        want.sort();
+        let got = held(vec![
+            jobs[0].clone(),
+            jobs[1].clone(),
+            jobs[2].clone(),
+            jobs[1].clone(),
+            jobs[3].clone(),
+        ])
+        .await;
+        assert_eq!(got, want);
+        // Too wide to keep: parsed, not held, nothing evicted for it.
+        assert_eq!(held(vec![wide]).await, want);
+    }
+
+    fn spec_len(sweep: &Sweep) -> usize {
+        sweep.spec_json().unwrap().len()
     }
 }

@@ -45,6 +45,8 @@ pub struct SqliteStore {
     observers: Arc<EventObservers>,
     /// The group-commit queue, its counters and the WAL rule (`write.rs`).
     writes: Arc<WritePath>,
+    /// Parsed sweeps of recently claimed or read jobs (`jobs.rs`).
+    sweeps: Arc<jobs::SweepCache>,
 }
 
 impl SqliteStore {
@@ -101,6 +103,7 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(Some(reader))),
             path,
             observers: Arc::default(),
+            sweeps: Arc::default(),
         })
     }
 
