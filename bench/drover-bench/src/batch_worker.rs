@@ -14,7 +14,6 @@ use clap::{Args, ValueEnum};
 use drover_api::{BatchReport, ClaimedTask, HeartbeatRequest, HelloRequest, ReportVerb};
 use drover_client::Client;
 use serde_json::{Value, json};
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -141,16 +140,9 @@ impl Route {
 /// The completion of a task, as a batch report.
 pub fn completion(task: &ClaimedTask) -> BatchReport {
     BatchReport {
-        task_id: task.id.clone(),
-        outcome: ReportVerb::Complete,
         attempt: Some(task.attempt),
         runtime_ms: Some(0),
-        iter: None,
-        fopt: None,
-        result_json: None,
-        output: None,
-        error: None,
-        retriable: None,
+        ..BatchReport::new(task.id.clone(), ReportVerb::Complete)
     }
 }
 
@@ -200,30 +192,7 @@ pub async fn register(
 }
 
 pub async fn run(args: BatchWorkerArgs) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    // The parent keeps our stdin open; end of file means it is gone or wants us to stop.
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            let mut stdin = std::io::stdin();
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-            }
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
-    {
-        let stop = stop.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::spawn(async move {
-            term.recv().await;
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let stop = crate::stop_flag()?;
     let deadline = Instant::now() + Duration::from_secs(args.max_lifetime);
     let heartbeat_errors = Arc::new(AtomicU64::new(0));
     let spot = register(

@@ -230,9 +230,10 @@ fn main() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Worker process
 
-async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+/// The flag a worker process stops on: set when its stdin closes (the parent keeps it open, so
+/// end of file means the parent is gone or wants it to stop) or on SIGTERM.
+pub(crate) fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    // The parent keeps our stdin open; end of file means it is gone or wants us to stop.
     {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -246,15 +247,18 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             stop.store(true, Ordering::SeqCst);
         });
     }
-    {
-        let stop = stop.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::spawn(async move {
-            term.recv().await;
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        term.recv().await;
+        flag.store(true, Ordering::SeqCst);
+    });
+    Ok(stop)
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let stop = crate::stop_flag()?;
     let deadline = Instant::now() + Duration::from_secs(args.max_lifetime);
     let client = Client::new(&args.url);
     let spot = client

@@ -154,18 +154,7 @@ pub enum Report {
 impl Report {
     /// The report as one entry of a batch (`/tasks/report`, `/tasks/exchange`) for `task_id`.
     pub fn to_batch(&self, task_id: &str) -> BatchReport {
-        let none = BatchReport {
-            task_id: task_id.to_string(),
-            outcome: ReportVerb::Complete,
-            attempt: None,
-            runtime_ms: None,
-            iter: None,
-            fopt: None,
-            result_json: None,
-            output: None,
-            error: None,
-            retriable: None,
-        };
+        let none = BatchReport::new(task_id, ReportVerb::Complete);
         match self {
             Report::Complete(r) => BatchReport {
                 attempt: r.attempt,

@@ -422,6 +422,24 @@ pub struct BatchReport {
     pub retriable: Option<bool>,
 }
 
+impl BatchReport {
+    /// A report of `outcome` for `task_id` with every optional field left out.
+    pub fn new(task_id: impl Into<String>, outcome: ReportVerb) -> BatchReport {
+        BatchReport {
+            task_id: task_id.into(),
+            outcome,
+            attempt: None,
+            runtime_ms: None,
+            iter: None,
+            fopt: None,
+            result_json: None,
+            output: None,
+            error: None,
+            retriable: None,
+        }
+    }
+}
+
 /// The answer to a batch: one result per report, in the order sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchReportResponse {

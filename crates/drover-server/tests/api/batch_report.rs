@@ -6,18 +6,7 @@ use drover_api::{BatchReport, BatchReportRequest, BatchReportResult, CompleteReq
 use serde_json::json;
 
 fn report(task: &str, outcome: ReportVerb) -> BatchReport {
-    BatchReport {
-        task_id: task.into(),
-        outcome,
-        attempt: None,
-        runtime_ms: None,
-        iter: None,
-        fopt: None,
-        result_json: None,
-        output: None,
-        error: None,
-        retriable: None,
-    }
+    BatchReport::new(task, outcome)
 }
 
 pub fn complete(task: &str, fopt: f64) -> BatchReport {
