@@ -21,19 +21,17 @@ fn spec<'a>(program: &'a str, args: &'a [String], cwd: &'a Path) -> Spawn<'a> {
     }
 }
 
-/// Not a test on its own: the helper process. It starts `sleep 30` the way the agent starts a
-/// task, prints the sleep's pid, and waits to be killed.
-#[tokio::test]
-#[ignore = "run by a_started_process_dies_with_its_starter_even_on_kill_9"]
-async fn helper_starts_a_sleep_and_waits() {
-    if std::env::var_os(HELPER).is_none() {
-        return;
-    }
-    let dir = std::env::temp_dir();
-    let args = ["30".to_string()];
-    let child = spawn(&spec("sleep", &args, &dir)).expect("sleep starts");
-    println!("\nPID {}", child.id().unwrap());
-    tokio::time::sleep(Duration::from_secs(60)).await;
+/// The helper's part of the test below, in the process it starts: it starts `sleep 30` the way
+/// the agent starts a task, prints the sleep's pid, and waits to be killed.
+fn be_the_helper() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let dir = std::env::temp_dir();
+        let args = ["30".to_string()];
+        let child = spawn(&spec("sleep", &args, &dir)).expect("sleep starts");
+        println!("\nPID {}", child.id().unwrap());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
 }
 
 /// Gone, or a zombie waiting for whoever inherited it to reap it.
@@ -46,13 +44,17 @@ fn dead(pid: u32) -> bool {
     }
 }
 
+/// The test binary runs this test again as the helper (with `DROVER_SPAWN_TEST_HELPER` set),
+/// which starts a sleep; the helper is then killed with SIGKILL and the sleep must die too.
 #[test]
 fn a_started_process_dies_with_its_starter_even_on_kill_9() {
+    if std::env::var_os(HELPER).is_some() {
+        return be_the_helper();
+    }
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_starts_a_sleep_and_waits",
-            "--ignored",
+            "a_started_process_dies_with_its_starter_even_on_kill_9",
             "--nocapture",
             "--test-threads=1",
         ])
