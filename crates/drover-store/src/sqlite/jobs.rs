@@ -186,10 +186,10 @@ fn release_task(
     deltas.of(&row.job_id).moved(row.status, to);
     tx.prepare_cached(
         "UPDATE task_attempts SET outcome = 'REAPED', ended_at = ?3, error = ?4
-         WHERE task_id = ?1 AND attempt = ?2",
+         WHERE task_seq = ?1 AND attempt = ?2",
     )
     .map_err(map_err)?
-    .execute(params![row.id, row.attempt, ts(&now), reason])
+    .execute(params![row.seq, row.attempt, ts(&now), reason])
     .map_err(map_err)?;
     tx.emit(Event::TaskReleased {
         task_id: row.id.clone(),
@@ -390,12 +390,12 @@ fn apply_report(
         } else {
             tx.prepare_cached(
                 "SELECT attempt, node_id, outcome FROM task_attempts
-                 WHERE task_id = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
+                 WHERE task_seq = ?1 AND node_id = ?2 AND (?3 IS NULL OR attempt = ?3)
                  ORDER BY attempt DESC LIMIT 1",
             )
             .map_err(map_err)?
             .query_row(
-                params![report.task_id, report.node_id, report.attempt],
+                params![task.seq, report.node_id, report.attempt],
                 rows::attempt_record,
             )
             .optional()
@@ -445,11 +445,11 @@ fn apply_report(
     };
     tx.prepare_cached(
         "UPDATE task_attempts SET outcome = ?3, ended_at = ?4, error = ?5
-         WHERE task_id = ?1 AND attempt = ?2",
+         WHERE task_seq = ?1 AND attempt = ?2",
     )
     .map_err(map_err)?
     .execute(params![
-        task.id,
+        task.seq,
         task.attempt,
         attempt_outcome.as_str(),
         now.text,
@@ -621,8 +621,8 @@ impl JobStore for SqliteStore {
             }
             tx.execute(
                 "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
-                 WHERE outcome = 'RUNNING' AND task_id IN
-                     (SELECT id FROM tasks WHERE job_id = ?1 AND status = 'RUNNING')",
+                 WHERE outcome = 'RUNNING' AND task_seq IN
+                     (SELECT seq FROM tasks WHERE job_id = ?1 AND status = 'RUNNING')",
                 params![id, now],
             )
             .map_err(map_err)?;
@@ -778,8 +778,9 @@ impl JobStore for SqliteStore {
                 .map_err(map_err)?;
             let mut record_attempt = tx
                 .prepare_cached(
-                    "INSERT INTO task_attempts (task_id, attempt, node_id, started_at, outcome)
-                     VALUES (?1, ?2, ?3, ?4, 'RUNNING')",
+                    "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
+                         outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'RUNNING')",
                 )
                 .map_err(map_err)?;
             let mut fresh: Vec<Option<Fresh>> = Vec::new();
@@ -787,7 +788,7 @@ impl JobStore for SqliteStore {
             let mut deltas = Deltas::default();
             let mut claimed = Vec::with_capacity(picks.len());
             for pick in picks {
-                let task = match pick {
+                let (seq, task) = match pick {
                     ClaimPick::Row(i) => {
                         // Each stored task is picked at most once: its fields move out.
                         let t = &mut stored[i];
@@ -808,13 +809,14 @@ impl JobStore for SqliteStore {
                         let delta = deltas.of(&t.job_id);
                         delta.moved(TaskStatus::New, TaskStatus::Running);
                         delta.claimed = true;
-                        ClaimedTask {
+                        let task = ClaimedTask {
                             id: std::mem::take(&mut t.id),
                             job_id: std::mem::take(&mut t.job_id),
                             attempt: grant.attempt,
                             payload: std::mem::take(&mut t.payload),
                             lease_expires_at: grant.lease_expires_at,
-                        }
+                        };
+                        (t.seq, task)
                     }
                     ClaimPick::Fresh { remainder, index } => {
                         let job = &unclaimed[remainder];
@@ -836,8 +838,8 @@ impl JobStore for SqliteStore {
                         };
                         let id = ids::sweep_task_id(&job.job_id, index);
                         let payload = serde_json::Value::Object(f.sweep.payload(index)).to_string();
-                        insert_running
-                            .execute(params![
+                        let seq = insert_running
+                            .insert(params![
                                 id,
                                 job.job_id,
                                 job.seq,
@@ -857,17 +859,18 @@ impl JobStore for SqliteStore {
                         delta.moved(TaskStatus::New, TaskStatus::Running);
                         delta.materialised += 1;
                         delta.claimed = true;
-                        ClaimedTask {
+                        let task = ClaimedTask {
                             id,
                             job_id: job.job_id.clone(),
                             attempt: f.grant.attempt,
                             payload,
                             lease_expires_at: f.grant.lease_expires_at,
-                        }
+                        };
+                        (seq, task)
                     }
                 };
                 record_attempt
-                    .execute(params![task.id, task.attempt, node_id, now.text])
+                    .execute(params![seq, task.attempt, task.id, node_id, now.text])
                     .map_err(map_err)?;
                 tx.emit(Event::TaskClaimed {
                     task_id: task.id.clone(),

@@ -298,6 +298,35 @@ END;
 DROP INDEX task_attempts_node;
 "#;
 
+/// Attempts keyed by the task's integer `seq`. Every claim inserts an attempt and every report
+/// updates one; keyed by the text task id, each of those walked the primary key comparing ids
+/// that share their first 38 characters (`task-<job hex>-`), a sixth of a burn-down's
+/// instructions. `task_id` stays, as a plain column, so the contract's and an operator's SQL
+/// by task id keeps working (by a scan; nothing in drover reads attempts by it). The table is
+/// rebuilt, since a primary key cannot change in place: same rows, each given its task's `seq`
+/// (an attempt's task is never deleted; were one missing, the migration would stop on the NULL
+/// rather than drop the attempt).
+const V9: &str = r#"
+CREATE TABLE task_attempts_v9 (
+    task_id    TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    node_id    TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at   TEXT,
+    outcome    TEXT NOT NULL,
+    error      TEXT,
+    task_seq   INTEGER NOT NULL,
+    PRIMARY KEY (task_seq, attempt)
+) WITHOUT ROWID;
+INSERT INTO task_attempts_v9 (task_id, attempt, node_id, started_at, ended_at, outcome, error,
+    task_seq)
+SELECT a.task_id, a.attempt, a.node_id, a.started_at, a.ended_at, a.outcome, a.error,
+    (SELECT t.seq FROM tasks t WHERE t.id = a.task_id)
+FROM task_attempts a;
+DROP TABLE task_attempts;
+ALTER TABLE task_attempts_v9 RENAME TO task_attempts;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -308,6 +337,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V6),
         M::up(V7),
         M::up(V8),
+        M::up(V9),
     ])
 }
 
@@ -646,6 +676,149 @@ mod tests {
             )
             .unwrap();
         assert_eq!(counts, (4, 0));
+    }
+
+    /// Attempts written under migration 8 come through their table's rebuild whole, each now
+    /// keyed by its task's `seq`; the tasks are untouched, and the contract's troubleshooting
+    /// query and hand force-reset still work and are counted.
+    #[test]
+    fn attempts_made_under_migration_8_are_keyed_by_their_task_seq() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        super::migrations().to_version(&mut conn, 8).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, priority, max_attempts, task_timeout_ms, spec, parameters,
+                 status, total_tasks, new_tasks, running_tasks, completed_tasks, materialised,
+                 created_at, updated_at)
+             VALUES ('job-a', 0, 3, 1000, '{}', '[]', 'RUNNING', 4, 2, 1, 1, 3, 't', 't')",
+            [],
+        )
+        .unwrap();
+        for (seq, id, idx, status, attempt, holder) in [
+            (7, "old-random", 0, "DONE", 2, Some("n2")),
+            (9, "task-a-1", 1, "RUNNING", 1, Some("n1")),
+            (12, "task-a-2", 2, "NEW", 0, None),
+        ] {
+            conn.execute(
+                "INSERT INTO tasks (seq, id, job_id, job_seq, idx, priority, payload, status,
+                     attempt, max_attempts, timeout_ms, assigned_to, started_at,
+                     lease_expires_at, created_at, updated_at, rev)
+                 VALUES (?1, ?2, 'job-a', 1, ?3, 0, '{}', ?4, ?5, 3, 1000, ?6, 's', 'l', 't',
+                     'u', 2)",
+                params![seq, id, idx, status, attempt, holder],
+            )
+            .unwrap();
+        }
+        for (task, attempt, node, ended, outcome, error) in [
+            (
+                "old-random",
+                1,
+                "n1",
+                Some("e1"),
+                "REAPED",
+                Some("lease expired"),
+            ),
+            ("old-random", 2, "n2", Some("e2"), "COMPLETED", None),
+            ("task-a-1", 1, "n1", None, "RUNNING", None),
+        ] {
+            conn.execute(
+                "INSERT INTO task_attempts (task_id, attempt, node_id, started_at, ended_at,
+                     outcome, error)
+                 VALUES (?1, ?2, ?3, 's', ?4, ?5, ?6)",
+                params![task, attempt, node, ended, outcome, error],
+            )
+            .unwrap();
+        }
+        let rows = |conn: &Connection, sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let attempts = "SELECT json_array(task_id, attempt, node_id, started_at, ended_at,
+                            outcome, error)
+                        FROM task_attempts ORDER BY task_id, attempt";
+        let tasks = "SELECT json_array(*) FROM (SELECT * FROM tasks ORDER BY seq)";
+        let (attempts_before, tasks_before) = (rows(&conn, attempts), rows(&conn, tasks));
+        super::migrations().to_latest(&mut conn).unwrap();
+        assert_eq!(
+            rows(&conn, attempts),
+            attempts_before,
+            "every attempt, whole"
+        );
+        assert_eq!(rows(&conn, tasks), tasks_before, "every task, whole");
+        let keyed = rows(
+            &conn,
+            "SELECT json_array(a.task_seq, a.attempt) FROM task_attempts a
+                 JOIN tasks t ON t.seq = a.task_seq AND t.id = a.task_id
+             ORDER BY a.task_seq, a.attempt",
+        );
+        assert_eq!(keyed, ["[7,1]", "[7,2]", "[9,1]"]);
+
+        // The attempt of a task is found by integers, through the primary key alone.
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT outcome FROM task_attempts
+                 WHERE task_seq = 9 AND attempt = 1",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("PRIMARY KEY (task_seq=? AND attempt=?)")),
+            "{plan:?}"
+        );
+        let indexes = rows(
+            &conn,
+            "SELECT name FROM sqlite_schema WHERE type = 'index'
+                 AND tbl_name IN ('tasks', 'task_attempts') ORDER BY name",
+        );
+        assert_eq!(
+            indexes,
+            [
+                "sqlite_autoindex_tasks_1",
+                "tasks_claim",
+                "tasks_job_idx",
+                "tasks_job_status",
+                "tasks_running",
+            ]
+        );
+
+        // The contract's troubleshooting query, then its force reset by hand, counted.
+        let running = rows(
+            &conn,
+            "SELECT json_array(id, status, assigned_to, started_at) FROM tasks
+             WHERE status='RUNNING'",
+        );
+        assert_eq!(running, [r#"["task-a-1","RUNNING","n1","s"]"#]);
+        conn.execute(
+            "UPDATE tasks SET status='NEW', assigned_to=NULL, started_at=NULL
+             WHERE id='task-a-1'",
+            [],
+        )
+        .unwrap();
+        let counts: (i64, i64) = conn
+            .query_row(
+                "SELECT new_tasks, running_tasks FROM jobs WHERE id = 'job-a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (3, 0));
+        // An attempt by task id, as an operator would look one up, still answers.
+        let outcome: String = conn
+            .query_row(
+                "SELECT outcome FROM task_attempts WHERE task_id = 'old-random' AND attempt = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(outcome, "COMPLETED");
     }
 
     #[test]
