@@ -165,7 +165,21 @@ pub async fn register(
         .await
         .context("registering the spot")?
         .spot_id;
-    let spot_id = id.clone();
+    spawn_heartbeats(client, id.clone(), stop, heartbeat_errors);
+    Ok(Spot {
+        http: reqwest::Client::new(),
+        url: url.to_string(),
+        id,
+    })
+}
+
+/// Heartbeats `spot_id` every 2 s until `stop` is set, counting the heartbeats that failed.
+pub fn spawn_heartbeats(
+    client: Client,
+    spot_id: String,
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.tick().await;
@@ -176,19 +190,16 @@ pub async fn register(
             }
             let req = HeartbeatRequest {
                 spot_id: spot_id.clone(),
+                ip_address: Some("127.0.0.1".into()),
                 running_tasks: Some(0),
+                total_cores: Some(1),
                 ..Default::default()
             };
             if client.heartbeat(&req).await.is_err() {
-                heartbeat_errors.fetch_add(1, Ordering::Relaxed);
+                errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
-    Ok(Spot {
-        http: reqwest::Client::new(),
-        url: url.to_string(),
-        id,
-    })
 }
 
 pub async fn run(args: BatchWorkerArgs) -> anyhow::Result<()> {

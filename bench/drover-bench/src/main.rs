@@ -25,7 +25,7 @@ mod table;
 
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use drover_api::{CompleteRequest, CreateJobRequest, HeartbeatRequest, HelloRequest};
+use drover_api::{CompleteRequest, CreateJobRequest, HelloRequest};
 use drover_client::{Client, ListOptions};
 use serde_json::{Map, Value, json};
 use std::io::Read;
@@ -273,34 +273,12 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         .spot_id;
 
     let heartbeat_errors = Arc::new(AtomicU64::new(0));
-    {
-        let (client, spot, stop, errors) = (
-            client.clone(),
-            spot.clone(),
-            stop.clone(),
-            heartbeat_errors.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let req = HeartbeatRequest {
-                    spot_id: spot.clone(),
-                    ip_address: Some("127.0.0.1".into()),
-                    running_tasks: Some(0),
-                    total_cores: Some(1),
-                    ..Default::default()
-                };
-                if client.heartbeat(&req).await.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    batch_worker::spawn_heartbeats(
+        client.clone(),
+        spot.clone(),
+        stop.clone(),
+        heartbeat_errors.clone(),
+    );
 
     let (mut claims, mut empty_claims, mut claimed, mut completed, mut errors) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
