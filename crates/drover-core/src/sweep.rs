@@ -65,6 +65,24 @@ pub struct SweepSpec {
     pub tasks: Option<Vec<Map<String, Value>>>,
 }
 
+impl SweepSpec {
+    /// One dimension `name` (written to payload field `field`) counting 1, 2, ..., `n`.
+    pub fn counting(name: &str, field: &str, n: i64) -> SweepSpec {
+        SweepSpec {
+            dimensions: vec![Dimension {
+                name: name.into(),
+                field: field.into(),
+                values: Values::Range {
+                    min: 1.into(),
+                    max: n.into(),
+                    step: 1.into(),
+                },
+            }],
+            ..Default::default()
+        }
+    }
+}
+
 /// Why a sweep cannot be expanded. `field` names the request field to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SweepError {

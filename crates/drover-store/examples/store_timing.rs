@@ -6,25 +6,14 @@
 //! (defaults: 1,000,000, 20,000, 100).
 
 use chrono::Utc;
-use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
+use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{NodeInfo, ReportKind, TaskResult};
 use drover_store::{NewJob, Report, SqliteStore};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn sweep(n: u64) -> Sweep {
-    let spec = SweepSpec {
-        dimensions: vec![Dimension {
-            name: "x".into(),
-            field: "x".into(),
-            values: Values::Range {
-                min: 1.into(),
-                max: n.into(),
-                step: 1.into(),
-            },
-        }],
-        ..Default::default()
-    };
+    let spec = SweepSpec::counting("x", "x", n as i64);
     Sweep::new(spec, u64::MAX).expect("a valid sweep")
 }
 

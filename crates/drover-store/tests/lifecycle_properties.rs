@@ -11,7 +11,7 @@
 //! the store against it.
 
 use chrono::{Duration as Span, TimeZone, Utc};
-use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
+use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{
     NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult, TaskStatus, Timestamp,
 };
@@ -81,22 +81,7 @@ async fn run(ops: Vec<Op>) {
         .unwrap()
         .into_stores();
     let mut now: Timestamp = Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap();
-    let sweep = Sweep::new(
-        SweepSpec {
-            dimensions: vec![Dimension {
-                name: "x".into(),
-                field: "x".into(),
-                values: Values::Range {
-                    min: 1.into(),
-                    max: TASKS.into(),
-                    step: 1.into(),
-                },
-            }],
-            ..Default::default()
-        },
-        100,
-    )
-    .unwrap();
+    let sweep = Sweep::new(SweepSpec::counting("x", "x", TASKS), 100).unwrap();
     let job = store
         .jobs
         .create_job(

@@ -11,7 +11,7 @@ use crate::suite::{Ctx, Goal, Rows, Verdict};
 use crate::{Counts, Procs, Worker, Workers, clean_env, spawn, stop_all};
 use anyhow::{Context, bail, ensure};
 use drover_client::Client;
-use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
+use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{ReportKind, TaskResult};
 use drover_store::{NewJob, Report, Stores};
 use serde_json::json;
@@ -421,21 +421,7 @@ async fn run_ceiling(ctx: &Ctx, n: u64, workers: u32) -> anyhow::Result<(f64, f6
                 .id,
         );
     }
-    let sweep = Sweep::new(
-        SweepSpec {
-            dimensions: vec![Dimension {
-                name: "i".into(),
-                field: "parameters.i".into(),
-                values: Values::Range {
-                    min: 1.into(),
-                    max: n.into(),
-                    step: 1.into(),
-                },
-            }],
-            ..Default::default()
-        },
-        u64::MAX,
-    )?;
+    let sweep = Sweep::new(SweepSpec::counting("i", "parameters.i", n as i64), u64::MAX)?;
     let new_job = NewJob {
         name: Some("store ceiling".into()),
         priority: 0,

@@ -727,14 +727,7 @@ mod tests {
         store.probe_write().await.unwrap();
         store.probe_write().await.unwrap();
         // 2 is FULL: every acknowledged write after a probe is still synced before its answer.
-        let mode: i64 = store
-            .with_conn(|c| {
-                c.query_row("PRAGMA synchronous", [], |r| r.get(0))
-                    .map_err(map_err)
-            })
-            .await
-            .unwrap();
-        assert_eq!(mode, 2);
+        assert_eq!(synchronous(&store).await, 2);
         assert_eq!(
             store.write_counts().commits,
             0,

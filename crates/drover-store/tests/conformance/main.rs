@@ -9,7 +9,7 @@
 //! (`sqlite_delayed`); `faults.rs` runs the lifecycle behind errors and lost answers.
 
 use chrono::{Duration as Span, TimeZone, Utc};
-use drover_core::sweep::{Dimension, Sweep, SweepSpec, Values};
+use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{NodeInfo, ReportKind, ReportOutcome, TaskResult, Timestamp};
 use drover_store::{NewJob, Page, Report, SqliteStore, Stores};
 use std::time::Duration;
@@ -101,22 +101,7 @@ pub fn new_job(max_attempts: u32, timeout_secs: u64, priority: i64) -> NewJob {
 }
 
 pub fn sweep(n: i64) -> Sweep {
-    Sweep::new(
-        SweepSpec {
-            dimensions: vec![Dimension {
-                name: "x".into(),
-                field: "x".into(),
-                values: Values::Range {
-                    min: 1.into(),
-                    max: n.into(),
-                    step: 1.into(),
-                },
-            }],
-            ..Default::default()
-        },
-        1_000_000,
-    )
-    .unwrap()
+    Sweep::new(SweepSpec::counting("x", "x", n), 1_000_000).unwrap()
 }
 
 pub async fn node(store: &Stores, now: Timestamp) -> String {
