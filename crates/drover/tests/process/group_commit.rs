@@ -4,7 +4,10 @@
 //! after the restart, with the attempt and result it was acknowledged with, and no task may be
 //! DONE (or held) twice: a write is acknowledged only once the group holding it is durable.
 
-use crate::helpers::{Launch, ServerProcess, assert_counts_match_tasks, completion, hello};
+use crate::helpers::{
+    Launch, ServerProcess, assert_counts_match_tasks, assert_no_task_completed_or_held_twice,
+    completion, hello,
+};
 use drover_api::CreateJobRequest;
 use drover_client::Client;
 use serde_json::json;
@@ -166,16 +169,7 @@ async fn every_acknowledged_complete_survives_kill_9_while_many_clients_share_co
     // The attempt records: no task completed or held twice, and one completed attempt per
     // DONE task.
     let db = rusqlite::Connection::open(second.db_path()).unwrap();
-    let twice: i64 = db
-        .query_row(
-            "SELECT count(*) FROM (SELECT task_id FROM task_attempts
-             GROUP BY task_id
-             HAVING sum(outcome = 'COMPLETED') > 1 OR sum(outcome = 'RUNNING') > 1)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(twice, 0, "tasks completed (or held) twice");
+    assert_no_task_completed_or_held_twice(&db);
     let completed_attempts: u64 = db
         .query_row(
             "SELECT count(*) FROM task_attempts WHERE outcome = 'COMPLETED'",

@@ -623,3 +623,18 @@ pub async fn job_reaches(
     )
     .await
 }
+
+/// Reads the attempt records of a stopped server's database: no task has two completed
+/// attempts, or two attempts held at once (invariant 1).
+pub fn assert_no_task_completed_or_held_twice(db: &rusqlite::Connection) {
+    let twice: i64 = db
+        .query_row(
+            "SELECT count(*) FROM (SELECT task_id FROM task_attempts
+             GROUP BY task_id
+             HAVING sum(outcome = 'COMPLETED') > 1 OR sum(outcome = 'RUNNING') > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(twice, 0, "tasks completed (or held) twice");
+}

@@ -9,7 +9,9 @@
 //! `TORTURE_KILLS` changes the number of kills (default [`KILLS`]). The backend is a parameter:
 //! a PostgreSQL run is one more `#[tokio::test]` line naming its [`Backend`].
 
-use crate::helpers::{Launch, ServerProcess, completion, free_port};
+use crate::helpers::{
+    Launch, ServerProcess, assert_no_task_completed_or_held_twice, completion, free_port,
+};
 use drover_api::{CreateJobRequest, FailRequest, HelloRequest};
 use drover_client::{Client, ClientError};
 use drover_store::faults::SeededRng;
@@ -288,16 +290,7 @@ fn check_sqlite(path: &std::path::Path, history: &History) -> usize {
             .unwrap_or_else(|e| panic!("acknowledged failure of {task}#{attempt} lost: {e}"));
         assert!(outcome.starts_with("FAILED"), "{task}#{attempt}: {outcome}");
     }
-    let twice: i64 = db
-        .query_row(
-            "SELECT count(*) FROM (SELECT task_id FROM task_attempts
-             GROUP BY task_id
-             HAVING sum(outcome = 'COMPLETED') > 1 OR sum(outcome = 'RUNNING') > 1)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(twice, 0, "tasks completed (or held) twice");
+    assert_no_task_completed_or_held_twice(&db);
     let wrong_counts: i64 = db
         .query_row(
             // Tasks without rows are NEW, or CANCELLED with their job.
