@@ -144,13 +144,7 @@ async fn bad_claims_get_clear_errors_not_tasks() {
         .await;
     assert_eq!((status, body["code"].clone()), (409, json!("SPOT_DOWN")));
     assert!(body["error"].as_str().unwrap().contains("heartbeat"));
-    app.client
-        .heartbeat(&HeartbeatRequest {
-            spot_id: spot.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    app.heartbeat(&spot).await;
     assert_eq!(app.client.claim(&spot, 1).await.unwrap().len(), 1);
     // Nothing was handed out by the refused claims.
     assert_eq!(app.store().ops.overview().await.unwrap().running_tasks, 1);
@@ -287,13 +281,7 @@ async fn a_report_may_name_its_attempt() {
     let spot = app.hello().await;
     let first = app.client.claim(&spot, 1).await.unwrap().remove(0);
     app.advance(std::time::Duration::from_secs(21));
-    app.client
-        .heartbeat(&HeartbeatRequest {
-            spot_id: spot.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    app.heartbeat(&spot).await;
     app.state.task_reaper().reap().await.unwrap();
     let second = app.client.claim(&spot, 1).await.unwrap().remove(0);
     assert_eq!((second.id.as_str(), second.attempt), (first.id.as_str(), 2));

@@ -3,7 +3,7 @@
 //! reapers. Tests read as specifications on top of it.
 
 use chrono::{TimeZone, Utc};
-use drover_api::{CreateJobRequest, CreateJobResponse, HelloRequest};
+use drover_api::{CreateJobRequest, CreateJobResponse, HeartbeatRequest, HelloRequest};
 use drover_client::Client;
 use drover_core::TaskStatus;
 use drover_server::{
@@ -225,6 +225,17 @@ impl TestApp {
             .await
             .unwrap()
             .spot_id
+    }
+
+    /// Sends a bare heartbeat for `spot`, which must be answered.
+    pub async fn heartbeat(&self, spot: &str) {
+        self.client
+            .heartbeat(&HeartbeatRequest {
+                spot_id: spot.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
 
     /// Registers a spot that asks for a secret, as drover's agent does; returns its id and
