@@ -1,7 +1,7 @@
 //! `/api/v1/jobs`: sweeps, job status, listing, cancellation, tasks and results.
 
 use crate::helpers::{spawn_app, spawn_app_real_time};
-use drover_api::{CompleteRequest, CreateJobRequest, HeartbeatRequest};
+use drover_api::{CompleteRequest, CreateJobRequest};
 use drover_client::ListOptions;
 use serde_json::{Value, json};
 
@@ -669,15 +669,18 @@ async fn a_large_sweep_is_created_while_a_spot_heartbeats_and_claims() {
     let mut beat = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut claimed = Vec::new();
     let mut rounds = 0;
-    while rounds < 5 || !creating.is_finished() {
+    // Until the sweep is made and the spot reaper has looked at the spot at least twice.
+    let reaper_runs = || async {
+        let workers = app.client.workers().await.unwrap();
+        workers
+            .iter()
+            .find(|w| w.name == "spot-reaper")
+            .unwrap()
+            .runs
+    };
+    while rounds < 5 || !creating.is_finished() || reaper_runs().await < 2 {
         beat.tick().await;
-        app.client
-            .heartbeat(&HeartbeatRequest {
-                spot_id: spot.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        app.heartbeat(&spot).await;
         claimed.extend(app.client.claim(&spot, 1).await.unwrap());
         rounds += 1;
     }
