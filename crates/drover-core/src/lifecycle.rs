@@ -137,6 +137,15 @@ pub fn retry_allowed(attempts_made: u32, max_attempts: u32, retriable: bool) -> 
     retriable && attempts_made < max_attempts
 }
 
+/// The status of a task never claimed (it has no row yet): NEW, or CANCELLED once its job is.
+pub fn status_of_unclaimed(job_cancelled: bool) -> TaskStatus {
+    if job_cancelled {
+        TaskStatus::Cancelled
+    } else {
+        TaskStatus::New
+    }
+}
+
 /// Where a RUNNING task goes when the server takes it back from its node.
 pub fn status_after_release(attempts_made: u32, max_attempts: u32) -> TaskStatus {
     if retry_allowed(attempts_made, max_attempts, true) {

@@ -280,11 +280,7 @@ pub(super) struct Unclaimed {
 impl Unclaimed {
     /// The status of every task without a row: NEW, or CANCELLED once the job is.
     pub fn status(&self) -> TaskStatus {
-        if self.cancelled {
-            TaskStatus::Cancelled
-        } else {
-            TaskStatus::New
-        }
+        drover_core::lifecycle::status_of_unclaimed(self.cancelled)
     }
 
     pub fn remainder(&self) -> Remainder {
