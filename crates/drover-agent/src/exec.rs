@@ -11,6 +11,7 @@ use crate::output::{Ending, Finished, ResultScanner, Tail};
 use crate::spawn::{Child, Spawn, spawn};
 use drover_core::run::Rendered;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
@@ -71,30 +72,41 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
         Ok(child) => child,
         Err(e) => return not_started(format!("`{}`: {e}", run.command.program)),
     };
-    let stdout = child.stdout.take().map(|s| {
-        tokio::spawn(read_stream(
-            s,
-            Tail::new(run.tail_bytes),
-            Some(ResultScanner::default()),
-        ))
+    // Both streams are read inside this future, beside the wait: no task of their own, so a
+    // run costs the runtime one task and no wake-ups but its own (its exit, its output).
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let readers = std::pin::pin!(async {
+        tokio::join!(
+            read_stream(
+                stdout,
+                Tail::new(run.tail_bytes),
+                Some(ResultScanner::default())
+            ),
+            read_stream(stderr, Tail::new(run.tail_bytes), None),
+        )
     });
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(read_stream(s, Tail::new(run.tail_bytes), None)));
+    let mut readers = Readers::Reading(readers);
 
-    let ending = tokio::select! {
-        status = child.wait() => match status {
-            Ok(status) => ending_of(status),
-            Err(e) => Ending::NotStarted(format!("waiting for the process: {e}")),
-        },
-        _ = tokio::time::sleep(run.timeout.saturating_sub(run.spent)) => {
-            terminate(&mut child, run.kill_grace).await;
-            Ending::TimedOut(run.timeout)
-        }
-        _ = stop.cancelled() => {
-            terminate(&mut child, run.kill_grace).await;
-            Ending::Stopped
+    let deadline = tokio::time::sleep(run.timeout.saturating_sub(run.spent));
+    tokio::pin!(deadline);
+    let ending = loop {
+        tokio::select! {
+            status = child.wait() => break match status {
+                Ok(status) => ending_of(status),
+                Err(e) => Ending::NotStarted(format!("waiting for the process: {e}")),
+            },
+            // The streams are drained while the run goes on, so a chatty child never blocks
+            // on a full pipe; they usually end with it.
+            () = readers.progress() => {}
+            _ = &mut deadline => {
+                terminate(&mut child, &mut readers, run.kill_grace).await;
+                break Ending::TimedOut(run.timeout);
+            }
+            _ = stop.cancelled() => {
+                terminate(&mut child, &mut readers, run.kill_grace).await;
+                break Ending::Stopped;
+            }
         }
     };
     // Whatever the first process left running in its group goes too: it would hold the output
@@ -102,14 +114,7 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
     kill_group(&child, libc::SIGKILL);
     let elapsed = started.elapsed();
 
-    let (stdout, result) = match stdout {
-        Some(h) => collect(h, run.tail_bytes).await,
-        None => (Tail::new(run.tail_bytes), None),
-    };
-    let (stderr, _) = match stderr {
-        Some(h) => collect(h, run.tail_bytes).await,
-        None => (Tail::new(run.tail_bytes), None),
-    };
+    let ((stdout, result), (stderr, _)) = readers.collect(run.tail_bytes).await;
     Finished {
         ending,
         elapsed,
@@ -227,11 +232,45 @@ mod spares {
 
 type StreamEnd = (Tail, Option<serde_json::Map<String, serde_json::Value>>);
 
+/// The output readers of one run, polled by the run's own future (not tasks of their own).
+enum Readers<'a, F: Future<Output = (StreamEnd, StreamEnd)>> {
+    Reading(Pin<&'a mut F>),
+    Done((StreamEnd, StreamEnd)),
+}
+
+impl<F: Future<Output = (StreamEnd, StreamEnd)>> Readers<'_, F> {
+    /// Reads on; resolves when both streams have ended, and never after that. Cancel-safe:
+    /// the readers live in `self`, so a `select!` that drops this future loses nothing.
+    async fn progress(&mut self) {
+        match self {
+            Readers::Reading(f) => {
+                let ends = f.as_mut().await;
+                *self = Readers::Done(ends);
+            }
+            Readers::Done(_) => std::future::pending().await,
+        }
+    }
+
+    /// Both streams' ends, waiting briefly for them: a pipe still held open by an escaped
+    /// grandchild must not keep the report back (its output is then given up).
+    async fn collect(self, tail_bytes: usize) -> (StreamEnd, StreamEnd) {
+        match self {
+            Readers::Done(ends) => ends,
+            Readers::Reading(f) => tokio::time::timeout(Duration::from_secs(2), f)
+                .await
+                .unwrap_or_else(|_| ((Tail::new(tail_bytes), None), (Tail::new(tail_bytes), None))),
+        }
+    }
+}
+
 async fn read_stream(
-    mut stream: impl AsyncRead + Unpin,
+    stream: Option<impl AsyncRead + Unpin>,
     mut tail: Tail,
     mut scanner: Option<ResultScanner>,
 ) -> StreamEnd {
+    let Some(mut stream) = stream else {
+        return (tail, None);
+    };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf).await {
@@ -245,15 +284,6 @@ async fn read_stream(
         }
     }
     (tail, scanner.and_then(ResultScanner::finish))
-}
-
-/// Waits briefly for a stream reader; a pipe still held open by an escaped grandchild must not
-/// keep the report back.
-async fn collect(handle: tokio::task::JoinHandle<StreamEnd>, tail_bytes: usize) -> StreamEnd {
-    match tokio::time::timeout(Duration::from_secs(2), handle).await {
-        Ok(Ok(end)) => end,
-        _ => (Tail::new(tail_bytes), None),
-    }
 }
 
 fn ending_of(status: std::process::ExitStatus) -> Ending {
@@ -270,10 +300,24 @@ fn ending_of(status: std::process::ExitStatus) -> Ending {
     Ending::NotStarted(format!("ended without an exit code: {status}"))
 }
 
-/// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.
-async fn terminate(child: &mut Child, grace: Duration) {
+/// SIGTERM to the group, then SIGKILL if it has not exited within `grace`. Its output is still
+/// read meanwhile: a child that writes much as it shuts down must not block on a full pipe.
+async fn terminate<F: Future<Output = (StreamEnd, StreamEnd)>>(
+    child: &mut Child,
+    readers: &mut Readers<'_, F>,
+    grace: Duration,
+) {
     kill_group(child, libc::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+    let exited = tokio::time::timeout(grace, async {
+        loop {
+            tokio::select! {
+                _ = child.wait() => return,
+                () = readers.progress() => {}
+            }
+        }
+    })
+    .await;
+    if exited.is_err() {
         kill_group(child, libc::SIGKILL);
         let _ = child.wait().await;
     }

@@ -482,8 +482,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let args = &mut *(arg as *mut ChildArgs);
         // A run dies with its agent, however the agent dies (`kill -9` included): the kernel
-        // sends SIGKILL when the thread that started it exits. The runtime's worker threads live
-        // as long as the agent.
+        // sends SIGKILL when the thread that started it exits. The agent starts runs from its
+        // runtime's threads, which live as long as the agent.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             fail(args, Step::DeathSignal);
         }

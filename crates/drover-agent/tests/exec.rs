@@ -121,6 +121,54 @@ async fn exit_codes_and_stderr_are_kept() {
 }
 
 #[tokio::test]
+async fn output_that_ends_before_the_process_is_kept() {
+    // Both streams reach their end well before the exit is noticed: the run's one future has
+    // finished reading by then and must still hand over what it read.
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_of(
+        &[
+            "sh",
+            "-c",
+            "echo '{{\"fopt\": 2}}'; echo note >&2; exec >&- 2>&-; sleep 0.3",
+        ],
+        json!({}),
+        dir.path(),
+        MINUTE,
+    );
+    let f = tokio::time::timeout(MINUTE, execute(run, CancellationToken::new()))
+        .await
+        .expect("the run ends once its process has");
+    assert_eq!(f.ending, Ending::Exited(0));
+    assert_eq!(f.stdout.text(), "{\"fopt\": 2}\n");
+    assert_eq!(f.stderr.text(), "note\n");
+    assert_eq!(f.result.unwrap()["fopt"], json!(2));
+}
+
+#[tokio::test]
+async fn a_chatty_run_is_read_as_it_writes_and_its_tails_kept() {
+    // Far more than a pipe holds, on both streams at once: the run would block on a full pipe
+    // if its output were not read while it runs.
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_of(
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do echo \"out $i\"; echo \"err $i\" >&2; \
+             i=$((i+1)); done; echo '{{\"iter\": 7}}'",
+        ],
+        json!({}),
+        dir.path(),
+        MINUTE,
+    );
+    let f = execute(run, CancellationToken::new()).await;
+    assert_eq!(f.ending, Ending::Exited(0));
+    assert!(f.stdout.text().ends_with("out 19999\n{\"iter\": 7}\n"));
+    assert!(f.stderr.text().ends_with("err 19999\n"));
+    assert!(f.stderr.text().starts_with('…'), "only the tail is kept");
+    assert_eq!(f.result.unwrap()["iter"], json!(7));
+}
+
+#[tokio::test]
 async fn a_missing_program_is_a_failure_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_of(&["no-such-program-here"], json!({}), dir.path(), MINUTE);

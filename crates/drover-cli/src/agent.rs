@@ -1,7 +1,7 @@
 //! `drover agent`: flags and environment into a `drover_agent::AgentConfig`, logging, and the
 //! two-stage stop on signals. Everything the agent does lives in the `drover-agent` crate.
 
-use crate::process::{LogFormat, init_logging, runtime, until_second_signal};
+use crate::process::{LogFormat, init_logging, until_second_signal};
 use crate::span::Span;
 use anyhow::{Context, bail};
 use clap::Args;
@@ -206,11 +206,24 @@ impl AgentArgs {
     }
 }
 
+/// The agent's runtime: one thread. What the agent does per task is small (start a process,
+/// read its output, a share of an exchange), and on one thread a child's exit, its output and
+/// an exchange's answer are handled where they are noticed, instead of a worker thread waking
+/// another to run them (a futex wake and a context switch each, on a machine whose cores the
+/// tasks need). The tasks' death signal is tied to this thread, which lives as long as the
+/// agent. Blocking work (removing a large working directory, name resolution) still goes to
+/// tokio's blocking pool.
+fn agent_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let log_format = args.log_format;
     let config = args.config()?;
     init_logging(log_format);
-    let runtime = runtime().context("starting the async runtime")?;
+    let runtime = agent_runtime().context("starting the async runtime")?;
     let aborted = runtime.block_on(async move {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
