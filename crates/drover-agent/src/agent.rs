@@ -43,6 +43,13 @@ use tokio_util::task::TaskTracker;
 
 /// Most tasks one claim asks for (the server's limit).
 const MAX_CLAIM: usize = drover_core::rules::MAX_CLAIM as usize;
+/// With the default claim-ahead, how much work the local queue holds: about this long's worth
+/// of runs per slot, judged by how long recent runs took (and never fewer than one task per
+/// slot). Short tasks then travel several to an exchange; long ones keep the queue at a task
+/// per slot, so a queued task spends little of its lease waiting.
+const QUEUE_SPAN: Duration = Duration::from_millis(10);
+/// With the default claim-ahead, most tasks queued per slot.
+const MAX_AHEAD_PER_SLOT: usize = 4;
 /// Jobs whose run settings are remembered; older ones are looked up again if needed.
 const JOB_CACHE: usize = 256;
 
@@ -65,8 +72,13 @@ pub struct AgentConfig {
     pub keep_work_dirs: bool,
     /// Heartbeat period; the server's suggestion when `None`.
     pub heartbeat_interval: Option<Duration>,
-    /// Claimed tasks kept waiting beyond the busy slots; `None`: as many as there are slots.
+    /// Claimed tasks kept waiting beyond the busy slots; `None`: as many as there are slots,
+    /// and more for short runs (see [`QUEUE_SPAN`]).
     pub claim_ahead: Option<usize>,
+    /// Longest a finished run's report waits in the agent for company before an exchange
+    /// carries it, once no exchange is in flight (an exchange goes sooner when the queue needs
+    /// tasks, and at once when the agent stops). Zero: every report goes at the first chance.
+    pub report_delay: Duration,
     /// How long one claim waits on the server for work when there is none (at most 30 s).
     /// Zero: claims do not wait, and the agent sleeps `poll_interval` between them.
     pub claim_wait: Duration,
@@ -102,6 +114,7 @@ impl AgentConfig {
             keep_work_dirs: false,
             heartbeat_interval: None,
             claim_ahead: None,
+            report_delay: Duration::from_millis(10),
             claim_wait: Duration::from_secs(20),
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
@@ -114,9 +127,23 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
-    /// Tasks claimed ahead of the slots.
-    pub fn claim_ahead(&self) -> usize {
-        self.claim_ahead.unwrap_or(self.slots.max(1))
+    /// Tasks claimed ahead of the slots, given how long recent runs took (`None`: no run yet).
+    /// Set by hand, it is what was set; by default one per slot, and for runs shorter than
+    /// [`QUEUE_SPAN`] as many per slot as fit in it, up to [`MAX_AHEAD_PER_SLOT`].
+    pub fn claim_ahead(&self, recent_run: Option<Duration>) -> usize {
+        let slots = self.slots.max(1);
+        if let Some(n) = self.claim_ahead {
+            return n;
+        }
+        let per_slot = match recent_run {
+            Some(run) if !run.is_zero() => {
+                (QUEUE_SPAN.as_nanos() / run.as_nanos()).clamp(1, MAX_AHEAD_PER_SLOT as u128)
+                    as usize
+            }
+            Some(_) => MAX_AHEAD_PER_SLOT,
+            None => 1,
+        };
+        (slots * per_slot).min(MAX_CLAIM)
     }
 }
 
@@ -193,6 +220,8 @@ struct Shared {
     outbox: Mutex<Vec<Pending>>,
     /// Told when a run ends (a slot and a report to send).
     finished: Notify,
+    /// How long recent runs took, for the default claim-ahead.
+    run_times: RunTimes,
     /// Cancelled when running tasks must end now (grace over, or a second signal).
     hard: CancellationToken,
     /// The machine's static facts, read once.
@@ -241,6 +270,7 @@ pub async fn run(
         lost: AtomicU64::new(0),
         outbox: Mutex::new(Vec::new()),
         finished: Notify::new(),
+        run_times: RunTimes::default(),
         hard: CancellationToken::new(),
         config,
     });
@@ -478,14 +508,22 @@ impl Shared {
     /// tasks waiting in the local queue. With free room and nothing to claim, the exchange
     /// long-polls (`waitMs`) instead of sleeping; reports that finish meanwhile go in a
     /// report-only exchange beside it, so a long-poll never holds a report back.
+    ///
+    /// Exchanges are gathered, not sent per finished run: one goes when the queue is down to
+    /// half its room (tasks are needed before a slot would wait) or when the oldest waiting
+    /// report has waited `report_delay`, whichever comes first, and at once while stopping.
+    /// So a report waits in the agent at most `report_delay` plus the rest of an exchange
+    /// already in flight, and short tasks travel several to a request.
     async fn work(
         self: &Arc<Self>,
         tracker: &TaskTracker,
         stop: &CancellationToken,
     ) -> Result<(), AgentError> {
         let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
-        let capacity = self.config.slots.max(1) + self.config.claim_ahead();
         let mut queue: VecDeque<Queued> = VecDeque::new();
+        // Wakes the loop when the oldest waiting report falls due.
+        let mut flush = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut flush_at: Option<tokio::time::Instant> = None;
         let mut claiming: Option<InFlight> = None;
         let mut reporting: Option<InFlight> = None;
         let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -516,28 +554,49 @@ impl Shared {
                 }
             }
             if claiming.is_none() && pause.is_none() {
+                let ahead = self.config.claim_ahead(self.run_times.recent());
+                let capacity = self.config.slots.max(1) + ahead;
                 let busy = queue.len() + self.running.load(Ordering::Relaxed).max(0) as usize;
                 let want = if stopping {
                     0
                 } else {
                     capacity.saturating_sub(busy).min(MAX_CLAIM)
                 };
-                let (spot, reports) = self.take_reports();
-                let want = if spot.id == self.spot().id { want } else { 0 };
-                if want > 0 || !reports.is_empty() {
-                    let wait = if want > 0 {
-                        self.config.claim_wait
-                    } else {
-                        Duration::ZERO
-                    };
-                    claiming = Some(self.send(spot, reports, want, wait));
+                if exchange_now(queue.len(), ahead, want, self.reports_due(stopping)) {
+                    let (spot, reports) = self.take_reports();
+                    let want = if spot.id == self.spot().id { want } else { 0 };
+                    if want > 0 || !reports.is_empty() {
+                        let wait = if want > 0 {
+                            self.config.claim_wait
+                        } else {
+                            Duration::ZERO
+                        };
+                        claiming = Some(self.send(spot, reports, want, wait));
+                    }
                 }
             }
-            if reporting.is_none() && claiming.as_ref().is_some_and(|c| !c.wait.is_zero()) {
+            if reporting.is_none()
+                && claiming.as_ref().is_some_and(|c| !c.wait.is_zero())
+                && self.reports_due(stopping) == Due::Now
+            {
                 let (spot, reports) = self.take_reports();
                 if !reports.is_empty() {
                     reporting = Some(self.send(spot, reports, 0, Duration::ZERO));
                 }
+            }
+            // A timer only for reports that could go once due; the others go with the
+            // exchange in flight's successor.
+            let can_send = (claiming.is_none() && pause.is_none())
+                || (reporting.is_none() && claiming.as_ref().is_some_and(|c| !c.wait.is_zero()));
+            let next = match self.reports_due(stopping) {
+                Due::At(at) if can_send => Some(at),
+                _ => None,
+            };
+            if next != flush_at {
+                if let Some(at) = next {
+                    flush.as_mut().reset(at);
+                }
+                flush_at = next;
             }
             if stopping
                 && claiming.is_none()
@@ -573,6 +632,9 @@ impl Shared {
                     }
                 }
                 _ = self.finished.notified() => {}
+                _ = &mut flush, if flush_at.is_some() => {
+                    flush_at = None;
+                }
                 _ = async { pause.as_mut().expect("polled only when set").await }, if pause.is_some() => {
                     pause = None;
                 }
@@ -760,7 +822,9 @@ impl Shared {
     /// registered again since.
     async fn run_task(self: Arc<Self>, queued: Queued, slot: OwnedSemaphorePermit) {
         let Queued { task, spot, since } = queued;
+        let started = Instant::now();
         let report = self.perform(&task, &spot, since).await;
+        self.run_times.note(started.elapsed());
         self.post(task.id, spot, report);
         self.running.fetch_sub(1, Ordering::Relaxed);
         drop(slot);
@@ -770,17 +834,41 @@ impl Shared {
     /// Leaves a report for the next exchange.
     fn post(&self, task: String, spot: Spot, report: Report) {
         if let Ok(mut out) = self.outbox.lock() {
-            out.push(Pending { task, spot, report });
+            out.push(Pending {
+                task,
+                spot,
+                report,
+                at: tokio::time::Instant::now(),
+            });
         }
     }
 
-    /// Puts back the reports of a request that got no answer, ahead of newer ones.
+    /// When the waiting reports must go: now (the oldest has waited `report_delay`, a full
+    /// batch is waiting, or the agent is stopping), at a later instant, or never (none wait).
+    fn reports_due(&self, stopping: bool) -> Due {
+        let Ok(out) = self.outbox.lock() else {
+            return Due::Never;
+        };
+        due(
+            out.first().map(|p| p.at),
+            out.len(),
+            tokio::time::Instant::now(),
+            self.config.report_delay,
+            stopping || self.hard.is_cancelled(),
+        )
+    }
+
+    /// Puts back the reports of a request that got no answer, ahead of newer ones (and due at
+    /// once: they have waited already).
     fn requeue(&self, spot: Spot, reports: Vec<(String, Report)>) {
         if let Ok(mut out) = self.outbox.lock() {
+            let now = tokio::time::Instant::now();
+            let long_ago = now.checked_sub(self.config.report_delay).unwrap_or(now);
             let back = reports.into_iter().map(|(task, report)| Pending {
                 task,
                 spot: spot.clone(),
                 report,
+                at: long_ago,
             });
             out.splice(0..0, back);
         }
@@ -978,6 +1066,72 @@ struct Pending {
     task: String,
     spot: Spot,
     report: Report,
+    /// When it was left (the report delay runs from here).
+    at: tokio::time::Instant,
+}
+
+/// When the waiting reports must be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Never,
+    Now,
+    At(tokio::time::Instant),
+}
+
+/// When `waiting` reports, the oldest left at `oldest`, must go: once the oldest has waited
+/// `delay`, and at once for a full batch or while `stopping`.
+fn due(
+    oldest: Option<tokio::time::Instant>,
+    waiting: usize,
+    now: tokio::time::Instant,
+    delay: Duration,
+    stopping: bool,
+) -> Due {
+    let Some(oldest) = oldest else {
+        return Due::Never;
+    };
+    let at = oldest + delay;
+    if stopping || waiting >= MAX_CLAIM || now >= at {
+        Due::Now
+    } else {
+        Due::At(at)
+    }
+}
+
+/// Whether the loop sends an exchange now, with `queued` tasks waiting for a slot, room for
+/// `ahead` of them, `want` tasks to claim and the reports `due` as they are: when the queue is
+/// down to half its room (so tasks arrive before a slot would wait), or reports are due.
+fn exchange_now(queued: usize, ahead: usize, want: usize, due: Due) -> bool {
+    (want > 0 && queued <= ahead / 2) || due == Due::Now
+}
+
+/// How long recent runs took: follows a longer run at once and a shorter one slowly, so the
+/// default claim-ahead shrinks as soon as long tasks appear and grows back only over several
+/// short ones.
+#[derive(Debug, Default)]
+struct RunTimes {
+    /// Nanoseconds; zero until the first run.
+    recent: AtomicU64,
+}
+
+impl RunTimes {
+    fn note(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let was = self.recent.load(Ordering::Relaxed);
+        let now = if was == 0 || took >= was {
+            took
+        } else {
+            was - (was - took) / 8
+        };
+        self.recent.store(now, Ordering::Relaxed);
+    }
+
+    fn recent(&self) -> Option<Duration> {
+        match self.recent.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
 }
 
 /// An exchange in flight, with what it carries, so an unanswered one can be sent again.
@@ -1065,6 +1219,66 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_report_waits_at_most_the_report_delay() {
+        let t0 = tokio::time::Instant::now();
+        let delay = ms(10);
+        assert_eq!(due(None, 0, t0, delay, false), Due::Never);
+        assert_eq!(due(Some(t0), 1, t0, delay, false), Due::At(t0 + delay));
+        assert_eq!(due(Some(t0), 3, t0 + ms(9), delay, false), Due::At(t0 + delay));
+        assert_eq!(due(Some(t0), 1, t0 + delay, delay, false), Due::Now);
+        assert_eq!(due(Some(t0), 1, t0, Duration::ZERO, false), Due::Now, "no delay");
+        assert_eq!(due(Some(t0), 1, t0, delay, true), Due::Now, "stopping");
+        assert_eq!(due(Some(t0), MAX_CLAIM, t0, delay, false), Due::Now, "a full batch");
+    }
+
+    #[test]
+    fn an_exchange_goes_when_the_queue_is_half_empty_or_reports_are_due() {
+        let later = Due::At(tokio::time::Instant::now() + ms(5));
+        // Room for 8 queued: 5 still queued, reports not due yet: nothing goes.
+        assert!(!exchange_now(5, 8, 3, later));
+        // Down to half: tasks are claimed, and the waiting reports go with them.
+        assert!(exchange_now(4, 8, 4, later));
+        assert!(exchange_now(0, 0, 1, Due::Never), "no claim-ahead: claim for a free slot");
+        // Nothing to claim (every slot and the queue full): only due reports go.
+        assert!(!exchange_now(0, 0, 0, later));
+        assert!(exchange_now(8, 8, 0, Due::Now));
+        assert!(!exchange_now(8, 8, 0, Due::Never));
+    }
+
+    #[test]
+    fn the_default_claim_ahead_follows_the_length_of_runs() {
+        let mut config = AgentConfig::new(vec!["http://x".into()], PathBuf::from("/tmp"));
+        config.slots = 2;
+        assert_eq!(config.claim_ahead(None), 2, "one per slot before any run");
+        assert_eq!(config.claim_ahead(Some(Duration::from_secs(30))), 2);
+        assert_eq!(config.claim_ahead(Some(ms(5))), 4, "two 5 ms runs fit in the span");
+        assert_eq!(config.claim_ahead(Some(Duration::from_micros(300))), 8, "at most 4 per slot");
+        config.claim_ahead = Some(0);
+        assert_eq!(config.claim_ahead(Some(ms(1))), 0, "set by hand: as set");
+    }
+
+    #[test]
+    fn run_times_follow_a_longer_run_at_once_and_a_shorter_one_slowly() {
+        let times = RunTimes::default();
+        assert_eq!(times.recent(), None);
+        times.note(ms(1));
+        assert_eq!(times.recent(), Some(ms(1)));
+        times.note(Duration::from_secs(60));
+        assert_eq!(times.recent(), Some(Duration::from_secs(60)), "at once");
+        times.note(ms(1));
+        let after_one = times.recent().unwrap();
+        assert!(after_one > Duration::from_secs(50), "slowly: {after_one:?}");
+        for _ in 0..200 {
+            times.note(ms(1));
+        }
+        assert!(times.recent().unwrap() < ms(2), "{:?}", times.recent());
+    }
 
     #[test]
     fn server_urls_give_host_and_port() {
