@@ -5,7 +5,9 @@
 //! under lease from its claim, and its time in the queue counts against its timeout (the agent
 //! gives it only what is left, so its own account still comes before the reaper's). The queue
 //! is kept small for that reason: a long queue of long tasks would spend their leases waiting.
-//! Finished runs' reports wait in an outbox and go out batched in the next exchange.
+//! Finished runs' reports wait in an outbox and go out batched in the next exchange, which goes
+//! when the queue needs tasks or when the oldest report has waited `report_delay` (see `work`).
+//! By default the queue follows how long runs take: about `QUEUE_SPAN` of work per slot.
 //!
 //! Failure handling, in one place:
 //! - A server that cannot be reached (or answers 5xx/429) is retried with backoff and jitter,
@@ -45,11 +47,15 @@ use tokio_util::task::TaskTracker;
 const MAX_CLAIM: usize = drover_core::rules::MAX_CLAIM as usize;
 /// With the default claim-ahead, how much work the local queue holds: about this long's worth
 /// of runs per slot, judged by how long recent runs took (and never fewer than one task per
-/// slot). Short tasks then travel several to an exchange; long ones keep the queue at a task
-/// per slot, so a queued task spends little of its lease waiting.
-const QUEUE_SPAN: Duration = Duration::from_millis(10);
+/// slot). Short tasks then travel several to an exchange (each exchange costs the server a
+/// commit, most of its time per task when tasks are short); long ones keep the queue at a task
+/// per slot, so a queued task spends little of its lease waiting. The limit: when a job of
+/// long tasks follows one of short tasks, the first claim may queue up to
+/// [`MAX_AHEAD_PER_SLOT`] of them per slot; those that wait past their lease are handed back
+/// as retriable failures (see `perform`), and the queue shrinks after the first long run.
+const QUEUE_SPAN: Duration = Duration::from_millis(20);
 /// With the default claim-ahead, most tasks queued per slot.
-const MAX_AHEAD_PER_SLOT: usize = 4;
+const MAX_AHEAD_PER_SLOT: usize = 8;
 /// Jobs whose run settings are remembered; older ones are looked up again if needed.
 const JOB_CACHE: usize = 256;
 
@@ -136,10 +142,9 @@ impl AgentConfig {
             return n;
         }
         let per_slot = match recent_run {
-            Some(run) if !run.is_zero() => {
-                (QUEUE_SPAN.as_nanos() / run.as_nanos()).clamp(1, MAX_AHEAD_PER_SLOT as u128)
-                    as usize
-            }
+            Some(run) if !run.is_zero() => (QUEUE_SPAN.as_nanos() / run.as_nanos())
+                .clamp(1, MAX_AHEAD_PER_SLOT as u128)
+                as usize,
             Some(_) => MAX_AHEAD_PER_SLOT,
             None => 1,
         };
@@ -1230,11 +1235,22 @@ mod tests {
         let delay = ms(10);
         assert_eq!(due(None, 0, t0, delay, false), Due::Never);
         assert_eq!(due(Some(t0), 1, t0, delay, false), Due::At(t0 + delay));
-        assert_eq!(due(Some(t0), 3, t0 + ms(9), delay, false), Due::At(t0 + delay));
+        assert_eq!(
+            due(Some(t0), 3, t0 + ms(9), delay, false),
+            Due::At(t0 + delay)
+        );
         assert_eq!(due(Some(t0), 1, t0 + delay, delay, false), Due::Now);
-        assert_eq!(due(Some(t0), 1, t0, Duration::ZERO, false), Due::Now, "no delay");
+        assert_eq!(
+            due(Some(t0), 1, t0, Duration::ZERO, false),
+            Due::Now,
+            "no delay"
+        );
         assert_eq!(due(Some(t0), 1, t0, delay, true), Due::Now, "stopping");
-        assert_eq!(due(Some(t0), MAX_CLAIM, t0, delay, false), Due::Now, "a full batch");
+        assert_eq!(
+            due(Some(t0), MAX_CLAIM, t0, delay, false),
+            Due::Now,
+            "a full batch"
+        );
     }
 
     #[test]
@@ -1244,7 +1260,10 @@ mod tests {
         assert!(!exchange_now(5, 8, 3, later));
         // Down to half: tasks are claimed, and the waiting reports go with them.
         assert!(exchange_now(4, 8, 4, later));
-        assert!(exchange_now(0, 0, 1, Due::Never), "no claim-ahead: claim for a free slot");
+        assert!(
+            exchange_now(0, 0, 1, Due::Never),
+            "no claim-ahead: claim for a free slot"
+        );
         // Nothing to claim (every slot and the queue full): only due reports go.
         assert!(!exchange_now(0, 0, 0, later));
         assert!(exchange_now(8, 8, 0, Due::Now));
@@ -1257,8 +1276,17 @@ mod tests {
         config.slots = 2;
         assert_eq!(config.claim_ahead(None), 2, "one per slot before any run");
         assert_eq!(config.claim_ahead(Some(Duration::from_secs(30))), 2);
-        assert_eq!(config.claim_ahead(Some(ms(5))), 4, "two 5 ms runs fit in the span");
-        assert_eq!(config.claim_ahead(Some(Duration::from_micros(300))), 8, "at most 4 per slot");
+        assert_eq!(config.claim_ahead(Some(QUEUE_SPAN)), 2);
+        assert_eq!(
+            config.claim_ahead(Some(QUEUE_SPAN / 3)),
+            6,
+            "three runs per slot fit in the span"
+        );
+        assert_eq!(
+            config.claim_ahead(Some(Duration::from_micros(100))),
+            2 * MAX_AHEAD_PER_SLOT,
+            "at most MAX_AHEAD_PER_SLOT per slot"
+        );
         config.claim_ahead = Some(0);
         assert_eq!(config.claim_ahead(Some(ms(1))), 0, "set by hand: as set");
     }

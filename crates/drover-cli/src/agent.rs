@@ -24,8 +24,9 @@ the result's fields. Exit code 0 is success; anything else, or running past the 
 timeout, is a failure (retried unless the job says retryOnFailure = false).
 
 Claiming: the agent keeps its slots busy plus up to --claim-ahead tasks waiting, reports
-finished runs in batches with its next claim (POST /internal/v1/tasks/exchange), and when there
-is no work it waits on the server (--claim-wait) instead of polling.
+finished runs in batches with its next claim (POST /internal/v1/tasks/exchange; a report waits
+at most --report-delay for company), and when there is no work it waits on the server
+(--claim-wait) instead of polling.
 
 Stopping: the first SIGTERM or Ctrl-C stops claiming, hands back the tasks claimed ahead but not
 started (as retriable failures) and lets running tasks finish (up to --drain-grace) and be
@@ -93,10 +94,16 @@ pub struct AgentArgs {
     heartbeat_interval: Option<Span>,
 
     /// Claimed tasks kept waiting in the agent beyond its busy slots, so a slot that frees
-    /// starts the next task at once [default: as many as --slots]. They are under lease from
-    /// their claim and their wait counts against their timeout: use 0 for long tasks.
+    /// starts the next task at once [default: one per slot, and for runs shorter than 20ms as
+    /// many per slot as fit in 20ms, up to 8]. They are under lease from their claim and their
+    /// wait counts against their timeout: use 0 for long tasks.
     #[arg(long, env = "DROVER_AGENT_CLAIM_AHEAD", value_name = "N")]
     claim_ahead: Option<usize>,
+
+    /// Longest a finished run's report waits in the agent for others to travel with, once no
+    /// exchange is in flight; 0 sends each at the first chance [default: 10ms].
+    #[arg(long, env = "DROVER_AGENT_REPORT_DELAY", value_name = "DURATION")]
+    report_delay: Option<Span>,
 
     /// How long a claim waits on the server for work when there is none (a long-poll; at most
     /// 30s). 0 polls every --poll-interval instead [default: 20s].
@@ -180,6 +187,9 @@ impl AgentArgs {
         config.keep_work_dirs = self.keep_work_dirs;
         config.heartbeat_interval = self.heartbeat_interval.map(|s| s.0);
         config.claim_ahead = self.claim_ahead;
+        if let Some(Span(d)) = self.report_delay {
+            config.report_delay = d;
+        }
         if let Some(Span(d)) = self.claim_wait {
             let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             if drover_core::rules::check_wait_ms(ms).is_err() {
