@@ -86,7 +86,7 @@ pub async fn execute(run: Run, stop: CancellationToken) -> Finished {
             read_stream(stderr, Tail::new(run.tail_bytes), None),
         )
     });
-    let mut readers = Readers::Reading(readers);
+    let mut readers = Readers::new(readers);
 
     let deadline = tokio::time::sleep(run.timeout.saturating_sub(run.spent));
     tokio::pin!(deadline);
@@ -232,31 +232,36 @@ mod spares {
 
 type StreamEnd = (Tail, Option<serde_json::Map<String, serde_json::Value>>);
 
-/// The output readers of one run, polled by the run's own future (not tasks of their own).
-enum Readers<'a, F: Future<Output = (StreamEnd, StreamEnd)>> {
-    Reading(Pin<&'a mut F>),
-    Done((StreamEnd, StreamEnd)),
+/// The output readers of one run, polled by the run's own future (not tasks of their own):
+/// the reading future until both streams end, then what they read.
+struct Readers<'a, F: Future<Output = (StreamEnd, StreamEnd)>> {
+    reading: Pin<&'a mut F>,
+    ends: Option<(StreamEnd, StreamEnd)>,
 }
 
-impl<F: Future<Output = (StreamEnd, StreamEnd)>> Readers<'_, F> {
+impl<'a, F: Future<Output = (StreamEnd, StreamEnd)>> Readers<'a, F> {
+    fn new(reading: Pin<&'a mut F>) -> Self {
+        Readers {
+            reading,
+            ends: None,
+        }
+    }
+
     /// Reads on; resolves when both streams have ended, and never after that. Cancel-safe:
     /// the readers live in `self`, so a `select!` that drops this future loses nothing.
     async fn progress(&mut self) {
-        match self {
-            Readers::Reading(f) => {
-                let ends = f.as_mut().await;
-                *self = Readers::Done(ends);
-            }
-            Readers::Done(_) => std::future::pending().await,
+        if self.ends.is_some() {
+            return std::future::pending().await;
         }
+        self.ends = Some(self.reading.as_mut().await);
     }
 
     /// Both streams' ends, waiting briefly for them: a pipe still held open by an escaped
     /// grandchild must not keep the report back (its output is then given up).
     async fn collect(self, tail_bytes: usize) -> (StreamEnd, StreamEnd) {
-        match self {
-            Readers::Done(ends) => ends,
-            Readers::Reading(f) => tokio::time::timeout(Duration::from_secs(2), f)
+        match self.ends {
+            Some(ends) => ends,
+            None => tokio::time::timeout(Duration::from_secs(2), self.reading)
                 .await
                 .unwrap_or_else(|_| ((Tail::new(tail_bytes), None), (Tail::new(tail_bytes), None))),
         }
