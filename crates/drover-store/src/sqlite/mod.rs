@@ -8,6 +8,7 @@
 //! one commit, and so one fsync (group commit, `write.rs`), each in its own savepoint; the
 //! WAL is kept below `journal_size_limit` (`write::WAL_LIMIT`) by the same path.
 
+mod beats;
 mod jobs;
 mod nodes;
 mod ops;
@@ -47,6 +48,8 @@ pub struct SqliteStore {
     writes: Arc<WritePath>,
     /// Parsed sweeps of recently claimed or read jobs (`jobs.rs`).
     sweeps: Arc<jobs::SweepCache>,
+    /// Heartbeats of settled nodes not yet written (`beats.rs`).
+    beats: Arc<beats::Beats>,
 }
 
 impl SqliteStore {
@@ -104,6 +107,7 @@ impl SqliteStore {
             path,
             observers: Arc::default(),
             sweeps: Arc::default(),
+            beats: Arc::default(),
         })
     }
 
