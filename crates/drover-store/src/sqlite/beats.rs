@@ -34,7 +34,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a heartbeat of a settled node may wait in memory before it is written.
-pub(super) const FLUSH_AFTER: Duration = Duration::from_millis(250);
+pub const FLUSH_AFTER: Duration = Duration::from_millis(250);
 
 /// The heartbeats of one node since the last flush, merged.
 #[derive(Debug, Clone)]

@@ -25,6 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use write::{WAL_LIMIT, WritePath};
 
+/// How long a heartbeat that changes nothing but liveness may be held in memory before it is
+/// written (`beats.rs`): the most a crash can take of the heartbeats answered.
+pub use beats::FLUSH_AFTER as HELD_HEARTBEATS_WRITTEN_WITHIN;
+
 /// How long a call waits for a lock held by another process before giving up.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection: every statement of the hot paths stays cached.
