@@ -43,6 +43,8 @@ pub(super) struct Beat {
     pub(super) at: Timestamp,
     /// How many heartbeats it stands for: each gets its `NodeUpdated` when written.
     pub(super) count: u32,
+    /// The node's status when the first of them was held.
+    pub(super) status: NodeStatus,
 }
 
 impl Beat {
@@ -115,6 +117,7 @@ impl Beats {
                         stats,
                         at,
                         count: 1,
+                        status,
                     },
                 );
             }

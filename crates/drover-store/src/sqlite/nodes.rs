@@ -19,44 +19,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Writes one node's heartbeats (`count` of them, merged into `stats` at `now`) and records
-/// their events; the node's status after them, or `None` if there is no such node.
+/// their events; the node's status after them, or `None` if there is no such node. With
+/// `assumed`, the status a held heartbeat found, the update is tried on that status first and
+/// the status is read only if the row has changed since (which spares a read per held beat).
 fn write_beat(
     tx: &Tx<'_>,
     id: &str,
     stats: &NodeStats,
     now: Timestamp,
     count: u32,
+    assumed: Option<NodeStatus>,
 ) -> Result<Option<NodeStatus>> {
-    let Some(before) = rows::node_status(tx, id)? else {
-        return Ok(None);
+    let before = match assumed {
+        Some(status) if update_beat(tx, id, stats, now, status, true)? => status,
+        _ => {
+            let Some(before) = rows::node_status(tx, id)? else {
+                return Ok(None);
+            };
+            if !update_beat(tx, id, stats, now, before, false)? {
+                return Ok(None);
+            }
+            before
+        }
     };
     let after = node::status_after_heartbeat(before);
-    let changed = tx
-        .prepare_cached(
-            "UPDATE nodes SET last_heartbeat = ?2,
-                 status = ?8,
-                 address = COALESCE(?3, address),
-                 cpu_load = COALESCE(?4, cpu_load),
-                 running_tasks = COALESCE(?5, running_tasks),
-                 total_cores = COALESCE(?6, total_cores),
-                 free_memory_bytes = COALESCE(?7, free_memory_bytes)
-             WHERE id = ?1",
-        )
-        .map_err(map_err)?
-        .execute(params![
-            id,
-            ts(&now),
-            stats.address,
-            stats.cpu_load,
-            stats.running_tasks,
-            stats.total_cores,
-            stats.free_memory_bytes,
-            after.as_str()
-        ])
-        .map_err(map_err)?;
-    if changed == 0 {
-        return Ok(None);
-    }
     if before == NodeStatus::Down && after != NodeStatus::Down {
         tx.emit(Event::NodeRevived {
             node_id: id.to_string(),
@@ -69,6 +55,44 @@ fn write_beat(
         });
     }
     Ok(Some(after))
+}
+
+/// The heartbeat's update of a node whose status is `before` (only if it still is, when
+/// `only_if_still`); whether a row changed.
+fn update_beat(
+    tx: &Tx<'_>,
+    id: &str,
+    stats: &NodeStats,
+    now: Timestamp,
+    before: NodeStatus,
+    only_if_still: bool,
+) -> Result<bool> {
+    let after = node::status_after_heartbeat(before);
+    let changed = tx
+        .prepare_cached(
+            "UPDATE nodes SET last_heartbeat = ?2,
+                 status = ?8,
+                 address = COALESCE(?3, address),
+                 cpu_load = COALESCE(?4, cpu_load),
+                 running_tasks = COALESCE(?5, running_tasks),
+                 total_cores = COALESCE(?6, total_cores),
+                 free_memory_bytes = COALESCE(?7, free_memory_bytes)
+             WHERE id = ?1 AND (?9 IS NULL OR status = ?9)",
+        )
+        .map_err(map_err)?
+        .execute(params![
+            id,
+            ts(&now),
+            stats.address,
+            stats.cpu_load,
+            stats.running_tasks,
+            stats.total_cores,
+            stats.free_memory_bytes,
+            after.as_str(),
+            only_if_still.then_some(before.as_str()),
+        ])
+        .map_err(map_err)?;
+    Ok(changed > 0)
 }
 
 /// Which pending beats a write takes first (`beats.rs`).
@@ -97,7 +121,7 @@ impl SqliteStore {
                 Take::All => beats.take_all(),
             };
             let written = pending.iter().try_for_each(|(id, beat)| {
-                match write_beat(tx, id, &beat.stats, beat.at, beat.count)? {
+                match write_beat(tx, id, &beat.stats, beat.at, beat.count, Some(beat.status))? {
                     Some(after) => beats.written(id, after),
                     // Removed meanwhile: nothing left to record the heartbeat on.
                     None => beats.unsettle(id),
@@ -226,7 +250,7 @@ impl NodeStore for SqliteStore {
         let beats = self.beats.clone();
         // Liveness only: see `write_liveness` for why it need not wait for the fsync.
         self.write_liveness(move |tx| {
-            let after = write_beat(tx, &id, &stats, now, 1)?
+            let after = write_beat(tx, &id, &stats, now, 1, None)?
                 .ok_or_else(|| StoreError::not_found("spot", &id))?;
             beats.written(&id, after);
             Ok(after)
@@ -380,5 +404,70 @@ impl NodeStore for SqliteStore {
             Ok(forgotten)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> Timestamp {
+        chrono::Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    /// A held heartbeat whose node changed behind the store's back (another process on the
+    /// file marked it DOWN) is still applied by the heartbeat rule when written: the node comes
+    /// back UP, with its events.
+    #[tokio::test]
+    async fn a_held_beat_whose_node_changed_meanwhile_still_follows_the_heartbeat_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        store.observers.register(Arc::new(move |events: &[Event]| {
+            log.lock().unwrap().extend_from_slice(events)
+        }));
+        let info = drover_core::NodeInfo {
+            address: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        let id = store
+            .register_node(info.into(), None, t(0))
+            .await
+            .unwrap()
+            .id;
+        assert_eq!(
+            store
+                .heartbeat(&id, NodeStats::default(), t(1))
+                .await
+                .unwrap(),
+            NodeStatus::Up
+        );
+        let marked = id.clone();
+        store
+            .with_conn(move |c| {
+                c.execute("UPDATE nodes SET status = 'DOWN' WHERE id = ?1", [&marked])
+                    .map(|_| ())
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        seen.lock().unwrap().clear();
+        store.flush_heartbeats().await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Event::NodeRevived {
+                    node_id: id.clone()
+                },
+                Event::NodeUpdated {
+                    node_id: id.clone(),
+                    status: NodeStatus::Up
+                },
+            ]
+        );
+        let node = store.list_nodes().await.unwrap().remove(0);
+        assert_eq!((node.status, node.last_heartbeat), (NodeStatus::Up, t(1)));
     }
 }
