@@ -2,7 +2,9 @@
 //!
 //! SQL and row handling only: a heartbeat's effect on a node's status, which nodes are silent
 //! and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
-//! marked DOWN are released through the jobs module, in the same transaction.
+//! marked DOWN are released through the jobs module, in the same transaction. Heartbeats that
+//! change nothing but liveness are held by `beats.rs` and written here, all together
+//! ([`NodeStore::flush_heartbeats`], and first in every write that judges or removes nodes).
 
 use super::beats::{Beat, Buffered, FLUSH_AFTER};
 use super::jobs::release_all;
