@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::sweep::Sweep;
 use drover_core::{
-    ClaimedTask, Job, JobStatus, Node, NodeStats, ReportOutcome, Runner, Task, TaskStatus,
-    Timestamp,
+    ClaimedTask, Job, JobStatus, Node, NodeStats, NodeStatus, ReportOutcome, Runner, Task,
+    TaskStatus, Timestamp,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -352,9 +352,19 @@ impl NodeStore for Faulty {
         self.faults.read("spot_credential", inner).await
     }
 
-    async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node> {
+    async fn heartbeat(
+        &self,
+        node_id: &str,
+        stats: NodeStats,
+        now: Timestamp,
+    ) -> Result<NodeStatus> {
         let inner = self.inner.nodes.heartbeat(node_id, stats, now);
         self.faults.write("heartbeat", inner).await
+    }
+
+    async fn flush_heartbeats(&self) -> Result<()> {
+        let inner = self.inner.nodes.flush_heartbeats();
+        self.faults.write("flush_heartbeats", inner).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {

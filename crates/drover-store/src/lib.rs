@@ -24,8 +24,8 @@ pub use types::*;
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::{
-    ClaimedTask, Event, Job, JobStatus, Node, NodeStats, ReportOutcome, Runner, Task, TaskStatus,
-    Timestamp, sweep::Sweep,
+    ClaimedTask, Event, Job, JobStatus, Node, NodeStats, NodeStatus, ReportOutcome, Runner, Task,
+    TaskStatus, Timestamp, sweep::Sweep,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,8 +89,21 @@ pub trait NodeStore: Send + Sync + 'static {
     /// unknown node, none issued, or its hash.
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential>;
 
-    /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP.
-    async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node>;
+    /// Records a heartbeat: refreshes the figures given and brings a DOWN node back UP;
+    /// returns the node's status after it. A heartbeat that changes nothing but liveness (the
+    /// node is UP or DRAINING) may be answered before it is written: it is written within a
+    /// bound the store documents, reads of nodes show it at once, and no write that judges a
+    /// node's silence runs without it (the SQLite store's `beats.rs`).
+    async fn heartbeat(
+        &self,
+        node_id: &str,
+        stats: NodeStats,
+        now: Timestamp,
+    ) -> Result<NodeStatus>;
+
+    /// Writes every heartbeat answered and not yet written: on shutdown, and before reading
+    /// the database from outside the store.
+    async fn flush_heartbeats(&self) -> Result<()>;
 
     async fn list_nodes(&self) -> Result<Vec<Node>>;
 

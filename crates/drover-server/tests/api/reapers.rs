@@ -269,3 +269,79 @@ async fn background_reapers_run_on_their_intervals() {
     beats.abort();
     app.finish().await;
 }
+
+/// A heartbeat of an UP spot may be answered before it is written (it is written within
+/// `drover_store::sqlite::HELD_HEARTBEATS_WRITTEN_WITHIN`): the spot listing shows it and its
+/// figures at once, the reaper counts it, and each heartbeat is counted once as `node_updated`
+/// when written. A DOWN spot's heartbeat brings it back UP before it is answered; an unknown
+/// spot's is refused with 404.
+#[tokio::test]
+async fn heartbeats_are_seen_at_once_and_a_down_spot_comes_back_at_its_heartbeat() {
+    let app = spawn_app().await;
+    app.create_job(2, json!({})).await;
+    let spot = app.hello().await;
+    let started = app.client.spots().await.unwrap()[0].last_heartbeat.clone();
+
+    app.advance(Duration::from_secs(9));
+    app.client
+        .heartbeat(&HeartbeatRequest {
+            spot_id: spot.clone(),
+            cpu_load: Some(0.5),
+            running_tasks: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen = app.client.spots().await.unwrap().remove(0);
+    assert_ne!(seen.last_heartbeat, started);
+    assert_eq!((seen.cpu_load, seen.running_tasks), (Some(0.5), 3));
+    app.heartbeat(&spot).await;
+    // 11 s after the hello, 2 s after the heartbeats: not silent.
+    app.advance(Duration::from_secs(2));
+    assert!(
+        app.state
+            .spot_reaper()
+            .reap()
+            .await
+            .unwrap()
+            .nodes
+            .is_empty()
+    );
+    app.store().nodes.flush_heartbeats().await.unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = "drover_store_events_total{kind=\"node_updated\"} 2";
+    assert!(text.contains(line), "{line} missing from\n{text}");
+
+    // Silent for 11 s: DOWN. Its next heartbeat is UP again by the time it is answered.
+    app.advance(Duration::from_secs(11));
+    assert_eq!(
+        app.state.spot_reaper().reap().await.unwrap().nodes,
+        vec![spot.clone()]
+    );
+    assert_eq!(app.client.spots().await.unwrap()[0].status, "DOWN");
+    app.heartbeat(&spot).await;
+    assert_eq!(app.client.spots().await.unwrap()[0].status, "UP");
+    assert_eq!(app.client.claim(&spot, 1).await.unwrap().len(), 1);
+
+    let err = app
+        .client
+        .heartbeat(&HeartbeatRequest {
+            spot_id: "spot-never-registered".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(404), Some("SPOT_NOT_FOUND"))
+    );
+    app.finish().await;
+}

@@ -8,6 +8,7 @@
 //! one commit, and so one fsync (group commit, `write.rs`), each in its own savepoint; the
 //! WAL is kept below `journal_size_limit` (`write::WAL_LIMIT`) by the same path.
 
+mod beats;
 mod jobs;
 mod nodes;
 mod ops;
@@ -23,6 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use write::{WAL_LIMIT, WritePath};
+
+/// How long a heartbeat that changes nothing but liveness may be held in memory before it is
+/// written (`beats.rs`): the most a crash can take of the heartbeats answered.
+pub use beats::FLUSH_AFTER as HELD_HEARTBEATS_WRITTEN_WITHIN;
 
 /// How long a call waits for a lock held by another process before giving up.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +52,8 @@ pub struct SqliteStore {
     writes: Arc<WritePath>,
     /// Parsed sweeps of recently claimed or read jobs (`jobs.rs`).
     sweeps: Arc<jobs::SweepCache>,
+    /// Heartbeats of settled nodes not yet written (`beats.rs`).
+    beats: Arc<beats::Beats>,
 }
 
 impl SqliteStore {
@@ -104,6 +111,7 @@ impl SqliteStore {
             path,
             observers: Arc::default(),
             sweeps: Arc::default(),
+            beats: Arc::default(),
         })
     }
 

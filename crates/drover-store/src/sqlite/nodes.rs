@@ -2,8 +2,11 @@
 //!
 //! SQL and row handling only: a heartbeat's effect on a node's status, which nodes are silent
 //! and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
-//! marked DOWN are released through the jobs module, in the same transaction.
+//! marked DOWN are released through the jobs module, in the same transaction. Heartbeats that
+//! change nothing but liveness are held by `beats.rs` and written here, all together
+//! ([`NodeStore::flush_heartbeats`], and first in every write that judges or removes nodes).
 
+use super::beats::{Beat, Buffered, FLUSH_AFTER};
 use super::jobs::release_all;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
@@ -14,6 +17,149 @@ use drover_core::node::{self, RetentionView};
 use drover_core::time::format as ts;
 use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
 use rusqlite::{OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Writes one node's heartbeats (`count` of them, merged into `stats` at `now`) and records
+/// their events; the node's status after them, or `None` if there is no such node. With
+/// `assumed`, the status a held heartbeat found, the update is tried on that status first and
+/// the status is read only if the row has changed since (which spares a read per held beat).
+fn write_beat(
+    tx: &Tx<'_>,
+    id: &str,
+    stats: &NodeStats,
+    now: Timestamp,
+    count: u32,
+    assumed: Option<NodeStatus>,
+) -> Result<Option<NodeStatus>> {
+    let before = match assumed {
+        Some(status) if update_beat(tx, id, stats, now, status, true)? => status,
+        _ => {
+            let Some(before) = rows::node_status(tx, id)? else {
+                return Ok(None);
+            };
+            if !update_beat(tx, id, stats, now, before, false)? {
+                return Ok(None);
+            }
+            before
+        }
+    };
+    let after = node::status_after_heartbeat(before);
+    if before == NodeStatus::Down && after != NodeStatus::Down {
+        tx.emit(Event::NodeRevived {
+            node_id: id.to_string(),
+        });
+    }
+    for _ in 0..count {
+        tx.emit(Event::NodeUpdated {
+            node_id: id.to_string(),
+            status: after,
+        });
+    }
+    Ok(Some(after))
+}
+
+/// The heartbeat's update of a node whose status is `before` (only if it still is, when
+/// `only_if_still`); whether a row changed.
+fn update_beat(
+    tx: &Tx<'_>,
+    id: &str,
+    stats: &NodeStats,
+    now: Timestamp,
+    before: NodeStatus,
+    only_if_still: bool,
+) -> Result<bool> {
+    let after = node::status_after_heartbeat(before);
+    let changed = tx
+        .prepare_cached(
+            "UPDATE nodes SET last_heartbeat = ?2,
+                 status = ?8,
+                 address = COALESCE(?3, address),
+                 cpu_load = COALESCE(?4, cpu_load),
+                 running_tasks = COALESCE(?5, running_tasks),
+                 total_cores = COALESCE(?6, total_cores),
+                 free_memory_bytes = COALESCE(?7, free_memory_bytes)
+             WHERE id = ?1 AND (?9 IS NULL OR status = ?9)",
+        )
+        .map_err(map_err)?
+        .execute(params![
+            id,
+            ts(&now),
+            stats.address,
+            stats.cpu_load,
+            stats.running_tasks,
+            stats.total_cores,
+            stats.free_memory_bytes,
+            after.as_str(),
+            only_if_still.then_some(before.as_str()),
+        ])
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
+/// Which pending beats a write takes first (`beats.rs`).
+#[derive(Clone, Copy)]
+enum Take {
+    /// The flush that was due.
+    Flush,
+    /// Whatever is pending, ahead of a write that judges or removes nodes.
+    All,
+}
+
+impl SqliteStore {
+    /// Runs `f` on the writer after writing the pending heartbeats in the same transaction.
+    /// If the write fails, the beats are pending again (and a flush is due for them).
+    async fn write_after_beats<T, F>(&self, take: Take, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        let beats = self.beats.clone();
+        let taken: Arc<Mutex<HashMap<String, Beat>>> = Arc::default();
+        let kept = taken.clone();
+        let write = move |tx: &Tx<'_>| {
+            let pending = match take {
+                Take::Flush => beats.take_for_flush(),
+                Take::All => beats.take_all(),
+            };
+            let written = pending.iter().try_for_each(|(id, beat)| {
+                match write_beat(tx, id, &beat.stats, beat.at, beat.count, Some(beat.status))? {
+                    Some(after) => beats.written(id, after),
+                    // Removed meanwhile: nothing left to record the heartbeat on.
+                    None => beats.unsettle(id),
+                }
+                Ok(())
+            });
+            *kept.lock().unwrap_or_else(|p| p.into_inner()) = pending;
+            written?;
+            f(tx)
+        };
+        let out = match take {
+            // A flush holds heartbeats alone: see `write_liveness`.
+            Take::Flush => self.write_liveness(write).await,
+            Take::All => self.write(write).await,
+        };
+        if out.is_err() {
+            let pending = std::mem::take(&mut *taken.lock().unwrap_or_else(|p| p.into_inner()));
+            if !pending.is_empty() && self.beats.restore(pending) {
+                self.flush_beats_later();
+            }
+        }
+        out
+    }
+
+    /// Writes the pending heartbeats [`FLUSH_AFTER`] from now.
+    fn flush_beats_later(&self) {
+        let store = self.clone();
+        // Detached: a heartbeat is answered without waiting for its flush.
+        drop(tokio::spawn(async move {
+            tokio::time::sleep(FLUSH_AFTER).await;
+            if let Err(e) = store.write_after_beats(Take::Flush, |_| Ok(())).await {
+                tracing::warn!(error = %e, "writing held heartbeats failed; trying again");
+            }
+        }));
+    }
+}
 
 /// Every node's id and the facts retention and silence are decided from.
 fn node_facts(tx: &Tx<'_>) -> Result<Vec<(String, RetentionView)>> {
@@ -45,6 +191,7 @@ impl NodeStore for SqliteStore {
         let NewNode { info, secret_hash } = new;
         let id = ids::node_id();
         let now = ts(&now);
+        let beats = self.beats.clone();
         self.write(move |tx| {
             // Counted in the transaction that inserts, so two hellos cannot pass the cap together.
             let registered: i64 = tx
@@ -79,57 +226,42 @@ impl NodeStore for SqliteStore {
             tx.emit(Event::NodeRegistered {
                 node_id: id.clone(),
             });
+            beats.written(&id, NodeStatus::Up);
             rows::node_by_id(tx, &id)
         })
         .await
     }
 
-    async fn heartbeat(&self, node_id: &str, stats: NodeStats, now: Timestamp) -> Result<Node> {
+    async fn heartbeat(
+        &self,
+        node_id: &str,
+        stats: NodeStats,
+        now: Timestamp,
+    ) -> Result<NodeStatus> {
+        // A settled node's heartbeat waits in memory for the next flush (`beats.rs`).
+        let stats = match self.beats.buffer(node_id, stats, now) {
+            Buffered::Held { status, schedule } => {
+                if schedule {
+                    self.flush_beats_later();
+                }
+                return Ok(status);
+            }
+            Buffered::Write(stats) => stats,
+        };
         let id = node_id.to_string();
-        let now = ts(&now);
+        let beats = self.beats.clone();
         // Liveness only: see `write_liveness` for why it need not wait for the fsync.
         self.write_liveness(move |tx| {
-            let before =
-                rows::node_status(tx, &id)?.ok_or_else(|| StoreError::not_found("spot", &id))?;
-            let after = node::status_after_heartbeat(before);
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE nodes SET last_heartbeat = ?2,
-                         status = ?8,
-                         address = COALESCE(?3, address),
-                         cpu_load = COALESCE(?4, cpu_load),
-                         running_tasks = COALESCE(?5, running_tasks),
-                         total_cores = COALESCE(?6, total_cores),
-                         free_memory_bytes = COALESCE(?7, free_memory_bytes)
-                     WHERE id = ?1",
-                )
-                .map_err(map_err)?
-                .execute(params![
-                    id,
-                    now,
-                    stats.address,
-                    stats.cpu_load,
-                    stats.running_tasks,
-                    stats.total_cores,
-                    stats.free_memory_bytes,
-                    after.as_str()
-                ])
-                .map_err(map_err)?;
-            if changed == 0 {
-                return Err(StoreError::not_found("spot", &id));
-            }
-            if before == NodeStatus::Down && after != NodeStatus::Down {
-                tx.emit(Event::NodeRevived {
-                    node_id: id.clone(),
-                });
-            }
-            tx.emit(Event::NodeUpdated {
-                node_id: id.clone(),
-                status: after,
-            });
-            rows::node_by_id(tx, &id)
+            let after = write_beat(tx, &id, &stats, now, 1, None)?
+                .ok_or_else(|| StoreError::not_found("spot", &id))?;
+            beats.written(&id, after);
+            Ok(after)
         })
         .await
+    }
+
+    async fn flush_heartbeats(&self) -> Result<()> {
+        self.write_after_beats(Take::Flush, |_| Ok(())).await
     }
 
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential> {
@@ -151,51 +283,62 @@ impl NodeStore for SqliteStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
-        self.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {} FROM nodes ORDER BY registered_at, id",
-                rows::NODE_COLUMNS
-            ))
-            .map_err(map_err)?
-            .query_map([], rows::node)
-            .map_err(map_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(map_err)
-        })
-        .await
-    }
-
-    async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>> {
-        self.read(move |conn| {
-            let items = conn
-                .prepare_cached(&format!(
-                    "SELECT {}, rowid AS row_seq FROM nodes WHERE ?1 IS NULL OR rowid > ?1
-                     ORDER BY rowid LIMIT ?2",
+        let mut nodes = self
+            .read(|conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {} FROM nodes ORDER BY registered_at, id",
                     rows::NODE_COLUMNS
                 ))
                 .map_err(map_err)?
-                .query_map(params![page.cursor, page.limit as i64 + 1], |r| {
-                    Ok((rows::node(r)?, r.get::<_, i64>("row_seq")?))
-                })
+                .query_map([], rows::node)
                 .map_err(map_err)?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(map_err)?;
-            let paged = rows::paged(items, page.limit, |(_, row)| *row);
-            Ok(Paged {
-                items: paged.items.into_iter().map(|(n, _)| n).collect(),
-                next_cursor: paged.next_cursor,
+                .map_err(map_err)
             })
-        })
-        .await
+            .await?;
+        self.beats.overlay(&mut nodes);
+        Ok(nodes)
+    }
+
+    async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>> {
+        let mut paged = self
+            .read(move |conn| {
+                let items = conn
+                    .prepare_cached(&format!(
+                        "SELECT {}, rowid AS row_seq FROM nodes WHERE ?1 IS NULL OR rowid > ?1
+                     ORDER BY rowid LIMIT ?2",
+                        rows::NODE_COLUMNS
+                    ))
+                    .map_err(map_err)?
+                    .query_map(params![page.cursor, page.limit as i64 + 1], |r| {
+                        Ok((rows::node(r)?, r.get::<_, i64>("row_seq")?))
+                    })
+                    .map_err(map_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(map_err)?;
+                let paged = rows::paged(items, page.limit, |(_, row)| *row);
+                Ok(Paged {
+                    items: paged.items.into_iter().map(|(n, _)| n).collect(),
+                    next_cursor: paged.next_cursor,
+                })
+            })
+            .await?;
+        self.beats.overlay(&mut paged.items);
+        Ok(paged)
     }
 
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {
-        self.write(move |tx| {
-            let nodes: Vec<String> = node_facts(tx)?
+        let beats = self.beats.clone();
+        // The pending heartbeats are written first, in the same transaction, so silence is
+        // judged on every heartbeat acknowledged so far.
+        self.write_after_beats(Take::All, move |tx| {
+            let silent: Vec<String> = node_facts(tx)?
                 .into_iter()
                 .filter(|(_, n)| node::goes_down(n.status, n.last_heartbeat, cutoff))
                 .map(|(id, _)| id)
                 .collect();
+            // A node whose heartbeat was held while this looked has spoken: it stays.
+            let nodes = beats.unsettle_silent(silent);
             let mut down = tx
                 .prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")
                 .map_err(map_err)?;
@@ -243,7 +386,8 @@ impl NodeStore for SqliteStore {
     }
 
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
-        self.write(move |tx| {
+        let beats = self.beats.clone();
+        self.write_after_beats(Take::All, move |tx| {
             let forgotten: Vec<String> = node_facts(tx)?
                 .into_iter()
                 .filter(|(_, n)| node::may_forget(n, cutoff))
@@ -254,6 +398,7 @@ impl NodeStore for SqliteStore {
                 .map_err(map_err)?;
             for id in &forgotten {
                 delete.execute([id]).map_err(map_err)?;
+                beats.unsettle(id);
                 tx.emit(Event::NodeForgotten {
                     node_id: id.clone(),
                 });
@@ -261,5 +406,70 @@ impl NodeStore for SqliteStore {
             Ok(forgotten)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> Timestamp {
+        chrono::Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    /// A held heartbeat whose node changed behind the store's back (another process on the
+    /// file marked it DOWN) is still applied by the heartbeat rule when written: the node comes
+    /// back UP, with its events.
+    #[tokio::test]
+    async fn a_held_beat_whose_node_changed_meanwhile_still_follows_the_heartbeat_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        store.observers.register(Arc::new(move |events: &[Event]| {
+            log.lock().unwrap().extend_from_slice(events)
+        }));
+        let info = drover_core::NodeInfo {
+            address: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        let id = store
+            .register_node(info.into(), None, t(0))
+            .await
+            .unwrap()
+            .id;
+        assert_eq!(
+            store
+                .heartbeat(&id, NodeStats::default(), t(1))
+                .await
+                .unwrap(),
+            NodeStatus::Up
+        );
+        let marked = id.clone();
+        store
+            .with_conn(move |c| {
+                c.execute("UPDATE nodes SET status = 'DOWN' WHERE id = ?1", [&marked])
+                    .map(|_| ())
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        seen.lock().unwrap().clear();
+        store.flush_heartbeats().await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Event::NodeRevived {
+                    node_id: id.clone()
+                },
+                Event::NodeUpdated {
+                    node_id: id.clone(),
+                    status: NodeStatus::Up
+                },
+            ]
+        );
+        let node = store.list_nodes().await.unwrap().remove(0);
+        assert_eq!((node.status, node.last_heartbeat), (NodeStatus::Up, t(1)));
     }
 }

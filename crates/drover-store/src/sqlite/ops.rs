@@ -90,6 +90,11 @@ impl StoreOps for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
+        // Heartbeats answered and still held in memory are written first (`beats.rs`); if that
+        // fails, they read as heartbeats that arrived late, which is all a crash would cost.
+        if let Err(e) = crate::NodeStore::flush_heartbeats(self).await {
+            tracing::warn!(error = %e, "could not write the held heartbeats on close");
+        }
         let (writer, reader) = (self.writer.clone(), self.reader.clone());
         tokio::task::spawn_blocking(move || {
             let take = |c: &Shared| {

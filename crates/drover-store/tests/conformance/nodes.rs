@@ -32,7 +32,7 @@ pub async fn claims_need_a_known_live_node(store: &Stores) {
         .heartbeat(&n, NodeStats::default(), t0() + secs(2))
         .await
         .unwrap();
-    assert_eq!(back.status, NodeStatus::Up);
+    assert_eq!(back, NodeStatus::Up);
     assert_eq!(
         store.jobs.claim(&n, 1, t0() + secs(2)).await.unwrap().len(),
         1
@@ -60,18 +60,160 @@ pub async fn heartbeats_update_live_figures(store: &Stores) {
         .heartbeat(&n, stats, t0() + secs(3))
         .await
         .unwrap();
-    assert_eq!(after.cpu_load, Some(45.5));
-    assert_eq!(after.running_tasks, 2);
-    assert_eq!(after.info.capacity.cores, Some(8));
-    assert_eq!(after.last_heartbeat, t0() + secs(3));
+    assert_eq!(after, NodeStatus::Up);
+    let read = the_node(store, &n).await;
+    assert_eq!(read.cpu_load, Some(45.5));
+    assert_eq!(read.running_tasks, 2);
+    assert_eq!(read.info.capacity.cores, Some(8));
+    assert_eq!(read.last_heartbeat, t0() + secs(3));
     // Fields left out keep their values.
-    let again = store
+    store
         .nodes
         .heartbeat(&n, NodeStats::default(), t0() + secs(4))
         .await
         .unwrap();
-    assert_eq!(again.cpu_load, Some(45.5));
+    let read = the_node(store, &n).await;
+    assert_eq!(read.cpu_load, Some(45.5));
+    assert_eq!(read.last_heartbeat, t0() + secs(4));
     assert_eq!(store.nodes.list_nodes().await.unwrap().len(), 1);
+}
+
+/// The node `id` as a listing shows it.
+async fn the_node(store: &Stores, id: &str) -> drover_core::Node {
+    store
+        .nodes
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.id == id)
+        .unwrap()
+}
+
+/// A heartbeat that changes nothing but liveness may be answered before it is written: reads
+/// show it at once (both listings, each figure merged over the last), and it reads the same
+/// once written.
+pub async fn answered_heartbeats_are_read_at_once(store: &Stores) {
+    let n = node(store, t0()).await;
+    let other = node(store, t0()).await;
+    for (at, stats) in [
+        (
+            3,
+            NodeStats {
+                cpu_load: Some(1.5),
+                running_tasks: Some(4),
+                ..Default::default()
+            },
+        ),
+        (
+            8,
+            NodeStats {
+                free_memory_bytes: Some(1 << 30),
+                address: Some("10.0.0.9".into()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let status = store
+            .nodes
+            .heartbeat(&n, stats, t0() + secs(at))
+            .await
+            .unwrap();
+        assert_eq!(status, NodeStatus::Up);
+    }
+    let check = |read: &drover_core::Node| {
+        assert_eq!(read.last_heartbeat, t0() + secs(8));
+        assert_eq!(read.cpu_load, Some(1.5));
+        assert_eq!(read.running_tasks, 4);
+        assert_eq!(read.free_memory_bytes, Some(1 << 30));
+        assert_eq!(read.info.address, "10.0.0.9");
+        assert_eq!(read.status, NodeStatus::Up);
+    };
+    check(&the_node(store, &n).await);
+    let page = store
+        .nodes
+        .list_nodes_page(Page {
+            cursor: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    check(page.items.iter().find(|x| x.id == n).unwrap());
+    assert_eq!(the_node(store, &other).await.last_heartbeat, t0());
+
+    store.nodes.flush_heartbeats().await.unwrap();
+    check(&the_node(store, &n).await);
+    assert_eq!(the_node(store, &other).await.last_heartbeat, t0());
+    // Nothing is left to write.
+    store.nodes.flush_heartbeats().await.unwrap();
+    check(&the_node(store, &n).await);
+}
+
+/// The reaper judges silence on every heartbeat answered so far, written or not; a node that
+/// went DOWN comes back at its next heartbeat, at once; a heartbeat of a node the registry
+/// does not hold (never, or no longer) is refused as unknown.
+pub async fn answered_heartbeats_count_for_silence(store: &Stores) {
+    let live = node(store, t0()).await;
+    let silent = node(store, t0()).await;
+    store
+        .nodes
+        .heartbeat(&live, NodeStats::default(), t0() + secs(50))
+        .await
+        .unwrap();
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(40), t0() + secs(60))
+        .await
+        .unwrap();
+    assert_eq!(down.nodes, vec![silent.clone()]);
+    assert_eq!(the_node(store, &live).await.status, NodeStatus::Up);
+    assert_eq!(the_node(store, &silent).await.status, NodeStatus::Down);
+    // A DOWN node's heartbeat is written before it is answered.
+    let back = store
+        .nodes
+        .heartbeat(&silent, NodeStats::default(), t0() + secs(61))
+        .await
+        .unwrap();
+    assert_eq!(back, NodeStatus::Up);
+    let read = the_node(store, &silent).await;
+    assert_eq!(
+        (read.status, read.last_heartbeat),
+        (NodeStatus::Up, t0() + secs(61))
+    );
+    assert!(
+        store
+            .jobs
+            .claim(&silent, 1, t0() + secs(61))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Down again, then forgotten: its heartbeat is then refused, as a made-up id's is.
+    store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(100), t0() + secs(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .nodes
+            .forget_down_nodes(t0() + secs(200))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    for id in [live.as_str(), silent.as_str(), "spot-made-up"] {
+        assert!(matches!(
+            store
+                .nodes
+                .heartbeat(id, NodeStats::default(), t0() + secs(201))
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    assert!(store.nodes.list_nodes().await.unwrap().is_empty());
 }
 
 pub async fn silent_nodes_go_down_and_free_their_tasks(store: &Stores) {
@@ -282,6 +424,8 @@ macro_rules! nodes_suite {
             plain: [
                 claims_need_a_known_live_node,
                 heartbeats_update_live_figures,
+                answered_heartbeats_are_read_at_once,
+                answered_heartbeats_count_for_silence,
                 silent_nodes_go_down_and_free_their_tasks,
                 down_nodes_are_forgotten_after_the_retention,
                 a_nodes_secret_is_kept_as_its_hash_alone,

@@ -1,6 +1,7 @@
 //! SQLite-only behaviour: the file itself.
 
 use crate::*;
+use drover_core::{Event, NodeStats, NodeStatus};
 use drover_store::StoreError;
 
 #[tokio::test]
@@ -343,4 +344,113 @@ async fn sqlite_counts_each_durable_commit_and_the_writes_it_held() {
         (after.commits - before.commits, after.writes - before.writes),
         (2, 2)
     );
+}
+
+/// A heartbeat that changes nothing but liveness is answered before it is written, so a crash
+/// can lose what is held (at most the last `HELD_HEARTBEATS_WRITTEN_WITHIN`); a second
+/// connection to the file sees what a restart after `kill -9` would. A heartbeat that brings a
+/// node back is written before it is answered, and a close writes what is held.
+#[tokio::test]
+async fn sqlite_a_crash_can_lose_only_the_heartbeats_held_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open_sqlite(&path);
+    let after_crash = open_sqlite(&path);
+    let n = node(&store, t0()).await;
+    let seen_by = |s: &Stores| {
+        let (s, n) = (s.clone(), n.clone());
+        async move {
+            let node = s.nodes.list_nodes().await.unwrap().remove(0);
+            assert_eq!(node.id, n);
+            (node.status, node.last_heartbeat)
+        }
+    };
+    store
+        .nodes
+        .heartbeat(&n, NodeStats::default(), t0() + secs(3))
+        .await
+        .unwrap();
+    assert_eq!(seen_by(&store).await, (NodeStatus::Up, t0() + secs(3)));
+    assert_eq!(seen_by(&after_crash).await, (NodeStatus::Up, t0()));
+    store.nodes.flush_heartbeats().await.unwrap();
+    assert_eq!(
+        seen_by(&after_crash).await,
+        (NodeStatus::Up, t0() + secs(3))
+    );
+
+    // DOWN, then back: the heartbeat that revives it is in the file when it is answered.
+    store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(10), t0() + secs(10))
+        .await
+        .unwrap();
+    store
+        .nodes
+        .heartbeat(&n, NodeStats::default(), t0() + secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen_by(&after_crash).await,
+        (NodeStatus::Up, t0() + secs(20))
+    );
+
+    // Held again, then written by the close.
+    store
+        .nodes
+        .heartbeat(&n, NodeStats::default(), t0() + secs(25))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen_by(&after_crash).await,
+        (NodeStatus::Up, t0() + secs(20))
+    );
+    store.ops.close().await.unwrap();
+    assert_eq!(
+        seen_by(&after_crash).await,
+        (NodeStatus::Up, t0() + secs(25))
+    );
+}
+
+/// Held heartbeats are written by themselves, `HELD_HEARTBEATS_WRITTEN_WITHIN` after the first
+/// of them, in one write with one `NodeUpdated` for each heartbeat.
+#[tokio::test(start_paused = true)]
+async fn sqlite_held_heartbeats_are_written_within_the_bound() {
+    use drover_store::sqlite::HELD_HEARTBEATS_WRITTEN_WITHIN as BOUND;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite(&dir.path().join("drover.db"));
+    let a = node(&store, t0()).await;
+    let b = node(&store, t0()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    store.observe(move |events: &[Event]| {
+        let _ = tx.send(events.to_vec());
+    });
+    let start = tokio::time::Instant::now();
+    for (id, at) in [(&a, 1), (&b, 1), (&a, 2)] {
+        store
+            .nodes
+            .heartbeat(id, NodeStats::default(), t0() + secs(at))
+            .await
+            .unwrap();
+    }
+    // Paused time moves only when nothing runs (the writer's thread included).
+    let written = tokio::time::timeout(BOUND * 4, rx.recv())
+        .await
+        .expect("held heartbeats were never written")
+        .unwrap();
+    assert!(start.elapsed() <= BOUND, "{:?}", start.elapsed());
+    let updated = |id: &String| Event::NodeUpdated {
+        node_id: id.clone(),
+        status: NodeStatus::Up,
+    };
+    let mut want = vec![updated(&a), updated(&a), updated(&b)];
+    let mut got = written;
+    let key = |e: &Event| format!("{e:?}");
+    want.sort_by_key(key);
+    got.sort_by_key(key);
+    assert_eq!(got, want);
+    // A second connection (what a restart would read) sees them written.
+    let other = open_sqlite(&dir.path().join("drover.db"));
+    let nodes = other.nodes.list_nodes().await.unwrap();
+    let beat = |id: &String| nodes.iter().find(|n| &n.id == id).unwrap().last_heartbeat;
+    assert_eq!((beat(&a), beat(&b)), (t0() + secs(2), t0() + secs(1)));
 }
