@@ -9,13 +9,16 @@
 //! a claim inserts each task it takes from a job's never-claimed remainder, RUNNING, with the
 //! payload its spec builds. Reads show the tasks without rows as the spec builds them. The job
 //! counters change once per job per call ([`settle_jobs`]), from the [`Deltas`] the call
-//! collected; the changes it counts itself bump `tasks.rev`, so the counting trigger skips them.
+//! collected. The writer connection runs no triggers (`mod.rs`): the schema's counting triggers
+//! are for changes made outside drover, and drover counts every change it makes itself. Those
+//! changes still bump `tasks.rev`, so that the counting trigger would skip them even on a
+//! connection that ran it.
 //!
 //! A claim builds a fresh task's payload from its job's sweep, which [`SweepCache`] keeps
 //! parsed for recently used jobs rather than parsing the spec on every claim.
 //!
-//! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a trigger, so with the default
-//! `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
+//! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a reference to its job (and,
+//! outside drover's writer, a trigger), so with the default `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
 //! the statement alone can be undone). Nothing here needs that: any error fails the whole write,
 //! which its savepoint (or transaction) undoes.
 use super::write::Tx;
@@ -49,8 +52,8 @@ fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, boo
     .map_err(map_err)
 }
 
-/// How one call changed a job: tasks moved between statuses (by changes that bump
-/// `tasks.rev`, which the trigger does not count), rows made, whether a task was claimed.
+/// How one call changed a job: tasks moved between statuses (every change drover makes; the
+/// counting trigger is for changes made outside it), rows made, whether a task was claimed.
 #[derive(Debug, Default)]
 struct JobDelta {
     new: i64,
@@ -346,13 +349,7 @@ fn apply_report(
     now: &Now,
     deltas: &mut Deltas,
 ) -> Result<ReportOutcome> {
-    let Some(task) = tx
-        .prepare_cached(rows::TASK_HEAD_BY_ID)
-        .map_err(map_err)?
-        .query_row([&report.task_id], rows::task_head)
-        .optional()
-        .map_err(map_err)?
-    else {
+    let Some(task) = rows::task_head_by_id(tx, &report.task_id)? else {
         let Some((job, _)) = unclaimed_by_id(tx, &report.task_id)? else {
             return Ok(ReportOutcome::TaskNotFound);
         };
@@ -622,17 +619,26 @@ impl JobStore for SqliteStore {
             tx.execute(
                 "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
                  WHERE outcome = 'RUNNING' AND task_seq IN
-                     (SELECT seq FROM tasks WHERE job_id = ?1 AND status = 'RUNNING')",
-                params![id, now],
+                     (SELECT seq FROM tasks WHERE job_seq = ?1 AND status = 'RUNNING')",
+                params![job.seq, now],
             )
             .map_err(map_err)?;
-            // Rows are counted by the trigger (this update leaves `rev` alone); the tasks
-            // without rows are cancelled with the job, counted here.
+            // The rows it cancels are counted here, like every change drover makes (its writer
+            // runs no triggers); so are the tasks without rows, cancelled with the job.
+            let (new_rows, running_rows): (i64, i64) = tx
+                .query_row(
+                    "SELECT count(*) FILTER (WHERE status = 'NEW'),
+                            count(*) FILTER (WHERE status = 'RUNNING')
+                     FROM tasks WHERE job_seq = ?1 AND status IN ('NEW', 'RUNNING')",
+                    [job.seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(map_err)?;
             tx.execute(
                 "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,
-                     finished_at = ?2, updated_at = ?2
-                 WHERE job_id = ?1 AND status IN ('NEW', 'RUNNING')",
-                params![id, now],
+                     finished_at = ?2, updated_at = ?2, rev = rev + 1
+                 WHERE job_seq = ?1 AND status IN ('NEW', 'RUNNING')",
+                params![job.seq, now],
             )
             .map_err(map_err)?;
             let unclaimed: i64 = tx
@@ -645,8 +651,9 @@ impl JobStore for SqliteStore {
                 .map_err(map_err)?;
             let mut deltas = Deltas::default();
             let delta = deltas.of(&id);
-            delta.new -= unclaimed;
-            delta.cancelled += unclaimed;
+            delta.new -= unclaimed + new_rows;
+            delta.running -= running_rows;
+            delta.cancelled += unclaimed + new_rows + running_rows;
             settle_jobs(tx, &deltas, &now)?;
             tx.emit(Event::JobCancelled { job_id: id.clone() });
             rows::job_by_id(tx, &id)
@@ -668,28 +675,28 @@ impl JobStore for SqliteStore {
                 .ok_or_else(|| StoreError::not_found("job", &job_id))?;
             let after = page.cursor.unwrap_or(-1);
             let want = page.limit as usize + 1;
-            // One statement per case, so each walks its own index: (job_id, idx) or
-            // (job_id, status, idx).
+            // One statement per case, so each walks its own index: (job_seq, idx) or
+            // (job_seq, status, idx).
             let mut items = match status {
                 None => conn
                     .prepare_cached(&format!(
-                        "SELECT {} FROM tasks WHERE job_id = ?1 AND idx > ?2
+                        "SELECT {} FROM tasks WHERE job_seq = ?1 AND idx > ?2
                          ORDER BY idx LIMIT ?3",
                         rows::TASK_COLUMNS
                     ))
                     .map_err(map_err)?
-                    .query_map(params![job_id, after, want as i64], rows::task)
+                    .query_map(params![job.seq, after, want as i64], rows::task)
                     .map_err(map_err)?
                     .collect::<rusqlite::Result<Vec<_>>>(),
                 Some(status) => conn
                     .prepare_cached(&format!(
-                        "SELECT {} FROM tasks WHERE job_id = ?1 AND status = ?4 AND idx > ?2
+                        "SELECT {} FROM tasks WHERE job_seq = ?1 AND status = ?4 AND idx > ?2
                          ORDER BY idx LIMIT ?3",
                         rows::TASK_COLUMNS
                     ))
                     .map_err(map_err)?
                     .query_map(
-                        params![job_id, after, want as i64, status.as_str()],
+                        params![job.seq, after, want as i64, status.as_str()],
                         rows::task,
                     )
                     .map_err(map_err)?

@@ -106,19 +106,73 @@ pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
     by_id(conn, "jobs", JOB_COLUMNS, "job", id, job)
 }
 
-/// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
-pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
-    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+/// The two statements that find a task's row by its id (schema migration 10): by its job and
+/// index for an id derived from them, through `tasks_job_idx` (integers), and by the id for any
+/// other, through `tasks_named`, whose condition the second repeats word for word so that
+/// SQLite uses that index. Both select `$columns`. (Macros, so that each statement is a
+/// literal.)
+macro_rules! task_by_id_sql {
+    ($columns:expr) => {
+        (
+            concat!(
+                "SELECT ",
+                $columns,
+                " FROM tasks WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2
+                   AND id = ?3"
+            ),
+            concat!(
+                "SELECT ",
+                $columns,
+                " FROM tasks WHERE id = ?1 AND id <> 'task-' || substr(job_id, 5) || '-' || idx"
+            ),
+        )
+    };
+}
+
+/// One task's row, by id, mapped by `map`: one of the statements of [`task_by_id_sql`] (a
+/// derived id whose row is missing is looked up by name too, as the id of a row written before
+/// derived ids could, however unlikely, take that shape).
+pub(super) fn find_task<T>(
+    conn: &Connection,
+    (derived, named): (&str, &str),
+    id: &str,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    if let Some((job_id, index)) = drover_core::ids::parse_sweep_task_id(id) {
+        let found = conn
+            .prepare_cached(derived)
+            .map_err(map_err)?
+            .query_row(rusqlite::params![job_id, index, id], map)
+            .optional()
+            .map_err(map_err)?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    conn.prepare_cached(named)
         .map_err(map_err)?
-        .query_row([id], task)
+        .query_row([id], map)
         .optional()
         .map_err(map_err)
 }
 
 /// `Task::seq` is the task's index in its job.
-pub(super) const TASK_COLUMNS: &str = "idx, id, job_id, payload, status, attempt, max_attempts, \
-    assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, \
-    last_error, created_at, output";
+macro_rules! task_columns {
+    () => {
+        "idx, id, job_id, payload, status, attempt, max_attempts, assigned_to, started_at, \
+         lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, last_error, \
+         created_at, output"
+    };
+}
+pub(super) const TASK_COLUMNS: &str = task_columns!();
+
+/// The statements that find a task's row (its [`TASK_COLUMNS`]) by its id.
+pub(super) const TASK_BY_ID_SQL: (&str, &str) = task_by_id_sql!(task_columns!());
+
+/// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
+pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
+    find_task(conn, TASK_BY_ID_SQL, id, task)
+}
 
 pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -194,9 +248,11 @@ macro_rules! task_head_columns {
     };
 }
 pub(super) const TASK_HEAD_COLUMNS: &str = task_head_columns!();
-/// One task's head by its id: the first read of every report.
-pub(super) const TASK_HEAD_BY_ID: &str =
-    concat!("SELECT ", task_head_columns!(), " FROM tasks WHERE id = ?1");
+
+/// One task's head by its id, or `None` if it has no row: the first read of every report.
+pub(super) fn task_head_by_id(conn: &Connection, id: &str) -> Result<Option<TaskHead>> {
+    find_task(conn, task_by_id_sql!(task_head_columns!()), id, task_head)
+}
 
 pub(super) struct TaskHead {
     pub seq: i64,
@@ -368,7 +424,7 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
                     COALESCE(sum(t.status = 'DONE'), 0), COALESCE(sum(t.status = 'FAILED'), 0),
                     COALESCE(sum(t.status = 'CANCELLED'), 0)
                         + CASE WHEN j.cancelled THEN j.total_tasks - j.materialised ELSE 0 END
-             FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id
+             FROM jobs j LEFT JOIN tasks t ON t.job_seq = j.seq
              GROUP BY j.id ORDER BY j.seq",
         )
         .map_err(map_err)?;
