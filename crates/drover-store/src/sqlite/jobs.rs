@@ -616,28 +616,38 @@ impl JobStore for SqliteStore {
                 }
                 CancelDecision::Cancel => {}
             }
+            // The job's running rows, through the index of all running tasks, and its NEW rows,
+            // through the job's index by status (which leaves RUNNING out).
+            const RUNNING: &str = "SELECT seq FROM tasks INDEXED BY tasks_running
+                 WHERE status = 'RUNNING' AND job_seq = ?1";
+            const NEW: &str = "SELECT seq FROM tasks INDEXED BY tasks_job_status
+                 WHERE job_seq = ?1 AND status = 'NEW'
+                     AND status <> 'RUNNING' AND status <> 'DONE'";
             tx.execute(
-                "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
-                 WHERE outcome = 'RUNNING' AND task_seq IN
-                     (SELECT seq FROM tasks WHERE job_seq = ?1 AND status = 'RUNNING')",
+                &format!(
+                    "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
+                     WHERE outcome = 'RUNNING' AND task_seq IN ({RUNNING})"
+                ),
                 params![job.seq, now],
             )
             .map_err(map_err)?;
             // The rows it cancels are counted here, like every change drover makes (its writer
             // runs no triggers); so are the tasks without rows, cancelled with the job.
-            let (new_rows, running_rows): (i64, i64) = tx
-                .query_row(
-                    "SELECT count(*) FILTER (WHERE status = 'NEW'),
-                            count(*) FILTER (WHERE status = 'RUNNING')
-                     FROM tasks WHERE job_seq = ?1 AND status IN ('NEW', 'RUNNING')",
+            let count = |select: &str| -> Result<i64> {
+                tx.query_row(
+                    &format!("SELECT count(*) FROM ({select})"),
                     [job.seq],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.get(0),
                 )
-                .map_err(map_err)?;
+                .map_err(map_err)
+            };
+            let (new_rows, running_rows) = (count(NEW)?, count(RUNNING)?);
             tx.execute(
-                "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,
-                     finished_at = ?2, updated_at = ?2, rev = rev + 1
-                 WHERE job_seq = ?1 AND status IN ('NEW', 'RUNNING')",
+                &format!(
+                    "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,
+                         finished_at = ?2, updated_at = ?2, rev = rev + 1
+                     WHERE seq IN ({NEW} UNION ALL {RUNNING})"
+                ),
                 params![job.seq, now],
             )
             .map_err(map_err)?;
@@ -675,33 +685,38 @@ impl JobStore for SqliteStore {
                 .ok_or_else(|| StoreError::not_found("job", &job_id))?;
             let after = page.cursor.unwrap_or(-1);
             let want = page.limit as usize + 1;
-            // One statement per case, so each walks its own index: (job_seq, idx) or
-            // (job_seq, status, idx).
+            // One statement per case, so each walks the index that serves it: the job's rows in
+            // order for all of them, and for its DONE ones (most of its rows, once it has run);
+            // every running task for its RUNNING ones (few, sorted); the job's index by status
+            // (which holds neither of those two) for the others.
+            let filter = match status {
+                None => "INDEXED BY tasks_job_idx WHERE job_seq = ?1 AND idx > ?2",
+                Some(TaskStatus::Done) => {
+                    "INDEXED BY tasks_job_idx WHERE job_seq = ?1 AND idx > ?2 AND status = ?4"
+                }
+                Some(TaskStatus::Running) => {
+                    "INDEXED BY tasks_running WHERE status = 'RUNNING' AND status = ?4
+                         AND job_seq = ?1 AND idx > ?2"
+                }
+                Some(_) => {
+                    "INDEXED BY tasks_job_status WHERE job_seq = ?1 AND status = ?4
+                         AND status <> 'RUNNING' AND status <> 'DONE' AND idx > ?2"
+                }
+            };
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks {filter} ORDER BY idx LIMIT ?3",
+                    rows::TASK_COLUMNS
+                ))
+                .map_err(map_err)?;
             let mut items = match status {
-                None => conn
-                    .prepare_cached(&format!(
-                        "SELECT {} FROM tasks WHERE job_seq = ?1 AND idx > ?2
-                         ORDER BY idx LIMIT ?3",
-                        rows::TASK_COLUMNS
-                    ))
-                    .map_err(map_err)?
-                    .query_map(params![job.seq, after, want as i64], rows::task)
-                    .map_err(map_err)?
-                    .collect::<rusqlite::Result<Vec<_>>>(),
-                Some(status) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {} FROM tasks WHERE job_seq = ?1 AND status = ?4 AND idx > ?2
-                         ORDER BY idx LIMIT ?3",
-                        rows::TASK_COLUMNS
-                    ))
-                    .map_err(map_err)?
-                    .query_map(
-                        params![job.seq, after, want as i64, status.as_str()],
-                        rows::task,
-                    )
-                    .map_err(map_err)?
-                    .collect::<rusqlite::Result<Vec<_>>>(),
+                None => stmt.query_map(params![job.seq, after, want as i64], rows::task),
+                Some(s) => {
+                    stmt.query_map(params![job.seq, after, want as i64, s.as_str()], rows::task)
+                }
             }
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)?;
             // The tasks without rows follow every row (they are the job's last), all of one
             // status.
@@ -942,7 +957,7 @@ impl JobStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{JobStore, NewJob, NodeStore};
+    use crate::{JobStore, NewJob, NodeStore, StoreOps};
     use chrono::Utc;
     use drover_core::NodeInfo;
     use drover_core::sweep::{Dimension, SweepSpec};
@@ -1111,6 +1126,120 @@ mod tests {
         assert_eq!(got, want);
         // Too wide to keep: parsed, not held, nothing evicted for it.
         assert_eq!(held(vec![wide]).await, want);
+    }
+
+    /// The listing by each status, each through its own index (`INDEXED BY`: a statement whose
+    /// index cannot serve it fails), equals the full listing filtered; a cancel finds the job's
+    /// running and NEW rows and counts them, and the counts still match the rows.
+    #[tokio::test]
+    async fn each_status_is_listed_and_cancelled_through_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let mut job = new_job(0);
+        job.max_attempts = 2;
+        let sweep = Sweep::new(SweepSpec::counting("x", "x", 12), u64::MAX).unwrap();
+        let job = store.create_job(job, sweep, Utc::now()).await.unwrap();
+        let node = store
+            .register_node(NodeInfo::default().into(), None, Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let claimed = store.claim(&node, 7, Utc::now()).await.unwrap();
+        let report = |i: usize, kind: ReportKind| Report {
+            task_id: claimed[i].id.clone(),
+            node_id: node.clone(),
+            attempt: Some(claimed[i].attempt),
+            kind,
+        };
+        let fail = |retriable| ReportKind::Fail {
+            error: "no".into(),
+            retriable,
+        };
+        let done = ReportKind::Complete(drover_core::TaskResult::default());
+        store
+            .report(
+                vec![
+                    report(0, done.clone()),
+                    report(2, done),
+                    report(3, fail(true)),
+                    report(5, fail(false)),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let list = |status: Option<TaskStatus>| {
+            let store = store.clone();
+            let job = job.id.clone();
+            async move {
+                let mut ids = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = store
+                        .list_tasks(&job, status, Page { cursor, limit: 2 })
+                        .await
+                        .unwrap();
+                    ids.extend(page.items.into_iter().map(|t| (t.seq, t.status)));
+                    match page.next_cursor {
+                        Some(c) => cursor = Some(c),
+                        None => return ids,
+                    }
+                }
+            }
+        };
+        let all = list(None).await;
+        assert_eq!(all.len(), 12);
+        let statuses = [
+            TaskStatus::New,
+            TaskStatus::Running,
+            TaskStatus::Done,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ];
+        let check = |all: Vec<(i64, TaskStatus)>| async move {
+            for status in statuses {
+                let want: Vec<_> = all.iter().filter(|t| t.1 == status).cloned().collect();
+                assert_eq!(list(Some(status)).await, want, "{status:?}");
+            }
+        };
+        let by = |s: TaskStatus| {
+            all.iter()
+                .filter(|t| t.1 == s)
+                .map(|t| t.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(TaskStatus::Done), [0, 2]);
+        assert_eq!(by(TaskStatus::Running), [1, 4, 6]);
+        assert_eq!(by(TaskStatus::Failed), [5]);
+        assert_eq!(
+            by(TaskStatus::New),
+            [3, 7, 8, 9, 10, 11],
+            "a retry's row, then no rows"
+        );
+        check(all.clone()).await;
+
+        store.cancel_job(&job.id, Utc::now()).await.unwrap();
+        let all = list(None).await;
+        let by = |s: TaskStatus| {
+            all.iter()
+                .filter(|t| t.1 == s)
+                .map(|t| t.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(TaskStatus::Cancelled), [1, 3, 4, 6, 7, 8, 9, 10, 11]);
+        check(all.clone()).await;
+        let counts = store.get_job(&job.id).await.unwrap().counts;
+        assert_eq!(
+            (
+                counts.new,
+                counts.running,
+                counts.done,
+                counts.failed,
+                counts.cancelled
+            ),
+            (0, 0, 2, 1, 9)
+        );
+        assert_eq!(store.audit_job_counts().await.unwrap(), []);
     }
 
     fn spec_len(sweep: &Sweep) -> usize {
