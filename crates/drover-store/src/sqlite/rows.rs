@@ -108,8 +108,7 @@ pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
 
 /// The two statements that find a task's row by its id (schema migration 10): by its job and
 /// index for an id derived from them, through `tasks_job_idx` (integers), and by the id for any
-/// other, through `tasks_named`, whose condition the second repeats word for word so that
-/// SQLite uses that index. Both select `$columns`. (Macros, so that each statement is a
+/// other, through `task_names`. Both select `$columns`. (Macros, so that each statement is a
 /// literal.)
 macro_rules! task_by_id_sql {
     ($columns:expr) => {
@@ -123,7 +122,7 @@ macro_rules! task_by_id_sql {
             concat!(
                 "SELECT ",
                 $columns,
-                " FROM tasks WHERE id = ?1 AND id <> 'task-' || substr(job_id, 5) || '-' || idx"
+                " FROM tasks WHERE seq = (SELECT task_seq FROM task_names WHERE id = ?1)"
             ),
         )
     };
