@@ -348,8 +348,9 @@ fn apply_report(
     report: &Report,
     now: &Now,
     deltas: &mut Deltas,
+    last_job: &mut rows::LastJob,
 ) -> Result<ReportOutcome> {
-    let Some(task) = rows::task_head_by_id(tx, &report.task_id)? else {
+    let Some(task) = rows::task_head_by_id(tx, last_job, &report.task_id)? else {
         let Some((job, _)) = unclaimed_by_id(tx, &report.task_id)? else {
             return Ok(ReportOutcome::TaskNotFound);
         };
@@ -914,8 +915,9 @@ impl JobStore for SqliteStore {
             let now = Now::new(now);
             let mut outcomes = Vec::with_capacity(reports.len());
             let mut deltas = Deltas::default();
+            let mut last_job = rows::LastJob::default();
             for report in &reports {
-                outcomes.push(apply_report(tx, report, &now, &mut deltas)?);
+                outcomes.push(apply_report(tx, report, &now, &mut deltas, &mut last_job)?);
             }
             settle_jobs(tx, &deltas, &now.text)?;
             Ok(outcomes)

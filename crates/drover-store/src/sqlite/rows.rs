@@ -106,18 +106,17 @@ pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
     by_id(conn, "jobs", JOB_COLUMNS, "job", id, job)
 }
 
-/// The two statements that find a task's row by its id (schema migration 10): by its job and
-/// index for an id derived from them, through `tasks_job_idx` (integers), and by the id for any
-/// other, through `task_names`. Both select `$columns`. (Macros, so that each statement is a
-/// literal.)
+/// The two statements that find a task's row by its id (schema migration 10): by its job's
+/// `seq` and its index for an id derived from them, through `tasks_job_idx` (integers), and by
+/// the id for any other, through `task_names`. Both select `$columns`. (Macros, so that each
+/// statement is a literal.)
 macro_rules! task_by_id_sql {
     ($columns:expr) => {
         (
             concat!(
                 "SELECT ",
                 $columns,
-                " FROM tasks WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND idx = ?2
-                   AND id = ?3"
+                " FROM tasks WHERE job_seq = ?1 AND idx = ?2 AND id = ?3"
             ),
             concat!(
                 "SELECT ",
@@ -128,20 +127,51 @@ macro_rules! task_by_id_sql {
     };
 }
 
+/// The job one call last found a task of, by the hex of its id, and its `seq`: the tasks one
+/// call looks up (a batch of reports) are nearly always of one job, so each after the first is
+/// found without reading the job. Kept for one call only (a job's `seq` never changes, but a
+/// job written and rolled back within a call's group could have had a `seq` another job takes).
+#[derive(Default)]
+pub(super) struct LastJob(Option<(String, i64)>);
+
+impl LastJob {
+    /// The `seq` of the job `job-<hex>`, or `None` if there is none.
+    fn seq(&mut self, conn: &Connection, hex: &str) -> Result<Option<i64>> {
+        if let Some((last, seq)) = &self.0
+            && last == hex
+        {
+            return Ok(Some(*seq));
+        }
+        let seq: Option<i64> = conn
+            .prepare_cached("SELECT seq FROM jobs WHERE id = 'job-' || ?1")
+            .map_err(map_err)?
+            .query_row([hex], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        if let Some(seq) = seq {
+            self.0 = Some((hex.to_string(), seq));
+        }
+        Ok(seq)
+    }
+}
+
 /// One task's row, by id, mapped by `map`: one of the statements of [`task_by_id_sql`] (a
 /// derived id whose row is missing is looked up by name too, as the id of a row written before
 /// derived ids could, however unlikely, take that shape).
 pub(super) fn find_task<T>(
     conn: &Connection,
     (derived, named): (&str, &str),
+    last: &mut LastJob,
     id: &str,
     map: fn(&Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Option<T>> {
-    if let Some((job_id, index)) = drover_core::ids::parse_sweep_task_id(id) {
+    if let Some((hex, index)) = drover_core::ids::sweep_task_id_parts(id)
+        && let Some(job_seq) = last.seq(conn, hex)?
+    {
         let found = conn
             .prepare_cached(derived)
             .map_err(map_err)?
-            .query_row(rusqlite::params![job_id, index, id], map)
+            .query_row(rusqlite::params![job_seq, index, id], map)
             .optional()
             .map_err(map_err)?;
         if found.is_some() {
@@ -170,7 +200,7 @@ pub(super) const TASK_BY_ID_SQL: (&str, &str) = task_by_id_sql!(task_columns!())
 
 /// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
 pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
-    find_task(conn, TASK_BY_ID_SQL, id, task)
+    find_task(conn, TASK_BY_ID_SQL, &mut LastJob::default(), id, task)
 }
 
 pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
@@ -249,8 +279,18 @@ macro_rules! task_head_columns {
 pub(super) const TASK_HEAD_COLUMNS: &str = task_head_columns!();
 
 /// One task's head by its id, or `None` if it has no row: the first read of every report.
-pub(super) fn task_head_by_id(conn: &Connection, id: &str) -> Result<Option<TaskHead>> {
-    find_task(conn, task_by_id_sql!(task_head_columns!()), id, task_head)
+pub(super) fn task_head_by_id(
+    conn: &Connection,
+    last: &mut LastJob,
+    id: &str,
+) -> Result<Option<TaskHead>> {
+    find_task(
+        conn,
+        task_by_id_sql!(task_head_columns!()),
+        last,
+        id,
+        task_head,
+    )
 }
 
 pub(super) struct TaskHead {

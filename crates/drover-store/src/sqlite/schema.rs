@@ -999,7 +999,7 @@ mod tests {
                 .join(" | ")
         };
         let (by_job, by_name) = super::super::rows::TASK_BY_ID_SQL;
-        let by_job_plan = plan(by_job, params![job, 1, derived(1)]);
+        let by_job_plan = plan(by_job, params![1, 1, derived(1)]);
         assert!(
             by_job_plan.contains("tasks USING INDEX tasks_job_idx (job_seq=? AND idx=?)"),
             "{by_job_plan}"
@@ -1013,9 +1013,9 @@ mod tests {
         let found = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Option<String> {
             conn.query_row(sql, p, |r| r.get(1)).optional().unwrap()
         };
-        assert_eq!(found(by_job, params![job, 1, derived(1)]), Some(derived(1)));
+        assert_eq!(found(by_job, params![1, 1, derived(1)]), Some(derived(1)));
         assert_eq!(
-            found(by_job, params![job, 0, derived(0)]),
+            found(by_job, params![1, 0, derived(0)]),
             None,
             "task 0 is named"
         );
