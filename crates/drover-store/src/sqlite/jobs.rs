@@ -34,7 +34,7 @@ use drover_core::{
     TaskStatus, Timestamp, ids, sweep::Sweep,
 };
 use hashlink::LruCache;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, ToSql, Transaction, params};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -474,6 +474,41 @@ fn apply_report(
     Ok(reply)
 }
 
+/// Most rows one INSERT of [`insert_rows`] writes. A claim of a thousand tasks wrote a
+/// thousand rows of each of two tables one statement each; a statement's own cost (its
+/// cursors, its start and its end) was a tenth of a claim's instructions.
+const ROWS_PER_INSERT: [usize; 3] = [32, 4, 1];
+
+/// Inserts `rows` with `head` (an `INSERT INTO ... VALUES `) and `row` (one row's values, `?`
+/// for each of those `push` gives), as few statements as [`ROWS_PER_INSERT`] allows, in order.
+fn insert_rows<'a, R>(
+    tx: &Transaction<'_>,
+    head: &str,
+    row: &str,
+    rows: &'a [R],
+    push: impl Fn(&'a R, &mut Vec<&'a dyn ToSql>),
+) -> Result<()> {
+    let mut rest = rows;
+    let mut values = Vec::new();
+    for size in ROWS_PER_INSERT {
+        if rest.len() < size {
+            continue;
+        }
+        let sql = format!("{head}{}", vec![row; size].join(", "));
+        let mut insert = tx.prepare_cached(&sql).map_err(map_err)?;
+        while rest.len() >= size {
+            let (chunk, later) = rest.split_at(size);
+            values.clear();
+            for r in chunk {
+                push(r, &mut values);
+            }
+            insert.execute(values.as_slice()).map_err(map_err)?;
+            rest = later;
+        }
+    }
+    Ok(())
+}
+
 /// A call's instant, and its stored text formatted once.
 struct Now {
     at: Timestamp,
@@ -790,26 +825,16 @@ impl JobStore for SqliteStore {
                      WHERE seq = ?1",
                 )
                 .map_err(map_err)?;
-            let mut insert_running = tx
-                .prepare_cached(
-                    "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
-                         attempt, max_attempts, timeout_ms, assigned_to, started_at,
-                         lease_expires_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'RUNNING', ?7, ?8, ?9, ?10, ?11, ?12, ?13,
-                         ?11)",
-                )
-                .map_err(map_err)?;
-            let mut record_attempt = tx
-                .prepare_cached(
-                    "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
-                         outcome)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'RUNNING')",
-                )
-                .map_err(map_err)?;
             let mut fresh: Vec<Option<Fresh>> = Vec::new();
             fresh.resize_with(unclaimed.len(), || None);
             let mut deltas = Deltas::default();
             let mut claimed = Vec::with_capacity(picks.len());
+            // Rows written after the loop, in multi-row statements: each fresh task's row (its
+            // `seq`, the claimed task, its job's remainder, its index) and each claim's attempt
+            // (the task's `seq`, the claimed task).
+            let mut fresh_rows: Vec<(i64, usize, usize, u64)> = Vec::new();
+            let mut attempts: Vec<(i64, usize)> = Vec::with_capacity(picks.len());
+            let mut next_seq: Option<i64> = None;
             for pick in picks {
                 let (seq, task) = match pick {
                     ClaimPick::Row(i) => {
@@ -859,25 +884,20 @@ impl JobStore for SqliteStore {
                                 })
                             }
                         };
+                        // The `seq` SQLite would give the row (one past the largest), given
+                        // here so that the rows can be written together, after the loop.
+                        let seq = match next_seq {
+                            Some(seq) => seq,
+                            None => tx
+                                .prepare_cached("SELECT COALESCE(max(seq), 0) + 1 FROM tasks")
+                                .map_err(map_err)?
+                                .query_row([], |r| r.get(0))
+                                .map_err(map_err)?,
+                        };
+                        next_seq = Some(seq + 1);
+                        fresh_rows.push((seq, claimed.len(), remainder, index));
                         let id = ids::sweep_task_id(&job.job_id, index);
                         let payload = serde_json::Value::Object(f.sweep.payload(index)).to_string();
-                        let seq = insert_running
-                            .insert(params![
-                                id,
-                                job.job_id,
-                                job.seq,
-                                index,
-                                job.priority,
-                                payload,
-                                f.grant.attempt,
-                                job.max_attempts,
-                                job.timeout_ms,
-                                node_id,
-                                now.text,
-                                f.lease_text,
-                                f.created_text
-                            ])
-                            .map_err(map_err)?;
                         let delta = deltas.of(&job.job_id);
                         delta.moved(TaskStatus::New, TaskStatus::Running);
                         delta.materialised += 1;
@@ -892,9 +912,7 @@ impl JobStore for SqliteStore {
                         (seq, task)
                     }
                 };
-                record_attempt
-                    .execute(params![seq, task.attempt, task.id, node_id, now.text])
-                    .map_err(map_err)?;
+                attempts.push((seq, claimed.len()));
                 tx.emit(Event::TaskClaimed {
                     task_id: task.id.clone(),
                     job_id: task.job_id.clone(),
@@ -903,7 +921,56 @@ impl JobStore for SqliteStore {
                 });
                 claimed.push(task);
             }
-            drop((take_stored, insert_running, record_attempt));
+            drop(take_stored);
+            insert_rows(
+                tx,
+                "INSERT INTO tasks (seq, id, job_id, job_seq, idx, priority, payload, status,
+                     attempt, max_attempts, timeout_ms, assigned_to, started_at,
+                     lease_expires_at, created_at, updated_at) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?)",
+                &fresh_rows,
+                |(seq, task, remainder, index), values| {
+                    let (task, job) = (&claimed[*task], &unclaimed[*remainder]);
+                    // Made when the job's first fresh task was picked.
+                    let Some(f) = &fresh[*remainder] else {
+                        unreachable!("a fresh task's job has its grant")
+                    };
+                    values.extend([
+                        seq as &dyn ToSql,
+                        &task.id,
+                        &job.job_id,
+                        &job.seq,
+                        index,
+                        &job.priority,
+                        &task.payload,
+                        &f.grant.attempt,
+                        &job.max_attempts,
+                        &job.timeout_ms,
+                        &node_id,
+                        &now.text,
+                        &f.lease_text,
+                        &f.created_text,
+                        &now.text,
+                    ]);
+                },
+            )?;
+            insert_rows(
+                tx,
+                "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
+                     outcome) VALUES ",
+                "(?, ?, ?, ?, ?, 'RUNNING')",
+                &attempts,
+                |(seq, task), values| {
+                    let task = &claimed[*task];
+                    values.extend([
+                        seq as &dyn ToSql,
+                        &task.attempt,
+                        &task.id,
+                        &node_id,
+                        &now.text,
+                    ]);
+                },
+            )?;
             settle_jobs(tx, &deltas, &now.text)?;
             Ok(claimed)
         })
@@ -1242,6 +1309,81 @@ mod tests {
             (0, 0, 2, 1, 9)
         );
         assert_eq!(store.audit_job_counts().await.unwrap(), []);
+    }
+
+    /// A claim writes its fresh tasks' rows and every attempt in multi-row statements: each
+    /// claimed task has its row, with the `seq` SQLite would have given it, and its attempt,
+    /// whatever the claim's size (every chunk size, and a retried task's row among them).
+    #[tokio::test]
+    async fn a_claim_writes_a_row_and_an_attempt_for_each_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let sweep = Sweep::new(SweepSpec::counting("x", "x", 100), u64::MAX).unwrap();
+        let job = store
+            .create_job(new_job(0), sweep, Utc::now())
+            .await
+            .unwrap();
+        let node = store
+            .register_node(NodeInfo::default().into(), None, Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let first = store.claim(&node, 3, Utc::now()).await.unwrap();
+        let retry = ReportKind::Fail {
+            error: "again".into(),
+            retriable: true,
+        };
+        let report = Report {
+            task_id: first[1].id.clone(),
+            node_id: node.clone(),
+            attempt: Some(1),
+            kind: retry,
+        };
+        store.report(vec![report], Utc::now()).await.unwrap();
+        let mut claimed = first.len();
+        for max in [37, 1, 5, 40] {
+            let tasks = store.claim(&node, max, Utc::now()).await.unwrap();
+            assert_eq!(tasks.len(), max as usize);
+            claimed += tasks.len();
+        }
+        assert_eq!(
+            tasks_of(&store, &job.id).await,
+            claimed - 1,
+            "one task claimed twice"
+        );
+        let rows: Vec<(i64, i64, u32, i64)> = store
+            .with_conn(|c| {
+                c.prepare(
+                    "SELECT t.seq, t.idx, t.attempt,
+                            (SELECT count(*) FROM task_attempts a
+                             WHERE a.task_seq = t.seq AND a.task_id = t.id)
+                     FROM tasks t ORDER BY t.seq",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        for (i, (seq, idx, attempt, attempts)) in rows.iter().enumerate() {
+            assert_eq!((*seq, *idx), (i as i64 + 1, i as i64));
+            let retried = *idx == 1;
+            assert_eq!(*attempt, if retried { 2 } else { 1 });
+            assert_eq!(*attempts, i64::from(*attempt), "task {idx}");
+        }
+        assert_eq!(store.audit_job_counts().await.unwrap(), []);
+    }
+
+    /// How many of `job`'s tasks are running.
+    async fn tasks_of(store: &SqliteStore, job: &str) -> usize {
+        let page = Page {
+            cursor: None,
+            limit: 1000,
+        };
+        let running = store.list_tasks(job, Some(TaskStatus::Running), page);
+        running.await.unwrap().items.len()
     }
 
     fn spec_len(sweep: &Sweep) -> usize {
