@@ -160,7 +160,7 @@ impl LastJob {
 /// derived ids could, however unlikely, take that shape).
 pub(super) fn find_task<T>(
     conn: &Connection,
-    (derived, named): (&str, &str),
+    (derived, named): (&mut rusqlite::Statement<'_>, &str),
     last: &mut LastJob,
     id: &str,
     map: fn(&Row<'_>) -> rusqlite::Result<T>,
@@ -168,9 +168,7 @@ pub(super) fn find_task<T>(
     if let Some((hex, index)) = drover_core::ids::sweep_task_id_parts(id)
         && let Some(job_seq) = last.seq(conn, hex)?
     {
-        let found = conn
-            .prepare_cached(derived)
-            .map_err(map_err)?
+        let found = derived
             .query_row(rusqlite::params![job_seq, index, id], map)
             .optional()
             .map_err(map_err)?;
@@ -200,7 +198,15 @@ pub(super) const TASK_BY_ID_SQL: (&str, &str) = task_by_id_sql!(task_columns!())
 
 /// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
 pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
-    find_task(conn, TASK_BY_ID_SQL, &mut LastJob::default(), id, task)
+    let (derived, named) = TASK_BY_ID_SQL;
+    let mut derived = conn.prepare_cached(derived).map_err(map_err)?;
+    find_task(
+        conn,
+        (&mut derived, named),
+        &mut LastJob::default(),
+        id,
+        task,
+    )
 }
 
 pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
@@ -278,19 +284,19 @@ macro_rules! task_head_columns {
 }
 pub(super) const TASK_HEAD_COLUMNS: &str = task_head_columns!();
 
+/// The statements that find a task's head by its id.
+pub(super) const TASK_HEAD_BY_ID_SQL: (&str, &str) = task_by_id_sql!(task_head_columns!());
+
 /// One task's head by its id, or `None` if it has no row: the first read of every report.
+/// `derived` is the first statement of [`TASK_HEAD_BY_ID_SQL`], prepared by the caller (once
+/// for all the reports of a call).
 pub(super) fn task_head_by_id(
     conn: &Connection,
+    derived: &mut rusqlite::Statement<'_>,
     last: &mut LastJob,
     id: &str,
 ) -> Result<Option<TaskHead>> {
-    find_task(
-        conn,
-        task_by_id_sql!(task_head_columns!()),
-        last,
-        id,
-        task_head,
-    )
+    find_task(conn, (derived, TASK_HEAD_BY_ID_SQL.1), last, id, task_head)
 }
 
 pub(super) struct TaskHead {
