@@ -468,7 +468,7 @@ fn apply_report(
 
 /// Most rows one INSERT of [`insert_rows`] writes. A claim of a thousand tasks wrote a
 /// thousand rows of each of two tables one statement each; a statement's own cost (its
-/// cursors, its start and its end) was a tenth of a claim's instructions.
+/// cursors, its start and its end) was about a seventh of a claim's instructions.
 const ROWS_PER_INSERT: [usize; 3] = [32, 4, 1];
 
 /// Inserts `rows` with `head` (an `INSERT INTO ... VALUES `) and `row` (one row's values, `?`
@@ -503,7 +503,7 @@ fn insert_rows<'a, R>(
 
 /// What every report of a call uses, made once per call: the statements each runs (taken from
 /// the statement cache once rather than once per report: a fetch and a return cost a report a
-/// twentieth of its instructions) and the job its lookup last found.
+/// tenth of its instructions) and the job its lookup last found.
 struct EveryReport<'t> {
     /// The lookup of a task's head by its job and index (`rows::TASK_HEAD_BY_ID_SQL`).
     head: rusqlite::CachedStatement<'t>,

@@ -102,7 +102,7 @@ impl SqliteStore {
         // The writer runs no triggers. The schema's triggers keep the job counters and status
         // right when a task is changed by hand (the contract's force reset, from another
         // connection); drover counts each change it makes itself (`jobs.rs`), and a trigger
-        // run per updated row, even one whose condition skips it, costs a report a twelfth of
+        // run per updated row, even one whose condition skips it, cost a report an eighth of
         // its instructions (SQLite builds a frame for the trigger's program on every row).
         // Statements are compiled without them from here on.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)

@@ -338,7 +338,7 @@ ALTER TABLE task_attempts_v9 RENAME TO task_attempts;
 ///   derived so (rows written before derived ids, with random ids) are kept by id, in
 ///   `task_names`, which maps each to its task's `seq`; drover makes no such rows any more, so a
 ///   claim's insert writes nothing there (a partial index of them on `tasks` cost every insert
-///   the evaluation of its condition, a third as much as the insert's other indexes). An
+///   the evaluation of its condition and a cursor, an eighth of the insert). An
 ///   operator's SQL by id (the contract's force reset) still works, by a scan of the table.
 /// * The job's indexes (`tasks_job_idx`, `tasks_job_status`) key the job by its `seq`, and the
 ///   row's reference to its job is checked on `job_seq` (a rowid lookup) instead of `job_id`
