@@ -24,6 +24,13 @@ pub fn sweep_task_id(job_id: &str, index: u64) -> String {
 /// written before sweep task ids existed, or anything else). Only the canonical form parses, so
 /// each task has exactly one id.
 pub fn parse_sweep_task_id(id: &str) -> Option<(String, u64)> {
+    let (hex, index) = sweep_task_id_parts(id)?;
+    Some((format!("job-{hex}"), index))
+}
+
+/// [`parse_sweep_task_id`] without building the job id: the hex of the job id (what follows
+/// `job-`), borrowed from `id`, and the index.
+pub fn sweep_task_id_parts(id: &str) -> Option<(&str, u64)> {
     let rest = id.strip_prefix("task-")?;
     let (hex, index) = rest.split_once('-')?;
     let is_hex = hex.len() == 32
@@ -36,7 +43,7 @@ pub fn parse_sweep_task_id(id: &str) -> Option<(String, u64)> {
     if !is_hex || !canonical {
         return None;
     }
-    Some((format!("job-{hex}"), index.parse().ok()?))
+    Some((hex, index.parse().ok()?))
 }
 
 pub fn node_id() -> String {
@@ -64,6 +71,7 @@ mod tests {
         let id = sweep_task_id(&job, 17);
         assert_eq!(id, format!("task-{}-17", &job[4..]));
         assert_eq!(parse_sweep_task_id(&id), Some((job.clone(), 17)));
+        assert_eq!(sweep_task_id_parts(&id), Some((&job[4..], 17)));
         assert_eq!(
             parse_sweep_task_id(&sweep_task_id(&job, u64::MAX)),
             Some((job, u64::MAX))
@@ -87,6 +95,7 @@ mod tests {
             format!("task-{hex}"),
         ] {
             assert_eq!(parse_sweep_task_id(&id), None, "{id}");
+            assert_eq!(sweep_task_id_parts(&id), None, "{id}");
         }
         assert_eq!(
             parse_sweep_task_id(&format!("task-{hex}-0")),

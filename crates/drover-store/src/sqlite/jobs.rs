@@ -9,13 +9,16 @@
 //! a claim inserts each task it takes from a job's never-claimed remainder, RUNNING, with the
 //! payload its spec builds. Reads show the tasks without rows as the spec builds them. The job
 //! counters change once per job per call ([`settle_jobs`]), from the [`Deltas`] the call
-//! collected; the changes it counts itself bump `tasks.rev`, so the counting trigger skips them.
+//! collected. The writer connection runs no triggers (`mod.rs`): the schema's counting triggers
+//! are for changes made outside drover, and drover counts every change it makes itself. Those
+//! changes still bump `tasks.rev`, so that the counting trigger would skip them even on a
+//! connection that ran it.
 //!
 //! A claim builds a fresh task's payload from its job's sweep, which [`SweepCache`] keeps
 //! parsed for recently used jobs rather than parsing the spec on every claim.
 //!
-//! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a trigger, so with the default
-//! `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
+//! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a reference to its job (and,
+//! outside drover's writer, a trigger), so with the default `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
 //! the statement alone can be undone). Nothing here needs that: any error fails the whole write,
 //! which its savepoint (or transaction) undoes.
 use super::write::Tx;
@@ -31,7 +34,7 @@ use drover_core::{
     TaskStatus, Timestamp, ids, sweep::Sweep,
 };
 use hashlink::LruCache;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, ToSql, Transaction, params};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,8 +52,8 @@ fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, boo
     .map_err(map_err)
 }
 
-/// How one call changed a job: tasks moved between statuses (by changes that bump
-/// `tasks.rev`, which the trigger does not count), rows made, whether a task was claimed.
+/// How one call changed a job: tasks moved between statuses (every change drover makes; the
+/// counting trigger is for changes made outside it), rows made, whether a task was claimed.
 #[derive(Debug, Default)]
 struct JobDelta {
     new: i64,
@@ -345,13 +348,10 @@ fn apply_report(
     report: &Report,
     now: &Now,
     deltas: &mut Deltas,
+    each: &mut EveryReport<'_>,
 ) -> Result<ReportOutcome> {
-    let Some(task) = tx
-        .prepare_cached(rows::TASK_HEAD_BY_ID)
-        .map_err(map_err)?
-        .query_row([&report.task_id], rows::task_head)
-        .optional()
-        .map_err(map_err)?
+    let Some(task) =
+        rows::task_head_by_id(tx, &mut each.head, &mut each.last_job, &report.task_id)?
     else {
         let Some((job, _)) = unclaimed_by_id(tx, &report.task_id)? else {
             return Ok(ReportOutcome::TaskNotFound);
@@ -418,23 +418,17 @@ fn apply_report(
     };
     match &report.kind {
         ReportKind::Complete(result) => {
-            tx.prepare_cached(
-                "UPDATE OR FAIL tasks SET status = 'DONE', lease_expires_at = NULL, finished_at = ?2,
-                     runtime_ms = ?3, iter = ?4, fopt = ?5, result_json = ?6, output = ?7,
-                     updated_at = ?2, rev = rev + 1
-                 WHERE seq = ?1",
-            )
-            .map_err(map_err)?
-            .execute(params![
-                task.seq,
-                now.text,
-                result.runtime_ms,
-                result.iter,
-                result.fopt,
-                result.result_json,
-                result.output
-            ])
-            .map_err(map_err)?;
+            each.complete
+                .execute(params![
+                    task.seq,
+                    now.text,
+                    result.runtime_ms,
+                    result.iter,
+                    result.fopt,
+                    result.result_json,
+                    result.output
+                ])
+                .map_err(map_err)?;
         }
         ReportKind::Fail { error, .. } => move_task(tx, task.seq, to, error, now.at)?,
     }
@@ -443,19 +437,15 @@ fn apply_report(
         ReportKind::Fail { error, .. } => Some(error.as_str()),
         ReportKind::Complete(_) => None,
     };
-    tx.prepare_cached(
-        "UPDATE task_attempts SET outcome = ?3, ended_at = ?4, error = ?5
-         WHERE task_seq = ?1 AND attempt = ?2",
-    )
-    .map_err(map_err)?
-    .execute(params![
-        task.seq,
-        task.attempt,
-        attempt_outcome.as_str(),
-        now.text,
-        error
-    ])
-    .map_err(map_err)?;
+    each.end_attempt
+        .execute(params![
+            task.seq,
+            task.attempt,
+            attempt_outcome.as_str(),
+            now.text,
+            error
+        ])
+        .map_err(map_err)?;
     let (task_id, job_id, node_id, attempt) =
         (task.id, task.job_id, report.node_id.clone(), task.attempt);
     tx.emit(match reply {
@@ -474,6 +464,72 @@ fn apply_report(
         },
     });
     Ok(reply)
+}
+
+/// Most rows one INSERT of [`insert_rows`] writes. A claim of a thousand tasks wrote a
+/// thousand rows of each of two tables one statement each; a statement's own cost (its
+/// cursors, its start and its end) was about a seventh of a claim's instructions.
+const ROWS_PER_INSERT: [usize; 3] = [32, 4, 1];
+
+/// Inserts `rows` with `head` (an `INSERT INTO ... VALUES `) and `row` (one row's values, `?`
+/// for each of those `push` gives), as few statements as [`ROWS_PER_INSERT`] allows, in order.
+fn insert_rows<'a, R>(
+    tx: &Transaction<'_>,
+    head: &str,
+    row: &str,
+    rows: &'a [R],
+    push: impl Fn(&'a R, &mut Vec<&'a dyn ToSql>),
+) -> Result<()> {
+    let mut rest = rows;
+    let mut values = Vec::new();
+    for size in ROWS_PER_INSERT {
+        if rest.len() < size {
+            continue;
+        }
+        let sql = format!("{head}{}", vec![row; size].join(", "));
+        let mut insert = tx.prepare_cached(&sql).map_err(map_err)?;
+        while rest.len() >= size {
+            let (chunk, later) = rest.split_at(size);
+            values.clear();
+            for r in chunk {
+                push(r, &mut values);
+            }
+            insert.execute(values.as_slice()).map_err(map_err)?;
+            rest = later;
+        }
+    }
+    Ok(())
+}
+
+/// What every report of a call uses, made once per call: the statements each runs (taken from
+/// the statement cache once rather than once per report: a fetch and a return cost a report a
+/// tenth of its instructions) and the job its lookup last found.
+struct EveryReport<'t> {
+    /// The lookup of a task's head by its job and index (`rows::TASK_HEAD_BY_ID_SQL`).
+    head: rusqlite::CachedStatement<'t>,
+    complete: rusqlite::CachedStatement<'t>,
+    end_attempt: rusqlite::CachedStatement<'t>,
+    last_job: rows::LastJob,
+}
+
+impl<'t> EveryReport<'t> {
+    fn prepare(tx: &'t Transaction<'_>) -> Result<Self> {
+        let prepare = |sql: &str| tx.prepare_cached(sql).map_err(map_err);
+        Ok(EveryReport {
+            head: prepare(rows::TASK_HEAD_BY_ID_SQL.0)?,
+            complete: prepare(
+                "UPDATE OR FAIL tasks SET status = 'DONE', lease_expires_at = NULL,
+                     finished_at = ?2, runtime_ms = ?3, iter = ?4, fopt = ?5, result_json = ?6,
+                     output = ?7, updated_at = ?2, rev = rev + 1
+                 WHERE seq = ?1",
+            )?,
+            end_attempt: prepare(
+                "UPDATE task_attempts SET outcome = ?3, ended_at = ?4, error = ?5
+                 WHERE task_seq = ?1 AND attempt = ?2",
+            )?,
+            last_job: rows::LastJob::default(),
+        })
+    }
 }
 
 /// A call's instant, and its stored text formatted once.
@@ -619,20 +675,39 @@ impl JobStore for SqliteStore {
                 }
                 CancelDecision::Cancel => {}
             }
+            // The job's running rows, through the index of all running tasks, and its NEW rows,
+            // through the job's index by status (which leaves RUNNING out).
+            const RUNNING: &str = "SELECT seq FROM tasks INDEXED BY tasks_running
+                 WHERE status = 'RUNNING' AND job_seq = ?1";
+            const NEW: &str = "SELECT seq FROM tasks INDEXED BY tasks_job_status
+                 WHERE job_seq = ?1 AND status = 'NEW'
+                     AND status <> 'RUNNING' AND status <> 'DONE'";
             tx.execute(
-                "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
-                 WHERE outcome = 'RUNNING' AND task_seq IN
-                     (SELECT seq FROM tasks WHERE job_id = ?1 AND status = 'RUNNING')",
-                params![id, now],
+                &format!(
+                    "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
+                     WHERE outcome = 'RUNNING' AND task_seq IN ({RUNNING})"
+                ),
+                params![job.seq, now],
             )
             .map_err(map_err)?;
-            // Rows are counted by the trigger (this update leaves `rev` alone); the tasks
-            // without rows are cancelled with the job, counted here.
+            // The rows it cancels are counted here, like every change drover makes (its writer
+            // runs no triggers); so are the tasks without rows, cancelled with the job.
+            let count = |select: &str| -> Result<i64> {
+                tx.query_row(
+                    &format!("SELECT count(*) FROM ({select})"),
+                    [job.seq],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)
+            };
+            let (new_rows, running_rows) = (count(NEW)?, count(RUNNING)?);
             tx.execute(
-                "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,
-                     finished_at = ?2, updated_at = ?2
-                 WHERE job_id = ?1 AND status IN ('NEW', 'RUNNING')",
-                params![id, now],
+                &format!(
+                    "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,
+                         finished_at = ?2, updated_at = ?2, rev = rev + 1
+                     WHERE seq IN ({NEW} UNION ALL {RUNNING})"
+                ),
+                params![job.seq, now],
             )
             .map_err(map_err)?;
             let unclaimed: i64 = tx
@@ -645,8 +720,9 @@ impl JobStore for SqliteStore {
                 .map_err(map_err)?;
             let mut deltas = Deltas::default();
             let delta = deltas.of(&id);
-            delta.new -= unclaimed;
-            delta.cancelled += unclaimed;
+            delta.new -= unclaimed + new_rows;
+            delta.running -= running_rows;
+            delta.cancelled += unclaimed + new_rows + running_rows;
             settle_jobs(tx, &deltas, &now)?;
             tx.emit(Event::JobCancelled { job_id: id.clone() });
             rows::job_by_id(tx, &id)
@@ -668,33 +744,38 @@ impl JobStore for SqliteStore {
                 .ok_or_else(|| StoreError::not_found("job", &job_id))?;
             let after = page.cursor.unwrap_or(-1);
             let want = page.limit as usize + 1;
-            // One statement per case, so each walks its own index: (job_id, idx) or
-            // (job_id, status, idx).
+            // One statement per case, so each walks the index that serves it: the job's rows in
+            // order for all of them, and for its DONE ones (most of its rows, once it has run);
+            // every running task for its RUNNING ones (few, sorted); the job's index by status
+            // (which holds neither of those two) for the others.
+            let filter = match status {
+                None => "INDEXED BY tasks_job_idx WHERE job_seq = ?1 AND idx > ?2",
+                Some(TaskStatus::Done) => {
+                    "INDEXED BY tasks_job_idx WHERE job_seq = ?1 AND idx > ?2 AND status = ?4"
+                }
+                Some(TaskStatus::Running) => {
+                    "INDEXED BY tasks_running WHERE status = 'RUNNING' AND status = ?4
+                         AND job_seq = ?1 AND idx > ?2"
+                }
+                Some(_) => {
+                    "INDEXED BY tasks_job_status WHERE job_seq = ?1 AND status = ?4
+                         AND status <> 'RUNNING' AND status <> 'DONE' AND idx > ?2"
+                }
+            };
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks {filter} ORDER BY idx LIMIT ?3",
+                    rows::TASK_COLUMNS
+                ))
+                .map_err(map_err)?;
             let mut items = match status {
-                None => conn
-                    .prepare_cached(&format!(
-                        "SELECT {} FROM tasks WHERE job_id = ?1 AND idx > ?2
-                         ORDER BY idx LIMIT ?3",
-                        rows::TASK_COLUMNS
-                    ))
-                    .map_err(map_err)?
-                    .query_map(params![job_id, after, want as i64], rows::task)
-                    .map_err(map_err)?
-                    .collect::<rusqlite::Result<Vec<_>>>(),
-                Some(status) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {} FROM tasks WHERE job_id = ?1 AND status = ?4 AND idx > ?2
-                         ORDER BY idx LIMIT ?3",
-                        rows::TASK_COLUMNS
-                    ))
-                    .map_err(map_err)?
-                    .query_map(
-                        params![job_id, after, want as i64, status.as_str()],
-                        rows::task,
-                    )
-                    .map_err(map_err)?
-                    .collect::<rusqlite::Result<Vec<_>>>(),
+                None => stmt.query_map(params![job.seq, after, want as i64], rows::task),
+                Some(s) => {
+                    stmt.query_map(params![job.seq, after, want as i64, s.as_str()], rows::task)
+                }
             }
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)?;
             // The tasks without rows follow every row (they are the job's last), all of one
             // status.
@@ -767,26 +848,16 @@ impl JobStore for SqliteStore {
                      WHERE seq = ?1",
                 )
                 .map_err(map_err)?;
-            let mut insert_running = tx
-                .prepare_cached(
-                    "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
-                         attempt, max_attempts, timeout_ms, assigned_to, started_at,
-                         lease_expires_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'RUNNING', ?7, ?8, ?9, ?10, ?11, ?12, ?13,
-                         ?11)",
-                )
-                .map_err(map_err)?;
-            let mut record_attempt = tx
-                .prepare_cached(
-                    "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
-                         outcome)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'RUNNING')",
-                )
-                .map_err(map_err)?;
             let mut fresh: Vec<Option<Fresh>> = Vec::new();
             fresh.resize_with(unclaimed.len(), || None);
             let mut deltas = Deltas::default();
             let mut claimed = Vec::with_capacity(picks.len());
+            // Rows written after the loop, in multi-row statements: each fresh task's row (its
+            // `seq`, the claimed task, its job's remainder, its index) and each claim's attempt
+            // (the task's `seq`, the claimed task).
+            let mut fresh_rows: Vec<(i64, usize, usize, u64)> = Vec::new();
+            let mut attempts: Vec<(i64, usize)> = Vec::with_capacity(picks.len());
+            let mut next_seq: Option<i64> = None;
             for pick in picks {
                 let (seq, task) = match pick {
                     ClaimPick::Row(i) => {
@@ -836,25 +907,20 @@ impl JobStore for SqliteStore {
                                 })
                             }
                         };
+                        // The `seq` SQLite would give the row (one past the largest), given
+                        // here so that the rows can be written together, after the loop.
+                        let seq = match next_seq {
+                            Some(seq) => seq,
+                            None => tx
+                                .prepare_cached("SELECT COALESCE(max(seq), 0) + 1 FROM tasks")
+                                .map_err(map_err)?
+                                .query_row([], |r| r.get(0))
+                                .map_err(map_err)?,
+                        };
+                        next_seq = Some(seq + 1);
+                        fresh_rows.push((seq, claimed.len(), remainder, index));
                         let id = ids::sweep_task_id(&job.job_id, index);
                         let payload = serde_json::Value::Object(f.sweep.payload(index)).to_string();
-                        let seq = insert_running
-                            .insert(params![
-                                id,
-                                job.job_id,
-                                job.seq,
-                                index,
-                                job.priority,
-                                payload,
-                                f.grant.attempt,
-                                job.max_attempts,
-                                job.timeout_ms,
-                                node_id,
-                                now.text,
-                                f.lease_text,
-                                f.created_text
-                            ])
-                            .map_err(map_err)?;
                         let delta = deltas.of(&job.job_id);
                         delta.moved(TaskStatus::New, TaskStatus::Running);
                         delta.materialised += 1;
@@ -869,9 +935,7 @@ impl JobStore for SqliteStore {
                         (seq, task)
                     }
                 };
-                record_attempt
-                    .execute(params![seq, task.attempt, task.id, node_id, now.text])
-                    .map_err(map_err)?;
+                attempts.push((seq, claimed.len()));
                 tx.emit(Event::TaskClaimed {
                     task_id: task.id.clone(),
                     job_id: task.job_id.clone(),
@@ -880,7 +944,56 @@ impl JobStore for SqliteStore {
                 });
                 claimed.push(task);
             }
-            drop((take_stored, insert_running, record_attempt));
+            drop(take_stored);
+            insert_rows(
+                tx,
+                "INSERT INTO tasks (seq, id, job_id, job_seq, idx, priority, payload, status,
+                     attempt, max_attempts, timeout_ms, assigned_to, started_at,
+                     lease_expires_at, created_at, updated_at) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?)",
+                &fresh_rows,
+                |(seq, task, remainder, index), values| {
+                    let (task, job) = (&claimed[*task], &unclaimed[*remainder]);
+                    // Made when the job's first fresh task was picked.
+                    let Some(f) = &fresh[*remainder] else {
+                        unreachable!("a fresh task's job has its grant")
+                    };
+                    values.extend([
+                        seq as &dyn ToSql,
+                        &task.id,
+                        &job.job_id,
+                        &job.seq,
+                        index,
+                        &job.priority,
+                        &task.payload,
+                        &f.grant.attempt,
+                        &job.max_attempts,
+                        &job.timeout_ms,
+                        &node_id,
+                        &now.text,
+                        &f.lease_text,
+                        &f.created_text,
+                        &now.text,
+                    ]);
+                },
+            )?;
+            insert_rows(
+                tx,
+                "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
+                     outcome) VALUES ",
+                "(?, ?, ?, ?, ?, 'RUNNING')",
+                &attempts,
+                |(seq, task), values| {
+                    let task = &claimed[*task];
+                    values.extend([
+                        seq as &dyn ToSql,
+                        &task.attempt,
+                        &task.id,
+                        &node_id,
+                        &now.text,
+                    ]);
+                },
+            )?;
             settle_jobs(tx, &deltas, &now.text)?;
             Ok(claimed)
         })
@@ -892,9 +1005,11 @@ impl JobStore for SqliteStore {
             let now = Now::new(now);
             let mut outcomes = Vec::with_capacity(reports.len());
             let mut deltas = Deltas::default();
+            let mut each = EveryReport::prepare(tx)?;
             for report in &reports {
-                outcomes.push(apply_report(tx, report, &now, &mut deltas)?);
+                outcomes.push(apply_report(tx, report, &now, &mut deltas, &mut each)?);
             }
+            drop(each);
             settle_jobs(tx, &deltas, &now.text)?;
             Ok(outcomes)
         })
@@ -935,7 +1050,7 @@ impl JobStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{JobStore, NewJob, NodeStore};
+    use crate::{JobStore, NewJob, NodeStore, StoreOps};
     use chrono::Utc;
     use drover_core::NodeInfo;
     use drover_core::sweep::{Dimension, SweepSpec};
@@ -1104,6 +1219,195 @@ mod tests {
         assert_eq!(got, want);
         // Too wide to keep: parsed, not held, nothing evicted for it.
         assert_eq!(held(vec![wide]).await, want);
+    }
+
+    /// The listing by each status, each through its own index (`INDEXED BY`: a statement whose
+    /// index cannot serve it fails), equals the full listing filtered; a cancel finds the job's
+    /// running and NEW rows and counts them, and the counts still match the rows.
+    #[tokio::test]
+    async fn each_status_is_listed_and_cancelled_through_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let mut job = new_job(0);
+        job.max_attempts = 2;
+        let sweep = Sweep::new(SweepSpec::counting("x", "x", 12), u64::MAX).unwrap();
+        let job = store.create_job(job, sweep, Utc::now()).await.unwrap();
+        let node = store
+            .register_node(NodeInfo::default().into(), None, Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let claimed = store.claim(&node, 7, Utc::now()).await.unwrap();
+        let report = |i: usize, kind: ReportKind| Report {
+            task_id: claimed[i].id.clone(),
+            node_id: node.clone(),
+            attempt: Some(claimed[i].attempt),
+            kind,
+        };
+        let fail = |retriable| ReportKind::Fail {
+            error: "no".into(),
+            retriable,
+        };
+        let done = ReportKind::Complete(drover_core::TaskResult::default());
+        store
+            .report(
+                vec![
+                    report(0, done.clone()),
+                    report(2, done),
+                    report(3, fail(true)),
+                    report(5, fail(false)),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let list = |status: Option<TaskStatus>| {
+            let store = store.clone();
+            let job = job.id.clone();
+            async move {
+                let mut ids = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = store
+                        .list_tasks(&job, status, Page { cursor, limit: 2 })
+                        .await
+                        .unwrap();
+                    ids.extend(page.items.into_iter().map(|t| (t.seq, t.status)));
+                    match page.next_cursor {
+                        Some(c) => cursor = Some(c),
+                        None => return ids,
+                    }
+                }
+            }
+        };
+        let all = list(None).await;
+        assert_eq!(all.len(), 12);
+        let statuses = [
+            TaskStatus::New,
+            TaskStatus::Running,
+            TaskStatus::Done,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ];
+        let check = |all: Vec<(i64, TaskStatus)>| async move {
+            for status in statuses {
+                let want: Vec<_> = all.iter().filter(|t| t.1 == status).cloned().collect();
+                assert_eq!(list(Some(status)).await, want, "{status:?}");
+            }
+        };
+        let by = |s: TaskStatus| {
+            all.iter()
+                .filter(|t| t.1 == s)
+                .map(|t| t.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(TaskStatus::Done), [0, 2]);
+        assert_eq!(by(TaskStatus::Running), [1, 4, 6]);
+        assert_eq!(by(TaskStatus::Failed), [5]);
+        assert_eq!(
+            by(TaskStatus::New),
+            [3, 7, 8, 9, 10, 11],
+            "a retry's row, then no rows"
+        );
+        check(all.clone()).await;
+
+        store.cancel_job(&job.id, Utc::now()).await.unwrap();
+        let all = list(None).await;
+        let by = |s: TaskStatus| {
+            all.iter()
+                .filter(|t| t.1 == s)
+                .map(|t| t.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(TaskStatus::Cancelled), [1, 3, 4, 6, 7, 8, 9, 10, 11]);
+        check(all.clone()).await;
+        let counts = store.get_job(&job.id).await.unwrap().counts;
+        assert_eq!(
+            (
+                counts.new,
+                counts.running,
+                counts.done,
+                counts.failed,
+                counts.cancelled
+            ),
+            (0, 0, 2, 1, 9)
+        );
+        assert_eq!(store.audit_job_counts().await.unwrap(), []);
+    }
+
+    /// A claim writes its fresh tasks' rows and every attempt in multi-row statements: each
+    /// claimed task has its row, with the `seq` SQLite would have given it, and its attempt,
+    /// whatever the claim's size (every chunk size, and a retried task's row among them).
+    #[tokio::test]
+    async fn a_claim_writes_a_row_and_an_attempt_for_each_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let sweep = Sweep::new(SweepSpec::counting("x", "x", 100), u64::MAX).unwrap();
+        let job = store
+            .create_job(new_job(0), sweep, Utc::now())
+            .await
+            .unwrap();
+        let node = store
+            .register_node(NodeInfo::default().into(), None, Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let first = store.claim(&node, 3, Utc::now()).await.unwrap();
+        let retry = ReportKind::Fail {
+            error: "again".into(),
+            retriable: true,
+        };
+        let report = Report {
+            task_id: first[1].id.clone(),
+            node_id: node.clone(),
+            attempt: Some(1),
+            kind: retry,
+        };
+        store.report(vec![report], Utc::now()).await.unwrap();
+        let mut claimed = first.len();
+        for max in [37, 1, 5, 40] {
+            let tasks = store.claim(&node, max, Utc::now()).await.unwrap();
+            assert_eq!(tasks.len(), max as usize);
+            claimed += tasks.len();
+        }
+        assert_eq!(
+            tasks_of(&store, &job.id).await,
+            claimed - 1,
+            "one task claimed twice"
+        );
+        let rows: Vec<(i64, i64, u32, i64)> = store
+            .with_conn(|c| {
+                c.prepare(
+                    "SELECT t.seq, t.idx, t.attempt,
+                            (SELECT count(*) FROM task_attempts a
+                             WHERE a.task_seq = t.seq AND a.task_id = t.id)
+                     FROM tasks t ORDER BY t.seq",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        for (i, (seq, idx, attempt, attempts)) in rows.iter().enumerate() {
+            assert_eq!((*seq, *idx), (i as i64 + 1, i as i64));
+            let retried = *idx == 1;
+            assert_eq!(*attempt, if retried { 2 } else { 1 });
+            assert_eq!(*attempts, i64::from(*attempt), "task {idx}");
+        }
+        assert_eq!(store.audit_job_counts().await.unwrap(), []);
+    }
+
+    /// How many of `job`'s tasks are running.
+    async fn tasks_of(store: &SqliteStore, job: &str) -> usize {
+        let page = Page {
+            cursor: None,
+            limit: 1000,
+        };
+        let running = store.list_tasks(job, Some(TaskStatus::Running), page);
+        running.await.unwrap().items.len()
     }
 
     fn spec_len(sweep: &Sweep) -> usize {

@@ -106,19 +106,108 @@ pub(super) fn job_by_id(conn: &Connection, id: &str) -> Result<Job> {
     by_id(conn, "jobs", JOB_COLUMNS, "job", id, job)
 }
 
-/// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
-pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
-    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+/// The two statements that find a task's row by its id (schema migration 10): by its job's
+/// `seq` and its index for an id derived from them, through `tasks_job_idx` (integers), and by
+/// the id for any other, through `task_names`. Both select `$columns`. (Macros, so that each
+/// statement is a literal.)
+macro_rules! task_by_id_sql {
+    ($columns:expr) => {
+        (
+            concat!(
+                "SELECT ",
+                $columns,
+                " FROM tasks WHERE job_seq = ?1 AND idx = ?2 AND id = ?3"
+            ),
+            concat!(
+                "SELECT ",
+                $columns,
+                " FROM tasks WHERE seq = (SELECT task_seq FROM task_names WHERE id = ?1)"
+            ),
+        )
+    };
+}
+
+/// The job one call last found a task of, by the hex of its id, and its `seq`: the tasks one
+/// call looks up (a batch of reports) are nearly always of one job, so each after the first is
+/// found without reading the job. Kept for one call only (a job's `seq` never changes, but a
+/// job written and rolled back within a call's group could have had a `seq` another job takes).
+#[derive(Default)]
+pub(super) struct LastJob(Option<(String, i64)>);
+
+impl LastJob {
+    /// The `seq` of the job `job-<hex>`, or `None` if there is none.
+    fn seq(&mut self, conn: &Connection, hex: &str) -> Result<Option<i64>> {
+        if let Some((last, seq)) = &self.0
+            && last == hex
+        {
+            return Ok(Some(*seq));
+        }
+        let seq: Option<i64> = conn
+            .prepare_cached("SELECT seq FROM jobs WHERE id = 'job-' || ?1")
+            .map_err(map_err)?
+            .query_row([hex], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        if let Some(seq) = seq {
+            self.0 = Some((hex.to_string(), seq));
+        }
+        Ok(seq)
+    }
+}
+
+/// One task's row, by id, mapped by `map`: one of the statements of [`task_by_id_sql`] (a
+/// derived id whose row is missing is looked up by name too, as the id of a row written before
+/// derived ids could, however unlikely, take that shape).
+pub(super) fn find_task<T>(
+    conn: &Connection,
+    (derived, named): (&mut rusqlite::Statement<'_>, &str),
+    last: &mut LastJob,
+    id: &str,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    if let Some((hex, index)) = drover_core::ids::sweep_task_id_parts(id)
+        && let Some(job_seq) = last.seq(conn, hex)?
+    {
+        let found = derived
+            .query_row(rusqlite::params![job_seq, index, id], map)
+            .optional()
+            .map_err(map_err)?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    conn.prepare_cached(named)
         .map_err(map_err)?
-        .query_row([id], task)
+        .query_row([id], map)
         .optional()
         .map_err(map_err)
 }
 
 /// `Task::seq` is the task's index in its job.
-pub(super) const TASK_COLUMNS: &str = "idx, id, job_id, payload, status, attempt, max_attempts, \
-    assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, \
-    last_error, created_at, output";
+macro_rules! task_columns {
+    () => {
+        "idx, id, job_id, payload, status, attempt, max_attempts, assigned_to, started_at, \
+         lease_expires_at, finished_at, runtime_ms, iter, fopt, result_json, last_error, \
+         created_at, output"
+    };
+}
+pub(super) const TASK_COLUMNS: &str = task_columns!();
+
+/// The statements that find a task's row (its [`TASK_COLUMNS`]) by its id.
+pub(super) const TASK_BY_ID_SQL: (&str, &str) = task_by_id_sql!(task_columns!());
+
+/// A task's row by its id, or `None` if it has none (no such task, or one never claimed).
+pub(super) fn task_row(conn: &Connection, id: &str) -> Result<Option<Task>> {
+    let (derived, named) = TASK_BY_ID_SQL;
+    let mut derived = conn.prepare_cached(derived).map_err(map_err)?;
+    find_task(
+        conn,
+        (&mut derived, named),
+        &mut LastJob::default(),
+        id,
+        task,
+    )
+}
 
 pub(super) fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -194,9 +283,21 @@ macro_rules! task_head_columns {
     };
 }
 pub(super) const TASK_HEAD_COLUMNS: &str = task_head_columns!();
-/// One task's head by its id: the first read of every report.
-pub(super) const TASK_HEAD_BY_ID: &str =
-    concat!("SELECT ", task_head_columns!(), " FROM tasks WHERE id = ?1");
+
+/// The statements that find a task's head by its id.
+pub(super) const TASK_HEAD_BY_ID_SQL: (&str, &str) = task_by_id_sql!(task_head_columns!());
+
+/// One task's head by its id, or `None` if it has no row: the first read of every report.
+/// `derived` is the first statement of [`TASK_HEAD_BY_ID_SQL`], prepared by the caller (once
+/// for all the reports of a call).
+pub(super) fn task_head_by_id(
+    conn: &Connection,
+    derived: &mut rusqlite::Statement<'_>,
+    last: &mut LastJob,
+    id: &str,
+) -> Result<Option<TaskHead>> {
+    find_task(conn, (derived, TASK_HEAD_BY_ID_SQL.1), last, id, task_head)
+}
 
 pub(super) struct TaskHead {
     pub seq: i64,
@@ -368,7 +469,7 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<CountMismatch>> {
                     COALESCE(sum(t.status = 'DONE'), 0), COALESCE(sum(t.status = 'FAILED'), 0),
                     COALESCE(sum(t.status = 'CANCELLED'), 0)
                         + CASE WHEN j.cancelled THEN j.total_tasks - j.materialised ELSE 0 END
-             FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id
+             FROM jobs j LEFT JOIN tasks t ON t.job_seq = j.seq
              GROUP BY j.id ORDER BY j.seq",
         )
         .map_err(map_err)?;

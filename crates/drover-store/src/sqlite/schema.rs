@@ -327,6 +327,101 @@ DROP TABLE task_attempts;
 ALTER TABLE task_attempts_v9 RENAME TO task_attempts;
 "#;
 
+/// Tasks found by integers. Every claim inserted a row into three indexes keyed by text (the
+/// task id's, and the job's two by `job_id`), and every report found its task by the text id and
+/// moved it in the by-status index: each walk compared ids that share their first 38 characters
+/// (`task-<job hex>-`), or job ids with a long shared prefix, a sixth of a claim and report's
+/// instructions. Now:
+///
+/// * A task's id is derived from its job and index (`ids::sweep_task_id`), so drover finds a task
+///   by `(job_seq, idx)`, whose unique index makes the id unique too. Only the ids that are not
+///   derived so (rows written before derived ids, with random ids) are kept by id, in
+///   `task_names`, which maps each to its task's `seq`; drover makes no such rows any more, so a
+///   claim's insert writes nothing there (a partial index of them on `tasks` cost every insert
+///   the evaluation of its condition and a cursor, an eighth of the insert). An
+///   operator's SQL by id (the contract's force reset) still works, by a scan of the table.
+/// * The job's indexes (`tasks_job_idx`, `tasks_job_status`) key the job by its `seq`, and the
+///   row's reference to its job is checked on `job_seq` (a rowid lookup) instead of `job_id`
+///   (a text index); `job_id` stays, as a plain column, for the contract's and operators' SQL.
+/// * Fewer index writes per task: `tasks_job_status` leaves out RUNNING and DONE, the statuses
+///   of a claimed and of a completed task (a claim and its report wrote it three times: the
+///   RUNNING entry in, out, the DONE entry in); and `tasks_running` keys a running task by its
+///   holder alone, not by holder and lease (a lease is set by a claim and cleared by a report,
+///   and the reaper that reads leases runs every half minute or so).
+/// * The counting trigger finds the job by `seq`.
+///
+/// A column constraint cannot be dropped in place, so the table is rebuilt: same columns in the
+/// same order, same rows and `seq`s.
+const V10: &str = r#"
+CREATE TABLE tasks_v10 (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL,
+    job_id           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    payload          TEXT NOT NULL,
+    status           TEXT NOT NULL
+                     CHECK (status = 'NEW' OR status = 'RUNNING' OR status = 'DONE'
+                            OR status = 'FAILED' OR status = 'CANCELLED'),
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    timeout_ms       INTEGER NOT NULL,
+    assigned_to      TEXT,
+    started_at       TEXT,
+    lease_expires_at TEXT,
+    finished_at      TEXT,
+    runtime_ms       INTEGER,
+    iter             INTEGER,
+    fopt             REAL,
+    result_json      TEXT,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    output           TEXT,
+    job_seq          INTEGER NOT NULL DEFAULT 0 REFERENCES jobs (seq),
+    idx              INTEGER NOT NULL DEFAULT 0,
+    rev              INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO tasks_v10 (seq, id, job_id, priority, payload, status, attempt, max_attempts,
+    timeout_ms, assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt,
+    result_json, last_error, created_at, updated_at, output, job_seq, idx, rev)
+SELECT seq, id, job_id, priority, payload, status, attempt, max_attempts,
+    timeout_ms, assigned_to, started_at, lease_expires_at, finished_at, runtime_ms, iter, fopt,
+    result_json, last_error, created_at, updated_at, output, job_seq, idx, rev
+FROM tasks;
+DROP TABLE tasks;
+ALTER TABLE tasks_v10 RENAME TO tasks;
+
+CREATE UNIQUE INDEX tasks_job_idx ON tasks (job_seq, idx);
+-- The ids not derived from their task's job and index, each with its task.
+CREATE TABLE task_names (
+    id       TEXT PRIMARY KEY,
+    task_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO task_names (id, task_seq)
+SELECT id, seq FROM tasks WHERE id <> 'task-' || substr(job_id, 5) || '-' || idx;
+-- A job's tasks by status, but for RUNNING and DONE, the two every task passes through; the
+-- statements that use it repeat this condition. The running tasks are found by `tasks_running`
+-- (they are few), a job's DONE tasks by walking the job's rows (they are most of them).
+CREATE INDEX tasks_job_status ON tasks (job_seq, status, idx)
+    WHERE status <> 'RUNNING' AND status <> 'DONE';
+CREATE INDEX tasks_claim ON tasks (priority DESC, job_seq, idx) WHERE status = 'NEW';
+-- The running tasks by holder (a spot's tasks). The task reaper, a periodic pass, reads them
+-- all and each one's lease from its row.
+CREATE INDEX tasks_running ON tasks (assigned_to) WHERE status = 'RUNNING';
+
+CREATE TRIGGER tasks_keep_job_counts AFTER UPDATE OF status ON tasks
+WHEN OLD.status <> NEW.status AND OLD.rev = NEW.rev
+BEGIN
+    UPDATE jobs SET
+        new_tasks       = new_tasks       + (NEW.status = 'NEW')       - (OLD.status = 'NEW'),
+        running_tasks   = running_tasks   + (NEW.status = 'RUNNING')   - (OLD.status = 'RUNNING'),
+        completed_tasks = completed_tasks + (NEW.status = 'DONE')      - (OLD.status = 'DONE'),
+        failed_tasks    = failed_tasks    + (NEW.status = 'FAILED')    - (OLD.status = 'FAILED'),
+        cancelled_tasks = cancelled_tasks + (NEW.status = 'CANCELLED') - (OLD.status = 'CANCELLED')
+    WHERE seq = NEW.job_seq;
+END;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -338,6 +433,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V7),
         M::up(V8),
         M::up(V9),
+        M::up(V10),
     ])
 }
 
@@ -613,7 +709,6 @@ mod tests {
         assert_eq!(
             indexes,
             [
-                "sqlite_autoindex_tasks_1",
                 "tasks_claim",
                 "tasks_job_idx",
                 "tasks_job_status",
@@ -781,7 +876,6 @@ mod tests {
         assert_eq!(
             indexes,
             [
-                "sqlite_autoindex_tasks_1",
                 "tasks_claim",
                 "tasks_job_idx",
                 "tasks_job_status",
@@ -819,6 +913,167 @@ mod tests {
             )
             .unwrap();
         assert_eq!(outcome, "COMPLETED");
+    }
+
+    /// Tasks written under migration 9 come through the rebuild of migration 10 whole; a task
+    /// is then found by its job's `seq` and its index through integers alone, an id not derived
+    /// from them by the partial index of such ids, and ids stay unique either way. The
+    /// contract's troubleshooting query and force reset by id still work, and are counted.
+    #[test]
+    fn tasks_made_under_migration_9_are_found_by_job_and_index() {
+        use rusqlite::OptionalExtension;
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        super::migrations().to_version(&mut conn, 9).unwrap();
+        let hex = "0190aa00bb11cc22dd33ee44ff556677";
+        let job = format!("job-{hex}");
+        conn.execute(
+            "INSERT INTO jobs (id, priority, max_attempts, task_timeout_ms, spec, parameters,
+                 status, total_tasks, new_tasks, running_tasks, completed_tasks, materialised,
+                 created_at, updated_at)
+             VALUES (?1, 0, 3, 1000, '{}', '[]', 'RUNNING', 5, 2, 1, 2, 4, 't', 't')",
+            [&job],
+        )
+        .unwrap();
+        let derived = |i: u64| drover_core::ids::sweep_task_id(&job, i);
+        for (seq, id, idx, status, holder) in [
+            (
+                7,
+                "task-0190aa00bb11cc22dd33ee44ff55aaaa".to_string(),
+                0,
+                "DONE",
+                Some("n1"),
+            ),
+            (9, derived(1), 1, "RUNNING", Some("n1")),
+            (12, derived(2), 2, "DONE", Some("n2")),
+            (13, derived(3), 3, "NEW", None),
+        ] {
+            conn.execute(
+                "INSERT INTO tasks (seq, id, job_id, job_seq, idx, priority, payload, status,
+                     attempt, max_attempts, timeout_ms, assigned_to, started_at,
+                     lease_expires_at, created_at, updated_at, output, rev)
+                 VALUES (?1, ?2, ?3, 1, ?4, 0, '{\"x\": 1}', ?5, 1, 3, 1000, ?6, 's', 'l',
+                     't', 'u', 'out', 2)",
+                params![seq, id, job, idx, status, holder],
+            )
+            .unwrap();
+        }
+        let rows = |conn: &Connection, sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let tasks = "SELECT json_array(*) FROM (SELECT * FROM tasks ORDER BY seq)";
+        let before = rows(&conn, tasks);
+        super::migrations().to_latest(&mut conn).unwrap();
+        assert_eq!(
+            rows(&conn, tasks),
+            before,
+            "every column of every row, in order"
+        );
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tasks'
+                 ORDER BY name"
+            ),
+            [
+                "tasks_claim",
+                "tasks_job_idx",
+                "tasks_job_status",
+                "tasks_running"
+            ]
+        );
+
+        // Drover's two lookups by id, and the index each walks.
+        let plan = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(p, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join(" | ")
+        };
+        let (by_job, by_name) = super::super::rows::TASK_BY_ID_SQL;
+        let by_job_plan = plan(by_job, params![1, 1, derived(1)]);
+        assert!(
+            by_job_plan.contains("tasks USING INDEX tasks_job_idx (job_seq=? AND idx=?)"),
+            "{by_job_plan}"
+        );
+        let by_name_plan = plan(by_name, params!["x"]);
+        assert!(
+            by_name_plan.contains("tasks USING INTEGER PRIMARY KEY (rowid=?)")
+                && by_name_plan.contains("task_names USING PRIMARY KEY (id=?)"),
+            "{by_name_plan}"
+        );
+        let found = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Option<String> {
+            conn.query_row(sql, p, |r| r.get(1)).optional().unwrap()
+        };
+        assert_eq!(found(by_job, params![1, 1, derived(1)]), Some(derived(1)));
+        assert_eq!(
+            found(by_job, params![1, 0, derived(0)]),
+            None,
+            "task 0 is named"
+        );
+        let old = "task-0190aa00bb11cc22dd33ee44ff55aaaa";
+        assert_eq!(found(by_name, params![old]), Some(old.to_string()));
+        assert_eq!(found(by_name, params![derived(1)]), None);
+        // Only the ids not derived from their job and index are kept by name.
+        assert_eq!(
+            rows(&conn, "SELECT json_array(id, task_seq) FROM task_names"),
+            [r#"["task-0190aa00bb11cc22dd33ee44ff55aaaa",7]"#]
+        );
+
+        // Ids stay unique: a second row for a job's index, or a second task of a name, is
+        // refused; so is a row for a job that does not exist.
+        let insert = |id: &str, job_seq: i64, idx: i64| {
+            conn.execute(
+                "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
+                     max_attempts, timeout_ms, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, '{}', 'NEW', 3, 1, 't', 't')",
+                params![id, job, job_seq, idx],
+            )
+        };
+        assert!(insert(&derived(2), 1, 2).is_err());
+        assert!(
+            conn.execute(
+                "INSERT INTO task_names (id, task_seq)
+                 VALUES ('task-0190aa00bb11cc22dd33ee44ff55aaaa', 9)",
+                [],
+            )
+            .is_err()
+        );
+        assert!(insert(&derived(4), 2, 4).is_err(), "no job 2");
+        insert(&derived(4), 1, 4).unwrap();
+
+        // The contract's troubleshooting query, then its force reset by hand, counted by the
+        // trigger.
+        let running = rows(
+            &conn,
+            "SELECT json_array(id, status, assigned_to, started_at) FROM tasks
+             WHERE status='RUNNING'",
+        );
+        assert_eq!(
+            running,
+            [format!(r#"["{}","RUNNING","n1","s"]"#, derived(1))]
+        );
+        conn.execute(
+            "UPDATE tasks SET status='NEW', assigned_to=NULL, started_at=NULL WHERE id=?1",
+            [derived(1)],
+        )
+        .unwrap();
+        let counts: (i64, i64) = conn
+            .query_row(
+                "SELECT new_tasks, running_tasks FROM jobs WHERE seq = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (3, 0));
     }
 
     #[test]
