@@ -39,17 +39,30 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A job's counts, whether it is cancelled, and whether it has started.
-fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<(JobCounts, bool, bool)> {
+fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<Stored> {
     tx.prepare_cached(
         "SELECT total_tasks, new_tasks, running_tasks, completed_tasks, failed_tasks,
-                cancelled_tasks, cancelled, started_at IS NOT NULL
+                cancelled_tasks, cancelled, started_at IS NOT NULL, status
          FROM jobs WHERE id = ?1",
     )
     .map_err(map_err)?
     .query_row([job_id], |r| {
-        Ok((rows::counts(r, 0)?, r.get(6)?, r.get(7)?))
+        Ok(Stored {
+            counts: rows::counts(r, 0)?,
+            cancelled: r.get(6)?,
+            started: r.get(7)?,
+            status: r.get(8)?,
+        })
     })
     .map_err(map_err)
+}
+
+/// A job's row as [`settle_jobs`] needs it.
+struct Stored {
+    counts: JobCounts,
+    cancelled: bool,
+    started: bool,
+    status: String,
 }
 
 /// How one call changed a job: tasks moved between statuses (every change drover makes; the
@@ -116,8 +129,44 @@ impl Deltas {
 /// Writes each touched job's counts, rows made, start, status, and finish, once per job: the
 /// status is the core's `JobCounts::status` of the counts after the call.
 fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
-    let mut update = tx
-        .prepare_cached(
+    for (id, delta) in &deltas.0 {
+        let stored = counts_of(tx, id)?;
+        let counts = delta.apply(stored.counts).ok_or_else(|| {
+            StoreError::Internal(format!("job {id}: a count would fall below zero"))
+        })?;
+        let started = stored.started || delta.claimed;
+        let status = counts.status(stored.cancelled, started);
+        // Most calls only move counts (and a claim, the rows made): the job keeps its status
+        // and start. Writing only what changed leaves the `jobs_status` index entry alone
+        // (and, without rows made, the `jobs_unclaimed` one): SQLite rewrites an index entry
+        // whenever one of its columns is assigned, even to the same value, which dirtied two
+        // more pages in every commit.
+        if status.as_str() == stored.status && started == stored.started {
+            let (c, n) = (&counts, delta.materialised);
+            let mut update = tx
+                .prepare_cached(if n == 0 {
+                    "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
+                         failed_tasks = ?5, cancelled_tasks = ?6, updated_at = ?7
+                     WHERE id = ?1"
+                } else {
+                    "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
+                         failed_tasks = ?5, cancelled_tasks = ?6, updated_at = ?7,
+                         materialised = materialised + ?8
+                     WHERE id = ?1"
+                })
+                .map_err(map_err)?;
+            let counted = params![id, c.new, c.running, c.done, c.failed, c.cancelled, now];
+            if n == 0 {
+                update.execute(counted)
+            } else {
+                let mut all = counted.to_vec();
+                all.push(&n);
+                update.execute(all.as_slice())
+            }
+            .map_err(map_err)?;
+            continue;
+        }
+        tx.prepare_cached(
             "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
                  failed_tasks = ?5, cancelled_tasks = ?6, materialised = materialised + ?7,
                  started_at = CASE WHEN ?8 THEN COALESCE(started_at, ?10) ELSE started_at END,
@@ -125,28 +174,21 @@ fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
                  finished_at = CASE WHEN ?11 THEN COALESCE(finished_at, ?10) ELSE NULL END
              WHERE id = ?1",
         )
+        .map_err(map_err)?
+        .execute(params![
+            id,
+            counts.new,
+            counts.running,
+            counts.done,
+            counts.failed,
+            counts.cancelled,
+            delta.materialised,
+            delta.claimed,
+            status.as_str(),
+            now,
+            status.is_finished()
+        ])
         .map_err(map_err)?;
-    for (id, delta) in &deltas.0 {
-        let (counts, cancelled, started) = counts_of(tx, id)?;
-        let counts = delta.apply(counts).ok_or_else(|| {
-            StoreError::Internal(format!("job {id}: a count would fall below zero"))
-        })?;
-        let status = counts.status(cancelled, started || delta.claimed);
-        update
-            .execute(params![
-                id,
-                counts.new,
-                counts.running,
-                counts.done,
-                counts.failed,
-                counts.cancelled,
-                delta.materialised,
-                delta.claimed,
-                status.as_str(),
-                now,
-                status.is_finished()
-            ])
-            .map_err(map_err)?;
     }
     Ok(())
 }
