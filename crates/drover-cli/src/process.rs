@@ -26,11 +26,28 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// The multi-threaded runtime of a long-running command.
+/// The multi-threaded runtime of the server: half the machine's cores as async workers (at
+/// least one), unless `TOKIO_WORKER_THREADS` says otherwise.
+///
+/// More workers than that cost more than they give. The store's writer and the blocking pool
+/// run on threads of their own, and each request wakes its connection's own task while that
+/// task runs (inside hyper's connection; not the idle timer's doing, which was ruled out):
+/// tokio then puts the task back on the queue and rouses an idle worker to steal it, a futex
+/// wake, an eventfd write and a context switch per request. On 2 cores, one
+/// worker took 22 % less server CPU per heartbeat (10,000 nodes) and half the context
+/// switches, with the HTTP-bound scenarios (burn-down, contract-exact, add-to-start) as fast.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // tokio reads TOKIO_WORKER_THREADS itself only when no count is set here.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(default_workers(std::thread::available_parallelism()));
+    }
+    builder.enable_all().build()
+}
+
+/// Half the cores, at least one; one when the count is unknown.
+fn default_workers(cores: std::io::Result<std::num::NonZeroUsize>) -> usize {
+    cores.map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// The two-stage stop of every long-running command: cancels `stop` on the first SIGTERM or
@@ -67,5 +84,24 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_workers;
+    use std::num::NonZeroUsize;
+
+    fn cores(n: usize) -> std::io::Result<NonZeroUsize> {
+        Ok(NonZeroUsize::new(n).expect("a positive count"))
+    }
+
+    #[test]
+    fn the_server_runs_half_the_cores_as_async_workers_and_at_least_one() {
+        assert_eq!(default_workers(cores(1)), 1);
+        assert_eq!(default_workers(cores(2)), 1);
+        assert_eq!(default_workers(cores(3)), 1);
+        assert_eq!(default_workers(cores(8)), 4);
+        assert_eq!(default_workers(Err(std::io::Error::other("unknown"))), 1);
     }
 }
