@@ -39,9 +39,22 @@ use tokio_util::sync::CancellationToken;
 /// has not (a few atomic reads).
 const STORE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
-/// What every handler and background worker gets.
+/// What every handler and background worker gets: one shared [`AppParts`], so that handing it to
+/// a request (axum clones the state for every extractor and middleware) is one counter, not one
+/// per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub store: Stores,
     pub config: Arc<ServerConfig>,
     pub clock: Arc<dyn Clock>,
@@ -80,7 +93,7 @@ impl AppState {
             metrics.runners.clone(),
         ));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
-        AppState {
+        AppState(Arc::new(AppParts {
             store,
             config: Arc::new(config),
             clock,
@@ -89,7 +102,7 @@ impl AppState {
             workers,
             spot_credentials: Arc::default(),
             wake,
-        }
+        }))
     }
 
     pub fn runner_worker(&self) -> workers::RunnerReaper {
