@@ -2,7 +2,6 @@
 //! tables.
 
 use crate::helpers::spawn_app;
-use drover_api::HeartbeatRequest;
 use serde_json::json;
 
 #[tokio::test]
@@ -48,14 +47,7 @@ async fn hello_and_heartbeat_keep_the_spot_registry() {
     assert_eq!(status, 200);
     assert_eq!(body["activeSpots"], json!(1));
 
-    let err = app
-        .client
-        .heartbeat(&HeartbeatRequest {
-            spot_id: "spot-nope".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = app.heartbeat_refused("spot-nope").await;
     assert_eq!(
         (err.status(), err.code()),
         (Some(404), Some("SPOT_NOT_FOUND"))

@@ -238,6 +238,29 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Sends a bare heartbeat for `spot`, which must be refused; returns the refusal.
+    pub async fn heartbeat_refused(&self, spot: &str) -> drover_client::ClientError {
+        self.client
+            .heartbeat(&HeartbeatRequest {
+                spot_id: spot.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+    }
+
+    /// The `/metrics` page, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Registers a spot that asks for a secret, as drover's agent does; returns its id and
     /// secret.
     pub async fn hello_with_secret(&self) -> (String, String) {

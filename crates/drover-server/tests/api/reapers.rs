@@ -178,11 +178,7 @@ async fn down_spots_are_forgotten_after_the_retention() {
         vec![gone.clone()]
     );
     assert!(app.client.spots().await.unwrap().is_empty());
-    let beat = HeartbeatRequest {
-        spot_id: gone,
-        ..Default::default()
-    };
-    let err = app.client.heartbeat(&beat).await.unwrap_err();
+    let err = app.heartbeat_refused(&gone).await;
     assert_eq!(
         (err.status(), err.code()),
         (Some(404), Some("SPOT_NOT_FOUND"))
@@ -308,15 +304,7 @@ async fn heartbeats_are_seen_at_once_and_a_down_spot_comes_back_at_its_heartbeat
             .is_empty()
     );
     app.store().nodes.flush_heartbeats().await.unwrap();
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let line = "drover_store_events_total{kind=\"node_updated\"} 2";
     assert!(text.contains(line), "{line} missing from\n{text}");
 
@@ -331,14 +319,7 @@ async fn heartbeats_are_seen_at_once_and_a_down_spot_comes_back_at_its_heartbeat
     assert_eq!(app.client.spots().await.unwrap()[0].status, "UP");
     assert_eq!(app.client.claim(&spot, 1).await.unwrap().len(), 1);
 
-    let err = app
-        .client
-        .heartbeat(&HeartbeatRequest {
-            spot_id: "spot-never-registered".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = app.heartbeat_refused("spot-never-registered").await;
     assert_eq!(
         (err.status(), err.code()),
         (Some(404), Some("SPOT_NOT_FOUND"))

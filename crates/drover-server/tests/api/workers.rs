@@ -13,17 +13,6 @@ fn by_name<'a>(workers: &'a [WorkerInfo], name: &str) -> &'a WorkerInfo {
         .unwrap_or_else(|| panic!("no worker {name} in {workers:?}"))
 }
 
-async fn metrics(app: &crate::helpers::TestApp) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_reaper_step_moves_its_state_in_the_listing_and_the_metrics() {
     let app = spawn_app().await;
@@ -34,7 +23,7 @@ async fn a_reaper_step_moves_its_state_in_the_listing_and_the_metrics() {
     assert_eq!((reaper.runs, reaper.failures), (0, 0));
     assert_eq!(reaper.last_run_at, None);
     assert!(
-        metrics(&app)
+        app.metrics_text()
             .await
             .contains("drover_worker_runs_total{worker=\"task-reaper\"} 0")
     );
@@ -64,7 +53,7 @@ async fn a_reaper_step_moves_its_state_in_the_listing_and_the_metrics() {
         "only the one that ran"
     );
 
-    let text = metrics(&app).await;
+    let text = app.metrics_text().await;
     for line in [
         "drover_worker_runs_total{worker=\"task-reaper\"} 1",
         "drover_worker_items_total{worker=\"task-reaper\",item=\"tasks_retried\"} 1",
@@ -88,7 +77,7 @@ async fn a_failed_step_is_recorded_with_its_error() {
     assert_eq!((reaper.runs, reaper.failures), (1, 1));
     let error = reaper.last_error.as_deref().unwrap_or_default();
     assert!(error.contains("closed"), "{error}");
-    let text = metrics(&app).await;
+    let text = app.metrics_text().await;
     assert!(
         text.contains("drover_worker_failures_total{worker=\"spot-reaper\"} 1"),
         "{text}"

@@ -142,26 +142,41 @@ fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
         // whenever one of its columns is assigned, even to the same value, which dirtied two
         // more pages in every commit.
         if status.as_str() == stored.status && started == stored.started {
-            let (c, n) = (&counts, delta.materialised);
-            let mut update = tx
-                .prepare_cached(if n == 0 {
+            let c = &counts;
+            if delta.materialised == 0 {
+                tx.prepare_cached(
                     "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
                          failed_tasks = ?5, cancelled_tasks = ?6, updated_at = ?7
-                     WHERE id = ?1"
-                } else {
+                     WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    id,
+                    c.new,
+                    c.running,
+                    c.done,
+                    c.failed,
+                    c.cancelled,
+                    now
+                ])
+            } else {
+                tx.prepare_cached(
                     "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
                          failed_tasks = ?5, cancelled_tasks = ?6, updated_at = ?7,
                          materialised = materialised + ?8
-                     WHERE id = ?1"
-                })
-                .map_err(map_err)?;
-            let counted = params![id, c.new, c.running, c.done, c.failed, c.cancelled, now];
-            if n == 0 {
-                update.execute(counted)
-            } else {
-                let mut all = counted.to_vec();
-                all.push(&n);
-                update.execute(all.as_slice())
+                     WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    id,
+                    c.new,
+                    c.running,
+                    c.done,
+                    c.failed,
+                    c.cancelled,
+                    now,
+                    delta.materialised
+                ])
             }
             .map_err(map_err)?;
             continue;
