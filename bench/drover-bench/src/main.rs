@@ -17,6 +17,7 @@
 //!   deployment would. This measures coordination plus one process per task.
 
 mod batch_worker;
+mod floor;
 mod scenarios;
 mod server;
 mod stats;
@@ -74,6 +75,10 @@ enum Sub {
     /// One batched worker process of the burn-down (started by the suite itself).
     #[command(hide = true)]
     BatchWorker(batch_worker::BatchWorkerArgs),
+    /// A bare HTTP server answering the nodes scenario's routes with constants, started in
+    /// place of `drover server` to measure what HTTP alone costs (see `floor.rs`).
+    #[command(hide = true)]
+    Server(floor::FloorArgs),
     /// Every scenario of the throughput targets (or `--only` some), one result row per figure.
     Suite(suite::SuiteArgs),
     /// The Markdown report of a suite run and the peers' output.
@@ -223,6 +228,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(suite::run(args))
         }
         Some(Sub::Table(args)) => table::run(args),
+        Some(Sub::Server(args)) => floor::run(args),
         None => runtime.block_on(bench(cli.bench)).map(|_| ()),
     }
 }

@@ -238,17 +238,32 @@ pub fn spot_secret(headers: &HeaderMap) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Whether a call carrying `headers` may act for `spot` (heartbeat, claim, complete, fail), by
+/// The `X-Spot-Secret` a request carries, if any, taken from its headers without copying the
+/// rest of them (a heartbeat's only header of interest).
+pub struct SpotSecret(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SpotSecret {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(SpotSecret(spot_secret(&parts.headers).map(str::to_string)))
+    }
+}
+
+/// Whether a call carrying `secret` may act for `spot` (heartbeat, claim, complete, fail), by
 /// `drover_core::credential::may_act_for_spot`.
 pub async fn authorise_spot(
     app: &AppState,
-    headers: &HeaderMap,
+    secret: &SpotSecret,
     spot: &str,
 ) -> Result<(), ApiError> {
     let stored = app.spot_credentials.get(&app.store, spot).await?;
     credential::may_act_for_spot(
         &stored,
-        spot_secret(headers),
+        secret.0.as_deref(),
         app.config.require_node_credentials,
     )
     .map_err(|refusal| ApiError::SpotCredential {

@@ -3,6 +3,11 @@
 //! over the window (utime + stime from `/proc/PID/stat`, as a share of one core) and the
 //! heartbeat latencies. The nodes are tokio tasks of this process sharing one HTTP client, with
 //! at most [`IN_FLIGHT`] requests at once so that the server's connection cap is never reached.
+//!
+//! Then the same load runs against the floor (`floor.rs`: a bare HTTP server answering
+//! constants), reported beside drover's figure: on loopback the server's CPU includes the
+//! kernel's delivery of each answer to the client, and the floor says how much of the figure
+//! any HTTP server on this machine would show.
 
 use crate::server::{Server, ServerOpts};
 use crate::stats::{fmt_ms, ms, percentile, thousands};
@@ -10,6 +15,7 @@ use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
 use anyhow::{Context, bail};
 use drover_api::{HeartbeatRequest, HelloRequest};
 use drover_client::Client;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -28,7 +34,7 @@ struct Figures {
 pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
     let mut rows = Rows::new(SCENARIO, command);
     let (k, secs, every) = (sizes.nodes, sizes.nodes_secs, sizes.nodes_interval);
-    match run(ctx, k, secs, every).await {
+    let drover_cpu = match run(ctx, &ctx.drover, k, secs, every).await {
         Ok(f) => {
             let shape = format!(
                 "{} nodes, a heartbeat each every {} s for {secs} s; registered in {:.1} s",
@@ -68,20 +74,58 @@ pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
                     Verdict::Failed,
                 ),
             }
+            Some(f.cpu_pct)
         }
-        Err(e) => rows.missing(
-            format!("failed: {e:#}"),
-            "≤ 10 % of one core; heartbeat p99 ≤ 5 ms",
-            Verdict::Failed,
-        ),
+        Err(e) => {
+            rows.missing(
+                format!("failed: {e:#}"),
+                "≤ 10 % of one core; heartbeat p99 ≤ 5 ms",
+                Verdict::Failed,
+            );
+            None
+        }
+    };
+    ctx.say(
+        SCENARIO,
+        "the same load against a bare HTTP server (the floor)",
+    );
+    let floor = std::env::current_exe().context("finding this binary for the floor server");
+    let floor = match floor {
+        Ok(exe) => run(ctx, &exe, k, secs, every).await,
+        Err(e) => Err(e),
+    };
+    let target = "none: what any HTTP server shows here";
+    match floor {
+        Ok(f) => {
+            let above = drover_cpu.map_or(String::new(), |d| {
+                format!("; drover's own work above it: {:.1} points", d - f.cpu_pct)
+            });
+            rows.add(
+                format!(
+                    "floor {:.1} % of one core: a bare axum server answering constants under the same load{above}",
+                    f.cpu_pct
+                ),
+                f.cpu_pct,
+                target,
+                Goal::None,
+            );
+        }
+        Err(e) => rows.missing(format!("floor failed: {e:#}"), target, Verdict::Failed),
     }
     rows.rows
 }
 
-async fn run(ctx: &Ctx, k: u32, secs: u64, every: Duration) -> anyhow::Result<Figures> {
+/// The load against `program` started as `drover server` (drover itself, or the floor).
+async fn run(
+    ctx: &Ctx,
+    program: &Path,
+    k: u32,
+    secs: u64,
+    every: Duration,
+) -> anyhow::Result<Figures> {
     // No cap on the registry: the default (10,000) would refuse the last of them.
     let server = Server::start(&ServerOpts {
-        drover: &ctx.drover,
+        drover: program,
         strace: false,
         extra: &["--max-spots", "0"],
         db_dir: ctx.db_dir(),

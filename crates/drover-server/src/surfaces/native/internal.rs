@@ -9,7 +9,6 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::{AppState, auth};
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::routing::post;
 use drover_api as api;
 use drover_core::credential;
@@ -121,11 +120,11 @@ fn check_heartbeat(req: &api::HeartbeatRequest) -> Result<(), RuleError> {
 
 async fn heartbeat(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    secret: auth::SpotSecret,
     ApiJson(req): ApiJson<api::HeartbeatRequest>,
 ) -> Result<Json<api::SuccessBody>, ApiError> {
     check_heartbeat(&req)?;
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    auth::authorise_spot(&app, &secret, &req.spot_id).await?;
     let stats = NodeStats {
         address: req.ip_address,
         cpu_load: req.cpu_load,
@@ -142,12 +141,12 @@ async fn heartbeat(
 
 async fn claim(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    secret: auth::SpotSecret,
     ApiJson(req): ApiJson<api::ClaimRequest>,
 ) -> Result<Json<api::ClaimResponse>, ApiError> {
     rules::check_claim_size(req.max_tasks)?;
     let wait = wait_of(req.wait_ms)?;
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    auth::authorise_spot(&app, &secret, &req.spot_id).await?;
     let tasks = claim_tasks(&app, &req.spot_id, req.max_tasks, wait).await?;
     Ok(Json(api::ClaimResponse { tasks }))
 }
@@ -186,12 +185,12 @@ async fn claim_tasks(
 
 async fn complete(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    secret: auth::SpotSecret,
     ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::CompleteRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
     counts(&[("runtimeMs", req.runtime_ms), ("iter", req.iter)])?;
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    auth::authorise_spot(&app, &secret, &req.spot_id).await?;
     let kind = complete_kind(
         req.runtime_ms,
         req.iter,
@@ -234,11 +233,11 @@ fn fail_kind(error: Option<String>, retriable: Option<bool>) -> ReportKind {
 
 async fn fail(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    secret: auth::SpotSecret,
     ApiPath(task_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::FailRequest>,
 ) -> Result<Json<api::ReportResponse>, ApiError> {
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    auth::authorise_spot(&app, &secret, &req.spot_id).await?;
     let kind = fail_kind(req.error, req.retriable);
     report(&app, task_id, req.spot_id, req.attempt, kind).await
 }
@@ -314,12 +313,12 @@ fn answer(outcome: ReportOutcome) -> Result<api::ReportResponse, ApiError> {
 /// transaction, each decided and answered on its own as its per-task route would answer it.
 async fn report_batch(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    secret: auth::SpotSecret,
     ApiJson(req): ApiJson<api::BatchReportRequest>,
 ) -> Result<Json<api::BatchReportResponse>, ApiError> {
     rules::check_batch_size("reports", req.reports.len())?;
     check_reports(&req.reports)?;
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    auth::authorise_spot(&app, &secret, &req.spot_id).await?;
     let results = apply_reports(&app, &req.spot_id, req.reports).await?;
     Ok(Json(api::BatchReportResponse { results }))
 }
@@ -330,14 +329,14 @@ async fn report_batch(
 /// writes are not merged: a report that sends a task back to NEW must be visible to the claim.
 async fn exchange(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    secret: auth::SpotSecret,
     ApiJson(req): ApiJson<api::ExchangeRequest>,
 ) -> Result<Json<api::ExchangeResponse>, ApiError> {
     rules::check_exchange_reports(req.reports.len())?;
     check_reports(&req.reports)?;
     rules::check_exchange_claim(req.max_tasks)?;
     let wait = wait_of(req.wait_ms)?;
-    auth::authorise_spot(&app, &headers, &req.spot_id).await?;
+    auth::authorise_spot(&app, &secret, &req.spot_id).await?;
     let results = if req.reports.is_empty() {
         Vec::new()
     } else {
