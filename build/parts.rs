@@ -1,5 +1,5 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
-// the checkout, the right to mount a tmpfs), probed once when a test crate is built. Included by
+// the checkout, the right to mount a tmpfs, PostgreSQL's server binaries), probed once when a test crate is built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
 // A missing part sets `cfg(missing_<part>)`, which tests turn into
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
-    "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs",
+    "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres",
 ];
 
 fn on_path(program: &str) -> bool {
@@ -49,6 +49,15 @@ fn present(part: &str, workspace: &Path) -> bool {
             }
             let _ = std::fs::remove_dir(&dir);
             mounted
+        }
+        // A throwaway cluster needs the server binaries (drover-pgtest finds them the same way).
+        "postgres" => {
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().join("bin/initdb").is_file())
+                || on_path("initdb")
         }
         _ => true,
     }
