@@ -63,6 +63,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let keys = (on(&config.server.agent_key), on(&config.server.api_key));
         let (store, allow_unauthenticated) = (config.store_url.clone(), config.allow_unauthenticated);
         let app = Application::build(config).await?;
+        let scheme = app.scheme();
         for (i, (addr, surfaces)) in app.local_addrs().into_iter().enumerate() {
             if i == 0 {
                 if allow_unauthenticated && !addr.ip().is_loopback() {
@@ -71,13 +72,13 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     );
                 }
                 tracing::info!(
-                    "drover listening on http://{addr} (store: {store}, agent key: {}, API key: {})",
+                    "drover listening on {scheme}://{addr} (store: {store}, agent key: {}, API key: {})",
                     keys.0,
                     keys.1,
                 );
             } else {
                 let names: Vec<&str> = surfaces.iter().map(|s| s.name()).collect();
-                tracing::info!("{} routes also on http://{addr}", names.join(", "));
+                tracing::info!("{} routes also on {scheme}://{addr}", names.join(", "));
             }
         }
         let shutdown = CancellationToken::new();

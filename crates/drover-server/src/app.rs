@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::surfaces::{self, Surface};
+use crate::tls::{TlsError, TlsFiles};
 use drover_runners::Driver;
 use drover_runners::docker::{DockerConfig, DockerDriver};
 use drover_runners::process::{ProcessConfig, ProcessDriver};
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Longest task timeout a job or the server's default may ask for: one year.
@@ -36,6 +38,8 @@ pub struct AppConfig {
     pub runner_driver: Option<DriverConfig>,
     /// Serve on non-loopback addresses without keys.
     pub allow_unauthenticated: bool,
+    /// When set, every listener speaks https only, with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 /// One listening address and the surfaces it serves.
@@ -100,6 +104,7 @@ impl AppConfig {
             server: ServerConfig::default(),
             runner_driver: None,
             allow_unauthenticated: false,
+            tls: None,
         }
     }
 
@@ -184,6 +189,8 @@ impl AppConfig {
 pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("opening the store {url}: {source}")]
     Store { url: String, source: StoreError },
     #[error("listening on {addr}: {source}")]
@@ -210,6 +217,7 @@ pub struct Bound {
 pub struct Application {
     state: AppState,
     listeners: Vec<Bound>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Application {
@@ -235,6 +243,8 @@ impl Application {
         wrap: impl FnOnce(Stores) -> Stores,
     ) -> Result<Self, BuildError> {
         config.validate()?;
+        // Before the store and the ports: a bad certificate changes nothing on disk.
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let store = drover_store::open(&config.store_url).map_err(|source| BuildError::Store {
             url: config.store_url.clone(),
             source,
@@ -255,11 +265,20 @@ impl Application {
         }
         let driver = config.runner_driver.as_ref().map(DriverConfig::build);
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
-        Ok(Application { state, listeners })
+        Ok(Application {
+            state,
+            listeners,
+            tls,
+        })
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// `https` when the listeners speak TLS, else `http`: how clients must address them.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Each listener's address (the port the OS picked for port 0) and its surfaces.
@@ -274,7 +293,11 @@ impl Application {
     /// stops accepting, lets in-flight requests finish (up to the configured grace), stops the
     /// workers, and closes the store.
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let Application { state, listeners } = self;
+        let Application {
+            state,
+            listeners,
+            tls,
+        } = self;
         let config = state.config.clone();
         if state.runners.enabled() {
             // Adopt or remove what an earlier run left, before the first cleanup interval; the
@@ -294,6 +317,7 @@ impl Application {
         let mut server = tokio::spawn(crate::serve::serve(
             served,
             config.http.clone(),
+            tls,
             shutdown.clone(),
         ));
         let served = tokio::select! {

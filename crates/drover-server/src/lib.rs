@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod runners;
 pub mod serve;
 pub mod surfaces;
+pub mod tls;
 pub mod wake;
 pub mod workers;
 
@@ -27,6 +28,7 @@ pub use app::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{HttpLimits, ServerConfig};
 pub use surfaces::Surface;
+pub use tls::{TlsError, TlsFiles};
 pub use surfaces::native::error::{self, ApiError};
 pub use surfaces::native::translate;
 

@@ -10,6 +10,10 @@
 //!   and [`DeadlineBody`] bounds the time to send a body, once a handler reads it.
 //! * The request target's length and the headers' size, refused with a JSON 414 or 431 below
 //!   hyper's own limits, whose answers have no body (see README, Errors).
+//! * TLS, when the server has a certificate: the handshake runs in the connection's own task
+//!   (a slow client never holds up the accept loop), after the connection took its slot (so
+//!   handshakes count against the cap), and must end within the header timeout. The timeouts
+//!   above then apply to the decrypted stream exactly as to a plain one.
 //!
 //! One shutdown token stops every accept loop and asks each connection to finish its request
 //! in flight and close; [`serve`] returns when the last connection has.
@@ -33,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -84,10 +89,12 @@ impl Gate {
 }
 
 /// Serves `listeners` (each with its router) until `shutdown` fires, then waits for the
-/// connections still open to finish their requests and close.
+/// connections still open to finish their requests and close. With `tls`, every listener
+/// speaks https only.
 pub async fn serve(
     listeners: Vec<(TcpListener, Router)>,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let gate = Gate::new(&limits);
@@ -101,6 +108,7 @@ pub async fn serve(
                 router,
                 gate.clone(),
                 limits.clone(),
+                tls.clone(),
                 shutdown.clone(),
                 connections.clone(),
             )
@@ -116,6 +124,7 @@ async fn accept_loop(
     router: Router,
     gate: Gate,
     limits: Arc<HttpLimits>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -138,24 +147,55 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection(
-            stream,
-            router.clone(),
-            slot,
-            limits.clone(),
-            shutdown.clone(),
-        ));
+        let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
+        match tls.clone() {
+            None => connections.spawn(connection(stream, router, slot, limits, shutdown)),
+            Some(tls) => connections.spawn(async move {
+                if let Some(stream) = handshake(&tls, stream, &limits, &shutdown).await {
+                    connection(stream, router, slot, limits, shutdown).await;
+                }
+            }),
+        };
+    }
+}
+
+/// The TLS handshake of a new connection, within the header timeout: a client that connects
+/// and then sends its hello slowly, or never, is closed as one that sends its headers slowly
+/// would be. `None` when the handshake failed, timed out, or shutdown came first.
+async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    limits: &HttpLimits,
+    shutdown: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accepted = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        accepted = tokio::time::timeout(limits.header_timeout, tls.accept(stream)) => accepted,
+    };
+    match accepted {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            // A client that does not trust the certificate ends here: its own error says why.
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished within the header timeout; closing");
+            None
+        }
     }
 }
 
 /// Serves one connection until it closes, times out, or shutdown asks it to finish.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     router: Router,
     slot: Slot,
     limits: Arc<HttpLimits>,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let reserve = matches!(slot, Slot::Reserve(_));
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(TimedIo::new(stream, activity.clone(), &limits));
@@ -276,8 +316,8 @@ impl Drop for InFlight {
 /// its headers do not end within the header timeout of their first byte. While a request is
 /// in flight the handler owns the time (the body has [`DeadlineBody`]); bytes written (a long
 /// download) count as activity.
-struct TimedIo {
-    inner: TcpStream,
+struct TimedIo<S> {
+    inner: S,
     activity: Arc<Activity>,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -290,8 +330,8 @@ struct TimedIo {
     timer: Pin<Box<Sleep>>,
 }
 
-impl TimedIo {
-    fn new(inner: TcpStream, activity: Arc<Activity>, limits: &HttpLimits) -> Self {
+impl<S> TimedIo<S> {
+    fn new(inner: S, activity: Arc<Activity>, limits: &HttpLimits) -> Self {
         let now = Instant::now();
         TimedIo {
             inner,
@@ -322,7 +362,7 @@ impl TimedIo {
     }
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -355,7 +395,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -13,10 +13,11 @@ use super::alias;
 use crate::process::LogFormat;
 use crate::span::Span;
 use clap::Args;
-use drover_server::{ListenerConfig, ServerConfig, Surface};
+use drover_server::{ListenerConfig, ServerConfig, Surface, TlsFiles};
 use merge::Merge;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the server listens.
@@ -115,6 +116,42 @@ impl ListenSettings {
             }
         }
         listeners
+    }
+}
+
+/// The listeners' TLS certificate: both files, or neither (plain http).
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct TlsSettings {
+    /// PEM file of the server's certificate (then any intermediates); with --tls-key, every
+    /// listener speaks https only.
+    #[arg(long, env = "DROVER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, env = "DROVER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The two files, when both are given; one without the other is a usage error.
+    pub fn files(&self) -> Result<Option<TlsFiles>, SettingsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(SettingsError::Invalid(
+                "--tls-cert needs --tls-key (DROVER_TLS_KEY, tls-key in the config file): give                  both files, or neither to serve plain http"
+                    .into(),
+            )),
+            (None, Some(_)) => Err(SettingsError::Invalid(
+                "--tls-key needs --tls-cert (DROVER_TLS_CERT, tls-cert in the config file): give                  both files, or neither to serve plain http"
+                    .into(),
+            )),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use clap::Args;
 use drover_server::{AppConfig, ServerConfig, Surface};
 use groups::{
     AuthSettings, LimitSettings, ListenSettings, LogSettings, StoreSettings, TaskSettings,
+    TlsSettings,
 };
 use merge::Merge;
 use runners::RunnerSettings;
@@ -54,6 +55,8 @@ pub struct ServerArgs {
 pub struct ServerSettings {
     #[command(flatten)]
     pub listen: ListenSettings,
+    #[command(flatten)]
+    pub tls: TlsSettings,
     #[command(flatten)]
     pub store: StoreSettings,
     #[command(flatten)]
@@ -121,6 +124,7 @@ impl ServerSettings {
         };
         let settings = ServerSettings {
             listen: take_group(&mut table).map_err(in_file)?,
+            tls: take_group(&mut table).map_err(in_file)?,
             store: take_group(&mut table).map_err(in_file)?,
             auth: take_group(&mut table).map_err(in_file)?,
             tasks: take_group(&mut table).map_err(in_file)?,
@@ -157,6 +161,7 @@ impl ServerSettings {
                 server,
                 runner_driver: runners.driver,
                 allow_unauthenticated: self.auth.allow_unauthenticated,
+                tls: self.tls.files()?,
             },
             log_format: self.logging.format(),
         })
@@ -225,6 +230,7 @@ mod tests {
             );
         }
         same::<ListenSettings>();
+        same::<TlsSettings>();
         same::<StoreSettings>();
         same::<AuthSettings>();
         same::<TaskSettings>();
