@@ -30,7 +30,7 @@ use crate::link::{Backoff, Link, is_transient};
 use crate::output::{self, Ending, Report};
 use crate::stats::{Facts, Figures, Machine, local_address_towards};
 use drover_api as api;
-use drover_client::{Client, ClientError};
+use drover_client::{Client, ClientError, ServerList};
 use drover_core::run::{Compiled, RunSpec, TaskContext};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -161,6 +161,8 @@ pub enum AgentError {
     Unauthorized(String),
     #[error("no server URL given; pass --server http://HOST:PORT")]
     NoServer,
+    #[error("--server: {0}")]
+    BadServer(String),
     #[error("cannot use the CA certificate: {0}")]
     BadCaCert(String),
     #[error("cannot use the work directory {path}: {source}")]
@@ -247,23 +249,21 @@ pub async fn run(
         source,
     })?;
     exec::remove_leftover_spares(&config.work_dir);
-    let mut clients = Vec::with_capacity(config.servers.len());
-    for url in &config.servers {
-        let mut client = Client::new(url.as_str()).with_timeout(config.request_timeout);
-        if let Some(pem) = &config.ca_cert_pem {
-            client = client
-                .with_root_certificate(pem)
-                .map_err(|e| AgentError::BadCaCert(e.to_string()))?;
-        }
-        if let Some(k) = &config.agent_key {
-            client = client.with_agent_key(k);
-        }
-        clients.push(client);
+    let servers =
+        ServerList::parse(&config.servers).map_err(|e| AgentError::BadServer(e.to_string()))?;
+    let mut client = Client::with_servers(servers).with_timeout(config.request_timeout);
+    if let Some(pem) = &config.ca_cert_pem {
+        client = client
+            .with_root_certificate(pem)
+            .map_err(|e| AgentError::BadCaCert(e.to_string()))?;
+    }
+    if let Some(k) = &config.agent_key {
+        client = client.with_agent_key(k);
     }
     let mut machine = Machine::new();
     let shared = Arc::new(Shared {
         facts: machine.facts(),
-        link: Link::new(clients),
+        link: Link::new(client),
         spot: RwLock::new(Spot::default()),
         registering: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(HashMap::new()),
@@ -422,14 +422,7 @@ impl Shared {
         };
         let mut backoff = self.backoff();
         loop {
-            match self
-                .link
-                .call(|c| {
-                    let hello = hello.clone();
-                    async move { c.hello(&hello).await }
-                })
-                .await
-            {
+            match self.link.client().hello(&hello).await {
                 Ok(answer) => {
                     self.reachable();
                     tracing::info!(
@@ -498,13 +491,10 @@ impl Shared {
             total_cores: Some(self.facts.cores),
             free_memory_bytes: figures.map(|f| f.free_memory_bytes),
         };
-        self.link
-            .call(|c| {
-                let beat = beat.clone();
-                let c = spot.on(c);
-                async move { c.heartbeat(&beat).await.map(drop) }
-            })
+        spot.on(self.link.client().clone())
+            .heartbeat(&beat)
             .await
+            .map(drop)
     }
 
     /// The agent's one conversation with the server, until `stop` and then until everything is
@@ -695,13 +685,8 @@ impl Shared {
         let handle = {
             let (shared, spot) = (self.clone(), spot.clone());
             tokio::spawn(async move {
-                shared
-                    .link
-                    .call(|c| {
-                        let c = spot.on(c);
-                        let req = &req;
-                        async move { c.exchange(req).await }
-                    })
+                spot.on(shared.link.client().clone())
+                    .exchange(&req)
                     .await
             })
         };
@@ -1022,14 +1007,7 @@ impl Shared {
         }
         let mut backoff = self.backoff();
         let job = loop {
-            match self
-                .link
-                .call(|c| {
-                    let c = spot.on(c);
-                    async move { c.job(job_id).await }
-                })
-                .await
-            {
+            match spot.on(self.link.client().clone()).job(job_id).await {
                 Ok(job) => break job_run(job),
                 Err(e) if !is_transient(&e) => {
                     break JobRun {

@@ -1,86 +1,47 @@
-//! The agent's connection to its servers: one typed client per URL, failover between them, and
-//! the classification of errors into "try again" and "the server said no".
+//! The agent's connection to its servers: one client over every server URL, the
+//! classification of errors into "try again" and "the server said no", and the backoff between
+//! tries.
 //!
 //! Several URLs are replicas of one coordinator (they share a store), so a spot id and a task
-//! lease are valid on any of them. A call goes to the server that answered last; when it cannot
-//! be reached (or answers 502/503/504), the next one is tried, each once per call. Waiting
-//! between calls is the caller's business ([`Backoff`]).
+//! lease are valid on any of them. Which replica a call goes to, and which failed calls go on to
+//! the next one, is `drover_client`'s (its `servers` module): heartbeats, reports and reads go
+//! on after any failure, hellos and claims only when they certainly did nothing. A call that
+//! fails on every replica (or may have been carried out) comes back here as an error, and the
+//! agent tries again after a [`Backoff`], from the next replica.
 
 use drover_client::{Client, ClientError};
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub struct Link {
-    clients: Vec<Client>,
-    current: AtomicUsize,
+    client: Client,
 }
 
 /// Whether an error is worth retrying later (the server is away or overloaded) rather than an
 /// answer to act on.
 pub fn is_transient(e: &ClientError) -> bool {
     match e {
-        ClientError::Transport(_) | ClientError::Decode(_) => true,
+        ClientError::Transport(_) | ClientError::Decode(_) | ClientError::Failover { .. } => true,
         ClientError::Api { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
     }
 }
 
-/// Whether trying another server may help.
-fn try_next(e: &ClientError) -> bool {
-    match e {
-        ClientError::Transport(_) => true,
-        ClientError::Api { status, .. } => matches!(status, 502..=504),
-        ClientError::Decode(_) => false,
-    }
-}
-
 impl Link {
-    /// `clients` must not be empty.
-    pub fn new(clients: Vec<Client>) -> Self {
-        assert!(!clients.is_empty(), "an agent needs at least one server");
-        Link {
-            clients,
-            current: AtomicUsize::new(0),
-        }
+    pub fn new(client: Client) -> Self {
+        Link { client }
     }
 
-    /// The URL calls go to now.
+    /// The client of every server; clones share where the next call starts.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The URL calls go to first now.
     pub fn current_url(&self) -> &str {
-        self.clients[self.current.load(Ordering::Relaxed) % self.clients.len()].base_url()
+        self.client.base_url()
     }
 
     pub fn urls(&self) -> impl Iterator<Item = &str> {
-        self.clients.iter().map(Client::base_url)
-    }
-
-    /// Calls `f` on the current server, failing over to the others in turn.
-    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
-    where
-        F: Fn(Client) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>>,
-    {
-        let n = self.clients.len();
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..n {
-            let index = (start + i) % n;
-            match f(self.clients[index].clone()).await {
-                Err(e) if try_next(&e) => {
-                    if n > 1 {
-                        tracing::debug!(server = self.clients[index].base_url(), error = %e, "server unavailable; trying the next");
-                    }
-                    last = Some(e);
-                }
-                other => {
-                    if index != start % n {
-                        tracing::info!(server = self.clients[index].base_url(), "failed over");
-                        self.current.store(index, Ordering::Relaxed);
-                    }
-                    return other;
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| ClientError::Decode("no server to call".into())))
+        self.client.servers().iter().map(String::as_str)
     }
 }
 
@@ -140,30 +101,5 @@ mod tests {
         assert!(delays[10] >= Duration::from_secs(2), "{delays:?}");
         b.reset();
         assert!(b.next_delay() < Duration::from_millis(250));
-    }
-
-    #[tokio::test]
-    async fn a_call_tries_each_server_once() {
-        // Two servers that refuse connections: loopback ports nobody listens on.
-        let dead = |port| Client::new(format!("http://127.0.0.1:{port}"));
-        let ports: Vec<u16> = (0..2)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-            })
-            .collect();
-        let link = Link::new(vec![dead(ports[0]), dead(ports[1])]);
-        let tried = std::sync::Mutex::new(Vec::new());
-        let result = link
-            .call(|c| {
-                tried.lock().unwrap().push(c.base_url().to_string());
-                async move { c.health().await }
-            })
-            .await;
-        assert!(matches!(result, Err(ClientError::Transport(_))));
-        assert_eq!(tried.lock().unwrap().len(), 2, "each server once");
     }
 }

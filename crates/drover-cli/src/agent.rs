@@ -150,20 +150,10 @@ fn labels(items: &[String]) -> anyhow::Result<Map<String, Value>> {
 
 impl AgentArgs {
     pub fn config(self) -> anyhow::Result<AgentConfig> {
-        let servers: Vec<String> = self
-            .server
-            .iter()
-            .map(|s| s.trim().trim_end_matches('/').to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        for s in &servers {
-            if !(s.starts_with("http://") || s.starts_with("https://")) {
-                bail!("--server: {s:?} is not a URL such as http://127.0.0.1:8080");
-            }
-        }
-        if servers.is_empty() {
-            bail!("--server: give at least one server URL");
-        }
+        let servers = drover_client::ServerList::parse(&self.server)
+            .map_err(|e| anyhow::anyhow!("--server: {e}"))?
+            .urls()
+            .to_vec();
         let work_dir = self
             .work_dir
             .unwrap_or_else(|| std::env::temp_dir().join("drover-agent"));

@@ -1,13 +1,22 @@
 //! A typed client of drover's native HTTP API (`/api/v1`, `/internal/v1`).
 //!
 //! It sends and receives the wire types of `drover_api` and turns error answers into
-//! [`ClientError::Api`] with the server's status, code and message. It decides nothing: retries,
-//! backoff and failover belong to its callers (the agent, the CLI).
+//! [`ClientError::Api`] with the server's status, code and message. Given several server URLs
+//! (replicas of one coordinator) it sends each request to one of them and moves on to the next
+//! when that one cannot be used and repeating the request is safe ([`servers`] has the rule).
+//! Everything else is its callers' (the agent, the CLI): waiting and trying again later,
+//! backoff, what an answer means.
 
+pub mod servers;
+
+use bytes::Bytes;
 use drover_api::*;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use servers::{Failure, Next, Rotation};
+pub use servers::{BadServerUrl, Retry, ServerList};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -24,6 +33,30 @@ pub enum ClientError {
     /// The answer was not what this client expects (a different server, or a version mismatch).
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    /// With several servers: none could carry the request out. `tried` has each URL tried with
+    /// its failure (unreachable, timed out, 503...), in order; `not_sent` the URLs the request
+    /// was not sent to because the last one may have carried it out (see [`Retry`]).
+    #[error("{}", failover_message(.tried, .not_sent))]
+    Failover {
+        tried: Vec<(String, ClientError)>,
+        not_sent: Vec<String>,
+    },
+}
+
+fn failover_message(tried: &[(String, ClientError)], not_sent: &[String]) -> String {
+    let each: Vec<String> = tried.iter().map(|(url, e)| format!("{url}: {e}")).collect();
+    let mut m = format!(
+        "no server could carry out the request (tried {}: {})",
+        tried.len(),
+        each.join("; ")
+    );
+    if let (Some((last, _)), false) = (tried.last(), not_sent.is_empty()) {
+        m.push_str(&format!(
+            "; not sent to {} since {last} may have carried it out and repeating it is not safe",
+            not_sent.join(", ")
+        ));
+    }
+    m
 }
 
 impl ClientError {
@@ -79,7 +112,10 @@ where
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The replicas; one for a client of a single server.
+    servers: Arc<ServerList>,
+    /// Where the next request starts, shared with this client's clones.
+    rotation: Arc<Rotation>,
     agent_key: Option<String>,
     api_key: Option<String>,
     /// The spot this client acts for and its secret (from hello's `spotSecret`).
@@ -97,10 +133,25 @@ pub struct BadCertificate(String);
 impl Client {
     /// A client of the server at `base` (`http://127.0.0.1:8080`, or `https://...`: TLS with
     /// the system's trusted roots, plus any given with [`Client::with_root_certificate`]).
+    /// Each request goes there once; a failure is the caller's to handle.
     pub fn new(base: impl Into<String>) -> Self {
+        Self::build(ServerList::one(base.into()), Rotation::starting_at(1, 0))
+    }
+
+    /// A client of several replicas of one coordinator. Each process starts at a random one
+    /// (so that many clients spread over them) and stays with the one that answers; a request
+    /// that finds it unusable goes on to the next, each replica once, as far as [`Retry`]
+    /// allows. With one URL this is [`Client::new`].
+    pub fn with_servers(servers: ServerList) -> Self {
+        let rotation = Rotation::random(servers.len());
+        Self::build(servers, rotation)
+    }
+
+    fn build(servers: ServerList, rotation: Rotation) -> Self {
         let mut client = Client {
             http: reqwest::Client::new(),
-            base: base.into().trim_end_matches('/').to_string(),
+            servers: Arc::new(servers),
+            rotation: Arc::new(rotation),
             agent_key: None,
             api_key: None,
             spot: None,
@@ -167,12 +218,19 @@ impl Client {
         self
     }
 
+    /// The URL the next request goes to first (the only one, for a single server).
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.servers.urls()[self.rotation.current()]
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+    /// Every server URL, in the order given.
+    pub fn servers(&self) -> &[String] {
+        self.servers.urls()
+    }
+
+    /// A request of `method` to `path` on the server at `base`, with this client's keys.
+    fn request(&self, base: &str, method: Method, path: &str) -> RequestBuilder {
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if path.starts_with("/internal/") {
             if let Some(k) = &self.agent_key {
                 req = req.header("X-Agent-Key", k);
@@ -186,25 +244,84 @@ impl Client {
         req
     }
 
-    async fn send<T: DeserializeOwned>(req: RequestBuilder) -> Result<T> {
-        let resp = req.send().await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
-            })
-        } else {
-            Err(api_error(status, &bytes))
+    /// One request, built by `build` for a server's base URL, sent to one server after
+    /// another as [`Rotation`] and `retry` say, until one answers; the body of a 2xx answer.
+    async fn fetch(&self, retry: Retry, build: impl Fn(&str) -> RequestBuilder) -> Result<Bytes> {
+        let urls = self.servers.urls();
+        if urls.len() == 1 {
+            return once(build(&urls[0])).await;
         }
+        let order: Vec<usize> = self.rotation.order().collect();
+        let mut tried = Vec::new();
+        for (n, &index) in order.iter().enumerate() {
+            let url = &urls[index];
+            let error = match once(build(url)).await {
+                Ok(body) => {
+                    self.rotation.answered(index);
+                    return Ok(body);
+                }
+                Err(e) => e,
+            };
+            match retry.after(failure(&error)) {
+                Next::Answer => {
+                    self.rotation.answered(index);
+                    return Err(error);
+                }
+                Next::Move => {
+                    self.rotation.failed(index);
+                    tried.push((url.clone(), error));
+                }
+                Next::Stop => {
+                    self.rotation.failed(index);
+                    tried.push((url.clone(), error));
+                    let not_sent = order[n + 1..].iter().map(|&i| urls[i].clone()).collect();
+                    return Err(ClientError::Failover { tried, not_sent });
+                }
+            }
+        }
+        Err(ClientError::Failover {
+            tried,
+            not_sent: Vec::new(),
+        })
     }
 
+    /// [`Client::fetch`], with the answer read as JSON.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        retry: Retry,
+        build: impl Fn(&str) -> RequestBuilder,
+    ) -> Result<T> {
+        let bytes = self.fetch(retry, build).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    /// A read: safe to repeat anywhere.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        Self::send(self.request(Method::GET, path)).await
+        self.send(Retry::Idempotent, |base| {
+            self.request(base, Method::GET, path)
+        })
+        .await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        Self::send(self.request(Method::POST, path).json(body)).await
+    /// A read of a list page.
+    async fn get_page<T: DeserializeOwned>(&self, path: &str, opts: &ListOptions) -> Result<T> {
+        self.send(Retry::Idempotent, |base| {
+            self.request(base, Method::GET, path).query(opts)
+        })
+        .await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        retry: Retry,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(retry, |base| {
+            self.request(base, Method::POST, path).json(body)
+        })
+        .await
     }
 
     pub async fn health(&self) -> Result<HealthResponse> {
@@ -222,7 +339,7 @@ impl Client {
 
     /// One page of the session runners, oldest first.
     pub async fn runners_page(&self, opts: &ListOptions) -> Result<RunnerList> {
-        Self::send(self.request(Method::GET, "/api/v1/runners").query(opts)).await
+        self.get_page("/api/v1/runners", opts).await
     }
 
     /// The background workers and how each is doing, by name.
@@ -234,7 +351,7 @@ impl Client {
 
     /// One page of spots.
     pub async fn spots_page(&self, opts: &ListOptions) -> Result<SpotsResponse> {
-        Self::send(self.request(Method::GET, "/api/v1/spots").query(opts)).await
+        self.get_page("/api/v1/spots", opts).await
     }
 
     /// Every spot, page by page.
@@ -246,39 +363,47 @@ impl Client {
         .await
     }
 
+    /// Creates a job. Sent to another replica only when it certainly created nothing: a
+    /// second copy would be a second job.
     pub async fn create_job(&self, req: &CreateJobRequest) -> Result<CreateJobResponse> {
-        self.post("/api/v1/jobs", req).await
+        self.post(Retry::UnlessSent, "/api/v1/jobs", req).await
     }
 
     /// A job. An agent's client (with the agent key or a spot secret) reads it as an agent,
     /// which is what shows its `env` values; anyone else sees them redacted.
     pub async fn job(&self, id: &str) -> Result<Job> {
-        let mut req = self.request(Method::GET, &format!("/api/v1/jobs/{id}"));
-        if let Some(k) = &self.agent_key {
-            req = req.header("X-Agent-Key", k);
-        }
-        if let Some((spot, secret)) = &self.spot {
-            req = req
-                .header("X-Spot-Id", spot)
-                .header("X-Spot-Secret", secret);
-        }
-        Self::send(req).await
+        let path = format!("/api/v1/jobs/{id}");
+        self.send(Retry::Idempotent, |base| {
+            let mut req = self.request(base, Method::GET, &path);
+            if let Some(k) = &self.agent_key {
+                req = req.header("X-Agent-Key", k);
+            }
+            if let Some((spot, secret)) = &self.spot {
+                req = req
+                    .header("X-Spot-Id", spot)
+                    .header("X-Spot-Secret", secret);
+            }
+            req
+        })
+        .await
     }
 
     pub async fn jobs(&self, opts: &ListOptions) -> Result<JobList> {
-        Self::send(self.request(Method::GET, "/api/v1/jobs").query(opts)).await
+        self.get_page("/api/v1/jobs", opts).await
     }
 
+    /// Cancels a job; idempotent (a cancelled job is left as it is), so repeated anywhere.
     pub async fn cancel_job(&self, id: &str) -> Result<Job> {
-        Self::send(self.request(Method::POST, &format!("/api/v1/jobs/{id}/cancel"))).await
+        let path = format!("/api/v1/jobs/{id}/cancel");
+        self.send(Retry::Idempotent, |base| {
+            self.request(base, Method::POST, &path)
+        })
+        .await
     }
 
     pub async fn tasks(&self, job_id: &str, opts: &ListOptions) -> Result<TaskList> {
-        Self::send(
-            self.request(Method::GET, &format!("/api/v1/jobs/{job_id}/tasks"))
-                .query(opts),
-        )
-        .await
+        self.get_page(&format!("/api/v1/jobs/{job_id}/tasks"), opts)
+            .await
     }
 
     /// Every task of a job (optionally of one status), following the pages.
@@ -299,34 +424,32 @@ impl Client {
     }
 
     pub async fn results(&self, job_id: &str, opts: &ListOptions) -> Result<ResultsResponse> {
-        Self::send(
-            self.request(Method::GET, &format!("/api/v1/jobs/{job_id}/results"))
-                .query(opts),
-        )
-        .await
+        self.get_page(&format!("/api/v1/jobs/{job_id}/results"), opts)
+            .await
     }
 
     /// The job's results as CSV text.
     pub async fn results_csv(&self, job_id: &str) -> Result<String> {
-        let resp = self
-            .request(Method::GET, &format!("/api/v1/jobs/{job_id}/results"))
-            .query(&[("format", "csv")])
-            .send()
+        let path = format!("/api/v1/jobs/{job_id}/results");
+        let bytes = self
+            .fetch(Retry::Idempotent, |base| {
+                self.request(base, Method::GET, &path)
+                    .query(&[("format", "csv")])
+            })
             .await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
         String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Registers a spot. Sent to another replica only when it certainly registered nothing: a
+    /// second copy would register a second spot (the first would go DOWN unused).
     pub async fn hello(&self, req: &HelloRequest) -> Result<HelloResponse> {
-        self.post("/internal/v1/hello", req).await
+        self.post(Retry::UnlessSent, "/internal/v1/hello", req)
+            .await
     }
 
     pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<SuccessBody> {
-        self.post("/internal/v1/heartbeat", req).await
+        self.post(Retry::Idempotent, "/internal/v1/heartbeat", req)
+            .await
     }
 
     pub async fn claim(&self, spot_id: &str, max_tasks: u32) -> Result<Vec<ClaimedTask>> {
@@ -336,7 +459,7 @@ impl Client {
 
     /// A claim that, when nothing is claimable, waits on the server up to `wait` (at most 30 s)
     /// for work to appear. The request's own timeout, if the client has one, is stretched by
-    /// `wait`.
+    /// `wait`. Sent to another replica only when it certainly claimed nothing (see [`Retry`]).
     pub async fn claim_waiting(
         &self,
         spot_id: &str,
@@ -348,23 +471,36 @@ impl Client {
             max_tasks,
             wait_ms: wait_ms(wait),
         };
-        let post = self
-            .request(Method::POST, "/internal/v1/tasks/claim")
-            .json(&req);
-        Ok(Self::send::<ClaimResponse>(self.waiting(post, wait))
-            .await?
-            .tasks)
+        let answer: ClaimResponse = self
+            .send(Retry::UnlessSent, |base| {
+                let post = self
+                    .request(base, Method::POST, "/internal/v1/tasks/claim")
+                    .json(&req);
+                self.waiting(post, wait)
+            })
+            .await?;
+        Ok(answer.tasks)
     }
 
     /// Reports and claims in one request: `req.reports` are applied first (as
     /// [`Client::report_batch`] applies them), then up to `req.maxTasks` are claimed, waiting
-    /// up to `req.waitMs` for work. The request's own timeout is stretched by the wait.
+    /// up to `req.waitMs` for work. The request's own timeout is stretched by the wait. One
+    /// that claims nothing (`maxTasks` 0) only reports, and is repeated anywhere; one that
+    /// claims is sent to another replica only when it certainly claimed nothing.
     pub async fn exchange(&self, req: &ExchangeRequest) -> Result<ExchangeResponse> {
         let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
-        let post = self
-            .request(Method::POST, "/internal/v1/tasks/exchange")
-            .json(req);
-        Self::send(self.waiting(post, wait)).await
+        let retry = if req.max_tasks == 0 {
+            Retry::Idempotent
+        } else {
+            Retry::UnlessSent
+        };
+        self.send(retry, |base| {
+            let post = self
+                .request(base, Method::POST, "/internal/v1/tasks/exchange")
+                .json(req);
+            self.waiting(post, wait)
+        })
+        .await
     }
 
     /// A request that may wait on the server for `wait`: the client's timeout is for the
@@ -376,19 +512,46 @@ impl Client {
         }
     }
 
+    /// Reports a task done; idempotent by the contract (a repeat is answered as the first).
     pub async fn complete(&self, task_id: &str, req: &CompleteRequest) -> Result<ReportResponse> {
-        self.post(&format!("/internal/v1/tasks/{task_id}/complete"), req)
-            .await
+        let path = format!("/internal/v1/tasks/{task_id}/complete");
+        self.post(Retry::Idempotent, &path, req).await
     }
 
+    /// Reports a task failed; idempotent by the contract.
     pub async fn fail(&self, task_id: &str, req: &FailRequest) -> Result<ReportResponse> {
-        self.post(&format!("/internal/v1/tasks/{task_id}/fail"), req)
-            .await
+        let path = format!("/internal/v1/tasks/{task_id}/fail");
+        self.post(Retry::Idempotent, &path, req).await
     }
 
     /// Many completes and fails of one spot in one request; each gets its own result.
     pub async fn report_batch(&self, req: &BatchReportRequest) -> Result<BatchReportResponse> {
-        self.post("/internal/v1/tasks/report", req).await
+        self.post(Retry::Idempotent, "/internal/v1/tasks/report", req)
+            .await
+    }
+}
+
+/// One request to one server: the body of a 2xx answer, else the error.
+async fn once(req: RequestBuilder) -> Result<Bytes> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(api_error(status, &bytes))
+    }
+}
+
+/// How one server's request failed, as the failover rule needs to know it.
+fn failure(e: &ClientError) -> Failure {
+    match e {
+        // A connect error (refused, unreachable, a TLS handshake refused) or a URL that could
+        // not be used: the request never left this process.
+        ClientError::Transport(t) if t.is_connect() || t.is_builder() => Failure::NotConnected,
+        ClientError::Transport(_) => Failure::Lost,
+        ClientError::Api { status, .. } => Failure::Status(*status),
+        ClientError::Decode(_) | ClientError::Failover { .. } => Failure::Unreadable,
     }
 }
 

@@ -15,7 +15,7 @@ mod runners;
 mod watch;
 
 use clap::{Args, Subcommand};
-use drover_client::{Client, ClientError};
+use drover_client::{Client, ClientError, ServerList};
 use std::io::Write;
 
 /// Where the client commands look for a server when neither --server nor DROVER_SERVER says.
@@ -94,9 +94,9 @@ pub enum ClientCommand {
 
     /// List, inspect, follow and cancel jobs, and fetch their results.
     ///
-    /// Every job command talks to one server (--server, DROVER_SERVER) and prints a table, or
-    /// JSON of the API's own types with --output json, or CSV with --output csv where the
-    /// answer is a list.
+    /// Every job command talks to the server (--server, DROVER_SERVER; several URLs are
+    /// replicas of one coordinator) and prints a table, or JSON of the API's own types with
+    /// --output json, or CSV with --output csv where the answer is a list.
     #[command(after_long_help = format!("{JOB_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Job(jobs::JobArgs),
 
@@ -121,15 +121,18 @@ pub enum ClientCommand {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Server")]
 pub struct Connection {
-    /// URL of the drover server.
+    /// URL of the drover server; several, comma-separated, are replicas of one coordinator:
+    /// each command starts at a random one and goes on to the next when one cannot be used
+    /// (a job is submitted again elsewhere only when it certainly was not created).
     #[arg(
         long,
         global = true,
         env = "DROVER_SERVER",
-        value_name = "URL",
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
         default_value = DEFAULT_SERVER
     )]
-    server: String,
+    server: Vec<String>,
 
     /// API key, sent as `Authorization: Bearer KEY`; needed for submit and cancel when the
     /// server was started with --api-key.
@@ -149,27 +152,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A client of the chosen server; refuses a URL that this client cannot use.
+    /// A client of the chosen server or servers; refuses a URL that this client cannot use.
     fn client(&self) -> Result<Client, Failure> {
-        // An empty DROVER_SERVER (`DROVER_SERVER= drover ...`) means "not set", as for keys.
-        let url = match self.server.trim() {
-            "" => DEFAULT_SERVER,
-            url => url,
-        };
-        let Some(rest) = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
-        else {
-            return Err(Failure::Usage(format!(
-                "--server {url:?} is not an http:// or https:// URL such as {DEFAULT_SERVER}"
-            )));
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(Failure::Usage(format!(
-                "--server {url:?} names no host; give a URL such as {DEFAULT_SERVER}"
-            )));
-        }
-        let mut client = Client::new(url);
+        let mut client = Client::with_servers(servers(&self.server)?);
         if let Some(path) = &self.ca_cert {
             let pem = std::fs::read(path).map_err(|e| {
                 Failure::Usage(format!("--ca-cert: cannot read {}: {e}", path.display()))
@@ -183,6 +168,15 @@ impl Connection {
             None => client,
         })
     }
+}
+
+/// The servers of `--server` / `DROVER_SERVER`. An empty DROVER_SERVER (`DROVER_SERVER= drover
+/// ...`) means "not set", as for keys.
+fn servers(given: &[String]) -> Result<ServerList, Failure> {
+    if given.iter().all(|s| s.trim().is_empty()) {
+        return ServerList::parse([DEFAULT_SERVER]).map_err(|e| Failure::Usage(e.to_string()));
+    }
+    ServerList::parse(given).map_err(|e| Failure::Usage(format!("--server: {e}")))
 }
 
 /// How a command that did not fail ended.
@@ -272,6 +266,12 @@ impl Failure {
                     ClientError::Decode(m) => format!(
                         "error: unexpected answer from {url}: {m}{context}\n\
                          hint: is {url} a drover server of a matching version?"
+                    ),
+                    ClientError::Failover { .. } => format!(
+                        "error: {}{context}\n\
+                         hint: is `drover server` running there? Choose the servers with \
+                         --server URL[,URL...] or DROVER_SERVER",
+                        drover_core::text::error_chain(error)
                     ),
                 })
             }

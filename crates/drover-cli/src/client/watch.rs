@@ -61,7 +61,7 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 /// 429). Any other refusal (unknown job, wrong key) will not go away by itself.
 fn passing(error: &ClientError) -> bool {
     match error {
-        ClientError::Transport(_) => true,
+        ClientError::Transport(_) | ClientError::Failover { .. } => true,
         ClientError::Api { status, .. } => *status >= 500 || *status == 429,
         ClientError::Decode(_) => false,
     }
