@@ -55,6 +55,14 @@ pub fn instance_id() -> String {
     new_id("drover")
 }
 
+/// A replica's name when it is not given one: the host and process that run it (what an
+/// operator looks for in `ps`), then eight random hex digits, so two servers in one process
+/// (tests) or a pid reused after a reboot never share a name.
+pub fn replica_id(host: &str, pid: u32) -> String {
+    let random = Uuid::new_v4().simple().to_string();
+    format!("{host}-{pid}-{}", &random[..8])
+}
+
 /// A session id for a client that did not bring one: a UUID v4, as the session-runners
 /// contract generates.
 pub fn session_id() -> String {

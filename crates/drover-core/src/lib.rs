@@ -6,6 +6,7 @@
 //! sweep becomes tasks. It must not do IO, spawn, or know about SQL or HTTP: stores and
 //! surfaces ask it for decisions and carry them out.
 
+pub mod cluster;
 pub mod credential;
 pub mod event;
 pub mod health;

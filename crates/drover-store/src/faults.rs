@@ -13,10 +13,11 @@
 //! to the same sequence of calls; concurrent callers interleave as the scheduler decides.
 //! This module decides nothing about jobs or tasks: it passes every call through or refuses it.
 
+use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
-    CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown, Overview, Page,
-    Paged, Released, Report, Reservation, Result, RunnerStore, StoreError, StoreOps, Stores,
-    WriteStats,
+    ClusterStore, CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown,
+    Overview, Page, Paged, Released, Report, Reservation, Result, RunnerStore, StoreError,
+    StoreOps, Stores, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
@@ -485,6 +486,50 @@ impl StoreOps for Faulty {
     async fn close(&self) -> Result<()> {
         // Closing is how a test ends; a fault here would only hide the real outcome.
         self.inner.ops.close().await
+    }
+}
+
+#[async_trait]
+impl ClusterStore for Faulty {
+    async fn acquire_or_renew(
+        &self,
+        replica: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<drover_core::cluster::Lease> {
+        let inner = self.inner.cluster.acquire_or_renew(replica, now, ttl);
+        self.faults.write("acquire_or_renew", inner).await
+    }
+
+    async fn release(&self, replica: &str, now: Timestamp) -> Result<bool> {
+        let inner = self.inner.cluster.release(replica, now);
+        self.faults.write("release", inner).await
+    }
+
+    async fn heartbeat_member(&self, replica: &str, address: &str, now: Timestamp) -> Result<()> {
+        let inner = self.inner.cluster.heartbeat_member(replica, address, now);
+        self.faults.write("heartbeat_member", inner).await
+    }
+
+    async fn forget_members(&self, cutoff: Timestamp) -> Result<u64> {
+        let inner = self.inner.cluster.forget_members(cutoff);
+        self.faults.write("forget_members", inner).await
+    }
+
+    async fn view(&self, members_since: Timestamp) -> Result<ClusterView> {
+        let inner = self.inner.cluster.view(members_since);
+        self.faults.read("view", inner).await
+    }
+
+    async fn record_action(&self, action: Action) -> Result<()> {
+        let inner = self.inner.cluster.record_action(action);
+        self.faults.write("record_action", inner).await
+    }
+
+    async fn actions(&self) -> Result<Vec<RecordedAction>> {
+        self.faults
+            .read("actions", self.inner.cluster.actions())
+            .await
     }
 }
 

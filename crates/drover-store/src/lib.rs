@@ -2,7 +2,7 @@
 //!
 //! This crate owns the store traits, one per aggregate ([`JobStore`] for jobs and the task
 //! lifecycle, [`NodeStore`] for the node registry, [`RunnerStore`] for session runners,
-//! [`StoreOps`] for health and operations), the [`Stores`] that holds one of each, [`open`],
+//! [`StoreOps`] for health and operations, [`ClusterStore`] for the replicas' lease and members), the [`Stores`] that holds one of each, [`open`],
 //! and the backends (SQLite now; another backend implements the same traits and passes the same
 //! conformance suite, `tests/conformance/`). A backend reads facts, asks `drover_core` for every
 //! decision, and writes what it was told, inside one transaction per call; it must not invent
@@ -10,12 +10,14 @@
 //! yields the [`Event`]s it caused, handed to the observers registered on [`Stores`] after the
 //! commit.
 
+pub mod cluster;
 mod error;
 mod events;
 pub mod faults;
 pub mod sqlite;
 mod types;
 
+pub use cluster::ClusterStore;
 pub use error::StoreError;
 pub use events::{EventObservers, Observer};
 pub use sqlite::SqliteStore;
@@ -214,6 +216,8 @@ pub struct Stores {
     pub nodes: Arc<dyn NodeStore>,
     pub runners: Arc<dyn RunnerStore>,
     pub ops: Arc<dyn StoreOps>,
+    /// The replicas' shared records: the leader's lease, members, background actions.
+    pub cluster: Arc<dyn ClusterStore>,
     observers: Arc<EventObservers>,
 }
 
@@ -222,12 +226,13 @@ impl Stores {
     /// (the same registry the backend's write path notifies).
     pub fn from_backend<B>(backend: B, observers: Arc<EventObservers>) -> Stores
     where
-        B: JobStore + NodeStore + RunnerStore + StoreOps + Clone,
+        B: JobStore + NodeStore + RunnerStore + StoreOps + ClusterStore + Clone,
     {
         Stores {
             jobs: Arc::new(backend.clone()),
             nodes: Arc::new(backend.clone()),
             runners: Arc::new(backend.clone()),
+            cluster: Arc::new(backend.clone()),
             ops: Arc::new(backend),
             observers,
         }

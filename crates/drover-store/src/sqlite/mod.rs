@@ -9,6 +9,7 @@
 //! WAL is kept below `journal_size_limit` (`write::WAL_LIMIT`) by the same path.
 
 mod beats;
+mod cluster;
 mod jobs;
 mod nodes;
 mod ops;

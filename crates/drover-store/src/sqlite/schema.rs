@@ -422,6 +422,34 @@ BEGIN
 END;
 "#;
 
+/// The cluster's records (`cluster.rs`): the lease that elects the replica running background
+/// work, the replicas seen, and the background actions with the epoch each ran under.
+const V11: &str = r#"
+CREATE TABLE cluster_lease (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    expires_at  TEXT NOT NULL,
+    acquired_at TEXT,
+    renewed_at  TEXT
+) WITHOUT ROWID;
+INSERT INTO cluster_lease (name, holder, epoch, expires_at)
+VALUES ('background', '', 0, '1970-01-01T00:00:00.000Z');
+CREATE TABLE cluster_members (
+    replica_id TEXT PRIMARY KEY,
+    address    TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cluster_actions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    epoch      INTEGER NOT NULL,
+    replica_id TEXT NOT NULL,
+    worker     TEXT NOT NULL,
+    at         TEXT NOT NULL
+);
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -434,6 +462,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V8),
         M::up(V9),
         M::up(V10),
+        M::up(V11),
     ])
 }
 

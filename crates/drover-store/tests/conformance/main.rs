@@ -2,8 +2,8 @@
 //!
 //! Each scenario is a plain async function over [`Stores`]; each aggregate's module ends with
 //! its own macro (`jobs_suite!`, `nodes_suite!`, `runners_suite!`, `ops_suite!`,
-//! `events_suite!`) instantiated for SQLite, so a backend proves each part separately: a
-//! PostgreSQL store adds one `xxx_suite!(postgres, ...)` line per module. Every scenario that
+//! `events_suite!`, `cluster_suite!`) instantiated for SQLite, so a backend proves each part
+//! separately: a PostgreSQL store adds one `xxx_suite!(postgres, ...)` line per module. Every scenario that
 //! changes jobs ends by checking invariant 4 (job counts equal task counts) through
 //! `audit_job_counts`. Every scenario also runs behind `drover_store::faults` with delays
 //! (`sqlite_delayed`); `faults.rs` runs the lifecycle behind errors and lost answers.
@@ -46,6 +46,7 @@ macro_rules! suite {
     };
 }
 
+mod cluster;
 mod events;
 mod faults;
 mod jobs;
