@@ -10,6 +10,7 @@
 //! yields the [`Event`]s it caused, handed to the observers registered on [`Stores`] after the
 //! commit.
 
+mod common;
 mod error;
 mod events;
 pub mod faults;
