@@ -11,6 +11,7 @@
 //! commit.
 
 pub mod cluster;
+mod common;
 mod error;
 mod events;
 pub mod faults;

@@ -23,6 +23,7 @@
 //! which its savepoint (or transaction) undoes.
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
+use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
 use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::lifecycle::{
@@ -30,16 +31,15 @@ use drover_core::lifecycle::{
 };
 use drover_core::time::format as ts;
 use drover_core::{
-    ClaimedTask, Event, Job, JobCounts, JobStatus, NodeStatus, ReportKind, ReportOutcome, Task,
-    TaskStatus, Timestamp, ids, sweep::Sweep,
+    ClaimedTask, Event, Job, JobStatus, NodeStatus, ReportKind, ReportOutcome, Task, TaskStatus,
+    Timestamp, ids, sweep::Sweep,
 };
-use hashlink::LruCache;
 use rusqlite::{OptionalExtension, ToSql, Transaction, params};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A job's counts, whether it is cancelled, and whether it has started.
-fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<Stored> {
+fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<StoredJob> {
     tx.prepare_cached(
         "SELECT total_tasks, new_tasks, running_tasks, completed_tasks, failed_tasks,
                 cancelled_tasks, cancelled, started_at IS NOT NULL, status
@@ -47,7 +47,7 @@ fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<Stored> {
     )
     .map_err(map_err)?
     .query_row([job_id], |r| {
-        Ok(Stored {
+        Ok(StoredJob {
             counts: rows::counts(r, 0)?,
             cancelled: r.get(6)?,
             started: r.get(7)?,
@@ -57,91 +57,23 @@ fn counts_of(tx: &Transaction<'_>, job_id: &str) -> Result<Stored> {
     .map_err(map_err)
 }
 
-/// A job's row as [`settle_jobs`] needs it.
-struct Stored {
-    counts: JobCounts,
-    cancelled: bool,
-    started: bool,
-    status: String,
-}
-
-/// How one call changed a job: tasks moved between statuses (every change drover makes; the
-/// counting trigger is for changes made outside it), rows made, whether a task was claimed.
-#[derive(Debug, Default)]
-struct JobDelta {
-    new: i64,
-    running: i64,
-    done: i64,
-    failed: i64,
-    cancelled: i64,
-    materialised: u64,
-    claimed: bool,
-}
-
-impl JobDelta {
-    fn count(&mut self, status: TaskStatus) -> &mut i64 {
-        match status {
-            TaskStatus::New => &mut self.new,
-            TaskStatus::Running => &mut self.running,
-            TaskStatus::Done => &mut self.done,
-            TaskStatus::Failed => &mut self.failed,
-            TaskStatus::Cancelled => &mut self.cancelled,
-        }
-    }
-
-    fn moved(&mut self, from: TaskStatus, to: TaskStatus) {
-        *self.count(from) -= 1;
-        *self.count(to) += 1;
-    }
-
-    /// `counts` after this change, or `None` if a count would fall below zero.
-    fn apply(&self, counts: JobCounts) -> Option<JobCounts> {
-        let add = |n: u64, d: i64| n.checked_add_signed(d);
-        Some(JobCounts {
-            total: counts.total,
-            new: add(counts.new, self.new)?,
-            running: add(counts.running, self.running)?,
-            done: add(counts.done, self.done)?,
-            failed: add(counts.failed, self.failed)?,
-            cancelled: add(counts.cancelled, self.cancelled)?,
-        })
-    }
-}
-
-/// The jobs one call touched and how. A call touches few jobs (usually one), so a list beats a
-/// map, and a job's id is copied once per call, not once per task.
-#[derive(Debug, Default)]
-pub(super) struct Deltas(Vec<(String, JobDelta)>);
-
-impl Deltas {
-    fn of(&mut self, job_id: &str) -> &mut JobDelta {
-        let i = match self.0.iter().rposition(|(id, _)| id == job_id) {
-            Some(i) => i,
-            None => {
-                self.0.push((job_id.to_string(), JobDelta::default()));
-                self.0.len() - 1
-            }
-        };
-        &mut self.0[i].1
-    }
-}
-
 /// Writes each touched job's counts, rows made, start, status, and finish, once per job: the
 /// status is the core's `JobCounts::status` of the counts after the call.
 fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
     for (id, delta) in &deltas.0 {
         let stored = counts_of(tx, id)?;
-        let counts = delta.apply(stored.counts).ok_or_else(|| {
-            StoreError::Internal(format!("job {id}: a count would fall below zero"))
-        })?;
-        let started = stored.started || delta.claimed;
-        let status = counts.status(stored.cancelled, started);
+        let common::Settled {
+            counts,
+            started: _,
+            status,
+            counts_only,
+        } = common::settle(id, &stored, delta)?;
         // Most calls only move counts (and a claim, the rows made): the job keeps its status
         // and start. Writing only what changed leaves the `jobs_status` index entry alone
         // (and, without rows made, the `jobs_unclaimed` one): SQLite rewrites an index entry
         // whenever one of its columns is assigned, even to the same value, which dirtied two
         // more pages in every commit.
-        if status.as_str() == stored.status && started == stored.started {
+        if counts_only {
             let c = &counts;
             if delta.materialised == 0 {
                 tx.prepare_cached(
@@ -284,101 +216,23 @@ pub(super) fn release_all(
     Ok(released)
 }
 
-/// Most jobs whose parsed sweeps are kept.
-const SWEEP_CACHE_JOBS: usize = 64;
-/// Most bytes of spec text whose parsed sweeps are kept: an explicit task list is held in full,
-/// so the cache is bounded by what it holds as well as by how many jobs.
-const SWEEP_CACHE_BYTES: usize = 16 << 20;
-
-/// The parsed sweeps of recently used jobs, by job id. Every claim of a never-claimed task
-/// builds its payload from the job's sweep; parsing the spec for each would cost a claim as
-/// much as its SQL (all of it, for an explicit task list). A job's spec never changes after
-/// creation and job ids are never reused (not even those of a creation rolled back), so an
-/// entry is never stale: entries leave only to bound memory, least recently used first.
-pub(super) struct SweepCache {
-    kept: Mutex<Kept>,
-    max_jobs: usize,
-    max_bytes: usize,
-}
-
-struct Kept {
-    /// Each sweep with the length of its spec text, which is what counts against the budget.
-    sweeps: LruCache<String, (Arc<Sweep>, usize)>,
-    bytes: usize,
-}
-
-impl Default for SweepCache {
-    fn default() -> Self {
-        SweepCache::with_bounds(SWEEP_CACHE_JOBS, SWEEP_CACHE_BYTES)
-    }
-}
-
-impl SweepCache {
-    fn with_bounds(max_jobs: usize, max_bytes: usize) -> Self {
-        SweepCache {
-            // Unbounded as a map: both bounds are kept by `sweep_of`, so every eviction is
-            // counted.
-            kept: Mutex::new(Kept {
-                sweeps: LruCache::new_unbounded(),
-                bytes: 0,
-            }),
-            max_jobs,
-            max_bytes,
-        }
-    }
-
-    /// The kept entries; a panic while they were held leaves them consistent (each change is
-    /// a single map operation and its byte count), so a poisoned lock is used as is.
-    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The sweep `job`'s kept spec describes, for building the tasks that have no rows.
-    fn sweep_of(&self, conn: &rusqlite::Connection, job: &rows::Unclaimed) -> Result<Arc<Sweep>> {
-        if let Some((sweep, _)) = self.kept().sweeps.get(&job.job_id) {
-            return Ok(sweep.clone());
-        }
-        // Parsed outside the lock: a reader and the writer may both miss, and both parse.
-        let spec: String = conn
-            .prepare_cached("SELECT spec FROM jobs WHERE seq = ?1")
+/// The sweep `job`'s kept spec describes, for building the tasks that have no rows.
+fn sweep_of(
+    sweeps: &SweepCache,
+    conn: &rusqlite::Connection,
+    job: &Unclaimed,
+) -> Result<Arc<Sweep>> {
+    sweeps.sweep_of(&job.job_id, || {
+        conn.prepare_cached("SELECT spec FROM jobs WHERE seq = ?1")
             .map_err(map_err)?
             .query_row([job.seq], |r| r.get(0))
-            .map_err(map_err)?;
-        let sweep = Arc::new(Sweep::from_spec_json(&spec).map_err(|e| {
-            StoreError::Internal(format!(
-                "job {} keeps a spec that does not parse: {e}",
-                job.job_id
-            ))
-        })?);
-        let bytes = spec.len();
-        if bytes <= self.max_bytes {
-            let mut kept = self.kept();
-            let Kept {
-                sweeps,
-                bytes: held,
-            } = &mut *kept;
-            *held += bytes;
-            // An entry parsed twice (a reader and the writer both missed) replaces the first.
-            if let Some((_, old)) = sweeps.insert(job.job_id.clone(), (sweep.clone(), bytes)) {
-                *held -= old;
-            }
-            while *held > self.max_bytes || sweeps.len() > self.max_jobs {
-                match sweeps.remove_lru() {
-                    Some((_, (_, b))) => *held -= b,
-                    None => break,
-                }
-            }
-        }
-        Ok(sweep)
-    }
+            .map_err(map_err)
+    })
 }
 
 /// The job and index of a task that has no row: `id` names task `index` of a job that has not
 /// made its row yet. `None` for anything else.
-fn unclaimed_by_id(
-    conn: &rusqlite::Connection,
-    id: &str,
-) -> Result<Option<(rows::Unclaimed, u64)>> {
+fn unclaimed_by_id(conn: &rusqlite::Connection, id: &str) -> Result<Option<(Unclaimed, u64)>> {
     let Some((job_id, index)) = ids::parse_sweep_task_id(id) else {
         return Ok(None);
     };
@@ -394,8 +248,8 @@ fn task_by_id(conn: &rusqlite::Connection, sweeps: &SweepCache, id: &str) -> Res
     }
     let (job, index) =
         unclaimed_by_id(conn, id)?.ok_or_else(|| StoreError::not_found("task", id))?;
-    let payload = sweeps.sweep_of(conn, &job)?.payload(index);
-    Ok(rows::unclaimed_task(&job, payload, index))
+    let payload = sweep_of(&sweeps, conn, &job)?.payload(index);
+    Ok(common::unclaimed_task(&job, payload, index))
 }
 
 /// Decides and applies one report. A task that has no row was never claimed, so nobody holds
@@ -715,7 +569,7 @@ impl JobStore for SqliteStore {
                 .map_err(map_err)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(map_err)?;
-            Ok(rows::paged(items, page.limit, |j| j.seq))
+            Ok(common::paged(items, page.limit, |j| j.seq))
         })
         .await
     }
@@ -842,13 +696,13 @@ impl JobStore for SqliteStore {
                     .max(u64::try_from(after.saturating_add(1)).unwrap_or(0));
                 let last = job.total.min(first + (want - items.len()) as u64);
                 if first < last {
-                    let sweep = sweeps.sweep_of(conn, &job)?;
+                    let sweep = sweep_of(&sweeps, conn, &job)?;
                     items.extend(
-                        (first..last).map(|i| rows::unclaimed_task(&job, sweep.payload(i), i)),
+                        (first..last).map(|i| common::unclaimed_task(&job, sweep.payload(i), i)),
                     );
                 }
             }
-            Ok(rows::paged(items, page.limit, |t| t.seq))
+            Ok(common::paged(items, page.limit, |t| t.seq))
         })
         .await
     }
@@ -894,7 +748,7 @@ impl JobStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(map_err)?;
             let keys: Vec<_> = stored.iter().map(|t| t.key).collect();
-            let remainders: Vec<_> = unclaimed.iter().map(rows::Unclaimed::remainder).collect();
+            let remainders: Vec<_> = unclaimed.iter().map(Unclaimed::remainder).collect();
             let picks = lifecycle::merge_claims(&keys, &remainders, max as usize);
 
             let now = Now::new(now);
@@ -957,7 +811,7 @@ impl JobStore for SqliteStore {
                                 // Never claimed: no attempt made yet.
                                 let grant = lifecycle::claim_grant(0, timeout, now.at);
                                 slot.insert(Fresh {
-                                    sweep: sweeps.sweep_of(tx, job)?,
+                                    sweep: sweep_of(&sweeps, tx, job)?,
                                     lease_text: ts(&grant.lease_expires_at),
                                     grant,
                                     created_text: ts(&job.created_at),
@@ -1248,7 +1102,7 @@ mod tests {
                     .read(move |conn| {
                         for id in &ids {
                             let job = rows::unclaimed_of(conn, id)?.unwrap();
-                            cache.sweep_of(conn, &job)?;
+                            sweep_of(&cache, conn, &job)?;
                         }
                         let kept = cache.kept();
                         let mut held: Vec<String> =

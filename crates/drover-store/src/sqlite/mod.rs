@@ -53,7 +53,7 @@ pub struct SqliteStore {
     /// The group-commit queue, its counters and the WAL rule (`write.rs`).
     writes: Arc<WritePath>,
     /// Parsed sweeps of recently claimed or read jobs (`jobs.rs`).
-    sweeps: Arc<jobs::SweepCache>,
+    sweeps: Arc<crate::common::SweepCache>,
     /// Heartbeats of settled nodes not yet written (`beats.rs`).
     beats: Arc<beats::Beats>,
 }

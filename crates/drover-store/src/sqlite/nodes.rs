@@ -316,7 +316,7 @@ impl NodeStore for SqliteStore {
                     .map_err(map_err)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(map_err)?;
-                let paged = rows::paged(items, page.limit, |(_, row)| *row);
+                let paged = crate::common::paged(items, page.limit, |(_, row)| *row);
                 Ok(Paged {
                     items: paged.items.into_iter().map(|(n, _)| n).collect(),
                     next_cursor: paged.next_cursor,

@@ -2,8 +2,9 @@
 //! read them, so a column cannot be added to one and forgotten in the other.
 
 use super::{attempt_outcome, bad_value, map_err};
-use crate::{CountMismatch, Paged, Result, StoreError};
-use drover_core::lifecycle::{AttemptRecord, ClaimKey, Remainder};
+use crate::common::Unclaimed;
+use crate::{CountMismatch, Result, StoreError};
+use drover_core::lifecycle::{AttemptRecord, ClaimKey};
 use drover_core::time::parse;
 use drover_core::{
     Capacity, Job, JobCounts, Node, NodeInfo, NodeStatus, Task, TaskResult, TaskStatus, Timestamp,
@@ -365,37 +366,6 @@ pub(super) fn claimable(r: &Row<'_>) -> rusqlite::Result<Claimable> {
 pub(super) const UNCLAIMED_COLUMNS: &str = "seq, id, priority, materialised, total_tasks, \
     cancelled, max_attempts, task_timeout_ms, created_at, finished_at";
 
-pub(super) struct Unclaimed {
-    pub seq: i64,
-    pub job_id: String,
-    pub priority: i64,
-    pub materialised: u64,
-    pub total: u64,
-    pub cancelled: bool,
-    pub max_attempts: u32,
-    pub timeout_ms: i64,
-    pub created_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
-}
-
-impl Unclaimed {
-    /// The status of every task without a row: NEW, or CANCELLED once the job is.
-    pub fn status(&self) -> TaskStatus {
-        drover_core::lifecycle::status_of_unclaimed(self.cancelled)
-    }
-
-    pub fn remainder(&self) -> Remainder {
-        Remainder {
-            first: ClaimKey {
-                priority: self.priority,
-                job_order: self.seq,
-                index: self.materialised,
-            },
-            end: self.total,
-        }
-    }
-}
-
 pub(super) fn unclaimed(r: &Row<'_>) -> rusqlite::Result<Unclaimed> {
     Ok(Unclaimed {
         seq: r.get(0)?,
@@ -420,39 +390,6 @@ pub(super) fn unclaimed_of(conn: &Connection, job_id: &str) -> Result<Option<Unc
     .query_row([job_id], unclaimed)
     .optional()
     .map_err(map_err)
-}
-
-/// Task `index` of a job, which has no row: as the job's spec builds it, untouched since the
-/// job was made (or cancelled with it).
-pub(super) fn unclaimed_task(job: &Unclaimed, payload: Map<String, Value>, index: u64) -> Task {
-    let status = job.status();
-    Task {
-        id: drover_core::ids::sweep_task_id(&job.job_id, index),
-        job_id: job.job_id.clone(),
-        seq: index as i64,
-        payload,
-        status,
-        attempt: 0,
-        max_attempts: job.max_attempts,
-        assigned_to: None,
-        started_at: None,
-        lease_expires_at: None,
-        finished_at: match status {
-            TaskStatus::Cancelled => job.finished_at,
-            _ => None,
-        },
-        result: TaskResult::default(),
-        last_error: None,
-        created_at: job.created_at,
-    }
-}
-
-/// Cuts a `limit + 1` query result into a page and the next cursor.
-pub(super) fn paged<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Paged<T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_cursor = if more { items.last().map(seq) } else { None };
-    Paged { items, next_cursor }
 }
 
 /// Counts each job's tasks: its rows, and the tasks without rows (NEW, or CANCELLED with the

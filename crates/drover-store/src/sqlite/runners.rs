@@ -170,7 +170,7 @@ fn list_page(conn: &Connection, page: Page) -> Result<Paged<Runner>> {
         .map_err(map_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(map_err)?;
-    let paged = rows::paged(items, page.limit, |(_, seq)| *seq);
+    let paged = crate::common::paged(items, page.limit, |(_, seq)| *seq);
     Ok(Paged {
         items: paged.items.into_iter().map(|(r, _)| r).collect(),
         next_cursor: paged.next_cursor,

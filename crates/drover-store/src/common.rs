@@ -1,0 +1,275 @@
+//! What every backend shares and no rule lives in: how one call's changes to a job's counts are
+//! collected and settled (through the core's `JobCounts::status`), the cache of parsed sweeps,
+//! the facts of a job's never-claimed tasks and how such a task reads, and paging.
+//!
+//! It holds no SQL and decides nothing about the lifecycle: a backend reads its rows into these
+//! types and writes back what they answer.
+
+use crate::{Paged, Result, StoreError};
+use drover_core::lifecycle::{ClaimKey, Remainder};
+use drover_core::sweep::Sweep;
+use drover_core::{JobCounts, JobStatus, Task, TaskResult, TaskStatus, Timestamp};
+use hashlink::LruCache;
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+
+/// How one call changed a job: tasks moved between statuses (every change drover makes; the
+/// counting trigger is for changes made outside it), rows made, whether a task was claimed.
+#[derive(Debug, Default)]
+pub(crate) struct JobDelta {
+    pub new: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub materialised: u64,
+    pub claimed: bool,
+}
+
+impl JobDelta {
+    fn count(&mut self, status: TaskStatus) -> &mut i64 {
+        match status {
+            TaskStatus::New => &mut self.new,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Done => &mut self.done,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn moved(&mut self, from: TaskStatus, to: TaskStatus) {
+        *self.count(from) -= 1;
+        *self.count(to) += 1;
+    }
+
+    /// `counts` after this change, or `None` if a count would fall below zero.
+    pub fn apply(&self, counts: JobCounts) -> Option<JobCounts> {
+        let add = |n: u64, d: i64| n.checked_add_signed(d);
+        Some(JobCounts {
+            total: counts.total,
+            new: add(counts.new, self.new)?,
+            running: add(counts.running, self.running)?,
+            done: add(counts.done, self.done)?,
+            failed: add(counts.failed, self.failed)?,
+            cancelled: add(counts.cancelled, self.cancelled)?,
+        })
+    }
+}
+
+/// The jobs one call touched and how. A call touches few jobs (usually one), so a list beats a
+/// map, and a job's id is copied once per call, not once per task.
+#[derive(Debug, Default)]
+pub(crate) struct Deltas(pub Vec<(String, JobDelta)>);
+
+impl Deltas {
+    pub fn of(&mut self, job_id: &str) -> &mut JobDelta {
+        let i = match self.0.iter().rposition(|(id, _)| id == job_id) {
+            Some(i) => i,
+            None => {
+                self.0.push((job_id.to_string(), JobDelta::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+}
+
+/// A job's row as settling needs it: its counts, whether it is cancelled, whether it has
+/// started, and the status stored with them.
+pub(crate) struct StoredJob {
+    pub counts: JobCounts,
+    pub cancelled: bool,
+    pub started: bool,
+    pub status: String,
+}
+
+/// What a job becomes after one call's changes.
+pub(crate) struct Settled {
+    pub counts: JobCounts,
+    pub started: bool,
+    /// The core's `JobCounts::status` of the counts after the call.
+    pub status: JobStatus,
+    /// Whether the status and the start are as stored (only the counts moved).
+    pub counts_only: bool,
+}
+
+/// Applies `delta` to job `id`'s stored row.
+pub(crate) fn settle(id: &str, stored: &StoredJob, delta: &JobDelta) -> Result<Settled> {
+    let counts = delta
+        .apply(stored.counts)
+        .ok_or_else(|| StoreError::Internal(format!("job {id}: a count would fall below zero")))?;
+    let started = stored.started || delta.claimed;
+    let status = counts.status(stored.cancelled, started);
+    Ok(Settled {
+        counts,
+        started,
+        status,
+        counts_only: status.as_str() == stored.status && started == stored.started,
+    })
+}
+
+/// Most jobs whose parsed sweeps are kept.
+const SWEEP_CACHE_JOBS: usize = 64;
+/// Most bytes of spec text whose parsed sweeps are kept: an explicit task list is held in full,
+/// so the cache is bounded by what it holds as well as by how many jobs.
+const SWEEP_CACHE_BYTES: usize = 16 << 20;
+
+/// The parsed sweeps of recently used jobs, by job id. Every claim of a never-claimed task
+/// builds its payload from the job's sweep; parsing the spec for each would cost a claim as
+/// much as its SQL (all of it, for an explicit task list). A job's spec never changes after
+/// creation and job ids are never reused (not even those of a creation rolled back), so an
+/// entry is never stale: entries leave only to bound memory, least recently used first.
+pub(crate) struct SweepCache {
+    kept: Mutex<Kept>,
+    max_jobs: usize,
+    max_bytes: usize,
+}
+
+pub(crate) struct Kept {
+    /// Each sweep with the length of its spec text, which is what counts against the budget.
+    pub sweeps: LruCache<String, (Arc<Sweep>, usize)>,
+    pub bytes: usize,
+}
+
+impl Default for SweepCache {
+    fn default() -> Self {
+        SweepCache::with_bounds(SWEEP_CACHE_JOBS, SWEEP_CACHE_BYTES)
+    }
+}
+
+impl SweepCache {
+    pub fn with_bounds(max_jobs: usize, max_bytes: usize) -> Self {
+        SweepCache {
+            // Unbounded as a map: both bounds are kept by `sweep_of`, so every eviction is
+            // counted.
+            kept: Mutex::new(Kept {
+                sweeps: LruCache::new_unbounded(),
+                bytes: 0,
+            }),
+            max_jobs,
+            max_bytes,
+        }
+    }
+
+    /// The kept entries; a panic while they were held leaves them consistent (each change is
+    /// a single map operation and its byte count), so a poisoned lock is used as is.
+    pub fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept sweep of `job_id`, if it is kept (and marks it recently used).
+    pub fn cached(&self, job_id: &str) -> Option<Arc<Sweep>> {
+        self.kept()
+            .sweeps
+            .get(job_id)
+            .map(|(sweep, _)| sweep.clone())
+    }
+
+    /// Parses `job_id`'s kept `spec` and keeps the sweep if it fits the bounds.
+    pub fn keep(&self, job_id: &str, spec: &str) -> Result<Arc<Sweep>> {
+        let sweep = Arc::new(Sweep::from_spec_json(spec).map_err(|e| {
+            StoreError::Internal(format!(
+                "job {job_id} keeps a spec that does not parse: {e}"
+            ))
+        })?);
+        let bytes = spec.len();
+        if bytes <= self.max_bytes {
+            let mut kept = self.kept();
+            let Kept {
+                sweeps,
+                bytes: held,
+            } = &mut *kept;
+            *held += bytes;
+            // An entry parsed twice (a reader and the writer both missed) replaces the first.
+            if let Some((_, old)) = sweeps.insert(job_id.to_string(), (sweep.clone(), bytes)) {
+                *held -= old;
+            }
+            while *held > self.max_bytes || sweeps.len() > self.max_jobs {
+                match sweeps.remove_lru() {
+                    Some((_, (_, b))) => *held -= b,
+                    None => break,
+                }
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// The sweep `job_id`'s kept spec describes, reading the spec with `load` only when it is
+    /// not kept. (Parsed outside the lock: a reader and the writer may both miss, and both
+    /// parse.)
+    pub fn sweep_of(
+        &self,
+        job_id: &str,
+        load: impl FnOnce() -> Result<String>,
+    ) -> Result<Arc<Sweep>> {
+        match self.cached(job_id) {
+            Some(sweep) => Ok(sweep),
+            None => self.keep(job_id, &load()?),
+        }
+    }
+}
+
+/// A job's tasks that have no rows yet (`materialised..total`), and what building them needs.
+pub(crate) struct Unclaimed {
+    pub seq: i64,
+    pub job_id: String,
+    pub priority: i64,
+    pub materialised: u64,
+    pub total: u64,
+    pub cancelled: bool,
+    pub max_attempts: u32,
+    pub timeout_ms: i64,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Unclaimed {
+    /// The status of every task without a row: NEW, or CANCELLED once the job is.
+    pub fn status(&self) -> TaskStatus {
+        drover_core::lifecycle::status_of_unclaimed(self.cancelled)
+    }
+
+    pub fn remainder(&self) -> Remainder {
+        Remainder {
+            first: ClaimKey {
+                priority: self.priority,
+                job_order: self.seq,
+                index: self.materialised,
+            },
+            end: self.total,
+        }
+    }
+}
+
+/// Task `index` of a job, which has no row: as the job's spec builds it, untouched since the
+/// job was made (or cancelled with it).
+pub(crate) fn unclaimed_task(job: &Unclaimed, payload: Map<String, Value>, index: u64) -> Task {
+    let status = job.status();
+    Task {
+        id: drover_core::ids::sweep_task_id(&job.job_id, index),
+        job_id: job.job_id.clone(),
+        seq: index as i64,
+        payload,
+        status,
+        attempt: 0,
+        max_attempts: job.max_attempts,
+        assigned_to: None,
+        started_at: None,
+        lease_expires_at: None,
+        finished_at: match status {
+            TaskStatus::Cancelled => job.finished_at,
+            _ => None,
+        },
+        result: TaskResult::default(),
+        last_error: None,
+        created_at: job.created_at,
+    }
+}
+
+/// Cuts a `limit + 1` query result into a page and the next cursor.
+pub(crate) fn paged<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> Paged<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more { items.last().map(seq) } else { None };
+    Paged { items, next_cursor }
+}
