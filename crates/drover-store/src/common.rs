@@ -86,7 +86,6 @@ pub(crate) struct StoredJob {
 /// What a job becomes after one call's changes.
 pub(crate) struct Settled {
     pub counts: JobCounts,
-    pub started: bool,
     /// The core's `JobCounts::status` of the counts after the call.
     pub status: JobStatus,
     /// Whether the status and the start are as stored (only the counts moved).
@@ -102,7 +101,6 @@ pub(crate) fn settle(id: &str, stored: &StoredJob, delta: &JobDelta) -> Result<S
     let status = counts.status(stored.cancelled, started);
     Ok(Settled {
         counts,
-        started,
         status,
         counts_only: status.as_str() == stored.status && started == stored.started,
     })
