@@ -49,18 +49,23 @@ impl ServerList {
         let mut urls: Vec<String> = Vec::new();
         for item in items {
             for url in item.as_ref().split(',') {
-                let url = url.trim().trim_end_matches('/');
-                if url.is_empty() {
+                let given = url.trim();
+                if given.is_empty() {
                     continue;
                 }
-                let Some(rest) = url
+                // The scheme is read before trailing slashes go, so `https://` names no host
+                // rather than reading as the bare word `https:`.
+                let Some(rest) = given
                     .strip_prefix("http://")
-                    .or_else(|| url.strip_prefix("https://"))
+                    .or_else(|| given.strip_prefix("https://"))
+                    .map(|r| r.trim_end_matches('/'))
                 else {
+                    let url = given.trim_end_matches('/');
                     return Err(BadServerUrl(format!(
                         "{url:?} is not an http:// or https:// URL such as {EXAMPLE}"
                     )));
                 };
+                let url = given.trim_end_matches('/');
                 if rest.is_empty() || rest.starts_with('/') {
                     return Err(BadServerUrl(format!(
                         "{url:?} names no host; give a URL such as {EXAMPLE}"
