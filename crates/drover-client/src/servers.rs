@@ -49,25 +49,27 @@ impl ServerList {
         let mut urls: Vec<String> = Vec::new();
         for item in items {
             for url in item.as_ref().split(',') {
-                let url = url.trim().trim_end_matches('/');
+                let url = url.trim();
                 if url.is_empty() {
                     continue;
                 }
-                let Some(rest) = url
-                    .strip_prefix("http://")
-                    .or_else(|| url.strip_prefix("https://"))
+                let Some((scheme, rest)) = ["http://", "https://"]
+                    .into_iter()
+                    .find_map(|scheme| Some((scheme, url.strip_prefix(scheme)?)))
                 else {
                     return Err(BadServerUrl(format!(
                         "{url:?} is not an http:// or https:// URL such as {EXAMPLE}"
                     )));
                 };
+                let rest = rest.trim_end_matches('/');
                 if rest.is_empty() || rest.starts_with('/') {
                     return Err(BadServerUrl(format!(
                         "{url:?} names no host; give a URL such as {EXAMPLE}"
                     )));
                 }
-                if !urls.iter().any(|u| u == url) {
-                    urls.push(url.to_string());
+                let url = format!("{scheme}{rest}");
+                if !urls.contains(&url) {
+                    urls.push(url);
                 }
             }
         }
