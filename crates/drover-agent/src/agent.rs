@@ -387,6 +387,7 @@ impl Shared {
         if !self.online.swap(true, Ordering::Relaxed) {
             tracing::info!("server reachable again at {}", self.link.current_url());
         }
+        self.link.note_failover();
     }
 
     /// Says hello until a server answers, unless another caller already replaced `stale`.

@@ -10,10 +10,13 @@
 //! agent tries again after a [`Backoff`], from the next replica.
 
 use drover_client::{Client, ClientError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub struct Link {
     client: Client,
+    /// The server that answered when last looked at, to log a move to another.
+    answered: Mutex<String>,
 }
 
 /// Whether an error is worth retrying later (the server is away or overloaded) rather than an
@@ -27,7 +30,21 @@ pub fn is_transient(e: &ClientError) -> bool {
 
 impl Link {
     pub fn new(client: Client) -> Self {
-        Link { client }
+        let answered = Mutex::new(client.base_url().to_string());
+        Link { client, answered }
+    }
+
+    /// After a call that was answered: logs it when the answer came from another server than
+    /// the last one did (the client failed over).
+    pub fn note_failover(&self) {
+        let now = self.client.base_url();
+        let Ok(mut last) = self.answered.lock() else {
+            return;
+        };
+        if *last != now {
+            tracing::info!(from = %*last, to = now, "failed over to another server");
+            *last = now.to_string();
+        }
     }
 
     /// The client of every server; clones share where the next call starts.

@@ -179,6 +179,31 @@ mod tests {
     }
 
     #[test]
+    fn tls_needs_both_files_from_any_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.toml");
+        let mut settings = flags(1);
+        settings.tls.tls_cert = Some("cert.pem".into());
+        let e = check(None, settings).unwrap_err().to_string();
+        assert!(e.contains("--tls-cert needs --tls-key"), "{e}");
+        let mut settings = flags(1);
+        settings.tls.tls_key = Some("key.pem".into());
+        let e = check(None, settings).unwrap_err().to_string();
+        assert!(e.contains("--tls-key needs --tls-cert"), "{e}");
+
+        // The key from the file completes the flag's certificate.
+        std::fs::write(&path, "tls-key = \"/etc/drover/key.pem\"\n").unwrap();
+        let mut settings = flags(1);
+        settings.tls.tls_cert = Some("/etc/drover/cert.pem".into());
+        let tls = check(Some(path.clone()), settings).unwrap().app.tls.unwrap();
+        assert_eq!(
+            (tls.cert, tls.key),
+            ("/etc/drover/cert.pem".into(), "/etc/drover/key.pem".into())
+        );
+        assert_eq!(check(None, flags(1)).unwrap().app.tls, None, "plain http by default");
+    }
+
+    #[test]
     fn zero_intervals_are_refused() {
         let mut settings = flags(1);
         settings.tasks.spot_timeout = Some(Span(Duration::ZERO));

@@ -147,6 +147,13 @@ impl Client {
         Self::build(servers, rotation)
     }
 
+    /// Starts at the replica at `index` of the list instead of a random one (tests, and
+    /// callers that spread clients by a rule of their own).
+    pub fn starting_at(self, index: usize) -> Self {
+        self.rotation.answered(index);
+        self
+    }
+
     fn build(servers: ServerList, rotation: Rotation) -> Self {
         let mut client = Client {
             http: reqwest::Client::new(),

@@ -49,30 +49,27 @@ impl ServerList {
         let mut urls: Vec<String> = Vec::new();
         for item in items {
             for url in item.as_ref().split(',') {
-                let given = url.trim();
-                if given.is_empty() {
+                let url = url.trim();
+                if url.is_empty() {
                     continue;
                 }
-                // The scheme is read before trailing slashes go, so `https://` names no host
-                // rather than reading as the bare word `https:`.
-                let Some(rest) = given
-                    .strip_prefix("http://")
-                    .or_else(|| given.strip_prefix("https://"))
-                    .map(|r| r.trim_end_matches('/'))
+                let Some((scheme, rest)) = ["http://", "https://"]
+                    .into_iter()
+                    .find_map(|scheme| Some((scheme, url.strip_prefix(scheme)?)))
                 else {
-                    let url = given.trim_end_matches('/');
                     return Err(BadServerUrl(format!(
                         "{url:?} is not an http:// or https:// URL such as {EXAMPLE}"
                     )));
                 };
-                let url = given.trim_end_matches('/');
+                let rest = rest.trim_end_matches('/');
                 if rest.is_empty() || rest.starts_with('/') {
                     return Err(BadServerUrl(format!(
                         "{url:?} names no host; give a URL such as {EXAMPLE}"
                     )));
                 }
-                if !urls.iter().any(|u| u == url) {
-                    urls.push(url.to_string());
+                let url = format!("{scheme}{rest}");
+                if !urls.contains(&url) {
+                    urls.push(url);
                 }
             }
         }

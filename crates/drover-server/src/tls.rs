@@ -89,3 +89,73 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertifiedKey, generate_simple_self_signed};
+
+    /// A certificate and its key in `dir`, and a second key that is not its.
+    fn files(dir: &Path) -> (TlsFiles, PathBuf) {
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let CertifiedKey { cert, signing_key } =
+            generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        (
+            TlsFiles {
+                cert: write("cert.pem", cert.pem()),
+                key: write("key.pem", signing_key.serialize_pem()),
+            },
+            write("other-key.pem", other.serialize_pem()),
+        )
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_make_an_acceptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, _) = files(dir.path());
+        assert!(acceptor(&good).is_ok());
+    }
+
+    #[test]
+    fn each_unusable_file_is_named_with_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, other_key) = files(dir.path());
+        let fails = |files: TlsFiles| match acceptor(&files) {
+            Ok(_) => panic!("{files:?} accepted"),
+            Err(e) => e.to_string(),
+        };
+
+        let missing = dir.path().join("missing.pem");
+        let e = fails(TlsFiles {
+            cert: missing.clone(),
+            ..good.clone()
+        });
+        assert!(e.starts_with(&format!("TLS certificate {}: cannot read it", missing.display())), "{e}");
+
+        let e = fails(TlsFiles {
+            cert: good.key.clone(),
+            ..good.clone()
+        });
+        assert!(e.contains("holds no certificate"), "{e}");
+
+        let e = fails(TlsFiles {
+            key: good.cert.clone(),
+            ..good.clone()
+        });
+        assert!(e.starts_with(&format!("TLS key {}: holds no PEM private key", good.cert.display())), "{e}");
+
+        let e = fails(TlsFiles {
+            key: other_key.clone(),
+            ..good.clone()
+        });
+        assert!(
+            e.starts_with(&format!("TLS key {}: cannot be used with the certificate", other_key.display())),
+            "{e}"
+        );
+    }
+}

@@ -321,3 +321,29 @@ async fn dispatch(command: ClientCommand) -> Result<Outcome, Failure> {
         ClientCommand::Runners(args) => runners::run(args).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(given: &[&str]) -> Result<Vec<String>, String> {
+        let given: Vec<String> = given.iter().map(|s| s.to_string()).collect();
+        match servers(&given) {
+            Ok(list) => Ok(list.urls().to_vec()),
+            Err(Failure::Usage(m)) => Err(m),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_urls_are_a_list_and_blank_means_the_default() {
+        assert_eq!(urls(&[""]).unwrap(), [DEFAULT_SERVER]);
+        assert_eq!(urls(&["  "]).unwrap(), [DEFAULT_SERVER]);
+        assert_eq!(
+            urls(&["http://a:8080", "https://b:8443/"]).unwrap(),
+            ["http://a:8080", "https://b:8443"]
+        );
+        let e = urls(&["http://a:8080", "b:8080"]).unwrap_err();
+        assert!(e.starts_with("--server: \"b:8080\" is not an http://"), "{e}");
+    }
+}

@@ -16,4 +16,5 @@ mod reapers;
 mod reliability;
 mod runners;
 mod shutdown;
+mod tls;
 mod workers;

@@ -170,6 +170,8 @@ pub struct Launch {
     env: Vec<(String, String)>,
     port_env: Option<String>,
     db: Option<PathBuf>,
+    /// The server speaks https with a certificate of this CA (PEM), which the harness trusts.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Launch {
@@ -203,6 +205,60 @@ impl Launch {
     pub fn port_via_env(mut self, var: impl Into<String>) -> Self {
         self.port_env = Some(var.into());
         self
+    }
+
+    /// Serves https with `ca`'s server certificate (`--tls-cert`, `--tls-key`); the harness's
+    /// health checks and clients trust `ca`.
+    pub fn https(mut self, ca: &PrivateCa) -> Self {
+        self.args.extend([
+            "--tls-cert".to_string(),
+            ca.cert.display().to_string(),
+            "--tls-key".to_string(),
+            ca.key.display().to_string(),
+        ]);
+        self.ca_pem = Some(std::fs::read(&ca.ca_pem).expect("the CA's PEM file"));
+        self
+    }
+}
+
+/// A private CA and a server certificate it signed for `localhost` and 127.0.0.1, as PEM files
+/// in a directory: what an operator makes for replicas that talk across machines.
+pub struct PrivateCa {
+    /// The CA's certificate: what clients are given with `--ca-cert`.
+    pub ca_pem: PathBuf,
+    /// The server's certificate and key: `--tls-cert`, `--tls-key`.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl PrivateCa {
+    pub fn create(dir: &Path) -> PrivateCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "drover test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("a CA key"))
+            .expect("the CA's certificate");
+        let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server certificate parameters");
+        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("a server key");
+        let cert = leaf.signed_by(&key, &ca).expect("the server's certificate");
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("writing a PEM file");
+            path
+        };
+        PrivateCa {
+            ca_pem: write("ca.pem", ca.pem()),
+            cert: write("server-cert.pem", cert.pem()),
+            key: write("server-key.pem", key.serialize_pem()),
+        }
     }
 }
 
@@ -340,6 +396,8 @@ pub struct ServerProcess {
     process: DroverChild,
     port: u16,
     db: PathBuf,
+    /// The CA of its certificate, when it speaks https.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl ServerProcess {
@@ -390,14 +448,16 @@ impl ServerProcess {
             process: DroverChild::spawn(cmd, dir, "server"),
             port,
             db,
+            ca_pem: launch.ca_pem.clone(),
         }
     }
 
     async fn wait_healthy(&mut self) -> Result<(), String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("HTTP client");
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(5));
+        if let Some(pem) = &self.ca_pem {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("CA"));
+        }
+        let http = http.build().expect("HTTP client");
         let url = format!("{}/api/v1/health", self.base_url());
         let started = Instant::now();
         loop {
@@ -432,8 +492,13 @@ impl ServerProcess {
         self.port
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` (the certificate's name) for a
+    /// server that speaks https.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.ca_pem {
+            Some(_) => format!("https://localhost:{}", self.port),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The SQLite file the server keeps its state in.
@@ -441,9 +506,13 @@ impl ServerProcess {
         &self.db
     }
 
-    /// A typed client of this server, without keys.
+    /// A typed client of this server, without keys (trusting its CA when it speaks https).
     pub fn client(&self) -> drover_client::Client {
-        drover_client::Client::new(self.base_url())
+        let client = drover_client::Client::new(self.base_url());
+        match &self.ca_pem {
+            Some(pem) => client.with_root_certificate(pem).expect("the CA's certificate"),
+            None => client,
+        }
     }
 
     /// Everything the server printed so far (stdout and stderr).

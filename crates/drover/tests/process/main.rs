@@ -10,6 +10,7 @@ mod cli;
 mod client_cli;
 mod disk_full;
 mod durability;
+mod failover;
 mod group_commit;
 mod reapers_in_process;
 mod runners_docker;
