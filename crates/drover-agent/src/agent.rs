@@ -61,7 +61,8 @@ const JOB_CACHE: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Server base URLs, tried in order and failed over between.
+    /// Server base URLs: replicas of one coordinator. Calls start at a random one and go on to
+    /// the next as `drover_client::Retry` allows.
     pub servers: Vec<String>,
     pub agent_key: Option<String>,
     /// PEM certificates trusted for https servers besides the system's (a private CA).
@@ -685,11 +686,7 @@ impl Shared {
         };
         let handle = {
             let (shared, spot) = (self.clone(), spot.clone());
-            tokio::spawn(async move {
-                spot.on(shared.link.client().clone())
-                    .exchange(&req)
-                    .await
-            })
+            tokio::spawn(async move { spot.on(shared.link.client().clone()).exchange(&req).await })
         };
         InFlight {
             handle,

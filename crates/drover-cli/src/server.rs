@@ -195,12 +195,20 @@ mod tests {
         std::fs::write(&path, "tls-key = \"/etc/drover/key.pem\"\n").unwrap();
         let mut settings = flags(1);
         settings.tls.tls_cert = Some("/etc/drover/cert.pem".into());
-        let tls = check(Some(path.clone()), settings).unwrap().app.tls.unwrap();
+        let tls = check(Some(path.clone()), settings)
+            .unwrap()
+            .app
+            .tls
+            .unwrap();
         assert_eq!(
             (tls.cert, tls.key),
             ("/etc/drover/cert.pem".into(), "/etc/drover/key.pem".into())
         );
-        assert_eq!(check(None, flags(1)).unwrap().app.tls, None, "plain http by default");
+        assert_eq!(
+            check(None, flags(1)).unwrap().app.tls,
+            None,
+            "plain http by default"
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use drover_api::*;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use servers::{Failure, Next, Rotation};
 pub use servers::{BadServerUrl, Retry, ServerList};
+use servers::{Failure, Next, Rotation};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]

@@ -143,7 +143,8 @@ impl Rotation {
 
     /// `index` failed: later requests start at the one after it.
     pub(crate) fn failed(&self, index: usize) {
-        self.current.store((index + 1) % self.len, Ordering::Relaxed);
+        self.current
+            .store((index + 1) % self.len, Ordering::Relaxed);
     }
 }
 
@@ -204,10 +205,19 @@ mod tests {
             ["http://a:8080", "https://b:8443", "http://c:1"]
         );
         let once = ServerList::parse(["http://a:1,http://a:1/", "http://a:1"]).unwrap();
-        assert_eq!(once.urls(), ["http://a:1"], "a URL given twice is one replica");
+        assert_eq!(
+            once.urls(),
+            ["http://a:1"],
+            "a URL given twice is one replica"
+        );
 
-        let e = ServerList::parse(["http://a:1,b:2"]).unwrap_err().to_string();
-        assert!(e.contains("\"b:2\" is not an http:// or https:// URL"), "{e}");
+        let e = ServerList::parse(["http://a:1,b:2"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"b:2\" is not an http:// or https:// URL"),
+            "{e}"
+        );
         let e = ServerList::parse(["https://"]).unwrap_err().to_string();
         assert!(e.contains("names no host"), "{e}");
         let e = ServerList::parse([" , "]).unwrap_err().to_string();
@@ -221,7 +231,11 @@ mod tests {
         let r = Rotation::starting_at(3, 4);
         assert_eq!(r.order().collect::<Vec<_>>(), [1, 2, 0]);
         r.failed(1);
-        assert_eq!(r.order().collect::<Vec<_>>(), [2, 0, 1], "moves past a failed one");
+        assert_eq!(
+            r.order().collect::<Vec<_>>(),
+            [2, 0, 1],
+            "moves past a failed one"
+        );
         r.failed(2);
         r.answered(0);
         assert_eq!(r.current(), 0, "stays with the one that answered");
@@ -235,7 +249,10 @@ mod tests {
         let starts: std::collections::HashSet<usize> =
             (0..200).map(|_| Rotation::random(4).current()).collect();
         assert!(starts.iter().all(|s| *s < 4));
-        assert!(starts.len() > 1, "200 random starts over 4 replicas all alike");
+        assert!(
+            starts.len() > 1,
+            "200 random starts over 4 replicas all alike"
+        );
     }
 
     #[test]

@@ -28,9 +28,9 @@ pub use app::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{HttpLimits, ServerConfig};
 pub use surfaces::Surface;
-pub use tls::{TlsError, TlsFiles};
 pub use surfaces::native::error::{self, ApiError};
 pub use surfaces::native::translate;
+pub use tls::{TlsError, TlsFiles};
 
 use drover_store::Stores;
 use std::sync::Arc;

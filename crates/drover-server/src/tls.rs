@@ -135,7 +135,13 @@ mod tests {
             cert: missing.clone(),
             ..good.clone()
         });
-        assert!(e.starts_with(&format!("TLS certificate {}: cannot read it", missing.display())), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "TLS certificate {}: cannot read it",
+                missing.display()
+            )),
+            "{e}"
+        );
 
         let e = fails(TlsFiles {
             cert: good.key.clone(),
@@ -147,14 +153,23 @@ mod tests {
             key: good.cert.clone(),
             ..good.clone()
         });
-        assert!(e.starts_with(&format!("TLS key {}: holds no PEM private key", good.cert.display())), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "TLS key {}: holds no PEM private key",
+                good.cert.display()
+            )),
+            "{e}"
+        );
 
         let e = fails(TlsFiles {
             key: other_key.clone(),
             ..good.clone()
         });
         assert!(
-            e.starts_with(&format!("TLS key {}: cannot be used with the certificate", other_key.display())),
+            e.starts_with(&format!(
+                "TLS key {}: cannot be used with the certificate",
+                other_key.display()
+            )),
             "{e}"
         );
     }

@@ -344,6 +344,9 @@ mod tests {
             ["http://a:8080", "https://b:8443"]
         );
         let e = urls(&["http://a:8080", "b:8080"]).unwrap_err();
-        assert!(e.starts_with("--server: \"b:8080\" is not an http://"), "{e}");
+        assert!(
+            e.starts_with("--server: \"b:8080\" is not an http://"),
+            "{e}"
+        );
     }
 }

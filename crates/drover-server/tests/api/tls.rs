@@ -29,11 +29,13 @@ pub struct PrivateCa {
 pub fn private_ca(dir: &Path) -> PrivateCa {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "drover test CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "drover test CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
     let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &ca).unwrap();
@@ -138,10 +140,18 @@ async fn every_listener_speaks_https_with_the_configured_certificate() {
     .await;
     let pem = std::fs::read(&ca.ca_pem).unwrap();
     for (base, _) in &app.addrs {
-        let client = Client::new(https(base)).with_root_certificate(&pem).unwrap();
+        let client = Client::new(https(base))
+            .with_root_certificate(&pem)
+            .unwrap();
         assert_eq!(client.health().await.unwrap().status, "healthy", "{base}");
         // Plain http gets no answer from a TLS listener.
-        assert!(app.http.get(format!("{base}/api/v1/health")).send().await.is_err());
+        assert!(
+            app.http
+                .get(format!("{base}/api/v1/health"))
+                .send()
+                .await
+                .is_err()
+        );
     }
     // A client that does not trust the CA refuses the certificate, and says so.
     let error = Client::new(https(&app.base)).health().await.unwrap_err();
@@ -188,7 +198,9 @@ async fn handshakes_take_connection_slots_and_the_reserve_still_answers_health()
     // Let the server accept both before the next connection arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pem = std::fs::read(&ca.ca_pem).unwrap();
-    let client = Client::new(https(&app.base)).with_root_certificate(&pem).unwrap();
+    let client = Client::new(https(&app.base))
+        .with_root_certificate(&pem)
+        .unwrap();
     assert_eq!(client.health().await.unwrap().status, "healthy");
     let refused = client.jobs(&Default::default()).await.unwrap_err();
     assert_eq!(refused.code(), Some("TOO_MANY_CONNECTIONS"), "{refused:?}");
@@ -224,7 +236,9 @@ async fn the_idle_and_body_timeouts_hold_over_tls() {
     let answer = closed_within(&mut slow, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let pem = std::fs::read(&ca.ca_pem).unwrap();
-    let client = Client::new(https(&app.base)).with_root_certificate(&pem).unwrap();
+    let client = Client::new(https(&app.base))
+        .with_root_certificate(&pem)
+        .unwrap();
     let jobs = client.jobs(&Default::default()).await.unwrap().jobs;
     assert!(jobs.is_empty(), "{jobs:?}");
     stop(app).await;

@@ -80,7 +80,11 @@ async fn the_cli_goes_on_past_an_unreachable_server_and_names_every_url_when_non
     let both = format!("{dead},{}", server.base_url());
 
     let job = dir.path().join("job.toml");
-    std::fs::write(&job, "name = \"n\"\ncommand = [\"true\"]\n[parameters]\nx = [1, 2]\n").unwrap();
+    std::fs::write(
+        &job,
+        "name = \"n\"\ncommand = [\"true\"]\n[parameters]\nx = [1, 2]\n",
+    )
+    .unwrap();
     // A submission that could not connect created nothing, so it goes on to the next server.
     let mut submit = drover_command(dir.path());
     submit.arg("submit").arg(&job).env("DROVER_SERVER", &both);
@@ -90,16 +94,33 @@ async fn the_cli_goes_on_past_an_unreachable_server_and_names_every_url_when_non
     list.args(["job", "list", "--server", &both]);
     let run = run_to_exit(list, dir.path(), "list", EXIT_DEADLINE);
     assert!(run.status.success(), "{run}");
-    assert_eq!(server.client().jobs(&Default::default()).await.unwrap().jobs.len(), 1);
+    assert_eq!(
+        server
+            .client()
+            .jobs(&Default::default())
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
 
     let other = format!("http://127.0.0.1:{}", free_port());
     let mut none = drover_command(dir.path());
     none.args(["job", "list", "--server", &format!("{dead},{other}")]);
     let run = run_to_exit(none, dir.path(), "none", EXIT_DEADLINE);
     assert_eq!(run.status.code(), Some(3), "{run}");
-    assert!(run.stderr.contains("no server could carry out the request (tried 2"), "{run}");
+    assert!(
+        run.stderr
+            .contains("no server could carry out the request (tried 2"),
+        "{run}"
+    );
     for url in [&dead, &other] {
-        assert!(run.stderr.contains(&format!("{url}: cannot reach the server")), "{run}");
+        assert!(
+            run.stderr
+                .contains(&format!("{url}: cannot reach the server")),
+            "{run}"
+        );
     }
 }
 
@@ -128,7 +149,11 @@ async fn an_agent_finishes_its_sweep_through_the_remaining_replica_when_one_dies
         0 => (&replicas[1], &replicas[0]),
         _ => (&replicas[0], &replicas[1]),
     };
-    assert_eq!(spare.connections(), 0, "the agent spread its calls over both");
+    assert_eq!(
+        spare.connections(),
+        0,
+        "the agent spread its calls over both"
+    );
     used.stop();
 
     job_reaches(&client, &created.job_id, "COMPLETED", JOB_DEADLINE).await;

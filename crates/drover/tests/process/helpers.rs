@@ -239,13 +239,15 @@ impl PrivateCa {
         };
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "drover test CA");
+        ca.distinguished_name
+            .push(DnType::CommonName, "drover test CA");
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("a CA key"))
             .expect("the CA's certificate");
         let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("server certificate parameters");
-        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().expect("a server key");
         let cert = leaf.signed_by(&key, &ca).expect("the server's certificate");
@@ -510,7 +512,9 @@ impl ServerProcess {
     pub fn client(&self) -> drover_client::Client {
         let client = drover_client::Client::new(self.base_url());
         match &self.ca_pem {
-            Some(pem) => client.with_root_certificate(pem).expect("the CA's certificate"),
+            Some(pem) => client
+                .with_root_certificate(pem)
+                .expect("the CA's certificate"),
             None => client,
         }
     }

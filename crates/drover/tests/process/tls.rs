@@ -53,10 +53,15 @@ async fn without_the_ca_the_agent_and_the_cli_refuse_the_certificate_and_say_so(
     let run = run_to_exit(untrusted, dir.path(), "untrusted", EXIT_DEADLINE);
     assert_eq!(run.status.code(), Some(3), "{run}");
     assert!(
-        run.stderr.contains(&format!("cannot reach the drover server at {https}")),
+        run.stderr
+            .contains(&format!("cannot reach the drover server at {https}")),
         "{run}"
     );
-    assert!(run.stderr.contains("invalid peer certificate: UnknownIssuer"), "{run}");
+    assert!(
+        run.stderr
+            .contains("invalid peer certificate: UnknownIssuer"),
+        "{run}"
+    );
 
     // The agent keeps trying (the CA may be fixed on the server's side), saying why each time
     // it loses the server, and registers nowhere.
@@ -100,5 +105,8 @@ fn a_server_given_half_a_certificate_or_an_unusable_file_does_not_start() {
             .contains(&format!("TLS key {}: cannot read it", missing.display())),
         "{run}"
     );
-    assert!(!db.exists(), "nothing is created before the certificate is read");
+    assert!(
+        !db.exists(),
+        "nothing is created before the certificate is read"
+    );
 }
