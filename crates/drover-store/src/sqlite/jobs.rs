@@ -248,7 +248,7 @@ fn task_by_id(conn: &rusqlite::Connection, sweeps: &SweepCache, id: &str) -> Res
     }
     let (job, index) =
         unclaimed_by_id(conn, id)?.ok_or_else(|| StoreError::not_found("task", id))?;
-    let payload = sweep_of(&sweeps, conn, &job)?.payload(index);
+    let payload = sweep_of(sweeps, conn, &job)?.payload(index);
     Ok(common::unclaimed_task(&job, payload, index))
 }
 
