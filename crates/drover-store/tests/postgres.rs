@@ -1,0 +1,376 @@
+//! What the PostgreSQL store does beyond the conformance suite, because several replicas share
+//! one database: replicas that start together migrate it once, work made on one replica wakes
+//! the waiting claims of the others (and a replica that cannot hear them looks every so often
+//! instead), concurrent claimers on several replicas never share an attempt, and a database
+//! that goes away makes calls fail as unavailable until it is back.
+//!
+//! Every test starts a real PostgreSQL (`drover_pgtest`) and panics with the reason if it
+//! cannot; where PostgreSQL's server binaries are not installed they are marked ignored.
+
+use chrono::{TimeZone, Utc};
+use drover_core::sweep::{Sweep, SweepSpec};
+use drover_core::{Event, NodeInfo, ReportKind, ReportOutcome, TaskResult, Timestamp};
+use drover_store::{NewJob, PgOptions, PgStore, Report, StoreError, Stores};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap()
+}
+
+fn fresh_database() -> String {
+    drover_pgtest::fresh_database()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to test against: {why}"))
+}
+
+fn options() -> PgOptions {
+    PgOptions {
+        pool_size: 4,
+        poll_while_deaf: Duration::from_millis(50),
+        ..PgOptions::default()
+    }
+}
+
+async fn replica(url: &str) -> Stores {
+    PgStore::connect(url, options())
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"))
+        .into_stores()
+}
+
+fn job(max_attempts: u32) -> NewJob {
+    NewJob {
+        name: Some("race".into()),
+        priority: 0,
+        max_attempts,
+        task_timeout: Duration::from_secs(3600),
+        run: None,
+    }
+}
+
+fn sweep(n: i64) -> Sweep {
+    Sweep::new(SweepSpec::counting("x", "x", n), 1_000_000).unwrap()
+}
+
+async fn node(store: &Stores) -> String {
+    let info = NodeInfo {
+        address: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    store
+        .nodes
+        .register_node(info.into(), None, t0())
+        .await
+        .unwrap()
+        .id
+}
+
+/// Counts the calls of the wakers registered on `store`.
+fn count_wakes(store: &Stores) -> Arc<AtomicUsize> {
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let counted = wakes.clone();
+    store.on_work_elsewhere(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    wakes
+}
+
+/// Waits (up to 10 s) until `wakes` has counted more than `than`.
+async fn woken_past(wakes: &AtomicUsize, than: usize) -> bool {
+    for _ in 0..1000 {
+        if wakes.load(Ordering::SeqCst) > than {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_that_start_together_migrate_the_database_once() {
+    let url = fresh_database();
+    let opened = futures_join(
+        (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgStore::connect(&url, options()).await })
+            })
+            .collect(),
+    )
+    .await;
+    for store in opened {
+        store.unwrap();
+    }
+    let store = replica(&url).await;
+    // One instance id for every replica: they are one server.
+    let id = store.ops.instance_id().await.unwrap();
+    assert_eq!(replica(&url).await.ops.instance_id().await.unwrap(), id);
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_made_on_one_replica_wakes_the_others_and_not_itself() {
+    let url = fresh_database();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    // Each store's listener wakes once when it starts listening (work may have been made
+    // while it was not); wait for that before counting.
+    let (woken_a, woken_b) = (count_wakes(&a), count_wakes(&b));
+    a.ops.health().await.unwrap();
+    b.ops.health().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (before_a, before_b) = (
+        woken_a.load(Ordering::SeqCst),
+        woken_b.load(Ordering::SeqCst),
+    );
+    // A's own observers see the event; its listener skips its own notification.
+    let seen_by_a = Arc::new(AtomicUsize::new(0));
+    let seen = seen_by_a.clone();
+    a.observe(move |events| {
+        if events.iter().any(Event::may_free_work) {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    a.jobs.create_job(job(1), sweep(3), t0()).await.unwrap();
+    assert!(
+        woken_past(&woken_b, before_b).await,
+        "the other replica was not woken"
+    );
+    assert_eq!(seen_by_a.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        woken_a.load(Ordering::SeqCst),
+        before_a,
+        "a replica was woken by its own write"
+    );
+    // A write that frees no work notifies nobody.
+    let before_b = woken_b.load(Ordering::SeqCst);
+    node(&a).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(woken_b.load(Ordering::SeqCst), before_b);
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_listen_polls_and_hears_again_once_the_database_is_back() {
+    let pg = drover_pgtest::TempPostgres::start()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to test against: {why}"));
+    let url = pg.url();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let woken = count_wakes(&b);
+    b.ops.health().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    pg.crash().unwrap();
+    // While deaf, the replica looks for work every `poll_while_deaf` (50 ms here).
+    let deaf = woken.load(Ordering::SeqCst);
+    assert!(woken_past(&woken, deaf + 3).await, "no polling while deaf");
+    // A call on a database that is gone fails as unavailable (the server answers 503).
+    let out = a.jobs.create_job(job(1), sweep(1), t0()).await;
+    assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+
+    pg.start_again().unwrap();
+    // The pool makes new connections; the listener listens again.
+    let mut made = None;
+    for _ in 0..100 {
+        match a.jobs.create_job(job(1), sweep(1), t0()).await {
+            Ok(j) => {
+                made = Some(j);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        made.is_some(),
+        "the store did not come back with the database"
+    );
+    // Heard again, not polled: once the listener is back, a quiet second wakes nothing...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = woken.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(woken.load(Ordering::SeqCst), quiet, "still polling");
+    // ...and work made on the other replica does.
+    a.jobs.create_job(job(1), sweep(1), t0()).await.unwrap();
+    assert!(
+        woken_past(&woken, quiet).await,
+        "not heard after reconnecting"
+    );
+}
+
+/// What one claimer saw: every task it claimed, with the attempt, and how its reports ended.
+#[derive(Default)]
+struct Seen {
+    claims: Vec<(String, u32)>,
+    completed: Vec<String>,
+}
+
+/// Claims and reports until no task is left: fails each task's first attempt when
+/// `fail_first` (so retried tasks come back as stored NEW rows for the others to take),
+/// completes the rest.
+async fn claimer(store: Stores, node: String, seed: u32, fail_first: bool) -> Seen {
+    let mut seen = Seen::default();
+    let mut idle = 0;
+    let mut turn = seed;
+    while idle < 20 {
+        turn = turn.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let max = 1 + (turn >> 16) % 25;
+        let claimed = store.jobs.claim(&node, max, t0()).await.unwrap();
+        if claimed.is_empty() {
+            idle += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        idle = 0;
+        let mut reports = Vec::with_capacity(claimed.len());
+        for task in &claimed {
+            seen.claims.push((task.id.clone(), task.attempt));
+            let kind = if fail_first && task.attempt == 1 && (turn >> 8).is_multiple_of(3) {
+                ReportKind::Fail {
+                    error: "first try".into(),
+                    retriable: true,
+                }
+            } else {
+                ReportKind::Complete(TaskResult {
+                    fopt: Some(1.0),
+                    ..Default::default()
+                })
+            };
+            reports.push(Report {
+                task_id: task.id.clone(),
+                node_id: node.clone(),
+                attempt: Some(task.attempt),
+                kind,
+            });
+        }
+        let outcomes = store.jobs.report(reports.clone(), t0()).await.unwrap();
+        for (report, outcome) in reports.iter().zip(outcomes) {
+            match outcome {
+                ReportOutcome::Completed => seen.completed.push(report.task_id.clone()),
+                ReportOutcome::Failed { will_retry: true } => {}
+                other => panic!("{} got {other:?}", report.task_id),
+            }
+        }
+    }
+    seen
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_claimers_on_three_replicas_take_each_attempt_once() {
+    let url = fresh_database();
+    let replicas = [
+        replica(&url).await,
+        replica(&url).await,
+        replica(&url).await,
+    ];
+    // Every claim event of every replica, to check against what the claimers were handed.
+    let events: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    for store in &replicas {
+        let events = events.clone();
+        store.observe(move |batch| {
+            let mut events = events.lock().unwrap();
+            for e in batch {
+                if let Event::TaskClaimed {
+                    task_id, attempt, ..
+                } = e
+                {
+                    events.push((task_id.clone(), *attempt));
+                }
+            }
+        });
+    }
+    // Two sweeps and an explicit task list: fresh rows from remainders and stored rows.
+    let mut total = 0;
+    let mut made = Vec::new();
+    for (i, n) in [1200i64, 800].into_iter().enumerate() {
+        let j = replicas[i]
+            .jobs
+            .create_job(job(2), sweep(n), t0())
+            .await
+            .unwrap();
+        total += n as usize;
+        made.push(j.id);
+    }
+    let listed = SweepSpec {
+        tasks: Some(
+            (0..300)
+                .map(|i| serde_json::json!({"seed": i}).as_object().unwrap().clone())
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let j = replicas[2]
+        .jobs
+        .create_job(job(2), Sweep::new(listed, 1000).unwrap(), t0())
+        .await
+        .unwrap();
+    total += 300;
+    made.push(j.id);
+
+    let mut claimers = Vec::new();
+    for i in 0..8u32 {
+        let store = replicas[i as usize % 3].clone();
+        let node = node(&store).await;
+        claimers.push(tokio::spawn(claimer(store, node, i + 1, i % 2 == 0)));
+    }
+    let seen = futures_join(claimers).await;
+
+    let mut per_attempt: HashMap<(String, u32), usize> = HashMap::new();
+    let mut completions: HashMap<String, usize> = HashMap::new();
+    for s in &seen {
+        for c in &s.claims {
+            *per_attempt.entry(c.clone()).or_default() += 1;
+        }
+        for t in &s.completed {
+            *completions.entry(t.clone()).or_default() += 1;
+        }
+    }
+    let shared: Vec<_> = per_attempt.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(shared.is_empty(), "attempts handed out twice: {shared:?}");
+    assert_eq!(completions.len(), total, "every task completed");
+    assert!(
+        completions.values().all(|n| *n == 1),
+        "a task completed twice"
+    );
+    // What the events say is what the claimers got.
+    let mut from_events = events.lock().unwrap().clone();
+    let mut from_claims: Vec<_> = per_attempt.into_keys().collect();
+    from_events.sort();
+    from_claims.sort();
+    assert_eq!(from_events, from_claims);
+    assert!(
+        from_claims.iter().any(|(_, attempt)| *attempt == 2),
+        "no retried task was claimed again: the stored rows went untested"
+    );
+    // Invariant 4, and every job done.
+    let store = &replicas[0];
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+    for id in made {
+        let j = store.jobs.get_job(&id).await.unwrap();
+        assert_eq!(j.counts.done, j.counts.total, "{j:?}");
+    }
+}
