@@ -374,3 +374,156 @@ async fn eight_claimers_on_three_replicas_take_each_attempt_once() {
         assert_eq!(j.counts.done, j.counts.total, "{j:?}");
     }
 }
+
+/// A plain session on `url`, as an operator's psql would have: not drover's.
+async fn operator(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    drop(tokio::spawn(connection));
+    client
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn the_status_function_agrees_with_the_core_rule() {
+    let url = fresh_database();
+    replica(&url).await.ops.health().await.unwrap();
+    let sql = operator(&url).await;
+    let ask = sql
+        .prepare("SELECT drover_job_status($1, $2, $3, $4, $5, $6, $7, $8)")
+        .await
+        .unwrap();
+    let range = 0..3i64;
+    for new in range.clone() {
+        for running in range.clone() {
+            for done in range.clone() {
+                for failed in range.clone() {
+                    for cancelled_tasks in range.clone() {
+                        for (cancelled, started) in
+                            [(false, false), (false, true), (true, false), (true, true)]
+                        {
+                            let total = new + running + done + failed + cancelled_tasks;
+                            let counts = drover_core::JobCounts {
+                                total: total as u64,
+                                new: new as u64,
+                                running: running as u64,
+                                done: done as u64,
+                                failed: failed as u64,
+                                cancelled: cancelled_tasks as u64,
+                            };
+                            let stored: String = sql
+                                .query_one(
+                                    &ask,
+                                    &[
+                                        &total,
+                                        &new,
+                                        &running,
+                                        &done,
+                                        &failed,
+                                        &cancelled_tasks,
+                                        &cancelled,
+                                        &started,
+                                    ],
+                                )
+                                .await
+                                .unwrap()
+                                .get(0);
+                            assert_eq!(
+                                stored,
+                                counts.status(cancelled, started).as_str(),
+                                "{counts:?} cancelled={cancelled} started={started}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn a_task_reset_by_hand_keeps_its_job_counts_and_status() {
+    let url = fresh_database();
+    let store = replica(&url).await;
+    let spot = node(&store).await;
+    let j = store.jobs.create_job(job(3), sweep(2), t0()).await.unwrap();
+    let claimed = store.jobs.claim(&spot, 2, t0()).await.unwrap();
+    let done = Report {
+        task_id: claimed[1].id.clone(),
+        node_id: spot.clone(),
+        attempt: None,
+        kind: ReportKind::Complete(TaskResult::default()),
+    };
+    store.jobs.report(vec![done], t0()).await.unwrap();
+    // The contract's force reset of a stuck task, from outside drover.
+    let sql = operator(&url).await;
+    let changed = sql
+        .execute(
+            "UPDATE tasks SET status = 'NEW', assigned_to = NULL, started_at = NULL
+             WHERE id = $1",
+            &[&claimed[0].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+    let after = store.jobs.get_job(&j.id).await.unwrap();
+    assert_eq!(
+        (after.counts.new, after.counts.running, after.counts.done),
+        (1, 0, 1)
+    );
+    // Marking the last task done by hand finishes the job in the stored status too, which
+    // listings by status read.
+    sql.execute(
+        "UPDATE tasks SET status = 'DONE' WHERE id = $1",
+        &[&claimed[0].id],
+    )
+    .await
+    .unwrap();
+    let stored: String = sql
+        .query_one("SELECT status FROM jobs WHERE id = $1", &[&j.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "COMPLETED");
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn a_call_stuck_behind_a_lock_fails_as_unavailable_after_the_statement_timeout() {
+    let url = fresh_database();
+    let store = PgStore::connect(
+        &url,
+        PgOptions {
+            statement_timeout: Duration::from_millis(200),
+            ..options()
+        },
+    )
+    .await
+    .unwrap()
+    .into_stores();
+    let j = store.jobs.create_job(job(1), sweep(1), t0()).await.unwrap();
+    // An operator's open transaction holds the job's row.
+    let mut sql = operator(&url).await;
+    let held = sql.transaction().await.unwrap();
+    held.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&j.id])
+        .await
+        .unwrap();
+    let out = store.jobs.cancel_job(&j.id, t0()).await;
+    assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+    held.rollback().await.unwrap();
+    let cancelled = store.jobs.cancel_job(&j.id, t0()).await.unwrap();
+    assert!(cancelled.cancelled);
+}

@@ -89,9 +89,11 @@ impl PgStore {
         })?;
         config.connect_timeout(options.connect_timeout);
         config.application_name("drover");
-        // Every pooled session gets the statement timeout; a statement past it is cancelled.
+        // Every session gets the statement timeout (a statement past it is cancelled), and
+        // says it is drover's, so the triggers that count hand edits skip its writes (drover
+        // counts its own, `schema.rs`).
         config.options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={} -c drover.writer=on",
             options.statement_timeout.as_millis()
         ));
         let manager = Manager::from_config(

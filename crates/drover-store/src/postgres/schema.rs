@@ -7,7 +7,8 @@
 //! drover wrote (a payload's key order is the job's). As on SQLite, a sweep's task gets its row
 //! the first time it is claimed (`jobs.materialised` counts the rows, always the job's first
 //! tasks by index). Ids of tasks are unique and indexed, so the contract's SQL by id is a
-//! lookup. Migrations run inside one transaction under an advisory lock: replicas that start
+//! lookup. Triggers keep the job counters and status right when tasks are changed by hand
+//! (migration 2). Migrations run inside one transaction under an advisory lock: replicas that start
 //! together apply each migration once, and one that finds the schema newer than it knows
 //! refuses to run against it.
 
@@ -142,8 +143,66 @@ CREATE UNIQUE INDEX runners_one_singleton ON runners (singleton) WHERE singleton
 CREATE INDEX runners_heartbeat ON runners (last_heartbeat);
 "#;
 
+/// Job bookkeeping that stays right under hand edits (the contract's force reset, an
+/// operator's UPDATE from psql): a trigger moves a job's counters on every change of a task's
+/// status, and another recomputes `jobs.status` when the counters move. drover counts every
+/// change it makes itself, once per job per call, so both skip its own sessions, which carry
+/// `drover.writer = on` (set for every connection the store opens). `drover_job_status`
+/// restates `JobCounts::status` in SQL; the test `the_status_function_agrees_with_the_core_rule`
+/// compares the two over every small combination of counts.
+const V2: &str = r#"
+CREATE FUNCTION drover_job_status(total BIGINT, new BIGINT, running BIGINT, done BIGINT,
+                                  failed BIGINT, cancelled_tasks BIGINT, cancelled BOOLEAN,
+                                  started BOOLEAN)
+RETURNS TEXT LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN cancelled THEN 'CANCELLED'
+        WHEN total > 0 AND done = total THEN 'COMPLETED'
+        WHEN new + running = 0 AND failed > 0 THEN 'FAILED'
+        WHEN started OR running + done + failed + cancelled_tasks > 0 THEN 'RUNNING'
+        ELSE 'PENDING'
+    END
+$$;
+
+CREATE FUNCTION drover_count_task_edit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE jobs SET
+        new_tasks       = new_tasks       + (NEW.status = 'NEW')::INT       - (OLD.status = 'NEW')::INT,
+        running_tasks   = running_tasks   + (NEW.status = 'RUNNING')::INT   - (OLD.status = 'RUNNING')::INT,
+        completed_tasks = completed_tasks + (NEW.status = 'DONE')::INT      - (OLD.status = 'DONE')::INT,
+        failed_tasks    = failed_tasks    + (NEW.status = 'FAILED')::INT    - (OLD.status = 'FAILED')::INT,
+        cancelled_tasks = cancelled_tasks + (NEW.status = 'CANCELLED')::INT - (OLD.status = 'CANCELLED')::INT
+    WHERE seq = NEW.job_seq;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_keep_job_counts AFTER UPDATE OF status ON tasks
+FOR EACH ROW
+WHEN (OLD.status <> NEW.status
+      AND current_setting('drover.writer', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION drover_count_task_edit();
+
+CREATE FUNCTION drover_keep_job_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.status := drover_job_status(NEW.total_tasks, NEW.new_tasks, NEW.running_tasks,
+        NEW.completed_tasks, NEW.failed_tasks, NEW.cancelled_tasks, NEW.cancelled,
+        NEW.started_at IS NOT NULL);
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER jobs_keep_status
+BEFORE UPDATE OF new_tasks, running_tasks, completed_tasks, failed_tasks, cancelled_tasks,
+    cancelled, started_at
+ON jobs
+FOR EACH ROW
+WHEN (current_setting('drover.writer', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION drover_keep_job_status();
+"#;
+
 /// The migrations in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the database's schema to the newest version this build knows, inside one
 /// transaction that holds [`MIGRATION_LOCK`]: a second replica starting at the same time
