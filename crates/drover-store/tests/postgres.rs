@@ -337,7 +337,35 @@ async fn eight_claimers_on_three_replicas_take_each_attempt_once() {
         let node = node(&store).await;
         claimers.push(tokio::spawn(claimer(store, node, i + 1, i % 2 == 0)));
     }
+    // A reader on every replica meanwhile: each task reads as itself, with or without its row,
+    // and a page of a job's tasks holds each index once, in order.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for (i, store) in replicas.iter().enumerate() {
+        let (store, stop, job) = (store.clone(), stop.clone(), made[i % 2].clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let index = (reads * 7919) % 800;
+                let id = drover_core::ids::sweep_task_id(&job, index);
+                let task = store.jobs.get_task(&id).await.unwrap();
+                assert_eq!(task.seq, index as i64);
+                let page = store
+                    .jobs
+                    .list_tasks(&job, None, drover_store::Page::first(200))
+                    .await
+                    .unwrap();
+                let indexes: Vec<i64> = page.items.iter().map(|t| t.seq).collect();
+                assert_eq!(indexes, (0..200).collect::<Vec<i64>>());
+                reads += 1;
+            }
+            reads
+        }));
+    }
     let seen = futures_join(claimers).await;
+    stop.store(true, Ordering::SeqCst);
+    let reads: u64 = futures_join(readers).await.into_iter().sum();
+    assert!(reads > 0);
 
     let mut per_attempt: HashMap<(String, u32), usize> = HashMap::new();
     let mut completions: HashMap<String, usize> = HashMap::new();

@@ -199,6 +199,35 @@ async fn unclaimed_by_id<C: GenericClient>(c: &C, id: &str) -> R<Option<(Unclaim
         .map(|job| (job, index)))
 }
 
+/// The head of task `id`, locked, when a claim made its row after the report first looked:
+/// the job's row, shared, waits for a claim that holds it, and then says whether the task has
+/// a row now. `None` for a task that still has none (or no such task).
+async fn row_lock_after_claims(tx: &Tx<'_>, id: &str) -> R<Option<tokio_postgres::Row>> {
+    let Some((job_id, index)) = ids::parse_sweep_task_id(id) else {
+        return Ok(None);
+    };
+    let materialised = row_opt(
+        &**tx,
+        "SELECT materialised FROM jobs WHERE id = $1 FOR SHARE",
+        &[&job_id],
+    )
+    .await?;
+    match materialised {
+        Some(r) if index < rows::count(&r, 0)? => {
+            row_opt(
+                &**tx,
+                &format!(
+                    "SELECT {} FROM tasks WHERE id = $1 FOR UPDATE",
+                    rows::TASK_HEAD_COLUMNS
+                ),
+                &[&id],
+            )
+            .await
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Decides and applies one report. A task that has no row was never claimed, so nobody holds
 /// it: the core decides that case from what the task is (NEW, or CANCELLED with its job).
 async fn apply_report(
@@ -216,6 +245,10 @@ async fn apply_report(
         &[&report.task_id],
     )
     .await?;
+    let head = match head {
+        Some(head) => Some(head),
+        None => row_lock_after_claims(tx, &report.task_id).await?,
+    };
     let Some(head) = head else {
         let Some((job, _)) = unclaimed_by_id(&**tx, &report.task_id).await? else {
             return Ok(ReportOutcome::TaskNotFound);
@@ -762,7 +795,7 @@ impl JobStore for PgStore {
         status: Option<TaskStatus>,
         page: Page,
     ) -> Result<Paged<Task>> {
-        read!(self, |conn| async {
+        snapshot!(self, |conn| async {
             // Distinguishes "no such job" from "no tasks on this page".
             let job = rows::unclaimed_of(&conn, job_id)
                 .await?
@@ -808,7 +841,7 @@ impl JobStore for PgStore {
     }
 
     async fn get_task(&self, id: &str) -> Result<Task> {
-        read!(self, |conn| async {
+        snapshot!(self, |conn| async {
             let found = row_opt(
                 &conn,
                 &format!("SELECT {} FROM tasks WHERE id = $1", rows::TASK_COLUMNS),

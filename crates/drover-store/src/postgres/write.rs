@@ -200,6 +200,31 @@ macro_rules! read {
     }};
 }
 
+/// Runs `$body` (an expression of type `R<T>`) inside a read-only transaction bound to `$conn`
+/// that sees one snapshot: for reads of several statements that must agree (a task without a
+/// row is read from its job's `materialised`, which a claim on another connection may move
+/// between two statements).
+macro_rules! snapshot {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store: &$crate::postgres::PgStore = &$store;
+        let attempt: $crate::postgres::write::R<_> = async {
+            let mut client = store.client().await?;
+            let $conn = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let value: $crate::postgres::write::R<_> = $body;
+            let value = value?;
+            $conn.commit().await?;
+            Ok(value)
+        }
+        .await;
+        attempt.map_err($crate::postgres::write::PgErr::into_store)
+    }};
+}
+
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// Every row `sql` answers.
