@@ -555,3 +555,46 @@ async fn a_call_stuck_behind_a_lock_fails_as_unavailable_after_the_statement_tim
     let cancelled = store.jobs.cancel_job(&j.id, t0()).await.unwrap();
     assert!(cancelled.cancelled);
 }
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_that_lock_in_opposite_orders_both_succeed() {
+    // Two batches about the same tasks in opposite orders, on two replicas: both answer, each
+    // report decided once (the rows are locked in one order, so they queue rather than
+    // deadlock; a deadlock would be broken by PostgreSQL after a second and the write run again).
+    let url = fresh_database();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let spot = node(&a).await;
+    a.jobs.create_job(job(1), sweep(40), t0()).await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let claimed = a.jobs.claim(&spot, 2, t0()).await.unwrap();
+        let done = |task: &drover_core::ClaimedTask| Report {
+            task_id: task.id.clone(),
+            node_id: spot.clone(),
+            attempt: Some(task.attempt),
+            kind: ReportKind::Complete(TaskResult::default()),
+        };
+        let forward = vec![done(&claimed[0]), done(&claimed[1])];
+        let backward = vec![done(&claimed[1]), done(&claimed[0])];
+        let (one, two) = tokio::join!(a.jobs.report(forward, t0()), b.jobs.report(backward, t0()));
+        for outcome in one.unwrap().into_iter().chain(two.unwrap()) {
+            assert!(
+                matches!(
+                    outcome,
+                    ReportOutcome::Completed | ReportOutcome::AlreadyCompleted
+                ),
+                "{outcome:?}"
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reports waited on deadlocks: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.ops.audit_job_counts().await.unwrap(), vec![]);
+}

@@ -752,7 +752,7 @@ impl JobStore for PgStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
         let id = ids::job_id();
         let now = at(now);
-        write!(self, |tx| create_job(&tx, &id, &job, &sweep, now).await)
+        write_tx!(self, |tx| create_job(&tx, &id, &job, &sweep, now).await)
     }
 
     async fn get_job(&self, id: &str) -> Result<Job> {
@@ -786,7 +786,7 @@ impl JobStore for PgStore {
 
     async fn cancel_job(&self, id: &str, now: Timestamp) -> Result<Job> {
         let now = at(now);
-        write!(self, |tx| cancel_job(&tx, id, now).await)
+        write_tx!(self, |tx| cancel_job(&tx, id, now).await)
     }
 
     async fn list_tasks(
@@ -861,12 +861,23 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
-        write!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await)
+        write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await)
     }
 
     async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
         let now = at(now);
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
+            // The batch's task rows, locked in id order before any is decided: two batches
+            // about the same tasks in different orders (an agent's retry reaching another
+            // replica) then queue instead of deadlocking, which PostgreSQL would take a second
+            // to notice.
+            let ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
+            exec(
+                &*tx,
+                "SELECT 1 FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await?;
             let mut outcomes = Vec::with_capacity(reports.len());
             let mut deltas = Deltas::default();
             for report in &reports {
@@ -879,7 +890,7 @@ impl JobStore for PgStore {
     }
 
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             // Tasks a report is deciding right now are skipped: the report settles them, and
             // a lease still expired is taken back on the next pass.
             let expired = all(

@@ -137,7 +137,7 @@ impl NodeStore for PgStore {
         let id = ids::node_id();
         let now = at(now);
         let labels = serde_json::Value::Object(info.labels.clone()).to_string();
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             exec(&*tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
             let registered: i64 =
                 rows::get(&row(&*tx, "SELECT count(*) FROM nodes", &[]).await?, 0)?;
@@ -183,7 +183,7 @@ impl NodeStore for PgStore {
         stats: NodeStats,
         now: Timestamp,
     ) -> Result<NodeStatus> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             write_beat(&tx, node_id, &stats, now)
                 .await?
                 .ok_or_else(|| StoreError::not_found("spot", node_id).into())
@@ -259,7 +259,7 @@ impl NodeStore for PgStore {
     }
 
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             let nodes =
                 pick_nodes(&tx, |n| node::goes_down(n.status, n.last_heartbeat, cutoff)).await?;
             if nodes.is_empty() {
@@ -318,7 +318,7 @@ impl NodeStore for PgStore {
     }
 
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             let forgotten = pick_nodes(&tx, |n| node::may_forget(n, cutoff)).await?;
             if !forgotten.is_empty() {
                 exec(&*tx, "DELETE FROM nodes WHERE id = ANY($1)", &[&forgotten]).await?;

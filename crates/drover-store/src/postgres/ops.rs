@@ -52,7 +52,7 @@ impl StoreOps for PgStore {
     async fn health(&self) -> Result<()> {
         // A real write that commits: a read-only standby, a full disk or a lost connection
         // fails it.
-        write!(self, |tx| exec(
+        write_tx!(self, |tx| exec(
             &*tx,
             "INSERT INTO meta (key, value) VALUES ('write_probe', '1')
              ON CONFLICT (key) DO UPDATE SET value = (meta.value::BIGINT + 1)::TEXT",
@@ -95,7 +95,7 @@ impl StoreOps for PgStore {
 
     async fn instance_id(&self) -> Result<String> {
         let made = drover_core::ids::instance_id();
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             // The first replica to ask makes it; every other finds it.
             exec(
                 &*tx,

@@ -111,7 +111,7 @@ impl RunnerStore for PgStore {
         max: Option<u64>,
         now: Timestamp,
     ) -> Result<Reservation> {
-        write!(self, |tx| reserve(&tx, &new, max, now).await)
+        write_tx!(self, |tx| reserve(&tx, &new, max, now).await)
     }
 
     async fn runner_started(
@@ -121,7 +121,7 @@ impl RunnerStore for PgStore {
         endpoint: &str,
         now: Timestamp,
     ) -> Result<Runner> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             let changed = exec(
                 &*tx,
                 "UPDATE runners SET status = 'RUNNING', instance = $2, endpoint = $3,
@@ -181,7 +181,7 @@ impl RunnerStore for PgStore {
     }
 
     async fn touch_runner(&self, session_id: &str, now: Timestamp) -> Result<Option<Runner>> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             let changed = exec(
                 &*tx,
                 "UPDATE runners SET last_heartbeat = $2 WHERE session_id = $1",
@@ -199,7 +199,7 @@ impl RunnerStore for PgStore {
     }
 
     async fn remove_runner(&self, session_id: &str) -> Result<Option<Runner>> {
-        write!(self, |tx| async {
+        write_tx!(self, |tx| async {
             let runner = by_session(&*tx, session_id).await?;
             if runner.is_some() {
                 exec(

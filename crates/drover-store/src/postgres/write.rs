@@ -153,7 +153,7 @@ pub(super) async fn back_off(tries: u32) {
 /// hands the events to the observers, and answers `Result<T, StoreError>`. A conflict runs the
 /// whole write again, up to [`MAX_TRIES`] times; the body must therefore not have effects
 /// outside the transaction other than those it is fine to repeat.
-macro_rules! write {
+macro_rules! write_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
         let store: &$crate::postgres::PgStore = &$store;
         let mut tries = 0u32;
