@@ -9,12 +9,12 @@
 //!
 //! Many replicas and agents claim at once, so rows are locked as they are decided on: a claim
 //! takes stored NEW tasks `FOR UPDATE SKIP LOCKED` (two claims never wait for each other over a
-//! task, and never get the same one), and the jobs whose remainders it may take `FOR UPDATE`
-//! (their `materialised` count is read under the lock and moved before the commit, so no two
-//! claims make the same task's row); a report locks the task it decides about; a cancel locks
-//! its job first. The job rows a call settles are locked in id order. A deadlock between two
-//! calls that still lock in different orders is broken by PostgreSQL and the loser is run again
-//! by the write path.
+//! task, and never get the same one), then locks the jobs it may touch (their `materialised`
+//! count is read under the lock and moved before the commit, so no two claims make the same
+//! task's row); a report batch locks its tasks in id order; a cancel locks its job first. Job
+//! rows are locked in id order by every call that locks several. A deadlock between two calls
+//! that still lock in different orders is broken by PostgreSQL and the loser is run again by
+//! the write path.
 
 use super::PgStore;
 use super::rows::{self, TaskHead, at};
@@ -438,13 +438,12 @@ async fn claim(
     .iter()
     .map(rows::claimable)
     .collect::<R<Vec<_>>>()?;
-    // Locked and waited for: the rows made from a remainder are numbered from its
-    // `materialised`, which only the holder of the job's row may move.
-    let unclaimed = all(
+    // The jobs whose remainders this claim would take, read without a lock...
+    let seen = all(
         &**tx,
         &format!(
             "SELECT {} FROM jobs WHERE materialised < total_tasks AND NOT cancelled
-             ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE",
+             ORDER BY priority DESC, seq LIMIT $1",
             rows::UNCLAIMED_COLUMNS
         ),
         &[&limit],
@@ -454,6 +453,34 @@ async fn claim(
     .map(rows::unclaimed)
     .collect::<R<Vec<_>>>()?;
     let keys: Vec<_> = stored.iter().map(|t| t.key).collect();
+    let remainders: Vec<_> = seen.iter().map(Unclaimed::remainder).collect();
+    let mut touched: Vec<i64> = keys.iter().map(|k| k.job_order).collect();
+    for pick in lifecycle::merge_claims(&keys, &remainders, max as usize) {
+        if let ClaimPick::Fresh { remainder, .. } = pick {
+            touched.push(seen[remainder].seq);
+        }
+    }
+    // ...then every job the claim may touch is locked, in id order: the order in which every
+    // write settles jobs, so that a claim and a report never each hold a job the other waits
+    // for. A remainder's rows are numbered from its `materialised`, which only the holder of
+    // the job's row may move: it is read again under the lock, and the claim is decided from
+    // what the lock shows (another claim may have taken part of a remainder meanwhile).
+    touched.sort_unstable();
+    touched.dedup();
+    let mut unclaimed = all(
+        &**tx,
+        &format!(
+            "SELECT {} FROM jobs WHERE seq = ANY($1) ORDER BY id FOR UPDATE",
+            rows::UNCLAIMED_COLUMNS
+        ),
+        &[&touched],
+    )
+    .await?
+    .iter()
+    .map(rows::unclaimed)
+    .collect::<R<Vec<_>>>()?;
+    unclaimed.retain(|j| j.materialised < j.total && !j.cancelled);
+    unclaimed.sort_by_key(|j| j.remainder().first);
     let remainders: Vec<_> = unclaimed.iter().map(Unclaimed::remainder).collect();
     let picks = lifecycle::merge_claims(&keys, &remainders, max as usize);
 
