@@ -86,6 +86,8 @@ pub(crate) struct StoredJob {
 /// What a job becomes after one call's changes.
 pub(crate) struct Settled {
     pub counts: JobCounts,
+    /// Whether the job has started (a claim starts it).
+    pub started: bool,
     /// The core's `JobCounts::status` of the counts after the call.
     pub status: JobStatus,
     /// Whether the status and the start are as stored (only the counts moved).
@@ -101,6 +103,7 @@ pub(crate) fn settle(id: &str, stored: &StoredJob, delta: &JobDelta) -> Result<S
     let status = counts.status(stored.cancelled, started);
     Ok(Settled {
         counts,
+        started,
         status,
         counts_only: status.as_str() == stored.status && started == stored.started,
     })

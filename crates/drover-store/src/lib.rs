@@ -2,9 +2,10 @@
 //!
 //! This crate owns the store traits, one per aggregate ([`JobStore`] for jobs and the task
 //! lifecycle, [`NodeStore`] for the node registry, [`RunnerStore`] for session runners,
-//! [`StoreOps`] for health and operations, [`ClusterStore`] for the replicas' lease and members), the [`Stores`] that holds one of each, [`open`],
-//! and the backends (SQLite now; another backend implements the same traits and passes the same
-//! conformance suite, `tests/conformance/`). A backend reads facts, asks `drover_core` for every
+//! [`StoreOps`] for health and operations, [`ClusterStore`] for the replicas' lease and
+//! members), the [`Stores`] that holds one of each, [`open`], and the backends (SQLite,
+//! embedded; PostgreSQL, shared by several replicas; each passes the same conformance suite,
+//! `tests/conformance/`). A backend reads facts, asks `drover_core` for every
 //! decision, and writes what it was told, inside one transaction per call; it must not invent
 //! rules of its own, and it must not return before a change is durable. Each acknowledged write
 //! yields the [`Event`]s it caused, handed to the observers registered on [`Stores`] after the
@@ -15,12 +16,14 @@ mod common;
 mod error;
 mod events;
 pub mod faults;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
 pub use cluster::ClusterStore;
 pub use error::StoreError;
-pub use events::{EventObservers, Observer};
+pub use events::{EventObservers, Observer, Waker};
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -245,26 +248,55 @@ impl Stores {
     pub fn observe(&self, observer: impl Fn(&[Event]) + Send + Sync + 'static) {
         self.observers.register(Arc::new(observer));
     }
+
+    /// Registers `waker` to be called when a write this process did not make (another replica's,
+    /// on a shared PostgreSQL store) may have made a task claimable, or when the store cannot
+    /// tell (its listener is down: then it is called every so often). Waiting claims should look
+    /// again. It runs on the store's listener task, so it must be quick. The SQLite store, which
+    /// one process owns, never calls it.
+    pub fn on_work_elsewhere(&self, waker: impl Fn() + Send + Sync + 'static) {
+        self.observers.register_waker(Arc::new(waker));
+    }
 }
 
-/// Opens the store a URL names: `sqlite://path`, `sqlite:path`, or a plain file path.
+/// Opens the store a URL names: `postgres://...` or `postgresql://...` (a PostgreSQL database,
+/// with [`PgOptions::default`]; it connects on first use), `sqlite://path`, `sqlite:path`, or a
+/// plain file path.
 pub fn open(url: &str) -> Result<Stores> {
+    if is_postgres(url) {
+        return Ok(PgStore::open(url, PgOptions::default())?.into_stores());
+    }
     let path = sqlite_path(url)?;
     Ok(SqliteStore::open(path)?.into_stores())
+}
+
+/// Checks a store URL without opening anything: `Ok` when [`open`] can try it.
+pub fn check_url(url: &str) -> Result<()> {
+    if is_postgres(url) {
+        PgStore::open(url, PgOptions::default()).map(drop)
+    } else {
+        sqlite_path(url).map(drop)
+    }
+}
+
+/// Whether a store URL names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The SQLite file a store URL names, or why the URL names none this build can open.
 pub fn sqlite_path(url: &str) -> Result<PathBuf> {
     if url.starts_with("jdbc:") {
         return Err(StoreError::Unsupported(format!(
-            "database {url:?} is a JDBC URL; drover keeps its state in SQLite: give a file path \
-             such as ./data/drover.db (or sqlite://./data/drover.db)"
+            "database {url:?} is a JDBC URL; drover keeps its state in SQLite (give a file \
+             path such as ./data/drover.db, or sqlite://./data/drover.db) or in PostgreSQL \
+             (postgres://user:password@host:5432/drover)"
         )));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Unsupported(format!(
-            "database {url:?}: this build of drover stores its state in SQLite only; give a file path"
-        )));
+    if is_postgres(url) {
+        return Err(StoreError::Unsupported(
+            "a PostgreSQL URL names no SQLite file; open it with drover_store::open".into(),
+        ));
     }
     let path = url
         .strip_prefix("sqlite://")

@@ -64,6 +64,7 @@ fn settle_jobs(tx: &Transaction<'_>, deltas: &Deltas, now: &str) -> Result<()> {
         let stored = counts_of(tx, id)?;
         let common::Settled {
             counts,
+            started: _,
             status,
             counts_only,
         } = common::settle(id, &stored, delta)?;

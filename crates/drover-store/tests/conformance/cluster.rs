@@ -189,8 +189,8 @@ pub async fn one_of_many_replicas_asking_at_once_gets_the_lease(store: Stores) {
 }
 
 macro_rules! cluster_suite {
-    ($backend:ident, $fixture:expr) => {
-        suite!($backend, $fixture;
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
+        suite!($(#[$meta])* $backend, $fixture;
             plain: [
                 the_first_replica_to_ask_takes_the_lease_under_epoch_one,
                 the_holder_renews_and_others_are_told_who_holds_it,
@@ -206,6 +206,14 @@ macro_rules! cluster_suite {
 
 cluster_suite!(sqlite, crate::sqlite_fixture());
 cluster_suite!(sqlite_delayed, crate::delayed_fixture());
+cluster_suite!(
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL's server binaries are not installed"
+    )]
+    postgres,
+    crate::postgres_fixture()
+);
 
 /// Two servers on one SQLite file, each a replica that renews every third of the TTL, records
 /// an action whenever it may act, and now and then stalls for longer than the TTL (a pause, a
@@ -307,5 +315,7 @@ async fn sqlite_two_servers_on_one_file_never_lead_together() {
             r.action.epoch
         );
     }
-    assert!(owner.len() > 2, "the lease changed hands: {owner:?}");
+    // Both led, so the lease changed hands at least once; how often more depends on the
+    // machine's scheduling, which this test does not control.
+    assert!(owner.len() >= 2, "the lease changed hands: {owner:?}");
 }

@@ -351,8 +351,8 @@ pub async fn runner_writes_yield_their_events(store: &Stores) {
 }
 
 macro_rules! events_suite {
-    ($backend:ident, $fixture:expr) => {
-        suite!($backend, $fixture;
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
+        suite!($(#[$meta])* $backend, $fixture;
             plain: [
                 job_and_task_writes_yield_their_events,
                 refused_writes_yield_no_events,
@@ -365,3 +365,11 @@ macro_rules! events_suite {
 
 events_suite!(sqlite, crate::sqlite_fixture());
 events_suite!(sqlite_delayed, crate::delayed_fixture());
+events_suite!(
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL's server binaries are not installed"
+    )]
+    postgres,
+    crate::postgres_fixture()
+);

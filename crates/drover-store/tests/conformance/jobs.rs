@@ -831,8 +831,8 @@ pub async fn a_large_sweep_is_made_at_once_and_claimed_from_its_start(store: &St
 }
 
 macro_rules! jobs_suite {
-    ($backend:ident, $fixture:expr) => {
-        suite!($backend, $fixture;
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
+        suite!($(#[$meta])* $backend, $fixture;
             plain: [
                 create_job_expands_every_task,
                 a_job_keeps_its_run_spec,
@@ -857,3 +857,11 @@ macro_rules! jobs_suite {
 
 jobs_suite!(sqlite, crate::sqlite_fixture());
 jobs_suite!(sqlite_delayed, crate::delayed_fixture());
+jobs_suite!(
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL's server binaries are not installed"
+    )]
+    postgres,
+    crate::postgres_fixture()
+);

@@ -21,27 +21,37 @@ pub struct Fixture {
 }
 
 /// Instantiates scenarios for one backend: `plain` ones on a current-thread runtime, `shared`
-/// ones (which spawn concurrent callers) on a multi-threaded one.
+/// ones (which spawn concurrent callers) on a multi-threaded one. Attributes before the
+/// backend's name go on each of its tests (a backend that needs an outside part is marked
+/// `#[cfg_attr(missing_<part>, ignore = "...")]`).
 macro_rules! suite {
-    ($backend:ident, $fixture:expr; plain: [$($plain:ident),* $(,)?]; shared: [$($shared:ident),* $(,)?]) => {
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr; plain: [$($plain:ident),* $(,)?]; shared: [$($shared:ident),* $(,)?]) => {
+        suite!(@module [$(#[$meta])*] $backend, $fixture; plain: [$($plain),*]; shared: [$($shared),*]);
+    };
+    // The attributes travel as one bracketed group, so that each test can take them all.
+    (@module $attrs:tt $backend:ident, $fixture:expr; plain: [$($plain:ident),*]; shared: [$($shared:ident),*]) => {
         mod $backend {
             async fn fixture() -> Option<$crate::Fixture> {
                 $fixture.await
             }
-            $(
-                #[tokio::test]
-                async fn $plain() {
-                    let Some(f) = fixture().await else { return };
-                    super::$plain(&f.store).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $shared() {
-                    let Some(f) = fixture().await else { return };
-                    super::$shared(f.store.clone()).await;
-                }
-            )*
+            $( suite!(@plain $attrs $plain); )*
+            $( suite!(@shared $attrs $shared); )*
+        }
+    };
+    (@plain [$(#[$meta:meta])*] $name:ident) => {
+        $(#[$meta])*
+        #[tokio::test]
+        async fn $name() {
+            let Some(f) = fixture().await else { return };
+            super::$name(&f.store).await;
+        }
+    };
+    (@shared [$(#[$meta:meta])*] $name:ident) => {
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let Some(f) = fixture().await else { return };
+            super::$name(f.store.clone()).await;
         }
     };
 }
@@ -54,6 +64,22 @@ mod nodes;
 mod ops;
 mod runners;
 mod sqlite;
+
+/// A fresh PostgreSQL store: an empty database in the cluster this test process shares
+/// (`drover_pgtest`). Panics, saying why, when no cluster can be started: the tests that use
+/// it are marked ignored where PostgreSQL is not installed, so reaching here without one is a
+/// failure, not a skip.
+pub async fn postgres_fixture() -> Option<Fixture> {
+    let url = drover_pgtest::fresh_database()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to run the suite against: {why}"));
+    let store = drover_store::PgStore::connect(&url, drover_store::PgOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("opening the PostgreSQL store at {url}: {e}"));
+    Some(Fixture {
+        store: store.into_stores(),
+        _guard: Box::new(()),
+    })
+}
 
 /// A fresh SQLite store in a temporary directory.
 pub async fn sqlite_fixture() -> Option<Fixture> {

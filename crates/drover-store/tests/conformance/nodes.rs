@@ -419,8 +419,8 @@ pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
 }
 
 macro_rules! nodes_suite {
-    ($backend:ident, $fixture:expr) => {
-        suite!($backend, $fixture;
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
+        suite!($(#[$meta])* $backend, $fixture;
             plain: [
                 claims_need_a_known_live_node,
                 heartbeats_update_live_figures,
@@ -437,3 +437,11 @@ macro_rules! nodes_suite {
 
 nodes_suite!(sqlite, crate::sqlite_fixture());
 nodes_suite!(sqlite_delayed, crate::delayed_fixture());
+nodes_suite!(
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL's server binaries are not installed"
+    )]
+    postgres,
+    crate::postgres_fixture()
+);

@@ -9,8 +9,8 @@ pub async fn the_instance_id_is_made_once_and_kept(store: &Stores) {
 }
 
 macro_rules! ops_suite {
-    ($backend:ident, $fixture:expr) => {
-        suite!($backend, $fixture;
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
+        suite!($(#[$meta])* $backend, $fixture;
             plain: [the_instance_id_is_made_once_and_kept];
             shared: []);
     };
@@ -18,3 +18,11 @@ macro_rules! ops_suite {
 
 ops_suite!(sqlite, crate::sqlite_fixture());
 ops_suite!(sqlite_delayed, crate::delayed_fixture());
+ops_suite!(
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL's server binaries are not installed"
+    )]
+    postgres,
+    crate::postgres_fixture()
+);

@@ -202,8 +202,8 @@ pub async fn runners_are_listed_in_pages_oldest_first(store: &Stores) {
 }
 
 macro_rules! runners_suite {
-    ($backend:ident, $fixture:expr) => {
-        suite!($backend, $fixture;
+    ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
+        suite!($(#[$meta])* $backend, $fixture;
             plain: [
                 runners_are_reserved_started_touched_and_removed,
                 runners_respect_the_limit_and_the_one_singleton,
@@ -215,3 +215,11 @@ macro_rules! runners_suite {
 
 runners_suite!(sqlite, crate::sqlite_fixture());
 runners_suite!(sqlite_delayed, crate::delayed_fixture());
+runners_suite!(
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL's server binaries are not installed"
+    )]
+    postgres,
+    crate::postgres_fixture()
+);

@@ -1,0 +1,952 @@
+//! Jobs, their tasks and the task lifecycle in PostgreSQL: the [`JobStore`] implementation.
+//!
+//! SQL and row handling only. Each call reads the facts it needs inside its transaction, asks
+//! `drover_core::lifecycle` what to do, writes exactly that, and records the events on the
+//! write's [`Tx`]; it must not decide a lifecycle rule itself. As on SQLite, a sweep's tasks
+//! get rows lazily (a claim inserts each task it takes from a job's never-claimed remainder,
+//! RUNNING), and the job counters change once per job per call from the collected
+//! [`Deltas`] (`common.rs`).
+//!
+//! Many replicas and agents claim at once, so rows are locked as they are decided on: a claim
+//! takes stored NEW tasks `FOR UPDATE SKIP LOCKED` (two claims never wait for each other over a
+//! task, and never get the same one), then locks the jobs it may touch (their `materialised`
+//! count is read under the lock and moved before the commit, so no two claims make the same
+//! task's row); a report batch locks its tasks in id order; a cancel locks its job first. Job
+//! rows are locked in id order by every call that locks several. A deadlock between two calls
+//! that still lock in different orders is broken by PostgreSQL and the loser is run again by
+//! the write path.
+
+use super::PgStore;
+use super::rows::{self, TaskHead, at};
+use super::write::{R, Tx, exec, row, row_opt, rows as all};
+use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
+use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use drover_core::lifecycle::{
+    self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskView,
+};
+use drover_core::{
+    ClaimedTask, Event, Job, JobStatus, NodeStatus, ReportKind, ReportOutcome, Task, TaskStatus,
+    Timestamp, ids, sweep::Sweep,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Writes each touched job's counts, rows made, start, status and finish, once per job, in id
+/// order: the status is the core's `JobCounts::status` of the counts after the call.
+async fn settle_jobs(tx: &Tx<'_>, deltas: &Deltas, now: Timestamp) -> R<()> {
+    let mut touched: Vec<_> = deltas.0.iter().collect();
+    touched.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, delta) in touched {
+        let r = row(
+            &**tx,
+            "SELECT total_tasks, new_tasks, running_tasks, completed_tasks, failed_tasks,
+                    cancelled_tasks, cancelled, started_at IS NOT NULL, status
+             FROM jobs WHERE id = $1 FOR UPDATE",
+            &[id],
+        )
+        .await?;
+        let stored = StoredJob {
+            counts: rows::counts(&r, 0)?,
+            cancelled: rows::get(&r, 6)?,
+            started: rows::get(&r, 7)?,
+            status: rows::get(&r, 8)?,
+        };
+        let settled = common::settle(id, &stored, delta)?;
+        let c = settled.counts;
+        let counts: [i64; 5] = [c.new, c.running, c.done, c.failed, c.cancelled].map(|n| n as i64);
+        let materialised = delta.materialised as i64;
+        if settled.counts_only {
+            // Only the counts (and rows made) move: the status and start stay, so the job's
+            // indexed columns are left alone.
+            exec(
+                &**tx,
+                "UPDATE jobs SET new_tasks = $2, running_tasks = $3, completed_tasks = $4,
+                     failed_tasks = $5, cancelled_tasks = $6, updated_at = $7,
+                     materialised = materialised + $8
+                 WHERE id = $1",
+                &[
+                    id,
+                    &counts[0],
+                    &counts[1],
+                    &counts[2],
+                    &counts[3],
+                    &counts[4],
+                    &now,
+                    &materialised,
+                ],
+            )
+            .await?;
+            continue;
+        }
+        exec(
+            &**tx,
+            "UPDATE jobs SET new_tasks = $2, running_tasks = $3, completed_tasks = $4,
+                 failed_tasks = $5, cancelled_tasks = $6, materialised = materialised + $7,
+                 started_at = CASE WHEN $8 THEN COALESCE(started_at, $10) ELSE started_at END,
+                 status = $9, updated_at = $10,
+                 finished_at = CASE WHEN $11 THEN COALESCE(finished_at, $10) ELSE NULL END
+             WHERE id = $1",
+            &[
+                id,
+                &counts[0],
+                &counts[1],
+                &counts[2],
+                &counts[3],
+                &counts[4],
+                &materialised,
+                &settled.started,
+                &settled.status.as_str(),
+                &now,
+                &settled.status.is_finished(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves a task out of RUNNING to `to` (NEW, FAILED), ending its lease and recording `error`;
+/// its holder, start and finish follow the core's back-to-NEW rule. The caller counts the move.
+async fn move_task(tx: &Tx<'_>, seq: i64, to: TaskStatus, error: &str, now: Timestamp) -> R<()> {
+    let after = lifecycle::after_move(to, now);
+    exec(
+        &**tx,
+        "UPDATE tasks SET status = $2, lease_expires_at = NULL, last_error = $3,
+             assigned_to = CASE WHEN $4 THEN assigned_to ELSE NULL END,
+             started_at = CASE WHEN $5 THEN started_at ELSE NULL END,
+             finished_at = $6, updated_at = $7
+         WHERE seq = $1",
+        &[
+            &seq,
+            &to.as_str(),
+            &error,
+            &after.keep_holder,
+            &after.keep_started_at,
+            &after.finished_at,
+            &now,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Releases every task of `running` (rows the caller has locked) back to NEW or on to FAILED,
+/// closing each attempt as reaped, and settles their jobs.
+pub(super) async fn release_all(
+    tx: &Tx<'_>,
+    running: Vec<TaskHead>,
+    reason: impl Fn(&TaskHead) -> String,
+    now: Timestamp,
+) -> R<Vec<Released>> {
+    let now = at(now);
+    let mut released = Vec::with_capacity(running.len());
+    let mut deltas = Deltas::default();
+    for task in &running {
+        let why = reason(task);
+        let to = lifecycle::status_after_release(task.attempt, task.max_attempts);
+        move_task(tx, task.seq, to, &why, now).await?;
+        deltas.of(&task.job_id).moved(task.status, to);
+        exec(
+            &**tx,
+            "UPDATE task_attempts SET outcome = 'REAPED', ended_at = $3, error = $4
+             WHERE task_seq = $1 AND attempt = $2",
+            &[&task.seq, &i64::from(task.attempt), &now, &why],
+        )
+        .await?;
+        tx.emit(Event::TaskReleased {
+            task_id: task.id.clone(),
+            job_id: task.job_id.clone(),
+            node_id: task.assigned_to.clone(),
+            attempt: task.attempt,
+            to,
+        });
+        released.push(Released {
+            task_id: task.id.clone(),
+            job_id: task.job_id.clone(),
+            node_id: task.assigned_to.clone(),
+            attempt: task.attempt,
+            max_attempts: task.max_attempts,
+            to,
+        });
+    }
+    settle_jobs(tx, &deltas, now).await?;
+    Ok(released)
+}
+
+/// The sweep `job`'s kept spec describes, for building the tasks that have no rows.
+async fn sweep_of<C: GenericClient>(sweeps: &SweepCache, c: &C, job: &Unclaimed) -> R<Arc<Sweep>> {
+    if let Some(sweep) = sweeps.cached(&job.job_id) {
+        return Ok(sweep);
+    }
+    let spec: String = rows::get(
+        &row(c, "SELECT spec FROM jobs WHERE seq = $1", &[&job.seq]).await?,
+        0,
+    )?;
+    Ok(sweeps.keep(&job.job_id, &spec)?)
+}
+
+/// The job and index of a task that has no row: `id` names task `index` of a job that has not
+/// made its row yet. `None` for anything else.
+async fn unclaimed_by_id<C: GenericClient>(c: &C, id: &str) -> R<Option<(Unclaimed, u64)>> {
+    let Some((job_id, index)) = ids::parse_sweep_task_id(id) else {
+        return Ok(None);
+    };
+    Ok(rows::unclaimed_of(c, &job_id)
+        .await?
+        .filter(|job| (job.materialised..job.total).contains(&index))
+        .map(|job| (job, index)))
+}
+
+/// The head of task `id`, locked, when a claim made its row after the report first looked:
+/// the job's row, shared, waits for a claim that holds it, and then says whether the task has
+/// a row now. `None` for a task that still has none (or no such task).
+async fn row_lock_after_claims(tx: &Tx<'_>, id: &str) -> R<Option<tokio_postgres::Row>> {
+    let Some((job_id, index)) = ids::parse_sweep_task_id(id) else {
+        return Ok(None);
+    };
+    let materialised = row_opt(
+        &**tx,
+        "SELECT materialised FROM jobs WHERE id = $1 FOR SHARE",
+        &[&job_id],
+    )
+    .await?;
+    match materialised {
+        Some(r) if index < rows::count(&r, 0)? => {
+            row_opt(
+                &**tx,
+                &format!(
+                    "SELECT {} FROM tasks WHERE id = $1 FOR UPDATE",
+                    rows::TASK_HEAD_COLUMNS
+                ),
+                &[&id],
+            )
+            .await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Decides and applies one report. A task that has no row was never claimed, so nobody holds
+/// it: the core decides that case from what the task is (NEW, or CANCELLED with its job).
+async fn apply_report(
+    tx: &Tx<'_>,
+    report: &Report,
+    now: Timestamp,
+    deltas: &mut Deltas,
+) -> R<ReportOutcome> {
+    let head = row_opt(
+        &**tx,
+        &format!(
+            "SELECT {} FROM tasks WHERE id = $1 FOR UPDATE",
+            rows::TASK_HEAD_COLUMNS
+        ),
+        &[&report.task_id],
+    )
+    .await?;
+    let head = match head {
+        Some(head) => Some(head),
+        None => row_lock_after_claims(tx, &report.task_id).await?,
+    };
+    let Some(head) = head else {
+        let Some((job, _)) = unclaimed_by_id(&**tx, &report.task_id).await? else {
+            return Ok(ReportOutcome::TaskNotFound);
+        };
+        let view = TaskView {
+            status: job.status(),
+            attempt: 0,
+            max_attempts: job.max_attempts,
+            assigned_to: None,
+        };
+        return match lifecycle::decide_report(
+            &view,
+            &report.node_id,
+            report.attempt,
+            &report.kind,
+            None,
+        ) {
+            Decision::Reply(reply) => Ok(reply),
+            Decision::Apply { .. } => Err(StoreError::Internal(format!(
+                "a report would change task {}, which nobody has claimed",
+                report.task_id
+            ))
+            .into()),
+        };
+    };
+    let task = rows::task_head(&head)?;
+    let view = TaskView {
+        status: task.status,
+        attempt: task.attempt,
+        max_attempts: task.max_attempts,
+        assigned_to: task.assigned_to.as_deref(),
+    };
+    // The reporter's attempt: the one it names, else its latest. Read only when the core will
+    // look at it.
+    let own: Option<AttemptRecord> =
+        if lifecycle::holds_current(&view, &report.node_id, report.attempt) {
+            None
+        } else {
+            row_opt(
+                &**tx,
+                "SELECT attempt, node_id, outcome FROM task_attempts
+                 WHERE task_seq = $1 AND node_id = $2 AND ($3::BIGINT IS NULL OR attempt = $3)
+                 ORDER BY attempt DESC LIMIT 1",
+                &[&task.seq, &report.node_id, &report.attempt.map(i64::from)],
+            )
+            .await?
+            .map(|r| rows::attempt_record(&r))
+            .transpose()?
+        };
+    let decision = lifecycle::decide_report(
+        &view,
+        &report.node_id,
+        report.attempt,
+        &report.kind,
+        own.as_ref(),
+    );
+    let (to, attempt_outcome, reply) = match decision {
+        Decision::Reply(reply) => return Ok(reply),
+        Decision::Apply {
+            to,
+            attempt_outcome,
+            reply,
+        } => (to, attempt_outcome, reply),
+    };
+    match &report.kind {
+        ReportKind::Complete(result) => {
+            exec(
+                &**tx,
+                "UPDATE tasks SET status = 'DONE', lease_expires_at = NULL, finished_at = $2,
+                     runtime_ms = $3, iter = $4, fopt = $5, result_json = $6, output = $7,
+                     updated_at = $2
+                 WHERE seq = $1",
+                &[
+                    &task.seq,
+                    &now,
+                    &result.runtime_ms,
+                    &result.iter,
+                    &result.fopt,
+                    &result.result_json,
+                    &result.output,
+                ],
+            )
+            .await?;
+        }
+        ReportKind::Fail { error, .. } => move_task(tx, task.seq, to, error, now).await?,
+    }
+    deltas.of(&task.job_id).moved(task.status, to);
+    let error = match &report.kind {
+        ReportKind::Fail { error, .. } => Some(error.as_str()),
+        ReportKind::Complete(_) => None,
+    };
+    exec(
+        &**tx,
+        "UPDATE task_attempts SET outcome = $3, ended_at = $4, error = $5
+         WHERE task_seq = $1 AND attempt = $2",
+        &[
+            &task.seq,
+            &i64::from(task.attempt),
+            &attempt_outcome.as_str(),
+            &now,
+            &error,
+        ],
+    )
+    .await?;
+    let (task_id, job_id, node_id, attempt) =
+        (task.id, task.job_id, report.node_id.clone(), task.attempt);
+    tx.emit(match reply {
+        ReportOutcome::Failed { will_retry } => Event::TaskFailed {
+            task_id,
+            job_id,
+            node_id,
+            attempt,
+            will_retry,
+        },
+        _ => Event::TaskCompleted {
+            task_id,
+            job_id,
+            node_id,
+            attempt,
+        },
+    });
+    Ok(reply)
+}
+
+/// The rows a claim writes for tasks taken from never-claimed remainders, column by column
+/// (one `INSERT ... SELECT FROM unnest(...)` writes them all).
+#[derive(Default)]
+struct FreshRows {
+    id: Vec<String>,
+    job_id: Vec<String>,
+    job_seq: Vec<i64>,
+    idx: Vec<i64>,
+    priority: Vec<i64>,
+    payload: Vec<String>,
+    attempt: Vec<i64>,
+    max_attempts: Vec<i64>,
+    timeout_ms: Vec<i64>,
+    lease: Vec<Timestamp>,
+    created_at: Vec<Timestamp>,
+}
+
+/// The stored NEW tasks a claim takes, column by column.
+#[derive(Default)]
+struct TakenRows {
+    seq: Vec<i64>,
+    attempt: Vec<i64>,
+    lease: Vec<Timestamp>,
+}
+
+async fn claim(
+    tx: &Tx<'_>,
+    sweeps: &SweepCache,
+    node_id: &str,
+    max: u32,
+    now: Timestamp,
+) -> R<Vec<ClaimedTask>> {
+    // Shared: a reaper marking the node DOWN waits for this claim, and this claim sees a DOWN
+    // it committed.
+    let status: NodeStatus = match row_opt(
+        &**tx,
+        "SELECT status FROM nodes WHERE id = $1 FOR SHARE",
+        &[&node_id],
+    )
+    .await?
+    {
+        Some(r) => rows::status(&r, 0)?,
+        None => return Err(StoreError::not_found("spot", node_id).into()),
+    };
+    match lifecycle::claim_access(status) {
+        ClaimAccess::NodeDown => return Err(StoreError::NodeDown(node_id.to_string()).into()),
+        ClaimAccess::Nothing => return Ok(Vec::new()),
+        ClaimAccess::Claim => {}
+    }
+    let limit = i64::from(max);
+    // The best `max` of each source is enough: the merge takes at most `max` in all. Stored
+    // tasks another claim is taking right now are skipped, not waited for.
+    let mut stored = all(
+        &**tx,
+        &format!(
+            "SELECT {} FROM tasks WHERE status = 'NEW'
+             ORDER BY priority DESC, job_seq, idx LIMIT $1 FOR UPDATE SKIP LOCKED",
+            rows::CLAIMABLE_COLUMNS
+        ),
+        &[&limit],
+    )
+    .await?
+    .iter()
+    .map(rows::claimable)
+    .collect::<R<Vec<_>>>()?;
+    // The jobs whose remainders this claim would take, read without a lock...
+    let seen = all(
+        &**tx,
+        &format!(
+            "SELECT {} FROM jobs WHERE materialised < total_tasks AND NOT cancelled
+             ORDER BY priority DESC, seq LIMIT $1",
+            rows::UNCLAIMED_COLUMNS
+        ),
+        &[&limit],
+    )
+    .await?
+    .iter()
+    .map(rows::unclaimed)
+    .collect::<R<Vec<_>>>()?;
+    let keys: Vec<_> = stored.iter().map(|t| t.key).collect();
+    let remainders: Vec<_> = seen.iter().map(Unclaimed::remainder).collect();
+    let mut touched: Vec<i64> = keys.iter().map(|k| k.job_order).collect();
+    for pick in lifecycle::merge_claims(&keys, &remainders, max as usize) {
+        if let ClaimPick::Fresh { remainder, .. } = pick {
+            touched.push(seen[remainder].seq);
+        }
+    }
+    // ...then every job the claim may touch is locked, in id order: the order in which every
+    // write settles jobs, so that a claim and a report never each hold a job the other waits
+    // for. A remainder's rows are numbered from its `materialised`, which only the holder of
+    // the job's row may move: it is read again under the lock, and the claim is decided from
+    // what the lock shows (another claim may have taken part of a remainder meanwhile).
+    touched.sort_unstable();
+    touched.dedup();
+    let mut unclaimed = all(
+        &**tx,
+        &format!(
+            "SELECT {} FROM jobs WHERE seq = ANY($1) ORDER BY id FOR UPDATE",
+            rows::UNCLAIMED_COLUMNS
+        ),
+        &[&touched],
+    )
+    .await?
+    .iter()
+    .map(rows::unclaimed)
+    .collect::<R<Vec<_>>>()?;
+    unclaimed.retain(|j| j.materialised < j.total && !j.cancelled);
+    unclaimed.sort_by_key(|j| j.remainder().first);
+    let remainders: Vec<_> = unclaimed.iter().map(Unclaimed::remainder).collect();
+    let picks = lifecycle::merge_claims(&keys, &remainders, max as usize);
+
+    let now = at(now);
+    let mut deltas = Deltas::default();
+    let mut claimed = Vec::with_capacity(picks.len());
+    let mut taken = TakenRows::default();
+    let mut fresh = FreshRows::default();
+    let mut sweeps_of: Vec<Option<(Arc<Sweep>, lifecycle::ClaimGrant)>> = Vec::new();
+    sweeps_of.resize_with(unclaimed.len(), || None);
+    for pick in picks {
+        let task = match pick {
+            ClaimPick::Row(i) => {
+                let t = &mut stored[i];
+                // A negative timeout can only come from a hand edit; it leases for no time.
+                let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
+                let grant = lifecycle::claim_grant(t.attempt, timeout, now);
+                let lease = at(grant.lease_expires_at);
+                taken.seq.push(t.seq);
+                taken.attempt.push(i64::from(grant.attempt));
+                taken.lease.push(lease);
+                let delta = deltas.of(&t.job_id);
+                delta.moved(TaskStatus::New, TaskStatus::Running);
+                delta.claimed = true;
+                ClaimedTask {
+                    id: std::mem::take(&mut t.id),
+                    job_id: std::mem::take(&mut t.job_id),
+                    attempt: grant.attempt,
+                    payload: std::mem::take(&mut t.payload),
+                    lease_expires_at: lease,
+                }
+            }
+            ClaimPick::Fresh { remainder, index } => {
+                let job = &unclaimed[remainder];
+                let (sweep, grant) = match &sweeps_of[remainder] {
+                    Some(made) => made.clone(),
+                    None => {
+                        let timeout =
+                            Duration::from_millis(u64::try_from(job.timeout_ms).unwrap_or(0));
+                        // Never claimed: no attempt made yet.
+                        let made = (
+                            sweep_of(sweeps, &**tx, job).await?,
+                            lifecycle::claim_grant(0, timeout, now),
+                        );
+                        sweeps_of[remainder] = Some(made.clone());
+                        made
+                    }
+                };
+                let id = ids::sweep_task_id(&job.job_id, index);
+                let payload = serde_json::Value::Object(sweep.payload(index)).to_string();
+                let lease = at(grant.lease_expires_at);
+                fresh.id.push(id.clone());
+                fresh.job_id.push(job.job_id.clone());
+                fresh.job_seq.push(job.seq);
+                fresh.idx.push(index as i64);
+                fresh.priority.push(job.priority);
+                fresh.payload.push(payload.clone());
+                fresh.attempt.push(i64::from(grant.attempt));
+                fresh.max_attempts.push(i64::from(job.max_attempts));
+                fresh.timeout_ms.push(job.timeout_ms);
+                fresh.lease.push(lease);
+                fresh.created_at.push(job.created_at);
+                let delta = deltas.of(&job.job_id);
+                delta.moved(TaskStatus::New, TaskStatus::Running);
+                delta.materialised += 1;
+                delta.claimed = true;
+                ClaimedTask {
+                    id,
+                    job_id: job.job_id.clone(),
+                    attempt: grant.attempt,
+                    payload,
+                    lease_expires_at: lease,
+                }
+            }
+        };
+        tx.emit(Event::TaskClaimed {
+            task_id: task.id.clone(),
+            job_id: task.job_id.clone(),
+            node_id: node_id.to_string(),
+            attempt: task.attempt,
+        });
+        claimed.push(task);
+    }
+    if !taken.seq.is_empty() {
+        // Each taken task and its new attempt's record, in one statement.
+        exec(
+            &**tx,
+            "WITH taken AS (
+                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = $1,
+                     started_at = $2, lease_expires_at = u.lease, updated_at = $2
+                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[]) AS u (seq, attempt, lease)
+                 WHERE t.seq = u.seq
+                 RETURNING t.seq, t.attempt, t.id)
+             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+             SELECT seq, attempt, id, $1, $2, 'RUNNING' FROM taken",
+            &[&node_id, &now, &taken.seq, &taken.attempt, &taken.lease],
+        )
+        .await?;
+    }
+    if !fresh.id.is_empty() {
+        // Each fresh task's row and its first attempt's record, in one statement.
+        let f = &fresh;
+        exec(
+            &**tx,
+            "WITH made AS (
+                 INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status, attempt,
+                     max_attempts, timeout_ms, assigned_to, started_at, lease_expires_at,
+                     created_at, updated_at)
+                 SELECT u.id, u.job_id, u.job_seq, u.idx, u.priority, u.payload, 'RUNNING',
+                     u.attempt, u.max_attempts, u.timeout_ms, $1, $2, u.lease, u.created_at, $2
+                 FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[],
+                     $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TIMESTAMPTZ[],
+                     $13::TIMESTAMPTZ[])
+                     AS u (id, job_id, job_seq, idx, priority, payload, attempt, max_attempts,
+                           timeout_ms, lease, created_at)
+                 RETURNING seq, attempt, id)
+             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+             SELECT seq, attempt, id, $1, $2, 'RUNNING' FROM made",
+            &[
+                &node_id,
+                &now,
+                &f.id,
+                &f.job_id,
+                &f.job_seq,
+                &f.idx,
+                &f.priority,
+                &f.payload,
+                &f.attempt,
+                &f.max_attempts,
+                &f.timeout_ms,
+                &f.lease,
+                &f.created_at,
+            ],
+        )
+        .await?;
+    }
+    settle_jobs(tx, &deltas, now).await?;
+    Ok(claimed)
+}
+
+async fn create_job(tx: &Tx<'_>, id: &str, job: &NewJob, sweep: &Sweep, now: Timestamp) -> R<Job> {
+    let internal = |e: serde_json::Error| StoreError::Internal(e.to_string());
+    let total = sweep.len() as i64;
+    let parameters = serde_json::to_string(&sweep.parameter_names()).map_err(internal)?;
+    let timeout_ms = job.task_timeout.as_millis() as i64;
+    let spec = sweep
+        .spec_json()
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    let run = job
+        .run
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(internal)?;
+    // A sweep of parameters is kept as its spec alone: its tasks get rows as they are claimed.
+    // An explicit task list already sits whole in the spec, so its rows are written now.
+    let materialised = if sweep.is_listed() { total } else { 0 };
+    let max_attempts = i64::from(job.max_attempts);
+    let job_seq: i64 = rows::get(
+        &row(
+            &**tx,
+            "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
+                 parameters, status, total_tasks, new_tasks, created_at, updated_at, run,
+                 materialised)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8, $8, $9, $9, $10, $11)
+             RETURNING seq",
+            &[
+                &id,
+                &job.name,
+                &job.priority,
+                &max_attempts,
+                &timeout_ms,
+                &spec,
+                &parameters,
+                &total,
+                &now,
+                &run,
+                &materialised,
+            ],
+        )
+        .await?,
+        0,
+    )?;
+    if materialised > 0 {
+        let indexes: Vec<i64> = (0..materialised).collect();
+        let task_ids: Vec<String> = (0..materialised as u64)
+            .map(|i| ids::sweep_task_id(id, i))
+            .collect();
+        let payloads: Vec<String> = (0..materialised as u64)
+            .map(|i| serde_json::Value::Object(sweep.payload(i)).to_string())
+            .collect();
+        exec(
+            &**tx,
+            "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
+                 max_attempts, timeout_ms, created_at, updated_at)
+             SELECT u.id, $1, $2, u.idx, $3, u.payload, 'NEW', $4, $5, $6, $6
+             FROM unnest($7::TEXT[], $8::BIGINT[], $9::TEXT[]) AS u (id, idx, payload)",
+            &[
+                &id,
+                &job_seq,
+                &job.priority,
+                &max_attempts,
+                &timeout_ms,
+                &now,
+                &task_ids,
+                &indexes,
+                &payloads,
+            ],
+        )
+        .await?;
+    }
+    tx.emit(Event::JobCreated {
+        job_id: id.to_string(),
+        total_tasks: total as u64,
+    });
+    rows::job_by_id(&**tx, id).await
+}
+
+async fn cancel_job(tx: &Tx<'_>, id: &str, now: Timestamp) -> R<Job> {
+    // The job's row first: a cancel and a claim or report of the same job queue on it.
+    let locked = row_opt(
+        &**tx,
+        "SELECT seq FROM jobs WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?;
+    if locked.is_none() {
+        return Err(StoreError::not_found("job", id).into());
+    }
+    let job = rows::job_by_id(&**tx, id).await?;
+    match lifecycle::decide_cancel(job.cancelled, job.status) {
+        CancelDecision::Unchanged => return Ok(job),
+        CancelDecision::Finished(status) => {
+            return Err(StoreError::JobFinished {
+                id: id.to_string(),
+                status,
+            }
+            .into());
+        }
+        CancelDecision::Cancel => {}
+    }
+    exec(
+        &**tx,
+        "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = $2
+         WHERE outcome = 'RUNNING' AND task_seq IN
+             (SELECT seq FROM tasks WHERE job_seq = $1 AND status = 'RUNNING')",
+        &[&job.seq, &now],
+    )
+    .await?;
+    // The rows it cancels are counted by status as they change; so are the tasks without
+    // rows, cancelled with the job.
+    let moved = all(
+        &**tx,
+        "WITH cancelled AS (
+             UPDATE tasks t SET status = 'CANCELLED', lease_expires_at = NULL,
+                 finished_at = $2, updated_at = $2
+             FROM (SELECT seq, status FROM tasks
+                   WHERE job_seq = $1 AND status IN ('NEW', 'RUNNING') FOR UPDATE) o
+             WHERE t.seq = o.seq
+             RETURNING o.status)
+         SELECT status, count(*) FROM cancelled GROUP BY status",
+        &[&job.seq, &now],
+    )
+    .await?;
+    let unclaimed: i64 = rows::get(
+        &row(
+            &**tx,
+            "UPDATE jobs SET cancelled = true WHERE id = $1 RETURNING total_tasks - materialised",
+            &[&id],
+        )
+        .await?,
+        0,
+    )?;
+    let mut deltas = Deltas::default();
+    let delta = deltas.of(id);
+    delta.new -= unclaimed;
+    delta.cancelled += unclaimed;
+    for r in &moved {
+        let from: TaskStatus = rows::status(r, 0)?;
+        let n: i64 = rows::get(r, 1)?;
+        *match from {
+            TaskStatus::New => &mut delta.new,
+            _ => &mut delta.running,
+        } -= n;
+        delta.cancelled += n;
+    }
+    settle_jobs(tx, &deltas, now).await?;
+    tx.emit(Event::JobCancelled {
+        job_id: id.to_string(),
+    });
+    rows::job_by_id(&**tx, id).await
+}
+
+#[async_trait]
+impl JobStore for PgStore {
+    async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
+        let id = ids::job_id();
+        let now = at(now);
+        write_tx!(self, |tx| create_job(&tx, &id, &job, &sweep, now).await)
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Job> {
+        read!(self, |conn| rows::job_by_id(&conn, id).await)
+    }
+
+    async fn list_jobs(&self, status: Option<JobStatus>, page: Page) -> Result<Paged<Job>> {
+        read!(self, |conn| async {
+            let items = all(
+                &conn,
+                &format!(
+                    "SELECT {} FROM jobs
+                     WHERE ($1::TEXT IS NULL OR status = $1) AND ($2::BIGINT IS NULL OR seq < $2)
+                     ORDER BY seq DESC LIMIT $3",
+                    rows::JOB_COLUMNS
+                ),
+                &[
+                    &status.map(|s| s.as_str()),
+                    &page.cursor,
+                    &(page.limit as i64 + 1),
+                ],
+            )
+            .await?
+            .iter()
+            .map(rows::job)
+            .collect::<R<Vec<_>>>()?;
+            Ok(common::paged(items, page.limit, |j| j.seq))
+        }
+        .await)
+    }
+
+    async fn cancel_job(&self, id: &str, now: Timestamp) -> Result<Job> {
+        let now = at(now);
+        write_tx!(self, |tx| cancel_job(&tx, id, now).await)
+    }
+
+    async fn list_tasks(
+        &self,
+        job_id: &str,
+        status: Option<TaskStatus>,
+        page: Page,
+    ) -> Result<Paged<Task>> {
+        snapshot!(self, |conn| async {
+            // Distinguishes "no such job" from "no tasks on this page".
+            let job = rows::unclaimed_of(&conn, job_id)
+                .await?
+                .ok_or_else(|| StoreError::not_found("job", job_id))?;
+            let after = page.cursor.unwrap_or(-1);
+            let want = page.limit as usize + 1;
+            let mut items = all(
+                &conn,
+                &format!(
+                    "SELECT {} FROM tasks
+                     WHERE job_seq = $1 AND idx > $2 AND ($4::TEXT IS NULL OR status = $4)
+                     ORDER BY idx LIMIT $3",
+                    rows::TASK_COLUMNS
+                ),
+                &[
+                    &job.seq,
+                    &after,
+                    &(want as i64),
+                    &status.map(|s| s.as_str()),
+                ],
+            )
+            .await?
+            .iter()
+            .map(rows::task)
+            .collect::<R<Vec<_>>>()?;
+            // The tasks without rows follow every row (they are the job's last), all of one
+            // status.
+            if items.len() < want && status.is_none_or(|s| s == job.status()) {
+                let first = job
+                    .materialised
+                    .max(u64::try_from(after.saturating_add(1)).unwrap_or(0));
+                let last = job.total.min(first + (want - items.len()) as u64);
+                if first < last {
+                    let sweep = sweep_of(&self.sweeps, &conn, &job).await?;
+                    items.extend(
+                        (first..last).map(|i| common::unclaimed_task(&job, sweep.payload(i), i)),
+                    );
+                }
+            }
+            Ok(common::paged(items, page.limit, |t| t.seq))
+        }
+        .await)
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Task> {
+        snapshot!(self, |conn| async {
+            let found = row_opt(
+                &conn,
+                &format!("SELECT {} FROM tasks WHERE id = $1", rows::TASK_COLUMNS),
+                &[&id],
+            )
+            .await?;
+            if let Some(r) = found {
+                return rows::task(&r);
+            }
+            let (job, index) = unclaimed_by_id(&conn, id)
+                .await?
+                .ok_or_else(|| StoreError::not_found("task", id))?;
+            let payload = sweep_of(&self.sweeps, &conn, &job).await?.payload(index);
+            Ok(common::unclaimed_task(&job, payload, index))
+        }
+        .await)
+    }
+
+    async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
+        write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await)
+    }
+
+    async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
+        let now = at(now);
+        write_tx!(self, |tx| async {
+            // The batch's task rows, locked in id order before any is decided: two batches
+            // about the same tasks in different orders (an agent's retry reaching another
+            // replica) then queue instead of deadlocking, which PostgreSQL would take a second
+            // to notice.
+            let ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
+            exec(
+                &*tx,
+                "SELECT 1 FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await?;
+            let mut outcomes = Vec::with_capacity(reports.len());
+            let mut deltas = Deltas::default();
+            for report in &reports {
+                outcomes.push(apply_report(&tx, report, now, &mut deltas).await?);
+            }
+            settle_jobs(&tx, &deltas, now).await?;
+            Ok(outcomes)
+        }
+        .await)
+    }
+
+    async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {
+        write_tx!(self, |tx| async {
+            // Tasks a report is deciding right now are skipped: the report settles them, and
+            // a lease still expired is taken back on the next pass.
+            let expired = all(
+                &*tx,
+                &format!(
+                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND lease_expires_at < $1
+                     ORDER BY lease_expires_at FOR UPDATE SKIP LOCKED",
+                    rows::TASK_HEAD_COLUMNS
+                ),
+                &[&at(now)],
+            )
+            .await?
+            .iter()
+            .map(rows::task_head)
+            .collect::<R<Vec<_>>>()?;
+            release_all(
+                &tx,
+                expired,
+                |t| {
+                    format!(
+                        "lease expired: attempt {} on spot {} ran past the task timeout",
+                        t.attempt,
+                        t.assigned_to.as_deref().unwrap_or("?")
+                    )
+                },
+                now,
+            )
+            .await
+        }
+        .await)
+    }
+}

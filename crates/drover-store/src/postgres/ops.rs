@@ -1,0 +1,125 @@
+//! Operating the PostgreSQL store: the [`StoreOps`] implementation (the health probe, the
+//! health figures, the count audit, the instance id, closing).
+//!
+//! It must not change jobs, tasks, nodes or runners; the instance id and the health probe's
+//! counter (`meta`) are its only writes.
+
+use super::PgStore;
+use super::rows;
+use super::write::{R, exec, row, row_opt, rows as all};
+use crate::{CountMismatch, Overview, Result, StoreOps};
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use std::sync::atomic::Ordering;
+
+/// Counts each job's tasks: its rows, and the tasks without rows (NEW, or CANCELLED with the
+/// job). A job whose rows are not exactly its first `materialised` tasks shows as a wrong
+/// total.
+async fn audit<C: GenericClient>(c: &C) -> R<Vec<CountMismatch>> {
+    let found = all(
+        c,
+        "SELECT j.id, j.total_tasks, j.new_tasks, j.running_tasks, j.completed_tasks,
+                j.failed_tasks, j.cancelled_tasks,
+                count(t.seq) + j.total_tasks - j.materialised,
+                count(t.seq) FILTER (WHERE t.status = 'NEW')
+                    + CASE WHEN j.cancelled THEN 0 ELSE j.total_tasks - j.materialised END,
+                count(t.seq) FILTER (WHERE t.status = 'RUNNING'),
+                count(t.seq) FILTER (WHERE t.status = 'DONE'),
+                count(t.seq) FILTER (WHERE t.status = 'FAILED'),
+                count(t.seq) FILTER (WHERE t.status = 'CANCELLED')
+                    + CASE WHEN j.cancelled THEN j.total_tasks - j.materialised ELSE 0 END
+         FROM jobs j LEFT JOIN tasks t ON t.job_seq = j.seq
+         GROUP BY j.seq ORDER BY j.seq",
+        &[],
+    )
+    .await?;
+    let mut mismatches = Vec::new();
+    for r in &found {
+        let m = CountMismatch {
+            job_id: rows::get(r, 0)?,
+            stored: rows::counts(r, 1)?,
+            actual: rows::counts(r, 7)?,
+        };
+        if m.stored != m.actual {
+            mismatches.push(m);
+        }
+    }
+    Ok(mismatches)
+}
+
+#[async_trait]
+impl StoreOps for PgStore {
+    async fn health(&self) -> Result<()> {
+        // A real write that commits: a read-only standby, a full disk or a lost connection
+        // fails it.
+        write_tx!(self, |tx| exec(
+            &*tx,
+            "INSERT INTO meta (key, value) VALUES ('write_probe', '1')
+             ON CONFLICT (key) DO UPDATE SET value = (meta.value::BIGINT + 1)::TEXT",
+            &[],
+        )
+        .await
+        .map(|_| ()))
+    }
+
+    async fn free_space(&self) -> Result<Option<u64>> {
+        // The database server watches its own disk.
+        Ok(None)
+    }
+
+    async fn overview(&self) -> Result<Overview> {
+        read!(self, |conn| async {
+            let active: i64 = rows::get(
+                &row(&conn, "SELECT count(*) FROM nodes WHERE status = 'UP'", &[]).await?,
+                0,
+            )?;
+            let r = row(
+                &conn,
+                "SELECT COALESCE(sum(new_tasks), 0)::BIGINT, COALESCE(sum(running_tasks), 0)::BIGINT
+                 FROM jobs",
+                &[],
+            )
+            .await?;
+            Ok(Overview {
+                active_nodes: active as u64,
+                pending_tasks: rows::count(&r, 0)?,
+                running_tasks: rows::count(&r, 1)?,
+            })
+        }
+        .await)
+    }
+
+    async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>> {
+        read!(self, |conn| audit(&conn).await)
+    }
+
+    async fn instance_id(&self) -> Result<String> {
+        let made = drover_core::ids::instance_id();
+        write_tx!(self, |tx| async {
+            // The first replica to ask makes it; every other finds it.
+            exec(
+                &*tx,
+                "INSERT INTO meta (key, value) VALUES ('instance_id', $1)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&made],
+            )
+            .await?;
+            let found = row_opt(
+                &*tx,
+                "SELECT value FROM meta WHERE key = 'instance_id'",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| crate::StoreError::Internal("the instance id vanished".into()))?;
+            rows::get::<String>(&found, 0)
+        }
+        .await)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.listener.stop();
+        self.pool.close();
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! The one write path of the PostgreSQL store: one transaction per call, retried whole when
+//! PostgreSQL aborts it for a serialization failure or a deadlock, its events handed to the
+//! observers after the commit.
+//!
+//! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
+//! the order commit, then notify, then answer, the `NOTIFY` that tells other replicas work may
+//! have been freed (sent inside the transaction, so PostgreSQL delivers it only if the commit
+//! succeeds), how PostgreSQL's errors become [`StoreError`]s, and the small query helpers every
+//! statement goes through (each statement prepared once per connection). It must not decide
+//! anything about jobs, nodes or runners, and nothing else may open a write transaction.
+
+use crate::StoreError;
+use deadpool_postgres::GenericClient;
+use drover_core::Event;
+use std::ops::Deref;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+/// How many times a write that PostgreSQL aborted as a conflict is run again before the caller
+/// is told to retry later.
+pub(super) const MAX_TRIES: u32 = 12;
+
+/// An error inside the PostgreSQL store: a [`StoreError`] for the caller, or a conflict that
+/// the write path answers by running the write again.
+#[derive(Debug)]
+pub(super) enum PgErr {
+    Store(StoreError),
+    /// A serialization failure or a deadlock: nothing was written, and the same write run
+    /// again will likely pass.
+    Conflict(String),
+}
+
+pub(super) type R<T> = std::result::Result<T, PgErr>;
+
+impl PgErr {
+    pub(super) fn into_store(self) -> StoreError {
+        match self {
+            PgErr::Store(e) => e,
+            PgErr::Conflict(why) => StoreError::Unavailable(format!(
+                "the database kept refusing the write as conflicting ({why}); retry"
+            )),
+        }
+    }
+}
+
+impl From<StoreError> for PgErr {
+    fn from(e: StoreError) -> Self {
+        PgErr::Store(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for PgErr {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(code) = e.code() {
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+            {
+                return PgErr::Conflict(e.to_string());
+            }
+            let class = &code.code()[..2];
+            // 08 connection exception, 53 insufficient resources (disk full, too many
+            // connections), 57 operator intervention (a statement timeout, a shutdown), 58
+            // system error: the database cannot serve now, and a retry later may pass.
+            // 25006 is a write on a read-only server (a standby after failover).
+            let unavailable = matches!(class, "08" | "53" | "57" | "58")
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                || *code == SqlState::LOCK_NOT_AVAILABLE;
+            return PgErr::Store(if unavailable {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Internal(e.to_string())
+            });
+        }
+        // No SQLSTATE: the connection is gone (closed, reset, timed out), or a value did not
+        // convert (a bug, or data no version of drover writes).
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        PgErr::Store(
+            if e.is_closed() || io || e.to_string().contains("timed out") {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Internal(e.to_string())
+            },
+        )
+    }
+}
+
+/// Why no connection could be had: the database is unreachable or every connection is busy.
+pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("no database connection: {e}"))
+}
+
+/// An open write transaction and the events the write has caused so far. Derefs to the
+/// transaction, so the query helpers below take it as any other client.
+pub(super) struct Tx<'c> {
+    tx: deadpool_postgres::Transaction<'c>,
+    // A mutex, not a RefCell, so that a write's future stays `Send` while helpers hold `&Tx`.
+    events: Mutex<Vec<Event>>,
+}
+
+impl<'c> Deref for Tx<'c> {
+    type Target = deadpool_postgres::Transaction<'c>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<'c> Tx<'c> {
+    pub(super) fn new(tx: deadpool_postgres::Transaction<'c>) -> Self {
+        Tx {
+            tx,
+            events: Mutex::default(),
+        }
+    }
+
+    /// Records an event of this write; it is published only if the write commits.
+    pub(super) fn emit(&self, event: Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+    }
+
+    /// Commits, and answers the write's events. When one of them may have freed work, a
+    /// notification on [`super::WORK_CHANNEL`] goes with the commit (PostgreSQL delivers it to
+    /// listeners only once the transaction commits, and never for one that fails), carrying
+    /// `nonce` so that the writing store's own listener skips it.
+    pub(super) async fn commit(self, nonce: &str) -> R<Vec<Event>> {
+        let events = self.events.into_inner().unwrap_or_else(|p| p.into_inner());
+        if events.iter().any(Event::may_free_work) {
+            self.tx
+                .execute("SELECT pg_notify($1, $2)", &[&super::WORK_CHANNEL, &nonce])
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(events)
+    }
+}
+
+/// Waits before running a conflicting write again: a little longer each time, and spread, so
+/// that writes that collided do not collide again in step.
+pub(super) async fn back_off(tries: u32) {
+    let base = 2u64.saturating_pow(tries.min(6));
+    let spread = u64::from(std::process::id() ^ tries.wrapping_mul(0x9e37_79b9)) % base.max(1);
+    tokio::time::sleep(Duration::from_millis(base + spread)).await;
+}
+
+/// Runs `$body` (an expression of type `R<T>`, which may `.await` and use `?`) inside one
+/// transaction on a pooled connection, with the transaction bound to `$tx` (a [`Tx`]); commits,
+/// hands the events to the observers, and answers `Result<T, StoreError>`. A conflict runs the
+/// whole write again, up to [`MAX_TRIES`] times; the body must therefore not have effects
+/// outside the transaction other than those it is fine to repeat.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let store: &$crate::postgres::PgStore = &$store;
+        let mut tries = 0u32;
+        loop {
+            let attempt: $crate::postgres::write::R<_> = async {
+                let mut client = store.client().await?;
+                let inner = client.transaction().await?;
+                let $tx = $crate::postgres::write::Tx::new(inner);
+                let value: $crate::postgres::write::R<_> = $body;
+                let value = value?;
+                let events = $tx.commit(&store.nonce).await?;
+                Ok((value, events))
+            }
+            .await;
+            match attempt {
+                Ok((value, events)) => {
+                    store.observers.notify(&events);
+                    break Ok(value);
+                }
+                Err($crate::postgres::write::PgErr::Conflict(_))
+                    if tries + 1 < $crate::postgres::write::MAX_TRIES =>
+                {
+                    tries += 1;
+                    $crate::postgres::write::back_off(tries).await;
+                }
+                Err(e) => break Err(e.into_store()),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` (an expression of type `R<T>`) with a pooled connection bound to `$conn`,
+/// outside any transaction: each statement reads the last committed state.
+macro_rules! read {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store: &$crate::postgres::PgStore = &$store;
+        let attempt: $crate::postgres::write::R<_> = async {
+            let $conn = store.client().await?;
+            let value: $crate::postgres::write::R<_> = $body;
+            value
+        }
+        .await;
+        attempt.map_err($crate::postgres::write::PgErr::into_store)
+    }};
+}
+
+/// Runs `$body` (an expression of type `R<T>`) inside a read-only transaction bound to `$conn`
+/// that sees one snapshot: for reads of several statements that must agree (a task without a
+/// row is read from its job's `materialised`, which a claim on another connection may move
+/// between two statements).
+macro_rules! snapshot {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store: &$crate::postgres::PgStore = &$store;
+        let attempt: $crate::postgres::write::R<_> = async {
+            let mut client = store.client().await?;
+            let $conn = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let value: $crate::postgres::write::R<_> = $body;
+            let value = value?;
+            $conn.commit().await?;
+            Ok(value)
+        }
+        .await;
+        attempt.map_err($crate::postgres::write::PgErr::into_store)
+    }};
+}
+
+pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Every row `sql` answers.
+pub(super) async fn rows<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> R<Vec<Row>> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
+/// The row `sql` answers, if any.
+pub(super) async fn row_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: Params<'_>,
+) -> R<Option<Row>> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&statement, params).await?)
+}
+
+/// The one row `sql` answers.
+pub(super) async fn row<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> R<Row> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&statement, params).await?)
+}
+
+/// Runs `sql`; answers how many rows it changed.
+pub(super) async fn exec<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> R<u64> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
+}

@@ -1,0 +1,600 @@
+//! What the PostgreSQL store does beyond the conformance suite, because several replicas share
+//! one database: replicas that start together migrate it once, work made on one replica wakes
+//! the waiting claims of the others (and a replica that cannot hear them looks every so often
+//! instead), concurrent claimers on several replicas never share an attempt, and a database
+//! that goes away makes calls fail as unavailable until it is back.
+//!
+//! Every test starts a real PostgreSQL (`drover_pgtest`) and panics with the reason if it
+//! cannot; where PostgreSQL's server binaries are not installed they are marked ignored.
+
+use chrono::{TimeZone, Utc};
+use drover_core::sweep::{Sweep, SweepSpec};
+use drover_core::{Event, NodeInfo, ReportKind, ReportOutcome, TaskResult, Timestamp};
+use drover_store::{NewJob, PgOptions, PgStore, Report, StoreError, Stores};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 1, 28, 12, 0, 0).unwrap()
+}
+
+fn fresh_database() -> String {
+    drover_pgtest::fresh_database()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to test against: {why}"))
+}
+
+fn options() -> PgOptions {
+    PgOptions {
+        pool_size: 4,
+        poll_while_deaf: Duration::from_millis(50),
+        ..PgOptions::default()
+    }
+}
+
+async fn replica(url: &str) -> Stores {
+    PgStore::connect(url, options())
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"))
+        .into_stores()
+}
+
+fn job(max_attempts: u32) -> NewJob {
+    NewJob {
+        name: Some("race".into()),
+        priority: 0,
+        max_attempts,
+        task_timeout: Duration::from_secs(3600),
+        run: None,
+    }
+}
+
+fn sweep(n: i64) -> Sweep {
+    Sweep::new(SweepSpec::counting("x", "x", n), 1_000_000).unwrap()
+}
+
+async fn node(store: &Stores) -> String {
+    let info = NodeInfo {
+        address: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    store
+        .nodes
+        .register_node(info.into(), None, t0())
+        .await
+        .unwrap()
+        .id
+}
+
+/// Counts the calls of the wakers registered on `store`.
+fn count_wakes(store: &Stores) -> Arc<AtomicUsize> {
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let counted = wakes.clone();
+    store.on_work_elsewhere(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    wakes
+}
+
+/// Waits (up to 10 s) until `wakes` has counted more than `than`.
+async fn woken_past(wakes: &AtomicUsize, than: usize) -> bool {
+    for _ in 0..1000 {
+        if wakes.load(Ordering::SeqCst) > than {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_that_start_together_migrate_the_database_once() {
+    let url = fresh_database();
+    let opened = futures_join(
+        (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgStore::connect(&url, options()).await })
+            })
+            .collect(),
+    )
+    .await;
+    for store in opened {
+        store.unwrap();
+    }
+    let store = replica(&url).await;
+    // One instance id for every replica: they are one server.
+    let id = store.ops.instance_id().await.unwrap();
+    assert_eq!(replica(&url).await.ops.instance_id().await.unwrap(), id);
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_made_on_one_replica_wakes_the_others_and_not_itself() {
+    let url = fresh_database();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    // Each store's listener wakes once when it starts listening (work may have been made
+    // while it was not); wait for that before counting.
+    let (woken_a, woken_b) = (count_wakes(&a), count_wakes(&b));
+    a.ops.health().await.unwrap();
+    b.ops.health().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (before_a, before_b) = (
+        woken_a.load(Ordering::SeqCst),
+        woken_b.load(Ordering::SeqCst),
+    );
+    // A's own observers see the event; its listener skips its own notification.
+    let seen_by_a = Arc::new(AtomicUsize::new(0));
+    let seen = seen_by_a.clone();
+    a.observe(move |events| {
+        if events.iter().any(Event::may_free_work) {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    a.jobs.create_job(job(1), sweep(3), t0()).await.unwrap();
+    assert!(
+        woken_past(&woken_b, before_b).await,
+        "the other replica was not woken"
+    );
+    assert_eq!(seen_by_a.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        woken_a.load(Ordering::SeqCst),
+        before_a,
+        "a replica was woken by its own write"
+    );
+    // A write that frees no work notifies nobody.
+    let before_b = woken_b.load(Ordering::SeqCst);
+    node(&a).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(woken_b.load(Ordering::SeqCst), before_b);
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_listen_polls_and_hears_again_once_the_database_is_back() {
+    let pg = drover_pgtest::TempPostgres::start()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to test against: {why}"));
+    let url = pg.url();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let woken = count_wakes(&b);
+    b.ops.health().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    pg.crash().unwrap();
+    // While deaf, the replica looks for work every `poll_while_deaf` (50 ms here).
+    let deaf = woken.load(Ordering::SeqCst);
+    assert!(woken_past(&woken, deaf + 3).await, "no polling while deaf");
+    // A call on a database that is gone fails as unavailable (the server answers 503).
+    let out = a.jobs.create_job(job(1), sweep(1), t0()).await;
+    assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+
+    pg.start_again().unwrap();
+    // The pool makes new connections; the listener listens again.
+    let mut made = None;
+    for _ in 0..100 {
+        match a.jobs.create_job(job(1), sweep(1), t0()).await {
+            Ok(j) => {
+                made = Some(j);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        made.is_some(),
+        "the store did not come back with the database"
+    );
+    // Heard again, not polled: once the listener is back, a quiet second wakes nothing...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = woken.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(woken.load(Ordering::SeqCst), quiet, "still polling");
+    // ...and work made on the other replica does.
+    a.jobs.create_job(job(1), sweep(1), t0()).await.unwrap();
+    assert!(
+        woken_past(&woken, quiet).await,
+        "not heard after reconnecting"
+    );
+}
+
+/// What one claimer saw: every task it claimed, with the attempt, and how its reports ended.
+#[derive(Default)]
+struct Seen {
+    claims: Vec<(String, u32)>,
+    completed: Vec<String>,
+}
+
+/// Claims and reports until no task is left: fails each task's first attempt when
+/// `fail_first` (so retried tasks come back as stored NEW rows for the others to take),
+/// completes the rest.
+async fn claimer(store: Stores, node: String, seed: u32, fail_first: bool) -> Seen {
+    let mut seen = Seen::default();
+    let mut idle = 0;
+    let mut turn = seed;
+    while idle < 20 {
+        turn = turn.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let max = 1 + (turn >> 16) % 25;
+        let claimed = store.jobs.claim(&node, max, t0()).await.unwrap();
+        if claimed.is_empty() {
+            idle += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        idle = 0;
+        let mut reports = Vec::with_capacity(claimed.len());
+        for task in &claimed {
+            seen.claims.push((task.id.clone(), task.attempt));
+            let kind = if fail_first && task.attempt == 1 && (turn >> 8).is_multiple_of(3) {
+                ReportKind::Fail {
+                    error: "first try".into(),
+                    retriable: true,
+                }
+            } else {
+                ReportKind::Complete(TaskResult {
+                    fopt: Some(1.0),
+                    ..Default::default()
+                })
+            };
+            reports.push(Report {
+                task_id: task.id.clone(),
+                node_id: node.clone(),
+                attempt: Some(task.attempt),
+                kind,
+            });
+        }
+        let outcomes = store.jobs.report(reports.clone(), t0()).await.unwrap();
+        for (report, outcome) in reports.iter().zip(outcomes) {
+            match outcome {
+                ReportOutcome::Completed => seen.completed.push(report.task_id.clone()),
+                ReportOutcome::Failed { will_retry: true } => {}
+                other => panic!("{} got {other:?}", report.task_id),
+            }
+        }
+    }
+    seen
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_claimers_on_three_replicas_take_each_attempt_once() {
+    let url = fresh_database();
+    let replicas = [
+        replica(&url).await,
+        replica(&url).await,
+        replica(&url).await,
+    ];
+    // Every claim event of every replica, to check against what the claimers were handed.
+    let events: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    for store in &replicas {
+        let events = events.clone();
+        store.observe(move |batch| {
+            let mut events = events.lock().unwrap();
+            for e in batch {
+                if let Event::TaskClaimed {
+                    task_id, attempt, ..
+                } = e
+                {
+                    events.push((task_id.clone(), *attempt));
+                }
+            }
+        });
+    }
+    // Two sweeps and an explicit task list: fresh rows from remainders and stored rows.
+    let mut total = 0;
+    let mut made = Vec::new();
+    for (i, n) in [1200i64, 800].into_iter().enumerate() {
+        let j = replicas[i]
+            .jobs
+            .create_job(job(2), sweep(n), t0())
+            .await
+            .unwrap();
+        total += n as usize;
+        made.push(j.id);
+    }
+    let listed = SweepSpec {
+        tasks: Some(
+            (0..300)
+                .map(|i| serde_json::json!({"seed": i}).as_object().unwrap().clone())
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let j = replicas[2]
+        .jobs
+        .create_job(job(2), Sweep::new(listed, 1000).unwrap(), t0())
+        .await
+        .unwrap();
+    total += 300;
+    made.push(j.id);
+
+    let mut claimers = Vec::new();
+    for i in 0..8u32 {
+        let store = replicas[i as usize % 3].clone();
+        let node = node(&store).await;
+        claimers.push(tokio::spawn(claimer(store, node, i + 1, i % 2 == 0)));
+    }
+    // A reader on every replica meanwhile: each task reads as itself, with or without its row,
+    // and a page of a job's tasks holds each index once, in order.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for (i, store) in replicas.iter().enumerate() {
+        let (store, stop, job) = (store.clone(), stop.clone(), made[i % 2].clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let index = (reads * 7919) % 800;
+                let id = drover_core::ids::sweep_task_id(&job, index);
+                let task = store.jobs.get_task(&id).await.unwrap();
+                assert_eq!(task.seq, index as i64);
+                let page = store
+                    .jobs
+                    .list_tasks(&job, None, drover_store::Page::first(200))
+                    .await
+                    .unwrap();
+                let indexes: Vec<i64> = page.items.iter().map(|t| t.seq).collect();
+                assert_eq!(indexes, (0..200).collect::<Vec<i64>>());
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    let seen = futures_join(claimers).await;
+    stop.store(true, Ordering::SeqCst);
+    let reads: u64 = futures_join(readers).await.into_iter().sum();
+    assert!(reads > 0);
+
+    let mut per_attempt: HashMap<(String, u32), usize> = HashMap::new();
+    let mut completions: HashMap<String, usize> = HashMap::new();
+    for s in &seen {
+        for c in &s.claims {
+            *per_attempt.entry(c.clone()).or_default() += 1;
+        }
+        for t in &s.completed {
+            *completions.entry(t.clone()).or_default() += 1;
+        }
+    }
+    let shared: Vec<_> = per_attempt.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(shared.is_empty(), "attempts handed out twice: {shared:?}");
+    assert_eq!(completions.len(), total, "every task completed");
+    assert!(
+        completions.values().all(|n| *n == 1),
+        "a task completed twice"
+    );
+    // What the events say is what the claimers got.
+    let mut from_events = events.lock().unwrap().clone();
+    let mut from_claims: Vec<_> = per_attempt.into_keys().collect();
+    from_events.sort();
+    from_claims.sort();
+    assert_eq!(from_events, from_claims);
+    assert!(
+        from_claims.iter().any(|(_, attempt)| *attempt == 2),
+        "no retried task was claimed again: the stored rows went untested"
+    );
+    // Invariant 4, and every job done.
+    let store = &replicas[0];
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+    for id in made {
+        let j = store.jobs.get_job(&id).await.unwrap();
+        assert_eq!(j.counts.done, j.counts.total, "{j:?}");
+    }
+}
+
+/// A plain session on `url`, as an operator's psql would have: not drover's.
+async fn operator(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    drop(tokio::spawn(connection));
+    client
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn the_status_function_agrees_with_the_core_rule() {
+    let url = fresh_database();
+    replica(&url).await.ops.health().await.unwrap();
+    let sql = operator(&url).await;
+    let ask = sql
+        .prepare("SELECT drover_job_status($1, $2, $3, $4, $5, $6, $7, $8)")
+        .await
+        .unwrap();
+    let range = 0..3i64;
+    for new in range.clone() {
+        for running in range.clone() {
+            for done in range.clone() {
+                for failed in range.clone() {
+                    for cancelled_tasks in range.clone() {
+                        for (cancelled, started) in
+                            [(false, false), (false, true), (true, false), (true, true)]
+                        {
+                            let total = new + running + done + failed + cancelled_tasks;
+                            let counts = drover_core::JobCounts {
+                                total: total as u64,
+                                new: new as u64,
+                                running: running as u64,
+                                done: done as u64,
+                                failed: failed as u64,
+                                cancelled: cancelled_tasks as u64,
+                            };
+                            let stored: String = sql
+                                .query_one(
+                                    &ask,
+                                    &[
+                                        &total,
+                                        &new,
+                                        &running,
+                                        &done,
+                                        &failed,
+                                        &cancelled_tasks,
+                                        &cancelled,
+                                        &started,
+                                    ],
+                                )
+                                .await
+                                .unwrap()
+                                .get(0);
+                            assert_eq!(
+                                stored,
+                                counts.status(cancelled, started).as_str(),
+                                "{counts:?} cancelled={cancelled} started={started}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn a_task_reset_by_hand_keeps_its_job_counts_and_status() {
+    let url = fresh_database();
+    let store = replica(&url).await;
+    let spot = node(&store).await;
+    let j = store.jobs.create_job(job(3), sweep(2), t0()).await.unwrap();
+    let claimed = store.jobs.claim(&spot, 2, t0()).await.unwrap();
+    let done = Report {
+        task_id: claimed[1].id.clone(),
+        node_id: spot.clone(),
+        attempt: None,
+        kind: ReportKind::Complete(TaskResult::default()),
+    };
+    store.jobs.report(vec![done], t0()).await.unwrap();
+    // The contract's force reset of a stuck task, from outside drover.
+    let sql = operator(&url).await;
+    let changed = sql
+        .execute(
+            "UPDATE tasks SET status = 'NEW', assigned_to = NULL, started_at = NULL
+             WHERE id = $1",
+            &[&claimed[0].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+    let after = store.jobs.get_job(&j.id).await.unwrap();
+    assert_eq!(
+        (after.counts.new, after.counts.running, after.counts.done),
+        (1, 0, 1)
+    );
+    // Marking the last task done by hand finishes the job in the stored status too, which
+    // listings by status read.
+    sql.execute(
+        "UPDATE tasks SET status = 'DONE' WHERE id = $1",
+        &[&claimed[0].id],
+    )
+    .await
+    .unwrap();
+    let stored: String = sql
+        .query_one("SELECT status FROM jobs WHERE id = $1", &[&j.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "COMPLETED");
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn a_call_stuck_behind_a_lock_fails_as_unavailable_after_the_statement_timeout() {
+    let url = fresh_database();
+    let store = PgStore::connect(
+        &url,
+        PgOptions {
+            statement_timeout: Duration::from_millis(200),
+            ..options()
+        },
+    )
+    .await
+    .unwrap()
+    .into_stores();
+    let j = store.jobs.create_job(job(1), sweep(1), t0()).await.unwrap();
+    // An operator's open transaction holds the job's row.
+    let mut sql = operator(&url).await;
+    let held = sql.transaction().await.unwrap();
+    held.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&j.id])
+        .await
+        .unwrap();
+    let out = store.jobs.cancel_job(&j.id, t0()).await;
+    assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+    held.rollback().await.unwrap();
+    let cancelled = store.jobs.cancel_job(&j.id, t0()).await.unwrap();
+    assert!(cancelled.cancelled);
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_that_lock_in_opposite_orders_both_succeed() {
+    // Two batches about the same tasks in opposite orders, on two replicas: both answer, each
+    // report decided once (the rows are locked in one order, so they queue rather than
+    // deadlock; a deadlock would be broken by PostgreSQL after a second and the write run again).
+    let url = fresh_database();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let spot = node(&a).await;
+    a.jobs.create_job(job(1), sweep(40), t0()).await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let claimed = a.jobs.claim(&spot, 2, t0()).await.unwrap();
+        let done = |task: &drover_core::ClaimedTask| Report {
+            task_id: task.id.clone(),
+            node_id: spot.clone(),
+            attempt: Some(task.attempt),
+            kind: ReportKind::Complete(TaskResult::default()),
+        };
+        let forward = vec![done(&claimed[0]), done(&claimed[1])];
+        let backward = vec![done(&claimed[1]), done(&claimed[0])];
+        let (one, two) = tokio::join!(a.jobs.report(forward, t0()), b.jobs.report(backward, t0()));
+        for outcome in one.unwrap().into_iter().chain(two.unwrap()) {
+            assert!(
+                matches!(
+                    outcome,
+                    ReportOutcome::Completed | ReportOutcome::AlreadyCompleted
+                ),
+                "{outcome:?}"
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reports waited on deadlocks: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.ops.audit_job_counts().await.unwrap(), vec![]);
+}
