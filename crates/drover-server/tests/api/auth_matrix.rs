@@ -156,6 +156,7 @@ fn routes(w: &World) -> Vec<Route> {
         get(format!("/api/v1/tasks/{}", w.my_task), Guard::ApiKey),
         get("/api/v1/runners".into(), Guard::ApiKey),
         get("/api/v1/workers".into(), Guard::ApiKey),
+        get("/api/v1/cluster".into(), Guard::ApiKey),
         get("/metrics".into(), Guard::ApiKey),
         post(
             "/api/v1/jobs",
