@@ -2,7 +2,8 @@
 //! set of stores.
 //!
 //! The server owns no state of its own: every request becomes one store call, and the store is
-//! the single source of truth (so several replicas can later share one database). Surfaces
+//! the single source of truth, so several replicas can share one database; they elect one
+//! leader through the store to run the background workers (`cluster.rs`). Surfaces
 //! (`surfaces/`) translate wire types into domain calls and map their errors once; they hold no
 //! SQL and no lifecycle rule. [`Application`] builds the whole server from one [`AppConfig`]
 //! and runs it from already-bound listeners and one shutdown token that every listener and

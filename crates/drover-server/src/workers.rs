@@ -3,7 +3,8 @@
 //! them is doing.
 //!
 //! Each worker is one testable step, [`Worker::run_once`], which returns counts of what it did.
-//! [`spawn`] repeats that step on an interval until the server's shutdown signal fires, and
+//! [`spawn`] repeats that step on an interval until its token fires (the token of a leader's
+//! term: the election in `cluster.rs` runs the workers only while this replica leads), and
 //! [`step`] runs it once; both record the outcome on the [`WorkerBoard`] (last run, duration,
 //! last error, counts), which `/metrics` and `GET /api/v1/workers` show. A failed step is logged
 //! and tried again at the next tick: a worker must never take the server down. The lifecycle
