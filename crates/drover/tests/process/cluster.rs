@@ -88,7 +88,8 @@ async fn a_replica_on_the_same_sqlite_file_follows_and_takes_over_after_kill_9()
     assert_eq!((taken.leader.as_deref(), taken.epoch), (Some("b"), 2));
     // The lease a renewed last ran at most a TTL past the kill; b asks every third of a TTL.
     assert!(
-        took < TTL + TTL / 3 + Duration::from_secs(1),
+        // Two seconds more for a loaded machine: polling, process scheduling.
+        took < TTL + TTL / 3 + Duration::from_secs(2),
         "took {took:?}"
     );
 
