@@ -548,3 +548,39 @@ pub struct WorkerInfo {
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
 }
+
+/// This replica and the cluster it belongs to (`GET /api/v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    /// The replica that answered.
+    pub replica_id: String,
+    /// `leader` (it runs the background workers) or `follower`.
+    pub role: String,
+    /// The replica that holds the lease, absent while nobody does.
+    pub leader: Option<String>,
+    /// The lease's epoch: grows by one each time the lease changes hands.
+    pub epoch: u64,
+    /// When the lease runs out unless its holder renews it; absent while nobody holds it.
+    pub lease_expires_at: Option<String>,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl_seconds: f64,
+    /// When the answering replica started leading, if it leads.
+    pub leading_since: Option<String>,
+    /// Replicas heard from within the last lease TTL, by id.
+    pub members: Vec<ClusterMember>,
+}
+
+/// A replica seen recently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMember {
+    pub replica_id: String,
+    /// Where it serves, as it announced.
+    pub address: String,
+    /// Whether it holds the lease.
+    pub leader: bool,
+    /// When it first said it was there.
+    pub first_seen: String,
+    pub last_seen: String,
+}

@@ -349,6 +349,11 @@ impl Client {
         self.get_page("/api/v1/runners", opts).await
     }
 
+    /// The answering replica's role, the leader and its epoch, and the replicas seen recently.
+    pub async fn cluster(&self) -> Result<ClusterInfo> {
+        self.get("/api/v1/cluster").await
+    }
+
     /// The background workers and how each is doing, by name.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         self.get::<WorkerList>("/api/v1/workers")

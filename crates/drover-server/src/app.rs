@@ -147,6 +147,14 @@ impl AppConfig {
         if h.max_connections == 0 {
             return invalid("max connections must be at least 1");
         }
+        if let Err(e) = drover_core::cluster::LeaseTiming::new(s.cluster.lease_ttl) {
+            return invalid(&format!("--lease-ttl: {e}"));
+        }
+        if s.cluster.replica_id.trim().is_empty() {
+            return invalid(
+                "the replica id is empty: give each replica a name of its own, or none for a generated one",
+            );
+        }
         if s.default_task_timeout > Duration::from_secs(MAX_TASK_TIMEOUT_SECS) {
             return invalid("the task timeout must be at most one year");
         }
@@ -265,6 +273,9 @@ impl Application {
         }
         let driver = config.runner_driver.as_ref().map(DriverConfig::build);
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
+        if let Some(main) = listeners.first().and_then(|b| b.listener.local_addr().ok()) {
+            state.cluster.set_address(main.to_string());
+        }
         Ok(Application {
             state,
             listeners,
@@ -309,7 +320,7 @@ impl Application {
                 }
             });
         }
-        let handles = state.spawn_workers(&shutdown);
+        let handles = state.spawn_workers(&shutdown).await;
         let served: Vec<_> = listeners
             .into_iter()
             .map(|b| (b.listener, surfaces::router(state.clone(), &b.surfaces)))

@@ -54,6 +54,32 @@ pub struct ServerConfig {
     pub max_label_bytes: u64,
     /// Most spots the registry holds; a hello beyond it is refused. `None` for no limit.
     pub max_spots: Option<u64>,
+    /// This replica's name and the leader's lease (`cluster.rs`).
+    pub cluster: ClusterConfig,
+}
+
+/// How this replica takes part in electing the one that runs background work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This replica's name in the lease and the member list; unique among the replicas of one
+    /// database (two replicas of one name would both lead).
+    pub replica_id: String,
+    /// How long a lease lasts without renewal: a successor takes over within about this long
+    /// after the leader dies or is cut off.
+    pub lease_ttl: std::time::Duration,
+    /// After this replica becomes leader, how long before the spot reaper may declare a spot
+    /// DOWN; `None` for the spot timeout.
+    pub takeover_grace: Option<std::time::Duration>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            replica_id: crate::cluster::default_replica_id(),
+            lease_ttl: drover_core::cluster::DEFAULT_LEASE_TTL,
+            takeover_grace: None,
+        }
+    }
 }
 
 /// How long a connection may take over each part of a request, and how many may be open. The
@@ -123,6 +149,7 @@ impl Default for ServerConfig {
             max_task_payload_bytes: drover_core::sweep::DEFAULT_MAX_TASK_PAYLOAD_BYTES,
             max_label_bytes: drover_core::rules::DEFAULT_MAX_LABEL_BYTES,
             max_spots: Some(drover_core::rules::DEFAULT_MAX_SPOTS),
+            cluster: ClusterConfig::default(),
         }
     }
 }

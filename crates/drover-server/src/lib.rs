@@ -2,7 +2,8 @@
 //! set of stores.
 //!
 //! The server owns no state of its own: every request becomes one store call, and the store is
-//! the single source of truth (so several replicas can later share one database). Surfaces
+//! the single source of truth, so several replicas can share one database; they elect one
+//! leader through the store to run the background workers (`cluster.rs`). Surfaces
 //! (`surfaces/`) translate wire types into domain calls and map their errors once; they hold no
 //! SQL and no lifecycle rule. [`Application`] builds the whole server from one [`AppConfig`]
 //! and runs it from already-bound listeners and one shutdown token that every listener and
@@ -11,6 +12,7 @@
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod extract;
 pub mod metrics;
@@ -26,7 +28,7 @@ pub use app::{
     ServeError,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{HttpLimits, ServerConfig};
+pub use config::{ClusterConfig, HttpLimits, ServerConfig};
 pub use surfaces::Surface;
 pub use surfaces::native::error::{self, ApiError};
 pub use surfaces::native::translate;
@@ -67,6 +69,8 @@ pub struct AppParts {
     pub spot_credentials: Arc<auth::CredentialCache>,
     /// Wakes claims waiting for work (`waitMs`) when a committed write may have freed some.
     pub wake: wake::Wake,
+    /// This replica's id and role among the replicas of its store.
+    pub cluster: cluster::Cluster,
 }
 
 impl AppState {
@@ -95,6 +99,15 @@ impl AppState {
             metrics.runners.clone(),
         ));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
+        let ttl = config.cluster.lease_ttl;
+        // `AppConfig::validate` refuses a TTL out of range; a state built by hand may use any.
+        let timing = drover_core::cluster::LeaseTiming::new(ttl)
+            .unwrap_or_else(|_| drover_core::cluster::LeaseTiming::unchecked(ttl));
+        let cluster = cluster::Cluster::new(
+            config.cluster.replica_id.clone(),
+            timing,
+            config.cluster.takeover_grace.unwrap_or(config.spot_timeout),
+        );
         AppState(Arc::new(AppParts {
             store,
             config: Arc::new(config),
@@ -104,6 +117,7 @@ impl AppState {
             workers,
             spot_credentials: Arc::default(),
             wake,
+            cluster,
         }))
     }
 
@@ -127,6 +141,7 @@ impl AppState {
             clock: self.clock.clone(),
             timeout: self.config.spot_timeout,
             retention: self.config.spot_retention,
+            cluster: Some(self.cluster.clone()),
         }
     }
 
@@ -142,23 +157,88 @@ impl AppState {
         workers::step(worker, &self.workers, &*self.clock).await
     }
 
-    /// Starts every background worker of this server on its interval (the runner worker only
-    /// with a driver); each is listed on the worker board from then on.
-    pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the election, which runs every background worker of this server on its interval
+    /// (the runner worker only with a driver) while this replica leads, and stops them when
+    /// it stops leading or `shutdown` fires. Each worker is listed on the worker board from
+    /// now on, leading or not. The first request for the lease is answered before this
+    /// returns, so a server alone on its store leads before it serves its first request.
+    pub async fn spawn_workers(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        for (name, every) in self.worker_schedule() {
+            self.workers.register(name, Some(every));
+        }
+        let election = cluster::Election::new(
+            self.cluster.clone(),
+            self.store.cluster.clone(),
+            self.clock.clone(),
+        );
+        let first = election.attempt().await;
+        election.apply(first);
+        let state = self.clone();
+        let term: cluster::TermWorkers =
+            Box::new(move |epoch, stop| state.spawn_term_workers(epoch, stop));
+        vec![tokio::spawn(election.run(term, shutdown.clone()))]
+    }
+
+    /// Every background worker's name and interval.
+    fn worker_schedule(&self) -> Vec<(&'static str, Duration)> {
+        let config = &self.config;
+        let mut schedule = vec![
+            ("task-reaper", config.task_reaper_interval),
+            ("spot-reaper", config.spot_reaper_interval),
+            ("store-checkpoint", STORE_CHECKPOINT_EVERY),
+        ];
+        if self.runners.enabled() {
+            schedule.push(("runner-reaper", config.runners.cleanup_interval));
+        }
+        schedule
+    }
+
+    /// Starts the background workers of one leader's term (`epoch`), until `stop` fires.
+    fn spawn_term_workers(
+        &self,
+        epoch: u64,
+        stop: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let config = &self.config;
         let mut handles = vec![
-            self.spawn_worker(self.task_reaper(), config.task_reaper_interval, shutdown),
-            self.spawn_worker(self.spot_reaper(), config.spot_reaper_interval, shutdown),
-            self.spawn_worker(self.store_checkpoint(), STORE_CHECKPOINT_EVERY, shutdown),
+            self.spawn_worker(
+                self.led(self.task_reaper(), epoch),
+                config.task_reaper_interval,
+                stop,
+            ),
+            self.spawn_worker(
+                self.led(self.spot_reaper(), epoch),
+                config.spot_reaper_interval,
+                stop,
+            ),
+            self.spawn_worker(
+                self.led(self.store_checkpoint(), epoch),
+                STORE_CHECKPOINT_EVERY,
+                stop,
+            ),
         ];
         if self.runners.enabled() {
             handles.push(self.spawn_worker(
-                self.runner_worker(),
+                self.led(self.runner_worker(), epoch),
                 config.runners.cleanup_interval,
-                shutdown,
+                stop,
             ));
         }
         handles
+    }
+
+    /// `worker` for the term of `epoch` (see [`cluster::Led`]).
+    pub fn led<W: workers::Worker>(&self, worker: W, epoch: u64) -> cluster::Led<W> {
+        cluster::Led {
+            worker,
+            epoch,
+            cluster: self.cluster.clone(),
+            store: self.store.cluster.clone(),
+            clock: self.clock.clone(),
+        }
     }
 
     /// Runs `worker` every `every` until `shutdown` fires, recording each step.

@@ -3,7 +3,8 @@
 //! them is doing.
 //!
 //! Each worker is one testable step, [`Worker::run_once`], which returns counts of what it did.
-//! [`spawn`] repeats that step on an interval until the server's shutdown signal fires, and
+//! [`spawn`] repeats that step on an interval until its token fires (the token of a leader's
+//! term: the election in `cluster.rs` runs the workers only while this replica leads), and
 //! [`step`] runs it once; both record the outcome on the [`WorkerBoard`] (last run, duration,
 //! last error, counts), which `/metrics` and `GET /api/v1/workers` show. A failed step is logged
 //! and tried again at the next tick: a worker must never take the server down. The lifecycle
@@ -32,6 +33,13 @@ pub trait Worker: Send + Sync + 'static {
     type Error: std::fmt::Display + Send;
     fn name(&self) -> &'static str;
     async fn run_once(&self) -> Result<Counts, Self::Error>;
+
+    /// Whether a step that changed something is recorded in the cluster's action record with
+    /// the leader's epoch (`cluster::Led`); only housekeeping of this replica's own files opts
+    /// out.
+    fn records_actions(&self) -> bool {
+        true
+    }
 }
 
 /// How one worker is doing.
@@ -245,11 +253,22 @@ pub struct SpotReaper {
     /// DOWN spots silent for longer than this are removed from the registry; `None` keeps
     /// them forever.
     pub retention: Option<Duration>,
+    /// This replica's place in the cluster: for the takeover grace, during which a new leader
+    /// declares no spot DOWN (`drover_core::cluster::may_declare_down`).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl SpotReaper {
     pub async fn reap(&self) -> Result<NodesDown, StoreError> {
         let now = self.clock.now();
+        if let Some(cluster) = &self.cluster
+            && let Some(since) = cluster.leading_since()
+            && !drover_core::cluster::may_declare_down(now, since, cluster.takeover_grace())
+        {
+            // Their heartbeats may have gone to a replica that died with the old leader.
+            tracing::debug!(target: "SpotService", "no SPOT is declared DOWN during the grace after this replica became leader");
+            return Ok(NodesDown::default());
+        }
         let cutoff = before(now, self.timeout);
         let down = self.store.mark_silent_nodes_down(cutoff, now).await?;
         if !down.nodes.is_empty() {
@@ -339,6 +358,11 @@ impl Worker for StoreCheckpoint {
     type Error = StoreError;
     fn name(&self) -> &'static str {
         "store-checkpoint"
+    }
+
+    /// Folding this replica's own log changes nothing another replica could also do.
+    fn records_actions(&self) -> bool {
+        false
     }
 
     async fn run_once(&self) -> Result<Counts, StoreError> {

@@ -1,4 +1,4 @@
-//! The client commands (`submit`, `job ...`, `nodes`): their arguments and help texts, the
+//! The client commands (`submit`, `job ...`, `nodes`, `runners`, `cluster`): their arguments and help texts, the
 //! connection to the server, and the translation of every outcome into a message and an exit
 //! status.
 //!
@@ -7,6 +7,7 @@
 //! the server's answer is final and is printed as it came. Only `run` ends the process; every
 //! command returns an [`Outcome`] or a [`Failure`] to it.
 
+mod cluster;
 mod jobfile;
 mod jobs;
 mod nodes;
@@ -80,6 +81,12 @@ Examples:
   drover runners
   drover runners --output json | jq '.runners[] | select(.idleSeconds > 30) | .sessionId'";
 
+const CLUSTER_EXAMPLES: &str = "\
+Examples:
+  drover cluster
+  drover cluster --server http://replica-2:8080   # any replica answers; each says its own role
+  drover cluster --output json | jq -r .leader";
+
 /// The client commands, flattened into drover's top-level commands.
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -114,6 +121,16 @@ pub enum ClientCommand {
     /// removed.
     #[command(after_long_help = format!("{RUNNERS_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Runners(runners::RunnersArgs),
+
+    /// Show the server replicas: which one leads, under which epoch, and who was seen lately.
+    ///
+    /// Replicas of one database elect one leader through a lease in the database; the leader
+    /// runs the background work (reapers, runner clean-up), the others serve requests only.
+    /// Prints the answering replica's id and role, the leader, the lease's epoch (one more at
+    /// each change of leader) and expiry, and every replica heard from within one lease TTL,
+    /// with when it joined. A server on SQLite is alone and always leads.
+    #[command(after_long_help = format!("{CLUSTER_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Which server to talk to, and the key to show it. Global, so that they may also follow a
@@ -319,6 +336,7 @@ async fn dispatch(command: ClientCommand) -> Result<Outcome, Failure> {
         ClientCommand::Job(args) => jobs::job(args).await,
         ClientCommand::Nodes(args) => nodes::run(args).await,
         ClientCommand::Runners(args) => runners::run(args).await,
+        ClientCommand::Cluster(args) => cluster::run(args).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The settings groups of `drover server` besides the runners: where it listens, where it keeps
-//! its state, who may call it, its task rules and intervals, and its log format.
+//! its state, who may call it, its task rules and intervals, its log format, and its part in a
+//! cluster of replicas.
 //!
 //! Each group is one struct that is at once the flags with their `DROVER_*` variables (clap),
 //! the config file's keys (serde, the long option names in kebab case) and the unit of merging
@@ -329,6 +330,44 @@ impl TaskSettings {
             runners: d.runners,
             min_free_disk: d.min_free_disk,
             ..ServerConfig::default()
+        }
+    }
+}
+
+/// How this server takes part among replicas that share one database: its name, and the lease
+/// that elects the one replica running the background work (reapers, runner clean-up).
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct ClusterSettings {
+    /// This replica's name in the leader's lease and in `drover cluster`; each replica of one
+    /// database needs its own (two of one name would both lead) [default: the host's name,
+    /// the process id and a random part, new at every start].
+    #[arg(long, env = "DROVER_REPLICA_ID", value_name = "NAME")]
+    pub replica_id: Option<String>,
+
+    /// How long the leader's lease lasts without renewal. The leader renews it every third of
+    /// this and stops its background work a fifth of it before the lease runs out when it
+    /// cannot; another replica takes over within about this long after the leader dies or is
+    /// cut off from the database. Between 1s and 1h [default: 10s].
+    #[arg(long, env = "DROVER_LEASE_TTL", value_name = "DURATION")]
+    pub lease_ttl: Option<Span>,
+
+    /// After this replica becomes leader, how long the spot reaper waits before it declares
+    /// any spot DOWN: spots' heartbeats may have gone to a replica that died with the old
+    /// leader [default: --spot-timeout].
+    #[arg(long, env = "DROVER_TAKEOVER_GRACE", value_name = "DURATION")]
+    pub takeover_grace: Option<Span>,
+}
+
+impl ClusterSettings {
+    /// The cluster part of the server's configuration; what is unset takes its default.
+    pub fn config(&self) -> drover_server::ClusterConfig {
+        let d = drover_server::ClusterConfig::default();
+        drover_server::ClusterConfig {
+            replica_id: self.replica_id.clone().unwrap_or(d.replica_id),
+            lease_ttl: self.lease_ttl.map_or(d.lease_ttl, |Span(s)| s),
+            takeover_grace: self.takeover_grace.map(|Span(s)| s).or(d.takeover_grace),
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::process::LogFormat;
 use clap::Args;
 use drover_server::{AppConfig, ServerConfig, Surface};
 use groups::{
-    AuthSettings, LimitSettings, ListenSettings, LogSettings, StoreSettings, TaskSettings,
-    TlsSettings,
+    AuthSettings, ClusterSettings, LimitSettings, ListenSettings, LogSettings, StoreSettings,
+    TaskSettings, TlsSettings,
 };
 use merge::Merge;
 use runners::RunnerSettings;
@@ -69,6 +69,8 @@ pub struct ServerSettings {
     pub runners: RunnerSettings,
     #[command(flatten)]
     pub limits: LimitSettings,
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
 }
 
 /// The settings after merging every source and applying the defaults: the server's
@@ -130,6 +132,7 @@ impl ServerSettings {
             tasks: take_group(&mut table).map_err(in_file)?,
             logging: take_group(&mut table).map_err(in_file)?,
             limits: take_group(&mut table).map_err(in_file)?,
+            cluster: take_group(&mut table).map_err(in_file)?,
             runners,
         };
         if let Some(key) = table.keys().next() {
@@ -147,6 +150,7 @@ impl ServerSettings {
         let server = self.limits.apply(ServerConfig {
             runners: runners.config,
             min_free_disk: self.store.min_free_disk(),
+            cluster: self.cluster.config(),
             ..self.tasks.server_config(&self.auth)
         });
         // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.
@@ -237,6 +241,36 @@ mod tests {
         same::<LogSettings>();
         same::<RunnerSettings>();
         same::<LimitSettings>();
+        same::<ClusterSettings>();
+    }
+
+    /// The replica's name and the lease come from the file; unset, the lease is 10 s, the
+    /// grace is the spot timeout, and the name is made up at start.
+    #[test]
+    fn cluster_settings_come_from_the_file_and_default_when_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.toml");
+        let server = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let file = ServerSettings::from_file(&path).unwrap();
+            file.resolve().unwrap().app.server
+        };
+        let set = server("replica-id = \"east-1\"\nlease-ttl = \"30s\"\ntakeover-grace = \"1m\"\n");
+        assert_eq!(set.cluster.replica_id, "east-1");
+        assert_eq!(set.cluster.lease_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(
+            set.cluster.takeover_grace,
+            Some(std::time::Duration::from_secs(60))
+        );
+        let unset = server("port = 1\n");
+        assert_eq!(unset.cluster.lease_ttl, std::time::Duration::from_secs(10));
+        assert_eq!(unset.cluster.takeover_grace, None);
+        assert!(!unset.cluster.replica_id.is_empty());
+        assert_ne!(
+            unset.cluster.replica_id,
+            server("port = 1\n").cluster.replica_id,
+            "a new name at every start"
+        );
     }
 
     /// `--public-reads` and `--require-node-credentials` reach the server's configuration from

@@ -5,6 +5,7 @@ mod agents;
 mod auth;
 mod auth_matrix;
 mod batch_report;
+mod cluster;
 mod credentials;
 mod errors;
 mod helpers;

@@ -8,6 +8,7 @@ mod helpers;
 mod agents;
 mod cli;
 mod client_cli;
+mod cluster;
 mod disk_full;
 mod durability;
 mod failover;

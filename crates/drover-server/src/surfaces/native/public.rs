@@ -31,6 +31,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/runners", get(list_runners))
         .route("/api/v1/workers", get(list_workers))
+        .route("/api/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
 }
 
@@ -75,6 +76,15 @@ async fn list_workers(State(app): State<AppState>) -> Json<api::WorkerList> {
             .map(translate::worker)
             .collect(),
     })
+}
+
+/// This replica's role and the cluster as the store shows it: the lease and the replicas heard
+/// from within the last lease TTL.
+async fn cluster(State(app): State<AppState>) -> Result<Json<api::ClusterInfo>, ApiError> {
+    let now = app.clock.now();
+    let since = app.cluster.timing().members_since(now);
+    let view = app.store.cluster.view(since).await?;
+    Ok(Json(translate::cluster(&app.cluster, &view, now)))
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

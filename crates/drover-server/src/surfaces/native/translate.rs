@@ -326,3 +326,37 @@ pub fn worker(w: &crate::workers::WorkerState) -> api::WorkerInfo {
         totals: names(&w.totals),
     }
 }
+
+/// This replica's role (its own view) beside the lease and members as the store holds them.
+pub fn cluster(
+    cluster: &crate::cluster::Cluster,
+    view: &drover_store::cluster::ClusterView,
+    now: drover_core::Timestamp,
+) -> api::ClusterInfo {
+    let role = cluster.role();
+    let leader = view.lease.leader_at(now);
+    api::ClusterInfo {
+        replica_id: cluster.replica_id().to_string(),
+        role: match role {
+            crate::cluster::Role::Leader { .. } => "leader",
+            crate::cluster::Role::Follower { .. } => "follower",
+        }
+        .to_string(),
+        leader: leader.map(str::to_string),
+        epoch: view.lease.epoch,
+        lease_expires_at: leader.map(|_| format(&view.lease.expires_at)),
+        lease_ttl_seconds: cluster.timing().ttl.as_secs_f64(),
+        leading_since: cluster.leading_since().as_ref().map(format),
+        members: view
+            .members
+            .iter()
+            .map(|m| api::ClusterMember {
+                replica_id: m.replica_id.clone(),
+                address: m.address.clone(),
+                leader: leader == Some(m.replica_id.as_str()),
+                first_seen: format(&m.first_seen),
+                last_seen: format(&m.last_seen),
+            })
+            .collect(),
+    }
+}
