@@ -8,9 +8,9 @@ use drover_server::{Application, DriverConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Refuses a database URL this build cannot open, before anything is created: the Java
-/// coordinator's JDBC URLs and PostgreSQL name a store drover does not have.
+/// coordinator's JDBC URLs name a store drover does not have, and a PostgreSQL URL must parse.
 fn check_store_url(db: &str) -> anyhow::Result<()> {
-    drover_store::sqlite_path(db)?;
+    drover_store::check_url(db)?;
     Ok(())
 }
 
@@ -126,6 +126,9 @@ mod tests {
         assert!(check_store_url("sqlite://x/y.db").is_ok());
         assert!(check_store_url("./d.db").is_ok());
         assert!(check_store_url("sqlite://").is_err());
+        assert!(check_store_url("postgres://drover@127.0.0.1:5432/drover").is_ok());
+        assert!(check_store_url("postgresql://drover@127.0.0.1/drover").is_ok());
+        assert!(check_store_url("postgres://drover@127.0.0.1:notaport/drover").is_err());
         assert!(
             check_store_url("jdbc:h2:file:./data/orhestra")
                 .unwrap_err()

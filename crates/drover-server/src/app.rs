@@ -28,8 +28,11 @@ use crate::translate::MAX_TASK_TIMEOUT_SECS;
 /// Everything the server needs, already merged from flags, environment and file.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    /// Where the state lives: a SQLite file path, or a `sqlite://` URL.
+    /// Where the state lives: a SQLite file path, a `sqlite://` URL, or a `postgres://` URL
+    /// (several replicas may share one PostgreSQL database).
     pub store_url: String,
+    /// How a PostgreSQL store uses its database (pool, timeouts); SQLite ignores it.
+    pub postgres: drover_store::PgOptions,
     /// The listeners and the surfaces each serves; the first is the main one.
     pub listeners: Vec<ListenerConfig>,
     /// Keys, limits, intervals.
@@ -100,6 +103,7 @@ impl AppConfig {
     pub fn new(store_url: impl Into<String>, addr: SocketAddr) -> Self {
         AppConfig {
             store_url: store_url.into(),
+            postgres: drover_store::PgOptions::default(),
             listeners: vec![ListenerConfig::all(addr)],
             server: ServerConfig::default(),
             runner_driver: None,
@@ -253,11 +257,20 @@ impl Application {
         config.validate()?;
         // Before the store and the ports: a bad certificate changes nothing on disk.
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-        let store = drover_store::open(&config.store_url).map_err(|source| BuildError::Store {
-            url: config.store_url.clone(),
-            source,
-        })?;
+        let store = drover_store::open_with(&config.store_url, config.postgres.clone()).map_err(
+            |source| BuildError::Store {
+                url: config.store_url.clone(),
+                source,
+            },
+        )?;
         let store = wrap(store);
+        // A database server may be down while this one starts (they often start together):
+        // serve anyway, answer 503 on health, and recover when it is back.
+        if drover_store::is_postgres(&config.store_url)
+            && let Err(e) = store.ops.health().await
+        {
+            tracing::warn!(error = %e, "the store is not available yet; health answers 503 until it is");
+        }
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let listener = TcpListener::bind(l.addr)

@@ -91,6 +91,9 @@ impl AppState {
         let wake = wake::Wake::new();
         let woken = wake.clone();
         store.observe(move |events| woken.observe(events));
+        // Another replica's writes reach this one only through the database's notice.
+        let poked = wake.clone();
+        store.on_work_elsewhere(move || poked.poke());
         let runners = Arc::new(runners::RunnerService::new(
             store.clone(),
             driver,

@@ -41,8 +41,14 @@ impl Wake {
     /// What the store's observer calls with each committed write's events.
     pub fn observe(&self, events: &[Event]) {
         if events.iter().any(Event::may_free_work) {
-            self.version.send_modify(|v| *v = v.wrapping_add(1));
+            self.poke();
         }
+    }
+
+    /// Wakes every waiter to look again: work may have appeared through another replica of
+    /// the same database (the store heard of it, without this server's events).
+    pub fn poke(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Ends every wait, now and from now on (the server is stopping).

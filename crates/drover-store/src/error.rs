@@ -25,6 +25,13 @@ pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
 
+    /// The connection to the database was lost while a write was committing: it may or may not
+    /// have been made. Read the state back before repeating a write that is not idempotent.
+    #[error(
+        "store connection lost while committing; the change may or may not have been made: {0}"
+    )]
+    OutcomeUnknown(String),
+
     /// The store location names nothing this build can open: fix the setting.
     #[error("{0}")]
     Unsupported(String),

@@ -263,8 +263,13 @@ impl Stores {
 /// with [`PgOptions::default`]; it connects on first use), `sqlite://path`, `sqlite:path`, or a
 /// plain file path.
 pub fn open(url: &str) -> Result<Stores> {
+    open_with(url, PgOptions::default())
+}
+
+/// [`open`], with `postgres` for a PostgreSQL URL (a SQLite store ignores it).
+pub fn open_with(url: &str, postgres: PgOptions) -> Result<Stores> {
     if is_postgres(url) {
-        return Ok(PgStore::open(url, PgOptions::default())?.into_stores());
+        return Ok(PgStore::open(url, postgres)?.into_stores());
     }
     let path = sqlite_path(url)?;
     Ok(SqliteStore::open(path)?.into_stores())
@@ -273,7 +278,7 @@ pub fn open(url: &str) -> Result<Stores> {
 /// Checks a store URL without opening anything: `Ok` when [`open`] can try it.
 pub fn check_url(url: &str) -> Result<()> {
     if is_postgres(url) {
-        PgStore::open(url, PgOptions::default()).map(drop)
+        postgres::parse_url(url).map(drop)
     } else {
         sqlite_path(url).map(drop)
     }

@@ -598,3 +598,48 @@ async fn reports_that_lock_in_opposite_orders_both_succeed() {
     );
     assert_eq!(a.ops.audit_job_counts().await.unwrap(), vec![]);
 }
+
+/// A connection lost while COMMIT is on its way leaves the write's fate unknown to the store:
+/// it must not say "unavailable" (503), on which a client repeats a submission or a claim on
+/// another replica, as if nothing had been done.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn a_connection_lost_during_commit_is_an_unknown_outcome_not_unavailable() {
+    let url = fresh_database();
+    let store = replica(&url).await;
+    // A trigger that runs at COMMIT and ends its own session: the client sees its connection
+    // die in the middle of the commit, as it would if the network or the server went away.
+    let sql = operator(&url).await;
+    sql.batch_execute(
+        "CREATE FUNCTION die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM pg_terminate_backend(pg_backend_pid());
+             PERFORM pg_sleep(5);
+             RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON jobs
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die_at_commit();",
+    )
+    .await
+    .unwrap();
+    let out = store.jobs.create_job(job(1), sweep(1), t0()).await;
+    assert!(matches!(out, Err(StoreError::OutcomeUnknown(_))), "{out:?}");
+
+    sql.batch_execute("DROP TRIGGER die_at_commit ON jobs")
+        .await
+        .unwrap();
+    // The store gets a new connection by itself; reads and writes go on.
+    let made = store.jobs.create_job(job(1), sweep(1), t0()).await;
+    let made = match made {
+        Ok(j) => j,
+        // The pool may hand out the dead connection once more before it notices.
+        Err(StoreError::Unavailable(_)) => {
+            store.jobs.create_job(job(1), sweep(1), t0()).await.unwrap()
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(store.jobs.get_job(&made.id).await.unwrap().id, made.id);
+}

@@ -145,11 +145,13 @@ impl TlsSettings {
             })),
             (None, None) => Ok(None),
             (Some(_), None) => Err(SettingsError::Invalid(
-                "--tls-cert needs --tls-key (DROVER_TLS_KEY, tls-key in the config file): give                  both files, or neither to serve plain http"
+                "--tls-cert needs --tls-key (DROVER_TLS_KEY, tls-key in the config file): give \
+                 both files, or neither to serve plain http"
                     .into(),
             )),
             (None, Some(_)) => Err(SettingsError::Invalid(
-                "--tls-key needs --tls-cert (DROVER_TLS_CERT, tls-cert in the config file): give                  both files, or neither to serve plain http"
+                "--tls-key needs --tls-cert (DROVER_TLS_CERT, tls-cert in the config file): give \
+                 both files, or neither to serve plain http"
                     .into(),
             )),
         }
@@ -161,10 +163,26 @@ impl TlsSettings {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
 pub struct StoreSettings {
-    /// The SQLite database file (or sqlite:// URL); created with its directory if missing
-    /// [default: ./data/drover.db] [alias: ORHESTRA_DB_URL].
-    #[arg(long, env = "DROVER_DB", value_name = "PATH")]
+    /// The SQLite database file (or sqlite:// URL), created with its directory if missing; or
+    /// a PostgreSQL database, postgres://user:password@host:5432/dbname, which several
+    /// replicas may share [default: ./data/drover.db] [alias: ORHESTRA_DB_URL].
+    #[arg(long, env = "DROVER_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
+
+    /// PostgreSQL only: connections this replica keeps to the database [default: 16].
+    #[arg(long, env = "DROVER_DB_POOL_SIZE", value_name = "N")]
+    pub db_pool_size: Option<usize>,
+
+    /// PostgreSQL only: the longest one statement may run before the database cancels it and
+    /// the request answers 503 [default: 30s].
+    #[arg(long, env = "DROVER_DB_STATEMENT_TIMEOUT", value_name = "DURATION")]
+    pub db_statement_timeout: Option<Span>,
+
+    /// PostgreSQL only: how long connecting, or waiting for a free connection, may take before
+    /// the request answers 503. A lost database is tried again on every request after that, so
+    /// the replica recovers by itself when it returns [default: 5s].
+    #[arg(long, env = "DROVER_DB_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub db_connect_timeout: Option<Span>,
 
     /// Health answers 503 LOW_DISK_SPACE when the file system holding the database has less
     /// free space than this many bytes; 0 turns the check off [default: 67108864, 64 MiB].
@@ -180,6 +198,37 @@ impl StoreSettings {
     /// The store's URL, as `drover_store` opens it.
     pub fn url(&self) -> String {
         self.db.clone().unwrap_or_else(|| "./data/drover.db".into())
+    }
+
+    /// How a PostgreSQL store uses its database; what is unset takes its default.
+    pub fn postgres(&self) -> Result<drover_store::PgOptions, SettingsError> {
+        let d = drover_store::PgOptions::default();
+        let options = drover_store::PgOptions {
+            pool_size: self.db_pool_size.unwrap_or(d.pool_size),
+            statement_timeout: self
+                .db_statement_timeout
+                .map_or(d.statement_timeout, |Span(s)| s),
+            connect_timeout: self
+                .db_connect_timeout
+                .map_or(d.connect_timeout, |Span(s)| s),
+            ..d
+        };
+        if options.pool_size == 0 {
+            return Err(SettingsError::Invalid(
+                "--db-pool-size must be at least 1".into(),
+            ));
+        }
+        for (flag, d) in [
+            ("--db-statement-timeout", options.statement_timeout),
+            ("--db-connect-timeout", options.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(SettingsError::Invalid(format!(
+                    "{flag} must be greater than zero"
+                )));
+            }
+        }
+        Ok(options)
     }
 
     /// The free-space floor of the health check, in bytes.

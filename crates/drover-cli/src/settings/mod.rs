@@ -161,6 +161,7 @@ impl ServerSettings {
         Ok(Resolved {
             app: AppConfig {
                 store_url: self.store.url(),
+                postgres: self.store.postgres()?,
                 listeners: self.listen.listeners(runner_listen),
                 server,
                 runner_driver: runners.driver,

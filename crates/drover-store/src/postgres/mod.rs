@@ -82,21 +82,24 @@ impl PgStore {
     /// first call, which also applies the schema's pending migrations. `url` is a libpq URL
     /// (`postgres://user:password@host:port/database`).
     pub fn open(url: &str, options: PgOptions) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Unsupported(format!(
-                "database URL {:?} does not parse: {e}",
-                redact(url)
-            ))
-        })?;
+        let mut config = parse_url(url)?;
         config.connect_timeout(options.connect_timeout);
-        config.application_name("drover");
+        if config.get_application_name().is_none() {
+            config.application_name("drover");
+        }
         // Every session gets the statement timeout (a statement past it is cancelled), and
         // says it is drover's, so the triggers that count hand edits skip its writes (drover
-        // counts its own, `schema.rs`).
-        config.options(format!(
+        // counts its own, `schema.rs`). Options the URL gives come first; ours are appended,
+        // so a user's own `-c` settings still apply.
+        let own = format!(
             "-c statement_timeout={} -c drover.writer=on",
             options.statement_timeout.as_millis()
-        ));
+        );
+        let options_line = match config.get_options() {
+            Some(user) if !user.trim().is_empty() => format!("{user} {own}"),
+            _ => own,
+        };
+        config.options(options_line);
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
@@ -168,6 +171,17 @@ impl PgStore {
             .await
             .map_err(|e| PgErr::Store(write::pool_err(e)))
     }
+}
+
+/// The connection settings a libpq URL gives, or why it gives none.
+pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse().map_err(|e| {
+        StoreError::Unsupported(format!(
+            "database URL {:?} does not parse: {e} (expected \
+             postgres://user:password@host:5432/database)",
+            redact(url)
+        ))
+    })
 }
 
 /// `url` with its password replaced, for messages.

@@ -58,7 +58,7 @@ impl From<tokio_postgres::Error> for PgErr {
             if *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
             {
-                return PgErr::Conflict(e.to_string());
+                return PgErr::Conflict(describe(&e));
             }
             let class = &code.code()[..2];
             // 08 connection exception, 53 insufficient resources (disk full, too many
@@ -69,9 +69,9 @@ impl From<tokio_postgres::Error> for PgErr {
                 || *code == SqlState::READ_ONLY_SQL_TRANSACTION
                 || *code == SqlState::LOCK_NOT_AVAILABLE;
             return PgErr::Store(if unavailable {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(describe(&e))
             } else {
-                StoreError::Internal(e.to_string())
+                StoreError::Internal(describe(&e))
             });
         }
         // No SQLSTATE: the connection is gone (closed, reset, timed out), or a value did not
@@ -79,11 +79,23 @@ impl From<tokio_postgres::Error> for PgErr {
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
         PgErr::Store(
             if e.is_closed() || io || e.to_string().contains("timed out") {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(describe(&e))
             } else {
-                StoreError::Internal(e.to_string())
+                StoreError::Internal(describe(&e))
             },
         )
+    }
+}
+
+/// What went wrong, with the database's own words: the driver's `Display` says only "db error"
+/// for an error the server sent.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -135,8 +147,25 @@ impl<'c> Tx<'c> {
                 .execute("SELECT pg_notify($1, $2)", &[&super::WORK_CHANNEL, &nonce])
                 .await?;
         }
-        self.tx.commit().await?;
+        self.tx.commit().await.map_err(at_commit)?;
         Ok(events)
+    }
+}
+
+/// A failed COMMIT. When the connection broke (or the server was stopped) while the commit was
+/// on its way, the transaction may or may not have been made durable: that is not "nothing was
+/// done" (503, on which a client moves the same request to another replica), so it is told
+/// apart. Any other failure at commit (a conflict, a full disk) means nothing was written.
+fn at_commit(e: tokio_postgres::Error) -> PgErr {
+    let broken = match e.code() {
+        Some(code) => matches!(&code.code()[..2], "08" | "57"),
+        None => true,
+    };
+    match PgErr::from(e) {
+        PgErr::Store(StoreError::Unavailable(m)) if broken => {
+            PgErr::Store(StoreError::OutcomeUnknown(m))
+        }
+        other => other,
     }
 }
 

@@ -50,6 +50,10 @@ pub enum ApiError {
     /// Retry later: the store or an engine behind the server is away or busy.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// The store was lost while committing the request's change, which may or may not have
+    /// been made: the client must look before it repeats anything that is not idempotent.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error("{message}")]
     TooManyRequests { code: &'static str, message: String },
     #[error("internal error: {0}")]
@@ -86,6 +90,7 @@ impl ApiError {
             ),
             ApiError::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, "STORE_OUTCOME_UNKNOWN"),
             ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
@@ -149,6 +154,7 @@ impl From<StoreError> for ApiError {
                 code: "STORE_UNAVAILABLE",
                 message: m,
             },
+            StoreError::OutcomeUnknown(_) => ApiError::OutcomeUnknown(e.to_string()),
             // Only opening a store gives this; no request can.
             StoreError::Unsupported(m) | StoreError::Internal(m) => ApiError::Internal(m),
         }
@@ -325,5 +331,17 @@ mod tests {
             status(RunnerError::Store(StoreError::Unavailable("busy".into()))),
             (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE")
         );
+    }
+
+    /// A client moves a claim or a submission to another replica after a 503, which promises
+    /// that nothing was done; a commit cut off half way promises nothing, so it is not a 503.
+    #[test]
+    fn a_commit_of_unknown_outcome_is_not_a_503() {
+        let e = ApiError::from(StoreError::OutcomeUnknown("connection reset".into()));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::GATEWAY_TIMEOUT, "STORE_OUTCOME_UNKNOWN")
+        );
+        assert!(e.to_string().contains("may or may not"), "{e}");
     }
 }
