@@ -78,15 +78,44 @@ async fn write_beat(
     Ok(Some(after))
 }
 
-/// The facts silence and retention are judged from, of every node (`ids` `None`) or of
-/// `ids`, locked, for judging them again before changing them.
-async fn node_facts(tx: &Tx<'_>, ids: Option<&[String]>) -> R<Vec<(String, RetentionView)>> {
+/// Which nodes [`node_facts`] reads first: those the silence reaper may mark DOWN, or those
+/// retention may forget, in either case only those whose stored heartbeat is older than the
+/// cutoff. The SQL only narrows the rows read (the live ones through the index of their
+/// heartbeats, so the reaper does not read every node every few seconds); whether a node is
+/// silent, and what happens to it, is still `drover_core::node`'s answer.
+#[derive(Clone, Copy)]
+enum Candidates {
+    NotDown,
+    Down,
+}
+
+/// The facts silence and retention are judged from, of the candidates silent since `cutoff`
+/// (`ids` `None`) or of `ids`, locked, for judging them again before changing them.
+async fn node_facts(
+    tx: &Tx<'_>,
+    which: Candidates,
+    cutoff: Timestamp,
+    ids: Option<&[String]>,
+) -> R<Vec<(String, RetentionView)>> {
     const FACTS: &str = "SELECT id, status, last_heartbeat,
                 EXISTS (SELECT 1 FROM tasks
                         WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
          FROM nodes";
     let found = match ids {
-        None => all(&**tx, &format!("{FACTS} ORDER BY registered_at, id"), &[]).await?,
+        None => {
+            let status = match which {
+                Candidates::NotDown => "status <> 'DOWN'",
+                Candidates::Down => "status = 'DOWN'",
+            };
+            all(
+                &**tx,
+                &format!(
+                    "{FACTS} WHERE {status} AND last_heartbeat < $1 ORDER BY registered_at, id"
+                ),
+                &[&cutoff],
+            )
+            .await?
+        }
         Some(ids) => {
             all(
                 &**tx,
@@ -111,9 +140,14 @@ async fn node_facts(tx: &Tx<'_>, ids: Option<&[String]>) -> R<Vec<(String, Reten
         .collect()
 }
 
-/// The nodes `judge` picks, judged from a plain read and again once locked.
-async fn pick_nodes(tx: &Tx<'_>, judge: impl Fn(&RetentionView) -> bool) -> R<Vec<String>> {
-    let first: Vec<String> = node_facts(tx, None)
+/// The candidates `judge` picks, judged from a plain read and again once locked.
+async fn pick_nodes(
+    tx: &Tx<'_>,
+    which: Candidates,
+    cutoff: Timestamp,
+    judge: impl Fn(&RetentionView) -> bool,
+) -> R<Vec<String>> {
+    let first: Vec<String> = node_facts(tx, which, cutoff, None)
         .await?
         .into_iter()
         .filter(|(_, n)| judge(n))
@@ -122,7 +156,7 @@ async fn pick_nodes(tx: &Tx<'_>, judge: impl Fn(&RetentionView) -> bool) -> R<Ve
     if first.is_empty() {
         return Ok(first);
     }
-    Ok(node_facts(tx, Some(&first))
+    Ok(node_facts(tx, which, cutoff, Some(&first))
         .await?
         .into_iter()
         .filter(|(_, n)| judge(n))
@@ -260,8 +294,10 @@ impl NodeStore for PgStore {
 
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {
         write_tx!(self, |tx| async {
-            let nodes =
-                pick_nodes(&tx, |n| node::goes_down(n.status, n.last_heartbeat, cutoff)).await?;
+            let nodes = pick_nodes(&tx, Candidates::NotDown, cutoff, |n| {
+                node::goes_down(n.status, n.last_heartbeat, cutoff)
+            })
+            .await?;
             if nodes.is_empty() {
                 return Ok(NodesDown::default());
             }
@@ -319,7 +355,10 @@ impl NodeStore for PgStore {
 
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
         write_tx!(self, |tx| async {
-            let forgotten = pick_nodes(&tx, |n| node::may_forget(n, cutoff)).await?;
+            let forgotten = pick_nodes(&tx, Candidates::Down, cutoff, |n| {
+                node::may_forget(n, cutoff)
+            })
+            .await?;
             if !forgotten.is_empty() {
                 exec(&*tx, "DELETE FROM nodes WHERE id = ANY($1)", &[&forgotten]).await?;
             }

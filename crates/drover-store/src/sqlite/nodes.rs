@@ -161,28 +161,57 @@ impl SqliteStore {
     }
 }
 
-/// Every node's id and the facts retention and silence are decided from.
-fn node_facts(tx: &Tx<'_>) -> Result<Vec<(String, RetentionView)>> {
-    tx.prepare_cached(
-        "SELECT id, status, last_heartbeat,
-                EXISTS (SELECT 1 FROM tasks
-                        WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
-         FROM nodes ORDER BY registered_at, id",
-    )
-    .map_err(map_err)?
-    .query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            RetentionView {
-                status: rows::status(r, 1)?,
-                last_heartbeat: rows::time(r, 2)?,
-                holds_running_task: r.get(3)?,
-            },
-        ))
-    })
-    .map_err(map_err)?
-    .collect::<rusqlite::Result<Vec<_>>>()
-    .map_err(map_err)
+/// Which nodes [`silent_facts`] reads: those the silence reaper may mark DOWN, or those
+/// retention may forget.
+#[derive(Clone, Copy)]
+enum Candidates {
+    NotDown,
+    Down,
+}
+
+/// The facts silence and retention are judged from, of the nodes of `which` whose stored
+/// heartbeat is older than `cutoff`. The SQL only narrows the rows read (through the index of
+/// live nodes' heartbeats, so the reaper does not read every node every few seconds); whether
+/// a node is silent, and what happens to it, is still `drover_core::node`'s answer. The filter
+/// is a second wider than `cutoff`, so a time written in another format (a hand edit) is still
+/// judged by the core rather than left out by a text comparison.
+fn silent_facts(
+    tx: &Tx<'_>,
+    which: Candidates,
+    cutoff: Timestamp,
+) -> Result<Vec<(String, RetentionView)>> {
+    let sql = match which {
+        Candidates::NotDown => {
+            "SELECT id, status, last_heartbeat,
+                    EXISTS (SELECT 1 FROM tasks
+                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+             FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1
+             ORDER BY registered_at, id"
+        }
+        Candidates::Down => {
+            "SELECT id, status, last_heartbeat,
+                    EXISTS (SELECT 1 FROM tasks
+                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+             FROM nodes WHERE status = 'DOWN' AND last_heartbeat < ?1
+             ORDER BY registered_at, id"
+        }
+    };
+    let widened = ts(&(cutoff + chrono::Duration::seconds(1)));
+    tx.prepare_cached(sql)
+        .map_err(map_err)?
+        .query_map([widened], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                RetentionView {
+                    status: rows::status(r, 1)?,
+                    last_heartbeat: rows::time(r, 2)?,
+                    holds_running_task: r.get(3)?,
+                },
+            ))
+        })
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_err)
 }
 
 #[async_trait]
@@ -332,7 +361,7 @@ impl NodeStore for SqliteStore {
         // The pending heartbeats are written first, in the same transaction, so silence is
         // judged on every heartbeat acknowledged so far.
         self.write_after_beats(Take::All, move |tx| {
-            let silent: Vec<String> = node_facts(tx)?
+            let silent: Vec<String> = silent_facts(tx, Candidates::NotDown, cutoff)?
                 .into_iter()
                 .filter(|(_, n)| node::goes_down(n.status, n.last_heartbeat, cutoff))
                 .map(|(id, _)| id)
@@ -388,7 +417,7 @@ impl NodeStore for SqliteStore {
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
         let beats = self.beats.clone();
         self.write_after_beats(Take::All, move |tx| {
-            let forgotten: Vec<String> = node_facts(tx)?
+            let forgotten: Vec<String> = silent_facts(tx, Candidates::Down, cutoff)?
                 .into_iter()
                 .filter(|(_, n)| node::may_forget(n, cutoff))
                 .map(|(id, _)| id)
