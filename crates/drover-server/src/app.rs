@@ -287,7 +287,10 @@ impl Application {
         let driver = config.runner_driver.as_ref().map(DriverConfig::build);
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
         if let Some(main) = listeners.first().and_then(|b| b.listener.local_addr().ok()) {
-            state.cluster.set_address(main.to_string());
+            let configured = state.config.cluster.advertise_address.as_deref();
+            state
+                .cluster
+                .set_address(crate::cluster::advertised_address(configured, main));
         }
         Ok(Application {
             state,

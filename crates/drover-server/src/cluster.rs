@@ -155,16 +155,31 @@ impl Cluster {
 
 /// The default replica id: the host's name, this process's id and a random part.
 pub fn default_replica_id() -> String {
+    drover_core::ids::replica_id(&host_name(), std::process::id())
+}
+
+/// This machine's name ("drover" when it has none).
+fn host_name() -> String {
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
         .into_owned();
-    let host = if host.is_empty() {
+    if host.is_empty() {
         "drover".into()
     } else {
         host
-    };
-    drover_core::ids::replica_id(&host, std::process::id())
+    }
+}
+
+/// The address a replica shows the others: the one it was told to advertise, else its main
+/// listener's, where a wildcard bind (`0.0.0.0`, `::`), which names no machine, becomes the
+/// host's name.
+pub fn advertised_address(configured: Option<&str>, main: std::net::SocketAddr) -> String {
+    match configured {
+        Some(address) => address.to_string(),
+        None if main.ip().is_unspecified() => format!("{}:{}", host_name(), main.port()),
+        None => main.to_string(),
+    }
 }
 
 /// Starts the background workers of one term: every worker wrapped in [`Led`] for `epoch`,
@@ -503,6 +518,25 @@ mod tests {
     use chrono::TimeZone;
     use drover_store::Stores;
     use drover_store::faults::{self, FaultPlan, Faults};
+
+    /// Replicas list each other by an address another machine can use: a wildcard bind names
+    /// none, so the host's name stands in for it, and a configured address wins over both.
+    #[test]
+    fn a_replica_advertises_an_address_others_can_reach() {
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            advertised_address(None, at("10.0.0.5:8080")),
+            "10.0.0.5:8080"
+        );
+        let wildcard = advertised_address(None, at("0.0.0.0:8080"));
+        assert_eq!(wildcard, format!("{}:8080", host_name()));
+        assert!(!wildcard.starts_with("0.0.0.0"), "{wildcard}");
+        assert!(!advertised_address(None, at("[::]:9000")).starts_with("[::]"));
+        assert_eq!(
+            advertised_address(Some("drover-a.internal:8443"), at("0.0.0.0:8080")),
+            "drover-a.internal:8443"
+        );
+    }
 
     /// Wall time that moves with tokio's (paused) clock.
     struct TokioClock {

@@ -70,6 +70,9 @@ pub struct ClusterConfig {
     /// After this replica becomes leader, how long before the spot reaper may declare a spot
     /// DOWN; `None` for the spot timeout.
     pub takeover_grace: Option<std::time::Duration>,
+    /// The address other replicas and operators reach this one at, shown in the member list;
+    /// `None` for the main listener's address (with the host's name for a wildcard bind).
+    pub advertise_address: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +81,7 @@ impl Default for ClusterConfig {
             replica_id: crate::cluster::default_replica_id(),
             lease_ttl: drover_core::cluster::DEFAULT_LEASE_TTL,
             takeover_grace: None,
+            advertise_address: None,
         }
     }
 }

@@ -407,6 +407,11 @@ pub struct ClusterSettings {
     /// leader [default: --spot-timeout].
     #[arg(long, env = "DROVER_TAKEOVER_GRACE", value_name = "DURATION")]
     pub takeover_grace: Option<Span>,
+
+    /// The address other replicas and operators reach this one at, shown in `drover cluster`
+    /// [default: the main listener's address, with the host's name for a 0.0.0.0 bind].
+    #[arg(long, env = "DROVER_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
+    pub advertise_address: Option<String>,
 }
 
 impl ClusterSettings {
@@ -417,6 +422,7 @@ impl ClusterSettings {
             replica_id: self.replica_id.clone().unwrap_or(d.replica_id),
             lease_ttl: self.lease_ttl.map_or(d.lease_ttl, |Span(s)| s),
             takeover_grace: self.takeover_grace.map(|Span(s)| s).or(d.takeover_grace),
+            advertise_address: self.advertise_address.clone().or(d.advertise_address),
         }
     }
 }
