@@ -490,20 +490,30 @@ impl<W: Worker> Worker for Led<W> {
             // The term ended between the tick and the step; its workers are being stopped.
             return Ok(Vec::new());
         }
-        let at = self.clock.now();
-        let counts = self.worker.run_once().await.map_err(|e| e.to_string())?;
-        if self.worker.records_actions() && counts.iter().any(|(_, n)| *n > 0) {
-            let action = Action {
-                epoch: self.epoch,
-                replica_id: self.cluster.replica_id().to_string(),
-                worker: self.worker.name().to_string(),
-                at,
-            };
-            if let Err(e) = self.store.record_action(action).await {
-                tracing::warn!(worker = self.worker.name(), error = %e, "could not record a background action");
+        // Every write of the step, and its record, commits only while the lease is still this
+        // term's (`drover_store::fence`): the deadline above keeps a term from starting work
+        // late, the fence keeps its writes from landing late.
+        let fence = drover_store::Fence {
+            replica_id: self.cluster.replica_id().to_string(),
+            epoch: self.epoch,
+        };
+        drover_store::fenced(fence, async {
+            let at = self.clock.now();
+            let counts = self.worker.run_once().await.map_err(|e| e.to_string())?;
+            if self.worker.records_actions() && counts.iter().any(|(_, n)| *n > 0) {
+                let action = Action {
+                    epoch: self.epoch,
+                    replica_id: self.cluster.replica_id().to_string(),
+                    worker: self.worker.name().to_string(),
+                    at,
+                };
+                if let Err(e) = self.store.record_action(action).await {
+                    tracing::warn!(worker = self.worker.name(), error = %e, "could not record a background action");
+                }
             }
-        }
-        Ok(counts)
+            Ok(counts)
+        })
+        .await
     }
 }
 

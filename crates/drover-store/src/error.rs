@@ -32,6 +32,13 @@ pub enum StoreError {
     )]
     OutcomeUnknown(String),
 
+    /// A background write of a leader's term, refused because another replica has taken the
+    /// lease since (`fence.rs`): this replica must stop acting as leader.
+    #[error(
+        "replica {replica_id} no longer holds the leader's lease of epoch {epoch}; the write was refused"
+    )]
+    Fenced { replica_id: String, epoch: u64 },
+
     /// The store location names nothing this build can open: fix the setting.
     #[error("{0}")]
     Unsupported(String),

@@ -169,6 +169,28 @@ fn at_commit(e: tokio_postgres::Error) -> PgErr {
     }
 }
 
+/// Within a background step (`fence.rs`), fails with [`StoreError::Fenced`] unless the leader's
+/// lease still names the step's holder and epoch. The lease row is locked `FOR SHARE` until the
+/// write commits, so a takeover (which updates the row) waits for it; a check that waited for a
+/// takeover sees the row as the takeover left it, and refuses.
+pub(super) async fn still_held(tx: &Tx<'_>) -> R<()> {
+    let Some(fence) = crate::fence::current() else {
+        return Ok(());
+    };
+    let epoch = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
+    let held = row_opt(
+        &**tx,
+        "SELECT 1 FROM cluster_lease WHERE name = 'background' AND holder = $1 AND epoch = $2
+         FOR SHARE",
+        &[&fence.replica_id, &epoch],
+    )
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(PgErr::Store(fence.refused())),
+    }
+}
+
 /// Waits before running a conflicting write again: a little longer each time, and spread, so
 /// that writes that collided do not collide again in step.
 pub(super) async fn back_off(tries: u32) {
@@ -191,6 +213,7 @@ macro_rules! write_tx {
                 let mut client = store.client().await?;
                 let inner = client.transaction().await?;
                 let $tx = $crate::postgres::write::Tx::new(inner);
+                $crate::postgres::write::still_held(&$tx).await?;
                 let value: $crate::postgres::write::R<_> = $body;
                 let value = value?;
                 let events = $tx.commit(&store.nonce).await?;

@@ -290,6 +290,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
+        // A background step's write first checks that its term's lease still stands, in the
+        // same savepoint: a write of a replaced leader changes nothing (`fence.rs`).
+        let fence = crate::fence::current();
+        let f = move |tx: &Tx<'_>| {
+            if let Some(fence) = &fence {
+                still_held(tx, fence)?;
+            }
+            f(tx)
+        };
         let (reply, answer) = oneshot::channel();
         self.writes.push(Box::new(Pending {
             f: Some(f),
@@ -1071,4 +1080,20 @@ mod tests {
         );
         assert_eq!(store.writes.light_commits.load(Ordering::SeqCst), 0);
     }
+}
+
+/// Fails with [`StoreError::Fenced`] unless the leader's lease still names `fence`'s holder and
+/// epoch.
+fn still_held(tx: &Tx<'_>, fence: &crate::fence::Fence) -> Result<()> {
+    let held = tx
+        .prepare_cached(
+            "SELECT 1 FROM cluster_lease WHERE name = 'background' AND holder = ?1 AND epoch = ?2",
+        )
+        .map_err(map_err)?
+        .exists(rusqlite::params![
+            fence.replica_id,
+            i64::try_from(fence.epoch).unwrap_or(i64::MAX)
+        ])
+        .map_err(map_err)?;
+    if held { Ok(()) } else { Err(fence.refused()) }
 }

@@ -188,6 +188,65 @@ pub async fn one_of_many_replicas_asking_at_once_gets_the_lease(store: Stores) {
     }
 }
 
+/// A background write of a leader's term commits while that term's lease stands, and is
+/// refused, changing nothing, once another replica has taken the lease: the check runs inside
+/// the write's own transaction, so a write sent before the takeover cannot land after it.
+/// Writes outside a background step (requests) are not fenced.
+pub async fn a_write_of_a_replaced_leaders_term_is_refused_and_changes_nothing(store: &Stores) {
+    use drover_store::{Fence, StoreError, fenced};
+    let term = |replica: &str, epoch| Fence {
+        replica_id: replica.into(),
+        epoch,
+    };
+    assert_eq!(ask(store, "a", t0()).await.epoch, 1);
+    let job = fenced(
+        term("a", 1),
+        store.jobs.create_job(new_job(1, 60, 0), sweep(2), t0()),
+    )
+    .await
+    .unwrap();
+
+    let later = t0() + secs(11);
+    assert_eq!(ask(store, "b", later).await.epoch, 2);
+    let late = fenced(term("a", 1), store.jobs.cancel_job(&job.id, later)).await;
+    assert!(
+        matches!(late, Err(StoreError::Fenced { epoch: 1, ref replica_id }) if replica_id == "a"),
+        "{late:?}"
+    );
+    let record = Action {
+        epoch: 1,
+        replica_id: "a".into(),
+        worker: "task-reaper".into(),
+        at: later,
+    };
+    let late_record = fenced(term("a", 1), store.cluster.record_action(record)).await;
+    assert!(
+        matches!(late_record, Err(StoreError::Fenced { .. })),
+        "{late_record:?}"
+    );
+    // Nothing of the refused writes was made.
+    let unchanged = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(unchanged.status, drover_core::JobStatus::Pending);
+    assert!(store.cluster.actions().await.unwrap().is_empty());
+    // The same epoch with another holder is not the term either.
+    let impostor = fenced(term("a", 2), store.jobs.cancel_job(&job.id, later)).await;
+    assert!(
+        matches!(impostor, Err(StoreError::Fenced { .. })),
+        "{impostor:?}"
+    );
+
+    // The new term's writes, and requests, go through.
+    let cancelled = fenced(term("b", 2), store.jobs.cancel_job(&job.id, later))
+        .await
+        .unwrap();
+    assert!(cancelled.cancelled);
+    store
+        .jobs
+        .create_job(new_job(1, 60, 0), sweep(1), later)
+        .await
+        .unwrap();
+}
+
 macro_rules! cluster_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -198,6 +257,7 @@ macro_rules! cluster_suite {
                 a_holder_renews_a_lapsed_lease_nobody_took_under_its_epoch,
                 a_released_lease_is_free_at_once_and_only_its_holder_releases_it,
                 members_are_seen_since_they_first_spoke_and_forgotten_when_silent,
+                a_write_of_a_replaced_leaders_term_is_refused_and_changes_nothing,
                 actions_are_kept_in_the_order_they_were_recorded,
             ];
             shared: [one_of_many_replicas_asking_at_once_gets_the_lease]);

@@ -155,6 +155,12 @@ impl From<StoreError> for ApiError {
                 message: m,
             },
             StoreError::OutcomeUnknown(_) => ApiError::OutcomeUnknown(e.to_string()),
+            // Only background steps are fenced; should a request ever be, it is this replica's
+            // own state that is wrong, and another replica can serve it.
+            StoreError::Fenced { .. } => ApiError::Unavailable {
+                code: "NOT_LEADER",
+                message: e.to_string(),
+            },
             // Only opening a store gives this; no request can.
             StoreError::Unsupported(m) | StoreError::Internal(m) => ApiError::Internal(m),
         }
