@@ -699,6 +699,22 @@ fn bump_probe(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(map_err)
 }
 
+/// Fails with [`StoreError::Fenced`] unless the leader's lease still names `fence`'s holder and
+/// epoch.
+fn still_held(tx: &Tx<'_>, fence: &crate::fence::Fence) -> Result<()> {
+    let held = tx
+        .prepare_cached(
+            "SELECT 1 FROM cluster_lease WHERE name = 'background' AND holder = ?1 AND epoch = ?2",
+        )
+        .map_err(map_err)?
+        .exists(rusqlite::params![
+            fence.replica_id,
+            i64::try_from(fence.epoch).unwrap_or(i64::MAX)
+        ])
+        .map_err(map_err)?;
+    if held { Ok(()) } else { Err(fence.refused()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,20 +1096,4 @@ mod tests {
         );
         assert_eq!(store.writes.light_commits.load(Ordering::SeqCst), 0);
     }
-}
-
-/// Fails with [`StoreError::Fenced`] unless the leader's lease still names `fence`'s holder and
-/// epoch.
-fn still_held(tx: &Tx<'_>, fence: &crate::fence::Fence) -> Result<()> {
-    let held = tx
-        .prepare_cached(
-            "SELECT 1 FROM cluster_lease WHERE name = 'background' AND holder = ?1 AND epoch = ?2",
-        )
-        .map_err(map_err)?
-        .exists(rusqlite::params![
-            fence.replica_id,
-            i64::try_from(fence.epoch).unwrap_or(i64::MAX)
-        ])
-        .map_err(map_err)?;
-    if held { Ok(()) } else { Err(fence.refused()) }
 }
