@@ -326,16 +326,6 @@ impl Application {
             tls,
         } = self;
         let config = state.config.clone();
-        if state.runners.enabled() {
-            // Adopt or remove what an earlier run left, before the first cleanup interval; the
-            // runner worker retries if the engine is not up yet.
-            let runners = state.runners.clone();
-            tokio::spawn(async move {
-                if let Err(e) = runners.reconcile().await {
-                    tracing::warn!(error = %e, "runner reconciliation failed; will retry");
-                }
-            });
-        }
         let handles = state.spawn_workers(&shutdown).await;
         let served: Vec<_> = listeners
             .into_iter()

@@ -224,6 +224,20 @@ impl AppState {
             ),
         ];
         if self.runners.enabled() {
+            // Adopt or remove what an earlier run left at once, not after the first cleanup
+            // interval; on the leader only, since a follower's engine may not hold the
+            // sandboxes of the runners it sees in the store. The runner worker retries if the
+            // engine is not up yet.
+            let runners = self.runners.clone();
+            let fence = drover_store::Fence {
+                replica_id: self.cluster.replica_id().to_string(),
+                epoch,
+            };
+            handles.push(tokio::spawn(async move {
+                if let Err(e) = drover_store::fenced(fence, runners.reconcile()).await {
+                    tracing::warn!(error = %e, "runner reconciliation failed; will retry");
+                }
+            }));
             handles.push(self.spawn_worker(
                 self.led(self.runner_worker(), epoch),
                 config.runners.cleanup_interval,

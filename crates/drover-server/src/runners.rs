@@ -176,6 +176,12 @@ impl RunnerService {
         self.driver.is_some()
     }
 
+    /// Whether this server has matched its engine's sandboxes with the store yet (the leader
+    /// does, at the start of its first term; a follower never does).
+    pub fn has_reconciled(&self) -> bool {
+        self.reconciled.load(Ordering::Relaxed)
+    }
+
     fn driver(&self) -> Result<&Arc<dyn Driver>, RunnerError> {
         self.driver.as_ref().ok_or(RunnerError::Disabled)
     }
@@ -382,8 +388,11 @@ impl RunnerService {
     }
 
     /// Matches this instance's sandboxes with the store: adopts the running ones it knows,
-    /// removes the others, forgets records whose sandbox is gone. Runs once per server start
-    /// (retried until the engine answers).
+    /// removes the others, forgets records whose sandbox is gone. Runs on the leader only,
+    /// once per process, at the start of its first term (retried until the engine answers).
+    /// A record still STARTING is left alone while it is younger than the inactivity timeout:
+    /// another replica may be starting its sandbox right now (the lock below is this process's
+    /// only), and if not, the inactivity reaper removes it later.
     pub async fn reconcile(&self) -> Result<Reconciled, RunnerError> {
         let driver = self.driver()?.clone();
         let instance = self.instance_id().await?.to_string();
@@ -407,9 +416,12 @@ impl RunnerService {
                 }
             }
         }
+        let starting_since = self.clock.now()
+            - chrono::Duration::from_std(self.config.inactivity_timeout).unwrap_or_default();
         for r in &known {
             let alive = r.instance.as_ref().is_some_and(|i| seen.contains(i));
-            if !alive {
+            let starting_elsewhere = r.instance.is_none() && r.created_at >= starting_since;
+            if !alive && !starting_elsewhere {
                 self.store.runners.remove_runner(&r.session_id).await?;
                 done.forgotten.push(r.session_id.clone());
             }

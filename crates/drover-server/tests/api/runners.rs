@@ -429,3 +429,61 @@ async fn the_runner_list_comes_in_pages() {
     }
     app.finish().await;
 }
+
+/// A second server on the same database follows the leader and must not reconcile the runners
+/// it sees in the store against its own engine: that engine need not hold the leader's
+/// sandboxes (on several machines each replica has its own), and reconciling would forget
+/// them. Only the leader reconciles, at the start of its term; the leader's runner stays known
+/// and running.
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
+#[tokio::test]
+async fn only_the_leader_reconciles_runners_and_a_follower_leaves_them_alone() {
+    let app = app_with(|_| {}).await;
+    let (status, body) = post(&app, "/api/runner/provision", Some("s-1"), None).await;
+    assert_eq!(status, 201, "{body}");
+    crate::helpers::eventually(Duration::from_secs(10), "the leader reconciled", || async {
+        app.state.runners.has_reconciled().then_some(())
+    })
+    .await;
+
+    let mut config = crate::helpers::test_config(app.db_path.parent().unwrap());
+    config.store_url = app.db_path.display().to_string();
+    config.runner_driver = Some(python_runners());
+    config.server.cluster.replica_id = "follower".into();
+    // On the leader's (manual) clock, so that its lease has not run out for the follower.
+    let clock = app.clock.clone().expect("a manual clock");
+    let follower = drover_server::Application::build_with_clock(config, clock)
+        .await
+        .unwrap();
+    let state = follower.state().clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(follower.run_until(shutdown.clone()));
+    // Time for a reconciliation at start, had it run here (it takes milliseconds).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        state.cluster.role().leading_epoch(),
+        None,
+        "the second server leads"
+    );
+    assert!(
+        !state.runners.has_reconciled(),
+        "a follower reconciled runners"
+    );
+
+    let listed = runners(&app).await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "the leader's runner was forgotten: {listed:?}"
+    );
+    assert_eq!(listed[0]["status"], "RUNNING");
+    assert!(alive(listed[0]["instance"].as_str().unwrap()));
+
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+    post(&app, "/api/runner/deprovision", Some("s-1"), None).await;
+    app.finish().await;
+}
