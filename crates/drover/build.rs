@@ -10,5 +10,6 @@ fn main() {
         "sqlite3_json",
         "contract",
         "tmpfs",
+        "postgres",
     ]);
 }

@@ -14,6 +14,7 @@ mod durability;
 mod failover;
 mod group_commit;
 mod reapers_in_process;
+mod replicas_postgres;
 mod runners_docker;
 mod shutdown;
 mod smoke_script;

@@ -1,0 +1,338 @@
+//! Several `drover server` replicas on one real PostgreSQL database, under failure: the leader
+//! killed with `kill -9` while agents work a sweep, the database itself restarted mid-sweep, and
+//! claimers on every replica racing for the same tasks. Whatever happens, every task is done
+//! exactly once, no acknowledged change is lost, and the replicas recover by themselves.
+//!
+//! Each test starts its own throwaway PostgreSQL (`drover_pgtest::TempPostgres`); where
+//! PostgreSQL's server binaries are not installed the tests are ignored (and fail under CI).
+
+use crate::helpers::*;
+use drover_api::{BatchReportRequest, CreateJobRequest};
+use drover_client::Client;
+use drover_pgtest::TempPostgres;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TTL: Duration = Duration::from_secs(2);
+const JOB_DEADLINE: Duration = Duration::from_secs(180);
+
+fn postgres() -> TempPostgres {
+    TempPostgres::start().unwrap_or_else(|why| missing_part("PostgreSQL", &why))
+}
+
+/// A replica named `name` on the database at `url`, with a short lease and fast reapers.
+async fn replica(dir: &Path, url: &str, name: &str) -> ServerProcess {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let launch = Launch::new()
+        // `--db` takes the URL as it takes a path.
+        .db(PathBuf::from(url))
+        .args(["--replica-id", name, "--lease-ttl", "2s"])
+        .args(FAST_REAPERS);
+    ServerProcess::start(&dir, launch).await
+}
+
+async fn replicas(dir: &Path, url: &str, n: usize) -> Vec<ServerProcess> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.push(replica(dir, url, &format!("r{i}")).await);
+    }
+    all
+}
+
+fn urls(servers: &[&ServerProcess]) -> String {
+    servers
+        .iter()
+        .map(|s| s.base_url())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `n` short tasks, each reporting an objective value, retried up to 5 times, with a lease
+/// short enough that the tasks of a dead agent come back within seconds.
+fn short_tasks(n: i64, secs: f64) -> CreateJobRequest {
+    let mut job: CreateJobRequest = serde_json::from_value(json!({
+        "name": "replicas",
+        "parameters": {"x": {"min": 1, "max": n}},
+        "command": ["sh", "-c", "sleep \"$1\"; echo '{{\"fopt\": 1}}'", "sh", secs.to_string()],
+        "maxAttempts": 5
+    }))
+    .unwrap();
+    job.task_timeout_seconds = Some(5);
+    job
+}
+
+/// The replica every replica that answers names as leader, with its epoch.
+async fn leader(clients: &[Client]) -> (String, u64) {
+    eventually(
+        "one leader named by every replica",
+        EVENT_DEADLINE,
+        || async {
+            let mut seen = HashSet::new();
+            for c in clients {
+                let view = c.cluster().await.ok()?;
+                seen.insert((view.leader?, view.epoch));
+            }
+            (seen.len() == 1).then(|| seen.into_iter().next().unwrap())
+        },
+    )
+    .await
+}
+
+/// Reads the database: no task was completed twice or held by two attempts at once
+/// (invariant 1), and every task of `job` has a row, DONE.
+fn assert_each_task_done_once(pg: &TempPostgres, job: &str, total: u64) {
+    let twice = pg
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM (SELECT task_seq FROM task_attempts GROUP BY task_seq
+             HAVING sum((outcome = 'COMPLETED')::int) > 1
+                 OR sum((outcome = 'RUNNING')::int) > 1) t",
+        )
+        .unwrap();
+    assert_eq!(twice, "0", "tasks completed or held twice");
+    let done = pg
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM tasks WHERE job_id = '{job}' AND status = 'DONE'"),
+        )
+        .unwrap();
+    assert_eq!(done, total.to_string(), "DONE rows of {job}");
+    let completed = pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM task_attempts a JOIN tasks t ON t.seq = a.task_seq
+                 WHERE t.job_id = '{job}' AND a.outcome = 'COMPLETED'"
+            ),
+        )
+        .unwrap();
+    assert_eq!(completed, total.to_string(), "completed attempts of {job}");
+}
+
+/// Three replicas, two agents spread over them; the leader dies with `kill -9`, and one agent
+/// with it (so that its tasks must be reaped). Another replica leads within the lease's bound,
+/// under the next epoch, its reapers take the dead agent's tasks back, and the sweep
+/// completes through the survivors with each task done once.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_finish_a_sweep_after_the_leader_is_killed() {
+    let pg = postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = replicas(dir.path(), &pg.url(), 3).await;
+    let clients: Vec<Client> = servers.iter().map(|s| s.client()).collect();
+    let all = urls(&servers.iter().collect::<Vec<_>>());
+    let (first, epoch) = leader(&clients).await;
+
+    const N: u64 = 120;
+    let job = clients[0]
+        .create_job(&short_tasks(N as i64, 0.05))
+        .await
+        .unwrap()
+        .job_id;
+    let mut doomed = AgentProcess::start(dir.path(), &all, &["--slots", "2"]);
+    let _survivor = AgentProcess::start(dir.path(), &all, &["--slots", "2"]);
+    eventually("a fifth of the sweep done", JOB_DEADLINE, || async {
+        let j = clients[0].job(&job).await.ok()?;
+        (j.completed_tasks >= N / 5).then_some(())
+    })
+    .await;
+
+    // Replica `r{i}` is `servers[i]`.
+    let index: usize = first.trim_start_matches('r').parse().unwrap();
+    servers[index].kill9();
+    doomed.kill9();
+    let killed = Instant::now();
+    let rest: Vec<Client> = (0..3)
+        .filter(|i| *i != index)
+        .map(|i| clients[i].clone())
+        .collect();
+
+    let (next, next_epoch) = eventually("another leader", EVENT_DEADLINE, || async {
+        let view = rest[0].cluster().await.ok()?;
+        let holder = view.leader?;
+        (holder != first && view.epoch > epoch).then_some((holder, view.epoch))
+    })
+    .await;
+    let took = killed.elapsed();
+    eprintln!("{next} took over under epoch {next_epoch} {took:?} after the kill");
+    // The lease runs out within one TTL of the last renewal and the next ask comes within a
+    // third of one; the rest is room for a loaded machine.
+    assert!(
+        took < TTL * 3 + Duration::from_secs(4),
+        "took over after {took:?}"
+    );
+    assert_eq!(next_epoch, epoch + 1);
+
+    let done = job_reaches(&rest[0], &job, "COMPLETED", JOB_DEADLINE).await;
+    assert_eq!(done.completed_tasks, N);
+    assert_counts_match_tasks(&rest[1], &job).await;
+    assert_each_task_done_once(&pg, &job, N);
+
+    // Reaping resumed on the new leader: the dead agent's spot went DOWN there, and its steps
+    // are recorded under the new epoch.
+    let spots = rest[0].spots().await.unwrap();
+    assert!(spots.iter().any(|s| s.status == "DOWN"), "{spots:?}");
+    let actions = pg
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM cluster_actions WHERE epoch = {next_epoch} AND replica_id = '{next}'"),
+        )
+        .unwrap();
+    assert_ne!(
+        actions, "0",
+        "no background step recorded under the new epoch"
+    );
+    let old_after = pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM cluster_actions a WHERE a.epoch = {epoch}
+                 AND a.at > (SELECT min(at) FROM cluster_actions WHERE epoch = {next_epoch})"
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        old_after, "0",
+        "the old epoch acted after the new one began"
+    );
+}
+
+/// The database stops at once (as a crash would) while two replicas and an agent work a sweep,
+/// and comes back on the same port. The replicas answer 503 on health while it is away and
+/// recover without being restarted; the sweep completes with each task done once.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_recover_by_themselves_when_the_database_restarts_mid_sweep() {
+    let pg = postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let servers = replicas(dir.path(), &pg.url(), 2).await;
+    let clients: Vec<Client> = servers.iter().map(|s| s.client()).collect();
+    let all = urls(&servers.iter().collect::<Vec<_>>());
+
+    const N: u64 = 80;
+    let job = clients[0]
+        .create_job(&short_tasks(N as i64, 0.05))
+        .await
+        .unwrap()
+        .job_id;
+    let _agent = AgentProcess::start(dir.path(), &all, &["--slots", "2"]);
+    eventually("some of the sweep done", JOB_DEADLINE, || async {
+        let j = clients[0].job(&job).await.ok()?;
+        (j.completed_tasks >= N / 5).then_some(())
+    })
+    .await;
+
+    pg.crash().unwrap();
+    for c in &clients {
+        eventually(
+            "health to say the database is away",
+            EVENT_DEADLINE,
+            || async { c.health().await.is_err().then_some(()) },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.start_again().unwrap();
+    for c in &clients {
+        eventually("health to recover", EVENT_DEADLINE, || async {
+            c.health().await.ok().filter(|h| h.status == "healthy")
+        })
+        .await;
+    }
+
+    let done = job_reaches(&clients[1], &job, "COMPLETED", JOB_DEADLINE).await;
+    assert_eq!(done.completed_tasks, N);
+    assert_counts_match_tasks(&clients[0], &job).await;
+    assert_each_task_done_once(&pg, &job, N);
+}
+
+/// Eight claimers, each on one of three replicas, drain 20,000 tasks through the batched claim
+/// and report routes: every attempt is handed to one claimer only, and every task is completed
+/// exactly once, by what the claimers saw and by what the database holds.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_claimers_on_three_replicas_take_each_of_20000_tasks_once() {
+    const N: u64 = 20_000;
+    const CLAIMERS: usize = 8;
+    let pg = postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let servers = replicas(dir.path(), &pg.url(), 3).await;
+    let clients: Vec<Client> = servers.iter().map(|s| s.client()).collect();
+    let mut job = short_tasks(N as i64, 0.0);
+    job.task_timeout_seconds = Some(600);
+    let job = clients[0].create_job(&job).await.unwrap().job_id;
+
+    let claimed: Arc<Mutex<HashMap<(String, u32), usize>>> = Arc::default();
+    let completed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut claimers = Vec::new();
+    for i in 0..CLAIMERS {
+        let client = clients[i % clients.len()].clone();
+        let (claimed, completed) = (claimed.clone(), completed.clone());
+        claimers.push(tokio::spawn(async move {
+            let spot = hello(&client).await;
+            // A live agent's heartbeats; the replicas' reapers are fast.
+            let _beats = Heartbeats::start(client.clone(), &spot, Duration::from_millis(500));
+            let mut empty = 0;
+            while empty < 3 {
+                let tasks = client.claim(&spot, 50).await.expect("claim");
+                if tasks.is_empty() {
+                    empty += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                empty = 0;
+                {
+                    let mut seen = claimed.lock().unwrap();
+                    for t in &tasks {
+                        if let Some(other) = seen.insert((t.id.clone(), t.attempt), i) {
+                            panic!(
+                                "attempt {} of {} went to claimers {other} and {i}",
+                                t.attempt, t.id
+                            );
+                        }
+                    }
+                }
+                let reports = tasks
+                    .iter()
+                    .map(|t| {
+                        json!({"taskId": t.id, "outcome": "complete", "attempt": t.attempt,
+                               "fopt": 1.0, "runtimeMs": 1})
+                    })
+                    .collect::<Vec<_>>();
+                let request: BatchReportRequest =
+                    serde_json::from_value(json!({"spotId": spot, "reports": reports})).unwrap();
+                let answer = client.report_batch(&request).await.expect("report batch");
+                let mut done = completed.lock().unwrap();
+                for r in answer.results {
+                    assert!(r.success, "a report of claimer {i} was refused: {r:?}");
+                    done.push(r.task_id);
+                }
+            }
+        }));
+    }
+    for c in claimers {
+        c.await.unwrap();
+    }
+
+    let completed = completed.lock().unwrap().clone();
+    let unique: HashSet<&String> = completed.iter().collect();
+    assert_eq!(unique.len(), completed.len(), "a task was completed twice");
+    assert_eq!(completed.len() as u64, N, "tasks completed");
+    assert_eq!(claimed.lock().unwrap().len() as u64, N, "attempts claimed");
+    let j = clients[2].job(&job).await.unwrap();
+    assert_eq!((j.status.as_str(), j.completed_tasks), ("COMPLETED", N));
+    assert_each_task_done_once(&pg, &job, N);
+}
