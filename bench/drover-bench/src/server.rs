@@ -24,6 +24,8 @@ pub struct ServerOpts<'a> {
     pub extra: &'a [&'a str],
     /// Where the temporary directory goes (its file system decides what an fsync costs).
     pub db_dir: Option<&'a Path>,
+    /// A database URL (PostgreSQL) instead of a fresh SQLite file in the temporary directory.
+    pub db_url: Option<&'a str>,
 }
 
 pub struct Server {
@@ -111,7 +113,10 @@ impl Server {
             None => tmp.tempdir(),
         }
         .context("creating the temporary directory")?;
-        let db = dir.path().join("drover.db");
+        let db = match opts.db_url {
+            Some(url) => PathBuf::from(url),
+            None => dir.path().join("drover.db"),
+        };
         let log = dir.path().join("server.log");
         let port = free_port()?;
         let file = std::fs::File::create(&log).context("creating the server log")?;

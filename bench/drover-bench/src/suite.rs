@@ -10,6 +10,7 @@
 
 use crate::batch_worker::Route;
 use crate::scenarios;
+use crate::server::{Server, ServerOpts};
 use crate::stats::thousands;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -92,6 +93,14 @@ pub struct SuiteArgs {
     /// Append the result rows here as JSON lines [default: stdout].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Run the burn-down and contract-exact servers on a throwaway PostgreSQL (started from
+    /// the system's binaries, removed afterwards) instead of SQLite.
+    #[arg(long)]
+    pub postgres: bool,
+    /// With --postgres: how many `drover server` replicas share the database; workers and
+    /// clients are spread over them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
 }
 
 /// Whether a figure met its target.
@@ -199,6 +208,10 @@ pub struct Ctx {
     pub strace: bool,
     pub db_dir: Option<PathBuf>,
     pub timeout: Option<Duration>,
+    /// The PostgreSQL cluster the servers use instead of SQLite, and how many replicas.
+    pub postgres: Option<drover_pgtest::TempPostgres>,
+    pub replicas: u32,
+    databases: std::sync::atomic::AtomicU32,
     start: Instant,
 }
 
@@ -219,6 +232,51 @@ impl Ctx {
 
     pub fn db_dir(&self) -> Option<&Path> {
         self.db_dir.as_deref()
+    }
+
+    /// The servers of one run: one on a fresh SQLite file, or `replicas` on a fresh PostgreSQL
+    /// database. The first is the one the scenario creates jobs on and watches.
+    pub async fn start_servers(&self, strace: bool, extra: &[&str]) -> anyhow::Result<Vec<Server>> {
+        let Some(pg) = &self.postgres else {
+            let one = Server::start(&ServerOpts {
+                drover: &self.drover,
+                strace,
+                extra,
+                db_dir: self.db_dir(),
+                db_url: None,
+            })
+            .await?;
+            return Ok(vec![one]);
+        };
+        let n = self
+            .databases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = pg
+            .create_database(&format!("bench{n}"))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mut servers = Vec::new();
+        for _ in 0..self.replicas.max(1) {
+            servers.push(
+                Server::start(&ServerOpts {
+                    drover: &self.drover,
+                    // The database's fsyncs are PostgreSQL's, not the server's.
+                    strace: false,
+                    extra,
+                    db_dir: self.db_dir(),
+                    db_url: Some(&url),
+                })
+                .await?,
+            );
+        }
+        Ok(servers)
+    }
+
+    /// What the figures ran on, for their notes.
+    pub fn store_note(&self) -> String {
+        match &self.postgres {
+            Some(_) => format!(", PostgreSQL, {} replica(s)", self.replicas.max(1)),
+            None => String::new(),
+        }
     }
 }
 
@@ -284,25 +342,65 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
         )
     })?;
     let sizes = Sizes::of(&a);
-    let strace = !a.no_strace && crate::server::strace_works();
+    let strace = !a.no_strace && !a.postgres && crate::server::strace_works();
+    anyhow::ensure!(a.replicas >= 1, "--replicas must be at least 1");
+    anyhow::ensure!(
+        a.postgres || a.replicas == 1,
+        "--replicas needs --postgres: replicas share one PostgreSQL database"
+    );
+    let postgres = if a.postgres {
+        Some(
+            drover_pgtest::TempPostgres::start()
+                .map_err(|e| anyhow::anyhow!("starting a throwaway PostgreSQL: {e}"))?,
+        )
+    } else {
+        None
+    };
     let ctx = Ctx {
         drover,
         strace,
         db_dir: a.db_dir.clone(),
         timeout: a.timeout,
+        postgres,
+        replicas: a.replicas,
+        databases: Default::default(),
         start: Instant::now(),
     };
+    // The scenarios that run their servers on PostgreSQL when asked; the others measure the
+    // embedded store (or no store at all) and refuse the option rather than ignore it.
+    const ON_POSTGRES: [Scenario; 2] = [Scenario::BurnDown, Scenario::ContractExact];
     let chosen: Vec<Scenario> = if a.only.is_empty() {
-        Scenario::ALL.to_vec()
+        if a.postgres {
+            ON_POSTGRES.to_vec()
+        } else {
+            Scenario::ALL.to_vec()
+        }
     } else {
         let mut v = a.only.clone();
         v.sort();
         v.dedup();
         v
     };
+    if a.postgres
+        && let Some(s) = chosen.iter().find(|s| !ON_POSTGRES.contains(s))
+    {
+        anyhow::bail!(
+            "--postgres applies to burn-down and contract-exact only, not {}: \
+             pass --only burn-down,contract-exact",
+            s.name()
+        );
+    }
     let smoke = if a.smoke { " --smoke" } else { "" };
+    let on_pg = if a.postgres {
+        format!(" --postgres --replicas {}", a.replicas)
+    } else {
+        String::new()
+    };
     let command = |s: Scenario, extra: String| {
-        format!("drover-bench suite{smoke} --only {}{extra}", s.name())
+        format!(
+            "drover-bench suite{smoke} --only {}{extra}{on_pg}",
+            s.name()
+        )
     };
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(

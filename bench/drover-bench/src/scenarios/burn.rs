@@ -5,7 +5,7 @@
 //! include creating the sweep, as the peers' end-to-end figure includes enqueueing.
 
 use crate::batch_worker::Route;
-use crate::server::{Server, ServerOpts};
+use crate::server::Server;
 use crate::stats::thousands;
 use crate::suite::{Ctx, Goal, Rows, Verdict};
 use crate::{Counts, Procs, Worker, Workers, clean_env, spawn, stop_all};
@@ -119,13 +119,8 @@ async fn run_burn_down(
     workers: u32,
     route: Route,
 ) -> anyhow::Result<BurnDown> {
-    let mut server = Server::start(&ServerOpts {
-        drover: &ctx.drover,
-        strace: ctx.strace,
-        extra: &[],
-        db_dir: ctx.db_dir(),
-    })
-    .await?;
+    let mut servers = ctx.start_servers(ctx.strace, &[]).await?;
+    let mut server = servers.remove(0);
     let timeout = ctx.drain_timeout(n);
     let mut procs = Procs {
         server: None,
@@ -134,6 +129,7 @@ async fn run_burn_down(
     let result = drain(
         ctx,
         &mut server,
+        &servers,
         &mut procs,
         n,
         warmup,
@@ -144,7 +140,13 @@ async fn run_burn_down(
     .await;
     let (totals, _) = stop_all(&mut procs, Workers::Bench { claim_batch: 1000 }).await;
     let end = server.stop().await;
+    let mut others = String::new();
+    for replica in servers {
+        others.push_str(&replica.stop().await.notes());
+    }
     let mut b = result?;
+    b.notes.push_str(&ctx.store_note());
+    b.notes.push_str(&others);
     b.fsyncs = end.fsyncs_between(b.wall.0, b.wall.1);
     if let Counts::Bench(c) = &totals.counts {
         b.notes.push_str(&format!(
@@ -174,6 +176,7 @@ async fn run_burn_down(
 async fn drain(
     ctx: &Ctx,
     server: &mut Server,
+    replicas: &[Server],
     procs: &mut Procs,
     n: u64,
     warmup: u64,
@@ -185,11 +188,24 @@ async fn drain(
     let client = Client::new(&server.url).with_timeout(Duration::from_secs(600));
     let http = reqwest::Client::new();
     let max_lifetime = (timeout + Duration::from_secs(300)).as_secs() + warmup;
+    // Worker `i` works through server `i` of the first and the other replicas, round-robin.
+    let urls: Vec<&str> = std::iter::once(server.url.as_str())
+        .chain(replicas.iter().map(|r| r.url.as_str()))
+        .collect();
     for i in 0..workers {
-        procs
-            .workers
-            .push(start_batch_worker(&server.url, i, route, max_lifetime)?);
+        procs.workers.push(start_batch_worker(
+            urls[i as usize % urls.len()],
+            i,
+            route,
+            max_lifetime,
+        )?);
     }
+    // Server CPU is the sum over every replica.
+    let cpu = |server: &Server| -> Option<f64> {
+        replicas
+            .iter()
+            .try_fold(server.cpu_seconds()?, |sum, r| Some(sum + r.cpu_seconds()?))
+    };
     let t = Instant::now();
     loop {
         check_workers(procs)?;
@@ -217,7 +233,7 @@ async fn drain(
     }
 
     let commits0 = server.commits(&http).await;
-    let cpu0 = server.cpu_seconds();
+    let cpu0 = cpu(server);
     let wall0 = SystemTime::now();
     let t0 = Instant::now();
     ctx.say(
@@ -238,7 +254,7 @@ async fn drain(
     wait_job(ctx, &client, server, procs, &job.job_id, timeout).await?;
     let total_s = t0.elapsed().as_secs_f64();
     let wall1 = SystemTime::now();
-    let cpu1 = server.cpu_seconds();
+    let cpu1 = cpu(server);
     let commits1 = server.commits(&http).await;
 
     let j = client.job(&job.job_id).await?;

@@ -4,7 +4,6 @@
 //! job is created before the clock starts: the figure is about claims and completes.
 
 use crate::scenarios::burn::sweep_job;
-use crate::server::{Server, ServerOpts};
 use crate::stats::thousands;
 use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
 use anyhow::{Context, bail, ensure};
@@ -45,28 +44,32 @@ pub async fn contract_exact(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Ro
 }
 
 async fn run(ctx: &Ctx, n: u64, clients: u32, claim: u32) -> anyhow::Result<(f64, String)> {
-    let server = Server::start(&ServerOpts {
-        drover: &ctx.drover,
-        strace: false,
-        extra: &[],
-        db_dir: ctx.db_dir(),
-    })
-    .await?;
-    let result = drive(ctx, &server, n, clients, claim).await;
-    let end = server.stop().await;
-    let (rate, mut notes) = result?;
-    notes.push_str(&end.notes());
-    Ok((rate, notes))
+    let servers = ctx.start_servers(false, &[]).await?;
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let result = drive(ctx, &urls, n, clients, claim).await;
+    let mut notes = String::new();
+    for server in servers {
+        notes.push_str(&server.stop().await.notes());
+    }
+    let (rate, mut figures) = result?;
+    figures.push_str(&ctx.store_note());
+    figures.push_str(&notes);
+    Ok((rate, figures))
 }
 
+/// Drives the servers at `urls` (the first creates the job; client `i` uses `urls[i % len]`).
 async fn drive(
     ctx: &Ctx,
-    server: &Server,
+    urls: &[String],
     n: u64,
     clients: u32,
     claim: u32,
 ) -> anyhow::Result<(f64, String)> {
-    let client = Client::new(&server.url).with_timeout(Duration::from_secs(600));
+    let client = Client::new(&urls[0]).with_timeout(Duration::from_secs(600));
+    let replicas: Vec<Client> = urls
+        .iter()
+        .map(|u| Client::new(u).with_timeout(Duration::from_secs(600)))
+        .collect();
     let job = client
         .create_job(&sweep_job("contract-exact", n))
         .await
@@ -105,8 +108,8 @@ async fn drive(
     let deadline = ctx.drain_timeout(n);
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for spot in spots {
-        let (client, errors) = (client.clone(), errors.clone());
+    for (i, spot) in spots.into_iter().enumerate() {
+        let (client, errors) = (replicas[i % replicas.len()].clone(), errors.clone());
         set.spawn(async move {
             let mut done = 0u64;
             loop {

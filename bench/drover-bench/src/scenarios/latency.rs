@@ -71,6 +71,7 @@ async fn run(ctx: &Ctx, jobs: u32) -> anyhow::Result<(Vec<Duration>, bool)> {
         strace: false,
         extra: &[],
         db_dir: ctx.db_dir(),
+        db_url: None,
     })
     .await?;
     let result = measure(&server, jobs).await;

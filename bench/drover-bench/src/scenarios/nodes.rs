@@ -129,6 +129,7 @@ async fn run(
         strace: false,
         extra: &["--max-spots", "0"],
         db_dir: ctx.db_dir(),
+        db_url: None,
     })
     .await?;
     let result = measure(ctx, &server, k, secs, every).await;

@@ -107,6 +107,7 @@ async fn run(ctx: &Ctx, n: u64) -> anyhow::Result<Creation> {
         strace: false,
         extra: &[],
         db_dir: ctx.db_dir(),
+        db_url: None,
     })
     .await?;
     let result = measure(ctx, &server, n).await;
