@@ -1,5 +1,6 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
-// the checkout, the right to mount a tmpfs, PostgreSQL's server binaries), probed once when a test crate is built. Included by
+// the checkout, the right to mount a tmpfs, PostgreSQL's server binaries, network namespaces
+// with iptables), probed once when a test crate is built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
 // A missing part sets `cfg(missing_<part>)`, which tests turn into
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
-    "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres",
+    "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
 ];
 
 fn on_path(program: &str) -> bool {
@@ -58,6 +59,21 @@ fn present(part: &str, workspace: &Path) -> bool {
                 .flatten()
                 .any(|e| e.path().join("bin/initdb").is_file())
                 || on_path("initdb")
+        }
+        // Namespaces of its own, linked by veth pairs and cut with iptables (needs root).
+        "netns" => {
+            let ns = format!("drover-probe-{}", std::process::id());
+            let made = succeeds("ip", &["netns", "add", &ns]);
+            // Link names have at most 15 characters.
+            let (x, y) = (format!("dvp{}x", std::process::id()), format!("dvp{}y", std::process::id()));
+            let works = made
+                && succeeds("ip", &["netns", "exec", &ns, "iptables", "-L", "-n"])
+                && succeeds("ip", &["link", "add", &x, "type", "veth", "peer", "name", &y]);
+            let _ = succeeds("ip", &["link", "del", &x]);
+            if made {
+                let _ = succeeds("ip", &["netns", "del", &ns]);
+            }
+            works
         }
         _ => true,
     }

@@ -11,5 +11,6 @@ fn main() {
         "contract",
         "tmpfs",
         "postgres",
+        "netns",
     ]);
 }

@@ -79,6 +79,8 @@ pub struct Cluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// `listen_addresses`: 127.0.0.1, then any the test asked for.
+    listen: String,
 }
 
 /// A running (or crashed) cluster of one test; dropping it stops the server and removes its
@@ -98,6 +100,14 @@ impl std::ops::Deref for TempPostgres {
 impl TempPostgres {
     /// initdb and start a cluster on a free port.
     pub fn start() -> Result<TempPostgres, String> {
+        TempPostgres::start_listening_also(&[])
+    }
+
+    /// [`TempPostgres::start`], listening on `addresses` besides 127.0.0.1 (on the same port)
+    /// and trusting clients in each address's /24: for a test whose servers run in network
+    /// namespaces it made, reaching the database through links it can cut. The addresses must
+    /// exist when the cluster starts.
+    pub fn start_listening_also(addresses: &[std::net::Ipv4Addr]) -> Result<TempPostgres, String> {
         let bin = bin_dir().ok_or_else(|| missing().unwrap_or_default())?;
         let dir = tempfile::Builder::new()
             .prefix("drover-pg-")
@@ -115,6 +125,10 @@ impl TempPostgres {
             bin,
             port,
             as_postgres,
+            listen: std::iter::once("127.0.0.1".to_string())
+                .chain(addresses.iter().map(|a| a.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
         };
         run(cluster
             .tool(
@@ -138,6 +152,16 @@ impl TempPostgres {
             .map_err(|e| format!("reading postgresql.conf: {e}"))?;
         text.push_str(conf);
         std::fs::write(&conf_path, text).map_err(|e| format!("writing postgresql.conf: {e}"))?;
+        if !addresses.is_empty() {
+            let hba_path = cluster.data().join("pg_hba.conf");
+            let mut hba = std::fs::read_to_string(&hba_path)
+                .map_err(|e| format!("reading pg_hba.conf: {e}"))?;
+            for a in addresses {
+                let [x, y, z, _] = a.octets();
+                hba.push_str(&format!("host all all {x}.{y}.{z}.0/24 trust\n"));
+            }
+            std::fs::write(&hba_path, hba).map_err(|e| format!("writing pg_hba.conf: {e}"))?;
+        }
         let pg = TempPostgres { cluster, _dir: dir };
         pg.start_again()?;
         Ok(pg)
@@ -195,9 +219,10 @@ impl Cluster {
     /// connections.
     pub fn start_again(&self) -> Result<(), String> {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses={}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.listen
         );
         let log = self.dir.join("log");
         run(self

@@ -85,7 +85,20 @@ impl AppState {
         clock: Arc<dyn Clock>,
         driver: Option<Arc<dyn drover_runners::Driver>>,
     ) -> Self {
-        let metrics = Arc::new(metrics::Metrics::new().with_store_writes(store.ops.clone()));
+        let ttl = config.cluster.lease_ttl;
+        // `AppConfig::validate` refuses a TTL out of range; a state built by hand may use any.
+        let timing = drover_core::cluster::LeaseTiming::new(ttl)
+            .unwrap_or_else(|_| drover_core::cluster::LeaseTiming::unchecked(ttl));
+        let cluster = cluster::Cluster::new(
+            config.cluster.replica_id.clone(),
+            timing,
+            config.cluster.takeover_grace.unwrap_or(config.spot_timeout),
+        );
+        let metrics = Arc::new(
+            metrics::Metrics::new()
+                .with_store_writes(store.ops.clone())
+                .with_cluster_role(cluster.clone()),
+        );
         let counted = metrics.clone();
         store.observe(move |events| counted.count_events(events));
         let wake = wake::Wake::new();
@@ -102,15 +115,6 @@ impl AppState {
             metrics.runners.clone(),
         ));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
-        let ttl = config.cluster.lease_ttl;
-        // `AppConfig::validate` refuses a TTL out of range; a state built by hand may use any.
-        let timing = drover_core::cluster::LeaseTiming::new(ttl)
-            .unwrap_or_else(|_| drover_core::cluster::LeaseTiming::unchecked(ttl));
-        let cluster = cluster::Cluster::new(
-            config.cluster.replica_id.clone(),
-            timing,
-            config.cluster.takeover_grace.unwrap_or(config.spot_timeout),
-        );
         AppState(Arc::new(AppParts {
             store,
             config: Arc::new(config),

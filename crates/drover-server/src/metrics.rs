@@ -202,6 +202,16 @@ impl Metrics {
         self
     }
 
+    /// Adds `drover_cluster_leader` (1 while this replica leads, else 0) and
+    /// `drover_cluster_epoch` (the lease's epoch as this replica last learnt it), read from its
+    /// role at each scrape and answered from memory: a replica cut off from the store still
+    /// says whether it acts. Across replicas, a sum of the first other than 1 is worth an alert.
+    pub fn with_cluster_role(mut self, cluster: crate::cluster::Cluster) -> Self {
+        self.registry
+            .register_collector(Box::new(ClusterRole(cluster)));
+        self
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -257,6 +267,41 @@ impl Collector for StoreWrites {
                 None,
                 counter.metric_type(),
             )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// This replica's role among the replicas of its store.
+struct ClusterRole(crate::cluster::Cluster);
+
+impl std::fmt::Debug for ClusterRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterRole")
+    }
+}
+
+impl Collector for ClusterRole {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::cluster::Role;
+        let role = self.0.role();
+        let epoch = match role {
+            Role::Leader { epoch, .. } | Role::Follower { epoch, .. } => epoch,
+        };
+        for (name, help, value) in [
+            (
+                "cluster_leader",
+                "1 while this replica holds the leader's lease and runs the background workers, else 0",
+                i64::from(role.leading_epoch().is_some()),
+            ),
+            (
+                "cluster_epoch",
+                "The leader's lease epoch as this replica last learnt it",
+                i64::try_from(epoch).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         Ok(())
     }

@@ -180,7 +180,8 @@ pub struct StoreSettings {
 
     /// PostgreSQL only: how long connecting, or waiting for a free connection, may take before
     /// the request answers 503. A lost database is tried again on every request after that, so
-    /// the replica recovers by itself when it returns [default: 5s].
+    /// the replica recovers by itself when it returns. A connection whose packets go unanswered
+    /// this long (a network partition) is dropped too [default: 5s].
     #[arg(long, env = "DROVER_DB_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub db_connect_timeout: Option<Span>,
 

@@ -84,6 +84,18 @@ impl PgStore {
     pub fn open(url: &str, options: PgOptions) -> Result<Self> {
         let mut config = parse_url(url)?;
         config.connect_timeout(options.connect_timeout);
+        // A database cut off by the network (packets dropped, no reset) leaves a statement
+        // waiting on TCP's own retransmission limit, about fifteen minutes, with the server's
+        // statement timeout unable to answer. Data unacknowledged for the connect timeout drops
+        // the connection instead (the call fails as unavailable and the pool opens a new one),
+        // and keepalives find an idle connection, such as the listener's, gone. A URL's own
+        // `tcp_user_timeout` or `keepalives_idle` wins.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(options.connect_timeout);
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 3600) {
+            config.keepalives_idle(options.connect_timeout);
+        }
         if config.get_application_name().is_none() {
             config.application_name("drover");
         }

@@ -1,7 +1,8 @@
 //! The harness: runs the real `drover` binary as a child process on a free loopback port, with
 //! its output captured to a log file in the test's temporary directory.
 //!
-//! Nothing here contacts any address but 127.0.0.1. Waits are polls with generous deadlines,
+//! Nothing here contacts any address but 127.0.0.1 and the network namespaces a test made
+//! (`netns`). Waits are polls with generous deadlines,
 //! never timed assertions: a slow machine makes a test slower, not red.
 
 use std::fs::OpenOptions;
@@ -73,7 +74,20 @@ pub fn read_contract() -> Result<String, String> {
 /// the tests' own environment cannot leak into the child. Logging is pinned to `info`, the level
 /// the asserted log lines are written at.
 pub fn drover_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    drover_command_in(dir, None)
+}
+
+/// [`drover_command`], run inside the network namespace `namespace` (`ip netns exec`, which
+/// execs the binary: the child is drover itself) when one is given.
+pub fn drover_command_in(dir: &Path, namespace: Option<&str>) -> Command {
+    let mut cmd = match namespace {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
         if key_text.starts_with("DROVER_") || key_text.starts_with("ORHESTRA_") {
@@ -172,6 +186,8 @@ pub struct Launch {
     db: Option<PathBuf>,
     /// The server speaks https with a certificate of this CA (PEM), which the harness trusts.
     ca_pem: Option<Vec<u8>>,
+    /// The network namespace it runs in and its address there.
+    namespace: Option<(String, std::net::Ipv4Addr)>,
 }
 
 impl Launch {
@@ -204,6 +220,18 @@ impl Launch {
     /// Gives the port in this environment variable (e.g. `ORHESTRA_PORT`) instead of `--port`.
     pub fn port_via_env(mut self, var: impl Into<String>) -> Self {
         self.port_env = Some(var.into());
+        self
+    }
+
+    /// Runs in `host`'s network namespace, listening on its address there (unauthenticated:
+    /// only the test's own namespaces reach it).
+    pub fn in_namespace(mut self, host: &crate::netns::Host) -> Self {
+        self.args.extend([
+            "--bind".to_string(),
+            host.address.to_string(),
+            "--allow-unauthenticated".to_string(),
+        ]);
+        self.namespace = Some((host.namespace.clone(), host.address));
         self
     }
 
@@ -400,6 +428,8 @@ pub struct ServerProcess {
     db: PathBuf,
     /// The CA of its certificate, when it speaks https.
     ca_pem: Option<Vec<u8>>,
+    /// Where it listens: 127.0.0.1, or its address in its network namespace.
+    host: String,
 }
 
 impl ServerProcess {
@@ -432,7 +462,7 @@ impl ServerProcess {
 
     fn spawn(dir: &Path, launch: &Launch, port: u16) -> ServerProcess {
         let db = launch.db.clone().unwrap_or_else(|| dir.join("drover.db"));
-        let mut cmd = drover_command(dir);
+        let mut cmd = drover_command_in(dir, launch.namespace.as_ref().map(|(ns, _)| ns.as_str()));
         cmd.arg("server");
         match &launch.port_env {
             Some(var) => {
@@ -451,6 +481,10 @@ impl ServerProcess {
             port,
             db,
             ca_pem: launch.ca_pem.clone(),
+            host: launch
+                .namespace
+                .as_ref()
+                .map_or_else(|| "127.0.0.1".to_string(), |(_, a)| a.to_string()),
         }
     }
 
@@ -494,12 +528,12 @@ impl ServerProcess {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` (the certificate's name) for a
-    /// server that speaks https.
+    /// `http://127.0.0.1:PORT` (or its address in its namespace), or `https://localhost:PORT`
+    /// (the certificate's name) for a server that speaks https.
     pub fn base_url(&self) -> String {
         match self.ca_pem {
             Some(_) => format!("https://localhost:{}", self.port),
-            None => format!("http://127.0.0.1:{}", self.port),
+            None => format!("http://{}:{}", self.host, self.port),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Each module reads as a specification of one area; `helpers` is the harness.
 
 mod helpers;
+mod netns;
 
 mod agents;
 mod cli;

@@ -5,6 +5,8 @@
 //!
 //! Each test starts its own throwaway PostgreSQL (`drover_pgtest::TempPostgres`); where
 //! PostgreSQL's server binaries are not installed the tests are ignored (and fail under CI).
+//! The partition test runs its replicas in network namespaces of its own (`crate::netns`),
+//! where it can cut one off from the database without stopping anything.
 
 use crate::helpers::*;
 use drover_api::{BatchReportRequest, CreateJobRequest};
@@ -25,9 +27,13 @@ fn postgres() -> TempPostgres {
 
 /// A replica named `name` on the database at `url`, with a short lease and fast reapers.
 async fn replica(dir: &Path, url: &str, name: &str) -> ServerProcess {
+    replica_with(dir, url, name, Launch::new()).await
+}
+
+async fn replica_with(dir: &Path, url: &str, name: &str, launch: Launch) -> ServerProcess {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let launch = Launch::new()
+    let launch = launch
         // `--db` takes the URL as it takes a path.
         .db(PathBuf::from(url))
         .args(["--replica-id", name, "--lease-ttl", "2s"])
@@ -335,4 +341,214 @@ async fn eight_claimers_on_three_replicas_take_each_of_20000_tasks_once() {
     let j = clients[2].job(&job).await.unwrap();
     assert_eq!((j.status.as_str(), j.completed_tasks), ("COMPLETED", N));
     assert_each_task_done_once(&pg, &job, N);
+}
+
+/// `drover_cluster_leader` from a replica's `/metrics` (answered from memory, so a replica cut
+/// off from the database still says whether it acts); `None` when it does not answer.
+async fn leads(http: &reqwest::Client, server: &ServerProcess) -> Option<bool> {
+    let text = http
+        .get(format!("{}/metrics", server.base_url()))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("drover_cluster_leader "))?;
+    Some(line.ends_with(" 1"))
+}
+
+/// A network partition, not a crash: the leader keeps running but stops hearing the database
+/// (its packets dropped, nothing reset). It stops acting before the lease it last renewed can
+/// run out; the other replica takes over under the next epoch only after that, so the two
+/// never act at once; reaping goes on under the new leader; and once the link heals, the old
+/// leader answers again, as a follower naming the new one.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[cfg_attr(
+    missing_netns,
+    ignore = "network namespaces need root, `ip` (iproute2) and `iptables`"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_database_stops_before_its_lease_runs_out() {
+    let net =
+        crate::netns::Net::create(2).unwrap_or_else(|why| missing_part("network namespaces", &why));
+    let pg = TempPostgres::start_listening_also(&[net.host(0).gateway, net.host(1).gateway])
+        .unwrap_or_else(|why| missing_part("PostgreSQL", &why));
+    let dir = tempfile::tempdir().unwrap();
+    // Each replica dials the database through its own link; a short connect timeout also
+    // bounds how long a dropped connection's packets may go unanswered.
+    let in_ns = |i: usize| {
+        let h = net.host(i);
+        (
+            format!("postgres://postgres@{}:{}/postgres", h.gateway, pg.port()),
+            Launch::new()
+                .in_namespace(h)
+                .args(["--db-connect-timeout", "2s"]),
+        )
+    };
+    let (url_a, launch_a) = in_ns(0);
+    let a = replica_with(dir.path(), &url_a, "a", launch_a).await;
+    let (ca, http) = (
+        a.client(),
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let epoch = eventually("a to lead", EVENT_DEADLINE, || async {
+        let view = ca.cluster().await.ok()?;
+        (view.role == "leader").then_some(view.epoch)
+    })
+    .await;
+    let (url_b, launch_b) = in_ns(1);
+    let b = replica_with(dir.path(), &url_b, "b", launch_b).await;
+    let cb = b.client();
+    assert_eq!(
+        leader(&[ca.clone(), cb.clone()]).await,
+        ("a".to_string(), epoch)
+    );
+
+    // A step of a's term: a spot that never heartbeats is declared DOWN.
+    hello(&ca).await;
+    eventually(
+        "a's reaper to declare the silent spot DOWN",
+        EVENT_DEADLINE,
+        || async {
+            let spots = cb.spots().await.ok()?;
+            spots.iter().any(|s| s.status == "DOWN").then_some(())
+        },
+    )
+    .await;
+
+    net.cut_port(0, pg.port()).unwrap();
+    let cut = Instant::now();
+    // Requests sent at the cut, on connections the pool already holds, must not hang on them.
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/api/v1/spots", a.base_url());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                http.get(url).send().await.map(|r| r.status())
+            })
+        })
+        .collect();
+    let mut a_stopped = None;
+    let took_over = loop {
+        assert!(cut.elapsed() < EVENT_DEADLINE, "b did not take over");
+        let a_leads = leads(&http, &a).await;
+        let b_leads = leads(&http, &b).await;
+        assert!(
+            !(a_leads == Some(true) && b_leads == Some(true)),
+            "a and b both lead {:?} after the cut",
+            cut.elapsed()
+        );
+        if a_leads == Some(false) && a_stopped.is_none() {
+            a_stopped = Some(cut.elapsed());
+        }
+        if b_leads == Some(true) {
+            break cut.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let a_stopped = a_stopped.expect("a stopped leading before b led");
+    eprintln!("a stopped acting {a_stopped:?} after the cut; b led {took_over:?} after it");
+    // Its last renewal was sent before the cut, so its lease runs out within one TTL of it.
+    assert!(a_stopped < TTL, "a acted until {a_stopped:?} after the cut");
+    assert!(
+        took_over < TTL * 3 + Duration::from_secs(4),
+        "took over after {took_over:?}"
+    );
+    let view = cb.cluster().await.unwrap();
+    assert_eq!((view.leader.as_deref(), view.epoch), (Some("b"), epoch + 1));
+    for request in in_flight {
+        let answer = request.await.unwrap();
+        assert!(
+            answer
+                .as_ref()
+                .is_ok_and(|s| s.is_success() || s.as_u16() == 503),
+            "a request to a at the cut: {answer:?}"
+        );
+    }
+    // Cut off, a cannot vouch for the database: its health answers 503 within the timeouts
+    // (a dropped connection's packets go unanswered, which must not hold the request).
+    let slow = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let asked = Instant::now();
+    let health = slow
+        .get(format!("{}/api/v1/health", a.base_url()))
+        .send()
+        .await
+        .expect("a's health to answer while cut off");
+    let status = health.status();
+    let body = health.text().await.unwrap_or_default();
+    eprintln!(
+        "a's health while cut off: {status} after {:?}: {body}",
+        asked.elapsed()
+    );
+    assert_eq!(status, 503, "{body}");
+
+    // Reaping goes on under b: a spot registered there and silent goes DOWN.
+    let silent = hello(&cb).await;
+    eventually(
+        "b's reaper to declare its silent spot DOWN",
+        EVENT_DEADLINE,
+        || async {
+            let spots = cb.spots().await.ok()?;
+            spots
+                .iter()
+                .any(|s| s.id == silent && s.status == "DOWN")
+                .then_some(())
+        },
+    )
+    .await;
+
+    net.heal(0).unwrap();
+    eventually("a to follow b once healed", EVENT_DEADLINE, || async {
+        let view = ca.cluster().await.ok()?;
+        (view.role == "follower" && view.leader.as_deref() == Some("b") && view.epoch == epoch + 1)
+            .then_some(())
+    })
+    .await;
+    eventually("a's health to recover", EVENT_DEADLINE, || async {
+        ca.health().await.ok().filter(|h| h.status == "healthy")
+    })
+    .await;
+    assert_eq!(leads(&http, &a).await, Some(false));
+    assert_eq!(leads(&http, &b).await, Some(true));
+
+    // What the database recorded: steps of both terms, none of the old after the new began.
+    let count = |sql: String| pg.psql("postgres", &sql).unwrap();
+    assert_ne!(
+        count(format!(
+            "SELECT count(*) FROM cluster_actions WHERE epoch = {epoch} AND replica_id = 'a'"
+        )),
+        "0"
+    );
+    assert_ne!(
+        count(format!(
+            "SELECT count(*) FROM cluster_actions WHERE epoch = {} AND replica_id = 'b'",
+            epoch + 1
+        )),
+        "0"
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM cluster_actions WHERE epoch <> {} AND at > \
+             (SELECT min(at) FROM cluster_actions WHERE epoch = {})",
+            epoch + 1,
+            epoch + 1
+        )),
+        "0",
+        "a step of another term after the new one began"
+    );
 }
