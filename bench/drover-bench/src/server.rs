@@ -251,6 +251,14 @@ impl Server {
         crate::tail(&text, n).join(" | ")
     }
 
+    /// SIGKILL, as a crash: no chance to give anything up. Waits until the process is gone.
+    pub async fn kill9(mut self) {
+        signal(self.pid, libc::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait().await;
+        }
+    }
+
     /// SIGTERM to the server (strace exits with it); SIGKILL if it does not exit in time.
     pub async fn stop(mut self) -> ServerEnd {
         let mut exit = None;

@@ -35,6 +35,8 @@ pub enum Scenario {
     SweepCreation,
     /// Many simulated nodes registering, then heartbeating.
     Nodes,
+    /// PostgreSQL replicas only: the leader killed, until a reaper runs on the new one.
+    Failover,
 }
 
 impl Scenario {
@@ -47,9 +49,11 @@ impl Scenario {
             Scenario::AddToStart => "add-to-start",
             Scenario::SweepCreation => "sweep-creation",
             Scenario::Nodes => "nodes",
+            Scenario::Failover => "failover",
         }
     }
 
+    /// Every scenario on the embedded store (failover needs PostgreSQL replicas).
     pub const ALL: [Scenario; 7] = [
         Scenario::BurnDown,
         Scenario::StoreCeiling,
@@ -350,7 +354,8 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
     );
     let postgres = if a.postgres {
         Some(
-            drover_pgtest::TempPostgres::start()
+            // Debian's default buffers, as the peers' PostgreSQL runs with.
+            drover_pgtest::TempPostgres::start_with_conf("shared_buffers = 128MB")
                 .map_err(|e| anyhow::anyhow!("starting a throwaway PostgreSQL: {e}"))?,
         )
     } else {
@@ -368,10 +373,17 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
     };
     // The scenarios that run their servers on PostgreSQL when asked; the others measure the
     // embedded store (or no store at all) and refuse the option rather than ignore it.
-    const ON_POSTGRES: [Scenario; 2] = [Scenario::BurnDown, Scenario::ContractExact];
+    const ON_POSTGRES: [Scenario; 3] = [
+        Scenario::BurnDown,
+        Scenario::ContractExact,
+        Scenario::Failover,
+    ];
     let chosen: Vec<Scenario> = if a.only.is_empty() {
         if a.postgres {
-            ON_POSTGRES.to_vec()
+            ON_POSTGRES
+                .into_iter()
+                .filter(|s| *s != Scenario::Failover || a.replicas >= 2)
+                .collect()
         } else {
             Scenario::ALL.to_vec()
         }
@@ -385,11 +397,15 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
         && let Some(s) = chosen.iter().find(|s| !ON_POSTGRES.contains(s))
     {
         anyhow::bail!(
-            "--postgres applies to burn-down and contract-exact only, not {}: \
+            "--postgres applies to burn-down, contract-exact and failover only, not {}: \
              pass --only burn-down,contract-exact",
             s.name()
         );
     }
+    anyhow::ensure!(
+        !chosen.contains(&Scenario::Failover) || (a.postgres && a.replicas >= 2),
+        "failover kills the leader of PostgreSQL replicas: pass --postgres --replicas 3"
+    );
     let smoke = if a.smoke { " --smoke" } else { "" };
     let on_pg = if a.postgres {
         format!(" --postgres --replicas {}", a.replicas)
@@ -478,6 +494,10 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
             }
             Scenario::Nodes => {
                 scenarios::nodes::nodes(&ctx, command(s, String::new()), &sizes).await
+            }
+            Scenario::Failover => {
+                let rounds = if a.smoke { 1 } else { 5 };
+                scenarios::failover::failover(&ctx, command(s, String::new()), rounds).await
             }
         };
         let mut rows = rows;

@@ -108,6 +108,20 @@ impl TempPostgres {
     /// namespaces it made, reaching the database through links it can cut. The addresses must
     /// exist when the cluster starts.
     pub fn start_listening_also(addresses: &[std::net::Ipv4Addr]) -> Result<TempPostgres, String> {
+        TempPostgres::start_with(addresses, "")
+    }
+
+    /// [`TempPostgres::start`] with more `postgresql.conf` lines, which win over the small
+    /// footprint set here: e.g. `shared_buffers = 128MB`, Debian's default, for a benchmark
+    /// that compares with systems running on a default installation.
+    pub fn start_with_conf(conf: &str) -> Result<TempPostgres, String> {
+        TempPostgres::start_with(&[], conf)
+    }
+
+    fn start_with(
+        addresses: &[std::net::Ipv4Addr],
+        more_conf: &str,
+    ) -> Result<TempPostgres, String> {
         let bin = bin_dir().ok_or_else(|| missing().unwrap_or_default())?;
         let dir = tempfile::Builder::new()
             .prefix("drover-pg-")
@@ -151,6 +165,8 @@ impl TempPostgres {
         let mut text = std::fs::read_to_string(&conf_path)
             .map_err(|e| format!("reading postgresql.conf: {e}"))?;
         text.push_str(conf);
+        text.push_str(more_conf);
+        text.push('\n');
         std::fs::write(&conf_path, text).map_err(|e| format!("writing postgresql.conf: {e}"))?;
         if !addresses.is_empty() {
             let hba_path = cluster.data().join("pg_hba.conf");

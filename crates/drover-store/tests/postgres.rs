@@ -643,3 +643,115 @@ async fn a_connection_lost_during_commit_is_an_unknown_outcome_not_unavailable()
     };
     assert_eq!(store.jobs.get_job(&made.id).await.unwrap().id, made.id);
 }
+
+/// Commits of the current database so far, as PostgreSQL counts them.
+async fn commits(operator: &tokio_postgres::Client) -> i64 {
+    operator
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Claims and reports that arrive while a group is committing share the next commit, and each
+/// keeps its own answer: completes by many spots, a report about a task that does not exist,
+/// and a claim by an unknown spot, all in one burst. The first group is held on the job's row
+/// (an operator's lock) so that the burst provably queues behind it.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_that_arrive_together_share_a_commit_and_keep_their_own_answers() {
+    const SPOTS: usize = 24;
+    let url = fresh_database();
+    let store = replica(&url).await;
+    let job_id = store
+        .jobs
+        .create_job(job(1), sweep(SPOTS as i64 + 1), t0())
+        .await
+        .unwrap()
+        .id;
+    let mut held = Vec::new();
+    for _ in 0..SPOTS {
+        let spot = node(&store).await;
+        let task = store.jobs.claim(&spot, 1, t0()).await.unwrap().remove(0);
+        held.push((spot, task));
+    }
+    let lock = operator(&url).await;
+    lock.batch_execute("BEGIN").await.unwrap();
+    lock.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])
+        .await
+        .unwrap();
+    let stats = operator(&url).await;
+
+    // The first call takes the turn and waits on the job's row; everything after it queues.
+    let (first_spot, first_task) = held.pop().unwrap();
+    let complete = |spot: &str, task: &drover_core::ClaimedTask| Report {
+        task_id: task.id.clone(),
+        node_id: spot.to_string(),
+        attempt: Some(task.attempt),
+        kind: ReportKind::Complete(TaskResult::default()),
+    };
+    let first = {
+        let (s, r) = (store.clone(), complete(&first_spot, &first_task));
+        tokio::spawn(async move { s.jobs.report(vec![r], t0()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = commits(&stats).await;
+    let mut burst = Vec::new();
+    for (spot, task) in &held {
+        let (s, r) = (store.clone(), complete(spot, task));
+        burst.push(tokio::spawn(
+            async move { s.jobs.report(vec![r], t0()).await },
+        ));
+    }
+    let unknown_task = {
+        let s = store.clone();
+        let r = Report {
+            task_id: "task-that-does-not-exist".into(),
+            node_id: first_spot.clone(),
+            attempt: None,
+            kind: ReportKind::Complete(TaskResult::default()),
+        };
+        tokio::spawn(async move { s.jobs.report(vec![r], t0()).await })
+    };
+    let unknown_spot = {
+        let s = store.clone();
+        tokio::spawn(async move { s.jobs.claim("spot-that-does-not-exist", 1, t0()).await })
+    };
+    let last_claim = {
+        let (s, spot) = (store.clone(), first_spot.clone());
+        tokio::spawn(async move { s.jobs.claim(&spot, 1, t0()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.batch_execute("COMMIT").await.unwrap();
+
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        vec![ReportOutcome::Completed]
+    );
+    for answer in futures_join(burst).await {
+        assert_eq!(answer.unwrap(), vec![ReportOutcome::Completed]);
+    }
+    assert_eq!(
+        unknown_task.await.unwrap().unwrap(),
+        vec![ReportOutcome::TaskNotFound]
+    );
+    assert!(matches!(
+        unknown_spot.await.unwrap(),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(last_claim.await.unwrap().unwrap().len(), 1);
+    // The held group's commit and one for the whole burst, besides the operator's own and
+    // the statistics queries (sessions publish their counts within a second or so).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = commits(&stats).await - before;
+    assert!(used <= 5, "{} calls took {used} commits", SPOTS + 3);
+    let j = store.jobs.get_job(&job_id).await.unwrap();
+    assert_eq!(j.counts.done, SPOTS as u64);
+    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
+}

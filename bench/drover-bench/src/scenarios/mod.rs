@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod burn;
 pub mod contract;
+pub mod failover;
 pub mod latency;
 pub mod nodes;
 pub mod sweep;

@@ -17,6 +17,7 @@
 //! the write path.
 
 use super::PgStore;
+use super::group::{Answer, Op};
 use super::rows::{self, TaskHead, at};
 use super::write::{R, Tx, exec, row, row_opt, rows as all};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
@@ -373,6 +374,105 @@ async fn apply_report(
     Ok(reply)
 }
 
+/// Completes by the tasks' current holders, decided from the rows a report batch locked and
+/// written together, column by column.
+#[derive(Default)]
+struct Completions {
+    seq: Vec<i64>,
+    attempt: Vec<i64>,
+    outcome: Vec<&'static str>,
+    runtime_ms: Vec<Option<i64>>,
+    iter: Vec<Option<i64>>,
+    fopt: Vec<Option<f64>>,
+    result_json: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+}
+
+impl Completions {
+    /// Takes `report` if it is a complete by the holder of `task`'s current attempt, which the
+    /// core applies without reading the attempt records: records the write, the counts and
+    /// the event, and gives the answer. `None` leaves the report to [`apply_report`].
+    fn complete_held(
+        &mut self,
+        tx: &Tx<'_>,
+        task: TaskHead,
+        report: &Report,
+        deltas: &mut Deltas,
+    ) -> Option<ReportOutcome> {
+        let ReportKind::Complete(result) = &report.kind else {
+            return None;
+        };
+        let view = TaskView {
+            status: task.status,
+            attempt: task.attempt,
+            max_attempts: task.max_attempts,
+            assigned_to: task.assigned_to.as_deref(),
+        };
+        if !lifecycle::holds_current(&view, &report.node_id, report.attempt) {
+            return None;
+        }
+        let Decision::Apply {
+            to: TaskStatus::Done,
+            attempt_outcome,
+            reply,
+        } = lifecycle::decide_report(&view, &report.node_id, report.attempt, &report.kind, None)
+        else {
+            return None;
+        };
+        self.seq.push(task.seq);
+        self.attempt.push(i64::from(task.attempt));
+        self.outcome.push(attempt_outcome.as_str());
+        self.runtime_ms.push(result.runtime_ms);
+        self.iter.push(result.iter);
+        self.fopt.push(result.fopt);
+        self.result_json.push(result.result_json.clone());
+        self.output.push(result.output.clone());
+        deltas.of(&task.job_id).moved(task.status, TaskStatus::Done);
+        tx.emit(Event::TaskCompleted {
+            task_id: task.id,
+            job_id: task.job_id,
+            node_id: report.node_id.clone(),
+            attempt: task.attempt,
+        });
+        Some(reply)
+    }
+
+    /// The tasks DONE and their attempts ended, in one statement each.
+    async fn write(&self, tx: &Tx<'_>, now: Timestamp) -> R<()> {
+        if self.seq.is_empty() {
+            return Ok(());
+        }
+        exec(
+            &**tx,
+            "UPDATE tasks t SET status = 'DONE', lease_expires_at = NULL, finished_at = $1,
+                 runtime_ms = u.runtime_ms, iter = u.iter, fopt = u.fopt,
+                 result_json = u.result_json, output = u.output, updated_at = $1
+             FROM unnest($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::FLOAT8[], $6::TEXT[],
+                 $7::TEXT[]) AS u (seq, runtime_ms, iter, fopt, result_json, output)
+             WHERE t.seq = u.seq",
+            &[
+                &now,
+                &self.seq,
+                &self.runtime_ms,
+                &self.iter,
+                &self.fopt,
+                &self.result_json,
+                &self.output,
+            ],
+        )
+        .await?;
+        exec(
+            &**tx,
+            "UPDATE task_attempts a SET outcome = u.outcome, ended_at = $1, error = NULL
+             FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS u (seq, attempt, outcome)
+             WHERE a.task_seq = u.seq AND a.attempt = u.attempt",
+            &[&now, &self.seq, &self.attempt, &self.outcome],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// The rows a claim writes for tasks taken from never-claimed remainders, column by column
 /// (one `INSERT ... SELECT FROM unnest(...)` writes them all).
 #[derive(Default)]
@@ -619,6 +719,73 @@ async fn claim(
     }
     settle_jobs(tx, &deltas, now).await?;
     Ok(claimed)
+}
+
+/// A claim inside a transaction of the caller's (a group's).
+pub(super) async fn claim_in(
+    tx: &Tx<'_>,
+    sweeps: &SweepCache,
+    node_id: &str,
+    max: u32,
+    now: Timestamp,
+) -> R<Vec<ClaimedTask>> {
+    claim(tx, sweeps, node_id, max, now).await
+}
+
+/// A batch of reports inside a transaction of the caller's (a group's), each decided on its
+/// own; the answers in the reports' order.
+pub(super) async fn report_in(
+    tx: &Tx<'_>,
+    reports: &[Report],
+    now: Timestamp,
+) -> R<Vec<ReportOutcome>> {
+    let now = at(now);
+    // The batch's task rows, locked in id order before any is decided: two batches
+    // about the same tasks in different orders (an agent's retry reaching another
+    // replica) then queue instead of deadlocking, which PostgreSQL would take a second
+    // to notice.
+    let ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
+    let heads = all(
+        &**tx,
+        &format!(
+            "SELECT {} FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            rows::TASK_HEAD_COLUMNS
+        ),
+        &[&ids],
+    )
+    .await?;
+    // The common case, a batch of completes by the tasks' holders, is decided from
+    // these rows and written in two statements; every other report (a fail, a late or
+    // repeated report, a task without a row yet) takes the one-by-one path. A batch
+    // naming a task twice takes it whole, so each report sees the one before.
+    let mut distinct = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut heads: std::collections::HashMap<String, TaskHead> = if distinct.len() == ids.len() {
+        heads
+            .iter()
+            .map(|r| rows::task_head(r).map(|h| (h.id.clone(), h)))
+            .collect::<R<_>>()?
+    } else {
+        Default::default()
+    };
+    let mut outcomes = Vec::with_capacity(reports.len());
+    let mut deltas = Deltas::default();
+    let mut done = Completions::default();
+    for report in reports {
+        let head = heads.remove(&report.task_id);
+        let outcome = match head {
+            Some(task) => done.complete_held(tx, task, report, &mut deltas),
+            None => None,
+        };
+        outcomes.push(match outcome {
+            Some(outcome) => outcome,
+            None => apply_report(tx, report, now, &mut deltas).await?,
+        });
+    }
+    done.write(tx, now).await?;
+    settle_jobs(tx, &deltas, now).await?;
+    Ok(outcomes)
 }
 
 async fn create_job(tx: &Tx<'_>, id: &str, job: &NewJob, sweep: &Sweep, now: Timestamp) -> R<Job> {
@@ -888,32 +1055,34 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
-        write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await)
+        // A fenced caller (a background step) keeps its own transaction and its fence check.
+        if crate::fence::current().is_some() {
+            return write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await);
+        }
+        let op = Op::Claim {
+            node_id: node_id.to_string(),
+            max,
+        };
+        match self.grouped(op, now).await {
+            Answer::Claimed(result) => result,
+            Answer::Reported(Err(e)) => Err(e),
+            Answer::Reported(Ok(_)) => {
+                Err(StoreError::Internal("a claim answered as a report".into()))
+            }
+        }
     }
 
     async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
-        let now = at(now);
-        write_tx!(self, |tx| async {
-            // The batch's task rows, locked in id order before any is decided: two batches
-            // about the same tasks in different orders (an agent's retry reaching another
-            // replica) then queue instead of deadlocking, which PostgreSQL would take a second
-            // to notice.
-            let ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
-            exec(
-                &*tx,
-                "SELECT 1 FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await?;
-            let mut outcomes = Vec::with_capacity(reports.len());
-            let mut deltas = Deltas::default();
-            for report in &reports {
-                outcomes.push(apply_report(&tx, report, now, &mut deltas).await?);
-            }
-            settle_jobs(&tx, &deltas, now).await?;
-            Ok(outcomes)
+        if crate::fence::current().is_some() {
+            return write_tx!(self, |tx| report_in(&tx, &reports, now).await);
         }
-        .await)
+        match self.grouped(Op::Report(reports), now).await {
+            Answer::Reported(result) => result,
+            Answer::Claimed(Err(e)) => Err(e),
+            Answer::Claimed(Ok(_)) => {
+                Err(StoreError::Internal("a report answered as a claim".into()))
+            }
+        }
     }
 
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {
