@@ -7,15 +7,14 @@
 //! takes everything queued and commits it, so no call waits for a later one: the first call
 //! commits alone at once, and those arriving meanwhile go together next. Each call keeps its
 //! own answer: reports are decided together (each report on its own, as a batch would be),
-//! and each claim runs on its own inside the transaction, so a claim refused for its spot
-//! (unknown, DOWN) fails alone. A database error fails the group's calls together, as it would
+//! and claims are picked together and handed out in the order they came, each up to its own
+//! maximum, so a claim refused for its spot (unknown, DOWN) fails alone. A database error fails the group's calls together, as it would
 //! have failed each. The transaction runs on a task of its own, so a caller that goes away
 //! (its client disconnected) cannot cut the commit of the others short.
 //!
 //! It owns only the grouping; what a claim or a report does is `jobs.rs`.
 
 use super::PgStore;
-use super::write::PgErr;
 use crate::{Report, Result, StoreError};
 use drover_core::{ClaimedTask, ReportOutcome, Timestamp};
 use tokio::sync::oneshot;
@@ -96,22 +95,21 @@ impl PgStore {
             } else {
                 super::jobs::report_in(&tx, &reports, now).await?
             };
-            let mut claimed = Vec::with_capacity(claims.len());
-            for (node_id, max) in &claims {
-                match super::jobs::claim_in(&tx, &self.sweeps, node_id, *max, now).await {
-                    Ok(tasks) => claimed.push(Ok(tasks)),
-                    // Refused for its spot before anything was written: the others go on.
-                    Err(PgErr::Store(
-                        e @ (StoreError::NotFound { .. } | StoreError::NodeDown(_)),
-                    )) => claimed.push(Err(e)),
-                    Err(e) => return Err(e),
-                }
-            }
+            let claimed = if claims.is_empty() {
+                Vec::new()
+            } else {
+                super::jobs::claims_in(&tx, &self.sweeps, &claims, now).await?
+            };
             Ok((outcomes, claimed))
         }
         .await);
         let (mut outcomes, mut claimed) = match result {
-            Ok((outcomes, claimed)) => (outcomes.into_iter(), claimed.into_iter()),
+            Ok((outcomes, claimed)) => {
+                // The commit counted one write; the group held one per call.
+                self.writes
+                    .fetch_add(batch.len() as u64 - 1, std::sync::atomic::Ordering::Relaxed);
+                (outcomes.into_iter(), claimed.into_iter())
+            }
             Err(e) => {
                 for entry in batch {
                     let _ = entry.reply.send(match entry.op {

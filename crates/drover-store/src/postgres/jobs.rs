@@ -476,7 +476,8 @@ impl Completions {
 /// The rows a claim writes for tasks taken from never-claimed remainders, column by column
 /// (one `INSERT ... SELECT FROM unnest(...)` writes them all).
 #[derive(Default)]
-struct FreshRows {
+struct FreshRows<'a> {
+    node: Vec<&'a str>,
     id: Vec<String>,
     job_id: Vec<String>,
     job_seq: Vec<i64>,
@@ -492,7 +493,8 @@ struct FreshRows {
 
 /// The stored NEW tasks a claim takes, column by column.
 #[derive(Default)]
-struct TakenRows {
+struct TakenRows<'a> {
+    node: Vec<&'a str>,
     seq: Vec<i64>,
     attempt: Vec<i64>,
     lease: Vec<Timestamp>,
@@ -505,53 +507,83 @@ async fn claim(
     max: u32,
     now: Timestamp,
 ) -> R<Vec<ClaimedTask>> {
-    // Shared: a reaper marking the node DOWN waits for this claim, and this claim sees a DOWN
+    let mut answers = claim_for(tx, sweeps, &[(node_id, max)], now).await?;
+    match answers.pop() {
+        Some(answer) => Ok(answer?),
+        None => Err(StoreError::Internal("a claim got no answer".into()).into()),
+    }
+}
+
+/// Claims for several spots at once (a group's claims), in one pass: each spot's access is
+/// checked, the best tasks for all of them are picked together, and handed out in the order
+/// asked, each spot up to its `max`. A spot that is unknown or DOWN gets its error and takes
+/// nothing; the others go on. The answers come in the order of `wants`.
+async fn claim_for(
+    tx: &Tx<'_>,
+    sweeps: &SweepCache,
+    wants: &[(&str, u32)],
+    now: Timestamp,
+) -> R<Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>> {
+    // Shared: a reaper marking a node DOWN waits for this claim, and this claim sees a DOWN
     // it committed.
-    let status: NodeStatus = match row_opt(
+    let ids: Vec<&str> = wants.iter().map(|(id, _)| *id).collect();
+    let mut statuses = std::collections::HashMap::new();
+    for r in all(
         &**tx,
-        "SELECT status FROM nodes WHERE id = $1 FOR SHARE",
-        &[&node_id],
+        "SELECT id, status FROM nodes WHERE id = ANY($1) ORDER BY id FOR SHARE",
+        &[&ids],
     )
     .await?
     {
-        Some(r) => rows::status(&r, 0)?,
-        None => return Err(StoreError::not_found("spot", node_id).into()),
-    };
-    match lifecycle::claim_access(status) {
-        ClaimAccess::NodeDown => return Err(StoreError::NodeDown(node_id.to_string()).into()),
-        ClaimAccess::Nothing => return Ok(Vec::new()),
-        ClaimAccess::Claim => {}
+        let id: String = r.get(0);
+        statuses.insert(id, rows::status::<NodeStatus>(&r, 1)?);
     }
+    let mut answers: Vec<std::result::Result<Vec<ClaimedTask>, StoreError>> = Vec::new();
+    // Which spot takes the picks, in order: (answer index, how many).
+    let mut takers: Vec<(usize, usize)> = Vec::new();
+    for (i, (node_id, max)) in wants.iter().enumerate() {
+        let Some(status) = statuses.get(*node_id) else {
+            answers.push(Err(StoreError::not_found("spot", node_id)));
+            continue;
+        };
+        answers.push(Ok(Vec::new()));
+        match lifecycle::claim_access(*status) {
+            ClaimAccess::NodeDown => answers[i] = Err(StoreError::NodeDown(node_id.to_string())),
+            ClaimAccess::Nothing => {}
+            ClaimAccess::Claim => takers.push((i, *max as usize)),
+        }
+    }
+    let max: u32 = takers.iter().map(|(_, n)| *n as u32).sum();
+    if max == 0 {
+        return Ok(answers);
+    }
+    // The spot each pick goes to, in pick order.
+    let owner: Vec<usize> = takers
+        .iter()
+        .flat_map(|(i, n)| std::iter::repeat_n(*i, *n))
+        .collect();
     let limit = i64::from(max);
     // The best `max` of each source is enough: the merge takes at most `max` in all. Stored
-    // tasks another claim is taking right now are skipped, not waited for.
-    let mut stored = all(
-        &**tx,
-        &format!(
-            "SELECT {} FROM tasks WHERE status = 'NEW'
-             ORDER BY priority DESC, job_seq, idx LIMIT $1 FOR UPDATE SKIP LOCKED",
-            rows::CLAIMABLE_COLUMNS
-        ),
-        &[&limit],
-    )
-    .await?
-    .iter()
-    .map(rows::claimable)
-    .collect::<R<Vec<_>>>()?;
-    // The jobs whose remainders this claim would take, read without a lock...
-    let seen = all(
-        &**tx,
-        &format!(
-            "SELECT {} FROM jobs WHERE materialised < total_tasks AND NOT cancelled
-             ORDER BY priority DESC, seq LIMIT $1",
-            rows::UNCLAIMED_COLUMNS
-        ),
-        &[&limit],
-    )
-    .await?
-    .iter()
-    .map(rows::unclaimed)
-    .collect::<R<Vec<_>>>()?;
+    // tasks another claim is taking right now are skipped, not waited for. The jobs whose
+    // remainders this claim would take are read without a lock; both reads go out together
+    // (pipelined on the connection), saving a round trip.
+    let stored_sql = format!(
+        "SELECT {} FROM tasks WHERE status = 'NEW'
+         ORDER BY priority DESC, job_seq, idx LIMIT $1 FOR UPDATE SKIP LOCKED",
+        rows::CLAIMABLE_COLUMNS
+    );
+    let seen_sql = format!(
+        "SELECT {} FROM jobs WHERE materialised < total_tasks AND NOT cancelled
+         ORDER BY priority DESC, seq LIMIT $1",
+        rows::UNCLAIMED_COLUMNS
+    );
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
+    let (stored, seen) = tokio::try_join!(
+        all(&**tx, &stored_sql, &params),
+        all(&**tx, &seen_sql, &params)
+    )?;
+    let mut stored = stored.iter().map(rows::claimable).collect::<R<Vec<_>>>()?;
+    let seen = seen.iter().map(rows::unclaimed).collect::<R<Vec<_>>>()?;
     let keys: Vec<_> = stored.iter().map(|t| t.key).collect();
     let remainders: Vec<_> = seen.iter().map(Unclaimed::remainder).collect();
     let mut touched: Vec<i64> = keys.iter().map(|k| k.job_order).collect();
@@ -586,12 +618,13 @@ async fn claim(
 
     let now = at(now);
     let mut deltas = Deltas::default();
-    let mut claimed = Vec::with_capacity(picks.len());
     let mut taken = TakenRows::default();
     let mut fresh = FreshRows::default();
     let mut sweeps_of: Vec<Option<(Arc<Sweep>, lifecycle::ClaimGrant)>> = Vec::new();
     sweeps_of.resize_with(unclaimed.len(), || None);
-    for pick in picks {
+    for (k, pick) in picks.into_iter().enumerate() {
+        let taker = owner[k];
+        let node_id = wants[taker].0;
         let task = match pick {
             ClaimPick::Row(i) => {
                 let t = &mut stored[i];
@@ -600,6 +633,7 @@ async fn claim(
                 let grant = lifecycle::claim_grant(t.attempt, timeout, now);
                 let lease = at(grant.lease_expires_at);
                 taken.seq.push(t.seq);
+                taken.node.push(node_id);
                 taken.attempt.push(i64::from(grant.attempt));
                 taken.lease.push(lease);
                 let delta = deltas.of(&t.job_id);
@@ -633,6 +667,7 @@ async fn claim(
                 let payload = serde_json::Value::Object(sweep.payload(index)).to_string();
                 let lease = at(grant.lease_expires_at);
                 fresh.id.push(id.clone());
+                fresh.node.push(node_id);
                 fresh.job_id.push(job.job_id.clone());
                 fresh.job_seq.push(job.seq);
                 fresh.idx.push(index as i64);
@@ -662,21 +697,24 @@ async fn claim(
             node_id: node_id.to_string(),
             attempt: task.attempt,
         });
-        claimed.push(task);
+        if let Some(Ok(tasks)) = answers.get_mut(taker) {
+            tasks.push(task);
+        }
     }
     if !taken.seq.is_empty() {
         // Each taken task and its new attempt's record, in one statement.
         exec(
             &**tx,
             "WITH taken AS (
-                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = $1,
+                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
                      started_at = $2, lease_expires_at = u.lease, updated_at = $2
-                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[]) AS u (seq, attempt, lease)
+                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
+                     AS u (seq, attempt, lease, node)
                  WHERE t.seq = u.seq
-                 RETURNING t.seq, t.attempt, t.id)
+                 RETURNING t.seq, t.attempt, t.id, t.assigned_to)
              INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, $1, $2, 'RUNNING' FROM taken",
-            &[&node_id, &now, &taken.seq, &taken.attempt, &taken.lease],
+             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken",
+            &[&taken.node, &now, &taken.seq, &taken.attempt, &taken.lease],
         )
         .await?;
     }
@@ -690,17 +728,17 @@ async fn claim(
                      max_attempts, timeout_ms, assigned_to, started_at, lease_expires_at,
                      created_at, updated_at)
                  SELECT u.id, u.job_id, u.job_seq, u.idx, u.priority, u.payload, 'RUNNING',
-                     u.attempt, u.max_attempts, u.timeout_ms, $1, $2, u.lease, u.created_at, $2
+                     u.attempt, u.max_attempts, u.timeout_ms, u.node, $2, u.lease, u.created_at, $2
                  FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[],
                      $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TIMESTAMPTZ[],
-                     $13::TIMESTAMPTZ[])
+                     $13::TIMESTAMPTZ[], $1::TEXT[])
                      AS u (id, job_id, job_seq, idx, priority, payload, attempt, max_attempts,
-                           timeout_ms, lease, created_at)
-                 RETURNING seq, attempt, id)
+                           timeout_ms, lease, created_at, node)
+                 RETURNING seq, attempt, id, assigned_to)
              INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, $1, $2, 'RUNNING' FROM made",
+             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM made",
             &[
-                &node_id,
+                &f.node,
                 &now,
                 &f.id,
                 &f.job_id,
@@ -718,18 +756,17 @@ async fn claim(
         .await?;
     }
     settle_jobs(tx, &deltas, now).await?;
-    Ok(claimed)
+    Ok(answers)
 }
 
-/// A claim inside a transaction of the caller's (a group's).
-pub(super) async fn claim_in(
+/// A group's claims inside its transaction: see [`claim_for`].
+pub(super) async fn claims_in(
     tx: &Tx<'_>,
     sweeps: &SweepCache,
-    node_id: &str,
-    max: u32,
+    wants: &[(&str, u32)],
     now: Timestamp,
-) -> R<Vec<ClaimedTask>> {
-    claim(tx, sweeps, node_id, max, now).await
+) -> R<Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>> {
+    claim_for(tx, sweeps, wants, now).await
 }
 
 /// A batch of reports inside a transaction of the caller's (a group's), each decided on its

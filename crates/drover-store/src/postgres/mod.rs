@@ -27,7 +27,7 @@ use crate::common::SweepCache;
 use crate::{EventObservers, Result, StoreError, Stores};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use write::PgErr;
@@ -78,6 +78,9 @@ pub struct PgStore {
     listener: Arc<listen::Listener>,
     /// Claims and reports waiting to share the next commit.
     group: Arc<group::Group>,
+    /// Commits made and the store calls they held (`StoreOps::write_stats`).
+    commits: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -148,6 +151,8 @@ impl PgStore {
             closed: Arc::default(),
             listener: Arc::default(),
             group: Arc::default(),
+            commits: Arc::default(),
+            writes: Arc::default(),
         })
     }
 
@@ -182,6 +187,12 @@ impl PgStore {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Counts a durable commit holding `writes` store calls.
+    pub(super) fn count_commit(&self, writes: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes, Ordering::Relaxed);
     }
 
     /// A pooled connection, once the schema is current.

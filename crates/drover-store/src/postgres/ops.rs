@@ -49,6 +49,13 @@ async fn audit<C: GenericClient>(c: &C) -> R<Vec<CountMismatch>> {
 
 #[async_trait]
 impl StoreOps for PgStore {
+    fn write_stats(&self) -> crate::WriteStats {
+        crate::WriteStats {
+            commits: self.commits.load(std::sync::atomic::Ordering::Relaxed),
+            writes: self.writes.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     async fn health(&self) -> Result<()> {
         // A real write that commits: a read-only standby, a full disk or a lost connection
         // fails it.

@@ -222,6 +222,7 @@ macro_rules! write_tx {
             .await;
             match attempt {
                 Ok((value, events)) => {
+                    store.count_commit(1);
                     store.observers.notify(&events);
                     break Ok(value);
                 }
