@@ -12,6 +12,10 @@
 //! have failed each. The transaction runs on a task of its own, so a caller that goes away
 //! (its client disconnected) cannot cut the commit of the others short.
 //!
+//! Only small calls group (`jobs.rs`, `GROUPED_UP_TO`): a claim of hundreds of tasks or a
+//! batch of hundreds of reports already shares its commit among them, and runs beside the
+//! groups in a transaction of its own.
+//!
 //! It owns only the grouping; what a claim or a report does is `jobs.rs`.
 
 use super::PgStore;
@@ -90,6 +94,13 @@ impl PgStore {
             })
             .collect();
         let result = write_tx!(self, |tx| async {
+            // Statements are prepared once per connection and cached; PostgreSQL switches such
+            // a statement to a generic plan after five runs, chosen while the tables were small
+            // (a fresh database, a sweep just created) and kept as they grow: a sequential scan
+            // of `tasks` per small report once it holds thousands of rows. A group's short
+            // statements are planned for their parameters instead, which costs them little
+            // (large batches, whose arrays make planning dear, keep the cached plans).
+            super::write::exec(&*tx, "SET LOCAL plan_cache_mode = force_custom_plan", &[]).await?;
             let outcomes = if reports.is_empty() {
                 Vec::new()
             } else {

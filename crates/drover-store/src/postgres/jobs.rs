@@ -34,6 +34,11 @@ use drover_core::{
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The largest claim (tasks asked for) or report batch that waits to share a group commit.
+/// Larger calls amortise their commit over their own tasks and gain more from running beside
+/// the groups (PostgreSQL writes them in parallel) than from joining one.
+const GROUPED_UP_TO: usize = 32;
+
 /// Writes each touched job's counts, rows made, start, status and finish, once per job, in id
 /// order: the status is the core's `JobCounts::status` of the counts after the call.
 async fn settle_jobs(tx: &Tx<'_>, deltas: &Deltas, now: Timestamp) -> R<()> {
@@ -1092,8 +1097,9 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
-        // A fenced caller (a background step) keeps its own transaction and its fence check.
-        if crate::fence::current().is_some() {
+        // A fenced caller (a background step) keeps its own transaction and its fence check;
+        // a large claim pays for its commit alone and runs beside the groups.
+        if crate::fence::current().is_some() || max as usize > GROUPED_UP_TO {
             return write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await);
         }
         let op = Op::Claim {
@@ -1110,7 +1116,7 @@ impl JobStore for PgStore {
     }
 
     async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
-        if crate::fence::current().is_some() {
+        if crate::fence::current().is_some() || reports.len() > GROUPED_UP_TO {
             return write_tx!(self, |tx| report_in(&tx, &reports, now).await);
         }
         match self.grouped(Op::Report(reports), now).await {

@@ -109,13 +109,8 @@ impl PgStore {
         // says it is drover's, so the triggers that count hand edits skip its writes (drover
         // counts its own, `schema.rs`). Options the URL gives come first; ours are appended,
         // so a user's own `-c` settings still apply.
-        // Statements are prepared once per connection and cached; PostgreSQL would switch such
-        // a statement to a generic plan after five runs, chosen while the tables were small (a
-        // fresh database, a sweep just created) and kept as they grow: a sequential scan of
-        // `tasks` per report once it holds thousands of rows. Every run is planned for its
-        // parameters instead, which costs little for these short statements.
         let own = format!(
-            "-c statement_timeout={} -c drover.writer=on -c plan_cache_mode=force_custom_plan",
+            "-c statement_timeout={} -c drover.writer=on",
             options.statement_timeout.as_millis()
         );
         let options_line = match config.get_options() {
