@@ -65,11 +65,11 @@ async fn drive(
     clients: u32,
     claim: u32,
 ) -> anyhow::Result<(f64, String)> {
-    let client = Client::new(&urls[0]).with_timeout(Duration::from_secs(600));
     let replicas: Vec<Client> = urls
         .iter()
         .map(|u| Client::new(u).with_timeout(Duration::from_secs(600)))
         .collect();
+    let client = replicas[0].clone();
     let job = client
         .create_job(&sweep_job("contract-exact", n))
         .await

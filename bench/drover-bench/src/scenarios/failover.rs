@@ -69,34 +69,29 @@ async fn one_round(ctx: &Ctx, ttl: u64) -> anyhow::Result<f64> {
         .collect();
     // The first replica to ask takes the lease at once; wait until every replica names it.
     let started = Instant::now();
-    let leader = loop {
+    let index = loop {
         ensure!(
             started.elapsed() < Duration::from_secs(ttl * 3 + 10),
             "no leader named by every replica"
         );
-        let mut named = Vec::new();
+        let mut views = Vec::new();
         for c in &clients {
-            named.push(c.cluster().await.ok().and_then(|v| v.leader));
+            views.push(c.cluster().await.ok());
         }
-        if let Some(Some(first)) = named.first()
-            && named.iter().all(|n| n.as_deref() == Some(first.as_str()))
+        let leader = views.first().cloned().flatten().and_then(|v| v.leader);
+        if let Some(leader) = leader
+            && views.iter().all(|v| {
+                v.as_ref()
+                    .is_some_and(|v| v.leader.as_ref() == Some(&leader))
+            })
         {
-            break first.clone();
+            break views
+                .iter()
+                .position(|v| v.as_ref().is_some_and(|v| v.replica_id == leader))
+                .context("the leader is none of the replicas started")?;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut index = None;
-    for (i, c) in clients.iter().enumerate() {
-        if c.cluster()
-            .await
-            .context("asking a replica its id")?
-            .replica_id
-            == leader
-        {
-            index = Some(i);
-        }
-    }
-    let index = index.context("the leader is none of the replicas started")?;
     let killed_at = SystemTime::now();
     servers.remove(index).kill9().await;
     let rest: Vec<&Client> = (0..clients.len())

@@ -8,13 +8,15 @@
 //! commits alone at once, and those arriving meanwhile go together next. Each call keeps its
 //! own answer: reports are decided together (each report on its own, as a batch would be),
 //! and claims are picked together and handed out in the order they came, each up to its own
-//! maximum, so a claim refused for its spot (unknown, DOWN) fails alone. A database error fails the group's calls together, as it would
-//! have failed each. The transaction runs on a task of its own, so a caller that goes away
-//! (its client disconnected) cannot cut the commit of the others short.
+//! maximum, so a claim refused for its spot (unknown, DOWN) fails alone. A database error
+//! fails the group's calls together, as it would have failed each. The transaction runs on a
+//! task of its own, so a caller that goes away (its client disconnected) cannot cut the
+//! commit of the others short.
 //!
-//! Only small calls group (`jobs.rs`, `GROUPED_UP_TO`): a claim of hundreds of tasks or a
-//! batch of hundreds of reports already shares its commit among them, and runs beside the
-//! groups in a transaction of its own.
+//! Only small calls group ([`joins_group`]): a claim of hundreds of tasks or a batch of
+//! hundreds of reports already shares its commit among them, and runs beside the groups in a
+//! transaction of its own; so does a fenced call (a background step), which keeps its fence
+//! check.
 //!
 //! It owns only the grouping; what a claim or a report does is `jobs.rs`.
 
@@ -23,21 +25,32 @@ use crate::{Report, Result, StoreError};
 use drover_core::{ClaimedTask, ReportOutcome, Timestamp};
 use tokio::sync::oneshot;
 
-/// One call waiting for a group.
-pub(super) enum Op {
-    Claim { node_id: String, max: u32 },
-    Report(Vec<Report>),
+/// The largest claim (tasks asked for) or report batch that waits to share a group commit.
+/// Larger calls amortise their commit over their own tasks and gain more from running beside
+/// the groups (PostgreSQL writes them in parallel) than from joining one.
+const GROUPED_UP_TO: usize = 32;
+
+/// Whether a call about `tasks` tasks waits for a group rather than committing alone.
+pub(super) fn joins_group(tasks: usize) -> bool {
+    tasks <= GROUPED_UP_TO && crate::fence::current().is_none()
 }
 
-pub(super) enum Answer {
-    Claimed(Result<Vec<ClaimedTask>>),
-    Reported(Result<Vec<ReportOutcome>>),
+/// One call waiting for a group, with where its answer goes.
+enum Op {
+    Claim {
+        node_id: String,
+        max: u32,
+        reply: oneshot::Sender<Result<Vec<ClaimedTask>>>,
+    },
+    Report {
+        reports: Vec<Report>,
+        reply: oneshot::Sender<Result<Vec<ReportOutcome>>>,
+    },
 }
 
 struct Entry {
     op: Op,
     now: Timestamp,
-    reply: oneshot::Sender<Answer>,
 }
 
 /// The queue of calls waiting for the next group, and the turn to commit one.
@@ -48,21 +61,56 @@ pub(super) struct Group {
 }
 
 impl PgStore {
-    /// Runs `op` in the next group and returns its own answer.
-    pub(super) async fn grouped(&self, op: Op, now: Timestamp) -> Answer {
-        let (reply, mut answer) = oneshot::channel();
+    /// A claim in the next group.
+    pub(super) async fn claim_grouped(
+        &self,
+        node_id: &str,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedTask>> {
+        let (reply, answer) = oneshot::channel();
+        let node_id = node_id.to_string();
+        self.join(
+            Op::Claim {
+                node_id,
+                max,
+                reply,
+            },
+            now,
+            answer,
+        )
+        .await
+    }
+
+    /// A report batch in the next group.
+    pub(super) async fn report_grouped(
+        &self,
+        reports: Vec<Report>,
+        now: Timestamp,
+    ) -> Result<Vec<ReportOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        self.join(Op::Report { reports, reply }, now, answer).await
+    }
+
+    /// Queues `op` and waits for its answer, committing a group when it gets the turn.
+    async fn join<T>(
+        &self,
+        op: Op,
+        now: Timestamp,
+        mut answer: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
         self.group
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Entry { op, now, reply });
+            .push(Entry { op, now });
         // Either a group already under way takes this call (its answer comes), or this call
         // gets the turn and commits whatever is queued, itself included. A call whose answer
         // came must not then wait for a turn of its own: that would queue every caller behind
         // every commit and leave one call per group.
         let turn = tokio::select! {
             biased;
-            done = &mut answer => return done.unwrap_or_else(|_| lost()),
+            done = &mut answer => return done.unwrap_or_else(|_| Err(lost())),
             turn = self.group.turn.lock() => turn,
         };
         let batch =
@@ -74,25 +122,20 @@ impl PgStore {
             let _ = tokio::spawn(async move { store.commit_group(batch).await }).await;
         }
         drop(turn);
-        answer.await.unwrap_or_else(|_| lost())
+        answer.await.unwrap_or_else(|_| Err(lost()))
     }
 
     async fn commit_group(&self, batch: Vec<Entry>) {
         // The group's instant: the latest of its calls' (each was "now" when it arrived).
         let now = batch.iter().map(|e| e.now).max().unwrap_or_default();
         let mut reports = Vec::new();
+        let mut claims: Vec<(&str, u32)> = Vec::new();
         for e in &batch {
-            if let Op::Report(r) = &e.op {
-                reports.extend(r.iter().cloned());
+            match &e.op {
+                Op::Report { reports: r, .. } => reports.extend(r.iter().cloned()),
+                Op::Claim { node_id, max, .. } => claims.push((node_id, *max)),
             }
         }
-        let claims: Vec<(&str, u32)> = batch
-            .iter()
-            .filter_map(|e| match &e.op {
-                Op::Claim { node_id, max } => Some((node_id.as_str(), *max)),
-                Op::Report(_) => None,
-            })
-            .collect();
         let result = write_tx!(self, |tx| async {
             // Statements are prepared once per connection and cached; PostgreSQL switches such
             // a statement to a generic plan after five runs, chosen while the tables were small
@@ -109,7 +152,7 @@ impl PgStore {
             let claimed = if claims.is_empty() {
                 Vec::new()
             } else {
-                super::jobs::claims_in(&tx, &self.sweeps, &claims, now).await?
+                super::jobs::claim_for(&tx, &self.sweeps, &claims, now).await?
             };
             Ok((outcomes, claimed))
         }
@@ -122,30 +165,38 @@ impl PgStore {
                 (outcomes.into_iter(), claimed.into_iter())
             }
             Err(e) => {
+                // A caller that went away no longer listens: its answer is dropped.
                 for entry in batch {
-                    let _ = entry.reply.send(match entry.op {
-                        Op::Claim { .. } => Answer::Claimed(Err(e.clone())),
-                        Op::Report(_) => Answer::Reported(Err(e.clone())),
-                    });
+                    match entry.op {
+                        Op::Claim { reply, .. } => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Op::Report { reply, .. } => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                 }
                 return;
             }
         };
         for entry in batch {
-            let answer = match &entry.op {
-                Op::Report(r) => Answer::Reported(Ok(outcomes.by_ref().take(r.len()).collect())),
-                Op::Claim { .. } => Answer::Claimed(claimed.next().unwrap_or_else(|| {
-                    Err(StoreError::Internal("a grouped claim got no answer".into()))
-                })),
-            };
-            let _ = entry.reply.send(answer);
+            match entry.op {
+                Op::Report { reports, reply } => {
+                    let _ = reply.send(Ok(outcomes.by_ref().take(reports.len()).collect()));
+                }
+                Op::Claim { reply, .. } => {
+                    let _ = reply.send(claimed.next().unwrap_or_else(|| {
+                        Err(StoreError::Internal("a grouped claim got no answer".into()))
+                    }));
+                }
+            }
         }
     }
 }
 
-/// The answer of a call whose group stopped before answering (its task panicked).
-fn lost() -> Answer {
-    Answer::Reported(Err(StoreError::OutcomeUnknown(
+/// The error of a call whose group stopped before answering (its task panicked).
+fn lost() -> StoreError {
+    StoreError::OutcomeUnknown(
         "the group commit carrying this call stopped before answering".into(),
-    )))
+    )
 }

@@ -17,7 +17,7 @@
 //! the write path.
 
 use super::PgStore;
-use super::group::{Answer, Op};
+use super::group::joins_group;
 use super::rows::{self, TaskHead, at};
 use super::write::{R, Tx, exec, row, row_opt, rows as all};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
@@ -33,11 +33,6 @@ use drover_core::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The largest claim (tasks asked for) or report batch that waits to share a group commit.
-/// Larger calls amortise their commit over their own tasks and gain more from running beside
-/// the groups (PostgreSQL writes them in parallel) than from joining one.
-const GROUPED_UP_TO: usize = 32;
 
 /// Writes each touched job's counts, rows made, start, status and finish, once per job, in id
 /// order: the status is the core's `JobCounts::status` of the counts after the call.
@@ -523,7 +518,7 @@ async fn claim(
 /// checked, the best tasks for all of them are picked together, and handed out in the order
 /// asked, each spot up to its `max`. A spot that is unknown or DOWN gets its error and takes
 /// nothing; the others go on. The answers come in the order of `wants`.
-async fn claim_for(
+pub(super) async fn claim_for(
     tx: &Tx<'_>,
     sweeps: &SweepCache,
     wants: &[(&str, u32)],
@@ -762,16 +757,6 @@ async fn claim_for(
     }
     settle_jobs(tx, &deltas, now).await?;
     Ok(answers)
-}
-
-/// A group's claims inside its transaction: see [`claim_for`].
-pub(super) async fn claims_in(
-    tx: &Tx<'_>,
-    sweeps: &SweepCache,
-    wants: &[(&str, u32)],
-    now: Timestamp,
-) -> R<Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>> {
-    claim_for(tx, sweeps, wants, now).await
 }
 
 /// A batch of reports inside a transaction of the caller's (a group's), each decided on its
@@ -1097,35 +1082,17 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
-        // A fenced caller (a background step) keeps its own transaction and its fence check;
-        // a large claim pays for its commit alone and runs beside the groups.
-        if crate::fence::current().is_some() || max as usize > GROUPED_UP_TO {
-            return write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await);
+        if joins_group(max as usize) {
+            return self.claim_grouped(node_id, max, now).await;
         }
-        let op = Op::Claim {
-            node_id: node_id.to_string(),
-            max,
-        };
-        match self.grouped(op, now).await {
-            Answer::Claimed(result) => result,
-            Answer::Reported(Err(e)) => Err(e),
-            Answer::Reported(Ok(_)) => {
-                Err(StoreError::Internal("a claim answered as a report".into()))
-            }
-        }
+        write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await)
     }
 
     async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
-        if crate::fence::current().is_some() || reports.len() > GROUPED_UP_TO {
-            return write_tx!(self, |tx| report_in(&tx, &reports, now).await);
+        if joins_group(reports.len()) {
+            return self.report_grouped(reports, now).await;
         }
-        match self.grouped(Op::Report(reports), now).await {
-            Answer::Reported(result) => result,
-            Answer::Claimed(Err(e)) => Err(e),
-            Answer::Claimed(Ok(_)) => {
-                Err(StoreError::Internal("a report answered as a claim".into()))
-            }
-        }
+        write_tx!(self, |tx| report_in(&tx, &reports, now).await)
     }
 
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {
