@@ -756,3 +756,90 @@ async fn calls_that_arrive_together_share_a_commit_and_keep_their_own_answers() 
     assert_eq!(j.counts.done, SPOTS as u64);
     assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
 }
+
+/// How many rows whole-table scans of `table` have read, as PostgreSQL's statistics say once
+/// every session has flushed them. A session flushes its counts within a second of going idle,
+/// so the answer is read until `updated` (a count the caller knows has moved) shows the work.
+async fn rows_scanned(operator: &tokio_postgres::Client, table: &str, updated: i64) -> i64 {
+    for _ in 0..100 {
+        let r = operator
+            .query_one(
+                "SELECT coalesce(seq_tup_read, 0), n_tup_upd FROM pg_stat_user_tables
+                 WHERE relname = $1",
+                &[&table],
+            )
+            .await
+            .unwrap();
+        if r.get::<_, i64>(1) >= updated {
+            return r.get(0);
+        }
+        operator
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the statistics of {table} never showed {updated} updates");
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hot_path_keeps_its_index_plans_as_the_tables_grow() {
+    // Claims and reports run on plans made once per connection. Plans made while the tables
+    // were nearly empty must not scan them whole once they are large.
+    const BIG: i64 = 10_000;
+    let url = fresh_database();
+    let store = replica(&url).await;
+    let spot = node(&store).await;
+    let complete = |task: &drover_core::ClaimedTask| Report {
+        task_id: task.id.clone(),
+        node_id: spot.clone(),
+        attempt: Some(task.attempt),
+        kind: ReportKind::Complete(TaskResult::default()),
+    };
+    // Small claims and reports while the tables hold a few rows: every pooled connection
+    // makes its plans now.
+    store
+        .jobs
+        .create_job(job(1), sweep(40), t0())
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let tasks = store.jobs.claim(&spot, 2, t0()).await.unwrap();
+        let reports = tasks.iter().map(complete).collect();
+        store.jobs.report(reports, t0()).await.unwrap();
+    }
+    // The tables grow to tens of thousands of rows, RUNNING and DONE.
+    store
+        .jobs
+        .create_job(job(1), sweep(BIG), t0())
+        .await
+        .unwrap();
+    let mut updated = 0;
+    for _ in 0..(BIG / 1_000 - 1) {
+        let tasks = store.jobs.claim(&spot, 1_000, t0()).await.unwrap();
+        let reports: Vec<_> = tasks.iter().map(complete).collect();
+        updated += reports.len() as i64;
+        store.jobs.report(reports, t0()).await.unwrap();
+    }
+    let _running = store.jobs.claim(&spot, 500, t0()).await.unwrap();
+    let operator = operator(&url).await;
+    let before = rows_scanned(&operator, "tasks", updated).await;
+
+    // The hot path, small calls as agents make them.
+    for _ in 0..50 {
+        let tasks = store.jobs.claim(&spot, 2, t0()).await.unwrap();
+        let reports: Vec<_> = tasks.iter().map(complete).collect();
+        updated += reports.len() as i64;
+        store.jobs.report(reports, t0()).await.unwrap();
+    }
+    let after = rows_scanned(&operator, "tasks", updated).await;
+    assert_eq!(
+        after - before,
+        0,
+        "claims and reports scanned the whole tasks table"
+    );
+}

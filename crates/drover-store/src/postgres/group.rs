@@ -136,26 +136,23 @@ impl PgStore {
                 Op::Claim { node_id, max, .. } => claims.push((node_id, *max)),
             }
         }
-        let result = write_tx!(self, |tx| async {
-            // Statements are prepared once per connection and cached; PostgreSQL switches such
-            // a statement to a generic plan after five runs, chosen while the tables were small
-            // (a fresh database, a sweep just created) and kept as they grow: a sequential scan
-            // of `tasks` per small report once it holds thousands of rows. A group's short
-            // statements are planned for their parameters instead, which costs them little
-            // (large batches, whose arrays make planning dear, keep the cached plans).
-            super::write::exec(&*tx, "SET LOCAL plan_cache_mode = force_custom_plan", &[]).await?;
+        let result = write_tx!(self, |tx| super::write::on_generic_plans(&tx, async {
+            // Reports first, claims after, then every touched job settled once: the claim
+            // locks the reports' jobs with its own, in id order.
+            let mut settlement = super::jobs::Settlement::default();
             let outcomes = if reports.is_empty() {
                 Vec::new()
             } else {
-                super::jobs::report_in(&tx, &reports, now).await?
+                super::jobs::report_in(&tx, &reports, now, &mut settlement).await?
             };
             let claimed = if claims.is_empty() {
                 Vec::new()
             } else {
-                super::jobs::claim_for(&tx, &self.sweeps, &claims, now).await?
+                super::jobs::claim_for(&tx, &self.sweeps, &claims, now, &mut settlement).await?
             };
+            super::jobs::settle_jobs(&tx, settlement, now).await?;
             Ok((outcomes, claimed))
-        }
+        })
         .await);
         let (mut outcomes, mut claimed) = match result {
             Ok((outcomes, claimed)) => {

@@ -4,8 +4,8 @@
 //! `drover_core::lifecycle` what to do, writes exactly that, and records the events on the
 //! write's [`Tx`]; it must not decide a lifecycle rule itself. As on SQLite, a sweep's tasks
 //! get rows lazily (a claim inserts each task it takes from a job's never-claimed remainder,
-//! RUNNING), and the job counters change once per job per call from the collected
-//! [`Deltas`] (`common.rs`).
+//! RUNNING), and the job counters change once per job per transaction (a group's calls
+//! together) from the collected [`Deltas`] (`common.rs`), in one statement ([`settle_jobs`]).
 //!
 //! Many replicas and agents claim at once, so rows are locked as they are decided on: a claim
 //! takes stored NEW tasks `FOR UPDATE SKIP LOCKED` (two claims never wait for each other over a
@@ -19,7 +19,7 @@
 use super::PgStore;
 use super::group::joins_group;
 use super::rows::{self, TaskHead, at};
-use super::write::{R, Tx, exec, row, row_opt, rows as all};
+use super::write::{Params, R, Tx, exec, on_generic_plans, row, row_opt, rows as all};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
 use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
 use async_trait::async_trait;
@@ -34,78 +34,113 @@ use drover_core::{
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Writes each touched job's counts, rows made, start, status and finish, once per job, in id
-/// order: the status is the core's `JobCounts::status` of the counts after the call.
-async fn settle_jobs(tx: &Tx<'_>, deltas: &Deltas, now: Timestamp) -> R<()> {
-    let mut touched: Vec<_> = deltas.0.iter().collect();
-    touched.sort_by(|a, b| a.0.cmp(&b.0));
-    for (id, delta) in touched {
-        let r = row(
-            &**tx,
-            "SELECT total_tasks, new_tasks, running_tasks, completed_tasks, failed_tasks,
-                    cancelled_tasks, cancelled, started_at IS NOT NULL, status
-             FROM jobs WHERE id = $1 FOR UPDATE",
-            &[id],
-        )
-        .await?;
-        let stored = StoredJob {
-            counts: rows::counts(&r, 0)?,
-            cancelled: rows::get(&r, 6)?,
-            started: rows::get(&r, 7)?,
-            status: rows::get(&r, 8)?,
-        };
-        let settled = common::settle(id, &stored, delta)?;
-        let c = settled.counts;
-        let counts: [i64; 5] = [c.new, c.running, c.done, c.failed, c.cancelled].map(|n| n as i64);
-        let materialised = delta.materialised as i64;
-        if settled.counts_only {
-            // Only the counts (and rows made) move: the status and start stay, so the job's
-            // indexed columns are left alone.
-            exec(
-                &**tx,
-                "UPDATE jobs SET new_tasks = $2, running_tasks = $3, completed_tasks = $4,
-                     failed_tasks = $5, cancelled_tasks = $6, updated_at = $7,
-                     materialised = materialised + $8
-                 WHERE id = $1",
-                &[
-                    id,
-                    &counts[0],
-                    &counts[1],
-                    &counts[2],
-                    &counts[3],
-                    &counts[4],
-                    &now,
-                    &materialised,
-                ],
-            )
-            .await?;
-            continue;
+/// What a write has changed in its jobs' counts, and the jobs it has already read under its
+/// lock: a write collects its moves here from every part of it (a group's reports and claims
+/// alike) and settles them once, at its end, in [`settle_jobs`].
+#[derive(Default)]
+pub(super) struct Settlement {
+    deltas: Deltas,
+    read: std::collections::HashMap<String, StoredJob>,
+}
+
+impl Settlement {
+    fn of(deltas: Deltas) -> Self {
+        Settlement {
+            deltas,
+            read: Default::default(),
         }
-        exec(
-            &**tx,
-            "UPDATE jobs SET new_tasks = $2, running_tasks = $3, completed_tasks = $4,
-                 failed_tasks = $5, cancelled_tasks = $6, materialised = materialised + $7,
-                 started_at = CASE WHEN $8 THEN COALESCE(started_at, $10) ELSE started_at END,
-                 status = $9, updated_at = $10,
-                 finished_at = CASE WHEN $11 THEN COALESCE(finished_at, $10) ELSE NULL END
-             WHERE id = $1",
-            &[
-                id,
-                &counts[0],
-                &counts[1],
-                &counts[2],
-                &counts[3],
-                &counts[4],
-                &materialised,
-                &settled.started,
-                &settled.status.as_str(),
-                &now,
-                &settled.status.is_finished(),
-            ],
-        )
-        .await?;
     }
+
+    /// The touched jobs not yet read under the write's lock.
+    fn unread(&self) -> Vec<String> {
+        let mut ids: Vec<String> = (self.deltas.0.iter())
+            .filter(|(id, _)| !self.read.contains_key(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// Writes each touched job's counts, rows made, start, status and finish, all in one
+/// statement: the status is the core's `JobCounts::status` of the counts after the write. The
+/// jobs the write has not read yet are read first, locked in id order. A job whose status and
+/// start stay as they were keeps its indexed columns' values, so its update stays HOT.
+pub(super) async fn settle_jobs(tx: &Tx<'_>, settlement: Settlement, now: Timestamp) -> R<()> {
+    let unread = settlement.unread();
+    let Settlement { deltas, mut read } = settlement;
+    if deltas.0.is_empty() {
+        return Ok(());
+    }
+    if !unread.is_empty() {
+        let sql = format!(
+            "SELECT id, {} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            rows::STORED_JOB_COLUMNS
+        );
+        for r in all(&**tx, &sql, &[&unread]).await? {
+            read.insert(rows::get(&r, 0)?, rows::stored_job(&r, 1)?);
+        }
+    }
+    let mut w = JobWrites::default();
+    for (id, delta) in &deltas.0 {
+        let stored = read
+            .get(id)
+            .ok_or_else(|| StoreError::Internal(format!("job {id} has no row to settle")))?;
+        let settled = common::settle(id, stored, delta)?;
+        let c = settled.counts;
+        w.id.push(id);
+        w.counts[0].push(c.new as i64);
+        w.counts[1].push(c.running as i64);
+        w.counts[2].push(c.done as i64);
+        w.counts[3].push(c.failed as i64);
+        w.counts[4].push(c.cancelled as i64);
+        w.materialised.push(delta.materialised as i64);
+        w.started.push(settled.started);
+        w.status.push(settled.status.as_str());
+        w.finished.push(settled.status.is_finished());
+    }
+    exec(
+        &**tx,
+        "UPDATE jobs j SET new_tasks = u.new, running_tasks = u.running,
+             completed_tasks = u.done, failed_tasks = u.failed, cancelled_tasks = u.cancelled,
+             materialised = j.materialised + u.materialised,
+             started_at = CASE WHEN u.started THEN COALESCE(j.started_at, $1) ELSE j.started_at END,
+             status = u.status, updated_at = $1,
+             finished_at = CASE WHEN u.finished THEN COALESCE(j.finished_at, $1) ELSE NULL END
+         FROM unnest($2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
+             $7::BIGINT[], $8::BIGINT[], $9::BOOL[], $10::TEXT[], $11::BOOL[])
+             AS u (id, new, running, done, failed, cancelled, materialised, started, status,
+                   finished)
+         WHERE j.id = u.id",
+        &[
+            &at(now),
+            &w.id,
+            &w.counts[0],
+            &w.counts[1],
+            &w.counts[2],
+            &w.counts[3],
+            &w.counts[4],
+            &w.materialised,
+            &w.started,
+            &w.status,
+            &w.finished,
+        ],
+    )
+    .await?;
     Ok(())
+}
+
+/// The settled jobs' new values, column by column (one `UPDATE ... FROM unnest(...)` writes
+/// them all).
+#[derive(Default)]
+struct JobWrites<'a> {
+    id: Vec<&'a str>,
+    /// NEW, RUNNING, DONE, FAILED, CANCELLED.
+    counts: [Vec<i64>; 5],
+    materialised: Vec<i64>,
+    started: Vec<bool>,
+    status: Vec<&'static str>,
+    finished: Vec<bool>,
 }
 
 /// Moves a task out of RUNNING to `to` (NEW, FAILED), ending its lease and recording `error`;
@@ -172,7 +207,7 @@ pub(super) async fn release_all(
             to,
         });
     }
-    settle_jobs(tx, &deltas, now).await?;
+    settle_jobs(tx, Settlement::of(deltas), now).await?;
     Ok(released)
 }
 
@@ -442,14 +477,8 @@ impl Completions {
         if self.seq.is_empty() {
             return Ok(());
         }
-        exec(
-            &**tx,
-            "UPDATE tasks t SET status = 'DONE', lease_expires_at = NULL, finished_at = $1,
-                 runtime_ms = u.runtime_ms, iter = u.iter, fopt = u.fopt,
-                 result_json = u.result_json, output = u.output, updated_at = $1
-             FROM unnest($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::FLOAT8[], $6::TEXT[],
-                 $7::TEXT[]) AS u (seq, runtime_ms, iter, fopt, result_json, output)
-             WHERE t.seq = u.seq",
+        // The two statements go out together (pipelined): one round trip.
+        let (task_params, attempt_params): (Params<'_>, Params<'_>) = (
             &[
                 &now,
                 &self.seq,
@@ -459,16 +488,26 @@ impl Completions {
                 &self.result_json,
                 &self.output,
             ],
-        )
-        .await?;
-        exec(
+            &[&now, &self.seq, &self.attempt, &self.outcome],
+        );
+        let tasks = exec(
+            &**tx,
+            "UPDATE tasks t SET status = 'DONE', lease_expires_at = NULL, finished_at = $1,
+                 runtime_ms = u.runtime_ms, iter = u.iter, fopt = u.fopt,
+                 result_json = u.result_json, output = u.output, updated_at = $1
+             FROM unnest($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::FLOAT8[], $6::TEXT[],
+                 $7::TEXT[]) AS u (seq, runtime_ms, iter, fopt, result_json, output)
+             WHERE t.seq = u.seq",
+            task_params,
+        );
+        let attempts = exec(
             &**tx,
             "UPDATE task_attempts a SET outcome = u.outcome, ended_at = $1, error = NULL
              FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS u (seq, attempt, outcome)
              WHERE a.task_seq = u.seq AND a.attempt = u.attempt",
-            &[&now, &self.seq, &self.attempt, &self.outcome],
-        )
-        .await?;
+            attempt_params,
+        );
+        tokio::try_join!(tasks, attempts)?;
         Ok(())
     }
 }
@@ -507,34 +546,74 @@ async fn claim(
     max: u32,
     now: Timestamp,
 ) -> R<Vec<ClaimedTask>> {
-    let mut answers = claim_for(tx, sweeps, &[(node_id, max)], now).await?;
+    let mut answers = on_generic_plans(tx, async {
+        let mut settlement = Settlement::default();
+        let answers = claim_for(tx, sweeps, &[(node_id, max)], now, &mut settlement).await?;
+        settle_jobs(tx, settlement, now).await?;
+        Ok(answers)
+    })
+    .await?;
     match answers.pop() {
         Some(answer) => Ok(answer?),
         None => Err(StoreError::Internal("a claim got no answer".into()).into()),
     }
 }
 
+/// A report batch in a transaction of its own: decided, then its jobs settled.
+async fn report(tx: &Tx<'_>, reports: &[Report], now: Timestamp) -> R<Vec<ReportOutcome>> {
+    on_generic_plans(tx, async {
+        let mut settlement = Settlement::default();
+        let outcomes = report_in(tx, reports, now, &mut settlement).await?;
+        settle_jobs(tx, settlement, now).await?;
+        Ok(outcomes)
+    })
+    .await
+}
+
 /// Claims for several spots at once (a group's claims), in one pass: each spot's access is
 /// checked, the best tasks for all of them are picked together, and handed out in the order
 /// asked, each spot up to its `max`. A spot that is unknown or DOWN gets its error and takes
-/// nothing; the others go on. The answers come in the order of `wants`.
+/// nothing; the others go on. The answers come in the order of `wants`. The jobs' counts move
+/// in `settlement`, which the caller settles; the jobs already touched there (a group's
+/// reports) are locked with the claim's own, in one id-ordered statement.
 pub(super) async fn claim_for(
     tx: &Tx<'_>,
     sweeps: &SweepCache,
     wants: &[(&str, u32)],
     now: Timestamp,
+    settlement: &mut Settlement,
 ) -> R<Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>> {
-    // Shared: a reaper marking a node DOWN waits for this claim, and this claim sees a DOWN
-    // it committed.
+    // The spots' statuses, the best stored NEW tasks and the jobs with never-claimed
+    // remainders go out together (pipelined on the connection: one round trip). The spots are
+    // read shared, so a reaper marking one DOWN waits for this claim and this claim sees a
+    // DOWN it committed. The best `asked` of each source is enough: the merge takes at most
+    // that many. Stored tasks another claim is taking right now are skipped, not waited for;
+    // the remainders' jobs are read without a lock. Rows locked for a spot that turns out
+    // unable to claim stay NEW and are freed at the commit.
     let ids: Vec<&str> = wants.iter().map(|(id, _)| *id).collect();
+    let asked: i64 = wants.iter().map(|(_, n)| i64::from(*n)).sum();
+    let stored_sql = format!(
+        "SELECT {} FROM tasks WHERE status = 'NEW'
+         ORDER BY priority DESC, job_seq, idx LIMIT $1 FOR UPDATE SKIP LOCKED",
+        rows::CLAIMABLE_COLUMNS
+    );
+    let seen_sql = format!(
+        "SELECT {} FROM jobs WHERE materialised < total_tasks AND NOT cancelled
+         ORDER BY priority DESC, seq LIMIT $1",
+        rows::UNCLAIMED_COLUMNS
+    );
+    let (by_id, by_limit): (Params<'_>, Params<'_>) = (&[&ids], &[&asked]);
+    let (nodes, stored, seen) = tokio::try_join!(
+        all(
+            &**tx,
+            "SELECT id, status FROM nodes WHERE id = ANY($1) ORDER BY id FOR SHARE",
+            by_id,
+        ),
+        all(&**tx, &stored_sql, by_limit),
+        all(&**tx, &seen_sql, by_limit)
+    )?;
     let mut statuses = std::collections::HashMap::new();
-    for r in all(
-        &**tx,
-        "SELECT id, status FROM nodes WHERE id = ANY($1) ORDER BY id FOR SHARE",
-        &[&ids],
-    )
-    .await?
-    {
+    for r in nodes {
         let id: String = r.get(0);
         statuses.insert(id, rows::status::<NodeStatus>(&r, 1)?);
     }
@@ -562,26 +641,6 @@ pub(super) async fn claim_for(
         .iter()
         .flat_map(|(i, n)| std::iter::repeat_n(*i, *n))
         .collect();
-    let limit = i64::from(max);
-    // The best `max` of each source is enough: the merge takes at most `max` in all. Stored
-    // tasks another claim is taking right now are skipped, not waited for. The jobs whose
-    // remainders this claim would take are read without a lock; both reads go out together
-    // (pipelined on the connection), saving a round trip.
-    let stored_sql = format!(
-        "SELECT {} FROM tasks WHERE status = 'NEW'
-         ORDER BY priority DESC, job_seq, idx LIMIT $1 FOR UPDATE SKIP LOCKED",
-        rows::CLAIMABLE_COLUMNS
-    );
-    let seen_sql = format!(
-        "SELECT {} FROM jobs WHERE materialised < total_tasks AND NOT cancelled
-         ORDER BY priority DESC, seq LIMIT $1",
-        rows::UNCLAIMED_COLUMNS
-    );
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
-    let (stored, seen) = tokio::try_join!(
-        all(&**tx, &stored_sql, &params),
-        all(&**tx, &seen_sql, &params)
-    )?;
     let mut stored = stored.iter().map(rows::claimable).collect::<R<Vec<_>>>()?;
     let seen = seen.iter().map(rows::unclaimed).collect::<R<Vec<_>>>()?;
     let keys: Vec<_> = stored.iter().map(|t| t.key).collect();
@@ -592,32 +651,43 @@ pub(super) async fn claim_for(
             touched.push(seen[remainder].seq);
         }
     }
-    // ...then every job the claim may touch is locked, in id order: the order in which every
-    // write settles jobs, so that a claim and a report never each hold a job the other waits
-    // for. A remainder's rows are numbered from its `materialised`, which only the holder of
-    // the job's row may move: it is read again under the lock, and the claim is decided from
-    // what the lock shows (another claim may have taken part of a remainder meanwhile).
+    // ...then every job the claim may touch is locked, with those the write has touched
+    // already, in id order: the order in which every write settles jobs, so that a claim and
+    // a report never each hold a job the other waits for. Their counts are read for the
+    // settling. A remainder's rows are numbered from its `materialised`, which only the
+    // holder of the job's row may move: it is read again under the lock, and the claim is
+    // decided from what the lock shows (another claim may have taken part of a remainder
+    // meanwhile).
     touched.sort_unstable();
     touched.dedup();
-    let mut unclaimed = all(
+    let also = settlement.unread();
+    let mut unclaimed = Vec::new();
+    for r in all(
         &**tx,
         &format!(
-            "SELECT {} FROM jobs WHERE seq = ANY($1) ORDER BY id FOR UPDATE",
-            rows::UNCLAIMED_COLUMNS
+            "SELECT {}, {} FROM jobs WHERE seq = ANY($1) OR id = ANY($2) ORDER BY id FOR UPDATE",
+            rows::UNCLAIMED_COLUMNS,
+            rows::STORED_JOB_COLUMNS
         ),
-        &[&touched],
+        &[&touched, &also],
     )
     .await?
-    .iter()
-    .map(rows::unclaimed)
-    .collect::<R<Vec<_>>>()?;
-    unclaimed.retain(|j| j.materialised < j.total && !j.cancelled);
+    {
+        let job = rows::unclaimed(&r)?;
+        settlement
+            .read
+            .insert(job.job_id.clone(), rows::stored_job(&r, 10)?);
+        if touched.binary_search(&job.seq).is_ok() && job.materialised < job.total && !job.cancelled
+        {
+            unclaimed.push(job);
+        }
+    }
     unclaimed.sort_by_key(|j| j.remainder().first);
     let remainders: Vec<_> = unclaimed.iter().map(Unclaimed::remainder).collect();
     let picks = lifecycle::merge_claims(&keys, &remainders, max as usize);
 
     let now = at(now);
-    let mut deltas = Deltas::default();
+    let deltas = &mut settlement.deltas;
     let mut taken = TakenRows::default();
     let mut fresh = FreshRows::default();
     let mut sweeps_of: Vec<Option<(Arc<Sweep>, lifecycle::ClaimGrant)>> = Vec::new();
@@ -755,16 +825,17 @@ pub(super) async fn claim_for(
         )
         .await?;
     }
-    settle_jobs(tx, &deltas, now).await?;
     Ok(answers)
 }
 
 /// A batch of reports inside a transaction of the caller's (a group's), each decided on its
-/// own; the answers in the reports' order.
+/// own; the answers in the reports' order. The jobs' counts move in `settlement`, which the
+/// caller settles.
 pub(super) async fn report_in(
     tx: &Tx<'_>,
     reports: &[Report],
     now: Timestamp,
+    settlement: &mut Settlement,
 ) -> R<Vec<ReportOutcome>> {
     let now = at(now);
     // The batch's task rows, locked in id order before any is decided: two batches
@@ -797,21 +868,20 @@ pub(super) async fn report_in(
         Default::default()
     };
     let mut outcomes = Vec::with_capacity(reports.len());
-    let mut deltas = Deltas::default();
+    let deltas = &mut settlement.deltas;
     let mut done = Completions::default();
     for report in reports {
         let head = heads.remove(&report.task_id);
         let outcome = match head {
-            Some(task) => done.complete_held(tx, task, report, &mut deltas),
+            Some(task) => done.complete_held(tx, task, report, deltas),
             None => None,
         };
         outcomes.push(match outcome {
             Some(outcome) => outcome,
-            None => apply_report(tx, report, now, &mut deltas).await?,
+            None => apply_report(tx, report, now, deltas).await?,
         });
     }
     done.write(tx, now).await?;
-    settle_jobs(tx, &deltas, now).await?;
     Ok(outcomes)
 }
 
@@ -961,7 +1031,7 @@ async fn cancel_job(tx: &Tx<'_>, id: &str, now: Timestamp) -> R<Job> {
         } -= n;
         delta.cancelled += n;
     }
-    settle_jobs(tx, &deltas, now).await?;
+    settle_jobs(tx, Settlement::of(deltas), now).await?;
     tx.emit(Event::JobCancelled {
         job_id: id.to_string(),
     });
@@ -1092,7 +1162,7 @@ impl JobStore for PgStore {
         if joins_group(reports.len()) {
             return self.report_grouped(reports, now).await;
         }
-        write_tx!(self, |tx| report_in(&tx, &reports, now).await)
+        write_tx!(self, |tx| report(&tx, &reports, now).await)
     }
 
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {

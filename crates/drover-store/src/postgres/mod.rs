@@ -109,9 +109,33 @@ impl PgStore {
         // says it is drover's, so the triggers that count hand edits skip its writes (drover
         // counts its own, `schema.rs`). Options the URL gives come first; ours are appended,
         // so a user's own `-c` settings still apply.
+        //
+        // Every statement is prepared once per connection, and after five runs PostgreSQL
+        // may plan it once for all parameters (a generic plan) and keep that plan until the
+        // table's statistics change. A plan made while the tables were small (a fresh
+        // database, a sweep whose rows are made as it is claimed) may scan or hash a whole
+        // table; kept as `tasks` grows to millions of rows, it turns each small report into a
+        // full scan, and autovacuum's next ANALYZE may be minutes away. drover's statements
+        // all find their rows through an index (reads of one job's tasks, claims through the
+        // partial claim index, reports by key), so plans that scan or hash a table are ruled
+        // out for its sessions: a generic plan is then an index plan whatever the tables'
+        // size when it was made, and the hot path can run on generic plans alone
+        // (`write::on_generic_plans`) instead of planning every run, which cost a third of
+        // the database's CPU there. A statement with no index to use still runs, as a scan.
+        //
+        // A replica cut off from the database in the middle of a transaction leaves its
+        // session behind, idle in that transaction and holding its row locks (a background
+        // step's share of the leader's lease row among them) until the server notices the
+        // client is gone, which with TCP's defaults takes hours: the next leader's takeover
+        // would wait on it all that time. drover never leaves a transaction waiting on itself,
+        // so the server ends a session idle in a transaction for the connect timeout, as the
+        // replica's own side gives up on unanswered packets after it.
         let own = format!(
-            "-c statement_timeout={} -c drover.writer=on",
-            options.statement_timeout.as_millis()
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+             -c drover.writer=on \
+             -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off",
+            options.statement_timeout.as_millis(),
+            options.connect_timeout.as_millis().max(1)
         );
         let options_line = match config.get_options() {
             Some(user) if !user.trim().is_empty() => format!("{user} {own}"),

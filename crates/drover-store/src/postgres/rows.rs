@@ -3,7 +3,7 @@
 
 use super::write::{R, row_opt};
 use crate::StoreError;
-use crate::common::Unclaimed;
+use crate::common::{StoredJob, Unclaimed};
 use chrono::DurationRound;
 use deadpool_postgres::GenericClient;
 use drover_core::lifecycle::{AttemptOutcome, AttemptRecord, ClaimKey};
@@ -94,6 +94,20 @@ pub(super) fn job(r: &Row) -> R<Job> {
         updated_at: get(r, 16)?,
         finished_at: get(r, 17)?,
         started_at,
+    })
+}
+
+/// A job's columns as settling reads them (`common::StoredJob`), read by [`stored_job`].
+pub(super) const STORED_JOB_COLUMNS: &str = "total_tasks, new_tasks, running_tasks, \
+    completed_tasks, failed_tasks, cancelled_tasks, cancelled, started_at IS NOT NULL, status";
+
+/// A job as settling needs it, from [`STORED_JOB_COLUMNS`] starting at `base`.
+pub(super) fn stored_job(r: &Row, base: usize) -> R<StoredJob> {
+    Ok(StoredJob {
+        counts: counts(r, base)?,
+        cancelled: get(r, base + 6)?,
+        started: get(r, base + 7)?,
+        status: get(r, base + 8)?,
     })
 }
 

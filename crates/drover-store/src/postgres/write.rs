@@ -169,6 +169,25 @@ fn at_commit(e: tokio_postgres::Error) -> PgErr {
     }
 }
 
+/// Runs `work` (statements on `tx`) on each statement's generic plan: the hot path's claims
+/// and reports are planned once per connection instead of on every run (`PgStore::open` says
+/// why those plans are index plans). Reads elsewhere keep PostgreSQL's own choice, since a
+/// statement with optional filters is better planned for the filters given. The setting goes
+/// out ahead of `work`'s first statement, on the same round trip (pipelined), and ends with
+/// the transaction.
+pub(super) async fn on_generic_plans<T>(
+    tx: &Tx<'_>,
+    work: impl std::future::Future<Output = R<T>>,
+) -> R<T> {
+    let set = async {
+        tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            .await
+            .map_err(PgErr::from)
+    };
+    let ((), value) = tokio::try_join!(set, work)?;
+    Ok(value)
+}
+
 /// Within a background step (`fence.rs`), fails with [`StoreError::Fenced`] unless the leader's
 /// lease still names the step's holder and epoch. The lease row is locked `FOR SHARE` until the
 /// write commits, so a takeover (which updates the row) waits for it; a check that waited for a

@@ -424,6 +424,20 @@ async fn a_leader_cut_off_from_the_database_stops_before_its_lease_runs_out() {
         },
     )
     .await;
+    // The step's record is written once the step has committed: the cut comes after it.
+    eventually("a's step to be recorded", EVENT_DEADLINE, || async {
+        let recorded = pg
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM cluster_actions WHERE epoch = {epoch} \
+                     AND replica_id = 'a'"
+                ),
+            )
+            .ok()?;
+        (recorded != "0").then_some(())
+    })
+    .await;
 
     net.cut_port(0, pg.port()).unwrap();
     let cut = Instant::now();
