@@ -137,20 +137,34 @@ impl PgStore {
             }
         }
         let result = write_tx!(self, |tx| super::write::on_generic_plans(&tx, async {
-            // Reports first, claims after, then every touched job settled once: the claim
-            // locks the reports' jobs with its own, in id order.
+            // The reports are decided and written while the claims' first reads go out with
+            // them (pipelined); the claims decide after, and every touched job is settled once
+            // at the end: the claims lock the reports' jobs with their own, in id order, and
+            // settle them all.
             let mut settlement = super::jobs::Settlement::default();
-            let outcomes = if reports.is_empty() {
-                Vec::new()
-            } else {
-                super::jobs::report_in(&tx, &reports, now, &mut settlement).await?
+            let reported = async {
+                if reports.is_empty() {
+                    return Ok(Vec::new());
+                }
+                super::jobs::report_in(&tx, &reports, now, &mut settlement).await
             };
-            let claimed = if claims.is_empty() {
-                Vec::new()
-            } else {
-                super::jobs::claim_for(&tx, &self.sweeps, &claims, now, &mut settlement).await?
+            let read = async {
+                if claims.is_empty() {
+                    return Ok(None);
+                }
+                super::jobs::claim_reads(&tx, &claims).await.map(Some)
             };
-            super::jobs::settle_jobs(&tx, settlement, now).await?;
+            let (outcomes, read) = tokio::try_join!(reported, read)?;
+            let claimed = match read {
+                Some(read) => {
+                    super::jobs::claim_for(&tx, &self.sweeps, &claims, read, now, settlement)
+                        .await?
+                }
+                None => {
+                    super::jobs::settle_jobs(&tx, settlement, now).await?;
+                    Vec::new()
+                }
+            };
             Ok((outcomes, claimed))
         })
         .await);

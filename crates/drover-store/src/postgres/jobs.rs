@@ -547,10 +547,9 @@ async fn claim(
     now: Timestamp,
 ) -> R<Vec<ClaimedTask>> {
     let mut answers = on_generic_plans(tx, async {
-        let mut settlement = Settlement::default();
-        let answers = claim_for(tx, sweeps, &[(node_id, max)], now, &mut settlement).await?;
-        settle_jobs(tx, settlement, now).await?;
-        Ok(answers)
+        let wants = [(node_id, max)];
+        let read = claim_reads(tx, &wants).await?;
+        claim_for(tx, sweeps, &wants, read, now, Settlement::default()).await
     })
     .await?;
     match answers.pop() {
@@ -570,26 +569,22 @@ async fn report(tx: &Tx<'_>, reports: &[Report], now: Timestamp) -> R<Vec<Report
     .await
 }
 
-/// Claims for several spots at once (a group's claims), in one pass: each spot's access is
-/// checked, the best tasks for all of them are picked together, and handed out in the order
-/// asked, each spot up to its `max`. A spot that is unknown or DOWN gets its error and takes
-/// nothing; the others go on. The answers come in the order of `wants`. The jobs' counts move
-/// in `settlement`, which the caller settles; the jobs already touched there (a group's
-/// reports) are locked with the claim's own, in one id-ordered statement.
-pub(super) async fn claim_for(
-    tx: &Tx<'_>,
-    sweeps: &SweepCache,
-    wants: &[(&str, u32)],
-    now: Timestamp,
-    settlement: &mut Settlement,
-) -> R<Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>> {
-    // The spots' statuses, the best stored NEW tasks and the jobs with never-claimed
-    // remainders go out together (pipelined on the connection: one round trip). The spots are
-    // read shared, so a reaper marking one DOWN waits for this claim and this claim sees a
-    // DOWN it committed. The best `asked` of each source is enough: the merge takes at most
-    // that many. Stored tasks another claim is taking right now are skipped, not waited for;
-    // the remainders' jobs are read without a lock. Rows locked for a spot that turns out
-    // unable to claim stay NEW and are freed at the commit.
+/// What a claim reads first, before it decides anything ([`claim_reads`]).
+pub(super) struct ClaimReads {
+    nodes: Vec<tokio_postgres::Row>,
+    stored: Vec<tokio_postgres::Row>,
+    seen: Vec<tokio_postgres::Row>,
+}
+
+/// The first reads of a claim for `wants`: the spots' statuses, the best stored NEW tasks and
+/// the jobs with never-claimed remainders, sent together (pipelined on the connection: one
+/// round trip; a group sends them with its reports' first statement). The spots are read
+/// shared, so a reaper marking one DOWN waits for this claim and this claim sees a DOWN it
+/// committed. The best `asked` of each source is enough: the merge takes at most that many.
+/// Stored tasks another claim is taking right now are skipped, not waited for; the
+/// remainders' jobs are read without a lock. Rows locked for a spot that turns out unable to
+/// claim stay NEW and are freed at the commit.
+pub(super) async fn claim_reads(tx: &Tx<'_>, wants: &[(&str, u32)]) -> R<ClaimReads> {
     let ids: Vec<&str> = wants.iter().map(|(id, _)| *id).collect();
     let asked: i64 = wants.iter().map(|(_, n)| i64::from(*n)).sum();
     let stored_sql = format!(
@@ -612,6 +607,34 @@ pub(super) async fn claim_for(
         all(&**tx, &stored_sql, by_limit),
         all(&**tx, &seen_sql, by_limit)
     )?;
+    Ok(ClaimReads {
+        nodes,
+        stored,
+        seen,
+    })
+}
+
+/// Claims for several spots at once (a group's claims), in one pass, from the first reads
+/// [`claim_reads`] made for the same `wants`: each spot's access is checked, the best tasks
+/// for all of them are picked together, and handed out in the order
+/// asked, each spot up to its `max`. A spot that is unknown or DOWN gets its error and takes
+/// nothing; the others go on. The answers come in the order of `wants`. The claim is the
+/// last part of its transaction: it settles `settlement` (what the write has changed before
+/// it, such as a group's reports) with its own changes, locking the jobs touched there with
+/// its own, in one id-ordered statement.
+pub(super) async fn claim_for(
+    tx: &Tx<'_>,
+    sweeps: &SweepCache,
+    wants: &[(&str, u32)],
+    read: ClaimReads,
+    now: Timestamp,
+    mut settlement: Settlement,
+) -> R<Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>> {
+    let ClaimReads {
+        nodes,
+        stored,
+        seen,
+    } = read;
     let mut statuses = std::collections::HashMap::new();
     for r in nodes {
         let id: String = r.get(0);
@@ -634,6 +657,7 @@ pub(super) async fn claim_for(
     }
     let max: u32 = takers.iter().map(|(_, n)| *n as u32).sum();
     if max == 0 {
+        settle_jobs(tx, settlement, now).await?;
         return Ok(answers);
     }
     // The spot each pick goes to, in pick order.
@@ -771,7 +795,13 @@ pub(super) async fn claim_for(
             tasks.push(task);
         }
     }
-    if !taken.seq.is_empty() {
+    // The rows the claim writes and the settling of every job the write touched go out
+    // together (pipelined): the job rows are already locked and read, so the settling is one
+    // statement, and the jobs' locks are held for one round trip less before the commit.
+    let taken_written = async {
+        if taken.seq.is_empty() {
+            return Ok(());
+        }
         // Each taken task and its new attempt's record, in one statement.
         exec(
             &**tx,
@@ -786,9 +816,13 @@ pub(super) async fn claim_for(
              SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken",
             &[&taken.node, &now, &taken.seq, &taken.attempt, &taken.lease],
         )
-        .await?;
-    }
-    if !fresh.id.is_empty() {
+        .await
+        .map(drop)
+    };
+    let fresh_written = async {
+        if fresh.id.is_empty() {
+            return Ok(());
+        }
         // Each fresh task's row and its first attempt's record, in one statement.
         let f = &fresh;
         exec(
@@ -823,8 +857,14 @@ pub(super) async fn claim_for(
                 &f.created_at,
             ],
         )
-        .await?;
-    }
+        .await
+        .map(drop)
+    };
+    tokio::try_join!(
+        taken_written,
+        fresh_written,
+        settle_jobs(tx, settlement, now)
+    )?;
     Ok(answers)
 }
 
