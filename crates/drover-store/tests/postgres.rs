@@ -843,3 +843,70 @@ async fn the_hot_path_keeps_its_index_plans_as_the_tables_grow() {
         "claims and reports scanned the whole tasks table"
     );
 }
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_half_way_leaves_no_transaction_behind() {
+    let url = fresh_database();
+    let store = replica(&url).await;
+    let job_id = store
+        .jobs
+        .create_job(job(1), sweep(20), t0())
+        .await
+        .unwrap()
+        .id;
+    let holder = node(&store).await;
+    let held = store.jobs.claim(&holder, 1, t0()).await.unwrap().remove(0);
+    let lock = operator(&url).await;
+    lock.batch_execute("BEGIN").await.unwrap();
+    lock.execute(
+        "SELECT 1 FROM task_attempts WHERE task_id = $1 FOR UPDATE",
+        &[&held.id],
+    )
+    .await
+    .unwrap();
+    // The cancel locks the job, then waits to close the held task's attempt; its caller goes
+    // away (a client that disconnected). Its statement finishes once the lock is gone, inside
+    // a transaction that nobody will end.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.jobs.cancel_job(&job_id, t0()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the cancel did not wait for the lock");
+    lock.batch_execute("ROLLBACK").await.unwrap();
+
+    // Every pooled connection is taken again: none carries the dropped write's transaction
+    // (whose next commit would be that write's too).
+    for _ in 0..8 {
+        let spot = node(&store).await;
+        store.jobs.claim(&spot, 1, t0()).await.unwrap();
+    }
+    let outcome: String = lock
+        .query_one(
+            "SELECT outcome FROM task_attempts WHERE task_id = $1",
+            &[&held.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        outcome, "RUNNING",
+        "the dropped cancel's change was committed"
+    );
+    let job = store.jobs.get_job(&job_id).await.unwrap();
+    assert!(!job.cancelled, "{job:?}");
+    let open = lock
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = 'drover' AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(open, 0, "a session of drover's stayed in a transaction");
+}

@@ -62,6 +62,19 @@ impl Settlement {
     }
 }
 
+/// The settling of [`settle_jobs`]: every touched job's new values, from arrays.
+const SETTLE_SQL: &str = "UPDATE jobs j SET new_tasks = u.new, running_tasks = u.running,
+             completed_tasks = u.done, failed_tasks = u.failed, cancelled_tasks = u.cancelled,
+             materialised = j.materialised + u.materialised,
+             started_at = CASE WHEN u.started THEN COALESCE(j.started_at, $1) ELSE j.started_at END,
+             status = u.status, updated_at = $1,
+             finished_at = CASE WHEN u.finished THEN COALESCE(j.finished_at, $1) ELSE NULL END
+         FROM unnest($2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
+             $7::BIGINT[], $8::BIGINT[], $9::BOOL[], $10::TEXT[], $11::BOOL[])
+             AS u (id, new, running, done, failed, cancelled, materialised, started, status,
+                   finished)
+         WHERE j.id = u.id";
+
 /// Writes each touched job's counts, rows made, start, status and finish, all in one
 /// statement: the status is the core's `JobCounts::status` of the counts after the write. The
 /// jobs the write has not read yet are read first, locked in id order. A job whose status and
@@ -101,17 +114,7 @@ pub(super) async fn settle_jobs(tx: &Tx<'_>, settlement: Settlement, now: Timest
     }
     exec(
         &**tx,
-        "UPDATE jobs j SET new_tasks = u.new, running_tasks = u.running,
-             completed_tasks = u.done, failed_tasks = u.failed, cancelled_tasks = u.cancelled,
-             materialised = j.materialised + u.materialised,
-             started_at = CASE WHEN u.started THEN COALESCE(j.started_at, $1) ELSE j.started_at END,
-             status = u.status, updated_at = $1,
-             finished_at = CASE WHEN u.finished THEN COALESCE(j.finished_at, $1) ELSE NULL END
-         FROM unnest($2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
-             $7::BIGINT[], $8::BIGINT[], $9::BOOL[], $10::TEXT[], $11::BOOL[])
-             AS u (id, new, running, done, failed, cancelled, materialised, started, status,
-                   finished)
-         WHERE j.id = u.id",
+        SETTLE_SQL,
         &[
             &at(now),
             &w.id,
@@ -569,6 +572,34 @@ async fn report(tx: &Tx<'_>, reports: &[Report], now: Timestamp) -> R<Vec<Report
     .await
 }
 
+/// A claim's stored NEW tasks taken, and their new attempts' records, from arrays.
+const TAKEN_SQL: &str = "WITH taken AS (
+                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
+                     started_at = $2, lease_expires_at = u.lease, updated_at = $2
+                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
+                     AS u (seq, attempt, lease, node)
+                 WHERE t.seq = u.seq
+                 RETURNING t.seq, t.attempt, t.id, t.assigned_to)
+             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken";
+
+/// A claim's tasks taken from never-claimed remainders: their rows and first attempts'
+/// records, from arrays.
+const FRESH_SQL: &str = "WITH made AS (
+                 INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status, attempt,
+                     max_attempts, timeout_ms, assigned_to, started_at, lease_expires_at,
+                     created_at, updated_at)
+                 SELECT u.id, u.job_id, u.job_seq, u.idx, u.priority, u.payload, 'RUNNING',
+                     u.attempt, u.max_attempts, u.timeout_ms, u.node, $2, u.lease, u.created_at, $2
+                 FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[],
+                     $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TIMESTAMPTZ[],
+                     $13::TIMESTAMPTZ[], $1::TEXT[])
+                     AS u (id, job_id, job_seq, idx, priority, payload, attempt, max_attempts,
+                           timeout_ms, lease, created_at, node)
+                 RETURNING seq, attempt, id, assigned_to)
+             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM made";
+
 /// What a claim reads first, before it decides anything ([`claim_reads`]).
 pub(super) struct ClaimReads {
     nodes: Vec<tokio_postgres::Row>,
@@ -805,15 +836,7 @@ pub(super) async fn claim_for(
         // Each taken task and its new attempt's record, in one statement.
         exec(
             &**tx,
-            "WITH taken AS (
-                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
-                     started_at = $2, lease_expires_at = u.lease, updated_at = $2
-                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
-                     AS u (seq, attempt, lease, node)
-                 WHERE t.seq = u.seq
-                 RETURNING t.seq, t.attempt, t.id, t.assigned_to)
-             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken",
+            TAKEN_SQL,
             &[&taken.node, &now, &taken.seq, &taken.attempt, &taken.lease],
         )
         .await
@@ -827,20 +850,7 @@ pub(super) async fn claim_for(
         let f = &fresh;
         exec(
             &**tx,
-            "WITH made AS (
-                 INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status, attempt,
-                     max_attempts, timeout_ms, assigned_to, started_at, lease_expires_at,
-                     created_at, updated_at)
-                 SELECT u.id, u.job_id, u.job_seq, u.idx, u.priority, u.payload, 'RUNNING',
-                     u.attempt, u.max_attempts, u.timeout_ms, u.node, $2, u.lease, u.created_at, $2
-                 FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[],
-                     $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TIMESTAMPTZ[],
-                     $13::TIMESTAMPTZ[], $1::TEXT[])
-                     AS u (id, job_id, job_seq, idx, priority, payload, attempt, max_attempts,
-                           timeout_ms, lease, created_at, node)
-                 RETURNING seq, attempt, id, assigned_to)
-             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM made",
+            FRESH_SQL,
             &[
                 &f.node,
                 &now,
@@ -860,10 +870,28 @@ pub(super) async fn claim_for(
         .await
         .map(drop)
     };
+    // The claim is the write's last part, so the commit goes out with them too, once the
+    // statements are known to be prepared on this connection (an unprepared one would be
+    // written after the commit). Settling a job not read yet needs a read first: then the
+    // commit comes after, as for any write.
+    let with_commit = settlement.unread().is_empty();
+    if with_commit {
+        for sql in [TAKEN_SQL, FRESH_SQL, SETTLE_SQL] {
+            tx.prepare_cached(sql).await?;
+        }
+    }
+    let commit = async {
+        if with_commit {
+            tx.commit_with_last().await
+        } else {
+            Ok(())
+        }
+    };
     tokio::try_join!(
         taken_written,
         fresh_written,
-        settle_jobs(tx, settlement, now)
+        settle_jobs(tx, settlement, now),
+        commit
     )?;
     Ok(answers)
 }

@@ -12,7 +12,9 @@
 use crate::StoreError;
 use deadpool_postgres::GenericClient;
 use drover_core::Event;
+use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_postgres::Row;
@@ -104,27 +106,58 @@ pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("no database connection: {e}"))
 }
 
-/// An open write transaction and the events the write has caused so far. Derefs to the
-/// transaction, so the query helpers below take it as any other client.
+/// An open write transaction on a pooled connection and the events the write has caused so
+/// far. Derefs to the connection, so the query helpers below take it as any other client.
+///
+/// `BEGIN` is sent when the transaction opens and its answer read at the end, so it shares a
+/// round trip with the write's first statement; a write whose last statements are known may
+/// send `COMMIT` with them ([`Tx::commit_with_last`]). A transaction that does not end here
+/// (its future dropped half way, or its end failed) never goes back to the pool: the
+/// connection is closed, and PostgreSQL rolls the transaction back ([`Conn`]).
 pub(super) struct Tx<'c> {
-    tx: deadpool_postgres::Transaction<'c>,
-    // A mutex, not a RefCell, so that a write's future stays `Send` while helpers hold `&Tx`.
+    client: &'c deadpool_postgres::Client,
+    nonce: &'c str,
+    // Mutexes, not RefCells, so that a write's future stays `Send` while helpers hold `&Tx`.
     events: Mutex<Vec<Event>>,
+    begin: Mutex<Begin<'c>>,
+    /// Whether `COMMIT` has been sent with the last statements.
+    commit_sent: std::sync::atomic::AtomicBool,
+}
+
+type Sent<'c> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'c>>;
+
+/// The `BEGIN` of a transaction: sent, its answer not read yet; or read.
+enum Begin<'c> {
+    Sent(Sent<'c>),
+    Answered(Result<(), tokio_postgres::Error>),
 }
 
 impl<'c> Deref for Tx<'c> {
-    type Target = deadpool_postgres::Transaction<'c>;
+    type Target = deadpool_postgres::Client;
 
     fn deref(&self) -> &Self::Target {
-        &self.tx
+        self.client
     }
 }
 
 impl<'c> Tx<'c> {
-    pub(super) fn new(tx: deadpool_postgres::Transaction<'c>) -> Self {
+    /// Opens a transaction on `client`: `BEGIN` is written to the connection at once (its
+    /// answer is read when the transaction ends, so the next statement follows it on the same
+    /// round trip). `nonce` marks the notices this store sends.
+    pub(super) async fn open(client: &'c deadpool_postgres::Client, nonce: &'c str) -> Tx<'c> {
+        let mut sent: Sent<'c> = Box::pin(client.batch_execute("BEGIN"));
+        // One poll writes the request; the answer waits in the connection's queue for it.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(sent.as_mut().poll(cx))).await;
+        let begin = match first {
+            std::task::Poll::Ready(answer) => Begin::Answered(answer),
+            std::task::Poll::Pending => Begin::Sent(sent),
+        };
         Tx {
-            tx,
+            client,
+            nonce,
             events: Mutex::default(),
+            begin: Mutex::new(begin),
+            commit_sent: Default::default(),
         }
     }
 
@@ -136,19 +169,108 @@ impl<'c> Tx<'c> {
             .push(event);
     }
 
-    /// Commits, and answers the write's events. When one of them may have freed work, a
-    /// notification on [`super::WORK_CHANNEL`] goes with the commit (PostgreSQL delivers it to
-    /// listeners only once the transaction commits, and never for one that fails), carrying
-    /// `nonce` so that the writing store's own listener skips it.
-    pub(super) async fn commit(self, nonce: &str) -> R<Vec<Event>> {
-        let events = self.events.into_inner().unwrap_or_else(|p| p.into_inner());
+    /// The answer to `BEGIN`.
+    async fn begun(&self) -> Result<(), tokio_postgres::Error> {
+        let pending = {
+            let mut begin = self.begin.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *begin, Begin::Answered(Ok(()))) {
+                Begin::Answered(answer) => return answer,
+                Begin::Sent(sent) => sent,
+            }
+        };
+        pending.await
+    }
+
+    /// The `COMMIT` of this write (with the `NOTIFY` that tells other replicas work may have
+    /// been freed, when one of its events may have: PostgreSQL delivers it only if the commit
+    /// succeeds), as one simple query.
+    fn commit_query(&self) -> String {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if events.iter().any(Event::may_free_work) {
-            self.tx
-                .execute("SELECT pg_notify($1, $2)", &[&super::WORK_CHANNEL, &nonce])
-                .await?;
+            // Both are drover's own words (a constant and an id it made): nothing to quote.
+            format!(
+                "SELECT pg_notify('{}', '{}'); COMMIT",
+                super::WORK_CHANNEL,
+                self.nonce
+            )
+        } else {
+            "COMMIT".to_string()
         }
-        self.tx.commit().await.map_err(at_commit)?;
-        Ok(events)
+    }
+
+    /// Sends `COMMIT` (see [`Tx::commit_query`]) and reads its answer. For the last part of a
+    /// write, joined (`tokio::try_join!`) after its last statements, so that the commit goes
+    /// out on their round trip. Those statements must already be prepared on this connection
+    /// (`prepare_cached`): a statement that is not would be written after the `COMMIT`. The
+    /// write must emit no event after this call and run no statement after it.
+    pub(super) async fn commit_with_last(&self) -> R<()> {
+        let query = self.commit_query();
+        self.commit_sent
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.client.batch_execute(&query).await.map_err(at_commit)
+    }
+
+    /// Ends the write: commits (unless [`Tx::commit_with_last`] did) and answers its events.
+    pub(super) async fn commit(self) -> R<Vec<Event>> {
+        self.begun().await?;
+        if !self.commit_sent.load(std::sync::atomic::Ordering::SeqCst) {
+            let query = self.commit_query();
+            self.commit_sent
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.client.batch_execute(&query).await.map_err(at_commit)?;
+        }
+        Ok(self.events.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Ends a write that failed: rolls it back. Answers whether the connection is clean (no
+    /// transaction left open on it) and may go back to the pool.
+    pub(super) async fn roll_back(self) -> bool {
+        if self.begun().await.is_err() || self.commit_sent.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // A commit sent with failing statements ended the transaction already, or not:
+            // the connection is not trusted.
+            return false;
+        }
+        self.client.batch_execute("ROLLBACK").await.is_ok()
+    }
+}
+
+/// A pooled connection that goes back to the pool only when its write ended cleanly;
+/// otherwise (an error at the end, or the write's future dropped half way) it is closed, so
+/// that no transaction left open ever reaches the next caller.
+pub(super) struct Conn {
+    client: Option<deadpool_postgres::Client>,
+    clean: bool,
+}
+
+impl Conn {
+    pub(super) fn new(client: deadpool_postgres::Client) -> Self {
+        Conn {
+            client: Some(client),
+            clean: false,
+        }
+    }
+
+    pub(super) fn client(&self) -> &deadpool_postgres::Client {
+        self.client
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a connection is taken only on drop"))
+    }
+
+    /// The write ended cleanly: the connection may go back to the pool.
+    pub(super) fn ended_cleanly(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !self.clean
+        {
+            // Out of the pool and dropped: the connection closes.
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 
@@ -229,14 +351,26 @@ macro_rules! write_tx {
         let mut tries = 0u32;
         loop {
             let attempt: $crate::postgres::write::R<_> = async {
-                let mut client = store.client().await?;
-                let inner = client.transaction().await?;
-                let $tx = $crate::postgres::write::Tx::new(inner);
-                $crate::postgres::write::still_held(&$tx).await?;
-                let value: $crate::postgres::write::R<_> = $body;
-                let value = value?;
-                let events = $tx.commit(&store.nonce).await?;
-                Ok((value, events))
+                let mut conn = $crate::postgres::write::Conn::new(store.client().await?);
+                let $tx = $crate::postgres::write::Tx::open(conn.client(), &store.nonce).await;
+                let value: $crate::postgres::write::R<_> = async {
+                    $crate::postgres::write::still_held(&$tx).await?;
+                    $body
+                }
+                .await;
+                let ended = match value {
+                    Ok(value) => $tx.commit().await.map(|events| (value, events)),
+                    Err(e) => {
+                        if $tx.roll_back().await {
+                            conn.ended_cleanly();
+                        }
+                        return Err(e);
+                    }
+                };
+                if ended.is_ok() {
+                    conn.ended_cleanly();
+                }
+                ended
             }
             .await;
             match attempt {
