@@ -870,28 +870,10 @@ pub(super) async fn claim_for(
         .await
         .map(drop)
     };
-    // The claim is the write's last part, so the commit goes out with them too, once the
-    // statements are known to be prepared on this connection (an unprepared one would be
-    // written after the commit). Settling a job not read yet needs a read first: then the
-    // commit comes after, as for any write.
-    let with_commit = settlement.unread().is_empty();
-    if with_commit {
-        for sql in [TAKEN_SQL, FRESH_SQL, SETTLE_SQL] {
-            tx.prepare_cached(sql).await?;
-        }
-    }
-    let commit = async {
-        if with_commit {
-            tx.commit_with_last().await
-        } else {
-            Ok(())
-        }
-    };
     tokio::try_join!(
         taken_written,
         fresh_written,
-        settle_jobs(tx, settlement, now),
-        commit
+        settle_jobs(tx, settlement, now)
     )?;
     Ok(answers)
 }

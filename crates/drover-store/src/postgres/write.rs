@@ -110,8 +110,7 @@ pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 /// far. Derefs to the connection, so the query helpers below take it as any other client.
 ///
 /// `BEGIN` is sent when the transaction opens and its answer read at the end, so it shares a
-/// round trip with the write's first statement; a write whose last statements are known may
-/// send `COMMIT` with them ([`Tx::commit_with_last`]). A transaction that does not end here
+/// round trip with the write's first statement. A transaction that does not end here
 /// (its future dropped half way, or its end failed) never goes back to the pool: the
 /// connection is closed, and PostgreSQL rolls the transaction back ([`Conn`]).
 pub(super) struct Tx<'c> {
@@ -120,7 +119,7 @@ pub(super) struct Tx<'c> {
     // Mutexes, not RefCells, so that a write's future stays `Send` while helpers hold `&Tx`.
     events: Mutex<Vec<Event>>,
     begin: Mutex<Begin<'c>>,
-    /// Whether `COMMIT` has been sent with the last statements.
+    /// Whether `COMMIT` has been sent (after which a failure leaves the connection untrusted).
     commit_sent: std::sync::atomic::AtomicBool,
 }
 
@@ -198,19 +197,7 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// Sends `COMMIT` (see [`Tx::commit_query`]) and reads its answer. For the last part of a
-    /// write, joined (`tokio::try_join!`) after its last statements, so that the commit goes
-    /// out on their round trip. Those statements must already be prepared on this connection
-    /// (`prepare_cached`): a statement that is not would be written after the `COMMIT`. The
-    /// write must emit no event after this call and run no statement after it.
-    pub(super) async fn commit_with_last(&self) -> R<()> {
-        let query = self.commit_query();
-        self.commit_sent
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.client.batch_execute(&query).await.map_err(at_commit)
-    }
-
-    /// Ends the write: commits (unless [`Tx::commit_with_last`] did) and answers its events.
+    /// Ends the write: commits and answers its events.
     pub(super) async fn commit(self) -> R<Vec<Event>> {
         self.begun().await?;
         if !self.commit_sent.load(std::sync::atomic::Ordering::SeqCst) {
