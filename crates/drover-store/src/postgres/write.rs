@@ -119,8 +119,6 @@ pub(super) struct Tx<'c> {
     // Mutexes, not RefCells, so that a write's future stays `Send` while helpers hold `&Tx`.
     events: Mutex<Vec<Event>>,
     begin: Mutex<Begin<'c>>,
-    /// Whether `COMMIT` has been sent (after which a failure leaves the connection untrusted).
-    commit_sent: std::sync::atomic::AtomicBool,
 }
 
 type Sent<'c> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'c>>;
@@ -156,7 +154,6 @@ impl<'c> Tx<'c> {
             nonce,
             events: Mutex::default(),
             begin: Mutex::new(begin),
-            commit_sent: Default::default(),
         }
     }
 
@@ -200,25 +197,15 @@ impl<'c> Tx<'c> {
     /// Ends the write: commits and answers its events.
     pub(super) async fn commit(self) -> R<Vec<Event>> {
         self.begun().await?;
-        if !self.commit_sent.load(std::sync::atomic::Ordering::SeqCst) {
-            let query = self.commit_query();
-            self.commit_sent
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.client.batch_execute(&query).await.map_err(at_commit)?;
-        }
+        let query = self.commit_query();
+        self.client.batch_execute(&query).await.map_err(at_commit)?;
         Ok(self.events.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Ends a write that failed: rolls it back. Answers whether the connection is clean (no
     /// transaction left open on it) and may go back to the pool.
     pub(super) async fn roll_back(self) -> bool {
-        if self.begun().await.is_err() || self.commit_sent.load(std::sync::atomic::Ordering::SeqCst)
-        {
-            // A commit sent with failing statements ended the transaction already, or not:
-            // the connection is not trusted.
-            return false;
-        }
-        self.client.batch_execute("ROLLBACK").await.is_ok()
+        self.begun().await.is_ok() && self.client.batch_execute("ROLLBACK").await.is_ok()
     }
 }
 
