@@ -25,7 +25,8 @@
 //! Health never queues behind a busy writer: while a drainer is at work and a group has
 //! committed durably within [`HEALTH_EVIDENCE`], with no commit failing since, that commit is the
 //! proof a probe would give; only otherwise (the writer idle, or the last attempt failed) does
-//! the health check run its own write probe.
+//! the health check run its own write probe, which fails rather than wait when the writer stays
+//! busy without committing (stuck on another process's lock or on the disk).
 //!
 //! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
 //! the queue, the order commit, then notify, then answer, the commit counters, the checkpoint
@@ -655,13 +656,32 @@ impl SqliteStore {
     /// The next real commit's fsync covers the frame. If the writer cannot be put back to
     /// `synchronous = FULL`, it is closed: a write that is not durable must never be
     /// acknowledged, so later writes fail as unavailable instead. It takes the writer between
-    /// groups, outside the queue, and is not counted as a commit.
+    /// groups, outside the queue, and is not counted as a commit. A writer held for longer
+    /// than [`HEALTH_BUSY_TIMEOUT`] on top of the evidence window (it has committed nothing
+    /// for that long: it waits on another process's lock, or the disk) fails the probe too:
+    /// health answers within its own bound whatever the writer is stuck on.
     pub(super) async fn probe_write(&self) -> Result<()> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = writer
-                .lock()
-                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
+            let deadline = Instant::now() + HEALTH_BUSY_TIMEOUT;
+            let mut guard = loop {
+                match writer.try_lock() {
+                    Ok(guard) => break guard,
+                    Err(std::sync::TryLockError::Poisoned(_)) => {
+                        return Err(StoreError::Internal("connection lock poisoned".into()));
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        if Instant::now() >= deadline {
+                            return Err(StoreError::Unavailable(format!(
+                                "the writer has committed nothing for over {:?} and is still \
+                                 busy (another process may hold the database's write lock)",
+                                HEALTH_EVIDENCE + HEALTH_BUSY_TIMEOUT
+                            )));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            };
             let conn = guard
                 .as_mut()
                 .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
@@ -1012,6 +1032,26 @@ mod tests {
         // waits for the writer).
         store.writes.failed();
         assert!(!store.writes.proves_health());
+        store.writes.draining.store(false, Ordering::SeqCst);
+        drop(held);
+        store.check_writes().await.unwrap();
+    }
+
+    #[tokio::test]
+    // Holding the writer is the point: a writer stuck without committing fails health.
+    #[allow(clippy::await_holding_lock)]
+    async fn health_fails_without_waiting_for_a_writer_stuck_since_its_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        // A drainer at work that has committed nothing (it waits on another process's lock,
+        // for instance): no evidence, and the writer cannot be had for a probe.
+        let held = store.writer.lock().unwrap();
+        store.writes.draining.store(true, Ordering::SeqCst);
+        let answered = tokio::time::timeout(Duration::from_secs(30), store.check_writes()).await;
+        assert!(
+            matches!(answered, Ok(Err(StoreError::Unavailable(_)))),
+            "health waited for the stuck writer or passed: {answered:?}"
+        );
         store.writes.draining.store(false, Ordering::SeqCst);
         drop(held);
         store.check_writes().await.unwrap();
