@@ -5,9 +5,11 @@
 //! This module owns the transaction wrapper ([`Tx`]) on which write code records its events,
 //! the order commit, then notify, then answer, the `NOTIFY` that tells other replicas work may
 //! have been freed (sent inside the transaction, so PostgreSQL delivers it only if the commit
-//! succeeds), how PostgreSQL's errors become [`StoreError`]s, and the small query helpers every
-//! statement goes through (each statement prepared once per connection). It must not decide
-//! anything about jobs, nodes or runners, and nothing else may open a write transaction.
+//! succeeds), the rule that a connection goes back to the pool only when its transaction ended
+//! cleanly ([`Conn`]), how PostgreSQL's errors become [`StoreError`]s, and the small query
+//! helpers every statement goes through (each statement prepared once per connection). It must
+//! not decide anything about jobs, nodes or runners, and nothing else may open a write
+//! transaction.
 
 use crate::StoreError;
 use deadpool_postgres::GenericClient;
