@@ -136,38 +136,9 @@ impl PgStore {
                 Op::Claim { node_id, max, .. } => claims.push((node_id, *max)),
             }
         }
-        let result = write_tx!(self, |tx| super::write::on_generic_plans(&tx, async {
-            // The reports are decided and written while the claims' first reads go out with
-            // them (pipelined); the claims decide after, and every touched job is settled once
-            // at the end: the claims lock the reports' jobs with their own, in id order, and
-            // settle them all.
-            let mut settlement = super::jobs::Settlement::default();
-            let reported = async {
-                if reports.is_empty() {
-                    return Ok(Vec::new());
-                }
-                super::jobs::report_in(&tx, &reports, now, &mut settlement).await
-            };
-            let read = async {
-                if claims.is_empty() {
-                    return Ok(None);
-                }
-                super::jobs::claim_reads(&tx, &claims).await.map(Some)
-            };
-            let (outcomes, read) = tokio::try_join!(reported, read)?;
-            let claimed = match read {
-                Some(read) => {
-                    super::jobs::claim_for(&tx, &self.sweeps, &claims, read, now, settlement)
-                        .await?
-                }
-                None => {
-                    super::jobs::settle_jobs(&tx, settlement, now).await?;
-                    Vec::new()
-                }
-            };
-            Ok((outcomes, claimed))
-        })
-        .await);
+        let result = write_tx!(self, |tx| {
+            super::jobs::report_and_claim(&tx, &self.sweeps, &reports, &claims, now).await
+        });
         let (mut outcomes, mut claimed) = match result {
             Ok((outcomes, claimed)) => {
                 // The commit counted one write; the group held one per call.

@@ -38,7 +38,7 @@ use std::time::Duration;
 /// lock: a write collects its moves here from every part of it (a group's reports and claims
 /// alike) and settles them once, at its end, in [`settle_jobs`].
 #[derive(Default)]
-pub(super) struct Settlement {
+struct Settlement {
     deltas: Deltas,
     read: std::collections::HashMap<String, StoredJob>,
 }
@@ -62,24 +62,11 @@ impl Settlement {
     }
 }
 
-/// The settling of [`settle_jobs`]: every touched job's new values, from arrays.
-const SETTLE_SQL: &str = "UPDATE jobs j SET new_tasks = u.new, running_tasks = u.running,
-             completed_tasks = u.done, failed_tasks = u.failed, cancelled_tasks = u.cancelled,
-             materialised = j.materialised + u.materialised,
-             started_at = CASE WHEN u.started THEN COALESCE(j.started_at, $1) ELSE j.started_at END,
-             status = u.status, updated_at = $1,
-             finished_at = CASE WHEN u.finished THEN COALESCE(j.finished_at, $1) ELSE NULL END
-         FROM unnest($2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
-             $7::BIGINT[], $8::BIGINT[], $9::BOOL[], $10::TEXT[], $11::BOOL[])
-             AS u (id, new, running, done, failed, cancelled, materialised, started, status,
-                   finished)
-         WHERE j.id = u.id";
-
 /// Writes each touched job's counts, rows made, start, status and finish, all in one
 /// statement: the status is the core's `JobCounts::status` of the counts after the write. The
 /// jobs the write has not read yet are read first, locked in id order. A job whose status and
 /// start stay as they were keeps its indexed columns' values, so its update stays HOT.
-pub(super) async fn settle_jobs(tx: &Tx<'_>, settlement: Settlement, now: Timestamp) -> R<()> {
+async fn settle_jobs(tx: &Tx<'_>, settlement: Settlement, now: Timestamp) -> R<()> {
     let unread = settlement.unread();
     let Settlement { deltas, mut read } = settlement;
     if deltas.0.is_empty() {
@@ -114,7 +101,17 @@ pub(super) async fn settle_jobs(tx: &Tx<'_>, settlement: Settlement, now: Timest
     }
     exec(
         &**tx,
-        SETTLE_SQL,
+        "UPDATE jobs j SET new_tasks = u.new, running_tasks = u.running,
+             completed_tasks = u.done, failed_tasks = u.failed, cancelled_tasks = u.cancelled,
+             materialised = j.materialised + u.materialised,
+             started_at = CASE WHEN u.started THEN COALESCE(j.started_at, $1) ELSE j.started_at END,
+             status = u.status, updated_at = $1,
+             finished_at = CASE WHEN u.finished THEN COALESCE(j.finished_at, $1) ELSE NULL END
+         FROM unnest($2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
+             $7::BIGINT[], $8::BIGINT[], $9::BOOL[], $10::TEXT[], $11::BOOL[])
+             AS u (id, new, running, done, failed, cancelled, materialised, started, status,
+                   finished)
+         WHERE j.id = u.id",
         &[
             &at(now),
             &w.id,
@@ -542,66 +539,50 @@ struct TakenRows<'a> {
     lease: Vec<Timestamp>,
 }
 
-async fn claim(
+/// Reports, then claims, in one transaction: a group's calls (`group.rs`), or one large call
+/// alone. The reports are decided and written while the claims' first reads go out with them
+/// (pipelined); the claims decide after, and every touched job is settled once at the end:
+/// the claims lock the reports' jobs with their own, in id order, and settle them all. The
+/// answers come in the order of `reports` and of `claims`.
+pub(super) async fn report_and_claim(
     tx: &Tx<'_>,
     sweeps: &SweepCache,
-    node_id: &str,
-    max: u32,
+    reports: &[Report],
+    claims: &[(&str, u32)],
     now: Timestamp,
-) -> R<Vec<ClaimedTask>> {
-    let mut answers = on_generic_plans(tx, async {
-        let wants = [(node_id, max)];
-        let read = claim_reads(tx, &wants).await?;
-        claim_for(tx, sweeps, &wants, read, now, Settlement::default()).await
-    })
-    .await?;
-    match answers.pop() {
-        Some(answer) => Ok(answer?),
-        None => Err(StoreError::Internal("a claim got no answer".into()).into()),
-    }
-}
-
-/// A report batch in a transaction of its own: decided, then its jobs settled.
-async fn report(tx: &Tx<'_>, reports: &[Report], now: Timestamp) -> R<Vec<ReportOutcome>> {
+) -> R<(
+    Vec<ReportOutcome>,
+    Vec<std::result::Result<Vec<ClaimedTask>, StoreError>>,
+)> {
     on_generic_plans(tx, async {
         let mut settlement = Settlement::default();
-        let outcomes = report_in(tx, reports, now, &mut settlement).await?;
-        settle_jobs(tx, settlement, now).await?;
-        Ok(outcomes)
+        let reported = async {
+            if reports.is_empty() {
+                return Ok(Vec::new());
+            }
+            report_in(tx, reports, now, &mut settlement).await
+        };
+        let read = async {
+            if claims.is_empty() {
+                return Ok(None);
+            }
+            claim_reads(tx, claims).await.map(Some)
+        };
+        let (outcomes, read) = tokio::try_join!(reported, read)?;
+        let claimed = match read {
+            Some(read) => claim_for(tx, sweeps, claims, read, now, settlement).await?,
+            None => {
+                settle_jobs(tx, settlement, now).await?;
+                Vec::new()
+            }
+        };
+        Ok((outcomes, claimed))
     })
     .await
 }
 
-/// A claim's stored NEW tasks taken, and their new attempts' records, from arrays.
-const TAKEN_SQL: &str = "WITH taken AS (
-                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
-                     started_at = $2, lease_expires_at = u.lease, updated_at = $2
-                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
-                     AS u (seq, attempt, lease, node)
-                 WHERE t.seq = u.seq
-                 RETURNING t.seq, t.attempt, t.id, t.assigned_to)
-             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken";
-
-/// A claim's tasks taken from never-claimed remainders: their rows and first attempts'
-/// records, from arrays.
-const FRESH_SQL: &str = "WITH made AS (
-                 INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status, attempt,
-                     max_attempts, timeout_ms, assigned_to, started_at, lease_expires_at,
-                     created_at, updated_at)
-                 SELECT u.id, u.job_id, u.job_seq, u.idx, u.priority, u.payload, 'RUNNING',
-                     u.attempt, u.max_attempts, u.timeout_ms, u.node, $2, u.lease, u.created_at, $2
-                 FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[],
-                     $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TIMESTAMPTZ[],
-                     $13::TIMESTAMPTZ[], $1::TEXT[])
-                     AS u (id, job_id, job_seq, idx, priority, payload, attempt, max_attempts,
-                           timeout_ms, lease, created_at, node)
-                 RETURNING seq, attempt, id, assigned_to)
-             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM made";
-
 /// What a claim reads first, before it decides anything ([`claim_reads`]).
-pub(super) struct ClaimReads {
+struct ClaimReads {
     nodes: Vec<tokio_postgres::Row>,
     stored: Vec<tokio_postgres::Row>,
     seen: Vec<tokio_postgres::Row>,
@@ -615,7 +596,7 @@ pub(super) struct ClaimReads {
 /// Stored tasks another claim is taking right now are skipped, not waited for; the
 /// remainders' jobs are read without a lock. Rows locked for a spot that turns out unable to
 /// claim stay NEW and are freed at the commit.
-pub(super) async fn claim_reads(tx: &Tx<'_>, wants: &[(&str, u32)]) -> R<ClaimReads> {
+async fn claim_reads(tx: &Tx<'_>, wants: &[(&str, u32)]) -> R<ClaimReads> {
     let ids: Vec<&str> = wants.iter().map(|(id, _)| *id).collect();
     let asked: i64 = wants.iter().map(|(_, n)| i64::from(*n)).sum();
     let stored_sql = format!(
@@ -653,7 +634,7 @@ pub(super) async fn claim_reads(tx: &Tx<'_>, wants: &[(&str, u32)]) -> R<ClaimRe
 /// last part of its transaction: it settles `settlement` (what the write has changed before
 /// it, such as a group's reports) with its own changes, locking the jobs touched there with
 /// its own, in one id-ordered statement.
-pub(super) async fn claim_for(
+async fn claim_for(
     tx: &Tx<'_>,
     sweeps: &SweepCache,
     wants: &[(&str, u32)],
@@ -836,7 +817,15 @@ pub(super) async fn claim_for(
         // Each taken task and its new attempt's record, in one statement.
         exec(
             &**tx,
-            TAKEN_SQL,
+            "WITH taken AS (
+                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
+                     started_at = $2, lease_expires_at = u.lease, updated_at = $2
+                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
+                     AS u (seq, attempt, lease, node)
+                 WHERE t.seq = u.seq
+                 RETURNING t.seq, t.attempt, t.id, t.assigned_to)
+             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken",
             &[&taken.node, &now, &taken.seq, &taken.attempt, &taken.lease],
         )
         .await
@@ -850,7 +839,20 @@ pub(super) async fn claim_for(
         let f = &fresh;
         exec(
             &**tx,
-            FRESH_SQL,
+            "WITH made AS (
+                 INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status, attempt,
+                     max_attempts, timeout_ms, assigned_to, started_at, lease_expires_at,
+                     created_at, updated_at)
+                 SELECT u.id, u.job_id, u.job_seq, u.idx, u.priority, u.payload, 'RUNNING',
+                     u.attempt, u.max_attempts, u.timeout_ms, u.node, $2, u.lease, u.created_at, $2
+                 FROM unnest($3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[],
+                     $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TIMESTAMPTZ[],
+                     $13::TIMESTAMPTZ[], $1::TEXT[])
+                     AS u (id, job_id, job_seq, idx, priority, payload, attempt, max_attempts,
+                           timeout_ms, lease, created_at, node)
+                 RETURNING seq, attempt, id, assigned_to)
+             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM made",
             &[
                 &f.node,
                 &now,
@@ -881,7 +883,7 @@ pub(super) async fn claim_for(
 /// A batch of reports inside a transaction of the caller's (a group's), each decided on its
 /// own; the answers in the reports' order. The jobs' counts move in `settlement`, which the
 /// caller settles.
-pub(super) async fn report_in(
+async fn report_in(
     tx: &Tx<'_>,
     reports: &[Report],
     now: Timestamp,
@@ -1205,14 +1207,23 @@ impl JobStore for PgStore {
         if joins_group(max as usize) {
             return self.claim_grouped(node_id, max, now).await;
         }
-        write_tx!(self, |tx| claim(&tx, &self.sweeps, node_id, max, now).await)
+        let (_, mut claimed) = write_tx!(self, |tx| {
+            report_and_claim(&tx, &self.sweeps, &[], &[(node_id, max)], now).await
+        })?;
+        match claimed.pop() {
+            Some(answer) => answer,
+            None => Err(StoreError::Internal("a claim got no answer".into())),
+        }
     }
 
     async fn report(&self, reports: Vec<Report>, now: Timestamp) -> Result<Vec<ReportOutcome>> {
         if joins_group(reports.len()) {
             return self.report_grouped(reports, now).await;
         }
-        write_tx!(self, |tx| report(&tx, &reports, now).await)
+        let (outcomes, _) = write_tx!(self, |tx| {
+            report_and_claim(&tx, &self.sweeps, &reports, &[], now).await
+        })?;
+        Ok(outcomes)
     }
 
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {

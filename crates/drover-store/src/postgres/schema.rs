@@ -229,7 +229,6 @@ CREATE TABLE cluster_actions (
 );
 "#;
 
-/// The migrations in order; the schema's version is how many have been applied.
 /// Room in each page of `task_attempts` for the new version of a row when its attempt ends:
 /// none of the changed columns is indexed, so the update can then stay on the page (HOT) and
 /// add no index entry. Applies to pages written from now on.
@@ -237,6 +236,7 @@ const V4: &str = r#"
 ALTER TABLE task_attempts SET (fillfactor = 70);
 "#;
 
+/// The migrations in order; the schema's version is how many have been applied.
 const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Brings the database's schema to the newest version this build knows, inside one
