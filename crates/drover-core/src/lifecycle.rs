@@ -327,6 +327,18 @@ pub fn holds_current(task: &TaskView<'_>, node: &str, claimed_attempt: Option<u3
         && claimed_attempt.is_none_or(|a| a == task.attempt)
 }
 
+/// What a complete gets from the holder of the task's current attempt ([`holds_current`]):
+/// the same whatever else the task's row says. A store may therefore apply it on that
+/// condition alone, checked as it writes, without reading the task first (compare and set);
+/// a complete that fails the condition is decided again from the row by [`decide_report`].
+pub fn complete_by_holder() -> Decision {
+    Decision::Apply {
+        to: TaskStatus::Done,
+        attempt_outcome: AttemptOutcome::Completed,
+        reply: ReportOutcome::Completed,
+    }
+}
+
 /// Decides a complete or fail report from `node` about `task`.
 ///
 /// `own_attempt` is the reporter's attempt record for this task: the one named by
@@ -341,11 +353,7 @@ pub fn decide_report(
 ) -> Decision {
     if holds_current(task, node, claimed_attempt) {
         return match kind {
-            ReportKind::Complete(_) => Decision::Apply {
-                to: TaskStatus::Done,
-                attempt_outcome: AttemptOutcome::Completed,
-                reply: ReportOutcome::Completed,
-            },
+            ReportKind::Complete(_) => complete_by_holder(),
             ReportKind::Fail { retriable, .. } => {
                 let will_retry = retry_allowed(task.attempt, task.max_attempts, *retriable);
                 Decision::Apply {

@@ -13,6 +13,12 @@
 //! task of its own, so a caller that goes away (its client disconnected) cannot cut the
 //! commit of the others short.
 //!
+//! A group commits in up to two transactions: first the completes by the tasks' holders sent
+//! one per call, by compare and set in one round trip (`jobs::complete_held_at_once`, the
+//! common report); then the claims and whatever reports that left, read and decided under
+//! their locks (`jobs::report_and_claim`). A call is in exactly one of them, so it stays
+//! atomic.
+//!
 //! Only small calls group ([`joins_group`]): a claim of hundreds of tasks or a batch of
 //! hundreds of reports already shares its commit among them, and runs beside the groups in a
 //! transaction of its own; so does a fenced call (a background step), which keeps its fence
@@ -128,38 +134,64 @@ impl PgStore {
     async fn commit_group(&self, batch: Vec<Entry>) {
         // The group's instant: the latest of its calls' (each was "now" when it arrived).
         let now = batch.iter().map(|e| e.now).max().unwrap_or_default();
-        let mut reports = Vec::new();
+        let mut all_reports: Vec<&Report> = Vec::new();
         let mut claims: Vec<(&str, u32)> = Vec::new();
         for e in &batch {
             match &e.op {
-                Op::Report { reports: r, .. } => reports.extend(r.iter().cloned()),
+                Op::Report { reports: r, .. } => all_reports.extend(r),
                 Op::Claim { node_id, max, .. } => claims.push((node_id, *max)),
             }
         }
-        let result = write_tx!(self, |tx| {
-            super::jobs::report_and_claim(&tx, &self.sweeps, &reports, &claims, now).await
-        });
+        // Completes by the tasks' holders first, in one round trip; what that leaves (other
+        // reports, completes whose task was not as their reporter said) and the claims go
+        // together in the careful transaction. Only a call of one report goes first: a call
+        // is atomic, and a batch split over two transactions would not be.
+        let alone: Vec<Option<&Report>> = (batch.iter())
+            .flat_map(|e| match &e.op {
+                Op::Report { reports, .. } if reports.len() == 1 => vec![reports.first()],
+                Op::Report { reports, .. } => vec![None; reports.len()],
+                Op::Claim { .. } => Vec::new(),
+            })
+            .collect();
+        let mut answered = vec![None; all_reports.len()];
+        let first: Vec<&Report> = alone.iter().flatten().copied().collect();
+        let mut applied = (super::jobs::complete_held_at_once(self, &first, now).await).into_iter();
+        for (answer, report) in answered.iter_mut().zip(&alone) {
+            if report.is_some() {
+                *answer = applied.next().flatten();
+            }
+        }
+        let reports: Vec<Report> = (all_reports.iter().zip(&answered))
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(report, _)| (*report).clone())
+            .collect();
+        let careful = !(reports.is_empty() && claims.is_empty());
+        let result = if careful {
+            write_tx!(self, |tx| {
+                super::jobs::report_and_claim(&tx, &self.sweeps, &reports, &claims, now).await
+            })
+        } else {
+            Ok((Vec::new(), Vec::new()))
+        };
         let (mut outcomes, mut claimed) = match result {
-            Ok((outcomes, claimed)) => {
-                // The commit counted one write; the group held one per call.
-                self.writes
-                    .fetch_add(batch.len() as u64 - 1, std::sync::atomic::Ordering::Relaxed);
+            Ok((decided, claimed)) => {
+                // Each commit counted one write or none; the group held one per call.
+                self.writes.fetch_add(
+                    batch.len() as u64 - u64::from(careful),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let mut decided = decided.into_iter();
+                for answer in answered.iter_mut().filter(|a| a.is_none()) {
+                    *answer = decided.next();
+                }
+                let outcomes: Option<Vec<ReportOutcome>> = answered.into_iter().collect();
+                let Some(outcomes) = outcomes else {
+                    let e = StoreError::Internal("a grouped report got no answer".into());
+                    return fail(batch, &e);
+                };
                 (outcomes.into_iter(), claimed.into_iter())
             }
-            Err(e) => {
-                // A caller that went away no longer listens: its answer is dropped.
-                for entry in batch {
-                    match entry.op {
-                        Op::Claim { reply, .. } => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Op::Report { reply, .. } => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-                return;
-            }
+            Err(e) => return fail(batch, &e),
         };
         for entry in batch {
             match entry.op {
@@ -171,6 +203,21 @@ impl PgStore {
                         Err(StoreError::Internal("a grouped claim got no answer".into()))
                     }));
                 }
+            }
+        }
+    }
+}
+
+/// Answers every call of `batch` with `e`. A caller that went away no longer listens: its
+/// answer is dropped.
+fn fail(batch: Vec<Entry>, e: &StoreError) {
+    for entry in batch {
+        match entry.op {
+            Op::Claim { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            Op::Report { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

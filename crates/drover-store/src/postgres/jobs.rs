@@ -15,6 +15,12 @@
 //! rows are locked in id order by every call that locks several. A deadlock between two calls
 //! that still lock in different orders is broken by PostgreSQL and the loser is run again by
 //! the write path.
+//!
+//! One exception to "read, then decide": a complete by the holder of the task's current
+//! attempt gets the same decision whatever else the row says (`lifecycle::complete_by_holder`),
+//! so grouped completes are first written by compare and set, with that condition in the
+//! statement, in one round trip ([`complete_held_at_once`]); those whose condition fails
+//! take the path above.
 
 use super::PgStore;
 use super::group::joins_group;
@@ -537,6 +543,151 @@ struct TakenRows<'a> {
     seq: Vec<i64>,
     attempt: Vec<i64>,
     lease: Vec<Timestamp>,
+}
+
+/// Completes by compare and set, in one round trip: each complete in `reports` is applied on
+/// the condition that its reporter holds the task's current attempt (the task RUNNING,
+/// assigned to the reporter, at the attempt it names, if it names one: `holds_current`),
+/// which the statement that writes it checks, with the decision the core gives that case
+/// ([`lifecycle::complete_by_holder`]). The tasks, their attempt records and their jobs'
+/// counts and status change in that one statement; the status is `drover_job_status`, the
+/// schema's statement of the core's rule (`schema.rs`). Answers the outcome of each report
+/// applied and `None` for each left (not a complete, its condition not met, or the write
+/// failed): nothing of those was written, and [`report_and_claim`] decides them from their
+/// rows.
+pub(super) async fn complete_held_at_once(
+    store: &PgStore,
+    reports: &[&Report],
+    now: Timestamp,
+) -> Vec<Option<ReportOutcome>> {
+    let mut answers = vec![None; reports.len()];
+    let Decision::Apply {
+        to: TaskStatus::Done,
+        attempt_outcome,
+        reply,
+    } = lifecycle::complete_by_holder()
+    else {
+        return answers;
+    };
+    let mut c = HeldCompletes::default();
+    for (i, report) in reports.iter().enumerate() {
+        let ReportKind::Complete(result) = &report.kind else {
+            continue;
+        };
+        c.ord.push(i as i64);
+        c.id.push(&report.task_id);
+        c.node.push(&report.node_id);
+        c.attempt.push(report.attempt.map(i64::from));
+        c.runtime_ms.push(result.runtime_ms);
+        c.iter.push(result.iter);
+        c.fopt.push(result.fopt);
+        c.result_json.push(result.result_json.as_deref());
+        c.output.push(result.output.as_deref());
+    }
+    if c.ord.is_empty() {
+        return answers;
+    }
+    let finished: Vec<&str> = (JobStatus::ALL.iter())
+        .filter(|s| s.is_finished())
+        .map(|s| s.as_str())
+        .collect();
+    let now = at(now);
+    // The tasks are found by id. The status condition is written so that it cannot select
+    // the partial index of running tasks instead: on a generic plan that index looks as small
+    // as one row, and walking it (dead entries included) made this statement ten times slower.
+    let written = write_at_once!(store, |tx| {
+        let done = all(
+            &*tx,
+            "WITH u AS (
+                 SELECT * FROM unnest($3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
+                     $7::BIGINT[], $8::BIGINT[], $9::FLOAT8[], $10::TEXT[], $11::TEXT[])
+                     AS u (ord, id, node, attempt, runtime_ms, iter, fopt, result_json, output)),
+             done AS (
+                 UPDATE tasks t SET status = 'DONE', lease_expires_at = NULL, finished_at = $1,
+                     runtime_ms = u.runtime_ms, iter = u.iter, fopt = u.fopt,
+                     result_json = u.result_json, output = u.output, updated_at = $1
+                 FROM u
+                 WHERE t.id = u.id AND (t.status = 'RUNNING') IS TRUE AND t.assigned_to = u.node
+                     AND (u.attempt IS NULL OR t.attempt = u.attempt)
+                 RETURNING u.ord, t.seq, t.job_id, t.job_seq, t.attempt),
+             ended AS (
+                 UPDATE task_attempts a SET outcome = $2, ended_at = $1, error = NULL
+                 FROM done d WHERE a.task_seq = d.seq AND a.attempt = d.attempt),
+             settled AS (
+                 UPDATE jobs j SET running_tasks = j.running_tasks - c.n,
+                     completed_tasks = j.completed_tasks + c.n,
+                     status = drover_job_status(j.total_tasks, j.new_tasks,
+                         j.running_tasks - c.n, j.completed_tasks + c.n, j.failed_tasks,
+                         j.cancelled_tasks, j.cancelled, j.started_at IS NOT NULL),
+                     updated_at = $1,
+                     finished_at = CASE WHEN drover_job_status(j.total_tasks, j.new_tasks,
+                         j.running_tasks - c.n, j.completed_tasks + c.n, j.failed_tasks,
+                         j.cancelled_tasks, j.cancelled, j.started_at IS NOT NULL) = ANY($12)
+                         THEN COALESCE(j.finished_at, $1) ELSE NULL END
+                 FROM (SELECT job_seq, count(*) AS n FROM done GROUP BY job_seq) c
+                 WHERE j.seq = c.job_seq)
+             SELECT ord, job_id, attempt FROM done",
+            &[
+                &now,
+                &attempt_outcome.as_str(),
+                &c.ord,
+                &c.id,
+                &c.node,
+                &c.attempt,
+                &c.runtime_ms,
+                &c.iter,
+                &c.fopt,
+                &c.result_json,
+                &c.output,
+                &finished,
+            ],
+        )
+        .await?;
+        let mut applied = Vec::with_capacity(done.len());
+        for r in &done {
+            let ord: i64 = rows::get(r, 0)?;
+            let report = usize::try_from(ord)
+                .ok()
+                .and_then(|i| reports.get(i).map(|report| (i, report)))
+                .ok_or_else(|| StoreError::Internal(format!("no report {ord} was sent")))?;
+            let attempt: i64 = rows::get(r, 2)?;
+            tx.emit(Event::TaskCompleted {
+                task_id: report.1.task_id.clone(),
+                job_id: rows::get(r, 1)?,
+                node_id: report.1.node_id.clone(),
+                attempt: u32::try_from(attempt).unwrap_or(0),
+            });
+            applied.push(report.0);
+        }
+        Ok(applied)
+    });
+    match written {
+        Ok(applied) => {
+            for i in applied {
+                answers[i] = Some(reply);
+            }
+        }
+        // Nothing was written (or, if the commit's answer was lost, the careful path finds
+        // the reports already applied and answers them as repeats).
+        Err(e) => {
+            tracing::debug!(error = %e.into_store(), "completes by compare and set left to the careful path")
+        }
+    }
+    answers
+}
+
+/// The completes [`complete_held_at_once`] sends, column by column.
+#[derive(Default)]
+struct HeldCompletes<'a> {
+    ord: Vec<i64>,
+    id: Vec<&'a str>,
+    node: Vec<&'a str>,
+    attempt: Vec<Option<i64>>,
+    runtime_ms: Vec<Option<i64>>,
+    iter: Vec<Option<i64>>,
+    fopt: Vec<Option<f64>>,
+    result_json: Vec<Option<&'a str>>,
+    output: Vec<Option<&'a str>>,
 }
 
 /// Reports, then claims, in one transaction: a group's calls (`group.rs`), or one large call

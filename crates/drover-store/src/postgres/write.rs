@@ -204,6 +204,26 @@ impl<'c> Tx<'c> {
         Ok(self.events.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Ends the write with its last statement, `last`, and the `COMMIT` sent together: one
+    /// round trip for both (with the `BEGIN` and anything else still unanswered). `last` is
+    /// polled first, so its statement (prepared already) goes out ahead of the `COMMIT`.
+    /// Whether the commit notifies is decided from the events recorded before `last` runs:
+    /// `last` must not record one that may free work. When `last` fails, PostgreSQL has
+    /// aborted the transaction and answers the `COMMIT` with a rollback: nothing was written,
+    /// and `last`'s error is answered (the connection is then not clean: see [`Conn`]).
+    pub(super) async fn commit_after<T>(&self, last: impl Future<Output = R<T>>) -> R<T> {
+        let query = self.commit_query();
+        let begun = async { self.begun().await.map_err(PgErr::from) };
+        let commit = async { self.client.batch_execute(&query).await.map_err(at_commit) };
+        let ((), value, ()) = tokio::try_join!(begun, last, commit)?;
+        Ok(value)
+    }
+
+    /// The events this write has recorded, taken.
+    pub(super) fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Ends a write that failed: rolls it back. Answers whether the connection is clean (no
     /// transaction left open on it) and may go back to the pool.
     pub(super) async fn roll_back(self) -> bool {
@@ -364,6 +384,37 @@ macro_rules! write_tx {
                 Err(e) => break Err(e.into_store()),
             }
         }
+    }};
+}
+
+/// Runs a write of one statement that decides nothing from what it reads, such as a compare
+/// and set: `$last` (an expression of type `R<T>` running that statement on `$tx`) goes out
+/// with its transaction's `BEGIN` and `COMMIT` in one round trip ([`Tx::commit_after`]), on
+/// a generic plan. (The first time a connection prepares the statement, the preparing takes
+/// a round trip of its own and the statement goes out after the `COMMIT`: it then runs as a
+/// transaction by itself, which for one statement is the same.) It is not run again on a conflict: the caller
+/// hears the error and decides (a compare and set falls back to the careful path). Events
+/// are published after the commit, as [`write_tx!`] does.
+macro_rules! write_at_once {
+    ($store:expr, |$tx:ident| $last:expr) => {{
+        let store: &$crate::postgres::PgStore = &$store;
+        let attempt: $crate::postgres::write::R<_> = async {
+            let mut conn = $crate::postgres::write::Conn::new(store.client().await?);
+            let $tx = $crate::postgres::write::Tx::open(conn.client(), &store.nonce).await;
+            let value =
+                $crate::postgres::write::on_generic_plans(&$tx, $tx.commit_after(async { $last }))
+                    .await?;
+            let events = $tx.take_events();
+            drop($tx);
+            conn.ended_cleanly();
+            Ok((value, events))
+        }
+        .await;
+        attempt.map(|(value, events)| {
+            store.count_commit(0);
+            store.observers.notify(&events);
+            value
+        })
     }};
 }
 
