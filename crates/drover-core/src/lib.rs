@@ -1,5 +1,6 @@
 //! drover's domain: the entities of DESIGN.md section 1, the task lifecycle as pure functions,
-//! and sweep expansion.
+//! sweep expansion, and the placement of work and data on nodes (weighted scheduling,
+//! consistent hashing).
 //!
 //! This crate owns every rule about *what* may happen to a task or a job: which report is
 //! accepted, when a failure is retried, how a job's status follows from its task counts, how a
@@ -14,9 +15,11 @@ pub mod ids;
 pub mod lifecycle;
 pub mod model;
 pub mod node;
+pub mod placement;
 pub mod rules;
 pub mod run;
 pub mod runner;
+pub mod scheduling;
 pub mod sweep;
 pub mod text;
 pub mod time;

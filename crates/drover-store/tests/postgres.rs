@@ -809,7 +809,11 @@ async fn the_hot_path_keeps_its_index_plans_as_the_tables_grow() {
         .unwrap();
     for _ in 0..20 {
         let tasks = store.jobs.claim(&spot, 2, t0()).await.unwrap();
-        store.jobs.report(tasks.iter().map(complete).collect(), t0()).await.unwrap();
+        store
+            .jobs
+            .report(tasks.iter().map(complete).collect(), t0())
+            .await
+            .unwrap();
         // A complete alone, as the contract's clients send it, takes the compare and set.
         let tasks = store.jobs.claim(&spot, 2, t0()).await.unwrap();
         for task in &tasks {
@@ -842,7 +846,11 @@ async fn the_hot_path_keeps_its_index_plans_as_the_tables_grow() {
         store.jobs.report(reports, t0()).await.unwrap();
         for task in store.jobs.claim(&spot, 2, t0()).await.unwrap() {
             updated += 1;
-            store.jobs.report(vec![complete(&task)], t0()).await.unwrap();
+            store
+                .jobs
+                .report(vec![complete(&task)], t0())
+                .await
+                .unwrap();
         }
     }
     let after = rows_scanned(&operator, "tasks", updated).await;
