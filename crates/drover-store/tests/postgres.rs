@@ -947,3 +947,76 @@ async fn a_write_dropped_half_way_leaves_no_transaction_behind() {
         .get::<_, i64>(0);
     assert_eq!(open, 0, "a session of drover's stayed in a transaction");
 }
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_committed_by_compare_and_set_keeps_its_answer_when_its_group_fails() {
+    // A group commits lone completes first, then the rest in a careful transaction. When the
+    // careful one fails, the completes already committed must still be answered as applied,
+    // and only the calls in the failed transaction get the error.
+    let url = fresh_database();
+    let store = replica(&url).await;
+    let job_id = store
+        .jobs
+        .create_job(job(1), sweep(10), t0())
+        .await
+        .unwrap()
+        .id;
+    let (holder, other, poisoned) = (node(&store).await, node(&store).await, node(&store).await);
+    let held = store.jobs.claim(&holder, 1, t0()).await.unwrap().remove(0);
+    let operator = operator(&url).await;
+    // Any claim by `poisoned` fails inside its transaction, as a full disk would.
+    operator
+        .batch_execute(&format!(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'no room'; END $$;
+             CREATE TRIGGER poison BEFORE INSERT ON task_attempts FOR EACH ROW
+             WHEN (NEW.node_id = '{poisoned}') EXECUTE FUNCTION poison();"
+        ))
+        .await
+        .unwrap();
+    // The job's row is held, so the first group (a claim) waits on it while the next two
+    // calls queue together behind it.
+    operator.batch_execute("BEGIN").await.unwrap();
+    operator
+        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.jobs.claim(&other, 1, t0()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let complete = tokio::spawn({
+        let (store, task_id, holder) = (store.clone(), held.id.clone(), holder.clone());
+        async move {
+            let report = Report {
+                task_id,
+                node_id: holder,
+                attempt: Some(1),
+                kind: ReportKind::Complete(TaskResult::default()),
+            };
+            store.jobs.report(vec![report], t0()).await
+        }
+    });
+    let refused = tokio::spawn({
+        let store = store.clone();
+        async move { store.jobs.claim(&poisoned, 1, t0()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    operator.batch_execute("COMMIT").await.unwrap();
+
+    assert_eq!(first.await.unwrap().unwrap().len(), 1);
+    assert_eq!(
+        complete.await.unwrap().unwrap(),
+        vec![ReportOutcome::Completed],
+        "the complete was committed: its caller must hear so"
+    );
+    let err = refused.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("no room"), "{err}");
+    let task = store.jobs.get_task(&held.id).await.unwrap();
+    assert_eq!(task.status, drover_core::TaskStatus::Done);
+}

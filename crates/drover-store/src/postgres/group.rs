@@ -173,7 +173,9 @@ impl PgStore {
         } else {
             Ok((Vec::new(), Vec::new()))
         };
-        let (mut outcomes, mut claimed) = match result {
+        // A call answered by the compare and set keeps its answer whatever the careful
+        // transaction does: it is committed. The others share the careful one's fate.
+        let (mut claimed, failed) = match result {
             Ok((decided, claimed)) => {
                 // Each commit counted one write or none; the group held one per call.
                 self.writes.fetch_add(
@@ -184,40 +186,27 @@ impl PgStore {
                 for answer in answered.iter_mut().filter(|a| a.is_none()) {
                     *answer = decided.next();
                 }
-                let outcomes: Option<Vec<ReportOutcome>> = answered.into_iter().collect();
-                let Some(outcomes) = outcomes else {
-                    let e = StoreError::Internal("a grouped report got no answer".into());
-                    return fail(batch, &e);
-                };
-                (outcomes.into_iter(), claimed.into_iter())
+                (claimed.into_iter(), None)
             }
-            Err(e) => return fail(batch, &e),
+            Err(e) => (Vec::new().into_iter(), Some(e)),
         };
+        let unanswered = |what: &str| match &failed {
+            Some(e) => e.clone(),
+            None => StoreError::Internal(format!("a grouped {what} got no answer")),
+        };
+        let mut answered = answered.into_iter();
         for entry in batch {
             match entry.op {
                 Op::Report { reports, reply } => {
-                    let _ = reply.send(Ok(outcomes.by_ref().take(reports.len()).collect()));
+                    // Taken whole before it is judged, so the next call starts at its own.
+                    let taken: Vec<Option<ReportOutcome>> =
+                        answered.by_ref().take(reports.len()).collect();
+                    let outcomes: Option<Vec<ReportOutcome>> = taken.into_iter().collect();
+                    let _ = reply.send(outcomes.ok_or_else(|| unanswered("report")));
                 }
                 Op::Claim { reply, .. } => {
-                    let _ = reply.send(claimed.next().unwrap_or_else(|| {
-                        Err(StoreError::Internal("a grouped claim got no answer".into()))
-                    }));
+                    let _ = reply.send(claimed.next().unwrap_or_else(|| Err(unanswered("claim"))));
                 }
-            }
-        }
-    }
-}
-
-/// Answers every call of `batch` with `e`. A caller that went away no longer listens: its
-/// answer is dropped.
-fn fail(batch: Vec<Entry>, e: &StoreError) {
-    for entry in batch {
-        match entry.op {
-            Op::Claim { reply, .. } => {
-                let _ = reply.send(Err(e.clone()));
-            }
-            Op::Report { reply, .. } => {
-                let _ = reply.send(Err(e.clone()));
             }
         }
     }
