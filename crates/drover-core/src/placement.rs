@@ -3,8 +3,9 @@
 //!
 //! This module owns the ring and the walk. It must not decide which nodes are eligible (the
 //! caller builds the ring from the nodes that may hold data) and it must not keep the ring up
-//! to date (the caller rebuilds or edits it when the node set changes: building costs one
-//! SHA-256 per point).
+//! to date (the caller edits it as nodes join and leave, [`Ring::insert`] and
+//! [`Ring::remove`], which hash only that node's points: building hashes every point, 6,400
+//! per node at the default capacity).
 //!
 //! The ring is the original system's, so that data placed by it stays where it is after a
 //! move to drover: node `id` with `capacity_gb` has `64 × max(capacity_gb, 1)` points, point
@@ -40,9 +41,10 @@ pub struct Ring {
     points: Vec<u64>,
     /// The node of each point (an index into `nodes`).
     owners: Vec<u32>,
-    /// Each node's id and zone (the zone as an index into `zones`), by id.
+    /// Each node's id and zone (the zone as an index into `zones`), in no set order.
     nodes: Vec<(String, u32)>,
-    zones: Vec<String>,
+    /// Each zone seen, with how many of the ring's nodes are in it now.
+    zones: Vec<(String, usize)>,
 }
 
 /// The place of point `v` of node `id`.
@@ -79,15 +81,11 @@ impl Ring {
         for node in nodes {
             by_id.insert(node.id, node);
         }
-        let mut zones: Vec<String> = by_id.values().map(|n| n.zone.to_string()).collect();
-        zones.sort_unstable();
-        zones.dedup();
+        let mut ring = Ring::default();
         let mut placed: Vec<(u64, u32)> = Vec::new();
-        let mut listed = Vec::with_capacity(by_id.len());
         for (index, node) in by_id.values().enumerate() {
-            let zone = zones.binary_search_by(|z| z.as_str().cmp(node.zone));
-            let zone = zone.unwrap_or_default() as u32;
-            listed.push((node.id.to_string(), zone));
+            let zone = ring.join_zone(node.zone);
+            ring.nodes.push((node.id.to_string(), zone));
             placed.extend(
                 (0..points_of(node.capacity_gb)).map(|v| (node_point(node.id, v), index as u32)),
             );
@@ -104,12 +102,78 @@ impl Ring {
             points.push(*point);
             owners.push(*owner);
         }
-        Ring {
-            points,
-            owners,
-            nodes: listed,
-            zones,
+        ring.points = points;
+        ring.owners = owners;
+        ring
+    }
+
+    /// The index of `zone`, counting one more node in it.
+    fn join_zone(&mut self, zone: &str) -> u32 {
+        let index = match self.zones.iter().position(|(z, _)| z == zone) {
+            Some(i) => i,
+            None => {
+                self.zones.push((zone.to_string(), 0));
+                self.zones.len() - 1
+            }
+        };
+        self.zones[index].1 += 1;
+        index as u32
+    }
+
+    /// Adds `node` (replacing a node of the same id), merging its points into the ring: the
+    /// same ring [`Ring::build`] makes of the new set, without hashing the others' points again.
+    pub fn insert(&mut self, node: RingNode<'_>) {
+        self.remove(node.id);
+        let zone = self.join_zone(node.zone);
+        let index = self.nodes.len() as u32;
+        self.nodes.push((node.id.to_string(), zone));
+        let mut added: Vec<u64> = (0..points_of(node.capacity_gb))
+            .map(|v| node_point(node.id, v))
+            .collect();
+        added.sort_unstable();
+        added.dedup();
+        let total = self.points.len() + added.len();
+        let (mut points, mut owners) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        let mut new = added.into_iter().peekable();
+        for (point, owner) in self.points.iter().zip(&self.owners) {
+            while let Some(p) = new.next_if(|p| p < point) {
+                points.push(p);
+                owners.push(index);
+            }
+            // Two points at one place: the node whose id sorts last keeps it.
+            let collides = new.next_if_eq(point).is_some();
+            points.push(*point);
+            if collides && node.id > self.nodes[*owner as usize].0.as_str() {
+                owners.push(index);
+            } else {
+                owners.push(*owner);
+            }
         }
+        for p in new {
+            points.push(p);
+            owners.push(index);
+        }
+        self.points = points;
+        self.owners = owners;
+    }
+
+    /// Removes the node `id` and its points, if the ring holds it. A point it had taken from
+    /// another node at the same place (a 64-bit collision) is not given back: rebuild with
+    /// [`Ring::build`] for that exactness.
+    pub fn remove(&mut self, id: &str) {
+        let Some(gone) = self.nodes.iter().position(|(n, _)| n == id) else {
+            return;
+        };
+        let gone = gone as u32;
+        let last = (self.nodes.len() - 1) as u32;
+        let (points, owners): (Vec<u64>, Vec<u32>) = (self.points.iter().zip(&self.owners))
+            .filter(|(_, owner)| **owner != gone)
+            .map(|(point, owner)| (*point, if *owner == last { gone } else { *owner }))
+            .unzip();
+        self.points = points;
+        self.owners = owners;
+        let (_, zone) = self.nodes.swap_remove(gone as usize);
+        self.zones[zone as usize].1 -= 1;
     }
 
     /// How many nodes the ring holds.
@@ -129,7 +193,11 @@ impl Ring {
             + (self.nodes.iter())
                 .map(|(id, _)| id.capacity() + 28)
                 .sum::<usize>()
-            + self.zones.iter().map(|z| z.capacity() + 24).sum::<usize>()
+            + self
+                .zones
+                .iter()
+                .map(|(z, _)| z.capacity() + 32)
+                .sum::<usize>()
     }
 
     /// The nodes for `key`: at most `rf` distinct nodes, distinct zones first (see the
@@ -152,7 +220,7 @@ impl Ring {
         let mut chosen: Vec<usize> = Vec::with_capacity(want);
         let mut zones_taken = vec![false; self.zones.len()];
         // Distinct zones first; the walk ends as soon as every zone has a node.
-        let zones_wanted = want.min(self.zones.len());
+        let zones_wanted = want.min(self.zones.iter().filter(|(_, nodes)| *nodes > 0).count());
         if zones_wanted > 0 {
             for owner in walk() {
                 let zone = self.nodes[owner].1 as usize;
@@ -311,6 +379,49 @@ mod tests {
         for k in 0..200 {
             let key = format!("k{k}");
             assert_eq!(a.place(&key, 3), b.place(&key, 3));
+        }
+    }
+
+    #[test]
+    fn nodes_inserted_and_removed_one_by_one_give_the_ring_built_at_once() {
+        let set = nodes(12, 3, 1);
+        let mut ring = ring_of(&set[..6]);
+        for (id, zone, capacity_gb) in &set[6..] {
+            ring.insert(RingNode {
+                id,
+                zone,
+                capacity_gb: *capacity_gb,
+            });
+        }
+        // A node registered again with another capacity and zone replaces itself.
+        ring.insert(RingNode {
+            id: "node-3",
+            zone: "zone-9",
+            capacity_gb: 2,
+        });
+        for gone in ["node-0", "node-7", "node-11"] {
+            ring.remove(gone);
+        }
+        ring.remove("no-such-node");
+        let mut expected: Vec<_> = (set.iter())
+            .filter(|(id, _, _)| !["node-0", "node-7", "node-11", "node-3"].contains(&id.as_str()))
+            .cloned()
+            .collect();
+        expected.push(("node-3".into(), "zone-9".into(), 2));
+        let built = ring_of(&expected);
+        assert_eq!(ring.nodes(), built.nodes());
+        assert_eq!(ring.points(), built.points());
+        for k in 0..500 {
+            let key = format!("key-{k}");
+            assert_eq!(ring.place(&key, 4), built.place(&key, 4), "{key}");
+        }
+        // The zone left empty no longer counts: three zones hold nodes, so five places are
+        // three zones and then two more nodes, as the ring built at once answers.
+        ring.remove("node-3");
+        let built = ring_of(&expected[..expected.len() - 1]);
+        for k in 0..200 {
+            let key = format!("key-{k}");
+            assert_eq!(ring.place(&key, 5), built.place(&key, 5), "{key}");
         }
     }
 
