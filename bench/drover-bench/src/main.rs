@@ -18,6 +18,7 @@
 
 mod batch_worker;
 mod floor;
+mod ring;
 mod scenarios;
 mod server;
 mod stats;
@@ -83,6 +84,8 @@ enum Sub {
     Suite(suite::SuiteArgs),
     /// The Markdown report of a suite run and the peers' output.
     Table(table::TableArgs),
+    /// The placement ring of N nodes, in this process: build time, memory, placement latency.
+    Ring(ring::RingArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -228,6 +231,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(suite::run(args))
         }
         Some(Sub::Table(args)) => table::run(args),
+        Some(Sub::Ring(args)) => ring::run(args),
         Some(Sub::Server(args)) => floor::run(args),
         None => runtime.block_on(bench(cli.bench)).map(|_| ()),
     }
