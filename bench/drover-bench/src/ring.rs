@@ -2,6 +2,7 @@
 //! building it takes, how much memory it holds, how long one placement and one node joining
 //! take. It owns only that measurement; the ring is `drover_core::placement`.
 
+use crate::server::rss_bytes;
 use crate::stats::{fmt_ms, ms, percentile, thousands};
 use drover_core::placement::{Ring, RingNode, points_of};
 use std::time::Instant;
@@ -33,11 +34,11 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
             zone: &zones[i % zones.len()],
             capacity_gb: args.capacity_gb,
         };
-        let rss_before = rss_bytes();
+        let rss_before = rss_bytes("self").unwrap_or(0);
         let started = Instant::now();
         let mut ring = Ring::build((0..count).map(node));
         let built = started.elapsed();
-        let rss_after = rss_bytes();
+        let rss_after = rss_bytes("self").unwrap_or(0);
         let mut took = Vec::with_capacity(args.keys);
         for k in 0..args.keys {
             let key = format!("{:064x}", (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -78,16 +79,4 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// This process's resident memory, from `/proc/self/status` (0 where there is none).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }

@@ -213,16 +213,7 @@ impl Server {
 
     /// The server's resident memory, from `/proc/PID/status`.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
+        rss_bytes(&self.pid.to_string())
     }
 
     /// Bytes of the database file and of its WAL (0 when there is none).
@@ -346,6 +337,20 @@ fn count_fsyncs(text: &str, from: f64, to: f64) -> u64 {
         })
         .filter(|t| (from..=to).contains(t))
         .count() as u64
+}
+
+/// The resident memory of process `pid` (`self` for this one), from `/proc/PID/status`.
+pub fn rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 #[cfg(test)]
