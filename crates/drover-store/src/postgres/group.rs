@@ -161,6 +161,10 @@ impl PgStore {
                 *answer = applied.next().flatten();
             }
         }
+        // Each complete applied there was a call of its own, committed.
+        let applied_calls = answered.iter().flatten().count() as u64;
+        self.writes
+            .fetch_add(applied_calls, std::sync::atomic::Ordering::Relaxed);
         let reports: Vec<Report> = (all_reports.iter().zip(&answered))
             .filter(|(_, answer)| answer.is_none())
             .map(|(report, _)| (*report).clone())
@@ -177,9 +181,9 @@ impl PgStore {
         // transaction does: it is committed. The others share the careful one's fate.
         let (mut claimed, failed) = match result {
             Ok((decided, claimed)) => {
-                // Each commit counted one write or none; the group held one per call.
+                // The careful commit counted one write; it held one per call left.
                 self.writes.fetch_add(
-                    batch.len() as u64 - u64::from(careful),
+                    (batch.len() as u64).saturating_sub(applied_calls + u64::from(careful)),
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 let mut decided = decided.into_iter();
