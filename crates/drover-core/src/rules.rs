@@ -1,7 +1,7 @@
 //! Limits that are rules of the domain: how long a job name may be, how many attempts and how
 //! long a timeout a job may ask for, how many tasks one claim may take, what a node may
 //! announce (its address, its figures, the size of its labels) and how many nodes the registry
-//! holds, and how long a claim may wait for work.
+//! holds, how long a claim may wait for work, and how many replicas a placement may ask for.
 //!
 //! This module owns the values and the checks, with the messages users see. It must not know
 //! about any wire format: a check names the field it refuses by the contract's name, and a
@@ -72,6 +72,15 @@ pub fn check_task_timeout_secs(secs: u64) -> Result<(), RuleError> {
             "taskTimeoutSeconds",
             format!("must be between 1 and {MAX_TASK_TIMEOUT_SECS} (one year); got {secs}"),
         );
+    }
+    Ok(())
+}
+
+/// A placement asks for between 1 and [`crate::placement::MAX_RF`] replicas.
+pub fn check_rf(rf: usize) -> Result<(), RuleError> {
+    let max = crate::placement::MAX_RF;
+    if !(1..=max).contains(&rf) {
+        return refuse("rf", format!("must be between 1 and {max} (got {rf})"));
     }
     Ok(())
 }
@@ -232,6 +241,12 @@ mod tests {
             check_claim_size(1001).unwrap_err().to_string(),
             "maxTasks: must be between 1 and 1000 (got 1001)"
         );
+        assert_eq!(
+            check_rf(0).unwrap_err().to_string(),
+            "rf: must be between 1 and 16 (got 0)"
+        );
+        assert!(check_rf(17).is_err());
+        assert!(check_rf(1).is_ok() && check_rf(16).is_ok());
         assert_eq!(
             check_job_name(&"x".repeat(201)).unwrap_err().to_string(),
             "name: at most 200 characters"

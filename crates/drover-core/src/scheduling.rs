@@ -14,6 +14,7 @@
 //! original system, which ignores `io_tolerance`: here it filters (`io_pressure ≤
 //! io_tolerance`), since a workload that states it expects to be honoured.
 
+use crate::rules::RuleError;
 use serde::{Deserialize, Serialize};
 
 /// Scores closer than this are a tie.
@@ -44,7 +45,7 @@ impl NodeStats {
     };
 
     /// Checks reported stats: every figure finite and none negative.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub fn validate(&self) -> Result<(), RuleError> {
         let fields = [
             ("cpu_free", self.cpu_free),
             ("ram_free_mb", self.ram_free_mb),
@@ -96,7 +97,7 @@ impl Weights {
 
     /// Checks weights before they are stored: each finite and not negative, and not all zero
     /// (every node would score the same).
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub fn validate(&self) -> Result<(), RuleError> {
         let fields = [
             ("w_cpu", self.w_cpu),
             ("w_ram", self.w_ram),
@@ -108,10 +109,10 @@ impl Weights {
             non_negative(field, value)?;
         }
         if fields.iter().all(|(_, v)| *v == 0.0) {
-            return Err(Invalid {
+            return Err(RuleError {
                 field: "weights",
-                why: "are all 0: every node would score the same; give at least one a \
-                      positive value"
+                message: "are all 0: every node would score the same; give at least one a \
+                          positive value"
                     .into(),
             });
         }
@@ -174,7 +175,7 @@ impl Requirement {
 
 impl Workload {
     /// Checks a workload: each requirement given is finite and not negative.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub fn validate(&self) -> Result<(), RuleError> {
         let fields = [
             ("cpu_req", self.cpu_req),
             ("ram_req_mb", self.ram_req_mb),
@@ -262,26 +263,18 @@ pub fn schedule<'a>(
     }
 }
 
-/// A weight, a stat or a requirement that cannot be used, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} {why}")]
-pub struct Invalid {
-    /// The request field at fault.
-    pub field: &'static str,
-    pub why: String,
-}
-
-fn non_negative(field: &'static str, value: f64) -> Result<(), Invalid> {
+/// A weight, a stat or a requirement is a finite number, 0 or more.
+fn non_negative(field: &'static str, value: f64) -> Result<(), RuleError> {
     if !value.is_finite() {
-        return Err(Invalid {
+        return Err(RuleError {
             field,
-            why: format!("must be a finite number, not {value}"),
+            message: format!("must be a finite number, not {value}"),
         });
     }
     if value < 0.0 {
-        return Err(Invalid {
+        return Err(RuleError {
             field,
-            why: format!("must be 0 or more, not {value}"),
+            message: format!("must be 0 or more, not {value}"),
         });
     }
     Ok(())
@@ -559,7 +552,7 @@ mod tests {
             ..Default::default()
         };
         let err = negative.validate().unwrap_err();
-        assert_eq!(err.to_string(), "ram_req_mb must be 0 or more, not -5");
+        assert_eq!(err.to_string(), "ram_req_mb: must be 0 or more, not -5");
         assert!(Workload::default().validate().is_ok());
         assert!(stats(0.1, 1.0, 0.0, 3.0, 0.2).validate().is_ok());
         assert_eq!(
