@@ -10,7 +10,7 @@
 //! w_io·io_pressure`, where `inverse_latency` is `1/latency_ms`, or 1 when `latency_ms ≤ 0`; the
 //! highest score wins, and a tie (scores less than [`TIE`] apart) goes to the lexicographically
 //! smaller id. A
-//! node that never reported stats counts as [`NodeStats::UNKNOWN`]. One difference from the
+//! node that never reported stats counts as [`Stats::UNKNOWN`]. One difference from the
 //! original system, which ignores `io_tolerance`: here it filters (`io_pressure ≤
 //! io_tolerance`), since a workload that states it expects to be honoured.
 
@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 /// Scores closer than this are a tie.
 pub const TIE: f64 = 1e-9;
 
-/// A node's live stats, as it last reported them.
+/// A node's live stats for scheduling, as it last reported them (the placement contract's
+/// `/node/{id}/stats`; not the heartbeat's `NodeStats`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct NodeStats {
+pub struct Stats {
     /// Fraction of CPU free, 0 to 1.
     pub cpu_free: f64,
     pub ram_free_mb: f64,
@@ -33,10 +34,10 @@ pub struct NodeStats {
     pub io_pressure: f64,
 }
 
-impl NodeStats {
+impl Stats {
     /// How a node that never reported stats is scored and filtered: nothing free, far away,
     /// fully pressed.
-    pub const UNKNOWN: NodeStats = NodeStats {
+    pub const UNKNOWN: Stats = Stats {
         cpu_free: 0.0,
         ram_free_mb: 0.0,
         gpu_free: 0.0,
@@ -120,7 +121,7 @@ impl Weights {
     }
 
     /// The score of a node with `stats`: higher is better.
-    pub fn score(&self, stats: &NodeStats) -> f64 {
+    pub fn score(&self, stats: &Stats) -> f64 {
         let inverse_latency = if stats.latency_ms <= 0.0 {
             1.0
         } else {
@@ -192,7 +193,7 @@ impl Workload {
     }
 
     /// The first requirement a node with `stats` fails, if any.
-    pub fn unmet_by(&self, stats: &NodeStats) -> Option<Requirement> {
+    pub fn unmet_by(&self, stats: &Stats) -> Option<Requirement> {
         let at_least = |req: Option<f64>, have: f64| req.is_some_and(|r| have < r);
         let at_most = |max: Option<f64>, have: f64| max.is_some_and(|m| have > m);
         if at_least(self.cpu_req, stats.cpu_free) {
@@ -231,14 +232,14 @@ pub enum Scheduled<'a> {
 pub fn schedule<'a>(
     weights: &Weights,
     workload: &Workload,
-    nodes: impl IntoIterator<Item = (&'a str, Option<&'a NodeStats>)>,
+    nodes: impl IntoIterator<Item = (&'a str, Option<&'a Stats>)>,
 ) -> Scheduled<'a> {
     let mut best: Option<(&'a str, f64)> = None;
     let mut ruled_out = std::collections::BTreeMap::new();
     let mut count = 0;
     for (id, stats) in nodes {
         count += 1;
-        let stats = stats.unwrap_or(&NodeStats::UNKNOWN);
+        let stats = stats.unwrap_or(&Stats::UNKNOWN);
         if let Some(requirement) = workload.unmet_by(stats) {
             *ruled_out.entry(requirement).or_insert(0) += 1;
             continue;
@@ -284,8 +285,8 @@ fn non_negative(field: &'static str, value: f64) -> Result<(), RuleError> {
 mod tests {
     use super::*;
 
-    fn stats(cpu: f64, ram: f64, gpu: f64, latency: f64, io: f64) -> NodeStats {
-        NodeStats {
+    fn stats(cpu: f64, ram: f64, gpu: f64, latency: f64, io: f64) -> Stats {
+        Stats {
             cpu_free: cpu,
             ram_free_mb: ram,
             gpu_free: gpu,
@@ -297,7 +298,7 @@ mod tests {
     fn winner<'a>(
         weights: &Weights,
         workload: &Workload,
-        nodes: &'a [(&'a str, Option<NodeStats>)],
+        nodes: &'a [(&'a str, Option<Stats>)],
     ) -> Option<&'a str> {
         match schedule(
             weights,
@@ -320,7 +321,7 @@ mod tests {
         assert_eq!(w.score(&stats(0.0, 0.0, 0.0, -3.0, 0.0)), 50.0);
         // A node without stats.
         let unknown = 50.0 / 9999.0 - 1.5;
-        assert!((w.score(&NodeStats::UNKNOWN) - unknown).abs() < 1e-12);
+        assert!((w.score(&Stats::UNKNOWN) - unknown).abs() < 1e-12);
     }
 
     #[test]
@@ -359,13 +360,13 @@ mod tests {
     #[test]
     fn each_filter_excludes_what_it_should() {
         let good = stats(0.8, 8000.0, 2.0, 5.0, 0.1);
-        let cases: [(Workload, NodeStats, Requirement); 5] = [
+        let cases: [(Workload, Stats, Requirement); 5] = [
             (
                 Workload {
                     cpu_req: Some(0.5),
                     ..Default::default()
                 },
-                NodeStats {
+                Stats {
                     cpu_free: 0.4,
                     ..good
                 },
@@ -376,7 +377,7 @@ mod tests {
                     ram_req_mb: Some(4096.0),
                     ..Default::default()
                 },
-                NodeStats {
+                Stats {
                     ram_free_mb: 4095.0,
                     ..good
                 },
@@ -387,7 +388,7 @@ mod tests {
                     gpu_req: Some(1.0),
                     ..Default::default()
                 },
-                NodeStats {
+                Stats {
                     gpu_free: 0.5,
                     ..good
                 },
@@ -398,7 +399,7 @@ mod tests {
                     max_latency_ms: Some(10.0),
                     ..Default::default()
                 },
-                NodeStats {
+                Stats {
                     latency_ms: 10.5,
                     ..good
                 },
@@ -409,7 +410,7 @@ mod tests {
                     io_tolerance: Some(0.3),
                     ..Default::default()
                 },
-                NodeStats {
+                Stats {
                     io_pressure: 0.31,
                     ..good
                 },
@@ -426,23 +427,23 @@ mod tests {
             assert_eq!(winner(&w, &Workload::default(), &only_bad), Some("bad"));
             // The bound itself passes.
             let at_bound = match requirement {
-                Requirement::CpuReq => NodeStats {
+                Requirement::CpuReq => Stats {
                     cpu_free: 0.5,
                     ..good
                 },
-                Requirement::RamReqMb => NodeStats {
+                Requirement::RamReqMb => Stats {
                     ram_free_mb: 4096.0,
                     ..good
                 },
-                Requirement::GpuReq => NodeStats {
+                Requirement::GpuReq => Stats {
                     gpu_free: 1.0,
                     ..good
                 },
-                Requirement::MaxLatencyMs => NodeStats {
+                Requirement::MaxLatencyMs => Stats {
                     latency_ms: 10.0,
                     ..good
                 },
-                Requirement::IoTolerance => NodeStats {
+                Requirement::IoTolerance => Stats {
                     io_pressure: 0.3,
                     ..good
                 },
