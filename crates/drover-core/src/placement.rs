@@ -186,17 +186,19 @@ impl Ring {
         self.points.len()
     }
 
-    /// The heap memory the ring holds, in bytes.
+    /// The heap memory the ring holds, in bytes: its arrays, and for each node and zone its
+    /// entry (`size_of`) and its text.
     pub fn memory_bytes(&self) -> usize {
-        self.points.capacity() * 8
-            + self.owners.capacity() * 4
+        use std::mem::size_of;
+        self.points.capacity() * size_of::<u64>()
+            + self.owners.capacity() * size_of::<u32>()
             + (self.nodes.iter())
-                .map(|(id, _)| id.capacity() + 28)
+                .map(|(id, _)| id.capacity() + size_of::<(String, u32)>())
                 .sum::<usize>()
             + self
                 .zones
                 .iter()
-                .map(|(z, _)| z.capacity() + 32)
+                .map(|(z, _)| z.capacity() + size_of::<(String, usize)>())
                 .sum::<usize>()
     }
 
