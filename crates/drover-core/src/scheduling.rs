@@ -47,17 +47,13 @@ impl Stats {
 
     /// Checks reported stats: every figure finite and none negative.
     pub fn validate(&self) -> Result<(), RuleError> {
-        let fields = [
+        non_negative([
             ("cpu_free", self.cpu_free),
             ("ram_free_mb", self.ram_free_mb),
             ("gpu_free", self.gpu_free),
             ("latency_ms", self.latency_ms),
             ("io_pressure", self.io_pressure),
-        ];
-        for (field, value) in fields {
-            non_negative(field, value)?;
-        }
-        Ok(())
+        ])
     }
 }
 
@@ -106,9 +102,7 @@ impl Weights {
             ("w_latency", self.w_latency),
             ("w_io", self.w_io),
         ];
-        for (field, value) in fields {
-            non_negative(field, value)?;
-        }
+        non_negative(fields)?;
         if fields.iter().all(|(_, v)| *v == 0.0) {
             return Err(RuleError {
                 field: "weights",
@@ -177,19 +171,18 @@ impl Requirement {
 impl Workload {
     /// Checks a workload: each requirement given is finite and not negative.
     pub fn validate(&self) -> Result<(), RuleError> {
-        let fields = [
+        let given = [
             ("cpu_req", self.cpu_req),
             ("ram_req_mb", self.ram_req_mb),
             ("gpu_req", self.gpu_req),
             ("max_latency_ms", self.max_latency_ms),
             ("io_tolerance", self.io_tolerance),
         ];
-        for (field, value) in fields {
-            if let Some(value) = value {
-                non_negative(field, value)?;
-            }
-        }
-        Ok(())
+        non_negative(
+            given
+                .into_iter()
+                .filter_map(|(field, v)| v.map(|v| (field, v))),
+        )
     }
 
     /// The first requirement a node with `stats` fails, if any.
@@ -264,19 +257,18 @@ pub fn schedule<'a>(
     }
 }
 
-/// A weight, a stat or a requirement is a finite number, 0 or more.
-fn non_negative(field: &'static str, value: f64) -> Result<(), RuleError> {
-    if !value.is_finite() {
-        return Err(RuleError {
-            field,
-            message: format!("must be a finite number, not {value}"),
-        });
-    }
-    if value < 0.0 {
-        return Err(RuleError {
-            field,
-            message: format!("must be 0 or more, not {value}"),
-        });
+/// Each of `fields` (a weight, a stat or a requirement, by its request name) is a finite
+/// number, 0 or more; the first that is not is refused.
+fn non_negative(fields: impl IntoIterator<Item = (&'static str, f64)>) -> Result<(), RuleError> {
+    for (field, value) in fields {
+        let message = if !value.is_finite() {
+            format!("must be a finite number, not {value}")
+        } else if value < 0.0 {
+            format!("must be 0 or more, not {value}")
+        } else {
+            continue;
+        };
+        return Err(RuleError { field, message });
     }
     Ok(())
 }
