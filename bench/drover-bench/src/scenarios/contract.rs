@@ -4,7 +4,7 @@
 //! job is created before the clock starts: the figure is about claims and completes.
 
 use crate::scenarios::burn::sweep_job;
-use crate::stats::thousands;
+use crate::stats::{fmt_ms, ms, percentile, thousands};
 use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
 use anyhow::{Context, bail, ensure};
 use drover_api::{CompleteRequest, HeartbeatRequest, HelloRequest};
@@ -112,7 +112,9 @@ async fn drive(
         let (client, errors) = (replicas[i % replicas.len()].clone(), errors.clone());
         set.spawn(async move {
             let mut done = 0u64;
+            let (mut claims, mut completes) = (Vec::new(), Vec::new());
             loop {
+                let asked = Instant::now();
                 let tasks = match client.claim(&spot, claim).await {
                     Ok(t) => t,
                     Err(_) => {
@@ -122,8 +124,9 @@ async fn drive(
                     }
                 };
                 if tasks.is_empty() {
-                    return done;
+                    return (done, claims, completes);
                 }
+                claims.push(asked.elapsed());
                 for t in tasks {
                     let req = CompleteRequest {
                         spot_id: spot.clone(),
@@ -131,8 +134,12 @@ async fn drive(
                         attempt: Some(t.attempt),
                         ..Default::default()
                     };
+                    let asked = Instant::now();
                     match client.complete(&t.id, &req).await {
-                        Ok(_) => done += 1,
+                        Ok(_) => {
+                            completes.push(asked.elapsed());
+                            done += 1
+                        }
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -141,9 +148,13 @@ async fn drive(
             }
         });
     }
+    // Each call's latency as its client saw it: at 16 clients the figure is bound by them.
+    let (mut claims, mut completes) = (Vec::<Duration>::new(), Vec::new());
     let joined = tokio::time::timeout(deadline, async {
         while let Some(r) = set.join_next().await {
-            r?;
+            let (_, c, d) = r?;
+            claims.extend(c);
+            completes.extend(d);
         }
         anyhow::Ok(())
     })
@@ -163,11 +174,17 @@ async fn drive(
         j.pending_tasks,
         j.running_tasks
     );
+    let p = |samples: &[Duration], q| fmt_ms(percentile(samples, q).map_or(f64::NAN, ms));
+    let mut notes = format!(
+        ", claim p50 / p99 {} / {}, complete {} / {}",
+        p(&claims, 0.5),
+        p(&claims, 0.99),
+        p(&completes, 0.5),
+        p(&completes, 0.99)
+    );
     let errors = errors.load(Ordering::Relaxed);
-    let notes = if errors > 0 {
-        format!(", {errors} failed calls")
-    } else {
-        String::new()
-    };
+    if errors > 0 {
+        notes.push_str(&format!(", {errors} failed calls"));
+    }
     Ok((n as f64 / total_s, notes))
 }

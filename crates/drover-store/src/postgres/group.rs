@@ -17,7 +17,8 @@
 //! one per call, by compare and set in one round trip (`jobs::complete_held_at_once`, the
 //! common report); then the claims and whatever reports that left, read and decided under
 //! their locks (`jobs::report_and_claim`). A call is in exactly one of them, so it stays
-//! atomic.
+//! atomic, and a complete applied by the first is answered as soon as it commits, without
+//! waiting for the second.
 //!
 //! Only small calls group ([`joins_group`]): a claim of hundreds of tasks or a batch of
 //! hundreds of reports already shares its commit among them, and runs beside the groups in a
@@ -134,79 +135,72 @@ impl PgStore {
     async fn commit_group(&self, batch: Vec<Entry>) {
         // The group's instant: the latest of its calls' (each was "now" when it arrived).
         let now = batch.iter().map(|e| e.now).max().unwrap_or_default();
-        let mut all_reports: Vec<&Report> = Vec::new();
+        // Completes by the tasks' holders first, in one round trip, each answered as soon as
+        // it is committed; what that leaves (other reports, completes whose task was not as
+        // their reporter said) and the claims go together in the careful transaction. Only a
+        // call of one report goes first: a call is atomic, and a batch split over two
+        // transactions would not be.
+        let (lone, mut rest): (Vec<Entry>, Vec<Entry>) = batch
+            .into_iter()
+            .partition(|e| matches!(&e.op, Op::Report { reports, .. } if reports.len() == 1));
+        let first: Vec<&Report> = (lone.iter())
+            .flat_map(|e| match &e.op {
+                Op::Report { reports, .. } => reports.first(),
+                Op::Claim { .. } => None,
+            })
+            .collect();
+        let applied = super::jobs::complete_held_at_once(self, &first, now).await;
+        for (entry, outcome) in lone.into_iter().zip(applied) {
+            match (entry.op, outcome) {
+                (Op::Report { reply, .. }, Some(outcome)) => {
+                    // A call of its own, committed.
+                    self.writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = reply.send(Ok(vec![outcome]));
+                }
+                (op, _) => rest.push(Entry { op, now: entry.now }),
+            }
+        }
+        if rest.is_empty() {
+            return;
+        }
+        let mut reports: Vec<Report> = Vec::new();
         let mut claims: Vec<(&str, u32)> = Vec::new();
-        for e in &batch {
+        for e in &rest {
             match &e.op {
-                Op::Report { reports: r, .. } => all_reports.extend(r),
+                Op::Report { reports: r, .. } => reports.extend(r.iter().cloned()),
                 Op::Claim { node_id, max, .. } => claims.push((node_id, *max)),
             }
         }
-        // Completes by the tasks' holders first, in one round trip; what that leaves (other
-        // reports, completes whose task was not as their reporter said) and the claims go
-        // together in the careful transaction. Only a call of one report goes first: a call
-        // is atomic, and a batch split over two transactions would not be.
-        let alone: Vec<Option<&Report>> = (batch.iter())
-            .flat_map(|e| match &e.op {
-                Op::Report { reports, .. } if reports.len() == 1 => vec![reports.first()],
-                Op::Report { reports, .. } => vec![None; reports.len()],
-                Op::Claim { .. } => Vec::new(),
-            })
-            .collect();
-        let mut answered = vec![None; all_reports.len()];
-        let first: Vec<&Report> = alone.iter().flatten().copied().collect();
-        let mut applied = (super::jobs::complete_held_at_once(self, &first, now).await).into_iter();
-        for (answer, report) in answered.iter_mut().zip(&alone) {
-            if report.is_some() {
-                *answer = applied.next().flatten();
-            }
-        }
-        // Each complete applied there was a call of its own, committed.
-        let applied_calls = answered.iter().flatten().count() as u64;
-        self.writes
-            .fetch_add(applied_calls, std::sync::atomic::Ordering::Relaxed);
-        let reports: Vec<Report> = (all_reports.iter().zip(&answered))
-            .filter(|(_, answer)| answer.is_none())
-            .map(|(report, _)| (*report).clone())
-            .collect();
-        let careful = !(reports.is_empty() && claims.is_empty());
-        let result = if careful {
-            write_tx!(self, |tx| {
-                super::jobs::report_and_claim(&tx, &self.sweeps, &reports, &claims, now).await
-            })
-        } else {
-            Ok((Vec::new(), Vec::new()))
-        };
-        // A call answered by the compare and set keeps its answer whatever the careful
-        // transaction does: it is committed. The others share the careful one's fate.
-        let (mut claimed, failed) = match result {
+        let result = write_tx!(self, |tx| {
+            super::jobs::report_and_claim(&tx, &self.sweeps, &reports, &claims, now).await
+        });
+        let (mut decided, mut claimed, failed) = match result {
             Ok((decided, claimed)) => {
-                // The careful commit counted one write; it held one per call left.
+                // The commit counted one write; it held one per call.
                 self.writes.fetch_add(
-                    (batch.len() as u64).saturating_sub(applied_calls + u64::from(careful)),
+                    (rest.len() as u64).saturating_sub(1),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                let mut decided = decided.into_iter();
-                for answer in answered.iter_mut().filter(|a| a.is_none()) {
-                    *answer = decided.next();
-                }
-                (claimed.into_iter(), None)
+                (decided.into_iter(), claimed.into_iter(), None)
             }
-            Err(e) => (Vec::new().into_iter(), Some(e)),
+            Err(e) => (Vec::new().into_iter(), Vec::new().into_iter(), Some(e)),
         };
         let unanswered = |what: &str| match &failed {
             Some(e) => e.clone(),
             None => StoreError::Internal(format!("a grouped {what} got no answer")),
         };
-        let mut answered = answered.into_iter();
-        for entry in batch {
+        for entry in rest {
             match entry.op {
                 Op::Report { reports, reply } => {
                     // Taken whole before it is judged, so the next call starts at its own.
-                    let taken: Vec<Option<ReportOutcome>> =
-                        answered.by_ref().take(reports.len()).collect();
-                    let outcomes: Option<Vec<ReportOutcome>> = taken.into_iter().collect();
-                    let _ = reply.send(outcomes.ok_or_else(|| unanswered("report")));
+                    let taken: Vec<ReportOutcome> = decided.by_ref().take(reports.len()).collect();
+                    let whole = taken.len() == reports.len() && failed.is_none();
+                    let _ = reply.send(if whole {
+                        Ok(taken)
+                    } else {
+                        Err(unanswered("report"))
+                    });
                 }
                 Op::Claim { reply, .. } => {
                     let _ = reply.send(claimed.next().unwrap_or_else(|| Err(unanswered("claim"))));
