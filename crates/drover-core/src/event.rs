@@ -5,7 +5,7 @@
 //! commit; nothing here decides anything or does IO, and an event never carries more than it
 //! takes to identify its subject and the change.
 
-use crate::model::{NodeStatus, TaskStatus};
+use crate::model::{NodeStatus, ReplicaState, TaskStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -74,6 +74,19 @@ pub enum Event {
     RunnerRemoved {
         session_id: String,
     },
+    /// A node reported its live stats (the placement contract's `POST /node/{id}/stats`).
+    NodeStatsReported {
+        node_id: String,
+    },
+    SchedulerConfigured,
+    ObjectRegistered {
+        hash: String,
+    },
+    ReplicaChanged {
+        hash: String,
+        node_id: String,
+        state: ReplicaState,
+    },
 }
 
 impl Event {
@@ -94,6 +107,10 @@ impl Event {
         "runner_started",
         "runner_touched",
         "runner_removed",
+        "node_stats_reported",
+        "scheduler_configured",
+        "object_registered",
+        "replica_changed",
     ];
 
     /// A stable snake_case name: metric labels and journal records use it, so it never changes.
@@ -114,6 +131,10 @@ impl Event {
             Event::RunnerStarted { .. } => "runner_started",
             Event::RunnerTouched { .. } => "runner_touched",
             Event::RunnerRemoved { .. } => "runner_removed",
+            Event::NodeStatsReported { .. } => "node_stats_reported",
+            Event::SchedulerConfigured => "scheduler_configured",
+            Event::ObjectRegistered { .. } => "object_registered",
+            Event::ReplicaChanged { .. } => "replica_changed",
         }
     }
 
@@ -184,6 +205,14 @@ mod tests {
             Event::RunnerStarted { session_id: id() },
             Event::RunnerTouched { session_id: id() },
             Event::RunnerRemoved { session_id: id() },
+            Event::NodeStatsReported { node_id: id() },
+            Event::SchedulerConfigured,
+            Event::ObjectRegistered { hash: id() },
+            Event::ReplicaChanged {
+                hash: id(),
+                node_id: id(),
+                state: ReplicaState::Healthy,
+            },
         ];
         let kinds: Vec<&str> = all.iter().map(Event::kind).collect();
         assert_eq!(kinds, Event::KINDS);

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 /// Implements `as_str`, `Display` and `FromStr` for a status enum with upper-case names.
 macro_rules! status_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -224,6 +224,18 @@ status_enum!(
     RunnerStatus {
         Starting => "STARTING",
         Running => "RUNNING",
+    }
+);
+
+status_enum!(
+    /// The state of one replica record of an object (`replicas.rs` says which count).
+    ReplicaState {
+        /// The node holds a good copy.
+        Healthy => "HEALTHY",
+        /// The node reported its copy lost (`/replica/mark_missing`).
+        Missing => "MISSING",
+        /// A replacement assigned by placement or repair, not yet marked healed.
+        Pending => "PENDING",
     }
 );
 

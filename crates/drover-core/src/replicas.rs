@@ -13,19 +13,7 @@
 //! assigned twice. A node that comes back UP still holds its copy, so an object may then count
 //! more healthy replicas than its factor; repair only ever adds, and leaves that alone.
 
-use serde::{Deserialize, Serialize};
-
-/// The state of one replica record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ReplicaState {
-    /// The node holds a good copy.
-    Healthy,
-    /// The node reported its copy lost (`/replica/mark_missing`).
-    Missing,
-    /// A replacement assigned by repair, not yet marked healed.
-    Pending,
-}
+pub use crate::model::ReplicaState;
 
 /// One replica record of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,13 @@
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
     ClusterStore, CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown,
-    Overview, Page, Paged, Released, Report, Reservation, Result, RunnerStore, StoreError,
-    StoreOps, Stores, WriteStats,
+    Overview, Page, Paged, PlacedNode, PlacementNode, PlacementStore, Released, Report,
+    Reservation, Result, RunnerStore, StoreError, StoreOps, StoredObject, Stores, WriteStats,
 };
 use async_trait::async_trait;
+use drover_core::ReplicaState;
 use drover_core::credential::SpotCredential;
+use drover_core::scheduling::{Stats, Weights};
 use drover_core::sweep::Sweep;
 use drover_core::{
     ClaimedTask, Job, JobStatus, Node, NodeStats, NodeStatus, ReportOutcome, Runner, Task,
@@ -386,6 +388,75 @@ impl NodeStore for Faulty {
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
         let inner = self.inner.nodes.forget_down_nodes(cutoff);
         self.faults.write("forget_down_nodes", inner).await
+    }
+}
+
+#[async_trait]
+impl PlacementStore for Faulty {
+    async fn put_node(&self, node: PlacedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
+        let inner = self.inner.placement.put_node(node, max, now);
+        self.faults.write("put_node", inner).await
+    }
+
+    async fn placement_nodes(&self) -> Result<Vec<PlacementNode>> {
+        let inner = self.inner.placement.placement_nodes();
+        self.faults.read("placement_nodes", inner).await
+    }
+
+    async fn placement_node(&self, id: &str) -> Result<Option<PlacementNode>> {
+        let inner = self.inner.placement.placement_node(id);
+        self.faults.read("placement_node", inner).await
+    }
+
+    async fn report_stats(&self, node_id: &str, stats: Stats, now: Timestamp) -> Result<()> {
+        let inner = self.inner.placement.report_stats(node_id, stats, now);
+        self.faults.write("report_stats", inner).await
+    }
+
+    async fn scheduler_weights(&self) -> Result<Option<Weights>> {
+        let inner = self.inner.placement.scheduler_weights();
+        self.faults.read("scheduler_weights", inner).await
+    }
+
+    async fn set_scheduler_weights(&self, weights: Weights, now: Timestamp) -> Result<()> {
+        let inner = self.inner.placement.set_scheduler_weights(weights, now);
+        self.faults.write("set_scheduler_weights", inner).await
+    }
+
+    async fn register_object(
+        &self,
+        hash: &str,
+        size: u64,
+        rf: u32,
+        targets: &[String],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let inner = self
+            .inner
+            .placement
+            .register_object(hash, size, rf, targets, now);
+        self.faults.write("register_object", inner).await
+    }
+
+    async fn get_object(&self, hash: &str) -> Result<Option<StoredObject>> {
+        let inner = self.inner.placement.get_object(hash);
+        self.faults.read("get_object", inner).await
+    }
+
+    async fn set_replica(
+        &self,
+        hash: &str,
+        node_id: &str,
+        state: ReplicaState,
+        now: Timestamp,
+    ) -> Result<()> {
+        let inner = self.inner.placement.set_replica(hash, node_id, state, now);
+        self.faults.write("set_replica", inner).await
+    }
+
+    async fn list_objects(&self, after: Option<&str>, limit: u32) -> Result<Vec<StoredObject>> {
+        let inner = self.inner.placement.list_objects(after, limit);
+        self.faults.read("list_objects", inner).await
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! This crate owns the store traits, one per aggregate ([`JobStore`] for jobs and the task
 //! lifecycle, [`NodeStore`] for the node registry, [`RunnerStore`] for session runners,
+//! [`PlacementStore`] for the placement contract's stats, weights, objects and replicas,
 //! [`StoreOps`] for health and operations, [`ClusterStore`] for the replicas' lease and
 //! members), the [`Stores`] that holds one of each, [`open`], and the backends (SQLite,
 //! embedded; PostgreSQL, shared by several replicas; each passes the same conformance suite,
@@ -168,6 +169,68 @@ pub trait RunnerStore: Send + Sync + 'static {
     async fn remove_runner(&self, session_id: &str) -> Result<Option<Runner>>;
 }
 
+/// The placement contract's records beside the node registry: the nodes it registers under
+/// their own ids, their live stats, the scheduler's weights, and objects with their replica
+/// records. What a placement or a schedule is, and which replicas count, is `drover_core`'s
+/// (`placement`, `scheduling`, `replicas`); a backend only keeps the facts.
+#[async_trait]
+pub trait PlacementStore: Send + Sync + 'static {
+    /// Registers `node` under its own id, UP, or replaces what is known of a node with that id
+    /// (its zone, address, capacity and meta; a DOWN node comes back UP). Registration is a
+    /// sign of life. A new id is refused when the registry holds `max` nodes already.
+    async fn put_node(&self, node: PlacedNode, max: Option<u64>, now: Timestamp) -> Result<()>;
+
+    /// Every node of the registry (whichever surface registered it), in id order.
+    async fn placement_nodes(&self) -> Result<Vec<PlacementNode>>;
+
+    async fn placement_node(&self, id: &str) -> Result<Option<PlacementNode>>;
+
+    /// Replaces a node's live stats. A report is a sign of life: a DOWN node comes back UP.
+    /// [`StoreError::NotFound`] for an unknown node.
+    async fn report_stats(
+        &self,
+        node_id: &str,
+        stats: drover_core::scheduling::Stats,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// The scheduler's weights, or `None` while they were never set (the caller's default).
+    async fn scheduler_weights(&self) -> Result<Option<drover_core::scheduling::Weights>>;
+
+    async fn set_scheduler_weights(
+        &self,
+        weights: drover_core::scheduling::Weights,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Records an object with its replication factor and one PENDING replica record per
+    /// target (its placement when registered), unless it is recorded already: then nothing
+    /// changes and the answer is `false`.
+    async fn register_object(
+        &self,
+        hash: &str,
+        size: u64,
+        rf: u32,
+        targets: &[String],
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    async fn get_object(&self, hash: &str) -> Result<Option<StoredObject>>;
+
+    /// Sets the state of `node_id`'s replica record of `hash`, making the record if there is
+    /// none. [`StoreError::NotFound`] for an unknown object or node.
+    async fn set_replica(
+        &self,
+        hash: &str,
+        node_id: &str,
+        state: drover_core::ReplicaState,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Objects in hash order after `after`, at most `limit` of them (repair's scan).
+    async fn list_objects(&self, after: Option<&str>, limit: u32) -> Result<Vec<StoredObject>>;
+}
+
 /// Operating the store: health, figures, audits, identity, shutdown.
 #[async_trait]
 pub trait StoreOps: Send + Sync + 'static {
@@ -221,6 +284,7 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     pub nodes: Arc<dyn NodeStore>,
     pub runners: Arc<dyn RunnerStore>,
+    pub placement: Arc<dyn PlacementStore>,
     pub ops: Arc<dyn StoreOps>,
     /// The replicas' shared records: the leader's lease, members, background actions.
     pub cluster: Arc<dyn ClusterStore>,
@@ -232,12 +296,13 @@ impl Stores {
     /// (the same registry the backend's write path notifies).
     pub fn from_backend<B>(backend: B, observers: Arc<EventObservers>) -> Stores
     where
-        B: JobStore + NodeStore + RunnerStore + StoreOps + ClusterStore + Clone,
+        B: JobStore + NodeStore + RunnerStore + PlacementStore + StoreOps + ClusterStore + Clone,
     {
         Stores {
             jobs: Arc::new(backend.clone()),
             nodes: Arc::new(backend.clone()),
             runners: Arc::new(backend.clone()),
+            placement: Arc::new(backend.clone()),
             cluster: Arc::new(backend.clone()),
             ops: Arc::new(backend),
             observers,

@@ -123,3 +123,46 @@ pub struct CountMismatch {
     pub stored: drover_core::JobCounts,
     pub actual: drover_core::JobCounts,
 }
+
+/// A node as the placement contract registers it: its own id, and the facts placement and
+/// scheduling use. Registering an id that exists replaces these facts (as the contract does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedNode {
+    pub id: String,
+    pub zone: String,
+    pub address: String,
+    pub capacity_gb: u64,
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A node of the registry as placement and scheduling see it: every node, whichever surface
+/// registered it (a node registered without a capacity counts as [`DEFAULT_CAPACITY_GB`], one
+/// without a zone is in the zone `""`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementNode {
+    pub id: String,
+    pub zone: String,
+    pub address: String,
+    pub capacity_gb: u64,
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    pub status: drover_core::NodeStatus,
+    /// Its live stats as last reported, or `None` if it never reported any.
+    pub stats: Option<drover_core::scheduling::Stats>,
+    /// The last sign of life: registration, a heartbeat, or a stats report.
+    pub last_seen: drover_core::Timestamp,
+}
+
+/// The placement contract's capacity of a node registered without one.
+pub const DEFAULT_CAPACITY_GB: u64 = 100;
+
+/// An object whose replicas placement tracks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    pub hash: String,
+    pub size: u64,
+    /// The replication factor it was registered with.
+    pub rf: u32,
+    /// Its replica records in the order they were made.
+    pub replicas: Vec<(String, drover_core::replicas::ReplicaState)>,
+    pub registered_at: drover_core::Timestamp,
+}

@@ -19,6 +19,7 @@ mod jobs;
 mod listen;
 mod nodes;
 mod ops;
+mod placement;
 mod rows;
 mod runners;
 mod schema;

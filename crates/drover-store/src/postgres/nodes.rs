@@ -20,7 +20,7 @@ use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
 
 /// The advisory lock that makes counting and inserting a node one step, so that two hellos
 /// cannot pass the registry's cap together.
-const REGISTRY_LOCK: i64 = 0x6472_6f76_0001;
+pub(super) const REGISTRY_LOCK: i64 = 0x6472_6f76_0001;
 
 const STATUSES: [NodeStatus; 3] = [NodeStatus::Up, NodeStatus::Draining, NodeStatus::Down];
 
@@ -104,7 +104,7 @@ async fn node_facts(
     let found = match ids {
         None => {
             let status = match which {
-                Candidates::NotDown => "status <> 'DOWN'",
+                Candidates::NotDown => "status <> 'DOWN' AND NOT by_stats",
                 Candidates::Down => "status = 'DOWN'",
             };
             all(

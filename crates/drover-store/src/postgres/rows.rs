@@ -47,7 +47,7 @@ pub(super) fn status<T: std::str::FromStr>(r: &Row, i: usize) -> R<T> {
     s.parse().map_err(|_| bad("status", &s).into())
 }
 
-fn json_object(r: &Row, i: usize) -> R<Map<String, Value>> {
+pub(super) fn json_object(r: &Row, i: usize) -> R<Map<String, Value>> {
     let s: String = get(r, i)?;
     match serde_json::from_str(&s) {
         Ok(Value::Object(m)) => Ok(m),

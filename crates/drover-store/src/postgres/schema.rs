@@ -237,7 +237,41 @@ ALTER TABLE task_attempts SET (fillfactor = 70);
 "#;
 
 /// The migrations in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// The placement contract's records (`placement.rs`), as in the SQLite store's migration 12.
+const V5: &str = r#"
+ALTER TABLE nodes ADD COLUMN capacity_gb BIGINT;
+ALTER TABLE nodes ADD COLUMN by_stats BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE nodes ADD COLUMN cpu_free DOUBLE PRECISION;
+ALTER TABLE nodes ADD COLUMN ram_free_mb DOUBLE PRECISION;
+ALTER TABLE nodes ADD COLUMN gpu_free DOUBLE PRECISION;
+ALTER TABLE nodes ADD COLUMN latency_ms DOUBLE PRECISION;
+ALTER TABLE nodes ADD COLUMN io_pressure DOUBLE PRECISION;
+CREATE TABLE scheduler_config (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    w_cpu      DOUBLE PRECISION NOT NULL,
+    w_ram      DOUBLE PRECISION NOT NULL,
+    w_gpu      DOUBLE PRECISION NOT NULL,
+    w_latency  DOUBLE PRECISION NOT NULL,
+    w_io       DOUBLE PRECISION NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE objects (
+    hash          TEXT PRIMARY KEY,
+    size          BIGINT NOT NULL,
+    rf            BIGINT NOT NULL,
+    registered_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE replicas (
+    seq        BIGINT GENERATED ALWAYS AS IDENTITY,
+    hash       TEXT NOT NULL REFERENCES objects (hash),
+    node_id    TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('HEALTHY', 'MISSING', 'PENDING')),
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (hash, node_id)
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Brings the database's schema to the newest version this build knows, inside one
 /// transaction that holds [`MIGRATION_LOCK`]: a second replica starting at the same time

@@ -13,6 +13,7 @@ mod cluster;
 mod jobs;
 mod nodes;
 mod ops;
+mod placement;
 mod rows;
 mod runners;
 mod schema;

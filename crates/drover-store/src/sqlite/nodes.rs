@@ -185,7 +185,7 @@ fn silent_facts(
             "SELECT id, status, last_heartbeat,
                     EXISTS (SELECT 1 FROM tasks
                             WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
-             FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1
+             FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1 AND NOT by_stats
              ORDER BY registered_at, id"
         }
         Candidates::Down => {

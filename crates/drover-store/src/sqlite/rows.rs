@@ -29,7 +29,7 @@ pub(super) fn status<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlit
     s.parse().map_err(|_| bad_value(&s))
 }
 
-fn json_object(row: &Row<'_>, idx: usize) -> rusqlite::Result<Map<String, Value>> {
+pub(super) fn json_object(row: &Row<'_>, idx: usize) -> rusqlite::Result<Map<String, Value>> {
     let s: String = row.get(idx)?;
     match serde_json::from_str(&s) {
         Ok(Value::Object(m)) => Ok(m),

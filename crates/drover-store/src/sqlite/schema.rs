@@ -450,6 +450,42 @@ CREATE TABLE cluster_actions (
 );
 "#;
 
+/// The placement contract's records (`placement.rs`): a node's capacity for the ring, whether
+/// its signs of life are stats reports (`by_stats`: the heartbeat silence check passes it by),
+/// its live stats (NULL until its first report), the scheduler's weights (no row: the
+/// defaults), and objects with one replica record per node that holds or should hold a copy.
+const V12: &str = r#"
+ALTER TABLE nodes ADD COLUMN capacity_gb INTEGER;
+ALTER TABLE nodes ADD COLUMN by_stats INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN cpu_free REAL;
+ALTER TABLE nodes ADD COLUMN ram_free_mb REAL;
+ALTER TABLE nodes ADD COLUMN gpu_free REAL;
+ALTER TABLE nodes ADD COLUMN latency_ms REAL;
+ALTER TABLE nodes ADD COLUMN io_pressure REAL;
+CREATE TABLE scheduler_config (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    w_cpu      REAL NOT NULL,
+    w_ram      REAL NOT NULL,
+    w_gpu      REAL NOT NULL,
+    w_latency  REAL NOT NULL,
+    w_io       REAL NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE objects (
+    hash          TEXT PRIMARY KEY,
+    size          INTEGER NOT NULL,
+    rf            INTEGER NOT NULL,
+    registered_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE replicas (
+    hash       TEXT NOT NULL REFERENCES objects (hash),
+    node_id    TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('HEALTHY', 'MISSING', 'PENDING')),
+    updated_at TEXT NOT NULL,
+    UNIQUE (hash, node_id)
+);
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -463,6 +499,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V9),
         M::up(V10),
         M::up(V11),
+        M::up(V12),
     ])
 }
 
