@@ -522,6 +522,7 @@ pub struct RunnerList {
     pub next_cursor: Option<String>,
 }
 
+pub mod placement;
 pub mod session_runners;
 
 /// How one background worker is doing (`GET /api/v1/workers`).

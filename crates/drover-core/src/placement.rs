@@ -23,6 +23,10 @@ use sha2::{Digest, Sha256};
 /// Points per GB of a node's capacity.
 pub const POINTS_PER_GB: u64 = 64;
 
+/// The largest capacity a node may declare, 64 TiB: 4,194,304 points, about 50 MB of ring for
+/// that one node.
+pub const MAX_CAPACITY_GB: u64 = 65_536;
+
 /// The most replicas one placement may ask for.
 pub const MAX_RF: usize = 16;
 

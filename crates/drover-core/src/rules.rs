@@ -85,6 +85,32 @@ pub fn check_rf(rf: usize) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// A name the placement contract's clients choose (a node's id, an object's hash): not blank,
+/// at most [`MAX_NODE_TEXT_LEN`] characters, no control characters (it is a path segment of
+/// `/node/{id}` and `/object/{hash}`).
+pub fn check_placement_name(field: &'static str, name: &str) -> Result<(), RuleError> {
+    if name.trim().is_empty() {
+        return refuse(field, "must not be empty".into());
+    }
+    if name.chars().any(char::is_control) {
+        return refuse(field, "must not contain control characters".into());
+    }
+    check_node_text(field, name)
+}
+
+/// A node's capacity for placement is at most [`crate::placement::MAX_CAPACITY_GB`]: the ring
+/// holds 64 points per GB, so one oversized node would cost the server memory of its own.
+pub fn check_capacity_gb(capacity_gb: u64) -> Result<(), RuleError> {
+    let max = crate::placement::MAX_CAPACITY_GB;
+    if capacity_gb > max {
+        return refuse(
+            "capacity_gb",
+            format!("must be at most {max} (got {capacity_gb}); capacity is in GB"),
+        );
+    }
+    Ok(())
+}
+
 /// A claim asks for between 1 and [`MAX_CLAIM`] tasks.
 pub fn check_claim_size(max_tasks: u32) -> Result<(), RuleError> {
     if !(1..=MAX_CLAIM).contains(&max_tasks) {

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// instead of racing the reaper.
     pub task_lease_grace: Duration,
     pub spot_reaper_interval: Duration,
+    /// How often objects with fewer healthy replicas than their factor are given replacements.
+    pub repair_interval: Duration,
     /// A spot with no heartbeat for this long is marked DOWN.
     pub spot_timeout: Duration,
     /// A DOWN spot silent for this long is removed from the registry; `None` keeps it.
@@ -142,6 +144,7 @@ impl Default for ServerConfig {
             task_reaper_interval: Duration::from_secs(30),
             task_lease_grace: Duration::from_secs(10),
             spot_reaper_interval: Duration::from_secs(5),
+            repair_interval: Duration::from_secs(10),
             spot_timeout: Duration::from_secs(10),
             spot_retention: Some(Duration::from_secs(24 * 3600)),
             heartbeat_interval: Duration::from_secs(2),

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod extract;
 pub mod metrics;
+pub mod placement;
 pub mod runners;
 pub mod serve;
 pub mod surfaces;
@@ -64,6 +65,8 @@ pub struct AppParts {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<metrics::Metrics>,
     pub runners: Arc<runners::RunnerService>,
+    /// The ring, the scheduler and replica repair of the placement contract.
+    pub placement: Arc<placement::PlacementService>,
     pub workers: workers::WorkerBoard,
     /// Spot credentials already read from the store (they never change once a spot exists).
     pub spot_credentials: Arc<auth::CredentialCache>,
@@ -114,6 +117,10 @@ impl AppState {
             clock.clone(),
             metrics.runners.clone(),
         ));
+        let placement =
+            placement::PlacementService::new(store.clone(), clock.clone(), store.ops.is_shared());
+        let placed = placement.clone();
+        store.observe(move |events| placed.observe(events));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
         AppState(Arc::new(AppParts {
             store,
@@ -121,6 +128,7 @@ impl AppState {
             clock,
             metrics,
             runners,
+            placement,
             workers,
             spot_credentials: Arc::default(),
             wake,
@@ -149,6 +157,12 @@ impl AppState {
             timeout: self.config.spot_timeout,
             retention: self.config.spot_retention,
             cluster: Some(self.cluster.clone()),
+        }
+    }
+
+    pub fn repair_worker(&self) -> workers::RepairWorker {
+        workers::RepairWorker {
+            placement: self.placement.clone(),
         }
     }
 
@@ -195,6 +209,7 @@ impl AppState {
         let mut schedule = vec![
             ("task-reaper", config.task_reaper_interval),
             ("spot-reaper", config.spot_reaper_interval),
+            ("replica-repair", config.repair_interval),
             ("store-checkpoint", STORE_CHECKPOINT_EVERY),
         ];
         if self.runners.enabled() {
@@ -219,6 +234,11 @@ impl AppState {
             self.spawn_worker(
                 self.led(self.spot_reaper(), epoch),
                 config.spot_reaper_interval,
+                stop,
+            ),
+            self.spawn_worker(
+                self.led(self.repair_worker(), epoch),
+                config.repair_interval,
                 stop,
             ),
             self.spawn_worker(

@@ -244,6 +244,26 @@ impl Worker for TaskReaper {
     }
 }
 
+/// Gives objects of the placement surface that have fewer healthy replicas than their factor
+/// replacement copies (`PlacementService::repair_once`).
+#[derive(Clone)]
+pub struct RepairWorker {
+    pub placement: Arc<crate::placement::PlacementService>,
+}
+
+#[async_trait::async_trait]
+impl Worker for RepairWorker {
+    type Error = crate::placement::PlacementError;
+    fn name(&self) -> &'static str {
+        "replica-repair"
+    }
+
+    async fn run_once(&self) -> Result<Counts, Self::Error> {
+        let assigned = self.placement.repair_once().await?;
+        Ok(vec![("replicas_assigned", assigned as u64)])
+    }
+}
+
 /// Marks spots without a heartbeat for `timeout` DOWN and takes back their tasks.
 #[derive(Clone)]
 pub struct SpotReaper {

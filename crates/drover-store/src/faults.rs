@@ -519,6 +519,10 @@ impl RunnerStore for Faulty {
 
 #[async_trait]
 impl StoreOps for Faulty {
+    fn is_shared(&self) -> bool {
+        self.inner.ops.is_shared()
+    }
+
     async fn health(&self) -> Result<()> {
         // The probe is a write, so it fails wherever writes fail.
         self.faults.write("health", self.inner.ops.health()).await

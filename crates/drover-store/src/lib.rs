@@ -261,6 +261,13 @@ pub trait StoreOps: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Whether other processes may write this store too (replicas on one PostgreSQL
+    /// database), so that what a server holds in memory from it can grow stale without any
+    /// write of its own.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// How many durable commits the backend has made since it opened, and how many writes
     /// they held; zero for a backend that does not count them.
     fn write_stats(&self) -> WriteStats {

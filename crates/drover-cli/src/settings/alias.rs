@@ -1,4 +1,4 @@
-//! The one reader of the contracts' own environment variables (`ORHESTRA_PORT`, `NODE_ENV`,
+//! The one reader of the contracts' own environment variables (`ORHESTRA_PORT`, `COORDINATOR_PORT`, `NODE_ENV`,
 //! `REUSE_RUNNER_MODE`, ...), which drover accepts as aliases of its settings.
 //!
 //! An alias ranks below a flag and its `DROVER_*` variable and above the config file, so it only

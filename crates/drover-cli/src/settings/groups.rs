@@ -38,11 +38,13 @@ pub struct ListenSettings {
     /// Also serve one surface on an address of its own, e.g. runners=127.0.0.1:3001;
     /// repeatable.
     ///
-    /// Surfaces: `native` (/api/v1, /internal/v1, /metrics) and `runners` (/api/runner/*).
+    /// Surfaces: `native` (/api/v1, /internal/v1, /metrics), `runners` (/api/runner/*) and
+    /// `placement` (/register, /nodes, /placement, /schedule, ...).
     /// Entries with the same address share one listener; the main listener (--bind, --port)
     /// serves every surface. A non-loopback address needs the keys its surfaces check.
     /// `runners=127.0.0.1:3001` is the session-runners contract's own port. In the --config
-    /// file: `listen = ["runners=127.0.0.1:3001"]`.
+    /// file: `listen = ["runners=127.0.0.1:3001"]`. [alias: COORDINATOR_HOST and
+    /// COORDINATOR_PORT, default 127.0.0.1 and 8080, give `placement=HOST:PORT`]
     #[arg(
         long,
         env = "DROVER_LISTEN",
@@ -86,8 +88,25 @@ impl<'de> Deserialize<'de> for Listen {
 }
 
 impl ListenSettings {
+    /// `ORHESTRA_PORT` is the main port; `COORDINATOR_HOST` and `COORDINATOR_PORT` (the
+    /// placement contract's, default 127.0.0.1 and 8080) add a listener for the placement
+    /// surface, unless `--listen` names one already.
     pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
-        alias::fill(&mut self.port, "ORHESTRA_PORT")
+        alias::fill(&mut self.port, "ORHESTRA_PORT")?;
+        let (mut host, mut port): (Option<IpAddr>, Option<u16>) = (None, None);
+        alias::fill(&mut host, "COORDINATOR_HOST")?;
+        alias::fill(&mut port, "COORDINATOR_PORT")?;
+        let named = self.listen.iter().any(|l| l.surface == Surface::Placement);
+        if (host.is_some() || port.is_some()) && !named {
+            self.listen.push(Listen {
+                surface: Surface::Placement,
+                addr: SocketAddr::new(
+                    host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    port.unwrap_or(8080),
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn bind(&self) -> IpAddr {
@@ -100,13 +119,15 @@ impl ListenSettings {
 
     /// The listeners: the main one (every surface, on --bind and --port) first, then one per
     /// distinct address of `extra` (`--runner-listen`, `--listen`), serving the surfaces named
-    /// for it in the order given.
+    /// for it in the order given. An entry on the main listener's address adds nothing: that
+    /// listener serves every surface already.
     pub fn listeners(&self, extra: impl IntoIterator<Item = Listen>) -> Vec<ListenerConfig> {
-        let mut listeners = vec![ListenerConfig::all(SocketAddr::new(
-            self.bind(),
-            self.port(),
-        ))];
+        let main = SocketAddr::new(self.bind(), self.port());
+        let mut listeners = vec![ListenerConfig::all(main)];
         for Listen { surface, addr } in extra.into_iter().chain(self.listen.iter().copied()) {
+            if addr == main {
+                continue;
+            }
             match listeners[1..].iter_mut().find(|l| l.addr == addr) {
                 Some(l) if l.surfaces.contains(&surface) => {}
                 Some(l) => l.surfaces.push(surface),
@@ -320,6 +341,11 @@ pub struct TaskSettings {
     #[arg(long, env = "DROVER_SPOT_REAPER_INTERVAL", value_name = "DURATION")]
     pub spot_reaper_interval: Option<Span>,
 
+    /// How often under-replicated objects of the placement surface are given replacement
+    /// copies [default: 10s].
+    #[arg(long, env = "DROVER_REPAIR_INTERVAL", value_name = "DURATION")]
+    pub repair_interval: Option<Span>,
+
     /// How long past its timeout a running task is left to its agent before the task reaper
     /// takes it back [default: 10s].
     #[arg(long, env = "DROVER_TASK_LEASE_GRACE", value_name = "DURATION")]
@@ -367,6 +393,7 @@ impl TaskSettings {
             body_limit: self.body_limit.unwrap_or(d.body_limit),
             task_reaper_interval: or(self.task_reaper_interval, d.task_reaper_interval),
             spot_reaper_interval: or(self.spot_reaper_interval, d.spot_reaper_interval),
+            repair_interval: or(self.repair_interval, d.repair_interval),
             task_lease_grace: or(self.task_lease_grace, d.task_lease_grace),
             spot_timeout: or(self.spot_timeout, d.spot_timeout),
             spot_retention: match self.spot_retention {

@@ -1,13 +1,14 @@
 //! The API surfaces and how they are mounted on listeners.
 //!
 //! A surface is one module with its routes, its wire types and one mapping of its errors to
-//! status and body: `native` (the batch-coordinator contract, drover's own API) and
-//! `session_runners` (the session-runners contract). [`Surface`] names them for configuration;
-//! [`router`] mounts any set of them on one listener with the shared plumbing (fallbacks, body
-//! limit, request tracing). Surfaces translate; they decide nothing (the core and the services
+//! status and body: `native` (the batch-coordinator contract, drover's own API),
+//! `session_runners` (the session-runners contract) and `placement` (the placement-coordinator
+//! contract). [`Surface`] names them for configuration; [`router`] mounts any set of them on
+//! one listener with the shared plumbing (fallbacks, body limit, request tracing). Surfaces translate; they decide nothing (the core and the services
 //! do) and hold no SQL.
 
 pub mod native;
+pub mod placement;
 pub mod session_runners;
 
 use crate::extract::BodyLimit;
@@ -30,15 +31,20 @@ pub enum Surface {
     Native,
     /// The session-runners contract: `/api/runner/*` (its clients expect port 3001).
     Runners,
+    /// The placement-coordinator contract: `/register`, `/nodes`, `/node/*`, `/placement/*`,
+    /// `/schedule`, `/scheduler/config`, `/object/*`, `/replica/*`, `/repair`, `/health`,
+    /// `/ready`, `/system/info`.
+    Placement,
 }
 
 impl Surface {
-    pub const ALL: &'static [Surface] = &[Surface::Native, Surface::Runners];
+    pub const ALL: &'static [Surface] = &[Surface::Native, Surface::Runners, Surface::Placement];
 
     pub fn name(self) -> &'static str {
         match self {
             Surface::Native => "native",
             Surface::Runners => "runners",
+            Surface::Placement => "placement",
         }
     }
 
@@ -47,6 +53,7 @@ impl Surface {
         match self {
             Surface::Native => native::routes(state),
             Surface::Runners => session_runners::routes(state),
+            Surface::Placement => placement::routes(state),
         }
     }
 }

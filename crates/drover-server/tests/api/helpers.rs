@@ -49,6 +49,7 @@ pub fn test_config(dir: &std::path::Path) -> AppConfig {
     );
     config.server.task_reaper_interval = Duration::from_secs(3600);
     config.server.spot_reaper_interval = Duration::from_secs(3600);
+    config.server.repair_interval = Duration::from_secs(3600);
     config.server.runners.cleanup_interval = Duration::from_secs(3600);
     config
 }

@@ -13,6 +13,7 @@ mod jobs;
 mod limits;
 mod listeners;
 mod long_poll;
+mod placement;
 mod reapers;
 mod reliability;
 mod runners;

@@ -18,7 +18,15 @@ async fn a_reaper_step_moves_its_state_in_the_listing_and_the_metrics() {
     let app = spawn_app().await;
     let before = app.client.workers().await.unwrap();
     let names: Vec<&str> = before.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["spot-reaper", "store-checkpoint", "task-reaper"]);
+    assert_eq!(
+        names,
+        [
+            "replica-repair",
+            "spot-reaper",
+            "store-checkpoint",
+            "task-reaper"
+        ]
+    );
     let reaper = by_name(&before, "task-reaper");
     assert_eq!((reaper.runs, reaper.failures), (0, 0));
     assert_eq!(reaper.last_run_at, None);

@@ -49,6 +49,10 @@ async fn audit<C: GenericClient>(c: &C) -> R<Vec<CountMismatch>> {
 
 #[async_trait]
 impl StoreOps for PgStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn write_stats(&self) -> crate::WriteStats {
         crate::WriteStats {
             commits: self.commits.load(std::sync::atomic::Ordering::Relaxed),

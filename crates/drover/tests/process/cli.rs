@@ -1,6 +1,8 @@
 //! The command line: help texts, and start-up refusals that must be clear and quick.
 
-use crate::helpers::{EXIT_DEADLINE, Finished, Launch, ServerProcess, drover_command, run_to_exit};
+use crate::helpers::{
+    EXIT_DEADLINE, Finished, Launch, ServerProcess, drover_command, free_port, run_to_exit,
+};
 use std::path::Path;
 
 fn drover(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
@@ -130,4 +132,41 @@ fn a_duration_that_is_not_one_is_refused_with_the_flag_named() {
     assert!(!run.status.success(), "{run}");
     assert!(run.stderr.contains("--spot-timeout"), "{run}");
     assert!(run.stderr.contains("30s"), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_port_serves_the_placement_surface_on_its_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = free_port();
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new().env("COORDINATOR_PORT", coordinator.to_string()),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("http://127.0.0.1:{coordinator}/register"))
+        .json(&serde_json::json!({"id": "node-1", "zone": "zone-a", "addr": "10.0.0.1:50051"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{}", server.log());
+    // The node is in the one registry, which the main listener serves too.
+    let nodes: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{}/nodes", server.port()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nodes[0]["id"], "node-1");
+    assert_eq!(nodes[0]["capacity_gb"], 100);
+    // That listener serves the placement surface alone.
+    let native = http
+        .get(format!("http://127.0.0.1:{coordinator}/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(native.status(), 404);
 }

@@ -1,0 +1,216 @@
+//! Wire types of the placement-coordinator contract (`/register`, `/nodes`, `/node/{id}`,
+//! `/placement/{hash}`, `/schedule`, `/scheduler/config`, `/object/*`, `/replica/*`,
+//! `/health`, `/system/info`): its field names (snake_case), its defaults, and its error
+//! shape `{"error": ..., ...}`. drover's additions are extra fields the contract's clients
+//! ignore.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /register`. The contract requires `id`, `zone` and `addr`; `capacity_gb` defaults to
+/// 100. `meta` is drover's addition (the original always stores `{}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub id: String,
+    pub zone: String,
+    pub addr: String,
+    #[serde(default)]
+    pub capacity_gb: Option<u64>,
+    #[serde(default)]
+    pub meta: Option<Map<String, Value>>,
+}
+
+/// A node as `GET /nodes` and `GET /node/{id}` show it. `status` and `last_seen` are drover's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub zone: String,
+    pub addr: String,
+    pub capacity_gb: u64,
+    pub meta: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+
+/// A node's live stats: `POST /node/{id}/stats` (`cpu_free` and `ram_free_mb` required;
+/// `gpu_free` defaults to 0, `latency_ms` to 10, `io_pressure` to 0), and inside
+/// `GET /node/{id}/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub cpu_free: f64,
+    pub ram_free_mb: f64,
+    #[serde(default)]
+    pub gpu_free: f64,
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: f64,
+    #[serde(default)]
+    pub io_pressure: f64,
+}
+
+fn default_latency_ms() -> f64 {
+    10.0
+}
+
+/// `GET /node/{id}/stats`: `found` says whether the node has reported stats; `stats` is left
+/// out when it has not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatsAnswer {
+    pub node_id: String,
+    pub found: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<NodeStats>,
+}
+
+/// `POST /schedule`: every requirement optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    #[serde(default)]
+    pub cpu_req: Option<f64>,
+    #[serde(default)]
+    pub ram_req_mb: Option<f64>,
+    #[serde(default)]
+    pub gpu_req: Option<f64>,
+    #[serde(default)]
+    pub max_latency_ms: Option<f64>,
+    #[serde(default)]
+    pub io_tolerance: Option<f64>,
+}
+
+/// `POST /schedule`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scheduled {
+    pub node_id: String,
+}
+
+/// `POST /scheduler/config`: a weight left out takes the original system's fill (1, 1, 0.5,
+/// 0.8, 0.6), not the defaults; the surface fills it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(default)]
+    pub w_cpu: Option<f64>,
+    #[serde(default)]
+    pub w_ram: Option<f64>,
+    #[serde(default)]
+    pub w_gpu: Option<f64>,
+    #[serde(default)]
+    pub w_latency: Option<f64>,
+    #[serde(default)]
+    pub w_io: Option<f64>,
+}
+
+/// The weights in force, as `POST` and `GET /scheduler/config` show them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    pub w_cpu: f64,
+    pub w_ram: f64,
+    pub w_gpu: f64,
+    pub w_latency: f64,
+    pub w_io: f64,
+}
+
+/// `POST /scheduler/config`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigUpdated {
+    pub ok: bool,
+    pub message: String,
+    pub config: Weights,
+}
+
+/// `POST /object/register`. `rf` (default 3) is drover's addition: how many replicas the object
+/// should have, which placement targets and repair keep up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterObject {
+    pub hash: String,
+    pub size: u64,
+    #[serde(default)]
+    pub rf: Option<u32>,
+}
+
+/// `GET /object/{hash}`: `replicas` are the nodes holding a good copy (the contract's list);
+/// the rest is drover's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub hash: String,
+    pub size: u64,
+    pub replicas: Vec<String>,
+    pub rf: u32,
+    /// Nodes assigned a copy (by placement at registration, or by repair) not yet marked healed.
+    pub pending: Vec<String>,
+    /// Nodes that reported their copy lost.
+    pub missing: Vec<String>,
+}
+
+/// `POST /replica/mark_missing` and `/replica/mark_healed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaChange {
+    pub hash: String,
+    pub node_id: String,
+}
+
+/// `{"ok": true}`, with the node's id where the contract adds it (`POST /node/{id}/stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ok {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+/// `GET /health`. The contract's `da_*` fields speak of its data-availability layer: drover
+/// has no external journal configured, and says so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub da_available: bool,
+    pub da_health: String,
+}
+
+/// `GET /system/info`. `repair` is drover's: objects under their replication factor and
+/// replacement copies awaited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    pub version: String,
+    pub node_count: usize,
+    pub da_status: String,
+    pub routing_state: String,
+    pub fallback_active: bool,
+    pub repair: RepairSummary,
+}
+
+/// How replica repair stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairSummary {
+    pub under_replicated: usize,
+    pub pending_repairs: usize,
+}
+
+/// `GET /repair`: each object with fewer healthy replicas than its factor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairReport {
+    pub under_replicated: Vec<UnderReplicated>,
+    pub pending_repairs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnderReplicated {
+    pub hash: String,
+    pub rf: u32,
+    pub healthy: usize,
+    pub pending: Vec<String>,
+}
+
+/// The contract's error body: `{"error": message}`, plus the fields some routes add (the node's
+/// id) and drover's machine-readable `code` and, for a schedule that fits nowhere,
+/// `ruled_out` (how many nodes each requirement excluded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruled_out: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
+}

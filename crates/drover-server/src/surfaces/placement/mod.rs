@@ -1,0 +1,350 @@
+//! The placement-coordinator contract (`/register`, `/nodes`, `/node/{id}`, `/node/{id}/stats`,
+//! `/placement/{hash}`, `/schedule`, `/scheduler/config`, `/object/*`, `/replica/*`,
+//! `/health`, `/ready`, `/system/info`) and drover's `/repair`, over
+//! [`crate::placement::PlacementService`].
+//!
+//! It translates only: the contract's bodies and defaults (`drover_api::placement`), and in
+//! `error.rs` its error shape. Every rule is the service's or the core's. Where drover differs
+//! from the original system, the difference is on purpose and documented in the README's
+//! placement section: only UP nodes are placed and scheduled, `io_tolerance` filters, unknown
+//! objects and nodes are 404s, a placement records its targets.
+
+mod error;
+
+pub use error::PlacementApiError;
+
+use crate::AppState;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::placement::{DEFAULT_RF, PlacementError};
+use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use drover_api::placement as api;
+use drover_core::ReplicaState;
+use drover_core::scheduling::{Stats, Weights, Workload};
+use drover_store::{DEFAULT_CAPACITY_GB, PlacedNode, PlacementNode, StoredObject};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+type Answer<T> = Result<Json<T>, PlacementApiError>;
+
+/// The shared extractors, refusing in this contract's error shape.
+struct Body<T>(T);
+struct Segment<T>(T);
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = PlacementApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(v) = ApiJson::from_request(req, state).await?;
+        Ok(Body(v))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segment<T> {
+    type Rejection = PlacementApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiPath(v) = ApiPath::from_request_parts(parts, state).await?;
+        Ok(Segment(v))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = PlacementApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiQuery(v) = ApiQuery::from_request_parts(parts, state).await?;
+        Ok(Params(v))
+    }
+}
+
+pub fn routes(_state: &AppState) -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/register", post(register))
+        .route("/nodes", get(nodes))
+        .route("/node/{id}", get(node))
+        .route("/node/{id}/stats", get(stats).post(report_stats))
+        .route("/placement/{hash}", get(placement))
+        .route("/schedule", post(schedule))
+        .route("/scheduler/config", get(weights).post(set_weights))
+        .route("/object/register", post(register_object))
+        .route("/object/{hash}", get(object))
+        .route("/replica/mark_missing", post(mark_missing))
+        .route("/replica/mark_healed", post(mark_healed))
+        .route("/repair", get(repair))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/system/info", get(system_info))
+}
+
+fn ok() -> Json<api::Ok> {
+    Json(api::Ok {
+        ok: true,
+        node_id: None,
+    })
+}
+
+fn node_info(n: PlacementNode) -> api::NodeInfo {
+    api::NodeInfo {
+        id: n.id,
+        zone: n.zone,
+        addr: n.address,
+        capacity_gb: n.capacity_gb,
+        meta: n.meta,
+        status: Some(n.status.as_str().to_string()),
+        last_seen: Some(drover_core::time::format(&n.last_seen)),
+    }
+}
+
+fn wire_stats(s: Stats) -> api::NodeStats {
+    api::NodeStats {
+        cpu_free: s.cpu_free,
+        ram_free_mb: s.ram_free_mb,
+        gpu_free: s.gpu_free,
+        latency_ms: s.latency_ms,
+        io_pressure: s.io_pressure,
+    }
+}
+
+fn wire_weights(w: Weights) -> api::Weights {
+    api::Weights {
+        w_cpu: w.w_cpu,
+        w_ram: w.w_ram,
+        w_gpu: w.w_gpu,
+        w_latency: w.w_latency,
+        w_io: w.w_io,
+    }
+}
+
+async fn register(
+    State(app): State<AppState>,
+    Body(body): Body<api::RegisterNode>,
+) -> Answer<api::Ok> {
+    let node = PlacedNode {
+        id: body.id,
+        zone: body.zone,
+        address: body.addr,
+        capacity_gb: body.capacity_gb.unwrap_or(DEFAULT_CAPACITY_GB),
+        meta: body.meta.unwrap_or_default(),
+    };
+    app.placement.register(node, app.config.max_spots).await?;
+    Ok(ok())
+}
+
+async fn nodes(State(app): State<AppState>) -> Answer<Vec<api::NodeInfo>> {
+    let nodes = app.placement.nodes().await?;
+    Ok(Json(nodes.into_iter().map(node_info).collect()))
+}
+
+async fn node(State(app): State<AppState>, Segment(id): Segment<String>) -> Answer<api::NodeInfo> {
+    Ok(Json(node_info(app.placement.node(&id).await?)))
+}
+
+/// A node's stats; `found` is whether it reported any (an unknown node has none, as in the
+/// contract).
+async fn stats(
+    State(app): State<AppState>,
+    Segment(id): Segment<String>,
+) -> Answer<api::NodeStatsAnswer> {
+    let stats = match app.placement.node(&id).await {
+        Ok(n) => n.stats,
+        Err(PlacementError::NodeNotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(api::NodeStatsAnswer {
+        node_id: id,
+        found: stats.is_some(),
+        stats: stats.map(wire_stats),
+    }))
+}
+
+async fn report_stats(
+    State(app): State<AppState>,
+    Segment(id): Segment<String>,
+    Body(body): Body<api::NodeStats>,
+) -> Answer<api::Ok> {
+    let stats = Stats {
+        cpu_free: body.cpu_free,
+        ram_free_mb: body.ram_free_mb,
+        gpu_free: body.gpu_free,
+        latency_ms: body.latency_ms,
+        io_pressure: body.io_pressure,
+    };
+    app.placement.report_stats(&id, stats).await?;
+    Ok(Json(api::Ok {
+        ok: true,
+        node_id: Some(id),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct PlacementQuery {
+    rf: Option<usize>,
+}
+
+async fn placement(
+    State(app): State<AppState>,
+    Segment(hash): Segment<String>,
+    Params(q): Params<PlacementQuery>,
+) -> Answer<Vec<String>> {
+    let rf = q.rf.unwrap_or(DEFAULT_RF as usize);
+    Ok(Json(app.placement.place(&hash, rf).await?))
+}
+
+async fn schedule(
+    State(app): State<AppState>,
+    Body(body): Body<api::Workload>,
+) -> Answer<api::Scheduled> {
+    let workload = Workload {
+        cpu_req: body.cpu_req,
+        ram_req_mb: body.ram_req_mb,
+        gpu_req: body.gpu_req,
+        max_latency_ms: body.max_latency_ms,
+        io_tolerance: body.io_tolerance,
+    };
+    let node_id = app.placement.schedule(&workload).await?;
+    Ok(Json(api::Scheduled { node_id }))
+}
+
+async fn weights(State(app): State<AppState>) -> Answer<api::Weights> {
+    Ok(Json(wire_weights(app.placement.weights().await?)))
+}
+
+/// Weights left out take the original system's fill, not the defaults
+/// (`Weights::CONFIG_FILL`), so that its clients configure the same scheduler here.
+async fn set_weights(
+    State(app): State<AppState>,
+    Body(body): Body<api::SchedulerConfig>,
+) -> Answer<api::ConfigUpdated> {
+    let fill = Weights::CONFIG_FILL;
+    let weights = Weights {
+        w_cpu: body.w_cpu.unwrap_or(fill.w_cpu),
+        w_ram: body.w_ram.unwrap_or(fill.w_ram),
+        w_gpu: body.w_gpu.unwrap_or(fill.w_gpu),
+        w_latency: body.w_latency.unwrap_or(fill.w_latency),
+        w_io: body.w_io.unwrap_or(fill.w_io),
+    };
+    let set = app.placement.set_weights(weights).await?;
+    Ok(Json(api::ConfigUpdated {
+        ok: true,
+        message: "scheduler config updated".into(),
+        config: wire_weights(set),
+    }))
+}
+
+async fn register_object(
+    State(app): State<AppState>,
+    Body(body): Body<api::RegisterObject>,
+) -> Answer<api::Ok> {
+    let rf = body.rf.unwrap_or(DEFAULT_RF);
+    app.placement
+        .register_object(&body.hash, body.size, rf)
+        .await?;
+    Ok(ok())
+}
+
+async fn object(
+    State(app): State<AppState>,
+    Segment(hash): Segment<String>,
+) -> Answer<api::ObjectInfo> {
+    let o = app.placement.object(&hash).await?;
+    Ok(Json(api::ObjectInfo {
+        replicas: nodes_in(&o, ReplicaState::Healthy),
+        pending: nodes_in(&o, ReplicaState::Pending),
+        missing: nodes_in(&o, ReplicaState::Missing),
+        hash: o.hash,
+        size: o.size,
+        rf: o.rf,
+    }))
+}
+
+async fn mark_missing(
+    State(app): State<AppState>,
+    Body(body): Body<api::ReplicaChange>,
+) -> Answer<api::Ok> {
+    app.placement
+        .mark_replica(&body.hash, &body.node_id, ReplicaState::Missing)
+        .await?;
+    Ok(ok())
+}
+
+async fn mark_healed(
+    State(app): State<AppState>,
+    Body(body): Body<api::ReplicaChange>,
+) -> Answer<api::Ok> {
+    app.placement
+        .mark_replica(&body.hash, &body.node_id, ReplicaState::Healthy)
+        .await?;
+    Ok(ok())
+}
+
+/// The nodes whose replica record of `o` is in `state`, in the order the records were made.
+fn nodes_in(o: &StoredObject, state: ReplicaState) -> Vec<String> {
+    (o.replicas.iter())
+        .filter(|(_, s)| *s == state)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+async fn repair(State(app): State<AppState>) -> Answer<api::RepairReport> {
+    let under_replicated: Vec<api::UnderReplicated> = (app.placement.under_replicated().await?)
+        .into_iter()
+        .map(|s| api::UnderReplicated {
+            pending: nodes_in(&s.object, ReplicaState::Pending),
+            hash: s.object.hash,
+            rf: s.object.rf,
+            healthy: s.healthy,
+        })
+        .collect();
+    Ok(Json(api::RepairReport {
+        pending_repairs: under_replicated.iter().map(|u| u.pending.len()).sum(),
+        under_replicated,
+    }))
+}
+
+/// No external journal is configured (the contract's data-availability layer): the `da_*`
+/// fields say so rather than claim one.
+const NO_JOURNAL: &str = "not configured";
+
+async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) {
+    let (code, status) = match app.store.ops.health().await {
+        Ok(()) => (StatusCode::OK, "healthy".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {e}")),
+    };
+    (
+        code,
+        Json(api::Health {
+            status,
+            da_available: false,
+            da_health: NO_JOURNAL.into(),
+        }),
+    )
+}
+
+/// 200 once the store is open, migrated and answering; 503 while it is not.
+async fn ready(State(app): State<AppState>) -> StatusCode {
+    match app.store.ops.health().await {
+        Ok(()) => StatusCode::OK,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+async fn system_info(State(app): State<AppState>) -> Answer<api::SystemInfo> {
+    let node_count = app.placement.nodes().await?.len();
+    let standing = app.placement.under_replicated().await?;
+    let pending_repairs = (standing.iter())
+        .map(|s| nodes_in(&s.object, ReplicaState::Pending).len())
+        .sum();
+    Ok(Json(api::SystemInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        node_count,
+        da_status: NO_JOURNAL.into(),
+        routing_state: "none".into(),
+        fallback_active: false,
+        repair: api::RepairSummary {
+            under_replicated: standing.len(),
+            pending_repairs,
+        },
+    }))
+}
