@@ -5,8 +5,9 @@
 //! and the scheduler's weights, built from the store and kept current: a write of this server
 //! that changes which nodes are UP, a node's zone or capacity, or the weights marks the view
 //! stale through the store's events, and the next placement or schedule reads the store again
-//! first; the ring is then edited node by node rather than rebuilt (building hashes 6,400
-//! points per node at the default capacity). Stats this server writes go into the view as they
+//! first. The ring follows the view when a placement asks, edited node by node rather than
+//! rebuilt (building hashes 6,400 points per node at the default capacity), so a server that
+//! only schedules never holds one. Stats this server writes go into the view as they
 //! are committed. On a store that several replicas share, the view is also read again when it
 //! is older than [`SHARED_VIEW_MAX_AGE`], so another replica's changes show within that bound.
 //!
@@ -82,11 +83,15 @@ struct View {
     nodes: Vec<PlacementNode>,
     weights: Weights,
     read_at: Option<Instant>,
+    /// Counts the reads of the store, so the ring knows which one it follows.
+    generation: u64,
 }
 
 /// The ring of the UP nodes, and what it was built from.
 #[derive(Default)]
 struct RingView {
+    /// The view's generation the ring was brought in line with.
+    generation: Option<u64>,
     ring: Ring,
     /// Each node on the ring: its zone and capacity.
     members: HashMap<String, (String, u64)>,
@@ -109,6 +114,8 @@ pub struct PlacementService {
     stale: AtomicBool,
     /// One reader of the store at a time; the others wait for its view.
     reading: tokio::sync::Mutex<()>,
+    /// One editor of the ring at a time.
+    editing: tokio::sync::Mutex<()>,
     /// Stats this server committed, numbered, until a read of the store that began after them
     /// has them: a read that raced a write must not put the older figures back.
     written: Mutex<HashMap<String, (u64, Stats)>>,
@@ -125,10 +132,12 @@ impl PlacementService {
                 nodes: Vec::new(),
                 weights: Weights::default(),
                 read_at: None,
+                generation: 0,
             }),
             ring: Arc::default(),
             stale: AtomicBool::new(true),
             reading: tokio::sync::Mutex::new(()),
+            editing: tokio::sync::Mutex::new(()),
             written: Mutex::default(),
             writes: AtomicU64::new(0),
         })
@@ -162,7 +171,8 @@ impl PlacementService {
         }
     }
 
-    /// Reads the store again if the view is stale, and brings the ring in line with it.
+    /// Reads the store again if the view is stale. The ring follows only when a placement
+    /// asks ([`Self::ring_in_line`]): a server that only schedules never builds it.
     async fn current(&self) -> Result<()> {
         if !self.needs_reading() {
             return Ok(());
@@ -177,12 +187,13 @@ impl PlacementService {
         let result = self.read_store().await;
         match result {
             Ok((nodes, weights)) => {
-                self.edit_ring(&nodes).await;
                 let mut view = write(&self.view);
+                let generation = view.generation + 1;
                 *view = View {
                     nodes,
                     weights,
                     read_at: Some(read_at),
+                    generation,
                 };
                 Ok(())
             }
@@ -208,16 +219,25 @@ impl PlacementService {
         Ok((nodes, weights.unwrap_or_default()))
     }
 
-    /// Makes the ring hold exactly the UP nodes of `nodes`: node by node when few changed,
+    /// Makes the ring hold exactly the UP nodes of the view: node by node when few changed,
     /// rebuilt when many did (off the async threads: a large ring takes seconds to build).
-    async fn edit_ring(&self, nodes: &[PlacementNode]) {
-        let wanted: HashMap<String, (String, u64)> = (nodes.iter())
-            .filter(|n| n.status == NodeStatus::Up)
-            .map(|n| (n.id.clone(), (n.zone.clone(), n.capacity_gb)))
-            .collect();
+    async fn ring_in_line(&self) {
+        let _one = self.editing.lock().await;
+        let (generation, wanted) = {
+            let view = read(&self.view);
+            if read(&self.ring).generation == Some(view.generation) {
+                return;
+            }
+            let wanted: HashMap<String, (String, u64)> = (view.nodes.iter())
+                .filter(|n| n.status == NodeStatus::Up)
+                .map(|n| (n.id.clone(), (n.zone.clone(), n.capacity_gb)))
+                .collect();
+            (view.generation, wanted)
+        };
         let ring = self.ring.clone();
         let edit = move || {
             let mut r = write(&ring);
+            r.generation = Some(generation);
             let gone: Vec<String> = (r.members.iter())
                 .filter(|(id, was)| wanted.get(*id) != Some(*was))
                 .map(|(id, _)| id.clone())
@@ -250,7 +270,7 @@ impl PlacementService {
         };
         if let Err(e) = tokio::task::spawn_blocking(edit).await {
             tracing::error!(error = %e, "editing the placement ring failed");
-            self.stale.store(true, Ordering::Release);
+            write(&self.ring).generation = None;
         }
     }
 
@@ -300,6 +320,7 @@ impl PlacementService {
     pub async fn place(&self, key: &str, rf: usize) -> Result<Vec<String>> {
         rules::check_rf(rf)?;
         self.current().await?;
+        self.ring_in_line().await;
         let ring = read(&self.ring);
         Ok(ring
             .ring
