@@ -35,6 +35,8 @@ pub enum Scenario {
     SweepCreation,
     /// Many simulated nodes registering, then heartbeating.
     Nodes,
+    /// The placement contract over HTTP: schedule and placement latencies, stats updates/s.
+    Placement,
     /// PostgreSQL replicas only: the leader killed, until a reaper runs on the new one.
     Failover,
 }
@@ -49,12 +51,13 @@ impl Scenario {
             Scenario::AddToStart => "add-to-start",
             Scenario::SweepCreation => "sweep-creation",
             Scenario::Nodes => "nodes",
+            Scenario::Placement => "placement",
             Scenario::Failover => "failover",
         }
     }
 
     /// Every scenario on the embedded store (failover needs PostgreSQL replicas).
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::BurnDown,
         Scenario::StoreCeiling,
         Scenario::ContractExact,
@@ -62,6 +65,7 @@ impl Scenario {
         Scenario::AddToStart,
         Scenario::SweepCreation,
         Scenario::Nodes,
+        Scenario::Placement,
     ];
 }
 
@@ -297,6 +301,7 @@ pub struct Sizes {
     pub nodes: u32,
     pub nodes_secs: u64,
     pub nodes_interval: Duration,
+    pub placement: scenarios::placement::PlacementSizes,
 }
 
 impl Sizes {
@@ -313,6 +318,11 @@ impl Sizes {
             nodes: 10_000,
             nodes_secs: 60,
             nodes_interval: Duration::from_secs(5),
+            placement: scenarios::placement::PlacementSizes {
+                nodes: [1_000, 10_000],
+                requests: 2_000,
+                stats_secs: 5,
+            },
         };
         let mut s = if a.smoke {
             Sizes {
@@ -324,6 +334,11 @@ impl Sizes {
                 sweep_n: 20_000,
                 nodes: 200,
                 nodes_secs: 5,
+                placement: scenarios::placement::PlacementSizes {
+                    nodes: [20, 50],
+                    requests: 20,
+                    stats_secs: 1,
+                },
                 ..full
             }
         } else {
@@ -494,6 +509,10 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
             }
             Scenario::Nodes => {
                 scenarios::nodes::nodes(&ctx, command(s, String::new()), &sizes).await
+            }
+            Scenario::Placement => {
+                scenarios::placement::placement(&ctx, command(s, String::new()), sizes.placement)
+                    .await
             }
             Scenario::Failover => {
                 let rounds = if a.smoke { 1 } else { 5 };

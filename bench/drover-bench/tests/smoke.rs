@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "burn-down",
     "store-ceiling",
     "contract-exact",
@@ -13,6 +13,7 @@ const SCENARIOS: [&str; 7] = [
     "add-to-start",
     "sweep-creation",
     "nodes",
+    "placement",
 ];
 
 /// The `drover` binary of the same build as this bench binary, built if it is missing (a

@@ -8,4 +8,5 @@ pub mod contract;
 pub mod failover;
 pub mod latency;
 pub mod nodes;
+pub mod placement;
 pub mod sweep;
