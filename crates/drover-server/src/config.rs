@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub repair_interval: Duration,
     /// A spot with no heartbeat for this long is marked DOWN.
     pub spot_timeout: Duration,
+    /// A node of the placement surface with no stats report for this long is marked DOWN;
+    /// `None` (the default, as the contract's own server) never does.
+    pub stats_timeout: Option<Duration>,
     /// A DOWN spot silent for this long is removed from the registry; `None` keeps it.
     pub spot_retention: Option<Duration>,
     /// How often agents should heartbeat (told to them in the hello answer).
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
             spot_reaper_interval: Duration::from_secs(5),
             repair_interval: Duration::from_secs(10),
             spot_timeout: Duration::from_secs(10),
+            stats_timeout: None,
             spot_retention: Some(Duration::from_secs(24 * 3600)),
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),

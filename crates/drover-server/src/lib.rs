@@ -155,6 +155,7 @@ impl AppState {
             store: self.store.nodes.clone(),
             clock: self.clock.clone(),
             timeout: self.config.spot_timeout,
+            stats_timeout: self.config.stats_timeout,
             retention: self.config.spot_retention,
             cluster: Some(self.cluster.clone()),
         }

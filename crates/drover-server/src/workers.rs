@@ -264,12 +264,14 @@ impl Worker for RepairWorker {
     }
 }
 
-/// Marks spots without a heartbeat for `timeout` DOWN and takes back their tasks.
+/// Marks spots without a heartbeat for `timeout` DOWN, and nodes of the placement surface
+/// without a stats report for `stats_timeout` when one is set, and takes back their tasks.
 #[derive(Clone)]
 pub struct SpotReaper {
     pub store: Arc<dyn NodeStore>,
     pub clock: Arc<dyn Clock>,
     pub timeout: Duration,
+    pub stats_timeout: Option<Duration>,
     /// DOWN spots silent for longer than this are removed from the registry; `None` keeps
     /// them forever.
     pub retention: Option<Duration>,
@@ -290,7 +292,14 @@ impl SpotReaper {
             return Ok(NodesDown::default());
         }
         let cutoff = before(now, self.timeout);
-        let down = self.store.mark_silent_nodes_down(cutoff, now).await?;
+        let mut down = self.store.mark_silent_nodes_down(cutoff, now).await?;
+        if let Some(timeout) = self.stats_timeout {
+            let silent = (self.store)
+                .mark_stats_silent_nodes_down(before(now, timeout), now)
+                .await?;
+            down.nodes.extend(silent.nodes);
+            down.released.extend(silent.released);
+        }
         if !down.nodes.is_empty() {
             tracing::info!(
                 target: "SpotService",

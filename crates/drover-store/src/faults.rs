@@ -385,6 +385,17 @@ impl NodeStore for Faulty {
         self.faults.write("mark_silent_nodes_down", inner).await
     }
 
+    async fn mark_stats_silent_nodes_down(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<NodesDown> {
+        let inner = self.inner.nodes.mark_stats_silent_nodes_down(cutoff, now);
+        self.faults
+            .write("mark_stats_silent_nodes_down", inner)
+            .await
+    }
+
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
         let inner = self.inner.nodes.forget_down_nodes(cutoff);
         self.faults.write("forget_down_nodes", inner).await

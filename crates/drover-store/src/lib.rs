@@ -123,6 +123,14 @@ pub trait NodeStore: Send + Sync + 'static {
     /// (retry rule applies), in the same transaction.
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown>;
 
+    /// [`NodeStore::mark_silent_nodes_down`] for the nodes whose signs of life are stats
+    /// reports (registered through the placement surface), judged by their last report.
+    async fn mark_stats_silent_nodes_down(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<NodesDown>;
+
     /// Removes DOWN nodes whose last heartbeat is before `cutoff` and that hold no task, so the
     /// registry does not grow with every agent restart; returns their ids. A removed node's
     /// history stays in the attempt records, and its late reports stay fenced off.

@@ -361,6 +361,11 @@ pub struct TaskSettings {
     #[arg(long, env = "DROVER_SPOT_RETENTION", value_name = "DURATION")]
     pub spot_retention: Option<Span>,
 
+    /// A node of the placement surface (`POST /register`) without a stats report for this
+    /// long is marked DOWN; 0 never does, as the placement contract's own server [default: 0].
+    #[arg(long, env = "DROVER_STATS_TIMEOUT", value_name = "DURATION")]
+    pub stats_timeout: Option<Span>,
+
     /// Heartbeat period suggested to agents [default: 2s].
     #[arg(long, env = "DROVER_HEARTBEAT_INTERVAL", value_name = "DURATION")]
     pub heartbeat_interval: Option<Span>,
@@ -396,6 +401,11 @@ impl TaskSettings {
             repair_interval: or(self.repair_interval, d.repair_interval),
             task_lease_grace: or(self.task_lease_grace, d.task_lease_grace),
             spot_timeout: or(self.spot_timeout, d.spot_timeout),
+            stats_timeout: match self.stats_timeout {
+                Some(Span(s)) if s.is_zero() => None,
+                Some(Span(s)) => Some(s),
+                None => d.stats_timeout,
+            },
             spot_retention: match self.spot_retention {
                 Some(Span(s)) if s.is_zero() => None,
                 Some(Span(s)) => Some(s),

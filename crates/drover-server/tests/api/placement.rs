@@ -513,6 +513,27 @@ async fn a_node_going_down_gets_its_objects_repaired() {
     app.finish().await;
 }
 
+#[tokio::test]
+async fn a_stats_timeout_takes_a_silent_node_down_and_a_report_brings_it_back() {
+    let app = spawn_app_with(|c| c.stats_timeout = Some(Duration::from_secs(30))).await;
+    register(&app, "quiet", "z1", 1).await;
+    register(&app, "chatty", "z2", 1).await;
+    app.advance(Duration::from_secs(20));
+    stats(&app, "chatty", json!({"cpu_free": 0.5, "ram_free_mb": 1.0})).await;
+    app.advance(Duration::from_secs(15));
+    let counts = app.state.step(&app.state.spot_reaper()).await.unwrap();
+    assert!(counts.contains(&("spots_down", 1)), "{counts:?}");
+    let (_, quiet) = app.get_json("/node/quiet").await;
+    assert_eq!(quiet["status"], "DOWN");
+    assert_eq!(placement(&app, "k", 3).await, ["chatty"]);
+    // A report is a sign of life.
+    stats(&app, "quiet", json!({"cpu_free": 0.5, "ram_free_mb": 1.0})).await;
+    let (_, quiet) = app.get_json("/node/quiet").await;
+    assert_eq!(quiet["status"], "UP");
+    assert_eq!(placement(&app, "k", 3).await.len(), 2);
+    app.finish().await;
+}
+
 /// Writes one of each record, for the restart tests.
 async fn write_some_of_everything(app: &TestApp) {
     register(app, "node-1", "zone-a", 7).await;

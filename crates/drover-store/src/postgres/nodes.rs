@@ -86,6 +86,8 @@ async fn write_beat(
 #[derive(Clone, Copy)]
 enum Candidates {
     NotDown,
+    /// Nodes of the placement surface, judged by their stats reports.
+    StatsNotDown,
     Down,
 }
 
@@ -105,6 +107,7 @@ async fn node_facts(
         None => {
             let status = match which {
                 Candidates::NotDown => "status <> 'DOWN' AND NOT by_stats",
+                Candidates::StatsNotDown => "status <> 'DOWN' AND by_stats",
                 Candidates::Down => "status = 'DOWN'",
             };
             all(
@@ -162,6 +165,79 @@ async fn pick_nodes(
         .filter(|(_, n)| judge(n))
         .map(|(id, _)| id)
         .collect())
+}
+
+impl PgStore {
+    /// Marks the silent nodes among `which` DOWN and takes back their tasks.
+    async fn mark_down(
+        &self,
+        which: Candidates,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<NodesDown> {
+        write_tx!(self, |tx| async {
+            let nodes = pick_nodes(&tx, which, cutoff, |n| {
+                node::goes_down(n.status, n.last_heartbeat, cutoff)
+            })
+            .await?;
+            if nodes.is_empty() {
+                return Ok(NodesDown::default());
+            }
+            exec(
+                &*tx,
+                "UPDATE nodes SET status = $2 WHERE id = ANY($1)",
+                &[&nodes, &NodeStatus::Down.as_str()],
+            )
+            .await?;
+            for id in &nodes {
+                tx.emit(Event::NodeDown {
+                    node_id: id.clone(),
+                });
+            }
+            let running = all(
+                &*tx,
+                &format!(
+                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND assigned_to = ANY($1)
+                     ORDER BY seq FOR UPDATE",
+                    rows::TASK_HEAD_COLUMNS
+                ),
+                &[&nodes],
+            )
+            .await?
+            .iter()
+            .map(rows::task_head)
+            .collect::<R<Vec<_>>>()?;
+            // Released in the order of the nodes, as the SQLite store does.
+            let mut ordered = Vec::with_capacity(running.len());
+            for id in &nodes {
+                ordered.extend(
+                    running
+                        .iter()
+                        .filter(|t| t.assigned_to.as_deref() == Some(id.as_str()))
+                        .cloned(),
+                );
+            }
+            let released = release_all(
+                &tx,
+                ordered,
+                |t| {
+                    format!(
+                        "spot {} stopped sending {} during attempt {}",
+                        t.assigned_to.as_deref().unwrap_or("?"),
+                        match which {
+                            Candidates::StatsNotDown => "stats",
+                            Candidates::NotDown | Candidates::Down => "heartbeats",
+                        },
+                        t.attempt
+                    )
+                },
+                now,
+            )
+            .await?;
+            Ok(NodesDown { nodes, released })
+        }
+        .await)
+    }
 }
 
 #[async_trait]
@@ -293,64 +369,15 @@ impl NodeStore for PgStore {
     }
 
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {
-        write_tx!(self, |tx| async {
-            let nodes = pick_nodes(&tx, Candidates::NotDown, cutoff, |n| {
-                node::goes_down(n.status, n.last_heartbeat, cutoff)
-            })
-            .await?;
-            if nodes.is_empty() {
-                return Ok(NodesDown::default());
-            }
-            exec(
-                &*tx,
-                "UPDATE nodes SET status = $2 WHERE id = ANY($1)",
-                &[&nodes, &NodeStatus::Down.as_str()],
-            )
-            .await?;
-            for id in &nodes {
-                tx.emit(Event::NodeDown {
-                    node_id: id.clone(),
-                });
-            }
-            let running = all(
-                &*tx,
-                &format!(
-                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND assigned_to = ANY($1)
-                     ORDER BY seq FOR UPDATE",
-                    rows::TASK_HEAD_COLUMNS
-                ),
-                &[&nodes],
-            )
-            .await?
-            .iter()
-            .map(rows::task_head)
-            .collect::<R<Vec<_>>>()?;
-            // Released in the order of the nodes, as the SQLite store does.
-            let mut ordered = Vec::with_capacity(running.len());
-            for id in &nodes {
-                ordered.extend(
-                    running
-                        .iter()
-                        .filter(|t| t.assigned_to.as_deref() == Some(id.as_str()))
-                        .cloned(),
-                );
-            }
-            let released = release_all(
-                &tx,
-                ordered,
-                |t| {
-                    format!(
-                        "spot {} stopped sending heartbeats during attempt {}",
-                        t.assigned_to.as_deref().unwrap_or("?"),
-                        t.attempt
-                    )
-                },
-                now,
-            )
-            .await?;
-            Ok(NodesDown { nodes, released })
-        }
-        .await)
+        self.mark_down(Candidates::NotDown, cutoff, now).await
+    }
+
+    async fn mark_stats_silent_nodes_down(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<NodesDown> {
+        self.mark_down(Candidates::StatsNotDown, cutoff, now).await
     }
 
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {

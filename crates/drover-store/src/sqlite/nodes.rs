@@ -161,12 +161,89 @@ impl SqliteStore {
     }
 }
 
-/// Which nodes [`silent_facts`] reads: those the silence reaper may mark DOWN, or those
+impl SqliteStore {
+    /// Marks the silent nodes among `which` DOWN and takes back their tasks.
+    async fn mark_down(
+        &self,
+        which: Candidates,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<NodesDown> {
+        let beats = self.beats.clone();
+        // The pending heartbeats are written first, in the same transaction, so silence is
+        // judged on every heartbeat acknowledged so far.
+        self.write_after_beats(Take::All, move |tx| {
+            let silent: Vec<String> = silent_facts(tx, which, cutoff)?
+                .into_iter()
+                .filter(|(_, n)| node::goes_down(n.status, n.last_heartbeat, cutoff))
+                .map(|(id, _)| id)
+                .collect();
+            // A node whose heartbeat was held while this looked has spoken: it stays.
+            let nodes = beats.unsettle_silent(silent);
+            let mut down = tx
+                .prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")
+                .map_err(map_err)?;
+            for id in &nodes {
+                down.execute(params![id, NodeStatus::Down.as_str()])
+                    .map_err(map_err)?;
+                tx.emit(Event::NodeDown {
+                    node_id: id.clone(),
+                });
+            }
+            drop(down);
+            let mut running = Vec::new();
+            let mut select = tx
+                .prepare_cached(&format!(
+                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND assigned_to = ?1
+                     ORDER BY seq",
+                    rows::TASK_HEAD_COLUMNS
+                ))
+                .map_err(map_err)?;
+            for node in &nodes {
+                running.extend(
+                    select
+                        .query_map([node], rows::task_head)
+                        .map_err(map_err)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(map_err)?,
+                );
+            }
+            drop(select);
+            let released = release_all(
+                tx,
+                running,
+                |t| {
+                    format!(
+                        "spot {} stopped sending {} during attempt {}",
+                        t.assigned_to.as_deref().unwrap_or("?"),
+                        signs_of_life(which),
+                        t.attempt
+                    )
+                },
+                now,
+            )?;
+            Ok(NodesDown { nodes, released })
+        })
+        .await
+    }
+}
+
+/// Which nodes [`silent_facts`] reads: those the silence reaper may mark DOWN (by their
+/// heartbeats, or, for nodes of the placement surface, by their stats reports), or those
 /// retention may forget.
 #[derive(Clone, Copy)]
 enum Candidates {
     NotDown,
+    StatsNotDown,
     Down,
+}
+
+/// What the nodes among `which` send to show they are alive.
+fn signs_of_life(which: Candidates) -> &'static str {
+    match which {
+        Candidates::StatsNotDown => "stats",
+        Candidates::NotDown | Candidates::Down => "heartbeats",
+    }
 }
 
 /// The facts silence and retention are judged from, of the nodes of `which` whose stored
@@ -186,6 +263,13 @@ fn silent_facts(
                     EXISTS (SELECT 1 FROM tasks
                             WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
              FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1 AND NOT by_stats
+             ORDER BY registered_at, id"
+        }
+        Candidates::StatsNotDown => {
+            "SELECT id, status, last_heartbeat,
+                    EXISTS (SELECT 1 FROM tasks
+                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+             FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1 AND by_stats
              ORDER BY registered_at, id"
         }
         Candidates::Down => {
@@ -357,61 +441,15 @@ impl NodeStore for SqliteStore {
     }
 
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown> {
-        let beats = self.beats.clone();
-        // The pending heartbeats are written first, in the same transaction, so silence is
-        // judged on every heartbeat acknowledged so far.
-        self.write_after_beats(Take::All, move |tx| {
-            let silent: Vec<String> = silent_facts(tx, Candidates::NotDown, cutoff)?
-                .into_iter()
-                .filter(|(_, n)| node::goes_down(n.status, n.last_heartbeat, cutoff))
-                .map(|(id, _)| id)
-                .collect();
-            // A node whose heartbeat was held while this looked has spoken: it stays.
-            let nodes = beats.unsettle_silent(silent);
-            let mut down = tx
-                .prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")
-                .map_err(map_err)?;
-            for id in &nodes {
-                down.execute(params![id, NodeStatus::Down.as_str()])
-                    .map_err(map_err)?;
-                tx.emit(Event::NodeDown {
-                    node_id: id.clone(),
-                });
-            }
-            drop(down);
-            let mut running = Vec::new();
-            let mut select = tx
-                .prepare_cached(&format!(
-                    "SELECT {} FROM tasks WHERE status = 'RUNNING' AND assigned_to = ?1
-                     ORDER BY seq",
-                    rows::TASK_HEAD_COLUMNS
-                ))
-                .map_err(map_err)?;
-            for node in &nodes {
-                running.extend(
-                    select
-                        .query_map([node], rows::task_head)
-                        .map_err(map_err)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                        .map_err(map_err)?,
-                );
-            }
-            drop(select);
-            let released = release_all(
-                tx,
-                running,
-                |t| {
-                    format!(
-                        "spot {} stopped sending heartbeats during attempt {}",
-                        t.assigned_to.as_deref().unwrap_or("?"),
-                        t.attempt
-                    )
-                },
-                now,
-            )?;
-            Ok(NodesDown { nodes, released })
-        })
-        .await
+        self.mark_down(Candidates::NotDown, cutoff, now).await
+    }
+
+    async fn mark_stats_silent_nodes_down(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<NodesDown> {
+        self.mark_down(Candidates::StatsNotDown, cutoff, now).await
     }
 
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {

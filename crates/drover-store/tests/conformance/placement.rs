@@ -18,6 +18,15 @@ fn placed(id: &str, zone: &str, capacity_gb: u64) -> PlacedNode {
     }
 }
 
+/// Registers a node of the placement surface at `at`.
+async fn put(store: &Stores, id: &str, zone: &str, capacity_gb: u64, at: drover_core::Timestamp) {
+    store
+        .placement
+        .put_node(placed(id, zone, capacity_gb), None, at)
+        .await
+        .unwrap();
+}
+
 const STATS: Stats = Stats {
     cpu_free: 0.75,
     ram_free_mb: 8192.0,
@@ -27,11 +36,7 @@ const STATS: Stats = Stats {
 };
 
 pub async fn placed_nodes_share_the_registry_and_replace_on_register(store: &Stores) {
-    store
-        .placement
-        .put_node(placed("node-1", "zone-a", 10), None, t0())
-        .await
-        .unwrap();
+    put(store, "node-1", "zone-a", 10, t0()).await;
     let spot = node(store, t0()).await;
     // One registry: the node registered here is listed by the registry, and the registry's
     // own node is seen by placement, with the contract's default capacity.
@@ -109,11 +114,7 @@ pub async fn the_registry_cap_holds_for_placed_nodes(store: &Stores) {
 }
 
 pub async fn stats_are_kept_and_are_the_signs_of_life_of_placed_nodes(store: &Stores) {
-    store
-        .placement
-        .put_node(placed("node-1", "zone-a", 10), None, t0())
-        .await
-        .unwrap();
+    put(store, "node-1", "zone-a", 10, t0()).await;
     store
         .placement
         .report_stats("node-1", STATS, t0() + secs(5))
@@ -177,6 +178,42 @@ pub async fn stats_are_kept_and_are_the_signs_of_life_of_placed_nodes(store: &St
     assert_eq!(back.stats, Some(STATS));
 }
 
+pub async fn stats_silence_takes_only_placed_nodes_down(store: &Stores) {
+    put(store, "node-1", "zone-a", 10, t0()).await;
+    put(store, "node-2", "zone-a", 10, t0()).await;
+    store
+        .placement
+        .report_stats("node-2", STATS, t0() + secs(50))
+        .await
+        .unwrap();
+    let spot = node(store, t0()).await;
+    let down = store
+        .nodes
+        .mark_stats_silent_nodes_down(t0() + secs(30), t0() + secs(60))
+        .await
+        .unwrap();
+    // node-2 reported after the cutoff; the spot is judged by its heartbeats, not here.
+    assert_eq!(down.nodes, vec!["node-1".to_string()]);
+    let status = |id: &'static str| async move {
+        store
+            .placement
+            .placement_node(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    };
+    assert_eq!(status("node-1").await, NodeStatus::Down);
+    assert_eq!(status("node-2").await, NodeStatus::Up);
+    let spot_status = store
+        .placement
+        .placement_node(&spot)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spot_status.status, NodeStatus::Up);
+}
+
 pub async fn scheduler_weights_are_stored(store: &Stores) {
     assert_eq!(store.placement.scheduler_weights().await.unwrap(), None);
     let w = Weights {
@@ -206,11 +243,7 @@ pub async fn scheduler_weights_are_stored(store: &Stores) {
 
 pub async fn objects_keep_their_replica_records(store: &Stores) {
     for (id, zone) in [("n1", "a"), ("n2", "b"), ("n3", "c")] {
-        store
-            .placement
-            .put_node(placed(id, zone, 1), None, t0())
-            .await
-            .unwrap();
+        put(store, id, zone, 1, t0()).await;
     }
     let targets = vec!["n2".to_string(), "n1".to_string()];
     assert!(
@@ -305,6 +338,7 @@ macro_rules! placement_suite {
                 placed_nodes_share_the_registry_and_replace_on_register,
                 the_registry_cap_holds_for_placed_nodes,
                 stats_are_kept_and_are_the_signs_of_life_of_placed_nodes,
+                stats_silence_takes_only_placed_nodes_down,
                 scheduler_weights_are_stored,
                 objects_keep_their_replica_records,
             ];
