@@ -534,6 +534,125 @@ async fn a_stats_timeout_takes_a_silent_node_down_and_a_report_brings_it_back() 
     app.finish().await;
 }
 
+#[tokio::test]
+async fn with_keys_nodes_need_the_agent_key_and_clients_the_api_key() {
+    let app = spawn_app_with(|c| {
+        c.agent_key = Some("agent-k".into());
+        c.api_key = Some("api-k".into());
+    })
+    .await;
+    let node = json!({"id": "n1", "zone": "z", "addr": "a"});
+    let send = |path: &str, key: Option<(&str, &str)>, body: Option<&Value>| {
+        let mut req = match body {
+            Some(b) => app.http.post(app.url(path)).json(b),
+            None => app.http.get(app.url(path)),
+        };
+        if let Some((name, value)) = key {
+            req = req.header(name, value);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send("/register", None, Some(&node)).await, 401);
+    assert_eq!(
+        send(
+            "/register",
+            Some(("authorization", "Bearer api-k")),
+            Some(&node)
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        send("/register", Some(("x-agent-key", "agent-k")), Some(&node)).await,
+        200
+    );
+    let stats = json!({"cpu_free": 1.0, "ram_free_mb": 1.0});
+    assert_eq!(send("/node/n1/stats", None, Some(&stats)).await, 401);
+    assert_eq!(
+        send(
+            "/node/n1/stats",
+            Some(("x-agent-key", "agent-k")),
+            Some(&stats)
+        )
+        .await,
+        200
+    );
+    assert_eq!(send("/schedule", None, Some(&json!({}))).await, 401);
+    assert_eq!(send("/nodes", None, None).await, 401);
+    let bearer = Some(("authorization", "Bearer api-k"));
+    assert_eq!(send("/schedule", bearer, Some(&json!({}))).await, 200);
+    assert_eq!(send("/nodes", bearer, None).await, 200);
+    assert_eq!(send("/node/n1/stats", bearer, None).await, 200);
+    // Load balancers probe without keys.
+    assert_eq!(send("/health", None, None).await, 200);
+    assert_eq!(send("/ready", None, None).await, 200);
+    app.finish().await;
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn two_replicas_on_one_database_place_and_schedule_alike() {
+    let url = drover_pgtest::fresh_database()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to run against: {why}"));
+    let first_url = url.clone();
+    let a = spawn(move |c| c.store_url = first_url, false).await;
+    let b = spawn(move |c| c.store_url = url, false).await;
+    // b reads its view before the nodes exist, so it must see a's writes by itself.
+    assert_eq!(placement(&b, "k", 3).await, Vec::<String>::new());
+    for (id, zone) in [("n1", "z1"), ("n2", "z2"), ("n3", "z3"), ("n4", "z1")] {
+        register(&a, id, zone, 2).await;
+        stats(&a, id, json!({"cpu_free": 0.5, "ram_free_mb": 100.0})).await;
+    }
+    a.post_json(
+        "/scheduler/config",
+        json!({"w_cpu": 0.0, "w_ram": 1.0, "w_gpu": 0.0,
+                                            "w_latency": 0.0, "w_io": 0.0}),
+    )
+    .await;
+    stats(&a, "n3", json!({"cpu_free": 0.5, "ram_free_mb": 900.0})).await;
+    eventually(
+        Duration::from_secs(5),
+        "b sees a's nodes, stats and weights",
+        || async {
+            let (_, got) = b.post_json("/schedule", json!({})).await;
+            (got == json!({"node_id": "n3"})).then_some(())
+        },
+    )
+    .await;
+    for i in 0..200 {
+        let key = format!("object-{i}");
+        assert_eq!(placement(&b, &key, 3).await, placement(&a, &key, 3).await);
+    }
+    a.finish().await;
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn ready_and_health_are_503_while_the_store_cannot_write() {
+    use drover_store::faults::{self, FaultPlan, Faults};
+    let faults = Faults::new(FaultPlan::none(0));
+    let injected = faults.clone();
+    let app = spawn_with_store(|_| {}, move |s| faults::wrap(s, injected)).await;
+    assert_eq!(app.get_json("/ready").await.0, 200);
+    faults.set_writes_down(true);
+    assert_eq!(app.get_json("/ready").await.0, 503);
+    let (status, health) = app.get_json("/health").await;
+    assert_eq!(status, 503);
+    assert!(
+        health["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{health}"
+    );
+    faults.set_writes_down(false);
+    assert_eq!(app.get_json("/ready").await.0, 200);
+    app.finish().await;
+}
+
 /// Writes one of each record, for the restart tests.
 async fn write_some_of_everything(app: &TestApp) {
     register(app, "node-1", "zone-a", 7).await;

@@ -13,13 +13,14 @@ mod error;
 
 pub use error::PlacementApiError;
 
-use crate::AppState;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::placement::{DEFAULT_RF, PlacementError};
+use crate::{AppState, auth};
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::middleware;
 use axum::routing::{get, post};
 use drover_api::placement as api;
 use drover_core::ReplicaState;
@@ -27,6 +28,7 @@ use drover_core::scheduling::{Stats, Weights, Workload};
 use drover_store::{DEFAULT_CAPACITY_GB, PlacedNode, PlacementNode, StoredObject};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 type Answer<T> = Result<Json<T>, PlacementApiError>;
 
@@ -59,23 +61,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
-pub fn routes(_state: &AppState) -> axum::Router<AppState> {
-    axum::Router::new()
+/// The contract's routes with drover's key checks, which its own server does not have: when
+/// keys are configured, what nodes send (registration, stats, replica marks) needs the agent
+/// key, as the agents' routes do, and the clients' calls need the API key (reads too unless
+/// `--public-reads`); `/health` and `/ready` stay open for load balancers. Without keys (the
+/// default, on loopback only) every route is open, as in the contract.
+pub fn routes(state: &AppState) -> axum::Router<AppState> {
+    let from_nodes = axum::Router::new()
         .route("/register", post(register))
+        .route("/node/{id}/stats", post(report_stats))
+        .route("/replica/mark_missing", post(mark_missing))
+        .route("/replica/mark_healed", post(mark_healed))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(state.config.agent_key.clone()),
+            auth::require_agent_key,
+        ));
+    let from_clients = axum::Router::new()
         .route("/nodes", get(nodes))
         .route("/node/{id}", get(node))
-        .route("/node/{id}/stats", get(stats).post(report_stats))
+        .route("/node/{id}/stats", get(stats))
         .route("/placement/{hash}", get(placement))
         .route("/schedule", post(schedule))
         .route("/scheduler/config", get(weights).post(set_weights))
         .route("/object/register", post(register_object))
         .route("/object/{hash}", get(object))
-        .route("/replica/mark_missing", post(mark_missing))
-        .route("/replica/mark_healed", post(mark_healed))
         .route("/repair", get(repair))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
         .route("/system/info", get(system_info))
+        .route_layer(middleware::from_fn_with_state(
+            auth::ApiKeyRule::of(&state.config),
+            auth::require_api_key,
+        ));
+    let open = axum::Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    from_nodes.merge(from_clients).merge(open)
 }
 
 fn ok() -> Json<api::Ok> {
