@@ -16,12 +16,13 @@
 //! (`surfaces/placement`) translates.
 
 use crate::clock::Clock;
+use drover_core::NodeInfo;
 use drover_core::placement::{Ring, RingNode};
 use drover_core::replicas::{self, Replica};
 use drover_core::rules::{self, RuleError};
 use drover_core::scheduling::{self, Requirement, Stats, Weights, Workload};
 use drover_core::{Event, NodeStatus, ReplicaState};
-use drover_store::{PlacedNode, PlacementNode, StoreError, StoredObject, Stores};
+use drover_store::{Liveness, NamedNode, PlacementNode, StoreError, StoredObject, Stores};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -95,6 +96,16 @@ struct RingView {
     ring: Ring,
     /// Each node on the ring: its zone and capacity.
     members: HashMap<String, (String, u64)>,
+}
+
+/// A node as the placement contract registers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedNode {
+    pub id: String,
+    pub zone: String,
+    pub address: String,
+    pub capacity_gb: u64,
+    pub meta: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One object's replica standing, for `GET /repair`.
@@ -274,14 +285,26 @@ impl PlacementService {
         }
     }
 
-    /// Registers a node under its own id, or replaces what is known of it.
+    /// Registers a node of the placement contract under its own id (its signs of life are its
+    /// stats reports), or replaces what is known of it.
     pub async fn register(&self, node: PlacedNode, max: Option<u64>) -> Result<()> {
         rules::check_placement_name("id", &node.id)?;
         rules::check_node_text("zone", &node.zone)?;
         rules::check_node_text("addr", &node.address)?;
         rules::check_capacity_gb(node.capacity_gb)?;
+        let named = NamedNode {
+            id: node.id,
+            info: NodeInfo {
+                address: node.address,
+                zone: Some(node.zone),
+                labels: node.meta,
+                ..Default::default()
+            },
+            capacity_gb: Some(node.capacity_gb),
+            liveness: Liveness::Stats,
+        };
         let now = self.clock.now();
-        self.store.placement.put_node(node, max, now).await?;
+        self.store.nodes.put_node(named, max, now).await?;
         Ok(())
     }
 

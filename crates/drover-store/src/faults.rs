@@ -15,9 +15,9 @@
 
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
-    ClusterStore, CountMismatch, JobStore, NewJob, NewNode, NewRunner, NodeStore, NodesDown,
-    Overview, Page, Paged, PlacedNode, PlacementNode, PlacementStore, Released, Report,
-    Reservation, Result, RunnerStore, StoreError, StoreOps, StoredObject, Stores, WriteStats,
+    ClusterStore, CountMismatch, JobStore, NamedNode, NewJob, NewNode, NewRunner, NodeStore,
+    NodesDown, Overview, Page, Paged, PlacementNode, PlacementStore, Released, Report, Reservation,
+    Result, RunnerStore, StoreError, StoreOps, StoredObject, Stores, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
@@ -345,6 +345,11 @@ impl JobStore for Faulty {
 
 #[async_trait]
 impl NodeStore for Faulty {
+    async fn put_node(&self, node: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
+        let inner = self.inner.nodes.put_node(node, max, now);
+        self.faults.write("put_node", inner).await
+    }
+
     async fn register_node(&self, new: NewNode, max: Option<u64>, now: Timestamp) -> Result<Node> {
         let inner = self.inner.nodes.register_node(new, max, now);
         self.faults.write("register_node", inner).await
@@ -404,11 +409,6 @@ impl NodeStore for Faulty {
 
 #[async_trait]
 impl PlacementStore for Faulty {
-    async fn put_node(&self, node: PlacedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
-        let inner = self.inner.placement.put_node(node, max, now);
-        self.faults.write("put_node", inner).await
-    }
-
     async fn placement_nodes(&self) -> Result<Vec<PlacementNode>> {
         let inner = self.inner.placement.placement_nodes();
         self.faults.read("placement_nodes", inner).await

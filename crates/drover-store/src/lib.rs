@@ -94,6 +94,11 @@ pub trait NodeStore: Send + Sync + 'static {
     /// holds `max` nodes already ([`StoreError::LimitReached`]; `None` for no cap).
     async fn register_node(&self, new: NewNode, max: Option<u64>, at: Timestamp) -> Result<Node>;
 
+    /// Registers `node` under its own id, UP, or replaces what is known of a node with that id
+    /// (a DOWN node comes back UP). Registration is a sign of life. A new id is refused when
+    /// the registry holds `max` nodes already.
+    async fn put_node(&self, node: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()>;
+
     /// What is known of a node's secret, for `drover_core::credential::may_act_for_spot`:
     /// unknown node, none issued, or its hash.
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential>;
@@ -183,11 +188,6 @@ pub trait RunnerStore: Send + Sync + 'static {
 /// (`placement`, `scheduling`, `replicas`); a backend only keeps the facts.
 #[async_trait]
 pub trait PlacementStore: Send + Sync + 'static {
-    /// Registers `node` under its own id, UP, or replaces what is known of a node with that id
-    /// (its zone, address, capacity and meta; a DOWN node comes back UP). Registration is a
-    /// sign of life. A new id is refused when the registry holds `max` nodes already.
-    async fn put_node(&self, node: PlacedNode, max: Option<u64>, now: Timestamp) -> Result<()>;
-
     /// Every node of the registry (whichever surface registered it), in id order.
     async fn placement_nodes(&self) -> Result<Vec<PlacementNode>>;
 

@@ -124,15 +124,25 @@ pub struct CountMismatch {
     pub actual: drover_core::JobCounts,
 }
 
-/// A node as the placement contract registers it: its own id, and the facts placement and
-/// scheduling use. Registering an id that exists replaces these facts (as the contract does).
+/// A node registered under the id its client chose (the placement and node-registry contracts'
+/// clients do), with what it declared. Registering an id that exists replaces these facts, as
+/// those contracts do.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlacedNode {
+pub struct NamedNode {
     pub id: String,
-    pub zone: String,
-    pub address: String,
-    pub capacity_gb: u64,
-    pub meta: serde_json::Map<String, serde_json::Value>,
+    pub info: NodeInfo,
+    /// Its capacity for placement, in GB; `None` counts as [`DEFAULT_CAPACITY_GB`].
+    pub capacity_gb: Option<u64>,
+    pub liveness: Liveness,
+}
+
+/// What a node sends to show it is alive, which decides which silence check judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Heartbeats: the spot timeout applies (the batch and node-registry contracts' nodes).
+    Heartbeats,
+    /// Stats reports: only the optional stats timeout applies (the placement contract's).
+    Stats,
 }
 
 /// A node of the registry as placement and scheduling see it: every node, whichever surface

@@ -12,7 +12,7 @@ use super::PgStore;
 use super::jobs::release_all;
 use super::rows::{self, at};
 use super::write::{R, Tx, exec, row, row_opt, rows as all};
-use crate::{NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
+use crate::{Liveness, NamedNode, NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::node::{self, RetentionView};
@@ -20,7 +20,7 @@ use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
 
 /// The advisory lock that makes counting and inserting a node one step, so that two hellos
 /// cannot pass the registry's cap together.
-pub(super) const REGISTRY_LOCK: i64 = 0x6472_6f76_0001;
+const REGISTRY_LOCK: i64 = 0x6472_6f76_0001;
 
 const STATUSES: [NodeStatus; 3] = [NodeStatus::Up, NodeStatus::Draining, NodeStatus::Down];
 
@@ -76,6 +76,35 @@ async fn write_beat(
         status: after,
     });
     Ok(Some(after))
+}
+
+/// Marks a node seen alive now (a DOWN node comes back UP, with its event).
+pub(super) async fn seen_alive(tx: &Tx<'_>, id: &str, before: NodeStatus, now: Timestamp) -> R<()> {
+    let after = node::status_after_heartbeat(before);
+    exec(
+        &**tx,
+        "UPDATE nodes SET status = $2, last_heartbeat = $3 WHERE id = $1",
+        &[&id, &after.as_str(), &now],
+    )
+    .await?;
+    if before == NodeStatus::Down && after != NodeStatus::Down {
+        tx.emit(Event::NodeRevived {
+            node_id: id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A node's status, locked until the transaction ends; `None` if there is no such node.
+pub(super) async fn locked_status(tx: &Tx<'_>, id: &str) -> R<Option<NodeStatus>> {
+    row_opt(
+        &**tx,
+        "SELECT status FROM nodes WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?
+    .map(|r| rows::status(&r, 0))
+    .transpose()
 }
 
 /// Which nodes [`node_facts`] reads first: those the silence reaper may mark DOWN, or those
@@ -283,6 +312,63 @@ impl NodeStore for PgStore {
                 node_id: id.clone(),
             });
             rows::node_by_id(&*tx, &id).await
+        }
+        .await)
+    }
+
+    async fn put_node(&self, n: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
+        let now = at(now);
+        let labels = serde_json::Value::Object(n.info.labels.clone()).to_string();
+        let capacity_gb = n.capacity_gb.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+        let by_stats = n.liveness == Liveness::Stats;
+        let info = &n.info;
+        write_tx!(self, |tx| async {
+            exec(&*tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
+            let before = locked_status(&tx, &n.id).await?;
+            if before.is_none() {
+                let registered: i64 =
+                    rows::get(&row(&*tx, "SELECT count(*) FROM nodes", &[]).await?, 0)?;
+                if !node::may_register(registered as u64, max) {
+                    return Err(StoreError::LimitReached {
+                        kind: "node",
+                        limit: max.unwrap_or_default(),
+                    }
+                    .into());
+                }
+            }
+            // Inserted UP, or its facts replaced; its status is then judged as a sign of life.
+            exec(
+                &*tx,
+                "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
+                     memory_bytes, gpus, disk_bytes, capacity_gb, by_stats, status,
+                     registered_at, last_heartbeat)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'UP', $12, $12)
+                 ON CONFLICT (id) DO UPDATE SET address = $2, hostname = $3, zone = $4,
+                     labels = $5, total_cores = $6, memory_bytes = $7, gpus = $8,
+                     disk_bytes = $9, capacity_gb = $10, by_stats = $11",
+                &[
+                    &n.id,
+                    &info.address,
+                    &info.hostname,
+                    &info.zone,
+                    &labels,
+                    &info.capacity.cores,
+                    &info.capacity.memory_bytes,
+                    &info.capacity.gpus,
+                    &info.capacity.disk_bytes,
+                    &capacity_gb,
+                    &by_stats,
+                    &now,
+                ],
+            )
+            .await?;
+            if let Some(before) = before {
+                seen_alive(&tx, &n.id, before, now).await?;
+            }
+            tx.emit(Event::NodeRegistered {
+                node_id: n.id.clone(),
+            });
+            Ok(())
         }
         .await)
     }

@@ -1,22 +1,21 @@
 //! The placement contract's records in PostgreSQL: the [`PlacementStore`] implementation.
 //!
-//! SQL and row handling only, as in SQLite's `placement.rs`: nodes registered here are rows of
-//! the one `nodes` table, marked `by_stats` (the heartbeat silence check passes them by); stats
+//! SQL and row handling only, as in SQLite's `placement.rs`: the placement contract's nodes are
+//! rows of the one `nodes` table (`NodeStore::put_node`), marked `by_stats` (the heartbeat
+//! silence check passes them by); stats
 //! are the node's own columns, committed without waiting for the WAL flush (liveness, as the
 //! SQLite store writes heartbeats: a crash may lose the last reports, never order them wrong).
 //! Decisions are `drover_core`'s.
 
 use super::PgStore;
+use super::nodes::{locked_status, seen_alive};
 use super::rows::{self, at};
-use super::write::{R, Tx, exec, row, row_opt, rows as all};
-use crate::{PlacedNode, PlacementNode, PlacementStore, Result, StoreError, StoredObject};
+use super::write::{R, exec, row_opt, rows as all};
+use crate::{PlacementNode, PlacementStore, Result, StoreError, StoredObject};
 use async_trait::async_trait;
 use drover_core::scheduling::{Stats, Weights};
-use drover_core::{Event, NodeStatus, ReplicaState, Timestamp, node};
+use drover_core::{Event, NodeStatus, ReplicaState, Timestamp};
 use tokio_postgres::Row;
-
-/// Shared with `nodes.rs`: counting and inserting a node is one step under it.
-use super::nodes::REGISTRY_LOCK;
 
 const PLACEMENT_NODE_COLUMNS: &str = "id, zone, address, capacity_gb, labels, status, \
     cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure, last_heartbeat";
@@ -76,82 +75,8 @@ async fn object<C: deadpool_postgres::GenericClient>(
     }))
 }
 
-/// Marks a node seen alive now (a DOWN node comes back UP, with its event).
-async fn seen_alive(tx: &Tx<'_>, id: &str, before: NodeStatus, now: Timestamp) -> R<()> {
-    let after = node::status_after_heartbeat(before);
-    exec(
-        &**tx,
-        "UPDATE nodes SET status = $2, last_heartbeat = $3 WHERE id = $1",
-        &[&id, &after.as_str(), &now],
-    )
-    .await?;
-    if before == NodeStatus::Down && after != NodeStatus::Down {
-        tx.emit(Event::NodeRevived {
-            node_id: id.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// A node's status, locked until the transaction ends; `None` if there is no such node.
-async fn locked_status(tx: &Tx<'_>, id: &str) -> R<Option<NodeStatus>> {
-    row_opt(
-        &**tx,
-        "SELECT status FROM nodes WHERE id = $1 FOR UPDATE",
-        &[&id],
-    )
-    .await?
-    .map(|r| rows::status(&r, 0))
-    .transpose()
-}
-
 #[async_trait]
 impl PlacementStore for PgStore {
-    async fn put_node(&self, n: PlacedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
-        let now = at(now);
-        let meta = serde_json::Value::Object(n.meta.clone()).to_string();
-        let capacity = i64::try_from(n.capacity_gb).unwrap_or(i64::MAX);
-        write_tx!(self, |tx| async {
-            exec(&*tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
-            match locked_status(&tx, &n.id).await? {
-                None => {
-                    let registered: i64 =
-                        rows::get(&row(&*tx, "SELECT count(*) FROM nodes", &[]).await?, 0)?;
-                    if !node::may_register(registered as u64, max) {
-                        return Err(StoreError::LimitReached {
-                            kind: "node",
-                            limit: max.unwrap_or_default(),
-                        }
-                        .into());
-                    }
-                    exec(
-                        &*tx,
-                        "INSERT INTO nodes (id, address, zone, labels, capacity_gb, by_stats,
-                             status, registered_at, last_heartbeat)
-                         VALUES ($1, $2, $3, $4, $5, TRUE, 'UP', $6, $6)",
-                        &[&n.id, &n.address, &n.zone, &meta, &capacity, &now],
-                    )
-                    .await?;
-                }
-                Some(before) => {
-                    exec(
-                        &*tx,
-                        "UPDATE nodes SET address = $2, zone = $3, labels = $4, capacity_gb = $5,
-                             by_stats = TRUE WHERE id = $1",
-                        &[&n.id, &n.address, &n.zone, &meta, &capacity],
-                    )
-                    .await?;
-                    seen_alive(&tx, &n.id, before, now).await?;
-                }
-            }
-            tx.emit(Event::NodeRegistered {
-                node_id: n.id.clone(),
-            });
-            Ok(())
-        }
-        .await)
-    }
-
     async fn placement_nodes(&self) -> Result<Vec<PlacementNode>> {
         read!(self, |conn| async {
             all(

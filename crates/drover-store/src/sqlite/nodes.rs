@@ -10,7 +10,7 @@ use super::beats::{Beat, Buffered, FLUSH_AFTER};
 use super::jobs::release_all;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
-use crate::{NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
+use crate::{Liveness, NamedNode, NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
 use drover_core::node::{self, RetentionView};
@@ -95,6 +95,21 @@ fn update_beat(
         ])
         .map_err(map_err)?;
     Ok(changed > 0)
+}
+
+/// Brings a node seen alive now back UP if it was DOWN, with its event.
+pub(super) fn seen_alive(tx: &Tx<'_>, id: &str, before: NodeStatus, now: &str) -> Result<()> {
+    let after = node::status_after_heartbeat(before);
+    tx.prepare_cached("UPDATE nodes SET status = ?2, last_heartbeat = ?3 WHERE id = ?1")
+        .map_err(map_err)?
+        .execute(params![id, after.as_str(), now])
+        .map_err(map_err)?;
+    if before == NodeStatus::Down && after != NodeStatus::Down {
+        tx.emit(Event::NodeRevived {
+            node_id: id.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Which pending beats a write takes first (`beats.rs`).
@@ -341,6 +356,62 @@ impl NodeStore for SqliteStore {
             });
             beats.written(&id, NodeStatus::Up);
             rows::node_by_id(tx, &id)
+        })
+        .await
+    }
+
+    async fn put_node(&self, n: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
+        let now = ts(&now);
+        let beats = self.beats.clone();
+        self.write(move |tx| {
+            let before = rows::node_status(tx, &n.id)?;
+            if before.is_none() {
+                let registered: i64 = tx
+                    .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))
+                    .map_err(map_err)?;
+                if !node::may_register(registered as u64, max) {
+                    return Err(StoreError::LimitReached {
+                        kind: "node",
+                        limit: max.unwrap_or_default(),
+                    });
+                }
+            }
+            let info = &n.info;
+            let labels = serde_json::Value::Object(info.labels.clone()).to_string();
+            let capacity_gb = n.capacity_gb.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+            // Inserted UP, or its facts replaced; its status is then judged as a sign of life.
+            tx.prepare_cached(
+                "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
+                     memory_bytes, gpus, disk_bytes, capacity_gb, by_stats, status,
+                     registered_at, last_heartbeat)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'UP', ?12, ?12)
+                 ON CONFLICT (id) DO UPDATE SET address = ?2, hostname = ?3, zone = ?4,
+                     labels = ?5, total_cores = ?6, memory_bytes = ?7, gpus = ?8,
+                     disk_bytes = ?9, capacity_gb = ?10, by_stats = ?11",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                n.id,
+                info.address,
+                info.hostname,
+                info.zone,
+                labels,
+                info.capacity.cores,
+                info.capacity.memory_bytes,
+                info.capacity.gpus,
+                info.capacity.disk_bytes,
+                capacity_gb,
+                n.liveness == Liveness::Stats,
+                now
+            ])
+            .map_err(map_err)?;
+            if let Some(before) = before {
+                seen_alive(tx, &n.id, before, &now)?;
+            }
+            let status = rows::node_status(tx, &n.id)?.unwrap_or(NodeStatus::Up);
+            beats.written(&n.id, status);
+            tx.emit(Event::NodeRegistered { node_id: n.id });
+            Ok(())
         })
         .await
     }

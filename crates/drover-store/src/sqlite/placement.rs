@@ -1,14 +1,15 @@
 //! The placement contract's records in SQLite: the [`PlacementStore`] implementation.
 //!
-//! SQL and row handling only. Nodes registered here are rows of the one `nodes` table (so every
-//! surface lists them), marked `by_stats`: their signs of life are stats reports, so the
-//! heartbeat silence check passes them by. Stats are the node's own columns, written as
-//! liveness (`write_liveness`: no fsync wait of their own, as heartbeats). Which nodes a
+//! SQL and row handling only. The placement contract's nodes are rows of the one `nodes` table
+//! (registered by `NodeStore::put_node`, so every surface lists them), marked `by_stats`: their
+//! signs of life are stats reports, so the heartbeat silence check passes them by. Stats are
+//! the node's own columns, written as liveness (`write_liveness`: no fsync wait of their own,
+//! as heartbeats). Which nodes a
 //! placement or a schedule picks, and which replicas count, is decided in `drover_core`.
 
-use super::write::Tx;
+use super::nodes::seen_alive;
 use super::{SqliteStore, map_err, rows};
-use crate::{PlacedNode, PlacementNode, PlacementStore, Result, StoreError, StoredObject};
+use crate::{PlacementNode, PlacementStore, Result, StoreError, StoredObject};
 use async_trait::async_trait;
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::time::format as ts;
@@ -72,69 +73,8 @@ fn object(conn: &Connection, hash: &str) -> Result<Option<StoredObject>> {
     }))
 }
 
-/// Brings a node seen alive now back UP if it was DOWN, with its event.
-fn seen_alive(tx: &Tx<'_>, id: &str, before: NodeStatus, now: &str) -> Result<()> {
-    let after = node::status_after_heartbeat(before);
-    tx.prepare_cached("UPDATE nodes SET status = ?2, last_heartbeat = ?3 WHERE id = ?1")
-        .map_err(map_err)?
-        .execute(params![id, after.as_str(), now])
-        .map_err(map_err)?;
-    if before == NodeStatus::Down && after != NodeStatus::Down {
-        tx.emit(Event::NodeRevived {
-            node_id: id.to_string(),
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl PlacementStore for SqliteStore {
-    async fn put_node(&self, n: PlacedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
-        let now = ts(&now);
-        let beats = self.beats.clone();
-        self.write(move |tx| {
-            let before = rows::node_status(tx, &n.id)?;
-            let meta = serde_json::Value::Object(n.meta).to_string();
-            let capacity = i64::try_from(n.capacity_gb).unwrap_or(i64::MAX);
-            match before {
-                None => {
-                    let registered: i64 = tx
-                        .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))
-                        .map_err(map_err)?;
-                    if !node::may_register(registered as u64, max) {
-                        return Err(StoreError::LimitReached {
-                            kind: "node",
-                            limit: max.unwrap_or_default(),
-                        });
-                    }
-                    tx.prepare_cached(
-                        "INSERT INTO nodes (id, address, zone, labels, capacity_gb, by_stats,
-                             status, registered_at, last_heartbeat)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1, 'UP', ?6, ?6)",
-                    )
-                    .map_err(map_err)?
-                    .execute(params![n.id, n.address, n.zone, meta, capacity, now])
-                    .map_err(map_err)?;
-                }
-                Some(before) => {
-                    tx.prepare_cached(
-                        "UPDATE nodes SET address = ?2, zone = ?3, labels = ?4, capacity_gb = ?5,
-                             by_stats = 1 WHERE id = ?1",
-                    )
-                    .map_err(map_err)?
-                    .execute(params![n.id, n.address, n.zone, meta, capacity])
-                    .map_err(map_err)?;
-                    seen_alive(tx, &n.id, before, &now)?;
-                }
-            }
-            let status = rows::node_status(tx, &n.id)?.unwrap_or(NodeStatus::Up);
-            beats.written(&n.id, status);
-            tx.emit(Event::NodeRegistered { node_id: n.id });
-            Ok(())
-        })
-        .await
-    }
-
     async fn placement_nodes(&self) -> Result<Vec<PlacementNode>> {
         self.read(|conn| {
             conn.prepare_cached(&format!(

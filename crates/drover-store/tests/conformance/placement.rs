@@ -2,26 +2,31 @@
 //! stats, the scheduler's weights, objects and replica records.
 
 use crate::*;
+use drover_core::NodeInfo;
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::{NodeStats, NodeStatus, ReplicaState};
-use drover_store::{DEFAULT_CAPACITY_GB, PlacedNode, StoreError};
+use drover_store::{DEFAULT_CAPACITY_GB, Liveness, NamedNode, StoreError};
 
-fn placed(id: &str, zone: &str, capacity_gb: u64) -> PlacedNode {
-    let mut meta = serde_json::Map::new();
-    meta.insert("rack".into(), serde_json::json!("r1"));
-    PlacedNode {
+fn placed(id: &str, zone: &str, capacity_gb: u64) -> NamedNode {
+    let mut labels = serde_json::Map::new();
+    labels.insert("rack".into(), serde_json::json!("r1"));
+    NamedNode {
         id: id.into(),
-        zone: zone.into(),
-        address: format!("10.0.0.1:{}", 50000 + capacity_gb),
-        capacity_gb,
-        meta,
+        info: NodeInfo {
+            address: format!("10.0.0.1:{}", 50000 + capacity_gb),
+            zone: Some(zone.into()),
+            labels,
+            ..Default::default()
+        },
+        capacity_gb: Some(capacity_gb),
+        liveness: Liveness::Stats,
     }
 }
 
 /// Registers a node of the placement surface at `at`.
 async fn put(store: &Stores, id: &str, zone: &str, capacity_gb: u64, at: drover_core::Timestamp) {
     store
-        .placement
+        .nodes
         .put_node(placed(id, zone, capacity_gb), None, at)
         .await
         .unwrap();
@@ -69,7 +74,7 @@ pub async fn placed_nodes_share_the_registry_and_replace_on_register(store: &Sto
 
     // Registering the same id again replaces what is known of it, and adds no node.
     store
-        .placement
+        .nodes
         .put_node(placed("node-1", "zone-b", 20), None, t0() + secs(1))
         .await
         .unwrap();
@@ -94,20 +99,20 @@ pub async fn placed_nodes_share_the_registry_and_replace_on_register(store: &Sto
 
 pub async fn the_registry_cap_holds_for_placed_nodes(store: &Stores) {
     store
-        .placement
+        .nodes
         .put_node(placed("a", "z", 1), Some(1), t0())
         .await
         .unwrap();
     assert!(matches!(
         store
-            .placement
+            .nodes
             .put_node(placed("b", "z", 1), Some(1), t0())
             .await,
         Err(StoreError::LimitReached { .. })
     ));
     // Replacing a known node is not a new one.
     store
-        .placement
+        .nodes
         .put_node(placed("a", "y", 2), Some(1), t0())
         .await
         .unwrap();
@@ -212,6 +217,57 @@ pub async fn stats_silence_takes_only_placed_nodes_down(store: &Stores) {
         .unwrap()
         .unwrap();
     assert_eq!(spot_status.status, NodeStatus::Up);
+}
+
+pub async fn named_nodes_that_heartbeat_are_judged_by_their_heartbeats(store: &Stores) {
+    let agent = |hostname: &str| NamedNode {
+        id: "agent-1".into(),
+        info: NodeInfo {
+            address: "10.0.0.9:7000".into(),
+            hostname: Some(hostname.into()),
+            ..Default::default()
+        },
+        capacity_gb: None,
+        liveness: Liveness::Heartbeats,
+    };
+    store.nodes.put_node(agent("h1"), None, t0()).await.unwrap();
+    let listed = store.nodes.list_nodes().await.unwrap();
+    let n = listed.iter().find(|n| n.id == "agent-1").unwrap();
+    assert_eq!(n.info.hostname.as_deref(), Some("h1"));
+    // Its heartbeats keep it UP; silence takes it DOWN, as any spot.
+    store
+        .nodes
+        .heartbeat("agent-1", NodeStats::default(), t0() + secs(20))
+        .await
+        .unwrap();
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(10), t0() + secs(30))
+        .await
+        .unwrap();
+    assert!(down.nodes.is_empty(), "{down:?}");
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(40), t0() + secs(40))
+        .await
+        .unwrap();
+    assert_eq!(down.nodes, vec!["agent-1".to_string()]);
+    // Registering again brings it back UP, with the new facts.
+    store
+        .nodes
+        .put_node(agent("h2"), None, t0() + secs(50))
+        .await
+        .unwrap();
+    let n = store
+        .placement
+        .placement_node("agent-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((n.status, n.last_seen), (NodeStatus::Up, t0() + secs(50)));
+    let listed = store.nodes.list_nodes().await.unwrap();
+    let n = listed.iter().find(|n| n.id == "agent-1").unwrap();
+    assert_eq!(n.info.hostname.as_deref(), Some("h2"));
 }
 
 pub async fn scheduler_weights_are_stored(store: &Stores) {
@@ -339,6 +395,7 @@ macro_rules! placement_suite {
                 the_registry_cap_holds_for_placed_nodes,
                 stats_are_kept_and_are_the_signs_of_life_of_placed_nodes,
                 stats_silence_takes_only_placed_nodes_down,
+                named_nodes_that_heartbeat_are_judged_by_their_heartbeats,
                 scheduler_weights_are_stored,
                 objects_keep_their_replica_records,
             ];

@@ -14,7 +14,7 @@ mod error;
 pub use error::PlacementApiError;
 
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::placement::{DEFAULT_RF, PlacementError};
+use crate::placement::{DEFAULT_RF, PlacedNode, PlacementError};
 use crate::{AppState, auth};
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use drover_api::placement as api;
 use drover_core::ReplicaState;
 use drover_core::scheduling::{Stats, Weights, Workload};
-use drover_store::{DEFAULT_CAPACITY_GB, PlacedNode, PlacementNode, StoredObject};
+use drover_store::{DEFAULT_CAPACITY_GB, PlacementNode, StoredObject};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
