@@ -107,6 +107,20 @@ pub(super) async fn locked_status(tx: &Tx<'_>, id: &str) -> R<Option<NodeStatus>
     .transpose()
 }
 
+/// Refuses a new node when the registry holds `max` already. Called under [`REGISTRY_LOCK`],
+/// so two registrations cannot pass the cap together.
+async fn room_for_one_more(tx: &Tx<'_>, max: Option<u64>) -> R<()> {
+    let registered: i64 = rows::get(&row(&**tx, "SELECT count(*) FROM nodes", &[]).await?, 0)?;
+    if !node::may_register(registered as u64, max) {
+        return Err(StoreError::LimitReached {
+            kind: "spot",
+            limit: max.unwrap_or_default(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Which nodes [`node_facts`] reads first: those the silence reaper may mark DOWN, or those
 /// retention may forget, in either case only those whose stored heartbeat is older than the
 /// cutoff. The SQL only narrows the rows read (the live ones through the index of their
@@ -278,15 +292,7 @@ impl NodeStore for PgStore {
         let labels = serde_json::Value::Object(info.labels.clone()).to_string();
         write_tx!(self, |tx| async {
             exec(&*tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
-            let registered: i64 =
-                rows::get(&row(&*tx, "SELECT count(*) FROM nodes", &[]).await?, 0)?;
-            if !node::may_register(registered as u64, max) {
-                return Err(StoreError::LimitReached {
-                    kind: "spot",
-                    limit: max.unwrap_or_default(),
-                }
-                .into());
-            }
+            room_for_one_more(&tx, max).await?;
             exec(
                 &*tx,
                 "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
@@ -326,15 +332,7 @@ impl NodeStore for PgStore {
             exec(&*tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
             let before = locked_status(&tx, &n.id).await?;
             if before.is_none() {
-                let registered: i64 =
-                    rows::get(&row(&*tx, "SELECT count(*) FROM nodes", &[]).await?, 0)?;
-                if !node::may_register(registered as u64, max) {
-                    return Err(StoreError::LimitReached {
-                        kind: "node",
-                        limit: max.unwrap_or_default(),
-                    }
-                    .into());
-                }
+                room_for_one_more(&tx, max).await?;
             }
             // Inserted UP, or its facts replaced; its status is then judged as a sign of life.
             exec(

@@ -112,6 +112,21 @@ pub(super) fn seen_alive(tx: &Tx<'_>, id: &str, before: NodeStatus, now: &str) -
     Ok(())
 }
 
+/// Refuses a new node when the registry holds `max` already. Counted in the transaction that
+/// inserts, so two registrations cannot pass the cap together.
+fn room_for_one_more(tx: &Tx<'_>, max: Option<u64>) -> Result<()> {
+    let registered: i64 = tx
+        .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if !node::may_register(registered as u64, max) {
+        return Err(StoreError::LimitReached {
+            kind: "spot",
+            limit: max.unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
 /// Which pending beats a write takes first (`beats.rs`).
 #[derive(Clone, Copy)]
 enum Take {
@@ -321,16 +336,7 @@ impl NodeStore for SqliteStore {
         let now = ts(&now);
         let beats = self.beats.clone();
         self.write(move |tx| {
-            // Counted in the transaction that inserts, so two hellos cannot pass the cap together.
-            let registered: i64 = tx
-                .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))
-                .map_err(map_err)?;
-            if !node::may_register(registered as u64, max) {
-                return Err(StoreError::LimitReached {
-                    kind: "spot",
-                    limit: max.unwrap_or_default(),
-                });
-            }
+            room_for_one_more(tx, max)?;
             tx.execute(
                 "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
                      memory_bytes, gpus, disk_bytes, status, registered_at, last_heartbeat,
@@ -366,15 +372,7 @@ impl NodeStore for SqliteStore {
         self.write(move |tx| {
             let before = rows::node_status(tx, &n.id)?;
             if before.is_none() {
-                let registered: i64 = tx
-                    .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))
-                    .map_err(map_err)?;
-                if !node::may_register(registered as u64, max) {
-                    return Err(StoreError::LimitReached {
-                        kind: "node",
-                        limit: max.unwrap_or_default(),
-                    });
-                }
+                room_for_one_more(tx, max)?;
             }
             let info = &n.info;
             let labels = serde_json::Value::Object(info.labels.clone()).to_string();
