@@ -18,7 +18,7 @@ command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
 dir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$drover" server --port "$port" --db "$dir/drover.db" --runner-driver docker \
+"$drover" server --port "$port" --grpc-port 0 --db "$dir/drover.db" --runner-driver docker \
     --runner-image "$image" --max-runners "$((n + 10))" >"$dir/server.log" 2>&1 &
 server=$!
 cleanup() {

@@ -599,7 +599,8 @@ async fn bench(a: BenchArgs) -> anyhow::Result<f64> {
     let log = std::fs::File::create(&log_path).context("creating the server log")?;
     let mut cmd = Command::new(&setup.drover);
     cmd.arg("server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--db"])
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--grpc-port", "0", "--db"])
         .arg(&db)
         .env("RUST_LOG", "info")
         .env("DROVER_LOG_FORMAT", "text")

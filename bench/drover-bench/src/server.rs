@@ -139,7 +139,8 @@ impl Server {
             None => Command::new(opts.drover),
         };
         cmd.arg("server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--db"])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--grpc-port", "0", "--db"])
             .arg(&db)
             .args(opts.extra)
             .env("RUST_LOG", "info")

@@ -144,6 +144,7 @@ mod tests {
                 bind: Some("0.0.0.0".parse().unwrap()),
                 port: Some(1),
                 listen: Vec::new(),
+                grpc_port: Some(0),
             },
             auth: AuthSettings {
                 agent_key: agent.map(String::from),

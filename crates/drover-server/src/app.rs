@@ -43,6 +43,8 @@ pub struct AppConfig {
     pub allow_unauthenticated: bool,
     /// When set, every listener speaks https only, with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Where the gRPC services (the node-registry contract) listen; `None` serves none.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// One listening address and the surfaces it serves.
@@ -109,6 +111,7 @@ impl AppConfig {
             runner_driver: None,
             allow_unauthenticated: false,
             tls: None,
+            grpc: None,
         }
     }
 
@@ -230,6 +233,7 @@ pub struct Application {
     state: AppState,
     listeners: Vec<Bound>,
     tls: Option<TlsAcceptor>,
+    grpc: Option<TcpListener>,
 }
 
 impl Application {
@@ -284,6 +288,14 @@ impl Application {
                 surfaces: l.surfaces.clone(),
             });
         }
+        let grpc = match config.grpc {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BuildError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let driver = config.runner_driver.as_ref().map(DriverConfig::build);
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
         if let Some(main) = listeners.first().and_then(|b| b.listener.local_addr().ok()) {
@@ -296,6 +308,7 @@ impl Application {
             state,
             listeners,
             tls,
+            grpc,
         })
     }
 
@@ -316,6 +329,11 @@ impl Application {
             .collect()
     }
 
+    /// The gRPC listener's address, when there is one.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves every listener with the background workers running, until `shutdown` fires; then
     /// stops accepting, lets in-flight requests finish (up to the configured grace), stops the
     /// workers, and closes the store.
@@ -324,9 +342,18 @@ impl Application {
             state,
             listeners,
             tls,
+            grpc,
         } = self;
         let config = state.config.clone();
-        let handles = state.spawn_workers(&shutdown).await;
+        let mut handles = state.spawn_workers(&shutdown).await;
+        if let Some(listener) = grpc {
+            let (app, stop) = (state.clone(), shutdown.clone());
+            handles.push(tokio::spawn(async move {
+                if let Err(e) = crate::grpc::serve(app, listener, stop).await {
+                    tracing::error!(error = %e, "the gRPC listener stopped");
+                }
+            }));
+        }
         let served: Vec<_> = listeners
             .into_iter()
             .map(|b| (b.listener, surfaces::router(state.clone(), &b.surfaces)))

@@ -27,7 +27,7 @@ pub const SPOT_ID_HEADER: &str = "x-spot-id";
 /// The header that carries a runner's session token.
 pub const RUNNER_TOKEN_HEADER: &str = "x-runner-token";
 
-fn keys_match(given: &str, expected: &str) -> bool {
+pub(crate) fn keys_match(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod extract;
+pub mod grpc;
 pub mod metrics;
 pub mod placement;
 pub mod runners;

@@ -345,6 +345,17 @@ impl JobStore for Faulty {
 
 #[async_trait]
 impl NodeStore for Faulty {
+    async fn update_node(
+        &self,
+        node_id: &str,
+        labels: serde_json::Map<String, serde_json::Value>,
+        capacity: drover_core::Capacity,
+        now: Timestamp,
+    ) -> Result<()> {
+        let inner = self.inner.nodes.update_node(node_id, labels, capacity, now);
+        self.faults.write("update_node", inner).await
+    }
+
     async fn put_node(&self, node: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()> {
         let inner = self.inner.nodes.put_node(node, max, now);
         self.faults.write("put_node", inner).await

@@ -99,6 +99,17 @@ pub trait NodeStore: Send + Sync + 'static {
     /// the registry holds `max` nodes already.
     async fn put_node(&self, node: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()>;
 
+    /// Replaces a node's labels and declared capacity (the node-registry contract's
+    /// `UpdateNode`); a sign of life, as a heartbeat. [`StoreError::NotFound`] for an unknown
+    /// node.
+    async fn update_node(
+        &self,
+        node_id: &str,
+        labels: serde_json::Map<String, serde_json::Value>,
+        capacity: drover_core::Capacity,
+        now: Timestamp,
+    ) -> Result<()>;
+
     /// What is known of a node's secret, for `drover_core::credential::may_act_for_spot`:
     /// unknown node, none issued, or its hash.
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential>;

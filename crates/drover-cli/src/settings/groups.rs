@@ -53,6 +53,12 @@ pub struct ListenSettings {
     )]
     #[merge(strategy = merge::vec::overwrite_empty)]
     pub listen: Vec<Listen>,
+
+    /// Port of the gRPC listener (the node-registry contract's `orchion.v1.Orchestrator`, with
+    /// grpc.health.v1 and reflection), on --bind; 0 picks a free one [default: 50051]. The
+    /// contract's own `-port`.
+    #[arg(long, env = "DROVER_GRPC_PORT", value_name = "PORT")]
+    pub grpc_port: Option<u16>,
 }
 
 /// One `--listen` entry: a surface and the address it is also served on.
@@ -115,6 +121,14 @@ impl ListenSettings {
 
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(8080)
+    }
+
+    /// The gRPC listener's address.
+    pub fn grpc(&self) -> Option<SocketAddr> {
+        Some(SocketAddr::new(
+            self.bind(),
+            self.grpc_port.unwrap_or(50051),
+        ))
     }
 
     /// The listeners: the main one (every surface, on --bind and --port) first, then one per

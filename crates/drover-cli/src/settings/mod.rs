@@ -167,6 +167,7 @@ impl ServerSettings {
                 runner_driver: runners.driver,
                 allow_unauthenticated: self.auth.allow_unauthenticated,
                 tls: self.tls.files()?,
+                grpc: self.listen.grpc(),
             },
             log_format: self.logging.format(),
         })

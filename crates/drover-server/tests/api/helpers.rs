@@ -22,6 +22,8 @@ pub struct TestApp {
     pub base: String,
     /// Every listener's base URL and the surfaces it serves, the main one first.
     pub addrs: Vec<(String, Vec<Surface>)>,
+    /// The gRPC listener's URL, when the configuration has one.
+    pub grpc: Option<String>,
     /// A client with whatever keys the server was configured with.
     pub client: Client,
     pub state: AppState,
@@ -100,6 +102,16 @@ pub async fn spawn_with_store(
     spawn_wrapped(|c| configure(&mut c.server), true, wrap).await
 }
 
+/// A server with a gRPC listener on a free port whose store is `wrap`ped before use.
+pub async fn spawn_wrapped_for_grpc(wrap: impl FnOnce(Stores) -> Stores) -> TestApp {
+    spawn_wrapped(
+        |c| c.grpc = Some("127.0.0.1:0".parse().unwrap()),
+        true,
+        wrap,
+    )
+    .await
+}
+
 async fn spawn_wrapped(
     configure: impl FnOnce(&mut AppConfig),
     manual_clock: bool,
@@ -126,6 +138,7 @@ async fn spawn_wrapped(
         .await
         .unwrap();
     let addrs = app.local_addrs();
+    let grpc = app.grpc_addr().map(|a| format!("http://{a}"));
     let base = format!("http://{}", addrs[0].0);
     let mut client = Client::new(&base);
     if let Some(k) = &agent_key {
@@ -146,6 +159,7 @@ async fn spawn_wrapped(
             .into_iter()
             .map(|(a, s)| (format!("http://{a}"), s))
             .collect(),
+        grpc,
         client,
         state,
         clock: manual,

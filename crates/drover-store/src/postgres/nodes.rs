@@ -371,6 +371,43 @@ impl NodeStore for PgStore {
         .await)
     }
 
+    async fn update_node(
+        &self,
+        node_id: &str,
+        labels: serde_json::Map<String, serde_json::Value>,
+        capacity: drover_core::Capacity,
+        now: Timestamp,
+    ) -> Result<()> {
+        let now = at(now);
+        let labels = serde_json::Value::Object(labels).to_string();
+        write_tx!(self, |tx| async {
+            let Some(before) = locked_status(&tx, node_id).await? else {
+                return Err(StoreError::not_found("spot", node_id).into());
+            };
+            exec(
+                &*tx,
+                "UPDATE nodes SET labels = $2, total_cores = $3, memory_bytes = $4, gpus = $5,
+                     disk_bytes = $6 WHERE id = $1",
+                &[
+                    &node_id,
+                    &labels,
+                    &capacity.cores,
+                    &capacity.memory_bytes,
+                    &capacity.gpus,
+                    &capacity.disk_bytes,
+                ],
+            )
+            .await?;
+            seen_alive(&tx, node_id, before, now).await?;
+            tx.emit(Event::NodeUpdated {
+                node_id: node_id.to_string(),
+                status: node::status_after_heartbeat(before),
+            });
+            Ok(())
+        }
+        .await)
+    }
+
     async fn heartbeat(
         &self,
         node_id: &str,

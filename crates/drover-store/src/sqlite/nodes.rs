@@ -414,6 +414,45 @@ impl NodeStore for SqliteStore {
         .await
     }
 
+    async fn update_node(
+        &self,
+        node_id: &str,
+        labels: serde_json::Map<String, serde_json::Value>,
+        capacity: drover_core::Capacity,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (id, now) = (node_id.to_string(), ts(&now));
+        let beats = self.beats.clone();
+        self.write(move |tx| {
+            let Some(before) = rows::node_status(tx, &id)? else {
+                return Err(StoreError::not_found("spot", &id));
+            };
+            tx.prepare_cached(
+                "UPDATE nodes SET labels = ?2, total_cores = ?3, memory_bytes = ?4, gpus = ?5,
+                     disk_bytes = ?6 WHERE id = ?1",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                serde_json::Value::Object(labels).to_string(),
+                capacity.cores,
+                capacity.memory_bytes,
+                capacity.gpus,
+                capacity.disk_bytes
+            ])
+            .map_err(map_err)?;
+            seen_alive(tx, &id, before, &now)?;
+            let after = node::status_after_heartbeat(before);
+            beats.written(&id, after);
+            tx.emit(Event::NodeUpdated {
+                node_id: id,
+                status: after,
+            });
+            Ok(())
+        })
+        .await
+    }
+
     async fn heartbeat(
         &self,
         node_id: &str,

@@ -94,7 +94,9 @@ pub fn drover_command_in(dir: &Path, namespace: Option<&str>) -> Command {
             cmd.env_remove(&key);
         }
     }
+    // Tests run servers side by side: each takes a free gRPC port, not the shared default.
     cmd.env("RUST_LOG", "info")
+        .env("DROVER_GRPC_PORT", "0")
         .env_remove("RUST_LOG_STYLE")
         .current_dir(dir)
         .stdin(Stdio::null());

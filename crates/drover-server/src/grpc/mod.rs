@@ -1,0 +1,105 @@
+//! The gRPC listener: the node-registry contract's `orchion.v1.Orchestrator`
+//! (`orchestrator.rs`), the standard health service `grpc.health.v1` and server reflection,
+//! served by tonic (HTTP/2) on a listener of its own, beside the HTTP listeners.
+//!
+//! This module owns the gRPC plumbing: the bearer-token check (the agent key in the
+//! `authorization` metadata, when one is configured), the health service's status (SERVING
+//! while the store takes writes, NOT_SERVING while it does not, probed every
+//! [`HEALTH_PROBE_EVERY`]), the message size limit, and serving until the one shutdown token
+//! fires. It decides nothing about nodes: the service translates to store calls.
+
+pub mod orchestrator;
+
+use crate::AppState;
+use drover_proto::orchion::v1::orchestrator_server::OrchestratorServer;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status};
+
+/// How often the health service asks the store whether it takes writes.
+pub const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The largest message the server decodes: the contract's messages are small (a node and its
+/// capabilities, a job's payload).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The contract's service name, as the health service reports it.
+const ORCHESTRATOR: &str = "orchion.v1.Orchestrator";
+
+/// Checks `authorization: Bearer <agent key>` when the server has an agent key.
+fn check_token(key: Option<&str>, request: &Request<()>) -> Result<(), Status> {
+    let Some(expected) = key else {
+        return Ok(());
+    };
+    let given = (request.metadata().get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match given {
+        Some(token) if crate::auth::keys_match(token.trim(), expected) => Ok(()),
+        Some(_) => Err(Status::unauthenticated("invalid token")),
+        None => Err(Status::unauthenticated(
+            "missing token: send the agent key as 'authorization: Bearer <key>' metadata",
+        )),
+    }
+}
+
+/// Serves the gRPC services on `listener` until `shutdown` fires.
+pub async fn serve(
+    app: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let probe = {
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        async move {
+            loop {
+                let serving = app.store.ops.health().await.is_ok();
+                for service in ["", ORCHESTRATOR] {
+                    let status = if serving {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter.set_service_status(service, status).await;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(HEALTH_PROBE_EVERY) => {}
+                }
+            }
+        }
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(drover_proto::DESCRIPTORS)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            // The descriptors are compiled in; failing here is a build defect.
+            tracing::error!(error = %e, "the gRPC reflection service cannot be built");
+            e
+        });
+    let key = app.config.agent_key.clone();
+    let orchestrator = tonic::service::interceptor::InterceptedService::new(
+        OrchestratorServer::new(orchestrator::Orchestrator { app: app.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        move |r: Request<()>| check_token(key.as_deref(), &r).map(|()| r),
+    );
+    let mut router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(orchestrator);
+    if let Ok(reflection) = reflection {
+        router = router.add_service(reflection);
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let probing = tokio::spawn(probe);
+    let served = router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    probing.abort();
+    served
+}

@@ -1,0 +1,337 @@
+//! The node-registry contract over gRPC (`orchion.v1.Orchestrator`), with a tonic client:
+//! registration, updates, heartbeats and listing in drover's one registry, the contract's
+//! status codes, the heartbeat timeout, the bearer token, health and reflection.
+
+use crate::helpers::*;
+use drover_proto::orchion::v1 as pb;
+use drover_proto::orchion::v1::orchestrator_client::OrchestratorClient;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn spawn_grpc(configure: impl FnOnce(&mut drover_server::ServerConfig)) -> TestApp {
+    spawn(
+        |c| {
+            c.grpc = Some("127.0.0.1:0".parse().unwrap());
+            configure(&mut c.server)
+        },
+        true,
+    )
+    .await
+}
+
+async fn client(app: &TestApp) -> OrchestratorClient<Channel> {
+    OrchestratorClient::connect(app.grpc.clone().expect("a gRPC listener"))
+        .await
+        .unwrap()
+}
+
+fn node(id: &str) -> pb::Node {
+    pb::Node {
+        id: id.into(),
+        hostname: format!("{id}.lan"),
+        capabilities: Some(pb::Capabilities {
+            cpu: "8".into(),
+            memory: "16GB".into(),
+            os: "linux".into(),
+            gpu_type: "A100".into(),
+            ..Default::default()
+        }),
+        last_seen_unix: 0,
+        agent_address: "10.0.0.5:9000".into(),
+    }
+}
+
+fn register(n: pb::Node) -> pb::RegisterNodeRequest {
+    pb::RegisterNodeRequest { node: Some(n) }
+}
+
+fn beat(id: &str) -> pb::HeartbeatRequest {
+    pb::HeartbeatRequest { node_id: id.into() }
+}
+
+#[tokio::test]
+async fn agents_register_update_heartbeat_and_list_in_the_one_registry() {
+    let app = spawn_grpc(|_| {}).await;
+    let mut c = client(&app).await;
+    c.register_node(register(node("gpu-1"))).await.unwrap();
+    c.heartbeat(beat("gpu-1")).await.unwrap();
+    let listed = c
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.nodes.len(), 1);
+    let got = &listed.nodes[0];
+    assert_eq!(
+        pb::Node {
+            last_seen_unix: 0,
+            ..got.clone()
+        },
+        node("gpu-1"),
+        "what the agent sent comes back"
+    );
+    let now = app.state.clock.now().timestamp();
+    assert_eq!(got.last_seen_unix, now);
+
+    // UpdateNode replaces the capabilities.
+    let newer = pb::Capabilities {
+        cpu: "16".into(),
+        gpu_vram_available: "40GB".into(),
+        ..Default::default()
+    };
+    c.update_node(pb::UpdateNodeRequest {
+        node_id: "gpu-1".into(),
+        capabilities: Some(newer.clone()),
+    })
+    .await
+    .unwrap();
+    let listed = c
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.nodes[0].capabilities, Some(newer));
+
+    // One registry: the native API and the placement surface see it, with its capacity.
+    let spots = app.client.spots().await.unwrap();
+    let spot = spots
+        .iter()
+        .find(|s| s.id == "gpu-1")
+        .expect("listed as a spot");
+    assert_eq!(spot.hostname.as_deref(), Some("gpu-1.lan"));
+    assert_eq!(spot.total_cores, Some(16));
+    let (_, nodes) = app.get_json("/nodes").await;
+    assert_eq!(nodes[0]["id"], "gpu-1");
+    // Registering the same id replaces it: still one node.
+    c.register_node(register(node("gpu-1"))).await.unwrap();
+    let listed = c
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.nodes.len(), 1);
+    assert_eq!(listed.nodes[0].capabilities, node("gpu-1").capabilities);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bad_input_and_unknown_nodes_get_the_contracts_status_codes() {
+    let app = spawn_grpc(|_| {}).await;
+    let mut c = client(&app).await;
+    let status = |r: Result<tonic::Response<_>, tonic::Status>| {
+        let e = r.map(|_: tonic::Response<()>| ()).unwrap_err();
+        (e.code(), e.message().to_string())
+    };
+    let e = c
+        .register_node(pb::RegisterNodeRequest { node: None })
+        .await
+        .map(|_| tonic::Response::new(()));
+    assert_eq!(
+        status(e),
+        (Code::InvalidArgument, "node is required".into())
+    );
+    let e = c
+        .register_node(register(node("")))
+        .await
+        .map(|_| tonic::Response::new(()));
+    assert_eq!(
+        status(e),
+        (Code::InvalidArgument, "node.id is required".into())
+    );
+    let e = c
+        .heartbeat(beat(""))
+        .await
+        .map(|_| tonic::Response::new(()));
+    assert_eq!(
+        status(e),
+        (Code::InvalidArgument, "node_id is required".into())
+    );
+    let e = c
+        .update_node(pb::UpdateNodeRequest {
+            node_id: " ".into(),
+            capabilities: None,
+        })
+        .await
+        .map(|_| tonic::Response::new(()));
+    assert_eq!(
+        status(e),
+        (Code::InvalidArgument, "node_id is required".into())
+    );
+    // An unknown node: NOT_FOUND, and the contract's agent registers again.
+    let e = c
+        .heartbeat(beat("ghost"))
+        .await
+        .map(|_| tonic::Response::new(()));
+    assert_eq!(status(e), (Code::NotFound, "node not found".into()));
+    let e = c
+        .update_node(pb::UpdateNodeRequest {
+            node_id: "ghost".into(),
+            capabilities: None,
+        })
+        .await
+        .map(|_| tonic::Response::new(()));
+    assert_eq!(status(e), (Code::NotFound, "node not found".into()));
+    c.register_node(register(node("ghost"))).await.unwrap();
+    c.heartbeat(beat("ghost")).await.unwrap();
+    // An oversize message is refused before it is decoded.
+    let mut big = node("big");
+    big.hostname = "h".repeat(2 * 1024 * 1024);
+    let e = c.register_node(register(big)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_silent_node_goes_down_and_its_next_heartbeat_brings_it_back() {
+    let app = spawn_grpc(|_| {}).await;
+    let mut c = client(&app).await;
+    c.register_node(register(node("n1"))).await.unwrap();
+    c.register_node(register(node("n2"))).await.unwrap();
+    app.advance(Duration::from_secs(8));
+    c.heartbeat(beat("n2")).await.unwrap();
+    app.advance(Duration::from_secs(5));
+    let counts = app.state.step(&app.state.spot_reaper()).await.unwrap();
+    assert!(counts.contains(&("spots_down", 1)), "{counts:?}");
+    let ids = |r: pb::ListNodesResponse| r.nodes.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    let listed = c
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ids(listed),
+        ["n2"],
+        "a DOWN node is left out, as the contract forgets it"
+    );
+    // drover keeps it DOWN (for --spot-retention); a heartbeat brings it back.
+    let (_, spots) = app.get_json("/api/v1/spots").await;
+    assert!(spots["spots"].to_string().contains("\"DOWN\""), "{spots}");
+    c.heartbeat(beat("n1")).await.unwrap();
+    let listed = c
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(listed), ["n1", "n2"]);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn with_an_agent_key_calls_need_it_as_a_bearer_token() {
+    let app = spawn_grpc(|c| c.agent_key = Some("agent-k".into())).await;
+    let channel = Channel::from_shared(app.grpc.clone().unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let call = |token: Option<&'static str>| {
+        let mut c = OrchestratorClient::with_interceptor(
+            channel.clone(),
+            move |mut r: tonic::Request<()>| {
+                if let Some(t) = token {
+                    r.metadata_mut().insert("authorization", t.parse().unwrap());
+                }
+                Ok(r)
+            },
+        );
+        async move { c.list_nodes(pb::ListNodesRequest {}).await.map(|_| ()) }
+    };
+    assert_eq!(call(None).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        call(Some("Bearer nope")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    call(Some("Bearer agent-k")).await.unwrap();
+    // Health stays open for probes.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_store_cannot_write() {
+    use drover_store::faults::{self, FaultPlan, Faults};
+    let faults = Faults::new(FaultPlan::none(0));
+    let injected = faults.clone();
+    let app = spawn_wrapped_for_grpc(move |s| faults::wrap(s, injected)).await;
+    let channel = Channel::from_shared(app.grpc.clone().unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |service: &str| {
+        let mut h = health.clone();
+        let service = service.to_string();
+        async move {
+            h.check(tonic_health::pb::HealthCheckRequest { service })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(
+        status("orchion.v1.Orchestrator").await,
+        ServingStatus::Serving
+    );
+    faults.set_writes_down(true);
+    eventually(Duration::from_secs(10), "NOT_SERVING", || async {
+        (status("").await == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    faults.set_writes_down(false);
+    eventually(Duration::from_secs(10), "SERVING again", || async {
+        (status("orchion.v1.Orchestrator").await == ServingStatus::Serving).then_some(())
+    })
+    .await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let app = spawn_grpc(|_| {}).await;
+    let channel = Channel::from_shared(app.grpc.clone().unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut r = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = r
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in ["orchion.v1.Orchestrator", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} not in {names:?}"
+        );
+    }
+    app.finish().await;
+}
