@@ -47,6 +47,18 @@ fn check_token(key: Option<&str>, request: &Request<()>) -> Result<(), Status> {
     }
 }
 
+/// Sets the health service's status of the server and of the contract's service from whether
+/// the store takes writes now.
+async fn report_health(app: &AppState, reporter: &tonic_health::server::HealthReporter) {
+    let status = match app.store.ops.health().await {
+        Ok(()) => tonic_health::ServingStatus::Serving,
+        Err(_) => tonic_health::ServingStatus::NotServing,
+    };
+    for service in ["", ORCHESTRATOR] {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 /// Serves the gRPC services on `listener` until `shutdown` fires.
 pub async fn serve(
     app: AppState,
@@ -54,23 +66,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    // The first answer is known before the listener serves: a probe never meets an unknown
+    // service.
+    report_health(&app, &reporter).await;
     let probe = {
         let (app, shutdown) = (app.clone(), shutdown.clone());
         async move {
             loop {
-                let serving = app.store.ops.health().await.is_ok();
-                for service in ["", ORCHESTRATOR] {
-                    let status = if serving {
-                        tonic_health::ServingStatus::Serving
-                    } else {
-                        tonic_health::ServingStatus::NotServing
-                    };
-                    reporter.set_service_status(service, status).await;
-                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(HEALTH_PROBE_EVERY) => {}
                 }
+                report_health(&app, &reporter).await;
             }
         }
     };

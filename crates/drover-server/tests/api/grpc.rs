@@ -46,6 +46,12 @@ fn register(n: pb::Node) -> pb::RegisterNodeRequest {
     pb::RegisterNodeRequest { node: Some(n) }
 }
 
+/// The code and message of a call that must fail.
+fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    let e = r.unwrap_err();
+    (e.code(), e.message().to_string())
+}
+
 fn beat(id: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest { node_id: id.into() }
 }
@@ -119,59 +125,26 @@ async fn agents_register_update_heartbeat_and_list_in_the_one_registry() {
 async fn bad_input_and_unknown_nodes_get_the_contracts_status_codes() {
     let app = spawn_grpc(|_| {}).await;
     let mut c = client(&app).await;
-    let status = |r: Result<tonic::Response<_>, tonic::Status>| {
-        let e = r.map(|_: tonic::Response<()>| ()).unwrap_err();
-        (e.code(), e.message().to_string())
+    let required = |what: &str| (Code::InvalidArgument, format!("{what} is required"));
+    let no_node = pb::RegisterNodeRequest { node: None };
+    assert_eq!(refused(c.register_node(no_node).await), required("node"));
+    assert_eq!(
+        refused(c.register_node(register(node(""))).await),
+        required("node.id")
+    );
+    assert_eq!(refused(c.heartbeat(beat("")).await), required("node_id"));
+    let update = |id: &str| pb::UpdateNodeRequest {
+        node_id: id.into(),
+        capabilities: None,
     };
-    let e = c
-        .register_node(pb::RegisterNodeRequest { node: None })
-        .await
-        .map(|_| tonic::Response::new(()));
     assert_eq!(
-        status(e),
-        (Code::InvalidArgument, "node is required".into())
-    );
-    let e = c
-        .register_node(register(node("")))
-        .await
-        .map(|_| tonic::Response::new(()));
-    assert_eq!(
-        status(e),
-        (Code::InvalidArgument, "node.id is required".into())
-    );
-    let e = c
-        .heartbeat(beat(""))
-        .await
-        .map(|_| tonic::Response::new(()));
-    assert_eq!(
-        status(e),
-        (Code::InvalidArgument, "node_id is required".into())
-    );
-    let e = c
-        .update_node(pb::UpdateNodeRequest {
-            node_id: " ".into(),
-            capabilities: None,
-        })
-        .await
-        .map(|_| tonic::Response::new(()));
-    assert_eq!(
-        status(e),
-        (Code::InvalidArgument, "node_id is required".into())
+        refused(c.update_node(update(" ")).await),
+        required("node_id")
     );
     // An unknown node: NOT_FOUND, and the contract's agent registers again.
-    let e = c
-        .heartbeat(beat("ghost"))
-        .await
-        .map(|_| tonic::Response::new(()));
-    assert_eq!(status(e), (Code::NotFound, "node not found".into()));
-    let e = c
-        .update_node(pb::UpdateNodeRequest {
-            node_id: "ghost".into(),
-            capabilities: None,
-        })
-        .await
-        .map(|_| tonic::Response::new(()));
-    assert_eq!(status(e), (Code::NotFound, "node not found".into()));
+    let not_found = (Code::NotFound, "node not found".to_string());
+    assert_eq!(refused(c.heartbeat(beat("ghost")).await), not_found);
+    assert_eq!(refused(c.update_node(update("ghost")).await), not_found);
     c.register_node(register(node("ghost"))).await.unwrap();
     c.heartbeat(beat("ghost")).await.unwrap();
     // An oversize message is refused before it is decoded.
