@@ -19,6 +19,7 @@ fn sweep(n: u64) -> Sweep {
 
 fn job() -> NewJob {
     NewJob {
+        id: None,
         name: Some("timing".into()),
         priority: 0,
         max_attempts: 3,

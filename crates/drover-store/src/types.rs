@@ -6,6 +6,9 @@ use std::time::Duration;
 /// A job to create; its tasks, and the spec it keeps, come from the sweep passed beside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
+    /// An id the caller chose (a contract's own job id, mapped by its surface to the form of
+    /// `drover_core::ids::job_id`); `None` for a new one.
+    pub id: Option<String>,
     pub name: Option<String>,
     pub priority: i64,
     pub max_attempts: u32,

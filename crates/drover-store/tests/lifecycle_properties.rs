@@ -86,6 +86,7 @@ async fn run(ops: Vec<Op>) {
         .jobs
         .create_job(
             NewJob {
+                id: None,
                 name: None,
                 priority: 0,
                 max_attempts: 3,

@@ -42,6 +42,7 @@ async fn replica(url: &str) -> Stores {
 
 fn job(max_attempts: u32) -> NewJob {
     NewJob {
+        id: None,
         name: Some("race".into()),
         priority: 0,
         max_attempts,

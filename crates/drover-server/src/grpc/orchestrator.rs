@@ -5,12 +5,16 @@
 //! its calls become store calls, and store errors become the contract's status codes and words
 //! ("node is required", "node.id is required", "node_id is required", "node not found").
 //! Liveness is the registry's: a node silent past the spot timeout goes DOWN and is left out of
-//! `ListNodes`, as the original forgets it; a heartbeat or a registration brings it back.
+//! `ListNodes`, as the original forgets it; a heartbeat or a registration brings it back. A
+//! submitted job is a drover job of one task (its payload in the task's), which any agent may
+//! claim; its id is derived from the contract's `job_id`, so a second submit of the same job
+//! finds it on any replica.
 
 use crate::AppState;
-use drover_core::{Capacity, NodeInfo, NodeStats, NodeStatus};
+use drover_core::sweep::{SizeLimits, Sweep, SweepSpec};
+use drover_core::{Capacity, NodeInfo, NodeStats, NodeStatus, Task, TaskStatus};
 use drover_proto::orchion::v1 as pb;
-use drover_store::{Liveness, NamedNode, StoreError};
+use drover_store::{Liveness, NamedNode, NewJob, StoreError};
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 
@@ -223,20 +227,138 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
 
     async fn submit_job(
         &self,
-        _request: Request<pb::SubmitJobRequest>,
+        request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        Err(Status::unimplemented(
-            "SubmitJob is not served by this drover version",
-        ))
+        let r = request.into_inner();
+        let job_id = required_id(&r.job_id, "job_id")?.to_string();
+        let id = drover_job_id(&job_id);
+        let payload = job_payload(&job_id, r.job_type(), &r.payload);
+        let app = &self.app;
+        // A job already submitted under this id answers as it stands, if it is the same job.
+        if let Some(status) = self.existing(&id, &payload).await? {
+            return Ok(Response::new(pb::SubmitJobResponse { job_id, status }));
+        }
+        let job = NewJob {
+            id: Some(id.clone()),
+            name: Some(job_id.clone()),
+            priority: 0,
+            max_attempts: app.config.default_max_attempts,
+            task_timeout: app.config.default_task_timeout,
+            run: None,
+        };
+        let spec = SweepSpec {
+            tasks: Some(vec![payload.clone()]),
+            ..Default::default()
+        };
+        let sweep = Sweep::new(spec, 1).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        sweep
+            .check_size(SizeLimits {
+                task_payload_bytes: app.config.max_task_payload_bytes,
+                job_bytes: app.config.max_job_bytes,
+            })
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Err(e) = app.store.jobs.create_job(job, sweep, app.clock.now()).await {
+            // Another replica may have made it meanwhile: then it answers as above.
+            return match self.existing(&id, &payload).await? {
+                Some(status) => Ok(Response::new(pb::SubmitJobResponse { job_id, status })),
+                None => Err(status_of(e)),
+            };
+        }
+        Ok(Response::new(pb::SubmitJobResponse {
+            job_id,
+            status: pb::JobStatus::Pending.into(),
+        }))
     }
 
     async fn get_job_status(
         &self,
-        _request: Request<pb::GetJobStatusRequest>,
+        request: Request<pb::GetJobStatusRequest>,
     ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
-        Err(Status::unimplemented(
-            "GetJobStatus is not served by this drover version",
-        ))
+        let job_id = required_id(&request.get_ref().job_id, "job_id")?.to_string();
+        let task = match self.task_of(&drover_job_id(&job_id)).await? {
+            Some(t) => t,
+            None => return Err(Status::not_found("job not found")),
+        };
+        let (status, error_message) = job_status(&task);
+        Ok(Response::new(pb::GetJobStatusResponse {
+            job_id,
+            status: status.into(),
+            assigned_node: task.assigned_to.clone().unwrap_or_default(),
+            error_message,
+            result: task.result.result_json.unwrap_or_default().into_bytes(),
+        }))
+    }
+}
+
+impl Orchestrator {
+    /// The one task of the drover job `id`, or `None` when there is no such job.
+    async fn task_of(&self, id: &str) -> Result<Option<Task>, Status> {
+        let task_id = drover_core::ids::sweep_task_id(id, 0);
+        match self.app.store.jobs.get_task(&task_id).await {
+            Ok(t) => Ok(Some(t)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(status_of(e)),
+        }
+    }
+
+    /// The status of a job already submitted as drover job `id`, if there is one and it carries
+    /// `payload`; `ALREADY_EXISTS` if it carries another.
+    async fn existing(
+        &self,
+        id: &str,
+        payload: &Map<String, Value>,
+    ) -> Result<Option<i32>, Status> {
+        let Some(task) = self.task_of(id).await? else {
+            return Ok(None);
+        };
+        if &task.payload != payload {
+            return Err(Status::already_exists(
+                "a different job was already submitted with this job_id",
+            ));
+        }
+        Ok(Some(job_status(&task).0.into()))
+    }
+}
+
+/// The drover job that stands for the contract's job `job_id`: an id derived from it alone,
+/// so every replica finds the same job for a second submit or a status query.
+fn drover_job_id(job_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("orchion.v1 job {job_id}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("job-{hex}")
+}
+
+/// The payload of the task that carries a contract job: its id, its type's name and its
+/// payload bytes in base64 (agents read task payloads as JSON).
+fn job_payload(job_id: &str, job_type: pb::JobType, payload: &[u8]) -> Map<String, Value> {
+    use base64::Engine;
+    let mut p = Map::new();
+    p.insert("job_id".into(), Value::String(job_id.into()));
+    p.insert(
+        "job_type".into(),
+        Value::String(job_type.as_str_name().into()),
+    );
+    p.insert(
+        "payload_base64".into(),
+        Value::String(base64::engine::general_purpose::STANDARD.encode(payload)),
+    );
+    p
+}
+
+/// The contract's status of a job from its task's: NEW is PENDING, RUNNING is RUNNING (drover
+/// hands a task to a node and starts it in one step, so ASSIGNED is never seen), DONE is
+/// COMPLETED, FAILED and CANCELLED are FAILED with why.
+fn job_status(task: &Task) -> (pb::JobStatus, String) {
+    match task.status {
+        TaskStatus::New => (pb::JobStatus::Pending, String::new()),
+        TaskStatus::Running => (pb::JobStatus::Running, String::new()),
+        TaskStatus::Done => (pb::JobStatus::Completed, String::new()),
+        TaskStatus::Failed => (
+            pb::JobStatus::Failed,
+            task.last_error.clone().unwrap_or_default(),
+        ),
+        TaskStatus::Cancelled => (pb::JobStatus::Failed, "cancelled".into()),
     }
 }
 

@@ -308,3 +308,104 @@ async fn reflection_lists_the_services() {
     }
     app.finish().await;
 }
+
+fn submit(job_id: &str, payload: &[u8]) -> pb::SubmitJobRequest {
+    pb::SubmitJobRequest {
+        job_id: job_id.into(),
+        job_type: pb::JobType::ChatCompletion.into(),
+        payload: payload.to_vec(),
+    }
+}
+
+async fn status_of(c: &mut OrchestratorClient<Channel>, job_id: &str) -> pb::GetJobStatusResponse {
+    c.get_job_status(pb::GetJobStatusRequest {
+        job_id: job_id.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+#[tokio::test]
+async fn a_submitted_job_is_a_drover_job_that_any_agent_runs() {
+    let app = spawn_grpc(|_| {}).await;
+    let mut c = client(&app).await;
+    let answer = c
+        .submit_job(submit("chat-1", b"{\"prompt\":\"hi\"}"))
+        .await
+        .unwrap();
+    let answer = answer.into_inner();
+    assert_eq!(
+        (answer.job_id.as_str(), answer.status()),
+        ("chat-1", pb::JobStatus::Pending)
+    );
+    // The same submit again is the same job; another with that id is refused.
+    let again = c
+        .submit_job(submit("chat-1", b"{\"prompt\":\"hi\"}"))
+        .await
+        .unwrap();
+    assert_eq!(again.into_inner().status(), pb::JobStatus::Pending);
+    assert_eq!(
+        refused(c.submit_job(submit("chat-1", b"other")).await).0,
+        Code::AlreadyExists
+    );
+    let (_, jobs) = app.get_json("/api/v1/jobs").await;
+    let jobs = jobs["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["name"], "chat-1");
+    assert_eq!(
+        status_of(&mut c, "chat-1").await.status(),
+        pb::JobStatus::Pending
+    );
+
+    // An agent of the native API claims it and sees the payload.
+    let spot = app.hello().await;
+    let tasks = app.client.claim(&spot, 1).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&tasks[0].payload.to_string()).unwrap();
+    assert_eq!(payload["job_id"], "chat-1");
+    assert_eq!(payload["job_type"], "JOB_TYPE_CHAT_COMPLETION");
+    assert_eq!(payload["payload_base64"], "eyJwcm9tcHQiOiJoaSJ9");
+    let running = status_of(&mut c, "chat-1").await;
+    assert_eq!(
+        (running.status(), running.assigned_node.as_str()),
+        (pb::JobStatus::Running, spot.as_str())
+    );
+    let done = drover_api::CompleteRequest {
+        spot_id: spot.clone(),
+        result_json: Some(serde_json::json!("{\"answer\":42}")),
+        ..Default::default()
+    };
+    app.client.complete(&tasks[0].id, &done).await.unwrap();
+    let finished = status_of(&mut c, "chat-1").await;
+    assert_eq!(finished.status(), pb::JobStatus::Completed);
+    assert_eq!(finished.result, b"{\"answer\":42}");
+
+    // A job that fails says why.
+    c.submit_job(submit("chat-2", b"x")).await.unwrap();
+    let tasks = app.client.claim(&spot, 1).await.unwrap();
+    let failed = drover_api::FailRequest {
+        spot_id: spot.clone(),
+        error: Some("model not loaded".into()),
+        retriable: Some(false),
+        ..Default::default()
+    };
+    app.client.fail(&tasks[0].id, &failed).await.unwrap();
+    let got = status_of(&mut c, "chat-2").await;
+    assert_eq!(
+        (got.status(), got.error_message.as_str()),
+        (pb::JobStatus::Failed, "model not loaded")
+    );
+
+    let unknown = c
+        .get_job_status(pb::GetJobStatusRequest {
+            job_id: "nope".into(),
+        })
+        .await;
+    assert_eq!(refused(unknown), (Code::NotFound, "job not found".into()));
+    assert_eq!(
+        refused(c.submit_job(submit("", b"")).await).0,
+        Code::InvalidArgument
+    );
+    app.finish().await;
+}

@@ -1244,7 +1244,7 @@ async fn cancel_job(tx: &Tx<'_>, id: &str, now: Timestamp) -> R<Job> {
 #[async_trait]
 impl JobStore for PgStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
-        let id = ids::job_id();
+        let id = job.id.clone().unwrap_or_else(ids::job_id);
         let now = at(now);
         write_tx!(self, |tx| create_job(&tx, &id, &job, &sweep, now).await)
     }

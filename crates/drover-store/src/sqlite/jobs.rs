@@ -467,7 +467,7 @@ struct Fresh {
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
-        let id = ids::job_id();
+        let id = job.id.clone().unwrap_or_else(ids::job_id);
         let now = ts(&now);
         self.write(move |tx| {
             let total = sweep.len();
@@ -988,6 +988,7 @@ mod tests {
 
     fn new_job(priority: i64) -> NewJob {
         NewJob {
+            id: None,
             name: None,
             priority,
             max_attempts: 3,

@@ -67,6 +67,7 @@ pub async fn a_job_keeps_its_run_spec(store: &Stores) {
         retry_on_failure: false,
     };
     let job = NewJob {
+        id: None,
         run: Some(run.clone()),
         ..new_job(1, 60, 0)
     };

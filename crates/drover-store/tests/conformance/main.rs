@@ -120,6 +120,7 @@ pub fn secs(s: i64) -> Span {
 
 pub fn new_job(max_attempts: u32, timeout_secs: u64, priority: i64) -> NewJob {
     NewJob {
+        id: None,
         name: Some("test".into()),
         priority,
         max_attempts,

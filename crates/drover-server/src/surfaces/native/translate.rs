@@ -132,6 +132,7 @@ pub fn job_request(
         req.tasks.as_deref(),
     )?;
     let job = NewJob {
+        id: None,
         name: req.name,
         priority: req.priority.unwrap_or(0),
         max_attempts,
