@@ -523,6 +523,7 @@ pub struct RunnerList {
 }
 
 pub mod placement;
+pub mod registry;
 pub mod session_runners;
 
 /// How one background worker is doing (`GET /api/v1/workers`).

@@ -132,6 +132,23 @@ fn bytes_of(text: &str) -> Option<i64> {
     (bytes < i64::MAX as f64).then_some(bytes as i64)
 }
 
+/// The nodes the contract lists (`ListNodes`, and `GET /api/nodes` for its dashboard): every
+/// node of the registry that is not DOWN (the original forgets a silent node; drover keeps it
+/// DOWN for `--spot-retention`), with the capabilities it declared.
+pub async fn listed_nodes(app: &AppState) -> Result<Vec<pb::Node>, StoreError> {
+    let nodes = app.store.nodes.list_nodes().await?;
+    Ok((nodes.into_iter())
+        .filter(|n| n.status != NodeStatus::Down)
+        .map(|n| pb::Node {
+            capabilities: Some(capabilities_of(&n.info.labels)),
+            id: n.id,
+            hostname: n.info.hostname.unwrap_or_default(),
+            last_seen_unix: n.last_heartbeat.timestamp(),
+            agent_address: n.info.address,
+        })
+        .collect())
+}
+
 /// The id a request names, refused with the contract's words when it is empty.
 fn required_id<'a>(id: &'a str, what: &'static str) -> Result<&'a str, Status> {
     if id.trim().is_empty() {
@@ -210,19 +227,8 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let nodes = (self.app.store.nodes.list_nodes().await).map_err(status_of)?;
-        Ok(Response::new(pb::ListNodesResponse {
-            nodes: (nodes.into_iter())
-                .filter(|n| n.status != NodeStatus::Down)
-                .map(|n| pb::Node {
-                    capabilities: Some(capabilities_of(&n.info.labels)),
-                    id: n.id,
-                    hostname: n.info.hostname.unwrap_or_default(),
-                    last_seen_unix: n.last_heartbeat.timestamp(),
-                    agent_address: n.info.address,
-                })
-                .collect(),
-        }))
+        let nodes = listed_nodes(&self.app).await.map_err(status_of)?;
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
     async fn submit_job(

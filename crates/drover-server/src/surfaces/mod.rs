@@ -2,13 +2,14 @@
 //!
 //! A surface is one module with its routes, its wire types and one mapping of its errors to
 //! status and body: `native` (the batch-coordinator contract, drover's own API),
-//! `session_runners` (the session-runners contract) and `placement` (the placement-coordinator
-//! contract). [`Surface`] names them for configuration; [`router`] mounts any set of them on
+//! `session_runners` (the session-runners contract), `placement` (the placement-coordinator
+//! contract) and `registry` (the node-registry contract's HTTP route). [`Surface`] names them for configuration; [`router`] mounts any set of them on
 //! one listener with the shared plumbing (fallbacks, body limit, request tracing). Surfaces translate; they decide nothing (the core and the services
 //! do) and hold no SQL.
 
 pub mod native;
 pub mod placement;
+pub mod registry;
 pub mod session_runners;
 
 use crate::extract::BodyLimit;
@@ -35,16 +36,25 @@ pub enum Surface {
     /// `/schedule`, `/scheduler/config`, `/object/*`, `/replica/*`, `/repair`, `/health`,
     /// `/ready`, `/system/info`.
     Placement,
+    /// The node-registry contract's HTTP route for its dashboard: `/api/nodes` (its gRPC API
+    /// has a listener of its own, `grpc/`).
+    Registry,
 }
 
 impl Surface {
-    pub const ALL: &'static [Surface] = &[Surface::Native, Surface::Runners, Surface::Placement];
+    pub const ALL: &'static [Surface] = &[
+        Surface::Native,
+        Surface::Runners,
+        Surface::Placement,
+        Surface::Registry,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Surface::Native => "native",
             Surface::Runners => "runners",
             Surface::Placement => "placement",
+            Surface::Registry => "registry",
         }
     }
 
@@ -54,6 +64,7 @@ impl Surface {
             Surface::Native => native::routes(state),
             Surface::Runners => session_runners::routes(state),
             Surface::Placement => placement::routes(state),
+            Surface::Registry => registry::routes(state),
         }
     }
 }

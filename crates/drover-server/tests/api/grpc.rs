@@ -409,3 +409,37 @@ async fn a_submitted_job_is_a_drover_job_that_any_agent_runs() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_route_lists_nodes_as_the_contract_does() {
+    let app = spawn_grpc(|_| {}).await;
+    let (status, empty) = app.get_json("/api/nodes").await;
+    assert_eq!((status, empty), (200, serde_json::json!([])));
+    let mut c = client(&app).await;
+    let mut n = node("gpu-1");
+    n.hostname = String::new();
+    c.register_node(register(n)).await.unwrap();
+    let answer = app.http.get(app.url("/api/nodes")).send().await.unwrap();
+    assert_eq!(answer.headers()["access-control-allow-origin"], "*");
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let now = app.state.clock.now().timestamp();
+    assert_eq!(
+        body,
+        serde_json::json!([{
+            "id": "gpu-1",
+            "capabilities": {"cpu": "8", "memory": "16GB", "os": "linux", "gpu_type": "A100"},
+            "last_seen_unix": now,
+            "agent_address": "10.0.0.5:9000"
+        }]),
+        "empty fields are left out"
+    );
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/nodes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    app.finish().await;
+}
