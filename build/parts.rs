@@ -13,7 +13,17 @@ use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
     "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
+    "grpcio",
 ];
+
+/// The Python virtualenv with `grpcio` and `grpcio-tools` that `scripts/test` makes (or the
+/// one `DROVER_TEST_VENV` names): the independent gRPC client of the tests.
+fn test_venv() -> std::path::PathBuf {
+    match std::env::var_os("DROVER_TEST_VENV") {
+        Some(v) => v.into(),
+        None => Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/drover/venv"),
+    }
+}
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
@@ -75,6 +85,10 @@ fn present(part: &str, workspace: &Path) -> bool {
             }
             works
         }
+        "grpcio" => {
+            let python = test_venv().join("bin/python");
+            succeeds(&python.to_string_lossy(), &["-c", "import grpc, grpc_tools"])
+        }
         _ => true,
     }
 }
@@ -87,6 +101,8 @@ fn probe_parts(parts: &[&str]) {
     println!("cargo::rustc-check-cfg=cfg({})", names.join(", "));
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rerun-if-env-changed=DROVER_TEST_VENV");
+    println!("cargo::rerun-if-changed={}", test_venv().display());
     println!("cargo::rerun-if-changed=/var/run/docker.sock");
     println!("cargo::rerun-if-changed={}", workspace.join("../shared").display());
     println!("cargo::rerun-if-changed={}", workspace.join("build/parts.rs").display());

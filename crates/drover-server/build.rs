@@ -1,7 +1,8 @@
-//! Marks the API tests whose outside parts (python3, PostgreSQL) are missing here as ignored (see
+//! Marks the API tests whose outside parts (python3, PostgreSQL, Python's grpcio) are missing
+//! here as ignored (see
 //! `build/parts.rs`).
 include!("../../build/parts.rs");
 
 fn main() {
-    probe_parts(&["python3", "postgres"]);
+    probe_parts(&["python3", "postgres", "grpcio"]);
 }

@@ -443,3 +443,80 @@ async fn the_dashboard_route_lists_nodes_as_the_contract_does() {
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
     app.finish().await;
 }
+
+/// The independent client: Python's grpcio with stubs generated here from the checked-in
+/// `.proto` by grpcio-tools, in the virtualenv `scripts/test` makes.
+const PYTHON_CLIENT: &str = r#"
+import sys
+import grpc
+sys.path.insert(0, sys.argv[1])
+from orchion.v1 import orchestrator_pb2 as pb
+from orchion.v1 import orchestrator_pb2_grpc as rpc
+
+stub = rpc.OrchestratorStub(grpc.insecure_channel(sys.argv[2]))
+caps = pb.Capabilities(cpu="4", memory="8GB", os="linux")
+stub.RegisterNode(pb.RegisterNodeRequest(node=pb.Node(
+    id="py-1", hostname="py.lan", capabilities=caps, agent_address="127.0.0.1:9")))
+stub.UpdateNode(pb.UpdateNodeRequest(node_id="py-1", capabilities=pb.Capabilities(cpu="6")))
+stub.Heartbeat(pb.HeartbeatRequest(node_id="py-1"))
+try:
+    stub.Heartbeat(pb.HeartbeatRequest(node_id="ghost"))
+    sys.exit("a heartbeat of an unknown node passed")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.NOT_FOUND, e.code()
+    assert e.details() == "node not found", e.details()
+nodes = stub.ListNodes(pb.ListNodesRequest()).nodes
+assert [n.id for n in nodes] == ["py-1"], nodes
+assert nodes[0].capabilities.cpu == "6" and nodes[0].hostname == "py.lan", nodes[0]
+job = stub.SubmitJob(pb.SubmitJobRequest(
+    job_id="py-job", job_type=pb.JOB_TYPE_EMBEDDINGS, payload=b"abc"))
+assert job.job_id == "py-job" and job.status == pb.JOB_STATUS_PENDING, job
+status = stub.GetJobStatus(pb.GetJobStatusRequest(job_id="py-job"))
+assert status.status == pb.JOB_STATUS_PENDING, status
+print("python client ok")
+"#;
+
+#[cfg_attr(
+    missing_grpcio,
+    ignore = "Python's grpcio and grpcio-tools are not in the test virtualenv (scripts/test makes it)"
+)]
+#[tokio::test]
+async fn pythons_grpcio_client_works_with_stubs_generated_from_the_proto() {
+    let venv = match std::env::var_os("DROVER_TEST_VENV") {
+        Some(v) => std::path::PathBuf::from(v),
+        None => {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/drover/venv")
+        }
+    };
+    let python = venv.join("bin/python");
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let out = tempfile::tempdir().unwrap();
+    let generated = tokio::process::Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", out.path().display()))
+        .arg(format!("--grpc_python_out={}", out.path().display()))
+        .arg("orchion/v1/orchestrator.proto")
+        .output()
+        .await
+        .expect("running grpcio-tools");
+    assert!(generated.status.success(), "{generated:?}");
+
+    let app = spawn_grpc(|_| {}).await;
+    let addr = app.grpc.clone().unwrap().replace("http://", "");
+    let run = tokio::process::Command::new(&python)
+        .args(["-c", PYTHON_CLIENT])
+        .arg(out.path())
+        .arg(&addr)
+        .output()
+        .await
+        .expect("running the Python client");
+    let said =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains("python client ok"), "{said}");
+    // What it wrote is drover's: a spot, and a job.
+    let spots = app.client.spots().await.unwrap();
+    assert!(spots.iter().any(|s| s.id == "py-1"));
+    app.finish().await;
+}
