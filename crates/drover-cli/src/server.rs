@@ -81,6 +81,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 tracing::info!("{} routes also on {scheme}://{addr}", names.join(", "));
             }
         }
+        if let Some(addr) = app.grpc_addr() {
+            tracing::info!("gRPC (orchion.v1.Orchestrator, health, reflection) on {addr}");
+        }
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone());
         app.run_until(shutdown).await?;

@@ -14,6 +14,7 @@ mod disk_full;
 mod durability;
 mod failover;
 mod group_commit;
+mod grpc;
 mod reapers_in_process;
 mod replicas_postgres;
 mod runners_docker;
