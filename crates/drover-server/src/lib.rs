@@ -68,6 +68,8 @@ pub struct AppParts {
     pub runners: Arc<runners::RunnerService>,
     /// The ring, the scheduler and replica repair of the placement contract.
     pub placement: Arc<placement::PlacementService>,
+    /// Node changes for gRPC watchers (`drover.v1.Nodes/WatchNodes`).
+    pub node_feed: grpc::watch::NodeFeed,
     pub workers: workers::WorkerBoard,
     /// Spot credentials already read from the store (they never change once a spot exists).
     pub spot_credentials: Arc<auth::CredentialCache>,
@@ -122,6 +124,9 @@ impl AppState {
             placement::PlacementService::new(store.clone(), clock.clone(), store.ops.is_shared());
         let placed = placement.clone();
         store.observe(move |events| placed.observe(events));
+        let node_feed = grpc::watch::NodeFeed::default();
+        let fed = node_feed.clone();
+        store.observe(move |events| fed.observe(events));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
         AppState(Arc::new(AppParts {
             store,
@@ -130,6 +135,7 @@ impl AppState {
             metrics,
             runners,
             placement,
+            node_feed,
             workers,
             spot_credentials: Arc::default(),
             wake,

@@ -1,5 +1,6 @@
 //! The gRPC listener: the node-registry contract's `orchion.v1.Orchestrator`
-//! (`orchestrator.rs`), the standard health service `grpc.health.v1` and server reflection,
+//! (`orchestrator.rs`), drover's `drover.v1.Nodes` (`watch.rs`), the standard health service
+//! `grpc.health.v1` and server reflection,
 //! served by tonic (HTTP/2) on a listener of its own, beside the HTTP listeners.
 //!
 //! This module owns the gRPC plumbing: the bearer-token check (the agent key in the
@@ -9,6 +10,7 @@
 //! fires. It decides nothing about nodes: the service translates to store calls.
 
 pub mod orchestrator;
+pub mod watch;
 
 use crate::AppState;
 use drover_proto::orchion::v1::orchestrator_server::OrchestratorServer;
@@ -96,9 +98,18 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         move |r: Request<()>| check_token(key.as_deref(), &r).map(|()| r),
     );
+    let watch_key = app.config.agent_key.clone();
+    let nodes = tonic::service::interceptor::InterceptedService::new(
+        drover_proto::drover::v1::nodes_server::NodesServer::new(watch::Nodes {
+            feed: app.node_feed.clone(),
+            shutdown: shutdown.clone(),
+        }),
+        move |r: Request<()>| check_token(watch_key.as_deref(), &r).map(|()| r),
+    );
     let mut router = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(orchestrator);
+        .add_service(orchestrator)
+        .add_service(nodes);
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }

@@ -520,3 +520,44 @@ async fn pythons_grpcio_client_works_with_stubs_generated_from_the_proto() {
     assert!(spots.iter().any(|s| s.id == "py-1"));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn watch_nodes_streams_registrations_and_status_changes() {
+    use drover_proto::drover::v1 as dpb;
+    use drover_proto::drover::v1::nodes_client::NodesClient;
+    let app = spawn_grpc(|_| {}).await;
+    let mut watcher = NodesClient::connect(app.grpc.clone().unwrap())
+        .await
+        .unwrap();
+    let mut changes = watcher
+        .watch_nodes(dpb::WatchNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = client(&app).await;
+    c.register_node(register(node("w1"))).await.unwrap();
+    // Heartbeats of an UP node are not changes.
+    c.heartbeat(beat("w1")).await.unwrap();
+    app.advance(Duration::from_secs(60));
+    app.state.step(&app.state.spot_reaper()).await.unwrap();
+    c.heartbeat(beat("w1")).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let change = tokio::time::timeout(Duration::from_secs(5), changes.message())
+            .await
+            .expect("a change within 5 s")
+            .unwrap()
+            .unwrap();
+        seen.push((change.kind, change.node_id, change.status));
+    }
+    let want = |k: &str, s: &str| (k.to_string(), "w1".to_string(), s.to_string());
+    assert_eq!(
+        seen,
+        [
+            want("registered", "UP"),
+            want("down", "DOWN"),
+            want("revived", "UP")
+        ]
+    );
+    app.finish().await;
+}
