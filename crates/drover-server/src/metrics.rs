@@ -14,6 +14,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,6 +105,54 @@ impl WorkerMetrics {
     }
 }
 
+/// A gRPC method (`/package.Service/Method`) and the status code it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub method: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GrpcMethod {
+    pub method: String,
+}
+
+/// gRPC requests by method and code, and their durations by method.
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    requests: Family<GrpcLabels, Counter>,
+    seconds: Family<GrpcMethod, Histogram, fn() -> Histogram>,
+}
+
+fn grpc_histogram() -> Histogram {
+    // 0.1 ms to about 3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+impl Default for GrpcMetrics {
+    fn default() -> Self {
+        GrpcMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(grpc_histogram),
+        }
+    }
+}
+
+impl GrpcMetrics {
+    pub fn record(&self, method: &str, code: &str, took: std::time::Duration) {
+        let method = method.to_string();
+        self.requests
+            .get_or_create(&GrpcLabels {
+                method: method.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.seconds
+            .get_or_create(&GrpcMethod { method })
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// Committed store events, by `kind` (`drover_core::Event::kind`).
 pub type EventCounters = Family<Vec<(&'static str, &'static str)>, Counter>;
 
@@ -121,6 +170,7 @@ pub struct Metrics {
     pub runners: RunnerCounters,
     pub workers: WorkerMetrics,
     pub store_events: EventCounters,
+    pub grpc: GrpcMetrics,
     events_by_kind: HashMap<&'static str, Counter>,
 }
 
@@ -185,12 +235,24 @@ impl Metrics {
             "Domain events of committed store writes, by kind",
             store_events.clone(),
         );
+        let grpc = GrpcMetrics::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC requests answered, by method and status code",
+            grpc.requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a gRPC request (to its headers, for a stream), by method",
+            grpc.seconds.clone(),
+        );
         Metrics {
             registry,
             runners,
             workers,
             events_by_kind: counters_by_kind(&store_events),
             store_events,
+            grpc,
         }
     }
 

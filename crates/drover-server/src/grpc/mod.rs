@@ -9,6 +9,7 @@
 //! [`HEALTH_PROBE_EVERY`]), the message size limit, and serving until the one shutdown token
 //! fires. It decides nothing about nodes: the service translates to store calls.
 
+mod counted;
 pub mod orchestrator;
 pub mod watch;
 
@@ -106,7 +107,12 @@ pub async fn serve(
         }),
         move |r: Request<()>| check_token(watch_key.as_deref(), &r).map(|()| r),
     );
+    let metrics = app.metrics.grpc.clone();
     let mut router = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(move |inner| counted::Counted {
+            inner,
+            metrics: metrics.clone(),
+        }))
         .add_service(health)
         .add_service(orchestrator)
         .add_service(nodes);

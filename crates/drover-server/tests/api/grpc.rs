@@ -561,3 +561,23 @@ async fn watch_nodes_streams_registrations_and_status_changes() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn grpc_requests_are_counted_by_method_and_code_in_metrics() {
+    let app = spawn_grpc(|_| {}).await;
+    let mut c = client(&app).await;
+    c.register_node(register(node("m1"))).await.unwrap();
+    c.heartbeat(beat("m1")).await.unwrap();
+    c.heartbeat(beat("m1")).await.unwrap();
+    assert!(c.heartbeat(beat("ghost")).await.is_err());
+    let text = app.metrics_text().await;
+    for line in [
+        r#"drover_grpc_requests_total{method="/orchion.v1.Orchestrator/Heartbeat",code="OK"} 2"#,
+        r#"drover_grpc_requests_total{method="/orchion.v1.Orchestrator/Heartbeat",code="NOT_FOUND"} 1"#,
+        r#"drover_grpc_requests_total{method="/orchion.v1.Orchestrator/RegisterNode",code="OK"} 1"#,
+        r#"drover_grpc_request_duration_seconds_count{method="/orchion.v1.Orchestrator/Heartbeat"} 3"#,
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
+    app.finish().await;
+}
