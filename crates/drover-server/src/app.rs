@@ -234,6 +234,8 @@ pub struct Application {
     listeners: Vec<Bound>,
     tls: Option<TlsAcceptor>,
     grpc: Option<TcpListener>,
+    /// The certificate and key (PEM) the gRPC listener speaks TLS with, the HTTP listeners'.
+    grpc_tls: Option<tonic::transport::Identity>,
 }
 
 impl Application {
@@ -288,6 +290,10 @@ impl Application {
                 surfaces: l.surfaces.clone(),
             });
         }
+        let grpc_tls = match (&config.tls, config.grpc) {
+            (Some(files), Some(_)) => Some(crate::tls::grpc_identity(files)?),
+            _ => None,
+        };
         let grpc = match config.grpc {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -309,6 +315,7 @@ impl Application {
             listeners,
             tls,
             grpc,
+            grpc_tls,
         })
     }
 
@@ -343,13 +350,14 @@ impl Application {
             listeners,
             tls,
             grpc,
+            grpc_tls,
         } = self;
         let config = state.config.clone();
         let mut handles = state.spawn_workers(&shutdown).await;
         if let Some(listener) = grpc {
             let (app, stop) = (state.clone(), shutdown.clone());
             handles.push(tokio::spawn(async move {
-                if let Err(e) = crate::grpc::serve(app, listener, stop).await {
+                if let Err(e) = crate::grpc::serve(app, listener, grpc_tls, stop).await {
                     tracing::error!(error = %e, "the gRPC listener stopped");
                 }
             }));

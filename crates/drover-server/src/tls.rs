@@ -51,6 +51,19 @@ impl TlsError {
 
 /// Reads both files and builds the acceptor: TLS 1.2 and 1.3, no client certificates, HTTP/1.1
 /// announced over ALPN (the listeners speak HTTP/1 only).
+/// The certificate and key for the gRPC listener (tonic builds its own rustls config), once
+/// [`acceptor`] has checked that they make a working one.
+pub fn grpc_identity(files: &TlsFiles) -> Result<tonic::transport::Identity, TlsError> {
+    acceptor(files)?;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| TlsError::cert(path, format!("cannot read it: {e}")))
+    };
+    Ok(tonic::transport::Identity::from_pem(
+        read(&files.cert)?,
+        read(&files.key)?,
+    ))
+}
+
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let cert_pem = std::fs::read(&files.cert)
         .map_err(|e| TlsError::cert(&files.cert, format!("cannot read it: {e}")))?;

@@ -3,7 +3,8 @@
 //! `grpc.health.v1` and server reflection,
 //! served by tonic (HTTP/2) on a listener of its own, beside the HTTP listeners.
 //!
-//! This module owns the gRPC plumbing: the bearer-token check (the agent key in the
+//! This module owns the gRPC plumbing: TLS with the HTTP listeners' certificate when they have
+//! one, the bearer-token check (the agent key in the
 //! `authorization` metadata, when one is configured), the health service's status (SERVING
 //! while the store takes writes, NOT_SERVING while it does not, probed every
 //! [`HEALTH_PROBE_EVERY`]), the message size limit, and serving until the one shutdown token
@@ -66,6 +67,7 @@ async fn report_health(app: &AppState, reporter: &tonic_health::server::HealthRe
 pub async fn serve(
     app: AppState,
     listener: TcpListener,
+    tls: Option<tonic::transport::Identity>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -108,7 +110,11 @@ pub async fn serve(
         move |r: Request<()>| check_token(watch_key.as_deref(), &r).map(|()| r),
     );
     let metrics = app.metrics.grpc.clone();
-    let mut router = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let mut router = server
         .layer(tower::layer::layer_fn(move |inner| counted::Counted {
             inner,
             metrics: metrics.clone(),

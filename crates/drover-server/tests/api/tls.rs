@@ -243,3 +243,45 @@ async fn the_idle_and_body_timeouts_hold_over_tls() {
     assert!(jobs.is_empty(), "{jobs:?}");
     stop(app).await;
 }
+
+#[tokio::test]
+async fn the_grpc_listener_speaks_tls_with_the_same_certificate() {
+    use drover_proto::orchion::v1 as pb;
+    use drover_proto::orchion::v1::orchestrator_client::OrchestratorClient;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let (app, ca, _dir) = spawn_tls(|c| c.grpc = Some("127.0.0.1:0".parse().unwrap())).await;
+    let url = https(app.grpc.as_deref().unwrap());
+    let trusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&ca.ca_pem).unwrap()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(url.clone())
+        .unwrap()
+        .tls_config(trusted)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let nodes = OrchestratorClient::new(channel)
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap();
+    assert!(nodes.into_inner().nodes.is_empty());
+    // Trusting another CA, the certificate is refused.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = private_ca(other_dir.path());
+    let untrusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&other.ca_pem).unwrap()))
+        .domain_name("localhost");
+    let refused = Channel::from_shared(url)
+        .unwrap()
+        .tls_config(untrusted)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a certificate of an unknown CA was accepted"
+    );
+    app.begin_shutdown();
+    app.stopped().await;
+}
