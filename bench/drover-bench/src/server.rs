@@ -139,8 +139,12 @@ impl Server {
             None => Command::new(opts.drover),
         };
         cmd.arg("server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--grpc-port", "0", "--db"])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
+        // A free gRPC port, unless the scenario chose one.
+        if !opts.extra.contains(&"--grpc-port") {
+            cmd.args(["--grpc-port", "0"]);
+        }
+        cmd.arg("--db")
             .arg(&db)
             .args(opts.extra)
             .env("RUST_LOG", "info")

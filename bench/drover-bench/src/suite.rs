@@ -37,6 +37,8 @@ pub enum Scenario {
     Nodes,
     /// The placement contract over HTTP: schedule and placement latencies, stats updates/s.
     Placement,
+    /// Many simulated node agents registering over gRPC, then heartbeating.
+    GrpcNodes,
     /// PostgreSQL replicas only: the leader killed, until a reaper runs on the new one.
     Failover,
 }
@@ -52,12 +54,13 @@ impl Scenario {
             Scenario::SweepCreation => "sweep-creation",
             Scenario::Nodes => "nodes",
             Scenario::Placement => "placement",
+            Scenario::GrpcNodes => "grpc-nodes",
             Scenario::Failover => "failover",
         }
     }
 
     /// Every scenario on the embedded store (failover needs PostgreSQL replicas).
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::BurnDown,
         Scenario::StoreCeiling,
         Scenario::ContractExact,
@@ -66,6 +69,7 @@ impl Scenario {
         Scenario::SweepCreation,
         Scenario::Nodes,
         Scenario::Placement,
+        Scenario::GrpcNodes,
     ];
 }
 
@@ -509,6 +513,9 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
             }
             Scenario::Nodes => {
                 scenarios::nodes::nodes(&ctx, command(s, String::new()), &sizes).await
+            }
+            Scenario::GrpcNodes => {
+                scenarios::grpc_nodes::grpc_nodes(&ctx, command(s, String::new()), &sizes).await
             }
             Scenario::Placement => {
                 scenarios::placement::placement(&ctx, command(s, String::new()), sizes.placement)

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "burn-down",
     "store-ceiling",
     "contract-exact",
@@ -14,6 +14,7 @@ const SCENARIOS: [&str; 8] = [
     "sweep-creation",
     "nodes",
     "placement",
+    "grpc-nodes",
 ];
 
 /// The `drover` binary of the same build as this bench binary, built if it is missing (a

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod burn;
 pub mod contract;
 pub mod failover;
+pub mod grpc_nodes;
 pub mod latency;
 pub mod nodes;
 pub mod placement;
