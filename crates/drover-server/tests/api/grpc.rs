@@ -581,3 +581,43 @@ async fn grpc_requests_are_counted_by_method_and_code_in_metrics() {
     }
     app.finish().await;
 }
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn two_replicas_on_one_database_serve_any_call() {
+    let url = drover_pgtest::fresh_database()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to run against: {why}"));
+    let on = |url: String| {
+        spawn(
+            move |c| {
+                c.store_url = url;
+                c.grpc = Some("127.0.0.1:0".parse().unwrap());
+            },
+            false,
+        )
+    };
+    let a = on(url.clone()).await;
+    let b = on(url).await;
+    let (mut ca, mut cb) = (client(&a).await, client(&b).await);
+    ca.register_node(register(node("r1"))).await.unwrap();
+    // The other replica knows it at once: its heartbeat, its listing, its job.
+    cb.heartbeat(beat("r1")).await.unwrap();
+    let listed = cb
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.nodes.len(), 1);
+    cb.submit_job(submit("shared", b"x")).await.unwrap();
+    let again = ca.submit_job(submit("shared", b"x")).await.unwrap();
+    assert_eq!(again.into_inner().status(), pb::JobStatus::Pending);
+    assert_eq!(
+        status_of(&mut ca, "shared").await.status(),
+        pb::JobStatus::Pending
+    );
+    a.finish().await;
+    b.finish().await;
+}
