@@ -274,3 +274,19 @@ pub(crate) fn paged<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -
     let next_cursor = if more { items.last().map(seq) } else { None };
     Paged { items, next_cursor }
 }
+
+/// Why a task was taken back from a node found silent: the error its attempt records.
+pub(crate) fn silence_error(
+    holder: Option<&str>,
+    attempt: u32,
+    liveness: crate::Liveness,
+) -> String {
+    let sends = match liveness {
+        crate::Liveness::Heartbeats => "heartbeats",
+        crate::Liveness::Stats => "stats",
+    };
+    format!(
+        "spot {} stopped sending {sends} during attempt {attempt}",
+        holder.unwrap_or("?")
+    )
+}

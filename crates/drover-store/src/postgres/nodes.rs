@@ -134,6 +134,16 @@ enum Candidates {
     Down,
 }
 
+impl Candidates {
+    /// What the nodes among them send to show they are alive.
+    fn liveness(self) -> Liveness {
+        match self {
+            Candidates::StatsNotDown => Liveness::Stats,
+            Candidates::NotDown | Candidates::Down => Liveness::Heartbeats,
+        }
+    }
+}
+
 /// The facts silence and retention are judged from, of the candidates silent since `cutoff`
 /// (`ids` `None`) or of `ids`, locked, for judging them again before changing them.
 async fn node_facts(
@@ -264,14 +274,10 @@ impl PgStore {
                 &tx,
                 ordered,
                 |t| {
-                    format!(
-                        "spot {} stopped sending {} during attempt {}",
-                        t.assigned_to.as_deref().unwrap_or("?"),
-                        match which {
-                            Candidates::StatsNotDown => "stats",
-                            Candidates::NotDown | Candidates::Down => "heartbeats",
-                        },
-                        t.attempt
+                    crate::common::silence_error(
+                        t.assigned_to.as_deref(),
+                        t.attempt,
+                        which.liveness(),
                     )
                 },
                 now,

@@ -243,11 +243,10 @@ impl SqliteStore {
                 tx,
                 running,
                 |t| {
-                    format!(
-                        "spot {} stopped sending {} during attempt {}",
-                        t.assigned_to.as_deref().unwrap_or("?"),
-                        signs_of_life(which),
-                        t.attempt
+                    crate::common::silence_error(
+                        t.assigned_to.as_deref(),
+                        t.attempt,
+                        which.liveness(),
                     )
                 },
                 now,
@@ -268,11 +267,13 @@ enum Candidates {
     Down,
 }
 
-/// What the nodes among `which` send to show they are alive.
-fn signs_of_life(which: Candidates) -> &'static str {
-    match which {
-        Candidates::StatsNotDown => "stats",
-        Candidates::NotDown | Candidates::Down => "heartbeats",
+impl Candidates {
+    /// What the nodes among them send to show they are alive.
+    fn liveness(self) -> Liveness {
+        match self {
+            Candidates::StatsNotDown => Liveness::Stats,
+            Candidates::NotDown | Candidates::Down => Liveness::Heartbeats,
+        }
     }
 }
 
