@@ -15,6 +15,7 @@ use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
 use anyhow::{Context, bail};
 use drover_api::{HeartbeatRequest, HelloRequest};
 use drover_client::Client;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +25,49 @@ const SCENARIO: &str = "nodes";
 const IN_FLIGHT: usize = 256;
 const REGISTER_IN_FLIGHT: usize = 32;
 
-struct Figures {
-    cpu_pct: f64,
-    latencies: Vec<Duration>,
-    failed: u64,
-    register_s: f64,
+/// What a run of simulated nodes measured.
+pub struct Figures {
+    pub cpu_pct: f64,
+    pub latencies: Vec<Duration>,
+    pub failed: u64,
+    pub register_s: f64,
+}
+
+/// The two rows of a run: the server's CPU (`shape` says what ran) and the heartbeat
+/// latencies, each against its target.
+pub fn add_rows(rows: &mut Rows, f: &Figures, shape: &str) {
+    rows.add(
+        format!("server CPU {:.1} % of one core ({shape})", f.cpu_pct),
+        f.cpu_pct,
+        "≤ 10 % of one core",
+        Goal::AtMost(10.0),
+    );
+    let failed = if f.failed > 0 {
+        format!(", {} failed", f.failed)
+    } else {
+        String::new()
+    };
+    match (
+        percentile(&f.latencies, 0.5),
+        percentile(&f.latencies, 0.99),
+    ) {
+        (Some(p50), Some(p99)) => rows.add(
+            format!(
+                "heartbeat p99 {} (p50 {}, {} heartbeats{failed})",
+                fmt_ms(ms(p99)),
+                fmt_ms(ms(p50)),
+                thousands(f.latencies.len() as f64)
+            ),
+            ms(p99),
+            "heartbeat p99 ≤ 5 ms",
+            Goal::AtMost(5.0),
+        ),
+        _ => rows.missing(
+            format!("no heartbeat succeeded{failed}"),
+            "heartbeat p99 ≤ 5 ms",
+            Verdict::Failed,
+        ),
+    }
 }
 
 pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
@@ -42,38 +81,7 @@ pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
                 every.as_secs_f64(),
                 f.register_s
             );
-            rows.add(
-                format!("server CPU {:.1} % of one core ({shape})", f.cpu_pct),
-                f.cpu_pct,
-                "≤ 10 % of one core",
-                Goal::AtMost(10.0),
-            );
-            let failed = if f.failed > 0 {
-                format!(", {} failed", f.failed)
-            } else {
-                String::new()
-            };
-            match (
-                percentile(&f.latencies, 0.5),
-                percentile(&f.latencies, 0.99),
-            ) {
-                (Some(p50), Some(p99)) => rows.add(
-                    format!(
-                        "heartbeat p99 {} (p50 {}, {} heartbeats{failed})",
-                        fmt_ms(ms(p99)),
-                        fmt_ms(ms(p50)),
-                        thousands(f.latencies.len() as f64)
-                    ),
-                    ms(p99),
-                    "heartbeat p99 ≤ 5 ms",
-                    Goal::AtMost(5.0),
-                ),
-                _ => rows.missing(
-                    format!("no heartbeat succeeded{failed}"),
-                    "heartbeat p99 ≤ 5 ms",
-                    Verdict::Failed,
-                ),
-            }
+            add_rows(&mut rows, &f, &shape);
             Some(f.cpu_pct)
         }
         Err(e) => {
@@ -149,40 +157,91 @@ async fn measure(
         SCENARIO,
         format!("registering {} nodes", thousands(k as f64)),
     );
-    let t = Instant::now();
-    let gate = Arc::new(Semaphore::new(REGISTER_IN_FLIGHT));
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..k {
-        let (client, gate) = (client.clone(), gate.clone());
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await;
+    let registering = client.clone();
+    let (spots, register_s) = register_all(k, move |i| {
+        let client = registering.clone();
+        async move {
             let hello = HelloRequest {
                 ip_address: "127.0.0.1".into(),
                 hostname: Some(format!("sim-node-{i}")),
                 total_cores: Some(8),
                 ..Default::default()
             };
-            client.hello(&hello).await.map(|h| h.spot_id)
-        });
-    }
-    let mut spots = Vec::with_capacity(k as usize);
-    while let Some(r) = set.join_next().await {
-        spots.push(r?.context("registering a node")?);
-    }
-    let register_s = t.elapsed().as_secs_f64();
+            Ok(client.hello(&hello).await?.spot_id)
+        }
+    })
+    .await?;
     ctx.say(
         SCENARIO,
         format!("registered in {register_s:.1} s; heartbeating for {secs} s"),
     );
+    let (cpu_pct, latencies, failed) = heartbeat_window(server, spots, secs, every, move |spot| {
+        let client = client.clone();
+        async move {
+            let req = HeartbeatRequest {
+                spot_id: spot,
+                running_tasks: Some(0),
+                ..Default::default()
+            };
+            client.heartbeat(&req).await.is_ok()
+        }
+    })
+    .await?;
+    Ok(Figures {
+        cpu_pct,
+        latencies,
+        failed,
+        register_s,
+    })
+}
 
+/// Registers `k` nodes by `register(i)`, [`REGISTER_IN_FLIGHT`] at once; their ids and how
+/// long it took, in seconds.
+pub async fn register_all<F, Fut>(k: u32, register: F) -> anyhow::Result<(Vec<String>, f64)>
+where
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = anyhow::Result<String>> + Send + 'static,
+{
+    let t = Instant::now();
+    let gate = Arc::new(Semaphore::new(REGISTER_IN_FLIGHT));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..k {
+        let (registered, gate) = (register(i), gate.clone());
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            registered.await
+        });
+    }
+    let mut ids = Vec::with_capacity(k as usize);
+    while let Some(r) = set.join_next().await {
+        ids.push(r?.context("registering a node")?);
+    }
+    Ok((ids, t.elapsed().as_secs_f64()))
+}
+
+/// Each of `ids` heartbeats by `beat(id)` (true when it was answered) every `every` for
+/// `secs`, their beats spread evenly over the interval, at most [`IN_FLIGHT`] at once. Answers
+/// the server's CPU over the window as a share of one core, the latencies, and the failures.
+pub async fn heartbeat_window<F, Fut>(
+    server: &Server,
+    ids: Vec<String>,
+    secs: u64,
+    every: Duration,
+    beat: F,
+) -> anyhow::Result<(f64, Vec<Duration>, u64)>
+where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let k = ids.len().max(1);
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
     let start = tokio::time::Instant::now();
     let end = start + Duration::from_secs(secs);
     let cpu0 = server.cpu_seconds();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for (i, spot) in spots.into_iter().enumerate() {
-        let (client, gate) = (client.clone(), gate.clone());
+    for (i, id) in ids.into_iter().enumerate() {
+        let (beat, gate) = (beat.clone(), gate.clone());
         let offset = every.mul_f64(i as f64 / k as f64);
         set.spawn(async move {
             let mut lat = Vec::new();
@@ -193,15 +252,11 @@ async fn measure(
                 let Ok(_permit) = gate.acquire().await else {
                     break;
                 };
-                let req = HeartbeatRequest {
-                    spot_id: spot.clone(),
-                    running_tasks: Some(0),
-                    ..Default::default()
-                };
                 let t = Instant::now();
-                match client.heartbeat(&req).await {
-                    Ok(_) => lat.push(t.elapsed()),
-                    Err(_) => failed += 1,
+                if beat(id.clone()).await {
+                    lat.push(t.elapsed());
+                } else {
+                    failed += 1;
                 }
                 at += every;
             }
@@ -229,10 +284,5 @@ async fn measure(
     let (Some(c0), Some(c1)) = (cpu0, cpu1) else {
         bail!("the server's CPU time could not be read from /proc");
     };
-    Ok(Figures {
-        cpu_pct: (c1 - c0) / wall * 100.0,
-        latencies,
-        failed,
-        register_s,
-    })
+    Ok(((c1 - c0) / wall * 100.0, latencies, failed))
 }

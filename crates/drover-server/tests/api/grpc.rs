@@ -20,6 +20,14 @@ async fn spawn_grpc(configure: impl FnOnce(&mut drover_server::ServerConfig)) ->
     .await
 }
 
+async fn channel(app: &TestApp) -> Channel {
+    Channel::from_shared(app.grpc.clone().expect("a gRPC listener"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 async fn client(app: &TestApp) -> OrchestratorClient<Channel> {
     OrchestratorClient::connect(app.grpc.clone().expect("a gRPC listener"))
         .await
@@ -193,11 +201,7 @@ async fn a_silent_node_goes_down_and_its_next_heartbeat_brings_it_back() {
 #[tokio::test]
 async fn with_an_agent_key_calls_need_it_as_a_bearer_token() {
     let app = spawn_grpc(|c| c.agent_key = Some("agent-k".into())).await;
-    let channel = Channel::from_shared(app.grpc.clone().unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&app).await;
     let call = |token: Option<&'static str>| {
         let mut c = OrchestratorClient::with_interceptor(
             channel.clone(),
@@ -238,11 +242,7 @@ async fn health_is_not_serving_while_the_store_cannot_write() {
     let faults = Faults::new(FaultPlan::none(0));
     let injected = faults.clone();
     let app = spawn_wrapped_for_grpc(move |s| faults::wrap(s, injected)).await;
-    let channel = Channel::from_shared(app.grpc.clone().unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&app).await;
     let health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = |service: &str| {
         let mut h = health.clone();
@@ -280,11 +280,7 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let app = spawn_grpc(|_| {}).await;
-    let channel = Channel::from_shared(app.grpc.clone().unwrap())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&app).await;
     let mut r = ServerReflectionClient::new(channel);
     let ask = ServerReflectionRequest {
         host: String::new(),
