@@ -15,10 +15,12 @@ pub mod orchestrator;
 pub mod watch;
 
 use crate::AppState;
+use drover_proto::drover::v1::nodes_server::NodesServer;
 use drover_proto::orchion::v1::orchestrator_server::OrchestratorServer;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
 /// How often the health service asks the store whether it takes writes.
@@ -96,18 +98,18 @@ pub async fn serve(
             e
         });
     let key = app.config.agent_key.clone();
-    let orchestrator = tonic::service::interceptor::InterceptedService::new(
+    let token = move |r: Request<()>| check_token(key.as_deref(), &r).map(|()| r);
+    let orchestrator = InterceptedService::new(
         OrchestratorServer::new(orchestrator::Orchestrator { app: app.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        move |r: Request<()>| check_token(key.as_deref(), &r).map(|()| r),
+        token.clone(),
     );
-    let watch_key = app.config.agent_key.clone();
-    let nodes = tonic::service::interceptor::InterceptedService::new(
-        drover_proto::drover::v1::nodes_server::NodesServer::new(watch::Nodes {
+    let nodes = InterceptedService::new(
+        NodesServer::new(watch::Nodes {
             feed: app.node_feed.clone(),
             shutdown: shutdown.clone(),
         }),
-        move |r: Request<()>| check_token(watch_key.as_deref(), &r).map(|()| r),
+        token,
     );
     let metrics = app.metrics.grpc.clone();
     let mut server = tonic::transport::Server::builder();
