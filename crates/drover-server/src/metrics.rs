@@ -108,13 +108,13 @@ impl WorkerMetrics {
 /// A gRPC method (`/package.Service/Method`) and the status code it answered.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct GrpcLabels {
-    pub method: String,
-    pub code: String,
+    pub method: &'static str,
+    pub code: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct GrpcMethod {
-    pub method: String,
+    pub method: &'static str,
 }
 
 /// gRPC requests by method and code, and their durations by method.
@@ -139,13 +139,9 @@ impl Default for GrpcMetrics {
 }
 
 impl GrpcMetrics {
-    pub fn record(&self, method: &str, code: &str, took: std::time::Duration) {
-        let method = method.to_string();
+    pub fn record(&self, method: &'static str, code: &'static str, took: std::time::Duration) {
         self.requests
-            .get_or_create(&GrpcLabels {
-                method: method.clone(),
-                code: code.to_string(),
-            })
+            .get_or_create(&GrpcLabels { method, code })
             .inc();
         self.seconds
             .get_or_create(&GrpcMethod { method })

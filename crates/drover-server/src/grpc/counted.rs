@@ -4,8 +4,9 @@
 //!
 //! The code is the response's `grpc-status` header: tonic sends a refusal as headers alone,
 //! so every error answered before a body is counted under its code; an answer with a body
-//! counts as `OK` (a stream that fails later is not recounted). Methods outside drover's
-//! services are counted as `unknown`, so a client cannot grow the label set.
+//! counts as `OK` (a stream that fails later is not recounted). Paths outside drover's methods
+//! are counted as `unknown`, so a client cannot grow the label set; the labels are static
+//! strings, so counting allocates nothing per call.
 
 use crate::metrics::GrpcMetrics;
 use axum::http::{Request, Response};
@@ -13,12 +14,18 @@ use futures::future::BoxFuture;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// The services whose methods are counted by name.
-const SERVICES: &[&str] = &[
-    "/orchion.v1.Orchestrator/",
-    "/drover.v1.Nodes/",
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
+/// The methods counted by name; any other path counts as `unknown`.
+const METHODS: &[&str] = &[
+    "/orchion.v1.Orchestrator/RegisterNode",
+    "/orchion.v1.Orchestrator/UpdateNode",
+    "/orchion.v1.Orchestrator/Heartbeat",
+    "/orchion.v1.Orchestrator/ListNodes",
+    "/orchion.v1.Orchestrator/SubmitJob",
+    "/orchion.v1.Orchestrator/GetJobStatus",
+    "/drover.v1.Nodes/WatchNodes",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 ];
 
 #[derive(Clone)]
@@ -67,11 +74,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let method = if SERVICES.iter().any(|s| path.starts_with(s)) {
-            path.to_string()
-        } else {
-            "unknown".to_string()
-        };
+        let method = METHODS
+            .iter()
+            .find(|m| **m == path)
+            .copied()
+            .unwrap_or("unknown");
         let started = Instant::now();
         let answer = self.inner.call(request);
         let metrics = self.metrics.clone();
@@ -81,7 +88,7 @@ where
                 Ok(r) => code_name(r.headers().get("grpc-status").and_then(|v| v.to_str().ok())),
                 Err(_) => "UNKNOWN",
             };
-            metrics.record(&method, code, started.elapsed());
+            metrics.record(method, code, started.elapsed());
             answer
         })
     }
