@@ -1,8 +1,10 @@
-//! The floor of the nodes scenario: a bare HTTP server (axum over hyper, as drover's is) that
+//! The floor of the nodes scenarios: a bare HTTP server (axum over hyper, as drover's is) that
 //! answers the routes the scenario calls with constant bodies, and does nothing else: no store,
 //! no routing beyond those three routes, no limits, no auth, no tracing. Its CPU under the same
 //! heartbeat load is what the HTTP library, tokio and the kernel's loopback path cost by
 //! themselves on this machine, so the scenario can say how much of drover's figure is drover's.
+//! With `--grpc-port` it also serves the node-registry contract's gRPC service answering every
+//! call at once (tonic, as drover's), the floor of the `grpc-nodes` scenario.
 //!
 //! It is this binary's hidden `server` subcommand and takes the options `drover server` takes
 //! (`--bind A --port P ...`, the rest ignored), so that [`crate::server::Server`] starts it as
@@ -14,6 +16,9 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use clap::Args;
+use drover_proto::orchion::v1 as pb;
+use drover_proto::orchion::v1::orchestrator_server::{Orchestrator, OrchestratorServer};
+use tonic::{Request, Response, Status};
 
 #[derive(Args)]
 pub struct FloorArgs {
@@ -21,6 +26,10 @@ pub struct FloorArgs {
     bind: String,
     #[arg(long)]
     port: u16,
+    /// Also answer the node-registry contract's gRPC calls on this port (the `grpc-nodes`
+    /// scenario's floor): every call succeeds with an empty answer.
+    #[arg(long)]
+    grpc_port: Option<u16>,
     /// The other `drover server` options, accepted and ignored.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     _rest: Vec<String>,
@@ -62,7 +71,63 @@ pub fn run(args: FloorArgs) -> anyhow::Result<()> {
                 term.recv().await;
             }
         };
+        if let Some(port) = args.grpc_port {
+            let grpc = tokio::net::TcpListener::bind((args.bind.as_str(), port)).await?;
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(OrchestratorServer::new(Floor))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
+            );
+        }
         axum::serve(listener, app).with_graceful_shutdown(stop).await?;
         anyhow::Ok(())
     })
+}
+
+/// The gRPC floor: the contract's service answering every call at once, as it comes.
+struct Floor;
+
+#[tonic::async_trait]
+impl Orchestrator for Floor {
+    async fn register_node(
+        &self,
+        _: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        Ok(Response::new(pb::RegisterNodeResponse {}))
+    }
+
+    async fn update_node(
+        &self,
+        _: Request<pb::UpdateNodeRequest>,
+    ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
+        Ok(Response::new(pb::UpdateNodeResponse {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        _: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        Ok(Response::new(pb::ListNodesResponse::default()))
+    }
+
+    async fn submit_job(
+        &self,
+        _: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        Ok(Response::new(pb::SubmitJobResponse::default()))
+    }
+
+    async fn get_job_status(
+        &self,
+        _: Request<pb::GetJobStatusRequest>,
+    ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
+        Ok(Response::new(pb::GetJobStatusResponse::default()))
+    }
 }

@@ -140,13 +140,17 @@ impl Server {
         };
         cmd.arg("server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
-        // A free gRPC port, unless the scenario chose one.
-        if !opts.extra.contains(&"--grpc-port") {
-            cmd.args(["--grpc-port", "0"]);
-        }
-        cmd.arg("--db")
+        // The gRPC port the scenario chose, or a free one; before `--db`, where the floor
+        // (`floor.rs`) still reads its own options.
+        let mut extra = opts.extra.to_vec();
+        let grpc = match extra.iter().position(|a| *a == "--grpc-port") {
+            Some(i) if i + 1 < extra.len() => extra.drain(i..i + 2).nth(1).unwrap_or("0"),
+            _ => "0",
+        };
+        cmd.args(["--grpc-port", grpc])
+            .arg("--db")
             .arg(&db)
-            .args(opts.extra)
+            .args(&extra)
             .env("RUST_LOG", "info")
             .env("DROVER_LOG_FORMAT", "text")
             .stdin(Stdio::null())

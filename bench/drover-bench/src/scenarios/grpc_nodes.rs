@@ -8,10 +8,11 @@
 use crate::scenarios::nodes::{Figures, add_rows, heartbeat_window, register_all};
 use crate::server::{Server, ServerOpts};
 use crate::stats::thousands;
-use crate::suite::{Ctx, Row, Rows, Sizes, Verdict};
+use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
 use anyhow::Context;
 use drover_proto::orchion::v1 as pb;
 use drover_proto::orchion::v1::orchestrator_client::OrchestratorClient;
+use std::path::Path;
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -20,7 +21,7 @@ const SCENARIO: &str = "grpc-nodes";
 pub async fn grpc_nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
     let mut rows = Rows::new(SCENARIO, command);
     let (k, secs, every) = (sizes.nodes, sizes.nodes_secs, sizes.nodes_interval);
-    match run(ctx, k, secs, every).await {
+    let drover_cpu = match run(ctx, &ctx.drover, k, secs, every).await {
         Ok(f) => {
             let shape = format!(
                 "{} nodes over gRPC, a heartbeat each every {} s for {secs} s; registered in {:.1} s",
@@ -29,21 +30,59 @@ pub async fn grpc_nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
                 f.register_s
             );
             add_rows(&mut rows, &f, &shape);
+            Some(f.cpu_pct)
         }
-        Err(e) => rows.missing(
-            format!("failed: {e:#}"),
-            "≤ 10 % of one core; heartbeat p99 ≤ 5 ms",
-            Verdict::Failed,
-        ),
+        Err(e) => {
+            rows.missing(
+                format!("failed: {e:#}"),
+                "≤ 10 % of one core; heartbeat p99 ≤ 5 ms",
+                Verdict::Failed,
+            );
+            None
+        }
+    };
+    ctx.say(
+        SCENARIO,
+        "the same load against a bare tonic server (the floor)",
+    );
+    let floor = std::env::current_exe().context("finding this binary for the floor server");
+    let floor = match floor {
+        Ok(exe) => run(ctx, &exe, k, secs, every).await,
+        Err(e) => Err(e),
+    };
+    let target = "none: what any gRPC server shows here";
+    match floor {
+        Ok(f) => {
+            let above = drover_cpu.map_or(String::new(), |d| {
+                format!("; drover's own work above it: {:.1} points", d - f.cpu_pct)
+            });
+            rows.add(
+                format!(
+                    "floor {:.1} % of one core: a bare tonic server answering every call at once under the same load{above}",
+                    f.cpu_pct
+                ),
+                f.cpu_pct,
+                target,
+                Goal::None,
+            );
+        }
+        Err(e) => rows.missing(format!("floor failed: {e:#}"), target, Verdict::Failed),
     }
     rows.rows
 }
 
-async fn run(ctx: &Ctx, k: u32, secs: u64, every: Duration) -> anyhow::Result<Figures> {
+/// The load against `program` started as `drover server` (drover itself, or the floor).
+async fn run(
+    ctx: &Ctx,
+    program: &Path,
+    k: u32,
+    secs: u64,
+    every: Duration,
+) -> anyhow::Result<Figures> {
     let grpc_port = crate::free_port()?.to_string();
     // No cap on the registry: the default (10,000) would refuse the last of them.
     let server = Server::start(&ServerOpts {
-        drover: &ctx.drover,
+        drover: program,
         strace: false,
         extra: &["--max-spots", "0", "--grpc-port", &grpc_port],
         db_dir: ctx.db_dir(),
