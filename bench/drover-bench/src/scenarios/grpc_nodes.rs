@@ -3,7 +3,7 @@
 //! evenly over the interval, as the contract's agents do (every 5 s). The figures are those of
 //! the HTTP `nodes` scenario (`nodes.rs`, whose registration and heartbeat schedule this
 //! shares): the server's CPU over the window and the heartbeat latencies. The nodes are tokio
-//! tasks of this process sharing one HTTP/2 connection (a tonic channel).
+//! tasks of this process spread over [`CONNECTIONS`] HTTP/2 connections (tonic channels).
 
 use crate::scenarios::nodes::{Figures, add_rows, heartbeat_window, register_all};
 use crate::server::{Server, ServerOpts};
@@ -17,6 +17,10 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 const SCENARIO: &str = "grpc-nodes";
+
+/// HTTP/2 connections the simulated agents share, round robin (each real agent holds its own;
+/// one connection for all would put every frame through one connection task on each side).
+const CONNECTIONS: usize = 64;
 
 pub async fn grpc_nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
     let mut rows = Rows::new(SCENARIO, command);
@@ -102,18 +106,23 @@ async fn measure(
     secs: u64,
     every: Duration,
 ) -> anyhow::Result<Figures> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
-        .connect()
-        .await
-        .context("connecting to the gRPC listener")?;
-    let client = OrchestratorClient::new(channel);
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+            .connect()
+            .await
+            .context("connecting to the gRPC listener")?;
+        clients.push(OrchestratorClient::new(channel));
+    }
+    let clients = std::sync::Arc::new(clients);
+    let client_of = move |i: usize| clients[i % CONNECTIONS].clone();
     ctx.say(
         SCENARIO,
         format!("registering {} nodes over gRPC", thousands(k as f64)),
     );
-    let registering = client.clone();
+    let registering = client_of.clone();
     let (ids, register_s) = register_all(k, move |i| {
-        let mut client = registering.clone();
+        let mut client = registering(i as usize);
         async move {
             let id = format!("agent-{i:05}");
             let node = pb::Node {
@@ -140,7 +149,9 @@ async fn measure(
         format!("registered in {register_s:.1} s; heartbeating for {secs} s"),
     );
     let (cpu_pct, latencies, failed) = heartbeat_window(server, ids, secs, every, move |id| {
-        let mut client = client.clone();
+        // The agent's number is in its id: it keeps the connection it registered on.
+        let n: usize = id.trim_start_matches("agent-").parse().unwrap_or(0);
+        let mut client = client_of(n);
         async move {
             let beat = pb::HeartbeatRequest { node_id: id };
             client.heartbeat(beat).await.is_ok()
