@@ -5,10 +5,10 @@
 //! shares): the server's CPU over the window and the heartbeat latencies. The nodes are tokio
 //! tasks of this process spread over [`CONNECTIONS`] HTTP/2 connections (tonic channels).
 
-use crate::scenarios::nodes::{Figures, add_rows, heartbeat_window, register_all};
+use crate::scenarios::nodes::{Figures, Kind, drover_then_floor, heartbeat_window, register_all};
 use crate::server::{Server, ServerOpts};
 use crate::stats::thousands;
-use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
+use crate::suite::{Ctx, Row, Sizes};
 use anyhow::Context;
 use drover_proto::orchion::v1 as pb;
 use drover_proto::orchion::v1::orchestrator_client::OrchestratorClient;
@@ -23,56 +23,18 @@ const SCENARIO: &str = "grpc-nodes";
 const CONNECTIONS: usize = 64;
 
 pub async fn grpc_nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
-    let mut rows = Rows::new(SCENARIO, command);
     let (k, secs, every) = (sizes.nodes, sizes.nodes_secs, sizes.nodes_interval);
-    let drover_cpu = match run(ctx, &ctx.drover, k, secs, every).await {
-        Ok(f) => {
-            let shape = format!(
-                "{} nodes over gRPC, a heartbeat each every {} s for {secs} s; registered in {:.1} s",
-                thousands(k as f64),
-                every.as_secs_f64(),
-                f.register_s
-            );
-            add_rows(&mut rows, &f, &shape);
-            Some(f.cpu_pct)
-        }
-        Err(e) => {
-            rows.missing(
-                format!("failed: {e:#}"),
-                "≤ 10 % of one core; heartbeat p99 ≤ 5 ms",
-                Verdict::Failed,
-            );
-            None
-        }
+    let kind = Kind {
+        scenario: SCENARIO,
+        nodes: "nodes over gRPC",
+        transport: "gRPC",
+        floor: "a bare tonic server answering every call at once",
+        floor_target: "none: what any gRPC server shows here",
     };
-    ctx.say(
-        SCENARIO,
-        "the same load against a bare tonic server (the floor)",
-    );
-    let floor = std::env::current_exe().context("finding this binary for the floor server");
-    let floor = match floor {
-        Ok(exe) => run(ctx, &exe, k, secs, every).await,
-        Err(e) => Err(e),
-    };
-    let target = "none: what any gRPC server shows here";
-    match floor {
-        Ok(f) => {
-            let above = drover_cpu.map_or(String::new(), |d| {
-                format!("; drover's own work above it: {:.1} points", d - f.cpu_pct)
-            });
-            rows.add(
-                format!(
-                    "floor {:.1} % of one core: a bare tonic server answering every call at once under the same load{above}",
-                    f.cpu_pct
-                ),
-                f.cpu_pct,
-                target,
-                Goal::None,
-            );
-        }
-        Err(e) => rows.missing(format!("floor failed: {e:#}"), target, Verdict::Failed),
-    }
-    rows.rows
+    drover_then_floor(ctx, command, sizes, kind, |program| async move {
+        run(ctx, &program, k, secs, every).await
+    })
+    .await
 }
 
 /// The load against `program` started as `drover server` (drover itself, or the floor).

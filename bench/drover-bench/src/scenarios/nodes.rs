@@ -71,13 +71,55 @@ pub fn add_rows(rows: &mut Rows, f: &Figures, shape: &str) {
 }
 
 pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
-    let mut rows = Rows::new(SCENARIO, command);
     let (k, secs, every) = (sizes.nodes, sizes.nodes_secs, sizes.nodes_interval);
-    let drover_cpu = match run(ctx, &ctx.drover, k, secs, every).await {
+    let kind = Kind {
+        scenario: SCENARIO,
+        nodes: "nodes",
+        transport: "HTTP",
+        floor: "a bare axum server answering constants",
+        floor_target: "none: what any HTTP server shows here",
+    };
+    drover_then_floor(ctx, command, sizes, kind, |program| async move {
+        run(ctx, &program, k, secs, every).await
+    })
+    .await
+}
+
+/// What a scenario of simulated nodes calls itself in its rows.
+pub struct Kind {
+    pub scenario: &'static str,
+    /// What the nodes are, e.g. "nodes over gRPC".
+    pub nodes: &'static str,
+    pub transport: &'static str,
+    /// What the floor server is.
+    pub floor: &'static str,
+    /// The floor row's target column.
+    pub floor_target: &'static str,
+}
+
+/// Runs the load against drover, then against the floor (this binary's hidden `server`), and
+/// makes the rows: drover's CPU and latencies against their targets, the floor's CPU beside
+/// them, and how much of drover's figure is its own work. `run(program)` runs the load
+/// against `program` started as `drover server`.
+pub async fn drover_then_floor<F, Fut>(
+    ctx: &Ctx,
+    command: String,
+    sizes: &Sizes,
+    kind: Kind,
+    run: F,
+) -> Vec<Row>
+where
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: Future<Output = anyhow::Result<Figures>>,
+{
+    let mut rows = Rows::new(kind.scenario, command);
+    let (k, secs, every) = (sizes.nodes, sizes.nodes_secs, sizes.nodes_interval);
+    let drover_cpu = match run(ctx.drover.clone()).await {
         Ok(f) => {
             let shape = format!(
-                "{} nodes, a heartbeat each every {} s for {secs} s; registered in {:.1} s",
+                "{} {}, a heartbeat each every {} s for {secs} s; registered in {:.1} s",
                 thousands(k as f64),
+                kind.nodes,
                 every.as_secs_f64(),
                 f.register_s
             );
@@ -94,15 +136,18 @@ pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
         }
     };
     ctx.say(
-        SCENARIO,
-        "the same load against a bare HTTP server (the floor)",
+        kind.scenario,
+        format!(
+            "the same load against a bare {} server (the floor)",
+            kind.transport
+        ),
     );
     let floor = std::env::current_exe().context("finding this binary for the floor server");
     let floor = match floor {
-        Ok(exe) => run(ctx, &exe, k, secs, every).await,
+        Ok(exe) => run(exe).await,
         Err(e) => Err(e),
     };
-    let target = "none: what any HTTP server shows here";
+    let target = kind.floor_target;
     match floor {
         Ok(f) => {
             let above = drover_cpu.map_or(String::new(), |d| {
@@ -110,8 +155,8 @@ pub async fn nodes(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Row> {
             });
             rows.add(
                 format!(
-                    "floor {:.1} % of one core: a bare axum server answering constants under the same load{above}",
-                    f.cpu_pct
+                    "floor {:.1} % of one core: {} under the same load{above}",
+                    f.cpu_pct, kind.floor
                 ),
                 f.cpu_pct,
                 target,

@@ -60,6 +60,14 @@ fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> 
     (e.code(), e.message().to_string())
 }
 
+/// What `ListNodes` answers.
+async fn list_of(c: &mut OrchestratorClient<Channel>) -> pb::ListNodesResponse {
+    c.list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn beat(id: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest { node_id: id.into() }
 }
@@ -70,11 +78,7 @@ async fn agents_register_update_heartbeat_and_list_in_the_one_registry() {
     let mut c = client(&app).await;
     c.register_node(register(node("gpu-1"))).await.unwrap();
     c.heartbeat(beat("gpu-1")).await.unwrap();
-    let listed = c
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_of(&mut c).await;
     assert_eq!(listed.nodes.len(), 1);
     let got = &listed.nodes[0];
     assert_eq!(
@@ -100,11 +104,7 @@ async fn agents_register_update_heartbeat_and_list_in_the_one_registry() {
     })
     .await
     .unwrap();
-    let listed = c
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_of(&mut c).await;
     assert_eq!(listed.nodes[0].capabilities, Some(newer));
 
     // One registry: the native API and the placement surface see it, with its capacity.
@@ -119,11 +119,7 @@ async fn agents_register_update_heartbeat_and_list_in_the_one_registry() {
     assert_eq!(nodes[0]["id"], "gpu-1");
     // Registering the same id replaces it: still one node.
     c.register_node(register(node("gpu-1"))).await.unwrap();
-    let listed = c
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_of(&mut c).await;
     assert_eq!(listed.nodes.len(), 1);
     assert_eq!(listed.nodes[0].capabilities, node("gpu-1").capabilities);
     app.finish().await;
@@ -175,11 +171,7 @@ async fn a_silent_node_goes_down_and_its_next_heartbeat_brings_it_back() {
     let counts = app.state.step(&app.state.spot_reaper()).await.unwrap();
     assert!(counts.contains(&("spots_down", 1)), "{counts:?}");
     let ids = |r: pb::ListNodesResponse| r.nodes.into_iter().map(|n| n.id).collect::<Vec<_>>();
-    let listed = c
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_of(&mut c).await;
     assert_eq!(
         ids(listed),
         ["n2"],
@@ -189,11 +181,7 @@ async fn a_silent_node_goes_down_and_its_next_heartbeat_brings_it_back() {
     let (_, spots) = app.get_json("/api/v1/spots").await;
     assert!(spots["spots"].to_string().contains("\"DOWN\""), "{spots}");
     c.heartbeat(beat("n1")).await.unwrap();
-    let listed = c
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_of(&mut c).await;
     assert_eq!(ids(listed), ["n1", "n2"]);
     app.finish().await;
 }
@@ -601,11 +589,7 @@ async fn two_replicas_on_one_database_serve_any_call() {
     ca.register_node(register(node("r1"))).await.unwrap();
     // The other replica knows it at once: its heartbeat, its listing, its job.
     cb.heartbeat(beat("r1")).await.unwrap();
-    let listed = cb
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_of(&mut cb).await;
     assert_eq!(listed.nodes.len(), 1);
     cb.submit_job(submit("shared", b"x")).await.unwrap();
     let again = ca.submit_job(submit("shared", b"x")).await.unwrap();

@@ -81,6 +81,12 @@ async fn the_contracts_quick_test_and_example_bodies_work_unchanged() {
         (status, &n["id"], &n["status"]),
         (200, &json!("node-1"), &json!("UP"))
     );
+    // Stats of an unknown node: 200 and not found, as the contract answers.
+    let (status, unknown) = app.get_json("/node/nope/stats").await;
+    assert_eq!(
+        (status, unknown),
+        (200, json!({"node_id": "nope", "found": false}))
+    );
     let (status, none) = app.get_json("/node/node-1/stats").await;
     assert_eq!(
         (status, none),
@@ -375,7 +381,13 @@ async fn placement_matches_an_independent_ring_and_moves_little() {
         assert_eq!(zones.len(), 3, "three zones for {key}: {got:?}");
         before.insert(key.clone(), placement(&app, key, 1).await);
     }
+    // Without `rf` the contract places 3 replicas.
+    for key in keys.iter().take(100) {
+        let (status, got) = app.get_json(&format!("/placement/{key}")).await;
+        assert_eq!((status, got), (200, json!(ring.place(key, 3))), "key {key}");
+    }
     // More replicas than zones: distinct nodes, zones first; more than nodes: every node once.
+
     let six = placement(&app, &keys[0], 6).await;
     assert_eq!(six, ring.place(&keys[0], 6));
     assert_eq!(six.iter().collect::<HashSet<_>>().len(), 6);
@@ -911,6 +923,16 @@ async fn bad_input_is_refused_with_what_to_fix() {
         .post_json(
             "/replica/mark_healed",
             json!({"hash": "h", "node_id": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"], &body["node_id"]),
+        (404, &json!("node not found"), &json!("nope"))
+    );
+    let (status, body) = app
+        .post_json(
+            "/node/nope/stats",
+            json!({"cpu_free": 0.1, "ram_free_mb": 1.0}),
         )
         .await;
     assert_eq!(
