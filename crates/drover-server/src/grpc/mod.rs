@@ -30,6 +30,9 @@ pub const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(2);
 /// capabilities, a job's payload).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// Idle time before the kernel probes a gRPC connection whose peer may be gone.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// The contract's service name, as the health service reports it.
 const ORCHESTRATOR: &str = "orchion.v1.Orchestrator";
 
@@ -127,7 +130,11 @@ pub async fn serve(
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // As the HTTP listeners: no Nagle delay on a stream's small frames (WatchNodes), and TCP
+    // keepalive so that the connection of an agent whose machine vanished is closed.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let probing = tokio::spawn(probe);
     let served = router
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

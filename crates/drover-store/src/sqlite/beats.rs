@@ -152,7 +152,10 @@ impl Beats {
     pub(super) fn take_for_flush(&self) -> HashMap<String, Beat> {
         let mut inner = self.lock();
         inner.flush_due = false;
-        std::mem::take(&mut inner.pending)
+        // The next flush will likely hold as many: sized for them at once, rather than grown
+        // through every power of two again on the heartbeat path.
+        let room = inner.pending.len();
+        std::mem::replace(&mut inner.pending, HashMap::with_capacity(room))
     }
 
     /// Puts back beats whose write failed, under any that arrived since (those are later).
