@@ -1,6 +1,7 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
 // the checkout, the right to mount a tmpfs, PostgreSQL's server binaries, network namespaces
-// with iptables), probed once when a test crate is built. Included by
+// with iptables, RabbitMQ's server, Python's grpcio and pika), probed once when a test crate is
+// built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
 // A missing part sets `cfg(missing_<part>)`, which tests turn into
@@ -13,11 +14,11 @@ use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
     "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
-    "grpcio",
+    "grpcio", "rabbitmq", "pika",
 ];
 
-/// The Python virtualenv with `grpcio` and `grpcio-tools` that `scripts/test` makes (or the
-/// one `DROVER_TEST_VENV` names): the independent gRPC client of the tests.
+/// The Python virtualenv with `grpcio`, `grpcio-tools` and `pika` that `scripts/test` makes (or
+/// the one `DROVER_TEST_VENV` names): the independent gRPC client and AMQP worker of the tests.
 fn test_venv() -> std::path::PathBuf {
     match std::env::var_os("DROVER_TEST_VENV") {
         Some(v) => v.into(),
@@ -88,6 +89,19 @@ fn present(part: &str, workspace: &Path) -> bool {
         "grpcio" => {
             let python = test_venv().join("bin/python");
             succeeds(&python.to_string_lossy(), &["-c", "import grpc, grpc_tools"])
+        }
+        // A private broker needs the server's programs (drover-amqptest finds them the same
+        // way); Debian puts them in /usr/sbin, off a non-root PATH, and the real scripts in
+        // /usr/lib/rabbitmq/bin.
+        "rabbitmq" => {
+            on_path("rabbitmq-server")
+                || Path::new("/usr/sbin/rabbitmq-server").is_file()
+                || Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").is_file()
+        }
+        // The AMQP client of the priority-router tests' independent worker.
+        "pika" => {
+            let python = test_venv().join("bin/python");
+            succeeds(&python.to_string_lossy(), &["-c", "import pika"])
         }
         _ => true,
     }
