@@ -1,8 +1,7 @@
-//! Marks the API tests whose outside parts (python3, PostgreSQL, Python's grpcio) are missing
-//! here as ignored (see
-//! `build/parts.rs`).
+//! Marks the API tests whose outside parts (python3, PostgreSQL, Python's grpcio, a RabbitMQ
+//! broker and Python's pika) are missing here as ignored (see `build/parts.rs`).
 include!("../../build/parts.rs");
 
 fn main() {
-    probe_parts(&["python3", "postgres", "grpcio"]);
+    probe_parts(&["python3", "postgres", "grpcio", "rabbitmq", "pika"]);
 }

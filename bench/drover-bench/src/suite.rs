@@ -41,6 +41,9 @@ pub enum Scenario {
     GrpcNodes,
     /// PostgreSQL replicas only: the leader killed, until a reaper runs on the new one.
     Failover,
+    /// The priority router in RabbitMQ mode: register → published with confirms, and end to
+    /// end with Python pika workers.
+    PriorityRouter,
 }
 
 impl Scenario {
@@ -56,11 +59,12 @@ impl Scenario {
             Scenario::Placement => "placement",
             Scenario::GrpcNodes => "grpc-nodes",
             Scenario::Failover => "failover",
+            Scenario::PriorityRouter => "priority-router",
         }
     }
 
     /// Every scenario on the embedded store (failover needs PostgreSQL replicas).
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::BurnDown,
         Scenario::StoreCeiling,
         Scenario::ContractExact,
@@ -70,6 +74,7 @@ impl Scenario {
         Scenario::Nodes,
         Scenario::Placement,
         Scenario::GrpcNodes,
+        Scenario::PriorityRouter,
     ];
 }
 
@@ -306,6 +311,7 @@ pub struct Sizes {
     pub nodes_secs: u64,
     pub nodes_interval: Duration,
     pub placement: scenarios::placement::PlacementSizes,
+    pub priority_jobs: u32,
 }
 
 impl Sizes {
@@ -327,6 +333,7 @@ impl Sizes {
                 requests: 2_000,
                 stats_secs: 5,
             },
+            priority_jobs: 50_000,
         };
         let mut s = if a.smoke {
             Sizes {
@@ -343,6 +350,7 @@ impl Sizes {
                     requests: 20,
                     stats_secs: 1,
                 },
+                priority_jobs: 300,
                 ..full
             }
         } else {
@@ -519,6 +527,10 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
             }
             Scenario::Placement => {
                 scenarios::placement::placement(&ctx, command(s, String::new()), sizes.placement)
+                    .await
+            }
+            Scenario::PriorityRouter => {
+                scenarios::priority::priority(&ctx, command(s, String::new()), sizes.priority_jobs)
                     .await
             }
             Scenario::Failover => {

@@ -523,6 +523,7 @@ pub struct RunnerList {
 }
 
 pub mod placement;
+pub mod priority;
 pub mod registry;
 pub mod session_runners;
 

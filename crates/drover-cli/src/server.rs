@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(
             served,
             [
-                (8080, Surface::ALL.to_vec()),
+                (8080, Surface::MAIN.to_vec()),
                 (3002, vec![Surface::Runners]),
                 (3001, vec![Surface::Runners]),
                 (9000, vec![Surface::Native, Surface::Runners]),

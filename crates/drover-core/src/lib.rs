@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod node;
 pub mod placement;
+pub mod priority;
 pub mod replicas;
 pub mod rules;
 pub mod run;

@@ -273,6 +273,52 @@ pub fn claim_grant(attempts_made: u32, timeout: Duration, now: Timestamp) -> Cla
     }
 }
 
+/// What claiming one named task does (a worker that a message broker handed the task to says
+/// it runs it now; see [`decide_task_claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskClaimDecision {
+    /// NEW, and the node may take it: a new attempt ([`claim_grant`]).
+    Claim,
+    /// The node holds it already: a repeat, nothing changes.
+    AlreadyHeld,
+    /// Another node holds it, or it finished: nothing changes.
+    Unavailable,
+    /// The node holds as many RUNNING tasks as its cap: nothing changes.
+    AtCapacity,
+    /// The node is DRAINING and takes no new work.
+    Draining,
+    /// The node is DOWN: it must heartbeat first.
+    NodeDown,
+}
+
+/// Whether `node` (of status `node_status`, holding `running` RUNNING tasks, at most
+/// `max_running` if it has a cap) may take the task whose status is `task` and whose holder is
+/// `holder`. A repeat by the holder is answered before anything else, so a worker that says
+/// "running" twice is never refused for the work it already has.
+pub fn decide_task_claim(
+    task: TaskStatus,
+    holder: Option<&str>,
+    node: &str,
+    node_status: NodeStatus,
+    running: u32,
+    max_running: Option<u32>,
+) -> TaskClaimDecision {
+    if task == TaskStatus::Running && holder == Some(node) {
+        return TaskClaimDecision::AlreadyHeld;
+    }
+    if task != TaskStatus::New {
+        return TaskClaimDecision::Unavailable;
+    }
+    match claim_access(node_status) {
+        ClaimAccess::NodeDown => TaskClaimDecision::NodeDown,
+        ClaimAccess::Nothing => TaskClaimDecision::Draining,
+        ClaimAccess::Claim if max_running.is_some_and(|cap| running >= cap) => {
+            TaskClaimDecision::AtCapacity
+        }
+        ClaimAccess::Claim => TaskClaimDecision::Claim,
+    }
+}
+
 /// What a cancel request does to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelDecision {
@@ -396,6 +442,41 @@ pub fn decide_report(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_named_task_is_claimed_only_when_new_by_a_node_with_room() {
+        use TaskClaimDecision as D;
+        let up = NodeStatus::Up;
+        let decide = |task, holder, status, running, cap| {
+            decide_task_claim(task, holder, "w1", status, running, cap)
+        };
+        assert_eq!(decide(TaskStatus::New, None, up, 0, None), D::Claim);
+        assert_eq!(decide(TaskStatus::New, None, up, 9, Some(10)), D::Claim);
+        assert_eq!(
+            decide(TaskStatus::New, None, up, 10, Some(10)),
+            D::AtCapacity
+        );
+        assert_eq!(
+            decide(TaskStatus::Running, Some("w1"), up, 10, Some(10)),
+            D::AlreadyHeld,
+            "a repeat is never refused for the work the node has"
+        );
+        assert_eq!(
+            decide(TaskStatus::Running, Some("w2"), up, 0, None),
+            D::Unavailable
+        );
+        for finished in [TaskStatus::Done, TaskStatus::Failed, TaskStatus::Cancelled] {
+            assert_eq!(decide(finished, Some("w1"), up, 0, None), D::Unavailable);
+        }
+        assert_eq!(
+            decide(TaskStatus::New, None, NodeStatus::Draining, 0, None),
+            D::Draining
+        );
+        assert_eq!(
+            decide(TaskStatus::New, None, NodeStatus::Down, 0, None),
+            D::NodeDown
+        );
+    }
+
     use super::*;
 
     fn running<'a>(node: &'a str, attempt: u32, max: u32) -> TaskView<'a> {

@@ -55,11 +55,11 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
-    /// A listener serving every surface (the default main listener).
+    /// A listener serving every surface that may share one (the default main listener).
     pub fn all(addr: SocketAddr) -> Self {
         ListenerConfig {
             addr,
-            surfaces: Surface::ALL.to_vec(),
+            surfaces: Surface::MAIN.to_vec(),
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_spots: Option<u64>,
     /// This replica's name and the leader's lease (`cluster.rs`).
     pub cluster: ClusterConfig,
+    /// The priority-queue contract: dispatch mode, worker timeout, compatibility.
+    pub priority: crate::priority::PriorityConfig,
 }
 
 /// How this replica takes part in electing the one that runs background work.
@@ -161,6 +163,7 @@ impl Default for ServerConfig {
             max_label_bytes: drover_core::rules::DEFAULT_MAX_LABEL_BYTES,
             max_spots: Some(drover_core::rules::DEFAULT_MAX_SPOTS),
             cluster: ClusterConfig::default(),
+            priority: crate::priority::PriorityConfig::default(),
         }
     }
 }

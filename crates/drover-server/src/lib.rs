@@ -9,15 +9,18 @@
 //! and runs it from already-bound listeners and one shutdown token that every listener and
 //! background worker obeys.
 
+pub mod amqp;
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod contract_jobs;
 pub mod extract;
 pub mod grpc;
 pub mod metrics;
 pub mod placement;
+pub mod priority;
 pub mod runners;
 pub mod serve;
 pub mod surfaces;
@@ -44,6 +47,9 @@ use tokio_util::sync::CancellationToken;
 /// How often the store is asked whether it has gone quiet with a log to fold in: cheap when it
 /// has not (a few atomic reads).
 const STORE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// How often the leader publishes what the dispatch outbox holds (RabbitMQ mode): a job waits
+/// at most about this long between its commit and its publication.
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
 /// What every handler and background worker gets: one shared [`AppParts`], so that handing it to
 /// a request (axum clones the state for every extractor and middleware) is one counter, not one
@@ -77,6 +83,10 @@ pub struct AppParts {
     pub wake: wake::Wake,
     /// This replica's id and role among the replicas of its store.
     pub cluster: cluster::Cluster,
+    /// The priority-queue contract's jobs and workers.
+    pub priority: Arc<priority::PriorityRouter>,
+    /// The outbox's publisher, in the priority contract's RabbitMQ mode.
+    pub publisher: Option<amqp::Publisher>,
 }
 
 impl AppState {
@@ -128,6 +138,16 @@ impl AppState {
         let fed = node_feed.clone();
         store.observe(move |events| fed.observe(events));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
+        let (priority, status_events) = priority::PriorityRouter::new(config.priority.clone());
+        let publisher = match (&config.priority.dispatch, status_events) {
+            (priority::Dispatch::Rabbitmq { url }, Some(events)) => Some(amqp::Publisher::new(
+                url.clone(),
+                store.dispatch.clone(),
+                clock.clone(),
+                events,
+            )),
+            _ => None,
+        };
         AppState(Arc::new(AppParts {
             store,
             config: Arc::new(config),
@@ -140,6 +160,8 @@ impl AppState {
             spot_credentials: Arc::default(),
             wake,
             cluster,
+            priority: Arc::new(priority),
+            publisher,
         }))
     }
 
@@ -223,6 +245,9 @@ impl AppState {
         if self.runners.enabled() {
             schedule.push(("runner-reaper", config.runners.cleanup_interval));
         }
+        if self.publisher.is_some() {
+            schedule.push(("amqp-publisher", PUBLISH_EVERY));
+        }
         schedule
     }
 
@@ -273,6 +298,13 @@ impl AppState {
             handles.push(self.spawn_worker(
                 self.led(self.runner_worker(), epoch),
                 config.runners.cleanup_interval,
+                stop,
+            ));
+        }
+        if let Some(publisher) = &self.publisher {
+            handles.push(self.spawn_worker(
+                self.led(publisher.clone(), epoch),
+                PUBLISH_EVERY,
                 stop,
             ));
         }

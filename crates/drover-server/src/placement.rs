@@ -302,6 +302,7 @@ impl PlacementService {
             },
             capacity_gb: Some(node.capacity_gb),
             liveness: Liveness::Stats,
+            silence_timeout: None,
         };
         let now = self.clock.now();
         self.store.nodes.put_node(named, max, now).await?;

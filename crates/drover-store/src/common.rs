@@ -290,3 +290,37 @@ pub(crate) fn silence_error(
         holder.unwrap_or("?")
     )
 }
+
+/// The instant before which a node's last heartbeat must lie for the heartbeat silence check
+/// to judge it silent: `cutoff` (the spot timeout before `now`), or, for a node that may stay
+/// silent longer (its own `silence_timeout`), its own timeout before `now`. A timeout of its
+/// own only ever lengthens the spot timeout, so the check's candidates (found by `cutoff`)
+/// hold every node it may mark DOWN. Whether the node is silent is still
+/// `drover_core::node::goes_down`'s answer, given this instant.
+pub(crate) fn silence_cutoff(
+    cutoff: Timestamp,
+    now: Timestamp,
+    own: Option<std::time::Duration>,
+) -> Timestamp {
+    match own {
+        None => cutoff,
+        // A timeout too long to subtract means the node is never silent.
+        Some(own) => chrono::Duration::from_std(own)
+            .ok()
+            .and_then(|own| now.checked_sub_signed(own))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+            .min(cutoff),
+    }
+}
+
+/// A node's own silence timeout as stored (milliseconds), or `None` for the spot timeout.
+pub(crate) fn silence_ms(own: Option<std::time::Duration>) -> Option<i64> {
+    own.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A stored silence timeout (milliseconds) as a duration; a negative one (a hand edit) counts
+/// as none.
+pub(crate) fn silence_of(ms: Option<i64>) -> Option<std::time::Duration> {
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .map(std::time::Duration::from_millis)
+}

@@ -15,9 +15,10 @@
 
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
-    ClusterStore, CountMismatch, JobStore, NamedNode, NewJob, NewNode, NewRunner, NodeStore,
-    NodesDown, Overview, Page, Paged, PlacementNode, PlacementStore, Released, Report, Reservation,
-    Result, RunnerStore, StoreError, StoreOps, StoredObject, Stores, WriteStats,
+    ClusterStore, CountMismatch, DispatchStore, JobStore, NamedNode, NewJob, NewNode, NewRunner,
+    NodeStore, NodesDown, Overview, Page, Paged, PlacementNode, PlacementStore, Publication,
+    Published, Released, Report, Reservation, Result, Route, RunnerStore, StoreError, StoreOps,
+    StoredObject, Stores, TaskClaim, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
@@ -340,6 +341,52 @@ impl JobStore for Faulty {
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>> {
         let inner = self.inner.jobs.release_expired_tasks(now);
         self.faults.write("release_expired_tasks", inner).await
+    }
+
+    async fn claim_task(
+        &self,
+        task_id: &str,
+        node_id: &str,
+        max_running: Option<u32>,
+        now: Timestamp,
+    ) -> Result<TaskClaim> {
+        let inner = self
+            .inner
+            .jobs
+            .claim_task(task_id, node_id, max_running, now);
+        self.faults.write("claim_task", inner).await
+    }
+}
+
+#[async_trait]
+impl DispatchStore for Faulty {
+    async fn create_dispatched_job(
+        &self,
+        job: NewJob,
+        sweep: Sweep,
+        route: Route,
+        now: Timestamp,
+    ) -> Result<Job> {
+        let inner = self
+            .inner
+            .dispatch
+            .create_dispatched_job(job, sweep, route, now);
+        self.faults.write("create_dispatched_job", inner).await
+    }
+
+    async fn due_publications(&self, limit: u32) -> Result<Vec<Publication>> {
+        let inner = self.inner.dispatch.due_publications(limit);
+        self.faults.read("due_publications", inner).await
+    }
+
+    async fn mark_published(&self, done: Vec<Published>, now: Timestamp) -> Result<()> {
+        let inner = self.inner.dispatch.mark_published(done, now);
+        self.faults.write("mark_published", inner).await
+    }
+
+    async fn unpublished_counts(&self) -> Result<Vec<(String, u64)>> {
+        let inner = self.inner.dispatch.unpublished_counts();
+        self.faults.read("unpublished_counts", inner).await
     }
 }
 

@@ -3,6 +3,7 @@
 //! This crate owns the store traits, one per aggregate ([`JobStore`] for jobs and the task
 //! lifecycle, [`NodeStore`] for the node registry, [`RunnerStore`] for session runners,
 //! [`PlacementStore`] for the placement contract's stats, weights, objects and replicas,
+//! [`DispatchStore`] for the outbox of jobs dispatched through a message broker,
 //! [`StoreOps`] for health and operations, [`ClusterStore`] for the replicas' lease and
 //! members), the [`Stores`] that holds one of each, [`open`], and the backends (SQLite,
 //! embedded; PostgreSQL, shared by several replicas; each passes the same conformance suite,
@@ -85,6 +86,64 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Takes back RUNNING tasks whose lease ended before `now` (retry rule applies).
     async fn release_expired_tasks(&self, now: Timestamp) -> Result<Vec<Released>>;
+
+    /// Hands the one task `task_id` to `node_id`, as [`JobStore::claim`] would hand it, for a
+    /// worker that was given the task by someone else (a message broker) and says it runs it
+    /// now. The decision is `drover_core::lifecycle::decide_task_claim`: a NEW task is claimed
+    /// (a new attempt and its lease) unless the node is DOWN ([`StoreError::NodeDown`]),
+    /// DRAINING, or already holds `max_running` RUNNING tasks (`None`: no cap); a task this node
+    /// holds already is left as it is; a task held by another node or finished is left as it
+    /// is. Unknown task or node: [`StoreError::NotFound`] (kinds `"task"` and `"spot"`).
+    ///
+    /// A claimed task is then like any other: its holder reports it ([`JobStore::report`],
+    /// with or without the attempt), and the reapers take it back when its lease ends or its
+    /// node goes silent. Claims of named tasks for one node are counted against its cap one
+    /// after the other, so concurrent calls never take it past the cap.
+    async fn claim_task(
+        &self,
+        task_id: &str,
+        node_id: &str,
+        max_running: Option<u32>,
+        now: Timestamp,
+    ) -> Result<TaskClaim>;
+}
+
+/// Jobs whose tasks go out through a message broker (the priority contract's RabbitMQ mode):
+/// a transactional outbox. What must be published is recorded in the transaction that makes
+/// it due (the job's creation; a task going back to NEW is due again by its own row), and a
+/// publisher marks it published only once the broker confirmed it, so a crash or a broker
+/// outage loses nothing and at worst publishes a task twice.
+#[async_trait]
+pub trait DispatchStore: Send + Sync + 'static {
+    /// Creates the job as [`JobStore::create_job`] does and, in the same transaction, records
+    /// that each of its tasks is published to `route` whenever it is NEW and not yet published
+    /// for its current number of attempts. Every task gets its row at once, whatever the
+    /// job's kind (the outbox's rows refer to them): dispatched jobs are small explicit lists.
+    async fn create_dispatched_job(
+        &self,
+        job: NewJob,
+        sweep: Sweep,
+        route: Route,
+        now: Timestamp,
+    ) -> Result<Job>;
+
+    /// Up to `limit` publications due: tasks of dispatched jobs that are NEW and were never
+    /// published, first, in the order their tasks were made; then those published for fewer
+    /// attempts than they have now (taken back from a worker, or failed and retried), in the
+    /// same order. Never a task that is not NEW. Reading them changes nothing, so a publisher
+    /// that dies before the broker confirms leaves them due.
+    async fn due_publications(&self, limit: u32) -> Result<Vec<Publication>>;
+
+    /// Records that the broker confirmed these: each task is published for the attempts it
+    /// had when it was read (a later release makes it due again); a confirmation never lowers
+    /// what a task was published for, so a late one of an older read hides no newer release.
+    /// A task that is not dispatched is passed over. Rows of finished tasks (all of them, not
+    /// only those named) are closed here too, so that finding what is due stays cheap however
+    /// many jobs were made.
+    async fn mark_published(&self, done: Vec<Published>, now: Timestamp) -> Result<()>;
+
+    /// How many publications are due now, by route queue (for metrics).
+    async fn unpublished_counts(&self) -> Result<Vec<(String, u64)>>;
 }
 
 /// The node registry.
@@ -95,8 +154,8 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn register_node(&self, new: NewNode, max: Option<u64>, at: Timestamp) -> Result<Node>;
 
     /// Registers `node` under its own id, UP, or replaces what is known of a node with that id
-    /// (a DOWN node comes back UP). Registration is a sign of life. A new id is refused when
-    /// the registry holds `max` nodes already.
+    /// (a DOWN node comes back UP), its silence timeout included. Registration is a sign of
+    /// life. A new id is refused when the registry holds `max` nodes already.
     async fn put_node(&self, node: NamedNode, max: Option<u64>, now: Timestamp) -> Result<()>;
 
     /// Replaces a node's labels and declared capacity (the node-registry contract's
@@ -136,7 +195,10 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn list_nodes_page(&self, page: Page) -> Result<Paged<Node>>;
 
     /// Marks nodes whose last heartbeat is older than `cutoff` DOWN and takes back their tasks
-    /// (retry rule applies), in the same transaction.
+    /// (retry rule applies), in the same transaction. `now - cutoff` is the spot timeout; a
+    /// node registered with a longer silence timeout of its own
+    /// ([`NamedNode::silence_timeout`]) is DOWN only once its last heartbeat is older than
+    /// that timeout before `now`.
     async fn mark_silent_nodes_down(&self, cutoff: Timestamp, now: Timestamp) -> Result<NodesDown>;
 
     /// [`NodeStore::mark_silent_nodes_down`] for the nodes whose signs of life are stats
@@ -311,6 +373,8 @@ pub struct Stores {
     pub nodes: Arc<dyn NodeStore>,
     pub runners: Arc<dyn RunnerStore>,
     pub placement: Arc<dyn PlacementStore>,
+    /// The outbox of jobs dispatched through a message broker.
+    pub dispatch: Arc<dyn DispatchStore>,
     pub ops: Arc<dyn StoreOps>,
     /// The replicas' shared records: the leader's lease, members, background actions.
     pub cluster: Arc<dyn ClusterStore>,
@@ -322,10 +386,18 @@ impl Stores {
     /// (the same registry the backend's write path notifies).
     pub fn from_backend<B>(backend: B, observers: Arc<EventObservers>) -> Stores
     where
-        B: JobStore + NodeStore + RunnerStore + PlacementStore + StoreOps + ClusterStore + Clone,
+        B: JobStore
+            + NodeStore
+            + RunnerStore
+            + PlacementStore
+            + DispatchStore
+            + StoreOps
+            + ClusterStore
+            + Clone,
     {
         Stores {
             jobs: Arc::new(backend.clone()),
+            dispatch: Arc::new(backend.clone()),
             nodes: Arc::new(backend.clone()),
             runners: Arc::new(backend.clone()),
             placement: Arc::new(backend.clone()),

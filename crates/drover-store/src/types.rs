@@ -1,6 +1,6 @@
 //! Inputs and outputs of the store traits' calls that are not domain entities themselves.
 
-use drover_core::{NodeInfo, ReportKind, TaskStatus};
+use drover_core::{ClaimedTask, NodeInfo, ReportKind, Task, TaskStatus, Timestamp};
 use std::time::Duration;
 
 /// A job to create; its tasks, and the spec it keeps, come from the sweep passed beside it.
@@ -137,6 +137,12 @@ pub struct NamedNode {
     /// Its capacity for placement, in GB; `None` counts as [`DEFAULT_CAPACITY_GB`].
     pub capacity_gb: Option<u64>,
     pub liveness: Liveness,
+    /// How long this node may stay silent before it is DOWN, when it heartbeats more slowly
+    /// than the server's spot timeout assumes (the priority contract's workers, every 10 s);
+    /// `None` for the spot timeout. It only ever lengthens the spot timeout: a value below it
+    /// counts as the spot timeout. Only the heartbeat silence check reads it (a node judged by
+    /// its stats reports keeps the stats timeout); registering the node again replaces it.
+    pub silence_timeout: Option<std::time::Duration>,
 }
 
 /// What a node sends to show it is alive, which decides which silence check judges it.
@@ -178,4 +184,43 @@ pub struct StoredObject {
     /// Its replica records in the order they were made.
     pub replicas: Vec<(String, drover_core::replicas::ReplicaState)>,
     pub registered_at: drover_core::Timestamp,
+}
+
+/// What [`JobStore::claim_task`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskClaim {
+    /// The task was NEW and is now RUNNING under the node: a new attempt with its lease.
+    Claimed(ClaimedTask),
+    /// The node holds this task already (this attempt): nothing changed.
+    AlreadyHeld { attempt: u32 },
+    /// Another node holds the task, or it finished: nothing changed. The task as it stands.
+    Unavailable(Box<Task>),
+    /// The node holds `running` tasks already, as many as its cap: nothing changed.
+    AtCapacity { running: u32 },
+    /// The node is DRAINING: it takes no new work; nothing changed.
+    Draining,
+}
+
+/// Where a dispatched job's tasks are published: a queue (the routing key on the broker's
+/// exchange) and the message priority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub queue: String,
+    pub priority: u8,
+}
+
+/// A task due for publication, as it stands, and where it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub task: Task,
+    pub route: Route,
+    /// When its job was made (the message carries it).
+    pub job_created_at: Timestamp,
+}
+
+/// A publication the broker confirmed: the task and the attempts it had when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub task_id: String,
+    pub attempts: u32,
 }

@@ -1,6 +1,6 @@
-//! Property test of the task lifecycle through a real store: random sequences of claims,
-//! reports (some repeated, some from the wrong node), clock advances, reaper steps, heartbeats
-//! and a cancellation, checked after every step against the invariants of DESIGN.md section 1:
+//! Property test of the task lifecycle through a real store: random sequences of claims (of the
+//! best tasks, and of named tasks under a cap), reports (some repeated, some from the wrong
+//! node), clock advances, reaper steps, heartbeats and a cancellation, checked after every step against the invariants of DESIGN.md section 1:
 //!
 //! 1. a task is held by at most one node, a claim never hands out a held task, and a report is
 //!    accepted only from the current holder (fencing);
@@ -15,7 +15,7 @@ use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{
     NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult, TaskStatus, Timestamp,
 };
-use drover_store::{NewJob, Page, Report, SqliteStore, Stores};
+use drover_store::{NewJob, Page, Report, SqliteStore, StoreError, Stores, TaskClaim};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +28,11 @@ enum Op {
     Claim {
         node: usize,
         max: u32,
+    },
+    ClaimTask {
+        node: usize,
+        task: usize,
+        cap: Option<u32>,
     },
     Complete {
         node: usize,
@@ -55,6 +60,8 @@ fn op() -> impl Strategy<Value = Op> {
     let task = 0..TASKS as usize;
     prop_oneof![
         4 => (node.clone(), 1..4u32).prop_map(|(node, max)| Op::Claim { node, max }),
+        3 => (node.clone(), task.clone(), proptest::option::of(0..3u32))
+            .prop_map(|(node, task, cap)| Op::ClaimTask { node, task, cap }),
         4 => (node.clone(), task.clone()).prop_map(|(node, task)| Op::Complete { node, task }),
         3 => (node.clone(), task, any::<bool>()).prop_map(|(node, task, retriable)| Op::Fail { node, task, retriable }),
         2 => Just(Op::RepeatLastReport),
@@ -140,6 +147,36 @@ async fn run(ops: Vec<Op>) {
                         );
                         model.holder.insert(c.id, (node, c.attempt));
                     }
+                }
+            }
+            Op::ClaimTask { node, task, cap } => {
+                let id = &tasks[task];
+                let held = model.holder.get(id).copied();
+                let running = model.holder.values().filter(|(n, _)| *n == node).count() as u32;
+                match store.jobs.claim_task(id, &nodes[node], cap, now).await {
+                    Ok(TaskClaim::Claimed(c)) => {
+                        assert_eq!(held, None, "task {id} handed out while still held");
+                        assert!(cap.is_none_or(|cap| running < cap), "a cap was passed");
+                        model.holder.insert(c.id, (node, c.attempt));
+                    }
+                    Ok(TaskClaim::AlreadyHeld { attempt }) => {
+                        assert_eq!(held, Some((node, attempt)));
+                    }
+                    Ok(TaskClaim::Unavailable(t)) => {
+                        assert!(
+                            held.is_some_and(|(n, _)| n != node) || t.status.is_terminal(),
+                            "{t:?} refused to {node} while it holds {held:?}"
+                        );
+                    }
+                    Ok(TaskClaim::AtCapacity { running: counted }) => {
+                        // Claims of the best tasks know no cap: a node may hold more.
+                        assert_eq!(held, None);
+                        assert!(cap.is_some_and(|cap| counted >= cap));
+                        assert_eq!(counted, running);
+                    }
+                    Ok(TaskClaim::Draining) => panic!("no node is draining"),
+                    Err(StoreError::NodeDown(_)) => assert_eq!(held, None),
+                    Err(e) => panic!("{e}"),
                 }
             }
             Op::Complete { node, task } | Op::Fail { node, task, .. } => {

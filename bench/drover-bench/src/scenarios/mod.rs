@@ -10,4 +10,5 @@ pub mod grpc_nodes;
 pub mod latency;
 pub mod nodes;
 pub mod placement;
+pub mod priority;
 pub mod sweep;

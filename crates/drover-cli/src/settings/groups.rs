@@ -580,3 +580,76 @@ impl LimitSettings {
         }
     }
 }
+
+/// How jobs of the priority-queue contract reach its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchMode {
+    /// Workers pull from the store by priority (drover agents); no broker.
+    Native,
+    /// Each job is published to its class's RabbitMQ queue (`--amqp-url`), which the
+    /// contract's own workers consume.
+    Rabbitmq,
+}
+
+/// The priority-queue contract (`/api/jobs/*`, its workers' heartbeats and RabbitMQ queues).
+#[derive(Debug, Default, Args, Deserialize, Merge)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct PrioritySettings {
+    /// How its jobs reach workers: native (workers pull from drover by priority) or rabbitmq
+    /// (published to job.high, job.medium, job.low through a transactional outbox with
+    /// publisher confirms) [default: native].
+    #[arg(long, env = "DROVER_DISPATCH", value_name = "MODE")]
+    pub dispatch: Option<DispatchMode>,
+
+    /// The RabbitMQ broker of --dispatch rabbitmq, e.g. amqp://user:password@host:5672/%2f
+    /// [alias: RABBITMQ_URL].
+    #[arg(long, env = "DROVER_AMQP_URL", value_name = "URL")]
+    pub amqp_url: Option<String>,
+
+    /// How long one of its workers may stay silent before it is DOWN and its running jobs are
+    /// requeued (its workers heartbeat every 10 s); never shorter than --spot-timeout
+    /// [default: 30s].
+    #[arg(long, env = "DROVER_WORKER_TIMEOUT", value_name = "DURATION")]
+    pub worker_timeout: Option<Span>,
+
+    /// Answer a status update for an unknown job with 200 `{"status":"updated"}`, as the
+    /// original server does, instead of 404 `job_not_found`.
+    #[arg(long, env = "DROVER_LENIENT_UNKNOWN_JOBS")]
+    #[merge(strategy = merge::bool::overwrite_false)]
+    pub lenient_unknown_jobs: bool,
+}
+
+impl PrioritySettings {
+    pub(super) fn fill_aliases(&mut self) -> Result<(), SettingsError> {
+        alias::fill(&mut self.amqp_url, "RABBITMQ_URL")
+    }
+
+    /// The contract's configuration; rabbitmq without a broker URL is refused.
+    pub fn config(&self) -> Result<drover_server::priority::PriorityConfig, SettingsError> {
+        use drover_server::priority::{Dispatch, PriorityConfig};
+        let d = PriorityConfig::default();
+        let dispatch = match (
+            self.dispatch.unwrap_or(DispatchMode::Native),
+            &self.amqp_url,
+        ) {
+            (DispatchMode::Native, _) => Dispatch::Native,
+            (DispatchMode::Rabbitmq, Some(url)) if !url.trim().is_empty() => {
+                Dispatch::Rabbitmq { url: url.clone() }
+            }
+            (DispatchMode::Rabbitmq, _) => {
+                return Err(SettingsError::Invalid(
+                    "--dispatch rabbitmq needs the broker's address: set --amqp-url (or \
+                     DROVER_AMQP_URL), e.g. amqp://guest:guest@127.0.0.1:5672/%2f"
+                        .into(),
+                ));
+            }
+        };
+        Ok(PriorityConfig {
+            dispatch,
+            lenient_unknown_jobs: self.lenient_unknown_jobs,
+            worker_timeout: self.worker_timeout.map_or(d.worker_timeout, |Span(s)| s),
+        })
+    }
+}

@@ -16,8 +16,8 @@ use crate::process::LogFormat;
 use clap::Args;
 use drover_server::{AppConfig, ServerConfig, Surface};
 use groups::{
-    AuthSettings, ClusterSettings, LimitSettings, ListenSettings, LogSettings, StoreSettings,
-    TaskSettings, TlsSettings,
+    AuthSettings, ClusterSettings, LimitSettings, ListenSettings, LogSettings, PrioritySettings,
+    StoreSettings, TaskSettings, TlsSettings,
 };
 use merge::Merge;
 use runners::RunnerSettings;
@@ -71,6 +71,8 @@ pub struct ServerSettings {
     pub limits: LimitSettings,
     #[command(flatten)]
     pub cluster: ClusterSettings,
+    #[command(flatten)]
+    pub priority: PrioritySettings,
 }
 
 /// The settings after merging every source and applying the defaults: the server's
@@ -105,6 +107,7 @@ impl ServerSettings {
         self.store.fill_aliases()?;
         self.auth.fill_aliases()?;
         self.tasks.fill_aliases()?;
+        self.priority.fill_aliases()?;
         self.runners.fill_aliases()
     }
 
@@ -133,6 +136,7 @@ impl ServerSettings {
             logging: take_group(&mut table).map_err(in_file)?,
             limits: take_group(&mut table).map_err(in_file)?,
             cluster: take_group(&mut table).map_err(in_file)?,
+            priority: take_group(&mut table).map_err(in_file)?,
             runners,
         };
         if let Some(key) = table.keys().next() {
@@ -151,6 +155,7 @@ impl ServerSettings {
             runners: runners.config,
             min_free_disk: self.store.min_free_disk(),
             cluster: self.cluster.config(),
+            priority: self.priority.config()?,
             ..self.tasks.server_config(&self.auth)
         });
         // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.

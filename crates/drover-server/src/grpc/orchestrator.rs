@@ -11,7 +11,7 @@
 //! finds it on any replica.
 
 use crate::AppState;
-use drover_core::sweep::{SizeLimits, Sweep, SweepSpec};
+use crate::contract_jobs::{self, SubmitError, Submitted};
 use drover_core::{Capacity, NodeInfo, NodeStats, NodeStatus, Task, TaskStatus};
 use drover_proto::orchion::v1 as pb;
 use drover_store::{Liveness, NamedNode, NewJob, StoreError};
@@ -180,6 +180,7 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
             },
             capacity_gb: None,
             liveness: Liveness::Heartbeats,
+            silence_timeout: None,
         };
         let (app, now) = (&self.app, self.app.clock.now());
         (app.store.nodes)
@@ -237,42 +238,30 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let r = request.into_inner();
         let job_id = required_id(&r.job_id, "job_id")?.to_string();
-        let id = drover_job_id(&job_id);
         let payload = job_payload(&job_id, r.job_type(), &r.payload);
         let app = &self.app;
-        // A job already submitted under this id answers as it stands, if it is the same job.
-        if let Some(status) = self.existing(&id, &payload).await? {
-            return Ok(Response::new(pb::SubmitJobResponse { job_id, status }));
-        }
         let job = NewJob {
-            id: Some(id.clone()),
+            id: Some(drover_job_id(&job_id)),
             name: Some(job_id.clone()),
             priority: 0,
             max_attempts: app.config.default_max_attempts,
             task_timeout: app.config.default_task_timeout,
             run: None,
         };
-        let spec = SweepSpec {
-            tasks: Some(vec![payload.clone()]),
-            ..Default::default()
+        let status = match contract_jobs::submit(app, job, payload, None).await {
+            Ok(Submitted::Created) => pb::JobStatus::Pending,
+            Ok(Submitted::Existing(task)) => job_status(&task).0,
+            Err(SubmitError::Conflict) => {
+                return Err(Status::already_exists(
+                    "a different job was already submitted with this job_id",
+                ));
+            }
+            Err(SubmitError::Invalid(m)) => return Err(Status::invalid_argument(m)),
+            Err(SubmitError::Store(e)) => return Err(status_of(e)),
         };
-        let sweep = Sweep::new(spec, 1).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        sweep
-            .check_size(SizeLimits {
-                task_payload_bytes: app.config.max_task_payload_bytes,
-                job_bytes: app.config.max_job_bytes,
-            })
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Err(e) = app.store.jobs.create_job(job, sweep, app.clock.now()).await {
-            // Another replica may have made it meanwhile: then it answers as above.
-            return match self.existing(&id, &payload).await? {
-                Some(status) => Ok(Response::new(pb::SubmitJobResponse { job_id, status })),
-                None => Err(status_of(e)),
-            };
-        }
         Ok(Response::new(pb::SubmitJobResponse {
             job_id,
-            status: pb::JobStatus::Pending.into(),
+            status: status.into(),
         }))
     }
 
@@ -299,40 +288,15 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
 impl Orchestrator {
     /// The one task of the drover job `id`, or `None` when there is no such job.
     async fn task_of(&self, id: &str) -> Result<Option<Task>, Status> {
-        let task_id = drover_core::ids::sweep_task_id(id, 0);
-        match self.app.store.jobs.get_task(&task_id).await {
-            Ok(t) => Ok(Some(t)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(status_of(e)),
-        }
-    }
-
-    /// The status of a job already submitted as drover job `id`, if there is one and it carries
-    /// `payload`; `ALREADY_EXISTS` if it carries another.
-    async fn existing(
-        &self,
-        id: &str,
-        payload: &Map<String, Value>,
-    ) -> Result<Option<i32>, Status> {
-        let Some(task) = self.task_of(id).await? else {
-            return Ok(None);
-        };
-        if &task.payload != payload {
-            return Err(Status::already_exists(
-                "a different job was already submitted with this job_id",
-            ));
-        }
-        Ok(Some(job_status(&task).0.into()))
+        contract_jobs::task_of(&self.app, id)
+            .await
+            .map_err(status_of)
     }
 }
 
-/// The drover job that stands for the contract's job `job_id`: an id derived from it alone,
-/// so every replica finds the same job for a second submit or a status query.
+/// The drover job that stands for the contract's job `job_id` (`contract_jobs`).
 fn drover_job_id(job_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("orchion.v1 job {job_id}").as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("job-{hex}")
+    contract_jobs::drover_job_id("orchion.v1", job_id)
 }
 
 /// The payload of the task that carries a contract job: its id, its type's name and its

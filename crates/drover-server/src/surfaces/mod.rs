@@ -3,12 +3,15 @@
 //! A surface is one module with its routes, its wire types and one mapping of its errors to
 //! status and body: `native` (the batch-coordinator contract, drover's own API),
 //! `session_runners` (the session-runners contract), `placement` (the placement-coordinator
-//! contract) and `registry` (the node-registry contract's HTTP route). [`Surface`] names them for configuration; [`router`] mounts any set of them on
+//! contract), `registry` (the node-registry contract's HTTP route), `priority` (the
+//! priority-queue contract) and `prometheus` (a metrics listener of its own). [`Surface`] names them for configuration; [`router`] mounts any set of them on
 //! one listener with the shared plumbing (fallbacks, body limit, request tracing). Surfaces translate; they decide nothing (the core and the services
 //! do) and hold no SQL.
 
 pub mod native;
 pub mod placement;
+pub mod priority;
+pub mod prometheus;
 pub mod registry;
 pub mod session_runners;
 
@@ -39,14 +42,33 @@ pub enum Surface {
     /// The node-registry contract's HTTP route for its dashboard: `/api/nodes` (its gRPC API
     /// has a listener of its own, `grpc/`).
     Registry,
+    /// The priority-queue contract: `/api/jobs/*`, `/api/workers/heartbeat`, `/api/health`,
+    /// `/api/raft/status`, `/api/cluster/status`, `/api/metrics` (its clients expect port 8081).
+    Priority,
+    /// A metrics listener as the priority contract's (port 9101): `/metrics` (Prometheus text)
+    /// and `/health`. Its paths are other surfaces' too, so it is served only on a listener of
+    /// its own (`--listen metrics=127.0.0.1:9101`), never on the main one.
+    Metrics,
 }
 
 impl Surface {
+    /// Every surface, by name.
     pub const ALL: &'static [Surface] = &[
         Surface::Native,
         Surface::Runners,
         Surface::Placement,
         Surface::Registry,
+        Surface::Priority,
+        Surface::Metrics,
+    ];
+
+    /// What the main listener serves: every surface whose paths are its own.
+    pub const MAIN: &'static [Surface] = &[
+        Surface::Native,
+        Surface::Runners,
+        Surface::Placement,
+        Surface::Registry,
+        Surface::Priority,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +77,8 @@ impl Surface {
             Surface::Runners => "runners",
             Surface::Placement => "placement",
             Surface::Registry => "registry",
+            Surface::Priority => "priority",
+            Surface::Metrics => "metrics",
         }
     }
 
@@ -65,6 +89,8 @@ impl Surface {
             Surface::Runners => session_runners::routes(state),
             Surface::Placement => placement::routes(state),
             Surface::Registry => registry::routes(state),
+            Surface::Priority => priority::routes(state),
+            Surface::Metrics => prometheus::routes(state),
         }
     }
 }

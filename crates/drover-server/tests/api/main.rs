@@ -15,6 +15,8 @@ mod limits;
 mod listeners;
 mod long_poll;
 mod placement;
+mod priority;
+mod priority_amqp;
 mod reapers;
 mod reliability;
 mod runners;

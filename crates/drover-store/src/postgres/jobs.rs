@@ -11,8 +11,11 @@
 //! takes stored NEW tasks `FOR UPDATE SKIP LOCKED` (two claims never wait for each other over a
 //! task, and never get the same one), then locks the jobs it may touch (their `materialised`
 //! count is read under the lock and moved before the commit, so no two claims make the same
-//! task's row); a report batch locks its tasks in id order; a cancel locks its job first. Job
-//! rows are locked in id order by every call that locks several. A deadlock between two calls
+//! task's row); a report batch locks its tasks in id order; a cancel locks its job first; a
+//! claim of one named task (`claim_task`) locks its node for update (so that such claims of
+//! one node are counted against its cap one after another), then the task's row, then its
+//! job, in the order of a claim. Job rows are locked in id order by every call that locks
+//! several. A deadlock between two calls
 //! that still lock in different orders is broken by PostgreSQL and the loser is run again by
 //! the write path.
 //!
@@ -25,13 +28,14 @@
 use super::PgStore;
 use super::group::joins_group;
 use super::rows::{self, TaskHead, at};
-use super::write::{Params, R, Tx, exec, on_generic_plans, row, row_opt, rows as all};
+use super::write::{Params, PgErr, R, Tx, exec, on_generic_plans, row, row_opt, rows as all};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
-use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
+use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError, TaskClaim};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use drover_core::lifecycle::{
-    self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskView,
+    self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskClaimDecision,
+    TaskView,
 };
 use drover_core::{
     ClaimedTask, Event, Job, JobStatus, NodeStatus, ReportKind, ReportOutcome, Task, TaskStatus,
@@ -690,6 +694,228 @@ struct HeldCompletes<'a> {
     output: Vec<Option<&'a str>>,
 }
 
+/// Takes the stored NEW task `t` for `node_id` (its row locked by the caller): its next
+/// attempt and lease as `lifecycle::claim_grant` gives them, counted in `deltas` and added to
+/// `taken`, which [`write_taken`] writes with the call's other claims. The task's fields move
+/// out into the answer; its event is the caller's ([`claimed_event`]).
+fn take_stored<'a>(
+    t: &mut rows::Claimable,
+    node_id: &'a str,
+    now: Timestamp,
+    taken: &mut TakenRows<'a>,
+    deltas: &mut Deltas,
+) -> ClaimedTask {
+    // A negative timeout can only come from a hand edit; it leases for no time.
+    let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
+    let grant = lifecycle::claim_grant(t.attempt, timeout, now);
+    let lease = at(grant.lease_expires_at);
+    taken.seq.push(t.seq);
+    taken.node.push(node_id);
+    taken.attempt.push(i64::from(grant.attempt));
+    taken.lease.push(lease);
+    let delta = deltas.of(&t.job_id);
+    delta.moved(TaskStatus::New, TaskStatus::Running);
+    delta.claimed = true;
+    ClaimedTask {
+        id: std::mem::take(&mut t.id),
+        job_id: std::mem::take(&mut t.job_id),
+        attempt: grant.attempt,
+        payload: std::mem::take(&mut t.payload),
+        lease_expires_at: lease,
+    }
+}
+
+/// Writes the stored tasks a call took ([`take_stored`]): each task RUNNING and its new
+/// attempt's record, in one statement.
+async fn write_taken(tx: &Tx<'_>, taken: &TakenRows<'_>, now: Timestamp) -> R<()> {
+    if taken.seq.is_empty() {
+        return Ok(());
+    }
+    exec(
+        &**tx,
+        "WITH taken AS (
+             UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
+                 started_at = $2, lease_expires_at = u.lease, updated_at = $2
+             FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
+                 AS u (seq, attempt, lease, node)
+             WHERE t.seq = u.seq
+             RETURNING t.seq, t.attempt, t.id, t.assigned_to)
+         INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
+         SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken",
+        &[&taken.node, &now, &taken.seq, &taken.attempt, &taken.lease],
+    )
+    .await
+    .map(drop)
+}
+
+/// Records the claim of `task` by `node_id` as an event of the write.
+fn claimed_event(tx: &Tx<'_>, task: &ClaimedTask, node_id: &str) {
+    tx.emit(Event::TaskClaimed {
+        task_id: task.id.clone(),
+        job_id: task.job_id.clone(),
+        node_id: node_id.to_string(),
+        attempt: task.attempt,
+    });
+}
+
+/// A task by id, with or without its row, as [`JobStore::get_task`] answers it.
+async fn task_by_id<C: GenericClient>(c: &C, sweeps: &SweepCache, id: &str) -> R<Task> {
+    let found = row_opt(
+        c,
+        &format!("SELECT {} FROM tasks WHERE id = $1", rows::TASK_COLUMNS),
+        &[&id],
+    )
+    .await?;
+    if let Some(r) = found {
+        return rows::task(&r);
+    }
+    let (job, index) = unclaimed_by_id(c, id)
+        .await?
+        .ok_or_else(|| StoreError::not_found("task", id))?;
+    let payload = sweep_of(sweeps, c, &job).await?.payload(index);
+    Ok(common::unclaimed_task(&job, payload, index))
+}
+
+/// What a claim of one named task found: its row (locked), or the job and index of a task of
+/// a sweep that has none yet.
+enum Named {
+    Row {
+        task: rows::Claimable,
+        status: TaskStatus,
+        holder: Option<String>,
+    },
+    Unclaimed(Unclaimed, u64),
+}
+
+/// Claims the one task `task_id` for `node_id` ([`JobStore::claim_task`]). The rows are locked
+/// in the order of [`JobStore::claim`]: the node (here for update, so that two claims of
+/// named tasks for one node are counted one after the other against its cap), the task, then
+/// its job; `lifecycle::decide_task_claim` decides, and a claim is written as `claim` writes
+/// one (the same statements), the job settled once.
+async fn claim_named(
+    tx: &Tx<'_>,
+    sweeps: &SweepCache,
+    task_id: &str,
+    node_id: &str,
+    max_running: Option<u32>,
+    now: Timestamp,
+) -> R<TaskClaim> {
+    let node_status = super::nodes::locked_status(tx, node_id)
+        .await?
+        .ok_or_else(|| StoreError::not_found("spot", node_id))?;
+    let locked_row = format!(
+        "SELECT {}, status, assigned_to FROM tasks WHERE id = $1 FOR UPDATE",
+        rows::CLAIMABLE_COLUMNS
+    );
+    let mut found = row_opt(&**tx, &locked_row, &[&task_id]).await?;
+    let mut unclaimed = None;
+    if found.is_none() {
+        unclaimed = unclaimed_by_id(&**tx, task_id).await?;
+        if unclaimed.is_none() {
+            // Its job counts it among the tasks with rows now: a claim made its row after the
+            // first look (rows are never removed), so a second look finds it.
+            found = row_opt(&**tx, &locked_row, &[&task_id]).await?;
+        }
+    }
+    let named = match (found, unclaimed) {
+        (Some(r), _) => Named::Row {
+            task: rows::claimable(&r)?,
+            status: rows::status(&r, 9)?,
+            holder: rows::get(&r, 10)?,
+        },
+        (None, Some((job, index))) => Named::Unclaimed(job, index),
+        (None, None) => return Err(StoreError::not_found("task", task_id).into()),
+    };
+    // A task without a row is NEW (CANCELLED with its job) and held by nobody.
+    let (status, holder, attempt) = match &named {
+        Named::Row {
+            task,
+            status,
+            holder,
+        } => (*status, holder.as_deref(), task.attempt),
+        Named::Unclaimed(job, _) => (job.status(), None, 0),
+    };
+    // Counted only when there is a cap: without one the count decides nothing.
+    let running = match max_running {
+        None => 0,
+        Some(_) => rows::small(
+            &row(
+                &**tx,
+                "SELECT count(*) FROM tasks WHERE status = 'RUNNING' AND assigned_to = $1",
+                &[&node_id],
+            )
+            .await?,
+            0,
+        )?,
+    };
+    match lifecycle::decide_task_claim(status, holder, node_id, node_status, running, max_running) {
+        TaskClaimDecision::NodeDown => {
+            return Err(StoreError::NodeDown(node_id.to_string()).into());
+        }
+        TaskClaimDecision::Draining => return Ok(TaskClaim::Draining),
+        TaskClaimDecision::AtCapacity => return Ok(TaskClaim::AtCapacity { running }),
+        TaskClaimDecision::AlreadyHeld => return Ok(TaskClaim::AlreadyHeld { attempt }),
+        TaskClaimDecision::Unavailable => {
+            let task = task_by_id(&**tx, sweeps, task_id).await?;
+            return Ok(TaskClaim::Unavailable(Box::new(task)));
+        }
+        TaskClaimDecision::Claim => {}
+    }
+    let now = at(now);
+    let mut settlement = Settlement::default();
+    let mut task = match named {
+        Named::Row { task, .. } => task,
+        Named::Unclaimed(job, index) => {
+            // The job's row, locked, says again whether the task still has no row: the claim
+            // makes it from the job's `materialised`, which only the holder of that lock moves.
+            let locked = row(
+                &**tx,
+                &format!(
+                    "SELECT {}, {} FROM jobs WHERE seq = $1 FOR UPDATE",
+                    rows::UNCLAIMED_COLUMNS,
+                    rows::STORED_JOB_COLUMNS
+                ),
+                &[&job.seq],
+            )
+            .await?;
+            let job = rows::unclaimed(&locked)?;
+            if index < job.materialised || job.cancelled {
+                // A claim made its row, or a cancel took it, since it was read unlocked.
+                // Locking the task's row now, under its job's lock, would lock the two in the
+                // order reports do not: the write runs again from the start instead, and finds
+                // the task as it now is.
+                return Err(PgErr::Conflict(format!(
+                    "task {task_id} changed while its claim looked"
+                )));
+            }
+            settlement
+                .read
+                .insert(job.job_id.clone(), rows::stored_job(&locked, 10)?);
+            // A job's rows are always its first tasks by index, so the rows of the tasks
+            // before this one that have none are made with it, NEW as they were.
+            let sweep = sweep_of(sweeps, &**tx, &job).await?;
+            insert_new_rows(tx, &job, &sweep, job.materialised..index + 1, now).await?;
+            settlement.deltas.of(&job.job_id).materialised += index + 1 - job.materialised;
+            let made = row(
+                &**tx,
+                &format!(
+                    "SELECT {} FROM tasks WHERE id = $1",
+                    rows::CLAIMABLE_COLUMNS
+                ),
+                &[&task_id],
+            )
+            .await?;
+            rows::claimable(&made)?
+        }
+    };
+    let mut taken = TakenRows::default();
+    let claimed = take_stored(&mut task, node_id, now, &mut taken, &mut settlement.deltas);
+    claimed_event(tx, &claimed, node_id);
+    write_taken(tx, &taken, now).await?;
+    settle_jobs(tx, settlement, now).await?;
+    Ok(TaskClaim::Claimed(claimed))
+}
+
 /// Reports, then claims, in one transaction: a group's calls (`group.rs`), or one large call
 /// alone. The reports are decided and written while the claims' first reads go out with them
 /// (pipelined); the claims decide after, and every touched job is settled once at the end:
@@ -883,27 +1109,7 @@ async fn claim_for(
         let taker = owner[k];
         let node_id = wants[taker].0;
         let task = match pick {
-            ClaimPick::Row(i) => {
-                let t = &mut stored[i];
-                // A negative timeout can only come from a hand edit; it leases for no time.
-                let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
-                let grant = lifecycle::claim_grant(t.attempt, timeout, now);
-                let lease = at(grant.lease_expires_at);
-                taken.seq.push(t.seq);
-                taken.node.push(node_id);
-                taken.attempt.push(i64::from(grant.attempt));
-                taken.lease.push(lease);
-                let delta = deltas.of(&t.job_id);
-                delta.moved(TaskStatus::New, TaskStatus::Running);
-                delta.claimed = true;
-                ClaimedTask {
-                    id: std::mem::take(&mut t.id),
-                    job_id: std::mem::take(&mut t.job_id),
-                    attempt: grant.attempt,
-                    payload: std::mem::take(&mut t.payload),
-                    lease_expires_at: lease,
-                }
-            }
+            ClaimPick::Row(i) => take_stored(&mut stored[i], node_id, now, &mut taken, deltas),
             ClaimPick::Fresh { remainder, index } => {
                 let job = &unclaimed[remainder];
                 let (sweep, grant) = match &sweeps_of[remainder] {
@@ -948,12 +1154,7 @@ async fn claim_for(
                 }
             }
         };
-        tx.emit(Event::TaskClaimed {
-            task_id: task.id.clone(),
-            job_id: task.job_id.clone(),
-            node_id: node_id.to_string(),
-            attempt: task.attempt,
-        });
+        claimed_event(tx, &task, node_id);
         if let Some(Ok(tasks)) = answers.get_mut(taker) {
             tasks.push(task);
         }
@@ -961,27 +1162,7 @@ async fn claim_for(
     // The rows the claim writes and the settling of every job the write touched go out
     // together (pipelined): the job rows are already locked and read, so the settling is one
     // statement, and the jobs' locks are held for one round trip less before the commit.
-    let taken_written = async {
-        if taken.seq.is_empty() {
-            return Ok(());
-        }
-        // Each taken task and its new attempt's record, in one statement.
-        exec(
-            &**tx,
-            "WITH taken AS (
-                 UPDATE tasks t SET status = 'RUNNING', attempt = u.attempt, assigned_to = u.node,
-                     started_at = $2, lease_expires_at = u.lease, updated_at = $2
-                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TIMESTAMPTZ[], $1::TEXT[])
-                     AS u (seq, attempt, lease, node)
-                 WHERE t.seq = u.seq
-                 RETURNING t.seq, t.attempt, t.id, t.assigned_to)
-             INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at, outcome)
-             SELECT seq, attempt, id, assigned_to, $2, 'RUNNING' FROM taken",
-            &[&taken.node, &now, &taken.seq, &taken.attempt, &taken.lease],
-        )
-        .await
-        .map(drop)
-    };
+    let taken_written = write_taken(tx, &taken, now);
     let fresh_written = async {
         if fresh.id.is_empty() {
             return Ok(());
@@ -1088,7 +1269,18 @@ async fn report_in(
     Ok(outcomes)
 }
 
-async fn create_job(tx: &Tx<'_>, id: &str, job: &NewJob, sweep: &Sweep, now: Timestamp) -> R<Job> {
+/// Creates job `id` and, for an explicit task list or when `every_row` says so, every task's
+/// row (NEW); a sweep of parameters is otherwise kept as its spec alone, its tasks getting rows
+/// as they are claimed. Shared by [`JobStore::create_job`] and the dispatch outbox
+/// (`dispatch.rs`), whose rows refer to every task's row.
+pub(super) async fn create_job(
+    tx: &Tx<'_>,
+    id: &str,
+    job: &NewJob,
+    sweep: &Sweep,
+    now: Timestamp,
+    every_row: bool,
+) -> R<Job> {
     let internal = |e: serde_json::Error| StoreError::Internal(e.to_string());
     let total = sweep.len() as i64;
     let parameters = serde_json::to_string(&sweep.parameter_names()).map_err(internal)?;
@@ -1104,7 +1296,11 @@ async fn create_job(tx: &Tx<'_>, id: &str, job: &NewJob, sweep: &Sweep, now: Tim
         .map_err(internal)?;
     // A sweep of parameters is kept as its spec alone: its tasks get rows as they are claimed.
     // An explicit task list already sits whole in the spec, so its rows are written now.
-    let materialised = if sweep.is_listed() { total } else { 0 };
+    let materialised = if sweep.is_listed() || every_row {
+        total
+    } else {
+        0
+    };
     let max_attempts = i64::from(job.max_attempts);
     let job_seq: i64 = rows::get(
         &row(
@@ -1131,39 +1327,69 @@ async fn create_job(tx: &Tx<'_>, id: &str, job: &NewJob, sweep: &Sweep, now: Tim
         .await?,
         0,
     )?;
-    if materialised > 0 {
-        let indexes: Vec<i64> = (0..materialised).collect();
-        let task_ids: Vec<String> = (0..materialised as u64)
-            .map(|i| ids::sweep_task_id(id, i))
-            .collect();
-        let payloads: Vec<String> = (0..materialised as u64)
-            .map(|i| serde_json::Value::Object(sweep.payload(i)).to_string())
-            .collect();
-        exec(
-            &**tx,
-            "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
-                 max_attempts, timeout_ms, created_at, updated_at)
-             SELECT u.id, $1, $2, u.idx, $3, u.payload, 'NEW', $4, $5, $6, $6
-             FROM unnest($7::TEXT[], $8::BIGINT[], $9::TEXT[]) AS u (id, idx, payload)",
-            &[
-                &id,
-                &job_seq,
-                &job.priority,
-                &max_attempts,
-                &timeout_ms,
-                &now,
-                &task_ids,
-                &indexes,
-                &payloads,
-            ],
-        )
-        .await?;
-    }
+    let made = Unclaimed {
+        seq: job_seq,
+        job_id: id.to_string(),
+        priority: job.priority,
+        materialised: 0,
+        total: total as u64,
+        cancelled: false,
+        max_attempts: job.max_attempts,
+        timeout_ms,
+        created_at: now,
+        finished_at: None,
+    };
+    insert_new_rows(tx, &made, sweep, 0..materialised as u64, now).await?;
     tx.emit(Event::JobCreated {
         job_id: id.to_string(),
         total_tasks: total as u64,
     });
     rows::job_by_id(&**tx, id).await
+}
+
+/// Writes the rows of `job`'s tasks `range`, NEW, with the payloads its sweep builds, in one
+/// statement. The caller makes sure they are the job's next tasks by index (rows are always a
+/// job's first tasks), holding the job's row, and counts them in `materialised`; their status
+/// was NEW without rows too, so no count moves.
+async fn insert_new_rows(
+    tx: &Tx<'_>,
+    job: &Unclaimed,
+    sweep: &Sweep,
+    range: std::ops::Range<u64>,
+    now: Timestamp,
+) -> R<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let indexes: Vec<i64> = range.clone().map(|i| i as i64).collect();
+    let task_ids: Vec<String> = range
+        .clone()
+        .map(|i| ids::sweep_task_id(&job.job_id, i))
+        .collect();
+    let payloads: Vec<String> = range
+        .map(|i| serde_json::Value::Object(sweep.payload(i)).to_string())
+        .collect();
+    exec(
+        &**tx,
+        "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
+             max_attempts, timeout_ms, created_at, updated_at)
+         SELECT u.id, $1, $2, u.idx, $3, u.payload, 'NEW', $4, $5, $6, $7
+         FROM unnest($8::TEXT[], $9::BIGINT[], $10::TEXT[]) AS u (id, idx, payload)",
+        &[
+            &job.job_id,
+            &job.seq,
+            &job.priority,
+            &i64::from(job.max_attempts),
+            &job.timeout_ms,
+            &job.created_at,
+            &now,
+            &task_ids,
+            &indexes,
+            &payloads,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn cancel_job(tx: &Tx<'_>, id: &str, now: Timestamp) -> R<Job> {
@@ -1246,7 +1472,8 @@ impl JobStore for PgStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
         let id = job.id.clone().unwrap_or_else(ids::job_id);
         let now = at(now);
-        write_tx!(self, |tx| create_job(&tx, &id, &job, &sweep, now).await)
+        write_tx!(self, |tx| create_job(&tx, &id, &job, &sweep, now, false)
+            .await)
     }
 
     async fn get_job(&self, id: &str) -> Result<Job> {
@@ -1335,23 +1562,7 @@ impl JobStore for PgStore {
     }
 
     async fn get_task(&self, id: &str) -> Result<Task> {
-        snapshot!(self, |conn| async {
-            let found = row_opt(
-                &conn,
-                &format!("SELECT {} FROM tasks WHERE id = $1", rows::TASK_COLUMNS),
-                &[&id],
-            )
-            .await?;
-            if let Some(r) = found {
-                return rows::task(&r);
-            }
-            let (job, index) = unclaimed_by_id(&conn, id)
-                .await?
-                .ok_or_else(|| StoreError::not_found("task", id))?;
-            let payload = sweep_of(&self.sweeps, &conn, &job).await?.payload(index);
-            Ok(common::unclaimed_task(&job, payload, index))
-        }
-        .await)
+        snapshot!(self, |conn| task_by_id(&conn, &self.sweeps, id).await)
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
@@ -1409,5 +1620,17 @@ impl JobStore for PgStore {
             .await
         }
         .await)
+    }
+
+    async fn claim_task(
+        &self,
+        task_id: &str,
+        node_id: &str,
+        max_running: Option<u32>,
+        now: Timestamp,
+    ) -> Result<TaskClaim> {
+        write_tx!(self, |tx| {
+            claim_named(&tx, &self.sweeps, task_id, node_id, max_running, now).await
+        })
     }
 }

@@ -14,6 +14,7 @@
 #[macro_use]
 mod write;
 mod cluster;
+mod dispatch;
 mod group;
 mod jobs;
 mod listen;

@@ -1,7 +1,8 @@
 //! The node registry in PostgreSQL: the [`NodeStore`] implementation.
 //!
 //! SQL and row handling only: a heartbeat's effect on a node's status, which nodes are silent
-//! and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
+//! (each by the spot timeout, or by its own longer silence timeout when it was registered
+//! with one) and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
 //! marked DOWN are released through the jobs module, in the same transaction. Every heartbeat
 //! is written at once, by one UPDATE (nothing is held in memory, so replicas agree on every
 //! node's liveness). The reaper judges nodes from an unlocked read, then locks the ones it
@@ -142,19 +143,45 @@ impl Candidates {
             Candidates::NotDown | Candidates::Down => Liveness::Heartbeats,
         }
     }
+
+    /// The cutoff a candidate is judged by: the heartbeat silence check gives a node with a
+    /// longer silence timeout of its own (`NamedNode::silence_timeout`) that timeout; the stats
+    /// check and retention judge every node by theirs.
+    fn cutoff_for(
+        self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        own: Option<std::time::Duration>,
+    ) -> Timestamp {
+        match self {
+            Candidates::NotDown => crate::common::silence_cutoff(cutoff, now, own),
+            Candidates::StatsNotDown | Candidates::Down => cutoff,
+        }
+    }
+}
+
+/// What silence and retention judge a node by, as [`node_facts`] reads it.
+struct Facts {
+    id: String,
+    view: RetentionView,
+    /// Its own silence timeout, if it has one.
+    silence: Option<std::time::Duration>,
 }
 
 /// The facts silence and retention are judged from, of the candidates silent since `cutoff`
-/// (`ids` `None`) or of `ids`, locked, for judging them again before changing them.
+/// (`ids` `None`) or of `ids`, locked, for judging them again before changing them. A node's
+/// own silence timeout is never shorter than the spot timeout, so `cutoff` finds every node
+/// it may judge silent.
 async fn node_facts(
     tx: &Tx<'_>,
     which: Candidates,
     cutoff: Timestamp,
     ids: Option<&[String]>,
-) -> R<Vec<(String, RetentionView)>> {
+) -> R<Vec<Facts>> {
     const FACTS: &str = "SELECT id, status, last_heartbeat,
                 EXISTS (SELECT 1 FROM tasks
-                        WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+                        WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id),
+                silence_ms
          FROM nodes";
     let found = match ids {
         None => {
@@ -184,14 +211,15 @@ async fn node_facts(
     found
         .iter()
         .map(|r| {
-            Ok((
-                rows::get(r, 0)?,
-                RetentionView {
+            Ok(Facts {
+                id: rows::get(r, 0)?,
+                view: RetentionView {
                     status: rows::status(r, 1)?,
                     last_heartbeat: rows::get(r, 2)?,
                     holds_running_task: rows::get(r, 3)?,
                 },
-            ))
+                silence: crate::common::silence_of(rows::get(r, 4)?),
+            })
         })
         .collect()
 }
@@ -201,13 +229,13 @@ async fn pick_nodes(
     tx: &Tx<'_>,
     which: Candidates,
     cutoff: Timestamp,
-    judge: impl Fn(&RetentionView) -> bool,
+    judge: impl Fn(&Facts) -> bool,
 ) -> R<Vec<String>> {
     let first: Vec<String> = node_facts(tx, which, cutoff, None)
         .await?
         .into_iter()
-        .filter(|(_, n)| judge(n))
-        .map(|(id, _)| id)
+        .filter(&judge)
+        .map(|f| f.id)
         .collect();
     if first.is_empty() {
         return Ok(first);
@@ -215,8 +243,8 @@ async fn pick_nodes(
     Ok(node_facts(tx, which, cutoff, Some(&first))
         .await?
         .into_iter()
-        .filter(|(_, n)| judge(n))
-        .map(|(id, _)| id)
+        .filter(&judge)
+        .map(|f| f.id)
         .collect())
 }
 
@@ -229,8 +257,9 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<NodesDown> {
         write_tx!(self, |tx| async {
-            let nodes = pick_nodes(&tx, which, cutoff, |n| {
-                node::goes_down(n.status, n.last_heartbeat, cutoff)
+            let nodes = pick_nodes(&tx, which, cutoff, |f| {
+                let cutoff = which.cutoff_for(cutoff, now, f.silence);
+                node::goes_down(f.view.status, f.view.last_heartbeat, cutoff)
             })
             .await?;
             if nodes.is_empty() {
@@ -333,6 +362,7 @@ impl NodeStore for PgStore {
         let labels = serde_json::Value::Object(n.info.labels.clone()).to_string();
         let capacity_gb = n.capacity_gb.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
         let by_stats = n.liveness == Liveness::Stats;
+        let silence_ms = crate::common::silence_ms(n.silence_timeout);
         let info = &n.info;
         write_tx!(self, |tx| async {
             exec(&*tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
@@ -345,11 +375,11 @@ impl NodeStore for PgStore {
                 &*tx,
                 "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
                      memory_bytes, gpus, disk_bytes, capacity_gb, by_stats, status,
-                     registered_at, last_heartbeat)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'UP', $12, $12)
+                     registered_at, last_heartbeat, silence_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'UP', $12, $12, $13)
                  ON CONFLICT (id) DO UPDATE SET address = $2, hostname = $3, zone = $4,
                      labels = $5, total_cores = $6, memory_bytes = $7, gpus = $8,
-                     disk_bytes = $9, capacity_gb = $10, by_stats = $11",
+                     disk_bytes = $9, capacity_gb = $10, by_stats = $11, silence_ms = $13",
                 &[
                     &n.id,
                     &info.address,
@@ -363,6 +393,7 @@ impl NodeStore for PgStore {
                     &capacity_gb,
                     &by_stats,
                     &now,
+                    &silence_ms,
                 ],
             )
             .await?;
@@ -509,8 +540,8 @@ impl NodeStore for PgStore {
 
     async fn forget_down_nodes(&self, cutoff: Timestamp) -> Result<Vec<String>> {
         write_tx!(self, |tx| async {
-            let forgotten = pick_nodes(&tx, Candidates::Down, cutoff, |n| {
-                node::may_forget(n, cutoff)
+            let forgotten = pick_nodes(&tx, Candidates::Down, cutoff, |f| {
+                node::may_forget(&f.view, cutoff)
             })
             .await?;
             if !forgotten.is_empty() {

@@ -236,7 +236,6 @@ const V4: &str = r#"
 ALTER TABLE task_attempts SET (fillfactor = 70);
 "#;
 
-/// The migrations in order; the schema's version is how many have been applied.
 /// The placement contract's records (`placement.rs`), as in the SQLite store's migration 12.
 const V5: &str = r#"
 ALTER TABLE nodes ADD COLUMN capacity_gb BIGINT;
@@ -271,7 +270,31 @@ CREATE TABLE replicas (
 );
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// A node's own silence timeout and the dispatch outbox, as in the SQLite store's migration 13
+/// (which says what each is for). `nodes.silence_ms` is NULL for the spot timeout. The
+/// outbox's reads use only its two partial indexes of open rows, so the publisher never reads
+/// the rows of finished work: `dispatches_fresh`, the rows never published in creation order
+/// (a task's `seq`), and `dispatches_published`, the open rows published before, due again
+/// when their task is NEW with more attempts.
+const V6: &str = r#"
+ALTER TABLE nodes ADD COLUMN silence_ms BIGINT;
+CREATE TABLE dispatches (
+    task_seq           BIGINT PRIMARY KEY REFERENCES tasks (seq),
+    job_seq            BIGINT NOT NULL REFERENCES jobs (seq),
+    queue              TEXT NOT NULL,
+    priority           SMALLINT NOT NULL,
+    published_attempts BIGINT,
+    published_at       TIMESTAMPTZ,
+    open               BOOLEAN NOT NULL DEFAULT true
+);
+CREATE INDEX dispatches_fresh ON dispatches (task_seq)
+    WHERE open AND published_attempts IS NULL;
+CREATE INDEX dispatches_published ON dispatches (task_seq)
+    WHERE open AND published_attempts IS NOT NULL;
+"#;
+
+/// The migrations in order; the schema's version is how many have been applied.
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Brings the database's schema to the newest version this build knows, inside one
 /// transaction that holds [`MIGRATION_LOCK`]: a second replica starting at the same time

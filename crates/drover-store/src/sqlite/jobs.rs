@@ -17,6 +17,11 @@
 //! A claim builds a fresh task's payload from its job's sweep, which [`SweepCache`] keeps
 //! parsed for recently used jobs rather than parsing the spec on every claim.
 //!
+//! A claim of one named task (`claim_task`, for a worker that a message broker gave the task
+//! to) takes it with the statements a claim takes a stored task with. A task of a sweep that
+//! has no row gets one first, NEW, with the rows of the tasks before it that have none (a
+//! job's rows are always its first tasks by index, which reads and claims rely on).
+//!
 //! The per-task UPDATEs of `tasks` say `OR FAIL`: a task row has a reference to its job (and,
 //! outside drover's writer, a trigger), so with the default `ABORT` SQLite opens a statement journal for each (a copy of every page it touches, so that
 //! the statement alone can be undone). Nothing here needs that: any error fails the whole write,
@@ -24,10 +29,11 @@
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
-use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError};
+use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError, TaskClaim};
 use async_trait::async_trait;
 use drover_core::lifecycle::{
-    self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskView,
+    self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskClaimDecision,
+    TaskView,
 };
 use drover_core::time::format as ts;
 use drover_core::{
@@ -464,82 +470,288 @@ struct Fresh {
     created_text: String,
 }
 
+/// Creates job `id` and, for an explicit task list or when `every_row` says so, every task's
+/// row (NEW); a sweep of parameters is otherwise kept as its spec alone, its tasks getting rows
+/// as they are claimed. Shared by [`JobStore::create_job`] and the dispatch outbox
+/// (`dispatch.rs`), whose rows refer to every task's row.
+pub(super) fn create_job_in(
+    tx: &Tx<'_>,
+    id: &str,
+    job: &NewJob,
+    sweep: &Sweep,
+    now: Timestamp,
+    every_row: bool,
+) -> Result<Job> {
+    let internal = |e: serde_json::Error| StoreError::Internal(e.to_string());
+    let total = sweep.len();
+    let parameters = serde_json::to_string(&sweep.parameter_names()).map_err(internal)?;
+    let timeout_ms = job.task_timeout.as_millis() as i64;
+    let spec = sweep.spec_json().map_err(internal)?;
+    let run = job
+        .run
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(internal)?;
+    // A sweep of parameters is kept as its spec alone: its tasks get rows as they are claimed.
+    // An explicit task list already sits whole in the spec (and is bounded by the request
+    // body), so its rows are written now, and claims need not parse it.
+    let materialised = if sweep.is_listed() || every_row {
+        total
+    } else {
+        0
+    };
+    let now_text = ts(&now);
+    tx.prepare_cached(
+        "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
+             parameters, status, total_tasks, new_tasks, created_at, updated_at, run,
+             materialised)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10, ?11)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        id,
+        job.name,
+        job.priority,
+        job.max_attempts,
+        timeout_ms,
+        spec,
+        parameters,
+        total,
+        now_text,
+        run,
+        materialised
+    ])
+    .map_err(map_err)?;
+    let made = Unclaimed {
+        seq: tx.last_insert_rowid(),
+        job_id: id.to_string(),
+        priority: job.priority,
+        materialised: 0,
+        total,
+        cancelled: false,
+        max_attempts: job.max_attempts,
+        timeout_ms,
+        created_at: now,
+        finished_at: None,
+    };
+    insert_new_rows(tx, &made, sweep, 0..materialised, &now_text)?;
+    tx.emit(Event::JobCreated {
+        job_id: id.to_string(),
+        total_tasks: total,
+    });
+    rows::job_by_id(tx, id)
+}
+
+/// Writes the rows of `job`'s tasks `range`, NEW, with the payloads its sweep builds. The
+/// caller makes sure they are the job's next tasks by index (rows are always a job's first
+/// tasks) and counts them in `materialised`; their status was NEW without rows too, so no
+/// count moves.
+fn insert_new_rows(
+    tx: &Transaction<'_>,
+    job: &Unclaimed,
+    sweep: &Sweep,
+    range: std::ops::Range<u64>,
+    now: &str,
+) -> Result<()> {
+    let created = ts(&job.created_at);
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
+                 max_attempts, timeout_ms, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'NEW', ?7, ?8, ?9, ?10)",
+        )
+        .map_err(map_err)?;
+    for i in range {
+        let payload = serde_json::Value::Object(sweep.payload(i)).to_string();
+        insert
+            .execute(params![
+                ids::sweep_task_id(&job.job_id, i),
+                job.job_id,
+                job.seq,
+                i,
+                job.priority,
+                payload,
+                job.max_attempts,
+                job.timeout_ms,
+                created,
+                now
+            ])
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// The UPDATE that takes a stored NEW task ([`take_stored`]).
+const TAKE_STORED_SQL: &str = "UPDATE OR FAIL tasks SET status = 'RUNNING', attempt = ?2,
+         assigned_to = ?3, started_at = ?4, lease_expires_at = ?5, updated_at = ?4,
+         rev = rev + 1
+     WHERE seq = ?1";
+
+/// Takes the stored NEW task `t` for `node_id` with `take` (the prepared [`TAKE_STORED_SQL`]):
+/// its next attempt and lease as `lifecycle::claim_grant` gives them, counted in `deltas`.
+/// The task's fields move out into the answer. Its attempt record and event are the caller's
+/// ([`insert_attempts`], [`claimed_event`]), so that a claim of many tasks writes them together.
+fn take_stored(
+    take: &mut rusqlite::CachedStatement<'_>,
+    t: &mut rows::Claimable,
+    node_id: &str,
+    now: &Now,
+    deltas: &mut Deltas,
+) -> Result<ClaimedTask> {
+    // A negative timeout can only come from a hand edit; it leases for no time.
+    let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
+    let grant = lifecycle::claim_grant(t.attempt, timeout, now.at);
+    take.execute(params![
+        t.seq,
+        grant.attempt,
+        node_id,
+        now.text,
+        ts(&grant.lease_expires_at)
+    ])
+    .map_err(map_err)?;
+    let delta = deltas.of(&t.job_id);
+    delta.moved(TaskStatus::New, TaskStatus::Running);
+    delta.claimed = true;
+    Ok(ClaimedTask {
+        id: std::mem::take(&mut t.id),
+        job_id: std::mem::take(&mut t.job_id),
+        attempt: grant.attempt,
+        payload: std::mem::take(&mut t.payload),
+        lease_expires_at: grant.lease_expires_at,
+    })
+}
+
+/// Records the claim of `task` by `node_id` as an event of the write.
+fn claimed_event(tx: &Tx<'_>, task: &ClaimedTask, node_id: &str) {
+    tx.emit(Event::TaskClaimed {
+        task_id: task.id.clone(),
+        job_id: task.job_id.clone(),
+        node_id: node_id.to_string(),
+        attempt: task.attempt,
+    });
+}
+
+/// Writes the attempt record of each claim of `claimed` by `node_id` (the node's id, as a
+/// statement's value), RUNNING from now: `attempts` holds each task's `seq` and its place in
+/// `claimed`.
+fn insert_attempts<'a>(
+    tx: &Transaction<'_>,
+    attempts: &'a [(i64, usize)],
+    claimed: &'a [ClaimedTask],
+    node_id: &'a dyn ToSql,
+    now: &'a Now,
+) -> Result<()> {
+    insert_rows(
+        tx,
+        "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
+             outcome) VALUES ",
+        "(?, ?, ?, ?, ?, 'RUNNING')",
+        attempts,
+        |(seq, task), values| {
+            let task = &claimed[*task];
+            values.extend([
+                seq as &dyn ToSql,
+                &task.attempt,
+                &task.id,
+                node_id,
+                &now.text,
+            ]);
+        },
+    )
+}
+
+/// What a claim of one named task found: its row, or the job and index of a task of a sweep
+/// that has none yet.
+enum Named {
+    Row(rows::NamedClaim),
+    Unclaimed(Unclaimed, u64),
+}
+
+/// Claims the one task `task_id` for `node_id` ([`JobStore::claim_task`]): the facts are read
+/// here, `lifecycle::decide_task_claim` decides, and a claim is written as [`JobStore::claim`]
+/// writes one (the same statements), the job settled once.
+fn claim_named(
+    tx: &Tx<'_>,
+    sweeps: &SweepCache,
+    task_id: &str,
+    node_id: &str,
+    max_running: Option<u32>,
+    now: Timestamp,
+) -> Result<TaskClaim> {
+    let node_status =
+        rows::node_status(tx, node_id)?.ok_or_else(|| StoreError::not_found("spot", node_id))?;
+    let named = match rows::named_claim_by_id(tx, task_id)? {
+        Some(row) => Named::Row(row),
+        None => {
+            let (job, index) = unclaimed_by_id(tx, task_id)?
+                .ok_or_else(|| StoreError::not_found("task", task_id))?;
+            Named::Unclaimed(job, index)
+        }
+    };
+    // A task without a row is NEW (CANCELLED with its job) and held by nobody.
+    let (status, holder, attempt) = match &named {
+        Named::Row(row) => (row.status, row.assigned_to.as_deref(), row.task.attempt),
+        Named::Unclaimed(job, _) => (job.status(), None, 0),
+    };
+    // Counted only when there is a cap: without one the count decides nothing.
+    let running: u32 = match max_running {
+        None => 0,
+        Some(_) => tx
+            .prepare_cached(
+                "SELECT count(*) FROM tasks INDEXED BY tasks_running
+                 WHERE status = 'RUNNING' AND assigned_to = ?1",
+            )
+            .map_err(map_err)?
+            .query_row([node_id], |r| r.get(0))
+            .map_err(map_err)?,
+    };
+    match lifecycle::decide_task_claim(status, holder, node_id, node_status, running, max_running) {
+        TaskClaimDecision::NodeDown => return Err(StoreError::NodeDown(node_id.to_string())),
+        TaskClaimDecision::Draining => return Ok(TaskClaim::Draining),
+        TaskClaimDecision::AtCapacity => return Ok(TaskClaim::AtCapacity { running }),
+        TaskClaimDecision::AlreadyHeld => return Ok(TaskClaim::AlreadyHeld { attempt }),
+        TaskClaimDecision::Unavailable => {
+            return Ok(TaskClaim::Unavailable(Box::new(task_by_id(
+                tx, sweeps, task_id,
+            )?)));
+        }
+        TaskClaimDecision::Claim => {}
+    }
+    let now = Now::new(now);
+    let mut deltas = Deltas::default();
+    let mut row = match named {
+        Named::Row(row) => row.task,
+        Named::Unclaimed(job, index) => {
+            // A job's rows are always its first tasks by index, so the rows of the tasks
+            // before this one that have none are made with it, NEW as they were.
+            let sweep = sweep_of(sweeps, tx, &job)?;
+            insert_new_rows(tx, &job, &sweep, job.materialised..index + 1, &now.text)?;
+            deltas.of(&job.job_id).materialised += index + 1 - job.materialised;
+            rows::named_claim_by_id(tx, task_id)?
+                .ok_or_else(|| {
+                    StoreError::Internal(format!("task {task_id} has no row after it was made"))
+                })?
+                .task
+        }
+    };
+    let mut take = tx.prepare_cached(TAKE_STORED_SQL).map_err(map_err)?;
+    let task = take_stored(&mut take, &mut row, node_id, &now, &mut deltas)?;
+    drop(take);
+    claimed_event(tx, &task, node_id);
+    let claimed = [task];
+    insert_attempts(tx, &[(row.seq, 0)], &claimed, &node_id, &now)?;
+    settle_jobs(tx, &deltas, &now.text)?;
+    let [task] = claimed;
+    Ok(TaskClaim::Claimed(task))
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
         let id = job.id.clone().unwrap_or_else(ids::job_id);
-        let now = ts(&now);
-        self.write(move |tx| {
-            let total = sweep.len();
-            let parameters = serde_json::to_string(&sweep.parameter_names())
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-            let timeout_ms = job.task_timeout.as_millis() as i64;
-            let spec = sweep
-                .spec_json()
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-            let run = job
-                .run
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-            // A sweep of parameters is kept as its spec alone: its tasks get rows as they are
-            // claimed. An explicit task list already sits whole in the spec (and is bounded by
-            // the request body), so its rows are written now, and claims need not parse it.
-            let materialised = if sweep.is_listed() { total } else { 0 };
-            tx.prepare_cached(
-                "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
-                     parameters, status, total_tasks, new_tasks, created_at, updated_at, run,
-                     materialised)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10, ?11)",
-            )
-            .map_err(map_err)?
-            .execute(params![
-                id,
-                job.name,
-                job.priority,
-                job.max_attempts,
-                timeout_ms,
-                spec,
-                parameters,
-                total,
-                now,
-                run,
-                materialised
-            ])
-            .map_err(map_err)?;
-            let job_seq = tx.last_insert_rowid();
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO tasks (id, job_id, job_seq, idx, priority, payload, status,
-                         max_attempts, timeout_ms, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'NEW', ?7, ?8, ?9, ?9)",
-                )
-                .map_err(map_err)?;
-            for i in 0..materialised {
-                let payload = serde_json::Value::Object(sweep.payload(i)).to_string();
-                insert
-                    .execute(params![
-                        ids::sweep_task_id(&id, i),
-                        id,
-                        job_seq,
-                        i,
-                        job.priority,
-                        payload,
-                        job.max_attempts,
-                        timeout_ms,
-                        now
-                    ])
-                    .map_err(map_err)?;
-            }
-            drop(insert);
-            tx.emit(Event::JobCreated {
-                job_id: id.clone(),
-                total_tasks: total,
-            });
-            rows::job_by_id(tx, &id)
-        })
-        .await
+        self.write(move |tx| create_job_in(tx, &id, &job, &sweep, now, false))
+            .await
     }
 
     async fn get_job(&self, id: &str) -> Result<Job> {
@@ -752,13 +964,7 @@ impl JobStore for SqliteStore {
             let picks = lifecycle::merge_claims(&keys, &remainders, max as usize);
 
             let now = Now::new(now);
-            let mut take_stored = tx
-                .prepare_cached(
-                    "UPDATE OR FAIL tasks SET status = 'RUNNING', attempt = ?2, assigned_to = ?3,
-                         started_at = ?4, lease_expires_at = ?5, updated_at = ?4, rev = rev + 1
-                     WHERE seq = ?1",
-                )
-                .map_err(map_err)?;
+            let mut take = tx.prepare_cached(TAKE_STORED_SQL).map_err(map_err)?;
             let mut fresh: Vec<Option<Fresh>> = Vec::new();
             fresh.resize_with(unclaimed.len(), || None);
             let mut deltas = Deltas::default();
@@ -774,30 +980,7 @@ impl JobStore for SqliteStore {
                     ClaimPick::Row(i) => {
                         // Each stored task is picked at most once: its fields move out.
                         let t = &mut stored[i];
-                        // A negative timeout can only come from a hand edit; it leases for no
-                        // time.
-                        let timeout =
-                            Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(0));
-                        let grant = lifecycle::claim_grant(t.attempt, timeout, now.at);
-                        take_stored
-                            .execute(params![
-                                t.seq,
-                                grant.attempt,
-                                node_id,
-                                now.text,
-                                ts(&grant.lease_expires_at)
-                            ])
-                            .map_err(map_err)?;
-                        let delta = deltas.of(&t.job_id);
-                        delta.moved(TaskStatus::New, TaskStatus::Running);
-                        delta.claimed = true;
-                        let task = ClaimedTask {
-                            id: std::mem::take(&mut t.id),
-                            job_id: std::mem::take(&mut t.job_id),
-                            attempt: grant.attempt,
-                            payload: std::mem::take(&mut t.payload),
-                            lease_expires_at: grant.lease_expires_at,
-                        };
+                        let task = take_stored(&mut take, t, &node_id, &now, &mut deltas)?;
                         (t.seq, task)
                     }
                     ClaimPick::Fresh { remainder, index } => {
@@ -847,15 +1030,10 @@ impl JobStore for SqliteStore {
                     }
                 };
                 attempts.push((seq, claimed.len()));
-                tx.emit(Event::TaskClaimed {
-                    task_id: task.id.clone(),
-                    job_id: task.job_id.clone(),
-                    node_id: node_id.clone(),
-                    attempt: task.attempt,
-                });
+                claimed_event(tx, &task, &node_id);
                 claimed.push(task);
             }
-            drop(take_stored);
+            drop(take);
             insert_rows(
                 tx,
                 "INSERT INTO tasks (seq, id, job_id, job_seq, idx, priority, payload, status,
@@ -888,23 +1066,7 @@ impl JobStore for SqliteStore {
                     ]);
                 },
             )?;
-            insert_rows(
-                tx,
-                "INSERT INTO task_attempts (task_seq, attempt, task_id, node_id, started_at,
-                     outcome) VALUES ",
-                "(?, ?, ?, ?, ?, 'RUNNING')",
-                &attempts,
-                |(seq, task), values| {
-                    let task = &claimed[*task];
-                    values.extend([
-                        seq as &dyn ToSql,
-                        &task.attempt,
-                        &task.id,
-                        &node_id,
-                        &now.text,
-                    ]);
-                },
-            )?;
+            insert_attempts(tx, &attempts, &claimed, &node_id, &now)?;
             settle_jobs(tx, &deltas, &now.text)?;
             Ok(claimed)
         })
@@ -955,6 +1117,19 @@ impl JobStore for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn claim_task(
+        &self,
+        task_id: &str,
+        node_id: &str,
+        max_running: Option<u32>,
+        now: Timestamp,
+    ) -> Result<TaskClaim> {
+        let (task_id, node_id) = (task_id.to_string(), node_id.to_string());
+        let sweeps = self.sweeps.clone();
+        self.write(move |tx| claim_named(tx, &sweeps, &task_id, &node_id, max_running, now))
+            .await
     }
 }
 
@@ -1309,6 +1484,59 @@ mod tests {
             assert_eq!(*attempt, if retried { 2 } else { 1 });
             assert_eq!(*attempts, i64::from(*attempt), "task {idx}");
         }
+        assert_eq!(store.audit_job_counts().await.unwrap(), []);
+    }
+
+    /// A DRAINING node (set by hand: no call of drover's drains a node yet) takes no named
+    /// task, though it keeps the one it holds, and the task it asked for stays NEW.
+    #[tokio::test]
+    async fn a_draining_node_claims_no_named_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let sweep = Sweep::new(SweepSpec::counting("x", "x", 2), u64::MAX).unwrap();
+        let job = store
+            .create_job(new_job(0), sweep, Utc::now())
+            .await
+            .unwrap();
+        let node = store
+            .register_node(NodeInfo::default().into(), None, Utc::now())
+            .await
+            .unwrap()
+            .id;
+        let (held, asked) = (
+            ids::sweep_task_id(&job.id, 0),
+            ids::sweep_task_id(&job.id, 1),
+        );
+        let claimed = store.claim_task(&held, &node, None, Utc::now()).await;
+        assert!(matches!(claimed, Ok(TaskClaim::Claimed(_))), "{claimed:?}");
+        let draining = node.clone();
+        store
+            .with_conn(move |c| {
+                c.execute(
+                    "UPDATE nodes SET status = 'DRAINING' WHERE id = ?1",
+                    [&draining],
+                )
+                .map(drop)
+                .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_task(&asked, &node, None, Utc::now())
+                .await
+                .unwrap(),
+            TaskClaim::Draining
+        );
+        assert_eq!(
+            store
+                .claim_task(&held, &node, None, Utc::now())
+                .await
+                .unwrap(),
+            TaskClaim::AlreadyHeld { attempt: 1 }
+        );
+        let task = store.get_task(&asked).await.unwrap();
+        assert_eq!((task.status, task.attempt), (TaskStatus::New, 0));
         assert_eq!(store.audit_job_counts().await.unwrap(), []);
     }
 

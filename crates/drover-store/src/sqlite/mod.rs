@@ -10,6 +10,7 @@
 
 mod beats;
 mod cluster;
+mod dispatch;
 mod jobs;
 mod nodes;
 mod ops;
@@ -43,8 +44,8 @@ pub(super) type Shared = Arc<Mutex<Option<Connection>>>;
 
 /// The SQLite store. Cheap to clone; clones share the connections and the observers.
 ///
-/// It implements every store trait: `jobs.rs`, `nodes.rs`, `runners.rs` and `ops.rs` hold one
-/// aggregate each, and every change goes through [`SqliteStore::write`] (`write.rs`).
+/// It implements every store trait: `jobs.rs`, `nodes.rs`, `runners.rs`, `dispatch.rs` and
+/// `ops.rs` hold one aggregate each, and every change goes through [`SqliteStore::write`] (`write.rs`).
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Shared,

@@ -1,7 +1,8 @@
 //! The node registry in SQLite: the [`NodeStore`] implementation.
 //!
 //! SQL and row handling only: a heartbeat's effect on a node's status, which nodes are silent
-//! and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
+//! (each by the spot timeout, or by its own longer silence timeout when it was registered
+//! with one) and which DOWN nodes may be forgotten are asked of `drover_core::node`; tasks of a node
 //! marked DOWN are released through the jobs module, in the same transaction. Heartbeats that
 //! change nothing but liveness are held by `beats.rs` and written here, all together
 //! ([`NodeStore::flush_heartbeats`], and first in every write that judges or removes nodes).
@@ -205,8 +206,11 @@ impl SqliteStore {
         self.write_after_beats(Take::All, move |tx| {
             let silent: Vec<String> = silent_facts(tx, which, cutoff)?
                 .into_iter()
-                .filter(|(_, n)| node::goes_down(n.status, n.last_heartbeat, cutoff))
-                .map(|(id, _)| id)
+                .filter(|f| {
+                    let cutoff = which.cutoff_for(cutoff, now, f.silence);
+                    node::goes_down(f.view.status, f.view.last_heartbeat, cutoff)
+                })
+                .map(|f| f.id)
                 .collect();
             // A node whose heartbeat was held while this looked has spoken: it stays.
             let nodes = beats.unsettle_silent(silent);
@@ -275,6 +279,29 @@ impl Candidates {
             Candidates::NotDown | Candidates::Down => Liveness::Heartbeats,
         }
     }
+
+    /// The cutoff a candidate is judged by: the heartbeat silence check gives a node with a
+    /// longer silence timeout of its own (`NamedNode::silence_timeout`) that timeout; the stats
+    /// check and retention judge every node by theirs.
+    fn cutoff_for(
+        self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        own: Option<std::time::Duration>,
+    ) -> Timestamp {
+        match self {
+            Candidates::NotDown => crate::common::silence_cutoff(cutoff, now, own),
+            Candidates::StatsNotDown | Candidates::Down => cutoff,
+        }
+    }
+}
+
+/// What silence and retention judge a node by, as [`silent_facts`] reads it.
+struct Facts {
+    id: String,
+    view: RetentionView,
+    /// Its own silence timeout, if it has one.
+    silence: Option<std::time::Duration>,
 }
 
 /// The facts silence and retention are judged from, of the nodes of `which` whose stored
@@ -282,31 +309,31 @@ impl Candidates {
 /// live nodes' heartbeats, so the reaper does not read every node every few seconds); whether
 /// a node is silent, and what happens to it, is still `drover_core::node`'s answer. The filter
 /// is a second wider than `cutoff`, so a time written in another format (a hand edit) is still
-/// judged by the core rather than left out by a text comparison.
-fn silent_facts(
-    tx: &Tx<'_>,
-    which: Candidates,
-    cutoff: Timestamp,
-) -> Result<Vec<(String, RetentionView)>> {
+/// judged by the core rather than left out by a text comparison. A node's own silence timeout
+/// is never shorter than the spot timeout, so `cutoff` finds every node it may judge silent.
+fn silent_facts(tx: &Tx<'_>, which: Candidates, cutoff: Timestamp) -> Result<Vec<Facts>> {
     let sql = match which {
         Candidates::NotDown => {
             "SELECT id, status, last_heartbeat,
                     EXISTS (SELECT 1 FROM tasks
-                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id),
+                    silence_ms
              FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1 AND NOT by_stats
              ORDER BY registered_at, id"
         }
         Candidates::StatsNotDown => {
             "SELECT id, status, last_heartbeat,
                     EXISTS (SELECT 1 FROM tasks
-                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id),
+                    silence_ms
              FROM nodes WHERE status <> 'DOWN' AND last_heartbeat < ?1 AND by_stats
              ORDER BY registered_at, id"
         }
         Candidates::Down => {
             "SELECT id, status, last_heartbeat,
                     EXISTS (SELECT 1 FROM tasks
-                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id)
+                            WHERE tasks.status = 'RUNNING' AND tasks.assigned_to = nodes.id),
+                    silence_ms
              FROM nodes WHERE status = 'DOWN' AND last_heartbeat < ?1
              ORDER BY registered_at, id"
         }
@@ -315,14 +342,15 @@ fn silent_facts(
     tx.prepare_cached(sql)
         .map_err(map_err)?
         .query_map([widened], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                RetentionView {
+            Ok(Facts {
+                id: r.get(0)?,
+                view: RetentionView {
                     status: rows::status(r, 1)?,
                     last_heartbeat: rows::time(r, 2)?,
                     holds_running_task: r.get(3)?,
                 },
-            ))
+                silence: crate::common::silence_of(r.get(4)?),
+            })
         })
         .map_err(map_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
@@ -382,11 +410,11 @@ impl NodeStore for SqliteStore {
             tx.prepare_cached(
                 "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores,
                      memory_bytes, gpus, disk_bytes, capacity_gb, by_stats, status,
-                     registered_at, last_heartbeat)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'UP', ?12, ?12)
+                     registered_at, last_heartbeat, silence_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'UP', ?12, ?12, ?13)
                  ON CONFLICT (id) DO UPDATE SET address = ?2, hostname = ?3, zone = ?4,
                      labels = ?5, total_cores = ?6, memory_bytes = ?7, gpus = ?8,
-                     disk_bytes = ?9, capacity_gb = ?10, by_stats = ?11",
+                     disk_bytes = ?9, capacity_gb = ?10, by_stats = ?11, silence_ms = ?13",
             )
             .map_err(map_err)?
             .execute(params![
@@ -401,7 +429,8 @@ impl NodeStore for SqliteStore {
                 info.capacity.disk_bytes,
                 capacity_gb,
                 n.liveness == Liveness::Stats,
-                now
+                now,
+                crate::common::silence_ms(n.silence_timeout)
             ])
             .map_err(map_err)?;
             if let Some(before) = before {
@@ -566,8 +595,8 @@ impl NodeStore for SqliteStore {
         self.write_after_beats(Take::All, move |tx| {
             let forgotten: Vec<String> = silent_facts(tx, Candidates::Down, cutoff)?
                 .into_iter()
-                .filter(|(_, n)| node::may_forget(n, cutoff))
-                .map(|(id, _)| id)
+                .filter(|f| node::may_forget(&f.view, cutoff))
+                .map(|f| f.id)
                 .collect();
             let mut delete = tx
                 .prepare_cached("DELETE FROM nodes WHERE id = ?1")

@@ -276,6 +276,9 @@ pub(super) fn node_status(conn: &Connection, id: &str) -> Result<Option<NodeStat
         .map_err(map_err)
 }
 
+/// The statements that find a task's `seq` by its id.
+pub(super) const TASK_SEQ_BY_ID_SQL: (&str, &str) = task_by_id_sql!("seq");
+
 /// The columns of a task that report decisions and releases need (a macro, so that SQL built
 /// from it is a literal, not a string formatted on every report).
 macro_rules! task_head_columns {
@@ -332,9 +335,48 @@ pub(super) fn attempt_record(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
     })
 }
 
-/// A stored NEW task a claim may take.
-pub(super) const CLAIMABLE_COLUMNS: &str =
-    "seq, id, job_id, attempt, timeout_ms, payload, priority, job_seq, idx";
+/// A stored NEW task a claim may take (a macro, so that SQL built from it is a literal).
+macro_rules! claimable_columns {
+    () => {
+        "seq, id, job_id, attempt, timeout_ms, payload, priority, job_seq, idx"
+    };
+}
+pub(super) const CLAIMABLE_COLUMNS: &str = claimable_columns!();
+
+/// The statements that find one task's row by its id for a claim of that task: its
+/// [`CLAIMABLE_COLUMNS`], then its status and holder ([`named_claim`]).
+pub(super) const NAMED_CLAIM_BY_ID_SQL: (&str, &str) =
+    task_by_id_sql!(concat!(claimable_columns!(), ", status, assigned_to"));
+
+/// A task named by a claim of that one task: what a claim writes from, and what decides
+/// whether it may.
+pub(super) struct NamedClaim {
+    pub task: Claimable,
+    pub status: TaskStatus,
+    pub assigned_to: Option<String>,
+}
+
+pub(super) fn named_claim(r: &Row<'_>) -> rusqlite::Result<NamedClaim> {
+    Ok(NamedClaim {
+        task: claimable(r)?,
+        status: status(r, 9)?,
+        assigned_to: r.get(10)?,
+    })
+}
+
+/// The row of task `id` for a claim of it, or `None` if it has none (no such task, or one of a
+/// sweep never claimed).
+pub(super) fn named_claim_by_id(conn: &Connection, id: &str) -> Result<Option<NamedClaim>> {
+    let (derived, named) = NAMED_CLAIM_BY_ID_SQL;
+    let mut derived = conn.prepare_cached(derived).map_err(map_err)?;
+    find_task(
+        conn,
+        (&mut derived, named),
+        &mut LastJob::default(),
+        id,
+        named_claim,
+    )
+}
 
 pub(super) struct Claimable {
     pub seq: i64,

@@ -486,6 +486,43 @@ CREATE TABLE replicas (
 );
 "#;
 
+/// A node's own silence timeout and the dispatch outbox.
+///
+/// `nodes.silence_ms`: how long a node registered under its own name (`put_node`) may stay
+/// silent before the heartbeat silence check marks it DOWN, when it heartbeats more slowly than
+/// the spot timeout assumes; NULL for the spot timeout. The silence check still finds its
+/// candidates through `nodes_heartbeat` by the spot timeout's cutoff (a longer timeout only
+/// spares some of them).
+///
+/// `dispatches`: the transactional outbox of the jobs whose tasks go out through a message
+/// broker (`DispatchStore`, `dispatch.rs`): one row per task of such a job, written in the
+/// transaction that makes the job (whose tasks all get rows then), keyed by the task's `seq`,
+/// so that rows are in creation order. `published_attempts` is NULL until the broker confirmed
+/// a publication of the task, then the attempts the task had when it was read; `open` is
+/// cleared once the task finished, after which the row is never read again. The publisher's
+/// query reads only open rows, through two partial indexes, so it never scans every row ever
+/// made: `dispatches_fresh` holds the rows never published, in creation order (what is due
+/// first); `dispatches_published` the open rows published before, due again when their task
+/// went back to NEW with more attempts (a reaper took it back, or it failed and is retried).
+/// Their number is bounded by the dispatched work not finished: rows of finished tasks are
+/// closed as the publisher records its confirmations.
+const V13: &str = r#"
+ALTER TABLE nodes ADD COLUMN silence_ms INTEGER;
+CREATE TABLE dispatches (
+    task_seq           INTEGER PRIMARY KEY,
+    job_seq            INTEGER NOT NULL,
+    queue              TEXT NOT NULL,
+    priority           INTEGER NOT NULL,
+    published_attempts INTEGER,
+    published_at       TEXT,
+    open               INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX dispatches_fresh ON dispatches (task_seq)
+    WHERE open AND published_attempts IS NULL;
+CREATE INDEX dispatches_published ON dispatches (task_seq)
+    WHERE open AND published_attempts IS NOT NULL;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -500,6 +537,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V10),
         M::up(V11),
         M::up(V12),
+        M::up(V13),
     ])
 }
 
@@ -1140,6 +1178,58 @@ mod tests {
             )
             .unwrap();
         assert_eq!(counts, (3, 0));
+    }
+
+    /// Nodes registered before migration 13 have no silence timeout of their own (the spot
+    /// timeout judges them), and the outbox starts empty, its two indexes holding only the
+    /// open rows of each kind.
+    #[test]
+    fn nodes_made_before_migration_13_keep_the_spot_timeout() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut conn, 12).unwrap();
+        conn.execute(
+            "INSERT INTO nodes (id, address, status, registered_at, last_heartbeat)
+             VALUES ('spot-a', '10.0.0.1', 'UP', 't', 't')",
+            [],
+        )
+        .unwrap();
+        super::migrations().to_latest(&mut conn).unwrap();
+        let silence: Option<i64> = conn
+            .query_row(
+                "SELECT silence_ms FROM nodes WHERE id = 'spot-a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(silence, None);
+        conn.execute_batch(
+            "INSERT INTO dispatches (task_seq, job_seq, queue, priority, published_attempts, open)
+             VALUES (1, 1, 'q', 0, NULL, 1), (2, 1, 'q', 0, 0, 1), (3, 1, 'q', 0, NULL, 0),
+                    (4, 1, 'q', 0, 2, 0)",
+        )
+        .unwrap();
+        let held = |index: &str, condition: &str| -> Vec<i64> {
+            conn.prepare(&format!(
+                "SELECT task_seq FROM dispatches INDEXED BY {index} WHERE {condition}
+                 ORDER BY task_seq"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        assert_eq!(
+            held("dispatches_fresh", "open AND published_attempts IS NULL"),
+            [1]
+        );
+        assert_eq!(
+            held(
+                "dispatches_published",
+                "open AND published_attempts IS NOT NULL"
+            ),
+            [2]
+        );
     }
 
     #[test]

@@ -350,6 +350,68 @@ pub async fn runner_writes_yield_their_events(store: &Stores) {
     );
 }
 
+/// A claim of a named task yields the event a claim does; a repeat, a refusal and the
+/// outbox's own records yield none, and a dispatched job's creation yields the job's.
+pub async fn claims_of_named_tasks_and_the_outbox_yield_their_events(store: &Stores) {
+    let seen = Seen::on(store);
+    let job = store
+        .dispatch
+        .create_dispatched_job(
+            new_job(2, 60, 0),
+            sweep(2),
+            drover_store::Route {
+                queue: "q".into(),
+                priority: 0,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.take(),
+        vec![vec![Event::JobCreated {
+            job_id: job.id.clone(),
+            total_tasks: 2
+        }]]
+    );
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    seen.take();
+    let task = drover_core::ids::sweep_task_id(&job.id, 1);
+    let claimed = store.jobs.claim_task(&task, &a, None, t0()).await.unwrap();
+    assert!(
+        matches!(claimed, drover_store::TaskClaim::Claimed(_)),
+        "{claimed:?}"
+    );
+    assert_eq!(
+        seen.take(),
+        vec![vec![Event::TaskClaimed {
+            task_id: task.clone(),
+            job_id: job.id.clone(),
+            node_id: a.clone(),
+            attempt: 1,
+        }]]
+    );
+    store.jobs.claim_task(&task, &a, None, t0()).await.unwrap();
+    store.jobs.claim_task(&task, &b, None, t0()).await.unwrap();
+    let other = drover_core::ids::sweep_task_id(&job.id, 0);
+    store
+        .jobs
+        .claim_task(&other, &a, Some(1), t0())
+        .await
+        .unwrap();
+    let published = store.dispatch.due_publications(10).await.unwrap();
+    let done = published
+        .iter()
+        .map(|p| drover_store::Published {
+            task_id: p.task.id.clone(),
+            attempts: p.task.attempt,
+        })
+        .collect();
+    store.dispatch.mark_published(done, t0()).await.unwrap();
+    assert_eq!(seen.take(), Vec::<Vec<Event>>::new());
+}
+
 macro_rules! events_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -358,6 +420,7 @@ macro_rules! events_suite {
                 refused_writes_yield_no_events,
                 node_writes_yield_their_events,
                 runner_writes_yield_their_events,
+                claims_of_named_tasks_and_the_outbox_yield_their_events,
             ];
             shared: []);
     };

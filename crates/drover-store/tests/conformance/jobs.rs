@@ -1,9 +1,10 @@
-//! Jobs and the task lifecycle: creation, claims, reports, releases, cancels.
+//! Jobs and the task lifecycle: creation, claims (of the best tasks, and of one named task),
+//! reports, releases, cancels.
 
 use crate::*;
 use drover_core::run::RunSpec;
-use drover_core::{JobStatus, TaskStatus};
-use drover_store::StoreError;
+use drover_core::{ClaimedTask, JobStatus, TaskStatus};
+use drover_store::{StoreError, TaskClaim};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -831,6 +832,382 @@ pub async fn a_large_sweep_is_made_at_once_and_claimed_from_its_start(store: &St
     assert_counts_consistent(store).await;
 }
 
+/// Task `i` of `job`.
+fn task_of(job: &str, i: u64) -> String {
+    drover_core::ids::sweep_task_id(job, i)
+}
+
+/// `claim_task` of `task` by `node` with `cap`, which must claim it.
+async fn claim_named(
+    store: &Stores,
+    task: &str,
+    node: &str,
+    cap: Option<u32>,
+    now: Timestamp,
+) -> ClaimedTask {
+    match store.jobs.claim_task(task, node, cap, now).await.unwrap() {
+        TaskClaim::Claimed(claimed) => claimed,
+        other => panic!("{task} for {node}: {other:?}"),
+    }
+}
+
+/// A named NEW task is claimed once: a new attempt under a lease, as `claim` hands one out
+/// (a task of a sweep never claimed included, with the tasks before it left NEW). A repeat by
+/// its holder changes nothing, another node is refused and shown the task, and `claim` no
+/// longer hands it out. Unknown tasks and nodes are not found.
+pub async fn claim_task_claims_a_new_task_once(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(4), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    let id = task_of(&job.id, 2);
+    let claimed = claim_named(store, &id, &a, None, t0()).await;
+    assert_eq!(
+        (&claimed.id, &claimed.job_id, claimed.attempt),
+        (&id, &job.id, 1)
+    );
+    assert_eq!(claimed.lease_expires_at, t0() + secs(60));
+    let payload: serde_json::Value = serde_json::from_str(&claimed.payload).unwrap();
+    assert_eq!(payload, json!({"x": 3}));
+    let held = store.jobs.get_task(&id).await.unwrap();
+    assert_eq!(held.status, TaskStatus::Running);
+    assert_eq!(held.assigned_to.as_deref(), Some(a.as_str()));
+    assert_eq!(
+        (held.attempt, held.started_at, held.lease_expires_at),
+        (1, Some(t0()), Some(t0() + secs(60)))
+    );
+    let started = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(
+        (started.status, started.started_at, started.counts.running),
+        (JobStatus::Running, Some(t0()), 1)
+    );
+
+    // A repeat by the holder is answered with its attempt, even at its cap, and changes
+    // nothing.
+    for cap in [None, Some(1), Some(0)] {
+        assert_eq!(
+            store
+                .jobs
+                .claim_task(&id, &a, cap, t0() + secs(5))
+                .await
+                .unwrap(),
+            TaskClaim::AlreadyHeld { attempt: 1 }
+        );
+    }
+    assert_eq!(store.jobs.get_task(&id).await.unwrap(), held);
+    // Another node is refused and sees the task as it stands.
+    assert_eq!(
+        store
+            .jobs
+            .claim_task(&id, &b, None, t0() + secs(5))
+            .await
+            .unwrap(),
+        TaskClaim::Unavailable(Box::new(held.clone()))
+    );
+    assert_eq!(store.jobs.get_task(&id).await.unwrap(), held);
+
+    // The tasks around it are NEW as they were; `claim` hands out those, not it.
+    let listed = store
+        .jobs
+        .list_tasks(&job.id, None, Page::first(10))
+        .await
+        .unwrap()
+        .items;
+    let statuses: Vec<_> = listed
+        .iter()
+        .map(|t| (t.seq, t.status, t.attempt))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (0, TaskStatus::New, 0),
+            (1, TaskStatus::New, 0),
+            (2, TaskStatus::Running, 1),
+            (3, TaskStatus::New, 0)
+        ]
+    );
+    assert_eq!(listed[1].payload["x"], json!(2));
+    let pulled: Vec<_> = store
+        .jobs
+        .claim(&b, 10, t0())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(
+        pulled,
+        [
+            task_of(&job.id, 0),
+            task_of(&job.id, 1),
+            task_of(&job.id, 3)
+        ]
+    );
+
+    // Unknown names.
+    for unknown in ["task-nope".to_string(), task_of(&job.id, 4)] {
+        let refused = store.jobs.claim_task(&unknown, &a, None, t0()).await;
+        assert!(
+            matches!(&refused, Err(StoreError::NotFound { kind: "task", .. })),
+            "{unknown}: {refused:?}"
+        );
+    }
+    let refused = store.jobs.claim_task(&id, "spot-nope", None, t0()).await;
+    assert!(
+        matches!(&refused, Err(StoreError::NotFound { kind: "spot", .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.jobs.get_task(&id).await.unwrap(), held);
+    assert_counts_consistent(store).await;
+}
+
+/// A node at its cap of RUNNING tasks gets no more named tasks; only its own RUNNING tasks
+/// count (not another node's, not its finished ones). A DOWN node is refused as `claim`
+/// refuses it.
+pub async fn claim_task_respects_the_nodes_cap_and_status(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(6), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    let cap = Some(2);
+    claim_named(store, &task_of(&job.id, 0), &a, cap, t0()).await;
+    // Another node's RUNNING task does not count against this one's cap.
+    claim_named(store, &task_of(&job.id, 5), &b, Some(1), t0()).await;
+    claim_named(store, &task_of(&job.id, 1), &a, cap, t0()).await;
+    assert_eq!(
+        store
+            .jobs
+            .claim_task(&task_of(&job.id, 2), &a, cap, t0())
+            .await
+            .unwrap(),
+        TaskClaim::AtCapacity { running: 2 }
+    );
+    let refused = store.jobs.get_task(&task_of(&job.id, 2)).await.unwrap();
+    assert_eq!((refused.status, refused.attempt), (TaskStatus::New, 0));
+    // Without a cap there is no limit.
+    claim_named(store, &task_of(&job.id, 2), &a, None, t0()).await;
+    assert_eq!(
+        store
+            .jobs
+            .claim_task(&task_of(&job.id, 3), &a, Some(3), t0())
+            .await
+            .unwrap(),
+        TaskClaim::AtCapacity { running: 3 }
+    );
+    // A task that finished no longer counts.
+    assert_eq!(
+        report_one(store, complete(&task_of(&job.id, 0), &a, 1.0), t0()).await,
+        ReportOutcome::Completed
+    );
+    claim_named(store, &task_of(&job.id, 3), &a, Some(3), t0()).await;
+
+    // A DOWN node is refused, and the task stays NEW.
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(1), t0() + secs(1))
+        .await
+        .unwrap();
+    assert!(down.nodes.contains(&a), "{down:?}");
+    let refused = store
+        .jobs
+        .claim_task(&task_of(&job.id, 4), &a, None, t0() + secs(1))
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::NodeDown(n)) if *n == a),
+        "{refused:?}"
+    );
+    let task = store.jobs.get_task(&task_of(&job.id, 4)).await.unwrap();
+    assert_eq!((task.status, task.attempt), (TaskStatus::New, 0));
+    assert_counts_consistent(store).await;
+}
+
+/// A task claimed by name is then a task like any other: its holder completes it by the
+/// normal report without naming the attempt, a lease that runs out is taken back by the task
+/// reaper, and a holder that goes silent loses it to the node reaper; each released task is
+/// NEW again and claimed by name with its next attempt.
+pub async fn a_task_claimed_by_name_is_reported_and_released_as_any(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    let b = node(store, t0()).await;
+    let (first, second, third) = (
+        task_of(&job.id, 0),
+        task_of(&job.id, 1),
+        task_of(&job.id, 2),
+    );
+
+    claim_named(store, &first, &a, None, t0()).await;
+    assert_eq!(
+        report_one(store, complete(&first, &a, 1.5), t0() + secs(1)).await,
+        ReportOutcome::Completed
+    );
+    let done = store.jobs.get_task(&first).await.unwrap();
+    assert_eq!(
+        (done.status, done.result.fopt),
+        (TaskStatus::Done, Some(1.5))
+    );
+    // A finished task is not claimed again, not even by its holder.
+    assert_eq!(
+        store
+            .jobs
+            .claim_task(&first, &a, None, t0() + secs(2))
+            .await
+            .unwrap(),
+        TaskClaim::Unavailable(Box::new(done))
+    );
+
+    // The lease runs out: the task reaper takes it back, NEW for its next attempt.
+    claim_named(store, &second, &a, None, t0()).await;
+    assert!(
+        store
+            .jobs
+            .release_expired_tasks(t0() + secs(59))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let released = store
+        .jobs
+        .release_expired_tasks(t0() + secs(61))
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(
+        (released[0].task_id.as_str(), released[0].to),
+        (second.as_str(), TaskStatus::New)
+    );
+    assert_eq!(
+        report_one(store, complete(&second, &a, 2.0), t0() + secs(62)).await,
+        ReportOutcome::NotHolder,
+        "the reaped attempt's report is fenced off"
+    );
+    let again = claim_named(store, &second, &b, None, t0() + secs(62)).await;
+    assert_eq!(again.attempt, 2);
+    assert_eq!(
+        report_one(store, complete(&second, &b, 2.5), t0() + secs(63)).await,
+        ReportOutcome::Completed
+    );
+
+    // The holder goes silent: the node reaper takes the task back with the node.
+    claim_named(store, &third, &a, None, t0() + secs(62)).await;
+    store
+        .nodes
+        .heartbeat(&b, drover_core::NodeStats::default(), t0() + secs(100))
+        .await
+        .unwrap();
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(90), t0() + secs(100))
+        .await
+        .unwrap();
+    assert_eq!(down.nodes, [a.as_str()]);
+    let released: Vec<_> = down
+        .released
+        .iter()
+        .map(|r| (r.task_id.as_str(), r.attempt, r.to))
+        .collect();
+    assert_eq!(released, [(third.as_str(), 1, TaskStatus::New)]);
+    let back = store.jobs.get_task(&third).await.unwrap();
+    assert_eq!(
+        (back.status, back.attempt, back.assigned_to),
+        (TaskStatus::New, 1, None)
+    );
+    let last = claim_named(store, &third, &b, Some(1), t0() + secs(100)).await;
+    assert_eq!(last.attempt, 2);
+    assert_eq!(
+        report_one(store, complete(&third, &b, 3.0), t0() + secs(101)).await,
+        ReportOutcome::Completed
+    );
+    let finished = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(finished.status, JobStatus::Completed);
+    assert_counts_consistent(store).await;
+}
+
+/// Claims of named tasks racing each other and `claim`: each task is held once, no node holds
+/// more than its cap though several of its workers ask at once, and each attempt is handed
+/// out once.
+pub async fn concurrent_claims_of_named_tasks_never_share_a_task_nor_pass_a_cap(store: Stores) {
+    const TASKS: u64 = 48;
+    const CAP: usize = 3;
+    const CALLERS: u64 = 4;
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(TASKS as i64), t0())
+        .await
+        .unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&store, t0()).await);
+    }
+    let mut handles = Vec::new();
+    for (k, n) in nodes.iter().enumerate() {
+        // Several callers for each node at once (a worker's consumers, each handed a message),
+        // every one asking for every task, each from its own starting point.
+        for c in 0..CALLERS {
+            let (store, n, job) = (store.clone(), n.clone(), job.id.clone());
+            let start = (k as u64 * CALLERS + c) * (TASKS / 12);
+            handles.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for step in 0..TASKS {
+                    let task = task_of(&job, (start + step) % TASKS);
+                    if let TaskClaim::Claimed(c) = store
+                        .jobs
+                        .claim_task(&task, &n, Some(CAP as u32), t0())
+                        .await
+                        .unwrap()
+                    {
+                        got.push(c.id);
+                    }
+                }
+                (n, got)
+            }));
+        }
+    }
+    let puller = {
+        let (store, n) = (store.clone(), node(&store, t0()).await);
+        tokio::spawn(async move { store.jobs.claim(&n, 5, t0()).await.unwrap().len() })
+    };
+    let mut held = HashSet::new();
+    let mut per_node: std::collections::HashMap<String, usize> = Default::default();
+    for h in handles {
+        let (n, got) = h.await.unwrap();
+        *per_node.entry(n).or_default() += got.len();
+        for id in got {
+            assert!(held.insert(id.clone()), "{id} claimed twice");
+        }
+    }
+    // There are tasks enough for every node to reach its cap, and none passes it.
+    for n in &nodes {
+        assert_eq!(per_node[n], CAP, "{n}: {per_node:?}");
+    }
+    let pulled = puller.await.unwrap();
+    let job = store.jobs.get_job(&job.id).await.unwrap();
+    assert_eq!(job.counts.running as usize, held.len() + pulled);
+    let running = store
+        .jobs
+        .list_tasks(&job.id, Some(TaskStatus::Running), Page::first(100))
+        .await
+        .unwrap()
+        .items;
+    for n in &nodes {
+        let holds = running
+            .iter()
+            .filter(|t| t.assigned_to.as_deref() == Some(n.as_str()))
+            .count();
+        assert_eq!(holds, CAP, "{n}");
+    }
+    assert_counts_consistent(&store).await;
+}
+
 macro_rules! jobs_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -851,8 +1228,14 @@ macro_rules! jobs_suite {
                 claims_order_retries_and_unclaimed_tasks_by_priority_then_age,
                 cancel_counts_the_tasks_never_claimed,
                 a_large_sweep_is_made_at_once_and_claimed_from_its_start,
+                claim_task_claims_a_new_task_once,
+                claim_task_respects_the_nodes_cap_and_status,
+                a_task_claimed_by_name_is_reported_and_released_as_any,
             ];
-            shared: [concurrent_claims_never_share_a_task]);
+            shared: [
+                concurrent_claims_never_share_a_task,
+                concurrent_claims_of_named_tasks_never_share_a_task_nor_pass_a_cap,
+            ]);
     };
 }
 

@@ -3,7 +3,7 @@
 use crate::*;
 use drover_core::credential::SpotCredential;
 use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
-use drover_store::{NewNode, Page, StoreError};
+use drover_store::{Liveness, NamedNode, NewNode, Page, StoreError};
 
 pub async fn claims_need_a_known_live_node(store: &Stores) {
     store
@@ -418,6 +418,132 @@ pub async fn the_registry_is_capped_and_listed_in_pages(store: &Stores) {
     assert_eq!(seen, ids);
 }
 
+/// A node registered with a silence timeout of its own (`NamedNode::silence_timeout`).
+fn slow_node(id: &str, silence_secs: Option<u64>) -> NamedNode {
+    NamedNode {
+        id: id.into(),
+        info: NodeInfo {
+            address: "10.0.0.7:7000".into(),
+            ..Default::default()
+        },
+        capacity_gb: None,
+        liveness: Liveness::Heartbeats,
+        silence_timeout: silence_secs.map(std::time::Duration::from_secs),
+    }
+}
+
+/// The spot timeout of these scenarios, in seconds: the reaper's cutoff is this long before
+/// its `now`.
+const SPOT_TIMEOUT: i64 = 10;
+
+/// The node reaper's pass at `at` seconds, with the spot timeout; the nodes it marked DOWN,
+/// sorted, and the tasks it released.
+async fn reap_at(store: &Stores, at: i64) -> (Vec<String>, Vec<String>) {
+    let down = store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(at - SPOT_TIMEOUT), t0() + secs(at))
+        .await
+        .unwrap();
+    let mut nodes = down.nodes;
+    nodes.sort();
+    (
+        nodes,
+        down.released.into_iter().map(|r| r.task_id).collect(),
+    )
+}
+
+/// A node with a silence timeout of its own longer than the spot timeout is DOWN only once it
+/// has been silent that long (and its tasks stay with it until then); a node without one, or
+/// with a shorter one, is judged by the spot timeout.
+pub async fn a_node_with_a_longer_silence_timeout_is_judged_by_it(store: &Stores) {
+    store
+        .nodes
+        .put_node(slow_node("node-slow", Some(30)), None, t0())
+        .await
+        .unwrap();
+    store
+        .nodes
+        .put_node(slow_node("node-short", Some(5)), None, t0())
+        .await
+        .unwrap();
+    let plain = node(store, t0()).await;
+    let job = store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(1), t0())
+        .await
+        .unwrap();
+    let task = drover_core::ids::sweep_task_id(&job.id, 0);
+    let claimed = store
+        .jobs
+        .claim_task(&task, "node-slow", None, t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(claimed, drover_store::TaskClaim::Claimed(_)),
+        "{claimed:?}"
+    );
+
+    assert_eq!(reap_at(store, 5).await, (vec![], vec![]));
+    let mut spot_timed = vec!["node-short".to_string(), plain.clone()];
+    spot_timed.sort();
+    assert_eq!(reap_at(store, 11).await, (spot_timed, vec![]));
+    for at in [15, 25, 30] {
+        assert_eq!(reap_at(store, at).await, (vec![], vec![]), "at {at} s");
+    }
+    let slow = the_node(store, "node-slow").await;
+    assert_eq!(slow.status, NodeStatus::Up);
+    assert_eq!(
+        store.jobs.get_task(&task).await.unwrap().status,
+        TaskStatus::Running
+    );
+    assert_eq!(
+        reap_at(store, 31).await,
+        (vec!["node-slow".to_string()], vec![task.clone()])
+    );
+    assert_eq!(the_node(store, "node-slow").await.status, NodeStatus::Down);
+    assert_eq!(
+        store.jobs.get_task(&task).await.unwrap().status,
+        TaskStatus::New
+    );
+    assert_counts_consistent(store).await;
+}
+
+/// A node's own silence timeout counts from its last heartbeat answered (one the store held
+/// without writing it yet included), and registering the node again replaces it.
+pub async fn a_nodes_own_silence_timeout_counts_from_its_last_heartbeat(store: &Stores) {
+    store
+        .nodes
+        .put_node(slow_node("node-slow", Some(30)), None, t0())
+        .await
+        .unwrap();
+    for at in [20, 46] {
+        let status = store
+            .nodes
+            .heartbeat("node-slow", NodeStats::default(), t0() + secs(at))
+            .await
+            .unwrap();
+        assert_eq!(status, NodeStatus::Up);
+        // Silent since its heartbeat for longer than the spot timeout, not its own.
+        assert_eq!(reap_at(store, at + 25).await, (vec![], vec![]), "at {at} s");
+    }
+    assert_eq!(
+        reap_at(store, 77).await,
+        (vec!["node-slow".to_string()], vec![])
+    );
+    // Registered again without a timeout of its own: the spot timeout judges it.
+    store
+        .nodes
+        .put_node(slow_node("node-slow", None), None, t0() + secs(80))
+        .await
+        .unwrap();
+    assert_eq!(the_node(store, "node-slow").await.status, NodeStatus::Up);
+    assert_eq!(reap_at(store, 90).await, (vec![], vec![]));
+    assert_eq!(
+        reap_at(store, 91).await,
+        (vec!["node-slow".to_string()], vec![])
+    );
+}
+
 macro_rules! nodes_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -430,6 +556,8 @@ macro_rules! nodes_suite {
                 down_nodes_are_forgotten_after_the_retention,
                 a_nodes_secret_is_kept_as_its_hash_alone,
                 the_registry_is_capped_and_listed_in_pages,
+                a_node_with_a_longer_silence_timeout_is_judged_by_it,
+                a_nodes_own_silence_timeout_counts_from_its_last_heartbeat,
             ];
             shared: []);
     };

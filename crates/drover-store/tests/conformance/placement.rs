@@ -20,6 +20,7 @@ fn placed(id: &str, zone: &str, capacity_gb: u64) -> NamedNode {
         },
         capacity_gb: Some(capacity_gb),
         liveness: Liveness::Stats,
+        silence_timeout: None,
     }
 }
 
@@ -229,6 +230,7 @@ pub async fn named_nodes_that_heartbeat_are_judged_by_their_heartbeats(store: &S
         },
         capacity_gb: None,
         liveness: Liveness::Heartbeats,
+        silence_timeout: None,
     };
     store.nodes.put_node(agent("h1"), None, t0()).await.unwrap();
     let listed = store.nodes.list_nodes().await.unwrap();

@@ -87,7 +87,7 @@ async fn cluster(State(app): State<AppState>) -> Result<Json<api::ClusterInfo>, 
     Ok(Json(translate::cluster(&app.cluster, &view, now)))
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,0 +1,252 @@
+//! The priority router in RabbitMQ mode: a private broker (`drover-amqptest`), a `drover
+//! server --dispatch rabbitmq`, and N jobs of mixed priority registered over HTTP
+//! (`POST /api/jobs/register`) by [`IN_FLIGHT`] concurrent clients. Figures:
+//! - register → published: from the first registration to the publisher's confirmed count
+//!   (`drover_worker_items_total{worker="amqp-publisher",item="jobs_published"}`) reaching N,
+//!   in jobs/s; the registrations' own rate beside it;
+//! - end to end: [`CONSUMERS`] Python workers written with pika (the tests' independent
+//!   worker, `crates/drover-server/tests/api/priority_worker.py`), each pulling high first and
+//!   reporting `running` and `completed` over HTTP, until every job is completed in drover.
+//!
+//! The clients are tokio tasks of this process sharing one HTTP client.
+
+use crate::server::{Server, ServerOpts};
+use crate::stats::thousands;
+use crate::suite::{Ctx, Goal, Row, Rows, Verdict};
+use anyhow::{Context, bail, ensure};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+const SCENARIO: &str = "priority-router";
+const IN_FLIGHT: usize = 64;
+const CONSUMERS: usize = 2;
+const TARGET: &str = "≥ 10,000 jobs/s";
+
+struct Figures {
+    register_per_s: f64,
+    published_per_s: f64,
+    end_to_end_per_s: Option<f64>,
+    consumer_note: String,
+}
+
+pub async fn priority(ctx: &Ctx, command: String, n: u32) -> Vec<Row> {
+    let mut rows = Rows::new(SCENARIO, command);
+    match run(ctx, n).await {
+        Ok(f) => {
+            rows.add(
+                format!(
+                    "register → published with confirms: {} jobs/s ({} jobs of mixed priority, {IN_FLIGHT} HTTP clients; registrations alone {} /s)",
+                    thousands(f.published_per_s),
+                    thousands(n as f64),
+                    thousands(f.register_per_s)
+                ),
+                f.published_per_s,
+                TARGET,
+                Goal::AtLeast(10_000.0),
+            );
+            match f.end_to_end_per_s {
+                Some(rate) => rows.add(
+                    format!(
+                        "end to end with {CONSUMERS} Python pika workers (running and completed over HTTP per job): {} jobs/s",
+                        thousands(rate)
+                    ),
+                    rate,
+                    "reported",
+                    Goal::None,
+                ),
+                None => rows.missing(f.consumer_note, "reported", Verdict::Reported),
+            }
+        }
+        Err(e) => rows.missing(format!("failed: {e:#}"), TARGET, Verdict::Failed),
+    }
+    rows.rows
+}
+
+fn venv_python() -> PathBuf {
+    match std::env::var_os("DROVER_TEST_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/drover/venv")
+        }
+    }
+    .join("bin/python")
+}
+
+fn worker_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/drover-server/tests/api/priority_worker.py")
+}
+
+async fn run(ctx: &Ctx, n: u32) -> anyhow::Result<Figures> {
+    if let Some(why) = drover_amqptest::missing() {
+        bail!("no RabbitMQ broker: {why}");
+    }
+    ctx.say(SCENARIO, "starting a private RabbitMQ broker");
+    let broker = tokio::task::spawn_blocking(drover_amqptest::Broker::start)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = broker.url();
+    let server = Server::start(&ServerOpts {
+        drover: &ctx.drover,
+        strace: false,
+        extra: &["--dispatch", "rabbitmq", "--amqp-url", &url],
+        db_dir: ctx.db_dir(),
+        db_url: None,
+    })
+    .await?;
+    let result = measure(ctx, &server, &url, n).await;
+    server.stop().await;
+    drop(broker);
+    result
+}
+
+/// The publisher's confirmed count, read from `/metrics`.
+async fn published(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find(|l| {
+            l.starts_with("drover_worker_items_total")
+                && l.contains("worker=\"amqp-publisher\"")
+                && l.contains("item=\"jobs_published\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
+
+async fn completed(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let v: serde_json::Value = http
+        .get(format!("{base}/api/v1/health"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let pending = v["pendingTasks"].as_u64().unwrap_or(0);
+    let running = v["runningTasks"].as_u64().unwrap_or(0);
+    Ok(pending + running)
+}
+
+async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Result<Figures> {
+    let http = reqwest::Client::new();
+    let base = server.url.clone();
+    ctx.say(
+        SCENARIO,
+        format!("registering {} jobs", thousands(n as f64)),
+    );
+    let t = Instant::now();
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (http, gate, base) = (http.clone(), gate.clone(), base.clone());
+        set.spawn(async move {
+            let _slot = gate.acquire_owned().await?;
+            let priority = [1, 5, 10][i as usize % 3];
+            let body = json!({
+                "id": format!("bench-{i}"),
+                "type": "calculate",
+                "priority": priority,
+                "payload": {"numbers": [i, 1, 2]},
+            });
+            let r = http
+                .post(format!("{base}/api/jobs/register"))
+                .json(&body)
+                .send()
+                .await?;
+            ensure!(
+                r.status().as_u16() == 202,
+                "registration answered {}",
+                r.status()
+            );
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let registered = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if published(&http, &base).await? >= u64::from(n) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not every job was published within 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let to_published = t.elapsed();
+    ctx.say(
+        SCENARIO,
+        format!(
+            "registered in {:.2} s, all published in {:.2} s",
+            registered.as_secs_f64(),
+            to_published.as_secs_f64()
+        ),
+    );
+
+    let python = venv_python();
+    let pika = std::process::Command::new(&python)
+        .args(["-c", "import pika"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !pika {
+        return Ok(Figures {
+            register_per_s: f64::from(n) / registered.as_secs_f64(),
+            published_per_s: f64::from(n) / to_published.as_secs_f64(),
+            end_to_end_per_s: None,
+            consumer_note: format!(
+                "end to end not run: {} has no pika (scripts/test makes the virtualenv)",
+                python.display()
+            ),
+        });
+    }
+    ctx.say(
+        SCENARIO,
+        format!("{CONSUMERS} pika workers draining the queues"),
+    );
+    let t = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..CONSUMERS {
+        let child = tokio::process::Command::new(&python)
+            .arg(worker_script())
+            .args(["--amqp", amqp, "--api", &base])
+            .args(["--worker-id", &format!("bench-py-{w}"), "--idle-exit", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a pika worker")?;
+        workers.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if completed(&http, &base).await? == 0 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the workers did not finish within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end_to_end = t.elapsed();
+    for mut w in workers {
+        let _ = w.kill().await;
+    }
+    Ok(Figures {
+        register_per_s: f64::from(n) / registered.as_secs_f64(),
+        published_per_s: f64::from(n) / to_published.as_secs_f64(),
+        end_to_end_per_s: Some(f64::from(n) / end_to_end.as_secs_f64()),
+        consumer_note: String::new(),
+    })
+}

@@ -1,0 +1,195 @@
+//! Wire types of the priority-queue contract (`/api/jobs/*`, `/api/workers/heartbeat`,
+//! `/api/health`, `/api/raft/status`, `/api/cluster/status`, `/api/metrics`) and of the
+//! messages it puts on the broker: snake_case bodies (`workerId`, `jobId`, `errorMessage` and
+//! `currentLoad` also read, as its workers send them), times in milliseconds since the epoch.
+//!
+//! Request fields whose type the contract leaves loose (`type`, `priority`, `payload`, ...) are
+//! read as JSON values, so that the surface can say exactly what is wrong with one instead of
+//! a parser's generic message.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// `POST /api/jobs/register`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RegisterJob {
+    #[serde(default)]
+    pub id: Option<Value>,
+    #[serde(default, rename = "type")]
+    pub job_type: Option<Value>,
+    #[serde(default)]
+    pub priority: Option<Value>,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub max_retries: Option<Value>,
+    /// Seconds a worker may run the job before it is taken back.
+    #[serde(default)]
+    pub execution_timeout: Option<Value>,
+}
+
+/// `PUT /api/jobs/{id}/status` and `POST /api/jobs/status`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StatusUpdate {
+    /// The job, when the path does not name it.
+    #[serde(default, alias = "jobId")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, rename = "workerId", alias = "worker_id")]
+    pub worker_id: Option<String>,
+    #[serde(default)]
+    pub result: Option<Value>,
+    #[serde(default, rename = "errorMessage", alias = "error_message")]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub progress: Option<Value>,
+    #[serde(default)]
+    pub timestamp: Option<Value>,
+}
+
+/// `POST /api/workers/heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct WorkerHeartbeat {
+    #[serde(default, alias = "workerId")]
+    pub worker_id: Option<String>,
+    #[serde(default, alias = "workerType")]
+    pub worker_type: Option<String>,
+    #[serde(default)]
+    pub capacity: Option<Value>,
+    #[serde(default, alias = "currentLoad")]
+    pub current_load: Option<Value>,
+}
+
+/// The answers that are one word: `{"status": "accepted", "job_id": ...}` and the like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// An error: the contract's `{"error": code}`, with a message saying what to fix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One job of `GET /api/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub status: String,
+    pub priority: i64,
+    /// `"none"` until a worker took it.
+    pub worker_id: String,
+    pub result: Value,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    /// drover's additions: the class, the attempts made and the last error.
+    #[serde(default)]
+    pub class: String,
+    #[serde(default)]
+    pub retry_count: u32,
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// `GET /api/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    pub count: usize,
+    /// Where the next page starts (`?cursor=`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub timestamp: i64,
+    pub node: String,
+}
+
+/// `GET /api/raft/status`: drover's replica election in the contract's words (the lease's
+/// epoch is the term).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<String>,
+}
+
+/// One replica in `GET /api/cluster/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub node: String,
+    pub address: String,
+    pub role: String,
+    /// When it last renewed its membership, in milliseconds.
+    pub last_contact: i64,
+}
+
+/// `GET /api/cluster/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    pub cluster: Vec<Member>,
+    pub raft: RaftStatus,
+    pub timestamp: i64,
+}
+
+/// `GET /api/metrics`: jobs by status, queue depth by class (jobs waiting for a worker),
+/// workers by status, and what is not yet on the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub jobs: BTreeMap<String, u64>,
+    pub queues: BTreeMap<String, u64>,
+    pub workers: BTreeMap<String, u64>,
+    /// Jobs of each queue committed but not yet confirmed by the broker (RabbitMQ mode).
+    pub unpublished: BTreeMap<String, u64>,
+    pub dispatch: String,
+    pub timestamp: i64,
+}
+
+/// A job as it is published to its queue: the contract's job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub priority: i64,
+    pub status: String,
+    pub worker_id: String,
+    pub payload: Value,
+    pub result: Value,
+    pub error_message: Option<String>,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    pub execution_timeout: u64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub metadata: Map<String, Value>,
+}
+
+/// A status change as it is published to `status.exchange` (routing key `status.update`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    #[serde(rename = "jobId")]
+    pub job_id: String,
+    /// Upper case: `RUNNING`, `COMPLETED`, ...
+    #[serde(rename = "jobStatus")]
+    pub job_status: String,
+    #[serde(rename = "workerId")]
+    pub worker_id: String,
+    pub result: Value,
+}

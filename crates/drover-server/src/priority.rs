@@ -1,0 +1,714 @@
+//! The priority job router: the priority-queue contract's operations over drover's core.
+//!
+//! A registered job is a drover job of one task (`contract_jobs`), whose priority class
+//! (`drover_core::priority`) is its drover priority, so claims take high, then medium, then
+//! low, the oldest first within a class. In RabbitMQ mode the job is also put in the store's
+//! dispatch outbox in the same transaction, and the publisher (`amqp.rs`) sends it to its
+//! class's queue; a worker that took it from the broker says "running", and the task is
+//! claimed for that worker by the store (`JobStore::claim_task`), then completed or failed
+//! through the same report path as every task. Workers are drover nodes that heartbeat (every
+//! 10 s in the contract), judged by this contract's own worker timeout.
+//!
+//! This service translates and orders store calls; every decision is the core's (the class,
+//! what an update asks, whether a claim or a report is allowed). It keeps one thing in memory:
+//! the capacity each worker last announced to this replica, a hint for the cap on its running
+//! jobs (the contract's default of 10 where this replica has not heard one).
+
+use crate::AppState;
+use crate::contract_jobs::{self, SubmitError, Submitted};
+use drover_api::priority as api;
+use drover_core::priority::{DEFAULT_PRIORITY, PriorityClass, UPDATE_WORDS, WorkerUpdate};
+use drover_core::{
+    NodeInfo, NodeStats, ReportKind, ReportOutcome, Task, TaskResult, TaskStatus, Timestamp,
+};
+use drover_store::{Liveness, NamedNode, NewJob, Report, Route, StoreError, TaskClaim};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The namespace of this contract's job ids (`contract_jobs::drover_job_id`).
+const NAMESPACE: &str = "distriqueue";
+/// The contract's defaults for what a registration leaves out.
+const DEFAULT_MAX_RETRIES: u64 = 3;
+const DEFAULT_EXECUTION_TIMEOUT_SECS: u64 = 300;
+const DEFAULT_CAPACITY: u32 = 10;
+/// The label a worker's type is kept under; a node with it is one of this contract's workers.
+pub const WORKER_TYPE_LABEL: &str = "worker_type";
+/// Longest contract job id accepted.
+const MAX_ID_LEN: usize = 200;
+
+/// How jobs reach workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Workers pull from the store (drover agents, `/internal/v1/claim`), by priority.
+    Native,
+    /// Each job is published to its class's queue on this RabbitMQ broker.
+    Rabbitmq { url: String },
+}
+
+impl Dispatch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dispatch::Native => "native",
+            Dispatch::Rabbitmq { .. } => "rabbitmq",
+        }
+    }
+}
+
+/// The contract's settings.
+#[derive(Debug, Clone)]
+pub struct PriorityConfig {
+    pub dispatch: Dispatch,
+    /// Answer a status update for an unknown job with 200, as the original system does
+    /// (`--priority-lenient-unknown`); by default it is 404 `job_not_found`.
+    pub lenient_unknown_jobs: bool,
+    /// How long a worker of this contract may stay silent before it is DOWN and its jobs are
+    /// taken back: well above the 10 s between its heartbeats.
+    pub worker_timeout: Duration,
+}
+
+impl Default for PriorityConfig {
+    fn default() -> Self {
+        PriorityConfig {
+            dispatch: Dispatch::Native,
+            lenient_unknown_jobs: false,
+            worker_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why an operation was refused; each says what the caller should change.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The request is wrong: `code` is the contract-style error word, the message what to fix.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("no job {0:?}")]
+    UnknownJob(String),
+    /// The request is well formed but the job's state does not allow it.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> RouterError {
+    RouterError::Invalid {
+        code,
+        message: message.into(),
+    }
+}
+
+fn conflict(code: &'static str, message: impl Into<String>) -> RouterError {
+    RouterError::Conflict {
+        code,
+        message: message.into(),
+    }
+}
+
+/// What an accepted status update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    Changed,
+    /// A repeat, or an unknown job under the lenient setting: nothing changed.
+    Unchanged,
+}
+
+/// A job of this contract as the listing shows it.
+pub struct ContractJob {
+    pub id: String,
+    pub job_type: String,
+    pub priority: i64,
+    pub task: Task,
+}
+
+pub struct PriorityRouter {
+    pub config: PriorityConfig,
+    /// Capacity announced by each worker's last heartbeat to this replica.
+    capacities: Mutex<HashMap<String, u32>>,
+    /// Status changes for the broker's `status.exchange`, in RabbitMQ mode.
+    events: Option<mpsc::Sender<api::StatusEvent>>,
+}
+
+/// Status events waiting for the publisher; beyond this they are dropped (they inform, the
+/// jobs themselves are in the outbox).
+pub const STATUS_EVENT_BACKLOG: usize = 10_000;
+
+impl PriorityRouter {
+    /// The router, and in RabbitMQ mode the receiving end of its status events.
+    pub fn new(config: PriorityConfig) -> (Self, Option<mpsc::Receiver<api::StatusEvent>>) {
+        let (events, rx) = match config.dispatch {
+            Dispatch::Native => (None, None),
+            Dispatch::Rabbitmq { .. } => {
+                let (tx, rx) = mpsc::channel(STATUS_EVENT_BACKLOG);
+                (Some(tx), Some(rx))
+            }
+        };
+        let router = PriorityRouter {
+            config,
+            capacities: Mutex::default(),
+            events,
+        };
+        (router, rx)
+    }
+
+    fn capacity_of(&self, worker: &str) -> u32 {
+        let known = self.capacities.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(worker).copied().unwrap_or(DEFAULT_CAPACITY)
+    }
+
+    fn announce(&self, task: &Task, worker: &str, result: Value) {
+        if let Some(events) = &self.events {
+            let (id, _, _) = contract_fields(&task.payload);
+            let event = api::StatusEvent {
+                job_id: id,
+                job_status: drover_core::priority::status_word(task.status).to_uppercase(),
+                worker_id: worker.to_string(),
+                result,
+            };
+            if events.try_send(event).is_err() {
+                tracing::debug!("status event backlog full; an event was dropped");
+            }
+        }
+    }
+
+    /// Registers a job; its id (the one given, or a new one) and whether it was made now.
+    pub async fn register(
+        &self,
+        app: &AppState,
+        r: api::RegisterJob,
+    ) -> Result<(String, Submitted), RouterError> {
+        let id = match r.id {
+            None | Some(Value::Null) => drover_core::ids::job_id(),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID_LEN => s,
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_id",
+                    format!(
+                        "id must be a non-empty string of at most {MAX_ID_LEN} characters (got {other})"
+                    ),
+                ));
+            }
+        };
+        let job_type = match r.job_type {
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            None | Some(Value::Null) => {
+                return Err(invalid(
+                    "missing_type",
+                    "type is required: the kind of job, e.g. \"calculate\"",
+                ));
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_type",
+                    format!("type must be a non-empty string (got {other})"),
+                ));
+            }
+        };
+        let priority = match r.priority {
+            None | Some(Value::Null) => DEFAULT_PRIORITY,
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_priority",
+                    format!(
+                        "priority must be an integer: 10 and above is high, 5 to 9 medium, \
+                         below 5 low (got {other})"
+                    ),
+                ));
+            }
+        };
+        let payload = match r.payload {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(Value::Object(o)) => Value::Object(o),
+            Some(other) => {
+                return Err(invalid(
+                    "invalid_payload",
+                    format!("payload must be a JSON object (got {other})"),
+                ));
+            }
+        };
+        let max_attempts_limit = u64::from(drover_core::rules::MAX_ATTEMPTS_LIMIT);
+        let max_retries = whole(
+            r.max_retries,
+            DEFAULT_MAX_RETRIES,
+            0..=max_attempts_limit - 1,
+        )
+        .ok_or_else(|| {
+            invalid(
+                "invalid_max_retries",
+                format!(
+                    "max_retries must be an integer from 0 to {}",
+                    max_attempts_limit - 1
+                ),
+            )
+        })?;
+        let timeout = whole(
+            r.execution_timeout,
+            DEFAULT_EXECUTION_TIMEOUT_SECS,
+            drover_core::rules::TASK_TIMEOUT_RANGE_SECS,
+        )
+        .ok_or_else(|| {
+            invalid(
+                "invalid_execution_timeout",
+                format!(
+                    "execution_timeout must be a whole number of seconds from 1 to {}",
+                    drover_core::rules::MAX_TASK_TIMEOUT_SECS
+                ),
+            )
+        })?;
+        let class = PriorityClass::of(priority);
+        let mut task = Map::new();
+        task.insert("id".into(), Value::String(id.clone()));
+        task.insert("type".into(), Value::String(job_type));
+        task.insert("priority".into(), Value::from(priority));
+        task.insert("payload".into(), payload);
+        task.insert("max_retries".into(), Value::from(max_retries));
+        task.insert("execution_timeout".into(), Value::from(timeout));
+        let job = NewJob {
+            id: Some(contract_jobs::drover_job_id(NAMESPACE, &id)),
+            name: Some(id.clone()),
+            priority: class.job_priority(),
+            max_attempts: max_retries as u32 + 1,
+            task_timeout: Duration::from_secs(timeout),
+            run: None,
+        };
+        let route = match self.config.dispatch {
+            Dispatch::Native => None,
+            Dispatch::Rabbitmq { .. } => Some(route_of(class)),
+        };
+        match contract_jobs::submit(app, job, task, route).await {
+            Ok(submitted) => Ok((id, submitted)),
+            Err(SubmitError::Conflict) => Err(conflict(
+                "job_exists",
+                format!(
+                    "a different job was already registered with id {id:?}; register it under another id"
+                ),
+            )),
+            Err(SubmitError::Invalid(m)) => Err(invalid("invalid_payload", m)),
+            Err(SubmitError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// The task of the contract job `id`, or `None`.
+    async fn task(&self, app: &AppState, id: &str) -> Result<Option<Task>, RouterError> {
+        let job = contract_jobs::drover_job_id(NAMESPACE, id);
+        Ok(contract_jobs::task_of(app, &job).await?)
+    }
+
+    /// Applies a worker's status update for the job `id`.
+    pub async fn update(
+        &self,
+        app: &AppState,
+        id: Option<String>,
+        u: api::StatusUpdate,
+    ) -> Result<Updated, RouterError> {
+        let id = id.or(u.id).filter(|s| !s.is_empty()).ok_or_else(|| {
+            invalid(
+                "invalid_request",
+                "the job id is missing: PUT /api/jobs/{id}/status, or \"jobId\" in the body",
+            )
+        })?;
+        let word = u.status.ok_or_else(|| {
+            invalid(
+                "invalid_request",
+                format!("status is required: {UPDATE_WORDS}"),
+            )
+        })?;
+        let update = WorkerUpdate::parse(&word).ok_or_else(|| {
+            invalid(
+                "invalid_status",
+                format!("unknown status {word:?}: expected {UPDATE_WORDS}"),
+            )
+        })?;
+        let worker = u
+            .worker_id
+            .filter(|w| !w.trim().is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "invalid_request",
+                    "workerId is required: the worker that runs the job",
+                )
+            })?;
+        let Some(task) = self.task(app, &id).await? else {
+            return if self.config.lenient_unknown_jobs {
+                Ok(Updated::Unchanged)
+            } else {
+                Err(RouterError::UnknownJob(id))
+            };
+        };
+        let mut changed = false;
+        if update.claims_first(task.status) {
+            match self.claim_for(app, &task, &worker).await? {
+                TaskClaim::Claimed(_) => changed = true,
+                TaskClaim::AlreadyHeld { .. } => {}
+                TaskClaim::Unavailable(now) if update == WorkerUpdate::Running => {
+                    return Err(match now.status {
+                        TaskStatus::Running => conflict(
+                            "held_by_another_worker",
+                            format!(
+                                "job {id:?} is running on worker {:?}; it is given to another only after that worker goes silent",
+                                now.assigned_to.unwrap_or_default()
+                            ),
+                        ),
+                        s => conflict(
+                            "job_finished",
+                            format!(
+                                "job {id:?} is {} already",
+                                drover_core::priority::status_word(s)
+                            ),
+                        ),
+                    });
+                }
+                // A report for a task that moved on: the report path decides (a repeat by its
+                // holder is accepted, anyone else's refused).
+                TaskClaim::Unavailable(_) => {}
+                TaskClaim::AtCapacity { running } => {
+                    return Err(conflict(
+                        "worker_at_capacity",
+                        format!(
+                            "worker {worker:?} runs {running} jobs already, its capacity; finish one first or announce a larger capacity in its heartbeat"
+                        ),
+                    ));
+                }
+                TaskClaim::Draining => {
+                    return Err(conflict(
+                        "worker_draining",
+                        format!("worker {worker:?} is draining and takes no new jobs"),
+                    ));
+                }
+            }
+        }
+        let result = u.result.unwrap_or(Value::Null);
+        let kind = match update {
+            WorkerUpdate::Running => {
+                if changed {
+                    let mut now = task.clone();
+                    now.status = TaskStatus::Running;
+                    self.announce(&now, &worker, Value::Null);
+                }
+                return Ok(if changed {
+                    Updated::Changed
+                } else {
+                    Updated::Unchanged
+                });
+            }
+            WorkerUpdate::Completed => ReportKind::Complete(TaskResult {
+                result_json: (!result.is_null()).then(|| result.to_string()),
+                ..Default::default()
+            }),
+            WorkerUpdate::Failed => ReportKind::Fail {
+                error: u.error_message.unwrap_or_else(|| "failed".into()),
+                retriable: true,
+            },
+        };
+        let report = Report {
+            task_id: task.id.clone(),
+            node_id: worker.clone(),
+            attempt: None,
+            kind,
+        };
+        let outcome = (app.store.jobs.report(vec![report], app.clock.now()).await?)
+            .into_iter()
+            .next()
+            .unwrap_or(ReportOutcome::TaskNotFound);
+        match outcome {
+            ReportOutcome::Completed | ReportOutcome::Failed { .. } => {
+                let mut now = task.clone();
+                now.status = match outcome {
+                    ReportOutcome::Completed => TaskStatus::Done,
+                    ReportOutcome::Failed { will_retry: true } => TaskStatus::New,
+                    _ => TaskStatus::Failed,
+                };
+                self.announce(&now, &worker, result);
+                Ok(Updated::Changed)
+            }
+            ReportOutcome::AlreadyCompleted
+            | ReportOutcome::AlreadyReported { .. }
+            | ReportOutcome::AlreadyTerminal => Ok(if changed {
+                Updated::Changed
+            } else {
+                Updated::Unchanged
+            }),
+            ReportOutcome::TaskNotFound => Err(RouterError::UnknownJob(id)),
+            ReportOutcome::NotHolder => Err(conflict(
+                "not_holder",
+                format!(
+                    "worker {worker:?} does not hold job {id:?}; only the worker running it may report it"
+                ),
+            )),
+            ReportOutcome::Cancelled => Err(conflict(
+                "job_cancelled",
+                format!("job {id:?} was cancelled while worker {worker:?} ran it"),
+            )),
+            ReportOutcome::Contradicts => Err(conflict(
+                "contradicts",
+                format!("worker {worker:?} already reported the opposite outcome for job {id:?}"),
+            )),
+        }
+    }
+
+    /// Claims `task` for `worker`; a worker this registry does not know yet (its first
+    /// heartbeat still on its way) or one that went DOWN is brought in first: a status update
+    /// is a sign of life.
+    async fn claim_for(
+        &self,
+        app: &AppState,
+        task: &Task,
+        worker: &str,
+    ) -> Result<TaskClaim, RouterError> {
+        let cap = Some(self.capacity_of(worker));
+        let jobs = &app.store.jobs;
+        match jobs
+            .claim_task(&task.id, worker, cap, app.clock.now())
+            .await
+        {
+            Err(StoreError::NotFound { .. } | StoreError::NodeDown(_)) => {
+                self.worker_seen(app, worker, None, None).await?;
+                Ok(jobs
+                    .claim_task(&task.id, worker, cap, app.clock.now())
+                    .await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Records a sign of life of `worker`: a heartbeat, or its registration when the registry
+    /// does not know it.
+    async fn worker_seen(
+        &self,
+        app: &AppState,
+        worker: &str,
+        worker_type: Option<String>,
+        load: Option<i64>,
+    ) -> Result<(), RouterError> {
+        let now = app.clock.now();
+        let stats = NodeStats {
+            running_tasks: load,
+            ..Default::default()
+        };
+        match app.store.nodes.heartbeat(worker, stats, now).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound { .. }) => {
+                let mut labels = Map::new();
+                labels.insert(
+                    WORKER_TYPE_LABEL.into(),
+                    Value::String(worker_type.unwrap_or_default()),
+                );
+                let node = NamedNode {
+                    id: worker.to_string(),
+                    info: NodeInfo {
+                        labels,
+                        ..Default::default()
+                    },
+                    capacity_gb: None,
+                    liveness: Liveness::Heartbeats,
+                    silence_timeout: Some(self.config.worker_timeout),
+                };
+                (app.store.nodes)
+                    .put_node(node, app.config.max_spots, now)
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A worker's heartbeat: registers it the first time, refreshes it after, and notes the
+    /// capacity it announced.
+    pub async fn heartbeat(
+        &self,
+        app: &AppState,
+        h: api::WorkerHeartbeat,
+    ) -> Result<(), RouterError> {
+        let worker = h
+            .worker_id
+            .filter(|w| !w.trim().is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "invalid_request",
+                    "worker_id is required: the worker's own name",
+                )
+            })?;
+        let capacity =
+            whole(h.capacity, u64::from(DEFAULT_CAPACITY), 1..=100_000).ok_or_else(|| {
+                invalid(
+                    "invalid_request",
+                    "capacity must be an integer from 1 to 100000",
+                )
+            })?;
+        let load = whole(h.current_load, 0, 0..=1_000_000).ok_or_else(|| {
+            invalid(
+                "invalid_request",
+                "current_load must be a non-negative integer",
+            )
+        })?;
+        self.worker_seen(app, &worker, h.worker_type, Some(load as i64))
+            .await?;
+        let mut known = self.capacities.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(worker, capacity as u32);
+        Ok(())
+    }
+
+    /// Cancels the job `id`.
+    pub async fn cancel(&self, app: &AppState, id: &str) -> Result<(), RouterError> {
+        let Some(task) = self.task(app, id).await? else {
+            return Err(RouterError::UnknownJob(id.to_string()));
+        };
+        match app
+            .store
+            .jobs
+            .cancel_job(&task.job_id, app.clock.now())
+            .await
+        {
+            Ok(_) => {
+                let mut now = task.clone();
+                now.status = TaskStatus::Cancelled;
+                self.announce(
+                    &now,
+                    task.assigned_to.as_deref().unwrap_or("none"),
+                    Value::Null,
+                );
+                Ok(())
+            }
+            Err(StoreError::JobFinished { .. }) => Err(conflict(
+                "job_finished",
+                format!("job {id:?} finished before it could be cancelled"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// This contract's jobs, newest first, filtered; a page of at most `limit` and where the
+    /// next one starts.
+    pub async fn list(
+        &self,
+        app: &AppState,
+        filter: &JobFilter,
+        cursor: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<ContractJob>, Option<i64>), RouterError> {
+        let mut out = Vec::new();
+        let mut cursor = cursor;
+        loop {
+            let page = drover_store::Page { cursor, limit: 500 };
+            let jobs = app.store.jobs.list_jobs(None, page).await?;
+            for job in &jobs.items {
+                let Some(name) = job.name.as_deref() else {
+                    continue;
+                };
+                // A job of this contract is one whose id is derived from its name.
+                if contract_jobs::drover_job_id(NAMESPACE, name) != job.id {
+                    continue;
+                }
+                let class = PriorityClass::of_job_priority(job.priority);
+                if filter.class.is_some_and(|c| c != class) {
+                    continue;
+                }
+                let task_id = drover_core::ids::sweep_task_id(&job.id, 0);
+                let task = app.store.jobs.get_task(&task_id).await?;
+                if filter.status.is_some_and(|s| s != task.status) {
+                    continue;
+                }
+                let (id, job_type, priority) = contract_fields(&task.payload);
+                if filter.job_type.as_ref().is_some_and(|t| *t != job_type) {
+                    continue;
+                }
+                out.push(ContractJob {
+                    id,
+                    job_type,
+                    priority,
+                    task,
+                });
+                if out.len() == limit {
+                    return Ok((out, Some(job.seq)));
+                }
+            }
+            match jobs.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok((out, None)),
+            }
+        }
+    }
+}
+
+/// The filters of `GET /api/jobs`.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub status: Option<TaskStatus>,
+    pub job_type: Option<String>,
+    pub class: Option<PriorityClass>,
+}
+
+/// The route of a class's jobs on the broker.
+pub fn route_of(class: PriorityClass) -> Route {
+    Route {
+        queue: class.queue().to_string(),
+        priority: class.message_priority(),
+    }
+}
+
+/// The contract's id, type and priority of the job a task carries.
+pub fn contract_fields(payload: &Map<String, Value>) -> (String, String, i64) {
+    let text = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let priority = payload
+        .get("priority")
+        .and_then(Value::as_i64)
+        .unwrap_or(DEFAULT_PRIORITY);
+    (text("id"), text("type"), priority)
+}
+
+/// A whole number from a loose JSON value: `default` when absent, `None` when it is not a
+/// whole number within `range`.
+fn whole(v: Option<Value>, default: u64, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
+    let n = match v {
+        None | Some(Value::Null) => default,
+        Some(Value::Number(n)) => n.as_u64()?,
+        Some(_) => return None,
+    };
+    range.contains(&n).then_some(n)
+}
+
+/// Milliseconds since the epoch, the contract's time.
+pub fn millis(t: &Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The job as the contract's records show it (the published message's body).
+pub fn job_message(task: &Task, job_created_at: &Timestamp) -> api::JobMessage {
+    let (id, job_type, priority) = contract_fields(&task.payload);
+    let field = |k: &str| task.payload.get(k).cloned().unwrap_or(Value::Null);
+    api::JobMessage {
+        id,
+        job_type,
+        priority,
+        status: drover_core::priority::status_word(task.status).into(),
+        worker_id: task.assigned_to.clone().unwrap_or_else(|| "none".into()),
+        payload: field("payload"),
+        result: result_of(task),
+        error_message: task.last_error.clone(),
+        retry_count: task.attempt,
+        max_retries: task.max_attempts.saturating_sub(1),
+        execution_timeout: field("execution_timeout").as_u64().unwrap_or_default(),
+        created_at: millis(job_created_at),
+        started_at: task.started_at.as_ref().map(millis),
+        completed_at: task.finished_at.as_ref().map(millis),
+        metadata: Map::new(),
+    }
+}
+
+/// A task's result as the worker sent it (JSON), or null.
+pub fn result_of(task: &Task) -> Value {
+    (task.result.result_json.as_deref())
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null)
+}

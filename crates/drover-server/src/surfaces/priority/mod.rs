@@ -1,0 +1,318 @@
+//! The priority-queue contract's HTTP API (its clients expect port 8081): jobs
+//! (`/api/jobs/register`, `/api/jobs/{id}/status`, `/api/jobs/status`, `/api/jobs/{id}/cancel`,
+//! `/api/jobs`), worker heartbeats (`/api/workers/heartbeat`) and the cluster's state
+//! (`/api/health`, `/api/raft/status`, `/api/cluster/status`, `/api/metrics`).
+//!
+//! It reads the contract's bodies, hands them to the priority router (`crate::priority`),
+//! and answers in the contract's words; its one error mapping is `error.rs`. Clients' routes
+//! need the API key and workers' routes the agent key when those are configured; health,
+//! raft and cluster status are open, as health is on every surface.
+
+mod error;
+
+use crate::priority::{self, JobFilter, result_of};
+use crate::{AppState, auth};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post, put};
+use drover_api::priority as api;
+use drover_core::priority::{PriorityClass, parse_status_word, status_word};
+use drover_core::{NodeStatus, TaskStatus};
+use error::PriorityApiError;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn routes(state: &AppState) -> axum::Router<AppState> {
+    let clients = axum::Router::new()
+        .route("/api/jobs/register", post(register))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs", get(list))
+        .route("/api/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            auth::ApiKeyRule::of(&state.config),
+            auth::require_api_key,
+        ));
+    let workers = axum::Router::new()
+        .route("/api/jobs/{id}/status", put(update_by_path))
+        .route("/api/jobs/status", post(update))
+        .route("/api/workers/heartbeat", post(heartbeat))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(state.config.agent_key.clone()),
+            auth::require_agent_key,
+        ));
+    let open = axum::Router::new()
+        .route("/api/health", get(health))
+        .route("/api/raft/status", get(raft))
+        .route("/api/cluster/status", get(cluster));
+    clients.merge(workers).merge(open)
+}
+
+/// Parses a body, refusing malformed JSON with the contract's word for the route.
+fn parse<T: DeserializeOwned>(body: &Bytes, word: &'static str) -> Result<T, PriorityApiError> {
+    serde_json::from_slice(body).map_err(|e| PriorityApiError::Malformed {
+        word,
+        message: format!("the body is not the JSON this route takes: {e}"),
+    })
+}
+
+fn answer(status: &str) -> Json<api::StatusAnswer> {
+    Json(api::StatusAnswer {
+        status: status.into(),
+        job_id: None,
+    })
+}
+
+async fn register(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<api::StatusAnswer>), PriorityApiError> {
+    let request = parse(&body, "invalid_json")?;
+    let (id, _) = app.priority.register(&app, request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(api::StatusAnswer {
+            status: "accepted".into(),
+            job_id: Some(id),
+        }),
+    ))
+}
+
+async fn update_by_path(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<api::StatusAnswer>, PriorityApiError> {
+    let u = parse(&body, "invalid_request")?;
+    app.priority.update(&app, Some(id), u).await?;
+    Ok(answer("updated"))
+}
+
+async fn update(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<api::StatusAnswer>, PriorityApiError> {
+    let u = parse(&body, "invalid_request")?;
+    app.priority.update(&app, None, u).await?;
+    Ok(answer("updated"))
+}
+
+async fn cancel(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<api::StatusAnswer>, PriorityApiError> {
+    app.priority.cancel(&app, &id).await?;
+    Ok(answer("cancelled"))
+}
+
+async fn heartbeat(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<api::StatusAnswer>, PriorityApiError> {
+    let h = parse(&body, "invalid_request")?;
+    app.priority.heartbeat(&app, h).await?;
+    Ok(answer("acknowledged"))
+}
+
+/// `GET /api/jobs` filters (drover's additions; without them, every job as the contract).
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    class: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Most jobs one page holds; without `limit`, every job (the contract's clients read one list).
+const MAX_PAGE: usize = 10_000;
+
+async fn list(
+    State(app): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<api::JobList>, PriorityApiError> {
+    let bad = |m: String| {
+        PriorityApiError::from(priority::RouterError::Invalid {
+            code: "invalid_query",
+            message: m,
+        })
+    };
+    let filter = JobFilter {
+        status: match p.status.as_deref() {
+            None => None,
+            Some(s) => Some(parse_status_word(s).ok_or_else(|| {
+                bad(format!(
+                    "status {s:?} is not one of pending, running, completed, failed, cancelled"
+                ))
+            })?),
+        },
+        job_type: p.job_type,
+        class: match p.class.as_deref() {
+            None => None,
+            Some(c) => Some(
+                PriorityClass::parse(c)
+                    .ok_or_else(|| bad(format!("class {c:?} is not one of high, medium, low")))?,
+            ),
+        },
+    };
+    let limit = p.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(bad(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let cursor = match p.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            bad(format!(
+                "cursor {c:?} is not one this server handed out; use next_cursor from the previous page"
+            ))
+        })?),
+    };
+    let (jobs, next) = app.priority.list(&app, &filter, cursor, limit).await?;
+    let jobs: Vec<api::JobView> = jobs
+        .into_iter()
+        .map(|j| api::JobView {
+            result: result_of(&j.task),
+            id: j.id,
+            job_type: j.job_type,
+            status: status_word(j.task.status).into(),
+            priority: j.priority,
+            worker_id: (j.task.assigned_to.clone()).unwrap_or_else(|| "none".into()),
+            created_at: priority::millis(&j.task.created_at),
+            started_at: j.task.started_at.as_ref().map(priority::millis),
+            completed_at: j.task.finished_at.as_ref().map(priority::millis),
+            class: PriorityClass::of(j.priority).name().into(),
+            retry_count: j.task.attempt,
+            error_message: j.task.last_error.clone(),
+        })
+        .collect();
+    Ok(Json(api::JobList {
+        count: jobs.len(),
+        jobs,
+        next_cursor: next.map(|n| n.to_string()),
+    }))
+}
+
+async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) {
+    let healthy = app.store.ops.health().await.is_ok();
+    let body = api::Health {
+        status: if healthy { "healthy" } else { "degraded" }.into(),
+        timestamp: priority::millis(&app.clock.now()),
+        node: app.cluster.replica_id().to_string(),
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+fn raft_status(app: &AppState) -> api::RaftStatus {
+    match app.cluster.role() {
+        crate::cluster::Role::Leader { epoch, .. } => api::RaftStatus {
+            role: "leader".into(),
+            term: epoch,
+            leader: Some(app.cluster.replica_id().to_string()),
+        },
+        crate::cluster::Role::Follower { leader, epoch } => api::RaftStatus {
+            role: "follower".into(),
+            term: epoch,
+            leader,
+        },
+    }
+}
+
+async fn raft(State(app): State<AppState>) -> Json<api::RaftStatus> {
+    Json(raft_status(&app))
+}
+
+async fn cluster(
+    State(app): State<AppState>,
+) -> Result<Json<api::ClusterStatus>, PriorityApiError> {
+    let now = app.clock.now();
+    let since = app.cluster.timing().members_since(now);
+    let view = app
+        .store
+        .cluster
+        .view(since)
+        .await
+        .map_err(priority::RouterError::from)?;
+    let leader = view.lease.leader_at(now);
+    let cluster = view
+        .members
+        .iter()
+        .map(|m| api::Member {
+            node: m.replica_id.clone(),
+            address: m.address.clone(),
+            role: if leader == Some(m.replica_id.as_str()) {
+                "leader"
+            } else {
+                "follower"
+            }
+            .into(),
+            last_contact: priority::millis(&m.last_seen),
+        })
+        .collect();
+    Ok(Json(api::ClusterStatus {
+        node: app.cluster.replica_id().to_string(),
+        cluster,
+        raft: raft_status(&app),
+        timestamp: priority::millis(&now),
+    }))
+}
+
+async fn metrics(State(app): State<AppState>) -> Result<Json<api::Metrics>, PriorityApiError> {
+    let (jobs, _) = (app.priority)
+        .list(&app, &JobFilter::default(), None, usize::MAX)
+        .await?;
+    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    let mut queues: BTreeMap<String, u64> = PriorityClass::ALL
+        .iter()
+        .map(|c| (c.queue().to_string(), 0))
+        .collect();
+    for j in &jobs {
+        *by_status
+            .entry(status_word(j.task.status).into())
+            .or_default() += 1;
+        if j.task.status == TaskStatus::New {
+            *queues
+                .entry(PriorityClass::of(j.priority).queue().into())
+                .or_default() += 1;
+        }
+    }
+    let mut workers: BTreeMap<String, u64> = BTreeMap::new();
+    let nodes = app
+        .store
+        .nodes
+        .list_nodes()
+        .await
+        .map_err(priority::RouterError::from)?;
+    for n in nodes
+        .iter()
+        .filter(|n| n.info.labels.contains_key(priority::WORKER_TYPE_LABEL))
+    {
+        let word = match n.status {
+            NodeStatus::Up => "up",
+            NodeStatus::Draining => "draining",
+            NodeStatus::Down => "down",
+        };
+        *workers.entry(word.into()).or_default() += 1;
+    }
+    let unpublished = (app.store.dispatch.unpublished_counts().await)
+        .map_err(priority::RouterError::from)?
+        .into_iter()
+        .collect();
+    Ok(Json(api::Metrics {
+        jobs: by_status,
+        queues,
+        workers,
+        unpublished,
+        dispatch: app.priority.config.dispatch.name().into(),
+        timestamp: priority::millis(&app.clock.now()),
+    }))
+}
