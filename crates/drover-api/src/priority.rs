@@ -147,12 +147,17 @@ pub struct ClusterStatus {
     pub timestamp: i64,
 }
 
-/// `GET /api/metrics`: jobs by status, queue depth by class (jobs waiting for a worker),
-/// workers by status, and what is not yet on the broker.
+/// `GET /api/metrics`: jobs by status and by class, queue depth by class (jobs waiting for a
+/// worker), jobs finished in the last minute, workers by status, and what is not yet on the
+/// broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub jobs: BTreeMap<String, u64>,
+    /// Jobs by class (`high`, `medium`, `low`), whatever their status.
+    pub classes: BTreeMap<String, u64>,
     pub queues: BTreeMap<String, u64>,
+    /// Jobs finished (completed or failed for good) in the last minute.
+    pub finished_last_minute: u64,
     pub workers: BTreeMap<String, u64>,
     /// Jobs of each queue committed but not yet confirmed by the broker (RabbitMQ mode).
     pub unpublished: BTreeMap<String, u64>,

@@ -56,7 +56,8 @@ pub enum SubmitError {
 
 /// Makes `job` (whose `id` is set) with one task carrying `payload`, published to `route`
 /// when it is given, unless a job of that id exists: then it is the same job if its task
-/// carries the same payload, and a conflict otherwise.
+/// carries the same payload, and a conflict otherwise. A payload too large is refused before
+/// anything is written.
 pub async fn submit(
     app: &AppState,
     job: NewJob,
@@ -64,9 +65,6 @@ pub async fn submit(
     route: Option<Route>,
 ) -> Result<Submitted, SubmitError> {
     let id = job.id.clone().unwrap_or_default();
-    if let Some(existing) = same_job(app, &id, &payload).await? {
-        return Ok(existing);
-    }
     let spec = SweepSpec {
         tasks: Some(vec![payload.clone()]),
         ..Default::default()
@@ -89,8 +87,9 @@ pub async fn submit(
     };
     match made {
         Ok(_) => Ok(Submitted::Created),
-        // Another replica, or a concurrent repeat, may have made it meanwhile: then it
-        // answers as above.
+        // The job is made first and looked at only when that fails (a job of this id exists:
+        // a repeat, another replica's, or a conflict), so a new job costs one write and no
+        // read.
         Err(e) => match same_job(app, &id, &payload).await? {
             Some(existing) => Ok(existing),
             None => Err(e.into()),

@@ -206,6 +206,11 @@ async fn every_route_answers_the_contracts_bodies() {
     let (status, metrics) = app.get_json("/api/metrics").await;
     assert_eq!(status, 200, "{metrics}");
     assert_eq!(metrics["jobs"], json!({"completed": 1, "cancelled": 1}));
+    assert_eq!(metrics["classes"], json!({"medium": 1, "low": 1}));
+    assert_eq!(
+        metrics["finished_last_minute"], 1,
+        "the cancelled one did not finish"
+    );
     assert_eq!(
         metrics["queues"],
         json!({"job.high": 0, "job.medium": 0, "job.low": 0})
@@ -540,4 +545,50 @@ async fn the_listing_filters_by_status_type_and_class_and_pages() {
         .await;
     assert_eq!(ids(&rest), ["a"]);
     assert!(rest.get("next_cursor").is_none());
+}
+
+#[tokio::test]
+async fn the_contracts_api_and_metrics_listeners_can_have_ports_of_their_own() {
+    use drover_server::{ListenerConfig, Surface};
+    let app = crate::helpers::spawn(
+        |c| {
+            let any = || "127.0.0.1:0".parse().unwrap();
+            c.listeners.push(ListenerConfig {
+                addr: any(),
+                surfaces: vec![Surface::Priority],
+            });
+            c.listeners.push(ListenerConfig {
+                addr: any(),
+                surfaces: vec![Surface::Metrics],
+            });
+        },
+        true,
+    )
+    .await;
+    let (api, metrics) = (&app.addrs[1].0, &app.addrs[2].0);
+    let registered = app
+        .http
+        .post(format!("{api}/api/jobs/register"))
+        .json(&json!({"id": "own-port", "type": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status().as_u16(), 202);
+    let get = |url: String| {
+        let http = app.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = get(format!("{metrics}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("drover_store_events_total"), "{text}");
+    let (status, text) = get(format!("{metrics}/health")).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"status":"healthy"}"#));
+    // Each listener serves its surfaces only; the main one serves the contract too, but never
+    // the metrics listener's `/health`, which is the placement surface's there.
+    assert_eq!(get(format!("{metrics}/api/jobs")).await.0, 404);
+    assert_eq!(get(format!("{api}/api/v1/jobs")).await.0, 404);
+    assert_eq!(app.job_count().await, 1);
 }

@@ -275,10 +275,22 @@ async fn metrics(State(app): State<AppState>) -> Result<Json<api::Metrics>, Prio
         .iter()
         .map(|c| (c.queue().to_string(), 0))
         .collect();
+    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
+    let now = app.clock.now();
+    let minute_ago = now - chrono::Duration::minutes(1);
+    let mut finished_last_minute = 0;
     for j in &jobs {
         *by_status
             .entry(status_word(j.task.status).into())
             .or_default() += 1;
+        *classes
+            .entry(PriorityClass::of(j.priority).name().into())
+            .or_default() += 1;
+        if j.task.finished_at.is_some_and(|t| t > minute_ago)
+            && matches!(j.task.status, TaskStatus::Done | TaskStatus::Failed)
+        {
+            finished_last_minute += 1;
+        }
         if j.task.status == TaskStatus::New {
             *queues
                 .entry(PriorityClass::of(j.priority).queue().into())
@@ -309,10 +321,12 @@ async fn metrics(State(app): State<AppState>) -> Result<Json<api::Metrics>, Prio
         .collect();
     Ok(Json(api::Metrics {
         jobs: by_status,
+        classes,
         queues,
+        finished_last_minute,
         workers,
         unpublished,
         dispatch: app.priority.config.dispatch.name().into(),
-        timestamp: priority::millis(&app.clock.now()),
+        timestamp: priority::millis(&now),
     }))
 }
