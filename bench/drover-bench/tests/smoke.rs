@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "burn-down",
     "store-ceiling",
     "contract-exact",
@@ -15,6 +15,7 @@ const SCENARIOS: [&str; 9] = [
     "nodes",
     "placement",
     "grpc-nodes",
+    "priority-router",
 ];
 
 /// The `drover` binary of the same build as this bench binary, built if it is missing (a
