@@ -291,6 +291,53 @@ pub(crate) fn silence_error(
     )
 }
 
+/// Which nodes a backend's silence and retention checks read: those the silence reaper may
+/// mark DOWN (by their heartbeats, or, for nodes of the placement surface, by their stats
+/// reports), or those retention may forget. The SQL only narrows the rows read (the live ones
+/// through the index of their heartbeats, so the reaper does not read every node every few
+/// seconds); whether a node is silent, and what happens to it, is still `drover_core::node`'s
+/// answer.
+#[derive(Clone, Copy)]
+pub(crate) enum Candidates {
+    NotDown,
+    /// Nodes of the placement surface, judged by their stats reports.
+    StatsNotDown,
+    Down,
+}
+
+impl Candidates {
+    /// What the nodes among them send to show they are alive.
+    pub(crate) fn liveness(self) -> crate::Liveness {
+        match self {
+            Candidates::StatsNotDown => crate::Liveness::Stats,
+            Candidates::NotDown | Candidates::Down => crate::Liveness::Heartbeats,
+        }
+    }
+
+    /// The cutoff a candidate is judged by: the heartbeat silence check gives a node with a
+    /// longer silence timeout of its own (`NamedNode::silence_timeout`) that timeout; the stats
+    /// check and retention judge every node by theirs.
+    pub(crate) fn cutoff_for(
+        self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        own: Option<std::time::Duration>,
+    ) -> Timestamp {
+        match self {
+            Candidates::NotDown => silence_cutoff(cutoff, now, own),
+            Candidates::StatsNotDown | Candidates::Down => cutoff,
+        }
+    }
+}
+
+/// What silence and retention judge a node by, as a backend reads it.
+pub(crate) struct Facts {
+    pub(crate) id: String,
+    pub(crate) view: drover_core::node::RetentionView,
+    /// Its own silence timeout, if it has one.
+    pub(crate) silence: Option<std::time::Duration>,
+}
+
 /// The instant before which a node's last heartbeat must lie for the heartbeat silence check
 /// to judge it silent: `cutoff` (the spot timeout before `now`), or, for a node that may stay
 /// silent longer (its own `silence_timeout`), its own timeout before `now`. A timeout of its

@@ -466,13 +466,7 @@ print("python client ok")
 )]
 #[tokio::test]
 async fn pythons_grpcio_client_works_with_stubs_generated_from_the_proto() {
-    let venv = match std::env::var_os("DROVER_TEST_VENV") {
-        Some(v) => std::path::PathBuf::from(v),
-        None => {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/drover/venv")
-        }
-    };
-    let python = venv.join("bin/python");
+    let python = crate::helpers::venv_python();
     let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let out = tempfile::tempdir().unwrap();
     let generated = tokio::process::Command::new(&python)

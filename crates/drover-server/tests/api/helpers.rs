@@ -200,6 +200,19 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// PUTs raw JSON and returns status and parsed body (without any keys).
+    pub async fn put_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .put(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// POSTs a raw body with the given content type.
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let resp = self
@@ -365,4 +378,14 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The Python of the test virtualenv that `scripts/test` makes (grpcio, grpcio-tools, pika), or
+/// the one `DROVER_TEST_VENV` names.
+pub fn venv_python() -> PathBuf {
+    let venv = match std::env::var_os("DROVER_TEST_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/drover/venv"),
+    };
+    venv.join("bin/python")
 }

@@ -8,18 +8,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 impl TestApp {
-    pub async fn put_json(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .put(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
     /// Registers a contract job of `priority`; asserts it was accepted.
     pub async fn register(&self, id: &str, priority: i64) {
         let (status, body) = self

@@ -4,7 +4,7 @@
 //! completed by that worker; a broker outage loses no registration; a silent worker's job is
 //! requeued, republished and finished by another.
 
-use crate::helpers::{TestApp, eventually, spawn};
+use crate::helpers::{TestApp, eventually, spawn, venv_python};
 use drover_amqptest::Broker;
 use drover_server::priority::Dispatch;
 use futures::StreamExt;
@@ -53,14 +53,6 @@ async fn all_published(app: &TestApp) {
     .await;
 }
 
-fn python() -> PathBuf {
-    let venv = match std::env::var_os("DROVER_TEST_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/drover/venv"),
-    };
-    venv.join("bin/python")
-}
-
 fn worker_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/priority_worker.py")
 }
@@ -72,7 +64,7 @@ fn pika_worker(
     id: &str,
     out: &std::path::Path,
 ) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(venv_python());
     cmd.arg(worker_script())
         .args([
             "--amqp",

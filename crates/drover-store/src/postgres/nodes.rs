@@ -13,6 +13,7 @@ use super::PgStore;
 use super::jobs::release_all;
 use super::rows::{self, at};
 use super::write::{R, Tx, exec, row, row_opt, rows as all};
+use crate::common::{Candidates, Facts};
 use crate::{Liveness, NamedNode, NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
@@ -120,52 +121,6 @@ async fn room_for_one_more(tx: &Tx<'_>, max: Option<u64>) -> R<()> {
         .into());
     }
     Ok(())
-}
-
-/// Which nodes [`node_facts`] reads first: those the silence reaper may mark DOWN, or those
-/// retention may forget, in either case only those whose stored heartbeat is older than the
-/// cutoff. The SQL only narrows the rows read (the live ones through the index of their
-/// heartbeats, so the reaper does not read every node every few seconds); whether a node is
-/// silent, and what happens to it, is still `drover_core::node`'s answer.
-#[derive(Clone, Copy)]
-enum Candidates {
-    NotDown,
-    /// Nodes of the placement surface, judged by their stats reports.
-    StatsNotDown,
-    Down,
-}
-
-impl Candidates {
-    /// What the nodes among them send to show they are alive.
-    fn liveness(self) -> Liveness {
-        match self {
-            Candidates::StatsNotDown => Liveness::Stats,
-            Candidates::NotDown | Candidates::Down => Liveness::Heartbeats,
-        }
-    }
-
-    /// The cutoff a candidate is judged by: the heartbeat silence check gives a node with a
-    /// longer silence timeout of its own (`NamedNode::silence_timeout`) that timeout; the stats
-    /// check and retention judge every node by theirs.
-    fn cutoff_for(
-        self,
-        cutoff: Timestamp,
-        now: Timestamp,
-        own: Option<std::time::Duration>,
-    ) -> Timestamp {
-        match self {
-            Candidates::NotDown => crate::common::silence_cutoff(cutoff, now, own),
-            Candidates::StatsNotDown | Candidates::Down => cutoff,
-        }
-    }
-}
-
-/// What silence and retention judge a node by, as [`node_facts`] reads it.
-struct Facts {
-    id: String,
-    view: RetentionView,
-    /// Its own silence timeout, if it has one.
-    silence: Option<std::time::Duration>,
 }
 
 /// The facts silence and retention are judged from, of the candidates silent since `cutoff`

@@ -11,6 +11,7 @@ use super::beats::{Beat, Buffered, FLUSH_AFTER};
 use super::jobs::release_all;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
+use crate::common::{Candidates, Facts};
 use crate::{Liveness, NamedNode, NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
@@ -259,49 +260,6 @@ impl SqliteStore {
         })
         .await
     }
-}
-
-/// Which nodes [`silent_facts`] reads: those the silence reaper may mark DOWN (by their
-/// heartbeats, or, for nodes of the placement surface, by their stats reports), or those
-/// retention may forget.
-#[derive(Clone, Copy)]
-enum Candidates {
-    NotDown,
-    StatsNotDown,
-    Down,
-}
-
-impl Candidates {
-    /// What the nodes among them send to show they are alive.
-    fn liveness(self) -> Liveness {
-        match self {
-            Candidates::StatsNotDown => Liveness::Stats,
-            Candidates::NotDown | Candidates::Down => Liveness::Heartbeats,
-        }
-    }
-
-    /// The cutoff a candidate is judged by: the heartbeat silence check gives a node with a
-    /// longer silence timeout of its own (`NamedNode::silence_timeout`) that timeout; the stats
-    /// check and retention judge every node by theirs.
-    fn cutoff_for(
-        self,
-        cutoff: Timestamp,
-        now: Timestamp,
-        own: Option<std::time::Duration>,
-    ) -> Timestamp {
-        match self {
-            Candidates::NotDown => crate::common::silence_cutoff(cutoff, now, own),
-            Candidates::StatsNotDown | Candidates::Down => cutoff,
-        }
-    }
-}
-
-/// What silence and retention judge a node by, as [`silent_facts`] reads it.
-struct Facts {
-    id: String,
-    view: RetentionView,
-    /// Its own silence timeout, if it has one.
-    silence: Option<std::time::Duration>,
 }
 
 /// The facts silence and retention are judged from, of the nodes of `which` whose stored
