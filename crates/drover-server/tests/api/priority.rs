@@ -2,7 +2,7 @@
 //! answers, priority order, the worker rules (holder, capacity, silence), bad input, and in
 //! RabbitMQ mode (`priority_amqp.rs`) the broker side.
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
 use drover_api::{CompleteRequest, HelloRequest};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -579,4 +579,65 @@ async fn the_contracts_api_and_metrics_listeners_can_have_ports_of_their_own() {
     assert_eq!(get(format!("{metrics}/api/jobs")).await.0, 404);
     assert_eq!(get(format!("{api}/api/v1/jobs")).await.0, 404);
     assert_eq!(app.job_count().await, 1);
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test]
+async fn two_replicas_on_postgres_serve_the_contract_alike_and_report_one_leader() {
+    let url = drover_pgtest::fresh_database()
+        .unwrap_or_else(|why| panic!("no PostgreSQL to run against: {why}"));
+    let first_url = url.clone();
+    let a = crate::helpers::spawn(move |c| c.store_url = first_url, false).await;
+    let b = crate::helpers::spawn(move |c| c.store_url = url, false).await;
+
+    // Any replica serves any call: registered on one, run and reported through the other.
+    a.register("pg-1", 10).await;
+    b.register("pg-1", 10).await;
+    assert_eq!(b.worker_says("pg-1", "running", "w1").await.0, 200);
+    let (status, body) = a.worker_says("pg-1", "running", "w2").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (409, &json!("held_by_another_worker"))
+    );
+    assert_eq!(a.worker_says("pg-1", "completed", "w1").await.0, 200);
+    for replica in [&a, &b] {
+        let job = replica.contract_job("pg-1").await;
+        assert_eq!(
+            (&job["status"], &job["worker_id"]),
+            (&json!("completed"), &json!("w1"))
+        );
+        assert_eq!(replica.job_count().await, 1);
+    }
+
+    // One leader between them; both report its term, and the follower names it.
+    let (_, ra) = a.get_json("/api/raft/status").await;
+    let (_, rb) = b.get_json("/api/raft/status").await;
+    let (leader, follower) = if ra["role"] == "leader" {
+        (ra, rb)
+    } else {
+        (rb, ra)
+    };
+    assert_eq!(leader["role"], "leader");
+    assert_eq!(follower["role"], "follower", "{follower}");
+    assert_eq!(follower["term"], leader["term"]);
+    assert_eq!(follower["leader"], leader["leader"]);
+    let members = eventually(
+        Duration::from_secs(10),
+        "both replicas as members",
+        || async {
+            let (_, c) = a.get_json("/api/cluster/status").await;
+            (c["cluster"].as_array().unwrap().len() == 2).then_some(c)
+        },
+    )
+    .await;
+    let roles: Vec<&str> = (members["cluster"].as_array().unwrap().iter())
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        roles.contains(&"leader") && roles.contains(&"follower"),
+        "{members}"
+    );
 }
