@@ -597,9 +597,9 @@ pub enum DispatchMode {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
 pub struct PrioritySettings {
-    /// How its jobs reach workers: native (workers pull from drover by priority) or rabbitmq
-    /// (published to job.high, job.medium, job.low through a transactional outbox with
-    /// publisher confirms) [default: native].
+    /// How jobs of the priority-queue contract (`/api/jobs/register`) reach workers: native
+    /// (workers pull from drover by priority) or rabbitmq (published to job.high, job.medium,
+    /// job.low through a transactional outbox with publisher confirms) [default: native].
     #[arg(long, env = "DROVER_DISPATCH", value_name = "MODE")]
     pub dispatch: Option<DispatchMode>,
 
@@ -608,14 +608,15 @@ pub struct PrioritySettings {
     #[arg(long, env = "DROVER_AMQP_URL", value_name = "URL")]
     pub amqp_url: Option<String>,
 
-    /// How long one of its workers may stay silent before it is DOWN and its running jobs are
-    /// requeued (its workers heartbeat every 10 s); never shorter than --spot-timeout
-    /// [default: 30s].
+    /// How long a worker of the priority-queue contract (`/api/workers/heartbeat`) may stay
+    /// silent before it is DOWN and its running jobs are requeued (those workers heartbeat
+    /// every 10 s); never shorter than --spot-timeout [default: 30s].
     #[arg(long, env = "DROVER_WORKER_TIMEOUT", value_name = "DURATION")]
     pub worker_timeout: Option<Span>,
 
-    /// Answer a status update for an unknown job with 200 `{"status":"updated"}`, as the
-    /// original server does, instead of 404 `job_not_found`.
+    /// Answer a priority-queue status update for an unknown job with 200
+    /// `{"status":"updated"}`, as that contract's original server does, instead of 404
+    /// `job_not_found`.
     #[arg(long, env = "DROVER_LENIENT_UNKNOWN_JOBS")]
     #[merge(strategy = merge::bool::overwrite_false)]
     pub lenient_unknown_jobs: bool,
