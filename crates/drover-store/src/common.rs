@@ -371,3 +371,35 @@ pub(crate) fn silence_of(ms: Option<i64>) -> Option<std::time::Duration> {
     ms.and_then(|ms| u64::try_from(ms).ok())
         .map(std::time::Duration::from_millis)
 }
+
+/// How many of the outbox's published rows one read or one confirmation looks at, from where
+/// the last one stopped ([`OutboxWindows`]): whatever the backlog of published jobs not yet
+/// consumed, the publisher's statements read at most this many of its rows, and a released task
+/// among them is found again within (published rows / this) steps.
+pub(crate) const OUTBOX_WINDOW: i64 = 1000;
+
+/// Where the next look at the outbox's published rows starts, for finding tasks released since
+/// (`retried`) and for closing the rows of finished tasks (`closing`): the last row looked at,
+/// or 0 to start over. A position, not a record: losing it (a restart) only means starting over.
+#[derive(Debug, Default)]
+pub(crate) struct OutboxWindows {
+    pub(crate) retried: std::sync::atomic::AtomicI64,
+    pub(crate) closing: std::sync::atomic::AtomicI64,
+}
+
+impl OutboxWindows {
+    /// Where a look through `at` starts.
+    pub(crate) fn start(at: &std::sync::atomic::AtomicI64) -> i64 {
+        at.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records how a look that started at `from` went: it saw `seen` rows, the last `last`. A
+    /// look that saw fewer than a window reached the end: the next starts over.
+    pub(crate) fn advance(at: &std::sync::atomic::AtomicI64, seen: i64, last: Option<i64>) {
+        let next = match last {
+            Some(last) if seen >= OUTBOX_WINDOW => last,
+            _ => 0,
+        };
+        at.store(next, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1206,9 +1206,12 @@ async fn the_outbox_reads_only_its_open_rows_and_closes_those_of_finished_tasks(
     updated += 1;
     let after = rows_scanned(&operator, "dispatches", updated).await;
     assert_eq!(after - before, 0, "the outbox was scanned whole");
+    // About a dozen statements, each reading the few open rows (a window of the published
+    // ones, their outbox rows by key): bounded by the work not finished. One walk over the
+    // rows of the finished tasks alone would pass the bound.
     let read = outbox_entries_read(&operator).await - read_before;
     assert!(
-        read < (MADE - LEFT) as i64 / 2,
+        read < (MADE - LEFT) as i64,
         "the outbox's reads walked the rows of finished tasks: {read} entries read"
     );
 }

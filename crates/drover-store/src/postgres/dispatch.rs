@@ -17,7 +17,8 @@
 use super::PgStore;
 use super::jobs::create_job;
 use super::rows::{self, at};
-use super::write::{R, Tx, exec, rows as all};
+use super::write::{R, Tx, exec, row, rows as all};
+use crate::common::OutboxWindows;
 use crate::{DispatchStore, NewJob, Publication, Published, Result, Route, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -42,20 +43,39 @@ const RETRIED: &str = "FROM dispatches d
                              AND tasks.attempt > d.published_attempts OFFSET 0) t
      WHERE d.open AND d.published_attempts IS NOT NULL";
 
-/// The open rows (through each index in turn) whose task finished: never due again.
-const FINISHED: &str = "SELECT d.task_seq FROM dispatches d
-         CROSS JOIN LATERAL (SELECT 1 FROM tasks
-                             WHERE tasks.seq = d.task_seq
-                                 AND tasks.status IN ('DONE', 'FAILED', 'CANCELLED')
-                             OFFSET 0) t
-         WHERE d.open AND d.published_attempts IS NULL
-     UNION ALL
-     SELECT d.task_seq FROM dispatches d
-         CROSS JOIN LATERAL (SELECT 1 FROM tasks
-                             WHERE tasks.seq = d.task_seq
-                                 AND tasks.status IN ('DONE', 'FAILED', 'CANCELLED')
-                             OFFSET 0) t
-         WHERE d.open AND d.published_attempts IS NOT NULL";
+/// The open rows never published whose task finished: never due.
+const FINISHED_FRESH: &str = "SELECT d.task_seq FROM dispatches d
+     CROSS JOIN LATERAL (SELECT 1 FROM tasks
+                         WHERE tasks.seq = d.task_seq
+                             AND tasks.status IN ('DONE', 'FAILED', 'CANCELLED')
+                         OFFSET 0) t
+     WHERE d.open AND d.published_attempts IS NULL";
+
+/// One window of the open rows published before: at most `${limit}` of them after the row
+/// `${after}`, in creation order. The publisher looks at the published rows a window at a
+/// time (`common::OutboxWindows`), so that a backlog of published jobs not yet consumed is
+/// never read whole by a step.
+fn published_window(after: usize, limit: usize) -> String {
+    format!(
+        "SELECT task_seq FROM dispatches
+         WHERE open AND published_attempts IS NOT NULL AND task_seq > ${after}
+         ORDER BY task_seq LIMIT ${limit}"
+    )
+}
+
+/// How many rows the window from after `start` holds, and its last.
+async fn window_extent<C: GenericClient>(c: &C, start: i64) -> R<(i64, Option<i64>)> {
+    let r = row(
+        c,
+        &format!(
+            "SELECT count(*), max(task_seq) FROM ({}) w",
+            published_window(1, 2)
+        ),
+        &[&start, &crate::common::OUTBOX_WINDOW],
+    )
+    .await?;
+    Ok((rows::get(&r, 0)?, rows::get(&r, 1)?))
+}
 
 /// [`rows::TASK_COLUMNS`] of the task `t` a statement joins to its outbox row.
 fn task_columns() -> String {
@@ -69,6 +89,33 @@ fn task_columns() -> String {
 /// Up to `limit` publications of the rows `from` ([`FRESH`] or [`RETRIED`]) selects, in
 /// creation order.
 async fn due<C: GenericClient>(c: &C, from: &str, limit: u32) -> R<Vec<Publication>> {
+    due_with(c, from, &[&i64::from(limit)]).await
+}
+
+/// The publications due again among one window of the published rows, from after `start`.
+async fn due_again<C: GenericClient>(c: &C, start: i64, limit: u32) -> R<Vec<Publication>> {
+    let from = format!(
+        "FROM ({}) w
+         CROSS JOIN LATERAL (SELECT * FROM dispatches
+                             WHERE dispatches.task_seq = w.task_seq OFFSET 0) d
+         CROSS JOIN LATERAL (SELECT * FROM tasks
+                             WHERE tasks.seq = d.task_seq AND tasks.status = 'NEW'
+                                 AND tasks.attempt > d.published_attempts OFFSET 0) t",
+        published_window(2, 3)
+    );
+    due_with(
+        c,
+        &from,
+        &[&i64::from(limit), &start, &crate::common::OUTBOX_WINDOW],
+    )
+    .await
+}
+
+async fn due_with<C: GenericClient>(
+    c: &C,
+    from: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> R<Vec<Publication>> {
     all(
         c,
         &format!(
@@ -77,7 +124,7 @@ async fn due<C: GenericClient>(c: &C, from: &str, limit: u32) -> R<Vec<Publicati
              {from} ORDER BY d.task_seq LIMIT $1",
             task_columns()
         ),
-        &[&i64::from(limit)],
+        params,
     )
     .await?
     .iter()
@@ -100,7 +147,14 @@ async fn due<C: GenericClient>(c: &C, from: &str, limit: u32) -> R<Vec<Publicati
 /// Records the confirmations of `done`: each row's published attempts rise to those
 /// confirmed, never fall (a late confirmation of an older read must not hide a newer
 /// release). A task without a row here (not dispatched) is passed over.
-async fn mark(tx: &Tx<'_>, done: &[Published], now: Timestamp) -> R<()> {
+/// Returns how many published rows it looked at from after `start` for closing, and the last
+/// (`common::OutboxWindows::advance`).
+async fn mark(
+    tx: &Tx<'_>,
+    done: &[Published],
+    now: Timestamp,
+    start: i64,
+) -> R<(i64, Option<i64>)> {
     // One entry per task, the most attempts confirmed, in id order (the order rows are
     // updated in, so that two publishers' marks of the same tasks queue rather than deadlock).
     let mut most = std::collections::BTreeMap::<&str, i64>::new();
@@ -125,13 +179,30 @@ async fn mark(tx: &Tx<'_>, done: &[Published], now: Timestamp) -> R<()> {
     }
     // Closed here rather than by the calls that finish tasks, so that the lifecycle's hot
     // paths (reports above all) never touch the outbox.
+    // The never-published rows whole (the publisher keeps them few), the published ones a
+    // window at a time.
     exec(
         &**tx,
-        &format!("UPDATE dispatches SET open = false WHERE task_seq IN ({FINISHED})"),
+        &format!("UPDATE dispatches SET open = false WHERE task_seq IN ({FINISHED_FRESH})"),
         &[],
     )
     .await?;
-    Ok(())
+    let extent = window_extent(&**tx, start).await?;
+    exec(
+        &**tx,
+        &format!(
+            "UPDATE dispatches SET open = false WHERE task_seq IN (
+                 SELECT w.task_seq FROM ({}) w
+                 CROSS JOIN LATERAL (SELECT 1 FROM tasks
+                                     WHERE tasks.seq = w.task_seq
+                                         AND tasks.status IN ('DONE', 'FAILED', 'CANCELLED')
+                                     OFFSET 0) t)",
+            published_window(1, 2)
+        ),
+        &[&start, &crate::common::OUTBOX_WINDOW],
+    )
+    .await?;
+    Ok(extent)
 }
 
 #[async_trait]
@@ -163,19 +234,29 @@ impl DispatchStore for PgStore {
     }
 
     async fn due_publications(&self, limit: u32) -> Result<Vec<Publication>> {
-        snapshot!(self, |conn| async {
+        let start = OutboxWindows::start(&self.outbox.retried);
+        let (found, extent) = snapshot!(self, |conn| async {
             let mut found = due(&conn, FRESH, limit).await?;
             let left = limit.saturating_sub(found.len() as u32);
+            let mut extent = None;
             if left > 0 {
-                found.extend(due(&conn, RETRIED, left).await?);
+                extent = Some(window_extent(&conn, start).await?);
+                found.extend(due_again(&conn, start, left).await?);
             }
-            Ok(found)
+            Ok((found, extent))
         }
-        .await)
+        .await)?;
+        if let Some((seen, last)) = extent {
+            OutboxWindows::advance(&self.outbox.retried, seen, last);
+        }
+        Ok(found)
     }
 
     async fn mark_published(&self, done: Vec<Published>, now: Timestamp) -> Result<()> {
-        write_tx!(self, |tx| mark(&tx, &done, now).await)
+        let start = OutboxWindows::start(&self.outbox.closing);
+        let (seen, last) = write_tx!(self, |tx| mark(&tx, &done, now, start).await)?;
+        OutboxWindows::advance(&self.outbox.closing, seen, last);
+        Ok(())
     }
 
     async fn unpublished_counts(&self) -> Result<Vec<(String, u64)>> {

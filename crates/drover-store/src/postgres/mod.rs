@@ -71,6 +71,8 @@ pub struct PgStore {
     observers: Arc<EventObservers>,
     /// Parsed sweeps of recently claimed or read jobs.
     sweeps: Arc<SweepCache>,
+    /// Where the outbox's next looks at its published rows start (`dispatch.rs`).
+    outbox: Arc<crate::common::OutboxWindows>,
     /// Set once the schema is known current (migrations applied on first use).
     ready: Arc<OnceCell<()>>,
     /// Names this store in its own notifications, so that its listener skips them (its own
@@ -171,6 +173,7 @@ impl PgStore {
             options,
             observers: Arc::default(),
             sweeps: Arc::default(),
+            outbox: Arc::default(),
             ready: Arc::default(),
             nonce: drover_core::ids::instance_id().into(),
             closed: Arc::default(),

@@ -17,6 +17,7 @@
 use super::jobs::create_job_in;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
+use crate::common::OutboxWindows;
 use crate::{DispatchStore, NewJob, Publication, Published, Result, Route};
 use async_trait::async_trait;
 use drover_core::time::format as ts;
@@ -35,20 +36,63 @@ const RETRIED: &str = "FROM dispatches AS d INDEXED BY dispatches_published
      WHERE d.open AND d.published_attempts IS NOT NULL AND tasks.status = 'NEW'
          AND tasks.attempt > d.published_attempts";
 
-/// The open rows (through each index in turn) whose task finished: never due again.
-const FINISHED: &str = "SELECT d.task_seq FROM dispatches AS d INDEXED BY dispatches_fresh
-         CROSS JOIN tasks ON tasks.seq = d.task_seq
-         WHERE d.open AND d.published_attempts IS NULL
-             AND (tasks.status = 'DONE' OR tasks.status = 'FAILED' OR tasks.status = 'CANCELLED')
-     UNION ALL
-     SELECT d.task_seq FROM dispatches AS d INDEXED BY dispatches_published
-         CROSS JOIN tasks ON tasks.seq = d.task_seq
-         WHERE d.open AND d.published_attempts IS NOT NULL
-             AND (tasks.status = 'DONE' OR tasks.status = 'FAILED' OR tasks.status = 'CANCELLED')";
+/// The open rows never published whose task finished: never due.
+const FINISHED_FRESH: &str = "SELECT d.task_seq FROM dispatches AS d INDEXED BY dispatches_fresh
+     CROSS JOIN tasks ON tasks.seq = d.task_seq
+     WHERE d.open AND d.published_attempts IS NULL
+         AND (tasks.status = 'DONE' OR tasks.status = 'FAILED' OR tasks.status = 'CANCELLED')";
+
+/// One window of the open rows published before: at most `?{limit}` of them after the row
+/// `?{after}`, in creation order. The publisher looks at the published rows a window at a
+/// time (`common::OutboxWindows`), so that a backlog of published jobs not yet consumed is
+/// never read whole by a step.
+fn published_window(after: usize, limit: usize) -> String {
+    format!(
+        "SELECT task_seq FROM dispatches INDEXED BY dispatches_published
+         WHERE open AND published_attempts IS NOT NULL AND task_seq > ?{after}
+         ORDER BY task_seq LIMIT ?{limit}"
+    )
+}
+
+/// How many rows the window from after `start` holds, and its last.
+fn window_extent(conn: &Connection, start: i64) -> Result<(i64, Option<i64>)> {
+    conn.prepare_cached(&format!(
+        "SELECT count(*), max(task_seq) FROM ({})",
+        published_window(1, 2)
+    ))
+    .map_err(map_err)?
+    .query_row(params![start, crate::common::OUTBOX_WINDOW], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .map_err(map_err)
+}
 
 /// Up to `limit` publications of the rows `from` ([`FRESH`] or [`RETRIED`]) selects, in
 /// creation order.
 fn due(conn: &Connection, from: &str, limit: u32) -> Result<Vec<Publication>> {
+    due_with(conn, from, params![limit])
+}
+
+/// The publications due again among one window of the published rows, from after `start`.
+fn due_again(conn: &Connection, start: i64, limit: u32) -> Result<Vec<Publication>> {
+    let from = format!(
+        "FROM ({}) AS w CROSS JOIN dispatches AS d ON d.task_seq = w.task_seq
+         CROSS JOIN tasks ON tasks.seq = d.task_seq
+         WHERE tasks.status = 'NEW' AND tasks.attempt > d.published_attempts",
+        published_window(2, 3)
+    );
+    due_with(
+        conn,
+        &from,
+        params![limit, start, crate::common::OUTBOX_WINDOW],
+    )
+}
+
+fn due_with(
+    conn: &Connection,
+    from: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Publication>> {
     conn.prepare_cached(&format!(
         "SELECT {}, d.queue, d.priority,
                 (SELECT created_at FROM jobs WHERE jobs.seq = d.job_seq)
@@ -56,7 +100,7 @@ fn due(conn: &Connection, from: &str, limit: u32) -> Result<Vec<Publication>> {
         rows::TASK_COLUMNS
     ))
     .map_err(map_err)?
-    .query_map([limit], |r| {
+    .query_map(params, |r| {
         Ok(Publication {
             task: rows::task(r)?,
             route: Route {
@@ -74,7 +118,12 @@ fn due(conn: &Connection, from: &str, limit: u32) -> Result<Vec<Publication>> {
 /// Records the confirmations of `done`: each row's published attempts rise to those
 /// confirmed, never fall (a late confirmation of an older read must not hide a newer
 /// release). A task without a row here (not dispatched) is passed over.
-fn mark(tx: &Tx<'_>, done: &[Published], now: Timestamp) -> Result<()> {
+fn mark(
+    tx: &Tx<'_>,
+    done: &[Published],
+    now: Timestamp,
+    windows: &crate::common::OutboxWindows,
+) -> Result<()> {
     let now = ts(&now);
     let (derived, named) = rows::TASK_SEQ_BY_ID_SQL;
     let mut derived = tx.prepare_cached(derived).map_err(map_err)?;
@@ -99,11 +148,26 @@ fn mark(tx: &Tx<'_>, done: &[Published], now: Timestamp) -> Result<()> {
     drop(update);
     // Closed here rather than by the calls that finish tasks, so that the lifecycle's hot
     // paths (reports above all) never touch the outbox.
+    // The never-published rows whole (the publisher keeps them few), the published ones a
+    // window at a time.
     tx.execute(
-        &format!("UPDATE dispatches SET open = 0 WHERE task_seq IN ({FINISHED})"),
+        &format!("UPDATE dispatches SET open = 0 WHERE task_seq IN ({FINISHED_FRESH})"),
         [],
     )
     .map_err(map_err)?;
+    let start = OutboxWindows::start(&windows.closing);
+    let extent = window_extent(tx, start)?;
+    tx.prepare_cached(&format!(
+        "UPDATE dispatches SET open = 0 WHERE task_seq IN (
+             SELECT w.task_seq FROM ({}) AS w CROSS JOIN tasks ON tasks.seq = w.task_seq
+             WHERE tasks.status = 'DONE' OR tasks.status = 'FAILED'
+                 OR tasks.status = 'CANCELLED')",
+        published_window(1, 2)
+    ))
+    .map_err(map_err)?
+    .execute(params![start, crate::common::OUTBOX_WINDOW])
+    .map_err(map_err)?;
+    OutboxWindows::advance(&windows.closing, extent.0, extent.1);
     Ok(())
 }
 
@@ -135,11 +199,15 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn due_publications(&self, limit: u32) -> Result<Vec<Publication>> {
+        let windows = self.outbox.clone();
         self.read(move |conn| {
             let mut found = due(conn, FRESH, limit)?;
             let left = limit.saturating_sub(found.len() as u32);
             if left > 0 {
-                found.extend(due(conn, RETRIED, left)?);
+                let start = OutboxWindows::start(&windows.retried);
+                let (seen, last) = window_extent(conn, start)?;
+                found.extend(due_again(conn, start, left)?);
+                OutboxWindows::advance(&windows.retried, seen, last);
             }
             Ok(found)
         })
@@ -147,7 +215,8 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn mark_published(&self, done: Vec<Published>, now: Timestamp) -> Result<()> {
-        self.write(move |tx| mark(tx, &done, now)).await
+        let windows = self.outbox.clone();
+        self.write(move |tx| mark(tx, &done, now, &windows)).await
     }
 
     async fn unpublished_counts(&self) -> Result<Vec<(String, u64)>> {
@@ -283,19 +352,27 @@ mod tests {
     }
 
     /// The publisher's statements read the outbox through its partial indexes of open rows
-    /// and drive the join from them: none scans `dispatches`, and none reads `tasks` except
-    /// by its primary key.
+    /// (the published ones a window at a time) and reach each row's task and outbox row by
+    /// primary key: none scans `dispatches` or `tasks`, and the fresh rows come in index order.
     #[tokio::test]
     async fn the_outbox_is_read_through_its_indexes_of_open_rows() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
+        let again =
+            format!(
+            "SELECT d.task_seq FROM ({}) AS w CROSS JOIN dispatches AS d ON d.task_seq = w.task_seq
+             CROSS JOIN tasks ON tasks.seq = d.task_seq
+             WHERE tasks.status = 'NEW' AND tasks.attempt > d.published_attempts
+             ORDER BY d.task_seq LIMIT 10",
+            published_window(1, 2).replace("?1", "0").replace("?2", "1000")
+        );
         let plans = store
-            .read(|conn| {
+            .read(move |conn| {
                 let mut plans = Vec::new();
                 for sql in [
                     format!("SELECT d.task_seq {FRESH} ORDER BY d.task_seq LIMIT 10"),
-                    format!("SELECT d.task_seq {RETRIED} ORDER BY d.task_seq LIMIT 10"),
-                    format!("SELECT * FROM ({FINISHED})"),
+                    again.clone(),
+                    format!("SELECT * FROM ({FINISHED_FRESH})"),
                 ] {
                     let mut stmt = conn
                         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -311,22 +388,30 @@ mod tests {
             })
             .await
             .unwrap();
-        for (sql, steps) in plans {
-            let outbox: Vec<_> = steps.iter().filter(|s| s.contains(" d ")).collect();
-            assert!(!outbox.is_empty(), "{sql}: {steps:?}");
-            for step in &outbox {
+        for (i, (sql, steps)) in plans.into_iter().enumerate() {
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.contains("dispatches_fresh") || s.contains("dispatches_published")),
+                "{sql}: {steps:?}"
+            );
+            for step in steps
+                .iter()
+                .filter(|s| s.contains("dispatches") || s.contains(" d ") || s.contains("tasks"))
+            {
                 assert!(
-                    step.contains("dispatches_fresh") || step.contains("dispatches_published"),
+                    step.contains("dispatches_fresh")
+                        || step.contains("dispatches_published")
+                        || step.contains("PRIMARY KEY"),
                     "{sql}: {steps:?}"
                 );
             }
-            for step in steps.iter().filter(|s| s.contains("tasks")) {
-                assert!(step.contains("INTEGER PRIMARY KEY"), "{sql}: {steps:?}");
+            if i == 0 {
+                assert!(
+                    !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+                    "{sql}: no sort: {steps:?}"
+                );
             }
-            assert!(
-                !steps.iter().any(|s| s.contains("TEMP B-TREE")),
-                "{sql}: no sort: {steps:?}"
-            );
         }
     }
 }

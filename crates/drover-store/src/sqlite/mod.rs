@@ -58,6 +58,8 @@ pub struct SqliteStore {
     sweeps: Arc<crate::common::SweepCache>,
     /// Heartbeats of settled nodes not yet written (`beats.rs`).
     beats: Arc<beats::Beats>,
+    /// Where the outbox's next looks at its published rows start (`dispatch.rs`).
+    outbox: Arc<crate::common::OutboxWindows>,
 }
 
 impl SqliteStore {
@@ -132,6 +134,7 @@ impl SqliteStore {
             observers: Arc::default(),
             sweeps: Arc::default(),
             beats: Arc::default(),
+            outbox: Arc::default(),
         })
     }
 
