@@ -136,31 +136,26 @@ impl Publisher {
         })
     }
 
-    /// Publishes one batch of what is due; how many were confirmed.
-    async fn publish_due(&self, channel: &Channel) -> Result<(usize, usize), PublishError> {
-        let due = self.store.due_publications(BATCH).await?;
-        let read = due.len();
-        let mut messages = Vec::with_capacity(read);
-        for p in due {
-            let body = serde_json::to_vec(&job_message(&p.task, &p.job_created_at))
-                .map_err(|e| StoreError::Internal(format!("encoding a job message: {e}")))?;
-            let published = Published {
-                task_id: p.task.id,
-                attempts: p.task.attempt,
-            };
-            messages.push((published, p.route, body));
-        }
-        // Every message of the batch is handed to the connection before any is awaited, so
-        // that its I/O thread writes them together rather than one write (and one thread
-        // hop) per message.
-        let publishes = messages.iter().map(|(_, route, body)| {
-            let properties = BasicProperties::default()
+    /// Publishes `messages` (routing key, message priority, body) to `exchange` as persistent
+    /// JSON and waits for the broker's answer to each: whether it confirmed it, in order.
+    /// Every message is handed to the connection before any is awaited, so that its I/O
+    /// thread writes them together rather than one write (and one thread hop) per message.
+    async fn publish_all(
+        &self,
+        channel: &Channel,
+        exchange: &str,
+        messages: &[(&str, Option<u8>, Vec<u8>)],
+    ) -> Result<Vec<bool>, PublishError> {
+        let publishes = messages.iter().map(|(key, priority, body)| {
+            let mut properties = BasicProperties::default()
                 .with_delivery_mode(2)
-                .with_priority(route.priority)
                 .with_content_type("application/json".into());
+            if let Some(p) = priority {
+                properties = properties.with_priority(*p);
+            }
             channel.basic_publish(
-                JOBS_EXCHANGE.into(),
-                route.queue.as_str().into(),
+                exchange.into(),
+                (*key).into(),
                 BasicPublishOptions::default(),
                 body,
                 properties,
@@ -169,13 +164,31 @@ impl Publisher {
         let confirms = self
             .within(futures::future::try_join_all(publishes))
             .await?;
-        let pending = messages.into_iter().map(|(p, _, _)| p).zip(confirms);
-        let mut confirmed = Vec::with_capacity(read);
-        for (published, confirm) in pending {
-            if self.within(confirm).await?.is_ack() {
-                confirmed.push(published);
-            }
+        let mut acked = Vec::with_capacity(confirms.len());
+        for confirm in confirms {
+            acked.push(self.within(confirm).await?.is_ack());
         }
+        Ok(acked)
+    }
+
+    /// Publishes one batch of what is due; how many were read and how many confirmed.
+    async fn publish_due(&self, channel: &Channel) -> Result<(usize, usize), PublishError> {
+        let due = self.store.due_publications(BATCH).await?;
+        let read = due.len();
+        let mut messages = Vec::with_capacity(read);
+        for p in &due {
+            let body = serde_json::to_vec(&job_message(&p.task, &p.job_created_at))
+                .map_err(|e| StoreError::Internal(format!("encoding a job message: {e}")))?;
+            messages.push((p.route.queue.as_str(), Some(p.route.priority), body));
+        }
+        let acked = self.publish_all(channel, JOBS_EXCHANGE, &messages).await?;
+        let confirmed: Vec<Published> = (due.iter().zip(acked))
+            .filter(|(_, ack)| *ack)
+            .map(|(p, _)| Published {
+                task_id: p.task.id.clone(),
+                attempts: p.task.attempt,
+            })
+            .collect();
         let n = confirmed.len();
         if n > 0 {
             self.store
@@ -188,34 +201,17 @@ impl Publisher {
     /// Publishes the status events waiting, best effort.
     async fn publish_events(&self, channel: &Channel) -> Result<usize, PublishError> {
         let mut events = self.events.lock().await;
-        let mut bodies = Vec::new();
-        while bodies.len() < EVENTS_PER_STEP {
+        let mut messages = Vec::new();
+        while messages.len() < EVENTS_PER_STEP {
             let Ok(event) = events.try_recv() else { break };
             if let Ok(body) = serde_json::to_vec(&event) {
-                bodies.push(body);
+                messages.push((STATUS_ROUTING_KEY, None, body));
             }
         }
         drop(events);
-        // Handed to the connection together, as the jobs are.
-        let publishes = bodies.iter().map(|body| {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into());
-            channel.basic_publish(
-                STATUS_EXCHANGE.into(),
-                STATUS_ROUTING_KEY.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-        });
-        let confirms = self
-            .within(futures::future::try_join_all(publishes))
+        self.publish_all(channel, STATUS_EXCHANGE, &messages)
             .await?;
-        for confirm in confirms {
-            self.within(confirm).await?;
-        }
-        Ok(bodies.len())
+        Ok(messages.len())
     }
 
     async fn step(&self, link: &Link) -> Result<Counts, PublishError> {

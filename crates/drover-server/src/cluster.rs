@@ -62,6 +62,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// `leader` or `follower`, as every surface shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Leader { .. } => "leader",
+            Role::Follower { .. } => "follower",
+        }
+    }
+
     /// The epoch this replica leads under, if it leads.
     pub fn leading_epoch(&self) -> Option<u64> {
         match self {

@@ -159,12 +159,13 @@ impl PriorityRouter {
         known.get(worker).copied().unwrap_or(DEFAULT_CAPACITY)
     }
 
-    fn announce(&self, task: &Task, worker: &str, result: Value) {
+    /// Queues the status event of `task` having moved to `status` (RabbitMQ mode).
+    fn announce(&self, task: &Task, status: TaskStatus, worker: &str, result: Value) {
         if let Some(events) = &self.events {
             let (id, _, _) = contract_fields(&task.payload);
             let event = api::StatusEvent {
                 job_id: id,
-                job_status: drover_core::priority::status_word(task.status).to_uppercase(),
+                job_status: drover_core::priority::status_word(status).to_uppercase(),
                 worker_id: worker.to_string(),
                 result,
             };
@@ -382,28 +383,30 @@ impl PriorityRouter {
                 }
             }
         }
-        let result = u.result.unwrap_or(Value::Null);
-        let kind = match update {
-            WorkerUpdate::Running => {
-                if changed {
-                    let mut now = task.clone();
-                    now.status = TaskStatus::Running;
-                    self.announce(&now, &worker, Value::Null);
-                }
-                return Ok(if changed {
-                    Updated::Changed
-                } else {
-                    Updated::Unchanged
-                });
+        let unchanged_unless = |changed: bool| {
+            if changed {
+                Updated::Changed
+            } else {
+                Updated::Unchanged
             }
-            WorkerUpdate::Completed => ReportKind::Complete(TaskResult {
+        };
+        if update == WorkerUpdate::Running {
+            if changed {
+                self.announce(&task, TaskStatus::Running, &worker, Value::Null);
+            }
+            return Ok(unchanged_unless(changed));
+        }
+        let result = u.result.unwrap_or(Value::Null);
+        let kind = if update == WorkerUpdate::Completed {
+            ReportKind::Complete(TaskResult {
                 result_json: (!result.is_null()).then(|| result.to_string()),
                 ..Default::default()
-            }),
-            WorkerUpdate::Failed => ReportKind::Fail {
+            })
+        } else {
+            ReportKind::Fail {
                 error: u.error_message.unwrap_or_else(|| "failed".into()),
                 retriable: true,
-            },
+            }
         };
         let report = Report {
             task_id: task.id.clone(),
@@ -416,23 +419,22 @@ impl PriorityRouter {
             .next()
             .unwrap_or(ReportOutcome::TaskNotFound);
         match outcome {
-            ReportOutcome::Completed | ReportOutcome::Failed { .. } => {
-                let mut now = task.clone();
-                now.status = match outcome {
-                    ReportOutcome::Completed => TaskStatus::Done,
-                    ReportOutcome::Failed { will_retry: true } => TaskStatus::New,
-                    _ => TaskStatus::Failed,
+            ReportOutcome::Completed => {
+                self.announce(&task, TaskStatus::Done, &worker, result);
+                Ok(Updated::Changed)
+            }
+            ReportOutcome::Failed { will_retry } => {
+                let now = if will_retry {
+                    TaskStatus::New
+                } else {
+                    TaskStatus::Failed
                 };
-                self.announce(&now, &worker, result);
+                self.announce(&task, now, &worker, result);
                 Ok(Updated::Changed)
             }
             ReportOutcome::AlreadyCompleted
             | ReportOutcome::AlreadyReported { .. }
-            | ReportOutcome::AlreadyTerminal => Ok(if changed {
-                Updated::Changed
-            } else {
-                Updated::Unchanged
-            }),
+            | ReportOutcome::AlreadyTerminal => Ok(unchanged_unless(changed)),
             ReportOutcome::TaskNotFound => Err(RouterError::UnknownJob(id)),
             ReportOutcome::NotHolder => Err(conflict(
                 "not_holder",
@@ -565,13 +567,8 @@ impl PriorityRouter {
             .await
         {
             Ok(_) => {
-                let mut now = task.clone();
-                now.status = TaskStatus::Cancelled;
-                self.announce(
-                    &now,
-                    task.assigned_to.as_deref().unwrap_or("none"),
-                    Value::Null,
-                );
+                let holder = task.assigned_to.as_deref().unwrap_or("none");
+                self.announce(&task, TaskStatus::Cancelled, holder, Value::Null);
                 Ok(())
             }
             Err(StoreError::JobFinished { .. }) => Err(conflict(

@@ -189,25 +189,21 @@ impl TestApp {
 
     /// POSTs raw JSON and returns status and parsed body (without any keys).
     pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.send_json(reqwest::Method::POST, path, body).await
     }
 
     /// PUTs raw JSON and returns status and parsed body (without any keys).
     pub async fn put_json(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
+        self.send_json(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let resp = (self
             .http
-            .put(self.url(path))
+            .request(method, self.url(path))
             .json(&body)
             .send()
-            .await
+            .await)
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))

@@ -338,11 +338,7 @@ pub fn cluster(
     let leader = view.lease.leader_at(now);
     api::ClusterInfo {
         replica_id: cluster.replica_id().to_string(),
-        role: match role {
-            crate::cluster::Role::Leader { .. } => "leader",
-            crate::cluster::Role::Follower { .. } => "follower",
-        }
-        .to_string(),
+        role: role.name().to_string(),
         leader: leader.map(str::to_string),
         epoch: view.lease.epoch,
         lease_expires_at: leader.map(|_| format(&view.lease.expires_at)),

@@ -213,17 +213,17 @@ async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) 
 }
 
 fn raft_status(app: &AppState) -> api::RaftStatus {
-    match app.cluster.role() {
-        crate::cluster::Role::Leader { epoch, .. } => api::RaftStatus {
-            role: "leader".into(),
-            term: epoch,
-            leader: Some(app.cluster.replica_id().to_string()),
-        },
-        crate::cluster::Role::Follower { leader, epoch } => api::RaftStatus {
-            role: "follower".into(),
-            term: epoch,
-            leader,
-        },
+    let role = app.cluster.role();
+    let (term, leader) = match &role {
+        crate::cluster::Role::Leader { epoch, .. } => {
+            (*epoch, Some(app.cluster.replica_id().to_string()))
+        }
+        crate::cluster::Role::Follower { leader, epoch } => (*epoch, leader.clone()),
+    };
+    api::RaftStatus {
+        role: role.name().into(),
+        term,
+        leader,
     }
 }
 
