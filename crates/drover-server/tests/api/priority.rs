@@ -160,6 +160,14 @@ async fn every_route_answers_the_contracts_bodies() {
         .await;
     assert_eq!((status, body), (200, json!({"status": "updated"})));
     assert_eq!(app.contract_job("j1").await["result"], 42);
+    // The id may also come as `id`: a repeat of the completion, answered the same.
+    let (status, body) = app
+        .post_json(
+            "/api/jobs/status",
+            json!({"id": "j1", "status": "completed", "workerId": "w1", "result": 42}),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"status": "updated"})));
 
     app.register("j2", 1).await;
     let (status, body) = app.post_json("/api/jobs/j2/cancel", json!({})).await;
