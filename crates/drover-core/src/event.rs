@@ -16,6 +16,12 @@ pub enum Event {
     JobCancelled {
         job_id: String,
     },
+    /// A waiting job was raised to a higher priority (the priority contract's aging), with
+    /// its tasks not finished.
+    JobPriorityRaised {
+        job_id: String,
+        priority: i64,
+    },
     TaskClaimed {
         task_id: String,
         job_id: String,
@@ -94,6 +100,7 @@ impl Event {
     pub const KINDS: &'static [&'static str] = &[
         "job_created",
         "job_cancelled",
+        "job_priority_raised",
         "task_claimed",
         "task_completed",
         "task_failed",
@@ -118,6 +125,7 @@ impl Event {
         match self {
             Event::JobCreated { .. } => "job_created",
             Event::JobCancelled { .. } => "job_cancelled",
+            Event::JobPriorityRaised { .. } => "job_priority_raised",
             Event::TaskClaimed { .. } => "task_claimed",
             Event::TaskCompleted { .. } => "task_completed",
             Event::TaskFailed { .. } => "task_failed",
@@ -164,6 +172,10 @@ mod tests {
                 total_tasks: 1,
             },
             Event::JobCancelled { job_id: id() },
+            Event::JobPriorityRaised {
+                job_id: id(),
+                priority: 10,
+            },
             Event::TaskClaimed {
                 task_id: id(),
                 job_id: id(),

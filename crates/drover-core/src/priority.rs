@@ -7,6 +7,7 @@
 
 use crate::model::TaskStatus;
 use std::fmt;
+use std::time::Duration;
 
 /// The contract's three classes. Each is a queue on the broker with its own `x-max-priority`,
 /// and the class (not the raw number) orders claims: within a class, the oldest job first.
@@ -88,6 +89,35 @@ impl PriorityClass {
         Self::ALL
             .into_iter()
             .find(|c| c.name().eq_ignore_ascii_case(name) || c.queue() == name)
+    }
+}
+
+/// Priority aging, drover's addition to the contract (off unless configured): so that a
+/// steady stream of high jobs cannot starve the low ones for ever, a job that has waited one
+/// aging step is served as at least medium, and one that has waited two steps as high. The
+/// rule reads only the job's class now and how long it has waited, so applying it again
+/// changes nothing and a job is never lowered.
+impl PriorityClass {
+    /// The class a job of this class should be in after waiting `waited`.
+    pub fn aged(self, waited: Duration, step: Duration) -> PriorityClass {
+        let floor = if waited >= step.saturating_mul(2) {
+            PriorityClass::High
+        } else if waited >= step {
+            PriorityClass::Medium
+        } else {
+            PriorityClass::Low
+        };
+        // The derived order puts High first: the smaller is the higher class.
+        self.min(floor)
+    }
+
+    /// How long a job of this class waits before aging raises it; `None` for high.
+    pub fn raised_after(self, step: Duration) -> Option<Duration> {
+        match self {
+            PriorityClass::High => None,
+            PriorityClass::Medium => Some(step.saturating_mul(2)),
+            PriorityClass::Low => Some(step),
+        }
     }
 }
 
@@ -190,6 +220,38 @@ mod tests {
         }
         assert!(PriorityClass::High.job_priority() > PriorityClass::Medium.job_priority());
         assert!(PriorityClass::Medium.job_priority() > PriorityClass::Low.job_priority());
+    }
+
+    #[test]
+    fn aging_raises_a_class_per_step_waited_and_never_lowers() {
+        let step = Duration::from_secs(60);
+        let s = |secs| Duration::from_secs(secs);
+        use PriorityClass::*;
+        let cases = [
+            (Low, s(0), Low),
+            (Low, s(59), Low),
+            (Low, s(60), Medium),
+            (Low, s(119), Medium),
+            (Low, s(120), High),
+            (Medium, s(60), Medium),
+            (Medium, s(120), High),
+            (High, s(0), High),
+            (High, s(1_000), High),
+        ];
+        for (class, waited, now) in cases {
+            assert_eq!(class.aged(waited, step), now, "{class} after {waited:?}");
+            // Applying the rule again to what it gave changes nothing.
+            assert_eq!(now.aged(waited, step), now);
+        }
+        for class in PriorityClass::ALL {
+            match class.raised_after(step) {
+                None => assert_eq!(class.aged(Duration::MAX, step), class),
+                Some(after) => {
+                    assert_eq!(class.aged(after - s(1), step), class);
+                    assert_ne!(class.aged(after, step), class);
+                }
+            }
+        }
     }
 
     #[test]

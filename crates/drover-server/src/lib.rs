@@ -171,6 +171,20 @@ impl AppState {
         }
     }
 
+    /// The priority contract's aging worker, when aging is on.
+    pub fn priority_ager(&self) -> Option<priority::Ager> {
+        let step = self.config.priority.aging?;
+        Some(priority::Ager {
+            jobs: self.store.jobs.clone(),
+            clock: self.clock.clone(),
+            step,
+            routed: matches!(
+                self.config.priority.dispatch,
+                priority::Dispatch::Rabbitmq { .. }
+            ),
+        })
+    }
+
     pub fn task_reaper(&self) -> workers::TaskReaper {
         workers::TaskReaper {
             store: self.store.jobs.clone(),
@@ -300,6 +314,10 @@ impl AppState {
                 config.runners.cleanup_interval,
                 stop,
             ));
+        }
+        if let Some(ager) = self.priority_ager() {
+            let every = ager.interval();
+            handles.push(self.spawn_worker(self.led(ager, epoch), every, stop));
         }
         if let Some(publisher) = &self.publisher {
             handles.push(self.spawn_worker(

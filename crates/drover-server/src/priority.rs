@@ -15,16 +15,18 @@
 //! jobs (the contract's default of 10 where this replica has not heard one).
 
 use crate::AppState;
+use crate::clock::Clock;
 use crate::contract_jobs::{self, SubmitError, Submitted};
+use crate::workers::{Counts, Worker};
 use drover_api::priority as api;
 use drover_core::priority::{DEFAULT_PRIORITY, PriorityClass, UPDATE_WORDS, WorkerUpdate};
 use drover_core::{
-    NodeInfo, NodeStats, ReportKind, ReportOutcome, Task, TaskResult, TaskStatus, Timestamp,
+    Job, NodeInfo, NodeStats, ReportKind, ReportOutcome, Task, TaskResult, TaskStatus, Timestamp,
 };
-use drover_store::{Liveness, NamedNode, NewJob, Report, Route, StoreError, TaskClaim};
+use drover_store::{JobStore, Liveness, NamedNode, NewJob, Report, Route, StoreError, TaskClaim};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -67,6 +69,10 @@ pub struct PriorityConfig {
     /// How long a worker of this contract may stay silent before it is DOWN and its jobs are
     /// taken back: well above the 10 s between its heartbeats.
     pub worker_timeout: Duration,
+    /// Priority aging (`drover_core::priority`): a job waiting this long is served as at
+    /// least medium, twice as long as high. `None` (the default): no aging, as in the
+    /// contract.
+    pub aging: Option<Duration>,
 }
 
 impl Default for PriorityConfig {
@@ -75,6 +81,7 @@ impl Default for PriorityConfig {
             dispatch: Dispatch::Native,
             lenient_unknown_jobs: false,
             worker_timeout: Duration::from_secs(30),
+            aging: None,
         }
     }
 }
@@ -120,7 +127,10 @@ pub enum Updated {
 pub struct ContractJob {
     pub id: String,
     pub job_type: String,
+    /// The priority it was registered with.
     pub priority: i64,
+    /// The class it is served in: its priority's, or a higher one it was aged into.
+    pub class: PriorityClass,
     pub task: Task,
 }
 
@@ -594,11 +604,7 @@ impl PriorityRouter {
             let page = drover_store::Page { cursor, limit: 500 };
             let jobs = app.store.jobs.list_jobs(None, page).await?;
             for job in &jobs.items {
-                let Some(name) = job.name.as_deref() else {
-                    continue;
-                };
-                // A job of this contract is one whose id is derived from its name.
-                if contract_jobs::drover_job_id(NAMESPACE, name) != job.id {
+                if !is_contract_job(job) {
                     continue;
                 }
                 let class = PriorityClass::of_job_priority(job.priority);
@@ -618,6 +624,7 @@ impl PriorityRouter {
                     id,
                     job_type,
                     priority,
+                    class,
                     task,
                 });
                 if out.len() == limit {
@@ -629,6 +636,97 @@ impl PriorityRouter {
                 None => return Ok((out, None)),
             }
         }
+    }
+}
+
+/// Whether `job` is one of this contract's: its id is derived from its name.
+fn is_contract_job(job: &Job) -> bool {
+    (job.name.as_deref())
+        .is_some_and(|name| contract_jobs::drover_job_id(NAMESPACE, name) == job.id)
+}
+
+/// Priority aging, a background worker of the leader (only when `--priority-aging` is set):
+/// each step raises this contract's jobs that have waited past their class's deadline
+/// (`PriorityClass::aged`) to the class they are due, and in RabbitMQ mode routes them to
+/// that class's queue (the store publishes them there again).
+///
+/// It reads the waiting jobs of the medium and the low class oldest first and stops at the
+/// first that has not waited long enough, so a step costs the jobs it raises (plus any other
+/// drover jobs of the same priority that have waited as long, which it passes over).
+pub struct Ager {
+    pub jobs: Arc<dyn JobStore>,
+    pub clock: Arc<dyn Clock>,
+    /// The aging step.
+    pub step: Duration,
+    /// Whether jobs go out through the broker, so that raised ones are routed anew.
+    pub routed: bool,
+}
+
+/// Jobs read, and raised, at a time.
+const AGING_PAGE: u32 = 500;
+
+impl Ager {
+    /// How often the step runs: a tenth of the aging step, within 100 ms and 10 s, so a job
+    /// is raised soon after its deadline without reading the store needlessly often.
+    pub fn interval(&self) -> Duration {
+        (self.step / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+
+    /// Raises every job due a higher class now; how many it raised.
+    pub async fn age(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let mut raised = 0;
+        // Medium first, so that a low job due high is raised once, straight to high.
+        for class in [PriorityClass::Medium, PriorityClass::Low] {
+            let Some(deadline) = class.raised_after(self.step) else {
+                continue;
+            };
+            let mut due: BTreeMap<PriorityClass, Vec<String>> = BTreeMap::new();
+            let mut after = None;
+            'read: loop {
+                let jobs = (self.jobs)
+                    .waiting_jobs(class.job_priority(), after, AGING_PAGE)
+                    .await?;
+                for job in &jobs {
+                    after = Some(job.seq);
+                    let waited = (now - job.created_at).to_std().unwrap_or_default();
+                    if waited < deadline {
+                        // Those after it are younger still.
+                        break 'read;
+                    }
+                    if is_contract_job(job) {
+                        let to = class.aged(waited, self.step);
+                        due.entry(to).or_default().push(job.id.clone());
+                    }
+                }
+                if jobs.len() < AGING_PAGE as usize {
+                    break;
+                }
+            }
+            for (to, ids) in due {
+                let route = self.routed.then(|| route_of(to));
+                for chunk in ids.chunks(AGING_PAGE as usize) {
+                    let done = (self.jobs)
+                        .raise_priority(chunk.to_vec(), to.job_priority(), route.clone(), now)
+                        .await?;
+                    raised += done.len() as u64;
+                }
+            }
+        }
+        Ok(raised)
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for Ager {
+    type Error = StoreError;
+
+    fn name(&self) -> &'static str {
+        "priority_aging"
+    }
+
+    async fn run_once(&self) -> Result<Counts, StoreError> {
+        Ok(vec![("raised", self.age().await?)])
     }
 }
 

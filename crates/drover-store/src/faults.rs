@@ -356,6 +356,30 @@ impl JobStore for Faulty {
             .claim_task(task_id, node_id, max_running, now);
         self.faults.write("claim_task", inner).await
     }
+
+    async fn waiting_jobs(
+        &self,
+        priority: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        let inner = self.inner.jobs.waiting_jobs(priority, after, limit);
+        self.faults.read("waiting_jobs", inner).await
+    }
+
+    async fn raise_priority(
+        &self,
+        job_ids: Vec<String>,
+        priority: i64,
+        route: Option<Route>,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let inner = self
+            .inner
+            .jobs
+            .raise_priority(job_ids, priority, route, now);
+        self.faults.write("raise_priority", inner).await
+    }
 }
 
 #[async_trait]

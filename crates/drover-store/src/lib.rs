@@ -106,6 +106,27 @@ pub trait JobStore: Send + Sync + 'static {
         max_running: Option<u32>,
         now: Timestamp,
     ) -> Result<TaskClaim>;
+
+    /// Up to `limit` jobs of priority `priority` with a stored NEW task, in claim order (the
+    /// oldest first), after the job whose `seq` is `after`: for a rule on how long work has
+    /// waited (the priority contract's aging), which reads them oldest first and stops at the
+    /// first that has not waited long enough. Tasks of a sweep not yet made are not read.
+    async fn waiting_jobs(&self, priority: i64, after: Option<i64>, limit: u32)
+    -> Result<Vec<Job>>;
+
+    /// Raises each of the jobs `job_ids` to `priority`, with its tasks not finished, so that
+    /// claims take them among the jobs of that priority (in the order of their age). A job at
+    /// or above it already, finished, cancelled or unknown is passed over. With a `route`, the
+    /// raised jobs' rows in the dispatch outbox are routed there and due afresh, so that a
+    /// NEW task reaches the queue of its new class; the copy it had on the broker stays, and
+    /// whichever copy a worker takes second finds the task taken. Answers the jobs raised.
+    async fn raise_priority(
+        &self,
+        job_ids: Vec<String>,
+        priority: i64,
+        route: Option<Route>,
+        now: Timestamp,
+    ) -> Result<Vec<String>>;
 }
 
 /// Jobs whose tasks go out through a message broker (the priority contract's RabbitMQ mode):

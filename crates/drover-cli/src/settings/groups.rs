@@ -620,6 +620,13 @@ pub struct PrioritySettings {
     #[arg(long, env = "DROVER_LENIENT_UNKNOWN_JOBS")]
     #[merge(strategy = merge::bool::overwrite_false)]
     pub lenient_unknown_jobs: bool,
+
+    /// Priority aging for the priority-queue contract, so that a stream of high jobs cannot
+    /// starve the others: a job waiting this long is served as at least medium, twice as long
+    /// as high (in rabbitmq mode it is published again to its new queue). Off by default, as
+    /// in that contract.
+    #[arg(long, env = "DROVER_PRIORITY_AGING", value_name = "DURATION")]
+    pub priority_aging: Option<Span>,
 }
 
 impl PrioritySettings {
@@ -651,6 +658,7 @@ impl PrioritySettings {
             dispatch,
             lenient_unknown_jobs: self.lenient_unknown_jobs,
             worker_timeout: self.worker_timeout.map_or(d.worker_timeout, |Span(s)| s),
+            aging: self.priority_aging.map(|Span(s)| s),
         })
     }
 }

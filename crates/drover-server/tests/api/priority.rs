@@ -287,6 +287,67 @@ async fn one_worker_drains_high_then_medium_then_low_oldest_first() {
 }
 
 #[tokio::test]
+async fn with_aging_a_waiting_low_job_climbs_past_younger_high_ones() {
+    let app = spawn_app_with(|c| c.priority.aging = Some(Duration::from_secs(60))).await;
+    let ager = app.state.priority_ager().expect("aging is on");
+    app.register("old-low", 1).await;
+    app.register("old-medium", 5).await;
+    app.advance(Duration::from_secs(61));
+    app.register("young-high", 10).await;
+    app.register("young-low", 0).await;
+    // One step past the deadline of low: the old low job is medium now, nothing else moves.
+    assert_eq!(ager.age().await.unwrap(), 1);
+    assert_eq!(
+        ager.age().await.unwrap(),
+        0,
+        "a second step changes nothing"
+    );
+    app.advance(Duration::from_secs(60));
+    // Two steps: both old jobs are due high; the young ones have waited one step only, and
+    // the young low one becomes medium.
+    assert_eq!(ager.age().await.unwrap(), 3);
+    let (_, jobs) = app.get_json("/api/jobs?class=high").await;
+    let mut high: Vec<_> = (jobs["jobs"].as_array().unwrap().iter())
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    high.sort();
+    assert_eq!(high, ["old-low", "old-medium", "young-high"]);
+    // The contract's own record keeps the priority it was registered with.
+    assert_eq!(app.contract_job("old-low").await["priority"], 1);
+
+    let spot = app
+        .client
+        .hello(&HelloRequest {
+            ip_address: "127.0.0.1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .spot_id;
+    let claimed = app.client.claim(&spot, 4).await.unwrap();
+    let order: Vec<String> = claimed
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<Value>(&t.payload).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .into()
+        })
+        .collect();
+    assert_eq!(order, ["old-low", "old-medium", "young-high", "young-low"]);
+}
+
+#[tokio::test]
+async fn without_aging_no_job_ever_changes_class() {
+    let app = spawn_app().await;
+    assert!(app.state.priority_ager().is_none());
+    app.register("low", 1).await;
+    app.advance(Duration::from_secs(24 * 3600));
+    let (_, jobs) = app.get_json("/api/jobs?class=low").await;
+    assert_eq!(jobs["count"], 1);
+}
+
+#[tokio::test]
 async fn only_the_worker_holding_a_job_may_report_it_and_repeats_change_nothing() {
     let app = spawn_app().await;
     app.register("h1", 10).await;

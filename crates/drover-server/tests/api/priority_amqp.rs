@@ -371,3 +371,60 @@ async fn status_queue(broker: &Broker) -> StatusQueue {
     std::mem::forget(connection);
     StatusQueue { channel, name }
 }
+
+#[cfg_attr(
+    missing_rabbitmq,
+    ignore = "rabbitmq-server is not installed (scripts/test installs it)"
+)]
+#[cfg_attr(
+    missing_pika,
+    ignore = "Python's pika is not in the test virtualenv (scripts/test makes it)"
+)]
+#[tokio::test]
+async fn an_aged_job_is_published_again_to_its_new_queue_and_runs_from_there() {
+    let broker = broker().await;
+    let url = broker.url();
+    let app = spawn(
+        move |c| {
+            c.server.priority.dispatch = Dispatch::Rabbitmq { url };
+            c.server.priority.aging = Some(Duration::from_secs(60));
+        },
+        true,
+    )
+    .await;
+    app.register("patient", 1).await;
+    all_published(&app).await;
+    assert_eq!(depth(&broker, "job.low").await, 1);
+
+    app.advance(Duration::from_secs(121));
+    let ager = app.state.priority_ager().expect("aging is on");
+    assert_eq!(ager.age().await.unwrap(), 1);
+    all_published(&app).await;
+    assert_eq!(depth(&broker, "job.high").await, 1, "published to high");
+    assert_eq!(depth(&broker, "job.low").await, 1, "the old copy stays");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("taken.jsonl");
+    let mut worker = pika_worker(&app, &broker, "py-aged", &out);
+    worker.args(["--idle-exit", "3"]);
+    run_to_end(worker).await;
+    let taken = lines(&out);
+    let seen: Vec<(&str, &Value)> = taken
+        .iter()
+        .map(|l| (l["queue"].as_str().unwrap(), &l["status_codes"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("job.high", &json!([200, 200])),
+            // The copy taken second finds the job done; its repeated completion changes nothing.
+            ("job.low", &json!([409, 200])),
+        ]
+    );
+    assert_eq!(taken[0]["priority"], 10);
+    let job = app.contract_job("patient").await;
+    assert_eq!(
+        (&job["status"], &job["class"]),
+        (&json!("completed"), &json!("high"))
+    );
+}

@@ -1633,4 +1633,115 @@ impl JobStore for PgStore {
             claim_named(&tx, &self.sweeps, task_id, node_id, max_running, now).await
         })
     }
+
+    async fn waiting_jobs(
+        &self,
+        priority: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        read!(self, |conn| async {
+            all(
+                &conn,
+                &format!(
+                    "SELECT {} FROM jobs WHERE seq IN (
+                         (SELECT job_seq FROM tasks
+                          WHERE status = 'NEW' AND priority = $1 AND job_seq > $2
+                          ORDER BY priority DESC, job_seq, idx LIMIT $3)
+                         UNION
+                         (SELECT seq FROM jobs
+                          WHERE materialised < total_tasks AND NOT cancelled AND priority = $1
+                              AND seq > $2
+                          ORDER BY priority DESC, seq LIMIT $3))
+                     ORDER BY seq LIMIT $3",
+                    rows::JOB_COLUMNS
+                ),
+                &[&priority, &after.unwrap_or(0), &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(rows::job)
+            .collect::<R<Vec<_>>>()
+        }
+        .await)
+    }
+
+    async fn raise_priority(
+        &self,
+        job_ids: Vec<String>,
+        priority: i64,
+        route: Option<crate::Route>,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let now = at(now);
+        let (queue, message_priority) = match &route {
+            Some(r) => (Some(r.queue.as_str()), Some(i16::from(r.priority))),
+            None => (None, None),
+        };
+        write_tx!(self, |tx| {
+            raise_priority_in(&tx, &job_ids, priority, queue, message_priority, now).await
+        })
+    }
+}
+
+/// Raises the jobs `job_ids` below `priority` to it (see [`JobStore::raise_priority`]); a
+/// `queue` re-routes their open dispatch rows there, due afresh.
+async fn raise_priority_in(
+    tx: &Tx<'_>,
+    job_ids: &[String],
+    priority: i64,
+    queue: Option<&str>,
+    message_priority: Option<i16>,
+    now: Timestamp,
+) -> R<Vec<String>> {
+    // Tasks before their jobs, as a claim locks them.
+    let seqs: Vec<i64> = all(
+        &**tx,
+        "SELECT seq FROM jobs WHERE id = ANY($1) AND priority < $2 AND NOT cancelled
+             AND status IN ('PENDING', 'RUNNING')",
+        &[&job_ids, &priority],
+    )
+    .await?
+    .iter()
+    .map(|r| rows::get(r, 0))
+    .collect::<R<_>>()?;
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tasks: Vec<i64> = all(
+        &**tx,
+        "UPDATE tasks SET priority = $2
+         WHERE job_seq = ANY($1) AND status IN ('NEW', 'RUNNING') RETURNING seq",
+        &[&seqs, &priority],
+    )
+    .await?
+    .iter()
+    .map(|r| rows::get(r, 0))
+    .collect::<R<_>>()?;
+    if queue.is_some() {
+        exec(
+            &**tx,
+            "UPDATE dispatches SET queue = $2, priority = $3, published_attempts = NULL
+             WHERE open AND task_seq = ANY($1)",
+            &[&tasks, &queue, &message_priority],
+        )
+        .await?;
+    }
+    let raised: Vec<String> = all(
+        &**tx,
+        "UPDATE jobs SET priority = $2, updated_at = $3
+         WHERE seq = ANY($1) AND priority < $2 RETURNING id",
+        &[&seqs, &priority, &now],
+    )
+    .await?
+    .iter()
+    .map(|r| rows::get(r, 0))
+    .collect::<R<_>>()?;
+    for id in &raised {
+        tx.emit(Event::JobPriorityRaised {
+            job_id: id.clone(),
+            priority,
+        });
+    }
+    Ok(raised)
 }

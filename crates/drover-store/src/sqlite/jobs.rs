@@ -798,13 +798,8 @@ impl JobStore for SqliteStore {
                 }
                 CancelDecision::Cancel => {}
             }
-            // The job's running rows, through the index of all running tasks, and its NEW rows,
-            // through the job's index by status (which leaves RUNNING out).
-            const RUNNING: &str = "SELECT seq FROM tasks INDEXED BY tasks_running
-                 WHERE status = 'RUNNING' AND job_seq = ?1";
-            const NEW: &str = "SELECT seq FROM tasks INDEXED BY tasks_job_status
-                 WHERE job_seq = ?1 AND status = 'NEW'
-                     AND status <> 'RUNNING' AND status <> 'DONE'";
+            const RUNNING: &str = JOB_RUNNING_ROWS;
+            const NEW: &str = JOB_NEW_ROWS;
             tx.execute(
                 &format!(
                     "UPDATE task_attempts SET outcome = 'CANCELLED', ended_at = ?2
@@ -1131,7 +1126,95 @@ impl JobStore for SqliteStore {
         self.write(move |tx| claim_named(tx, &sweeps, &task_id, &node_id, max_running, now))
             .await
     }
+
+    async fn waiting_jobs(
+        &self,
+        priority: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {} {WAITING_JOBS}", rows::JOB_COLUMNS))
+                .map_err(map_err)?
+                .query_map(params![priority, after.unwrap_or(0), limit], rows::job)
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn raise_priority(
+        &self,
+        job_ids: Vec<String>,
+        priority: i64,
+        route: Option<crate::Route>,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let now = ts(&now);
+        self.write(move |tx| {
+            let mut raised = Vec::new();
+            for id in job_ids {
+                let seq: Option<i64> = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET priority = ?2, updated_at = ?3
+                         WHERE id = ?1 AND priority < ?2 AND cancelled = 0
+                             AND status IN ('PENDING', 'RUNNING')
+                         RETURNING seq",
+                    )
+                    .map_err(map_err)?
+                    .query_row(params![id, priority, now], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)?;
+                let Some(seq) = seq else { continue };
+                tx.prepare_cached(&format!(
+                    "UPDATE OR FAIL tasks SET priority = ?2
+                     WHERE seq IN ({JOB_NEW_ROWS} UNION ALL {JOB_RUNNING_ROWS})"
+                ))
+                .map_err(map_err)?
+                .execute(params![seq, priority])
+                .map_err(map_err)?;
+                if let Some(route) = &route {
+                    tx.prepare_cached(&format!(
+                        "UPDATE dispatches SET queue = ?2, priority = ?3,
+                             published_attempts = NULL
+                         WHERE open AND task_seq IN ({JOB_NEW_ROWS} UNION ALL {JOB_RUNNING_ROWS})"
+                    ))
+                    .map_err(map_err)?
+                    .execute(params![seq, route.queue, route.priority])
+                    .map_err(map_err)?;
+                }
+                tx.emit(Event::JobPriorityRaised {
+                    job_id: id.clone(),
+                    priority,
+                });
+                raised.push(id);
+            }
+            Ok(raised)
+        })
+        .await
+    }
 }
+
+/// The running rows of the job `?1`, through the index of all running tasks (they are few).
+const JOB_RUNNING_ROWS: &str = "SELECT seq FROM tasks INDEXED BY tasks_running
+     WHERE status = 'RUNNING' AND job_seq = ?1";
+/// The NEW rows of the job `?1`, through the job's index by status (which leaves RUNNING out).
+const JOB_NEW_ROWS: &str = "SELECT seq FROM tasks INDEXED BY tasks_job_status
+     WHERE job_seq = ?1 AND status = 'NEW' AND status <> 'RUNNING' AND status <> 'DONE'";
+
+/// The jobs of priority `?1` after the job `?2` that have a stored NEW task or tasks not yet
+/// stored, the first `?3` by `seq`: the first `?3` of each kind, through the claim's own two
+/// indexes, hold the first `?3` of both.
+const WAITING_JOBS: &str = "FROM jobs WHERE seq IN (
+         SELECT * FROM (SELECT job_seq FROM tasks INDEXED BY tasks_claim
+             WHERE status = 'NEW' AND priority = ?1 AND job_seq > ?2
+             ORDER BY priority DESC, job_seq, idx LIMIT ?3)
+         UNION
+         SELECT * FROM (SELECT seq FROM jobs INDEXED BY jobs_unclaimed
+             WHERE materialised < total_tasks AND cancelled = 0 AND priority = ?1 AND seq > ?2
+             ORDER BY priority DESC, seq LIMIT ?3))
+     ORDER BY seq LIMIT ?3";
 
 #[cfg(test)]
 mod tests {

@@ -445,6 +445,81 @@ pub async fn unpublished_counts_count_what_is_due_by_queue(store: &Stores) {
     assert_counts_consistent(store).await;
 }
 
+/// A raised job's tasks go to the queue of their new route: due afresh while NEW (the copy on
+/// the old queue stays), not while running, and once confirmed no more.
+pub async fn a_raised_job_is_routed_again_and_due_afresh(store: &Stores) {
+    let low = route("job.low", 1);
+    let medium = route("job.medium", 5);
+    let job = || async move {
+        store
+            .dispatch
+            .create_dispatched_job(
+                NewJob {
+                    priority: 1,
+                    ..new_job(3, 60, 0)
+                },
+                listed(1),
+                route("job.low", 1),
+                t0(),
+            )
+            .await
+            .unwrap()
+    };
+    let waiting = job().await;
+    let running = job().await;
+    let found = store.dispatch.due_publications(10).await.unwrap();
+    assert!(found.iter().all(|p| p.route == low));
+    let confirmations = found.iter().map(confirmed).collect();
+    store
+        .dispatch
+        .mark_published(confirmations, t0())
+        .await
+        .unwrap();
+    assert_eq!(due(store).await, []);
+    let a = node(store, t0()).await;
+    let running_task = drover_core::ids::sweep_task_id(&running.id, 0);
+    assert_eq!(claim_named(store, &running_task, &a, t0()).await, 1);
+
+    let mut raised = store
+        .jobs
+        .raise_priority(
+            vec![waiting.id.clone(), running.id.clone()],
+            5,
+            Some(medium.clone()),
+            t0() + secs(1),
+        )
+        .await
+        .unwrap();
+    raised.sort();
+    let mut both = vec![waiting.id.clone(), running.id.clone()];
+    both.sort();
+    assert_eq!(raised, both);
+    let again = store.dispatch.due_publications(10).await.unwrap();
+    let waiting_task = drover_core::ids::sweep_task_id(&waiting.id, 0);
+    assert_eq!(
+        again
+            .iter()
+            .map(|p| (p.task.id.clone(), p.route.clone()))
+            .collect::<Vec<_>>(),
+        [(waiting_task.clone(), medium.clone())],
+        "only the NEW task is due, on its new route"
+    );
+    mark(store, &waiting_task, 0, t0() + secs(2)).await;
+    assert_eq!(due(store).await, []);
+    // The running one reaches its new queue if it is taken back.
+    assert_eq!(
+        report_one(store, fail(&running_task, &a, true), t0() + secs(3)).await,
+        ReportOutcome::Failed { will_retry: true }
+    );
+    let retried = store.dispatch.due_publications(10).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].task.id.as_str(), &retried[0].route),
+        (running_task.as_str(), &medium)
+    );
+    assert_counts_consistent(store).await;
+}
+
 macro_rules! dispatch_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -454,6 +529,7 @@ macro_rules! dispatch_suite {
                 finished_tasks_are_never_due,
                 creating_a_dispatched_job_is_atomic,
                 unpublished_counts_count_what_is_due_by_queue,
+                a_raised_job_is_routed_again_and_due_afresh,
             ];
             shared: []);
     };

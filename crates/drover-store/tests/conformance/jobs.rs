@@ -647,6 +647,107 @@ pub async fn tasks_never_claimed_read_as_new_with_their_payload(store: &Stores) 
     assert_counts_consistent(store).await;
 }
 
+/// Waiting jobs of one priority are read oldest first, from stored NEW tasks (a retry) and
+/// from tasks never claimed alike; raising some puts them, and the tasks they make later, in
+/// claim order among the jobs of their new priority by age, and passes over the rest.
+pub async fn waiting_jobs_are_read_oldest_first_and_raised_into_claim_order(store: &Stores) {
+    let a = node(store, t0()).await;
+    let job = |priority| async move {
+        store
+            .jobs
+            .create_job(new_job(3, 60, priority), sweep(1), t0())
+            .await
+            .unwrap()
+    };
+    // A low job tried once and back to NEW: its task is stored.
+    let retried = job(1).await;
+    let claimed = store.jobs.claim(&a, 1, t0()).await.unwrap();
+    assert_eq!(claimed[0].job_id, retried.id);
+    assert_eq!(
+        report_one(store, fail(&claimed[0].id, &a, true), t0()).await,
+        ReportOutcome::Failed { will_retry: true }
+    );
+    let low = job(1).await;
+    let medium = job(5).await;
+    let later = job(1).await;
+    let done = job(1).await;
+    store.jobs.cancel_job(&done.id, t0()).await.unwrap();
+
+    let waiting = |priority, after, limit| async move {
+        let jobs = store
+            .jobs
+            .waiting_jobs(priority, after, limit)
+            .await
+            .unwrap();
+        jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        waiting(1, None, 10).await,
+        [retried.id.clone(), low.id.clone(), later.id.clone()]
+    );
+    assert_eq!(waiting(1, Some(retried.seq), 1).await, std::slice::from_ref(&low.id));
+    assert_eq!(waiting(1, Some(later.seq), 10).await, Vec::<String>::new());
+    assert_eq!(waiting(5, None, 10).await, std::slice::from_ref(&medium.id));
+
+    let mut raised = store
+        .jobs
+        .raise_priority(
+            vec![
+                later.id.clone(),
+                retried.id.clone(),
+                medium.id.clone(),
+                done.id.clone(),
+                "no-such-job".into(),
+            ],
+            5,
+            None,
+            t0() + secs(1),
+        )
+        .await
+        .unwrap();
+    raised.sort();
+    let mut expected = vec![later.id.clone(), retried.id.clone()];
+    expected.sort();
+    assert_eq!(
+        raised, expected,
+        "a job at the priority, finished or unknown is passed over"
+    );
+    assert_eq!(store.jobs.get_job(&later.id).await.unwrap().priority, 5);
+    assert_eq!(store.jobs.get_job(&done.id).await.unwrap().priority, 1);
+    assert_eq!(waiting(1, None, 10).await, std::slice::from_ref(&low.id));
+    assert_eq!(
+        waiting(5, None, 10).await,
+        [retried.id.clone(), medium.id.clone(), later.id.clone()]
+    );
+    // Raising again changes nothing.
+    let again = store
+        .jobs
+        .raise_priority(vec![later.id.clone()], 5, None, t0() + secs(2))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+
+    // Claims take the raised jobs among the medium ones by age, then the low one.
+    let order: Vec<_> = store
+        .jobs
+        .claim(&a, 10, t0() + secs(3))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.job_id)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            retried.id.clone(),
+            medium.id.clone(),
+            later.id.clone(),
+            low.id.clone()
+        ]
+    );
+    assert_counts_consistent(store).await;
+}
+
 pub async fn claims_order_retries_and_unclaimed_tasks_by_priority_then_age(store: &Stores) {
     let older = store
         .jobs
@@ -1231,6 +1332,7 @@ macro_rules! jobs_suite {
                 claim_task_claims_a_new_task_once,
                 claim_task_respects_the_nodes_cap_and_status,
                 a_task_claimed_by_name_is_reported_and_released_as_any,
+                waiting_jobs_are_read_oldest_first_and_raised_into_claim_order,
             ];
             shared: [
                 concurrent_claims_never_share_a_task,

@@ -185,7 +185,7 @@ async fn list(
             created_at: priority::millis(&j.task.created_at),
             started_at: j.task.started_at.as_ref().map(priority::millis),
             completed_at: j.task.finished_at.as_ref().map(priority::millis),
-            class: PriorityClass::of(j.priority).name().into(),
+            class: j.class.name().into(),
             retry_count: j.task.attempt,
             error_message: j.task.last_error.clone(),
         })
@@ -283,18 +283,14 @@ async fn metrics(State(app): State<AppState>) -> Result<Json<api::Metrics>, Prio
         *by_status
             .entry(status_word(j.task.status).into())
             .or_default() += 1;
-        *classes
-            .entry(PriorityClass::of(j.priority).name().into())
-            .or_default() += 1;
+        *classes.entry(j.class.name().into()).or_default() += 1;
         if j.task.finished_at.is_some_and(|t| t > minute_ago)
             && matches!(j.task.status, TaskStatus::Done | TaskStatus::Failed)
         {
             finished_last_minute += 1;
         }
         if j.task.status == TaskStatus::New {
-            *queues
-                .entry(PriorityClass::of(j.priority).queue().into())
-                .or_default() += 1;
+            *queues.entry(j.class.queue().into()).or_default() += 1;
         }
     }
     let mut workers: BTreeMap<String, u64> = BTreeMap::new();
