@@ -683,6 +683,10 @@ impl Shared {
                 .collect(),
             max_tasks: want as u32,
             wait_ms: (!wait.is_zero()).then_some(wait.as_millis() as u64),
+            // So that, among spots waiting for work, the least loaded is served first.
+            running_tasks: Some(
+                u32::try_from(self.running.load(Ordering::Relaxed).max(0)).unwrap_or(u32::MAX),
+            ),
         };
         let handle = {
             let (shared, spot) = (self.clone(), spot.clone());

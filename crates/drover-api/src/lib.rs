@@ -318,6 +318,10 @@ pub struct ClaimRequest {
     /// (at most 30000) for work to appear before answering. Absent or 0: answer at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// drover's extension: how many tasks the node runs now, so that among waiting claims the
+    /// least loaded looks first when work appears. Absent: counted as none running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_tasks: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -481,6 +485,10 @@ pub struct ExchangeRequest {
     /// As on the claim route: wait up to this many milliseconds for work when none is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// As on the claim route: how many tasks the node runs now, so that among waiting claims
+    /// the least loaded looks first. Absent: counted as none running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_tasks: Option<u32>,
 }
 
 /// The answer to an exchange: one result per report, in the order sent (as the batch report

@@ -482,6 +482,7 @@ impl Client {
             spot_id: spot_id.into(),
             max_tasks,
             wait_ms: wait_ms(wait),
+            running_tasks: None,
         };
         let answer: ClaimResponse = self
             .send(Retry::UnlessSent, |base| {

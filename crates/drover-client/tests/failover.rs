@@ -130,6 +130,7 @@ fn exchange(max_tasks: u32) -> ExchangeRequest {
         reports: Vec::new(),
         max_tasks,
         wait_ms: None,
+        running_tasks: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Limits that are rules of the domain: how long a job name may be, how many attempts and how
 //! long a timeout a job may ask for, how many tasks one claim may take, what a node may
 //! announce (its address, its figures, the size of its labels) and how many nodes the registry
-//! holds, how long a claim may wait for work, and how many replicas a placement may ask for.
+//! holds, how long a claim may wait for work, and how many replicas a placement may ask for;
+//! and how loaded a claiming node is, which orders the claims that wait for work.
 //!
 //! This module owns the values and the checks, with the messages users see. It must not know
 //! about any wire format: a check names the field it refuses by the contract's name, and a
@@ -120,6 +121,20 @@ pub fn check_claim_size(max_tasks: u32) -> Result<(), RuleError> {
         );
     }
     Ok(())
+}
+
+/// How loaded a node that claims is, from 0 (runs nothing) to 1 (runs tasks and has no room
+/// left): the share of its slots that are taken, `running / (running + max_tasks)`, since
+/// `max_tasks` is what it has free. Among claims that wait for work the least loaded looks
+/// first. A node that runs nothing and asks for nothing counts as idle: such a claim never
+/// waits anyway.
+pub fn claim_load(running_tasks: u32, max_tasks: u32) -> f64 {
+    // In u64: two u32 never overflow it, and f64 holds every such sum exactly.
+    let slots = u64::from(running_tasks) + u64::from(max_tasks);
+    if slots == 0 {
+        return 0.0;
+    }
+    running_tasks as f64 / slots as f64
 }
 
 /// A batch of reports holds between 1 and [`MAX_CLAIM`] of them: as many as one claim can hand
@@ -295,6 +310,17 @@ mod tests {
     }
 
     #[test]
+    fn a_claims_load_is_the_share_of_its_slots_already_running() {
+        assert_eq!(claim_load(0, 1), 0.0, "an idle node");
+        assert_eq!(claim_load(3, 1), 0.75);
+        assert_eq!(claim_load(1, 1), 0.5);
+        assert_eq!(claim_load(5, 0), 1.0, "no room left");
+        assert_eq!(claim_load(0, 0), 0.0, "nothing running, nothing asked");
+        assert_eq!(claim_load(u32::MAX, u32::MAX), 0.5, "no overflow");
+        assert!(claim_load(2, 8) < claim_load(8, 2), "busier is higher");
+    }
+
+    #[test]
     fn addresses_are_ips_or_host_names_of_sane_length() {
         for ok in [
             "127.0.0.1",
@@ -358,6 +384,18 @@ mod tests {
             prop_assert_eq!(check_exchange_claim(n).is_ok(), n <= 1000);
             prop_assert_eq!(check_exchange_reports(n as usize).is_ok(), n <= 1000);
             prop_assert_eq!(check_wait_ms(s).is_ok(), s <= 30_000);
+        }
+
+        #[test]
+        fn a_claims_load_is_a_fraction_that_grows_with_what_runs(
+            running in any::<u32>(),
+            max in any::<u32>(),
+        ) {
+            let load = claim_load(running, max);
+            prop_assert!((0.0..=1.0).contains(&load), "{load}");
+            if running < u32::MAX {
+                prop_assert!(claim_load(running + 1, max) >= load);
+            }
         }
     }
 }

@@ -8,6 +8,12 @@
 //! is only a hint to claim again: several waiters may race for one task, and a loser waits
 //! again until its deadline.
 //!
+//! Who looks first: every waiter is woken at once, but each then holds back for its own
+//! `stagger` before it looks again (the claim route gives a stagger that grows with the node's
+//! load, see `surfaces::native::internal`), so the least loaded waiter claims first and a busy
+//! one only finds what is left. A first look is never held back: a claim that finds work at
+//! once takes it at once, whatever its load.
+//!
 //! Closing (at server shutdown) ends every wait at once, so a long-poll never holds up a
 //! graceful stop; the claim then answers with what it has (nothing).
 
@@ -16,6 +22,26 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How long a waiting claim of a node with no room left (load 1) holds back after a wake-up
+/// before it looks again; a node of load `l` holds back `l` times this ([`stagger_for`]).
+///
+/// Long enough that an idle waiter's claim, one store transaction of a few milliseconds, has
+/// committed before a busy one looks; short enough to be invisible next to the run time of a
+/// task (seconds and more). A busy node only loses the race for new work when an idler one
+/// waits too: alone, it gets the work at most this much later.
+pub const MAX_LOAD_STAGGER: Duration = Duration::from_millis(50);
+
+/// The stagger of a waiter of `load`, from 0 (idle: looks at once) to 1 (full: holds back
+/// [`MAX_LOAD_STAGGER`]); see `drover_core::rules::claim_load`.
+pub fn stagger_for(load: f64) -> Duration {
+    // `claim_load` is always within 0..=1; anything else is clamped (NaN counts as idle)
+    // rather than let `mul_f64` panic.
+    if load.is_nan() {
+        return Duration::ZERO;
+    }
+    MAX_LOAD_STAGGER.mul_f64(load.clamp(0.0, 1.0))
+}
 
 /// The wake-up signal of one server.
 #[derive(Clone)]
@@ -57,11 +83,13 @@ impl Wake {
     }
 
     /// Runs `attempt` until it finds something, `wait` has passed, or the wake is closed:
-    /// the first attempt at once, each further one after a change that may have freed work.
-    /// Answers the last attempt's result (empty when the time ran out).
+    /// the first attempt at once, each further one `stagger` after a change that may have freed
+    /// work (a waiter with a smaller stagger looks first). Answers the last attempt's result
+    /// (empty when the time ran out, even in the middle of a stagger).
     pub async fn until_found<T, E, F, Fut>(
         &self,
         wait: Duration,
+        stagger: Duration,
         mut attempt: F,
     ) -> Result<Vec<T>, E>
     where
@@ -89,6 +117,20 @@ impl Wake {
                 _ = tokio::time::sleep_until(deadline) => return Ok(found),
                 _ = self.closed.cancelled() => return Ok(found),
             }
+            if !stagger.is_zero() {
+                // Held back so that less loaded waiters, woken by the same change, claim first.
+                // Changes committed meanwhile are not lost: the next attempt marks them seen
+                // and looks after them.
+                let look_at = tokio::time::Instant::now() + stagger;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(look_at.min(deadline)) => {
+                        if look_at >= deadline {
+                            return Ok(found);
+                        }
+                    }
+                    _ = self.closed.cancelled() => return Ok(found),
+                }
+            }
         }
     }
 }
@@ -112,7 +154,7 @@ mod tests {
         let tries = AtomicUsize::new(0);
         let start = tokio::time::Instant::now();
         let found: Result<Vec<u8>, ()> = wake
-            .until_found(Duration::from_secs(5), || async {
+            .until_found(Duration::from_secs(5), Duration::ZERO, || async {
                 tries.fetch_add(1, Ordering::SeqCst);
                 Ok(vec![])
             })
@@ -131,7 +173,7 @@ mod tests {
             tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
                 let found: Result<Vec<usize>, ()> = wake
-                    .until_found(Duration::from_secs(30), || {
+                    .until_found(Duration::from_secs(30), Duration::ZERO, || {
                         let n = work.load(Ordering::SeqCst);
                         async move { Ok((0..n).collect()) }
                     })
@@ -157,7 +199,7 @@ mod tests {
         let wake = Wake::new();
         let looks = AtomicUsize::new(0);
         let found: Result<Vec<u8>, ()> = wake
-            .until_found(Duration::from_secs(30), || {
+            .until_found(Duration::from_secs(30), Duration::ZERO, || {
                 // The change commits while the first look is under way.
                 let first = looks.fetch_add(1, Ordering::SeqCst) == 0;
                 if first {
@@ -170,6 +212,110 @@ mod tests {
         assert_eq!(looks.load(Ordering::SeqCst), 2);
     }
 
+    /// Takes one item from `pool` if it holds any, as a claim of one task would.
+    fn take_one(pool: &AtomicUsize) -> Vec<usize> {
+        pool.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map(|n| vec![n])
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `wait` with `stagger` from another task, taking one item of `pool`; hands
+    /// back what it took and how long it waited.
+    fn wait_staggered(
+        wake: &Wake,
+        pool: &Arc<AtomicUsize>,
+        wait: Duration,
+        stagger: Duration,
+    ) -> tokio::task::JoinHandle<(Vec<usize>, Duration)> {
+        let (wake, pool) = (wake.clone(), pool.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let found: Result<Vec<usize>, ()> = wake
+                .until_found(wait, stagger, || {
+                    let took = take_one(&pool);
+                    async move { Ok(took) }
+                })
+                .await;
+            (found.unwrap_or_default(), start.elapsed())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_two_waiters_woken_together_the_unstaggered_one_takes_the_only_item() {
+        let wake = Wake::new();
+        let pool = Arc::new(AtomicUsize::new(0));
+        // The busy one starts waiting first, so being first in line does not help it.
+        let busy = wait_staggered(&wake, &pool, Duration::from_secs(5), ms(40));
+        let idle = wait_staggered(&wake, &pool, Duration::from_secs(5), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pool.store(1, Ordering::SeqCst);
+        wake.observe(&[created()]);
+
+        let (took, waited) = idle.await.unwrap();
+        assert_eq!(took, vec![1]);
+        assert_eq!(waited, Duration::from_secs(1), "looked at once when woken");
+        let (took, waited) = busy.await.unwrap();
+        assert!(took.is_empty(), "nothing left when it looked: {took:?}");
+        assert_eq!(
+            waited,
+            Duration::from_secs(5),
+            "then waited on to its deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_staggered_waiter_alone_takes_the_work_its_stagger_after_the_change() {
+        let wake = Wake::new();
+        let pool = Arc::new(AtomicUsize::new(0));
+        let busy = wait_staggered(&wake, &pool, Duration::from_secs(5), ms(40));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pool.store(1, Ordering::SeqCst);
+        wake.observe(&[created()]);
+        let (took, waited) = busy.await.unwrap();
+        assert_eq!(took, vec![1]);
+        assert_eq!(waited, Duration::from_secs(1) + ms(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stagger_never_outlasts_the_deadline_nor_a_close() {
+        let wake = Wake::new();
+        let pool = Arc::new(AtomicUsize::new(0));
+        // Woken 10 ms before its deadline: its 40 ms stagger is cut at the deadline, and the
+        // work that came is left for the next claim.
+        let late = wait_staggered(&wake, &pool, Duration::from_secs(1), ms(40));
+        tokio::time::sleep(ms(990)).await;
+        pool.store(1, Ordering::SeqCst);
+        wake.observe(&[created()]);
+        let (took, waited) = late.await.unwrap();
+        assert!(took.is_empty(), "{took:?}");
+        assert_eq!(waited, Duration::from_secs(1));
+
+        // Closed in the middle of its stagger: it ends then.
+        pool.store(0, Ordering::SeqCst);
+        let closing = wait_staggered(&wake, &pool, Duration::from_secs(30), ms(40));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wake.poke();
+        tokio::time::sleep(ms(10)).await;
+        wake.close();
+        let (took, waited) = closing.await.unwrap();
+        assert!(took.is_empty(), "{took:?}");
+        assert_eq!(waited, Duration::from_secs(1) + ms(10));
+    }
+
+    #[test]
+    fn the_stagger_grows_with_the_load_up_to_its_maximum() {
+        assert_eq!(stagger_for(0.0), Duration::ZERO);
+        assert_eq!(stagger_for(0.5), ms(25));
+        assert_eq!(stagger_for(1.0), MAX_LOAD_STAGGER);
+        for odd in [f64::NAN, -1.0, 7.0, f64::INFINITY] {
+            assert!(stagger_for(odd) <= MAX_LOAD_STAGGER, "{odd}");
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn closing_ends_every_wait_at_once() {
         let wake = Wake::new();
@@ -177,7 +323,9 @@ mod tests {
             let wake = wake.clone();
             tokio::spawn(async move {
                 let found: Result<Vec<u8>, ()> = wake
-                    .until_found(Duration::from_secs(30), || async { Ok(vec![]) })
+                    .until_found(Duration::from_secs(30), Duration::ZERO, || async {
+                        Ok(vec![])
+                    })
                     .await;
                 found
             })

@@ -62,6 +62,62 @@ async fn a_waiting_claim_gets_the_task_of_a_job_submitted_after_it() {
     app.finish().await;
 }
 
+/// Sends a raw claim body from another task; it hands back the status, the answer and how long
+/// it took.
+fn raw_claim_in_background(
+    app: &TestApp,
+    body: serde_json::Value,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value, Duration)> {
+    let (http, url) = (app.http.clone(), app.url("/internal/v1/tasks/claim"));
+    tokio::spawn(async move {
+        let asked = Instant::now();
+        let answer = http.post(url).json(&body).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.json().await.unwrap();
+        (status, body, asked.elapsed())
+    })
+}
+
+#[tokio::test]
+async fn of_two_spots_waiting_for_work_the_least_loaded_gets_it_first() {
+    let app = spawn_app().await;
+    let spots = [app.hello().await, app.hello().await];
+    let wait_ms = 1000;
+    // Several rounds, the busy role going back and forth, so neither luck nor the order of
+    // registration can pass for the rule.
+    for round in 0..5 {
+        let (busy, idle) = (&spots[round % 2], &spots[1 - round % 2]);
+        // The busy spot asks first, so being first in line does not help it either.
+        let busy_claim = raw_claim_in_background(
+            &app,
+            json!({"spotId": busy, "maxTasks": 1, "runningTasks": 3, "waitMs": wait_ms}),
+        );
+        let idle_claim = raw_claim_in_background(
+            &app,
+            json!({"spotId": idle, "maxTasks": 1, "runningTasks": 0, "waitMs": wait_ms}),
+        );
+        let_it_start_waiting().await;
+        let job = app.create_job(1, json!({})).await;
+
+        let (status, answer, _) = idle_claim.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let tasks = answer["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 1, "round {round}: the idle spot gets the task");
+        assert_eq!(tasks[0]["jobId"], job.job_id.as_str());
+        let (status, answer, waited) = busy_claim.await.unwrap();
+        assert_eq!(
+            (status, &answer),
+            (200, &json!({"tasks": []})),
+            "round {round}: the busy spot gets nothing"
+        );
+        assert!(
+            waited >= Duration::from_millis(wait_ms),
+            "round {round}: the busy spot waited on to its deadline (took {waited:?})"
+        );
+    }
+    app.finish().await;
+}
+
 #[tokio::test]
 async fn a_waiting_claim_with_nothing_to_come_answers_empty_when_the_wait_is_over() {
     let app = spawn_app().await;
@@ -114,6 +170,7 @@ async fn an_exchange_answers_each_report_as_the_batch_route_then_claims() {
             reports: batch.reports.clone(),
             max_tasks: 10,
             wait_ms: None,
+            running_tasks: None,
         })
         .await
         .unwrap();
@@ -160,6 +217,7 @@ async fn an_exchange_stores_its_reports_before_it_waits_for_work() {
             reports: vec![complete(&task.id, 0.25)],
             max_tasks: 2,
             wait_ms: Some(20_000),
+            running_tasks: None,
         };
         tokio::spawn(async move { client.exchange(&req).await.unwrap() })
     };
@@ -237,6 +295,11 @@ async fn out_of_range_waits_claims_and_batches_are_refused_before_anything_is_wr
             "/internal/v1/tasks/exchange",
             json!({"spotId": spot, "maxTasks": 1, "waitMs": -1}),
             "waitMs",
+        ),
+        (
+            "/internal/v1/tasks/claim",
+            json!({"spotId": spot, "maxTasks": 1, "runningTasks": -1}),
+            "runningTasks",
         ),
     ];
     for (path, body, says) in cases {

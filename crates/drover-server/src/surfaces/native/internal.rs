@@ -1,12 +1,13 @@
 //! `/internal/v1/*`: the agent side of the batch-coordinator contract (hello, heartbeat, claim,
 //! complete, fail) and drover's extensions (a batch of reports; an exchange, which reports and
-//! claims in one request; `waitMs`, a claim that waits for work). Guarded by the agent key when one is configured (see `auth`); every call
+//! claims in one request; `waitMs`, a claim that waits for work, the least loaded waiter
+//! looking first). Guarded by the agent key when one is configured (see `auth`); every call
 //! for a spot is also held to that spot's own secret (`X-Spot-Secret`) where it has one, or
 //! where the server requires one (`auth::authorise_spot`).
 
 use super::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::{AppState, auth};
+use crate::{AppState, auth, wake};
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
@@ -147,7 +148,7 @@ async fn claim(
     rules::check_claim_size(req.max_tasks)?;
     let wait = wait_of(req.wait_ms)?;
     auth::authorise_spot(&app, &secret, &req.spot_id).await?;
-    let tasks = claim_tasks(&app, &req.spot_id, req.max_tasks, wait).await?;
+    let tasks = claim_tasks(&app, &req.spot_id, req.max_tasks, req.running_tasks, wait).await?;
     Ok(Json(api::ClaimResponse { tasks }))
 }
 
@@ -161,15 +162,24 @@ fn wait_of(wait_ms: Option<u64>) -> Result<std::time::Duration, RuleError> {
 /// Claims up to `max` tasks for `spot`; with a `wait`, when none is claimable, claims again each
 /// time a committed change may have freed work, until some is found or the wait is over. Each
 /// attempt reads the clock afresh, so a lease starts when its task is handed out.
+///
+/// A spot that says it runs `running` tasks holds back a little after each wake-up, the more
+/// the busier it is (`wake::stagger_for`), so the least loaded waiting spot claims first. It
+/// never gets more than `max`: the load only orders the looks.
 async fn claim_tasks(
     app: &AppState,
     spot: &str,
     max: u32,
+    running: Option<u32>,
     wait: std::time::Duration,
 ) -> Result<Vec<api::ClaimedTask>, ApiError> {
+    // An older agent does not say: it counts as idle, as every waiter did before.
+    let stagger = wake::stagger_for(rules::claim_load(running.unwrap_or(0), max));
     let claimed = app
         .wake
-        .until_found(wait, || app.store.jobs.claim(spot, max, app.clock.now()))
+        .until_found(wait, stagger, || {
+            app.store.jobs.claim(spot, max, app.clock.now())
+        })
         .await?;
     Ok(claimed
         .into_iter()
@@ -345,7 +355,7 @@ async fn exchange(
     let tasks = if req.max_tasks == 0 {
         Vec::new()
     } else {
-        claim_tasks(&app, &req.spot_id, req.max_tasks, wait).await?
+        claim_tasks(&app, &req.spot_id, req.max_tasks, req.running_tasks, wait).await?
     };
     Ok(Json(api::ExchangeResponse { results, tasks }))
 }
