@@ -685,7 +685,10 @@ pub async fn waiting_jobs_are_read_oldest_first_and_raised_into_claim_order(stor
         waiting(1, None, 10).await,
         [retried.id.clone(), low.id.clone(), later.id.clone()]
     );
-    assert_eq!(waiting(1, Some(retried.seq), 1).await, std::slice::from_ref(&low.id));
+    assert_eq!(
+        waiting(1, Some(retried.seq), 1).await,
+        std::slice::from_ref(&low.id)
+    );
     assert_eq!(waiting(1, Some(later.seq), 10).await, Vec::<String>::new());
     assert_eq!(waiting(5, None, 10).await, std::slice::from_ref(&medium.id));
 
