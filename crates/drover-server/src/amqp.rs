@@ -9,9 +9,10 @@
 //! message with its class's priority, waits for the broker's confirms and only then marks the
 //! confirmed ones published. A broker that is down fails the step (recorded on the worker
 //! board) and the next step connects again; nothing due is lost, and a message whose confirm
-//! was lost is published again, which status updates tolerate. Status changes
-//! (`PriorityRouter`'s events) go to `status.exchange` under `status.update` on the same
-//! channel, best effort.
+//! was lost is published again, which status updates tolerate. The status changes the router
+//! recorded in the store's outbox (`DispatchStore::enqueue_messages`, from any replica) go to
+//! `status.exchange` under `status.update` on the same channel, in the order recorded, and are
+//! forgotten once confirmed.
 //!
 //! It must not decide what is due (the store does) or what a message says (`priority.rs`
 //! builds the contract's job record).
@@ -19,7 +20,6 @@
 use crate::clock::Clock;
 use crate::priority::job_message;
 use crate::workers::{Counts, Worker};
-use drover_api::priority::StatusEvent;
 use drover_core::priority::PriorityClass;
 use drover_store::{DispatchStore, Published, StoreError};
 use lapin::options::{
@@ -30,7 +30,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
 pub const JOBS_EXCHANGE: &str = "jobs.exchange";
 pub const STATUS_EXCHANGE: &str = "status.exchange";
@@ -42,8 +42,9 @@ const BATCH: u32 = 2000;
 const MAX_PER_STEP: usize = 50_000;
 /// How long connecting, declaring or a batch's confirms may take before the step fails.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Status events published per step at most (the rest wait for the next step).
-const EVENTS_PER_STEP: usize = 10_000;
+/// Status events read per batch; a step publishes batches until none are left or it has
+/// published [`MAX_PER_STEP`].
+const EVENTS_BATCH: u32 = 2000;
 /// After a failed connection, steps wait this long before the next try, doubling up to
 /// [`MAX_RECONNECT_PAUSE`], so that a broker down for an hour costs a log line a minute, not
 /// twenty a second.
@@ -71,31 +72,24 @@ struct Link {
     channel: Channel,
 }
 
-/// The outbox's publisher. Cheap to clone; clones share the connection and the status events.
+/// The outbox's publisher. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Publisher {
     url: String,
     store: Arc<dyn DispatchStore>,
     clock: Arc<dyn Clock>,
     link: Arc<Mutex<Option<Link>>>,
-    events: Arc<Mutex<mpsc::Receiver<StatusEvent>>>,
     /// After a failed connection: not before when, and the pause after the next failure.
     backoff: Arc<std::sync::Mutex<Option<(tokio::time::Instant, Duration)>>>,
 }
 
 impl Publisher {
-    pub fn new(
-        url: String,
-        store: Arc<dyn DispatchStore>,
-        clock: Arc<dyn Clock>,
-        events: mpsc::Receiver<StatusEvent>,
-    ) -> Self {
+    pub fn new(url: String, store: Arc<dyn DispatchStore>, clock: Arc<dyn Clock>) -> Self {
         Publisher {
             url,
             store,
             clock,
             link: Arc::default(),
-            events: Arc::new(Mutex::new(events)),
             backoff: Arc::default(),
         }
     }
@@ -198,20 +192,34 @@ impl Publisher {
         Ok((read, n))
     }
 
-    /// Publishes the status events waiting, best effort.
-    async fn publish_events(&self, channel: &Channel) -> Result<usize, PublishError> {
-        let mut events = self.events.lock().await;
-        let mut messages = Vec::new();
-        while messages.len() < EVENTS_PER_STEP {
-            let Ok(event) = events.try_recv() else { break };
-            if let Ok(body) = serde_json::to_vec(&event) {
-                messages.push((STATUS_ROUTING_KEY, None, body));
-            }
+    /// Publishes one batch of the messages waiting (status events) and forgets those
+    /// confirmed; how many were read and how many confirmed.
+    async fn publish_messages(&self, channel: &Channel) -> Result<(usize, usize), PublishError> {
+        let due = self.store.due_messages(EVENTS_BATCH).await?;
+        let read = due.len();
+        let mut confirmed = Vec::new();
+        // Consecutive messages for one exchange go out together.
+        for run in due.chunk_by(|a, b| a.message.exchange == b.message.exchange) {
+            let messages: Vec<_> = run
+                .iter()
+                .map(|q| {
+                    let m = &q.message;
+                    (m.routing_key.as_str(), None, m.body.as_bytes().to_vec())
+                })
+                .collect();
+            let acked = (self.publish_all(channel, &run[0].message.exchange, &messages)).await?;
+            confirmed.extend(
+                run.iter()
+                    .zip(acked)
+                    .filter(|(_, a)| *a)
+                    .map(|(q, _)| q.seq),
+            );
         }
-        drop(events);
-        self.publish_all(channel, STATUS_EXCHANGE, &messages)
-            .await?;
-        Ok(messages.len())
+        let n = confirmed.len();
+        if n > 0 {
+            self.store.forget_messages(confirmed).await?;
+        }
+        Ok((read, n))
     }
 
     async fn step(&self, link: &Link) -> Result<Counts, PublishError> {
@@ -223,7 +231,14 @@ impl Publisher {
                 break;
             }
         }
-        let events = self.publish_events(&link.channel).await?;
+        let mut events = 0;
+        loop {
+            let (read, confirmed) = self.publish_messages(&link.channel).await?;
+            events += confirmed;
+            if read < EVENTS_BATCH as usize || events >= MAX_PER_STEP {
+                break;
+            }
+        }
         Ok(vec![
             ("jobs_published", published as u64),
             ("status_events_published", events as u64),

@@ -138,15 +138,14 @@ impl AppState {
         let fed = node_feed.clone();
         store.observe(move |events| fed.observe(events));
         let workers = workers::WorkerBoard::new(metrics.workers.clone());
-        let (priority, status_events) = priority::PriorityRouter::new(config.priority.clone());
-        let publisher = match (&config.priority.dispatch, status_events) {
-            (priority::Dispatch::Rabbitmq { url }, Some(events)) => Some(amqp::Publisher::new(
+        let priority = priority::PriorityRouter::new(config.priority.clone());
+        let publisher = match &config.priority.dispatch {
+            priority::Dispatch::Rabbitmq { url } => Some(amqp::Publisher::new(
                 url.clone(),
                 store.dispatch.clone(),
                 clock.clone(),
-                events,
             )),
-            _ => None,
+            priority::Dispatch::Native => None,
         };
         AppState(Arc::new(AppParts {
             store,

@@ -15,6 +15,7 @@
 //! jobs (the contract's default of 10 where this replica has not heard one).
 
 use crate::AppState;
+use crate::amqp::{STATUS_EXCHANGE, STATUS_ROUTING_KEY};
 use crate::clock::Clock;
 use crate::contract_jobs::{self, SubmitError, Submitted};
 use crate::workers::{Counts, Worker};
@@ -23,12 +24,13 @@ use drover_core::priority::{DEFAULT_PRIORITY, PriorityClass, UPDATE_WORDS, Worke
 use drover_core::{
     Job, NodeInfo, NodeStats, ReportKind, ReportOutcome, Task, TaskResult, TaskStatus, Timestamp,
 };
-use drover_store::{JobStore, Liveness, NamedNode, NewJob, Report, Route, StoreError, TaskClaim};
+use drover_store::{
+    JobStore, Liveness, NamedNode, NewJob, OutboxMessage, Report, Route, StoreError, TaskClaim,
+};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The namespace of this contract's job ids (`contract_jobs::drover_job_id`).
 const NAMESPACE: &str = "distriqueue";
@@ -138,30 +140,14 @@ pub struct PriorityRouter {
     pub config: PriorityConfig,
     /// Capacity announced by each worker's last heartbeat to this replica.
     capacities: Mutex<HashMap<String, u32>>,
-    /// Status changes for the broker's `status.exchange`, in RabbitMQ mode.
-    events: Option<mpsc::Sender<api::StatusEvent>>,
 }
 
-/// Status events waiting for the publisher; beyond this they are dropped (they inform, the
-/// jobs themselves are in the outbox).
-pub const STATUS_EVENT_BACKLOG: usize = 10_000;
-
 impl PriorityRouter {
-    /// The router, and in RabbitMQ mode the receiving end of its status events.
-    pub fn new(config: PriorityConfig) -> (Self, Option<mpsc::Receiver<api::StatusEvent>>) {
-        let (events, rx) = match config.dispatch {
-            Dispatch::Native => (None, None),
-            Dispatch::Rabbitmq { .. } => {
-                let (tx, rx) = mpsc::channel(STATUS_EVENT_BACKLOG);
-                (Some(tx), Some(rx))
-            }
-        };
-        let router = PriorityRouter {
+    pub fn new(config: PriorityConfig) -> Self {
+        PriorityRouter {
             config,
             capacities: Mutex::default(),
-            events,
-        };
-        (router, rx)
+        }
     }
 
     fn capacity_of(&self, worker: &str) -> u32 {
@@ -169,20 +155,40 @@ impl PriorityRouter {
         known.get(worker).copied().unwrap_or(DEFAULT_CAPACITY)
     }
 
-    /// Queues the status event of `task` having moved to `status` (RabbitMQ mode).
-    fn announce(&self, task: &Task, status: TaskStatus, worker: &str, result: Value) {
-        if let Some(events) = &self.events {
-            let (id, _, _) = contract_fields(&task.payload);
-            let event = api::StatusEvent {
-                job_id: id,
-                job_status: drover_core::priority::status_word(status).to_uppercase(),
-                worker_id: worker.to_string(),
-                result,
-            };
-            if events.try_send(event).is_err() {
-                tracing::debug!("status event backlog full; an event was dropped");
-            }
+    /// In RabbitMQ mode, records in the store's outbox the status event of `task` standing at
+    /// `status` for `worker`, for the leader's publisher to send to `status.exchange`. It is
+    /// recorded before the update is answered, and again when a worker repeats the update (a
+    /// repeat also finds the event of a change whose answer was lost), so every change is
+    /// published at least once, from whichever replica it was made on.
+    async fn announce(
+        &self,
+        app: &AppState,
+        task: &Task,
+        status: TaskStatus,
+        worker: &str,
+        result: Value,
+    ) -> Result<(), RouterError> {
+        if self.config.dispatch == Dispatch::Native {
+            return Ok(());
         }
+        let (id, _, _) = contract_fields(&task.payload);
+        let event = api::StatusEvent {
+            job_id: id,
+            job_status: drover_core::priority::status_word(status).to_uppercase(),
+            worker_id: worker.to_string(),
+            result,
+        };
+        let body = serde_json::to_string(&event)
+            .map_err(|e| StoreError::Internal(format!("encoding a status event: {e}")))?;
+        let message = OutboxMessage {
+            exchange: STATUS_EXCHANGE.into(),
+            routing_key: STATUS_ROUTING_KEY.into(),
+            body,
+        };
+        (app.store.dispatch)
+            .enqueue_messages(vec![message], app.clock.now())
+            .await?;
+        Ok(())
     }
 
     /// Registers a job; its id (the one given, or a new one) and whether it was made now.
@@ -401,9 +407,8 @@ impl PriorityRouter {
             }
         };
         if update == WorkerUpdate::Running {
-            if changed {
-                self.announce(&task, TaskStatus::Running, &worker, Value::Null);
-            }
+            self.announce(app, &task, TaskStatus::Running, &worker, Value::Null)
+                .await?;
             return Ok(unchanged_unless(changed));
         }
         let result = u.result.unwrap_or(Value::Null);
@@ -430,7 +435,8 @@ impl PriorityRouter {
             .unwrap_or(ReportOutcome::TaskNotFound);
         match outcome {
             ReportOutcome::Completed => {
-                self.announce(&task, TaskStatus::Done, &worker, result);
+                self.announce(app, &task, TaskStatus::Done, &worker, result)
+                    .await?;
                 Ok(Updated::Changed)
             }
             ReportOutcome::Failed { will_retry } => {
@@ -439,12 +445,18 @@ impl PriorityRouter {
                 } else {
                     TaskStatus::Failed
                 };
-                self.announce(&task, now, &worker, result);
+                self.announce(app, &task, now, &worker, result).await?;
                 Ok(Updated::Changed)
             }
-            ReportOutcome::AlreadyCompleted
-            | ReportOutcome::AlreadyReported { .. }
-            | ReportOutcome::AlreadyTerminal => Ok(unchanged_unless(changed)),
+            // The holder's repeat: said again, in case the first answer was lost.
+            ReportOutcome::AlreadyCompleted => {
+                self.announce(app, &task, TaskStatus::Done, &worker, result)
+                    .await?;
+                Ok(unchanged_unless(changed))
+            }
+            ReportOutcome::AlreadyReported { .. } | ReportOutcome::AlreadyTerminal => {
+                Ok(unchanged_unless(changed))
+            }
             ReportOutcome::TaskNotFound => Err(RouterError::UnknownJob(id)),
             ReportOutcome::NotHolder => Err(conflict(
                 "not_holder",
@@ -578,8 +590,8 @@ impl PriorityRouter {
         {
             Ok(_) => {
                 let holder = task.assigned_to.as_deref().unwrap_or("none");
-                self.announce(&task, TaskStatus::Cancelled, holder, Value::Null);
-                Ok(())
+                self.announce(app, &task, TaskStatus::Cancelled, holder, Value::Null)
+                    .await
             }
             Err(StoreError::JobFinished { .. }) => Err(conflict(
                 "job_finished",

@@ -16,9 +16,9 @@
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
     ClusterStore, CountMismatch, DispatchStore, JobStore, NamedNode, NewJob, NewNode, NewRunner,
-    NodeStore, NodesDown, Overview, Page, Paged, PlacementNode, PlacementStore, Publication,
-    Published, Released, Report, Reservation, Result, Route, RunnerStore, StoreError, StoreOps,
-    StoredObject, Stores, TaskClaim, WriteStats,
+    NodeStore, NodesDown, OutboxMessage, Overview, Page, Paged, PlacementNode, PlacementStore,
+    Publication, Published, QueuedMessage, Released, Report, Reservation, Result, Route,
+    RunnerStore, StoreError, StoreOps, StoredObject, Stores, TaskClaim, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
@@ -411,6 +411,21 @@ impl DispatchStore for Faulty {
     async fn unpublished_counts(&self) -> Result<Vec<(String, u64)>> {
         let inner = self.inner.dispatch.unpublished_counts();
         self.faults.read("unpublished_counts", inner).await
+    }
+
+    async fn enqueue_messages(&self, messages: Vec<OutboxMessage>, now: Timestamp) -> Result<()> {
+        let inner = self.inner.dispatch.enqueue_messages(messages, now);
+        self.faults.write("enqueue_messages", inner).await
+    }
+
+    async fn due_messages(&self, limit: u32) -> Result<Vec<QueuedMessage>> {
+        let inner = self.inner.dispatch.due_messages(limit);
+        self.faults.read("due_messages", inner).await
+    }
+
+    async fn forget_messages(&self, seqs: Vec<i64>) -> Result<()> {
+        let inner = self.inner.dispatch.forget_messages(seqs);
+        self.faults.write("forget_messages", inner).await
     }
 }
 

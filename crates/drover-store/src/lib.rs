@@ -163,8 +163,19 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// many jobs were made.
     async fn mark_published(&self, done: Vec<Published>, now: Timestamp) -> Result<()>;
 
-    /// How many publications are due now, by route queue (for metrics).
+    /// How many publications are due now, by route queue, and how many messages wait, by
+    /// exchange (for metrics).
     async fn unpublished_counts(&self) -> Result<Vec<(String, u64)>>;
+
+    /// Records `messages` for the broker, in order, durable once this returns; any replica may
+    /// record them, the publisher sends them.
+    async fn enqueue_messages(&self, messages: Vec<OutboxMessage>, now: Timestamp) -> Result<()>;
+
+    /// Up to `limit` of the messages waiting, oldest first. Reading them changes nothing.
+    async fn due_messages(&self, limit: u32) -> Result<Vec<QueuedMessage>>;
+
+    /// Forgets the messages the broker confirmed (by `seq`); unknown ones are passed over.
+    async fn forget_messages(&self, seqs: Vec<i64>) -> Result<()>;
 }
 
 /// The node registry.

@@ -218,6 +218,22 @@ pub struct Publication {
     pub job_created_at: Timestamp,
 }
 
+/// A message for the broker that is not a task (a status change): its exchange, routing key
+/// and body, as the caller made them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: String,
+}
+
+/// A message of the outbox waiting for the broker, and its place in the outbox's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub seq: i64,
+    pub message: OutboxMessage,
+}
+
 /// A publication the broker confirmed: the task and the attempts it had when it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {

@@ -176,14 +176,7 @@ async fn each_job_reaches_its_class_queue_and_a_pika_worker_completes_it() {
         );
     }
     // Each job's running and completed went out on status.exchange.
-    let said = eventually(Duration::from_secs(30), "18 status events", || {
-        let events = events.clone();
-        async move {
-            let got = events.drain().await;
-            (got.len() >= 18).then_some(got)
-        }
-    })
-    .await;
+    let said = events.collect(18).await;
     let hi1: Vec<&Value> = said.iter().filter(|e| e["jobId"] == "hi-1").collect();
     assert_eq!(
         hi1.iter()
@@ -318,7 +311,8 @@ async fn a_silent_workers_job_is_republished_and_finished_by_another_worker() {
     assert_eq!(job["retry_count"], 2, "two attempts: {job}");
 }
 
-/// A queue bound to `status.exchange` under `status.update`, read with basic.get.
+/// A queue bound to `status.exchange` under `status.update`, read with basic.get. It is
+/// durable, so it keeps what it holds across a restart of the broker.
 #[derive(Clone)]
 struct StatusQueue {
     channel: lapin::Channel,
@@ -339,6 +333,21 @@ impl StatusQueue {
         }
         got
     }
+
+    /// Everything that reaches the queue until it holds `n` messages (30 s at most).
+    async fn collect(&self, n: usize) -> Vec<Value> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} status events within 30 s; got {got:?}"
+            );
+            got.extend(self.drain().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        got
+    }
 }
 
 async fn status_queue(broker: &Broker) -> StatusQueue {
@@ -352,7 +361,10 @@ async fn status_queue(broker: &Broker) -> StatusQueue {
     channel
         .queue_declare(
             name.as_str().into(),
-            QueueDeclareOptions::default(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await
@@ -427,4 +439,47 @@ async fn an_aged_job_is_published_again_to_its_new_queue_and_runs_from_there() {
         (&job["status"], &job["class"]),
         (&json!("completed"), &json!("high"))
     );
+}
+
+#[cfg_attr(
+    missing_rabbitmq,
+    ignore = "rabbitmq-server is not installed (scripts/test installs it)"
+)]
+#[tokio::test]
+async fn status_changes_made_while_the_broker_is_down_are_published_when_it_returns() {
+    let broker = broker().await;
+    let app = spawn_rabbit(&broker).await;
+    app.register("seen", 10).await;
+    all_published(&app).await;
+    status_queue(&broker).await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.stop())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(app.worker_says("seen", "running", "w1").await.0, 200);
+    assert_eq!(app.worker_says("seen", "completed", "w1").await.0, 200);
+    let (_, metrics) = app.get_json("/api/metrics").await;
+    assert_eq!(
+        metrics["unpublished"],
+        json!({"status.exchange": 2}),
+        "both changes wait in the store"
+    );
+
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    all_published(&app).await;
+    let events = status_queue(&broker).await;
+    let said = events.collect(2).await;
+    let words: Vec<&str> = said
+        .iter()
+        .map(|e| e["jobStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(words, ["RUNNING", "COMPLETED"]);
+    assert_eq!(said[1]["jobId"], "seen");
+    assert_eq!(said[1]["workerId"], "w1");
 }

@@ -19,7 +19,10 @@ use super::jobs::create_job;
 use super::rows::{self, at};
 use super::write::{R, Tx, exec, row, rows as all};
 use crate::common::OutboxWindows;
-use crate::{DispatchStore, NewJob, Publication, Published, Result, Route, StoreError};
+use crate::{
+    DispatchStore, NewJob, OutboxMessage, Publication, Published, QueuedMessage, Result, Route,
+    StoreError,
+};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use drover_core::{Job, Timestamp, ids, sweep::Sweep};
@@ -267,7 +270,9 @@ impl DispatchStore for PgStore {
                     "SELECT queue, count(*) FROM (
                          SELECT d.queue AS queue {FRESH}
                          UNION ALL
-                         SELECT d.queue AS queue {RETRIED}) due
+                         SELECT d.queue AS queue {RETRIED}
+                         UNION ALL
+                         SELECT exchange AS queue FROM outbox_messages) due
                      GROUP BY queue ORDER BY queue"
                 ),
                 &[],
@@ -278,5 +283,61 @@ impl DispatchStore for PgStore {
             .collect()
         }
         .await)
+    }
+
+    async fn enqueue_messages(&self, messages: Vec<OutboxMessage>, now: Timestamp) -> Result<()> {
+        let now = at(now);
+        let (exchanges, keys, bodies): (Vec<&str>, Vec<&str>, Vec<&str>) = messages
+            .iter()
+            .map(|m| (m.exchange.as_str(), m.routing_key.as_str(), m.body.as_str()))
+            .collect();
+        write_tx!(self, |tx| {
+            exec(
+                &*tx,
+                "INSERT INTO outbox_messages (exchange, routing_key, body, created_at)
+                 SELECT e, k, b, $4 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[])
+                     WITH ORDINALITY AS m(e, k, b, n) ORDER BY n",
+                &[&exchanges, &keys, &bodies, &now],
+            )
+            .await
+        })
+        .map(|_| ())
+    }
+
+    async fn due_messages(&self, limit: u32) -> Result<Vec<QueuedMessage>> {
+        read!(self, |conn| async {
+            all(
+                &conn,
+                "SELECT seq, exchange, routing_key, body FROM outbox_messages
+                 ORDER BY seq LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(QueuedMessage {
+                    seq: rows::get(r, 0)?,
+                    message: OutboxMessage {
+                        exchange: rows::get(r, 1)?,
+                        routing_key: rows::get(r, 2)?,
+                        body: rows::get(r, 3)?,
+                    },
+                })
+            })
+            .collect()
+        }
+        .await)
+    }
+
+    async fn forget_messages(&self, seqs: Vec<i64>) -> Result<()> {
+        write_tx!(self, |tx| {
+            exec(
+                &*tx,
+                "DELETE FROM outbox_messages WHERE seq = ANY($1)",
+                &[&seqs],
+            )
+            .await
+        })
+        .map(|_| ())
     }
 }

@@ -293,8 +293,20 @@ CREATE INDEX dispatches_published ON dispatches (task_seq)
     WHERE open AND published_attempts IS NOT NULL;
 "#;
 
+/// Version 7: messages for the broker that are not tasks (the priority contract's status
+/// changes), kept until the broker confirms them, in the order they were recorded.
+const V7: &str = r#"
+CREATE TABLE outbox_messages (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    exchange    TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL
+);
+"#;
+
 /// The migrations in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Brings the database's schema to the newest version this build knows, inside one
 /// transaction that holds [`MIGRATION_LOCK`]: a second replica starting at the same time

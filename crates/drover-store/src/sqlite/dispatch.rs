@@ -18,7 +18,9 @@ use super::jobs::create_job_in;
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::common::OutboxWindows;
-use crate::{DispatchStore, NewJob, Publication, Published, Result, Route};
+use crate::{
+    DispatchStore, NewJob, OutboxMessage, Publication, Published, QueuedMessage, Result, Route,
+};
 use async_trait::async_trait;
 use drover_core::time::format as ts;
 use drover_core::{Job, Timestamp, ids, sweep::Sweep};
@@ -225,7 +227,9 @@ impl DispatchStore for SqliteStore {
                 "SELECT queue, count(*) FROM (
                      SELECT d.queue AS queue {FRESH}
                      UNION ALL
-                     SELECT d.queue AS queue {RETRIED})
+                     SELECT d.queue AS queue {RETRIED}
+                     UNION ALL
+                     SELECT exchange AS queue FROM outbox_messages)
                  GROUP BY queue ORDER BY queue"
             ))
             .map_err(map_err)?
@@ -233,6 +237,62 @@ impl DispatchStore for SqliteStore {
             .map_err(map_err)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn enqueue_messages(&self, messages: Vec<OutboxMessage>, now: Timestamp) -> Result<()> {
+        let now = ts(&now);
+        self.write(move |tx| {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO outbox_messages (exchange, routing_key, body, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(map_err)?;
+            for m in &messages {
+                insert
+                    .execute(params![m.exchange, m.routing_key, m.body, now])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_messages(&self, limit: u32) -> Result<Vec<QueuedMessage>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT seq, exchange, routing_key, body FROM outbox_messages
+                 ORDER BY seq LIMIT ?1",
+            )
+            .map_err(map_err)?
+            .query_map([limit], |r| {
+                Ok(QueuedMessage {
+                    seq: r.get(0)?,
+                    message: OutboxMessage {
+                        exchange: r.get(1)?,
+                        routing_key: r.get(2)?,
+                        body: r.get(3)?,
+                    },
+                })
+            })
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn forget_messages(&self, seqs: Vec<i64>) -> Result<()> {
+        self.write(move |tx| {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM outbox_messages WHERE seq = ?1")
+                .map_err(map_err)?;
+            for seq in &seqs {
+                delete.execute([seq]).map_err(map_err)?;
+            }
+            Ok(())
         })
         .await
     }

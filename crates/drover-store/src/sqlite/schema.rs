@@ -523,6 +523,18 @@ CREATE INDEX dispatches_published ON dispatches (task_seq)
     WHERE open AND published_attempts IS NOT NULL;
 "#;
 
+/// Version 14: messages for the broker that are not tasks (the priority contract's status
+/// changes), kept until the broker confirms them, in the order they were recorded.
+const V14: &str = r#"
+CREATE TABLE outbox_messages (
+    seq         INTEGER PRIMARY KEY,
+    exchange    TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -538,6 +550,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V11),
         M::up(V12),
         M::up(V13),
+        M::up(V14),
     ])
 }
 

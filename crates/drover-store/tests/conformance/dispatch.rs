@@ -7,7 +7,9 @@
 use crate::*;
 use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{NodeStats, TaskStatus};
-use drover_store::{Publication, Published, Route, StoreError, TaskClaim};
+use drover_store::{
+    OutboxMessage, Publication, Published, QueuedMessage, Route, StoreError, TaskClaim,
+};
 use serde_json::json;
 
 fn route(queue: &str, priority: u8) -> Route {
@@ -520,6 +522,65 @@ pub async fn a_raised_job_is_routed_again_and_due_afresh(store: &Stores) {
     assert_counts_consistent(store).await;
 }
 
+/// Messages that are not tasks wait in the order recorded, from any number of calls, until
+/// the broker confirms them; reading them changes nothing, and they count as unpublished under
+/// their exchange.
+pub async fn messages_wait_in_order_until_confirmed(store: &Stores) {
+    let message = |n: u32| OutboxMessage {
+        exchange: "status.exchange".into(),
+        routing_key: "status.update".into(),
+        body: format!("{{\"n\":{n}}}"),
+    };
+    let bodies = |queued: &[QueuedMessage]| -> Vec<String> {
+        queued.iter().map(|q| q.message.body.clone()).collect()
+    };
+    store
+        .dispatch
+        .enqueue_messages(vec![message(1), message(2)], t0())
+        .await
+        .unwrap();
+    store
+        .dispatch
+        .enqueue_messages(vec![message(3)], t0() + secs(1))
+        .await
+        .unwrap();
+    let due = store.dispatch.due_messages(10).await.unwrap();
+    assert_eq!(bodies(&due), [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+    assert_eq!(due[0].message, message(1));
+    assert_eq!(store.dispatch.due_messages(10).await.unwrap(), due);
+    assert_eq!(
+        bodies(&store.dispatch.due_messages(2).await.unwrap()).len(),
+        2
+    );
+    assert_eq!(
+        store.dispatch.unpublished_counts().await.unwrap(),
+        [("status.exchange".to_string(), 3)]
+    );
+    store
+        .dispatch
+        .forget_messages(vec![due[0].seq, due[1].seq, -7])
+        .await
+        .unwrap();
+    assert_eq!(
+        bodies(&store.dispatch.due_messages(10).await.unwrap()),
+        [r#"{"n":3}"#]
+    );
+    store
+        .dispatch
+        .forget_messages(vec![due[2].seq])
+        .await
+        .unwrap();
+    assert!(store.dispatch.due_messages(10).await.unwrap().is_empty());
+    assert!(
+        store
+            .dispatch
+            .unpublished_counts()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 macro_rules! dispatch_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -530,6 +591,7 @@ macro_rules! dispatch_suite {
                 creating_a_dispatched_job_is_atomic,
                 unpublished_counts_count_what_is_due_by_queue,
                 a_raised_job_is_routed_again_and_due_afresh,
+                messages_wait_in_order_until_confirmed,
             ];
             shared: []);
     };
