@@ -161,9 +161,71 @@ fn counters_by_kind(family: &EventCounters) -> HashMap<&'static str, Counter> {
         .collect()
 }
 
+/// The priority contract's gauges, counted from a [`crate::priority::Snapshot`] when
+/// `/metrics` is scraped (at most every few seconds).
+#[derive(Clone, Default)]
+pub struct PriorityGauges {
+    jobs: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    workers: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    unpublished: Family<Vec<(&'static str, String)>, Gauge>,
+    finished_last_minute: Gauge,
+}
+
+impl PriorityGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "priority_jobs",
+            "Jobs of the priority-queue contract by the class they are served in and status",
+            self.jobs.clone(),
+        );
+        registry.register(
+            "priority_workers",
+            "Workers of the priority-queue contract by status",
+            self.workers.clone(),
+        );
+        registry.register(
+            "priority_unpublished",
+            "Jobs and status events of the priority-queue contract waiting for the broker, by queue or exchange",
+            self.unpublished.clone(),
+        );
+        registry.register(
+            "priority_finished_last_minute",
+            "Jobs of the priority-queue contract completed or failed within the last minute",
+            self.finished_last_minute.clone(),
+        );
+    }
+
+    /// Sets every gauge to `snap`; series it no longer has are dropped.
+    pub fn set(&self, snap: &crate::priority::Snapshot) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.jobs.clear();
+        for (&(class, status), &v) in &snap.jobs {
+            (self
+                .jobs
+                .get_or_create(&vec![("class", class.name()), ("status", status)]))
+            .set(n(v));
+        }
+        self.workers.clear();
+        for (&status, &v) in &snap.workers {
+            self.workers
+                .get_or_create(&vec![("status", status)])
+                .set(n(v));
+        }
+        self.unpublished.clear();
+        for (queue, v) in &snap.unpublished {
+            (self
+                .unpublished
+                .get_or_create(&vec![("queue", queue.clone())]))
+            .set(n(*v));
+        }
+        self.finished_last_minute.set(n(snap.finished_last_minute));
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub runners: RunnerCounters,
+    pub priority: PriorityGauges,
     pub workers: WorkerMetrics,
     pub store_events: EventCounters,
     pub grpc: GrpcMetrics,
@@ -225,6 +287,8 @@ impl Metrics {
             "What background workers did, by worker and item (tasks_retried, spots_down, ...)",
             workers.items.clone(),
         );
+        let priority = PriorityGauges::default();
+        priority.register(&mut registry);
         let store_events = EventCounters::default();
         registry.register(
             "store_events",
@@ -245,6 +309,7 @@ impl Metrics {
         Metrics {
             registry,
             runners,
+            priority,
             workers,
             events_by_kind: counters_by_kind(&store_events),
             store_events,

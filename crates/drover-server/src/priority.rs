@@ -22,13 +22,15 @@ use crate::workers::{Counts, Worker};
 use drover_api::priority as api;
 use drover_core::priority::{DEFAULT_PRIORITY, PriorityClass, UPDATE_WORDS, WorkerUpdate};
 use drover_core::{
-    Job, NodeInfo, NodeStats, ReportKind, ReportOutcome, Task, TaskResult, TaskStatus, Timestamp,
+    Job, NodeInfo, NodeStats, NodeStatus, ReportKind, ReportOutcome, Task, TaskResult, TaskStatus,
+    Timestamp,
 };
 use drover_store::{
     JobStore, Liveness, NamedNode, NewJob, OutboxMessage, Report, Route, StoreError, TaskClaim,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,14 +142,28 @@ pub struct PriorityRouter {
     pub config: PriorityConfig,
     /// Capacity announced by each worker's last heartbeat to this replica.
     capacities: Mutex<HashMap<String, u32>>,
+    /// Whether this replica has served the contract since it started.
+    in_use: AtomicBool,
+    /// When the `/metrics` gauges were last counted.
+    gauges_at: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How often a scrape of `/metrics` counts the contract's jobs again at most.
+pub const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 impl PriorityRouter {
     pub fn new(config: PriorityConfig) -> Self {
         PriorityRouter {
             config,
             capacities: Mutex::default(),
+            in_use: AtomicBool::new(false),
+            gauges_at: Mutex::default(),
         }
+    }
+
+    /// Notes that this replica serves the contract (see [`PriorityRouter::refresh_gauges`]).
+    fn used(&self) {
+        self.in_use.store(true, Ordering::Relaxed);
     }
 
     fn capacity_of(&self, worker: &str) -> u32 {
@@ -197,6 +213,7 @@ impl PriorityRouter {
         app: &AppState,
         r: api::RegisterJob,
     ) -> Result<(String, Submitted), RouterError> {
+        self.used();
         let id = match r.id {
             None | Some(Value::Null) => drover_core::ids::job_id(),
             Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID_LEN => s,
@@ -323,6 +340,7 @@ impl PriorityRouter {
         id: Option<String>,
         u: api::StatusUpdate,
     ) -> Result<Updated, RouterError> {
+        self.used();
         let id = id.or(u.id).filter(|s| !s.is_empty()).ok_or_else(|| {
             invalid(
                 "invalid_request",
@@ -548,6 +566,7 @@ impl PriorityRouter {
         app: &AppState,
         h: api::WorkerHeartbeat,
     ) -> Result<(), RouterError> {
+        self.used();
         let worker = h
             .worker_id
             .filter(|w| !w.trim().is_empty())
@@ -601,6 +620,56 @@ impl PriorityRouter {
         }
     }
 
+    /// Counts every job, worker and unpublished message of this contract. It reads every
+    /// job of the contract, a page at a time.
+    pub async fn snapshot(&self, app: &AppState) -> Result<Snapshot, RouterError> {
+        let (jobs, _) = self
+            .list(app, &JobFilter::default(), None, usize::MAX)
+            .await?;
+        let mut snap = Snapshot::default();
+        let minute_ago = app.clock.now() - chrono::Duration::minutes(1);
+        for j in &jobs {
+            let word = drover_core::priority::status_word(j.task.status);
+            *snap.jobs.entry((j.class, word)).or_default() += 1;
+            if j.task.finished_at.is_some_and(|t| t > minute_ago)
+                && matches!(j.task.status, TaskStatus::Done | TaskStatus::Failed)
+            {
+                snap.finished_last_minute += 1;
+            }
+        }
+        for n in app.store.nodes.list_nodes().await? {
+            if n.info.labels.contains_key(WORKER_TYPE_LABEL) {
+                let word = match n.status {
+                    NodeStatus::Up => "up",
+                    NodeStatus::Draining => "draining",
+                    NodeStatus::Down => "down",
+                };
+                *snap.workers.entry(word).or_default() += 1;
+            }
+        }
+        snap.unpublished = app.store.dispatch.unpublished_counts().await?;
+        self.in_use.store(true, Ordering::Relaxed);
+        app.metrics.priority.set(&snap);
+        *self.gauges_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::time::Instant::now());
+        Ok(snap)
+    }
+
+    /// Brings the `drover_priority_*` gauges up to date for a scrape of `/metrics`: at most
+    /// every [`GAUGES_EVERY`], and only once this replica has served the contract (a snapshot
+    /// reads every job of the contract, which a server that never serves it should not pay
+    /// for on every scrape).
+    pub async fn refresh_gauges(&self, app: &AppState) {
+        if !self.in_use.load(Ordering::Relaxed) {
+            return;
+        }
+        let fresh = (*self.gauges_at.lock().unwrap_or_else(|p| p.into_inner()))
+            .is_some_and(|at| at.elapsed() < GAUGES_EVERY);
+        if !fresh && let Err(e) = self.snapshot(app).await {
+            tracing::warn!(error = %e, "counting the priority contract's jobs for /metrics");
+        }
+    }
+
     /// This contract's jobs, newest first, filtered; a page of at most `limit` and where the
     /// next one starts.
     pub async fn list(
@@ -615,16 +684,25 @@ impl PriorityRouter {
         loop {
             let page = drover_store::Page { cursor, limit: 500 };
             let jobs = app.store.jobs.list_jobs(None, page).await?;
-            for job in &jobs.items {
-                if !is_contract_job(job) {
+            let ours: Vec<&Job> = (jobs.items.iter())
+                .filter(|job| is_contract_job(job))
+                .filter(|job| {
+                    let class = PriorityClass::of_job_priority(job.priority);
+                    filter.class.is_none_or(|c| c == class)
+                })
+                .collect();
+            // The page's tasks in one read of the store, not one per job.
+            let ids = (ours.iter())
+                .map(|job| drover_core::ids::sweep_task_id(&job.id, 0))
+                .collect();
+            let mut tasks: HashMap<String, Task> = (app.store.jobs.get_tasks(ids).await?)
+                .into_iter()
+                .map(|t| (t.job_id.clone(), t))
+                .collect();
+            for job in ours {
+                let Some(task) = tasks.remove(&job.id) else {
                     continue;
-                }
-                let class = PriorityClass::of_job_priority(job.priority);
-                if filter.class.is_some_and(|c| c != class) {
-                    continue;
-                }
-                let task_id = drover_core::ids::sweep_task_id(&job.id, 0);
-                let task = app.store.jobs.get_task(&task_id).await?;
+                };
                 if filter.status.is_some_and(|s| s != task.status) {
                     continue;
                 }
@@ -636,7 +714,7 @@ impl PriorityRouter {
                     id,
                     job_type,
                     priority,
-                    class,
+                    class: PriorityClass::of_job_priority(job.priority),
                     task,
                 });
                 if out.len() == limit {
@@ -740,6 +818,20 @@ impl Worker for Ager {
     async fn run_once(&self) -> Result<Counts, StoreError> {
         Ok(vec![("raised", self.age().await?)])
     }
+}
+
+/// The contract's jobs, workers and outbox counted at one moment (`GET /api/metrics`, and the
+/// `drover_priority_*` gauges of `/metrics`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Jobs by the class they are served in and their status word.
+    pub jobs: BTreeMap<(PriorityClass, &'static str), u64>,
+    /// Jobs completed or failed for good within the last minute.
+    pub finished_last_minute: u64,
+    /// This contract's workers by status (`up`, `draining`, `down`).
+    pub workers: BTreeMap<&'static str, u64>,
+    /// What waits for the broker, by queue or exchange.
+    pub unpublished: Vec<(String, u64)>,
 }
 
 /// The filters of `GET /api/jobs`.

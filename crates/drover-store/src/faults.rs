@@ -328,6 +328,11 @@ impl JobStore for Faulty {
             .await
     }
 
+    async fn get_tasks(&self, ids: Vec<String>) -> Result<Vec<Task>> {
+        let inner = self.inner.jobs.get_tasks(ids);
+        self.faults.read("get_tasks", inner).await
+    }
+
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
         let inner = self.inner.jobs.claim(node_id, max, now);
         self.faults.write("claim", inner).await

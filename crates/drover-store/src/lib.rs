@@ -75,6 +75,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     async fn get_task(&self, id: &str) -> Result<Task>;
 
+    /// The tasks of these ids that exist, in the order given, read together (one look at the
+    /// store rather than one per task); an unknown id is passed over.
+    async fn get_tasks(&self, ids: Vec<String>) -> Result<Vec<Task>>;
+
     /// Hands up to `max` NEW tasks to `node_id`, highest job priority first, then oldest. Each
     /// starts a new attempt whose lease ends after the task's timeout.
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>>;

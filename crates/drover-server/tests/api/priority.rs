@@ -338,6 +338,39 @@ async fn with_aging_a_waiting_low_job_climbs_past_younger_high_ones() {
 }
 
 #[tokio::test]
+async fn prometheus_text_counts_the_contracts_jobs_and_workers() {
+    let app = spawn_app().await;
+    let quiet = app.metrics_text().await;
+    assert!(
+        !quiet.contains("drover_priority_jobs{"),
+        "a server that never served the contract counts nothing: {quiet}"
+    );
+    app.register("a", 10).await;
+    app.register("b", 1).await;
+    app.register("c", 3).await;
+    let (status, _) = app
+        .post_json(
+            "/api/workers/heartbeat",
+            json!({"worker_id": "w1", "worker_type": "t"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.worker_says("a", "running", "w1").await.0, 200);
+    // A scrape counts once the contract is served here; the JSON snapshot says the same.
+    let text = app.metrics_text().await;
+    let (_, metrics) = app.get_json("/api/metrics").await;
+    assert_eq!(metrics["jobs"], json!({"pending": 2, "running": 1}));
+    for line in [
+        r#"drover_priority_jobs{class="high",status="running"} 1"#,
+        r#"drover_priority_jobs{class="low",status="pending"} 2"#,
+        r#"drover_priority_workers{status="up"} 1"#,
+        "drover_priority_finished_last_minute 0",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn without_aging_no_job_ever_changes_class() {
     let app = spawn_app().await;
     assert!(app.state.priority_ager().is_none());

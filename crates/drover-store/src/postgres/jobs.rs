@@ -776,6 +776,35 @@ async fn task_by_id<C: GenericClient>(c: &C, sweeps: &SweepCache, id: &str) -> R
     Ok(common::unclaimed_task(&job, payload, index))
 }
 
+/// The tasks of `ids` that exist, in that order: the stored ones in one statement, the rest
+/// (tasks of a sweep never claimed) one by one.
+async fn tasks_by_id<C: GenericClient>(c: &C, sweeps: &SweepCache, ids: &[String]) -> R<Vec<Task>> {
+    let mut stored: std::collections::HashMap<String, Task> = all(
+        c,
+        &format!(
+            "SELECT {} FROM tasks WHERE id = ANY($1)",
+            rows::TASK_COLUMNS
+        ),
+        &[&ids],
+    )
+    .await?
+    .iter()
+    .map(|r| rows::task(r).map(|t| (t.id.clone(), t)))
+    .collect::<R<_>>()?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(task) = stored.remove(id) {
+            found.push(task);
+            continue;
+        }
+        if let Some((job, index)) = unclaimed_by_id(c, id).await? {
+            let payload = sweep_of(sweeps, c, &job).await?.payload(index);
+            found.push(common::unclaimed_task(&job, payload, index));
+        }
+    }
+    Ok(found)
+}
+
 /// What a claim of one named task found: its row (locked), or the job and index of a task of
 /// a sweep that has none yet.
 enum Named {
@@ -1563,6 +1592,10 @@ impl JobStore for PgStore {
 
     async fn get_task(&self, id: &str) -> Result<Task> {
         snapshot!(self, |conn| task_by_id(&conn, &self.sweeps, id).await)
+    }
+
+    async fn get_tasks(&self, ids: Vec<String>) -> Result<Vec<Task>> {
+        snapshot!(self, |conn| tasks_by_id(&conn, &self.sweeps, &ids).await)
     }
 
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {

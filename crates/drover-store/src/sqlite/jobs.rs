@@ -920,6 +920,22 @@ impl JobStore for SqliteStore {
         self.read(move |conn| task_by_id(conn, &sweeps, &id)).await
     }
 
+    async fn get_tasks(&self, ids: Vec<String>) -> Result<Vec<Task>> {
+        let sweeps = self.sweeps.clone();
+        self.read(move |conn| {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in &ids {
+                match task_by_id(conn, &sweeps, id) {
+                    Ok(task) => found.push(task),
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn claim(&self, node_id: &str, max: u32, now: Timestamp) -> Result<Vec<ClaimedTask>> {
         let node_id = node_id.to_string();
         let sweeps = self.sweeps.clone();

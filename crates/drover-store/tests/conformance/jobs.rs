@@ -751,6 +751,27 @@ pub async fn waiting_jobs_are_read_oldest_first_and_raised_into_claim_order(stor
     assert_counts_consistent(store).await;
 }
 
+/// Tasks read together are the tasks read one by one, stored or never claimed, in the order
+/// asked, unknown ids passed over.
+pub async fn tasks_read_together_are_the_tasks_read_alone(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 60, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let a = node(store, t0()).await;
+    assert_eq!(store.jobs.claim(&a, 1, t0()).await.unwrap().len(), 1);
+    let id = |i| drover_core::ids::sweep_task_id(&job.id, i);
+    let asked = vec![id(2), "task-nowhere-0".to_string(), id(0), id(1)];
+    let together = store.jobs.get_tasks(asked).await.unwrap();
+    let mut alone = Vec::new();
+    for i in [2, 0, 1] {
+        alone.push(store.jobs.get_task(&id(i)).await.unwrap());
+    }
+    assert_eq!(together, alone);
+    assert!(store.jobs.get_tasks(Vec::new()).await.unwrap().is_empty());
+}
+
 pub async fn claims_order_retries_and_unclaimed_tasks_by_priority_then_age(store: &Stores) {
     let older = store
         .jobs
@@ -1336,6 +1357,7 @@ macro_rules! jobs_suite {
                 claim_task_respects_the_nodes_cap_and_status,
                 a_task_claimed_by_name_is_reported_and_released_as_any,
                 waiting_jobs_are_read_oldest_first_and_raised_into_claim_order,
+                tasks_read_together_are_the_tasks_read_alone,
             ];
             shared: [
                 concurrent_claims_never_share_a_task,

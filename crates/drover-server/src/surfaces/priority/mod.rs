@@ -19,8 +19,8 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post, put};
 use drover_api::priority as api;
+use drover_core::TaskStatus;
 use drover_core::priority::{PriorityClass, parse_status_word, status_word};
-use drover_core::{NodeStatus, TaskStatus};
 use error::PriorityApiError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -267,62 +267,32 @@ async fn cluster(
 }
 
 async fn metrics(State(app): State<AppState>) -> Result<Json<api::Metrics>, PriorityApiError> {
-    let (jobs, _) = (app.priority)
-        .list(&app, &JobFilter::default(), None, usize::MAX)
-        .await?;
+    let snap = app.priority.snapshot(&app).await?;
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
     let mut queues: BTreeMap<String, u64> = PriorityClass::ALL
         .iter()
         .map(|c| (c.queue().to_string(), 0))
         .collect();
-    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
-    let now = app.clock.now();
-    let minute_ago = now - chrono::Duration::minutes(1);
-    let mut finished_last_minute = 0;
-    for j in &jobs {
-        *by_status
-            .entry(status_word(j.task.status).into())
-            .or_default() += 1;
-        *classes.entry(j.class.name().into()).or_default() += 1;
-        if j.task.finished_at.is_some_and(|t| t > minute_ago)
-            && matches!(j.task.status, TaskStatus::Done | TaskStatus::Failed)
-        {
-            finished_last_minute += 1;
-        }
-        if j.task.status == TaskStatus::New {
-            *queues.entry(j.class.queue().into()).or_default() += 1;
+    for (&(class, status), &n) in &snap.jobs {
+        *by_status.entry(status.into()).or_default() += n;
+        *classes.entry(class.name().into()).or_default() += n;
+        if status == status_word(TaskStatus::New) {
+            *queues.entry(class.queue().into()).or_default() += n;
         }
     }
-    let mut workers: BTreeMap<String, u64> = BTreeMap::new();
-    let nodes = app
-        .store
-        .nodes
-        .list_nodes()
-        .await
-        .map_err(priority::RouterError::from)?;
-    for n in nodes
-        .iter()
-        .filter(|n| n.info.labels.contains_key(priority::WORKER_TYPE_LABEL))
-    {
-        let word = match n.status {
-            NodeStatus::Up => "up",
-            NodeStatus::Draining => "draining",
-            NodeStatus::Down => "down",
-        };
-        *workers.entry(word.into()).or_default() += 1;
-    }
-    let unpublished = (app.store.dispatch.unpublished_counts().await)
-        .map_err(priority::RouterError::from)?
-        .into_iter()
-        .collect();
     Ok(Json(api::Metrics {
         jobs: by_status,
         classes,
         queues,
-        finished_last_minute,
-        workers,
-        unpublished,
+        finished_last_minute: snap.finished_last_minute,
+        workers: snap
+            .workers
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect(),
+        unpublished: snap.unpublished.into_iter().collect(),
         dispatch: app.priority.config.dispatch.name().into(),
-        timestamp: priority::millis(&now),
+        timestamp: priority::millis(&app.clock.now()),
     }))
 }
