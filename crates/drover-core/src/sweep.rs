@@ -218,6 +218,15 @@ impl Sweep {
         self.total == 0
     }
 
+    /// [`Sweep::spec_json`] as a JSON value, as a job shows its spec.
+    pub fn spec_value(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(SpecRef {
+            shared: &self.shared,
+            dimensions: &self.given,
+            tasks: self.tasks.as_deref(),
+        })
+    }
+
     /// The normalised spec this sweep was made from, as the JSON a job keeps: the shared
     /// fields, the dimensions as given, and the explicit task list if there was one.
     pub fn spec_json(&self) -> serde_json::Result<String> {

@@ -244,6 +244,42 @@ impl Unclaimed {
 
 /// Task `index` of a job, which has no row: as the job's spec builds it, untouched since the
 /// job was made (or cancelled with it).
+/// The job a creation has just written, as reading it back would show it, without the read:
+/// `created_at` is the time as the store keeps it (`stored_now`), the task timeout in whole
+/// milliseconds as kept.
+pub(crate) fn created_job(
+    seq: i64,
+    id: &str,
+    job: &crate::NewJob,
+    sweep: &Sweep,
+    stored_now: Timestamp,
+) -> Result<drover_core::Job> {
+    let internal = |e: serde_json::Error| StoreError::Internal(e.to_string());
+    let counts = JobCounts {
+        total: sweep.len(),
+        new: sweep.len(),
+        ..Default::default()
+    };
+    Ok(drover_core::Job {
+        id: id.to_string(),
+        seq,
+        name: job.name.clone(),
+        priority: job.priority,
+        max_attempts: job.max_attempts,
+        task_timeout: std::time::Duration::from_millis(job.task_timeout.as_millis() as u64),
+        spec: sweep.spec_value().map_err(internal)?,
+        run: job.run.clone(),
+        parameter_names: sweep.parameter_names(),
+        status: counts.status(false, false),
+        cancelled: false,
+        counts,
+        created_at: stored_now,
+        started_at: None,
+        updated_at: stored_now,
+        finished_at: None,
+    })
+}
+
 pub(crate) fn unclaimed_task(job: &Unclaimed, payload: Map<String, Value>, index: u64) -> Task {
     let status = job.status();
     Task {

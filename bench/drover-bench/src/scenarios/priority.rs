@@ -2,7 +2,7 @@
 //! server --dispatch rabbitmq`, and N jobs of mixed priority registered over HTTP
 //! (`POST /api/jobs/register`) by [`IN_FLIGHT`] concurrent clients. Figures:
 //! - register → published: from the first registration to the publisher's confirmed count
-//!   (`drover_worker_items_total{worker="amqp-publisher",item="jobs_published"}`) reaching N,
+//!   (`jobs_published` of the `amqp-publisher` worker in `GET /api/v1/workers`) reaching N,
 //!   in jobs/s; the registrations' own rate beside it;
 //! - end to end: [`CONSUMERS`] Python workers written with pika (the tests' independent
 //!   worker, `crates/drover-server/tests/api/priority_worker.py`), each pulling high first and
@@ -14,11 +14,10 @@ use crate::server::{Server, ServerOpts};
 use crate::stats::thousands;
 use crate::suite::{Ctx, Goal, Row, Rows, Verdict};
 use anyhow::{Context, bail, ensure};
-use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 const SCENARIO: &str = "priority-router";
 const IN_FLIGHT: usize = 64;
@@ -110,24 +109,22 @@ async fn run(ctx: &Ctx, n: u32) -> anyhow::Result<Figures> {
     result
 }
 
-/// The publisher's confirmed count, read from `/metrics`.
+/// The publisher's confirmed count, read from the worker board (`GET /api/v1/workers`), which
+/// costs the server nothing to answer (a scrape of `/metrics` would also count the contract's
+/// jobs every few seconds).
 async fn published(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
-    let text = http
-        .get(format!("{base}/metrics"))
+    let board: drover_api::WorkerList = http
+        .get(format!("{base}/api/v1/workers"))
         .send()
         .await?
-        .text()
+        .json()
         .await?;
-    Ok(text
-        .lines()
-        .find(|l| {
-            l.starts_with("drover_worker_items_total")
-                && l.contains("worker=\"amqp-publisher\"")
-                && l.contains("item=\"jobs_published\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64))
+    Ok(board
+        .workers
+        .iter()
+        .find(|w| w.name == "amqp-publisher")
+        .and_then(|w| w.totals.get("jobs_published").copied())
+        .unwrap_or(0))
 }
 
 async fn completed(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
@@ -149,31 +146,37 @@ async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Resu
         SCENARIO,
         format!("registering {} jobs", thousands(n as f64)),
     );
+    // IN_FLIGHT clients, each registering the next job as soon as its last was answered.
+    // Bodies are written as text: the load generator should spend its CPU on the requests,
+    // not on building JSON trees (it shares the machine with the server and the broker).
+    let url = format!("{base}/api/jobs/register");
+    let next = Arc::new(AtomicU32::new(0));
     let t = Instant::now();
-    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let (http, gate, base) = (http.clone(), gate.clone(), base.clone());
+    for _ in 0..IN_FLIGHT {
+        let (http, url, next) = (http.clone(), url.clone(), next.clone());
         set.spawn(async move {
-            let _slot = gate.acquire_owned().await?;
-            let priority = [1, 5, 10][i as usize % 3];
-            let body = json!({
-                "id": format!("bench-{i}"),
-                "type": "calculate",
-                "priority": priority,
-                "payload": {"numbers": [i, 1, 2]},
-            });
-            let r = http
-                .post(format!("{base}/api/jobs/register"))
-                .json(&body)
-                .send()
-                .await?;
-            ensure!(
-                r.status().as_u16() == 202,
-                "registration answered {}",
-                r.status()
-            );
-            anyhow::Ok(())
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let priority = [1, 5, 10][i as usize % 3];
+                let body = format!(
+                    r#"{{"id":"bench-{i}","type":"calculate","priority":{priority},"payload":{{"numbers":[{i},1,2]}}}}"#
+                );
+                let r = http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                ensure!(
+                    r.status().as_u16() == 202,
+                    "registration answered {}",
+                    r.status()
+                );
+            }
         });
     }
     while let Some(r) = set.join_next().await {

@@ -1373,7 +1373,8 @@ pub(super) async fn create_job(
         job_id: id.to_string(),
         total_tasks: total as u64,
     });
-    rows::job_by_id(&**tx, id).await
+    // As it reads back, without reading it (`now` is already as PostgreSQL keeps it).
+    Ok(common::created_job(job_seq, id, job, sweep, now)?)
 }
 
 /// Writes the rows of `job`'s tasks `range`, NEW, with the payloads its sweep builds, in one

@@ -540,7 +540,9 @@ pub(super) fn create_job_in(
         job_id: id.to_string(),
         total_tasks: total,
     });
-    rows::job_by_id(tx, id)
+    // As it reads back, without reading it: a registration's hot path.
+    let stored_now = drover_core::time::parse(&now_text).unwrap_or(now);
+    common::created_job(made.seq, id, job, sweep, stored_now)
 }
 
 /// Writes the rows of `job`'s tasks `range`, NEW, with the payloads its sweep builds. The

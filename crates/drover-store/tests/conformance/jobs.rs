@@ -772,6 +772,58 @@ pub async fn tasks_read_together_are_the_tasks_read_alone(store: &Stores) {
     assert!(store.jobs.get_tasks(Vec::new()).await.unwrap().is_empty());
 }
 
+/// What a creation answers is the job as it reads back: same spec, counts, times (at the
+/// store's precision) and timeout; for a sweep, a listed job and a dispatched one alike.
+pub async fn a_created_job_is_answered_as_it_reads_back(store: &Stores) {
+    let odd = t0() + chrono::Duration::nanoseconds(123_456_789);
+    let listed = Sweep::new(
+        SweepSpec {
+            tasks: Some(vec![
+                serde_json::json!({"a": 1}).as_object().unwrap().clone(),
+                serde_json::json!({"b": [1, 2]})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ]),
+            ..Default::default()
+        },
+        1_000,
+    )
+    .unwrap();
+    let timed = NewJob {
+        task_timeout: Duration::from_micros(61_500_250),
+        ..new_job(2, 60, 7)
+    };
+    let made = [
+        store
+            .jobs
+            .create_job(new_job(3, 60, 0), sweep(6), odd)
+            .await
+            .unwrap(),
+        store
+            .jobs
+            .create_job(timed, listed.clone(), odd)
+            .await
+            .unwrap(),
+        store
+            .dispatch
+            .create_dispatched_job(
+                new_job(3, 60, 5),
+                listed,
+                drover_store::Route {
+                    queue: "q".into(),
+                    priority: 5,
+                },
+                odd,
+            )
+            .await
+            .unwrap(),
+    ];
+    for job in made {
+        assert_eq!(store.jobs.get_job(&job.id).await.unwrap(), job);
+    }
+}
+
 pub async fn claims_order_retries_and_unclaimed_tasks_by_priority_then_age(store: &Stores) {
     let older = store
         .jobs
@@ -1358,6 +1410,7 @@ macro_rules! jobs_suite {
                 a_task_claimed_by_name_is_reported_and_released_as_any,
                 waiting_jobs_are_read_oldest_first_and_raised_into_claim_order,
                 tasks_read_together_are_the_tasks_read_alone,
+                a_created_job_is_answered_as_it_reads_back,
             ];
             shared: [
                 concurrent_claims_never_share_a_task,
