@@ -141,6 +141,10 @@ pub struct Job {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Which contract's clients made it under their own id (`distriqueue`, `orchion.v1`);
+    /// absent for jobs of this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     pub status: String,
     pub total_tasks: u64,
     pub completed_tasks: u64,

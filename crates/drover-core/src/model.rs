@@ -156,6 +156,10 @@ pub struct Job {
     /// Position in creation order; stores use it as the paging cursor.
     pub seq: i64,
     pub name: Option<String>,
+    /// Which contract's clients made the job under their own id (`distriqueue` for the
+    /// priority-queue contract, `orchion.v1` for the node registry's `SubmitJob`); `None` for
+    /// drover's own API.
+    pub origin: Option<String>,
     pub priority: i64,
     pub max_attempts: u32,
     pub task_timeout: Duration,

@@ -30,11 +30,11 @@ use drover_store::{
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The namespace of this contract's job ids (`contract_jobs::drover_job_id`).
+/// The namespace of this contract's job ids (`contract_jobs::drover_job_id`), and their jobs'
+/// origin.
 const NAMESPACE: &str = "distriqueue";
 /// The contract's defaults for what a registration leaves out.
 const DEFAULT_MAX_RETRIES: u64 = 3;
@@ -142,28 +142,14 @@ pub struct PriorityRouter {
     pub config: PriorityConfig,
     /// Capacity announced by each worker's last heartbeat to this replica.
     capacities: Mutex<HashMap<String, u32>>,
-    /// Whether this replica has served the contract since it started.
-    in_use: AtomicBool,
-    /// When the `/metrics` gauges were last counted.
-    gauges_at: Mutex<Option<tokio::time::Instant>>,
 }
-
-/// How often a scrape of `/metrics` counts the contract's jobs again at most.
-pub const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 impl PriorityRouter {
     pub fn new(config: PriorityConfig) -> Self {
         PriorityRouter {
             config,
             capacities: Mutex::default(),
-            in_use: AtomicBool::new(false),
-            gauges_at: Mutex::default(),
         }
-    }
-
-    /// Notes that this replica serves the contract (see [`PriorityRouter::refresh_gauges`]).
-    fn used(&self) {
-        self.in_use.store(true, Ordering::Relaxed);
     }
 
     fn capacity_of(&self, worker: &str) -> u32 {
@@ -213,7 +199,6 @@ impl PriorityRouter {
         app: &AppState,
         r: api::RegisterJob,
     ) -> Result<(String, Submitted), RouterError> {
-        self.used();
         let id = match r.id {
             None | Some(Value::Null) => drover_core::ids::job_id(),
             Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID_LEN => s,
@@ -303,6 +288,7 @@ impl PriorityRouter {
         task.insert("max_retries".into(), Value::from(max_retries));
         task.insert("execution_timeout".into(), Value::from(timeout));
         let job = NewJob {
+            origin: Some(NAMESPACE.into()),
             id: Some(contract_jobs::drover_job_id(NAMESPACE, &id)),
             name: Some(id.clone()),
             priority: class.job_priority(),
@@ -340,7 +326,6 @@ impl PriorityRouter {
         id: Option<String>,
         u: api::StatusUpdate,
     ) -> Result<Updated, RouterError> {
-        self.used();
         let id = id.or(u.id).filter(|s| !s.is_empty()).ok_or_else(|| {
             invalid(
                 "invalid_request",
@@ -566,7 +551,6 @@ impl PriorityRouter {
         app: &AppState,
         h: api::WorkerHeartbeat,
     ) -> Result<(), RouterError> {
-        self.used();
         let worker = h
             .worker_id
             .filter(|w| !w.trim().is_empty())
@@ -620,22 +604,19 @@ impl PriorityRouter {
         }
     }
 
-    /// Counts every job, worker and unpublished message of this contract. It reads every
-    /// job of the contract, a page at a time.
+    /// Counts every job, worker and unpublished message of this contract (the jobs by one
+    /// aggregate read of the store, `JobStore::origin_counts`).
     pub async fn snapshot(&self, app: &AppState) -> Result<Snapshot, RouterError> {
-        let (jobs, _) = self
-            .list(app, &JobFilter::default(), None, usize::MAX)
-            .await?;
-        let mut snap = Snapshot::default();
         let minute_ago = app.clock.now() - chrono::Duration::minutes(1);
-        for j in &jobs {
-            let word = drover_core::priority::status_word(j.task.status);
-            *snap.jobs.entry((j.class, word)).or_default() += 1;
-            if j.task.finished_at.is_some_and(|t| t > minute_ago)
-                && matches!(j.task.status, TaskStatus::Done | TaskStatus::Failed)
-            {
-                snap.finished_last_minute += 1;
-            }
+        let counts = app.store.jobs.origin_counts(NAMESPACE, minute_ago).await?;
+        let mut snap = Snapshot {
+            finished_last_minute: counts.finished_since,
+            ..Default::default()
+        };
+        for (priority, status, n) in counts.tasks {
+            let class = PriorityClass::of_job_priority(priority);
+            let word = drover_core::priority::status_word(status);
+            *snap.jobs.entry((class, word)).or_default() += n;
         }
         for n in app.store.nodes.list_nodes().await? {
             if n.info.labels.contains_key(WORKER_TYPE_LABEL) {
@@ -648,24 +629,13 @@ impl PriorityRouter {
             }
         }
         snap.unpublished = app.store.dispatch.unpublished_counts().await?;
-        self.in_use.store(true, Ordering::Relaxed);
         app.metrics.priority.set(&snap);
-        *self.gauges_at.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(tokio::time::Instant::now());
         Ok(snap)
     }
 
-    /// Brings the `drover_priority_*` gauges up to date for a scrape of `/metrics`: at most
-    /// every [`GAUGES_EVERY`], and only once this replica has served the contract (a snapshot
-    /// reads every job of the contract, which a server that never serves it should not pay
-    /// for on every scrape).
+    /// Brings the `drover_priority_*` gauges up to date for a scrape of `/metrics`.
     pub async fn refresh_gauges(&self, app: &AppState) {
-        if !self.in_use.load(Ordering::Relaxed) {
-            return;
-        }
-        let fresh = (*self.gauges_at.lock().unwrap_or_else(|p| p.into_inner()))
-            .is_some_and(|at| at.elapsed() < GAUGES_EVERY);
-        if !fresh && let Err(e) = self.snapshot(app).await {
+        if let Err(e) = self.snapshot(app).await {
             tracing::warn!(error = %e, "counting the priority contract's jobs for /metrics");
         }
     }
@@ -683,9 +653,8 @@ impl PriorityRouter {
         let mut cursor = cursor;
         loop {
             let page = drover_store::Page { cursor, limit: 500 };
-            let jobs = app.store.jobs.list_jobs(None, page).await?;
+            let jobs = app.store.jobs.list_jobs_of(NAMESPACE, page).await?;
             let ours: Vec<&Job> = (jobs.items.iter())
-                .filter(|job| is_contract_job(job))
                 .filter(|job| {
                     let class = PriorityClass::of_job_priority(job.priority);
                     filter.class.is_none_or(|c| c == class)
@@ -729,20 +698,14 @@ impl PriorityRouter {
     }
 }
 
-/// Whether `job` is one of this contract's: its id is derived from its name.
-fn is_contract_job(job: &Job) -> bool {
-    (job.name.as_deref())
-        .is_some_and(|name| contract_jobs::drover_job_id(NAMESPACE, name) == job.id)
-}
-
 /// Priority aging, a background worker of the leader (only when `--priority-aging` is set):
 /// each step raises this contract's jobs that have waited past their class's deadline
 /// (`PriorityClass::aged`) to the class they are due, and in RabbitMQ mode routes them to
 /// that class's queue (the store publishes them there again).
 ///
-/// It reads the waiting jobs of the medium and the low class oldest first and stops at the
-/// first that has not waited long enough, so a step costs the jobs it raises (plus any other
-/// drover jobs of the same priority that have waited as long, which it passes over).
+/// It reads the waiting jobs of the contract of the medium and the low class oldest first
+/// and stops at the first that has not waited long enough, so a step costs the jobs it
+/// raises.
 pub struct Ager {
     pub jobs: Arc<dyn JobStore>,
     pub clock: Arc<dyn Clock>,
@@ -775,7 +738,7 @@ impl Ager {
             let mut after = None;
             'read: loop {
                 let jobs = (self.jobs)
-                    .waiting_jobs(class.job_priority(), after, AGING_PAGE)
+                    .waiting_jobs(NAMESPACE, class.job_priority(), after, AGING_PAGE)
                     .await?;
                 for job in &jobs {
                     after = Some(job.seq);
@@ -784,10 +747,8 @@ impl Ager {
                         // Those after it are younger still.
                         break 'read;
                     }
-                    if is_contract_job(job) {
-                        let to = class.aged(waited, self.step);
-                        due.entry(to).or_default().push(job.id.clone());
-                    }
+                    let to = class.aged(waited, self.step);
+                    due.entry(to).or_default().push(job.id.clone());
                 }
                 if jobs.len() < AGING_PAGE as usize {
                     break;

@@ -19,6 +19,7 @@ fn sweep(n: u64) -> Sweep {
 
 fn job() -> NewJob {
     NewJob {
+        origin: None,
         id: None,
         name: Some("timing".into()),
         priority: 0,

@@ -264,6 +264,7 @@ pub(crate) fn created_job(
         id: id.to_string(),
         seq,
         name: job.name.clone(),
+        origin: job.origin.clone(),
         priority: job.priority,
         max_attempts: job.max_attempts,
         task_timeout: std::time::Duration::from_millis(job.task_timeout.as_millis() as u64),

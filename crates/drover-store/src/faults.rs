@@ -16,9 +16,9 @@
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
     ClusterStore, CountMismatch, DispatchStore, JobStore, NamedNode, NewJob, NewNode, NewRunner,
-    NodeStore, NodesDown, OutboxMessage, Overview, Page, Paged, PlacementNode, PlacementStore,
-    Publication, Published, QueuedMessage, Released, Report, Reservation, Result, Route,
-    RunnerStore, StoreError, StoreOps, StoredObject, Stores, TaskClaim, WriteStats,
+    NodeStore, NodesDown, OriginCounts, OutboxMessage, Overview, Page, Paged, PlacementNode,
+    PlacementStore, Publication, Published, QueuedMessage, Released, Report, Reservation, Result,
+    Route, RunnerStore, StoreError, StoreOps, StoredObject, Stores, TaskClaim, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
@@ -364,12 +364,23 @@ impl JobStore for Faulty {
 
     async fn waiting_jobs(
         &self,
+        origin: &str,
         priority: i64,
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Job>> {
-        let inner = self.inner.jobs.waiting_jobs(priority, after, limit);
+        let inner = self.inner.jobs.waiting_jobs(origin, priority, after, limit);
         self.faults.read("waiting_jobs", inner).await
+    }
+
+    async fn list_jobs_of(&self, origin: &str, page: Page) -> Result<Paged<Job>> {
+        let inner = self.inner.jobs.list_jobs_of(origin, page);
+        self.faults.read("list_jobs_of", inner).await
+    }
+
+    async fn origin_counts(&self, origin: &str, since: Timestamp) -> Result<OriginCounts> {
+        let inner = self.inner.jobs.origin_counts(origin, since);
+        self.faults.read("origin_counts", inner).await
     }
 
     async fn raise_priority(

@@ -111,12 +111,25 @@ pub trait JobStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<TaskClaim>;
 
-    /// Up to `limit` jobs of priority `priority` with a stored NEW task, in claim order (the
-    /// oldest first), after the job whose `seq` is `after`: for a rule on how long work has
-    /// waited (the priority contract's aging), which reads them oldest first and stops at the
-    /// first that has not waited long enough. Tasks of a sweep not yet made are not read.
-    async fn waiting_jobs(&self, priority: i64, after: Option<i64>, limit: u32)
-    -> Result<Vec<Job>>;
+    /// Up to `limit` jobs of `origin` and priority `priority` with a NEW task, in claim order
+    /// (the oldest first), after the job whose `seq` is `after`: for a rule on how long work
+    /// has waited (the priority contract's aging), which reads them oldest first and stops at
+    /// the first that has not waited long enough.
+    async fn waiting_jobs(
+        &self,
+        origin: &str,
+        priority: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>>;
+
+    /// The jobs of `origin` (`Job::origin`), newest first, a page at a time.
+    async fn list_jobs_of(&self, origin: &str, page: Page) -> Result<Paged<Job>>;
+
+    /// The stored tasks of the jobs of `origin` counted by their job's priority and their
+    /// status, and how many of them completed or failed at or after `finished_since`. A
+    /// contract's jobs have every task stored from the start (explicit lists).
+    async fn origin_counts(&self, origin: &str, finished_since: Timestamp) -> Result<OriginCounts>;
 
     /// Raises each of the jobs `job_ids` to `priority`, with its tasks not finished, so that
     /// claims take them among the jobs of that priority (in the order of their age). A job at

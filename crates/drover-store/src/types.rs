@@ -10,6 +10,9 @@ pub struct NewJob {
     /// `drover_core::ids::job_id`); `None` for a new one.
     pub id: Option<String>,
     pub name: Option<String>,
+    /// Which contract's clients made it (see `drover_core::Job::origin`); `None` for drover's
+    /// own API.
+    pub origin: Option<String>,
     pub priority: i64,
     pub max_attempts: u32,
     pub task_timeout: Duration,
@@ -216,6 +219,15 @@ pub struct Publication {
     pub route: Route,
     /// When its job was made (the message carries it).
     pub job_created_at: Timestamp,
+}
+
+/// What [`crate::JobStore::origin_counts`] counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginCounts {
+    /// Stored tasks by their job's priority and their status (pairs with no task left out).
+    pub tasks: Vec<(i64, TaskStatus, u64)>,
+    /// Tasks completed or failed at or after the time asked.
+    pub finished_since: u64,
 }
 
 /// A message for the broker that is not a task (a status change): its exchange, routing key

@@ -93,6 +93,7 @@ async fn run(ops: Vec<Op>) {
         .jobs
         .create_job(
             NewJob {
+                origin: None,
                 id: None,
                 name: None,
                 priority: 0,

@@ -47,6 +47,7 @@ async fn replica(url: &str) -> Stores {
 
 fn job(max_attempts: u32) -> NewJob {
     NewJob {
+        origin: None,
         id: None,
         name: Some("race".into()),
         priority: 0,

@@ -439,6 +439,7 @@ async fn run_ceiling(ctx: &Ctx, n: u64, workers: u32) -> anyhow::Result<(f64, f6
     }
     let sweep = Sweep::new(SweepSpec::counting("i", "parameters.i", n as i64), u64::MAX)?;
     let new_job = NewJob {
+        origin: None,
         id: None,
         name: Some("store ceiling".into()),
         priority: 0,

@@ -241,6 +241,7 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
         let payload = job_payload(&job_id, r.job_type(), &r.payload);
         let app = &self.app;
         let job = NewJob {
+            origin: Some(NAMESPACE.into()),
             id: Some(drover_job_id(&job_id)),
             name: Some(job_id.clone()),
             priority: 0,
@@ -295,8 +296,11 @@ impl Orchestrator {
 }
 
 /// The drover job that stands for the contract's job `job_id` (`contract_jobs`).
+/// The namespace of this contract's job ids, and their jobs' origin.
+const NAMESPACE: &str = "orchion.v1";
+
 fn drover_job_id(job_id: &str) -> String {
-    contract_jobs::drover_job_id("orchion.v1", job_id)
+    contract_jobs::drover_job_id(NAMESPACE, job_id)
 }
 
 /// The payload of the task that carries a contract job: its id, its type's name and its

@@ -234,6 +234,14 @@ async fn the_same_registration_twice_is_one_job_and_another_under_its_id_is_refu
         "{body}"
     );
     assert_eq!(app.job_count().await, 1);
+    // In drover's own API it is one job, named by the contract's id, from that contract.
+    let (_, jobs) = app.get_json("/api/v1/jobs").await;
+    let jobs = jobs["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (&jobs[0]["name"], &jobs[0]["origin"]),
+        (&json!("dup"), &json!("distriqueue"))
+    );
 }
 
 #[tokio::test]

@@ -30,7 +30,9 @@ use super::group::joins_group;
 use super::rows::{self, TaskHead, at};
 use super::write::{Params, PgErr, R, Tx, exec, on_generic_plans, row, row_opt, rows as all};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
-use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError, TaskClaim};
+use crate::{
+    JobStore, NewJob, OriginCounts, Page, Paged, Released, Report, Result, StoreError, TaskClaim,
+};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use drover_core::lifecycle::{
@@ -1336,8 +1338,8 @@ pub(super) async fn create_job(
             &**tx,
             "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
                  parameters, status, total_tasks, new_tasks, created_at, updated_at, run,
-                 materialised)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8, $8, $9, $9, $10, $11)
+                 materialised, origin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8, $8, $9, $9, $10, $11, $12)
              RETURNING seq",
             &[
                 &id,
@@ -1351,6 +1353,7 @@ pub(super) async fn create_job(
                 &now,
                 &run,
                 &materialised,
+                &job.origin,
             ],
         )
         .await?,
@@ -1670,6 +1673,7 @@ impl JobStore for PgStore {
 
     async fn waiting_jobs(
         &self,
+        origin: &str,
         priority: i64,
         after: Option<i64>,
         limit: u32,
@@ -1679,23 +1683,74 @@ impl JobStore for PgStore {
                 &conn,
                 &format!(
                     "SELECT {} FROM jobs WHERE seq IN (
-                         (SELECT job_seq FROM tasks
-                          WHERE status = 'NEW' AND priority = $1 AND job_seq > $2
-                          ORDER BY priority DESC, job_seq, idx LIMIT $3)
+                         (SELECT t.job_seq FROM tasks t JOIN jobs j ON j.seq = t.job_seq
+                          WHERE t.status = 'NEW' AND t.priority = $1 AND t.job_seq > $2
+                              AND j.origin = $4
+                          ORDER BY t.priority DESC, t.job_seq, t.idx LIMIT $3)
                          UNION
                          (SELECT seq FROM jobs
                           WHERE materialised < total_tasks AND NOT cancelled AND priority = $1
-                              AND seq > $2
+                              AND seq > $2 AND origin = $4
                           ORDER BY priority DESC, seq LIMIT $3))
                      ORDER BY seq LIMIT $3",
                     rows::JOB_COLUMNS
                 ),
-                &[&priority, &after.unwrap_or(0), &i64::from(limit)],
+                &[&priority, &after.unwrap_or(0), &i64::from(limit), &origin],
             )
             .await?
             .iter()
             .map(rows::job)
             .collect::<R<Vec<_>>>()
+        }
+        .await)
+    }
+
+    async fn list_jobs_of(&self, origin: &str, page: Page) -> Result<Paged<Job>> {
+        read!(self, |conn| async {
+            let items = all(
+                &conn,
+                &format!(
+                    "SELECT {} FROM jobs
+                     WHERE origin = $1 AND ($2::BIGINT IS NULL OR seq < $2)
+                     ORDER BY seq DESC LIMIT $3",
+                    rows::JOB_COLUMNS
+                ),
+                &[&origin, &page.cursor, &(page.limit as i64 + 1)],
+            )
+            .await?
+            .iter()
+            .map(rows::job)
+            .collect::<R<Vec<_>>>()?;
+            Ok(common::paged(items, page.limit, |j| j.seq))
+        }
+        .await)
+    }
+
+    async fn origin_counts(&self, origin: &str, since: Timestamp) -> Result<OriginCounts> {
+        read!(self, |conn| async {
+            let mut counts = OriginCounts::default();
+            for r in all(
+                &conn,
+                "SELECT j.priority, t.status, count(*),
+                     count(*) FILTER (WHERE t.status IN ('DONE', 'FAILED')
+                         AND t.finished_at >= $2)
+                 FROM jobs j JOIN tasks t ON t.job_seq = j.seq
+                 WHERE j.origin = $1
+                 GROUP BY j.priority, t.status",
+                &[&origin, &since],
+            )
+            .await?
+            {
+                let status: String = rows::get(&r, 1)?;
+                let status: TaskStatus = status
+                    .parse()
+                    .map_err(|_| StoreError::Internal(format!("a task status {status:?}")))?;
+                counts
+                    .tasks
+                    .push((rows::get(&r, 0)?, status, rows::count(&r, 2)?));
+                counts.finished_since += rows::count(&r, 3)?;
+            }
+            Ok(counts)
         }
         .await)
     }

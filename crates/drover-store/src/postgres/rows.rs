@@ -62,7 +62,7 @@ fn json(r: &Row, i: usize) -> R<Value> {
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, name, priority, max_attempts, task_timeout_ms, \
     spec, parameters, cancelled, total_tasks, new_tasks, running_tasks, completed_tasks, \
-    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at, run";
+    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at, run, origin";
 
 pub(super) fn job(r: &Row) -> R<Job> {
     let cancelled: bool = get(r, 8)?;
@@ -77,6 +77,7 @@ pub(super) fn job(r: &Row) -> R<Job> {
         seq: get(r, 0)?,
         id: get(r, 1)?,
         name: get(r, 2)?,
+        origin: get(r, 20)?,
         priority: get(r, 3)?,
         max_attempts: small(r, 4)?,
         task_timeout: Duration::from_millis(get::<i64>(r, 5)?.max(0) as u64),

@@ -305,8 +305,15 @@ CREATE TABLE outbox_messages (
 );
 "#;
 
+/// Version 8: which contract's clients made a job (`jobs.origin`), so that a contract's jobs
+/// are listed, counted and aged without reading drover's own.
+const V8: &str = r#"
+ALTER TABLE jobs ADD COLUMN origin TEXT;
+CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
+"#;
+
 /// The migrations in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Brings the database's schema to the newest version this build knows, inside one
 /// transaction that holds [`MIGRATION_LOCK`]: a second replica starting at the same time

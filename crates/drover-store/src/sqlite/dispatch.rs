@@ -335,6 +335,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
         let job = NewJob {
+            origin: None,
             id: None,
             name: None,
             priority: 0,

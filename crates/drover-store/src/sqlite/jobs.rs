@@ -29,7 +29,9 @@
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::common::{self, Deltas, StoredJob, SweepCache, Unclaimed};
-use crate::{JobStore, NewJob, Page, Paged, Released, Report, Result, StoreError, TaskClaim};
+use crate::{
+    JobStore, NewJob, OriginCounts, Page, Paged, Released, Report, Result, StoreError, TaskClaim,
+};
 use async_trait::async_trait;
 use drover_core::lifecycle::{
     self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskClaimDecision,
@@ -505,8 +507,8 @@ pub(super) fn create_job_in(
     tx.prepare_cached(
         "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
              parameters, status, total_tasks, new_tasks, created_at, updated_at, run,
-             materialised)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10, ?11)",
+             materialised, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PENDING', ?8, ?8, ?9, ?9, ?10, ?11, ?12)",
     )
     .map_err(map_err)?
     .execute(params![
@@ -520,7 +522,8 @@ pub(super) fn create_job_in(
         total,
         now_text,
         run,
-        materialised
+        materialised,
+        job.origin
     ])
     .map_err(map_err)?;
     let made = Unclaimed {
@@ -1147,17 +1150,74 @@ impl JobStore for SqliteStore {
 
     async fn waiting_jobs(
         &self,
+        origin: &str,
         priority: i64,
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Job>> {
+        let origin = origin.to_string();
         self.read(move |conn| {
             conn.prepare_cached(&format!("SELECT {} {WAITING_JOBS}", rows::JOB_COLUMNS))
                 .map_err(map_err)?
-                .query_map(params![priority, after.unwrap_or(0), limit], rows::job)
+                .query_map(
+                    params![priority, after.unwrap_or(0), limit, origin],
+                    rows::job,
+                )
                 .map_err(map_err)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_jobs_of(&self, origin: &str, page: Page) -> Result<Paged<Job>> {
+        let origin = origin.to_string();
+        self.read(move |conn| {
+            let items = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM jobs INDEXED BY jobs_origin
+                     WHERE origin = ?1 AND (?2 IS NULL OR seq < ?2)
+                     ORDER BY seq DESC LIMIT ?3",
+                    rows::JOB_COLUMNS
+                ))
+                .map_err(map_err)?
+                .query_map(
+                    params![origin, page.cursor, page.limit as i64 + 1],
+                    rows::job,
+                )
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            Ok(common::paged(items, page.limit, |j| j.seq))
+        })
+        .await
+    }
+
+    async fn origin_counts(&self, origin: &str, since: Timestamp) -> Result<OriginCounts> {
+        let (origin, since) = (origin.to_string(), ts(&since));
+        self.read(move |conn| {
+            let mut counts = OriginCounts::default();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT j.priority, t.status, count(*),
+                         sum(t.status IN ('DONE', 'FAILED') AND t.finished_at >= ?2)
+                     FROM jobs AS j INDEXED BY jobs_origin
+                     CROSS JOIN tasks AS t INDEXED BY tasks_job_idx ON t.job_seq = j.seq
+                     WHERE j.origin = ?1
+                     GROUP BY j.priority, t.status",
+                )
+                .map_err(map_err)?;
+            let mut found = stmt.query(params![origin, since]).map_err(map_err)?;
+            while let Some(r) = found.next().map_err(map_err)? {
+                let status: TaskStatus = rows::status(r, 1).map_err(map_err)?;
+                let n: i64 = r.get(2).map_err(map_err)?;
+                let finished: i64 = r.get(3).map_err(map_err)?;
+                counts
+                    .tasks
+                    .push((r.get(0).map_err(map_err)?, status, n as u64));
+                counts.finished_since += finished as u64;
+            }
+            Ok(counts)
         })
         .await
     }
@@ -1221,16 +1281,18 @@ const JOB_RUNNING_ROWS: &str = "SELECT seq FROM tasks INDEXED BY tasks_running
 const JOB_NEW_ROWS: &str = "SELECT seq FROM tasks INDEXED BY tasks_job_status
      WHERE job_seq = ?1 AND status = 'NEW' AND status <> 'RUNNING' AND status <> 'DONE'";
 
-/// The jobs of priority `?1` after the job `?2` that have a stored NEW task or tasks not yet
-/// stored, the first `?3` by `seq`: the first `?3` of each kind, through the claim's own two
-/// indexes, hold the first `?3` of both.
+/// The jobs of origin `?4` and priority `?1` after the job `?2` that have a stored NEW task or
+/// tasks not yet stored, the first `?3` by `seq`: the first `?3` of each kind, through the
+/// claim's own two indexes, hold the first `?3` of both.
 const WAITING_JOBS: &str = "FROM jobs WHERE seq IN (
-         SELECT * FROM (SELECT job_seq FROM tasks INDEXED BY tasks_claim
-             WHERE status = 'NEW' AND priority = ?1 AND job_seq > ?2
-             ORDER BY priority DESC, job_seq, idx LIMIT ?3)
+         SELECT * FROM (SELECT t.job_seq FROM tasks AS t INDEXED BY tasks_claim
+             CROSS JOIN jobs AS j ON j.seq = t.job_seq
+             WHERE t.status = 'NEW' AND t.priority = ?1 AND t.job_seq > ?2 AND j.origin = ?4
+             ORDER BY t.priority DESC, t.job_seq, t.idx LIMIT ?3)
          UNION
          SELECT * FROM (SELECT seq FROM jobs INDEXED BY jobs_unclaimed
              WHERE materialised < total_tasks AND cancelled = 0 AND priority = ?1 AND seq > ?2
+                 AND origin = ?4
              ORDER BY priority DESC, seq LIMIT ?3))
      ORDER BY seq LIMIT ?3";
 
@@ -1264,6 +1326,7 @@ mod tests {
 
     fn new_job(priority: i64) -> NewJob {
         NewJob {
+            origin: None,
             id: None,
             name: None,
             priority,

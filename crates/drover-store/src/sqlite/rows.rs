@@ -39,7 +39,7 @@ pub(super) fn json_object(row: &Row<'_>, idx: usize) -> rusqlite::Result<Map<Str
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, name, priority, max_attempts, task_timeout_ms, \
     spec, parameters, cancelled, total_tasks, new_tasks, running_tasks, completed_tasks, \
-    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at, run";
+    failed_tasks, cancelled_tasks, created_at, updated_at, finished_at, started_at, run, origin";
 
 pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
     let spec: String = r.get(6)?;
@@ -56,6 +56,7 @@ pub(super) fn job(r: &Row<'_>) -> rusqlite::Result<Job> {
         seq: r.get(0)?,
         id: r.get(1)?,
         name: r.get(2)?,
+        origin: r.get(20)?,
         priority: r.get(3)?,
         max_attempts: r.get(4)?,
         task_timeout: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),

@@ -535,6 +535,13 @@ CREATE TABLE outbox_messages (
 );
 "#;
 
+/// Version 15: which contract's clients made a job (`jobs.origin`), so that a contract's jobs
+/// are listed, counted and aged without reading drover's own.
+const V15: &str = r#"
+ALTER TABLE jobs ADD COLUMN origin TEXT;
+CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -551,6 +558,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V12),
         M::up(V13),
         M::up(V14),
+        M::up(V15),
     ])
 }
 

@@ -647,20 +647,27 @@ pub async fn tasks_never_claimed_read_as_new_with_their_payload(store: &Stores) 
     assert_counts_consistent(store).await;
 }
 
-/// Waiting jobs of one priority are read oldest first, from stored NEW tasks (a retry) and
-/// from tasks never claimed alike; raising some puts them, and the tasks they make later, in
-/// claim order among the jobs of their new priority by age, and passes over the rest.
+/// Waiting jobs of one origin and priority are read oldest first, from stored NEW tasks (a
+/// retry) and from tasks never claimed alike, and never another origin's; raising some puts
+/// them, and the tasks they make later, in claim order among the jobs of their new priority by
+/// age, and passes over the rest.
 pub async fn waiting_jobs_are_read_oldest_first_and_raised_into_claim_order(store: &Stores) {
     let a = node(store, t0()).await;
     let job = |priority| async move {
-        store
-            .jobs
-            .create_job(new_job(3, 60, priority), sweep(1), t0())
-            .await
-            .unwrap()
+        let ours = NewJob {
+            origin: Some("ours".into()),
+            ..new_job(3, 60, priority)
+        };
+        store.jobs.create_job(ours, sweep(1), t0()).await.unwrap()
     };
     // A low job tried once and back to NEW: its task is stored.
     let retried = job(1).await;
+    // Drover's own low job, as old: never read as the origin's.
+    let native = store
+        .jobs
+        .create_job(new_job(3, 60, 1), sweep(1), t0())
+        .await
+        .unwrap();
     let claimed = store.jobs.claim(&a, 1, t0()).await.unwrap();
     assert_eq!(claimed[0].job_id, retried.id);
     assert_eq!(
@@ -676,11 +683,20 @@ pub async fn waiting_jobs_are_read_oldest_first_and_raised_into_claim_order(stor
     let waiting = |priority, after, limit| async move {
         let jobs = store
             .jobs
-            .waiting_jobs(priority, after, limit)
+            .waiting_jobs("ours", priority, after, limit)
             .await
             .unwrap();
         jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
     };
+    assert!(
+        (store
+            .jobs
+            .waiting_jobs("theirs", 1, None, 10)
+            .await
+            .unwrap())
+        .is_empty(),
+        "another origin has none"
+    );
     assert_eq!(
         waiting(1, None, 10).await,
         [retried.id.clone(), low.id.clone(), later.id.clone()]
@@ -745,6 +761,7 @@ pub async fn waiting_jobs_are_read_oldest_first_and_raised_into_claim_order(stor
             retried.id.clone(),
             medium.id.clone(),
             later.id.clone(),
+            native.id.clone(),
             low.id.clone()
         ]
     );
@@ -822,6 +839,102 @@ pub async fn a_created_job_is_answered_as_it_reads_back(store: &Stores) {
     for job in made {
         assert_eq!(store.jobs.get_job(&job.id).await.unwrap(), job);
     }
+}
+
+/// A contract's jobs are listed newest first and counted by priority and status without
+/// drover's own; finished ones are counted from the time asked.
+pub async fn an_origins_jobs_are_listed_and_counted_apart(store: &Stores) {
+    let ours = |priority| NewJob {
+        origin: Some("ours".into()),
+        ..new_job(1, 60, priority)
+    };
+    let listed = |n: u64| {
+        Sweep::new(
+            SweepSpec {
+                tasks: Some(
+                    (0..n)
+                        .map(|i| json!({"i": i}).as_object().unwrap().clone())
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            1_000,
+        )
+        .unwrap()
+    };
+    let first = store
+        .jobs
+        .create_job(ours(10), listed(1), t0())
+        .await
+        .unwrap();
+    store
+        .jobs
+        .create_job(new_job(1, 60, 10), listed(1), t0())
+        .await
+        .unwrap();
+    let second = store
+        .jobs
+        .create_job(ours(1), listed(2), t0())
+        .await
+        .unwrap();
+    assert_eq!(first.origin.as_deref(), Some("ours"));
+    let page = store
+        .jobs
+        .list_jobs_of("ours", Page::first(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&second.id]
+    );
+    let rest = store
+        .jobs
+        .list_jobs_of(
+            "ours",
+            Page {
+                cursor: page.next_cursor,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&first.id]
+    );
+    assert_eq!(rest.next_cursor, None);
+
+    let a = node(store, t0()).await;
+    // The high ones first: ours, then drover's own; then one of our low job's two tasks.
+    let claimed = store.jobs.claim(&a, 3, t0()).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let done = claimed.iter().find(|c| c.job_id == first.id).unwrap();
+    report_one(store, complete(&done.id, &a, 1.0), t0() + secs(30)).await;
+    let low = claimed.iter().find(|c| c.job_id == second.id).unwrap();
+    report_one(store, fail(&low.id, &a, false), t0() + secs(90)).await;
+
+    let mut counts = store
+        .jobs
+        .origin_counts("ours", t0() + secs(60))
+        .await
+        .unwrap();
+    counts.tasks.sort_by_key(|(p, s, _)| (*p, s.as_str()));
+    assert_eq!(
+        counts.tasks,
+        [
+            (1, TaskStatus::Failed, 1),
+            (1, TaskStatus::New, 1),
+            (10, TaskStatus::Done, 1),
+        ]
+    );
+    assert_eq!(
+        counts.finished_since, 1,
+        "only the failure is after the time asked"
+    );
+    assert_eq!(
+        store.jobs.origin_counts("theirs", t0()).await.unwrap(),
+        Default::default()
+    );
 }
 
 pub async fn claims_order_retries_and_unclaimed_tasks_by_priority_then_age(store: &Stores) {
@@ -1411,6 +1524,7 @@ macro_rules! jobs_suite {
                 waiting_jobs_are_read_oldest_first_and_raised_into_claim_order,
                 tasks_read_together_are_the_tasks_read_alone,
                 a_created_job_is_answered_as_it_reads_back,
+                an_origins_jobs_are_listed_and_counted_apart,
             ];
             shared: [
                 concurrent_claims_never_share_a_task,

@@ -121,6 +121,7 @@ pub fn secs(s: i64) -> Span {
 
 pub fn new_job(max_attempts: u32, timeout_secs: u64, priority: i64) -> NewJob {
     NewJob {
+        origin: None,
         id: None,
         name: Some("test".into()),
         priority,

@@ -132,6 +132,7 @@ pub fn job_request(
         req.tasks.as_deref(),
     )?;
     let job = NewJob {
+        origin: None,
         id: None,
         name: req.name,
         priority: req.priority.unwrap_or(0),
@@ -202,6 +203,7 @@ pub fn job_for(j: &Job, agent: bool) -> api::Job {
     api::Job {
         id: j.id.clone(),
         name: j.name.clone(),
+        origin: j.origin.clone(),
         status: j.status.to_string(),
         total_tasks: j.counts.total,
         completed_tasks: j.counts.done,
