@@ -3,7 +3,7 @@
 //! RabbitMQ mode (`priority_amqp.rs`) the broker side.
 
 use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
-use drover_api::{CompleteRequest, HelloRequest};
+use drover_api::CompleteRequest;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -268,15 +268,7 @@ async fn one_worker_drains_high_then_medium_then_low_oldest_first() {
     let expected: Vec<String> = expected.into_iter().map(|(_, _, id)| id).collect();
 
     // One drover agent takes them one at a time.
-    let spot = app
-        .client
-        .hello(&HelloRequest {
-            ip_address: "127.0.0.1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .spot_id;
+    let spot = app.hello().await;
     let mut order = Vec::new();
     loop {
         let claimed = app.client.claim(&spot, 1).await.unwrap();
@@ -323,15 +315,7 @@ async fn with_aging_a_waiting_low_job_climbs_past_younger_high_ones() {
     // The contract's own record keeps the priority it was registered with.
     assert_eq!(app.contract_job("old-low").await["priority"], 1);
 
-    let spot = app
-        .client
-        .hello(&HelloRequest {
-            ip_address: "127.0.0.1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .spot_id;
+    let spot = app.hello().await;
     let claimed = app.client.claim(&spot, 4).await.unwrap();
     let order: Vec<String> = claimed
         .iter()

@@ -27,6 +27,21 @@ async fn spawn_rabbit(broker: &Broker) -> TestApp {
     .await
 }
 
+/// Stops the broker, as an outage would (its data stays).
+async fn stop(broker: &Arc<Broker>) {
+    let b = broker.clone();
+    (tokio::task::spawn_blocking(move || b.stop()).await.unwrap()).unwrap();
+}
+
+/// Starts the stopped broker again on its data.
+async fn start_again(broker: &Arc<Broker>) {
+    let b = broker.clone();
+    (tokio::task::spawn_blocking(move || b.start_again())
+        .await
+        .unwrap())
+    .unwrap();
+}
+
 async fn depth(broker: &Arc<Broker>, queue: &'static str) -> u64 {
     let b = broker.clone();
     (tokio::task::spawn_blocking(move || b.queue_depth(queue))
@@ -202,11 +217,7 @@ async fn registrations_while_the_broker_is_down_are_all_published_when_it_return
     let app = spawn_rabbit(&broker).await;
     app.register("warm-up", 5).await;
     all_published(&app).await;
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.stop())
-        .await
-        .unwrap()
-        .unwrap();
+    stop(&broker).await;
 
     let ids: Vec<String> = (0..1000).map(|i| format!("o{i:04}")).collect();
     let registering = futures::stream::iter(ids.iter().enumerate())
@@ -231,11 +242,7 @@ async fn registrations_while_the_broker_is_down_are_all_published_when_it_return
         "every one waits in the outbox"
     );
 
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.start_again())
-        .await
-        .unwrap()
-        .unwrap();
+    start_again(&broker).await;
     all_published(&app).await;
     let mut queued = 0;
     for queue in ["job.high", "job.medium", "job.low"] {
@@ -452,11 +459,7 @@ async fn status_changes_made_while_the_broker_is_down_are_published_when_it_retu
     app.register("seen", 10).await;
     all_published(&app).await;
     status_queue(&broker).await;
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.stop())
-        .await
-        .unwrap()
-        .unwrap();
+    stop(&broker).await;
 
     assert_eq!(app.worker_says("seen", "running", "w1").await.0, 200);
     assert_eq!(app.worker_says("seen", "completed", "w1").await.0, 200);
@@ -467,11 +470,7 @@ async fn status_changes_made_while_the_broker_is_down_are_published_when_it_retu
         "both changes wait in the store"
     );
 
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.start_again())
-        .await
-        .unwrap()
-        .unwrap();
+    start_again(&broker).await;
     all_published(&app).await;
     let events = status_queue(&broker).await;
     let said = events.collect(2).await;
