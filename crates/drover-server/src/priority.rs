@@ -142,13 +142,19 @@ pub struct PriorityRouter {
     pub config: PriorityConfig,
     /// Capacity announced by each worker's last heartbeat to this replica.
     capacities: Mutex<HashMap<String, u32>>,
+    /// When the `/metrics` gauges were last counted, or are being counted.
+    gauges_at: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How often a scrape of `/metrics` starts a count of the contract's figures at most.
+pub const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 impl PriorityRouter {
     pub fn new(config: PriorityConfig) -> Self {
         PriorityRouter {
             config,
             capacities: Mutex::default(),
+            gauges_at: Mutex::default(),
         }
     }
 
@@ -633,11 +639,25 @@ impl PriorityRouter {
         Ok(snap)
     }
 
-    /// Brings the `drover_priority_*` gauges up to date for a scrape of `/metrics`.
-    pub async fn refresh_gauges(&self, app: &AppState) {
-        if let Err(e) = self.snapshot(app).await {
-            tracing::warn!(error = %e, "counting the priority contract's jobs for /metrics");
+    /// Starts bringing the `drover_priority_*` gauges up to date for a scrape of `/metrics`,
+    /// at most every [`GAUGES_EVERY`], in the background: a scrape never waits for the store
+    /// (it must answer at once while the database is away, which is when it is read most) and
+    /// shows the figures of the last count.
+    pub fn refresh_gauges(&self, app: &AppState) {
+        let now = tokio::time::Instant::now();
+        {
+            let mut at = self.gauges_at.lock().unwrap_or_else(|p| p.into_inner());
+            if at.is_some_and(|t| now.duration_since(t) < GAUGES_EVERY) {
+                return;
+            }
+            *at = Some(now);
         }
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.priority.snapshot(&app).await {
+                tracing::warn!(error = %e, "counting the priority contract's jobs for /metrics");
+            }
+        });
     }
 
     /// This contract's jobs, newest first, filtered; a page of at most `limit` and where the

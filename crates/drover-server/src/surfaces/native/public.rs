@@ -88,7 +88,7 @@ async fn cluster(State(app): State<AppState>) -> Result<Json<api::ClusterInfo>, 
 }
 
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
-    app.priority.refresh_gauges(&app).await;
+    app.priority.refresh_gauges(&app);
     (
         [(
             axum::http::header::CONTENT_TYPE,
