@@ -214,3 +214,25 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<usize>,
 }
+
+/// `POST /da/post`: a blob for the data-availability sink, as hex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaPost {
+    pub data_hex: String,
+}
+
+/// `POST /da/post`'s answer: `{"success": true, "commitment", "height"}`, or
+/// `{"success": false, "error"}` (the contract's shape for the `/da/*` routes), with drover's
+/// machine-readable `code` beside the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaPosted {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}

@@ -213,6 +213,8 @@ pub enum BuildError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("opening the data-availability sink (--da-dir): {0}")]
+    DaSink(drover_sinks::SinkError),
 }
 
 /// Why serving stopped with an error.
@@ -303,7 +305,15 @@ impl Application {
             None => None,
         };
         let driver = config.runner_driver.as_ref().map(DriverConfig::build);
+        let da = match &config.server.da_dir {
+            Some(dir) => Some(drover_sinks::FileSink::open(dir).map_err(BuildError::DaSink)?),
+            None => None,
+        };
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
+        if let Some(sink) = da {
+            // A fresh state: nothing has set it yet.
+            let _ = state.da.set(Arc::new(sink));
+        }
         if let Some(main) = listeners.first().and_then(|b| b.listener.local_addr().ok()) {
             let configured = state.config.cluster.advertise_address.as_deref();
             state

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub cluster: ClusterConfig,
     /// The priority-queue contract: dispatch mode, worker timeout, compatibility.
     pub priority: crate::priority::PriorityConfig,
+    /// The directory of this server's data-availability file sink, which `POST /da/post`
+    /// writes to (`--da-dir`); `None`: that route answers 503 `DA_DISABLED`.
+    pub da_dir: Option<std::path::PathBuf>,
 }
 
 /// How this replica takes part in electing the one that runs background work.
@@ -164,6 +167,7 @@ impl Default for ServerConfig {
             max_spots: Some(drover_core::rules::DEFAULT_MAX_SPOTS),
             cluster: ClusterConfig::default(),
             priority: crate::priority::PriorityConfig::default(),
+            da_dir: None,
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct AppParts {
     pub priority: Arc<priority::PriorityRouter>,
     /// The outbox's publisher, in the priority contract's RabbitMQ mode.
     pub publisher: Option<amqp::Publisher>,
+    /// The data-availability file sink of `POST /da/post`, set once at start-up when
+    /// `--da-dir` is given.
+    pub da: std::sync::OnceLock<Arc<drover_sinks::FileSink>>,
 }
 
 impl AppState {
@@ -161,6 +164,7 @@ impl AppState {
             cluster,
             priority: Arc::new(priority),
             publisher,
+            da: std::sync::OnceLock::new(),
         }))
     }
 

@@ -224,6 +224,12 @@ pub struct StoreSettings {
     /// free space than this many bytes; 0 turns the check off [default: 67108864, 64 MiB].
     #[arg(long, env = "DROVER_MIN_FREE_DISK", value_name = "BYTES")]
     pub min_free_disk: Option<u64>,
+
+    /// A directory (created if missing) where the placement contract's `POST /da/post` keeps
+    /// the blobs posted to it, one fsynced file per height; unset, that route answers 503
+    /// DA_DISABLED.
+    #[arg(long, env = "DROVER_DA_DIR", value_name = "DIR")]
+    pub da_dir: Option<std::path::PathBuf>,
 }
 
 impl StoreSettings {

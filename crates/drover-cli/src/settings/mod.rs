@@ -156,6 +156,7 @@ impl ServerSettings {
             min_free_disk: self.store.min_free_disk(),
             cluster: self.cluster.config(),
             priority: self.priority.config()?,
+            da_dir: self.store.da_dir.clone(),
             ..self.tasks.server_config(&self.auth)
         });
         // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.

@@ -943,3 +943,71 @@ async fn bad_input_is_refused_with_what_to_fix() {
     assert_eq!((status, &body["error"]), (404, &json!("no suitable node")));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_blob_posted_for_data_availability_gets_its_sha3_commitment_and_the_next_height() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("da");
+    let app = crate::helpers::spawn_app_with({
+        let sink = sink.clone();
+        move |c| c.da_dir = Some(sink)
+    })
+    .await;
+    // The contract's example: "hello world".
+    let (status, body) = app
+        .post_json("/da/post", json!({"data_hex": "68656c6c6f20776f726c64"}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({
+                "success": true,
+                "commitment": "644bcc7e564373040999aac89e7622f3ca71fba1d972fd94a31c3bfbf24e3938",
+                "height": 1
+            })
+        )
+    );
+    let (_, body) = app.post_json("/da/post", json!({"data_hex": ""})).await;
+    assert_eq!(body["height"], 2);
+    let kept = std::fs::read(sink.join(format!("{:020}.blob", 1))).unwrap();
+    assert_eq!(kept, b"hello world");
+
+    let (status, body) = app
+        .post_json("/da/post", json!({"data_hex": "68656c6cZZ"}))
+        .await;
+    assert_eq!(
+        (status, &body["success"], &body["code"]),
+        (400, &json!(false), &json!("INVALID_HEX"))
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid hex data: "),
+        "{body}"
+    );
+    let (status, body) = app.post_json("/da/post", json!({"data": "00"})).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &json!("INVALID_JSON")),
+        "{body}"
+    );
+    // Refusals take no height.
+    let (_, body) = app.post_json("/da/post", json!({"data_hex": "00"})).await;
+    assert_eq!(body["height"], 3);
+}
+
+#[tokio::test]
+async fn without_a_sink_the_data_availability_route_says_how_to_have_one() {
+    let app = crate::helpers::spawn_app().await;
+    let (status, body) = app.post_json("/da/post", json!({"data_hex": "00"})).await;
+    assert_eq!(
+        (status, &body["success"], &body["code"]),
+        (503, &json!(false), &json!("DA_DISABLED"))
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("--da-dir"),
+        "{body}"
+    );
+}

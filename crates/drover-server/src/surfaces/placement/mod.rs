@@ -9,6 +9,7 @@
 //! placement section: only UP nodes are placed and scheduled, `io_tolerance` filters, unknown
 //! objects and nodes are 404s, a placement records its targets.
 
+mod da;
 mod error;
 
 pub use error::PlacementApiError;
@@ -87,6 +88,7 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/object/{hash}", get(object))
         .route("/repair", get(repair))
         .route("/system/info", get(system_info))
+        .route("/da/post", post(da::post))
         .route_layer(middleware::from_fn_with_state(
             auth::ApiKeyRule::of(&state.config),
             auth::require_api_key,
