@@ -23,6 +23,21 @@ pub fn drover_job_id(namespace: &str, id: &str) -> String {
     format!("job-{hex}")
 }
 
+/// The identity of the drover job that stands for the contract job `id` of `namespace`: the
+/// derived id, the contract's id as its name, the namespace as its origin. The caller sets the
+/// rest (`NewJob { priority, ..identity(namespace, id) }`).
+pub fn identity(namespace: &str, id: &str) -> NewJob {
+    NewJob {
+        id: Some(drover_job_id(namespace, id)),
+        name: Some(id.to_string()),
+        origin: Some(namespace.to_string()),
+        priority: 0,
+        max_attempts: 1,
+        task_timeout: std::time::Duration::ZERO,
+        run: None,
+    }
+}
+
 /// The one task of the drover job `job_id`, or `None` when there is no such job.
 pub async fn task_of(app: &AppState, job_id: &str) -> Result<Option<Task>, StoreError> {
     let task_id = drover_core::ids::sweep_task_id(job_id, 0);

@@ -294,13 +294,10 @@ impl PriorityRouter {
         task.insert("max_retries".into(), Value::from(max_retries));
         task.insert("execution_timeout".into(), Value::from(timeout));
         let job = NewJob {
-            origin: Some(NAMESPACE.into()),
-            id: Some(contract_jobs::drover_job_id(NAMESPACE, &id)),
-            name: Some(id.clone()),
             priority: class.job_priority(),
             max_attempts: max_retries as u32 + 1,
             task_timeout: Duration::from_secs(timeout),
-            run: None,
+            ..contract_jobs::identity(NAMESPACE, &id)
         };
         let route = match self.config.dispatch {
             Dispatch::Native => None,

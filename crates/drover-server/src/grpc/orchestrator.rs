@@ -241,13 +241,9 @@ impl pb::orchestrator_server::Orchestrator for Orchestrator {
         let payload = job_payload(&job_id, r.job_type(), &r.payload);
         let app = &self.app;
         let job = NewJob {
-            origin: Some(NAMESPACE.into()),
-            id: Some(drover_job_id(&job_id)),
-            name: Some(job_id.clone()),
-            priority: 0,
             max_attempts: app.config.default_max_attempts,
             task_timeout: app.config.default_task_timeout,
-            run: None,
+            ..contract_jobs::identity(NAMESPACE, &job_id)
         };
         let status = match contract_jobs::submit(app, job, payload, None).await {
             Ok(Submitted::Created) => pb::JobStatus::Pending,

@@ -5,7 +5,6 @@
 //! all.
 
 use crate::*;
-use drover_core::sweep::{Sweep, SweepSpec};
 use drover_core::{NodeStats, TaskStatus};
 use drover_store::{
     OutboxMessage, Publication, Published, QueuedMessage, Route, StoreError, TaskClaim,
@@ -17,21 +16,6 @@ fn route(queue: &str, priority: u8) -> Route {
         queue: queue.into(),
         priority,
     }
-}
-
-/// An explicit list of `n` tasks, as a broker's jobs are made.
-fn listed(n: u64) -> Sweep {
-    let tasks = (0..n)
-        .map(|i| json!({"seed": i}).as_object().unwrap().clone())
-        .collect();
-    Sweep::new(
-        SweepSpec {
-            tasks: Some(tasks),
-            ..Default::default()
-        },
-        1_000_000,
-    )
-    .unwrap()
 }
 
 /// A job with an id of the caller's choosing.

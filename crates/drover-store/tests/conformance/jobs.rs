@@ -793,20 +793,7 @@ pub async fn tasks_read_together_are_the_tasks_read_alone(store: &Stores) {
 /// store's precision) and timeout; for a sweep, a listed job and a dispatched one alike.
 pub async fn a_created_job_is_answered_as_it_reads_back(store: &Stores) {
     let odd = t0() + chrono::Duration::nanoseconds(123_456_789);
-    let listed = Sweep::new(
-        SweepSpec {
-            tasks: Some(vec![
-                serde_json::json!({"a": 1}).as_object().unwrap().clone(),
-                serde_json::json!({"b": [1, 2]})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-            ]),
-            ..Default::default()
-        },
-        1_000,
-    )
-    .unwrap();
+    let listed = listed(2);
     let timed = NewJob {
         task_timeout: Duration::from_micros(61_500_250),
         ..new_job(2, 60, 7)
@@ -847,20 +834,6 @@ pub async fn an_origins_jobs_are_listed_and_counted_apart(store: &Stores) {
     let ours = |priority| NewJob {
         origin: Some("ours".into()),
         ..new_job(1, 60, priority)
-    };
-    let listed = |n: u64| {
-        Sweep::new(
-            SweepSpec {
-                tasks: Some(
-                    (0..n)
-                        .map(|i| json!({"i": i}).as_object().unwrap().clone())
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            1_000,
-        )
-        .unwrap()
     };
     let first = store
         .jobs

@@ -135,6 +135,25 @@ pub fn sweep(n: i64) -> Sweep {
     Sweep::new(SweepSpec::counting("x", "x", n), 1_000_000).unwrap()
 }
 
+/// An explicit list of `n` tasks (`{"seed": i}`), as a contract's jobs and a broker's are made.
+pub fn listed(n: u64) -> Sweep {
+    let tasks = (0..n)
+        .map(|i| {
+            let mut payload = serde_json::Map::new();
+            payload.insert("seed".into(), i.into());
+            payload
+        })
+        .collect();
+    Sweep::new(
+        SweepSpec {
+            tasks: Some(tasks),
+            ..Default::default()
+        },
+        1_000_000,
+    )
+    .unwrap()
+}
+
 pub async fn node(store: &Stores, now: Timestamp) -> String {
     store
         .nodes
