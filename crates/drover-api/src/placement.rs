@@ -236,3 +236,151 @@ pub struct DaPosted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
+
+/// `GET /da/routing`. `current_state` is the sink blobs go to: `primary`, `secondary` or
+/// `emergency` (the original's words), or drover's `unavailable` when none will take one (the
+/// original has no word for that and keeps posting to the primary). The `*_healthy` flags are
+/// each sink's last check or post (false for a sink not configured); `pending_reconcile` counts
+/// the blobs on a fallback sink not yet copied to the primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaRouting {
+    pub current_state: String,
+    pub primary_healthy: bool,
+    pub secondary_healthy: bool,
+    pub emergency_healthy: bool,
+    pub fallback_active: bool,
+    pub pending_reconcile: u64,
+}
+
+/// `GET /fallback/status`. `current_status` is one of `primary_healthy`, `primary_degraded`,
+/// `fallback_secondary`, `fallback_emergency`, `unavailable`. `fallback_reason` and
+/// `last_fallback_at` (Unix ms of the start of the last fallback period, kept after recovery)
+/// are written as `null` when absent, as the contract shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FallbackStatus {
+    pub current_status: String,
+    pub fallback_active: bool,
+    pub fallback_reason: Option<String>,
+    pub pending_reconcile_count: u64,
+    pub last_fallback_at: Option<i64>,
+}
+
+/// One entry of `GET /fallback/pending`: a blob on a fallback sink waiting to be copied to the
+/// primary. `source_da` and `target_da` are sink names (`secondary`, `emergency`, `primary`);
+/// `stored_at` is Unix ms; `last_error` is `null` until an attempt fails. No blob data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingBlob {
+    pub blob_id: String,
+    pub source_da: String,
+    pub target_da: String,
+    pub stored_at: i64,
+    pub retry_count: u32,
+    pub last_error: Option<String>,
+}
+
+/// `POST /fallback/reconcile`'s answer: one pass over the pending blobs. `success` is true when
+/// no blob failed; `errors` says which did and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub success: bool,
+    pub blobs_processed: u64,
+    pub blobs_reconciled: u64,
+    pub blobs_failed: u64,
+    pub duration_ms: u64,
+    pub errors: Vec<String>,
+}
+
+/// `POST /fallback/reconcile` when the pass could not run at all (the original answers 500
+/// with this when nothing was processed and there is an error, e.g. the primary is down):
+/// `error` is `reconciliation_failed`, `message` the first error. `code` is drover's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileFailed {
+    pub error: String,
+    pub message: String,
+    pub report: ReconcileReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// `GET /fallback/consistency`: a read-only check of the pending queue against the routing.
+/// `details` are sentences, one per inconsistency; `verified_at` is Unix ms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    pub is_consistent: bool,
+    pub items_verified: u64,
+    pub inconsistencies_found: u64,
+    pub details: Vec<String>,
+    pub verified_at: i64,
+}
+
+/// `GET /da/metrics`: counters of the sink in use. `available` is false (and every counter 0)
+/// when that sink keeps none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaMetrics {
+    pub available: bool,
+    pub post_count: u64,
+    pub get_count: u64,
+    pub error_count: u64,
+    pub health_check_count: u64,
+    pub retry_count: u64,
+    pub avg_post_latency_us: u64,
+    pub avg_get_latency_us: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fallback_status_writes_absent_values_as_null() {
+        let status = FallbackStatus {
+            current_status: "primary_healthy".into(),
+            fallback_active: false,
+            fallback_reason: None,
+            pending_reconcile_count: 0,
+            last_fallback_at: None,
+        };
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "current_status": "primary_healthy",
+                "fallback_active": false,
+                "fallback_reason": null,
+                "pending_reconcile_count": 0,
+                "last_fallback_at": null
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<FallbackStatus>(value).unwrap(),
+            status
+        );
+    }
+
+    #[test]
+    fn contract_examples_read_back() {
+        let pending: Vec<PendingBlob> = serde_json::from_value(json!([{
+            "blob_id": "abc123", "source_da": "secondary", "target_da": "primary",
+            "stored_at": 1704067200000i64, "retry_count": 0, "last_error": null
+        }]))
+        .unwrap();
+        assert_eq!(pending[0].stored_at, 1_704_067_200_000);
+        assert_eq!(
+            serde_json::to_value(&pending[0]).unwrap()["last_error"],
+            Value::Null
+        );
+        let routing: DaRouting = serde_json::from_value(json!({
+            "current_state": "primary", "primary_healthy": true, "secondary_healthy": false,
+            "emergency_healthy": false, "fallback_active": false, "pending_reconcile": 0
+        }))
+        .unwrap();
+        assert_eq!(routing.current_state, "primary");
+        let consistency: ConsistencyReport = serde_json::from_value(json!({
+            "is_consistent": true, "items_verified": 100, "inconsistencies_found": 0,
+            "details": [], "verified_at": 1704067200000i64
+        }))
+        .unwrap();
+        assert!(consistency.is_consistent && consistency.details.is_empty());
+    }
+}

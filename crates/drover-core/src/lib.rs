@@ -22,6 +22,7 @@ pub mod rules;
 pub mod run;
 pub mod runner;
 pub mod scheduling;
+pub mod sink_routing;
 pub mod sweep;
 pub mod text;
 pub mod time;
