@@ -1,7 +1,7 @@
 //! Domain events: what an acknowledged write changed, one value per fact.
 //!
 //! This module owns the list of events and their stable names ([`Event::kind`]), which metrics
-//! count by and the journal will record. A store yields them from its one write path after the
+//! count by and the journal records. A store yields them from its one write path after the
 //! commit; nothing here decides anything or does IO, and an event never carries more than it
 //! takes to identify its subject and the change.
 
@@ -57,6 +57,10 @@ pub enum Event {
         node_id: String,
         status: NodeStatus,
     },
+    /// A node's declared facts changed (labels, capacity: the node registry's `UpdateNode`).
+    NodeDescribed {
+        node_id: String,
+    },
     NodeDown {
         node_id: String,
     },
@@ -107,6 +111,7 @@ impl Event {
         "task_released",
         "node_registered",
         "node_updated",
+        "node_described",
         "node_down",
         "node_revived",
         "node_forgotten",
@@ -132,6 +137,7 @@ impl Event {
             Event::TaskReleased { .. } => "task_released",
             Event::NodeRegistered { .. } => "node_registered",
             Event::NodeUpdated { .. } => "node_updated",
+            Event::NodeDescribed { .. } => "node_described",
             Event::NodeDown { .. } => "node_down",
             Event::NodeRevived { .. } => "node_revived",
             Event::NodeForgotten { .. } => "node_forgotten",
@@ -207,6 +213,7 @@ mod tests {
                 node_id: id(),
                 status: NodeStatus::Up,
             },
+            Event::NodeDescribed { node_id: id() },
             Event::NodeDown { node_id: id() },
             Event::NodeRevived { node_id: id() },
             Event::NodeForgotten { node_id: id() },

@@ -12,6 +12,7 @@ pub mod credential;
 pub mod event;
 pub mod health;
 pub mod ids;
+pub mod journal;
 pub mod lifecycle;
 pub mod model;
 pub mod node;

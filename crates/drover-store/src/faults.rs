@@ -15,14 +15,16 @@
 
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
-    ClusterStore, CountMismatch, DispatchStore, JobStore, NamedNode, NewJob, NewNode, NewRunner,
-    NodeStore, NodesDown, OriginCounts, OutboxMessage, Overview, Page, Paged, PlacementNode,
-    PlacementStore, Publication, Published, QueuedMessage, Released, Report, Reservation, Result,
-    Route, RunnerStore, StoreError, StoreOps, StoredObject, Stores, TaskClaim, WriteStats,
+    ClusterStore, CountMismatch, DispatchStore, JobStore, JournalStore, LiveState, NamedNode,
+    NewJob, NewNode, NewRunner, NodeStore, NodesDown, OriginCounts, OutboxMessage, Overview, Page,
+    Paged, PlacementNode, PlacementStore, Publication, Published, QueuedMessage, Released, Report,
+    Reservation, Result, Route, RunnerStore, StoreError, StoreOps, StoredObject, Stores, TaskClaim,
+    WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
 use drover_core::credential::SpotCredential;
+use drover_core::journal::Entry;
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::sweep::Sweep;
 use drover_core::{
@@ -685,6 +687,24 @@ impl StoreOps for Faulty {
     async fn close(&self) -> Result<()> {
         // Closing is how a test ends; a fault here would only hide the real outcome.
         self.inner.ops.close().await
+    }
+}
+
+#[async_trait]
+impl JournalStore for Faulty {
+    async fn journal(&self, after: u64, limit: u32) -> Result<Vec<Entry>> {
+        let inner = self.inner.journal.journal(after, limit);
+        self.faults.read("journal", inner).await
+    }
+
+    async fn journal_head(&self) -> Result<u64> {
+        let inner = self.inner.journal.journal_head();
+        self.faults.read("journal_head", inner).await
+    }
+
+    async fn live_state(&self) -> Result<LiveState> {
+        let inner = self.inner.journal.live_state();
+        self.faults.read("live_state", inner).await
     }
 }
 

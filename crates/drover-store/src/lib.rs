@@ -5,13 +5,13 @@
 //! [`PlacementStore`] for the placement contract's stats, weights, objects and replicas,
 //! [`DispatchStore`] for the outbox of jobs dispatched through a message broker,
 //! [`StoreOps`] for health and operations, [`ClusterStore`] for the replicas' lease and
-//! members), the [`Stores`] that holds one of each, [`open`], and the backends (SQLite,
+//! members, [`JournalStore`] for the event journal), the [`Stores`] that holds one of each, [`open`], and the backends (SQLite,
 //! embedded; PostgreSQL, shared by several replicas; each passes the same conformance suite,
 //! `tests/conformance/`). A backend reads facts, asks `drover_core` for every
 //! decision, and writes what it was told, inside one transaction per call; it must not invent
 //! rules of its own, and it must not return before a change is durable. Each acknowledged write
-//! yields the [`Event`]s it caused, handed to the observers registered on [`Stores`] after the
-//! commit.
+//! yields the [`Event`]s it caused: journaled in the same transaction (`journal.rs`), and handed
+//! to the observers registered on [`Stores`] after the commit.
 
 pub mod cluster;
 mod common;
@@ -19,6 +19,7 @@ mod error;
 mod events;
 pub mod faults;
 pub mod fence;
+mod journal;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -27,6 +28,7 @@ pub use cluster::ClusterStore;
 pub use error::StoreError;
 pub use events::{EventObservers, Observer, Waker};
 pub use fence::{Fence, fenced};
+pub use journal::{JournalStore, LiveState};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -427,6 +429,8 @@ pub struct Stores {
     pub ops: Arc<dyn StoreOps>,
     /// The replicas' shared records: the leader's lease, members, background actions.
     pub cluster: Arc<dyn ClusterStore>,
+    /// The event journal: every acknowledged change, in order.
+    pub journal: Arc<dyn JournalStore>,
     observers: Arc<EventObservers>,
 }
 
@@ -442,6 +446,7 @@ impl Stores {
             + DispatchStore
             + StoreOps
             + ClusterStore
+            + JournalStore
             + Clone,
     {
         Stores {
@@ -451,6 +456,7 @@ impl Stores {
             runners: Arc::new(backend.clone()),
             placement: Arc::new(backend.clone()),
             cluster: Arc::new(backend.clone()),
+            journal: Arc::new(backend.clone()),
             ops: Arc::new(backend),
             observers,
         }

@@ -615,7 +615,17 @@ pub(super) async fn complete_held_at_once(
                  FROM u
                  WHERE t.id = u.id AND (t.status = 'RUNNING') IS TRUE AND t.assigned_to = u.node
                      AND (u.attempt IS NULL OR t.attempt = u.attempt)
-                 RETURNING u.ord, t.seq, t.job_id, t.job_seq, t.attempt),
+                 RETURNING u.ord, t.seq, t.job_id, t.job_seq, t.attempt, t.id),
+             head AS (
+                 UPDATE journal_head SET seq = seq + 1
+                 WHERE id = 1 AND EXISTS (SELECT 1 FROM done) RETURNING seq),
+             journaled AS (
+                 INSERT INTO journal (seq, at, kind, data)
+                 SELECT head.seq, $1, 'task_completed',
+                     (SELECT json_agg(json_build_object('t', 'task', 'task', d.id,
+                          'job', d.job_id, 'to', 'DONE', 'attempt', d.attempt) ORDER BY d.ord)
+                      FROM done d)::TEXT
+                 FROM head),
              ended AS (
                  UPDATE task_attempts a SET outcome = $2, ended_at = $1, error = NULL
                  FROM done d WHERE a.task_seq = d.seq AND a.attempt = d.attempt),

@@ -17,6 +17,7 @@ mod cluster;
 mod dispatch;
 mod group;
 mod jobs;
+mod journal;
 mod listen;
 mod nodes;
 mod ops;

@@ -391,6 +391,9 @@ impl NodeStore for PgStore {
             )
             .await?;
             seen_alive(&tx, node_id, before, now).await?;
+            tx.emit(Event::NodeDescribed {
+                node_id: node_id.to_string(),
+            });
             tx.emit(Event::NodeUpdated {
                 node_id: node_id.to_string(),
                 status: node::status_after_heartbeat(before),

@@ -312,8 +312,24 @@ ALTER TABLE jobs ADD COLUMN origin TEXT;
 CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
 "#;
 
+/// Version 9: the event journal (`journal.rs`): one row per entry, its changes as JSON, and
+/// the one row that numbers entries without gaps across replicas.
+const V9: &str = r#"
+CREATE TABLE journal (
+    seq  BIGINT PRIMARY KEY,
+    at   TIMESTAMPTZ NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE journal_head (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL
+);
+INSERT INTO journal_head (id, seq) VALUES (1, 0);
+"#;
+
 /// The migrations in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Brings the database's schema to the newest version this build knows, inside one
 /// transaction that holds [`MIGRATION_LOCK`]: a second replica starting at the same time

@@ -196,12 +196,35 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// Ends the write: commits and answers its events.
+    /// Ends the write: appends its journal entries (`journal.rs`), commits, and answers its
+    /// events. The append and the `COMMIT` go out together; the append's statement is prepared
+    /// first, so that it can never reach the server after the `COMMIT`, outside the
+    /// transaction.
     pub(super) async fn commit(self) -> R<Vec<Event>> {
         self.begun().await?;
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let at = super::rows::at(chrono::Utc::now());
+        let journaled = super::journal::entries_of(&self, &events, at).await?;
         let query = self.commit_query();
-        self.client.batch_execute(&query).await.map_err(at_commit)?;
-        Ok(self.events.into_inner().unwrap_or_else(|p| p.into_inner()))
+        let commit = async { self.client.batch_execute(&query).await.map_err(at_commit) };
+        match journaled {
+            None => commit.await?,
+            Some((n, kinds, data)) => {
+                let append = self.client.prepare_cached(super::journal::APPEND).await?;
+                let append = async {
+                    self.client
+                        .execute(&append, &[&n, &at, &kinds, &data])
+                        .await
+                        .map_err(PgErr::from)
+                };
+                tokio::try_join!(append, commit)?;
+            }
+        }
+        Ok(events)
     }
 
     /// Ends the write with its last statement, `last`, and the `COMMIT` sent together: one
@@ -394,7 +417,8 @@ macro_rules! write_tx {
 /// a round trip of its own and the statement goes out after the `COMMIT`: it then runs as a
 /// transaction by itself, which for one statement is the same.) It is not run again on a conflict: the caller
 /// hears the error and decides (a compare and set falls back to the careful path). Events
-/// are published after the commit, as [`write_tx!`] does.
+/// are published after the commit, as [`write_tx!`] does. The journal is not appended for it:
+/// the statement must write its own entry (as `complete_held_at_once` does), or record no event.
 macro_rules! write_at_once {
     ($store:expr, |$tx:ident| $last:expr) => {{
         let store: &$crate::postgres::PgStore = &$store;

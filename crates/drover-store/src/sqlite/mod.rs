@@ -12,6 +12,7 @@ mod beats;
 mod cluster;
 mod dispatch;
 mod jobs;
+mod journal;
 mod nodes;
 mod ops;
 mod placement;

@@ -432,6 +432,9 @@ impl NodeStore for SqliteStore {
             seen_alive(tx, &id, before, &now)?;
             let after = node::status_after_heartbeat(before);
             beats.written(&id, after);
+            tx.emit(Event::NodeDescribed {
+                node_id: id.clone(),
+            });
             tx.emit(Event::NodeUpdated {
                 node_id: id,
                 status: after,

@@ -542,6 +542,17 @@ ALTER TABLE jobs ADD COLUMN origin TEXT;
 CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
 "#;
 
+/// Version 16: the event journal (`journal.rs`): one row per entry, numbered by its rowid
+/// without gaps, its changes as JSON.
+const V16: &str = r#"
+CREATE TABLE journal (
+    seq  INTEGER PRIMARY KEY,
+    at   TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"#;
+
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1),
@@ -559,6 +570,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V13),
         M::up(V14),
         M::up(V15),
+        M::up(V16),
     ])
 }
 

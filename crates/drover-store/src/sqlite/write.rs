@@ -433,6 +433,8 @@ fn run_group(
                 return;
             }
         };
+        // One time for the journal entries of the whole group: they commit together.
+        let at = chrono::Utc::now();
         let mut ran: Vec<Ran> = Vec::with_capacity(pending.len());
         let mut aborted = None;
         // A write alone in its transaction needs no savepoint: if it fails, the whole
@@ -445,8 +447,7 @@ fn run_group(
                     tx: &tx,
                     events: RefCell::default(),
                 };
-                let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&write)))
-                    .unwrap_or_else(|_| Err(StoreError::Internal("the write panicked".into())));
+                let outcome = run_and_journal(&mut *job, &write, &at);
                 let events = write.events.into_inner();
                 ran.push((job, outcome.is_ok().then_some(events)));
                 continue;
@@ -462,8 +463,7 @@ fn run_group(
                 tx: &tx,
                 events: RefCell::default(),
             };
-            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&write)))
-                .unwrap_or_else(|_| Err(StoreError::Internal("the write panicked".into())));
+            let outcome = run_and_journal(&mut *job, &write, &at);
             let events = write.events.into_inner();
             let closed = match &outcome {
                 Ok(()) => savepoint(&tx, "RELEASE w"),
@@ -519,8 +519,6 @@ fn run_group(
             path.writes.fetch_add(committed as u64, Ordering::Relaxed);
         }
         path.committed();
-        // The event journal will insert each write's events inside its savepoint, so that a
-        // change and its record commit together.
         for events in ran.iter().filter_map(|(_, events)| events.as_deref()) {
             // An observer that panics must not cost the writes their answers.
             if catch_unwind(AssertUnwindSafe(|| observers.notify(events))).is_err() {
@@ -531,6 +529,21 @@ fn run_group(
             job.answer(None);
         }
     }
+}
+
+/// Runs one write and appends its journal entries in the same savepoint (so a change and its
+/// record commit together, and a write that fails leaves neither); a panic is the write's
+/// error.
+fn run_and_journal(
+    job: &mut dyn Queued,
+    write: &Tx<'_>,
+    at: &drover_core::Timestamp,
+) -> Result<()> {
+    catch_unwind(AssertUnwindSafe(|| {
+        job.run(write)?;
+        super::journal::append(write, &write.events.borrow(), at)
+    }))
+    .unwrap_or_else(|_| Err(StoreError::Internal("the write panicked".into())))
 }
 
 /// Runs one statement without parameters from the connection's statement cache.

@@ -2,7 +2,7 @@
 //!
 //! Each scenario is a plain async function over [`Stores`]; each aggregate's module ends with
 //! its own macro (`jobs_suite!`, `nodes_suite!`, `runners_suite!`, `ops_suite!`,
-//! `events_suite!`, `cluster_suite!`, `placement_suite!`, `dispatch_suite!`) instantiated for SQLite, so a backend proves each part
+//! `events_suite!`, `cluster_suite!`, `placement_suite!`, `dispatch_suite!`, `journal_suite!`) instantiated for SQLite, so a backend proves each part
 //! separately: a PostgreSQL store adds one `xxx_suite!(postgres, ...)` line per module. Every scenario that
 //! changes jobs ends by checking invariant 4 (job counts equal task counts) through
 //! `audit_job_counts`. Every scenario also runs behind `drover_store::faults` with delays
@@ -61,6 +61,7 @@ mod dispatch;
 mod events;
 mod faults;
 mod jobs;
+mod journal;
 mod nodes;
 mod ops;
 mod placement;

@@ -1,0 +1,281 @@
+//! The journal on PostgreSQL: the `journal` table, appended by the write path just before each
+//! write commits, and the reads of [`JournalStore`].
+//!
+//! Sequence numbers come from the one row of `journal_head`, which every journaling write
+//! updates as its last statement before `COMMIT`: the row lock orders the replicas' commits,
+//! so numbers are gap-free across every replica and every leader change, and a write that
+//! rolls back releases its numbers with the lock. The lock is held only from that statement
+//! to the commit, which travel together.
+//!
+//! This module owns reading a subject's image in the writing transaction and the live-state
+//! read; what is journaled is `drover_core::journal::subject`'s decision. The report fast path
+//! (`jobs.rs`, `complete_held_at_once`) writes its entry in its own statement, in the encoding
+//! of `drover_core::journal::TaskMove`.
+
+use super::PgStore;
+use super::rows;
+use super::write::{R, Tx, row_opt, rows as all};
+use crate::{JournalStore, LiveState, Result, StoreError};
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use drover_core::journal::{
+    self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, StatsImage, Subject,
+    TaskImage,
+};
+use drover_core::{Event, JobCounts, ReplicaState, TaskStatus, Timestamp};
+use tokio_postgres::Row;
+
+/// The statement that numbers and appends a write's entries: `$1` entries, at `$2`, kinds
+/// `$3`, data `$4`.
+pub(super) const APPEND: &str = "WITH head AS (
+         UPDATE journal_head SET seq = seq + $1 WHERE id = 1 RETURNING seq)
+     INSERT INTO journal (seq, at, kind, data)
+     SELECT head.seq - $1 + e.ord, $2, e.kind, e.data
+     FROM head, unnest($3::TEXT[], $4::TEXT[]) WITH ORDINALITY AS e (kind, data, ord)";
+
+/// The kinds and encoded changes of the entries `events` make, read as they stand in `tx`;
+/// `None` when they journal nothing.
+pub(super) async fn entries_of(
+    tx: &Tx<'_>,
+    events: &[Event],
+    at: Timestamp,
+) -> R<Option<(i64, Vec<String>, Vec<String>)>> {
+    let mut changes = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(change) = change_of(tx, event).await? {
+            changes.push((event.kind(), change));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let entries = journal::entries(changes, 1, at);
+    let mut kinds = Vec::with_capacity(entries.len());
+    let mut data = Vec::with_capacity(entries.len());
+    for entry in entries {
+        data.push(
+            serde_json::to_string(&entry.changes)
+                .map_err(|e| StoreError::Internal(format!("journal entry not encoded: {e}")))?,
+        );
+        kinds.push(entry.kind);
+    }
+    Ok(Some((kinds.len() as i64, kinds, data)))
+}
+
+/// The change `event` records, read from the tables where the event names its subject only.
+async fn change_of(tx: &Tx<'_>, event: &Event) -> R<Option<Change>> {
+    let c = &**tx;
+    Ok(Some(match journal::subject(event) {
+        Subject::Nothing => return Ok(None),
+        Subject::Change(change) => change,
+        Subject::Node(id) => {
+            let sql = format!("SELECT {} FROM nodes WHERE id = $1", rows::NODE_COLUMNS);
+            match row_opt(c, &sql, &[&id]).await? {
+                Some(r) => Change::Node(NodeImage::of(&rows::node(&r)?)),
+                None => Change::NodeGone { id: id.to_string() },
+            }
+        }
+        Subject::NodeStats(id) => match row_opt(c, STATS_BY_ID, &[&id]).await? {
+            Some(r) => {
+                let (id, stats) = stats(&r)?;
+                Change::NodeStats { id, stats }
+            }
+            None => return Ok(None),
+        },
+        Subject::Job(id) => match row_opt(c, JOB_BY_ID, &[&id]).await? {
+            Some(r) => Change::Job(job(&r)?.0),
+            None => return Err(StoreError::Internal(format!("journal: job {id} not found")).into()),
+        },
+        Subject::Runner(id) => {
+            let sql = format!(
+                "SELECT {} FROM runners WHERE session_id = $1",
+                rows::RUNNER_COLUMNS
+            );
+            match row_opt(c, &sql, &[&id]).await? {
+                Some(r) => Change::Runner(RunnerImage::of(&rows::runner(&r)?)),
+                None => Change::RunnerGone {
+                    session: id.to_string(),
+                },
+            }
+        }
+        Subject::Object(hash) => match row_opt(c, OBJECT_BY_HASH, &[&hash]).await? {
+            Some(r) => Change::Object(object(&r)?),
+            None => return Ok(None),
+        },
+        Subject::Scheduler => match row_opt(c, WEIGHTS, &[]).await? {
+            Some(r) => Change::Scheduler {
+                weights: figures(&r, 0)?,
+            },
+            None => return Ok(None),
+        },
+    }))
+}
+
+/// A job's image and its counters, from `jobs`.
+macro_rules! job_image {
+    () => {
+        "SELECT id, name, origin, priority, max_attempts, total_tasks, cancelled, new_tasks,
+             running_tasks, completed_tasks, failed_tasks, cancelled_tasks FROM jobs"
+    };
+}
+/// The placement stats of the nodes that reported some.
+macro_rules! stats {
+    () => {
+        "SELECT id, cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure FROM nodes
+         WHERE cpu_free IS NOT NULL"
+    };
+}
+const JOB_IMAGE: &str = job_image!();
+const JOB_BY_ID: &str = concat!(job_image!(), " WHERE id = $1");
+const STATS: &str = stats!();
+const STATS_BY_ID: &str = concat!(stats!(), " AND id = $1");
+const OBJECT_BY_HASH: &str = "SELECT hash, size, rf FROM objects WHERE hash = $1";
+const WEIGHTS: &str =
+    "SELECT w_cpu, w_ram, w_gpu, w_latency, w_io FROM scheduler_config WHERE id = 1";
+
+fn job(r: &Row) -> R<(JobImage, JobCounts)> {
+    let total = rows::count(r, 5)?;
+    Ok((
+        JobImage {
+            id: rows::get(r, 0)?,
+            name: rows::get(r, 1)?,
+            origin: rows::get(r, 2)?,
+            priority: rows::get(r, 3)?,
+            max_attempts: rows::small(r, 4)?,
+            total,
+            cancelled: rows::get(r, 6)?,
+        },
+        JobCounts {
+            total,
+            new: rows::count(r, 7)?,
+            running: rows::count(r, 8)?,
+            done: rows::count(r, 9)?,
+            failed: rows::count(r, 10)?,
+            cancelled: rows::count(r, 11)?,
+        },
+    ))
+}
+
+/// Five figures from columns `from..from + 5`.
+fn figures(r: &Row, from: usize) -> R<StatsImage> {
+    let mut out = [0.0; 5];
+    for (i, figure) in out.iter_mut().enumerate() {
+        *figure = rows::get(r, from + i)?;
+    }
+    Ok(StatsImage(out))
+}
+
+fn stats(r: &Row) -> R<(String, StatsImage)> {
+    Ok((rows::get(r, 0)?, figures(r, 1)?))
+}
+
+fn object(r: &Row) -> R<ObjectImage> {
+    Ok(ObjectImage {
+        hash: rows::get(r, 0)?,
+        size: rows::count(r, 1)?,
+        rf: rows::small(r, 2)?,
+    })
+}
+
+/// An entry as stored, decoded; a row that does not decode is reported, never skipped.
+fn entry(r: &Row) -> R<Entry> {
+    let seq: i64 = rows::get(r, 0)?;
+    let data: String = rows::get(r, 3)?;
+    Ok(Entry {
+        seq: seq as u64,
+        at: rows::get(r, 1)?,
+        kind: rows::get(r, 2)?,
+        changes: serde_json::from_str(&data)
+            .map_err(|e| StoreError::Internal(format!("journal entry {seq}: {e}")))?,
+    })
+}
+
+/// The live tables as the journaled state; `c` holds one snapshot.
+async fn live<C: GenericClient>(c: &C) -> R<LiveState> {
+    let head: i64 = rows::get(&c.query_one("SELECT seq FROM journal_head", &[]).await?, 0)?;
+    let mut live = LiveState {
+        head: head as u64,
+        ..LiveState::default()
+    };
+    let state = &mut live.state;
+    let sql = format!("SELECT {} FROM nodes", rows::NODE_COLUMNS);
+    for r in all(c, &sql, &[]).await? {
+        let node = rows::node(&r)?;
+        state.nodes.insert(node.id.clone(), NodeImage::of(&node));
+    }
+    for r in all(c, STATS, &[]).await? {
+        let (id, figures) = stats(&r)?;
+        state.stats.insert(id, figures);
+    }
+    for r in all(c, JOB_IMAGE, &[]).await? {
+        let (image, counts) = job(&r)?;
+        live.counts.insert(image.id.clone(), counts);
+        state.jobs.insert(image.id.clone(), image);
+    }
+    let tasks = all(
+        c,
+        "SELECT id, job_id, status, attempt, assigned_to FROM tasks
+         WHERE attempt > 0 OR status NOT IN ('NEW', 'CANCELLED')",
+        &[],
+    )
+    .await?;
+    for r in tasks {
+        let task = TaskImage {
+            job: rows::get(&r, 1)?,
+            status: rows::status::<TaskStatus>(&r, 2)?,
+            attempt: rows::small(&r, 3)?,
+            node: rows::get(&r, 4)?,
+        };
+        state.insert_task(rows::get(&r, 0)?, task);
+    }
+    let sql = format!("SELECT {} FROM runners", rows::RUNNER_COLUMNS);
+    for r in all(c, &sql, &[]).await? {
+        let runner = rows::runner(&r)?;
+        state
+            .runners
+            .insert(runner.session_id.clone(), RunnerImage::of(&runner));
+    }
+    for r in all(c, "SELECT hash, size, rf FROM objects", &[]).await? {
+        let object = object(&r)?;
+        state.objects.insert(object.hash.clone(), object);
+    }
+    for r in all(c, "SELECT hash, node_id, state FROM replicas", &[]).await? {
+        state
+            .replicas
+            .entry(rows::get(&r, 0)?)
+            .or_default()
+            .insert(rows::get(&r, 1)?, rows::status::<ReplicaState>(&r, 2)?);
+    }
+    state.scheduler = match row_opt(c, WEIGHTS, &[]).await? {
+        Some(r) => Some(figures(&r, 0)?),
+        None => None,
+    };
+    Ok(live)
+}
+
+#[async_trait]
+impl JournalStore for PgStore {
+    async fn journal(&self, after: u64, limit: u32) -> Result<Vec<Entry>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        read!(self, |conn| {
+            let found = all(
+                &conn,
+                "SELECT seq, at, kind, data FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+            found.iter().map(entry).collect::<R<Vec<Entry>>>()
+        })
+    }
+
+    async fn journal_head(&self) -> Result<u64> {
+        read!(self, |conn| {
+            let r = conn.query_one("SELECT seq FROM journal_head", &[]).await?;
+            Ok(rows::get::<i64>(&r, 0)? as u64)
+        })
+    }
+
+    async fn live_state(&self) -> Result<LiveState> {
+        snapshot!(self, |conn| live(&conn).await)
+    }
+}

@@ -1,0 +1,322 @@
+//! The journal on SQLite: the `journal` table, appended by the write path inside each write's
+//! savepoint, and the reads of [`JournalStore`].
+//!
+//! Sequence numbers are the table's rowids: SQLite gives a new row the largest rowid plus one,
+//! and the single writer appends in commit order, so they have no gaps; a write that rolls
+//! back takes its rows with it, and the next write reuses the numbers. (Nothing deletes the
+//! last entry, which would let a number be given twice.)
+//!
+//! This module owns reading a subject's image in the writing transaction and the live-state
+//! read; what is journaled is `drover_core::journal::subject`'s decision.
+
+use super::{SqliteStore, map_err, rows};
+use crate::{JournalStore, LiveState, Result, StoreError};
+use async_trait::async_trait;
+use drover_core::journal::{
+    self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, StatsImage, Subject,
+    TaskImage,
+};
+use drover_core::time::format as ts;
+use drover_core::{Event, JobCounts, ReplicaState, TaskStatus, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+/// Appends the entries of one write's `events`, read as they stand in its transaction.
+pub(super) fn append(conn: &Connection, events: &[Event], at: &Timestamp) -> Result<()> {
+    let mut changes = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(change) = change_of(conn, event)? {
+            changes.push((event.kind(), change));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let first: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal")
+        .map_err(map_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(map_err)?;
+    let at_text = ts(at);
+    let mut insert = conn
+        .prepare_cached("INSERT INTO journal (seq, at, kind, data) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(map_err)?;
+    for entry in journal::entries(changes, first as u64, *at) {
+        let data = serde_json::to_string(&entry.changes)
+            .map_err(|e| StoreError::Internal(format!("journal entry not encoded: {e}")))?;
+        insert
+            .execute(params![entry.seq as i64, at_text, entry.kind, data])
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// The change `event` records, read from the tables where the event names its subject only.
+fn change_of(conn: &Connection, event: &Event) -> Result<Option<Change>> {
+    Ok(Some(match journal::subject(event) {
+        Subject::Nothing => return Ok(None),
+        Subject::Change(change) => change,
+        Subject::Node(id) => match node(conn, id)? {
+            Some(image) => Change::Node(image),
+            None => Change::NodeGone { id: id.to_string() },
+        },
+        Subject::NodeStats(id) => match one(conn, STATS_BY_ID, id, stats)? {
+            Some((id, stats)) => Change::NodeStats { id, stats },
+            None => return Ok(None),
+        },
+        Subject::Job(id) => match one(conn, JOB_BY_ID, id, job)? {
+            Some((image, _)) => Change::Job(image),
+            None => return Err(StoreError::Internal(format!("journal: job {id} not found"))),
+        },
+        Subject::Runner(id) => match one(conn, RUNNER_BY_ID, id, rows::runner)? {
+            Some(runner) => Change::Runner(RunnerImage::of(&runner)),
+            None => Change::RunnerGone {
+                session: id.to_string(),
+            },
+        },
+        Subject::Object(hash) => match one(conn, OBJECT_BY_HASH, hash, object)? {
+            Some(image) => Change::Object(image),
+            None => return Ok(None),
+        },
+        Subject::Scheduler => match weights(conn)? {
+            Some(weights) => Change::Scheduler { weights },
+            None => return Ok(None),
+        },
+    }))
+}
+
+/// A job's image and its counters, from `jobs`.
+macro_rules! job_image {
+    () => {
+        "SELECT id, name, origin, priority, max_attempts, total_tasks, cancelled, new_tasks,
+             running_tasks, completed_tasks, failed_tasks, cancelled_tasks FROM jobs"
+    };
+}
+/// The placement stats of the nodes that reported some.
+macro_rules! stats {
+    () => {
+        "SELECT id, cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure FROM nodes
+         WHERE cpu_free IS NOT NULL"
+    };
+}
+const JOB_IMAGE: &str = job_image!();
+const JOB_BY_ID: &str = concat!(job_image!(), " WHERE id = ?1");
+const STATS: &str = stats!();
+const STATS_BY_ID: &str = concat!(stats!(), " AND id = ?1");
+const RUNNER_BY_ID: &str = concat!(
+    "SELECT session_id, driver, instance, endpoint, status, singleton, created_at,
+         last_heartbeat, token_hash FROM runners",
+    " WHERE session_id = ?1"
+);
+const OBJECT_BY_HASH: &str = "SELECT hash, size, rf FROM objects WHERE hash = ?1";
+
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    key: &str,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    conn.prepare_cached(sql)
+        .map_err(map_err)?
+        .query_row([key], read)
+        .optional()
+        .map_err(map_err)
+}
+
+/// Every row `sql` answers, each read by `read`.
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    conn.prepare(sql)
+        .map_err(map_err)?
+        .query_map([], read)
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(map_err)
+}
+
+fn node(conn: &Connection, id: &str) -> Result<Option<NodeImage>> {
+    match rows::node_by_id(conn, id) {
+        Ok(node) => Ok(Some(NodeImage::of(&node))),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn job(r: &Row<'_>) -> rusqlite::Result<(JobImage, JobCounts)> {
+    let total = r.get::<_, i64>(5)?.max(0) as u64;
+    let count = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+    Ok((
+        JobImage {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            origin: r.get(2)?,
+            priority: r.get(3)?,
+            max_attempts: r.get(4)?,
+            total,
+            cancelled: r.get(6)?,
+        },
+        JobCounts {
+            total,
+            new: count(7)?,
+            running: count(8)?,
+            done: count(9)?,
+            failed: count(10)?,
+            cancelled: count(11)?,
+        },
+    ))
+}
+
+fn stats(r: &Row<'_>) -> rusqlite::Result<(String, StatsImage)> {
+    Ok((
+        r.get(0)?,
+        StatsImage([r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?]),
+    ))
+}
+
+fn object(r: &Row<'_>) -> rusqlite::Result<ObjectImage> {
+    Ok(ObjectImage {
+        hash: r.get(0)?,
+        size: r.get::<_, i64>(1)?.max(0) as u64,
+        rf: r.get(2)?,
+    })
+}
+
+fn weights(conn: &Connection) -> Result<Option<StatsImage>> {
+    conn.prepare_cached(
+        "SELECT w_cpu, w_ram, w_gpu, w_latency, w_io FROM scheduler_config WHERE id = 1",
+    )
+    .map_err(map_err)?
+    .query_row([], |r| {
+        Ok(StatsImage([
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ]))
+    })
+    .optional()
+    .map_err(map_err)
+}
+
+fn entry(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+/// An entry as stored, decoded; a row that does not decode is reported, never skipped.
+fn decode((seq, at, kind, data): (i64, String, String, String)) -> Result<Entry> {
+    let bad = |why: String| StoreError::Internal(format!("journal entry {seq}: {why}"));
+    Ok(Entry {
+        seq: seq as u64,
+        at: drover_core::time::parse(&at).ok_or_else(|| bad(format!("bad time {at:?}")))?,
+        kind,
+        changes: serde_json::from_str(&data).map_err(|e| bad(e.to_string()))?,
+    })
+}
+
+/// The live tables as the journaled state, in one read transaction.
+fn live(conn: &mut Connection) -> Result<LiveState> {
+    let tx = conn.transaction().map_err(map_err)?;
+    let mut live = LiveState {
+        head: tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(map_err)? as u64,
+        ..LiveState::default()
+    };
+    let state = &mut live.state;
+    for node in all(
+        &tx,
+        &format!("SELECT {} FROM nodes", rows::NODE_COLUMNS),
+        rows::node,
+    )? {
+        state.nodes.insert(node.id.clone(), NodeImage::of(&node));
+    }
+    state.stats.extend(all(&tx, STATS, stats)?);
+    for (image, counts) in all(&tx, JOB_IMAGE, job)? {
+        live.counts.insert(image.id.clone(), counts);
+        state.jobs.insert(image.id.clone(), image);
+    }
+    let tasks = all(
+        &tx,
+        "SELECT id, job_id, status, attempt, assigned_to FROM tasks
+         WHERE attempt > 0 OR status NOT IN ('NEW', 'CANCELLED')",
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                TaskImage {
+                    job: r.get(1)?,
+                    status: rows::status::<TaskStatus>(r, 2)?,
+                    attempt: r.get(3)?,
+                    node: r.get(4)?,
+                },
+            ))
+        },
+    )?;
+    for (id, task) in tasks {
+        state.insert_task(id, task);
+    }
+    for runner in all(
+        &tx,
+        &format!("SELECT {} FROM runners", rows::RUNNER_COLUMNS),
+        rows::runner,
+    )? {
+        state
+            .runners
+            .insert(runner.session_id.clone(), RunnerImage::of(&runner));
+    }
+    for object in all(&tx, "SELECT hash, size, rf FROM objects", object)? {
+        state.objects.insert(object.hash.clone(), object);
+    }
+    for (hash, node, replica) in all(&tx, "SELECT hash, node_id, state FROM replicas", |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            rows::status::<ReplicaState>(r, 2)?,
+        ))
+    })? {
+        state
+            .replicas
+            .entry(hash)
+            .or_default()
+            .insert(node, replica);
+    }
+    state.scheduler = weights(&tx)?;
+    Ok(live)
+}
+
+#[async_trait]
+impl JournalStore for SqliteStore {
+    async fn journal(&self, after: u64, limit: u32) -> Result<Vec<Entry>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT seq, at, kind, data FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(map_err)?
+            .query_map(params![after, limit], entry)
+            .map_err(map_err)?
+            .map(|row| decode(row.map_err(map_err)?))
+            .collect()
+        })
+        .await
+    }
+
+    async fn journal_head(&self) -> Result<u64> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM journal")
+                .map_err(map_err)?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn live_state(&self) -> Result<LiveState> {
+        self.read(live).await
+    }
+}
