@@ -21,5 +21,6 @@ mod reapers;
 mod reliability;
 mod runners;
 mod shutdown;
+mod sinks;
 mod tls;
 mod workers;

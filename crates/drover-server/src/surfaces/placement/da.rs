@@ -1,20 +1,31 @@
-//! The placement contract's data-availability route, `POST /da/post`: a blob given as hex is
-//! kept in this server's file sink (`drover_sinks::FileSink`, `--da-dir`), which answers with
-//! the blob's commitment (the hex of its SHA3-256) and its height.
+//! The placement contract's data-availability route, `POST /da/post`, and drover's two reads
+//! beside it, `GET /da/blob/{height}` and `GET /da/head`, over this server's file sink
+//! (`drover_sinks::FileSink`, `--da-dir`). A post given as hex is kept and answered with the
+//! blob's commitment (the hex of its SHA3-256) and its height; the reads are what another
+//! drover's `drover_sinks::HttpSink` reads back through.
 //!
 //! Its bodies are the contract's for `/da/*`, `{"success": ..., "error": ...}`, not the
-//! `{"error"}` of the contract's other routes, so this route answers its errors itself, with
-//! drover's machine-readable `code` beside the message. It decides nothing: the sink keeps the
-//! blob.
+//! `{"error"}` of the contract's other routes, so these routes answer their errors themselves,
+//! with drover's machine-readable `code` beside the message. They decide nothing: the sink
+//! keeps the blobs.
 
 use crate::AppState;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use drover_api::placement::{DaPost, DaPosted};
+use drover_sinks::FileSink;
+use std::sync::Arc;
 
 type Answer = (StatusCode, Json<DaPosted>);
+
+/// `GET /da/head`'s answer: the highest height kept (0 when none).
+#[derive(serde::Serialize)]
+struct Head {
+    height: u64,
+}
 
 fn refused(status: StatusCode, code: &str, error: String) -> Answer {
     let body = DaPosted {
@@ -25,6 +36,17 @@ fn refused(status: StatusCode, code: &str, error: String) -> Answer {
         code: Some(code.into()),
     };
     (status, Json(body))
+}
+
+/// This server's sink, or the refusal that says how to have one.
+fn sink_of(app: &AppState) -> Result<Arc<FileSink>, Answer> {
+    app.da.get().cloned().ok_or_else(|| {
+        refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DA_DISABLED",
+            "this server keeps no blobs: start it with --da-dir DIR (DROVER_DA_DIR)".into(),
+        )
+    })
 }
 
 pub(super) async fn post(State(app): State<AppState>, body: Bytes) -> Answer {
@@ -48,12 +70,9 @@ pub(super) async fn post(State(app): State<AppState>, body: Bytes) -> Answer {
             );
         }
     };
-    let Some(sink) = app.da.get().cloned() else {
-        return refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "DA_DISABLED",
-            "this server keeps no blobs: start it with --da-dir DIR (DROVER_DA_DIR)".into(),
-        );
+    let sink = match sink_of(&app) {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
     };
     let posted = tokio::task::spawn_blocking(move || sink.post(&data)).await;
     match posted {
@@ -77,5 +96,58 @@ pub(super) async fn post(State(app): State<AppState>, body: Bytes) -> Answer {
             "INTERNAL",
             format!("the post did not finish: {e}"),
         ),
+    }
+}
+
+/// `GET /da/head`: `{"height": n}`, the highest height kept.
+pub(super) async fn head(State(app): State<AppState>) -> Response {
+    match sink_of(&app) {
+        // The sink's height is an atomic read, nothing that blocks.
+        Ok(sink) => Json(Head {
+            height: sink.height(),
+        })
+        .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /da/blob/{height}`: the blob's raw bytes (`application/octet-stream`), or 404
+/// `BLOB_NOT_FOUND` when there is none at that height (a client tells that from a server
+/// without this route, whose 404 has no such code).
+pub(super) async fn blob(State(app): State<AppState>, Path(height): Path<String>) -> Response {
+    let Ok(height) = height.parse::<u64>() else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "INVALID_HEIGHT",
+            format!("the height must be a whole number from 1, not {height:?}"),
+        )
+        .into_response();
+    };
+    let sink = match sink_of(&app) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match tokio::task::spawn_blocking(move || sink.get(height)).await {
+        Ok(Ok(Some(data))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
+        }
+        Ok(Ok(None)) => refused(
+            StatusCode::NOT_FOUND,
+            "BLOB_NOT_FOUND",
+            format!("no blob at height {height}"),
+        )
+        .into_response(),
+        Ok(Err(e)) => refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DA_UNAVAILABLE",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            format!("the read did not finish: {e}"),
+        )
+        .into_response(),
     }
 }

@@ -89,6 +89,8 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/repair", get(repair))
         .route("/system/info", get(system_info))
         .route("/da/post", post(da::post))
+        .route("/da/head", get(da::head))
+        .route("/da/blob/{height}", get(da::blob))
         .route_layer(middleware::from_fn_with_state(
             auth::ApiKeyRule::of(&state.config),
             auth::require_api_key,
