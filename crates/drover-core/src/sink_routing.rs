@@ -70,6 +70,19 @@ impl SinkRole {
     }
 }
 
+impl std::str::FromStr for SinkRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SinkRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown sink role {s:?}; expected primary, secondary or emergency")
+            })
+    }
+}
+
 impl fmt::Display for SinkRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

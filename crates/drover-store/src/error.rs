@@ -39,6 +39,13 @@ pub enum StoreError {
     )]
     Fenced { replica_id: String, epoch: u64 },
 
+    /// A journal blob that does not continue the published journal: another publisher
+    /// recorded the entries up to `published` since this one read it. Read the cursor again.
+    #[error(
+        "the journal is published up to entry {published}; a blob starting at {first} does not follow it"
+    )]
+    OutOfOrder { published: u64, first: u64 },
+
     /// The store location names nothing this build can open: fix the setting.
     #[error("{0}")]
     Unsupported(String),

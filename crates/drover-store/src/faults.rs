@@ -15,11 +15,11 @@
 
 use crate::cluster::{Action, ClusterView, RecordedAction};
 use crate::{
-    ClusterStore, CountMismatch, DispatchStore, JobStore, JournalStore, LiveState, NamedNode,
-    NewJob, NewNode, NewRunner, NodeStore, NodesDown, OriginCounts, OutboxMessage, Overview, Page,
-    Paged, PlacementNode, PlacementStore, Publication, Published, QueuedMessage, Released, Report,
-    Reservation, Result, Route, RunnerStore, StoreError, StoreOps, StoredObject, Stores, TaskClaim,
-    WriteStats,
+    BlobRecord, ClusterStore, CountMismatch, DispatchStore, JobStore, JournalStore, LiveState,
+    NamedNode, NewBlob, NewJob, NewNode, NewRunner, NodeStore, NodesDown, OriginCounts,
+    OutboxMessage, Overview, Page, Paged, PlacementNode, PlacementStore, Publication, Published,
+    QueuedMessage, Released, Report, Reservation, Result, Route, RunnerStore, StoreError, StoreOps,
+    StoredObject, Stores, TaskClaim, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
@@ -705,6 +705,31 @@ impl JournalStore for Faulty {
     async fn live_state(&self) -> Result<LiveState> {
         let inner = self.inner.journal.live_state();
         self.faults.read("live_state", inner).await
+    }
+
+    async fn record_blob(&self, blob: NewBlob) -> Result<BlobRecord> {
+        let inner = self.inner.journal.record_blob(blob);
+        self.faults.write("record_blob", inner).await
+    }
+
+    async fn published_upto(&self) -> Result<u64> {
+        let inner = self.inner.journal.published_upto();
+        self.faults.read("published_upto", inner).await
+    }
+
+    async fn pending_blobs(&self, limit: u32) -> Result<Vec<BlobRecord>> {
+        let inner = self.inner.journal.pending_blobs(limit);
+        self.faults.read("pending_blobs", inner).await
+    }
+
+    async fn blob_reconciled(&self, id: i64, height: u64, at: Timestamp) -> Result<()> {
+        let inner = self.inner.journal.blob_reconciled(id, height, at);
+        self.faults.write("blob_reconciled", inner).await
+    }
+
+    async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
+        let inner = self.inner.journal.blob_reconcile_failed(id, error);
+        self.faults.write("blob_reconcile_failed", inner).await
     }
 }
 

@@ -9,8 +9,9 @@
 
 use crate::Result;
 use async_trait::async_trait;
-use drover_core::JobCounts;
 use drover_core::journal::{Entry, State};
+use drover_core::sink_routing::SinkRole;
+use drover_core::{JobCounts, Timestamp};
 use std::collections::BTreeMap;
 
 /// The journal of one store.
@@ -24,6 +25,48 @@ pub trait JournalStore: Send + Sync + 'static {
 
     /// The journaled state as the live tables hold it, read in one snapshot.
     async fn live_state(&self) -> Result<LiveState>;
+
+    /// Records that the entries `blob.first..=blob.last` were posted as one blob, which
+    /// publishes them: the next blob starts after `blob.last`. A blob that does not start
+    /// right after the last one recorded is refused ([`crate::StoreError::Conflict`]): two
+    /// publishers (a leader that lost its lease and its successor) cannot both record one.
+    async fn record_blob(&self, blob: NewBlob) -> Result<BlobRecord>;
+
+    /// The last entry published (in a blob recorded); 0 when none.
+    async fn published_upto(&self) -> Result<u64>;
+
+    /// Blobs posted to a fallback sink and not yet reconciled to the primary, oldest first.
+    async fn pending_blobs(&self, limit: u32) -> Result<Vec<BlobRecord>>;
+
+    /// The blob `id` was posted again to the primary, at `height`, and its commitment checked.
+    async fn blob_reconciled(&self, id: i64, height: u64, at: Timestamp) -> Result<()>;
+
+    /// An attempt to reconcile blob `id` failed with `error`.
+    async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()>;
+}
+
+/// A blob of journal entries as posted to a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBlob {
+    pub first: u64,
+    pub last: u64,
+    pub sink: SinkRole,
+    /// The height the sink gave it.
+    pub height: u64,
+    pub commitment: String,
+    pub size: u64,
+    pub posted_at: Timestamp,
+}
+
+/// A blob as recorded, with its reconciliation to the primary when it went to a fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub id: i64,
+    pub blob: NewBlob,
+    /// When it was posted again to the primary, and the height it got there.
+    pub reconciled: Option<(Timestamp, u64)>,
+    pub retry_count: u32,
+    pub last_error: Option<String>,
 }
 
 /// The live tables seen as the journal sees them (`drover_core::journal`'s module docs say

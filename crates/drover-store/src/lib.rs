@@ -28,7 +28,7 @@ pub use cluster::ClusterStore;
 pub use error::StoreError;
 pub use events::{EventObservers, Observer, Waker};
 pub use fence::{Fence, fenced};
-pub use journal::{JournalStore, LiveState};
+pub use journal::{BlobRecord, JournalStore, LiveState, NewBlob};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 pub use types::*;

@@ -14,8 +14,8 @@
 
 use super::PgStore;
 use super::rows;
-use super::write::{R, Tx, row_opt, rows as all};
-use crate::{JournalStore, LiveState, Result, StoreError};
+use super::write::{R, Tx, exec, row, row_opt, rows as all};
+use crate::{BlobRecord, JournalStore, LiveState, NewBlob, Result, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use drover_core::journal::{
@@ -278,4 +278,138 @@ impl JournalStore for PgStore {
     async fn live_state(&self) -> Result<LiveState> {
         snapshot!(self, |conn| live(&conn).await)
     }
+
+    async fn record_blob(&self, blob: NewBlob) -> Result<BlobRecord> {
+        let blob = &blob;
+        write_tx!(self, |tx| async {
+            // Locked, so that two publishers cannot both read the same cursor.
+            exec(&*tx, "LOCK TABLE journal_blobs IN EXCLUSIVE MODE", &[]).await?;
+            let published = published(&*tx).await?;
+            if blob.first != published + 1 || blob.last < blob.first {
+                return Err(StoreError::OutOfOrder {
+                    published,
+                    first: blob.first,
+                }
+                .into());
+            }
+            let r = row(
+                &*tx,
+                "INSERT INTO journal_blobs (first_seq, last_seq, sink, height, commitment, size,
+                     posted_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &(blob.first as i64),
+                    &(blob.last as i64),
+                    &blob.sink.as_str(),
+                    &(blob.height as i64),
+                    &blob.commitment,
+                    &(blob.size as i64),
+                    &rows::at(blob.posted_at),
+                ],
+            )
+            .await?;
+            Ok(BlobRecord {
+                id: rows::get(&r, 0)?,
+                blob: blob.clone(),
+                reconciled: None,
+                retry_count: 0,
+                last_error: None,
+            })
+        }
+        .await)
+    }
+
+    async fn published_upto(&self) -> Result<u64> {
+        read!(self, |conn| published(&conn).await)
+    }
+
+    async fn pending_blobs(&self, limit: u32) -> Result<Vec<BlobRecord>> {
+        read!(self, |conn| {
+            let found = all(
+                &conn,
+                &format!(
+                    "SELECT {BLOB_COLUMNS} FROM journal_blobs
+                     WHERE sink <> 'primary' AND reconciled_at IS NULL ORDER BY first_seq
+                     LIMIT $1"
+                ),
+                &[&i64::from(limit)],
+            )
+            .await?;
+            found.iter().map(blob).collect::<R<Vec<_>>>()
+        })
+    }
+
+    async fn blob_reconciled(&self, id: i64, height: u64, at: Timestamp) -> Result<()> {
+        write_tx!(self, |tx| async {
+            let changed = exec(
+                &*tx,
+                "UPDATE journal_blobs SET reconciled_at = $2, primary_height = $3,
+                     last_error = NULL WHERE id = $1",
+                &[&id, &rows::at(at), &(height as i64)],
+            )
+            .await?;
+            match changed {
+                0 => Err(StoreError::NotFound {
+                    kind: "journal blob",
+                    id: id.to_string(),
+                }
+                .into()),
+                _ => Ok(()),
+            }
+        }
+        .await)
+    }
+
+    async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
+        let error = &error;
+        write_tx!(self, |tx| async {
+            exec(
+                &*tx,
+                "UPDATE journal_blobs SET retry_count = retry_count + 1, last_error = $2
+                 WHERE id = $1",
+                &[&id, error],
+            )
+            .await?;
+            Ok(())
+        }
+        .await)
+    }
+}
+
+/// The last entry in a recorded blob.
+async fn published<C: GenericClient>(c: &C) -> R<u64> {
+    let r = row(
+        c,
+        "SELECT COALESCE(MAX(last_seq), 0) FROM journal_blobs",
+        &[],
+    )
+    .await?;
+    Ok(rows::get::<i64>(&r, 0)? as u64)
+}
+
+const BLOB_COLUMNS: &str = "id, first_seq, last_seq, sink, height, commitment, size, posted_at, \
+    reconciled_at, primary_height, retry_count, last_error";
+
+fn blob(r: &Row) -> R<BlobRecord> {
+    let reconciled = match (
+        rows::get::<Option<Timestamp>>(r, 8)?,
+        rows::get::<Option<i64>>(r, 9)?,
+    ) {
+        (Some(at), Some(height)) => Some((at, height as u64)),
+        _ => None,
+    };
+    Ok(BlobRecord {
+        id: rows::get(r, 0)?,
+        blob: NewBlob {
+            first: rows::count(r, 1)?,
+            last: rows::count(r, 2)?,
+            sink: rows::status(r, 3)?,
+            height: rows::count(r, 4)?,
+            commitment: rows::get(r, 5)?,
+            size: rows::count(r, 6)?,
+            posted_at: rows::get(r, 7)?,
+        },
+        reconciled,
+        retry_count: rows::small(r, 10)?,
+        last_error: rows::get(r, 11)?,
+    })
 }

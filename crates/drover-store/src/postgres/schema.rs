@@ -312,8 +312,10 @@ ALTER TABLE jobs ADD COLUMN origin TEXT;
 CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
 "#;
 
-/// Version 9: the event journal (`journal.rs`): one row per entry, its changes as JSON, and
-/// the one row that numbers entries without gaps across replicas.
+/// Version 9: the event journal (`journal.rs`): one row per entry, its changes as JSON, the
+/// one row that numbers entries without gaps across replicas, and the blobs that published
+/// it, each the entries `first..=last` posted to one sink, with its reconciliation to the
+/// primary when that sink was a fallback (`reconciled_at` NULL: pending).
 const V9: &str = r#"
 CREATE TABLE journal (
     seq  BIGINT PRIMARY KEY,
@@ -326,6 +328,22 @@ CREATE TABLE journal_head (
     seq BIGINT NOT NULL
 );
 INSERT INTO journal_head (id, seq) VALUES (1, 0);
+CREATE TABLE journal_blobs (
+    id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    first_seq      BIGINT NOT NULL UNIQUE,
+    last_seq       BIGINT NOT NULL,
+    sink           TEXT NOT NULL CHECK (sink IN ('primary', 'secondary', 'emergency')),
+    height         BIGINT NOT NULL,
+    commitment     TEXT NOT NULL,
+    size           BIGINT NOT NULL,
+    posted_at      TIMESTAMPTZ NOT NULL,
+    reconciled_at  TIMESTAMPTZ,
+    primary_height BIGINT,
+    retry_count    BIGINT NOT NULL DEFAULT 0,
+    last_error     TEXT
+);
+CREATE INDEX journal_blobs_pending ON journal_blobs (first_seq)
+    WHERE sink <> 'primary' AND reconciled_at IS NULL;
 "#;
 
 /// The migrations in order; the schema's version is how many have been applied.

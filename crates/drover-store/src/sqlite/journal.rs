@@ -10,7 +10,7 @@
 //! read; what is journaled is `drover_core::journal::subject`'s decision.
 
 use super::{SqliteStore, map_err, rows};
-use crate::{JournalStore, LiveState, Result, StoreError};
+use crate::{BlobRecord, JournalStore, LiveState, NewBlob, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::journal::{
     self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, StatsImage, Subject,
@@ -319,4 +319,124 @@ impl JournalStore for SqliteStore {
     async fn live_state(&self) -> Result<LiveState> {
         self.read(live).await
     }
+
+    async fn record_blob(&self, blob: NewBlob) -> Result<BlobRecord> {
+        self.write(move |tx| {
+            let published = published(tx)?;
+            if blob.first != published + 1 || blob.last < blob.first {
+                return Err(StoreError::OutOfOrder {
+                    published,
+                    first: blob.first,
+                });
+            }
+            tx.prepare_cached(
+                "INSERT INTO journal_blobs (first_seq, last_seq, sink, height, commitment, size,
+                     posted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                blob.first as i64,
+                blob.last as i64,
+                blob.sink.as_str(),
+                blob.height as i64,
+                blob.commitment,
+                blob.size as i64,
+                ts(&blob.posted_at)
+            ])
+            .map_err(map_err)?;
+            Ok(BlobRecord {
+                id: tx.last_insert_rowid(),
+                blob,
+                reconciled: None,
+                retry_count: 0,
+                last_error: None,
+            })
+        })
+        .await
+    }
+
+    async fn published_upto(&self) -> Result<u64> {
+        self.read(|conn| published(conn)).await
+    }
+
+    async fn pending_blobs(&self, limit: u32) -> Result<Vec<BlobRecord>> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {BLOB_COLUMNS} FROM journal_blobs
+                 WHERE sink <> 'primary' AND reconciled_at IS NULL ORDER BY first_seq LIMIT ?1"
+            ))
+            .map_err(map_err)?
+            .query_map([limit], blob)
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn blob_reconciled(&self, id: i64, height: u64, at: Timestamp) -> Result<()> {
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE journal_blobs SET reconciled_at = ?2, primary_height = ?3,
+                         last_error = NULL WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![id, ts(&at), height as i64])
+                .map_err(map_err)?;
+            match changed {
+                0 => Err(StoreError::not_found("journal blob", &id.to_string())),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE journal_blobs SET retry_count = retry_count + 1, last_error = ?2
+                 WHERE id = ?1",
+            )
+            .map_err(map_err)?
+            .execute(params![id, error])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The last entry in a recorded blob.
+fn published(conn: &Connection) -> Result<u64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(last_seq), 0) FROM journal_blobs")
+        .map_err(map_err)?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(map_err)
+}
+
+const BLOB_COLUMNS: &str = "id, first_seq, last_seq, sink, height, commitment, size, posted_at, \
+    reconciled_at, primary_height, retry_count, last_error";
+
+fn blob(r: &Row<'_>) -> rusqlite::Result<BlobRecord> {
+    let reconciled = match (rows::opt_time(r, 8)?, r.get::<_, Option<i64>>(9)?) {
+        (Some(at), Some(height)) => Some((at, height as u64)),
+        _ => None,
+    };
+    Ok(BlobRecord {
+        id: r.get(0)?,
+        blob: NewBlob {
+            first: r.get::<_, i64>(1)? as u64,
+            last: r.get::<_, i64>(2)? as u64,
+            sink: rows::status(r, 3)?,
+            height: r.get::<_, i64>(4)? as u64,
+            commitment: r.get(5)?,
+            size: r.get::<_, i64>(6)? as u64,
+            posted_at: rows::time(r, 7)?,
+        },
+        reconciled,
+        retry_count: r.get(10)?,
+        last_error: r.get(11)?,
+    })
 }

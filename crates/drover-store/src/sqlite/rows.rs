@@ -18,7 +18,7 @@ pub(super) fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Timestamp> {
     parse(&s).ok_or_else(|| bad_value(&s))
 }
 
-fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
+pub(super) fn opt_time(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
     let s: Option<String> = row.get(idx)?;
     s.map(|s| parse(&s).ok_or_else(|| bad_value(&s)))
         .transpose()

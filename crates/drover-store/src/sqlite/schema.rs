@@ -543,7 +543,9 @@ CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
 "#;
 
 /// Version 16: the event journal (`journal.rs`): one row per entry, numbered by its rowid
-/// without gaps, its changes as JSON.
+/// without gaps, its changes as JSON; and the blobs that published it, each the entries
+/// `first..=last` posted to one sink, with its reconciliation to the primary when that sink
+/// was a fallback (`reconciled_at` NULL: pending).
 const V16: &str = r#"
 CREATE TABLE journal (
     seq  INTEGER PRIMARY KEY,
@@ -551,6 +553,22 @@ CREATE TABLE journal (
     kind TEXT NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE journal_blobs (
+    id             INTEGER PRIMARY KEY,
+    first_seq      INTEGER NOT NULL UNIQUE,
+    last_seq       INTEGER NOT NULL,
+    sink           TEXT NOT NULL CHECK (sink IN ('primary', 'secondary', 'emergency')),
+    height         INTEGER NOT NULL,
+    commitment     TEXT NOT NULL,
+    size           INTEGER NOT NULL,
+    posted_at      TEXT NOT NULL,
+    reconciled_at  TEXT,
+    primary_height INTEGER,
+    retry_count    INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT
+);
+CREATE INDEX journal_blobs_pending ON journal_blobs (first_seq)
+    WHERE sink <> 'primary' AND reconciled_at IS NULL;
 "#;
 
 pub(super) fn migrations() -> Migrations<'static> {

@@ -5,8 +5,9 @@
 use crate::{complete, fail, listed, new_job, node, secs, sweep, t0};
 use drover_core::journal::{Entry, State};
 use drover_core::scheduling::{Stats, Weights};
+use drover_core::sink_routing::SinkRole;
 use drover_core::{Capacity, NodeInfo, NodeStats, ReplicaState, Timestamp};
-use drover_store::{Liveness, NamedNode, NewRunner, Route, StoreError, Stores};
+use drover_store::{Liveness, NamedNode, NewBlob, NewRunner, Route, StoreError, Stores};
 
 /// Every entry of the journal, read a page at a time.
 pub async fn read_all(store: &Stores) -> Vec<Entry> {
@@ -379,6 +380,77 @@ pub async fn concurrent_writes_keep_numbers_without_gaps(store: Stores) {
     assert_replay_matches(&store).await;
 }
 
+fn blob(first: u64, last: u64, sink: SinkRole, height: u64) -> NewBlob {
+    NewBlob {
+        first,
+        last,
+        sink,
+        height,
+        commitment: format!("c{first}"),
+        size: 100,
+        posted_at: t0(),
+    }
+}
+
+pub async fn blobs_publish_the_journal_in_order_and_fallback_ones_wait_for_reconciliation(
+    store: &Stores,
+) {
+    assert_eq!(store.journal.published_upto().await.unwrap(), 0);
+    store
+        .journal
+        .record_blob(blob(1, 3, SinkRole::Primary, 1))
+        .await
+        .unwrap();
+    // A blob that does not start right after the last one is refused, whoever sends it.
+    for (first, last) in [(3, 5), (5, 6), (1, 3)] {
+        assert!(matches!(
+            store
+                .journal
+                .record_blob(blob(first, last, SinkRole::Primary, 2))
+                .await,
+            Err(StoreError::OutOfOrder { published: 3, .. })
+        ));
+    }
+    let second = store
+        .journal
+        .record_blob(blob(4, 4, SinkRole::Secondary, 1))
+        .await
+        .unwrap();
+    let third = store
+        .journal
+        .record_blob(blob(5, 9, SinkRole::Emergency, 1))
+        .await
+        .unwrap();
+    assert_eq!(store.journal.published_upto().await.unwrap(), 9);
+    let pending = store.journal.pending_blobs(10).await.unwrap();
+    assert_eq!(pending, vec![second.clone(), third.clone()]);
+    assert_eq!(
+        store.journal.pending_blobs(1).await.unwrap(),
+        vec![second.clone()]
+    );
+
+    store
+        .journal
+        .blob_reconcile_failed(second.id, "primary refused".into())
+        .await
+        .unwrap();
+    let failed = &store.journal.pending_blobs(10).await.unwrap()[0];
+    assert_eq!(
+        (failed.retry_count, failed.last_error.as_deref()),
+        (1, Some("primary refused"))
+    );
+    store
+        .journal
+        .blob_reconciled(second.id, 2, t0() + secs(5))
+        .await
+        .unwrap();
+    assert_eq!(store.journal.pending_blobs(10).await.unwrap(), vec![third]);
+    assert!(matches!(
+        store.journal.blob_reconciled(9999, 1, t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 macro_rules! journal_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -387,6 +459,7 @@ macro_rules! journal_suite {
                 a_batch_of_task_changes_is_one_entry,
                 a_refused_write_takes_no_number,
                 entries_are_read_in_order_a_page_at_a_time,
+                blobs_publish_the_journal_in_order_and_fallback_ones_wait_for_reconciliation,
             ];
             shared: [concurrent_writes_keep_numbers_without_gaps]);
     };

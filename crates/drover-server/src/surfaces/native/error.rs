@@ -143,6 +143,10 @@ impl From<StoreError> for ApiError {
                 code: "JOB_FINISHED",
                 message: e.to_string(),
             },
+            StoreError::OutOfOrder { .. } => ApiError::Conflict {
+                code: "JOURNAL_OUT_OF_ORDER",
+                message: e.to_string(),
+            },
             StoreError::LimitReached { kind, .. } => ApiError::TooManyRequests {
                 code: "SPOT_LIMIT_REACHED",
                 message: format!(
