@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// The directory of this server's data-availability file sink, which `POST /da/post`
     /// writes to (`--da-dir`); `None`: that route answers 503 `DA_DISABLED`.
     pub da_dir: Option<std::path::PathBuf>,
+    /// Where the event journal is published (`journal.rs`); `None`: it is kept in the store
+    /// only.
+    pub journal: Option<crate::journal::JournalConfig>,
 }
 
 /// How this replica takes part in electing the one that runs background work.
@@ -168,6 +171,7 @@ impl Default for ServerConfig {
             cluster: ClusterConfig::default(),
             priority: crate::priority::PriorityConfig::default(),
             da_dir: None,
+            journal: None,
         }
     }
 }

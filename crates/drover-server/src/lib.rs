@@ -18,6 +18,7 @@ pub mod config;
 pub mod contract_jobs;
 pub mod extract;
 pub mod grpc;
+pub mod journal;
 pub mod metrics;
 pub mod placement;
 pub mod priority;
