@@ -466,6 +466,23 @@ impl Router {
         })
     }
 
+    /// Blobs wait on a fallback sink that this router did not send there (they were posted
+    /// before a restart, in Degraded or Emergency): reconciliation is due, and the routing is
+    /// Recovering as soon as the primary is up, as if this router had fallen back itself.
+    pub fn pending_found(&mut self) -> Option<Transition> {
+        if self.reconcile_due {
+            return None;
+        }
+        self.reconcile_due = true;
+        let next = self.settled_state();
+        if next == self.state {
+            return None;
+        }
+        let from = self.state;
+        self.state = next;
+        Some(Transition { from, to: next })
+    }
+
     /// The routes' view, with the server's count of blobs waiting for reconciliation.
     pub fn snapshot(&self, pending_reconcile: u64) -> Snapshot {
         let [primary, secondary, emergency] = self.sinks.clone();
@@ -872,6 +889,27 @@ mod tests {
         );
         assert_eq!(router.fallback_reason(), None);
         succeed(&mut router, SinkRole::Primary, 1, at(3));
+        assert_eq!(router.state(), RoutingState::Healthy);
+    }
+
+    #[test]
+    fn blobs_found_pending_after_a_restart_make_a_healthy_router_recover_them() {
+        let mut router = Router::new(RoutingConfig {
+            secondary: true,
+            ..RoutingConfig::default()
+        });
+        assert_eq!(
+            router.pending_found(),
+            Some(Transition {
+                from: RoutingState::Healthy,
+                to: RoutingState::Recovering
+            })
+        );
+        assert_eq!(router.target(), Target::Sink(SinkRole::Primary));
+        assert_eq!(router.pending_found(), None);
+        assert_eq!(router.reconciled(2), None);
+        assert_eq!(router.state(), RoutingState::Recovering);
+        router.reconciled(0);
         assert_eq!(router.state(), RoutingState::Healthy);
     }
 

@@ -11,9 +11,18 @@
 //! decide routing (the core's state machine does) nor encode entries differently from
 //! `drover_core::journal`.
 
-use drover_core::sink_routing::RoutingConfig;
+use crate::clock::Clock;
+use crate::workers::{Counts, Worker};
+use drover_core::journal::Entry;
+use drover_core::sink_routing::{
+    Outcome, Router, RoutingConfig, SinkRole, Snapshot, Target, Transition,
+};
+use drover_sinks::{FileSink, HttpSink, Posted, PostgresOptions, PostgresSink, Sink, SinkError};
+use drover_store::{BlobRecord, JournalStore, NewBlob, StoreError};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where one sink is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,5 +123,548 @@ impl JournalConfig {
             reconcile_max_retries: 3,
             reconcile_retry_delay: Duration::from_secs(1),
         }
+    }
+}
+
+/// A sink opened on first use: a sink that is down when the server starts (a stopped
+/// PostgreSQL, a directory not mounted yet) is a failing sink for the routing to fall back
+/// from, not a reason to refuse to start.
+struct LazySink {
+    spec: SinkSpec,
+    timeout: Duration,
+    api_key: Option<String>,
+    opened: tokio::sync::OnceCell<Arc<dyn Sink>>,
+}
+
+impl LazySink {
+    async fn get(&self) -> Result<&Arc<dyn Sink>, SinkError> {
+        self.opened
+            .get_or_try_init(|| async {
+                let sink: Arc<dyn Sink> = match &self.spec {
+                    SinkSpec::File(dir) => {
+                        let dir = dir.clone();
+                        let opened = tokio::task::spawn_blocking(move || FileSink::open(dir))
+                            .await
+                            .map_err(|e| SinkError::Unavailable {
+                                sink: self.spec.to_string(),
+                                why: e.to_string(),
+                            })??;
+                        Arc::new(opened)
+                    }
+                    SinkSpec::Postgres(url) => {
+                        let options = PostgresOptions {
+                            timeout: self.timeout,
+                            ..PostgresOptions::default()
+                        };
+                        Arc::new(PostgresSink::open_with(url, options).await?)
+                    }
+                    SinkSpec::Http(url) => {
+                        let sink = HttpSink::new(url)?.with_timeout(self.timeout);
+                        Arc::new(match &self.api_key {
+                            Some(key) => sink.with_api_key(key.clone()),
+                            None => sink,
+                        })
+                    }
+                };
+                Ok(sink)
+            })
+            .await
+    }
+
+    /// Runs `op` on the sink within the timeout; a sink that does not answer in time is
+    /// unavailable.
+    async fn call<T, F>(&self, op: impl FnOnce(Arc<dyn Sink>) -> F) -> Result<T, SinkError>
+    where
+        F: std::future::Future<Output = Result<T, SinkError>>,
+    {
+        let work = async { op(self.get().await?.clone()).await };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SinkError::Unavailable {
+                    sink: self.spec.to_string(),
+                    why: format!("no answer within {:?}", self.timeout),
+                })
+            })
+    }
+}
+
+/// The contract's `/da/metrics` counts, since the server started.
+#[derive(Debug, Default)]
+struct Counters {
+    posts: AtomicU64,
+    gets: AtomicU64,
+    errors: AtomicU64,
+    health_checks: AtomicU64,
+    retries: AtomicU64,
+    post_micros: AtomicU64,
+    get_micros: AtomicU64,
+}
+
+/// The counts `/da/metrics` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaCounts {
+    pub posts: u64,
+    pub gets: u64,
+    pub errors: u64,
+    pub health_checks: u64,
+    pub retries: u64,
+    pub avg_post_micros: u64,
+    pub avg_get_micros: u64,
+}
+
+/// What one reconciliation pass did (the contract's `POST /fallback/reconcile` report).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub processed: u64,
+    pub reconciled: u64,
+    pub failed: u64,
+    pub duration: Duration,
+    pub errors: Vec<String>,
+}
+
+/// Why a publishing step stopped short; it is tried again at the next tick.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the journal could not be read or recorded: {0}")]
+    Store(#[from] StoreError),
+    #[error("a journal entry could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Takes the journal out of the store to its sinks. One per server; only the leader's workers
+/// call [`Publisher::publish`] and [`Publisher::check_sinks`], and every step takes its turn
+/// (`turn`), so a reconciliation asked for by hand never runs beside the publisher.
+pub struct Publisher {
+    store: Arc<dyn JournalStore>,
+    clock: Arc<dyn Clock>,
+    config: JournalConfig,
+    sinks: [Option<LazySink>; 3],
+    router: Mutex<Router>,
+    counters: Counters,
+    /// Blobs waiting on a fallback, as last counted.
+    pending: AtomicU64,
+    /// The routing's last moves, oldest first (at most [`TRANSITIONS_KEPT`]).
+    transitions: Mutex<std::collections::VecDeque<Transition>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// How many of the routing's moves are kept for [`Publisher::transitions`].
+const TRANSITIONS_KEPT: usize = 64;
+
+/// Entries read from the store at a time while building blobs.
+const READ_PAGE: u32 = 1000;
+
+impl Publisher {
+    /// A publisher for `config`; sinks are opened when first used. `api_key` is sent to an
+    /// HTTP sink (another drover server that requires one).
+    pub fn new(
+        mut config: JournalConfig,
+        store: Arc<dyn JournalStore>,
+        clock: Arc<dyn Clock>,
+        api_key: Option<String>,
+    ) -> Publisher {
+        config.routing.secondary = config.secondary.is_some();
+        config.routing.emergency = config.emergency.is_some();
+        let lazy = |spec: &Option<SinkSpec>| {
+            spec.clone().map(|spec| LazySink {
+                spec,
+                timeout: config.timeout,
+                api_key: api_key.clone(),
+                opened: tokio::sync::OnceCell::new(),
+            })
+        };
+        let sinks = [
+            lazy(&Some(config.primary.clone())),
+            lazy(&config.secondary),
+            lazy(&config.emergency),
+        ];
+        Publisher {
+            router: Mutex::new(Router::new(config.routing)),
+            store,
+            clock,
+            sinks,
+            config,
+            counters: Counters::default(),
+            pending: AtomicU64::new(0),
+            transitions: Mutex::default(),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    fn sink(&self, role: SinkRole) -> Option<&LazySink> {
+        self.sinks[SinkRole::ALL.iter().position(|r| *r == role).unwrap_or(0)].as_ref()
+    }
+
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        // A poisoned lock means a panic between two plain field updates; the router is whole.
+        self.router.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn observe(&self, role: SinkRole, outcome: Result<(), &SinkError>) {
+        let outcome = match outcome {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        let now = self.clock.now();
+        let moved = self.router().observe(role, outcome, now);
+        if let Some(moved) = moved {
+            tracing::warn!(from = %moved.from, to = %moved.to, sink = %role, "journal routing changed");
+            self.moved(moved);
+        }
+    }
+
+    fn moved(&self, moved: Transition) {
+        let mut kept = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == TRANSITIONS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(moved);
+    }
+
+    /// The routing's last moves, oldest first.
+    pub fn transitions(&self) -> Vec<Transition> {
+        let kept = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().copied().collect()
+    }
+
+    /// The routing as the routes show it.
+    pub fn snapshot(&self) -> Snapshot {
+        self.router().snapshot(self.pending.load(Ordering::Relaxed))
+    }
+
+    pub fn counts(&self) -> DaCounts {
+        let c = &self.counters;
+        let (posts, gets) = (
+            c.posts.load(Ordering::Relaxed),
+            c.gets.load(Ordering::Relaxed),
+        );
+        DaCounts {
+            posts,
+            gets,
+            errors: c.errors.load(Ordering::Relaxed),
+            health_checks: c.health_checks.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            avg_post_micros: c.post_micros.load(Ordering::Relaxed) / posts.max(1),
+            avg_get_micros: c.get_micros.load(Ordering::Relaxed) / gets.max(1),
+        }
+    }
+
+    /// Checks every configured sink once and feeds the routing; answers how many answered.
+    pub async fn check_sinks(&self) -> u64 {
+        let mut healthy = 0;
+        for role in SinkRole::ALL {
+            let Some(sink) = self.sink(role) else {
+                continue;
+            };
+            let outcome = sink.call(|s| async move { s.check().await }).await;
+            self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+            if outcome.is_ok() {
+                healthy += 1;
+            }
+            self.observe(role, outcome.as_ref().map(|_| ()));
+        }
+        healthy
+    }
+
+    /// One publishing step: blobs waiting on a fallback go to the primary first, in order,
+    /// when the routing is on the primary; then new entries go out as blobs to where the
+    /// routing says, until none are left or a post fails. Answers how many entries it
+    /// published.
+    pub async fn publish(&self) -> Result<u64, PublishError> {
+        let _turn = self.turn.lock().await;
+        let pending = self.store.pending_blobs(1).await?;
+        if !pending.is_empty() {
+            // Counted afresh: after a restart the count starts at 0.
+            let waiting = self.store.pending_blobs(u32::MAX).await?.len() as u64;
+            self.pending.store(waiting, Ordering::Relaxed);
+            let moved = self.router().pending_found();
+            if let Some(moved) = moved {
+                self.moved(moved);
+            }
+            if self.router().target() == Target::Sink(SinkRole::Primary) {
+                self.reconcile_in_turn().await?;
+            }
+        }
+        let mut published = 0;
+        loop {
+            let Target::Sink(role) = self.router().target() else {
+                break;
+            };
+            // The routing may have come back to the primary during this step (the monitor
+            // runs beside it): blobs still waiting for the primary go there first, at the next
+            // step.
+            if role == SinkRole::Primary && self.pending.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            let from = self.store.published_upto().await?;
+            let entries = self.store.journal(from, READ_PAGE).await?;
+            if entries.is_empty() {
+                break;
+            }
+            let (blob, last) = encode(&entries, self.config.blob_max_bytes)?;
+            let Some(sink) = self.sink(role) else { break };
+            let started = Instant::now();
+            let sent = &blob;
+            let posted = sink.call(|s| async move { s.post(sent).await }).await;
+            let posted = posted.and_then(|p| verified(p, &blob, &sink.spec));
+            self.observe(role, posted.as_ref().map(|_| ()));
+            let posted = match posted {
+                Ok(posted) => posted,
+                Err(e) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, sink = %role, "posting journal entries failed; retrying at the next step");
+                    break;
+                }
+            };
+            self.counters.posts.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .post_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.store
+                .record_blob(NewBlob {
+                    first: from + 1,
+                    last,
+                    sink: role,
+                    height: posted.height,
+                    commitment: posted.commitment,
+                    size: blob.len() as u64,
+                    posted_at: self.clock.now(),
+                })
+                .await?;
+            published += last - from;
+            if role != SinkRole::Primary {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(published)
+    }
+
+    /// A reconciliation pass asked for by hand (`POST /fallback/reconcile`): waits for the
+    /// publisher's step to finish, then runs.
+    pub async fn reconcile(&self) -> Result<Reconciled, PublishError> {
+        let _turn = self.turn.lock().await;
+        self.reconcile_in_turn().await
+    }
+
+    /// Posts the blobs waiting on a fallback to the primary, oldest first, a batch at a time,
+    /// each checked against its commitment; stops at the first blob that keeps failing, so the
+    /// primary never receives a blob before an older one.
+    async fn reconcile_in_turn(&self) -> Result<Reconciled, PublishError> {
+        let started = Instant::now();
+        let mut report = Reconciled::default();
+        let Some(primary) = self.sink(SinkRole::Primary) else {
+            return Ok(report);
+        };
+        'batches: loop {
+            let batch = self
+                .store
+                .pending_blobs(self.config.reconcile_batch.max(1))
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for record in batch {
+                report.processed += 1;
+                let mut last_error = String::new();
+                let mut done = false;
+                for attempt in 0..self.config.reconcile_max_retries.max(1) {
+                    if attempt > 0 {
+                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(self.config.reconcile_retry_delay).await;
+                    }
+                    match self.repost(&record, primary).await {
+                        Ok(height) => {
+                            self.store
+                                .blob_reconciled(record.id, height, self.clock.now())
+                                .await?;
+                            done = true;
+                            break;
+                        }
+                        Err(e) => {
+                            last_error = e.to_string();
+                            self.store
+                                .blob_reconcile_failed(record.id, last_error.clone())
+                                .await?;
+                        }
+                    }
+                }
+                if done {
+                    report.reconciled += 1;
+                } else {
+                    report.failed += 1;
+                    report.errors.push(format!(
+                        "blob of entries {}..={} ({} height {}): {last_error}",
+                        record.blob.first, record.blob.last, record.blob.sink, record.blob.height
+                    ));
+                    break 'batches;
+                }
+            }
+        }
+        let left = self.store.pending_blobs(u32::MAX).await?.len() as u64;
+        self.pending.store(left, Ordering::Relaxed);
+        let moved = self.router().reconciled(left);
+        if let Some(moved) = moved {
+            tracing::info!(from = %moved.from, to = %moved.to, "journal reconciliation finished");
+            self.moved(moved);
+        }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Posts the blob `record` again to the primary: its bytes as the fallback keeps them
+    /// or, when that sink cannot give them back, as the journal in the store rebuilds them
+    /// (the same entries encode to the same bytes, which the commitment proves). Answers the
+    /// primary's height.
+    async fn repost(&self, record: &BlobRecord, primary: &LazySink) -> Result<u64, SinkError> {
+        let blob = match self.read_back(record).await {
+            Some(blob) => blob,
+            None => self.rebuild(record).await?,
+        };
+        let started = Instant::now();
+        let sent = &blob;
+        let posted = primary.call(|s| async move { s.post(sent).await }).await;
+        let posted = posted.and_then(|p| verified(p, &blob, &primary.spec));
+        self.observe(SinkRole::Primary, posted.as_ref().map(|_| ()));
+        match posted {
+            Ok(posted) => {
+                self.counters.posts.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .post_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                Ok(posted.height)
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// The blob as its fallback sink keeps it, if that sink gives it back intact.
+    async fn read_back(&self, record: &BlobRecord) -> Option<Vec<u8>> {
+        let sink = self.sink(record.blob.sink)?;
+        let height = record.blob.height;
+        let started = Instant::now();
+        let got = sink.call(|s| async move { s.get(height).await }).await;
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .get_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match got {
+            Ok(Some(blob)) if drover_sinks::commitment(&blob) == record.blob.commitment => {
+                Some(blob)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(error = %e, "a pending blob could not be read back from its fallback; rebuilding it from the journal");
+                None
+            }
+        }
+    }
+
+    /// The blob of `record` made again from the journal's entries.
+    async fn rebuild(&self, record: &BlobRecord) -> Result<Vec<u8>, SinkError> {
+        let b = &record.blob;
+        let unreadable = |why: String| SinkError::Corrupt {
+            sink: "journal".into(),
+            what: format!("entries {}..={}: {why}", b.first, b.last),
+        };
+        let count = u32::try_from(b.last - b.first + 1).unwrap_or(u32::MAX);
+        let entries = self
+            .store
+            .journal(b.first - 1, count)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        let (blob, last) = encode(&entries, usize::MAX).map_err(|e| unreadable(e.to_string()))?;
+        if last != b.last || drover_sinks::commitment(&blob) != b.commitment {
+            return Err(unreadable(
+                "the journal no longer gives the blob that was posted".into(),
+            ));
+        }
+        Ok(blob)
+    }
+}
+
+/// The blob of the longest run of `entries` whose encoding stays within `max_bytes` (always
+/// at least one entry), as a JSON array, and the last entry in it.
+pub fn encode(entries: &[Entry], max_bytes: usize) -> Result<(Vec<u8>, u64), serde_json::Error> {
+    let mut blob = vec![b'['];
+    let mut last = 0;
+    for entry in entries {
+        let encoded = serde_json::to_vec(entry)?;
+        if last != 0 && blob.len() + encoded.len() + 2 > max_bytes {
+            break;
+        }
+        if last != 0 {
+            blob.push(b',');
+        }
+        blob.extend_from_slice(&encoded);
+        last = entry.seq;
+    }
+    blob.push(b']');
+    Ok((blob, last))
+}
+
+/// The entries a blob holds.
+pub fn decode(blob: &[u8]) -> Result<Vec<Entry>, serde_json::Error> {
+    serde_json::from_slice(blob)
+}
+
+/// `posted` if the sink's commitment is the blob's own: a sink that answers another is not
+/// keeping what was sent.
+fn verified(posted: Posted, blob: &[u8], spec: &SinkSpec) -> Result<Posted, SinkError> {
+    let expected = drover_sinks::commitment(blob);
+    if posted.commitment.eq_ignore_ascii_case(&expected) {
+        Ok(posted)
+    } else {
+        Err(SinkError::Mismatch {
+            sink: spec.to_string(),
+            height: posted.height,
+            expected,
+            answered: posted.commitment,
+        })
+    }
+}
+
+/// The worker that publishes: one [`Publisher::publish`] step per tick.
+pub struct JournalPublisher(pub Arc<Publisher>);
+
+#[async_trait::async_trait]
+impl Worker for JournalPublisher {
+    type Error = PublishError;
+
+    fn name(&self) -> &'static str {
+        "journal-publisher"
+    }
+
+    async fn run_once(&self) -> Result<Counts, PublishError> {
+        let published = self.0.publish().await?;
+        Ok(vec![("published", published)])
+    }
+}
+
+/// The worker that checks the sinks: one [`Publisher::check_sinks`] per tick.
+pub struct SinkMonitor(pub Arc<Publisher>);
+
+#[async_trait::async_trait]
+impl Worker for SinkMonitor {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &'static str {
+        "journal-sink-monitor"
+    }
+
+    async fn run_once(&self) -> Result<Counts, std::convert::Infallible> {
+        Ok(vec![("healthy", self.0.check_sinks().await)])
+    }
+
+    fn records_actions(&self) -> bool {
+        false
     }
 }

@@ -91,6 +91,8 @@ pub struct AppParts {
     /// The data-availability file sink of `POST /da/post`, set once at start-up when
     /// `--da-dir` is given.
     pub da: std::sync::OnceLock<Arc<drover_sinks::FileSink>>,
+    /// Publishes the event journal to its sinks, when `--journal-sink` is given.
+    pub journal: Option<Arc<journal::Publisher>>,
 }
 
 impl AppState {
@@ -151,6 +153,14 @@ impl AppState {
             )),
             priority::Dispatch::Native => None,
         };
+        let journal = config.journal.clone().map(|journaled| {
+            Arc::new(journal::Publisher::new(
+                journaled,
+                store.journal.clone(),
+                clock.clone(),
+                config.api_key.clone(),
+            ))
+        });
         AppState(Arc::new(AppParts {
             store,
             config: Arc::new(config),
@@ -166,6 +176,7 @@ impl AppState {
             priority: Arc::new(priority),
             publisher,
             da: std::sync::OnceLock::new(),
+            journal,
         }))
     }
 
@@ -266,6 +277,11 @@ impl AppState {
         if self.publisher.is_some() {
             schedule.push(("amqp-publisher", PUBLISH_EVERY));
         }
+        if let Some(journal) = &self.journal {
+            let config = journal.config();
+            schedule.push(("journal-publisher", config.publish_every));
+            schedule.push(("journal-sink-monitor", config.routing.check_interval));
+        }
         schedule
     }
 
@@ -327,6 +343,19 @@ impl AppState {
             handles.push(self.spawn_worker(
                 self.led(publisher.clone(), epoch),
                 PUBLISH_EVERY,
+                stop,
+            ));
+        }
+        if let Some(journal) = &self.journal {
+            let config = journal.config();
+            handles.push(self.spawn_worker(
+                self.led(journal::JournalPublisher(journal.clone()), epoch),
+                config.publish_every,
+                stop,
+            ));
+            handles.push(self.spawn_worker(
+                journal::SinkMonitor(journal.clone()),
+                config.routing.check_interval,
                 stop,
             ));
         }

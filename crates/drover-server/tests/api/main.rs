@@ -8,6 +8,7 @@ mod batch_report;
 mod cluster;
 mod credentials;
 mod errors;
+mod fallback;
 mod grpc;
 mod helpers;
 mod jobs;

@@ -1,7 +1,9 @@
 //! The placement-coordinator contract (`/register`, `/nodes`, `/node/{id}`, `/node/{id}/stats`,
 //! `/placement/{hash}`, `/schedule`, `/scheduler/config`, `/object/*`, `/replica/*`,
-//! `/health`, `/ready`, `/system/info`) and drover's `/repair`, over
-//! [`crate::placement::PlacementService`].
+//! `/health`, `/ready`, `/system/info`, the data-availability routes `/da/*` in `da.rs` and
+//! the journal's `/da/metrics`, `/da/routing` and `/fallback/*` in `fallback.rs`) and
+//! drover's `/repair`, over [`crate::placement::PlacementService`] and
+//! [`crate::journal::Publisher`].
 //!
 //! It translates only: the contract's bodies and defaults (`drover_api::placement`), and in
 //! `error.rs` its error shape. Every rule is the service's or the core's. Where drover differs
@@ -11,6 +13,7 @@
 
 mod da;
 mod error;
+mod fallback;
 
 pub use error::PlacementApiError;
 
@@ -91,6 +94,11 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/da/post", post(da::post))
         .route("/da/head", get(da::head))
         .route("/da/blob/{height}", get(da::blob))
+        .route("/da/metrics", get(fallback::metrics))
+        .route("/da/routing", get(fallback::routing))
+        .route("/fallback/status", get(fallback::status))
+        .route("/fallback/pending", get(fallback::pending))
+        .route("/fallback/reconcile", post(fallback::reconcile))
         .route_layer(middleware::from_fn_with_state(
             auth::ApiKeyRule::of(&state.config),
             auth::require_api_key,
@@ -326,21 +334,29 @@ async fn repair(State(app): State<AppState>) -> Answer<api::RepairReport> {
     }))
 }
 
-/// No external journal is configured (the contract's data-availability layer): the `da_*`
+/// The journal is published nowhere (the contract's data-availability layer): the `da_*`
 /// fields say so rather than claim one.
 const NO_JOURNAL: &str = "not configured";
 
 async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) {
+    let journal = fallback::journal_words(&app);
     let (code, status) = match app.store.ops.health().await {
         Ok(()) => (StatusCode::OK, "healthy".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {e}")),
+    };
+    let (da_available, da_health, status) = match journal {
+        // The original's words: "healthy (routing: primary)".
+        Some((available, health, routing, _)) => {
+            (available, health, format!("{status} (routing: {routing})"))
+        }
+        None => (false, NO_JOURNAL.into(), status),
     };
     (
         code,
         Json(api::Health {
             status,
-            da_available: false,
-            da_health: NO_JOURNAL.into(),
+            da_available,
+            da_health,
         }),
     )
 }
@@ -359,12 +375,16 @@ async fn system_info(State(app): State<AppState>) -> Answer<api::SystemInfo> {
     let pending_repairs = (standing.iter())
         .map(|s| nodes_in(&s.object, ReplicaState::Pending).len())
         .sum();
+    let (da_status, routing_state, fallback_active) = match fallback::journal_words(&app) {
+        Some((_, health, routing, active)) => (health, routing, active),
+        None => (NO_JOURNAL.into(), "none".into(), false),
+    };
     Ok(Json(api::SystemInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         node_count,
-        da_status: NO_JOURNAL.into(),
-        routing_state: "none".into(),
-        fallback_active: false,
+        da_status,
+        routing_state,
+        fallback_active,
         repair: api::RepairSummary {
             under_replicated: standing.len(),
             pending_repairs,

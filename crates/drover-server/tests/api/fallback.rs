@@ -1,0 +1,332 @@
+//! Publishing the journal with failover, on real sinks: file sinks in directories that the
+//! test breaks and mends, and another drover server over HTTP. The routing walks the
+//! placement contract's diagram, every entry reaches the primary in order once it is back,
+//! and a restart in the middle of a fallback loses nothing pending.
+
+use crate::helpers::{TestApp, spawn, spawn_app_real_time};
+use drover_core::journal::Entry;
+use drover_core::sink_routing::{RoutingConfig, RoutingState, Transition};
+use drover_server::journal::{JournalConfig, SinkSpec, decode};
+use drover_sinks::FileSink;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Quick to fall back and to recover, so the test walks the diagram in seconds.
+fn journal_to(primary: &Path, secondary: &Path, emergency: Option<&str>) -> JournalConfig {
+    JournalConfig {
+        secondary: Some(SinkSpec::File(secondary.to_path_buf())),
+        emergency: emergency.map(|url| SinkSpec::Http(url.to_string())),
+        routing: RoutingConfig {
+            failure_threshold: 2,
+            recovery_threshold: 2,
+            check_interval: Duration::from_millis(100),
+            ..RoutingConfig::default()
+        },
+        timeout: Duration::from_secs(5),
+        publish_every: Duration::from_millis(50),
+        blob_max_bytes: 4096,
+        reconcile_retry_delay: Duration::from_millis(50),
+        ..JournalConfig::to(SinkSpec::File(primary.to_path_buf()))
+    }
+}
+
+/// Makes a sink's directory refuse every write, as a lost mount does: the directory moves
+/// away and a plain file takes its place (permission bits would not stop root).
+fn break_dir(dir: &Path) {
+    std::fs::rename(dir, away(dir)).unwrap();
+    std::fs::write(dir, b"not a directory").unwrap();
+}
+
+fn mend_dir(dir: &Path) {
+    std::fs::remove_file(dir).unwrap();
+    std::fs::rename(away(dir), dir).unwrap();
+}
+
+fn away(dir: &Path) -> PathBuf {
+    dir.with_extension("away")
+}
+
+/// Registers placement nodes one after another until stopped: a stream of journaled changes.
+struct Registrations {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Registrations {
+    fn start(app: &TestApp) -> Registrations {
+        let (stop, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (http, url) = (app.http.clone(), app.url("/register"));
+        let (halt, count) = (stop.clone(), done.clone());
+        let task = tokio::spawn(async move {
+            while !halt.load(Ordering::Relaxed) {
+                let i = count.load(Ordering::Relaxed);
+                let body = json!({"id": format!("node-{i}"), "zone": "z", "addr": "10.0.0.1:1"});
+                let answer = http.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(answer.status(), 200);
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Registrations { stop, done, task }
+    }
+
+    /// Waits until `more` further registrations were answered.
+    async fn wait_for(&self, more: u64) {
+        let target = self.done.load(Ordering::Relaxed) + more;
+        eventually("registrations", || async {
+            (self.done.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status(app: &TestApp) -> Value {
+    let (code, body) = app.get_json("/fallback/status").await;
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+async fn wait_for_status(app: &TestApp, word: &str) {
+    eventually(&format!("status {word}"), || async {
+        (status(app).await["current_status"] == word).then_some(())
+    })
+    .await;
+}
+
+/// Waits until every entry of the journal is published and nothing is pending, with the
+/// routing back to Healthy; answers the journal's head.
+async fn settled(app: &TestApp) -> u64 {
+    eventually(
+        "the journal published, nothing pending, healthy",
+        || async {
+            let journal = &app.state.store.journal;
+            let head = journal.journal_head().await.ok()?;
+            let published = journal.published_upto().await.ok()?;
+            let pending = journal.pending_blobs(10).await.ok()?;
+            let s = status(app).await;
+            (published == head
+                && pending.is_empty()
+                && s["current_status"] == "primary_healthy"
+                && s["pending_reconcile_count"] == 0)
+                .then_some(head)
+        },
+    )
+    .await
+}
+
+/// Every entry the file sink in `dir` holds, blob after blob.
+fn entries_at(dir: &Path) -> Vec<Entry> {
+    let sink = FileSink::open(dir).unwrap();
+    (1..=sink.height())
+        .flat_map(|h| decode(&sink.get(h).unwrap().unwrap()).unwrap())
+        .collect()
+}
+
+fn assert_in_order_without_gaps(entries: &[Entry], head: u64) {
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=head).collect();
+    assert_eq!(
+        seqs, expected,
+        "the primary holds every entry once, in order"
+    );
+}
+
+fn walked(app: &TestApp) -> Vec<(RoutingState, RoutingState)> {
+    let publisher = app.state.journal.as_ref().unwrap();
+    (publisher.transitions().into_iter())
+        .map(|Transition { from, to }| (from, to))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routing_walks_the_diagram_and_reconciliation_brings_every_entry_to_the_primary() {
+    use RoutingState::*;
+    // The emergency sink: another drover server's /da/post.
+    let sinks = tempfile::tempdir().unwrap();
+    let emergency_dir = sinks.path().join("emergency");
+    let keeper = spawn_app_real_time({
+        let dir = emergency_dir.clone();
+        move |c| c.da_dir = Some(dir)
+    })
+    .await;
+    let (primary, secondary) = (sinks.path().join("primary"), sinks.path().join("secondary"));
+    let config = journal_to(&primary, &secondary, Some(&keeper.base));
+    let app = spawn_app_real_time(move |c| c.journal = Some(config)).await;
+    let stream = Registrations::start(&app);
+    stream.wait_for(10).await;
+    wait_for_status(&app, "primary_healthy").await;
+    assert!(FileSink::open(&primary).unwrap().height() > 0);
+
+    // The primary's directory goes: Warning, then Degraded (the secondary takes the blobs).
+    break_dir(&primary);
+    wait_for_status(&app, "fallback_secondary").await;
+    stream.wait_for(10).await;
+    eventually("blobs on the secondary", || async {
+        (FileSink::open(&secondary).ok()?.height() > 0).then_some(())
+    })
+    .await;
+    let s = status(&app).await;
+    assert_eq!(s["fallback_active"], true);
+    assert!(s["last_fallback_at"].as_i64().is_some(), "{s}");
+    assert!(s["fallback_reason"].as_str().is_some(), "{s}");
+
+    // The secondary goes too: Emergency, blobs go to the other server.
+    break_dir(&secondary);
+    wait_for_status(&app, "fallback_emergency").await;
+    stream.wait_for(10).await;
+    eventually("blobs on the emergency sink", || async {
+        let (_, head) = keeper.get_json("/da/head").await;
+        (head["height"].as_u64()? > 0).then_some(())
+    })
+    .await;
+    let (code, pending) = app.get_json("/fallback/pending").await;
+    assert_eq!(code, 200);
+    let sources: Vec<&str> = (pending.as_array().unwrap().iter())
+        .map(|b| b["source_da"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.contains(&"secondary") && sources.contains(&"emergency"),
+        "{pending}"
+    );
+    assert!(pending[0]["target_da"] == "primary" && pending[0]["stored_at"].is_i64());
+    let (_, routing) = app.get_json("/da/routing").await;
+    assert_eq!(routing["current_state"], "emergency");
+    assert_eq!(routing["primary_healthy"], false);
+
+    // The primary comes back (the secondary stays broken: its blobs are made again from the
+    // journal and checked against their commitments). Recovering, then Healthy.
+    mend_dir(&primary);
+    stream.wait_for(10).await;
+    stream.stop().await;
+    let head = settled(&app).await;
+    assert_in_order_without_gaps(&entries_at(&primary), head);
+
+    let moves = walked(&app);
+    for step in [
+        (Healthy, Warning),
+        (Warning, Degraded),
+        (Degraded, Emergency),
+        (Emergency, Recovering),
+        (Recovering, Healthy),
+    ] {
+        assert!(moves.contains(&step), "{step:?} not in {moves:?}");
+    }
+    let (_, metrics) = app.get_json("/da/metrics").await;
+    assert_eq!(metrics["available"], true);
+    assert!(metrics["post_count"].as_u64().unwrap() > 0, "{metrics}");
+    assert!(metrics["error_count"].as_u64().unwrap() > 0, "{metrics}");
+    assert!(
+        metrics["health_check_count"].as_u64().unwrap() > 0,
+        "{metrics}"
+    );
+    let (_, health) = app.get_json("/health").await;
+    assert_eq!(health["status"], "healthy (routing: primary)");
+    assert_eq!(health["da_health"], "Ok(Healthy)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_degraded_loses_nothing_pending_and_reconciles_after() {
+    let sinks = tempfile::tempdir().unwrap();
+    let (primary, secondary) = (sinks.path().join("primary"), sinks.path().join("secondary"));
+    let config = journal_to(&primary, &secondary, None);
+    let first = spawn(
+        {
+            let config = config.clone();
+            move |c| {
+                c.server = drover_server::ServerConfig::default();
+                c.server.journal = Some(config);
+            }
+        },
+        false,
+    )
+    .await;
+    let url = first.db_path.display().to_string();
+    let stream = Registrations::start(&first);
+    stream.wait_for(10).await;
+    break_dir(&primary);
+    wait_for_status(&first, "fallback_secondary").await;
+    stream.wait_for(20).await;
+    stream.stop().await;
+    eventually("blobs pending on the secondary", || async {
+        let pending = first.state.store.journal.pending_blobs(10).await.ok()?;
+        (!pending.is_empty()).then_some(())
+    })
+    .await;
+    first.begin_shutdown();
+    let dir = first.stopped().await;
+
+    // Restarted on the same database with the primary back: what was pending is reconciled.
+    mend_dir(&primary);
+    let second = spawn(
+        move |c| {
+            c.server = drover_server::ServerConfig::default();
+            c.server.journal = Some(config);
+            c.store_url = url;
+        },
+        false,
+    )
+    .await;
+    let head = settled(&second).await;
+    assert_in_order_without_gaps(&entries_at(&primary), head);
+    let moves = walked(&second);
+    assert!(
+        moves.contains(&(RoutingState::Healthy, RoutingState::Recovering))
+            && moves.contains(&(RoutingState::Recovering, RoutingState::Healthy)),
+        "{moves:?}"
+    );
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_server_that_publishes_nowhere_says_so() {
+    let app = crate::helpers::spawn_app().await;
+    let (code, s) = app.get_json("/fallback/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(s["current_status"], "unavailable");
+    assert!(
+        s["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("--journal-sink")
+    );
+    let (_, routing) = app.get_json("/da/routing").await;
+    assert_eq!(routing["current_state"], "none");
+    let (_, metrics) = app.get_json("/da/metrics").await;
+    assert_eq!(metrics["available"], false);
+    let (code, refused) = app.post_json("/fallback/reconcile", json!({})).await;
+    assert_eq!(
+        (code, refused["code"].as_str()),
+        (503, Some("JOURNAL_NOT_PUBLISHED"))
+    );
+    let (code, pending) = app.get_json("/fallback/pending").await;
+    assert_eq!((code, pending), (200, json!([])));
+}
