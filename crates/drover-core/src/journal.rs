@@ -11,8 +11,9 @@
 //! - nodes: id, status, hostname, zone, labels, capacity; not the liveness figures that every
 //!   heartbeat writes (last heartbeat, address, load, running tasks, free memory);
 //! - node stats as reported to the placement contract (`POST /node/{id}/stats`), last value;
-//! - jobs: id, name, origin, priority, attempts allowed, task count, cancelled; their counts
-//!   per status are derived from the tasks and compared with the live counters;
+//! - jobs: id, name, origin, priority, attempts allowed, task timeout, task count, cancelled,
+//!   and the sweep's spec and the run as stored (so a rebuild can create them again); their
+//!   counts per status are derived from the tasks and compared with the live counters;
 //! - tasks: status, attempt, and the node while RUNNING, for every task that left the state its
 //!   job implies (NEW, or CANCELLED in a cancelled job, never claimed); a sweep's untouched
 //!   tasks have no rows in the live tables either;
@@ -25,7 +26,7 @@
 
 use crate::event::Event;
 use crate::model::{
-    Capacity, Job, JobCounts, Node, NodeStatus, ReplicaState, Runner, RunnerStatus, TaskStatus,
+    Capacity, JobCounts, Node, NodeStatus, ReplicaState, Runner, RunnerStatus, TaskStatus,
 };
 use crate::scheduling::{Stats, Weights};
 use crate::time::Timestamp;
@@ -157,6 +158,8 @@ impl From<&Weights> for StatsImage {
     }
 }
 
+/// A job as created, with what it takes to create it again (a rebuild): its sweep's spec and
+/// its run, as the store keeps them (JSON text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobImage {
     pub id: String,
@@ -164,22 +167,12 @@ pub struct JobImage {
     pub origin: Option<String>,
     pub priority: i64,
     pub max_attempts: u32,
+    pub timeout_ms: u64,
     pub total: u64,
     pub cancelled: bool,
-}
-
-impl JobImage {
-    pub fn of(job: &Job) -> JobImage {
-        JobImage {
-            id: job.id.clone(),
-            name: job.name.clone(),
-            origin: job.origin.clone(),
-            priority: job.priority,
-            max_attempts: job.max_attempts,
-            total: job.counts.total,
-            cancelled: job.cancelled,
-        }
-    }
+    pub spec: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,6 +339,15 @@ pub fn entries(changes: Vec<(&'static str, Change)>, first: u64, at: Timestamp) 
         }
     }
     out
+}
+
+/// The state `entries` replay to, from empty.
+pub fn replay<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<State, ReplayError> {
+    let mut state = State::default();
+    for entry in entries {
+        state.apply(entry)?;
+    }
+    Ok(state)
 }
 
 /// Why an entry cannot be applied.
@@ -645,8 +647,11 @@ mod tests {
             origin: None,
             priority: 0,
             max_attempts: 3,
+            timeout_ms: 60_000,
             total,
             cancelled: false,
+            spec: "{}".into(),
+            run: None,
         })
     }
 
@@ -661,11 +666,7 @@ mod tests {
     }
 
     fn replay(entries: &[Entry]) -> State {
-        let mut state = State::default();
-        for e in entries {
-            state.apply(e).unwrap();
-        }
-        state
+        super::replay(entries).unwrap()
     }
 
     fn numbered(changes: Vec<Change>) -> Vec<Entry> {

@@ -727,6 +727,11 @@ impl JournalStore for Faulty {
         self.faults.write("blob_reconciled", inner).await
     }
 
+    async fn restore(&self, entries: Vec<Entry>, now: Timestamp) -> Result<u64> {
+        let inner = self.inner.journal.restore(entries, now);
+        self.faults.write("restore", inner).await
+    }
+
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
         let inner = self.inner.journal.blob_reconcile_failed(id, error);
         self.faults.write("blob_reconcile_failed", inner).await

@@ -43,6 +43,58 @@ pub trait JournalStore: Send + Sync + 'static {
 
     /// An attempt to reconcile blob `id` failed with `error`.
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()>;
+
+    /// Rebuilds into this store, which must hold nothing yet, the state that `entries` (a
+    /// whole journal, from entry 1, as read back from a sink) replay to, and keeps the entries
+    /// as its own journal, published already (they came from a sink). One transaction: all or
+    /// nothing. Answers the last entry's number. What the journal does not carry takes a
+    /// neutral value: a node's address is empty and it was last heard from at `now`, a
+    /// RUNNING task's lease starts at `now`, task payloads come from their job's spec, results
+    /// are empty.
+    async fn restore(&self, entries: Vec<Entry>, now: Timestamp) -> Result<u64>;
+}
+
+/// What a rebuild writes for one task: when it started, its lease (while RUNNING) and when it
+/// finished, all at `now` (the journal keeps moves, not their times).
+pub(crate) fn task_times(
+    task: &drover_core::journal::TaskImage,
+    now: Timestamp,
+) -> (Option<Timestamp>, Option<Timestamp>, Option<Timestamp>) {
+    let at = |yes: bool| yes.then_some(now);
+    (
+        at(task.attempt > 0),
+        at(task.status == drover_core::TaskStatus::Running),
+        at(task.status.is_terminal()),
+    )
+}
+
+/// What a rebuild writes for each job: its counts as the replay derives them, its status by
+/// the core's rule, and whether it has started (a task of it was claimed).
+pub(crate) fn job_rows(state: &State) -> Vec<(String, JobCounts, drover_core::JobStatus, bool)> {
+    let derived = state.job_counts();
+    state
+        .jobs
+        .values()
+        .map(|job| {
+            let counts = derived.get(job.id.as_str()).copied().unwrap_or_default();
+            let started = (state.tasks.values()).any(|t| t.job == job.id && t.attempt > 0);
+            let status = counts.status(job.cancelled, started);
+            (job.id.clone(), counts, status, started)
+        })
+        .collect()
+}
+
+/// The replayed state of a whole journal for [`JournalStore::restore`], or why it cannot be
+/// rebuilt.
+pub(crate) fn state_to_restore(entries: &[Entry]) -> Result<State> {
+    if entries.first().is_some_and(|e| e.seq != 1) {
+        return Err(crate::StoreError::Unsupported(format!(
+            "a rebuild starts from the journal's first entry; these start at entry {}",
+            entries[0].seq
+        )));
+    }
+    drover_core::journal::replay(entries)
+        .map_err(|e| crate::StoreError::Unsupported(format!("the journal cannot be replayed: {e}")))
 }
 
 /// A blob of journal entries as posted to a sink.

@@ -14,12 +14,12 @@
 
 use super::PgStore;
 use super::rows;
-use super::write::{R, Tx, exec, row, row_opt, rows as all};
+use super::write::{PgErr, R, Tx, exec, row, row_opt, rows as all};
 use crate::{BlobRecord, JournalStore, LiveState, NewBlob, Result, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use drover_core::journal::{
-    self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, StatsImage, Subject,
+    self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, State, StatsImage, Subject,
     TaskImage,
 };
 use drover_core::{Event, JobCounts, ReplicaState, TaskStatus, Timestamp};
@@ -115,7 +115,8 @@ async fn change_of(tx: &Tx<'_>, event: &Event) -> R<Option<Change>> {
 macro_rules! job_image {
     () => {
         "SELECT id, name, origin, priority, max_attempts, total_tasks, cancelled, new_tasks,
-             running_tasks, completed_tasks, failed_tasks, cancelled_tasks FROM jobs"
+             running_tasks, completed_tasks, failed_tasks, cancelled_tasks, task_timeout_ms,
+             spec, run FROM jobs"
     };
 }
 /// The placement stats of the nodes that reported some.
@@ -142,8 +143,11 @@ fn job(r: &Row) -> R<(JobImage, JobCounts)> {
             origin: rows::get(r, 2)?,
             priority: rows::get(r, 3)?,
             max_attempts: rows::small(r, 4)?,
+            timeout_ms: rows::count(r, 12)?,
             total,
             cancelled: rows::get(r, 6)?,
+            spec: rows::get(r, 13)?,
+            run: rows::get(r, 14)?,
         },
         JobCounts {
             total,
@@ -359,6 +363,12 @@ impl JournalStore for PgStore {
         .await)
     }
 
+    async fn restore(&self, entries: Vec<Entry>, now: Timestamp) -> Result<u64> {
+        let state = crate::journal::state_to_restore(&entries)?;
+        let (state, entries) = (&state, &entries);
+        write_tx!(self, |tx| restore_in(&tx, state, entries, now).await)
+    }
+
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
         let error = &error;
         write_tx!(self, |tx| async {
@@ -373,6 +383,203 @@ impl JournalStore for PgStore {
         }
         .await)
     }
+}
+
+/// Writes the rebuilt state `state` and its journal `entries` into an empty store (see
+/// [`JournalStore::restore`]).
+async fn restore_in(tx: &Tx<'_>, state: &State, entries: &[Entry], now: Timestamp) -> R<u64> {
+    let c = &**tx;
+    for table in ["journal", "jobs", "nodes", "runners", "objects"] {
+        let r = row(c, &format!("SELECT count(*) FROM {table}"), &[]).await?;
+        let held: i64 = rows::get(&r, 0)?;
+        if held > 0 {
+            return Err(StoreError::Unsupported(format!(
+                "a rebuild needs an empty store; this one holds {held} row(s) in {table}"
+            ))
+            .into());
+        }
+    }
+    let now = rows::at(now);
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        PgErr::from(StoreError::Internal(format!("rebuilding {what}: {e}")))
+    };
+    for n in state.nodes.values() {
+        let labels = serde_json::Value::Object(n.labels.clone()).to_string();
+        exec(
+            c,
+            "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores, memory_bytes,
+                 gpus, disk_bytes, status, registered_at, last_heartbeat)
+             VALUES ($1, '', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            &[
+                &n.id,
+                &n.hostname,
+                &n.zone,
+                &labels,
+                &n.cores,
+                &n.memory_bytes,
+                &n.gpus,
+                &n.disk_bytes,
+                &n.status.as_str(),
+                &now,
+            ],
+        )
+        .await?;
+    }
+    for (id, StatsImage([cpu, ram, gpu, latency, io])) in &state.stats {
+        exec(
+            c,
+            "UPDATE nodes SET cpu_free = $2, ram_free_mb = $3, gpu_free = $4, latency_ms = $5,
+                 io_pressure = $6 WHERE id = $1",
+            &[id, cpu, ram, gpu, latency, io],
+        )
+        .await?;
+    }
+    for job in state.jobs.values() {
+        let sweep = drover_core::sweep::Sweep::from_spec_json(&job.spec)
+            .map_err(|e| internal(&job.id, &e))?;
+        let run = (job.run.as_deref())
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| internal(&job.id, &e))?;
+        let new = crate::NewJob {
+            id: Some(job.id.clone()),
+            name: job.name.clone(),
+            origin: job.origin.clone(),
+            priority: job.priority,
+            max_attempts: job.max_attempts,
+            task_timeout: std::time::Duration::from_millis(job.timeout_ms),
+            run,
+        };
+        super::jobs::create_job(tx, &job.id, &new, &sweep, now, true).await?;
+    }
+    for (id, task) in &state.tasks {
+        let (started, lease, finished) = crate::journal::task_times(task, now);
+        exec(
+            c,
+            "UPDATE tasks SET status = $2, attempt = $3, assigned_to = $4, started_at = $5,
+                 lease_expires_at = $6, finished_at = $7
+             WHERE id = $1",
+            &[
+                id,
+                &task.status.as_str(),
+                &i64::from(task.attempt),
+                &task.node,
+                &started,
+                &lease,
+                &finished,
+            ],
+        )
+        .await?;
+    }
+    for job in state.jobs.values().filter(|j| j.cancelled) {
+        exec(
+            c,
+            "UPDATE tasks SET status = 'CANCELLED', finished_at = $2
+             WHERE job_id = $1 AND status = 'NEW'",
+            &[&job.id, &now],
+        )
+        .await?;
+    }
+    // The counters as the replay derives them (the store keeps them itself; its triggers are
+    // for edits made outside it).
+    for (id, c_, status, started) in crate::journal::job_rows(state) {
+        let cancelled = state.jobs.get(&id).is_some_and(|j| j.cancelled);
+        let finished = status.is_finished().then_some(now);
+        exec(
+            c,
+            "UPDATE jobs SET new_tasks = $2, running_tasks = $3, completed_tasks = $4,
+                 failed_tasks = $5, cancelled_tasks = $6, status = $7, cancelled = $8,
+                 started_at = $9, finished_at = $10
+             WHERE id = $1",
+            &[
+                &id,
+                &(c_.new as i64),
+                &(c_.running as i64),
+                &(c_.done as i64),
+                &(c_.failed as i64),
+                &(c_.cancelled as i64),
+                &status.as_str(),
+                &cancelled,
+                &started.then_some(now),
+                &finished,
+            ],
+        )
+        .await?;
+    }
+    for r in state.runners.values() {
+        exec(
+            c,
+            "INSERT INTO runners (session_id, driver, instance, endpoint, status, singleton,
+                 created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            &[
+                &r.session,
+                &r.driver,
+                &r.instance,
+                &r.endpoint,
+                &r.status.as_str(),
+                &r.singleton,
+                &now,
+            ],
+        )
+        .await?;
+    }
+    for o in state.objects.values() {
+        exec(
+            c,
+            "INSERT INTO objects (hash, size, rf, registered_at) VALUES ($1, $2, $3, $4)",
+            &[&o.hash, &(o.size as i64), &i64::from(o.rf), &now],
+        )
+        .await?;
+    }
+    for (hash, nodes) in &state.replicas {
+        for (node, replica) in nodes {
+            exec(
+                c,
+                "INSERT INTO replicas (hash, node_id, state, updated_at) VALUES ($1, $2, $3, $4)",
+                &[hash, node, &replica.as_str(), &now],
+            )
+            .await?;
+        }
+    }
+    if let Some(StatsImage([cpu, ram, gpu, latency, io])) = state.scheduler {
+        exec(
+            c,
+            "INSERT INTO scheduler_config (id, w_cpu, w_ram, w_gpu, w_latency, w_io, updated_at)
+             VALUES (1, $1, $2, $3, $4, $5, $6)",
+            &[&cpu, &ram, &gpu, &latency, &io, &now],
+        )
+        .await?;
+    }
+    for entry in entries {
+        let data =
+            serde_json::to_string(&entry.changes).map_err(|e| internal("the journal", &e))?;
+        exec(
+            c,
+            "INSERT INTO journal (seq, at, kind, data) VALUES ($1, $2, $3, $4)",
+            &[&(entry.seq as i64), &rows::at(entry.at), &entry.kind, &data],
+        )
+        .await?;
+    }
+    let last = state.applied;
+    exec(
+        c,
+        "UPDATE journal_head SET seq = $1 WHERE id = 1",
+        &[&(last as i64)],
+    )
+    .await?;
+    if last > 0 {
+        // Published already: the entries came from a sink, which keeps them.
+        exec(
+            c,
+            "INSERT INTO journal_blobs (first_seq, last_seq, sink, height, commitment, size,
+                 posted_at) VALUES (1, $1, 'primary', 0, 'rebuilt', 0, $2)",
+            &[&(last as i64), &now],
+        )
+        .await?;
+    }
+    // The writes above are the rebuild, not new changes: the journal holds the original ones.
+    tx.take_events();
+    Ok(last)
 }
 
 /// The last entry in a recorded blob.

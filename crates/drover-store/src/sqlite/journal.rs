@@ -9,11 +9,12 @@
 //! This module owns reading a subject's image in the writing transaction and the live-state
 //! read; what is journaled is `drover_core::journal::subject`'s decision.
 
+use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::{BlobRecord, JournalStore, LiveState, NewBlob, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::journal::{
-    self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, StatsImage, Subject,
+    self, Change, Entry, JobImage, NodeImage, ObjectImage, RunnerImage, State, StatsImage, Subject,
     TaskImage,
 };
 use drover_core::time::format as ts;
@@ -88,7 +89,8 @@ fn change_of(conn: &Connection, event: &Event) -> Result<Option<Change>> {
 macro_rules! job_image {
     () => {
         "SELECT id, name, origin, priority, max_attempts, total_tasks, cancelled, new_tasks,
-             running_tasks, completed_tasks, failed_tasks, cancelled_tasks FROM jobs"
+             running_tasks, completed_tasks, failed_tasks, cancelled_tasks, task_timeout_ms,
+             spec, run FROM jobs"
     };
 }
 /// The placement stats of the nodes that reported some.
@@ -154,8 +156,11 @@ fn job(r: &Row<'_>) -> rusqlite::Result<(JobImage, JobCounts)> {
             origin: r.get(2)?,
             priority: r.get(3)?,
             max_attempts: r.get(4)?,
+            timeout_ms: r.get::<_, i64>(12)?.max(0) as u64,
             total,
             cancelled: r.get(6)?,
+            spec: r.get(13)?,
+            run: r.get(14)?,
         },
         JobCounts {
             total,
@@ -392,6 +397,12 @@ impl JournalStore for SqliteStore {
         .await
     }
 
+    async fn restore(&self, entries: Vec<Entry>, now: Timestamp) -> Result<u64> {
+        let state = crate::journal::state_to_restore(&entries)?;
+        self.write(move |tx| restore_in(tx, &state, &entries, &now))
+            .await
+    }
+
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
         self.write(move |tx| {
             tx.prepare_cached(
@@ -405,6 +416,187 @@ impl JournalStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Writes the rebuilt state `state` and its journal `entries` into an empty store (see
+/// [`JournalStore::restore`]).
+fn restore_in(tx: &Tx<'_>, state: &State, entries: &[Entry], now: &Timestamp) -> Result<u64> {
+    for table in ["journal", "jobs", "nodes", "runners", "objects"] {
+        let held: i64 = tx
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .map_err(map_err)?;
+        if held > 0 {
+            return Err(StoreError::Unsupported(format!(
+                "a rebuild needs an empty store; this one holds {held} row(s) in {table}"
+            )));
+        }
+    }
+    let now_text = ts(now);
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Internal(format!("rebuilding {what}: {e}"))
+    };
+    for n in state.nodes.values() {
+        tx.execute(
+            "INSERT INTO nodes (id, address, hostname, zone, labels, total_cores, memory_bytes,
+                 gpus, disk_bytes, status, registered_at, last_heartbeat)
+             VALUES (?1, '', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            params![
+                n.id,
+                n.hostname,
+                n.zone,
+                serde_json::Value::Object(n.labels.clone()).to_string(),
+                n.cores,
+                n.memory_bytes,
+                n.gpus,
+                n.disk_bytes,
+                n.status.as_str(),
+                now_text
+            ],
+        )
+        .map_err(map_err)?;
+    }
+    for (id, StatsImage([cpu, ram, gpu, latency, io])) in &state.stats {
+        tx.execute(
+            "UPDATE nodes SET cpu_free = ?2, ram_free_mb = ?3, gpu_free = ?4, latency_ms = ?5,
+                 io_pressure = ?6 WHERE id = ?1",
+            params![id, cpu, ram, gpu, latency, io],
+        )
+        .map_err(map_err)?;
+    }
+    for job in state.jobs.values() {
+        let sweep = drover_core::sweep::Sweep::from_spec_json(&job.spec)
+            .map_err(|e| internal(&job.id, &e))?;
+        let run = (job.run.as_deref())
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| internal(&job.id, &e))?;
+        let new = crate::NewJob {
+            id: Some(job.id.clone()),
+            name: job.name.clone(),
+            origin: job.origin.clone(),
+            priority: job.priority,
+            max_attempts: job.max_attempts,
+            task_timeout: std::time::Duration::from_millis(job.timeout_ms),
+            run,
+        };
+        super::jobs::create_job_in(tx, &job.id, &new, &sweep, *now, true)?;
+    }
+    for (id, task) in &state.tasks {
+        let (started, lease, finished) = crate::journal::task_times(task, *now);
+        tx.execute(
+            "UPDATE tasks SET status = ?2, attempt = ?3, assigned_to = ?4, started_at = ?5,
+                 lease_expires_at = ?6, finished_at = ?7, rev = rev + 1
+             WHERE id = ?1",
+            params![
+                id,
+                task.status.as_str(),
+                task.attempt,
+                task.node,
+                started.as_ref().map(ts),
+                lease.as_ref().map(ts),
+                finished.as_ref().map(ts)
+            ],
+        )
+        .map_err(map_err)?;
+    }
+    for job in state.jobs.values().filter(|j| j.cancelled) {
+        tx.execute(
+            "UPDATE tasks SET status = 'CANCELLED', finished_at = ?2, rev = rev + 1
+             WHERE job_id = ?1 AND status = 'NEW'",
+            params![job.id, now_text],
+        )
+        .map_err(map_err)?;
+    }
+    // The counters as the replay derives them (the store keeps them itself; its triggers are
+    // for edits made outside it).
+    for (id, c, status, started) in crate::journal::job_rows(state) {
+        let cancelled = state.jobs.get(&id).is_some_and(|j| j.cancelled);
+        tx.execute(
+            "UPDATE jobs SET new_tasks = ?2, running_tasks = ?3, completed_tasks = ?4,
+                 failed_tasks = ?5, cancelled_tasks = ?6, status = ?7, cancelled = ?8,
+                 started_at = ?9,
+                 finished_at = CASE WHEN ?10 THEN ?11 END
+             WHERE id = ?1",
+            params![
+                id,
+                c.new as i64,
+                c.running as i64,
+                c.done as i64,
+                c.failed as i64,
+                c.cancelled as i64,
+                status.as_str(),
+                cancelled,
+                started.then_some(&now_text),
+                status.is_finished(),
+                now_text
+            ],
+        )
+        .map_err(map_err)?;
+    }
+    for r in state.runners.values() {
+        tx.execute(
+            "INSERT INTO runners (session_id, driver, instance, endpoint, status, singleton,
+                 created_at, last_heartbeat) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                r.session,
+                r.driver,
+                r.instance,
+                r.endpoint,
+                r.status.as_str(),
+                r.singleton,
+                now_text
+            ],
+        )
+        .map_err(map_err)?;
+    }
+    for o in state.objects.values() {
+        tx.execute(
+            "INSERT INTO objects (hash, size, rf, registered_at) VALUES (?1, ?2, ?3, ?4)",
+            params![o.hash, o.size as i64, o.rf, now_text],
+        )
+        .map_err(map_err)?;
+    }
+    for (hash, nodes) in &state.replicas {
+        for (node, replica) in nodes {
+            tx.execute(
+                "INSERT INTO replicas (hash, node_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, node, replica.as_str(), now_text],
+            )
+            .map_err(map_err)?;
+        }
+    }
+    if let Some(StatsImage([cpu, ram, gpu, latency, io])) = state.scheduler {
+        tx.execute(
+            "INSERT INTO scheduler_config (id, w_cpu, w_ram, w_gpu, w_latency, w_io, updated_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+            params![cpu, ram, gpu, latency, io, now_text],
+        )
+        .map_err(map_err)?;
+    }
+    let mut insert = tx
+        .prepare_cached("INSERT INTO journal (seq, at, kind, data) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(map_err)?;
+    for entry in entries {
+        let data =
+            serde_json::to_string(&entry.changes).map_err(|e| internal("the journal", &e))?;
+        insert
+            .execute(params![entry.seq as i64, ts(&entry.at), entry.kind, data])
+            .map_err(map_err)?;
+    }
+    let last = state.applied;
+    if last > 0 {
+        // Published already: the entries came from a sink, which keeps them.
+        tx.execute(
+            "INSERT INTO journal_blobs (first_seq, last_seq, sink, height, commitment, size,
+                 posted_at, reconciled_at, primary_height)
+             VALUES (1, ?1, 'primary', 0, 'rebuilt', 0, ?2, NULL, NULL)",
+            params![last as i64, now_text],
+        )
+        .map_err(map_err)?;
+    }
+    // The writes above are the rebuild, not new changes: the journal holds the original ones.
+    tx.forget_events();
+    Ok(last)
 }
 
 /// The last entry in a recorded blob.

@@ -87,6 +87,12 @@ impl Tx<'_> {
     pub(super) fn emit(&self, event: Event) {
         self.events.borrow_mut().push(event);
     }
+
+    /// Drops the events recorded so far: they are neither journaled nor published (a rebuild
+    /// writes the journal it restores itself).
+    pub(super) fn forget_events(&self) {
+        self.events.borrow_mut().clear();
+    }
 }
 
 /// The state of the write path shared by a store's clones: the queue, the counters and the
