@@ -136,38 +136,45 @@ struct LazySink {
     opened: tokio::sync::OnceCell<Arc<dyn Sink>>,
 }
 
+/// Opens the sink `spec` names; `timeout` bounds each of its calls that has a timeout of its
+/// own (PostgreSQL, HTTP), `api_key` is sent to an HTTP sink.
+pub async fn open_sink(
+    spec: &SinkSpec,
+    timeout: Duration,
+    api_key: Option<&str>,
+) -> Result<Arc<dyn Sink>, SinkError> {
+    Ok(match spec {
+        SinkSpec::File(dir) => {
+            let dir = dir.clone();
+            let opened = tokio::task::spawn_blocking(move || FileSink::open(dir))
+                .await
+                .map_err(|e| SinkError::Unavailable {
+                    sink: spec.to_string(),
+                    why: e.to_string(),
+                })??;
+            Arc::new(opened)
+        }
+        SinkSpec::Postgres(url) => {
+            let options = PostgresOptions {
+                timeout,
+                ..PostgresOptions::default()
+            };
+            Arc::new(PostgresSink::open_with(url, options).await?)
+        }
+        SinkSpec::Http(url) => {
+            let sink = HttpSink::new(url)?.with_timeout(timeout);
+            Arc::new(match api_key {
+                Some(key) => sink.with_api_key(key),
+                None => sink,
+            })
+        }
+    })
+}
+
 impl LazySink {
     async fn get(&self) -> Result<&Arc<dyn Sink>, SinkError> {
         self.opened
-            .get_or_try_init(|| async {
-                let sink: Arc<dyn Sink> = match &self.spec {
-                    SinkSpec::File(dir) => {
-                        let dir = dir.clone();
-                        let opened = tokio::task::spawn_blocking(move || FileSink::open(dir))
-                            .await
-                            .map_err(|e| SinkError::Unavailable {
-                                sink: self.spec.to_string(),
-                                why: e.to_string(),
-                            })??;
-                        Arc::new(opened)
-                    }
-                    SinkSpec::Postgres(url) => {
-                        let options = PostgresOptions {
-                            timeout: self.timeout,
-                            ..PostgresOptions::default()
-                        };
-                        Arc::new(PostgresSink::open_with(url, options).await?)
-                    }
-                    SinkSpec::Http(url) => {
-                        let sink = HttpSink::new(url)?.with_timeout(self.timeout);
-                        Arc::new(match &self.api_key {
-                            Some(key) => sink.with_api_key(key.clone()),
-                            None => sink,
-                        })
-                    }
-                };
-                Ok(sink)
-            })
+            .get_or_try_init(|| open_sink(&self.spec, self.timeout, self.api_key.as_deref()))
             .await
     }
 
@@ -630,6 +637,75 @@ fn verified(posted: Posted, blob: &[u8], spec: &SinkSpec) -> Result<Posted, Sink
             answered: posted.commitment,
         })
     }
+}
+
+/// Why a journal could not be read back from sinks for a rebuild.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+    #[error("blob {height} of {sink} is not a journal blob: {why}")]
+    NotJournal {
+        sink: String,
+        height: u64,
+        why: String,
+    },
+    #[error("entry {seq} differs between two blobs that hold it")]
+    Conflict { seq: u64 },
+    #[error(
+        "the sinks hold no entry {missing} (they hold {held} entries up to {last}): add the \
+         sink that kept it (a fallback's blobs wait there until reconciled) with another --from"
+    )]
+    Missing {
+        missing: u64,
+        held: usize,
+        last: u64,
+    },
+}
+
+/// Every journal entry the sinks `from` hold, in order, each once: a primary's blobs and the
+/// blobs still pending on a fallback together give the whole journal. `progress` is told each
+/// blob read (the sink's name, the height, and the sink's head).
+pub async fn read_back(
+    from: &[(String, Arc<dyn Sink>)],
+    mut progress: impl FnMut(&str, u64, u64),
+) -> Result<Vec<Entry>, ReadBackError> {
+    let mut by_seq: std::collections::BTreeMap<u64, Entry> = std::collections::BTreeMap::new();
+    for (name, sink) in from {
+        let head = sink.head().await?;
+        for height in 1..=head {
+            let not_journal = |why: String| ReadBackError::NotJournal {
+                sink: name.clone(),
+                height,
+                why,
+            };
+            let blob = sink
+                .get(height)
+                .await?
+                .ok_or_else(|| not_journal("the sink has no blob at this height".into()))?;
+            for entry in decode(&blob).map_err(|e| not_journal(e.to_string()))? {
+                match by_seq.get(&entry.seq) {
+                    Some(held) if *held != entry => {
+                        return Err(ReadBackError::Conflict { seq: entry.seq });
+                    }
+                    Some(_) => {}
+                    None => {
+                        by_seq.insert(entry.seq, entry);
+                    }
+                }
+            }
+            progress(name, height, head);
+        }
+    }
+    let last = by_seq.keys().next_back().copied().unwrap_or(0);
+    if let Some(missing) = (1..=last).find(|seq| !by_seq.contains_key(seq)) {
+        return Err(ReadBackError::Missing {
+            missing,
+            held: by_seq.len(),
+            last,
+        });
+    }
+    Ok(by_seq.into_values().collect())
 }
 
 /// The worker that publishes: one [`Publisher::publish`] step per tick.

@@ -10,10 +10,23 @@ use super::SettingsError;
 use std::fmt::Display;
 use std::str::FromStr;
 
+/// Where aliases are read from: the process's environment ([`environment`]), or a table of
+/// variables in tests, which must not set the contracts' real variables for the whole process.
+pub type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process's environment, as [`Vars`].
+pub fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// The variable `name`, trimmed; `None` when it is unset, empty or blank.
 pub fn read(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
+    read_from(&environment, name)
+}
+
+/// [`read`] from `vars`.
+pub fn read_from(vars: Vars, name: &str) -> Option<String> {
+    vars(name)
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
 }
@@ -32,14 +45,34 @@ pub fn fill_with<T, E: Display>(
     name: &str,
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<(), SettingsError> {
+    fill_from(&environment, slot, name, parse)
+}
+
+/// [`fill_with`], reading from `vars`.
+pub fn fill_from<T, E: Display>(
+    vars: Vars,
+    slot: &mut Option<T>,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<(), SettingsError> {
     if slot.is_none()
-        && let Some(value) = read(name)
+        && let Some(value) = read_from(vars, name)
     {
         let parsed =
             parse(&value).map_err(|e| SettingsError::Invalid(format!("{name}={value:?}: {e}")))?;
         *slot = Some(parsed);
     }
     Ok(())
+}
+
+/// Says that an alias is ignored, and why. Settings are read before logging starts (its format
+/// is one of them), so without a subscriber yet the warning goes to standard error.
+pub fn warn(message: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("warning: {message}");
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod alias;
 pub mod groups;
+pub mod journal;
 pub mod runners;
 
 use crate::process::LogFormat;
@@ -19,6 +20,7 @@ use groups::{
     AuthSettings, ClusterSettings, LimitSettings, ListenSettings, LogSettings, PrioritySettings,
     StoreSettings, TaskSettings, TlsSettings,
 };
+use journal::JournalSettings;
 use merge::Merge;
 use runners::RunnerSettings;
 use serde::de::DeserializeOwned;
@@ -73,6 +75,8 @@ pub struct ServerSettings {
     pub cluster: ClusterSettings,
     #[command(flatten)]
     pub priority: PrioritySettings,
+    #[command(flatten)]
+    pub journal: JournalSettings,
 }
 
 /// The settings after merging every source and applying the defaults: the server's
@@ -108,6 +112,7 @@ impl ServerSettings {
         self.auth.fill_aliases()?;
         self.tasks.fill_aliases()?;
         self.priority.fill_aliases()?;
+        self.journal.fill_aliases()?;
         self.runners.fill_aliases()
     }
 
@@ -137,6 +142,7 @@ impl ServerSettings {
             limits: take_group(&mut table).map_err(in_file)?,
             cluster: take_group(&mut table).map_err(in_file)?,
             priority: take_group(&mut table).map_err(in_file)?,
+            journal: take_group(&mut table).map_err(in_file)?,
             runners,
         };
         if let Some(key) = table.keys().next() {
@@ -151,12 +157,14 @@ impl ServerSettings {
     /// Every setting with its default applied.
     pub fn resolve(self) -> Result<Resolved, SettingsError> {
         let runners = self.runners.build()?;
+        let store_url = self.store.url();
         let server = self.limits.apply(ServerConfig {
             runners: runners.config,
             min_free_disk: self.store.min_free_disk(),
             cluster: self.cluster.config(),
             priority: self.priority.config()?,
             da_dir: self.store.da_dir.clone(),
+            journal: self.journal.config(&store_url)?,
             ..self.tasks.server_config(&self.auth)
         });
         // `--runner-listen ADDR` is `--listen runners=ADDR`, kept for its name.
@@ -166,7 +174,7 @@ impl ServerSettings {
         });
         Ok(Resolved {
             app: AppConfig {
-                store_url: self.store.url(),
+                store_url,
                 postgres: self.store.postgres()?,
                 listeners: self.listen.listeners(runner_listen),
                 server,
@@ -250,6 +258,7 @@ mod tests {
         same::<RunnerSettings>();
         same::<LimitSettings>();
         same::<ClusterSettings>();
+        same::<JournalSettings>();
     }
 
     /// The replica's name and the lease come from the file; unset, the lease is 10 s, the

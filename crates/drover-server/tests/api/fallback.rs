@@ -330,3 +330,132 @@ async fn a_server_that_publishes_nowhere_says_so() {
     let (code, pending) = app.get_json("/fallback/pending").await;
     assert_eq!((code, pending), (200, json!([])));
 }
+
+/// A workload over the HTTP surfaces: placement nodes with stats, weights, an object with
+/// replicas, spots, a job claimed, completed and failed, a runner.
+async fn http_workload(app: &TestApp) {
+    for (id, zone) in [("node-1", "a"), ("node-2", "b")] {
+        let body = json!({"id": id, "zone": zone, "addr": "10.0.0.1:1", "capacity_gb": 5});
+        assert_eq!(app.post_json("/register", body).await.0, 200);
+    }
+    let stats = json!({"cpu_free": 0.5, "ram_free_mb": 100.0, "gpu_free": 0.0,
+                       "latency_ms": 2.5, "io_pressure": 0.25});
+    assert_eq!(app.post_json("/node/node-1/stats", stats).await.0, 200);
+    let weights = json!({"w_cpu": 2.0, "w_ram": 1.0, "w_gpu": 0.5, "w_latency": 0.8, "w_io": 0.6});
+    assert_eq!(app.post_json("/scheduler/config", weights).await.0, 200);
+    let object = json!({"hash": "abc123def456", "size": 1048576});
+    assert_eq!(app.post_json("/object/register", object).await.0, 200);
+    let missing = json!({"hash": "abc123def456", "node_id": "node-1"});
+    assert_eq!(app.post_json("/replica/mark_missing", missing).await.0, 200);
+
+    let spot = app.hello().await;
+    let job = app.create_job(4, json!({})).await;
+    let claimed = app.client.claim(&spot, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let done = drover_api::CompleteRequest {
+        spot_id: spot.clone(),
+        ..Default::default()
+    };
+    app.client
+        .complete(&claimed[0].id, &done)
+        .await
+        .unwrap();
+    let failed = drover_api::FailRequest {
+        spot_id: spot.clone(),
+        retriable: Some(false),
+        ..Default::default()
+    };
+    app.client.fail(&claimed[1].id, &failed).await.unwrap();
+    let other = app.create_job(2, json!({})).await;
+    app.client.cancel_job(&other.job_id).await.unwrap();
+    assert!(!job.job_id.is_empty());
+    let runner = drover_store::NewRunner {
+        session_id: "session-1".into(),
+        driver: "process".into(),
+        singleton: false,
+        token_hash: None,
+    };
+    let now = app.state.clock.now();
+    app.store()
+        .runners
+        .reserve_runner(runner, None, now)
+        .await
+        .unwrap();
+}
+
+/// The rebuilt store holds what the original's tables hold, as far as the journal carries it.
+async fn assert_same_state(original: &TestApp, rebuilt: &drover_store::Stores) {
+    let before = original.store().journal.live_state().await.unwrap();
+    let after = rebuilt.journal.live_state().await.unwrap();
+    let differences = before.state.differences(&after.state, &after.counts);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert_eq!(before.counts, after.counts);
+    assert_eq!(before.head, after.head);
+}
+
+/// Publishes a workload's journal to a file sink, reads it back from there and rebuilds it
+/// into `rebuilt` (an empty store), which then holds what the original holds.
+async fn rebuild_from_the_primary_sink(rebuilt: drover_store::Stores) {
+    let sinks = tempfile::tempdir().unwrap();
+    let (primary, secondary) = (sinks.path().join("primary"), sinks.path().join("secondary"));
+    let config = journal_to(&primary, &secondary, None);
+    let app = spawn_app_real_time(move |c| c.journal = Some(config)).await;
+    http_workload(&app).await;
+    let head = settled(&app).await;
+
+    let sink = drover_server::journal::open_sink(
+        &SinkSpec::File(primary.clone()),
+        Duration::from_secs(5),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut read = 0;
+    let entries =
+        drover_server::journal::read_back(&[("primary".into(), sink)], |_, _, _| read += 1)
+            .await
+            .unwrap();
+    assert!(read > 0);
+    assert_eq!(entries.last().map(|e| e.seq), Some(head));
+    let now = app.state.clock.now();
+    assert_eq!(rebuilt.journal.restore(entries, now).await.unwrap(), head);
+    assert_same_state(&app, &rebuilt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_rebuilt_from_the_primary_sink_holds_the_original_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("rebuilt.db").display().to_string();
+    rebuild_from_the_primary_sink(drover_store::open(&url).unwrap()).await;
+}
+
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_rebuilt_from_the_primary_sink_holds_the_original_state() {
+    let url = drover_pgtest::fresh_database().unwrap();
+    rebuild_from_the_primary_sink(drover_store::open(&url).unwrap()).await;
+}
+
+#[tokio::test]
+async fn reading_back_needs_every_entry_and_names_the_first_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::open(dir.path()).unwrap();
+    let entry = |seq| Entry {
+        seq,
+        at: chrono::Utc::now(),
+        kind: "node_forgotten".into(),
+        changes: vec![drover_core::journal::Change::NodeGone { id: "n".into() }],
+    };
+    for blob in [vec![entry(1), entry(2)], vec![entry(4)]] {
+        let (bytes, _) = drover_server::journal::encode(&blob, usize::MAX).unwrap();
+        sink.post(&bytes).unwrap();
+    }
+    let sink: Arc<dyn drover_sinks::Sink> = Arc::new(sink);
+    let err = drover_server::journal::read_back(&[("primary".into(), sink)], |_, _, _| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no entry 3"), "{err}");
+}

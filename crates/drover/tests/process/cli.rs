@@ -40,6 +40,10 @@ fn server_help_documents_keys_aliases_timeouts_and_environment() {
         "--task-timeout",
         "DROVER_PORT",
         "DROVER_AGENT_KEY",
+        "Event journal:",
+        "--journal-sink",
+        "DROVER_JOURNAL_SINK",
+        "USE_MOCK_DA",
     ] {
         assert!(run.stdout.contains(expected), "no {expected:?} in:\n{run}");
     }
@@ -117,6 +121,27 @@ fn a_jdbc_database_url_from_the_java_coordinator_gets_a_clear_error() {
     assert!(!run.status.success(), "{run}");
     assert!(run.stderr.contains("JDBC"), "{run}");
     assert!(run.stderr.contains("SQLite"), "{run}");
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn celestia_settings_without_a_journal_sink_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(
+        dir.path(),
+        "celestia",
+        &["server", "--port", "0"],
+        &[
+            ("DA_RPC_URL", "http://localhost:26658"),
+            ("USE_MOCK_DA", "false"),
+        ],
+    );
+    assert!(!run.status.success(), "{run}");
+    assert!(
+        run.stderr.contains("DA_RPC_URL names a Celestia node"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("set --journal-sink"), "{run}");
     assert!(!dir.path().join("data").exists());
 }
 
