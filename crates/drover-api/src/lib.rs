@@ -599,3 +599,33 @@ pub struct ClusterMember {
     pub first_seen: String,
     pub last_seen: String,
 }
+
+/// A page of the event journal (`GET /api/v1/journal`): the entries after the one asked for,
+/// oldest first, and the journal's head (the last entry's number, 0 while it is empty). An entry
+/// is `drover_core::journal::Entry` in its own stable encoding (`seq`, `at`, `kind`,
+/// `changes`), which this crate does not interpret: `E` is that type for a reader that decodes
+/// it, a JSON value otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalPage<E = Value> {
+    pub entries: Vec<E>,
+    pub head: u64,
+}
+
+/// The journal's consistency check (`GET /api/v1/journal/verify`): the journal replayed from its
+/// first entry to `head` and compared with the live tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalVerification {
+    /// No inconsistency was found.
+    pub consistent: bool,
+    /// The items compared (nodes, jobs, tasks that left their job's initial state, runners,
+    /// objects, replicas, ...).
+    pub items_verified: u64,
+    /// How many inconsistencies were found: the length of `details`.
+    pub inconsistencies: u64,
+    /// One sentence per inconsistency, naming the entry or the item and both values.
+    pub details: Vec<String>,
+    /// The entry the check replayed up to, read together with the live tables.
+    pub head: u64,
+    pub verified_at: String,
+}

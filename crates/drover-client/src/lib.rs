@@ -354,6 +354,35 @@ impl Client {
         self.get("/api/v1/cluster").await
     }
 
+    /// Entries of the event journal after entry `after` (0: from the first), at most `limit`
+    /// (1 to 1000), oldest first, with the journal's head. With a `wait`, when there are none
+    /// yet, the server waits up to that long (at most 30 s) for the next one to be written, and
+    /// answers none when the time passes; the client's own timeout is stretched by `wait`.
+    pub async fn journal(
+        &self,
+        after: u64,
+        limit: u32,
+        wait: std::time::Duration,
+    ) -> Result<JournalPage<drover_core::journal::Entry>> {
+        let mut query = vec![("after", after.to_string()), ("limit", limit.to_string())];
+        if let Some(ms) = wait_ms(wait) {
+            query.push(("waitMs", ms.to_string()));
+        }
+        self.send(Retry::Idempotent, |base| {
+            let get = self
+                .request(base, Method::GET, "/api/v1/journal")
+                .query(&query);
+            self.waiting(get, wait)
+        })
+        .await
+    }
+
+    /// Replays the event journal on the server and compares it with the live tables: the
+    /// inconsistencies found, each named.
+    pub async fn verify_journal(&self) -> Result<JournalVerification> {
+        self.get("/api/v1/journal/verify").await
+    }
+
     /// The background workers and how each is doing, by name.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         self.get::<WorkerList>("/api/v1/workers")

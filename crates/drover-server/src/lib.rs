@@ -15,6 +15,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod consistency;
 pub mod contract_jobs;
 pub mod extract;
 pub mod grpc;

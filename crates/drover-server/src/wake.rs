@@ -1,5 +1,7 @@
 //! Waking claims that wait for work (`waitMs`): a version counter bumped by every committed write
-//! that may have made a task claimable, and the one wait loop built on it.
+//! that may have made a task claimable, and the one wait loop built on it. Readers of the
+//! journal that wait for its next entry (`GET /api/v1/journal?waitMs=`) have a second counter,
+//! bumped by every committed write, and [`Wake::until_written`].
 //!
 //! This module owns when a waiting claim looks again; it must not decide what is claimable (the
 //! store's claim does, and `Event::may_free_work` names the events that may change it). There
@@ -18,6 +20,7 @@
 //! graceful stop; the claim then answers with what it has (nothing).
 
 use drover_core::Event;
+use drover_core::journal;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -43,10 +46,18 @@ pub fn stagger_for(load: f64) -> Duration {
     MAX_LOAD_STAGGER.mul_f64(load.clamp(0.0, 1.0))
 }
 
+/// Whether `event` is written to the journal (a heartbeat is not: waking the journal's readers
+/// for it would only make them read nothing).
+fn journaled(event: &Event) -> bool {
+    !matches!(journal::subject(event), journal::Subject::Nothing)
+}
+
 /// The wake-up signal of one server.
 #[derive(Clone)]
 pub struct Wake {
     version: watch::Sender<u64>,
+    /// Bumped by every committed write this server saw, and by every poke.
+    written: watch::Sender<u64>,
     closed: CancellationToken,
 }
 
@@ -60,6 +71,7 @@ impl Wake {
     pub fn new() -> Self {
         Wake {
             version: watch::Sender::new(0),
+            written: watch::Sender::new(0),
             closed: CancellationToken::new(),
         }
     }
@@ -68,6 +80,8 @@ impl Wake {
     pub fn observe(&self, events: &[Event]) {
         if events.iter().any(Event::may_free_work) {
             self.poke();
+        } else if events.iter().any(journaled) {
+            self.written.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
 
@@ -75,6 +89,7 @@ impl Wake {
     /// the same database (the store heard of it, without this server's events).
     pub fn poke(&self) {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
+        self.written.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Ends every wait, now and from now on (the server is stopping).
@@ -130,6 +145,45 @@ impl Wake {
                     }
                     _ = self.closed.cancelled() => return Ok(found),
                 }
+            }
+        }
+    }
+    /// Runs `attempt` until it finds something, `wait` has passed, or the wake is closed: the
+    /// first attempt at once, each further one after any committed write this server saw, and
+    /// at least every `recheck` (writes by another replica of a shared database reach this one
+    /// only as an occasional poke). Answers the last attempt's result, empty when the time ran
+    /// out. As in [`Wake::until_found`], a write that commits during an attempt is not lost.
+    pub async fn until_written<T, E, F, Fut>(
+        &self,
+        wait: Duration,
+        recheck: Duration,
+        mut attempt: F,
+    ) -> Result<Vec<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut seen = self.written.subscribe();
+        loop {
+            seen.borrow_and_update();
+            let found = attempt().await?;
+            if !found.is_empty() || wait.is_zero() {
+                return Ok(found);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(found);
+            }
+            let look_at = (now + recheck).min(deadline);
+            tokio::select! {
+                changed = seen.changed() => {
+                    if changed.is_err() {
+                        return Ok(found);
+                    }
+                }
+                _ = tokio::time::sleep_until(look_at) => {}
+                _ = self.closed.cancelled() => return Ok(found),
             }
         }
     }
@@ -300,6 +354,77 @@ mod tests {
         let (took, waited) = closing.await.unwrap();
         assert!(took.is_empty(), "{took:?}");
         assert_eq!(waited, Duration::from_secs(1) + ms(10));
+    }
+
+    fn beat() -> Event {
+        Event::NodeUpdated {
+            node_id: "spot-1".into(),
+            status: drover_core::NodeStatus::Up,
+        }
+    }
+
+    /// Waits up to `wait` from another task for `log` to hold more than `seen` items, as a
+    /// journal read after `seen` would; hands back what it read and how long it waited.
+    fn wait_for_entries(
+        wake: &Wake,
+        log: &Arc<AtomicUsize>,
+        seen: usize,
+        wait: Duration,
+    ) -> tokio::task::JoinHandle<(Vec<usize>, Duration)> {
+        let (wake, log) = (wake.clone(), log.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let found: Result<Vec<usize>, ()> = wake
+                .until_written(wait, Duration::from_secs(1), || {
+                    let n = log.load(Ordering::SeqCst);
+                    async move { Ok((seen..n).collect()) }
+                })
+                .await;
+            (found.unwrap_or_default(), start.elapsed())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_journaled_write_wakes_a_journal_reader_and_a_heartbeat_does_not() {
+        let wake = Wake::new();
+        let log = Arc::new(AtomicUsize::new(3));
+        let reader = wait_for_entries(&wake, &log, 3, Duration::from_secs(30));
+        tokio::time::sleep(ms(300)).await;
+        wake.observe(&[beat()]);
+        tokio::time::sleep(ms(300)).await;
+        log.store(4, Ordering::SeqCst);
+        // Not a change that frees work, but one the journal records.
+        wake.observe(&[Event::JobCancelled {
+            job_id: "job-1".into(),
+        }]);
+        let (found, waited) = reader.await.unwrap();
+        assert_eq!(found, vec![3]);
+        assert_eq!(waited, ms(600), "woken by the write, not by the recheck");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_reader_rechecks_for_writes_it_heard_nothing_of_and_ends_at_its_deadline() {
+        let wake = Wake::new();
+        let log = Arc::new(AtomicUsize::new(0));
+        let reader = wait_for_entries(&wake, &log, 0, Duration::from_secs(30));
+        tokio::time::sleep(ms(2500)).await;
+        // Another replica's write: no event here.
+        log.store(1, Ordering::SeqCst);
+        let (found, waited) = reader.await.unwrap();
+        assert_eq!(found, vec![0]);
+        assert_eq!(waited, Duration::from_secs(3), "found at the next recheck");
+
+        let idle = wait_for_entries(&wake, &log, 1, ms(2500));
+        let (found, waited) = idle.await.unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(waited, ms(2500));
+
+        let closing = wait_for_entries(&wake, &log, 1, Duration::from_secs(30));
+        tokio::time::sleep(ms(10)).await;
+        wake.close();
+        let (found, waited) = closing.await.unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(waited, ms(10));
     }
 
     #[test]

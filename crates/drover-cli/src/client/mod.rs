@@ -1,4 +1,4 @@
-//! The client commands (`submit`, `job ...`, `nodes`, `runners`, `cluster`): their arguments and help texts, the
+//! The client commands (`submit`, `job ...`, `nodes`, `runners`, `cluster`, `journal ...`): their arguments and help texts, the
 //! connection to the server, and the translation of every outcome into a message and an exit
 //! status.
 //!
@@ -10,6 +10,7 @@
 mod cluster;
 mod jobfile;
 mod jobs;
+mod journal;
 mod nodes;
 mod output;
 mod runners;
@@ -81,6 +82,22 @@ Examples:
   drover runners
   drover runners --output json | jq '.runners[] | select(.idleSeconds > 30) | .sessionId'";
 
+const JOURNAL_EXAMPLES: &str = "\
+Examples:
+  drover journal tail                            # the last 20 entries
+  drover journal tail --follow                   # then every new one as it is written
+  drover journal tail --after 0 --json > journal.jsonl   # the whole journal, one entry a line
+  drover journal tail --follow --json | jq -c 'select(.kind == \"task_failed\")'
+  drover journal verify                          # exit 1 and the differences if any
+  drover journal verify --json | jq .details";
+
+const JOURNAL_EXIT_STATUS: &str = "\
+Exit status:
+  0  success (verify: the journal and the tables agree)
+  1  verify found inconsistencies (or the output could not be written)
+  2  bad usage
+  3  the server refused the request or could not be reached";
+
 const CLUSTER_EXAMPLES: &str = "\
 Examples:
   drover cluster
@@ -131,6 +148,20 @@ pub enum ClientCommand {
     /// with when it joined. A server on SQLite is alone and always leads.
     #[command(after_long_help = format!("{CLUSTER_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Cluster(cluster::ClusterArgs),
+
+    /// Read, follow and check the server's event journal.
+    ///
+    /// Every change the server acknowledges (a spot registered or gone DOWN, a job created or
+    /// cancelled, a task claimed, completed, failed or taken back, a runner started, an object
+    /// or replica recorded) is also written, in the same transaction, as an entry of the
+    /// event journal. Entries are numbered 1, 2, 3, ... without gaps; each has a time, a kind
+    /// (`job_created`, `task_claimed`, ...) and the changes it made. Replaying the entries from
+    /// the first rebuilds the state the server's tables hold (liveness such as heartbeats and
+    /// load is left out), which is what `verify` checks and what the journal's sinks keep.
+    /// `tail` reads the entries; both need the API key when the server has one, even with
+    /// --public-reads (the journal names runner sessions).
+    #[command(after_long_help = format!("{JOURNAL_EXAMPLES}\n\n{JOURNAL_EXIT_STATUS}"))]
+    Journal(journal::JournalArgs),
 }
 
 /// Which server to talk to, and the key to show it. Global, so that they may also follow a
@@ -202,6 +233,8 @@ pub enum Outcome {
     Done,
     /// A watched job ended FAILED or CANCELLED.
     JobUnsuccessful,
+    /// `drover journal verify` found the journal and the tables apart.
+    Inconsistent,
 }
 
 /// Why a command failed; each kind has its own exit status.
@@ -314,7 +347,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
     };
     let code = match result {
         Ok(Outcome::Done) => 0,
-        Ok(Outcome::JobUnsuccessful) => 1,
+        Ok(Outcome::JobUnsuccessful | Outcome::Inconsistent) => 1,
         Err(failure) => {
             if let Some(message) = failure.message() {
                 let _ = writeln!(std::io::stderr(), "{message}");
@@ -337,6 +370,7 @@ async fn dispatch(command: ClientCommand) -> Result<Outcome, Failure> {
         ClientCommand::Nodes(args) => nodes::run(args).await,
         ClientCommand::Runners(args) => runners::run(args).await,
         ClientCommand::Cluster(args) => cluster::run(args).await,
+        ClientCommand::Journal(args) => journal::run(args).await,
     }
 }
 

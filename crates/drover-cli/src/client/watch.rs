@@ -59,7 +59,7 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// A failure the watch may ride out: the server is unreachable, timed out, or failing (5xx,
 /// 429). Any other refusal (unknown job, wrong key) will not go away by itself.
-fn passing(error: &ClientError) -> bool {
+pub(super) fn passing(error: &ClientError) -> bool {
     match error {
         ClientError::Transport(_) | ClientError::Failover { .. } => true,
         ClientError::Api { status, .. } => *status >= 500 || *status == 429,

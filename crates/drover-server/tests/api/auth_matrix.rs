@@ -157,6 +157,8 @@ fn routes(w: &World) -> Vec<Route> {
         get("/api/v1/runners".into(), Guard::ApiKey),
         get("/api/v1/workers".into(), Guard::ApiKey),
         get("/api/v1/cluster".into(), Guard::ApiKey),
+        get("/api/v1/journal".into(), Guard::ApiKey),
+        get("/api/v1/journal/verify".into(), Guard::ApiKey),
         get("/metrics".into(), Guard::ApiKey),
         post(
             "/api/v1/jobs",
@@ -313,7 +315,7 @@ async fn every_route_of_every_surface_answers_each_credential_as_the_matrix_says
             cases += 1;
         }
     }
-    assert_eq!(cases, 115, "23 routes, 5 credentials each");
+    assert_eq!(cases, 125, "25 routes, 5 credentials each");
 
     // What the refused calls did not do: my task was completed by my own call (the forged
     // reports before it changed nothing), the other spot's task is still its own, and the

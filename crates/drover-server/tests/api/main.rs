@@ -12,6 +12,7 @@ mod fallback;
 mod grpc;
 mod helpers;
 mod jobs;
+mod journal;
 mod limits;
 mod listeners;
 mod long_poll;

@@ -15,6 +15,7 @@ mod durability;
 mod failover;
 mod group_commit;
 mod grpc;
+mod journal_cli;
 mod reapers_in_process;
 mod replicas_postgres;
 mod runners_docker;

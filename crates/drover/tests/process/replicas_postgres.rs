@@ -212,6 +212,22 @@ async fn three_replicas_finish_a_sweep_after_the_leader_is_killed() {
         old_after, "0",
         "the old epoch acted after the new one began"
     );
+    // Three replicas wrote the journal, across a leader's death: its numbers have no gap.
+    let numbered = pg
+        .psql(
+            "postgres",
+            "SELECT count(*) || ' ' || max(seq) || ' ' || (SELECT seq FROM journal_head)
+             FROM journal",
+        )
+        .unwrap();
+    let [count, max, head]: [u64; 3] = numbered
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    assert!(count > N, "{numbered}");
+    assert_eq!((count, max), (head, head), "entries 1..=head, each once");
 }
 
 /// The database stops at once (as a crash would) while two replicas and an agent work a sweep,

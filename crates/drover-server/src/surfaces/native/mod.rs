@@ -1,5 +1,6 @@
 //! The native API, a superset of the batch-coordinator contract: `/api/v1/*` for clients
-//! (`public.rs`), `/internal/v1/*` for agents (`internal.rs`), `/metrics`. Its wire types are
+//! (`public.rs`; the event journal in `journal.rs`), `/internal/v1/*` for agents
+//! (`internal.rs`), `/metrics`. Its wire types are
 //! `drover_api`'s, `translate.rs` maps them to domain types and back, and `error.rs` is its one
 //! mapping of errors to status and body.
 //!
@@ -8,6 +9,7 @@
 
 pub mod error;
 pub mod internal;
+pub mod journal;
 pub mod public;
 pub mod translate;
 
@@ -18,7 +20,8 @@ use std::sync::Arc;
 /// The native routes with their key checks: the agent key on `/internal/v1` (and each spot's
 /// own secret, checked by the handlers once they know the spot); the API key on `/api/v1` and
 /// `/metrics` (reads too unless `--public-reads`), except health, which load balancers call
-/// without one, and the job read, which agents make with their own credentials.
+/// without one, and the job read, which agents make with their own credentials. The journal
+/// needs the API key for reads even under `--public-reads` (see `journal::routes`).
 pub fn routes(state: &AppState) -> axum::Router<AppState> {
     let agent_key = Arc::new(state.config.agent_key.clone());
     let internal = internal::routes().route_layer(middleware::from_fn_with_state(
@@ -29,11 +32,19 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         auth::ApiKeyRule::of(&state.config),
         auth::require_api_key,
     ));
+    let journal = journal::routes().route_layer(middleware::from_fn_with_state(
+        Arc::new(auth::ApiKeyRule {
+            key: state.config.api_key.clone(),
+            reads: true,
+        }),
+        auth::require_api_key,
+    ));
     let job_read = public::job_read_routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::authorise_job_read,
     ));
     public
+        .merge(journal)
         .merge(job_read)
         .merge(public::open_routes())
         .merge(internal)

@@ -99,6 +99,10 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/fallback/status", get(fallback::status))
         .route("/fallback/pending", get(fallback::pending))
         .route("/fallback/reconcile", post(fallback::reconcile))
+        .route(
+            "/fallback/consistency",
+            get(crate::consistency::fallback_consistency),
+        )
         .route_layer(middleware::from_fn_with_state(
             auth::ApiKeyRule::of(&state.config),
             auth::require_api_key,
