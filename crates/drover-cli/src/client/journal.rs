@@ -1,9 +1,12 @@
-//! `drover journal tail` and `drover journal verify`: read the server's event journal, follow
-//! it, and ask the server to check it against its tables.
+//! `drover journal tail`, `drover journal verify` and `drover journal rebuild`: read the
+//! server's event journal, follow it, ask the server to check it against its tables, and
+//! rebuild a store from the blobs a journal was published as.
 //!
-//! Each command is calls of `drover_client::Client` and a printout. Nothing here replays or
-//! judges an entry: `tail` prints entries as the server sent them (summarised, or in their own
-//! JSON encoding), and whether the journal is consistent is the server's answer to `verify`.
+//! `tail` and `verify` are calls of `drover_client::Client` and a printout. `rebuild` works on
+//! local parts, without a server: it reads the blobs back from sinks
+//! (`drover_server::journal::read_back`), writes them into an empty store
+//! (`JournalStore::restore`), and checks that store (`drover_server::consistency::check`).
+//! Nothing here replays or judges an entry itself.
 
 use super::output;
 use super::{Connection, Failure, Outcome, watch};
@@ -83,6 +86,36 @@ enum JournalCommand {
         #[arg(long)]
         json: bool,
     },
+
+    /// Rebuild a store from the blobs a journal was published as (no server needed).
+    ///
+    /// Reads every blob back from the sinks given with --from (the primary, and any fallback
+    /// whose blobs were not reconciled yet: together they must hold every entry from the
+    /// first), replays them and writes the state into the store --db names, which must be
+    /// empty (a new SQLite file, or an empty PostgreSQL database); the entries become its own
+    /// journal, counted as published. Then checks the new store: its journal replayed equals
+    /// its tables. Start `drover server --db` on it afterwards. What the journal does not keep
+    /// starts afresh: nodes have no address until they heartbeat, running tasks get a new
+    /// lease, results of finished tasks are empty.
+    ///
+    ///   drover journal rebuild --from file:./data/journal-sink --db ./rebuilt/drover.db
+    ///   drover journal rebuild --from postgres://u@db/journal --from http://10.0.0.9:8080 \
+    ///       --db postgres://u@db/drover_rebuilt
+    Rebuild {
+        /// A sink to read blobs from: file:DIR (or a plain path), postgres://..., or
+        /// http(s)://host:port (another drover server's /da/blob); repeat for several.
+        #[arg(long = "from", value_name = "SINK", required = true)]
+        from: Vec<String>,
+
+        /// The store to rebuild into: a SQLite file (created) or postgres://...; it must hold
+        /// nothing yet.
+        #[arg(long, value_name = "PATH|URL")]
+        db: String,
+
+        /// How long one read of a sink may take.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 pub async fn run(args: JournalArgs) -> Result<Outcome, Failure> {
@@ -95,7 +128,85 @@ pub async fn run(args: JournalArgs) -> Result<Outcome, Failure> {
             json,
         } => tail(&client, after, last, follow, json).await,
         JournalCommand::Verify { json } => verify(&client, json).await,
+        JournalCommand::Rebuild { from, db, timeout } => {
+            rebuild(
+                &from,
+                &db,
+                Duration::from_secs(timeout),
+                args.connection.api_key(),
+            )
+            .await
+        }
     }
+}
+
+async fn rebuild(
+    from: &[String],
+    db: &str,
+    timeout: Duration,
+    api_key: Option<String>,
+) -> Result<Outcome, Failure> {
+    use drover_server::journal::{SinkSpec, open_sink, read_back};
+    let mut sinks = Vec::with_capacity(from.len());
+    for text in from {
+        let spec: SinkSpec = text
+            .parse()
+            .map_err(|e| Failure::Usage(format!("--from {text:?}: {e}")))?;
+        let sink = open_sink(&spec, timeout, api_key.as_deref())
+            .await
+            .map_err(|e| Failure::Local(format!("opening the sink {spec}: {e}")))?;
+        sinks.push((spec.to_string(), sink));
+    }
+    drover_store::check_url(db).map_err(|e| Failure::Usage(format!("--db {db:?}: {e}")))?;
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "reading blobs {elapsed:>4} [{bar:25}] {pos}/{len} {wide_msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let entries = read_back(&sinks, |sink, height, head| {
+        bar.set_length(head);
+        bar.set_position(height);
+        bar.set_message(sink.to_string());
+    })
+    .await
+    .map_err(|e| Failure::Local(format!("reading the journal back: {e}")))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "read {} entries from {} sink(s)",
+        entries.len(),
+        sinks.len()
+    );
+    let store = drover_store::open(db)
+        .map_err(|e| Failure::Local(format!("opening the store {db}: {e}")))?;
+    let now = chrono::Utc::now();
+    let last = store
+        .journal
+        .restore(entries, now)
+        .await
+        .map_err(|e| Failure::Local(format!("rebuilding into {db}: {e}")))?;
+    let report = drover_server::consistency::check(store.journal.as_ref(), now)
+        .await
+        .map_err(|e| Failure::Local(format!("checking {db}: {e}")))?;
+    let _ = store.ops.close().await;
+    output::line(&format!(
+        "rebuilt {db} from entries 1 to {last}; checked {} items: {}",
+        report.items_verified,
+        if report.is_consistent() {
+            "consistent".to_string()
+        } else {
+            format!("{} inconsistencies", report.inconsistencies())
+        }
+    ))?;
+    for detail in &report.details {
+        output::line(&format!("- {detail}"))?;
+    }
+    Ok(if report.is_consistent() {
+        Outcome::Done
+    } else {
+        Outcome::Inconsistent
+    })
 }
 
 async fn verify(client: &Client, json: bool) -> Result<Outcome, Failure> {

@@ -200,6 +200,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The API key given, if any.
+    fn api_key(&self) -> Option<String> {
+        self.api_key.clone().filter(|k| !k.is_empty())
+    }
+
     /// A client of the chosen server or servers; refuses a URL that this client cannot use.
     fn client(&self) -> Result<Client, Failure> {
         let mut client = Client::with_servers(servers(&self.server)?);
@@ -253,6 +258,9 @@ pub enum Failure {
     Output(std::io::Error),
     /// The process could not set itself up (exit 1).
     Runtime(std::io::Error),
+    /// A local part the command works on (a sink, a store) refused or could not be reached
+    /// (exit 3, as a server that does).
+    Local(String),
 }
 
 impl Failure {
@@ -267,7 +275,7 @@ impl Failure {
     fn exit_code(&self) -> i32 {
         match self {
             Failure::Usage(_) => 2,
-            Failure::Server { .. } => 3,
+            Failure::Server { .. } | Failure::Local(_) => 3,
             // `drover job list | head -1` closing the pipe early is not a failure.
             Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
             Failure::Output(_) | Failure::Runtime(_) => 1,
@@ -277,7 +285,7 @@ impl Failure {
     /// The message for stderr: `error: ...`, then hints when there is something to try.
     fn message(&self) -> Option<String> {
         match self {
-            Failure::Usage(m) => Some(format!("error: {m}")),
+            Failure::Usage(m) | Failure::Local(m) => Some(format!("error: {m}")),
             Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => None,
             Failure::Output(e) => Some(format!("error: cannot write the output: {e}")),
             Failure::Runtime(e) => Some(format!("error: cannot start the async runtime: {e}")),

@@ -231,3 +231,120 @@ async fn tail_prints_entries_as_lines_or_json_and_follows_new_ones() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C ends a follow quietly");
 }
+
+/// The whole path, as an operator takes it: a server started with the contract's
+/// `USE_MOCK_DA=true` publishes its journal to a file sink beside its database; once it is
+/// published, `drover journal rebuild` makes a new store from that sink alone, which checks
+/// consistent, and a server started on it shows the same jobs, tasks and spots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_from_the_published_sink_makes_a_store_that_serves_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new()
+            .env("USE_MOCK_DA", "true")
+            .args(["--journal-publish-every", "50ms"]),
+    )
+    .await;
+    let client = server.client();
+    let (spot, _) = some_work(&client).await;
+    let sink = server.db_path().parent().unwrap().join("journal-sink");
+
+    // Published: the file sink holds every entry of the journal.
+    let head = client
+        .journal(0, 1, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .head;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status: Value = reqwest::get(format!("{}/fallback/status", server.base_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let held = std::fs::read_dir(&sink).map_or(0, |d| d.count());
+        if status["current_status"] == "primary_healthy" && held > 0 {
+            let (_, read) = read_sink(&sink).await;
+            if read == head {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not published: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let rebuilt = dir.path().join("rebuilt").join("drover.db");
+    std::fs::create_dir_all(rebuilt.parent().unwrap()).unwrap();
+    let from = format!("file:{}", sink.display());
+    let db = rebuilt.display().to_string();
+    let run = drover(
+        &server,
+        dir.path(),
+        "rebuild",
+        &["journal", "rebuild", "--from", &from, "--db", &db],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{run}");
+    assert!(
+        run.stdout.contains(&format!("entries 1 to {head}")),
+        "{run}"
+    );
+    assert!(run.stdout.contains("consistent"), "{run}");
+
+    // Into a store that is not empty any more: refused, exit 3, the store untouched.
+    let again = drover(
+        &server,
+        dir.path(),
+        "rebuild-again",
+        &["journal", "rebuild", "--from", &from, "--db", &db],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(3), "{again}");
+    assert!(again.stderr.contains("empty store"), "{again}");
+
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = ServerProcess::start(second_dir.path(), Launch::new().db(&rebuilt)).await;
+    let copy = second.client();
+    let run = drover(&second, second_dir.path(), "verify", &["journal", "verify"]).await;
+    assert_eq!(run.status.code(), Some(0), "{run}");
+    let listing = |c: Client| async move {
+        let jobs = c.jobs(&Default::default()).await.unwrap().jobs;
+        let mut shown = Vec::new();
+        for job in jobs {
+            let tasks = c.all_tasks(&job.id, None).await.unwrap();
+            let tasks: Vec<(String, String)> =
+                tasks.into_iter().map(|t| (t.id, t.status)).collect();
+            shown.push((job.id, job.status, job.completed_tasks, tasks));
+        }
+        shown
+    };
+    assert_eq!(listing(copy.clone()).await, listing(client.clone()).await);
+    let spots: Vec<String> = copy
+        .spots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(spots, vec![spot]);
+}
+
+/// The entries a file sink holds, and the last one's number.
+async fn read_sink(dir: &Path) -> (usize, u64) {
+    let sink = drover_server::journal::open_sink(
+        &drover_server::journal::SinkSpec::File(dir.to_path_buf()),
+        std::time::Duration::from_secs(5),
+        None,
+    )
+    .await
+    .unwrap();
+    match drover_server::journal::read_back(&[("primary".into(), sink)], |_, _, _| {}).await {
+        Ok(entries) => (entries.len(), entries.last().map_or(0, |e| e.seq)),
+        Err(_) => (0, 0),
+    }
+}
