@@ -10,7 +10,8 @@
 //! What is journaled (and so compared) and what is not:
 //! - nodes: id, status, hostname, zone, labels, capacity; not the liveness figures that every
 //!   heartbeat writes (last heartbeat, address, load, running tasks, free memory);
-//! - node stats as reported to the placement contract (`POST /node/{id}/stats`), last value;
+//! - node stats as reported to the placement contract (`POST /node/{id}/stats`), last value
+//!   (a report of the same figures again is not a change: the store yields no event for it);
 //! - jobs: id, name, origin, priority, attempts allowed, task timeout, task count, cancelled,
 //!   and the sweep's spec and the run as stored (so a rebuild can create them again); their
 //!   counts per status are derived from the tasks and compared with the live counters;

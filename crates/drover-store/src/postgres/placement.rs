@@ -114,10 +114,14 @@ impl PlacementStore for PgStore {
             let Some(before) = locked_status(&tx, node_id).await? else {
                 return Err(StoreError::not_found("node", node_id).into());
             };
-            exec(
+            // Only figures that changed are a change (and a journal entry): a node reporting
+            // the same stats again is liveness alone, so the journal coalesces them.
+            let changed = exec(
                 &*tx,
                 "UPDATE nodes SET cpu_free = $2, ram_free_mb = $3, gpu_free = $4,
-                     latency_ms = $5, io_pressure = $6 WHERE id = $1",
+                     latency_ms = $5, io_pressure = $6
+                 WHERE id = $1 AND (cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure)
+                     IS DISTINCT FROM ($2, $3, $4, $5, $6)",
                 &[
                     &node_id,
                     &stats.cpu_free,
@@ -129,9 +133,11 @@ impl PlacementStore for PgStore {
             )
             .await?;
             seen_alive(&tx, node_id, before, now).await?;
-            tx.emit(Event::NodeStatsReported {
-                node_id: node_id.to_string(),
-            });
+            if changed > 0 {
+                tx.emit(Event::NodeStatsReported {
+                    node_id: node_id.to_string(),
+                });
+            }
             Ok(())
         }
         .await)

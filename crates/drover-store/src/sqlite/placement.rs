@@ -112,23 +112,30 @@ impl PlacementStore for SqliteStore {
             let Some(before) = rows::node_status(tx, &id)? else {
                 return Err(StoreError::not_found("node", &id));
             };
-            tx.prepare_cached(
-                "UPDATE nodes SET cpu_free = ?2, ram_free_mb = ?3, gpu_free = ?4,
-                     latency_ms = ?5, io_pressure = ?6 WHERE id = ?1",
-            )
-            .map_err(map_err)?
-            .execute(params![
-                id,
-                stats.cpu_free,
-                stats.ram_free_mb,
-                stats.gpu_free,
-                stats.latency_ms,
-                stats.io_pressure
-            ])
-            .map_err(map_err)?;
+            // Only figures that changed are a change (and a journal entry): a node reporting
+            // the same stats again is liveness alone, so the journal coalesces them.
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE nodes SET cpu_free = ?2, ram_free_mb = ?3, gpu_free = ?4,
+                         latency_ms = ?5, io_pressure = ?6
+                     WHERE id = ?1 AND (cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure)
+                         IS NOT (?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    id,
+                    stats.cpu_free,
+                    stats.ram_free_mb,
+                    stats.gpu_free,
+                    stats.latency_ms,
+                    stats.io_pressure
+                ])
+                .map_err(map_err)?;
             seen_alive(tx, &id, before, &now)?;
             beats.written(&id, node::status_after_heartbeat(before));
-            tx.emit(Event::NodeStatsReported { node_id: id });
+            if changed > 0 {
+                tx.emit(Event::NodeStatsReported { node_id: id });
+            }
             Ok(())
         })
         .await

@@ -122,6 +122,14 @@ pub async fn workload(store: &Stores, at: Timestamp) {
         .report_stats("place-1", stats, at + secs(1))
         .await
         .unwrap();
+    // The same figures again are liveness, not a change: no entry (the journal coalesces them).
+    let head = store.journal.journal_head().await.unwrap();
+    store
+        .placement
+        .report_stats("place-1", stats, at + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(store.journal.journal_head().await.unwrap(), head);
     store
         .placement
         .set_scheduler_weights(Weights::default(), at)
