@@ -208,9 +208,10 @@ pub struct ObjectImage {
 }
 
 /// A task of the journaled state: where it stands, when that differs from what its job implies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskImage {
     pub job: String,
+    #[serde(with = "as_status")]
     pub status: TaskStatus,
     pub attempt: u32,
     /// Compared only while RUNNING: a finished task's last holder is history, not state.
@@ -358,8 +359,10 @@ pub enum ReplayError {
     Gap { applied: u64, found: u64 },
 }
 
-/// The journaled state (see the module docs), as replayed or as read from the live tables.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The journaled state (see the module docs), as replayed or as read from the live tables. Its
+/// encoding (serde) is a snapshot's: the state as of entry `applied`, behind which a store may
+/// drop its entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// The last entry applied (0: none).
     pub applied: u64,
@@ -370,6 +373,7 @@ pub struct State {
     pub runners: BTreeMap<String, RunnerImage>,
     pub objects: BTreeMap<String, ObjectImage>,
     /// Replica states by object hash, then node.
+    #[serde(with = "replica_states")]
     pub replicas: BTreeMap<String, BTreeMap<String, ReplicaState>>,
     pub scheduler: Option<StatsImage>,
 }
@@ -613,6 +617,41 @@ mod as_status {
     {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde for the replica states of a [`State`], by their upper-case names.
+mod replica_states {
+    use crate::model::ReplicaState;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    type Replicas = BTreeMap<String, BTreeMap<String, ReplicaState>>;
+
+    pub fn serialize<S: Serializer>(v: &Replicas, s: S) -> Result<S::Ok, S::Error> {
+        let named: BTreeMap<&str, BTreeMap<&str, &str>> = (v.iter())
+            .map(|(hash, nodes)| {
+                let nodes = (nodes.iter())
+                    .map(|(node, state)| (node.as_str(), state.as_str()))
+                    .collect();
+                (hash.as_str(), nodes)
+            })
+            .collect();
+        named.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Replicas, D::Error> {
+        let named = BTreeMap::<String, BTreeMap<String, String>>::deserialize(d)?;
+        (named.into_iter())
+            .map(|(hash, nodes)| {
+                let nodes = (nodes.into_iter())
+                    .map(|(node, state)| {
+                        Ok((node, state.parse().map_err(serde::de::Error::custom)?))
+                    })
+                    .collect::<Result<_, D::Error>>()?;
+                Ok((hash, nodes))
+            })
+            .collect()
     }
 }
 
@@ -929,6 +968,21 @@ mod tests {
                 }
             }
             prop_assert_eq!(state, once);
+        }
+
+        #[test]
+        fn a_snapshot_replays_on_as_the_state_it_was_taken_of(
+            entries in journal(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let whole = replay(&entries);
+            let cut = cut.index(entries.len() + 1);
+            let text = serde_json::to_string(&replay(&entries[..cut])).unwrap();
+            let mut resumed: State = serde_json::from_str(&text).unwrap();
+            for e in &entries[cut..] {
+                resumed.apply(e).unwrap();
+            }
+            prop_assert_eq!(resumed, whole);
         }
 
         #[test]

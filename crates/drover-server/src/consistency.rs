@@ -4,7 +4,8 @@
 //! `GET /fallback/consistency`, `drover journal verify` through the first).
 //!
 //! This module owns the procedure: read the live state first (with the journal's head in the
-//! same snapshot), then the entries `1..=head` a page at a time, replay them, compare. Writes
+//! same snapshot), then the entries `1..=head` a page at a time (or, once the journal was
+//! compacted, its snapshot and the entries after it), replay them, compare. Writes
 //! that commit while the check runs have sequence numbers above that head and are not read, so
 //! a busy server is checked against one consistent point. A missing entry (a gap, or a journal
 //! that ends before its head) or an entry that cannot be applied is an inconsistency of its own,
@@ -53,22 +54,48 @@ impl Report {
 
 /// Checks the journal of `journal` against its live tables (see the module docs); `now` is the
 /// check's time, for the report. An error is the store's: the check could not be made.
+///
+/// When the journal was compacted, the replay starts from its snapshot. Should a compaction
+/// drop entries between reading the snapshot and reading them, the check starts again (a
+/// compaction runs at most every few seconds, so once is enough in practice; three tries).
 pub async fn check(journal: &dyn JournalStore, now: Timestamp) -> Result<Report, StoreError> {
-    let live = journal.live_state().await?;
-    check_against(journal, live, now).await
+    let mut tries = 0;
+    loop {
+        let live = journal.live_state().await?;
+        let snapshot = journal.snapshot().await?;
+        let from = snapshot.as_ref().map_or(0, |s| s.applied);
+        let report = check_from(journal, snapshot.unwrap_or_default(), live, now).await?;
+        tries += 1;
+        let moved = journal.snapshot().await?.map_or(0, |s| s.applied) != from;
+        if report.is_consistent() || !moved || tries == 3 {
+            return Ok(report);
+        }
+    }
 }
 
-/// The rest of [`check`], once `live` has been read: replays the entries up to `live.head` and
-/// compares. Entries written since `live` was read are not looked at.
+/// The rest of [`check`], once `live` has been read, for a journal never compacted: replays
+/// the entries up to `live.head` and compares. Entries written since `live` was read are not
+/// looked at.
 pub async fn check_against(
     journal: &dyn JournalStore,
     live: LiveState,
     now: Timestamp,
 ) -> Result<Report, StoreError> {
+    check_from(journal, Journaled::default(), live, now).await
+}
+
+/// Replays the entries after `start` (a snapshot, or the empty state) up to `live.head` and
+/// compares with `live`.
+async fn check_from(
+    journal: &dyn JournalStore,
+    start: Journaled,
+    live: LiveState,
+    now: Timestamp,
+) -> Result<Report, StoreError> {
     let head = live.head;
-    let mut replayed = Journaled::default();
+    let mut after = start.applied;
+    let mut replayed = start;
     let mut details = Vec::new();
-    let mut after = 0;
     'pages: while after < head {
         let limit = u32::try_from(head - after).map_or(PAGE, |left| left.min(PAGE));
         let page = journal.journal(after, limit).await?;

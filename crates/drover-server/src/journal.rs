@@ -106,6 +106,11 @@ pub struct JournalConfig {
     /// between them (`RECONCILE_RETRY_DELAY_MS`).
     pub reconcile_max_retries: u32,
     pub reconcile_retry_delay: Duration,
+    /// Retention: entries the primary holds are compacted behind a snapshot, keeping the
+    /// newest `keep` of them in the store; `None` keeps every entry.
+    pub keep: Option<u64>,
+    /// How often the leader compacts, when `keep` is set.
+    pub compact_every: Duration,
 }
 
 impl JournalConfig {
@@ -122,6 +127,8 @@ impl JournalConfig {
             reconcile_batch: 10,
             reconcile_max_retries: 3,
             reconcile_retry_delay: Duration::from_secs(1),
+            keep: None,
+            compact_every: Duration::from_secs(60),
         }
     }
 }
@@ -722,6 +729,58 @@ impl Worker for JournalPublisher {
     async fn run_once(&self) -> Result<Counts, PublishError> {
         let published = self.0.publish().await?;
         Ok(vec![("published", published)])
+    }
+}
+
+/// The worker that compacts the journal (retention, `JournalConfig::keep`): entries the
+/// primary sink holds, but for the newest `keep`, are dropped from the store behind a snapshot
+/// of the state as of the last of them. Entries on no sink, or waiting on a fallback, are never
+/// dropped (the store refuses).
+pub struct JournalCompactor {
+    pub store: Arc<dyn JournalStore>,
+    pub clock: Arc<dyn Clock>,
+    pub keep: u64,
+}
+
+impl JournalCompactor {
+    /// Compacts once; answers how many entries were dropped.
+    pub async fn compact(&self) -> Result<u64, PublishError> {
+        let head = self.store.journal_head().await?;
+        let upto = self
+            .store
+            .primary_holds_upto()
+            .await?
+            .min(head.saturating_sub(self.keep));
+        let mut state = self.store.snapshot().await?.unwrap_or_default();
+        if upto <= state.applied {
+            return Ok(0);
+        }
+        while state.applied < upto {
+            let limit = u32::try_from(upto - state.applied).map_or(READ_PAGE, |n| n.min(READ_PAGE));
+            let page = self.store.journal(state.applied, limit).await?;
+            if page.is_empty() {
+                break;
+            }
+            for entry in &page {
+                state.apply(entry).map_err(|e| {
+                    StoreError::Internal(format!("the journal cannot be compacted: {e}"))
+                })?;
+            }
+        }
+        Ok(self.store.compact(state, self.clock.now()).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for JournalCompactor {
+    type Error = PublishError;
+
+    fn name(&self) -> &'static str {
+        "journal-compactor"
+    }
+
+    async fn run_once(&self) -> Result<Counts, PublishError> {
+        Ok(vec![("compacted", self.compact().await?)])
     }
 }
 

@@ -282,6 +282,9 @@ impl AppState {
             let config = journal.config();
             schedule.push(("journal-publisher", config.publish_every));
             schedule.push(("journal-sink-monitor", config.routing.check_interval));
+            if config.keep.is_some() {
+                schedule.push(("journal-compactor", config.compact_every));
+            }
         }
         schedule
     }
@@ -359,6 +362,18 @@ impl AppState {
                 config.routing.check_interval,
                 stop,
             ));
+            if let Some(keep) = config.keep {
+                let compactor = journal::JournalCompactor {
+                    store: self.store.journal.clone(),
+                    clock: self.clock.clone(),
+                    keep,
+                };
+                handles.push(self.spawn_worker(
+                    self.led(compactor, epoch),
+                    config.compact_every,
+                    stop,
+                ));
+            }
         }
         handles
     }

@@ -46,6 +46,12 @@ pub enum StoreError {
     )]
     OutOfOrder { published: u64, first: u64 },
 
+    /// Entries not yet held by the primary sink were to be compacted: nothing was dropped.
+    #[error(
+        "the primary sink holds the journal up to entry {held}; entries up to {upto} cannot be compacted yet"
+    )]
+    NotPublished { upto: u64, held: u64 },
+
     /// The store location names nothing this build can open: fix the setting.
     #[error("{0}")]
     Unsupported(String),

@@ -732,6 +732,21 @@ impl JournalStore for Faulty {
         self.faults.write("restore", inner).await
     }
 
+    async fn primary_holds_upto(&self) -> Result<u64> {
+        let inner = self.inner.journal.primary_holds_upto();
+        self.faults.read("primary_holds_upto", inner).await
+    }
+
+    async fn snapshot(&self) -> Result<Option<drover_core::journal::State>> {
+        let inner = self.inner.journal.snapshot();
+        self.faults.read("snapshot", inner).await
+    }
+
+    async fn compact(&self, state: drover_core::journal::State, at: Timestamp) -> Result<u64> {
+        let inner = self.inner.journal.compact(state, at);
+        self.faults.write("compact", inner).await
+    }
+
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
         let inner = self.inner.journal.blob_reconcile_failed(id, error);
         self.faults.write("blob_reconcile_failed", inner).await

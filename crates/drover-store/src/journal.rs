@@ -52,6 +52,20 @@ pub trait JournalStore: Send + Sync + 'static {
     /// RUNNING task's lease starts at `now`, task payloads come from their job's spec, results
     /// are empty.
     async fn restore(&self, entries: Vec<Entry>, now: Timestamp) -> Result<u64>;
+
+    /// The last entry the primary sink holds with every one before it: published to the
+    /// primary, or to a fallback and reconciled since. Entries up to it may be compacted.
+    async fn primary_holds_upto(&self) -> Result<u64>;
+
+    /// The latest snapshot (the journaled state as of entry `applied`), behind which the
+    /// entries were compacted; `None` before the first compaction.
+    async fn snapshot(&self) -> Result<Option<State>>;
+
+    /// Keeps `state`, the journaled state as of entry `state.applied`, as the snapshot, and
+    /// drops the entries up to it (one transaction). Refused unless the primary holds them
+    /// all ([`JournalStore::primary_holds_upto`]): the journal never loses an entry that no
+    /// sink keeps. Numbering goes on after the dropped entries. Answers how many were dropped.
+    async fn compact(&self, state: State, at: Timestamp) -> Result<u64>;
 }
 
 /// What a rebuild writes for one task: when it started, its lease (while RUNNING) and when it
@@ -82,6 +96,17 @@ pub(crate) fn job_rows(state: &State) -> Vec<(String, JobCounts, drover_core::Jo
             (job.id.clone(), counts, status, started)
         })
         .collect()
+}
+
+/// A snapshot as the stores keep it (JSON text).
+pub(crate) fn encode_snapshot(state: &State) -> Result<String> {
+    serde_json::to_string(state)
+        .map_err(|e| crate::StoreError::Internal(format!("snapshot not encoded: {e}")))
+}
+
+pub(crate) fn decode_snapshot(text: &str) -> Result<State> {
+    serde_json::from_str(text)
+        .map_err(|e| crate::StoreError::Internal(format!("the journal's snapshot: {e}")))
 }
 
 /// The replayed state of a whole journal for [`JournalStore::restore`], or why it cannot be

@@ -147,6 +147,16 @@ pub struct JournalSettings {
     #[arg(long, env = "DROVER_RECONCILE_RETRY_DELAY", value_name = "DURATION")]
     pub reconcile_retry_delay: Option<Span>,
 
+    /// Retention: entries the primary sink holds are compacted behind a snapshot of the state,
+    /// keeping the newest N in the store (a rebuild reads the sink, which keeps every one).
+    /// Entries not on the primary yet are never dropped [default: keep every entry].
+    #[arg(long, env = "DROVER_JOURNAL_KEEP", value_name = "N")]
+    pub journal_keep: Option<u64>,
+
+    /// How often the journal is compacted, with --journal-keep [default: 60s].
+    #[arg(long, env = "DROVER_JOURNAL_COMPACT_EVERY", value_name = "DURATION")]
+    pub journal_compact_every: Option<Span>,
+
     /// What the aliases asked for that depends on the sinks every source gives: checked when
     /// the settings are resolved.
     #[arg(skip)]
@@ -376,6 +386,14 @@ impl JournalSettings {
                 self.reconcile_retry_delay.is_some(),
                 "--reconcile-retry-delay (DROVER_RECONCILE_RETRY_DELAY, RECONCILE_RETRY_DELAY_MS)",
             ),
+            (
+                self.journal_keep.is_some(),
+                "--journal-keep (DROVER_JOURNAL_KEEP)",
+            ),
+            (
+                self.journal_compact_every.is_some(),
+                "--journal-compact-every (DROVER_JOURNAL_COMPACT_EVERY)",
+            ),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
@@ -460,6 +478,8 @@ impl JournalSettings {
                 .reconcile_max_retries
                 .unwrap_or(d.reconcile_max_retries),
             reconcile_retry_delay: or(self.reconcile_retry_delay, d.reconcile_retry_delay),
+            keep: self.journal_keep.or(d.keep),
+            compact_every: or(self.journal_compact_every, d.compact_every),
             ..d
         };
         for (zero, flag) in [
@@ -470,6 +490,7 @@ impl JournalSettings {
             (config.timeout.is_zero(), "--journal-timeout"),
             (config.publish_every.is_zero(), "--journal-publish-every"),
             (config.blob_max_bytes == 0, "--journal-blob-max-bytes"),
+            (config.compact_every.is_zero(), "--journal-compact-every"),
             (config.reconcile_batch == 0, "--reconcile-batch-size"),
             (config.reconcile_max_retries == 0, "--reconcile-max-retries"),
         ] {
@@ -594,6 +615,10 @@ mod tests {
             "7",
             "--reconcile-retry-delay",
             "2500ms",
+            "--journal-keep",
+            "5000",
+            "--journal-compact-every",
+            "10s",
         ])
         .unwrap();
         let config = settings.resolve().unwrap().app.server.journal.unwrap();
@@ -616,6 +641,8 @@ mod tests {
                 reconcile_batch: 25,
                 reconcile_max_retries: 7,
                 reconcile_retry_delay: Duration::from_millis(2500),
+                keep: Some(5000),
+                compact_every: Duration::from_secs(10),
             }
         );
     }

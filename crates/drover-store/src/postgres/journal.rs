@@ -369,6 +369,61 @@ impl JournalStore for PgStore {
         write_tx!(self, |tx| restore_in(&tx, state, entries, now).await)
     }
 
+    async fn primary_holds_upto(&self) -> Result<u64> {
+        read!(self, |conn| primary_holds(&conn).await)
+    }
+
+    async fn snapshot(&self) -> Result<Option<State>> {
+        read!(self, |conn| {
+            let found = row_opt(
+                &conn,
+                "SELECT data FROM journal_snapshots ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+            match found {
+                Some(r) => Ok(Some(crate::journal::decode_snapshot(
+                    &rows::get::<String>(&r, 0)?,
+                )?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn compact(&self, state: State, at: Timestamp) -> Result<u64> {
+        let data = crate::journal::encode_snapshot(&state)?;
+        let (upto, data) = (state.applied, &data);
+        write_tx!(self, |tx| async {
+            // Locked, so that a blob recorded meanwhile cannot change what the primary holds.
+            exec(&*tx, "LOCK TABLE journal_blobs IN SHARE MODE", &[]).await?;
+            let held = primary_holds(&*tx).await?;
+            if upto > held {
+                return Err(StoreError::NotPublished { upto, held }.into());
+            }
+            exec(
+                &*tx,
+                "INSERT INTO journal_snapshots (seq, at, data) VALUES ($1, $2, $3)
+                 ON CONFLICT (seq) DO UPDATE SET at = $2, data = $3",
+                &[&(upto as i64), &rows::at(at), data],
+            )
+            .await?;
+            exec(
+                &*tx,
+                "DELETE FROM journal_snapshots WHERE seq < $1",
+                &[&(upto as i64)],
+            )
+            .await?;
+            let dropped = exec(
+                &*tx,
+                "DELETE FROM journal WHERE seq <= $1",
+                &[&(upto as i64)],
+            )
+            .await?;
+            Ok(dropped)
+        }
+        .await)
+    }
+
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
         let error = &error;
         write_tx!(self, |tx| async {
@@ -580,6 +635,21 @@ async fn restore_in(tx: &Tx<'_>, state: &State, entries: &[Entry], now: Timestam
     // The writes above are the rebuild, not new changes: the journal holds the original ones.
     tx.take_events();
     Ok(last)
+}
+
+/// The last entry the primary holds with every one before it (see
+/// [`JournalStore::primary_holds_upto`]).
+async fn primary_holds<C: GenericClient>(c: &C) -> R<u64> {
+    let r = row(
+        c,
+        "SELECT LEAST(COALESCE((SELECT MAX(last_seq) FROM journal_blobs), 0),
+                      COALESCE((SELECT MIN(first_seq) - 1 FROM journal_blobs
+                                WHERE sink <> 'primary' AND reconciled_at IS NULL),
+                               4611686018427387904))",
+        &[],
+    )
+    .await?;
+    Ok(rows::get::<i64>(&r, 0)?.max(0) as u64)
 }
 
 /// The last entry in a recorded blob.

@@ -315,7 +315,8 @@ CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
 /// Version 9: the event journal (`journal.rs`): one row per entry, its changes as JSON, the
 /// one row that numbers entries without gaps across replicas, and the blobs that published
 /// it, each the entries `first..=last` posted to one sink, with its reconciliation to the
-/// primary when that sink was a fallback (`reconciled_at` NULL: pending).
+/// primary when that sink was a fallback (`reconciled_at` NULL: pending); and the snapshot behind which entries
+/// were compacted (the journaled state as of entry `seq`, as JSON).
 const V9: &str = r#"
 CREATE TABLE journal (
     seq  BIGINT PRIMARY KEY,
@@ -344,6 +345,11 @@ CREATE TABLE journal_blobs (
 );
 CREATE INDEX journal_blobs_pending ON journal_blobs (first_seq)
     WHERE sink <> 'primary' AND reconciled_at IS NULL;
+CREATE TABLE journal_snapshots (
+    seq  BIGINT PRIMARY KEY,
+    at   TIMESTAMPTZ NOT NULL,
+    data TEXT NOT NULL
+);
 "#;
 
 /// The migrations in order; the schema's version is how many have been applied.

@@ -1,10 +1,9 @@
 //! The journal on SQLite: the `journal` table, appended by the write path inside each write's
 //! savepoint, and the reads of [`JournalStore`].
 //!
-//! Sequence numbers are the table's rowids: SQLite gives a new row the largest rowid plus one,
-//! and the single writer appends in commit order, so they have no gaps; a write that rolls
-//! back takes its rows with it, and the next write reuses the numbers. (Nothing deletes the
-//! last entry, which would let a number be given twice.)
+//! Sequence numbers are one more than the last entry's (or than the snapshot's, when compaction
+//! dropped every entry), and the single writer appends in commit order, so they have no gaps;
+//! a write that rolls back takes its rows with it, and the next write reuses the numbers.
 //!
 //! This module owns reading a subject's image in the writing transaction and the live-state
 //! read; what is journaled is `drover_core::journal::subject`'s decision.
@@ -32,8 +31,12 @@ pub(super) fn append(conn: &Connection, events: &[Event], at: &Timestamp) -> Res
     if changes.is_empty() {
         return Ok(());
     }
+    // After the last entry, or after the snapshot when compaction dropped every entry.
     let first: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal")
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM journal), 0),
+                        COALESCE((SELECT MAX(seq) FROM journal_snapshots), 0)) + 1",
+        )
         .map_err(map_err)?
         .query_row([], |r| r.get(0))
         .map_err(map_err)?;
@@ -84,6 +87,10 @@ fn change_of(conn: &Connection, event: &Event) -> Result<Option<Change>> {
         },
     }))
 }
+
+/// The last entry's number, counting those compacted behind the snapshot.
+const HEAD: &str = "SELECT MAX(COALESCE((SELECT MAX(seq) FROM journal), 0),
+     COALESCE((SELECT MAX(seq) FROM journal_snapshots), 0))";
 
 /// A job's image and its counters, from `jobs`.
 macro_rules! job_image {
@@ -226,9 +233,7 @@ fn live(conn: &mut Connection) -> Result<LiveState> {
     let tx = conn.transaction().map_err(map_err)?;
     let mut live = LiveState {
         head: tx
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(HEAD, [], |r| r.get::<_, i64>(0))
             .map_err(map_err)? as u64,
         ..LiveState::default()
     };
@@ -312,7 +317,7 @@ impl JournalStore for SqliteStore {
 
     async fn journal_head(&self) -> Result<u64> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM journal")
+            conn.prepare_cached(HEAD)
                 .map_err(map_err)?
                 .query_row([], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
@@ -401,6 +406,50 @@ impl JournalStore for SqliteStore {
         let state = crate::journal::state_to_restore(&entries)?;
         self.write(move |tx| restore_in(tx, &state, &entries, &now))
             .await
+    }
+
+    async fn primary_holds_upto(&self) -> Result<u64> {
+        self.read(|conn| primary_holds(conn)).await
+    }
+
+    async fn snapshot(&self) -> Result<Option<State>> {
+        self.read(|conn| {
+            let data: Option<String> = conn
+                .prepare_cached("SELECT data FROM journal_snapshots ORDER BY seq DESC LIMIT 1")
+                .map_err(map_err)?
+                .query_row([], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?;
+            data.map(|d| crate::journal::decode_snapshot(&d))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn compact(&self, state: State, at: Timestamp) -> Result<u64> {
+        let data = crate::journal::encode_snapshot(&state)?;
+        self.write(move |tx| {
+            let upto = state.applied;
+            let held = primary_holds(tx)?;
+            if upto > held {
+                return Err(StoreError::NotPublished { upto, held });
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO journal_snapshots (seq, at, data) VALUES (?1, ?2, ?3)",
+                params![upto as i64, ts(&at), data],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM journal_snapshots WHERE seq < ?1",
+                [upto as i64],
+            )
+            .map_err(map_err)?;
+            let dropped = tx
+                .execute("DELETE FROM journal WHERE seq <= ?1", [upto as i64])
+                .map_err(map_err)?;
+            Ok(dropped as u64)
+        })
+        .await
     }
 
     async fn blob_reconcile_failed(&self, id: i64, error: String) -> Result<()> {
@@ -597,6 +646,20 @@ fn restore_in(tx: &Tx<'_>, state: &State, entries: &[Entry], now: &Timestamp) ->
     // The writes above are the rebuild, not new changes: the journal holds the original ones.
     tx.forget_events();
     Ok(last)
+}
+
+/// The last entry the primary holds with every one before it (see
+/// [`JournalStore::primary_holds_upto`]).
+fn primary_holds(conn: &Connection) -> Result<u64> {
+    conn.prepare_cached(
+        "SELECT MIN(COALESCE((SELECT MAX(last_seq) FROM journal_blobs), 0),
+                    COALESCE((SELECT MIN(first_seq) - 1 FROM journal_blobs
+                              WHERE sink <> 'primary' AND reconciled_at IS NULL), 1 << 62))",
+    )
+    .map_err(map_err)?
+    .query_row([], |r| r.get::<_, i64>(0))
+    .map(|n| n.max(0) as u64)
+    .map_err(map_err)
 }
 
 /// The last entry in a recorded blob.

@@ -545,7 +545,8 @@ CREATE INDEX jobs_origin ON jobs (origin, seq) WHERE origin IS NOT NULL;
 /// Version 16: the event journal (`journal.rs`): one row per entry, numbered by its rowid
 /// without gaps, its changes as JSON; and the blobs that published it, each the entries
 /// `first..=last` posted to one sink, with its reconciliation to the primary when that sink
-/// was a fallback (`reconciled_at` NULL: pending).
+/// was a fallback (`reconciled_at` NULL: pending); and the snapshot behind which entries
+/// were compacted (the journaled state as of entry `seq`, as JSON).
 const V16: &str = r#"
 CREATE TABLE journal (
     seq  INTEGER PRIMARY KEY,
@@ -569,6 +570,11 @@ CREATE TABLE journal_blobs (
 );
 CREATE INDEX journal_blobs_pending ON journal_blobs (first_seq)
     WHERE sink <> 'primary' AND reconciled_at IS NULL;
+CREATE TABLE journal_snapshots (
+    seq  INTEGER PRIMARY KEY,
+    at   TEXT NOT NULL,
+    data TEXT NOT NULL
+);
 "#;
 
 pub(super) fn migrations() -> Migrations<'static> {

@@ -434,6 +434,90 @@ pub async fn a_rebuild_from_the_journal_equals_the_original(store: &Stores) {
     ));
 }
 
+/// Compaction: entries the primary holds are dropped behind a snapshot of the state as of the
+/// last of them; entries not on the primary (never published, or waiting on a fallback) are
+/// never dropped; numbering goes on; the snapshot and the entries after it replay to the tables.
+pub async fn entries_the_primary_holds_are_compacted_behind_a_snapshot(store: &Stores) {
+    workload(store, t0()).await;
+    let head = store.journal.journal_head().await.unwrap();
+    assert!(head > 10);
+    assert_eq!(store.journal.primary_holds_upto().await.unwrap(), 0);
+    let state_at = |upto: u64| async move {
+        let entries = store.journal.journal(0, upto as u32).await.unwrap();
+        drover_core::journal::replay(&entries).unwrap()
+    };
+    // Nothing published yet: nothing may go.
+    assert!(matches!(
+        store.journal.compact(state_at(5).await, t0()).await,
+        Err(StoreError::NotPublished { upto: 5, held: 0 })
+    ));
+    // 1..=6 on the primary, 7..=8 waiting on the secondary: only up to 6 may go.
+    store
+        .journal
+        .record_blob(blob(1, 6, SinkRole::Primary, 1))
+        .await
+        .unwrap();
+    let pending = store
+        .journal
+        .record_blob(blob(7, 8, SinkRole::Secondary, 1))
+        .await
+        .unwrap();
+    store
+        .journal
+        .record_blob(blob(9, 10, SinkRole::Primary, 2))
+        .await
+        .unwrap();
+    assert_eq!(store.journal.primary_holds_upto().await.unwrap(), 6);
+    assert!(matches!(
+        store.journal.compact(state_at(8).await, t0()).await,
+        Err(StoreError::NotPublished { upto: 8, held: 6 })
+    ));
+    assert_eq!(
+        store
+            .journal
+            .compact(state_at(6).await, t0())
+            .await
+            .unwrap(),
+        6
+    );
+    assert_eq!(store.journal.snapshot().await.unwrap().unwrap().applied, 6);
+    let rest = store.journal.journal(0, 1000).await.unwrap();
+    assert_eq!(rest.first().map(|e| e.seq), Some(7));
+    assert_eq!(store.journal.journal_head().await.unwrap(), head);
+
+    // Reconciled, the rest may go: every entry, the head's too.
+    store
+        .journal
+        .blob_reconciled(pending.id, 3, t0())
+        .await
+        .unwrap();
+    let upto = store.journal.published_upto().await.unwrap();
+    store
+        .journal
+        .record_blob(blob(upto + 1, head, SinkRole::Primary, 3))
+        .await
+        .unwrap();
+    assert_eq!(store.journal.primary_holds_upto().await.unwrap(), head);
+    let mut state = store.journal.snapshot().await.unwrap().unwrap();
+    for e in &rest {
+        state.apply(e).unwrap();
+    }
+    assert_eq!(store.journal.compact(state, t0()).await.unwrap(), head - 6);
+    assert!(store.journal.journal(0, 10).await.unwrap().is_empty());
+    assert_eq!(store.journal.journal_head().await.unwrap(), head);
+
+    // The next change is entry head + 1, and the snapshot with it replays to the tables.
+    crate::node(store, t0() + secs(500)).await;
+    let next = store.journal.journal(0, 10).await.unwrap();
+    assert_eq!(next.iter().map(|e| e.seq).collect::<Vec<_>>(), [head + 1]);
+    let mut replayed = store.journal.snapshot().await.unwrap().unwrap();
+    replayed.apply(&next[0]).unwrap();
+    let live = store.journal.live_state().await.unwrap();
+    assert_eq!(live.head, head + 1);
+    let differences = replayed.differences(&live.state, &live.counts);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
 fn blob(first: u64, last: u64, sink: SinkRole, height: u64) -> NewBlob {
     NewBlob {
         first,
@@ -515,6 +599,7 @@ macro_rules! journal_suite {
                 entries_are_read_in_order_a_page_at_a_time,
                 blobs_publish_the_journal_in_order_and_fallback_ones_wait_for_reconciliation,
                 a_rebuild_from_the_journal_equals_the_original,
+                entries_the_primary_holds_are_compacted_behind_a_snapshot,
             ];
             shared: [concurrent_writes_keep_numbers_without_gaps]);
     };

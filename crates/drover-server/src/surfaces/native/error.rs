@@ -147,6 +147,10 @@ impl From<StoreError> for ApiError {
                 code: "JOURNAL_OUT_OF_ORDER",
                 message: e.to_string(),
             },
+            StoreError::NotPublished { .. } => ApiError::Conflict {
+                code: "JOURNAL_NOT_PUBLISHED",
+                message: e.to_string(),
+            },
             StoreError::LimitReached { kind, .. } => ApiError::TooManyRequests {
                 code: "SPOT_LIMIT_REACHED",
                 message: format!(
