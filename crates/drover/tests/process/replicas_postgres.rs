@@ -131,7 +131,21 @@ fn assert_each_task_done_once(pg: &TempPostgres, job: &str, total: u64) {
 async fn three_replicas_finish_a_sweep_after_the_leader_is_killed() {
     let pg = postgres();
     let dir = tempfile::tempdir().unwrap();
-    let mut servers = replicas(dir.path(), &pg.url(), 3).await;
+    // Every replica is told to publish the journal to one PostgreSQL sink; only the leader of
+    // the moment does.
+    let sink_url = pg.create_database("journal_sink").unwrap();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let publish = Launch::new().args([
+            "--journal-sink",
+            &sink_url,
+            "--journal-publish-every",
+            "100ms",
+            "--journal-check-interval",
+            "500ms",
+        ]);
+        servers.push(replica_with(dir.path(), &pg.url(), &format!("r{i}"), publish).await);
+    }
     let clients: Vec<Client> = servers.iter().map(|s| s.client()).collect();
     let all = urls(&servers.iter().collect::<Vec<_>>());
     let (first, epoch) = leader(&clients).await;
@@ -228,6 +242,38 @@ async fn three_replicas_finish_a_sweep_after_the_leader_is_killed() {
         .unwrap();
     assert!(count > N, "{numbered}");
     assert_eq!((count, max), (head, head), "entries 1..=head, each once");
+
+    // The sink holds the whole journal, each entry once and the same as the store's, though
+    // its publisher died half way: the new leader went on from what was recorded.
+    let sink = drover_server::journal::open_sink(
+        &drover_server::journal::SinkSpec::Postgres(sink_url.clone()),
+        Duration::from_secs(5),
+        None,
+    )
+    .await
+    .unwrap();
+    let published = eventually("the journal published to the sink", EVENT_DEADLINE, || {
+        let sink = sink.clone();
+        async move {
+            let entries = drover_server::journal::read_back(&[("sink".into(), sink)], |_, _, _| {})
+                .await
+                .ok()?;
+            (entries.last().map(|e| e.seq) >= Some(head)).then_some(entries)
+        }
+    })
+    .await;
+    let stored = rest[0]
+        .journal(0, 1000, Duration::ZERO)
+        .await
+        .unwrap()
+        .entries;
+    let n = published.len().min(stored.len());
+    assert!(n > 0);
+    assert_eq!(
+        published[..n],
+        stored[..n],
+        "the sink holds the store's entries"
+    );
 }
 
 /// The database stops at once (as a crash would) while two replicas and an agent work a sweep,
