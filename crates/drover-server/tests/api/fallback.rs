@@ -440,9 +440,10 @@ async fn a_postgres_store_rebuilt_from_the_primary_sink_holds_the_original_state
 async fn reading_back_needs_every_entry_and_names_the_first_missing() {
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::open(dir.path()).unwrap();
+    let at = chrono::Utc::now();
     let entry = |seq| Entry {
         seq,
-        at: chrono::Utc::now(),
+        at,
         kind: "node_forgotten".into(),
         changes: vec![drover_core::journal::Change::NodeGone { id: "n".into() }],
     };
@@ -450,11 +451,47 @@ async fn reading_back_needs_every_entry_and_names_the_first_missing() {
         let (bytes, _) = drover_server::journal::encode(&blob, usize::MAX).unwrap();
         sink.post(&bytes).unwrap();
     }
-    let sink: Arc<dyn drover_sinks::Sink> = Arc::new(sink);
-    let err = drover_server::journal::read_back(&[("primary".into(), sink)], |_, _, _| {})
-        .await
-        .unwrap_err();
+    let primary: Arc<dyn drover_sinks::Sink> = Arc::new(sink);
+    let err =
+        drover_server::journal::read_back(&[("primary".into(), primary.clone())], |_, _, _| {})
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("no entry 3"), "{err}");
+
+    // The blob still pending on a fallback fills the hole: read together, the whole journal,
+    // each entry once, entry 2 (on both) too.
+    let fallback_dir = tempfile::tempdir().unwrap();
+    let fallback = FileSink::open(fallback_dir.path()).unwrap();
+    let (bytes, _) = drover_server::journal::encode(&[entry(2), entry(3)], usize::MAX).unwrap();
+    fallback.post(&bytes).unwrap();
+    let fallback: Arc<dyn drover_sinks::Sink> = Arc::new(fallback);
+    let both = [
+        ("primary".into(), primary.clone()),
+        ("secondary".into(), fallback),
+    ];
+    let entries = drover_server::journal::read_back(&both, |_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+
+    // Two blobs that disagree on an entry: refused, naming it.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = FileSink::open(other_dir.path()).unwrap();
+    let mut changed = entry(2);
+    changed.kind = "node_registered".into();
+    let (bytes, _) = drover_server::journal::encode(&[changed], usize::MAX).unwrap();
+    other.post(&bytes).unwrap();
+    let other: Arc<dyn drover_sinks::Sink> = Arc::new(other);
+    let err = drover_server::journal::read_back(
+        &[("primary".into(), primary), ("other".into(), other)],
+        |_, _, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("entry 2 differs"), "{err}");
 }
 
 /// Retention: once the primary holds the journal, the compactor drops all but the newest
