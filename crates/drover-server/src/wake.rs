@@ -148,6 +148,7 @@ impl Wake {
             }
         }
     }
+
     /// Runs `attempt` until it finds something, `wait` has passed, or the wake is closed: the
     /// first attempt at once, each further one after any committed write this server saw, and
     /// at least every `recheck` (writes by another replica of a shared database reach this one

@@ -98,6 +98,27 @@ pub(crate) fn job_rows(state: &State) -> Vec<(String, JobCounts, drover_core::Jo
         .collect()
 }
 
+/// The statement that reads a job's image and its counters, the same on both backends (the
+/// table and column names are shared); a backend adds its own `WHERE` with its placeholder.
+macro_rules! job_image_sql {
+    () => {
+        "SELECT id, name, origin, priority, max_attempts, total_tasks, cancelled, new_tasks,
+             running_tasks, completed_tasks, failed_tasks, cancelled_tasks, task_timeout_ms,
+             spec, run FROM jobs"
+    };
+}
+pub(crate) use job_image_sql;
+
+/// The statement that reads the placement stats of the nodes that reported some, as
+/// [`job_image_sql`].
+macro_rules! stats_sql {
+    () => {
+        "SELECT id, cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure FROM nodes
+         WHERE cpu_free IS NOT NULL"
+    };
+}
+pub(crate) use stats_sql;
+
 /// A snapshot as the stores keep it (JSON text).
 pub(crate) fn encode_snapshot(state: &State) -> Result<String> {
     serde_json::to_string(state)

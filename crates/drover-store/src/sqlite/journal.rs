@@ -92,25 +92,10 @@ fn change_of(conn: &Connection, event: &Event) -> Result<Option<Change>> {
 const HEAD: &str = "SELECT MAX(COALESCE((SELECT MAX(seq) FROM journal), 0),
      COALESCE((SELECT MAX(seq) FROM journal_snapshots), 0))";
 
-/// A job's image and its counters, from `jobs`.
-macro_rules! job_image {
-    () => {
-        "SELECT id, name, origin, priority, max_attempts, total_tasks, cancelled, new_tasks,
-             running_tasks, completed_tasks, failed_tasks, cancelled_tasks, task_timeout_ms,
-             spec, run FROM jobs"
-    };
-}
-/// The placement stats of the nodes that reported some.
-macro_rules! stats {
-    () => {
-        "SELECT id, cpu_free, ram_free_mb, gpu_free, latency_ms, io_pressure FROM nodes
-         WHERE cpu_free IS NOT NULL"
-    };
-}
-const JOB_IMAGE: &str = job_image!();
-const JOB_BY_ID: &str = concat!(job_image!(), " WHERE id = ?1");
-const STATS: &str = stats!();
-const STATS_BY_ID: &str = concat!(stats!(), " AND id = ?1");
+const JOB_IMAGE: &str = crate::journal::job_image_sql!();
+const JOB_BY_ID: &str = concat!(crate::journal::job_image_sql!(), " WHERE id = ?1");
+const STATS: &str = crate::journal::stats_sql!();
+const STATS_BY_ID: &str = concat!(crate::journal::stats_sql!(), " AND id = ?1");
 const RUNNER_BY_ID: &str = concat!(
     "SELECT session_id, driver, instance, endpoint, status, singleton, created_at,
          last_heartbeat, token_hash FROM runners",
