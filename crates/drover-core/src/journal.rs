@@ -70,6 +70,17 @@ pub enum Change {
     /// A task moved: claimed (RUNNING on `node`), completed, failed (NEW again when retried),
     /// or taken back by the server. Task changes of one write form one entry.
     Task(TaskMove),
+    /// Tasks of one job that moved to one status (and node), each by its index in the job and
+    /// its attempt: the compact form of a batch of claims or reports (a task's id is derived
+    /// from its job and index, `ids::sweep_task_id`), a few bytes per task.
+    Tasks {
+        job: String,
+        #[serde(with = "as_status")]
+        to: TaskStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        moves: Vec<(u64, u32)>,
+    },
     Runner(RunnerImage),
     RunnerGone {
         session: String,
@@ -327,9 +338,23 @@ pub fn subject(event: &Event) -> Subject<'_> {
 
 /// Groups one write's changes into entries: consecutive changes of one kind share an entry.
 /// `seq` numbers them from `first`.
+/// Consecutive moves of tasks of one job to one status and node become one
+/// [`Change::Tasks`], when the tasks' ids are their job's derived ones.
 pub fn entries(changes: Vec<(&'static str, Change)>, first: u64, at: Timestamp) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     for (kind, change) in changes {
+        let change = match change {
+            Change::Task(m) => {
+                let batch = (out.last_mut())
+                    .filter(|last| last.kind == kind)
+                    .and_then(|last| last.changes.last_mut());
+                match join_move(batch, m) {
+                    None => continue,
+                    Some(change) => change,
+                }
+            }
+            other => other,
+        };
         match out.last_mut() {
             Some(last) if last.kind == kind => last.changes.push(change),
             _ => out.push(Entry {
@@ -341,6 +366,37 @@ pub fn entries(changes: Vec<(&'static str, Change)>, first: u64, at: Timestamp) 
         }
     }
     out
+}
+
+/// Adds move `m` to `batch` when it is a batch of the same job, status and node and `m`'s
+/// task id is derived (`None`: joined); otherwise answers the change that records `m` alone,
+/// as the start of a batch when its id is derived.
+fn join_move(batch: Option<&mut Change>, m: TaskMove) -> Option<Change> {
+    let index = crate::ids::sweep_task_id_parts(&m.task)
+        .filter(|(hex, _)| m.job.strip_prefix("job-") == Some(*hex))
+        .map(|(_, index)| index);
+    let Some(index) = index else {
+        return Some(Change::Task(m));
+    };
+    if let Some(Change::Tasks {
+        job,
+        to,
+        node,
+        moves,
+    }) = batch
+        && *job == m.job
+        && *to == m.to
+        && *node == m.node
+    {
+        moves.push((index, m.attempt));
+        return None;
+    }
+    Some(Change::Tasks {
+        job: m.job,
+        to: m.to,
+        node: m.node,
+        moves: vec![(index, m.attempt)],
+    })
 }
 
 /// The state `entries` replay to, from empty.
@@ -453,6 +509,22 @@ impl State {
                     node: m.node.clone(),
                 },
             ),
+            Change::Tasks {
+                job,
+                to,
+                node,
+                moves,
+            } => {
+                for &(index, attempt) in moves {
+                    let task = TaskImage {
+                        job: job.clone(),
+                        status: *to,
+                        attempt,
+                        node: node.clone(),
+                    };
+                    self.insert_task(crate::ids::sweep_task_id(job, index), task);
+                }
+            }
             Change::Runner(r) => {
                 self.runners.insert(r.session.clone(), r.clone());
             }
@@ -755,6 +827,40 @@ mod tests {
     }
 
     #[test]
+    fn moves_of_one_job_to_one_status_are_one_compact_change() {
+        let job = format!("job-{:032x}", 7);
+        let task = |i| crate::ids::sweep_task_id(&job, i);
+        let changes = vec![
+            (
+                "task_completed",
+                moved(&task(0), &job, TaskStatus::Done, 1, None),
+            ),
+            (
+                "task_completed",
+                moved(&task(3), &job, TaskStatus::Done, 2, None),
+            ),
+            (
+                "task_completed",
+                moved("task-old", &job, TaskStatus::Done, 1, None),
+            ),
+            (
+                "task_completed",
+                moved(&task(4), &job, TaskStatus::Done, 1, None),
+            ),
+        ];
+        let entries = entries(changes, 1, at());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            serde_json::to_value(&entries[0].changes).unwrap(),
+            serde_json::json!([
+                {"t": "tasks", "job": job, "to": "DONE", "moves": [[0, 1], [3, 2]]},
+                {"t": "task", "task": "task-old", "job": job, "to": "DONE", "attempt": 1},
+                {"t": "tasks", "job": job, "to": "DONE", "moves": [[4, 1]]},
+            ])
+        );
+    }
+
+    #[test]
     fn the_encoding_keeps_its_field_names() {
         let entry = Entry {
             seq: 3,
@@ -885,6 +991,8 @@ mod tests {
     /// Small id spaces, so that random changes collide on the same items.
     fn change() -> impl Strategy<Value = Change> {
         let id = |p: &'static str| (0..3u8).prop_map(move |i| format!("{p}{i}"));
+        // Jobs with drover's ids, so that their tasks' ids are derived and batches compact.
+        let job_id = || (0..3u8).prop_map(|i| format!("job-{i:032x}"));
         let status = prop_oneof![
             Just(TaskStatus::New),
             Just(TaskStatus::Running),
@@ -893,16 +1001,15 @@ mod tests {
             Just(TaskStatus::Cancelled),
         ];
         prop_oneof![
-            (id("j"), 0..5u64).prop_map(|(j, total)| job(&j, total)),
-            id("j").prop_map(|job| Change::JobCancelled { job }),
-            (id("j"), -5..15i64).prop_map(|(job, priority)| Change::JobPriority { job, priority }),
-            (id("t"), id("j"), status, 0..3u32, id("n")).prop_map(|(t, j, to, a, n)| moved(
-                &t,
-                &j,
-                to,
-                a,
-                Some(&n)
-            )),
+            (job_id(), 0..5u64).prop_map(|(j, total)| job(&j, total)),
+            job_id().prop_map(|job| Change::JobCancelled { job }),
+            (job_id(), -5..15i64).prop_map(|(job, priority)| Change::JobPriority { job, priority }),
+            (0..5u64, job_id(), status.clone(), 0..3u32, id("n")).prop_map(|(i, j, to, a, n)| {
+                moved(&crate::ids::sweep_task_id(&j, i), &j, to, a, Some(&n))
+            }),
+            // A task whose id is not derived from its job's (a row from before derived ids).
+            (id("t"), job_id(), status, 0..3u32)
+                .prop_map(|(t, j, to, a)| moved(&t, &j, to, a, None)),
             id("n").prop_map(|id| Change::NodeGone { id }),
             (id("n"), 0..100u32).prop_map(|(id, x)| Change::NodeStats {
                 id,
@@ -983,6 +1090,25 @@ mod tests {
                 resumed.apply(e).unwrap();
             }
             prop_assert_eq!(resumed, whole);
+        }
+
+        #[test]
+        fn batching_a_write_s_moves_changes_nothing_of_what_they_replay_to(
+            changes in prop::collection::vec(change(), 0..60),
+        ) {
+            // Each change alone in its entry, against one write's changes batched.
+            let alone = (changes.iter().enumerate())
+                .map(|(i, c)| Entry { seq: i as u64 + 1, at: at(), kind: "k".into(), changes: vec![c.clone()] })
+                .collect::<Vec<_>>();
+            let batched = entries(changes.into_iter().map(|c| ("k", c)).collect(), 1, at());
+            prop_assert!(batched.len() <= 1);
+            let text = serde_json::to_string(&batched).unwrap();
+            let decoded: Vec<Entry> = serde_json::from_str(&text).unwrap();
+            let mut state = replay(&alone);
+            state.applied = 0;
+            let mut from_batch = replay(&decoded);
+            from_batch.applied = 0;
+            prop_assert_eq!(from_batch, state);
         }
 
         #[test]

@@ -406,6 +406,31 @@ fn change(c: &Change) -> String {
             Some(node) => format!("task {} {} on {node}", m.task, m.to),
             None => format!("task {} {}", m.task, m.to),
         },
+        Change::Tasks {
+            job,
+            to,
+            node,
+            moves,
+        } => {
+            let place = match node {
+                Some(node) => format!("{to} on {node}"),
+                None => to.to_string(),
+            };
+            let ids: Vec<String> = (moves.iter())
+                .map(|(index, _)| drover_core::ids::sweep_task_id(job, *index))
+                .collect();
+            match &ids[..] {
+                [one] => format!("task {one} {place}"),
+                _ => {
+                    let more = ids.len().saturating_sub(SHOWN_CHANGES);
+                    let mut shown: Vec<String> = ids.into_iter().take(SHOWN_CHANGES).collect();
+                    if more > 0 {
+                        shown.push(format!("+{more} more"));
+                    }
+                    format!("tasks {place}: {}", shown.join(", "))
+                }
+            }
+        }
         Change::Runner(r) => format!("runner {} {}", r.session, r.status),
         Change::RunnerGone { session } => format!("runner {session} removed"),
         Change::Object(o) => format!("object {} ({} bytes, rf {})", o.hash, o.size, o.rf),

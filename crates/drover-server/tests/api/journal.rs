@@ -90,7 +90,11 @@ async fn every_acknowledged_change_is_an_entry_numbered_from_one_without_gaps() 
     assert_eq!(seqs, (1..=entries.len() as u64).collect::<Vec<_>>());
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, WORKLOAD_KINDS);
-    assert_eq!(entries[2].changes.len(), 2, "both claims in one entry");
+    // Both claims in one entry, as one compact change of the job's two tasks.
+    match &entries[2].changes[..] {
+        [drover_core::journal::Change::Tasks { moves, .. }] => assert_eq!(moves.len(), 2),
+        other => panic!("both claims in one entry: {other:?}"),
+    }
 
     // One default page holds them all; the wire shape is the journal's own encoding.
     let (status, body) = app.get_json("/api/v1/journal").await;

@@ -3,7 +3,7 @@
 //! the live tables hold.
 
 use crate::{complete, fail, listed, new_job, node, secs, sweep, t0};
-use drover_core::journal::{Entry, State};
+use drover_core::journal::{Change, Entry, State};
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::sink_routing::SinkRole;
 use drover_core::{Capacity, NodeInfo, NodeStats, ReplicaState, Timestamp};
@@ -294,11 +294,22 @@ pub async fn a_batch_of_task_changes_is_one_entry(store: &Stores) {
     let reports = claimed.iter().map(|t| complete(&t.id, &n, 0.5)).collect();
     store.jobs.report(reports, t0() + secs(2)).await.unwrap();
     let entries = store.journal.journal(head, 100).await.unwrap();
-    let shape: Vec<(&str, usize)> = entries
+    // One entry per kind, each one compact change of the job's 20 tasks.
+    let moves = |c: &Change| match c {
+        Change::Tasks { moves, .. } => moves.len(),
+        _ => 1,
+    };
+    let shape: Vec<(&str, usize, usize)> = entries
         .iter()
-        .map(|e| (e.kind.as_str(), e.changes.len()))
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.changes.len(),
+                e.changes.iter().map(moves).sum(),
+            )
+        })
         .collect();
-    assert_eq!(shape, [("task_claimed", 20), ("task_completed", 20)]);
+    assert_eq!(shape, [("task_claimed", 1, 20), ("task_completed", 1, 20)]);
     assert_replay_matches(store).await;
 }
 
