@@ -302,8 +302,9 @@ pub struct ReconcileFailed {
     pub code: Option<String>,
 }
 
-/// `GET /fallback/consistency`: a read-only check of the pending queue against the routing.
-/// `details` are sentences, one per inconsistency; `verified_at` is Unix ms.
+/// `GET /fallback/consistency`: the journal replayed (from its snapshot, if compacted) and
+/// compared with the live tables; `items_verified` counts the items compared. `details` are
+/// sentences, one per inconsistency, naming the item and both values; `verified_at` is Unix ms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsistencyReport {
     pub is_consistent: bool,

@@ -119,6 +119,30 @@ macro_rules! stats_sql {
 }
 pub(crate) use stats_sql;
 
+/// What a rebuild creates a job from: the job as created, and its sweep, from the job's image.
+pub(crate) fn job_to_create(
+    job: &drover_core::journal::JobImage,
+) -> Result<(crate::NewJob, drover_core::sweep::Sweep)> {
+    let internal = |e: &dyn std::fmt::Display| {
+        crate::StoreError::Internal(format!("rebuilding {}: {e}", job.id))
+    };
+    let sweep = drover_core::sweep::Sweep::from_spec_json(&job.spec).map_err(|e| internal(&e))?;
+    let run = (job.run.as_deref())
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| internal(&e))?;
+    let new = crate::NewJob {
+        id: Some(job.id.clone()),
+        name: job.name.clone(),
+        origin: job.origin.clone(),
+        priority: job.priority,
+        max_attempts: job.max_attempts,
+        task_timeout: std::time::Duration::from_millis(job.timeout_ms),
+        run,
+    };
+    Ok((new, sweep))
+}
+
 /// A snapshot as the stores keep it (JSON text).
 pub(crate) fn encode_snapshot(state: &State) -> Result<String> {
     serde_json::to_string(state)

@@ -475,21 +475,7 @@ async fn restore_in(tx: &Tx<'_>, state: &State, entries: &[Entry], now: Timestam
         .await?;
     }
     for job in state.jobs.values() {
-        let sweep = drover_core::sweep::Sweep::from_spec_json(&job.spec)
-            .map_err(|e| internal(&job.id, &e))?;
-        let run = (job.run.as_deref())
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| internal(&job.id, &e))?;
-        let new = crate::NewJob {
-            id: Some(job.id.clone()),
-            name: job.name.clone(),
-            origin: job.origin.clone(),
-            priority: job.priority,
-            max_attempts: job.max_attempts,
-            task_timeout: std::time::Duration::from_millis(job.timeout_ms),
-            run,
-        };
+        let (new, sweep) = crate::journal::job_to_create(job)?;
         super::jobs::create_job(tx, &job.id, &new, &sweep, now, true).await?;
     }
     for (id, task) in &state.tasks {
