@@ -168,7 +168,11 @@ async fn tail_prints_entries_as_lines_or_json_and_follows_new_ones() {
             .all(|e| e["at"].is_string() && e["changes"].is_array())
     );
     // The two claims: one compact change of the job's tasks 0 and 1.
-    assert_eq!(entries[2]["changes"][0]["moves"], json!([[0, 1], [1, 1]]), "{run}");
+    assert_eq!(
+        entries[2]["changes"][0]["moves"],
+        json!([[0, 1], [1, 1]]),
+        "{run}"
+    );
 
     // --last and --after choose where to start.
     let run = drover(
