@@ -270,13 +270,51 @@ impl Runner {
     }
 }
 
-/// The endpoint of a runner published on `port` of `host`, as clients are told it.
+/// The endpoint of a runner published on `port` of `host`, as clients are told it: the
+/// session-runners contract builds `${RUNNERS_HOST}:${port}`, so its users may give the host
+/// with its scheme (`https://r.example.com`), which is kept; a bare host name or address gets
+/// `http://` (an IPv6 address in brackets). A host that [`runners_host_base`] refuses is never
+/// configured (the server refuses it at start-up).
 pub fn runner_endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("http://[{host}]:{port}")
-    } else {
-        format!("http://{host}:{port}")
+    let base = runners_host_base(host).unwrap_or_else(|_| format!("http://{host}"));
+    format!("{base}:{port}")
+}
+
+/// What a runners host (`RUNNERS_HOST`) gives a runner's endpoint before its port: the scheme
+/// and host, `http://` when none is given; or why the setting is not a host, in words that say
+/// what to write instead.
+pub fn runners_host_base(host: &str) -> Result<String, String> {
+    let hint = "give a host name or address (r.example.com, 10.0.0.5, ::1), optionally with \
+                http:// or https://, without a port or a path: drover adds each runner's port";
+    let (scheme, rest) = match host.split_once("://") {
+        Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+        Some((other, _)) => {
+            return Err(format!(
+                "runners host {host:?}: the scheme {other:?} is not http or https; {hint}"
+            ));
+        }
+        None => ("http", host),
+    };
+    let bad = |why: &str| Err(format!("runners host {host:?}: {why}; {hint}"));
+    if rest.is_empty() {
+        return bad("no host is given");
     }
+    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
+        return bad("it has more than a host");
+    }
+    let bracketed = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+    let name = match bracketed {
+        Some(v6) => {
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return bad("the address in brackets is not an IPv6 address");
+            }
+            rest.to_string()
+        }
+        None if rest.parse::<std::net::Ipv6Addr>().is_ok() => format!("[{rest}]"),
+        None if rest.contains(':') => return bad("it has a port"),
+        None => rest.to_string(),
+    };
+    Ok(format!("{scheme}://{name}"))
 }
 
 /// Static facts a node declares when it registers.
@@ -340,6 +378,31 @@ mod tests {
         assert_eq!(runner_endpoint("localhost", 3000), "http://localhost:3000");
         assert_eq!(runner_endpoint("::1", 3000), "http://[::1]:3000");
         assert_eq!(runner_endpoint("[::1]", 3000), "http://[::1]:3000");
+        // The contract's users write the scheme into RUNNERS_HOST: it is kept.
+        assert_eq!(
+            runner_endpoint("https://r.example.com", 40545),
+            "https://r.example.com:40545"
+        );
+        assert_eq!(
+            runner_endpoint("http://10.0.0.5", 3000),
+            "http://10.0.0.5:3000"
+        );
+        assert_eq!(runner_endpoint("https://[::1]", 3000), "https://[::1]:3000");
+        for refused in [
+            "",
+            "https://",
+            "ftp://r.example.com",
+            "r.example.com:8080",
+            "https://r.example.com/runners",
+            "r.example.com x",
+            "[not-v6]",
+        ] {
+            let why = runners_host_base(refused).unwrap_err();
+            assert!(
+                why.contains("without a port or a path"),
+                "{refused:?}: {why}"
+            );
+        }
     }
 
     #[test]

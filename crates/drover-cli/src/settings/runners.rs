@@ -53,7 +53,9 @@ pub struct RunnerSettings {
     #[arg(long, env = "DROVER_RUNNER_PUBLISH_IP", value_name = "IP")]
     runner_publish_ip: Option<IpAddr>,
 
-    /// Host name clients are told to reach runners at [default: localhost] [alias: RUNNERS_HOST].
+    /// Host clients are told to reach runners at, each on its own port: a name or address,
+    /// optionally with its scheme (https://r.example.com keeps https; without one, http), no
+    /// port or path [default: localhost] [alias: RUNNERS_HOST].
     #[arg(long, env = "DROVER_RUNNERS_HOST", value_name = "HOST")]
     runners_host: Option<String>,
 
@@ -208,9 +210,12 @@ impl RunnerSettings {
     pub fn build(self) -> Result<RunnerPlan, SettingsError> {
         let defaults = RunnersConfig::default();
         let max_runners = self.max_runners.or(defaults.max_runners).unwrap_or(0);
+        let host = self.runners_host.unwrap_or(defaults.host);
+        // Refused here, at start-up, rather than answered to clients as a broken endpoint.
+        drover_core::runners_host_base(&host).map_err(SettingsError::Invalid)?;
         let config = RunnersConfig {
             reuse: self.runner_reuse,
-            host: self.runners_host.unwrap_or(defaults.host),
+            host,
             inactivity_timeout: self
                 .runner_inactivity_timeout
                 .map_or(defaults.inactivity_timeout, |Span(d)| d),
@@ -327,6 +332,26 @@ mod tests {
         assert_eq!(driver_name(&built), Some("process"));
         assert_eq!(built.config.max_runners, Some(3), "the flag wins");
         assert!(toml::from_str::<RunnerSettings>("runner-drvier = \"docker\"").is_err());
+    }
+
+    #[test]
+    fn a_runners_host_keeps_its_scheme_and_one_with_a_port_is_refused_at_start() {
+        let host = |h: &str| RunnerSettings {
+            runners_host: Some(h.into()),
+            ..Default::default()
+        };
+        let built = host("https://r.example.com").build().unwrap();
+        assert_eq!(built.config.host, "https://r.example.com");
+        assert_eq!(
+            drover_core::runner_endpoint(&built.config.host, 40545),
+            "https://r.example.com:40545"
+        );
+        let e = host("r.example.com:8080")
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("it has a port") && e.contains("https://"), "{e}");
     }
 
     #[test]
