@@ -14,8 +14,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Start a server, point worker machines at it, submit parameter sweeps, and follow them to
 /// their results. Run `drover <command> --help` for the details of each command.
+/// The version and the commit it was built from (`unknown` outside a git checkout; a `+` after
+/// the commit when the work tree had changes).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DROVER_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "drover", version, propagate_version = true)]
+#[command(name = "drover", version = VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +56,9 @@ enum Command {
     #[command(after_long_help = agent::EXAMPLES)]
     Agent(Box<agent::AgentArgs>),
 
+    /// Print drover's version and the commit it was built from.
+    Version,
+
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -55,6 +67,10 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Server(args) => server::run(*args),
         Command::Agent(args) => agent::run(*args),
+        Command::Version => {
+            println!("drover {VERSION}");
+            Ok(())
+        }
         Command::Client(command) => client::run(command),
     }
 }

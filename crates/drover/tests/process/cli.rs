@@ -24,6 +24,29 @@ fn drover_help_lists_the_server_command() {
 }
 
 #[test]
+fn version_names_the_release_and_the_commit_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    // This checkout's commit, as `git` tells it (the build ran in the same checkout).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    for args in [&["version"][..], &["--version"][..]] {
+        let run = drover(dir.path(), "version", args, &[]);
+        assert!(run.status.success(), "{run}");
+        let line = run.stdout.trim();
+        let expected = format!("drover {} (commit ", env!("CARGO_PKG_VERSION"));
+        assert!(line.starts_with(&expected), "{run}");
+        if let Some(head) = &head {
+            assert!(line.contains(head.as_str()), "not built from {head}: {run}");
+        }
+    }
+}
+
+#[test]
 fn server_help_documents_keys_aliases_timeouts_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let run = drover(dir.path(), "server-help", &["server", "--help"], &[]);
