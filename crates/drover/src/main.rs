@@ -63,8 +63,8 @@ enum Command {
     Client(client::ClientCommand),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let done = match Cli::parse().command {
         Command::Server(args) => server::run(*args),
         Command::Agent(args) => agent::run(*args),
         Command::Version => {
@@ -72,5 +72,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Client(command) => client::run(command),
+    };
+    match done {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes on one line, as the client commands print theirs: a
+            // refused setting is the user's to fix, not a crash, so no backtrace even with
+            // RUST_BACKTRACE set (a panic still prints one).
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

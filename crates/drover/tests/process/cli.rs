@@ -99,6 +99,21 @@ fn a_public_bind_without_keys_is_refused_before_anything_starts() {
 }
 
 #[test]
+fn a_refused_setting_is_one_error_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = drover(
+        dir.path(),
+        "backtrace",
+        &["server", "--bind", "0.0.0.0", "--port", "0"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    assert!(run.stderr.starts_with("error: "), "{run}");
+    assert!(!run.stderr.contains("Stack backtrace"), "{run}");
+    assert!(!run.stderr.contains("stack backtrace"), "{run}");
+}
+
+#[test]
 fn one_key_is_not_enough_for_a_public_bind() {
     let dir = tempfile::tempdir().unwrap();
     let run = drover(
