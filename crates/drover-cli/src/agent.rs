@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub const EXAMPLES: &str = "\
 Examples:
   drover agent --server http://127.0.0.1:8080
-  drover agent --server http://10.0.0.5:8080 --key \"$AK\" --slots 8 --zone eu-1 --labels gpu=a100,pool=batch
+  drover agent --server http://10.0.0.5:8080 --agent-key \"$AK\" --slots 8 --zone eu-1 --labels gpu=a100,pool=batch
   drover agent --server http://a:8080,http://b:8080   # fails over between replicas
 
 What runs: each job carries a command (an argv array with {name} placeholders filled from the
@@ -45,9 +45,11 @@ pub struct AgentArgs {
     )]
     server: Vec<String>,
 
-    /// The server's agent key (sent as X-Agent-Key).
+    /// The server's agent key, as `drover server --agent-key` was given it (sent as
+    /// X-Agent-Key); `--key` is accepted too.
     #[arg(
-        long,
+        long = "agent-key",
+        visible_alias = "key",
         env = "DROVER_AGENT_KEY",
         hide_env_values = true,
         value_name = "KEY"
@@ -260,6 +262,20 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_key_has_the_servers_name_and_the_old_one_still_works() {
+        use clap::{Args, FromArgMatches};
+        let command = AgentArgs::augment_args(clap::Command::new("agent"));
+        for flag in ["--agent-key", "--key"] {
+            let matches = command
+                .clone()
+                .try_get_matches_from(["agent", flag, "s3cret"])
+                .unwrap();
+            let args = AgentArgs::from_arg_matches(&matches).unwrap();
+            assert_eq!(args.key.as_deref(), Some("s3cret"), "{flag}");
+        }
+    }
 
     #[test]
     fn labels_are_key_value_pairs() {
