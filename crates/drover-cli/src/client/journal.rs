@@ -158,13 +158,8 @@ async fn rebuild(
         sinks.push((spec.to_string(), sink));
     }
     drover_store::check_url(db).map_err(|e| Failure::Usage(format!("--db {db:?}: {e}")))?;
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "reading blobs {elapsed:>4} [{bar:25}] {pos}/{len} {wide_msg}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    // The job watcher's bar: blobs read of the sink's head, and which sink.
+    let bar = watch::new_bar(0);
     let entries = read_back(&sinks, |sink, height, head| {
         bar.set_length(head);
         bar.set_position(height);

@@ -289,7 +289,7 @@ impl Display {
     }
 }
 
-fn new_bar(total: u64) -> ProgressBar {
+pub(super) fn new_bar(total: u64) -> ProgressBar {
     // `wide_msg` cuts the message at the terminal's edge: a wrapped bar redraws badly.
     let style =
         ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:25}] {pos}/{len} {wide_msg}")

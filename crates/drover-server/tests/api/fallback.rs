@@ -218,6 +218,27 @@ async fn the_routing_walks_the_diagram_and_reconciliation_brings_every_entry_to_
         "{pending}"
     );
     assert!(pending[0]["target_da"] == "primary" && pending[0]["stored_at"].is_i64());
+    // The contract's fields, each blob named by its commitment.
+    let fields: Vec<&str> = pending[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected = [
+        "blob_id",
+        "source_da",
+        "target_da",
+        "stored_at",
+        "retry_count",
+        "last_error",
+    ];
+    assert_eq!(fields, expected, "{pending}");
+    assert_eq!(
+        pending[0]["blob_id"].as_str().map(str::len),
+        Some(64),
+        "{pending}"
+    );
     let (_, routing) = app.get_json("/da/routing").await;
     assert_eq!(routing["current_state"], "emergency");
     assert_eq!(routing["primary_healthy"], false);
@@ -251,6 +272,21 @@ async fn the_routing_walks_the_diagram_and_reconciliation_brings_every_entry_to_
     let (_, health) = app.get_json("/health").await;
     assert_eq!(health["status"], "healthy (routing: primary)");
     assert_eq!(health["da_health"], "Ok(Healthy)");
+    // A reconciliation asked for by hand with nothing pending: the contract's report.
+    let (code, report) = app.post_json("/fallback/reconcile", json!({})).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(
+        (
+            &report["success"],
+            &report["blobs_processed"],
+            &report["blobs_reconciled"],
+            &report["blobs_failed"],
+            &report["errors"]
+        ),
+        (&json!(true), &json!(0), &json!(0), &json!(0), &json!([])),
+        "{report}"
+    );
+    assert!(report["duration_ms"].is_u64(), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,11 @@ impl<'c> Tx<'c> {
     /// succeeds), as one simple query.
     fn commit_query(&self) -> String {
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_query_for(&events)
+    }
+
+    /// [`Tx::commit_query`] for a write whose events are `events`.
+    fn commit_query_for(&self, events: &[Event]) -> String {
         if events.iter().any(Event::may_free_work) {
             // Both are drover's own words (a constant and an id it made): nothing to quote.
             format!(
@@ -202,14 +207,11 @@ impl<'c> Tx<'c> {
     /// transaction.
     pub(super) async fn commit(self) -> R<Vec<Event>> {
         self.begun().await?;
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        // Taken, not copied: nothing records an event once the write is ending.
+        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
         let at = super::rows::at(chrono::Utc::now());
         let journaled = super::journal::entries_of(&self, &events, at).await?;
-        let query = self.commit_query();
+        let query = self.commit_query_for(&events);
         let commit = async { self.client.batch_execute(&query).await.map_err(at_commit) };
         match journaled {
             None => commit.await?,
