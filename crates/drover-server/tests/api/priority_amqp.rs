@@ -121,7 +121,7 @@ fn lines(out: &std::path::Path) -> Vec<Value> {
     ignore = "rabbitmq-server is not installed (scripts/test installs it)"
 )]
 #[cfg_attr(
-    missing_pika,
+    all(missing_pika, not(missing_rabbitmq)),
     ignore = "Python's pika is not in the test virtualenv (scripts/test makes it)"
 )]
 #[tokio::test]
@@ -208,7 +208,7 @@ async fn each_job_reaches_its_class_queue_and_a_pika_worker_completes_it() {
     ignore = "rabbitmq-server is not installed (scripts/test installs it)"
 )]
 #[cfg_attr(
-    missing_pika,
+    all(missing_pika, not(missing_rabbitmq)),
     ignore = "Python's pika is not in the test virtualenv (scripts/test makes it)"
 )]
 #[tokio::test]
@@ -271,7 +271,7 @@ async fn registrations_while_the_broker_is_down_are_all_published_when_it_return
     ignore = "rabbitmq-server is not installed (scripts/test installs it)"
 )]
 #[cfg_attr(
-    missing_pika,
+    all(missing_pika, not(missing_rabbitmq)),
     ignore = "Python's pika is not in the test virtualenv (scripts/test makes it)"
 )]
 #[tokio::test]
@@ -396,7 +396,7 @@ async fn status_queue(broker: &Broker) -> StatusQueue {
     ignore = "rabbitmq-server is not installed (scripts/test installs it)"
 )]
 #[cfg_attr(
-    missing_pika,
+    all(missing_pika, not(missing_rabbitmq)),
     ignore = "Python's pika is not in the test virtualenv (scripts/test makes it)"
 )]
 #[tokio::test]
