@@ -16,6 +16,7 @@ mod failover;
 mod group_commit;
 mod grpc;
 mod journal_cli;
+mod readme;
 mod reapers_in_process;
 mod replicas_postgres;
 mod runners_docker;

@@ -202,3 +202,51 @@ fn the_script_is_found_in_the_contract() {
     );
     assert!(script.contains("KEY=\"\""), "{script}");
 }
+
+/// drover's own smoke test, which needs nothing from outside the repository: the walk-through
+/// of `examples/api-by-hand.sh` (docs/native-api.md shows its output), whose every step checks
+/// its answer with jq, run against a fresh server with keys and without.
+#[cfg_attr(
+    missing_shell_tools,
+    ignore = "needs bash, curl and jq, missing where this was built"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projects_own_walk_through_passes_against_a_fresh_server_with_keys_and_without() {
+    if let Some(reason) = missing_tool(&["bash", "curl", "jq"]) {
+        missing_part("the project's own walk-through", &reason);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/api-by-hand.sh");
+    for keys in [None, Some(("agent-secret", "api-secret"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = match keys {
+            None => Launch::new(),
+            Some((agent, api)) => Launch::new().args(["--agent-key", agent, "--api-key", api]),
+        };
+        let server = ServerProcess::start(dir.path(), launch).await;
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script)
+            .current_dir(dir.path())
+            .env("BASE", server.base_url())
+            .env_remove("AGENT_KEY")
+            .env_remove("API_KEY")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost");
+        if let Some((agent, api)) = keys {
+            cmd.env("AGENT_KEY", agent).env("API_KEY", api);
+        }
+        let run = run_to_exit(cmd, dir.path(), "api-by-hand.sh", EXIT_DEADLINE);
+        assert!(run.status.success(), "keys {keys:?}: {run}");
+        assert!(
+            run.stdout.contains("all steps answered as expected"),
+            "{run}"
+        );
+        // The script's own checks agree with what the server holds.
+        let client = match keys {
+            None => server.client(),
+            Some((_, api)) => server.client().with_api_key(api),
+        };
+        let health = client.health().await.unwrap();
+        assert_eq!((health.pending_tasks, health.running_tasks), (3, 0));
+        assert_eq!(health.active_spots, 1);
+    }
+}
