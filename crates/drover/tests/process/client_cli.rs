@@ -456,7 +456,7 @@ async fn a_bad_job_file_exits_2_naming_the_key_or_line_before_any_request() {
         (
             "unknown-key",
             "name = \"x\"\ncommand = [\"true\"]\nprority = 1\n",
-            &["prority", "line 3"][..],
+            &["prority", "line 3", "did you mean `priority`?"][..],
         ),
         ("syntax", "name = \"x\nseed = 1\n", &["line 1"][..]),
         (
