@@ -584,6 +584,10 @@ pub struct ClusterInfo {
     pub leading_since: Option<String>,
     /// Replicas heard from within the last lease TTL, by id.
     pub members: Vec<ClusterMember>,
+    /// The answering replica's drover version (drover's extension; absent from servers older
+    /// than the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A replica seen recently.

@@ -8,7 +8,9 @@
 
 pub mod agent;
 pub mod client;
+pub mod completions;
 pub mod process;
 pub mod server;
 pub mod settings;
 pub mod span;
+pub mod suggest;

@@ -294,6 +294,56 @@ impl Compiled {
     }
 }
 
+/// The batch contract's named sweep fields of a job request, each with the payload field it
+/// gives every task: a job's `algorithms` list gives each task an `algorithm`.
+pub const NAMED_DIMENSIONS: [(&str, &str); 4] = [
+    ("algorithms", "algorithm"),
+    ("iterations", "iterations"),
+    ("agents", "agents"),
+    ("dimension", "dimension"),
+];
+
+/// The payload fields every task of a job will have, as its request tells them: the shared
+/// fields (`shared` and the contract's `jarPath`, `mainClass`), one field per swept dimension,
+/// and, for a job of explicit tasks, the fields all of them have. This is the one rule for
+/// which placeholders a job's templates may use: the server applies it when a job is created,
+/// the CLI before it sends a job file, so that both refuse the same templates.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadFields<'a> {
+    pub shared: &'a [&'a str],
+    pub dimensions: &'a [&'a str],
+    pub tasks: Option<&'a [Map<String, Value>]>,
+}
+
+impl PayloadFields<'_> {
+    /// Whether the payload of every task of the job has field `name`. No task at all (an
+    /// empty task list) has none.
+    pub fn every_task_has(&self, name: &str) -> bool {
+        self.shared.contains(&name)
+            || self.dimensions.contains(&name)
+            || self
+                .tasks
+                .is_some_and(|ts| !ts.is_empty() && ts.iter().all(|t| t.contains_key(name)))
+    }
+
+    /// Every name a placeholder may use: the built-in names, the shared fields, the dimensions
+    /// and the fields all explicit tasks have, for a message that suggests one.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = BUILTIN_NAMES.to_vec();
+        names.extend(self.shared);
+        names.extend(self.dimensions);
+        if let Some(first) = self.tasks.and_then(|ts| ts.first()) {
+            names.extend(
+                first
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| self.every_task_has(k)),
+            );
+        }
+        names
+    }
+}
+
 /// The command for the batch contract's `jarPath`/`mainClass` jobs: `java -cp {jarPath}
 /// {mainClass}` followed by `--<name> {<name>}` for each swept parameter that can be named.
 pub fn java_default(parameter_names: &[String]) -> Vec<String> {
@@ -400,6 +450,35 @@ mod tests {
         assert_eq!(e.field, "command[1]");
         assert!(e.message.contains("{algoritm}"), "{e}");
         assert!(c.check_names(|n| n == "algoritm").is_ok());
+    }
+
+    #[test]
+    fn a_placeholder_must_name_a_field_of_every_task() {
+        let tasks = [
+            payload(json!({"seed": 1, "only_first": true})),
+            payload(json!({"seed": 2})),
+        ];
+        let fields = PayloadFields {
+            shared: &["jarPath", "budget"],
+            dimensions: &["algorithm"],
+            tasks: Some(&tasks),
+        };
+        for known in ["jarPath", "budget", "algorithm", "seed"] {
+            assert!(fields.every_task_has(known), "{known}");
+        }
+        assert!(!fields.every_task_has("only_first"));
+        assert!(!fields.every_task_has("algorithms"));
+        let names = fields.names();
+        assert!(
+            names.contains(&"taskId") && names.contains(&"seed"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"only_first"), "{names:?}");
+        let none = PayloadFields {
+            tasks: Some(&[]),
+            ..fields
+        };
+        assert!(!none.every_task_has("seed"));
     }
 
     #[test]

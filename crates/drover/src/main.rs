@@ -2,8 +2,8 @@
 //! holds the top-level `Cli` and the dispatch only; settings, start-up and the client commands
 //! are library code, where their tests reach them without spawning a process.
 
-use clap::{Parser, Subcommand};
-use drover_cli::{agent, client, server, settings};
+use clap::{CommandFactory, Parser, Subcommand};
+use drover_cli::{agent, client, completions, server, settings};
 
 // Every request allocates (headers, JSON, rows): mimalloc's thread-local free lists cost less
 // per allocation than glibc's malloc, which took about 8 % of the server's CPU per heartbeat.
@@ -59,6 +59,14 @@ enum Command {
     /// Print drover's version and the commit it was built from.
     Version,
 
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// The script completes drover's commands, their options and the values those options
+    /// take. Write it where your shell loads completions from (examples below), or source it
+    /// for the current shell only.
+    #[command(after_long_help = completions::EXAMPLES)]
+    Completions(completions::CompletionsArgs),
+
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -71,6 +79,7 @@ fn main() -> std::process::ExitCode {
             println!("drover {VERSION}");
             Ok(())
         }
+        Command::Completions(args) => completions::print(args, Cli::command(), "drover"),
         Command::Client(command) => client::run(command),
     };
     match done {

@@ -7,9 +7,11 @@
 //! file and the key (or line and column). It must not expand placeholders (agents do that,
 //! task by task), nor re-implement the server's validation: the few checks here exist to give a
 //! message that names the key before anything is sent, and the server checks every request
-//! again.
+//! again. Placeholders are checked by the core's rule (`drover_core::run::PayloadFields`), the
+//! one the server applies, so that a file refused here would be refused there.
 
 use drover_api::CreateJobRequest;
+use drover_core::run::{self, RunSpec};
 use drover_core::sweep::{RangeFault, range_len};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -102,14 +104,15 @@ pub fn load(path: &Path) -> Result<CreateJobRequest, JobFileError> {
 /// JSON errors the path of the key, the line and the column.
 pub fn parse(text: &str, syntax: Syntax) -> Result<JobFile, String> {
     let mut file: JobFile = match syntax {
-        Syntax::Toml => toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?,
+        Syntax::Toml => toml::from_str(text)
+            .map_err(|e| crate::suggest::unknown_field(e.to_string().trim_end()))?,
         Syntax::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             let file = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let path = e.path().to_string();
-                let inner = e.into_inner();
+                let inner = crate::suggest::unknown_field(&e.into_inner().to_string());
                 if path == "." {
-                    inner.to_string()
+                    inner
                 } else {
                     format!("{path}: {inner}")
                 }
@@ -199,6 +202,70 @@ fn check_dimension(path: &str, value: &Value) -> Result<(), String> {
     }
 }
 
+/// Checks the command and env templates by the core's own rule (`drover_core::run`): each
+/// `{placeholder}` must name a field every task's payload will have, or a built-in name. The
+/// server checks again; checking here names the job file and exits before anything is sent.
+fn check_placeholders(request: &CreateJobRequest) -> Result<(), String> {
+    let Some(command) = &request.command else {
+        // Without a command the server runs the contract's default, which names only fields
+        // the job has, or refuses `env` on its own.
+        return Ok(());
+    };
+    let spec = RunSpec {
+        command: command.clone(),
+        env: request.env.clone().unwrap_or_default(),
+        retry_on_failure: request.retry_on_failure.unwrap_or(true),
+    };
+    let compiled = spec.compile().map_err(|e| e.to_string())?;
+    // The request's fields as the server shapes them into every task's payload.
+    let contract = [
+        request.jar_path.as_ref().map(|_| "jarPath"),
+        request.main_class.as_ref().map(|_| "mainClass"),
+    ];
+    let mut shared: Vec<&str> = contract.into_iter().flatten().collect();
+    shared.extend(request.shared.iter().flatten().map(|(k, _)| k.as_str()));
+    let named = [
+        &request.algorithms,
+        &request.iterations,
+        &request.agents,
+        &request.dimension,
+    ];
+    let mut dimensions: Vec<&str> = run::NAMED_DIMENSIONS
+        .iter()
+        .zip(named)
+        .filter(|(_, value)| value.is_some())
+        .map(|((_, name), _)| *name)
+        .collect();
+    dimensions.extend(request.parameters.iter().flatten().map(|(k, _)| k.as_str()));
+    let fields = run::PayloadFields {
+        shared: &shared,
+        dimensions: &dimensions,
+        tasks: request.tasks.as_deref(),
+    };
+    compiled
+        .check_names(|name| fields.every_task_has(name))
+        .map_err(|e| {
+            let unknown = spec_placeholder(&e.message);
+            let hint = unknown
+                .and_then(|name| crate::suggest::closest(name, fields.names()))
+                .map(|name| format!(" (did you mean {{{name}}}?)"))
+                .unwrap_or_default();
+            let fix = if dimensions.is_empty() && shared.is_empty() && request.tasks.is_none() {
+                "; add it under [parameters] or [shared], or write {{ for a literal brace"
+            } else {
+                ""
+            };
+            format!("{e}{hint}{fix}")
+        })
+}
+
+/// The placeholder a template error is about: the name between the first `{` and `}`.
+fn spec_placeholder(message: &str) -> Option<&str> {
+    let start = message.find('{')? + 1;
+    let end = start + message[start..].find('}')?;
+    Some(&message[start..end])
+}
+
 /// Resolves one `command` element. An element that starts with `./` or `../` is a path
 /// relative to the job file's directory, not to wherever `drover submit` happens to run (the
 /// rule Docker Compose applies to paths in its file), so it is made absolute here; agents then
@@ -274,7 +341,7 @@ impl JobFile {
             None => None,
         };
 
-        Ok(CreateJobRequest {
+        let request = CreateJobRequest {
             name: self.name,
             jar_path: self.jar_path,
             main_class: self.main_class,
@@ -291,7 +358,9 @@ impl JobFile {
             command,
             env: self.env,
             retry_on_failure: self.retry_on_failure,
-        })
+        };
+        check_placeholders(&request)?;
+        Ok(request)
     }
 
     /// TOML dates and times reach a JSON value as the toml crate's private marker object;
@@ -495,6 +564,67 @@ function = "rastrigin"
     }
 
     #[test]
+    fn an_unknown_key_names_the_closest_valid_one_first() {
+        let err = toml_request("name = \"x\"\nprority = 1\n").unwrap_err();
+        let suggestion = err
+            .find("did you mean `priority`?")
+            .unwrap_or_else(|| panic!("no suggestion in: {err}"));
+        // Any list of valid keys comes after the suggestion.
+        assert!(
+            err.find("`command`").is_none_or(|at| at > suggestion),
+            "{err}"
+        );
+
+        let err = toml_request("retry_on_failur = true\n").unwrap_err();
+        assert!(err.contains("did you mean `retry_on_failure`?"), "{err}");
+        let err = parse("{\"name\": \"x\",\n \"maxAttempt\": 3}", Syntax::Json).unwrap_err();
+        assert!(err.contains("did you mean `maxAttempts`?"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        // Nothing close: no guess.
+        let err = toml_request("zebra = 1\n").unwrap_err();
+        assert!(
+            err.contains("zebra") && !err.contains("did you mean"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_must_name_a_field_of_every_task() {
+        let err = toml_request("command = [\"run\", \"{seeed}\"]\n[parameters]\nseed = [1, 2]\n")
+            .unwrap_err();
+        assert!(err.starts_with("command[1]: placeholder {seeed}"), "{err}");
+        assert!(err.contains("did you mean {seed}?"), "{err}");
+
+        let err = toml_request("command = [\"run\"]\n[env]\nX = \"{nope}\"\n[shared]\na = 1\n")
+            .unwrap_err();
+        assert!(err.starts_with("env.X: placeholder {nope}"), "{err}");
+        let err = toml_request("command = [\"run\", \"{open\"]\n").unwrap_err();
+        assert!(err.starts_with("command[1]: "), "{err}");
+
+        // Every way a job gives its tasks a field, as the server shapes the payloads.
+        let accepted = [
+            "command = [\"run\", \"{seed}\", \"{taskId}\", \"{workDir}\"]\n[parameters]\nseed = [1]\n",
+            "command = [\"run\", \"{fn}\"]\n[shared]\nfn = \"f\"\n",
+            "command = [\"run\", \"{algorithm}\", \"{iterations}\"]\nalgorithms = [\"PSO\"]\niterations = 10\n",
+            "command = [\"java\", \"-cp\", \"{jarPath}\", \"{mainClass}\"]\njar_path = \"/o.jar\"\nmain_class = \"M\"\n",
+            "command = [\"run\", \"{x}\"]\n[[tasks]]\nx = 1\n[[tasks]]\nx = 2\ny = 3\n",
+            "command = [\"printf\", \"{{literal}}\"]\n",
+        ];
+        for text in accepted {
+            assert!(
+                toml_request(text).is_ok(),
+                "{text}: {:?}",
+                toml_request(text)
+            );
+        }
+        // A field only some explicit tasks have is not a field of every task.
+        let err =
+            toml_request("command = [\"run\", \"{y}\"]\n[[tasks]]\nx = 1\n[[tasks]]\ny = 2\n")
+                .unwrap_err();
+        assert!(err.contains("{y}"), "{err}");
+    }
+
+    #[test]
     fn a_wrong_type_names_the_key_path() {
         let err = toml_request("[env]\nPYTHONUNBUFFERED = 1\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
@@ -531,7 +661,8 @@ function = "rastrigin"
     #[test]
     fn relative_command_paths_start_at_the_job_file() {
         let request = toml_request(
-            r#"command = ["./bin/run", "../shared/tool.py", "python3", "{script}", "--out=./x", "a/./b", "."]"#,
+            r#"command = ["./bin/run", "../shared/tool.py", "python3", "{script}", "--out=./x", "a/./b", "."]
+               shared = { script = "s.py" }"#,
         )
         .unwrap();
         assert_eq!(

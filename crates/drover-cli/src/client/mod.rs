@@ -1,4 +1,5 @@
-//! The client commands (`submit`, `job ...`, `nodes`, `runners`, `cluster`, `journal ...`): their arguments and help texts, the
+//! The client commands (`status`, `submit`, `job ...`, `task`, `nodes`, `runners`, `cluster`,
+//! `journal ...`): their arguments and help texts, the
 //! connection to the server, and the translation of every outcome into a message and an exit
 //! status.
 //!
@@ -14,6 +15,8 @@ mod journal;
 mod nodes;
 mod output;
 mod runners;
+mod status;
+mod task;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -104,9 +107,30 @@ Examples:
   drover cluster --server http://replica-2:8080   # any replica answers; each says its own role
   drover cluster --output json | jq -r .leader";
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  drover status
+  drover status --server http://coordinator:8080
+  drover status --output json | jq '.nodes.UP // 0'";
+
+const TASK_EXAMPLES: &str = "\
+Examples:
+  drover task task-0192...-7
+  drover job tasks job-0192... --status FAILED   # find the failed tasks' ids first
+  drover task task-0192...-7 --output json | jq -r .lastError";
+
 /// The client commands, flattened into drover's top-level commands.
 #[derive(Subcommand)]
 pub enum ClientCommand {
+    /// Show the overview of a server: version, health, leader, nodes, jobs and tasks.
+    ///
+    /// One screen to start from: the server's version and health, the answering replica and
+    /// the leader, the worker machines (spots) by status, the jobs by status, and how many
+    /// tasks wait to be claimed and run now. Jobs are counted up to 10000 per status (shown as
+    /// 10000+ beyond). An unhealthy server is shown with the reason, exit 0.
+    #[command(after_long_help = format!("{STATUS_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Status(status::StatusArgs),
+
     /// Submit a job file: one task per point of its parameter sweep.
     ///
     /// Reads a job file (TOML, or JSON), checks it, and creates the job on the server, which
@@ -123,6 +147,14 @@ pub enum ClientCommand {
     /// --output json, or CSV with --output csv where the answer is a list.
     #[command(after_long_help = format!("{JOB_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Job(jobs::JobArgs),
+
+    /// Show one task in full: status, attempts, node, timings, error, output and result.
+    ///
+    /// Unlike `drover job tasks`, which cuts each error to a table cell, this prints the task's
+    /// whole last error, the output its run printed and its result document, as the server
+    /// keeps them. An id the server does not know exits 3.
+    #[command(after_long_help = format!("{TASK_EXAMPLES}\n\n{EXIT_STATUS}"))]
+    Task(task::TaskArgs),
 
     /// List the worker machines (spots) the server knows, with their load and last heartbeat.
     ///
@@ -261,6 +293,9 @@ pub enum Failure {
     /// A local part the command works on (a sink, a store) refused or could not be reached
     /// (exit 3, as a server that does).
     Local(String),
+    /// The server refused, worded by the command because it knows what to try instead (an
+    /// unknown task: where its id can be found) (exit 3).
+    Refused(String),
 }
 
 impl Failure {
@@ -275,7 +310,7 @@ impl Failure {
     fn exit_code(&self) -> i32 {
         match self {
             Failure::Usage(_) => 2,
-            Failure::Server { .. } | Failure::Local(_) => 3,
+            Failure::Server { .. } | Failure::Local(_) | Failure::Refused(_) => 3,
             // `drover job list | head -1` closing the pipe early is not a failure.
             Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
             Failure::Output(_) | Failure::Runtime(_) => 1,
@@ -285,7 +320,9 @@ impl Failure {
     /// The message for stderr: `error: ...`, then hints when there is something to try.
     fn message(&self) -> Option<String> {
         match self {
-            Failure::Usage(m) | Failure::Local(m) => Some(format!("error: {m}")),
+            Failure::Usage(m) | Failure::Local(m) | Failure::Refused(m) => {
+                Some(format!("error: {m}"))
+            }
             Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => None,
             Failure::Output(e) => Some(format!("error: cannot write the output: {e}")),
             Failure::Runtime(e) => Some(format!("error: cannot start the async runtime: {e}")),
@@ -373,6 +410,8 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
 
 async fn dispatch(command: ClientCommand) -> Result<Outcome, Failure> {
     match command {
+        ClientCommand::Status(args) => status::run(args).await,
+        ClientCommand::Task(args) => task::run(args).await,
         ClientCommand::Submit(args) => jobs::submit(args).await,
         ClientCommand::Job(args) => jobs::job(args).await,
         ClientCommand::Nodes(args) => nodes::run(args).await,

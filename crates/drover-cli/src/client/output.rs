@@ -83,6 +83,11 @@ pub fn table(header: &[String], rows: Vec<Vec<String>>) -> Result<(), Failure> {
 
 /// Prints `key  value` pairs aligned, for the commands that show one record.
 pub fn record(pairs: Vec<(&str, String)>) -> Result<(), Failure> {
+    line(&record_text(pairs))
+}
+
+/// `key  value` pairs aligned, as [`record`] prints them.
+pub fn record_text(pairs: Vec<(&str, String)>) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
     for (key, value) in pairs {
@@ -91,7 +96,7 @@ pub fn record(pairs: Vec<(&str, String)>) -> Result<(), Failure> {
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    line(&table.trim_fmt())
+    table.trim_fmt()
 }
 
 /// Prints CSV: a header row, then the rows.

@@ -79,6 +79,7 @@ pub async fn watch(client: &Client, id: &str, options: Options) -> Result<Outcom
     let mut display = Display::new(id);
     let mut answered = options.patient_from_the_start;
     let mut trouble: Option<Trouble> = None;
+    let mut idle = Idle::default();
     loop {
         match client.job(id).await {
             Ok(job) => {
@@ -86,7 +87,8 @@ pub async fn watch(client: &Client, id: &str, options: Options) -> Result<Outcom
                 if trouble.take().is_some() {
                     display.note("the server answers again");
                 }
-                display.show(&job);
+                let idle = idle.check(&client, &job).await;
+                display.show(&job, idle);
                 if ENDED.contains(&job.status.as_str()) {
                     display.finish();
                     return summarize(&job, options.summary_on_stdout);
@@ -138,6 +140,42 @@ pub async fn watch(client: &Client, id: &str, options: Options) -> Result<Outcom
             None => options.interval,
         };
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// How often, at most, the watch asks whether any worker is UP while tasks wait unclaimed.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether the job waits for workers that are not there: tasks pending, none running, and no
+/// spot UP. Only asked while nothing runs, and at most every [`IDLE_CHECK_EVERY`].
+#[derive(Default)]
+struct Idle {
+    checked: Option<(Instant, bool)>,
+}
+
+impl Idle {
+    async fn check(&mut self, client: &Client, job: &Job) -> bool {
+        let waiting = job.pending_tasks > 0
+            && job.running_tasks == 0
+            && !ENDED.contains(&job.status.as_str());
+        if !waiting {
+            self.checked = None;
+            return false;
+        }
+        let now = Instant::now();
+        if let Some((at, idle)) = self.checked
+            && now.saturating_duration_since(at) < IDLE_CHECK_EVERY
+        {
+            return idle;
+        }
+        // A server that will not list its spots (an older one, a key that may only read jobs)
+        // leaves the watch as it was: this is a hint, never a reason to fail.
+        let idle = match client.spots().await {
+            Ok(spots) => !spots.iter().any(|s| s.status == "UP"),
+            Err(_) => false,
+        };
+        self.checked = Some((now, idle));
+        idle
     }
 }
 
@@ -198,10 +236,14 @@ fn summarize(job: &Job, on_stdout: bool) -> Result<Outcome, Failure> {
 struct Display {
     id: String,
     bar: Option<ProgressBar>,
+    /// The bar's layout as last set, so the style is only rebuilt when the width changes it.
+    layout: Option<Layout>,
     terminal: bool,
     rate: Rate,
     /// When the last plain line was printed, and what it showed.
     last_line: Option<(Instant, [u64; 5], String)>,
+    /// Whether the last check found no worker UP while tasks wait, said once per stretch.
+    idle_said: bool,
 }
 
 impl Display {
@@ -212,10 +254,13 @@ impl Display {
             terminal: std::io::stderr().is_terminal(),
             rate: Rate::default(),
             last_line: None,
+            layout: None,
+            idle_said: false,
         }
     }
 
-    fn show(&mut self, job: &Job) {
+    /// `idle`: the server has no worker UP to run the job's waiting tasks.
+    fn show(&mut self, job: &Job, idle: bool) {
         let now = Instant::now();
         let finished = job.completed_tasks + job.failed_tasks + job.cancelled_tasks;
         self.rate.record(now, finished);
@@ -227,19 +272,33 @@ impl Display {
         if job.cancelled_tasks > 0 {
             counts.push_str(&format!(", cancelled {}", job.cancelled_tasks));
         }
-        let pace = pace(self.rate.per_second(), remaining);
+        let pace = if idle {
+            NO_WORKER.to_string()
+        } else {
+            pace(self.rate.per_second(), remaining)
+        };
 
         if self.terminal {
             let bar = self.bar.get_or_insert_with(|| new_bar(job.total_tasks));
             bar.set_length(job.total_tasks);
             bar.set_position(finished);
-            // RUNNING is the usual case and goes without saying on a moving bar.
-            let status = match job.status.as_str() {
-                "RUNNING" => String::new(),
-                other => format!("{other} · "),
-            };
-            bar.set_message(format!("{status}{counts} · {pace}"));
+            let width = terminal_size::terminal_size_of(std::io::stderr())
+                .map_or(DEFAULT_WIDTH, |(w, _)| usize::from(w.0));
+            let layout = layout(width, job, &pace);
+            if self.layout.as_ref().map(|l| l.bar) != Some(layout.bar) {
+                bar.set_style(bar_style(layout.bar));
+            }
+            bar.set_message(layout.message.clone());
+            self.layout = Some(layout);
             return;
+        }
+
+        if idle != self.idle_said {
+            output::note(&match idle {
+                true => format!("{}: {NO_WORKER}", self.id),
+                false => format!("{}: a worker is UP", self.id),
+            });
+            self.idle_said = idle;
         }
 
         let key = [
@@ -289,14 +348,109 @@ impl Display {
     }
 }
 
+/// What the watch says instead of a rate while tasks wait and no worker is UP to run them.
+const NO_WORKER: &str = "waiting: no worker is UP (drover nodes lists them)";
+/// The width assumed when stderr's cannot be read.
+const DEFAULT_WIDTH: usize = 80;
+/// The bar's width on a wide terminal, and the narrowest bar still worth drawing.
+const BAR_MAX: usize = 25;
+const BAR_MIN: usize = 8;
+/// The columns of the prefix before the bar, `{spinner} {elapsed:>4} `: the spinner, the
+/// elapsed time (up to `59m 59s`... indicatif writes at most 7 characters such as `1h 5m`),
+/// and their spaces.
+const PREFIX: usize = 1 + 1 + 7 + 1;
+
+/// How the progress line is laid out on a terminal `width` columns wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layout {
+    /// The bar's width, 0 for no bar.
+    bar: usize,
+    /// The message after `pos/len`.
+    message: String,
+}
+
+/// Lays out the progress line for a terminal `width` columns wide, so that it never wraps
+/// (a wrapped line redraws badly) and the rate and ETA (`pace`) always show: the counts are
+/// shortened first, then dropped, then the bar goes, then the status word.
+fn layout(width: usize, job: &Job, pace: &str) -> Layout {
+    let finished = job.completed_tasks + job.failed_tasks + job.cancelled_tasks;
+    let position = format!("{finished}/{}", job.total_tasks).len();
+    // RUNNING is the usual case and goes without saying on a moving bar.
+    let status = match job.status.as_str() {
+        "RUNNING" => String::new(),
+        other => format!("{other} · "),
+    };
+    let cancelled = |long: bool| match (job.cancelled_tasks, long) {
+        (0, _) => String::new(),
+        (n, true) => format!(", cancelled {n}"),
+        (n, false) => format!(" {n}c"),
+    };
+    let long = format!(
+        "{status}done {}, failed {}, running {}, pending {}{} · {pace}",
+        job.completed_tasks,
+        job.failed_tasks,
+        job.running_tasks,
+        job.pending_tasks,
+        cancelled(true)
+    );
+    let short = format!(
+        "{status}{}d {}f {}r {}p{} · {pace}",
+        job.completed_tasks,
+        job.failed_tasks,
+        job.running_tasks,
+        job.pending_tasks,
+        cancelled(false)
+    );
+    // The counts are only worth showing beside a bar; the pace is worth more than any bar.
+    let with_bar = [BAR_MAX, BAR_MIN];
+    let any_bar = [BAR_MAX, BAR_MIN, 0];
+    let tiers = [
+        (long, &with_bar[..]),
+        (short, &with_bar[..]),
+        (format!("{status}{pace}"), &any_bar[..]),
+        (pace.to_string(), &any_bar[..]),
+    ];
+    // The columns left for the message with a bar of `bar` columns (`[` `]` and a space).
+    let room = |bar: usize| {
+        let drawn = if bar == 0 { 0 } else { bar + 3 };
+        width.saturating_sub(PREFIX + drawn + position + 1)
+    };
+    let fits = |message: &String, bar: usize| message.chars().count() <= room(bar);
+    for (message, bars) in tiers {
+        if let Some(&bar) = bars.iter().find(|&&bar| fits(&message, bar)) {
+            return Layout { bar, message };
+        }
+    }
+    // Narrower than the pace itself: `wide_msg` cuts what does not fit.
+    Layout {
+        bar: 0,
+        message: pace.to_string(),
+    }
+}
+
+/// The columns a laid-out line takes (the elapsed time at its widest).
+#[cfg(test)]
+fn columns(layout: &Layout, job: &Job) -> usize {
+    let finished = job.completed_tasks + job.failed_tasks + job.cancelled_tasks;
+    let position = format!("{finished}/{}", job.total_tasks).len();
+    let drawn = if layout.bar == 0 { 0 } else { layout.bar + 3 };
+    PREFIX + drawn + position + 1 + layout.message.chars().count()
+}
+
+fn bar_style(bar: usize) -> ProgressStyle {
+    // `wide_msg` still cuts the message at the terminal's edge, should the width read be wrong.
+    let template = match bar {
+        0 => "{spinner} {elapsed:>4} {pos}/{len} {wide_msg}".to_string(),
+        n => format!("{{spinner}} {{elapsed:>4}} [{{bar:{n}}}] {{pos}}/{{len}} {{wide_msg}}"),
+    };
+    ProgressStyle::with_template(&template)
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
 pub(super) fn new_bar(total: u64) -> ProgressBar {
-    // `wide_msg` cuts the message at the terminal's edge: a wrapped bar redraws badly.
-    let style =
-        ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:25}] {pos}/{len} {wide_msg}")
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(style);
+    bar.set_style(bar_style(BAR_MAX));
     // The spinner and the clock keep moving between polls, so a stalled job does not look
     // like a hung command.
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -404,6 +558,89 @@ mod tests {
         assert_eq!(pace(Some(2.0), 30), "2.0 tasks/s, ETA 15s");
         assert_eq!(pace(Some(0.5), 60), "30.0 tasks/min, ETA 2m");
         assert_eq!(pace(Some(2.0), 0), "2.0 tasks/s");
+    }
+
+    fn job(done: u64, running: u64, pending: u64) -> Job {
+        Job {
+            id: "job-0192".into(),
+            name: None,
+            origin: None,
+            status: "RUNNING".into(),
+            total_tasks: done + running + pending,
+            completed_tasks: done,
+            failed_tasks: 0,
+            pending_tasks: pending,
+            running_tasks: running,
+            cancelled_tasks: 0,
+            priority: 0,
+            max_attempts: 3,
+            task_timeout_seconds: 60.0,
+            parameters: vec![],
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: None,
+            finished_at: None,
+            command: None,
+            env: None,
+            retry_on_failure: None,
+        }
+    }
+
+    #[test]
+    fn the_line_fits_the_terminal_and_always_shows_the_pace() {
+        let job = job(123_456, 64, 876_480);
+        let pace = pace(Some(312.5), 876_544);
+        assert_eq!(pace, "312.5 tasks/s, ETA 46m 45s");
+
+        let wide = layout(200, &job, &pace);
+        assert_eq!(wide.bar, BAR_MAX);
+        assert_eq!(
+            wide.message,
+            "done 123456, failed 0, running 64, pending 876480 · 312.5 tasks/s, ETA 46m 45s"
+        );
+        assert!(columns(&wide, &job) <= 200);
+
+        let eighty = layout(80, &job, &pace);
+        assert!(columns(&eighty, &job) <= 80, "{eighty:?}");
+        assert!(eighty.message.ends_with(&pace), "{eighty:?}");
+        assert!(eighty.bar > 0, "a bar still fits on 80 columns: {eighty:?}");
+
+        // 40 columns hold the pace of a job of a thousand tasks, without a bar.
+        let job = self::job(400, 8, 592);
+        let pace = self::pace(Some(2.5), 600);
+        let forty = layout(40, &job, &pace);
+        assert!(columns(&forty, &job) <= 40, "{forty:?}");
+        assert_eq!(forty.message, "2.5 tasks/s, ETA 4m");
+    }
+
+    #[test]
+    fn the_counts_are_shortened_before_the_bar() {
+        let job = job(3, 2, 5);
+        let pace = pace(Some(2.0), 7);
+        assert_eq!(
+            layout(120, &job, &pace),
+            Layout {
+                bar: BAR_MAX,
+                message: "done 3, failed 0, running 2, pending 5 · 2.0 tasks/s, ETA 4s".into()
+            }
+        );
+        assert_eq!(
+            layout(80, &job, &pace),
+            Layout {
+                bar: BAR_MAX,
+                message: "3d 0f 2r 5p · 2.0 tasks/s, ETA 4s".into()
+            }
+        );
+        // The status is named when it is not the usual RUNNING.
+        let mut pending = job.clone();
+        pending.status = "PENDING".into();
+        let l = layout(100, &pending, NO_WORKER);
+        assert!(l.message.starts_with("PENDING · "), "{l:?}");
+        // No worker: the line says so in place of the rate, whatever the width.
+        for width in [40, 80, 200] {
+            let l = layout(width, &pending, NO_WORKER);
+            assert!(l.message.ends_with(NO_WORKER), "{width}: {l:?}");
+        }
     }
 
     #[test]

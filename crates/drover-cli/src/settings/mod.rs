@@ -146,9 +146,16 @@ impl ServerSettings {
             runners,
         };
         if let Some(key) = table.keys().next() {
+            let mut known = file_keys();
+            known.push("runners".into());
+            let hint = match crate::suggest::closest(key, known.iter().map(String::as_str)) {
+                Some(name) => format!("did you mean `{name}`? "),
+                None => String::new(),
+            };
             return Err(in_file(format!(
-                "unknown field `{key}`: the keys are the long option names of `drover server` \
-                 (`port`, `spot-timeout`, ...), runner settings in a [runners] table"
+                "unknown field `{key}`: {hint}The keys are the long option names of \
+                 `drover server` (`port`, `spot-timeout`, ...), runner settings in a [runners] \
+                 table"
             )));
         }
         Ok(settings)
@@ -199,11 +206,36 @@ fn take_group<G: clap::Args + DeserializeOwned>(table: &mut toml::Table) -> Resu
     parse(toml::Value::Table(own))
 }
 
-/// Reads a group from a TOML value; an error names the key it is about.
+/// The top-level keys of the config file: the long names of every group's flags.
+fn file_keys() -> Vec<String> {
+    fn of<G: clap::Args>() -> impl Iterator<Item = String> {
+        let flags = G::augment_args(clap::Command::new("settings"));
+        let names: Vec<String> = flags
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .map(String::from)
+            .collect();
+        names.into_iter()
+    }
+    of::<ListenSettings>()
+        .chain(of::<TlsSettings>())
+        .chain(of::<StoreSettings>())
+        .chain(of::<AuthSettings>())
+        .chain(of::<TaskSettings>())
+        .chain(of::<LogSettings>())
+        .chain(of::<LimitSettings>())
+        .chain(of::<ClusterSettings>())
+        .chain(of::<PrioritySettings>())
+        .chain(of::<JournalSettings>())
+        .collect()
+}
+
+/// Reads a group from a TOML value; an error names the key it is about, and the valid key
+/// closest to an unknown one.
 fn parse<G: DeserializeOwned>(value: toml::Value) -> Result<G, String> {
     value
         .try_into()
-        .map_err(|e: toml::de::Error| e.to_string().trim_end().to_string())
+        .map_err(|e: toml::de::Error| crate::suggest::unknown_field(e.to_string().trim_end()))
 }
 
 #[cfg(test)]
@@ -328,6 +360,32 @@ mod tests {
         std::fs::write(&path, "max-runners = 7\n").unwrap();
         let e = ServerSettings::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("unknown field `max-runners`"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_key_names_the_key_that_was_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.toml");
+        let refusal = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            ServerSettings::from_file(&path).unwrap_err().to_string()
+        };
+        let e = refusal("spot_timout = \"10s\"\n");
+        assert!(
+            e.contains("unknown field `spot_timout`: did you mean `spot-timeout`?"),
+            "{e}"
+        );
+        let e = refusal("[runers]\nmax-runners = 1\n");
+        assert!(e.contains("did you mean `runners`?"), "{e}");
+        let e = refusal("[runners]\nmax-runner = 7\n");
+        assert!(
+            e.contains("unknown field `max-runner`: did you mean `max-runners`?"),
+            "{e}"
+        );
+        // A key like none of them still says where the keys come from.
+        let e = refusal("zebra = 1\n");
+        assert!(!e.contains("did you mean"), "{e}");
+        assert!(e.contains("long option names"), "{e}");
     }
 
     #[test]

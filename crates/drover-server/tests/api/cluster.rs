@@ -42,9 +42,11 @@ async fn a_server_alone_on_its_sqlite_file_is_the_single_leader() {
         "leaseTtlSeconds",
         "leadingSince",
         "members",
+        "version",
     ] {
         assert!(body.get(field).is_some(), "no {field} in {body}");
     }
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"), "{body}");
     for field in ["replicaId", "address", "leader", "firstSeen", "lastSeen"] {
         assert!(
             body["members"][0].get(field).is_some(),

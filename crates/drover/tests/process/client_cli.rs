@@ -456,7 +456,7 @@ async fn a_bad_job_file_exits_2_naming_the_key_or_line_before_any_request() {
         (
             "unknown-key",
             "name = \"x\"\ncommand = [\"true\"]\nprority = 1\n",
-            &["prority", "line 3"][..],
+            &["prority", "line 3", "did you mean `priority`?"][..],
         ),
         ("syntax", "name = \"x\nseed = 1\n", &["line 1"][..]),
         (
@@ -636,13 +636,17 @@ async fn the_server_s_refusals_are_printed_with_their_code_and_message() {
         "job.toml",
         "command = [\"echo\", \"{nope}\"]\n[parameters]\nseed = [1]\n",
     );
+    // A placeholder no task can fill is the job file's fault: it is caught before sending,
+    // by the same rule the server applies, and the message names the file.
     let run = against(&server, d, "placeholder", &["submit", "job.toml"]).await;
-    assert_eq!(exit_code(&run), Some(3), "{run}");
+    assert_eq!(exit_code(&run), Some(2), "{run}");
     assert!(
-        run.stderr.contains("400 INVALID_FIELD: command[1]"),
+        run.stderr
+            .contains("in the job file job.toml: command[1]: placeholder {nope}"),
         "{run}"
     );
-    assert!(run.stderr.contains("nope"), "{run}");
+    let jobs = server.client().jobs(&Default::default()).await.unwrap();
+    assert!(jobs.jobs.is_empty(), "nothing was submitted: {jobs:?}");
 
     let run = against(&server, d, "unknown-job", &["job", "status", "job-missing"]).await;
     assert_eq!(exit_code(&run), Some(3), "{run}");

@@ -9,6 +9,7 @@ mod netns;
 mod agents;
 mod cli;
 mod client_cli;
+mod client_overview;
 mod cluster;
 mod disk_full;
 mod durability;

@@ -97,13 +97,8 @@ pub fn job_request(
     }
 
     let mut dimensions = Vec::new();
-    let named = [
-        ("algorithms", "algorithm", req.algorithms),
-        ("iterations", "iterations", req.iterations),
-        ("agents", "agents", req.agents),
-        ("dimension", "dimension", req.dimension),
-    ];
-    for (field, name, value) in named {
+    let named = [req.algorithms, req.iterations, req.agents, req.dimension];
+    for ((field, name), value) in run::NAMED_DIMENSIONS.into_iter().zip(named) {
         if let Some(v) = value {
             dimensions.push(Dimension {
                 name: name.into(),
@@ -183,12 +178,15 @@ fn run_spec(
     };
     let template_error = |e: run::TemplateError| invalid(&e.field, e.message);
     let compiled = spec.compile().map_err(template_error)?;
+    let shared: Vec<&str> = shared.keys().map(String::as_str).collect();
+    let dimensions: Vec<&str> = dimensions.iter().map(|d| d.name.as_str()).collect();
+    let fields = run::PayloadFields {
+        shared: &shared,
+        dimensions: &dimensions,
+        tasks,
+    };
     compiled
-        .check_names(|name| {
-            shared.contains_key(name)
-                || dimensions.iter().any(|d| d.name == name)
-                || tasks.is_some_and(|ts| !ts.is_empty() && ts.iter().all(|t| t.contains_key(name)))
-        })
+        .check_names(|name| fields.every_task_has(name))
         .map_err(template_error)?;
     Ok(Some(spec))
 }
@@ -357,5 +355,6 @@ pub fn cluster(
                 last_seen: format(&m.last_seen),
             })
             .collect(),
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
     }
 }
