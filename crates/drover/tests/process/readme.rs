@@ -97,3 +97,15 @@ fn the_quick_start_is_read_from_its_sh_blocks_without_the_build() {
                   <!-- quick-start: end -->\n```sh\nnot this\n```\n";
     assert_eq!(quick_start(readme), ["drover server &", "echo b"]);
 }
+
+/// docs/job-files.md shows the example job file as it is, not an excerpt that drifts from it.
+#[test]
+fn the_job_file_page_shows_the_example_as_it_is() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let page = std::fs::read_to_string(root.join("docs/job-files.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("examples/sweep/sweep.toml")).unwrap();
+    assert!(
+        page.contains(&format!("```toml\n{example}```")),
+        "docs/job-files.md no longer shows examples/sweep/sweep.toml unchanged"
+    );
+}
