@@ -293,11 +293,15 @@ impl Display {
             return;
         }
 
+        // Said at once when it changes, not at the next progress line; the first line says it
+        // itself.
         if idle != self.idle_said {
-            output::note(&match idle {
-                true => format!("{}: {NO_WORKER}", self.id),
-                false => format!("{}: a worker is UP", self.id),
-            });
+            if self.last_line.is_some() {
+                output::note(&match idle {
+                    true => format!("{}: {NO_WORKER}", self.id),
+                    false => format!("{}: a worker is UP", self.id),
+                });
+            }
             self.idle_said = idle;
         }
 

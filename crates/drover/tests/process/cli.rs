@@ -21,6 +21,12 @@ fn drover_help_lists_the_server_command() {
     assert!(run.status.success(), "{run}");
     assert!(run.stdout.contains("server"), "{run}");
     assert!(run.stdout.contains("Usage: drover"), "{run}");
+    // The top-level help introduces drover itself, not one group of its commands.
+    assert!(
+        run.stdout
+            .starts_with("drover: a self-hosted coordinator for distributed work"),
+        "{run}"
+    );
 }
 
 #[test]
