@@ -10,7 +10,7 @@ use super::output;
 use super::{Failure, Outcome};
 use crate::span::Span;
 use drover_api::Job;
-use drover_client::{Client, ClientError};
+use drover_client::{Client, ClientError, ListOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -170,12 +170,28 @@ impl Idle {
         }
         // A server that will not list its spots (an older one, a key that may only read jobs)
         // leaves the watch as it was: this is a hint, never a reason to fail.
-        let idle = match client.spots().await {
-            Ok(spots) => !spots.iter().any(|s| s.status == "UP"),
-            Err(_) => false,
-        };
+        let idle = matches!(any_worker_up(client).await, Ok(false));
         self.checked = Some((now, idle));
         idle
+    }
+}
+
+/// Whether any spot is UP, reading the spots a page at a time only until one is found.
+async fn any_worker_up(client: &Client) -> Result<bool, ClientError> {
+    let mut options = ListOptions {
+        status: None,
+        cursor: None,
+        limit: Some(1000),
+    };
+    loop {
+        let page = client.spots_page(&options).await?;
+        if page.spots.iter().any(|s| s.status == "UP") {
+            return Ok(true);
+        }
+        match page.next_cursor {
+            Some(cursor) => options.cursor = Some(cursor),
+            None => return Ok(false),
+        }
     }
 }
 
