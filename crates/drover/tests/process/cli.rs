@@ -120,6 +120,37 @@ fn a_refused_setting_is_one_error_line_without_a_backtrace() {
 }
 
 #[test]
+fn a_misspelt_config_key_names_the_key_that_was_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "spot_timout = \"10s\"\n",
+            "unknown field `spot_timout`: did you mean `spot-timeout`?",
+        ),
+        (
+            "[runners]\nmax-runner = 2\n",
+            "[runners] unknown field `max-runner`: did you mean `max-runners`?",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(dir.path().join("drover.toml"), text).unwrap();
+        let run = drover(
+            dir.path(),
+            "config-typo",
+            &["server", "--config", "drover.toml", "--port", "0"],
+            &[],
+        );
+        assert_eq!(run.status.code(), Some(1), "{run}");
+        assert!(run.stderr.contains("drover.toml"), "{run}");
+        assert!(run.stderr.contains(expected), "{run}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start must not create the database"
+    );
+}
+
+#[test]
 fn one_key_is_not_enough_for_a_public_bind() {
     let dir = tempfile::tempdir().unwrap();
     let run = drover(
