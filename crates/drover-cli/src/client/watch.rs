@@ -376,8 +376,8 @@ const DEFAULT_WIDTH: usize = 80;
 const BAR_MAX: usize = 25;
 const BAR_MIN: usize = 8;
 /// The columns of the prefix before the bar, `{spinner} {elapsed:>4} `: the spinner, the
-/// elapsed time (up to `59m 59s`... indicatif writes at most 7 characters such as `1h 5m`),
-/// and their spaces.
+/// elapsed time in indicatif's short form (`15s`, `3m`, `1h`), counted at 7 columns to leave
+/// room, and their spaces.
 const PREFIX: usize = 1 + 1 + 7 + 1;
 
 /// How the progress line is laid out on a terminal `width` columns wide.
