@@ -29,10 +29,12 @@ pub struct CompletionsArgs {
 /// Writes the completion script of `command` (named `bin` on the user's PATH) for `shell` to
 /// stdout.
 pub fn print(args: CompletionsArgs, mut command: clap::Command, bin: &str) -> anyhow::Result<()> {
+    // Generated into memory first: `clap_complete` panics on a write error, and a reader that
+    // goes away early (`drover completions bash | head`) is no reason for a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, bin, &mut script);
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut command, bin, &mut out);
-    match out.flush() {
-        // `drover completions bash | head` closing the pipe early is not a failure.
+    match out.write_all(&script).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }

@@ -10,10 +10,6 @@ use drover_cli::{agent, client, completions, server, settings};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// drover: a self-hosted coordinator for distributed work.
-///
-/// Start a server, point worker machines at it, submit parameter sweeps, and follow them to
-/// their results. Run `drover <command> --help` for the details of each command.
 /// The version and the commit it was built from (`unknown` outside a git checkout; a `+` after
 /// the commit when the work tree had changes).
 const VERSION: &str = concat!(
@@ -23,6 +19,10 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// drover: a self-hosted coordinator for distributed work.
+///
+/// Start a server, point worker machines at it, submit parameter sweeps, and follow them to
+/// their results. Run `drover <command> --help` for the details of each command.
 #[derive(Parser)]
 #[command(name = "drover", version = VERSION, propagate_version = true)]
 struct Cli {

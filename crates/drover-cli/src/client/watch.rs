@@ -10,7 +10,7 @@ use super::output;
 use super::{Failure, Outcome};
 use crate::span::Span;
 use drover_api::Job;
-use drover_client::{Client, ClientError};
+use drover_client::{Client, ClientError, ListOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -170,12 +170,28 @@ impl Idle {
         }
         // A server that will not list its spots (an older one, a key that may only read jobs)
         // leaves the watch as it was: this is a hint, never a reason to fail.
-        let idle = match client.spots().await {
-            Ok(spots) => !spots.iter().any(|s| s.status == "UP"),
-            Err(_) => false,
-        };
+        let idle = matches!(any_worker_up(client).await, Ok(false));
         self.checked = Some((now, idle));
         idle
+    }
+}
+
+/// Whether any spot is UP, reading the spots a page at a time only until one is found.
+async fn any_worker_up(client: &Client) -> Result<bool, ClientError> {
+    let mut options = ListOptions {
+        status: None,
+        cursor: None,
+        limit: Some(1000),
+    };
+    loop {
+        let page = client.spots_page(&options).await?;
+        if page.spots.iter().any(|s| s.status == "UP") {
+            return Ok(true);
+        }
+        match page.next_cursor {
+            Some(cursor) => options.cursor = Some(cursor),
+            None => return Ok(false),
+        }
     }
 }
 
@@ -293,11 +309,15 @@ impl Display {
             return;
         }
 
+        // Said at once when it changes, not at the next progress line; the first line says it
+        // itself.
         if idle != self.idle_said {
-            output::note(&match idle {
-                true => format!("{}: {NO_WORKER}", self.id),
-                false => format!("{}: a worker is UP", self.id),
-            });
+            if self.last_line.is_some() {
+                output::note(&match idle {
+                    true => format!("{}: {NO_WORKER}", self.id),
+                    false => format!("{}: a worker is UP", self.id),
+                });
+            }
             self.idle_said = idle;
         }
 
@@ -356,8 +376,8 @@ const DEFAULT_WIDTH: usize = 80;
 const BAR_MAX: usize = 25;
 const BAR_MIN: usize = 8;
 /// The columns of the prefix before the bar, `{spinner} {elapsed:>4} `: the spinner, the
-/// elapsed time (up to `59m 59s`... indicatif writes at most 7 characters such as `1h 5m`),
-/// and their spaces.
+/// elapsed time in indicatif's short form (`15s`, `3m`, `1h`), counted at 7 columns to leave
+/// room, and their spaces.
 const PREFIX: usize = 1 + 1 + 7 + 1;
 
 /// How the progress line is laid out on a terminal `width` columns wide.

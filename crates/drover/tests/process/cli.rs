@@ -21,6 +21,12 @@ fn drover_help_lists_the_server_command() {
     assert!(run.status.success(), "{run}");
     assert!(run.stdout.contains("server"), "{run}");
     assert!(run.stdout.contains("Usage: drover"), "{run}");
+    // The top-level help introduces drover itself, not one group of its commands.
+    assert!(
+        run.stdout
+            .starts_with("drover: a self-hosted coordinator for distributed work"),
+        "{run}"
+    );
 }
 
 #[test]
@@ -111,6 +117,37 @@ fn a_refused_setting_is_one_error_line_without_a_backtrace() {
     assert!(run.stderr.starts_with("error: "), "{run}");
     assert!(!run.stderr.contains("Stack backtrace"), "{run}");
     assert!(!run.stderr.contains("stack backtrace"), "{run}");
+}
+
+#[test]
+fn a_misspelt_config_key_names_the_key_that_was_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "spot_timout = \"10s\"\n",
+            "unknown field `spot_timout`: did you mean `spot-timeout`?",
+        ),
+        (
+            "[runners]\nmax-runner = 2\n",
+            "[runners] unknown field `max-runner`: did you mean `max-runners`?",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(dir.path().join("drover.toml"), text).unwrap();
+        let run = drover(
+            dir.path(),
+            "config-typo",
+            &["server", "--config", "drover.toml", "--port", "0"],
+            &[],
+        );
+        assert_eq!(run.status.code(), Some(1), "{run}");
+        assert!(run.stderr.contains("drover.toml"), "{run}");
+        assert!(run.stderr.contains(expected), "{run}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start must not create the database"
+    );
 }
 
 #[test]
