@@ -133,14 +133,14 @@ async fn settled(app: &TestApp) -> u64 {
             let published = journal.published_upto().await.ok()?;
             let pending = journal.pending_blobs(10).await.ok()?;
             let s = status(app).await;
-            // `primary_healthy` is also Recovering's word: the routing itself must say healthy,
-            // which it does only after the pass that emptied the queue has reported.
-            let (_, routing) = app.get_json("/da/routing").await;
+            // `primary_healthy` is also Recovering's word: the routing itself must be Healthy,
+            // which it is only after the pass that emptied the queue has reported.
+            let routing = app.state.journal.as_ref()?.snapshot().state;
             (published == head
                 && pending.is_empty()
                 && s["current_status"] == "primary_healthy"
                 && s["pending_reconcile_count"] == 0
-                && routing["current_state"] == "healthy")
+                && routing == RoutingState::Healthy)
                 .then_some(head)
         },
     )
