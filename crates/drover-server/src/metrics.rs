@@ -5,7 +5,7 @@
 //! board, the store's committed events, the HTTP layer of `surfaces::router`, the timed store
 //! of `crate::timed`), or read from it at each scrape (the store's write path counts its
 //! commits itself; the counts by status and the journal's positions are read from the store by
-//! [`Metrics::scrape`]); this module only owns their names, their labels and the registry. No
+//! [`Metrics::scrape`], which waits for them only a moment); this module only owns their names, their labels and the registry. No
 //! label ever holds an id (of a task, job, node, runner or session): every label value comes
 //! from a short fixed list or from a route template, so the number of series stays bounded
 //! whatever clients send. `docs/metrics.md` lists every series.
@@ -389,17 +389,62 @@ struct StoreFigures {
     published_upto: Option<u64>,
 }
 
-/// The store's figures as the last scrape read them, and whether that read succeeded.
-#[derive(Debug, Default)]
+/// The store's figures as the last read that succeeded found them, when that read started, and
+/// the read in flight, if any.
 struct ScrapedFigures {
-    last: std::sync::Mutex<Option<StoreFigures>>,
-    fresh: std::sync::atomic::AtomicBool,
+    last: std::sync::Mutex<Option<(StoreFigures, std::time::SystemTime)>>,
+    /// Set while a read is in flight: a scrape then starts no other.
+    reading: std::sync::atomic::AtomicBool,
+    /// Reads finished (succeeded or failed), for a scrape to wait on the one it started.
+    finished: tokio::sync::watch::Sender<u64>,
+    failures: Counter,
 }
 
-/// How long a scrape waits for the store's figures before it answers with the last ones read:
-/// a scrape must answer while the database is away, which is when it is read most, and well
-/// within Prometheus's default scrape timeout of 10 s.
-pub const SCRAPE_STORE_BUDGET: Duration = Duration::from_secs(3);
+impl Default for ScrapedFigures {
+    fn default() -> Self {
+        ScrapedFigures {
+            last: std::sync::Mutex::default(),
+            reading: std::sync::atomic::AtomicBool::new(false),
+            finished: tokio::sync::watch::Sender::new(0),
+            failures: Counter::default(),
+        }
+    }
+}
+
+impl ScrapedFigures {
+    /// Reads the store's figures and keeps them; the figures kept stay as they were when the
+    /// read fails.
+    async fn read(&self, store: &Stores, journal_published: bool) {
+        let started = std::time::SystemTime::now();
+        match read_figures(store, journal_published).await {
+            Ok(figures) => {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((figures, started));
+            }
+            Err(e) => {
+                self.failures.inc();
+                tracing::warn!(error = %e, "reading the store's figures for /metrics");
+            }
+        }
+    }
+}
+
+/// Clears [`ScrapedFigures::reading`] and counts the read finished, however the read ends.
+struct ReadDone(Arc<ScrapedFigures>);
+
+impl Drop for ReadDone {
+    fn drop(&mut self) {
+        self.0
+            .reading
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.0.finished.send_modify(|n| *n += 1);
+    }
+}
+
+/// How long a scrape waits for the read of the store's figures it started. A read that takes
+/// longer goes on in the background and the next scrape shows what it found: a scrape must
+/// answer at once while the database is away, which is when it is read most (a replica cut off
+/// from its database still says whether it leads).
+pub const SCRAPE_WAIT: Duration = Duration::from_millis(100);
 
 pub struct Metrics {
     registry: Registry,
@@ -413,9 +458,6 @@ pub struct Metrics {
     events_by_kind: HashMap<&'static str, Counter>,
     transitions: HashMap<(TaskStatus, TaskStatus), Counter>,
     figures: Arc<ScrapedFigures>,
-    /// Held by the scrape reading the store; another scrape meanwhile shows the last figures
-    /// rather than queue a second read behind a slow store.
-    reading: tokio::sync::Mutex<()>,
     /// Whether the journal is published, so that a scrape reads how far.
     journal_published: bool,
 }
@@ -551,7 +593,6 @@ impl Metrics {
             store_timings,
             transitions,
             figures,
-            reading: tokio::sync::Mutex::new(()),
             journal_published: false,
         }
     }
@@ -567,45 +608,31 @@ impl Metrics {
         self
     }
 
-    /// The text exposition after reading the store's figures afresh (counts by status, the
-    /// journal's positions), waiting for them at most [`SCRAPE_STORE_BUDGET`]: when the store
-    /// does not answer in time, or another scrape is reading it, the last figures read are
-    /// shown and `drover_metrics_store_fresh` says 0.
+    /// The text exposition, after starting a read of the store's figures (counts by status,
+    /// the journal's positions) and waiting for it at most [`SCRAPE_WAIT`]. While a read is in
+    /// flight no other starts, and a scrape shows the figures of the last read that succeeded;
+    /// `drover_metrics_store_read_timestamp_seconds` says when that read started.
     pub async fn scrape(&self, store: &Stores) -> String {
-        match self.reading.try_lock() {
-            Ok(_reading) => {
-                let read = tokio::time::timeout(
-                    SCRAPE_STORE_BUDGET,
-                    read_figures(store, self.journal_published),
-                )
-                .await;
-                let fresh = match read {
-                    Ok(Ok(figures)) => {
-                        *self.figures.last.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(figures);
-                        true
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "reading the store's figures for /metrics");
-                        false
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            budget = ?SCRAPE_STORE_BUDGET,
-                            "the store did not answer for /metrics in time; showing the last figures"
-                        );
-                        false
-                    }
-                };
-                self.figures
-                    .fresh
-                    .store(fresh, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.figures
-                    .fresh
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
-            }
+        let figures = &self.figures;
+        let idle = figures
+            .reading
+            .compare_exchange(
+                false,
+                true,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok();
+        if idle {
+            let mut finished = figures.finished.subscribe();
+            let done = ReadDone(figures.clone());
+            let (store, journal) = (store.clone(), self.journal_published);
+            tokio::spawn(async move {
+                done.0.read(&store, journal).await;
+                drop(done);
+            });
+            // Either way the scrape answers: with these figures, or with the last ones.
+            let _ = tokio::time::timeout(SCRAPE_WAIT, finished.changed()).await;
         }
         self.render()
     }
@@ -789,13 +816,13 @@ impl std::fmt::Debug for FiguresCollector {
 
 impl Collector for FiguresCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let fresh = self.0.fresh.load(std::sync::atomic::Ordering::Relaxed);
-        encode_gauge(
-            &mut encoder,
-            "metrics_store_fresh",
-            "1 if this scrape read the store's figures (nodes, runners, tasks, journal), 0 if it shows the last ones read",
-            i64::from(fresh),
-        )?;
+        let failures = ConstCounter::new(self.0.failures.get());
+        failures.encode(encoder.encode_descriptor(
+            "metrics_store_read_failures",
+            "Reads of the store's figures for /metrics (nodes, runners, tasks, journal) that failed",
+            None,
+            failures.metric_type(),
+        )?)?;
         let last = self
             .0
             .last
@@ -803,7 +830,19 @@ impl Collector for FiguresCollector {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         // Before the first successful read there is nothing true to show.
-        let Some(f) = last else { return Ok(()) };
+        let Some((f, read_at)) = last else {
+            return Ok(());
+        };
+        let read_at = read_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let stamp = prometheus_client::metrics::gauge::ConstGauge::new(read_at.as_secs_f64());
+        stamp.encode(encoder.encode_descriptor(
+            "metrics_store_read_timestamp_seconds",
+            "When the read of the store's figures shown here started (Unix time); old figures mean the store does not answer",
+            None,
+            stamp.metric_type(),
+        )?)?;
         let by_status = |pairs: Vec<(&'static str, u64)>| -> Vec<(StatusLabel, i64)> {
             pairs
                 .into_iter()

@@ -3,7 +3,7 @@
 //! requests by route template, claim and report latencies, task transitions, nodes by status
 //! as the spot list shows them, and the journal's publishing.
 
-use crate::helpers::{TestApp, spawn, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn, spawn_app, spawn_app_with};
 use drover_api::{CompleteRequest, FailRequest};
 use drover_server::journal::{JournalConfig, SinkSpec};
 use drover_server::{ListenerConfig, Surface};
@@ -21,11 +21,34 @@ type Family = MetricFamily<OpenMetricsType, OpenMetricsValue>;
 struct Scrape(Exposition);
 
 impl Scrape {
+    /// A scrape of the main listener showing the store as it is now.
     async fn of(app: &TestApp) -> Scrape {
         Scrape::of_url(app, &app.url("/metrics")).await
     }
 
+    /// A scrape of `url` whose figures read from the store were read after this call: a
+    /// scrape waits only a moment for its read, and a read slower than that shows from the
+    /// next scrape on.
     async fn of_url(app: &TestApp, url: &str) -> Scrape {
+        let asked = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        eventually(
+            Duration::from_secs(30),
+            "a scrape of the store as it is",
+            || async {
+                let scrape = Scrape::once(app, url).await;
+                let read_at = scrape.value("drover_metrics_store_read_timestamp_seconds", &[]);
+                // The stamp went through a float of seconds: a microsecond is well within it.
+                (read_at >= asked - 1e-6).then_some(scrape)
+            },
+        )
+        .await
+    }
+
+    /// One scrape of `url`, whatever its figures.
+    async fn once(app: &TestApp, url: &str) -> Scrape {
         let resp = app.http.get(url).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         let text = resp.text().await.unwrap();
@@ -204,7 +227,7 @@ async fn requests_claims_reports_and_transitions_are_counted_as_work_is_done() {
     // One task done, one still waiting.
     assert_eq!(after.value("drover_tasks_waiting", &[]), 1.0);
     assert_eq!(after.value("drover_tasks_running", &[]), 0.0);
-    assert_eq!(after.value("drover_metrics_store_fresh", &[]), 1.0);
+    assert_eq!(after.value("drover_metrics_store_read_failures", &[]), 0.0);
     app.finish().await;
 }
 
@@ -294,4 +317,31 @@ async fn the_journal_shows_its_head_what_is_published_and_its_routing() {
     assert_eq!(failures[0].0["sink"], "primary");
     assert_eq!(failures[0].1, 0.0);
     app.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_store_away_a_scrape_still_answers_with_the_figures_read_last() {
+    let app = spawn_app().await;
+    app.create_job(2, json!({})).await;
+    let read = Scrape::of(&app).await;
+    let read_at = read.value("drover_metrics_store_read_timestamp_seconds", &[]);
+    assert_eq!(read.value("drover_tasks_waiting", &[]), 2.0);
+
+    app.store().ops.close().await.unwrap();
+    let url = app.url("/metrics");
+    let failed = eventually(Duration::from_secs(30), "a failed read counted", || async {
+        let scrape = Scrape::once(&app, &url).await;
+        let failures = scrape.value("drover_metrics_store_read_failures", &[]);
+        (failures >= 1.0).then_some(scrape)
+    })
+    .await;
+    // The last figures, with the time they were read; the series counted from memory go on.
+    assert_eq!(failed.value("drover_tasks_waiting", &[]), 2.0);
+    assert_eq!(
+        failed.value("drover_metrics_store_read_timestamp_seconds", &[]),
+        read_at
+    );
+    assert_eq!(failed.value("drover_cluster_leader", &[]), 1.0);
+    app.begin_shutdown();
+    app.stopped().await;
 }
