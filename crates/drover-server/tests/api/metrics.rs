@@ -165,6 +165,20 @@ async fn the_page_is_valid_openmetrics_every_family_is_described_and_no_label_is
     assert_eq!(scrape.value("drover_http_requests", &read), 1.0);
     let unmatched = [("route", "unmatched"), ("status", "404")];
     assert_eq!(scrape.value("drover_http_requests", &unmatched), 1.0);
+    // Two claimed; one done, one failed and back to NEW for its retry.
+    for (from, to, n) in [
+        ("NEW", "RUNNING", 2.0),
+        ("RUNNING", "DONE", 1.0),
+        ("RUNNING", "NEW", 1.0),
+        ("RUNNING", "FAILED", 0.0),
+    ] {
+        let labels = [("from", from), ("to", to)];
+        assert_eq!(
+            scrape.value("drover_task_transitions", &labels),
+            n,
+            "{from} to {to}"
+        );
+    }
     app.finish().await;
 }
 
