@@ -26,6 +26,7 @@ pub mod priority;
 pub mod runners;
 pub mod serve;
 pub mod surfaces;
+pub mod timed;
 pub mod tls;
 pub mod wake;
 pub mod workers;
@@ -117,11 +118,23 @@ impl AppState {
             timing,
             config.cluster.takeover_grace.unwrap_or(config.spot_timeout),
         );
-        let metrics = Arc::new(
-            metrics::Metrics::new()
-                .with_store_writes(store.ops.clone())
-                .with_cluster_role(cluster.clone()),
-        );
+        let journal = config.journal.clone().map(|journaled| {
+            Arc::new(journal::Publisher::new(
+                journaled,
+                store.journal.clone(),
+                clock.clone(),
+                config.api_key.clone(),
+            ))
+        });
+        let mut metrics = metrics::Metrics::new()
+            .with_store_writes(store.ops.clone())
+            .with_cluster_role(cluster.clone());
+        if let Some(journal) = &journal {
+            metrics = metrics.with_journal(journal.clone());
+        }
+        let metrics = Arc::new(metrics);
+        // Every store call of jobs and nodes, from any surface or worker, is timed here once.
+        let store = timed::timed(store, metrics.store_timings.clone());
         let counted = metrics.clone();
         store.observe(move |events| counted.count_events(events));
         let wake = wake::Wake::new();
@@ -154,14 +167,6 @@ impl AppState {
             )),
             priority::Dispatch::Native => None,
         };
-        let journal = config.journal.clone().map(|journaled| {
-            Arc::new(journal::Publisher::new(
-                journaled,
-                store.journal.clone(),
-                clock.clone(),
-                config.api_key.clone(),
-            ))
-        });
         AppState(Arc::new(AppParts {
             store,
             config: Arc::new(config),

@@ -2,11 +2,17 @@
 //! rendered at `GET /metrics` in the OpenMetrics text format.
 //!
 //! Counters are incremented by the code that did the thing (the runner service, the worker
-//! board, the store's committed events), or read from it at each scrape (the store's write
-//! path counts its commits itself); this module only owns their names and the registry.
+//! board, the store's committed events, the HTTP layer of `surfaces::router`, the timed store
+//! of `crate::timed`), or read from it at each scrape (the store's write path counts its
+//! commits itself; the counts by status and the journal's positions are read from the store by
+//! [`Metrics::scrape`], which waits for them only a moment); this module only owns their names, their labels and the registry. No
+//! label ever holds an id (of a task, job, node, runner or session): every label value comes
+//! from a short fixed list or from a route template, so the number of series stays bounded
+//! whatever clients send. `docs/metrics.md` lists every series.
 
-use drover_core::Timestamp;
-use drover_store::StoreOps;
+use drover_core::sink_routing::{RoutingState, SinkRole};
+use drover_core::{Event, TaskStatus, Timestamp};
+use drover_store::{StatusCounts, StoreError, StoreOps, Stores};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -169,6 +175,7 @@ pub struct PriorityGauges {
     workers: Family<Vec<(&'static str, &'static str)>, Gauge>,
     unpublished: Family<Vec<(&'static str, String)>, Gauge>,
     finished_last_minute: Gauge,
+    queue_depth: Family<Vec<(&'static str, &'static str)>, Gauge>,
 }
 
 impl PriorityGauges {
@@ -187,6 +194,11 @@ impl PriorityGauges {
             "priority_unpublished",
             "Jobs and status events of the priority-queue contract waiting for the broker, by queue or exchange",
             self.unpublished.clone(),
+        );
+        registry.register(
+            "priority_queue_depth",
+            "Jobs of the priority-queue contract waiting to be claimed, by the class they are served in",
+            self.queue_depth.clone(),
         );
         registry.register(
             "priority_finished_last_minute",
@@ -219,8 +231,220 @@ impl PriorityGauges {
             .set(n(*v));
         }
         self.finished_last_minute.set(n(snap.finished_last_minute));
+        // Every class, waiting or not: an empty queue reads 0, not a missing series.
+        let waiting = drover_core::priority::status_word(TaskStatus::New);
+        for class in drover_core::priority::PriorityClass::ALL {
+            let depth = snap.jobs.get(&(class, waiting)).copied().unwrap_or(0);
+            (self
+                .queue_depth
+                .get_or_create(&vec![("class", class.name())]))
+            .set(n(depth));
+        }
     }
 }
+
+/// The label set of an HTTP request: the route template axum matched (`unmatched` when none
+/// did), the method (one of the standard ones, else `other`) and the status code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+/// The route label of a request no route matched (a 404): its path is the client's and is
+/// never a label.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method as a label: a client may send any token as its method, so anything beyond the
+/// standard ones is `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// HTTP requests answered, on every listener and surface, and how long each took to its
+/// response's headers (a streamed body, such as a CSV of results, goes on after).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<HttpLabels, Counter>,
+    seconds: HistogramFamily<HttpLabels>,
+}
+
+fn http_histogram() -> Histogram {
+    // 0.5 ms to about 16 s: a cached read to a long-poll claim's wait.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(http_histogram),
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn record(&self, labels: &HttpLabels, took: Duration) {
+        self.requests.get_or_create(labels).inc();
+        self.seconds
+            .get_or_create(labels)
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// A store call's name: a method of the store's traits, so a fixed list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+/// How long store calls take, as the server sees them (`crate::timed` measures them once, for
+/// every surface and worker): claims and reports alone, and the hot calls by operation.
+#[derive(Clone)]
+pub struct StoreTimings {
+    claim: Histogram,
+    report: Histogram,
+    operations: HistogramFamily<OperationLabel>,
+}
+
+fn store_histogram() -> Histogram {
+    // 0.1 ms to about 3 s: a read from the page cache to a commit waiting on a busy disk.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+impl Default for StoreTimings {
+    fn default() -> Self {
+        StoreTimings {
+            claim: store_histogram(),
+            report: store_histogram(),
+            operations: Family::new_with_constructor(store_histogram),
+        }
+    }
+}
+
+impl StoreTimings {
+    /// One store call of `operation` that took `took`.
+    pub fn record(&self, operation: &'static str, took: Duration) {
+        let secs = took.as_secs_f64();
+        match operation {
+            "claim" | "claim_task" => self.claim.observe(secs),
+            "report" => self.report.observe(secs),
+            _ => {}
+        }
+        self.operations
+            .get_or_create(&OperationLabel { operation })
+            .observe(secs);
+    }
+}
+
+/// A task's move between two statuses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransitionLabels {
+    from: &'static str,
+    to: &'static str,
+}
+
+/// The status move a committed event records, if it is a task's (a cancel moves a job's
+/// tasks without an event each, so it is not among them).
+fn transition(event: &Event) -> Option<(TaskStatus, TaskStatus)> {
+    use TaskStatus::*;
+    match event {
+        Event::TaskClaimed { .. } => Some((New, Running)),
+        Event::TaskCompleted { .. } => Some((Running, Done)),
+        Event::TaskFailed { will_retry, .. } => {
+            Some((Running, if *will_retry { New } else { Failed }))
+        }
+        Event::TaskReleased { to, .. } => Some((Running, *to)),
+        _ => None,
+    }
+}
+
+/// Every move [`transition`] names, made at start-up so each shows at 0 before it happens.
+const TRANSITIONS: [(TaskStatus, TaskStatus); 4] = [
+    (TaskStatus::New, TaskStatus::Running),
+    (TaskStatus::Running, TaskStatus::Done),
+    (TaskStatus::Running, TaskStatus::Failed),
+    (TaskStatus::Running, TaskStatus::New),
+];
+
+/// What a scrape read from the store: the counts by status and the journal's positions.
+#[derive(Debug, Clone, Default)]
+struct StoreFigures {
+    counts: StatusCounts,
+    journal_head: u64,
+    /// Only when the journal is published (`--journal-sink`).
+    published_upto: Option<u64>,
+}
+
+/// The store's figures as the last read that succeeded found them, when that read started, and
+/// the read in flight, if any.
+struct ScrapedFigures {
+    last: std::sync::Mutex<Option<(StoreFigures, std::time::SystemTime)>>,
+    /// Set while a read is in flight: a scrape then starts no other.
+    reading: std::sync::atomic::AtomicBool,
+    /// Reads finished (succeeded or failed), for a scrape to wait on the one it started.
+    finished: tokio::sync::watch::Sender<u64>,
+    failures: Counter,
+}
+
+impl Default for ScrapedFigures {
+    fn default() -> Self {
+        ScrapedFigures {
+            last: std::sync::Mutex::default(),
+            reading: std::sync::atomic::AtomicBool::new(false),
+            finished: tokio::sync::watch::Sender::new(0),
+            failures: Counter::default(),
+        }
+    }
+}
+
+impl ScrapedFigures {
+    /// Reads the store's figures and keeps them; the figures kept stay as they were when the
+    /// read fails.
+    async fn read(&self, store: &Stores, journal_published: bool) {
+        let started = std::time::SystemTime::now();
+        match read_figures(store, journal_published).await {
+            Ok(figures) => {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((figures, started));
+            }
+            Err(e) => {
+                self.failures.inc();
+                tracing::warn!(error = %e, "reading the store's figures for /metrics");
+            }
+        }
+    }
+}
+
+/// Clears [`ScrapedFigures::reading`] and counts the read finished, however the read ends.
+struct ReadDone(Arc<ScrapedFigures>);
+
+impl Drop for ReadDone {
+    fn drop(&mut self) {
+        self.0
+            .reading
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.0.finished.send_modify(|n| *n += 1);
+    }
+}
+
+/// How long a scrape waits for the read of the store's figures it started. A read that takes
+/// longer goes on in the background and the next scrape shows what it found: a scrape must
+/// answer at once while the database is away, which is when it is read most (a replica cut off
+/// from its database still says whether it leads).
+pub const SCRAPE_WAIT: Duration = Duration::from_millis(100);
 
 pub struct Metrics {
     registry: Registry,
@@ -229,7 +453,13 @@ pub struct Metrics {
     pub workers: WorkerMetrics,
     pub store_events: EventCounters,
     pub grpc: GrpcMetrics,
+    pub http: HttpMetrics,
+    pub store_timings: StoreTimings,
     events_by_kind: HashMap<&'static str, Counter>,
+    transitions: HashMap<(TaskStatus, TaskStatus), Counter>,
+    figures: Arc<ScrapedFigures>,
+    /// Whether the journal is published, so that a scrape reads how far.
+    journal_published: bool,
 }
 
 impl Metrics {
@@ -306,6 +536,51 @@ impl Metrics {
             "Time to answer a gRPC request (to its headers, for a stream), by method",
             grpc.seconds.clone(),
         );
+        let http = HttpMetrics::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template (unmatched for none), method and status",
+            http.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to its response's headers), by route template, method and status",
+            http.seconds.clone(),
+        );
+        let store_timings = StoreTimings::default();
+        registry.register(
+            "task_claim_duration_seconds",
+            "Time a claim's store call took (a claim of the next tasks or of one named task), waits for work excluded",
+            store_timings.claim.clone(),
+        );
+        registry.register(
+            "task_report_duration_seconds",
+            "Time a report's store call took (one or a batch of completions and failures)",
+            store_timings.report.clone(),
+        );
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time a store call of the jobs and nodes took, by operation",
+            store_timings.operations.clone(),
+        );
+        let task_transitions: Family<TransitionLabels, Counter> = Family::default();
+        registry.register(
+            "task_transitions",
+            "Committed task status changes, by status before and after (cancels excepted)",
+            task_transitions.clone(),
+        );
+        let transitions = TRANSITIONS
+            .iter()
+            .map(|&(from, to)| {
+                let labels = TransitionLabels {
+                    from: from.as_str(),
+                    to: to.as_str(),
+                };
+                ((from, to), task_transitions.get_or_create(&labels).clone())
+            })
+            .collect();
+        let figures = Arc::new(ScrapedFigures::default());
+        registry.register_collector(Box::new(FiguresCollector(figures.clone())));
         Metrics {
             registry,
             runners,
@@ -314,7 +589,52 @@ impl Metrics {
             events_by_kind: counters_by_kind(&store_events),
             store_events,
             grpc,
+            http,
+            store_timings,
+            transitions,
+            figures,
+            journal_published: false,
         }
+    }
+
+    /// Adds the journal's publishing series (`drover_journal_published_upto`,
+    /// `drover_journal_pending_blobs`, `drover_journal_routing_state`,
+    /// `drover_journal_sink_consecutive_failures`), the routing's read from `publisher` at each
+    /// scrape.
+    pub fn with_journal(mut self, publisher: Arc<crate::journal::Publisher>) -> Self {
+        self.journal_published = true;
+        self.registry
+            .register_collector(Box::new(JournalRouting(publisher)));
+        self
+    }
+
+    /// The text exposition, after starting a read of the store's figures (counts by status,
+    /// the journal's positions) and waiting for it at most [`SCRAPE_WAIT`]. While a read is in
+    /// flight no other starts, and a scrape shows the figures of the last read that succeeded;
+    /// `drover_metrics_store_read_timestamp_seconds` says when that read started.
+    pub async fn scrape(&self, store: &Stores) -> String {
+        let figures = &self.figures;
+        let idle = figures
+            .reading
+            .compare_exchange(
+                false,
+                true,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok();
+        if idle {
+            let mut finished = figures.finished.subscribe();
+            let done = ReadDone(figures.clone());
+            let (store, journal) = (store.clone(), self.journal_published);
+            tokio::spawn(async move {
+                done.0.read(&store, journal).await;
+                drop(done);
+            });
+            // Either way the scrape answers: with these figures, or with the last ones.
+            let _ = tokio::time::timeout(SCRAPE_WAIT, finished.changed()).await;
+        }
+        self.render()
     }
 
     /// Adds `drover_store_commits_total` and `drover_store_writes_total`, read from `store` at
@@ -346,6 +666,7 @@ impl Metrics {
 
 impl Metrics {
     /// Counts each committed write's events by kind.
+    /// Counts each committed write's events by kind, and the task status moves they record.
     pub fn count_events(&self, events: &[drover_core::Event]) {
         for event in events {
             match self.events_by_kind.get(event.kind()) {
@@ -355,6 +676,9 @@ impl Metrics {
                     .get_or_create(&vec![("kind", event.kind())])
                     .inc(),
             };
+            if let Some(counter) = transition(event).and_then(|m| self.transitions.get(&m)) {
+                counter.inc();
+            }
         }
     }
 }
@@ -426,6 +750,217 @@ impl Collector for ClusterRole {
             let gauge = prometheus_client::metrics::gauge::ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        Ok(())
+    }
+}
+
+/// The store's figures for one scrape.
+async fn read_figures(store: &Stores, journal_published: bool) -> Result<StoreFigures, StoreError> {
+    let counts = store.ops.status_counts().await?;
+    let journal_head = store.journal.journal_head().await?;
+    let published_upto = match journal_published {
+        true => Some(store.journal.published_upto().await?),
+        false => None,
+    };
+    Ok(StoreFigures {
+        counts,
+        journal_head,
+        published_upto,
+    })
+}
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Encodes one gauge without labels.
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = prometheus_client::metrics::gauge::ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// Encodes `series` as one gauge family `name`, each with its label set.
+fn encode_gauges<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(L, i64)],
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+/// The figures the last scrape read from the store ([`Metrics::scrape`]).
+struct FiguresCollector(Arc<ScrapedFigures>);
+
+impl std::fmt::Debug for FiguresCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FiguresCollector")
+    }
+}
+
+impl Collector for FiguresCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let failures = ConstCounter::new(self.0.failures.get());
+        failures.encode(encoder.encode_descriptor(
+            "metrics_store_read_failures",
+            "Reads of the store's figures for /metrics (nodes, runners, tasks, journal) that failed",
+            None,
+            failures.metric_type(),
+        )?)?;
+        let last = self
+            .0
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Before the first successful read there is nothing true to show.
+        let Some((f, read_at)) = last else {
+            return Ok(());
+        };
+        let read_at = read_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let stamp = prometheus_client::metrics::gauge::ConstGauge::new(read_at.as_secs_f64());
+        stamp.encode(encoder.encode_descriptor(
+            "metrics_store_read_timestamp_seconds",
+            "When the read of the store's figures shown here started (Unix time); old figures mean the store does not answer",
+            None,
+            stamp.metric_type(),
+        )?)?;
+        let by_status = |pairs: Vec<(&'static str, u64)>| -> Vec<(StatusLabel, i64)> {
+            pairs
+                .into_iter()
+                .map(|(status, n)| (StatusLabel { status }, gauge_value(n)))
+                .collect()
+        };
+        encode_gauges(
+            &mut encoder,
+            "nodes",
+            "Registered nodes (spots, workers) by status",
+            &by_status(
+                f.counts
+                    .nodes
+                    .iter()
+                    .map(|(s, n)| (s.as_str(), *n))
+                    .collect(),
+            ),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "runners",
+            "Session runners by status",
+            &by_status(
+                f.counts
+                    .runners
+                    .iter()
+                    .map(|(s, n)| (s.as_str(), *n))
+                    .collect(),
+            ),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "tasks_waiting",
+            "Tasks NEW, waiting to be claimed, over every job",
+            gauge_value(f.counts.tasks_waiting),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "tasks_running",
+            "Tasks RUNNING, claimed under a lease, over every job",
+            gauge_value(f.counts.tasks_running),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "journal_head",
+            "The sequence number of the journal's last entry (0 while it is empty)",
+            gauge_value(f.journal_head),
+        )?;
+        if let Some(upto) = f.published_upto {
+            encode_gauge(
+                &mut encoder,
+                "journal_published_upto",
+                "The last journal entry published to a sink; the head minus this is the backlog",
+                gauge_value(upto),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabel {
+    sink: &'static str,
+}
+
+/// The journal's routing between its sinks, read from the publisher's memory at each scrape.
+struct JournalRouting(Arc<crate::journal::Publisher>);
+
+impl std::fmt::Debug for JournalRouting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JournalRouting")
+    }
+}
+
+impl Collector for JournalRouting {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.0.snapshot();
+        encode_gauge(
+            &mut encoder,
+            "journal_pending_blobs",
+            "Blobs posted to a fallback sink and not yet reconciled to the primary",
+            gauge_value(snap.pending_reconcile),
+        )?;
+        let states: Vec<(StateLabel, i64)> = RoutingState::ALL
+            .iter()
+            .map(|s| {
+                let label = StateLabel { state: s.as_str() };
+                (label, i64::from(*s == snap.state))
+            })
+            .collect();
+        encode_gauges(
+            &mut encoder,
+            "journal_routing_state",
+            "1 for the journal routing's current state, 0 for the others",
+            &states,
+        )?;
+        let failures: Vec<(SinkLabel, i64)> = SinkRole::ALL
+            .iter()
+            .filter(|role| snap.sink(**role).configured)
+            .map(|role| {
+                let label = SinkLabel {
+                    sink: role.as_str(),
+                };
+                let n = snap.sink(*role).consecutive_failures;
+                (label, i64::from(n))
+            })
+            .collect();
+        encode_gauges(
+            &mut encoder,
+            "journal_sink_consecutive_failures",
+            "Failures in a row of each configured sink (primary, secondary, emergency); 0 after a success",
+            &failures,
+        )?;
         Ok(())
     }
 }

@@ -18,8 +18,8 @@ use crate::{
     BlobRecord, ClusterStore, CountMismatch, DispatchStore, JobStore, JournalStore, LiveState,
     NamedNode, NewBlob, NewJob, NewNode, NewRunner, NodeStore, NodesDown, OriginCounts,
     OutboxMessage, Overview, Page, Paged, PlacementNode, PlacementStore, Publication, Published,
-    QueuedMessage, Released, Report, Reservation, Result, Route, RunnerStore, StoreError, StoreOps,
-    StoredObject, Stores, TaskClaim, WriteStats,
+    QueuedMessage, Released, Report, Reservation, Result, Route, RunnerStore, StatusCounts,
+    StoreError, StoreOps, StoredObject, Stores, TaskClaim, WriteStats,
 };
 use async_trait::async_trait;
 use drover_core::ReplicaState;
@@ -668,6 +668,11 @@ impl StoreOps for Faulty {
         self.faults
             .read("overview", self.inner.ops.overview())
             .await
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        let inner = self.inner.ops.status_counts();
+        self.faults.read("status_counts", inner).await
     }
 
     async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>> {

@@ -377,6 +377,10 @@ pub trait StoreOps: Send + Sync + 'static {
     /// Counts shown by the health endpoint.
     async fn overview(&self) -> Result<Overview>;
 
+    /// Nodes and runners by status and tasks waiting or running, read in one snapshot (the
+    /// gauges of `/metrics`): a few counts over indexed columns, cheap enough for every scrape.
+    async fn status_counts(&self) -> Result<StatusCounts>;
+
     /// Compares every job's stored counts with a count of its tasks; returns the jobs that differ.
     async fn audit_job_counts(&self) -> Result<Vec<CountMismatch>>;
 

@@ -1,6 +1,8 @@
 //! Inputs and outputs of the store traits' calls that are not domain entities themselves.
 
-use drover_core::{ClaimedTask, NodeInfo, ReportKind, Task, TaskStatus, Timestamp};
+use drover_core::{
+    ClaimedTask, NodeInfo, NodeStatus, ReportKind, RunnerStatus, Task, TaskStatus, Timestamp,
+};
 use std::time::Duration;
 
 /// A job to create; its tasks, and the spec it keeps, come from the sweep passed beside it.
@@ -120,6 +122,58 @@ pub struct Overview {
     pub active_nodes: u64,
     pub pending_tasks: u64,
     pub running_tasks: u64,
+}
+
+/// How many nodes and runners are in each status, and how many tasks wait or run: what
+/// `/metrics` shows of the store at a scrape. Every status is listed, with 0 when none is in it,
+/// so a series never vanishes when its last member leaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// Nodes by status, in [`NodeStatus::ALL`] order.
+    pub nodes: Vec<(NodeStatus, u64)>,
+    /// Runners by status, in [`RunnerStatus::ALL`] order.
+    pub runners: Vec<(RunnerStatus, u64)>,
+    /// Tasks NEW (waiting to be claimed), whether or not their rows exist yet.
+    pub tasks_waiting: u64,
+    /// Tasks RUNNING (claimed, under a lease).
+    pub tasks_running: u64,
+}
+
+impl StatusCounts {
+    /// `nodes` and `runners` in their statuses' order, from `(status word, count)` pairs as a
+    /// backend's `GROUP BY status` reads them; a word no status has is an error, since the
+    /// schema's CHECK constraints allow none.
+    pub(crate) fn from_rows(
+        nodes: Vec<(String, u64)>,
+        runners: Vec<(String, u64)>,
+        tasks_waiting: u64,
+        tasks_running: u64,
+    ) -> crate::Result<StatusCounts> {
+        fn by_status<S: Copy + PartialEq + std::str::FromStr>(
+            all: &[S],
+            found: Vec<(String, u64)>,
+        ) -> crate::Result<Vec<(S, u64)>>
+        where
+            S::Err: std::fmt::Display,
+        {
+            let mut out: Vec<(S, u64)> = all.iter().map(|s| (*s, 0)).collect();
+            for (word, n) in found {
+                let status: S = word
+                    .parse()
+                    .map_err(|e| crate::StoreError::Internal(format!("stored status: {e}")))?;
+                if let Some(slot) = out.iter_mut().find(|(s, _)| *s == status) {
+                    slot.1 += n;
+                }
+            }
+            Ok(out)
+        }
+        Ok(StatusCounts {
+            nodes: by_status(NodeStatus::ALL, nodes)?,
+            runners: by_status(RunnerStatus::ALL, runners)?,
+            tasks_waiting,
+            tasks_running,
+        })
+    }
 }
 
 /// A job whose stored counts disagree with its tasks (a broken invariant 4).

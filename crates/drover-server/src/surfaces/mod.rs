@@ -9,6 +9,7 @@
 //! do) and hold no SQL.
 
 pub mod native;
+pub mod observed;
 pub mod placement;
 pub mod priority;
 pub mod prometheus;
@@ -122,10 +123,11 @@ impl FromStr for Surface {
     }
 }
 
-/// The router of one listener: the given surfaces, with fallbacks, the body limit and request
-/// tracing around them.
+/// The router of one listener: the given surfaces, with fallbacks, the body limit, request
+/// metrics (`observed`) and request tracing around them.
 pub fn router(state: AppState, surfaces: &[Surface]) -> Router {
     let limit = state.config.body_limit;
+    let http = state.metrics.http.clone();
     let routes = surfaces
         .iter()
         .fold(Router::new(), |r, s| r.merge(s.routes(&state)));
@@ -133,6 +135,7 @@ pub fn router(state: AppState, surfaces: &[Surface]) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(http, observed::track))
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
         .layer(TraceLayer::new_for_http())

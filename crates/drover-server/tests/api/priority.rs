@@ -355,6 +355,10 @@ async fn prometheus_text_counts_the_contracts_jobs_and_workers() {
         r#"drover_priority_jobs{class="low",status="pending"} 2"#,
         r#"drover_priority_workers{status="up"} 1"#,
         "drover_priority_finished_last_minute 0",
+        // The queue depth per class: jobs waiting, every class shown.
+        r#"drover_priority_queue_depth{class="high"} 0"#,
+        r#"drover_priority_queue_depth{class="medium"} 0"#,
+        r#"drover_priority_queue_depth{class="low"} 2"#,
     ];
     eventually(Duration::from_secs(10), "the gauges counted", || async {
         let text = app.metrics_text().await;

@@ -1,5 +1,5 @@
 //! Operating the PostgreSQL store: the [`StoreOps`] implementation (the health probe, the
-//! health figures, the count audit, the instance id, closing).
+//! health figures, the counts by status of `/metrics`, the count audit, the instance id, closing).
 //!
 //! It must not change jobs, tasks, nodes or runners; the instance id and the health probe's
 //! counter (`meta`) are its only writes.
@@ -7,7 +7,7 @@
 use super::PgStore;
 use super::rows;
 use super::write::{R, exec, row, row_opt, rows as all};
-use crate::{CountMismatch, Overview, Result, StoreOps};
+use crate::{CountMismatch, Overview, Result, StatusCounts, StoreOps};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use std::sync::atomic::Ordering;
@@ -96,6 +96,40 @@ impl StoreOps for PgStore {
                 pending_tasks: rows::count(&r, 0)?,
                 running_tasks: rows::count(&r, 1)?,
             })
+        }
+        .await)
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        // One snapshot, so a node or runner moving between statuses is counted once.
+        snapshot!(self, |conn| async {
+            let mut by_status = Vec::new();
+            for sql in [
+                "SELECT status, count(*) FROM nodes GROUP BY status",
+                "SELECT status, count(*) FROM runners GROUP BY status",
+            ] {
+                let found = all(&conn, sql, &[]).await?;
+                let mut pairs = Vec::with_capacity(found.len());
+                for r in &found {
+                    pairs.push((rows::get::<String>(r, 0)?, rows::count(r, 1)?));
+                }
+                by_status.push(pairs);
+            }
+            let r = row(
+                &conn,
+                "SELECT COALESCE(sum(new_tasks), 0)::BIGINT, COALESCE(sum(running_tasks), 0)::BIGINT
+                 FROM jobs",
+                &[],
+            )
+            .await?;
+            let runners = by_status.pop().unwrap_or_default();
+            let nodes = by_status.pop().unwrap_or_default();
+            Ok(StatusCounts::from_rows(
+                nodes,
+                runners,
+                rows::count(&r, 0)?,
+                rows::count(&r, 1)?,
+            )?)
         }
         .await)
     }

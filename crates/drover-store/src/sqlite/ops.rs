@@ -1,11 +1,11 @@
 //! Operating the SQLite store: the [`StoreOps`] implementation (the health probe, free space,
-//! the health figures, the count audit, the instance id, closing).
+//! the health figures, the counts by status of `/metrics`, the count audit, the instance id, closing).
 //!
 //! It must not change jobs, tasks, nodes or runners; the instance id and the health probe's
 //! counter (`meta`) are its only writes.
 
 use super::{Shared, SqliteStore, map_err, rows};
-use crate::{CountMismatch, Overview, Result, StoreError, StoreOps, WriteStats};
+use crate::{CountMismatch, Overview, Result, StatusCounts, StoreError, StoreOps, WriteStats};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -73,6 +73,30 @@ impl StoreOps for SqliteStore {
                 pending_tasks,
                 running_tasks,
             })
+        })
+        .await
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        self.read(|conn| {
+            let by_status = |sql: &str| -> Result<Vec<(String, u64)>> {
+                conn.prepare_cached(sql)
+                    .map_err(map_err)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(map_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(map_err)
+            };
+            let nodes = by_status("SELECT status, count(*) FROM nodes GROUP BY status")?;
+            let runners = by_status("SELECT status, count(*) FROM runners GROUP BY status")?;
+            let (waiting, running): (u64, u64) = conn
+                .query_row(
+                    "SELECT COALESCE(sum(new_tasks), 0), COALESCE(sum(running_tasks), 0) FROM jobs",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(map_err)?;
+            StatusCounts::from_rows(nodes, runners, waiting, running)
         })
         .await
     }

@@ -94,7 +94,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        app.metrics.scrape(&app.store).await,
     )
         .into_response()
 }
