@@ -217,6 +217,7 @@ impl IntoResponse for UiError {
                     meta charset="utf-8";
                     title { "drover: " (status.as_u16()) " " (code) }
                     link rel="stylesheet" href="/ui/static/style.css";
+                    link rel="icon" href="data:,";
                 }
                 body {
                     main {
@@ -258,6 +259,8 @@ pub fn layout(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · drover" }
                 link rel="stylesheet" href="/ui/static/style.css";
+                // No icon to fetch (a browser would ask for /favicon.ico and log its 404).
+                link rel="icon" href="data:,";
                 script src="/ui/static/app.js" defer {}
             }
             body data-events=[events] {

@@ -528,6 +528,7 @@ fn login_page(dashboard: &Dashboard, next: &str, refused: bool) -> Markup {
                 meta charset="utf-8";
                 title { "Log in · drover" }
                 link rel="stylesheet" href="/ui/static/style.css";
+                link rel="icon" href="data:,";
             }
             body class="login" {
                 main {

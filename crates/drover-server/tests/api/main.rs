@@ -25,4 +25,5 @@ mod runners;
 mod shutdown;
 mod sinks;
 mod tls;
+mod ui;
 mod workers;
