@@ -543,3 +543,94 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
     b.close().await;
     app.finish().await;
 }
+
+/// Reads a page's HTML with a plain HTTP client (no script runs).
+async fn html(app: &TestApp, path: &str) -> (u16, String) {
+    let resp = app.http.get(app.url(path)).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_pages_are_whole_without_javascript_and_errors_name_their_code() {
+    let app = crate::helpers::spawn_app().await;
+    let job = sweep(&app).await;
+    let spot = app.hello().await;
+    for (id, payload) in claim(&app, &spot, 6).await {
+        complete(&app, &spot, &id, &payload).await;
+    }
+
+    // The figures are in the HTML itself; the script only keeps them fresh.
+    let (status, page) = html(&app, &format!("/ui/jobs/{job}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"data-live="done">6<"#), "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no outside address"
+    );
+
+    // The configuration form works as a plain GET: by seed alone, 6 runs fall into 3 seeds.
+    let (_, by_seed) = html(&app, &format!("/ui/jobs/{job}?pick=1&with_seed=1")).await;
+    let summary = &by_seed[by_seed.find(r#"id="summary""#).unwrap()..];
+    let summary = &summary[..summary.find("</table>").unwrap()];
+    assert!(summary.contains("<th>seed</th>") && !summary.contains("<th>algorithm</th>"));
+    assert_eq!(summary.matches("<tr>").count(), 1 + 3, "{summary}");
+
+    // An unknown job is the native API's 404, as a page.
+    let (status, missing) = html(&app, "/ui/jobs/job-nope").await;
+    assert_eq!(status, 404);
+    assert!(missing.contains("JOB_NOT_FOUND"), "{missing}");
+
+    // A form from elsewhere cannot cancel, even on an open dashboard.
+    let forged = app
+        .http
+        .post(app.url(&format!("/ui/jobs/{job}/cancel")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(job_json(&app, &job).await["status"], "RUNNING");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_live_stream_ends_when_the_server_stops() {
+    let app = spawn_app_real_time(|_| {}).await;
+    let job = sweep(&app).await;
+    let mut stream = app
+        .http
+        .get(app.url(&format!("/ui/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let first = stream
+        .chunk()
+        .await
+        .unwrap()
+        .expect("the job's figures at once");
+    let first = String::from_utf8_lossy(&first).to_string();
+    assert!(
+        first.starts_with("data: ") && first.contains(r#""total":18"#),
+        "{first}"
+    );
+
+    // A change is sent as it commits.
+    let spot = app.hello().await;
+    claim(&app, &spot, 1).await;
+    let next = stream.chunk().await.unwrap().expect("the claim's figures");
+    assert!(String::from_utf8_lossy(&next).contains(r#""running":1"#));
+
+    // On stop the stream ends cleanly (not cut off after the grace), so it holds up nothing.
+    app.begin_shutdown();
+    loop {
+        match stream.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => panic!("the stream was cut off instead of ending: {e}"),
+        }
+    }
+    app.stopped().await;
+}
