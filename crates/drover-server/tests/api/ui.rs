@@ -575,6 +575,13 @@ async fn the_pages_are_whole_without_javascript_and_errors_name_their_code() {
     assert!(summary.contains("<th>seed</th>") && !summary.contains("<th>algorithm</th>"));
     assert_eq!(summary.matches("<tr>").count(), 1 + 3, "{summary}");
 
+    // What users wrote is shown as text, never as markup.
+    app.create_job(1, json!({"name": "<script>alert(1)</script>"}))
+        .await;
+    let (_, jobs) = html(&app, "/ui/jobs").await;
+    assert!(jobs.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!jobs.contains("<script>alert"));
+
     // An unknown job is the native API's 404, as a page.
     let (status, missing) = html(&app, "/ui/jobs/job-nope").await;
     assert_eq!(status, 404);
