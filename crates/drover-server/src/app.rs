@@ -319,6 +319,8 @@ impl Application {
             None => None,
         };
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
+        // Over TLS the dashboard's session cookie is sent over HTTPS only.
+        state.dashboard.set_secure_cookies(config.tls.is_some());
         if let Some(sink) = da {
             // A fresh state: nothing has set it yet.
             let _ = state.da.set(Arc::new(sink));

@@ -28,11 +28,14 @@ use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 use session::{Access, Sessions};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the dashboard keeps for the life of the server: its sessions' secret and the last hour.
 pub struct Dashboard {
     pub sessions: Sessions,
     pub history: history::History,
+    /// Whether the server speaks TLS, so the session cookie is marked `Secure`.
+    secure_cookies: AtomicBool,
 }
 
 impl Dashboard {
@@ -40,7 +43,17 @@ impl Dashboard {
         Dashboard {
             sessions: Sessions::new(api_key),
             history: history::History::new(clock),
+            secure_cookies: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the session cookie `Secure` (the server has a certificate).
+    pub fn set_secure_cookies(&self, secure: bool) {
+        self.secure_cookies.store(secure, Ordering::Relaxed);
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies.load(Ordering::Relaxed)
     }
 }
 

@@ -581,7 +581,10 @@ pub(super) async fn login(
         ))
     })?;
     Ok((
-        [(header::SET_COOKIE, session::set_cookie(&value, false))],
+        [(
+            header::SET_COOKIE,
+            session::set_cookie(&value, app.dashboard.secure_cookies()),
+        )],
         Redirect::to(next),
     )
         .into_response())

@@ -129,6 +129,16 @@ impl Browser {
             .unwrap()
     }
 
+    /// Waits for `css` to be on the page (after a click or a form that loads another page).
+    async fn wait_for(&self, css: &str) {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
+    }
+
     async fn texts(&self, css: &str) -> Vec<String> {
         let mut out = Vec::new();
         for e in self.client.find_all(Locator::Css(css)).await.unwrap() {
@@ -341,6 +351,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
         .click()
         .await
         .unwrap();
+    b.wait_for("#results[data-dir=desc]").await;
     b.assert_no_console_errors("sorting").await;
     let fopts = |v: Vec<String>| -> Vec<f64> { v.iter().map(|s| s.parse().unwrap()).collect() };
     let descending = fopts(b.texts("#results td[data-fopt]").await);
@@ -355,6 +366,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
         .click()
         .await
         .unwrap();
+    b.wait_for("#results[data-dir=asc]").await;
     let ascending = fopts(b.texts("#results td[data-fopt]").await);
     assert!(ascending.windows(2).all(|w| w[0] <= w[1]), "{ascending:?}");
 
@@ -428,6 +440,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
         .click()
         .await
         .unwrap();
+    b.wait_for("span.s-cancelled[data-live=status]").await;
     b.assert_no_console_errors("cancelling").await;
     assert_eq!(job_json(&app, &job).await["status"], "CANCELLED");
     assert_eq!(b.text("[data-live=status]").await, "CANCELLED");
@@ -482,6 +495,7 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
     let form = b.client.form(Locator::Css("#login")).await.unwrap();
     form.set_by_name("key", "not-the-key").await.unwrap();
     form.submit().await.unwrap();
+    b.wait_for("#login-error").await;
     assert_eq!(b.path().await, "/ui/login");
     assert!(
         b.text("#login-error")
@@ -495,6 +509,7 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
     let form = b.client.form(Locator::Css("#login")).await.unwrap();
     form.set_by_name("key", KEY).await.unwrap();
     form.submit().await.unwrap();
+    b.wait_for("#tasks-by-status").await;
     b.assert_no_console_errors("logging in").await;
     assert_eq!(b.path().await, format!("/ui/jobs/{job}"));
     let cookie = b.client.get_named_cookie("drover_session").await.unwrap();
@@ -525,6 +540,7 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
         .click()
         .await
         .unwrap();
+    b.wait_for("span.s-cancelled[data-live=status]").await;
     b.assert_no_console_errors("cancelling").await;
     assert_eq!(app.client.job(&job).await.unwrap().status, "CANCELLED");
 
@@ -536,6 +552,7 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
         .click()
         .await
         .unwrap();
+    b.wait_for("#login").await;
     assert_eq!(b.path().await, "/ui/login");
     b.open(&app.url("/ui")).await;
     assert_eq!(b.path().await, "/ui/login");
