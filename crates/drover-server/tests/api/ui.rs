@@ -431,6 +431,64 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
     b.open(&app.url("/ui/cluster")).await;
     assert_eq!(b.text("#role").await, cluster["role"].as_str().unwrap());
 
+    // The journal's last entry, as the journal route gives it.
+    b.open(&app.url("/ui/journal")).await;
+    let (_, journal) = app.get_json("/api/v1/journal?limit=1").await;
+    assert_eq!(b.text("#journal-head").await, journal["head"].to_string());
+
+    // The placement contract's nodes, as `GET /nodes` lists them.
+    for (id, zone) in [("store-a", "eu-1"), ("store-b", "eu-2")] {
+        let (status, body) = app
+            .post_json(
+                "/register",
+                json!({"id": id, "zone": zone, "addr": "10.0.0.1:9000", "capacity_gb": 50}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    b.open(&app.url("/ui/placement")).await;
+    let (_, placed) = app.get_json("/nodes").await;
+    let listed = b.texts("#placement-nodes tbody tr").await;
+    assert_eq!(
+        listed.len(),
+        placed.as_array().map_or(0, Vec::len),
+        "{placed}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.contains("store-b") && r.contains("eu-2"))
+    );
+
+    // The priority router's queues, as its own metrics route counts them.
+    for (id, priority) in [("p1", 10), ("p2", 12), ("p3", 5)] {
+        let (status, body) = app
+            .post_json(
+                "/api/jobs/register",
+                json!({"id": id, "type": "calculate", "priority": priority}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    b.open(&app.url("/ui/priority")).await;
+    let (_, metrics) = app.get_json("/api/metrics").await;
+    for class in ["high", "medium", "low"] {
+        let queue = format!("job.{class}");
+        assert_eq!(
+            b.text(&format!(
+                "#classes tr[data-class={class}] [data-word=pending]"
+            ))
+            .await,
+            metrics["queues"][&queue].to_string(),
+            "{class}: {metrics}"
+        );
+    }
+    assert_eq!(
+        b.text("#classes tr[data-class=high] [data-word=pending]")
+            .await,
+        "2"
+    );
+
     // Cancel: the button cancels the job, as the API then shows.
     b.open(&app.url(&format!("/ui/jobs/{job}"))).await;
     b.client
