@@ -5,7 +5,7 @@
 //! calls, the same `translate` where there is one) and renders them; nothing is counted or
 //! decided here that the core or a service does not already say.
 
-use super::{Dashboard, UiError, Viewer, layout, session, svg};
+use super::{UiError, Viewer, layout, session, svg};
 use crate::AppState;
 use crate::extract::ApiQuery;
 use crate::surfaces::ListQuery;
@@ -519,8 +519,7 @@ fn safe_next(next: &str) -> &str {
     if is_ours { next } else { "/ui" }
 }
 
-fn login_page(dashboard: &Dashboard, next: &str, refused: bool) -> Markup {
-    let _ = dashboard;
+fn login_page(next: &str, refused: bool) -> Markup {
     html! {
         (maud::DOCTYPE)
         html lang="en" {
@@ -554,7 +553,7 @@ pub(super) async fn login_form(
     if !app.dashboard.sessions.guarded() {
         return Redirect::to(next).into_response();
     }
-    login_page(&app.dashboard, next, false).into_response()
+    login_page(next, false).into_response()
 }
 
 pub(super) async fn login(
@@ -569,11 +568,7 @@ pub(super) async fn login(
     }
     if !sessions.key_matches(&form.key) {
         tracing::warn!("dashboard login refused: wrong API key");
-        return Ok((
-            StatusCode::UNAUTHORIZED,
-            login_page(&app.dashboard, next, true),
-        )
-            .into_response());
+        return Ok((StatusCode::UNAUTHORIZED, login_page(next, true)).into_response());
     }
     let value = sessions.issue(app.clock.now()).ok_or_else(|| {
         UiError::Api(crate::error::ApiError::Internal(
