@@ -1,6 +1,6 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
 // the checkout, the right to mount a tmpfs, PostgreSQL's server binaries, network namespaces
-// with iptables, RabbitMQ's server, Python's grpcio and pika), probed once when a test crate is
+// with iptables, RabbitMQ's server, Python's grpcio and pika, Chromium with chromedriver), probed once when a test crate is
 // built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
     "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
-    "grpcio", "rabbitmq", "pika",
+    "grpcio", "rabbitmq", "pika", "chromium",
 ];
 
 /// The Python virtualenv with `grpcio`, `grpcio-tools` and `pika` that `scripts/test` makes (or
@@ -103,6 +103,8 @@ fn present(part: &str, workspace: &Path) -> bool {
             let python = test_venv().join("bin/python");
             succeeds(&python.to_string_lossy(), &["-c", "import pika"])
         }
+        // Headless Chromium and its WebDriver, for the dashboard's browser tests.
+        "chromium" => on_path("chromium") && on_path("chromedriver"),
         _ => true,
     }
 }

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod model;
 pub mod node;
+pub mod objective;
 pub mod placement;
 pub mod priority;
 pub mod replicas;

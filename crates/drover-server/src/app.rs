@@ -97,6 +97,12 @@ pub enum ConfigError {
          containers. Set --api-key, listen on 127.0.0.1, or pass --allow-unauthenticated"
     )]
     PublicRunnersWithoutKey(SocketAddr),
+    #[error(
+        "refusing to serve the dashboard on {0} without --api-key: anyone who can reach it could \
+         read every job and cancel it. Set --api-key (the dashboard then asks for it), listen on \
+         127.0.0.1, or pass --allow-unauthenticated"
+    )]
+    PublicDashboardWithoutKey(SocketAddr),
 }
 
 impl AppConfig {
@@ -193,6 +199,9 @@ impl AppConfig {
             }
             if serves(Surface::Runners) && s.api_key.is_none() {
                 return Err(ConfigError::PublicRunnersWithoutKey(l.addr));
+            }
+            if serves(Surface::Dashboard) && s.api_key.is_none() {
+                return Err(ConfigError::PublicDashboardWithoutKey(l.addr));
             }
         }
         Ok(())
@@ -310,6 +319,8 @@ impl Application {
             None => None,
         };
         let state = AppState::with_runner_driver(store, config.server, clock, driver);
+        // Over TLS the dashboard's session cookie is sent over HTTPS only.
+        state.dashboard.set_secure_cookies(config.tls.is_some());
         if let Some(sink) = da {
             // A fresh state: nothing has set it yet.
             let _ = state.da.set(Arc::new(sink));

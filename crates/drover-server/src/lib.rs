@@ -28,6 +28,7 @@ pub mod serve;
 pub mod surfaces;
 pub mod timed;
 pub mod tls;
+pub mod ui;
 pub mod wake;
 pub mod workers;
 
@@ -95,6 +96,8 @@ pub struct AppParts {
     pub da: std::sync::OnceLock<Arc<drover_sinks::FileSink>>,
     /// Publishes the event journal to its sinks, when `--journal-sink` is given.
     pub journal: Option<Arc<journal::Publisher>>,
+    /// The web dashboard's login secret and its last hour of figures.
+    pub dashboard: Arc<ui::Dashboard>,
 }
 
 impl AppState {
@@ -154,6 +157,9 @@ impl AppState {
             placement::PlacementService::new(store.clone(), clock.clone(), store.ops.is_shared());
         let placed = placement.clone();
         store.observe(move |events| placed.observe(events));
+        let dashboard = Arc::new(ui::Dashboard::new(config.api_key.clone(), clock.clone()));
+        let charted = dashboard.clone();
+        store.observe(move |events| charted.history.observe(events));
         let node_feed = grpc::watch::NodeFeed::default();
         let fed = node_feed.clone();
         store.observe(move |events| fed.observe(events));
@@ -183,6 +189,7 @@ impl AppState {
             publisher,
             da: std::sync::OnceLock::new(),
             journal,
+            dashboard,
         }))
     }
 

@@ -97,6 +97,18 @@ impl Wake {
         self.closed.cancel();
     }
 
+    /// Resolves once the wake is closed: long-lived streams (the dashboard's live updates)
+    /// end with it, so they never hold up a graceful stop.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// A receiver that sees a change after every committed, journaled write this server saw
+    /// (and every poke): a hint to read again, never a count.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+
     /// Runs `attempt` until it finds something, `wait` has passed, or the wake is closed:
     /// the first attempt at once, each further one `stagger` after a change that may have freed
     /// work (a waiter with a smaller stagger looks first). Answers the last attempt's result

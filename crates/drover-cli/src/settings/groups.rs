@@ -39,7 +39,8 @@ pub struct ListenSettings {
     /// repeatable.
     ///
     /// Surfaces: `native` (/api/v1, /internal/v1, /metrics), `runners` (/api/runner/*),
-    /// `placement` (/register, /nodes, /placement, /schedule, ...) and `registry` (/api/nodes).
+    /// `placement` (/register, /nodes, /placement, /schedule, ...), `registry` (/api/nodes) and
+    /// `dashboard` (the web pages, /ui).
     /// Entries with the same address share one listener; the main listener (--bind, --port)
     /// serves every surface. A non-loopback address needs the keys its surfaces check.
     /// `runners=127.0.0.1:3001` is the session-runners contract's own port. In the --config

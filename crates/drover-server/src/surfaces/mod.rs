@@ -4,7 +4,7 @@
 //! status and body: `native` (the batch-coordinator contract, drover's own API),
 //! `session_runners` (the session-runners contract), `placement` (the placement-coordinator
 //! contract), `registry` (the node-registry contract's HTTP route), `priority` (the
-//! priority-queue contract) and `prometheus` (a metrics listener of its own). [`Surface`] names them for configuration; [`router`] mounts any set of them on
+//! priority-queue contract), `dashboard` (the web pages of `crate::ui`) and `prometheus` (a metrics listener of its own). [`Surface`] names them for configuration; [`router`] mounts any set of them on
 //! one listener with the shared plumbing (fallbacks, body limit, request tracing). Surfaces translate; they decide nothing (the core and the services
 //! do) and hold no SQL.
 
@@ -46,6 +46,8 @@ pub enum Surface {
     /// The priority-queue contract: `/api/jobs/*`, `/api/workers/heartbeat`, `/api/health`,
     /// `/api/raft/status`, `/api/cluster/status`, `/api/metrics` (its clients expect port 8081).
     Priority,
+    /// The web dashboard: `/ui/*`, and `/`, which sends a browser to it.
+    Dashboard,
     /// A metrics listener as the priority contract's (port 9101): `/metrics` (Prometheus text)
     /// and `/health`. Its paths are other surfaces' too, so it is served only on a listener of
     /// its own (`--listen metrics=127.0.0.1:9101`), never on the main one.
@@ -60,6 +62,7 @@ impl Surface {
         Surface::Placement,
         Surface::Registry,
         Surface::Priority,
+        Surface::Dashboard,
         Surface::Metrics,
     ];
 
@@ -70,6 +73,7 @@ impl Surface {
         Surface::Placement,
         Surface::Registry,
         Surface::Priority,
+        Surface::Dashboard,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Surface {
             Surface::Placement => "placement",
             Surface::Registry => "registry",
             Surface::Priority => "priority",
+            Surface::Dashboard => "dashboard",
             Surface::Metrics => "metrics",
         }
     }
@@ -91,6 +96,7 @@ impl Surface {
             Surface::Placement => placement::routes(state),
             Surface::Registry => registry::routes(state),
             Surface::Priority => priority::routes(state),
+            Surface::Dashboard => crate::ui::routes(state),
             Surface::Metrics => prometheus::routes(state),
         }
     }

@@ -99,6 +99,16 @@ async fn a_surface_exposed_without_its_keys_is_refused() {
     config.allow_unauthenticated = true;
     assert_eq!(config.validate(), Ok(()));
 
+    // The dashboard alone on a public address needs the API key, which its login then asks for.
+    let mut config = test_config(dir.path());
+    config.listeners.push(public(vec![Surface::Dashboard]));
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::PublicDashboardWithoutKey(_))
+    ));
+    config.server.api_key = Some("p".into());
+    assert_eq!(config.validate(), Ok(()));
+
     // A listener for the runner routes without a driver would only ever answer 503.
     let mut config = test_config(dir.path());
     config.listeners.push(ListenerConfig {

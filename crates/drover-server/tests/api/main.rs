@@ -26,4 +26,5 @@ mod runners;
 mod shutdown;
 mod sinks;
 mod tls;
+mod ui;
 mod workers;

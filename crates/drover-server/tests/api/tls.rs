@@ -285,3 +285,27 @@ async fn the_grpc_listener_speaks_tls_with_the_same_certificate() {
     app.begin_shutdown();
     app.stopped().await;
 }
+
+#[tokio::test]
+async fn the_dashboards_session_cookie_is_sent_over_https_only() {
+    let (app, ca, _dir) = spawn_tls(|c| c.server.api_key = Some("dashboard-key".into())).await;
+    let mut conn = tls_connect(&app.base, &ca.ca_pem).await;
+    let body = "key=dashboard-key&next=%2Fui";
+    let request = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: \
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = closed_within(&mut conn, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no session cookie: {answer}"));
+    for flag in ["; Secure", "; HttpOnly", "; SameSite=Strict"] {
+        assert!(cookie.contains(flag), "{cookie} lacks {flag}");
+    }
+    assert!(!cookie.contains("dashboard-key"));
+    stop(app).await;
+}

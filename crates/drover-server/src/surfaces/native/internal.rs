@@ -177,8 +177,14 @@ async fn claim_tasks(
     let stagger = wake::stagger_for(rules::claim_load(running.unwrap_or(0), max));
     let claimed = app
         .wake
-        .until_found(wait, stagger, || {
-            app.store.jobs.claim(spot, max, app.clock.now())
+        .until_found(wait, stagger, || async {
+            // The store's time for a claim that got work: the dashboard's claim latency.
+            let started = std::time::Instant::now();
+            let claimed = app.store.jobs.claim(spot, max, app.clock.now()).await;
+            if claimed.as_ref().is_ok_and(|c| !c.is_empty()) {
+                app.dashboard.history.record_claim(started.elapsed());
+            }
+            claimed
         })
         .await?;
     Ok(claimed

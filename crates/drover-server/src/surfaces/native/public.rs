@@ -262,7 +262,7 @@ const CSV_PAGE: u32 = 1000;
 
 /// Streams every DONE task of `job` as CSV, one store page at a time, so a million results never
 /// sit in memory at once. Columns: the task id, each swept parameter, then the result fields.
-fn csv_results(store: Arc<dyn JobStore>, job: drover_core::Job) -> Response {
+pub(crate) fn csv_results(store: Arc<dyn JobStore>, job: drover_core::Job) -> Response {
     let params = job.parameter_names.clone();
     let mut header_row = vec!["taskId".to_string()];
     header_row.extend(params.iter().cloned());
