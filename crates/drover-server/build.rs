@@ -1,7 +1,14 @@
 //! Marks the API tests whose outside parts (python3, PostgreSQL, Python's grpcio, a RabbitMQ
-//! broker and Python's pika) are missing here as ignored (see `build/parts.rs`).
+//! broker, Python's pika and schemathesis) are missing here as ignored (see `build/parts.rs`).
 include!("../../build/parts.rs");
 
 fn main() {
-    probe_parts(&["python3", "postgres", "grpcio", "rabbitmq", "pika"]);
+    probe_parts(&[
+        "python3",
+        "postgres",
+        "grpcio",
+        "rabbitmq",
+        "pika",
+        "schemathesis",
+    ]);
 }

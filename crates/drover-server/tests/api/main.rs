@@ -16,6 +16,7 @@ mod journal;
 mod limits;
 mod listeners;
 mod long_poll;
+mod openapi;
 mod placement;
 mod priority;
 mod priority_amqp;
