@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+// The `#[schema(...)]` bounds below document the core's rules (`drover_core::rules`) for the
+// OpenAPI document; the server checks requests by those rules, never by these.
+
 /// Every error answer: the contract's `success`/`error` plus a stable machine-readable `code`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -87,6 +90,7 @@ pub struct SpotsResponse {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jar_path: Option<String>,
@@ -112,8 +116,10 @@ pub struct CreateJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub task_timeout_seconds: Option<u64>,
     /// What `drover agent` runs per task: an argv array with `{name}` placeholders filled from
     /// the task's payload (and `taskId`, `jobId`, `attempt`, `workDir`). No shell is involved.
@@ -264,20 +270,27 @@ pub struct ResultsResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HelloRequest {
+    #[schema(min_length = 1, max_length = 253)]
     pub ip_address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub total_cores: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub gpus: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub disk_bytes: Option<i64>,
     /// Asks for a spot secret (`spotSecret` in the answer), which every later call for the
     /// spot must then carry in `X-Spot-Secret`. drover's agent always asks.
@@ -303,14 +316,19 @@ pub struct HelloResponse {
 pub struct HeartbeatRequest {
     pub spot_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 253)]
     pub ip_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub cpu_load: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub running_tasks: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub total_cores: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub free_memory_bytes: Option<i64>,
 }
 
@@ -318,10 +336,12 @@ pub struct HeartbeatRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ClaimRequest {
     pub spot_id: String,
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_tasks: u32,
     /// drover's extension: when nothing is claimable, wait up to this many milliseconds
     /// (at most 30000) for work to appear before answering. Absent or 0: answer at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// drover's extension: how many tasks the node runs now, so that among waiting claims the
     /// least loaded looks first when work appears. Absent: counted as none running.
@@ -351,8 +371,10 @@ pub struct ClaimResponse {
 pub struct CompleteRequest {
     pub spot_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub runtime_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub iter: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fopt: Option<f64>,
@@ -396,6 +418,7 @@ pub struct ReportResponse {
 #[serde(rename_all = "camelCase")]
 pub struct BatchReportRequest {
     pub spot_id: String,
+    #[schema(min_items = 1, max_items = 1000)]
     pub reports: Vec<BatchReport>,
 }
 
@@ -416,8 +439,10 @@ pub struct BatchReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub runtime_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub iter: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fopt: Option<f64>,
@@ -484,11 +509,14 @@ pub struct ExchangeRequest {
     pub spot_id: String,
     /// 0 to 1000 reports.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     pub reports: Vec<BatchReport>,
     /// 0 to 1000 tasks to claim (0: only report).
+    #[schema(maximum = 1000)]
     pub max_tasks: u32,
     /// As on the claim route: wait up to this many milliseconds for work when none is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// As on the claim route: how many tasks the node runs now, so that among waiting claims
     /// the least loaded looks first. Absent: counted as none running.

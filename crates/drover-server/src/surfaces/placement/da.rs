@@ -10,9 +10,11 @@
 //! keeps the blobs.
 
 use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drover_api::placement::{DaPost, DaPosted};
@@ -132,7 +134,13 @@ pub(super) async fn head(State(app): State<AppState>) -> Response {
         (status = 400, description = "Not a JSON body of hex (`INVALID_JSON`, `INVALID_HEX`) or a height that is no whole number (`INVALID_HEIGHT`)", body = DaPosted),
         (status = 401, description = "A key is missing or wrong", body = drover_api::ErrorBody),
         (status = 503, description = "This server keeps no blobs (`DA_DISABLED`: start it with `--da-dir`) or its sink fails (`DA_UNAVAILABLE`)", body = DaPosted)))]
-pub(super) async fn blob(State(app): State<AppState>, Path(height): Path<String>) -> Response {
+pub(super) async fn blob(
+    State(app): State<AppState>,
+    height: Result<ApiPath<String>, ApiError>,
+) -> Response {
+    // A segment that is not UTF-8 is refused as any other height that is no number, in this
+    // route's shape (axum's own refusal is plain text).
+    let height = height.map(|ApiPath(h)| h).unwrap_or_default();
     let Ok(height) = height.parse::<u64>() else {
         return refused(
             StatusCode::BAD_REQUEST,
