@@ -332,6 +332,18 @@ fn routes_are_mounted_only_with_their_documentation() {
     );
 }
 
+/// What schemathesis holds the server to: no 5xx, and every answer's status, content type and
+/// body as the document says.
+const CHECKS: &str = "not_a_server_error,response_schema_conformance,content_type_conformance,\
+                      status_code_conformance";
+
+/// A setting of the schemathesis run from the environment, or its default: in CI a bounded run
+/// (about a minute here) with a fixed seed, so a failure is the same failure when run again;
+/// by hand, more examples or another seed to look further.
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
 /// The test virtualenv's schemathesis CLI (`scripts/test` installs it).
 fn schemathesis() -> PathBuf {
     crate::helpers::venv_python().with_file_name("st")
@@ -372,13 +384,24 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis_hooks.py");
     let url = app.url("/api/v1/openapi.json");
     let cwd = work.path().to_path_buf();
+    let (examples, seed) = (
+        setting("DROVER_SCHEMATHESIS_EXAMPLES", "30"),
+        setting("DROVER_SCHEMATHESIS_SEED", "1"),
+    );
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&st)
             .current_dir(cwd)
             .env("SCHEMATHESIS_HOOKS", hooks)
             .args(["run", &url])
-            .args(["--checks", "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance"])
-            .args(["--max-examples", "30", "--workers", "2", "--seed", "1"])
+            .args(["--checks", CHECKS])
+            .args([
+                "--max-examples",
+                &examples,
+                "--seed",
+                &seed,
+                "--workers",
+                "2",
+            ])
             .args(["--generation-with-security-parameters", "false"])
             .args(["--generation-database", "none", "--request-timeout", "10"])
             .args(["--suppress-health-check", "all", "--no-color"])
