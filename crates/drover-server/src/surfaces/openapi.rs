@@ -10,11 +10,12 @@
 //! that one method router in axum together; there is no second list to forget. Two things
 //! could still slip past it, and the tests hold both: a route mounted with a plain
 //! `.route(...)` (or nested, or as a service) beside the documented ones, which
-//! `openapi_routes_are_only_mounted_through_the_document` in the API tests refuses by reading
-//! the server's sources, and an annotation whose path or method the router does not serve,
-//! which `every_documented_route_is_served` finds by calling each documented method and path on
-//! a live server (anything but the router's own 404 or 405 is served) and each undocumented
-//! method of a documented path (the router's 405).
+//! `routes_are_mounted_only_with_their_documentation` in the API tests (`tests/api/openapi.rs`)
+//! refuses by reading the server's sources; and a path or method the router serves differently
+//! from the document, which `every_documented_route_is_served_and_no_other_method_on_its_paths`
+//! finds by calling each documented method and path on a live server (anything but the router's
+//! own 404 or 405 is served) and each undocumented method of a documented path (the router's
+//! 405).
 //!
 //! The document is built once per listener, when its router is, and served as it was built:
 //! it describes the surfaces mounted on that listener and nothing else, so the main listener's

@@ -7,6 +7,7 @@ use crate::helpers::{TestApp, spawn};
 use crate::runners::python_runners;
 use drover_server::journal::{JournalConfig, SinkSpec};
 use drover_server::{ListenerConfig, Surface};
+use drover_store::Page;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -373,6 +374,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let app = spawn(
         move |c| {
             c.runner_driver = Some(runners);
+            // Each runner is a process: a few are enough to provision, refuse (429) and stop.
+            c.server.runners.max_runners = Some(4);
             c.server.api_key = Some(API_KEY.into());
             c.server.agent_key = Some(AGENT_KEY.into());
             c.server.da_dir = Some(da);
@@ -418,7 +421,27 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    stop_runners(&app).await;
     assert!(output.status.success(), "schemathesis failed:\n{text}");
     eprintln!("{text}");
     app.finish().await;
+}
+
+/// Stops every runner the run left: a runner outlives the server that started it (the store
+/// keeps it for the next start), so the test stops its processes itself.
+async fn stop_runners(app: &TestApp) {
+    let runners = &app.state.runners;
+    let mut sessions = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = runners.list(Page { cursor, limit: 100 }).await.unwrap();
+        sessions.extend(page.items.into_iter().map(|r| r.session_id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    for session in sessions {
+        runners.deprovision(&session).await.unwrap();
+    }
 }
