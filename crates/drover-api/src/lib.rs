@@ -270,7 +270,12 @@ pub struct ResultsResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HelloRequest {
-    #[schema(min_length = 1, max_length = 253)]
+    /// An IP address or a host name (dot-separated labels of letters, digits, `-` and `_`).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+    )]
     pub ip_address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 253)]
@@ -316,7 +321,12 @@ pub struct HelloResponse {
 pub struct HeartbeatRequest {
     pub spot_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 253)]
+    /// An IP address or a host name (dot-separated labels of letters, digits, `-` and `_`).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+    )]
     pub ip_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]

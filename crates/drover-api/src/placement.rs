@@ -8,15 +8,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+// The `#[schema(...)]` bounds below document the core's rules (`drover_core::rules`) for the
+// OpenAPI document; the server checks requests by those rules, never by these.
+
 /// `POST /register`. The contract requires `id`, `zone` and `addr`; `capacity_gb` defaults to
 /// 100. `meta` is drover's addition (the original always stores `{}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(as = placement::RegisterNode)]
 pub struct RegisterNode {
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub id: String,
+    #[schema(max_length = 253)]
     pub zone: String,
+    #[schema(max_length = 253)]
     pub addr: String,
     #[serde(default)]
+    #[schema(maximum = 65536)]
     pub capacity_gb: Option<u64>,
     #[serde(default)]
     pub meta: Option<Map<String, Value>>,
@@ -133,9 +144,15 @@ pub struct ConfigUpdated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(as = placement::RegisterObject)]
 pub struct RegisterObject {
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub hash: String,
     pub size: u64,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
     pub rf: Option<u32>,
 }
 

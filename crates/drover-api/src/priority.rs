@@ -12,22 +12,32 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+// The `#[schema(...)]` types and bounds below document what the priority router accepts (it
+// reads loose JSON values to say exactly what is wrong with one); the router checks requests,
+// never these.
+
 /// `POST /api/jobs/register`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 #[schema(as = priority::RegisterJob)]
 pub struct RegisterJob {
     #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
     pub id: Option<Value>,
     #[serde(default, rename = "type")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub job_type: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<i64>)]
     pub priority: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, maximum = 99)]
     pub max_retries: Option<Value>,
     /// Seconds a worker may run the job before it is taken back.
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 31536000)]
     pub execution_timeout: Option<Value>,
 }
 
@@ -39,8 +49,10 @@ pub struct StatusUpdate {
     #[serde(default, alias = "jobId")]
     pub id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     pub status: Option<String>,
     #[serde(default, rename = "workerId", alias = "worker_id")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub worker_id: Option<String>,
     #[serde(default)]
     pub result: Option<Value>,
@@ -57,12 +69,15 @@ pub struct StatusUpdate {
 #[schema(as = priority::WorkerHeartbeat)]
 pub struct WorkerHeartbeat {
     #[serde(default, alias = "workerId")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub worker_id: Option<String>,
     #[serde(default, alias = "workerType")]
     pub worker_type: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub capacity: Option<Value>,
     #[serde(default, alias = "currentLoad")]
+    #[schema(value_type = Option<u32>, maximum = 1000000)]
     pub current_load: Option<Value>,
 }
 

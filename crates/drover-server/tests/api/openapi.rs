@@ -340,7 +340,8 @@ const CHECKS: &str = "not_a_server_error,response_schema_conformance,content_typ
 
 /// A setting of the schemathesis run from the environment, or its default: in CI a bounded run
 /// (about a minute here) with a fixed seed, so a failure is the same failure when run again;
-/// by hand, more examples or another seed to look further.
+/// by hand, more examples, another seed or further arguments (`DROVER_SCHEMATHESIS_ARGS`, e.g.
+/// `--include-path-regex /internal`) to look further.
 fn setting(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -387,6 +388,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis_hooks.py");
     let url = app.url("/api/v1/openapi.json");
     let cwd = work.path().to_path_buf();
+    let extra = setting("DROVER_SCHEMATHESIS_ARGS", "");
     let (examples, seed) = (
         setting("DROVER_SCHEMATHESIS_EXAMPLES", "30"),
         setting("DROVER_SCHEMATHESIS_SEED", "1"),
@@ -410,6 +412,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             .args(["--suppress-health-check", "all", "--no-color"])
             .args(["-H", &format!("Authorization: Bearer {API_KEY}")])
             .args(["-H", &format!("X-Agent-Key: {AGENT_KEY}")])
+            .args(extra.split_whitespace())
             .stdin(std::process::Stdio::null())
             .output()
             .expect("running schemathesis")
