@@ -1,7 +1,7 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
 // the checkout, the right to mount a tmpfs, PostgreSQL's server binaries, network namespaces
-// with iptables, RabbitMQ's server, Python's grpcio and pika, Chromium with chromedriver), probed once when a test crate is
-// built. Included by
+// with iptables, RabbitMQ's server, Python's grpcio and pika, schemathesis, Chromium with
+// chromedriver), probed once when a test crate is built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
 // A missing part sets `cfg(missing_<part>)`, which tests turn into
@@ -14,11 +14,12 @@ use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
     "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
-    "grpcio", "rabbitmq", "pika", "chromium",
+    "grpcio", "rabbitmq", "pika", "schemathesis", "chromium",
 ];
 
-/// The Python virtualenv with `grpcio`, `grpcio-tools` and `pika` that `scripts/test` makes (or
-/// the one `DROVER_TEST_VENV` names): the independent gRPC client and AMQP worker of the tests.
+/// The Python virtualenv with `grpcio`, `grpcio-tools`, `pika` and `schemathesis` that
+/// `scripts/test` makes (or the one `DROVER_TEST_VENV` names): the independent gRPC client, AMQP
+/// worker and OpenAPI fuzzer of the tests.
 fn test_venv() -> std::path::PathBuf {
     match std::env::var_os("DROVER_TEST_VENV") {
         Some(v) => v.into(),
@@ -105,6 +106,8 @@ fn present(part: &str, workspace: &Path) -> bool {
         }
         // Headless Chromium and its WebDriver, for the dashboard's browser tests.
         "chromium" => on_path("chromium") && on_path("chromedriver"),
+        // The fuzzer that checks the server against its own OpenAPI document.
+        "schemathesis" => test_venv().join("bin/st").is_file(),
         _ => true,
     }
 }

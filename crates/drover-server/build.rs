@@ -1,9 +1,16 @@
 //! Marks the API tests whose outside parts (python3, PostgreSQL, Python's grpcio, a RabbitMQ
-//! broker and Python's pika, Chromium with chromedriver) are missing here as ignored (see `build/parts.rs`).
+//! broker, Python's pika and schemathesis, Chromium with chromedriver) are missing here as
+//! ignored (see `build/parts.rs`).
 include!("../../build/parts.rs");
 
 fn main() {
     probe_parts(&[
-        "python3", "postgres", "grpcio", "rabbitmq", "pika", "chromium",
+        "python3",
+        "postgres",
+        "grpcio",
+        "rabbitmq",
+        "pika",
+        "schemathesis",
+        "chromium",
     ]);
 }

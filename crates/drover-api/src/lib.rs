@@ -10,9 +10,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+// The `#[schema(...)]` bounds below document the core's rules (`drover_core::rules`) for the
+// OpenAPI document; the server checks requests by those rules, never by these.
 
 /// Every error answer: the contract's `success`/`error` plus a stable machine-readable `code`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub success: bool,
     pub error: String,
@@ -20,12 +24,12 @@ pub struct ErrorBody {
 }
 
 /// A plain success, e.g. the heartbeat answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SuccessBody {
     pub success: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {
     /// `healthy` or `unhealthy`.
@@ -44,7 +48,7 @@ pub struct HealthResponse {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Spot {
     pub id: String,
@@ -70,7 +74,7 @@ pub struct Spot {
     pub registered_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpotsResponse {
     pub spots: Vec<Spot>,
@@ -82,10 +86,11 @@ pub struct SpotsResponse {
 /// `POST /api/v1/jobs`. The four named dimensions of the contract, the general `parameters`
 /// form, or an explicit `tasks` list. Each dimension is a list of values or `{min, max, step}`
 /// (inclusive; `step` defaults to 1); the translation into the domain checks them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jar_path: Option<String>,
@@ -111,8 +116,10 @@ pub struct CreateJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub task_timeout_seconds: Option<u64>,
     /// What `drover agent` runs per task: an argv array with `{name}` placeholders filled from
     /// the task's payload (and `taskId`, `jobId`, `attempt`, `workDir`). No shell is involved.
@@ -127,7 +134,7 @@ pub struct CreateJobRequest {
     pub retry_on_failure: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateJobResponse {
     pub success: bool,
@@ -135,7 +142,7 @@ pub struct CreateJobResponse {
     pub total_tasks: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: String,
@@ -172,7 +179,7 @@ pub struct Job {
     pub retry_on_failure: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobList {
     pub jobs: Vec<Job>,
@@ -181,7 +188,7 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     pub id: String,
@@ -214,7 +221,7 @@ pub struct Task {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskList {
     pub job_id: String,
@@ -224,7 +231,7 @@ pub struct TaskList {
 }
 
 /// One row of `GET /api/v1/jobs/{id}/results`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskResult {
     pub task_id: String,
@@ -249,7 +256,7 @@ pub struct TaskResult {
     pub payload: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultsResponse {
     pub job_id: String,
@@ -260,23 +267,35 @@ pub struct ResultsResponse {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HelloRequest {
+    /// An IP address or a host name (dot-separated labels of letters, digits, `-` and `_`).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+    )]
     pub ip_address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub total_cores: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub gpus: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub disk_bytes: Option<i64>,
     /// Asks for a spot secret (`spotSecret` in the answer), which every later call for the
     /// spot must then carry in `X-Spot-Secret`. drover's agent always asks.
@@ -284,7 +303,7 @@ pub struct HelloRequest {
     pub issue_secret: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HelloResponse {
     pub spot_id: String,
@@ -297,30 +316,42 @@ pub struct HelloResponse {
     pub spot_secret: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatRequest {
     pub spot_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// An IP address or a host name (dot-separated labels of letters, digits, `-` and `_`).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+    )]
     pub ip_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub cpu_load: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub running_tasks: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub total_cores: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub free_memory_bytes: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimRequest {
     pub spot_id: String,
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_tasks: u32,
     /// drover's extension: when nothing is claimable, wait up to this many milliseconds
     /// (at most 30000) for work to appear before answering. Absent or 0: answer at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// drover's extension: how many tasks the node runs now, so that among waiting claims the
     /// least loaded looks first when work appears. Absent: counted as none running.
@@ -328,7 +359,7 @@ pub struct ClaimRequest {
     pub running_tasks: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimedTask {
     pub id: String,
@@ -340,18 +371,20 @@ pub struct ClaimedTask {
     pub lease_expires_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClaimResponse {
     pub tasks: Vec<ClaimedTask>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteRequest {
     pub spot_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub runtime_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub iter: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fopt: Option<f64>,
@@ -365,7 +398,7 @@ pub struct CompleteRequest {
     pub attempt: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailRequest {
     pub spot_id: String,
@@ -379,7 +412,7 @@ pub struct FailRequest {
 }
 
 /// The answer to complete and fail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportResponse {
     pub success: bool,
@@ -391,15 +424,16 @@ pub struct ReportResponse {
 
 /// `POST /internal/v1/tasks/report`: many completes and fails of one spot in one request and one
 /// transaction. Each report is decided on its own, exactly as its per-task route would decide it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchReportRequest {
     pub spot_id: String,
+    #[schema(min_items = 1, max_items = 1000)]
     pub reports: Vec<BatchReport>,
 }
 
 /// What a report says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportVerb {
     Complete,
@@ -407,7 +441,7 @@ pub enum ReportVerb {
 }
 
 /// One report of a batch: the per-task routes' fields, with the task and the verb.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchReport {
     pub task_id: String,
@@ -415,8 +449,10 @@ pub struct BatchReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub runtime_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub iter: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fopt: Option<f64>,
@@ -449,7 +485,7 @@ impl BatchReport {
 }
 
 /// The answer to a batch: one result per report, in the order sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchReportResponse {
     pub results: Vec<BatchReportResult>,
 }
@@ -457,7 +493,7 @@ pub struct BatchReportResponse {
 /// One report's answer: the status its per-task route would have answered, with that route's
 /// body (`success`, `message`, `willRetry` on success; `success: false`, `error`, `code` when
 /// refused).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchReportResult {
     pub task_id: String,
@@ -477,17 +513,20 @@ pub struct BatchReportResult {
 /// reports are applied first, exactly as `POST /internal/v1/tasks/report` applies them, and are
 /// durable before the claim (and any wait for work); then tasks are claimed exactly as
 /// `POST /internal/v1/tasks/claim` claims them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExchangeRequest {
     pub spot_id: String,
     /// 0 to 1000 reports.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     pub reports: Vec<BatchReport>,
     /// 0 to 1000 tasks to claim (0: only report).
+    #[schema(maximum = 1000)]
     pub max_tasks: u32,
     /// As on the claim route: wait up to this many milliseconds for work when none is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// As on the claim route: how many tasks the node runs now, so that among waiting claims
     /// the least loaded looks first. Absent: counted as none running.
@@ -497,14 +536,14 @@ pub struct ExchangeRequest {
 
 /// The answer to an exchange: one result per report, in the order sent (as the batch report
 /// route answers them), and the tasks claimed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExchangeResponse {
     pub results: Vec<BatchReportResult>,
     pub tasks: Vec<ClaimedTask>,
 }
 
 /// One runner in `GET /api/v1/runners`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerInfo {
     pub session_id: String,
@@ -525,7 +564,7 @@ pub struct RunnerInfo {
     pub idle_seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerList {
     pub runners: Vec<RunnerInfo>,
@@ -540,7 +579,7 @@ pub mod registry;
 pub mod session_runners;
 
 /// How one background worker is doing (`GET /api/v1/workers`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerInfo {
     pub name: String,
@@ -559,13 +598,13 @@ pub struct WorkerInfo {
     pub totals: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
 }
 
 /// This replica and the cluster it belongs to (`GET /api/v1/cluster`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterInfo {
     /// The replica that answered.
@@ -591,7 +630,7 @@ pub struct ClusterInfo {
 }
 
 /// A replica seen recently.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterMember {
     pub replica_id: String,
@@ -609,15 +648,18 @@ pub struct ClusterMember {
 /// is `drover_core::journal::Entry` in its own stable encoding (`seq`, `at`, `kind`,
 /// `changes`), which this crate does not interpret: `E` is that type for a reader that decodes
 /// it, a JSON value otherwise.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(bound = "")]
 pub struct JournalPage<E = Value> {
+    /// Each entry an object: `seq`, `at`, `kind`, `changes`.
+    #[schema(value_type = Vec<Object>)]
     pub entries: Vec<E>,
     pub head: u64,
 }
 
 /// The journal's consistency check (`GET /api/v1/journal/verify`): the journal replayed from its
 /// first entry to `head` and compared with the live tables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JournalVerification {
     /// No inconsistency was found.

@@ -10,34 +10,49 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+// The `#[schema(...)]` types and bounds below document what the priority router accepts (it
+// reads loose JSON values to say exactly what is wrong with one); the router checks requests,
+// never these.
 
 /// `POST /api/jobs/register`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[schema(as = priority::RegisterJob)]
 pub struct RegisterJob {
     #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
     pub id: Option<Value>,
     #[serde(default, rename = "type")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub job_type: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<i64>)]
     pub priority: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, maximum = 99)]
     pub max_retries: Option<Value>,
     /// Seconds a worker may run the job before it is taken back.
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 31536000)]
     pub execution_timeout: Option<Value>,
 }
 
 /// `PUT /api/jobs/{id}/status` and `POST /api/jobs/status`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[schema(as = priority::StatusUpdate)]
 pub struct StatusUpdate {
     /// The job, when the path does not name it.
     #[serde(default, alias = "jobId")]
     pub id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     pub status: Option<String>,
     #[serde(default, rename = "workerId", alias = "worker_id")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub worker_id: Option<String>,
     #[serde(default)]
     pub result: Option<Value>,
@@ -50,20 +65,25 @@ pub struct StatusUpdate {
 }
 
 /// `POST /api/workers/heartbeat`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[schema(as = priority::WorkerHeartbeat)]
 pub struct WorkerHeartbeat {
     #[serde(default, alias = "workerId")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub worker_id: Option<String>,
     #[serde(default, alias = "workerType")]
     pub worker_type: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub capacity: Option<Value>,
     #[serde(default, alias = "currentLoad")]
+    #[schema(value_type = Option<u32>, maximum = 1000000)]
     pub current_load: Option<Value>,
 }
 
 /// The answers that are one word: `{"status": "accepted", "job_id": ...}` and the like.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::StatusAnswer)]
 pub struct StatusAnswer {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,7 +91,8 @@ pub struct StatusAnswer {
 }
 
 /// An error: the contract's `{"error": code}`, with a message saying what to fix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::ErrorBody)]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +100,8 @@ pub struct ErrorBody {
 }
 
 /// One job of `GET /api/jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::JobView)]
 pub struct JobView {
     pub id: String,
     #[serde(rename = "type")]
@@ -102,7 +124,8 @@ pub struct JobView {
 }
 
 /// `GET /api/jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::JobList)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     pub count: usize,
@@ -112,7 +135,8 @@ pub struct JobList {
 }
 
 /// `GET /api/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::Health)]
 pub struct Health {
     pub status: String,
     pub timestamp: i64,
@@ -121,7 +145,8 @@ pub struct Health {
 
 /// `GET /api/raft/status`: drover's replica election in the contract's words (the lease's
 /// epoch is the term).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::RaftStatus)]
 pub struct RaftStatus {
     pub role: String,
     pub term: u64,
@@ -129,7 +154,8 @@ pub struct RaftStatus {
 }
 
 /// One replica in `GET /api/cluster/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::Member)]
 pub struct Member {
     pub node: String,
     pub address: String,
@@ -139,7 +165,8 @@ pub struct Member {
 }
 
 /// `GET /api/cluster/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::ClusterStatus)]
 pub struct ClusterStatus {
     pub node: String,
     pub cluster: Vec<Member>,
@@ -150,7 +177,8 @@ pub struct ClusterStatus {
 /// `GET /api/metrics`: jobs by status and by class, queue depth by class (jobs waiting for a
 /// worker), jobs finished in the last minute, workers by status, and what is not yet on the
 /// broker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::Metrics)]
 pub struct Metrics {
     pub jobs: BTreeMap<String, u64>,
     /// Jobs by class (`high`, `medium`, `low`), whatever their status.
@@ -166,7 +194,8 @@ pub struct Metrics {
 }
 
 /// A job as it is published to its queue: the contract's job record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::JobMessage)]
 pub struct JobMessage {
     pub id: String,
     #[serde(rename = "type")]
@@ -187,7 +216,8 @@ pub struct JobMessage {
 }
 
 /// A status change as it is published to `status.exchange` (routing key `status.update`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = priority::StatusEvent)]
 pub struct StatusEvent {
     #[serde(rename = "jobId")]
     pub job_id: String,

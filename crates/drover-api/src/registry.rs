@@ -3,12 +3,14 @@
 //! Go server's `omitempty` does).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = registry::Node)]
 pub struct Node {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
@@ -22,7 +24,8 @@ pub struct Node {
     pub agent_address: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = registry::Capabilities)]
 pub struct Capabilities {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpu: String,

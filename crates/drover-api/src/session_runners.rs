@@ -3,9 +3,11 @@
 //! API's [`crate::ErrorBody`].
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The answer to a provision: 201 when this call started the runner, 200 when it existed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = session_runners::Provisioned)]
 #[serde(rename_all = "camelCase")]
 pub struct Provisioned {
     pub message: String,
@@ -18,13 +20,15 @@ pub struct Provisioned {
 }
 
 /// The answer to a deprovision or a heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = session_runners::Message)]
 pub struct Message {
     pub message: String,
 }
 
 /// The contract's error body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = session_runners::ContractError)]
 pub struct ContractError {
     pub error: String,
     pub message: String,

@@ -164,6 +164,9 @@ fn compare(replayed: &Journaled, live: &LiveState) -> Vec<String> {
 /// `GET /fallback/consistency` of the placement contract: [`check`] in the contract's body
 /// (`verified_at` in Unix milliseconds). Mounted by the placement surface
 /// (`surfaces::placement::routes`), behind its client routes' key check.
+#[utoipa::path(get, path = "/fallback/consistency", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "The journal replayed and compared with the live tables", body = drover_api::placement::ConsistencyReport),
+        crate::surfaces::placement::Refusals))]
 pub async fn fallback_consistency(
     State(app): State<AppState>,
 ) -> Result<Json<drover_api::placement::ConsistencyReport>, PlacementApiError> {

@@ -4,12 +4,18 @@
 //! status and body: `native` (the batch-coordinator contract, drover's own API),
 //! `session_runners` (the session-runners contract), `placement` (the placement-coordinator
 //! contract), `registry` (the node-registry contract's HTTP route), `priority` (the
-//! priority-queue contract), `dashboard` (the web pages of `crate::ui`) and `prometheus` (a metrics listener of its own). [`Surface`] names them for configuration; [`router`] mounts any set of them on
-//! one listener with the shared plumbing (fallbacks, body limit, request tracing). Surfaces translate; they decide nothing (the core and the services
-//! do) and hold no SQL.
+//! priority-queue contract), `dashboard` (the web pages of `crate::ui`) and `prometheus` (a
+//! metrics listener of its own). [`Surface`] names them for configuration; [`router`] mounts
+//! any set of them on one listener with the shared plumbing (fallbacks, body limit, request
+//! metrics, request tracing) and that listener's OpenAPI document (`openapi`). Each API surface
+//! mounts its routes only through `utoipa_axum`'s `routes!`, so a route and its documentation
+//! are one declaration (see `openapi`); the dashboard's HTML pages are for browsers and are not
+//! in the document. Surfaces translate; they decide nothing (the core and the services do) and
+//! hold no SQL.
 
 pub mod native;
 pub mod observed;
+pub mod openapi;
 pub mod placement;
 pub mod priority;
 pub mod prometheus;
@@ -26,6 +32,8 @@ use serde::Deserialize;
 use std::fmt;
 use std::str::FromStr;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// An API surface that a listener can serve. Their paths do not collide, so any set of them can
 /// share a listener; each can also have a port of its own (a contract's default port).
@@ -88,15 +96,16 @@ impl Surface {
         }
     }
 
-    /// This surface's routes.
-    fn routes(self, state: &AppState) -> Router<AppState> {
+    /// This surface's routes, each with its path item.
+    fn routes(self, state: &AppState) -> OpenApiRouter<AppState> {
         match self {
             Surface::Native => native::routes(state),
             Surface::Runners => session_runners::routes(state),
             Surface::Placement => placement::routes(state),
             Surface::Registry => registry::routes(state),
             Surface::Priority => priority::routes(state),
-            Surface::Dashboard => crate::ui::routes(state),
+            // HTML pages for browsers, outside the API document (docs/dashboard.md lists them).
+            Surface::Dashboard => OpenApiRouter::from(crate::ui::routes(state)),
             Surface::Metrics => prometheus::routes(state),
         }
     }
@@ -129,14 +138,12 @@ impl FromStr for Surface {
     }
 }
 
-/// The router of one listener: the given surfaces, with fallbacks, the body limit, request
-/// metrics (`observed`) and request tracing around them.
+/// The router of one listener: the given surfaces and their OpenAPI document, with fallbacks,
+/// the body limit, request metrics (`observed`) and request tracing around them.
 pub fn router(state: AppState, surfaces: &[Surface]) -> Router {
     let limit = state.config.body_limit;
     let http = state.metrics.http.clone();
-    let routes = surfaces
-        .iter()
-        .fold(Router::new(), |r, s| r.merge(s.routes(&state)));
+    let (routes, _) = routes_and_document(&state, surfaces);
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -145,6 +152,23 @@ pub fn router(state: AppState, surfaces: &[Surface]) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
         .layer(TraceLayer::new_for_http())
+}
+
+/// The routes of `surfaces` with `GET /api/v1/openapi.json` among them, and the document
+/// that route serves: the path items of exactly the routes mounted.
+pub fn routes_and_document(
+    state: &AppState,
+    surfaces: &[Surface],
+) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, doc) = surfaces
+        .iter()
+        .fold(OpenApiRouter::with_openapi(openapi::frame()), |r, s| {
+            r.merge(s.routes(state))
+        })
+        .routes(routes!(openapi::document))
+        .split_for_parts();
+    let rendered = openapi::Rendered::of(&doc);
+    (routes.route_layer(Extension(rendered)), doc)
 }
 
 async fn not_found(method: Method, request: Request) -> ApiError {

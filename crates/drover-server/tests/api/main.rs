@@ -17,6 +17,7 @@ mod limits;
 mod listeners;
 mod long_poll;
 mod metrics;
+mod openapi;
 mod placement;
 mod priority;
 mod priority_amqp;

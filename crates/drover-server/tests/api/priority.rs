@@ -593,6 +593,19 @@ async fn bad_input_is_refused_with_what_to_fix_and_nothing_written() {
     );
     let (status, answer) = app.get_json("/api/jobs?class=urgent").await;
     assert_eq!((status, &answer["error"]), (400, &json!("invalid_query")));
+    // A query that is not even of the right types is refused in the same JSON, not plain text.
+    let (status, answer) = app.get_json("/api/jobs?limit=null").await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (400, &json!("invalid_query")),
+        "{answer}"
+    );
+    let (status, answer) = app.post_json("/api/jobs/%ff/cancel", json!({})).await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (400, &json!("invalid_request")),
+        "{answer}"
+    );
 }
 
 #[tokio::test]

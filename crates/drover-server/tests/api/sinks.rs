@@ -131,6 +131,13 @@ async fn the_read_routes_answer_raw_bytes_the_head_and_coded_refusals() {
         (400, &json!("INVALID_HEIGHT")),
         "{body}"
     );
+    // A segment that is not UTF-8 is no height either, refused in the same JSON.
+    let (status, body) = app.get_json("/da/blob/%ff").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &json!("INVALID_HEIGHT")),
+        "{body}"
+    );
     app.finish().await;
 
     let app = spawn_app().await;

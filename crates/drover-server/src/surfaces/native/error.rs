@@ -321,6 +321,50 @@ impl IntoResponse for Unhealthy {
     }
 }
 
+/// The native surface's refusals as its routes' documentation lists them (`openapi`): every
+/// one is an [`ErrorBody`] whose `code` says which. The shared plumbing (key checks, the body
+/// limit, the router's 404 and 405) answers in this shape on every surface.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// The request is malformed or breaks a rule; `code` names which (`MALFORMED_JSON`,
+    /// `INVALID_FIELD`, `INVALID_QUERY`, `INVALID_PATH`, `INVALID_SWEEP`, `TOO_MANY_TASKS`, ...)
+    /// and `error` the field and what to fix.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// A key is missing or wrong (`UNAUTHORIZED`), or a spot's secret is missing
+    /// (`SPOT_SECRET_REQUIRED`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A spot's secret or a runner's token is wrong (`SPOT_SECRET_INVALID`,
+    /// `SPOT_SECRET_NOT_ISSUED`, `RUNNER_TOKEN_INVALID`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// What the request names does not exist (`JOB_NOT_FOUND`, `TASK_NOT_FOUND`,
+    /// `SPOT_NOT_FOUND`, ...).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The state refuses the request (`SPOT_DOWN`, `JOB_FINISHED`, `WRONG_SPOT`,
+    /// `TASK_CANCELLED`, `REPORT_CONFLICT`, ...).
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// The body is over `--body-limit`, or a quota refuses it (`TASK_PAYLOAD_TOO_LARGE`,
+    /// `JOB_TOO_LARGE`).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// A limit of the server is reached (`SPOT_LIMIT_REACHED`, `RUNNER_LIMIT_REACHED`).
+    #[response(status = 429)]
+    TooMany(ErrorBody),
+    /// Retry later: the store or an engine behind the server is away or busy
+    /// (`STORE_UNAVAILABLE`, `NOT_LEADER`, ...). Nothing was done.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// The store was lost while committing (`STORE_OUTCOME_UNKNOWN`): the change may or may not
+    /// have been made; look before repeating it.
+    #[response(status = 504)]
+    OutcomeUnknown(ErrorBody),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

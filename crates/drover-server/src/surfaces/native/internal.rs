@@ -5,29 +5,33 @@
 //! for a spot is also held to that spot's own secret (`X-Spot-Secret`) where it has one, or
 //! where the server requires one (`auth::authorise_spot`).
 
-use super::error::ApiError;
+use super::error::{ApiError, Refusals};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{AppState, auth, wake};
 use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
 use drover_api as api;
 use drover_core::credential;
 use drover_core::rules::{self, RuleError};
 use drover_core::{Capacity, NodeInfo, NodeStats, ReportKind, ReportOutcome, TaskResult};
 use drover_store::{NewNode, Report};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/internal/v1/hello", post(hello))
-        .route("/internal/v1/heartbeat", post(heartbeat))
-        .route("/internal/v1/tasks/claim", post(claim))
-        .route("/internal/v1/tasks/{id}/complete", post(complete))
-        .route("/internal/v1/tasks/{id}/fail", post(fail))
-        .route("/internal/v1/tasks/report", post(report_batch))
-        .route("/internal/v1/tasks/exchange", post(exchange))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(hello))
+        .routes(routes!(heartbeat))
+        .routes(routes!(claim))
+        .routes(routes!(complete))
+        .routes(routes!(fail))
+        .routes(routes!(report_batch))
+        .routes(routes!(exchange))
 }
 
+#[utoipa::path(post, path = "/internal/v1/hello", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    request_body = api::HelloRequest,
+    responses((status = 200, description = "The spot is registered under a new id", body = api::HelloResponse), Refusals))]
 async fn hello(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::HelloRequest>,
@@ -119,6 +123,10 @@ fn check_heartbeat(req: &api::HeartbeatRequest) -> Result<(), RuleError> {
     ])
 }
 
+#[utoipa::path(post, path = "/internal/v1/heartbeat", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("X-Spot-Secret" = Option<String>, Header, description = "The spot's own secret (`spotSecret` of its hello), needed when it has one")),
+    request_body = api::HeartbeatRequest,
+    responses((status = 200, description = "The heartbeat is recorded", body = api::SuccessBody), Refusals))]
 async fn heartbeat(
     State(app): State<AppState>,
     secret: auth::SpotSecret,
@@ -140,6 +148,10 @@ async fn heartbeat(
     Ok(Json(api::SuccessBody { success: true }))
 }
 
+#[utoipa::path(post, path = "/internal/v1/tasks/claim", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("X-Spot-Secret" = Option<String>, Header, description = "The spot's own secret (`spotSecret` of its hello), needed when it has one")),
+    request_body = api::ClaimRequest,
+    responses((status = 200, description = "The tasks claimed, each under a lease (none when nothing is claimable)", body = api::ClaimResponse), Refusals))]
 async fn claim(
     State(app): State<AppState>,
     secret: auth::SpotSecret,
@@ -199,6 +211,10 @@ async fn claim_tasks(
         .collect())
 }
 
+#[utoipa::path(post, path = "/internal/v1/tasks/{id}/complete", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("id" = String, Path, description = "The task's id"), ("X-Spot-Secret" = Option<String>, Header, description = "The spot's own secret (`spotSecret` of its hello), needed when it has one")),
+    request_body = api::CompleteRequest,
+    responses((status = 200, description = "The report is recorded, or was already", body = api::ReportResponse), Refusals))]
 async fn complete(
     State(app): State<AppState>,
     secret: auth::SpotSecret,
@@ -247,6 +263,10 @@ fn fail_kind(error: Option<String>, retriable: Option<bool>) -> ReportKind {
     }
 }
 
+#[utoipa::path(post, path = "/internal/v1/tasks/{id}/fail", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("id" = String, Path, description = "The task's id"), ("X-Spot-Secret" = Option<String>, Header, description = "The spot's own secret (`spotSecret` of its hello), needed when it has one")),
+    request_body = api::FailRequest,
+    responses((status = 200, description = "The failure is recorded, or was already; `willRetry` says whether the task runs again", body = api::ReportResponse), Refusals))]
 async fn fail(
     State(app): State<AppState>,
     secret: auth::SpotSecret,
@@ -327,6 +347,10 @@ fn answer(outcome: ReportOutcome) -> Result<api::ReportResponse, ApiError> {
 
 /// `POST /internal/v1/tasks/report`: a spot's completes and fails in one request and one store
 /// transaction, each decided and answered on its own as its per-task route would answer it.
+#[utoipa::path(post, path = "/internal/v1/tasks/report", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("X-Spot-Secret" = Option<String>, Header, description = "The spot's own secret (`spotSecret` of its hello), needed when it has one")),
+    request_body = api::BatchReportRequest,
+    responses((status = 200, description = "One result per report, in the order sent, each as its per-task route would answer", body = api::BatchReportResponse), Refusals))]
 async fn report_batch(
     State(app): State<AppState>,
     secret: auth::SpotSecret,
@@ -343,6 +367,10 @@ async fn report_batch(
 /// reports are applied as the batch route applies them and are durable before the claim
 /// starts (and so before any wait); the claim is the claim route's, `waitMs` included. The two
 /// writes are not merged: a report that sends a task back to NEW must be visible to the claim.
+#[utoipa::path(post, path = "/internal/v1/tasks/exchange", tag = "internal", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("X-Spot-Secret" = Option<String>, Header, description = "The spot's own secret (`spotSecret` of its hello), needed when it has one")),
+    request_body = api::ExchangeRequest,
+    responses((status = 200, description = "The reports' results, then the tasks claimed", body = api::ExchangeResponse), Refusals))]
 async fn exchange(
     State(app): State<AppState>,
     secret: auth::SpotSecret,

@@ -5,17 +5,18 @@
 //! is `wake`'s), and the check is `crate::consistency::check`, answered in camelCase. Nothing
 //! here interprets an entry: entries go out in `drover_core::journal`'s own encoding.
 
-use super::error::ApiError;
+use super::error::{ApiError, Refusals};
 use crate::extract::ApiQuery;
 use crate::{AppState, consistency};
 use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
 use drover_api as api;
 use drover_core::journal::Entry;
 use drover_core::rules::MAX_WAIT_MS;
 use serde::Deserialize;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Entries per page when the reader does not say, and the most it may ask for.
 const PAGE: u32 = 100;
@@ -28,10 +29,10 @@ const RECHECK: Duration = Duration::from_millis(500);
 /// The journal's routes. They carry every journaled item, runner session ids included (which
 /// `GET /api/v1/runners` shows only to holders of the API key), so `native::routes` puts them
 /// behind the API key for reads too, `--public-reads` or not.
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/api/v1/journal", get(read))
-        .route("/api/v1/journal/verify", get(verify))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read))
+        .routes(routes!(verify))
 }
 
 /// `?after=N&limit=M&waitMs=W`; unknown parameters are refused, so that a misspelt `waitMs`
@@ -47,6 +48,11 @@ struct JournalQuery {
 /// Entries after `after` (0: from the first), at most `limit`, oldest first; with `waitMs`,
 /// when there are none yet, waits until one is written or the time has passed (then answers
 /// none). `head` is read after the entries, so it is never below the last one.
+#[utoipa::path(get, path = "/api/v1/journal", tag = "native", security(("apiKey" = [])),
+    params(("after" = Option<u64>, Query, description = "Entries after this one (0: from the first)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Entries per page"),
+        ("waitMs" = Option<u64>, Query, maximum = 30000, description = "When there are none yet, wait up to this many milliseconds for one")),
+    responses((status = 200, description = "Journal entries, oldest first, in the journal's own encoding, and the journal's head", body = api::JournalPage), Refusals))]
 async fn read(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<JournalQuery>,
@@ -80,6 +86,8 @@ async fn read(
     Ok(Json(api::JournalPage { entries, head }))
 }
 
+#[utoipa::path(get, path = "/api/v1/journal/verify", tag = "native", security(("apiKey" = [])),
+    responses((status = 200, description = "The journal replayed and compared with the live tables", body = api::JournalVerification), Refusals))]
 async fn verify(State(app): State<AppState>) -> Result<Json<api::JournalVerification>, ApiError> {
     let report = consistency::check(app.store.journal.as_ref(), app.clock.now()).await?;
     Ok(Json(api::JournalVerification {

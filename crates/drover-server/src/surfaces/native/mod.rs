@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// `/metrics` (reads too unless `--public-reads`), except health, which load balancers call
 /// without one, and the job read, which agents make with their own credentials. The journal
 /// needs the API key for reads even under `--public-reads` (see `journal::routes`).
-pub fn routes(state: &AppState) -> axum::Router<AppState> {
+pub fn routes(state: &AppState) -> utoipa_axum::router::OpenApiRouter<AppState> {
     let agent_key = Arc::new(state.config.agent_key.clone());
     let internal = internal::routes().route_layer(middleware::from_fn_with_state(
         agent_key,

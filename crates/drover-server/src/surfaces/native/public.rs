@@ -1,7 +1,7 @@
 //! `/api/v1/*`: the client side of the batch-coordinator contract, plus job listing,
 //! cancellation, task listing and CSV results.
 
-use super::error::{ApiError, Unhealthy};
+use super::error::{ApiError, Refusals, Unhealthy};
 use super::translate;
 use crate::AppState;
 use crate::auth::{self, JobReader};
@@ -12,43 +12,48 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json};
 use drover_api as api;
 use drover_core::sweep::{SizeLimits, Sweep};
 use drover_core::{JobStatus, Task, TaskStatus};
 use drover_store::{JobStore, Page};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes behind the API key.
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/api/v1/spots", get(spots))
-        .route("/api/v1/jobs", post(create_job).get(list_jobs))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/v1/jobs/{id}/tasks", get(list_tasks))
-        .route("/api/v1/jobs/{id}/results", get(results))
-        .route("/api/v1/tasks/{id}", get(get_task))
-        .route("/api/v1/runners", get(list_runners))
-        .route("/api/v1/workers", get(list_workers))
-        .route("/api/v1/cluster", get(cluster))
-        .route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(spots))
+        .routes(routes!(create_job, list_jobs))
+        .routes(routes!(cancel_job))
+        .routes(routes!(list_tasks))
+        .routes(routes!(results))
+        .routes(routes!(get_task))
+        .routes(routes!(list_runners))
+        .routes(routes!(list_workers))
+        .routes(routes!(cluster))
+        .routes(routes!(metrics))
 }
 
 /// Health, open to everyone: load balancers probe it without keys.
-pub fn open_routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/api/v1/health", get(health))
+pub fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
 /// The job read, which agents make with the agent key or their spot's secret (see
 /// `auth::authorise_job_read`).
-pub fn job_read_routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/api/v1/jobs/{id}", get(get_job))
+pub fn job_read_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_job))
 }
 
 /// Session ids and endpoints only to holders of the API key: without one configured, a session
 /// id is all the session-runners contract asks to stop a runner, so the list must not hand it
 /// out.
+#[utoipa::path(get, path = "/api/v1/runners", tag = "native", security(("apiKey" = [])),
+    params(("cursor" = Option<String>, Query, description = "Where the page starts: `nextCursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Items per page")),
+    responses((status = 200, description = "Session runners, a page at a time; session ids and endpoints only to holders of the API key", body = api::RunnerList), Refusals))]
 async fn list_runners(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -67,6 +72,8 @@ async fn list_runners(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/workers", tag = "native", security(("apiKey" = [])),
+    responses((status = 200, description = "The background workers and how each is doing", body = api::WorkerList), Refusals))]
 async fn list_workers(State(app): State<AppState>) -> Json<api::WorkerList> {
     Json(api::WorkerList {
         workers: app
@@ -80,6 +87,8 @@ async fn list_workers(State(app): State<AppState>) -> Json<api::WorkerList> {
 
 /// This replica's role and the cluster as the store shows it: the lease and the replicas heard
 /// from within the last lease TTL.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "native", security(("apiKey" = [])),
+    responses((status = 200, description = "This replica's role and the replicas heard from recently", body = api::ClusterInfo), Refusals))]
 async fn cluster(State(app): State<AppState>) -> Result<Json<api::ClusterInfo>, ApiError> {
     let now = app.clock.now();
     let since = app.cluster.timing().members_since(now);
@@ -87,6 +96,8 @@ async fn cluster(State(app): State<AppState>) -> Result<Json<api::ClusterInfo>, 
     Ok(Json(translate::cluster(&app.cluster, &view, now)))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "native", security(("apiKey" = [])),
+    responses((status = 200, description = "The server's metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String), Refusals))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     app.priority.refresh_gauges(&app);
     (
@@ -101,6 +112,10 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
 
 /// Healthy only when the store takes a real write and the disk under it has room to spare:
 /// a store that answers reads while every write fails is not a store to send work to.
+#[utoipa::path(get, path = "/api/v1/health", tag = "native",
+    responses(
+        (status = 200, description = "The store takes writes and the disk under it has room", body = api::HealthResponse),
+        (status = 503, description = "Unhealthy: `code` says why (`STORE_UNAVAILABLE`, `LOW_DISK_SPACE`)", body = api::HealthResponse)))]
 async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>, Unhealthy> {
     let ops = &app.store.ops;
     ops.health().await.map_err(Unhealthy::Store)?;
@@ -122,6 +137,10 @@ async fn health(State(app): State<AppState>) -> Result<Json<api::HealthResponse>
 
 /// Spots in registration order, a page at a time: the contract's `{"spots": [...]}` with
 /// `nextCursor` when more follow, so one answer never holds the whole registry.
+#[utoipa::path(get, path = "/api/v1/spots", tag = "native", security(("apiKey" = [])),
+    params(("cursor" = Option<String>, Query, description = "Where the page starts: `nextCursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Items per page")),
+    responses((status = 200, description = "Spots in registration order, a page at a time", body = api::SpotsResponse), Refusals))]
 async fn spots(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -141,6 +160,9 @@ async fn spots(
 const LIST_PAGE: u32 = 500;
 const LIST_PAGE_MAX: u32 = 1000;
 
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "native", security(("apiKey" = [])),
+    request_body = api::CreateJobRequest,
+    responses((status = 201, description = "The job and its tasks are stored", body = api::CreateJobResponse), Refusals))]
 async fn create_job(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::CreateJobRequest>,
@@ -167,6 +189,11 @@ async fn create_job(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "native", security(("apiKey" = [])),
+    params(("status" = Option<String>, Query, description = "Only jobs in this status: PENDING, RUNNING, COMPLETED, FAILED or CANCELLED (any case)"),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: `nextCursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Items per page")),
+    responses((status = 200, description = "Jobs, newest first, a page at a time", body = api::JobList), Refusals))]
 async fn list_jobs(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -182,6 +209,10 @@ async fn list_jobs(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "native",
+    security(("apiKey" = []), ("agentKey" = []), ("orhestraKey" = []), ("spotId" = [], "spotSecret" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job; `env` values are shown to agents only", body = api::Job), Refusals))]
 async fn get_job(
     State(app): State<AppState>,
     Extension(reader): Extension<JobReader>,
@@ -191,6 +222,9 @@ async fn get_job(
     Ok(Json(translate::job_for(&job, reader == JobReader::Agent)))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "native", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job, its unfinished tasks cancelled", body = api::Job), Refusals))]
 async fn cancel_job(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -202,6 +236,12 @@ async fn cancel_job(
     Ok(Json(translate::job(&job)))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks", tag = "native", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The job's id"),
+        ("status" = Option<String>, Query, description = "Only tasks in this status: NEW, RUNNING, DONE, FAILED or CANCELLED (any case)"),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: `nextCursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Items per page")),
+    responses((status = 200, description = "The job's tasks by index, a page at a time", body = api::TaskList), Refusals))]
 async fn list_tasks(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -219,6 +259,9 @@ async fn list_tasks(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "native", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The task's id")),
+    responses((status = 200, description = "The task", body = api::Task), Refusals))]
 async fn get_task(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -227,6 +270,16 @@ async fn get_task(
 }
 
 /// Results of DONE tasks: JSON pages by default, or the whole job as CSV with `format=csv`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/results", tag = "native", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The job's id"),
+        ("format" = Option<String>, Query, description = "`json` (the default: pages) or `csv` (the whole job at once)"),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: `nextCursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Results per page")),
+    responses(
+        (status = 200, description = "Results of the job's DONE tasks", content(
+            (api::ResultsResponse = "application/json"),
+            (String = "text/csv"))),
+        Refusals))]
 async fn results(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,

@@ -10,9 +10,11 @@
 //! keeps the blobs.
 
 use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drover_api::placement::{DaPost, DaPosted};
@@ -22,8 +24,9 @@ use std::sync::Arc;
 type Answer = (StatusCode, Json<DaPosted>);
 
 /// `GET /da/head`'s answer: the highest height kept (0 when none).
-#[derive(serde::Serialize)]
-struct Head {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = placement::DaHead)]
+pub(super) struct Head {
     height: u64,
 }
 
@@ -49,6 +52,11 @@ fn sink_of(app: &AppState) -> Result<Arc<FileSink>, Answer> {
     })
 }
 
+#[utoipa::path(post, path = "/da/post", tag = "placement", security(("apiKey" = [])), request_body = DaPost,
+    responses((status = 200, description = "The blob is kept: its commitment and height", body = DaPosted),
+        (status = 400, description = "Not a JSON body of hex (`INVALID_JSON`, `INVALID_HEX`) or a height that is no whole number (`INVALID_HEIGHT`)", body = DaPosted),
+        (status = 401, description = "A key is missing or wrong", body = drover_api::ErrorBody),
+        (status = 503, description = "This server keeps no blobs (`DA_DISABLED`: start it with `--da-dir`) or its sink fails (`DA_UNAVAILABLE`)", body = DaPosted)))]
 pub(super) async fn post(State(app): State<AppState>, body: Bytes) -> Answer {
     let request: DaPost = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -100,6 +108,11 @@ pub(super) async fn post(State(app): State<AppState>, body: Bytes) -> Answer {
 }
 
 /// `GET /da/head`: `{"height": n}`, the highest height kept.
+#[utoipa::path(get, path = "/da/head", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "The highest height kept (0 when none)", body = Head),
+        (status = 400, description = "Not a JSON body of hex (`INVALID_JSON`, `INVALID_HEX`) or a height that is no whole number (`INVALID_HEIGHT`)", body = DaPosted),
+        (status = 401, description = "A key is missing or wrong", body = drover_api::ErrorBody),
+        (status = 503, description = "This server keeps no blobs (`DA_DISABLED`: start it with `--da-dir`) or its sink fails (`DA_UNAVAILABLE`)", body = DaPosted)))]
 pub(super) async fn head(State(app): State<AppState>) -> Response {
     match sink_of(&app) {
         // The sink's height is an atomic read, nothing that blocks.
@@ -114,7 +127,20 @@ pub(super) async fn head(State(app): State<AppState>) -> Response {
 /// `GET /da/blob/{height}`: the blob's raw bytes (`application/octet-stream`), or 404
 /// `BLOB_NOT_FOUND` when there is none at that height (a client tells that from a server
 /// without this route, whose 404 has no such code).
-pub(super) async fn blob(State(app): State<AppState>, Path(height): Path<String>) -> Response {
+#[utoipa::path(get, path = "/da/blob/{height}", tag = "placement", security(("apiKey" = [])),
+    params(("height" = u64, Path, minimum = 1, description = "The blob's height")),
+    responses((status = 200, description = "The blob's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No blob at that height (`BLOB_NOT_FOUND`)", body = DaPosted),
+        (status = 400, description = "Not a JSON body of hex (`INVALID_JSON`, `INVALID_HEX`) or a height that is no whole number (`INVALID_HEIGHT`)", body = DaPosted),
+        (status = 401, description = "A key is missing or wrong", body = drover_api::ErrorBody),
+        (status = 503, description = "This server keeps no blobs (`DA_DISABLED`: start it with `--da-dir`) or its sink fails (`DA_UNAVAILABLE`)", body = DaPosted)))]
+pub(super) async fn blob(
+    State(app): State<AppState>,
+    height: Result<ApiPath<String>, ApiError>,
+) -> Response {
+    // A segment that is not UTF-8 is refused as any other height that is no number, in this
+    // route's shape (axum's own refusal is plain text).
+    let height = height.map(|ApiPath(h)| h).unwrap_or_default();
     let Ok(height) = height.parse::<u64>() else {
         return refused(
             StatusCode::BAD_REQUEST,

@@ -11,6 +11,40 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drover_api::placement::ErrorBody;
 
+/// The refusals of the contract's routes as their documentation lists them (`openapi`): the
+/// contract's `{"error": ...}` with drover's `code`, except the key checks, which answer in the
+/// native shape as on every surface.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// The request is malformed or a field breaks a rule (`INVALID_FIELD`, `MALFORMED_JSON`,
+    /// `INVALID_QUERY`, `INVALID_PATH`, ...).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// A key is missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(drover_api::ErrorBody),
+    /// The node or object is unknown (`NODE_NOT_FOUND` with `node_id`, `OBJECT_NOT_FOUND`), or no
+    /// node fits a workload (`NO_SUITABLE_NODE`, with `ruled_out` and `nodes`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The state refuses the request.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// The body is over `--body-limit` (`PAYLOAD_TOO_LARGE`).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// A limit of the server is reached (`SPOT_LIMIT_REACHED`).
+    #[response(status = 429)]
+    TooMany(ErrorBody),
+    /// Retry later: the store is away or busy (`STORE_UNAVAILABLE`, ...).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// The store was lost while committing (`STORE_OUTCOME_UNKNOWN`): look before repeating.
+    #[response(status = 504)]
+    OutcomeUnknown(ErrorBody),
+}
+
 #[derive(Debug)]
 pub enum PlacementApiError {
     Service(PlacementError),

@@ -8,7 +8,7 @@
 //! (`--journal-sink` unset) answers with the routing word `none`, every counter 0, and
 //! refuses a reconciliation with 503 `JOURNAL_NOT_PUBLISHED`.
 
-use super::{Answer, PlacementApiError};
+use super::{Answer, PlacementApiError, Refusals};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::journal::Publisher;
@@ -48,6 +48,8 @@ pub(super) fn journal_words(app: &AppState) -> Option<(bool, String, String, boo
     ))
 }
 
+#[utoipa::path(get, path = "/da/metrics", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "Counters of the journal's sink in use", body = api::DaMetrics), Refusals))]
 pub(super) async fn metrics(State(app): State<AppState>) -> Json<api::DaMetrics> {
     let Some(publisher) = publisher(&app) else {
         return Json(api::DaMetrics::default());
@@ -65,6 +67,8 @@ pub(super) async fn metrics(State(app): State<AppState>) -> Json<api::DaMetrics>
     })
 }
 
+#[utoipa::path(get, path = "/da/routing", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "Where the journal's blobs go and each sink's health", body = api::DaRouting), Refusals))]
 pub(super) async fn routing(State(app): State<AppState>) -> Json<api::DaRouting> {
     let Some(publisher) = publisher(&app) else {
         return Json(api::DaRouting {
@@ -88,6 +92,8 @@ pub(super) async fn routing(State(app): State<AppState>) -> Json<api::DaRouting>
     })
 }
 
+#[utoipa::path(get, path = "/fallback/status", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "Whether the journal falls back from its primary sink, and why", body = api::FallbackStatus), Refusals))]
 pub(super) async fn status(State(app): State<AppState>) -> Json<api::FallbackStatus> {
     let Some(publisher) = publisher(&app) else {
         return Json(api::FallbackStatus {
@@ -110,6 +116,8 @@ pub(super) async fn status(State(app): State<AppState>) -> Json<api::FallbackSta
     })
 }
 
+#[utoipa::path(get, path = "/fallback/pending", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "Blobs on a fallback sink waiting to be copied to the primary", body = Vec<api::PendingBlob>), Refusals))]
 pub(super) async fn pending(State(app): State<AppState>) -> Answer<Vec<api::PendingBlob>> {
     let blobs = app
         .store
@@ -132,6 +140,10 @@ pub(super) async fn pending(State(app): State<AppState>) -> Answer<Vec<api::Pend
     ))
 }
 
+#[utoipa::path(post, path = "/fallback/reconcile", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "One pass over the pending blobs", body = api::ReconcileReport),
+        (status = 500, description = "The pass failed without reconciling anything (`RECONCILIATION_FAILED`)", body = api::ReconcileFailed),
+        Refusals))]
 pub(super) async fn reconcile(State(app): State<AppState>) -> Response {
     let Some(publisher) = publisher(&app) else {
         let refused = ApiError::Unavailable {

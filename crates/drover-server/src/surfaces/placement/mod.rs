@@ -15,7 +15,7 @@ mod da;
 mod error;
 mod fallback;
 
-pub use error::PlacementApiError;
+pub use error::{PlacementApiError, Refusals};
 
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::placement::{DEFAULT_RF, PlacedNode, PlacementError};
@@ -25,7 +25,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware;
-use axum::routing::{get, post};
 use drover_api::placement as api;
 use drover_core::ReplicaState;
 use drover_core::scheduling::{Stats, Weights, Workload};
@@ -33,6 +32,8 @@ use drover_store::{DEFAULT_CAPACITY_GB, PlacementNode, StoredObject};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Answer<T> = Result<Json<T>, PlacementApiError>;
 
@@ -70,46 +71,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 /// key, as the agents' routes do, and the clients' calls need the API key (reads too unless
 /// `--public-reads`); `/health` and `/ready` stay open for load balancers. Without keys (the
 /// default, on loopback only) every route is open, as in the contract.
-pub fn routes(state: &AppState) -> axum::Router<AppState> {
-    let from_nodes = axum::Router::new()
-        .route("/register", post(register))
-        .route("/node/{id}/stats", post(report_stats))
-        .route("/replica/mark_missing", post(mark_missing))
-        .route("/replica/mark_healed", post(mark_healed))
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let from_nodes = OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(report_stats))
+        .routes(routes!(mark_missing))
+        .routes(routes!(mark_healed))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(state.config.agent_key.clone()),
             auth::require_agent_key,
         ));
-    let from_clients = axum::Router::new()
-        .route("/nodes", get(nodes))
-        .route("/node/{id}", get(node))
-        .route("/node/{id}/stats", get(stats))
-        .route("/placement/{hash}", get(placement))
-        .route("/schedule", post(schedule))
-        .route("/scheduler/config", get(weights).post(set_weights))
-        .route("/object/register", post(register_object))
-        .route("/object/{hash}", get(object))
-        .route("/repair", get(repair))
-        .route("/system/info", get(system_info))
-        .route("/da/post", post(da::post))
-        .route("/da/head", get(da::head))
-        .route("/da/blob/{height}", get(da::blob))
-        .route("/da/metrics", get(fallback::metrics))
-        .route("/da/routing", get(fallback::routing))
-        .route("/fallback/status", get(fallback::status))
-        .route("/fallback/pending", get(fallback::pending))
-        .route("/fallback/reconcile", post(fallback::reconcile))
-        .route(
-            "/fallback/consistency",
-            get(crate::consistency::fallback_consistency),
-        )
+    let from_clients = OpenApiRouter::new()
+        .routes(routes!(nodes))
+        .routes(routes!(node))
+        .routes(routes!(stats))
+        .routes(routes!(placement))
+        .routes(routes!(schedule))
+        .routes(routes!(weights, set_weights))
+        .routes(routes!(register_object))
+        .routes(routes!(object))
+        .routes(routes!(repair))
+        .routes(routes!(system_info))
+        .routes(routes!(da::post))
+        .routes(routes!(da::head))
+        .routes(routes!(da::blob))
+        .routes(routes!(fallback::metrics))
+        .routes(routes!(fallback::routing))
+        .routes(routes!(fallback::status))
+        .routes(routes!(fallback::pending))
+        .routes(routes!(fallback::reconcile))
+        .routes(routes!(crate::consistency::fallback_consistency))
         .route_layer(middleware::from_fn_with_state(
             auth::ApiKeyRule::of(&state.config),
             auth::require_api_key,
         ));
-    let open = axum::Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready));
+    let open = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready));
     from_nodes.merge(from_clients).merge(open)
 }
 
@@ -152,6 +150,8 @@ fn wire_weights(w: Weights) -> api::Weights {
     }
 }
 
+#[utoipa::path(post, path = "/register", tag = "placement", security(("agentKey" = []), ("orhestraKey" = [])), request_body = api::RegisterNode,
+    responses((status = 200, description = "The node is registered (again)", body = api::Ok), Refusals))]
 async fn register(
     State(app): State<AppState>,
     Body(body): Body<api::RegisterNode>,
@@ -167,17 +167,23 @@ async fn register(
     Ok(ok())
 }
 
+#[utoipa::path(get, path = "/nodes", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "Every node", body = Vec<api::NodeInfo>), Refusals))]
 async fn nodes(State(app): State<AppState>) -> Answer<Vec<api::NodeInfo>> {
     let nodes = app.placement.nodes().await?;
     Ok(Json(nodes.into_iter().map(node_info).collect()))
 }
 
+#[utoipa::path(get, path = "/node/{id}", tag = "placement", security(("apiKey" = [])), params(("id" = String, Path, description = "The node's id")),
+    responses((status = 200, description = "The node", body = api::NodeInfo), Refusals))]
 async fn node(State(app): State<AppState>, Segment(id): Segment<String>) -> Answer<api::NodeInfo> {
     Ok(Json(node_info(app.placement.node(&id).await?)))
 }
 
 /// A node's stats; `found` is whether it reported any (an unknown node has none, as in the
 /// contract).
+#[utoipa::path(get, path = "/node/{id}/stats", tag = "placement", security(("apiKey" = [])), params(("id" = String, Path, description = "The node's id")),
+    responses((status = 200, description = "The node's last stats; `found` is false when it reported none (or is unknown)", body = api::NodeStatsAnswer), Refusals))]
 async fn stats(
     State(app): State<AppState>,
     Segment(id): Segment<String>,
@@ -194,6 +200,8 @@ async fn stats(
     }))
 }
 
+#[utoipa::path(post, path = "/node/{id}/stats", tag = "placement", security(("agentKey" = []), ("orhestraKey" = [])), params(("id" = String, Path, description = "The node's id")), request_body = api::NodeStats,
+    responses((status = 200, description = "The stats are recorded", body = api::Ok), Refusals))]
 async fn report_stats(
     State(app): State<AppState>,
     Segment(id): Segment<String>,
@@ -218,6 +226,9 @@ struct PlacementQuery {
     rf: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/placement/{hash}", tag = "placement", security(("apiKey" = [])),
+    params(("hash" = String, Path, description = "The object's hash"), ("rf" = Option<u32>, Query, description = "How many replicas (default 3)")),
+    responses((status = 200, description = "The nodes the object's replicas go to, in order", body = Vec<String>), Refusals))]
 async fn placement(
     State(app): State<AppState>,
     Segment(hash): Segment<String>,
@@ -227,6 +238,8 @@ async fn placement(
     Ok(Json(app.placement.place(&hash, rf).await?))
 }
 
+#[utoipa::path(post, path = "/schedule", tag = "placement", security(("apiKey" = [])), request_body = api::Workload,
+    responses((status = 200, description = "The node the workload goes to", body = api::Scheduled), Refusals))]
 async fn schedule(
     State(app): State<AppState>,
     Body(body): Body<api::Workload>,
@@ -242,12 +255,16 @@ async fn schedule(
     Ok(Json(api::Scheduled { node_id }))
 }
 
+#[utoipa::path(get, path = "/scheduler/config", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "The scheduler's weights in force", body = api::Weights), Refusals))]
 async fn weights(State(app): State<AppState>) -> Answer<api::Weights> {
     Ok(Json(wire_weights(app.placement.weights().await?)))
 }
 
 /// Weights left out take the original system's fill, not the defaults
 /// (`Weights::CONFIG_FILL`), so that its clients configure the same scheduler here.
+#[utoipa::path(post, path = "/scheduler/config", tag = "placement", security(("apiKey" = [])), request_body = api::SchedulerConfig,
+    responses((status = 200, description = "The weights are set", body = api::ConfigUpdated), Refusals))]
 async fn set_weights(
     State(app): State<AppState>,
     Body(body): Body<api::SchedulerConfig>,
@@ -268,6 +285,8 @@ async fn set_weights(
     }))
 }
 
+#[utoipa::path(post, path = "/object/register", tag = "placement", security(("apiKey" = [])), request_body = api::RegisterObject,
+    responses((status = 200, description = "The object is registered and its replicas placed", body = api::Ok), Refusals))]
 async fn register_object(
     State(app): State<AppState>,
     Body(body): Body<api::RegisterObject>,
@@ -279,6 +298,8 @@ async fn register_object(
     Ok(ok())
 }
 
+#[utoipa::path(get, path = "/object/{hash}", tag = "placement", security(("apiKey" = [])), params(("hash" = String, Path, description = "The object's hash")),
+    responses((status = 200, description = "The object and its replicas", body = api::ObjectInfo), Refusals))]
 async fn object(
     State(app): State<AppState>,
     Segment(hash): Segment<String>,
@@ -294,6 +315,8 @@ async fn object(
     }))
 }
 
+#[utoipa::path(post, path = "/replica/mark_missing", tag = "placement", security(("agentKey" = []), ("orhestraKey" = [])), request_body = api::ReplicaChange,
+    responses((status = 200, description = "The replica is marked lost", body = api::Ok), Refusals))]
 async fn mark_missing(
     State(app): State<AppState>,
     Body(body): Body<api::ReplicaChange>,
@@ -304,6 +327,8 @@ async fn mark_missing(
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/replica/mark_healed", tag = "placement", security(("agentKey" = []), ("orhestraKey" = [])), request_body = api::ReplicaChange,
+    responses((status = 200, description = "The replica is marked good", body = api::Ok), Refusals))]
 async fn mark_healed(
     State(app): State<AppState>,
     Body(body): Body<api::ReplicaChange>,
@@ -322,6 +347,8 @@ fn nodes_in(o: &StoredObject, state: ReplicaState) -> Vec<String> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/repair", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "Objects under their replication factor", body = api::RepairReport), Refusals))]
 async fn repair(State(app): State<AppState>) -> Answer<api::RepairReport> {
     let under_replicated: Vec<api::UnderReplicated> = (app.placement.under_replicated().await?)
         .into_iter()
@@ -342,6 +369,10 @@ async fn repair(State(app): State<AppState>) -> Answer<api::RepairReport> {
 /// fields say so rather than claim one.
 const NO_JOURNAL: &str = "not configured";
 
+#[utoipa::path(get, path = "/health", tag = "placement",
+    responses(
+        (status = 200, description = "The store answers", body = api::Health),
+        (status = 503, description = "The store does not answer", body = api::Health)))]
 async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) {
     let journal = fallback::journal_words(&app);
     let (code, status) = match app.store.ops.health().await {
@@ -366,6 +397,8 @@ async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) 
 }
 
 /// 200 once the store is open, migrated and answering; 503 while it is not.
+#[utoipa::path(get, path = "/ready", tag = "placement",
+    responses((status = 200, description = "The store is open and answering"), (status = 503, description = "The store is not answering yet")))]
 async fn ready(State(app): State<AppState>) -> StatusCode {
     match app.store.ops.health().await {
         Ok(()) => StatusCode::OK,
@@ -373,6 +406,8 @@ async fn ready(State(app): State<AppState>) -> StatusCode {
     }
 }
 
+#[utoipa::path(get, path = "/system/info", tag = "placement", security(("apiKey" = [])),
+    responses((status = 200, description = "The server's version, nodes, journal and repair", body = api::SystemInfo), Refusals))]
 async fn system_info(State(app): State<AppState>) -> Answer<api::SystemInfo> {
     let node_count = app.placement.nodes().await?.len();
     let standing = app.placement.under_replicated().await?;

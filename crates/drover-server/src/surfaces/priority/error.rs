@@ -11,6 +11,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drover_api::priority::ErrorBody;
 
+/// The refusals of the contract's routes as their documentation lists them (`openapi`): the
+/// contract's `{"error": word, "message"}`, except the key checks, which answer in the native
+/// shape as on every surface.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// The body or the query is not what the route takes (`invalid_json`, `invalid_request`,
+    /// `invalid_query`, or a word for the field).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// A key is missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(drover_api::ErrorBody),
+    /// No such job (`job_not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The job's state refuses the request.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// The body is over `--body-limit`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Retry later: the store or the broker is away or busy (`store_unavailable`, ...).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 #[derive(Debug)]
 pub enum PriorityApiError {
     /// The body is not JSON of the route's shape; `word` is the contract's error for the route.

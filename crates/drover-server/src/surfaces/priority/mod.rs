@@ -10,46 +10,80 @@
 
 mod error;
 
+use crate::extract::{ApiPath, ApiQuery};
 use crate::priority::{self, JobFilter, result_of};
 use crate::{AppState, auth};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::middleware;
-use axum::routing::{get, post, put};
 use drover_api::priority as api;
 use drover_core::TaskStatus;
 use drover_core::priority::{PriorityClass, parse_status_word, status_word};
-use error::PriorityApiError;
+use error::{PriorityApiError, Refusals};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes(state: &AppState) -> axum::Router<AppState> {
-    let clients = axum::Router::new()
-        .route("/api/jobs/register", post(register))
-        .route("/api/jobs/{id}/cancel", post(cancel))
-        .route("/api/jobs", get(list))
-        .route("/api/metrics", get(metrics))
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let clients = OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(cancel))
+        .routes(routes!(list))
+        .routes(routes!(metrics))
         .route_layer(middleware::from_fn_with_state(
             auth::ApiKeyRule::of(&state.config),
             auth::require_api_key,
         ));
-    let workers = axum::Router::new()
-        .route("/api/jobs/{id}/status", put(update_by_path))
-        .route("/api/jobs/status", post(update))
-        .route("/api/workers/heartbeat", post(heartbeat))
+    let workers = OpenApiRouter::new()
+        .routes(routes!(update_by_path))
+        .routes(routes!(update))
+        .routes(routes!(heartbeat))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(state.config.agent_key.clone()),
             auth::require_agent_key,
         ));
-    let open = axum::Router::new()
-        .route("/api/health", get(health))
-        .route("/api/raft/status", get(raft))
-        .route("/api/cluster/status", get(cluster));
+    let open = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(raft))
+        .routes(routes!(cluster));
     clients.merge(workers).merge(open)
+}
+
+/// A path segment and a query string, refused in the contract's shape with its words
+/// (`invalid_request`, `invalid_query`): axum's own refusals are plain text.
+struct Segment(String);
+struct Params<T>(T);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = PriorityApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match ApiPath::<String>::from_request_parts(parts, state).await {
+            Ok(ApiPath(id)) => Ok(Segment(id)),
+            Err(e) => Err(PriorityApiError::Malformed {
+                word: "invalid_request",
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = PriorityApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match ApiQuery::<T>::from_request_parts(parts, state).await {
+            Ok(ApiQuery(p)) => Ok(Params(p)),
+            Err(e) => Err(PriorityApiError::Malformed {
+                word: "invalid_query",
+                message: e.to_string(),
+            }),
+        }
+    }
 }
 
 /// Parses a body, refusing malformed JSON with the contract's word for the route.
@@ -67,6 +101,8 @@ fn answer(status: &str) -> Json<api::StatusAnswer> {
     })
 }
 
+#[utoipa::path(post, path = "/api/jobs/register", tag = "priority", security(("apiKey" = [])), request_body = api::RegisterJob,
+    responses((status = 202, description = "The job is queued under its class", body = api::StatusAnswer), Refusals))]
 async fn register(
     State(app): State<AppState>,
     body: Bytes,
@@ -82,9 +118,12 @@ async fn register(
     ))
 }
 
+#[utoipa::path(put, path = "/api/jobs/{id}/status", tag = "priority", security(("agentKey" = []), ("orhestraKey" = [])),
+    params(("id" = String, Path, description = "The job's id")), request_body = api::StatusUpdate,
+    responses((status = 200, description = "The update is recorded", body = api::StatusAnswer), Refusals))]
 async fn update_by_path(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Bytes,
 ) -> Result<Json<api::StatusAnswer>, PriorityApiError> {
     let u = parse(&body, "invalid_request")?;
@@ -92,6 +131,8 @@ async fn update_by_path(
     Ok(answer("updated"))
 }
 
+#[utoipa::path(post, path = "/api/jobs/status", tag = "priority", security(("agentKey" = []), ("orhestraKey" = [])), request_body = api::StatusUpdate,
+    responses((status = 200, description = "The update is recorded", body = api::StatusAnswer), Refusals))]
 async fn update(
     State(app): State<AppState>,
     body: Bytes,
@@ -101,14 +142,19 @@ async fn update(
     Ok(answer("updated"))
 }
 
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "priority", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job is cancelled", body = api::StatusAnswer), Refusals))]
 async fn cancel(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<api::StatusAnswer>, PriorityApiError> {
     app.priority.cancel(&app, &id).await?;
     Ok(answer("cancelled"))
 }
 
+#[utoipa::path(post, path = "/api/workers/heartbeat", tag = "priority", security(("agentKey" = []), ("orhestraKey" = [])), request_body = api::WorkerHeartbeat,
+    responses((status = 200, description = "The heartbeat is recorded", body = api::StatusAnswer), Refusals))]
 async fn heartbeat(
     State(app): State<AppState>,
     body: Bytes,
@@ -132,9 +178,16 @@ struct ListParams {
 /// Most jobs one page holds; without `limit`, every job (the contract's clients read one list).
 const MAX_PAGE: usize = 10_000;
 
+#[utoipa::path(get, path = "/api/jobs", tag = "priority", security(("apiKey" = [])),
+    params(("status" = Option<String>, Query, description = "Only jobs in this status: pending, running, completed, failed or cancelled"),
+        ("type" = Option<String>, Query, description = "Only jobs of this type"),
+        ("class" = Option<String>, Query, description = "Only jobs of this class: high, medium or low"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Jobs per page (without it, every job)"),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: `next_cursor` of the previous page")),
+    responses((status = 200, description = "Jobs, a page at a time", body = api::JobList), Refusals))]
 async fn list(
     State(app): State<AppState>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<ListParams>,
 ) -> Result<Json<api::JobList>, PriorityApiError> {
     let bad = |m: String| {
         PriorityApiError::from(priority::RouterError::Invalid {
@@ -197,6 +250,9 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/health", tag = "priority",
+    responses((status = 200, description = "The store answers", body = api::Health),
+        (status = 503, description = "The store does not answer (`degraded`)", body = api::Health)))]
 async fn health(State(app): State<AppState>) -> (StatusCode, Json<api::Health>) {
     let healthy = app.store.ops.health().await.is_ok();
     let body = api::Health {
@@ -227,10 +283,14 @@ fn raft_status(app: &AppState) -> api::RaftStatus {
     }
 }
 
+#[utoipa::path(get, path = "/api/raft/status", tag = "priority",
+    responses((status = 200, description = "This replica's role, the lease's epoch as the term, and the leader", body = api::RaftStatus)))]
 async fn raft(State(app): State<AppState>) -> Json<api::RaftStatus> {
     Json(raft_status(&app))
 }
 
+#[utoipa::path(get, path = "/api/cluster/status", tag = "priority",
+    responses((status = 200, description = "The replicas heard from recently", body = api::ClusterStatus), Refusals))]
 async fn cluster(
     State(app): State<AppState>,
 ) -> Result<Json<api::ClusterStatus>, PriorityApiError> {
@@ -266,6 +326,8 @@ async fn cluster(
     }))
 }
 
+#[utoipa::path(get, path = "/api/metrics", tag = "priority", security(("apiKey" = [])),
+    responses((status = 200, description = "Jobs by status and class, queue depths, workers", body = api::Metrics), Refusals))]
 async fn metrics(State(app): State<AppState>) -> Result<Json<api::Metrics>, PriorityApiError> {
     let snap = app.priority.snapshot(&app).await?;
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();

@@ -11,19 +11,21 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, options};
 use drover_api::registry as api;
 use drover_proto::orchion::v1 as pb;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Reads need the API key when one is configured (unless `--public-reads`), as every read.
-pub fn routes(state: &AppState) -> axum::Router<AppState> {
-    let read = axum::Router::new()
-        .route("/api/nodes", get(nodes))
-        .route_layer(middleware::from_fn_with_state(
-            auth::ApiKeyRule::of(&state.config),
-            auth::require_api_key,
-        ));
-    read.route("/api/nodes", options(preflight))
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let read =
+        OpenApiRouter::new()
+            .routes(routes!(nodes))
+            .route_layer(middleware::from_fn_with_state(
+                auth::ApiKeyRule::of(&state.config),
+                auth::require_api_key,
+            ));
+    read.routes(routes!(preflight))
 }
 
 const ANY_ORIGIN: (HeaderName, HeaderValue) = (
@@ -47,6 +49,10 @@ fn wire(c: pb::Capabilities) -> Option<api::Capabilities> {
     (c != api::Capabilities::default()).then_some(c)
 }
 
+#[utoipa::path(get, path = "/api/nodes", tag = "node-registry", security(("apiKey" = [])),
+    responses((status = 200, description = "The registered nodes, empty fields left out; readable from any origin", body = Vec<api::Node>),
+        (status = 401, description = "The API key is missing or wrong", body = drover_api::ErrorBody),
+        (status = 503, description = "Retry later: the store is away or busy", body = drover_api::ErrorBody)))]
 async fn nodes(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let nodes: Vec<api::Node> = (listed_nodes(&app).await?)
         .into_iter()
@@ -61,6 +67,8 @@ async fn nodes(State(app): State<AppState>) -> Result<impl IntoResponse, ApiErro
     Ok(([ANY_ORIGIN], Json(nodes)))
 }
 
+#[utoipa::path(options, path = "/api/nodes", tag = "node-registry",
+    responses((status = 200, description = "A browser's preflight: any origin may read the nodes")))]
 async fn preflight() -> impl IntoResponse {
     (
         [

@@ -39,6 +39,40 @@ impl IntoResponse for RunnerCallError {
     }
 }
 
+/// The refusals of the contract's routes as their documentation lists them (`openapi`): the
+/// contract's own `{"error", "message", "details"?}`, except the key checks, which answer in
+/// the native shape as on every surface.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// The session id is missing or not valid (`SESSION_ID_REQUIRED`, `INVALID_SESSION_ID`), or
+    /// the body cannot be read.
+    #[response(status = 400)]
+    BadRequest(ContractError),
+    /// The API key (or the runner's token) is missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(drover_api::ErrorBody),
+    /// The runner token is not this runner's (`RUNNER_TOKEN_INVALID`).
+    #[response(status = 403)]
+    Forbidden(drover_api::ErrorBody),
+    /// No runner for this session (`RUNNER_NOT_FOUND`).
+    #[response(status = 404)]
+    NotFound(ContractError),
+    /// The body is over `--body-limit` (`PAYLOAD_TOO_LARGE`).
+    #[response(status = 413)]
+    TooLarge(ContractError),
+    /// Every runner slot is in use (`RUNNER_LIMIT_REACHED`).
+    #[response(status = 429)]
+    TooMany(ContractError),
+    /// The runner could not be started or stopped (`DOCKER_IMAGE_NOT_FOUND`, `SERVER_ERROR`).
+    #[response(status = 500)]
+    Failed(ContractError),
+    /// No runner driver, or its engine cannot be reached (`RUNNERS_DISABLED`,
+    /// `RUNNER_ENGINE_UNAVAILABLE`); retry later.
+    #[response(status = 503)]
+    Unavailable(ContractError),
+}
+
 /// Which call failed, for the contract's wording of "session id required".
 #[derive(Debug, Clone, Copy)]
 pub enum Call {

@@ -9,7 +9,7 @@
 
 mod error;
 
-pub use error::{Call, Failure, RunnerApiError, RunnerCallError};
+pub use error::{Call, Failure, Refusals, RunnerApiError, RunnerCallError};
 
 use crate::error::ApiError;
 use crate::extract::RawBody;
@@ -21,23 +21,21 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use drover_api::session_runners::{Message, Provisioned};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The contract's routes. Provision needs the API key when one is configured; deprovision and
 /// heartbeat need it or the runner's own session token (`auth::authorise_runner`), checked once
 /// the session is known.
-pub fn routes(state: &AppState) -> axum::Router<AppState> {
-    let provision_routes = axum::Router::new()
-        .route("/api/runner/provision", post(provision))
-        .route_layer(middleware::from_fn_with_state(
-            auth::ApiKeyRule::of(&state.config),
-            auth::require_api_key,
-        ));
-    axum::Router::new()
-        .route("/api/runner/deprovision", post(deprovision))
-        .route("/api/runner/heartbeat", post(heartbeat))
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let provision_routes = OpenApiRouter::new().routes(routes!(provision)).route_layer(
+        middleware::from_fn_with_state(auth::ApiKeyRule::of(&state.config), auth::require_api_key),
+    );
+    OpenApiRouter::new()
+        .routes(routes!(deprovision))
+        .routes(routes!(heartbeat))
         .merge(provision_routes)
 }
 
@@ -93,6 +91,12 @@ fn body_of(call: Call, body: Result<RawBody, ApiError>) -> Result<Bytes, RunnerA
     })
 }
 
+#[utoipa::path(post, path = "/api/runner/provision", tag = "session-runners", security(("apiKey" = [])),
+    params(("X-Session-Id" = Option<String>, Header, description = "The session the runner is for; without one, the shared runner (reuse mode)")),
+    responses(
+        (status = 201, description = "This call started the runner; `sessionToken` is given this once", body = Provisioned),
+        (status = 200, description = "A runner for this session already exists", body = Provisioned),
+        Refusals))]
 async fn provision(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -146,6 +150,11 @@ async fn session_for(
     Ok(session)
 }
 
+#[utoipa::path(post, path = "/api/runner/deprovision", tag = "session-runners",
+    security(("apiKey" = []), ("runnerToken" = [])),
+    params(("X-Session-Id" = Option<String>, Header, description = "The session, when the body does not name it (`sessionId`)")),
+    request_body(content = Option<Object>, description = "Optional: `{\"sessionId\": ...}` names the session instead of the header", content_type = "application/json"),
+    responses((status = 200, description = "The runner is stopped", body = Message), Refusals))]
 async fn deprovision(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -162,6 +171,11 @@ async fn deprovision(
     }))
 }
 
+#[utoipa::path(post, path = "/api/runner/heartbeat", tag = "session-runners",
+    security(("apiKey" = []), ("runnerToken" = [])),
+    params(("X-Session-Id" = Option<String>, Header, description = "The session, when the body does not name it (`sessionId`)")),
+    request_body(content = Option<Object>, description = "Optional: `{\"sessionId\": ...}` names the session instead of the header", content_type = "application/json"),
+    responses((status = 200, description = "The runner's idle time starts again", body = Message), Refusals))]
 async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
