@@ -13,7 +13,7 @@ pub use error::{Call, Failure, RunnerApiError, RunnerCallError};
 
 use crate::error::ApiError;
 use crate::extract::RawBody;
-use crate::runners::{RunnerError, check_session};
+use crate::runners::{RunnerError, SessionToken, check_session};
 use crate::{AppState, auth};
 use axum::Json;
 use axum::body::Bytes;
@@ -105,7 +105,13 @@ async fn provision(
     let (token, hash) = auth::new_secret()?;
     let p = app
         .runners
-        .provision(session, Some(hash))
+        .provision(
+            session,
+            Some(SessionToken {
+                secret: token.clone(),
+                hash,
+            }),
+        )
         .await
         .map_err(failed(&app, Call::Provision))?;
     let (status, message) = if p.created {
