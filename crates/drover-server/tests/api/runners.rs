@@ -601,3 +601,91 @@ async fn a_runner_that_dies_later_is_noticed_and_forgotten() {
     }
     app.finish().await;
 }
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/runner/runner.py"
+);
+
+/// `examples/runner/runner.py` through the process driver, on a server with an API key: it
+/// serves its session on its endpoint, heartbeats to the URL and with the token drover gave it
+/// (drover takes them: the runner counts the 200s), is stopped by a deprovision, and exits by
+/// itself once drover no longer knows it (a heartbeat answered 404).
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
+#[tokio::test]
+async fn the_example_runner_serves_heartbeats_and_stops() {
+    assert!(has_python(), "python3 is not installed");
+    let mut config = ProcessConfig::new(vec![
+        "env".into(),
+        "HEARTBEAT_SECONDS=0.1".into(),
+        "python3".into(),
+        EXAMPLE.into(),
+    ]);
+    config.stop_grace = Duration::from_secs(2);
+    let app = spawn_app_with_runners(DriverConfig::Process(config), |c| {
+        c.api_key = Some("the-api-key".into())
+    })
+    .await;
+    let with_key = |path: &str| app.http.post(app.url(path)).bearer_auth("the-api-key");
+    let mut endpoints = Vec::new();
+    for session in ["ex-1", "ex-2"] {
+        let resp = with_key("/api/runner/provision")
+            .header("X-Session-Id", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let body: Value = resp.json().await.unwrap();
+        endpoints.push(body["endpoint"].as_str().unwrap().to_string());
+    }
+
+    // Its endpoint names its session, and counts the heartbeats drover took.
+    for (session, endpoint) in ["ex-1", "ex-2"].iter().zip(&endpoints) {
+        let mut seen = Value::Null;
+        for _ in 0..200 {
+            seen = reqwest::get(endpoint).await.unwrap().json().await.unwrap();
+            if seen["heartbeats"].as_u64() >= Some(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen["session"], *session, "{seen}");
+        assert!(seen["heartbeats"].as_u64() >= Some(2), "{seen}");
+    }
+    let pid = |s: &'static str| {
+        let app = &app;
+        async move {
+            app.store()
+                .runners
+                .get_runner(s)
+                .await
+                .unwrap()
+                .and_then(|r| r.instance)
+                .unwrap()
+        }
+    };
+    let (one, two) = (pid("ex-1").await, pid("ex-2").await);
+
+    let resp = with_key("/api/runner/deprovision")
+        .json(&json!({"sessionId": "ex-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(!alive(&one), "the deprovisioned runner is stopped");
+
+    // Forgotten behind its back (as a reaper on another replica would): its next heartbeat
+    // is answered 404, and it exits.
+    app.store().runners.remove_runner("ex-2").await.unwrap();
+    for _ in 0..200 {
+        if !alive(&two) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(&two), "the forgotten runner exited by itself");
+    app.finish().await;
+}

@@ -23,6 +23,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use drover_api::session_runners::{Message, Provisioned};
+use drover_core::credential::Refusal;
 use serde_json::Value;
 
 /// The contract's routes. Provision needs the API key when one is configured; deprovision and
@@ -144,12 +145,25 @@ async fn session_for(
         .get_runner(&session)
         .await
         .map_err(|e| failed(app, call)(e.into()))?;
-    auth::authorise_runner(
+    match auth::authorise_runner(
         &app.config,
         headers,
         runner.as_ref().and_then(|r| r.token_hash.as_deref()),
-    )?;
-    Ok(session)
+    ) {
+        Ok(()) => Ok(session),
+        // A token for a session that has no runner (any more): there is nothing it could be
+        // wrong for, and the contract answers a runner it does not know with 404. This is how a
+        // runner learns that it was forgotten (deprovisioned, reaped, or found exited) and
+        // should stop. It tells the caller no more than that the session id it named has no
+        // runner; acting for a runner still needs the key or that runner's token.
+        Err(ApiError::RunnerToken(Refusal::Wrong)) if runner.is_none() => {
+            Err(failed(app, call)(RunnerError::NotFound {
+                singleton: app.runners.config.reuse,
+            })
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn deprovision(
