@@ -1,6 +1,6 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
 // the checkout, the right to mount a tmpfs, PostgreSQL's server binaries, network namespaces
-// with iptables, RabbitMQ's server, Python's grpcio and pika), probed once when a test crate is
+// with iptables, RabbitMQ's server, Python's grpcio and pika, systemd-analyze), probed once when a test crate is
 // built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
     "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
-    "grpcio", "rabbitmq", "pika",
+    "grpcio", "rabbitmq", "pika", "systemd_analyze",
 ];
 
 /// The Python virtualenv with `grpcio`, `grpcio-tools` and `pika` that `scripts/test` makes (or
@@ -46,6 +46,7 @@ fn present(part: &str, workspace: &Path) -> bool {
     match part {
         "docker" => succeeds("docker", &["info"]),
         "python3" => succeeds("python3", &["--version"]),
+        "systemd_analyze" => succeeds("systemd-analyze", &["--version"]),
         "shell_tools" => ["bash", "curl", "jq"].iter().all(|t| on_path(t)),
         "sqlite3_json" => succeeds("sqlite3", &["-json", ":memory:", "SELECT 1;"]),
         "contract" => workspace
