@@ -18,7 +18,8 @@
 //! sandbox that exits later is found by the next heartbeat for it (which asks the driver, and
 //! answers 404) or by the reaper's step (which asks about every RUNNING record), and is then
 //! cleaned up and forgotten. When the driver cannot answer, a heartbeat is still taken: the
-//! engine's trouble is not the runner's, and the reaper asks again.
+//! engine's trouble is not the runner's, and the reaper asks again. Replicas sharing a store
+//! ask nobody: each sees only its own machine's sandboxes, so the inactivity timeout judges.
 
 use crate::clock::Clock;
 use crate::metrics::RunnerCounters;
@@ -384,8 +385,13 @@ impl RunnerService {
     }
 
     /// Whether a RUNNING runner's sandbox is known to have exited. A driver that cannot say (an
-    /// engine that is away) does not make a runner dead: that is only logged.
+    /// engine that is away) does not make a runner dead: that is only logged. Nor does a store
+    /// shared with other replicas: a runner another replica started may run on that replica's
+    /// machine, which this driver cannot see, so there only the inactivity timeout judges.
     async fn gone(&self, runner: &Runner) -> bool {
+        if self.store.ops.is_shared() {
+            return false;
+        }
         let (RunnerStatus::Running, Some(instance), Some(driver)) =
             (runner.status, &runner.instance, &self.driver)
         else {
