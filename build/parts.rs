@@ -1,7 +1,7 @@
 // The outside parts some tests need (a Docker engine, python3, shell tools, the contract beside
 // the checkout, the right to mount a tmpfs, PostgreSQL's server binaries, network namespaces
 // with iptables, RabbitMQ's server, Python's grpcio and pika, schemathesis, Chromium with
-// chromedriver), probed once when a test crate is built. Included by
+// chromedriver, systemd-analyze), probed once when a test crate is built. Included by
 // the build scripts of the crates whose tests use them (`include!`), not a module of its own.
 //
 // A missing part sets `cfg(missing_<part>)`, which tests turn into
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 const PARTS: &[&str] = &[
     "docker", "python3", "shell_tools", "sqlite3_json", "contract", "tmpfs", "postgres", "netns",
-    "grpcio", "rabbitmq", "pika", "schemathesis", "chromium",
+    "grpcio", "rabbitmq", "pika", "schemathesis", "chromium", "systemd_analyze",
 ];
 
 /// The Python virtualenv with `grpcio`, `grpcio-tools`, `pika` and `schemathesis` that
@@ -47,6 +47,7 @@ fn present(part: &str, workspace: &Path) -> bool {
     match part {
         "docker" => succeeds("docker", &["info"]),
         "python3" => succeeds("python3", &["--version"]),
+        "systemd_analyze" => succeeds("systemd-analyze", &["--version"]),
         "shell_tools" => ["bash", "curl", "jq"].iter().all(|t| on_path(t)),
         "sqlite3_json" => succeeds("sqlite3", &["-json", ":memory:", "SELECT 1;"]),
         "contract" => workspace

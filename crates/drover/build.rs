@@ -45,5 +45,6 @@ fn main() {
         "tmpfs",
         "postgres",
         "netns",
+        "systemd_analyze",
     ]);
 }

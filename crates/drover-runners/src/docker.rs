@@ -1,10 +1,12 @@
 //! The Docker driver: one container per session, through the Docker Engine API on a unix socket.
 //!
 //! It owns the container's whole life on the engine: it checks that the image exists, creates
-//! the container with the session's labels, the hardening settings and one published port,
-//! starts it, reads back the host port the engine picked, and later stops and removes it. It
-//! also lists the containers that carry a label, so a server can find what it started before a
-//! restart.
+//! the container with the session's labels and environment, the hardening settings and one
+//! published port, starts it, reads back the host port the engine picked, waits until the
+//! runner answers HTTP there ([`crate::ready`], within [`DockerConfig::start_timeout`]; a
+//! container that exits first or never answers is a failed start and is removed), and later
+//! stops and removes it. It also lists the containers that carry a label, so a server can find
+//! what it started before a restart, and tells whether one is still running.
 //!
 //! It must not pull images (there may be no registry: an image is built or loaded beforehand),
 //! pick host ports itself (the engine picks a free one; probing would race other programs), or
@@ -33,7 +35,7 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 
-use crate::{Driver, DriverError, Found, StartSpec, Started};
+use crate::{Driver, DriverError, Found, StartSpec, Started, env, ready};
 
 /// Where the engine listens when neither the configuration nor `DOCKER_HOST` says.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -53,6 +55,10 @@ pub struct DockerConfig {
     pub publish_ip: String,
     /// The bound on every engine call (a stop may take [`DockerConfig::stop_grace`] longer).
     pub call_timeout: Duration,
+    /// How long a start waits for the runner to answer HTTP on its published port; a container
+    /// that exits before, or has not answered by then, failed to start. Zero skips the HTTP
+    /// check: the container then only has to be running when the engine is asked once.
+    pub start_timeout: Duration,
     /// How long a stopping container has between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     /// Whether the engine runs its small init (`docker-init`) as the container's PID 1. A
@@ -72,6 +78,7 @@ impl Default for DockerConfig {
             container_port: 3000,
             publish_ip: "127.0.0.1".to_owned(),
             call_timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(5),
             init: true,
             hardening: Hardening::default(),
@@ -278,11 +285,64 @@ impl DockerDriver {
             )
             .await
             .map_err(|e| e.into_driver_error("inspecting the started container"))?;
-        host_port(
+        let port = host_port(
             &inspected,
             self.config.container_port,
             &self.config.publish_ip,
-        )
+        )?;
+        self.until_ready(client, id, port).await?;
+        Ok(port)
+    }
+
+    /// Waits until the runner answers HTTP on `port`; fails if the container stops first or the
+    /// start timeout passes. The caller removes the container on failure.
+    async fn until_ready(&self, client: &Docker, id: &str, port: u16) -> Result<(), DriverError> {
+        let timeout = self.config.start_timeout;
+        if timeout.is_zero() {
+            return Ok(());
+        }
+        let ip = self
+            .config
+            .publish_ip
+            .parse()
+            .map(ready::probe_ip)
+            .map_err(|e| {
+                DriverError::Failed(format!(
+                    "the publish address {:?} is not an IP address: {e}",
+                    self.config.publish_ip
+                ))
+            })?;
+        let addr = std::net::SocketAddr::new(ip, port);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if ready::answers_http(addr, left.min(ready::PROBE_LIMIT)).await {
+                return Ok(());
+            }
+            // No answer: the program may have exited, which no further wait would change.
+            let inspected = self
+                .call(
+                    "inspecting the starting container",
+                    client.inspect_container(id, None),
+                )
+                .await
+                .map_err(|e| e.into_driver_error("inspecting the starting container"))?;
+            if let Some(why) = stopped(&inspected) {
+                return Err(DriverError::Failed(format!(
+                    "{why}, before it answered on port {}",
+                    self.config.container_port
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DriverError::Failed(format!(
+                    "the container did not answer HTTP on port {} within {timeout:?}: the \
+                     image must serve HTTP on that port (--runner-port), or raise the start \
+                     timeout (--runner-start-timeout)",
+                    self.config.container_port
+                )));
+            }
+            tokio::time::sleep(ready::PROBE_INTERVAL).await;
+        }
     }
 
     /// The body of the create call: the image, labels, port and hardening.
@@ -320,8 +380,14 @@ impl DockerDriver {
                 .then(|| HashMap::from([("/tmp".to_owned(), TMP_MOUNT_OPTIONS.to_owned())])),
             ..Default::default()
         };
+        let port = self.config.container_port.to_string();
+        let mut variables = spec.env.clone();
+        variables.insert(env::PORT.to_owned(), port.clone());
+        variables.insert(env::RUNNER_PORT.to_owned(), port);
+        variables.insert(env::SESSION_ID.to_owned(), spec.session_id.clone());
         ContainerCreateBody {
             image: Some(self.config.image.clone()),
+            env: Some(variables.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(
                 spec.labels
                     .iter()
@@ -442,6 +508,29 @@ impl Driver for DockerDriver {
             .await
     }
 
+    async fn running(&self, instance: &str) -> Result<bool, DriverError> {
+        let client = self.client().await?;
+        match self
+            .call(
+                "inspecting the container",
+                client.inspect_container(instance, None),
+            )
+            .await
+        {
+            Ok(inspected) => {
+                let ours = inspected
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.as_ref())
+                    .and_then(|labels| labels.get(crate::MANAGED_BY_LABEL))
+                    .is_some_and(|v| v == crate::MANAGED_BY);
+                Ok(ours && stopped(&inspected).is_none())
+            }
+            Err(CallError::Status { code: 404, .. }) => Ok(false),
+            Err(e) => Err(e.into_driver_error("inspecting the container")),
+        }
+    }
+
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Found>, DriverError> {
         let client = self.client().await?;
         let options = ListContainersOptions {
@@ -536,6 +625,26 @@ fn container_name(session_id: &str) -> String {
     }
 }
 
+/// Why a container is not running, from an inspection of it; `None` while it runs.
+fn stopped(inspected: &ContainerInspectResponse) -> Option<String> {
+    let state = inspected.state.as_ref()?;
+    if state.running != Some(false) {
+        return None;
+    }
+    let code = state
+        .exit_code
+        .map_or_else(|| "unknown".to_owned(), |code| code.to_string());
+    let error = state
+        .error
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    Some(format!(
+        "the container stopped right after starting, exit code {code}{error}"
+    ))
+}
+
 /// The host port the engine published `container_port` on, from an inspection of the started
 /// container.
 fn host_port(
@@ -544,21 +653,8 @@ fn host_port(
     publish_ip: &str,
 ) -> Result<u16, DriverError> {
     // A container whose program exited at once has no ports; say that instead.
-    if let Some(state) = &inspected.state
-        && state.running == Some(false)
-    {
-        let code = state
-            .exit_code
-            .map_or_else(|| "unknown".to_owned(), |code| code.to_string());
-        let error = state
-            .error
-            .as_deref()
-            .filter(|e| !e.is_empty())
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default();
-        return Err(DriverError::Failed(format!(
-            "the container stopped right after starting, exit code {code}{error}"
-        )));
+    if let Some(why) = stopped(inspected) {
+        return Err(DriverError::Failed(why));
     }
 
     let key = format!("{container_port}/tcp");

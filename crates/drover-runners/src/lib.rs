@@ -10,9 +10,15 @@
 //! Drivers know nothing of sessions' lifecycles, limits, heartbeats or the store: the server's
 //! runner service decides what to start and stop, records it, and calls a driver. A driver only
 //! does what it is told and says precisely how it failed ([`DriverError`]).
+//!
+//! A start returns only once the runner answers: both drivers wait, up to a configured start
+//! timeout, until an HTTP request to the runner's port gets an HTTP answer ([`ready`]), and
+//! report a sandbox that exits first, or never answers, as a failed start with nothing left
+//! behind. Whether a started sandbox is still running is [`Driver::running`].
 
 pub mod docker;
 pub mod process;
+pub mod ready;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +35,23 @@ pub struct StartSpec {
     /// Every label the sandbox carries: the session label, [`MANAGED_BY_LABEL`],
     /// [`INSTANCE_LABEL`].
     pub labels: BTreeMap<String, String>,
+    /// Environment variables the runner gets besides the driver's own (its session id, its
+    /// session token, where drover is: see [`env`]).
+    pub env: BTreeMap<String, String>,
+}
+
+/// The names of the environment variables a runner is given, by either driver.
+pub mod env {
+    /// The port the runner serves on (inside its container, for Docker).
+    pub const PORT: &str = "PORT";
+    /// The same, under drover's own name.
+    pub const RUNNER_PORT: &str = "DROVER_RUNNER_PORT";
+    /// The runner's session id: what its heartbeats name.
+    pub const SESSION_ID: &str = "DROVER_RUNNER_SESSION_ID";
+    /// The runner's session token, sent as `X-Runner-Token` with its heartbeats.
+    pub const TOKEN: &str = "DROVER_RUNNER_TOKEN";
+    /// drover's base URL as the runner reaches it (`http://127.0.0.1:8080`), when known.
+    pub const DROVER_URL: &str = "DROVER_URL";
 }
 
 /// A started sandbox.
@@ -77,6 +100,10 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Every sandbox carrying `label = value`, running or not.
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Found>, DriverError>;
+
+    /// Whether the sandbox `instance` (as [`Started::instance`] named it) is still running. One
+    /// that exited, or is gone, or is not drover's, is not.
+    async fn running(&self, instance: &str) -> Result<bool, DriverError>;
 }
 
 impl std::fmt::Debug for dyn Driver {

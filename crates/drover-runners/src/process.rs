@@ -3,8 +3,13 @@
 //! Ports without races: the driver binds a listening socket on port 0, so the operating system
 //! picks a free port, and hands the bound socket to the child as file descriptor 3
 //! (`LISTEN_FDS=1`, the socket-activation convention). The child also gets the port in `PORT`
-//! and `DROVER_RUNNER_PORT`. Between the bind and the child's exit nobody else can take the
-//! port.
+//! and `DROVER_RUNNER_PORT`, and whatever the start spec's `env` adds (its session id and
+//! token, drover's URL). Between the bind and the child's exit nobody else can take the port.
+//!
+//! A start returns once the runner answers HTTP on its port ([`crate::ready`]), within
+//! [`ProcessConfig::start_timeout`]; a runner that exits first (a bad argument, a port it tried
+//! to bind itself) or never answers is a failed start, and is stopped. Its exit is watched from
+//! then on, so [`Driver::running`] knows when it has gone.
 //!
 //! Each runner is the leader of its own process group, so a server that stops (or is killed)
 //! leaves it running to be adopted at the next start, and stopping it ends everything it
@@ -15,9 +20,9 @@
 //! It gives no isolation beyond being a separate process: use the Docker driver where the
 //! runner's code is not trusted.
 
-use crate::{Driver, DriverError, Found, StartSpec, Started};
+use crate::{Driver, DriverError, Found, StartSpec, Started, env, ready};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,9 +44,16 @@ pub struct ProcessConfig {
     pub stop_grace: Duration,
     /// Where each runner's output goes (`<session>.log`); discarded when `None`.
     pub log_dir: Option<PathBuf>,
-    /// A runner that exits within this time of its start is reported as failed to start.
-    pub start_check: Duration,
+    /// How long a start waits for the runner to answer HTTP on its port; a runner that exits
+    /// before, or has not answered by then, failed to start. Zero skips the HTTP check: the
+    /// runner then only has to live through [`SETTLE`].
+    pub start_timeout: Duration,
 }
+
+/// How long a runner must live when the HTTP check is off ([`ProcessConfig::start_timeout`]
+/// zero): long enough to catch a program that cannot start at all (a missing file, a bad
+/// argument), short enough not to slow every provision.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 impl ProcessConfig {
     pub fn new(command: Vec<String>) -> Self {
@@ -50,7 +62,7 @@ impl ProcessConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             stop_grace: Duration::from_secs(5),
             log_dir: None,
-            start_check: Duration::from_millis(100),
+            start_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -109,6 +121,48 @@ impl ProcessDriver {
             .try_clone()
             .map_err(|e| DriverError::Failed(format!("opening {}: {e}", path.display())))?;
         Ok((Stdio::from(file), Stdio::from(copy)))
+    }
+
+    /// Waits until the runner answers HTTP at `addr` (or, with the check off, lives through
+    /// [`SETTLE`]); says why not if it exits first or the start timeout passes.
+    async fn until_ready(
+        &self,
+        mut exit: watch::Receiver<Option<String>>,
+        addr: SocketAddr,
+    ) -> Result<(), String> {
+        let exited = |exit: &watch::Receiver<Option<String>>| exit.borrow().clone();
+        let timeout = self.config.start_timeout;
+        if timeout.is_zero() {
+            let _ = tokio::time::timeout(SETTLE, exit.wait_for(Option::is_some)).await;
+            return match exited(&exit) {
+                Some(status) => Err(format!("exited right after starting ({status})")),
+                None => Ok(()),
+            };
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = exited(&exit) {
+                return Err(format!(
+                    "exited right after starting ({status}), before it answered on port {}",
+                    addr.port()
+                ));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if ready::answers_http(addr, left.min(ready::PROBE_LIMIT)).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "did not answer HTTP on port {} within {timeout:?}: it must serve on the \
+                     listening socket it is given as fd 3 (LISTEN_FDS=1), or raise the start \
+                     timeout (--runner-start-timeout)",
+                    addr.port()
+                ));
+            }
+            // Woken early by an exit, which the next turn reports.
+            let _ =
+                tokio::time::timeout(ready::PROBE_INTERVAL, exit.wait_for(Option::is_some)).await;
+        }
     }
 
     /// Waits up to `grace` for `pid` to end, by its exit watch if it is our child, else by
@@ -208,9 +262,10 @@ impl Driver for ProcessDriver {
         let (stdout, stderr) = self.output(&spec.session_id)?;
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .env("PORT", port.to_string())
-            .env("DROVER_RUNNER_PORT", port.to_string())
-            .env("DROVER_RUNNER_SESSION_ID", &spec.session_id)
+            .envs(&spec.env)
+            .env(env::PORT, port.to_string())
+            .env(env::RUNNER_PORT, port.to_string())
+            .env(env::SESSION_ID, &spec.session_id)
             .env("LISTEN_FDS", "1")
             .env("LISTEN_FDNAMES", "http")
             .env(LABELS_VARIABLE, write_labels(&spec.labels))
@@ -254,18 +309,13 @@ impl Driver for ProcessDriver {
         if let Ok(mut exits) = self.exits.lock() {
             exits.insert(pid, rx.clone());
         }
-        // A runner that dies at once (bad arguments, missing files) is a failed start.
-        let mut early = rx;
-        if let Ok(Ok(())) =
-            tokio::time::timeout(self.config.start_check, early.wait_for(Option::is_some))
-                .await
-                .map(|r| r.map(drop))
-        {
-            let status = early.borrow().clone().unwrap_or_default();
+        let addr = SocketAddr::new(ready::probe_ip(self.config.bind_ip), port);
+        if let Err(why) = self.until_ready(rx, addr).await {
+            // It may still run (it never answered): nothing may be left behind.
+            let instance = pid.to_string();
+            let _ = self.stop(&instance).await;
             self.forget(pid);
-            return Err(DriverError::Failed(format!(
-                "the runner `{program}` exited right after starting ({status})"
-            )));
+            return Err(DriverError::Failed(format!("the runner `{program}` {why}")));
         }
         Ok(Started {
             instance: pid.to_string(),
@@ -292,6 +342,20 @@ impl Driver for ProcessDriver {
         signal_group(pid, libc::SIGKILL);
         self.forget(pid);
         Ok(())
+    }
+
+    async fn running(&self, instance: &str) -> Result<bool, DriverError> {
+        let Ok(pid) = instance.parse::<i32>() else {
+            return Ok(false);
+        };
+        // A child of this process: its exit watch knows (the child is reaped at once, so /proc
+        // would soon not know it at all).
+        if let Some(exit) = self.exit_watch(pid) {
+            return Ok(exit.borrow().is_none());
+        }
+        // An earlier server's runner: a live group leader that still carries drover's labels (a
+        // reused pid belongs to some other program, which is not the runner).
+        Ok(labels_of(pid).is_some_and(|(_, running)| running))
     }
 
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Found>, DriverError> {

@@ -82,6 +82,7 @@ fn spec(instance: &str, session_id: &str) -> StartSpec {
             (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
             (INSTANCE_LABEL.to_owned(), instance.to_owned()),
         ]),
+        env: BTreeMap::new(),
     }
 }
 
@@ -520,8 +521,8 @@ async fn a_start_that_fails_after_create_leaves_nothing() {
     let _image = RemoveImage(image.clone());
 
     // Without an init the engine refuses the start. (With one, the init starts and exits at
-    // once; whether the driver's inspection sees it exited or still running is a race, so that
-    // case is not tested here.)
+    // once: a container that exits before it answers, which
+    // `a_container_that_exits_or_never_answers_is_a_failed_start_and_is_removed` covers.)
     let driver = DockerDriver::new(DockerConfig {
         image,
         init: false,
@@ -571,4 +572,120 @@ async fn a_driver_made_while_the_engine_is_away_works_once_it_is_there() {
     assert!(found.is_empty(), "{found:?}");
     let started = driver.start(&scope.spec("ses_late")).await.expect("start");
     driver.stop(&started.instance).await.expect("stop");
+}
+
+/// An image made from the test image with another command (`docker build` from a local base:
+/// nothing is pulled), removed when the guard goes.
+struct DerivedImage(String);
+
+impl DerivedImage {
+    fn new(scope: &Scope, name: &str, cmd: &str) -> Self {
+        let tag = format!("drover-test-{name}:{}", scope.instance);
+        let dockerfile = format!("FROM {}\nCMD {cmd}\n", test_image());
+        let mut build = Command::new("docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker build runs");
+        use std::io::Write;
+        build
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        let out = build.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker build {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        DerivedImage(tag)
+    }
+}
+
+impl Drop for DerivedImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", &self.0])
+            .output();
+    }
+}
+
+/// A container that exits soon after it started, or one that runs but never answers on its
+/// port, is a failed start: the driver waits for the runner's answer, not only for the engine's
+/// start, and removes the container.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
+#[tokio::test]
+async fn a_container_that_exits_or_never_answers_is_a_failed_start_and_is_removed() {
+    require_docker!("a_container_that_exits_or_never_answers_is_a_failed_start_and_is_removed");
+    let scope = Scope::new();
+    let exits = DerivedImage::new(
+        &scope,
+        "exits",
+        r#"["/bin/busybox", "sh", "-c", "sleep 0.5; exit 7"]"#,
+    );
+    let silent = DerivedImage::new(&scope, "silent", r#"["/bin/busybox", "sleep", "600"]"#);
+    for (image, why) in [(&exits.0, "exit code 7"), (&silent.0, "did not answer")] {
+        let driver = DockerDriver::new(DockerConfig {
+            image: image.clone(),
+            container_port: PORT,
+            start_timeout: Duration::from_secs(3),
+            stop_grace: Duration::from_secs(1),
+            ..Default::default()
+        });
+        let err = driver
+            .start(&scope.spec("ses_failing"))
+            .await
+            .expect_err("a failed start");
+        assert!(
+            matches!(&err, DriverError::Failed(m) if m.contains(why)),
+            "{image}: {err:?}"
+        );
+        assert!(scope.containers().is_empty(), "{:?}", scope.containers());
+    }
+}
+
+/// `running` follows the container: true while it serves, false once it was killed from outside
+/// or removed.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
+#[tokio::test]
+async fn running_notices_a_container_killed_from_outside() {
+    require_docker!("running_notices_a_container_killed_from_outside");
+    let scope = Scope::new();
+    let driver = driver();
+    let mut spec = scope.spec("ses_killed");
+    spec.env
+        .insert("DROVER_RUNNER_TOKEN".into(), "t0ken".into());
+    let started = driver.start(&spec).await.expect("start");
+    assert!(driver.running(&started.instance).await.unwrap());
+    let env = inspect(&started.instance)["Config"]["Env"].clone();
+    for var in [
+        "DROVER_RUNNER_TOKEN=t0ken",
+        "DROVER_RUNNER_SESSION_ID=ses_killed",
+        "PORT=3000",
+    ] {
+        assert!(
+            env.as_array().unwrap().iter().any(|v| v == var),
+            "{var} in {env}"
+        );
+    }
+
+    let out = Command::new("docker")
+        .args(["kill", &started.instance])
+        .output()
+        .expect("docker kill runs");
+    assert!(out.status.success());
+    assert!(!driver.running(&started.instance).await.unwrap());
+    driver.stop(&started.instance).await.expect("stop");
+    assert!(!driver.running(&started.instance).await.unwrap());
+    assert!(scope.containers().is_empty());
 }

@@ -37,6 +37,7 @@ fn spec(session: &str) -> (StartSpec, String) {
         StartSpec {
             session_id: session.to_string(),
             labels,
+            env: BTreeMap::new(),
         },
         instance,
     )
@@ -188,4 +189,129 @@ async fn stop_leaves_an_unrelated_process_alone() {
     );
     other.kill().unwrap();
     other.wait().unwrap();
+}
+
+/// A start waits for the runner's answer, not only for a moment: a runner that exits later than
+/// at once, or one that tries to bind the port it was given itself (which the handed-over socket
+/// holds), or one that runs but never answers, is a failed start, and nothing of it is left.
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
+#[tokio::test]
+async fn a_runner_that_exits_or_never_answers_is_a_failed_start_and_is_gone() {
+    let Some(python) = python() else {
+        panic!("python3 is not installed");
+    };
+    let cases: [(&str, Vec<String>, &str); 3] = [
+        (
+            "s-late-exit",
+            vec!["sh".into(), "-c".into(), "sleep 0.5; exit 4".into()],
+            "exited",
+        ),
+        (
+            "s-own-bind",
+            vec![
+                python.into(),
+                "-c".into(),
+                "import os, socket; socket.socket().bind(('127.0.0.1', int(os.environ['PORT'])))"
+                    .into(),
+            ],
+            "exited",
+        ),
+        (
+            "s-silent",
+            vec!["sleep".into(), "60".into()],
+            "did not answer",
+        ),
+    ];
+    for (session, command, why) in cases {
+        let mut config = ProcessConfig::new(command);
+        config.start_timeout = Duration::from_secs(2);
+        config.stop_grace = Duration::from_secs(1);
+        let d = ProcessDriver::new(config);
+        let (spec, instance) = spec(session);
+        match d.start(&spec).await {
+            Err(DriverError::Failed(message)) => {
+                assert!(message.contains(why), "{session}: {message}")
+            }
+            other => panic!("{session}: expected a failed start, got {other:?}"),
+        }
+        assert!(
+            d.list("io.drover.instance", &instance)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{session}: a runner was left behind"
+        );
+    }
+}
+
+/// `running` follows the runner: true while it serves, false once it was killed from outside,
+/// also for a driver that did not start it (after a restart).
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
+#[tokio::test]
+async fn running_notices_a_runner_killed_from_outside() {
+    let Some(python) = python() else {
+        panic!("python3 is not installed");
+    };
+    let d = driver(python);
+    let (spec, _) = spec("s-killed");
+    let started = d.start(&spec).await.unwrap();
+    assert!(d.running(&started.instance).await.unwrap());
+    assert!(driver(python).running(&started.instance).await.unwrap());
+
+    let pid: i32 = started.instance.parse().unwrap();
+    // SAFETY: kill only sends a signal, to the runner this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    for _ in 0..200 {
+        if !d.running(&started.instance).await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!d.running(&started.instance).await.unwrap());
+    assert!(!driver(python).running(&started.instance).await.unwrap());
+    assert!(!d.running("not-a-pid").await.unwrap());
+    d.stop(&started.instance).await.unwrap();
+}
+
+/// What the start spec's `env` says reaches the runner, beside the driver's own variables.
+#[tokio::test]
+async fn the_runner_gets_its_session_token_and_drovers_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    // The runner writes its environment, then answers one request as HTTP and lives on.
+    let script = format!("env > '{}'; while true; do sleep 1; done", out.display());
+    let mut config = ProcessConfig::new(vec!["sh".into(), "-c".into(), script]);
+    // `sh` answers no HTTP: only the settle check applies.
+    config.start_timeout = Duration::ZERO;
+    config.stop_grace = Duration::from_secs(1);
+    let d = ProcessDriver::new(config);
+    let (mut spec, _) = spec("s-env");
+    spec.env
+        .insert("DROVER_RUNNER_TOKEN".into(), "t0ken".into());
+    spec.env
+        .insert("DROVER_URL".into(), "http://127.0.0.1:1".into());
+    let started = d.start(&spec).await.unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("DROVER_URL") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for line in [
+        "DROVER_RUNNER_TOKEN=t0ken",
+        "DROVER_URL=http://127.0.0.1:1",
+        "DROVER_RUNNER_SESSION_ID=s-env",
+        &format!("PORT={}", started.host_port),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    d.stop(&started.instance).await.unwrap();
 }

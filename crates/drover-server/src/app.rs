@@ -64,6 +64,22 @@ impl ListenerConfig {
     }
 }
 
+/// Where a local runner (the process driver's) reaches this server: the first listener that
+/// serves the runner routes, on loopback when it listens on every address. A container cannot
+/// reach the host's loopback, so the Docker driver's runners are told only a URL configured for
+/// them (`--runner-drover-url`).
+fn local_runner_url(listeners: &[Bound], tls: bool) -> Option<String> {
+    let addr = listeners
+        .iter()
+        .find(|b| b.surfaces.contains(&Surface::Runners))?
+        .listener
+        .local_addr()
+        .ok()?;
+    let addr = SocketAddr::new(drover_runners::ready::probe_ip(addr.ip()), addr.port());
+    let scheme = if tls { "https" } else { "http" };
+    Some(format!("{scheme}://{addr}"))
+}
+
 /// How runner sandboxes are started.
 #[derive(Debug, Clone)]
 pub enum DriverConfig {
@@ -267,7 +283,7 @@ impl Application {
     /// [`Application::build_with_clock`] with the opened store passed through `wrap` before the
     /// server uses it (the reliability tests inject faults there).
     pub async fn build_with_store(
-        config: AppConfig,
+        mut config: AppConfig,
         clock: Arc<dyn Clock>,
         wrap: impl FnOnce(Stores) -> Stores,
     ) -> Result<Self, BuildError> {
@@ -313,6 +329,11 @@ impl Application {
             ),
             None => None,
         };
+        if config.server.runners.drover_url.is_none()
+            && matches!(config.runner_driver, Some(DriverConfig::Process(_)))
+        {
+            config.server.runners.drover_url = local_runner_url(&listeners, tls.is_some());
+        }
         let driver = config.runner_driver.as_ref().map(DriverConfig::build);
         let da = match &config.server.da_dir {
             Some(dir) => Some(drover_sinks::FileSink::open(dir).map_err(BuildError::DaSink)?),

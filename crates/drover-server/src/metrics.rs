@@ -36,6 +36,8 @@ pub struct RunnerCounters {
     pub deprovisioned: Counter,
     /// Runners stopped by the inactivity reaper.
     pub reaped: Counter,
+    /// Runners forgotten because their sandbox had exited.
+    pub exited: Counter,
     /// Provisions or stops that failed.
     pub failed: Counter,
 }
@@ -480,6 +482,11 @@ impl Metrics {
             "runners_reaped",
             "Runners stopped for inactivity",
             runners.reaped.clone(),
+        );
+        registry.register(
+            "runners_exited",
+            "Runners forgotten because their sandbox had exited",
+            runners.exited.clone(),
         );
         registry.register(
             "runners_failed",

@@ -12,6 +12,14 @@
 //! started, so concurrent provisions cannot pass the limit or start two sandboxes for one
 //! session, and a crash between the two leaves a STARTING row and an unknown sandbox, which the
 //! next start-up cleans up.
+//!
+//! A record says RUNNING only while its sandbox runs. A start that fails (the driver waits until
+//! the runner answers, see `drover_runners::ready`) leaves no record and frees its slot. A
+//! sandbox that exits later is found by the next heartbeat for it (which asks the driver, and
+//! answers 404) or by the reaper's step (which asks about every RUNNING record), and is then
+//! cleaned up and forgotten. When the driver cannot answer, a heartbeat is still taken: the
+//! engine's trouble is not the runner's, and the reaper asks again. Replicas sharing a store
+//! ask nobody: each sees only its own machine's sandboxes, so the inactivity timeout judges.
 
 use crate::clock::Clock;
 use crate::metrics::RunnerCounters;
@@ -42,6 +50,9 @@ pub struct RunnersConfig {
     /// Whether 500 answers carry the error's details (the contract shows them outside
     /// production).
     pub error_details: bool,
+    /// drover's base URL as runners reach it, given to each runner as `DROVER_URL` so it can
+    /// send its heartbeats; `None`: runners are not told.
+    pub drover_url: Option<String>,
 }
 
 impl Default for RunnersConfig {
@@ -55,6 +66,7 @@ impl Default for RunnersConfig {
             max_runners: Some(50),
             session_label: "taylored-runner-session-id".into(),
             error_details: true,
+            drover_url: None,
         }
     }
 }
@@ -97,6 +109,23 @@ impl From<DriverError> for RunnerError {
             DriverError::Unavailable(why) => RunnerError::Unavailable(why),
             DriverError::Failed(why) => RunnerError::Failed(why),
         }
+    }
+}
+
+/// The session token a provision hands out: the secret, which the new runner and the caller
+/// are given, and its hash, which the store keeps.
+#[derive(Clone)]
+pub struct SessionToken {
+    pub secret: String,
+    pub hash: String,
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret, in a log or a panic message.
+        f.debug_struct("SessionToken")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -195,11 +224,12 @@ impl RunnerService {
     }
 
     /// Provisions a runner for `session` (a new UUID v4 when `None`), or returns the one it has.
-    /// A new runner keeps `token_hash`, the hash of the session token its caller is given.
+    /// A new runner keeps the hash of `token`, and its sandbox gets the token itself (with its
+    /// session id and drover's URL) to send its heartbeats with.
     pub async fn provision(
         &self,
         session: Option<String>,
-        token_hash: Option<String>,
+        token: Option<SessionToken>,
     ) -> Result<Provisioned, RunnerError> {
         let driver = self.driver()?.clone();
         let session = match session {
@@ -215,7 +245,7 @@ impl RunnerService {
             session_id: session.clone(),
             driver: driver.name().to_string(),
             singleton: self.config.reuse,
-            token_hash,
+            token_hash: token.as_ref().map(|t| t.hash.clone()),
         };
         let reserved = match self
             .store
@@ -241,9 +271,18 @@ impl RunnerService {
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
             (INSTANCE_LABEL.to_string(), instance),
         ]);
+        let mut env =
+            BTreeMap::from([(drover_runners::env::SESSION_ID.to_string(), session.clone())]);
+        if let Some(t) = &token {
+            env.insert(drover_runners::env::TOKEN.to_string(), t.secret.clone());
+        }
+        if let Some(url) = &self.config.drover_url {
+            env.insert(drover_runners::env::DROVER_URL.to_string(), url.clone());
+        }
         let spec = drover_runners::StartSpec {
             session_id: session.clone(),
             labels,
+            env,
         };
         let started = match driver.start(&spec).await {
             Ok(s) => s,
@@ -308,13 +347,18 @@ impl RunnerService {
         Ok(runner)
     }
 
-    /// Records a heartbeat. In reuse mode only the singleton's session is known.
+    /// Records a heartbeat. In reuse mode only the singleton's session is known. A runner whose
+    /// sandbox has exited is cleaned up and answered as not found.
     pub async fn heartbeat(&self, session: &str) -> Result<Runner, RunnerError> {
         self.driver()?;
         let singleton = self.config.reuse;
-        match self.store.runners.get_runner(session).await? {
-            Some(r) if r.singleton == singleton => {}
+        let runner = match self.store.runners.get_runner(session).await? {
+            Some(r) if r.singleton == singleton => r,
             _ => return Err(RunnerError::NotFound { singleton }),
+        };
+        if self.gone(&runner).await {
+            self.forget_exited(&runner).await?;
+            return Err(RunnerError::NotFound { singleton });
         }
         self.store
             .runners
@@ -338,6 +382,60 @@ impl RunnerService {
         self.counters.deprovisioned.inc();
         tracing::info!(%session, "runner deprovisioned");
         Ok(runner)
+    }
+
+    /// Whether a RUNNING runner's sandbox is known to have exited. A driver that cannot say (an
+    /// engine that is away) does not make a runner dead: that is only logged. Nor does a store
+    /// shared with other replicas: a runner another replica started may run on that replica's
+    /// machine, which this driver cannot see, so there only the inactivity timeout judges.
+    async fn gone(&self, runner: &Runner) -> bool {
+        if self.store.ops.is_shared() {
+            return false;
+        }
+        let (RunnerStatus::Running, Some(instance), Some(driver)) =
+            (runner.status, &runner.instance, &self.driver)
+        else {
+            return false;
+        };
+        match driver.running(instance).await {
+            Ok(running) => !running,
+            Err(e) => {
+                tracing::warn!(session = %runner.session_id, error = %e, "could not ask whether a runner still runs");
+                false
+            }
+        }
+    }
+
+    /// Cleans up a runner whose sandbox exited (an exited container is still removed) and
+    /// forgets it.
+    async fn forget_exited(&self, runner: &Runner) -> Result<(), RunnerError> {
+        self.remove(runner).await?;
+        self.counters.exited.inc();
+        tracing::warn!(session = %runner.session_id, instance = ?runner.instance, "runner exited; cleaned up and forgotten");
+        Ok(())
+    }
+
+    /// Forgets the RUNNING runners whose sandbox has exited, after cleaning up what is left of
+    /// it. Returns the sessions forgotten.
+    pub async fn reap_exited(&self) -> Result<Vec<String>, RunnerError> {
+        if self.driver.is_none() {
+            return Ok(Vec::new());
+        }
+        // The records are read before the driver is asked, so a runner recorded after this
+        // read is never judged by an answer from before it started.
+        let mut forgotten = Vec::new();
+        for runner in self.store.runners.list_runners().await? {
+            if !self.gone(&runner).await {
+                continue;
+            }
+            match self.forget_exited(&runner).await {
+                Ok(()) => forgotten.push(runner.session_id),
+                Err(e) => {
+                    tracing::warn!(session = %runner.session_id, error = %e, "could not clean up an exited runner; will retry");
+                }
+            }
+        }
+        Ok(forgotten)
     }
 
     /// Stops the sandbox, then forgets the runner. If the stop fails the record stays, so the
@@ -437,7 +535,8 @@ impl RunnerService {
         Ok(done)
     }
 
-    /// One step of the runner worker: reconcile until it has succeeded once, then reap.
+    /// One step of the runner worker: reconcile until it has succeeded once, then forget the
+    /// runners whose sandbox exited, then reap the inactive ones.
     pub async fn run_once(&self) -> Result<crate::workers::Counts, RunnerError> {
         if self.driver.is_none() {
             return Ok(Vec::new());
@@ -451,6 +550,8 @@ impl RunnerService {
                 ("runners_forgotten", done.forgotten.len() as u64),
             ]);
         }
+        let exited = self.reap_exited().await?;
+        counts.push(("runners_exited", exited.len() as u64));
         let reaped = self.reap_inactive().await?;
         counts.push(("runners_reaped", reaped.len() as u64));
         Ok(counts)

@@ -139,6 +139,18 @@ pub struct RunnerSettings {
     #[arg(long, env = "DROVER_RUNNER_LISTEN", value_name = "ADDR:PORT")]
     runner_listen: Option<std::net::SocketAddr>,
 
+    /// How long a provision waits for a new runner to answer HTTP on its port; one that exits
+    /// before, or has not answered by then, is a failed start (500) and is removed; 0 only
+    /// checks that it did not exit at once [default: 10s].
+    #[arg(long, env = "DROVER_RUNNER_START_TIMEOUT", value_name = "DURATION")]
+    runner_start_timeout: Option<Span>,
+
+    /// drover's URL as runners reach it, given to each runner as DROVER_URL for its heartbeats,
+    /// e.g. http://172.17.0.1:8080 for containers [default: for the process driver, the
+    /// listener serving the runner routes, on loopback; for Docker, none].
+    #[arg(long, env = "DROVER_RUNNER_DROVER_URL", value_name = "URL")]
+    runner_drover_url: Option<String>,
+
     /// `production` hides error details in runner 500 answers [alias: NODE_ENV].
     #[arg(long, env = "DROVER_RUNNER_ENVIRONMENT", value_name = "NAME")]
     runner_environment: Option<String>,
@@ -169,6 +181,24 @@ fn whole_seconds(text: &str) -> Result<Span, String> {
     text.parse::<u64>()
         .map(|s| Span(Duration::from_secs(s)))
         .map_err(|_| "not a number of seconds".to_string())
+}
+
+/// A base URL runners can send their heartbeats to: `http://` or `https://`, a host, no path;
+/// kept without a trailing `/`.
+fn drover_url(text: &str) -> Result<String, SettingsError> {
+    let url = text.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => {
+            Ok(url.to_string())
+        }
+        _ => Err(invalid(format!(
+            "--runner-drover-url {text:?} must be drover's base URL as runners reach it, such \
+             as http://172.17.0.1:8080 (a scheme and a host, no path)"
+        ))),
+    }
 }
 
 /// The runner settings after merging every source.
@@ -225,7 +255,12 @@ impl RunnerSettings {
             max_runners: (max_runners > 0).then_some(max_runners),
             session_label: self.runner_session_label.unwrap_or(defaults.session_label),
             error_details: self.runner_environment.as_deref().map(str::trim) != Some("production"),
+            drover_url: match self.runner_drover_url {
+                Some(url) => Some(drover_url(&url)?),
+                None => None,
+            },
         };
+        let start_timeout = self.runner_start_timeout.map(|Span(d)| d);
 
         let driver = match self.runner_driver.unwrap_or(DriverKind::None) {
             DriverKind::None => None,
@@ -269,6 +304,7 @@ impl RunnerSettings {
                         .map(|ip| ip.to_string())
                         .unwrap_or(base.publish_ip.clone()),
                     call_timeout: self.docker_timeout.map_or(base.call_timeout, |Span(d)| d),
+                    start_timeout: start_timeout.unwrap_or(base.start_timeout),
                     hardening,
                     ..base
                 }))
@@ -286,6 +322,9 @@ impl RunnerSettings {
                     return Err(invalid("--runner-command is empty"));
                 }
                 let mut process = ProcessConfig::new(argv);
+                if let Some(timeout) = start_timeout {
+                    process.start_timeout = timeout;
+                }
                 if let Some(dir) = self.runner_log_dir {
                     std::fs::create_dir_all(&dir).map_err(|e| {
                         invalid(format!("--runner-log-dir: creating {}: {e}", dir.display()))
@@ -389,5 +428,48 @@ mod tests {
         assert_eq!(config.inactivity_timeout, Duration::from_secs(60));
         assert_eq!(config.cleanup_interval, Duration::from_secs(30));
         assert_eq!(config.max_runners, Some(50));
+    }
+
+    #[test]
+    fn the_start_timeout_reaches_either_driver_and_the_drover_url_is_checked() {
+        let process = RunnerSettings {
+            runner_driver: Some(DriverKind::Process),
+            runner_command: Some("python3 r.py".into()),
+            runner_start_timeout: Some(Span(Duration::from_secs(3))),
+            runner_drover_url: Some("http://127.0.0.1:8080/".into()),
+            ..Default::default()
+        };
+        let built = process.build().unwrap();
+        match built.driver {
+            Some(DriverConfig::Process(p)) => {
+                assert_eq!(p.start_timeout, Duration::from_secs(3))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            built.config.drover_url.as_deref(),
+            Some("http://127.0.0.1:8080"),
+            "kept without its trailing slash"
+        );
+        let docker = RunnerSettings {
+            runner_driver: Some(DriverKind::Docker),
+            runner_start_timeout: Some(Span(Duration::ZERO)),
+            ..Default::default()
+        };
+        match docker.build().unwrap().driver {
+            Some(DriverConfig::Docker(d)) => assert_eq!(d.start_timeout, Duration::ZERO),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["172.17.0.1:8080", "ftp://h", "http://", "http://h/api"] {
+            let e = RunnerSettings {
+                runner_drover_url: Some(bad.into()),
+                ..Default::default()
+            }
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was taken"))
+            .to_string();
+            assert!(e.contains("--runner-drover-url"), "{e}");
+        }
     }
 }

@@ -487,3 +487,205 @@ async fn only_the_leader_reconciles_runners_and_a_follower_leaves_them_alone() {
     post(&app, "/api/runner/deprovision", Some("s-1"), None).await;
     app.finish().await;
 }
+
+/// A provision answers only once its runner answers: a runner that exits soon after it started
+/// is the contract's 500 with the reason in `details`, leaves no record, and gives its slot
+/// back (with a limit of one, the next provision fails the same way, never with 429).
+#[tokio::test]
+async fn a_runner_that_exits_while_starting_fails_the_provision_and_frees_its_slot() {
+    let late = ProcessConfig::new(vec!["sh".into(), "-c".into(), "sleep 0.3; exit 3".into()]);
+    let app = spawn_app_with_runners(DriverConfig::Process(late), |c| {
+        c.runners.max_runners = Some(1)
+    })
+    .await;
+    for _ in 0..2 {
+        let (status, body) = post(&app, "/api/runner/provision", Some("s"), None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (500, Some("SERVER_ERROR")),
+            "{body}"
+        );
+        let details = body["details"].as_str().unwrap();
+        assert!(
+            details.contains("exited") && details.contains("exit status: 3"),
+            "{body}"
+        );
+        assert!(runners(&app).await.is_empty(), "no record is left");
+    }
+    let (_, metrics) = get_text(&app, "/metrics").await;
+    assert!(
+        metrics.contains("drover_runners_failed_total 2"),
+        "{metrics}"
+    );
+    app.finish().await;
+}
+
+/// Kills a runner process from outside, as a crash or the OOM killer would.
+fn kill(pid: &str) {
+    let out = std::process::Command::new("kill")
+        .args(["-KILL", pid])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kill -KILL {pid}");
+    for _ in 0..200 {
+        if !alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("runner {pid} did not die");
+}
+
+/// A runner whose process dies later is not kept as RUNNING: a heartbeat for it answers 404 and
+/// forgets it, and the runner worker's step finds the ones nobody asked about.
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
+#[tokio::test]
+async fn a_runner_that_dies_later_is_noticed_and_forgotten() {
+    let app = app_with(|_| {}).await;
+    for s in ["beating", "quiet", "alive"] {
+        let (status, body) = post(&app, "/api/runner/provision", Some(s), None).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let pid = |s: &'static str| {
+        let app = &app;
+        async move {
+            app.store()
+                .runners
+                .get_runner(s)
+                .await
+                .unwrap()
+                .and_then(|r| r.instance)
+                .unwrap()
+        }
+    };
+    let (beating, quiet) = (pid("beating").await, pid("quiet").await);
+    kill(&beating);
+    kill(&quiet);
+
+    let (status, body) = post(&app, "/api/runner/heartbeat", Some("beating"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("RUNNER_NOT_FOUND")),
+        "{body}"
+    );
+    assert_eq!(runners(&app).await.len(), 2, "the dead one is forgotten");
+
+    let counts = app.state.runners.run_once().await.unwrap();
+    assert!(counts.contains(&("runners_exited", 1)), "{counts:?}");
+    let left = app.store().runners.list_runners().await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].session_id, "alive");
+    let (status, _) = post(&app, "/api/runner/heartbeat", Some("quiet"), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = post(&app, "/api/runner/heartbeat", Some("alive"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&app, "/api/runner/deprovision", Some("quiet"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("RUNNER_NOT_FOUND"))
+    );
+
+    let (_, metrics) = get_text(&app, "/metrics").await;
+    assert!(
+        metrics.contains("drover_runners_exited_total 2"),
+        "{metrics}"
+    );
+    // The session can have a runner again.
+    let (status, body) = post(&app, "/api/runner/provision", Some("quiet"), None).await;
+    assert_eq!(status, 201, "{body}");
+    for s in ["alive", "quiet"] {
+        post(&app, "/api/runner/deprovision", Some(s), None).await;
+    }
+    app.finish().await;
+}
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/runner/runner.py"
+);
+
+/// `examples/runner/runner.py` through the process driver, on a server with an API key: it
+/// serves its session on its endpoint, heartbeats to the URL and with the token drover gave it
+/// (drover takes them: the runner counts the 200s), is stopped by a deprovision, and exits by
+/// itself once drover no longer knows it (a heartbeat answered 404).
+#[cfg_attr(
+    missing_python3,
+    ignore = "needs python3, missing where this was built"
+)]
+#[tokio::test]
+async fn the_example_runner_serves_heartbeats_and_stops() {
+    assert!(has_python(), "python3 is not installed");
+    let mut config = ProcessConfig::new(vec![
+        "env".into(),
+        "HEARTBEAT_SECONDS=0.1".into(),
+        "python3".into(),
+        EXAMPLE.into(),
+    ]);
+    config.stop_grace = Duration::from_secs(2);
+    let app = spawn_app_with_runners(DriverConfig::Process(config), |c| {
+        c.api_key = Some("the-api-key".into())
+    })
+    .await;
+    let with_key = |path: &str| app.http.post(app.url(path)).bearer_auth("the-api-key");
+    let mut endpoints = Vec::new();
+    for session in ["ex-1", "ex-2"] {
+        let resp = with_key("/api/runner/provision")
+            .header("X-Session-Id", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let body: Value = resp.json().await.unwrap();
+        endpoints.push(body["endpoint"].as_str().unwrap().to_string());
+    }
+
+    // Its endpoint names its session, and counts the heartbeats drover took.
+    for (session, endpoint) in ["ex-1", "ex-2"].iter().zip(&endpoints) {
+        let mut seen = Value::Null;
+        for _ in 0..200 {
+            seen = reqwest::get(endpoint).await.unwrap().json().await.unwrap();
+            if seen["heartbeats"].as_u64() >= Some(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen["session"], *session, "{seen}");
+        assert!(seen["heartbeats"].as_u64() >= Some(2), "{seen}");
+    }
+    let pid = |s: &'static str| {
+        let app = &app;
+        async move {
+            app.store()
+                .runners
+                .get_runner(s)
+                .await
+                .unwrap()
+                .and_then(|r| r.instance)
+                .unwrap()
+        }
+    };
+    let (one, two) = (pid("ex-1").await, pid("ex-2").await);
+
+    let resp = with_key("/api/runner/deprovision")
+        .json(&json!({"sessionId": "ex-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(!alive(&one), "the deprovisioned runner is stopped");
+
+    // Forgotten behind its back (as a reaper on another replica would): its next heartbeat
+    // is answered 404, and it exits.
+    app.store().runners.remove_runner("ex-2").await.unwrap();
+    for _ in 0..200 {
+        if !alive(&two) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(&two), "the forgotten runner exited by itself");
+    app.finish().await;
+}

@@ -5,6 +5,7 @@
 
 mod helpers;
 mod netns;
+mod packaging;
 
 mod agents;
 mod cli;

@@ -557,3 +557,268 @@ async fn the_process_driver_serves_the_same_contract() {
     assert_eq!(status, 200, "{body}");
     assert!(server.client().runners().await.unwrap().is_empty());
 }
+
+/// Builds `tag` with `docker build` from a Dockerfile given on standard input and a context
+/// directory (or none): every base it names is already on the engine, so nothing is pulled.
+fn docker_build(tag: &str, dockerfile: Option<&str>, context: Option<&Path>, args: &[&str]) {
+    use std::io::Write;
+    let mut cmd = Command::new("docker");
+    cmd.args(["build", "-q", "-t", tag]).args(args);
+    match (dockerfile, context) {
+        (Some(_), None) => cmd.arg("-"),
+        (_, Some(dir)) => cmd.arg(dir),
+        (None, None) => unreachable!("a Dockerfile or a context"),
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker build runs");
+    let mut stdin = child.stdin.take().unwrap();
+    if let (Some(text), None) = (dockerfile, context) {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The address of the default Docker bridge on this host: what a container reaches the host at.
+/// The engine's IPAM often names no gateway, so it is read from the bridge's interface.
+fn bridge_address() -> String {
+    let name = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        r#"{{index .Options "com.docker.network.bridge.name"}}"#,
+    ]);
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", name.trim()])
+        .output()
+        .expect("ip runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on the bridge {name:?}: {text}"))
+        .to_string()
+}
+
+/// Removes an image when the test ends.
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// A container that exits soon after it started fails its provision with the contract's 500,
+/// and leaves neither a record nor a container.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
+#[tokio::test]
+async fn a_container_that_exits_at_once_fails_its_provision_and_leaves_nothing() {
+    require_docker!("a_container_that_exits_at_once_fails_its_provision_and_leaves_nothing");
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("drover-test-exits:{}", std::process::id());
+    docker_build(
+        &image,
+        Some(&format!(
+            "FROM {IMAGE}\nCMD [\"/bin/busybox\", \"sh\", \"-c\", \"exit 7\"]\n"
+        )),
+        None,
+        &[],
+    );
+    let _image = RemoveImage(image.clone());
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new().args([
+            "--runner-driver",
+            "docker",
+            "--runner-image",
+            &image,
+            "--runner-port",
+            "3000",
+        ]),
+    )
+    .await;
+    server.wait_for_log("runners reconciled").await;
+    let id = instance_id(&server);
+    let _cleanup = Cleanup(vec![(INSTANCE_LABEL.into(), id.clone())]);
+    let (status, body) = post(&server, "/api/runner/provision", Some("exits")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("SERVER_ERROR")),
+        "{body}"
+    );
+    assert!(
+        body["details"].as_str().unwrap().contains("exit code 7"),
+        "{body}"
+    );
+    assert!(server.client().runners().await.unwrap().is_empty());
+    assert!(containers(INSTANCE_LABEL, &id, true).is_empty());
+}
+
+/// A container killed from outside is noticed: a heartbeat for it answers 404 and removes the
+/// stopped container; one nobody asks about is found by the runner worker and removed too.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
+#[tokio::test]
+async fn a_killed_container_is_noticed_forgotten_and_removed() {
+    require_docker!("a_killed_container_is_noticed_forgotten_and_removed");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _cleanup) =
+        docker_server(dir.path(), &["--runner-cleanup-interval", "300ms"]).await;
+    for s in ["beating", "quiet"] {
+        let (status, body) = post(&server, "/api/runner/provision", Some(s)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let beating = containers(SESSION_LABEL, "beating", false);
+    docker(&["kill", &beating[0]]);
+    let (status, body) = post(&server, "/api/runner/heartbeat", Some("beating")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("RUNNER_NOT_FOUND")),
+        "{body}"
+    );
+    assert!(
+        containers(SESSION_LABEL, "beating", true).is_empty(),
+        "the stopped container is removed"
+    );
+
+    let quiet = containers(SESSION_LABEL, "quiet", false);
+    docker(&["kill", &quiet[0]]);
+    eventually(
+        "the worker to forget the killed runner",
+        EVENT_DEADLINE,
+        || async {
+            let left = server.client().runners().await.ok()?;
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+    assert!(containers(SESSION_LABEL, "quiet", true).is_empty());
+    let (status, _) = post(&server, "/api/runner/heartbeat", Some("quiet")).await;
+    assert_eq!(status, 404);
+    let metrics = reqwest::get(format!("{}/metrics", server.base_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("drover_runners_exited_total 2"),
+        "{metrics}"
+    );
+}
+
+/// `examples/runner` as a Docker image, built here from a local python base
+/// (`examples/runner/python-base`, nothing pulled): drover provisions it, the runner answers on
+/// its endpoint and heartbeats from inside its container with its own token (the runner routes
+/// are also served on the Docker bridge's address, behind an API key), and a deprovision
+/// removes it.
+#[cfg_attr(
+    missing_docker,
+    ignore = "needs a Docker engine (docker info), missing where this was built"
+)]
+#[tokio::test]
+async fn the_example_runner_runs_on_docker_and_heartbeats_from_its_container() {
+    require_docker!("the_example_runner_runs_on_docker_and_heartbeats_from_its_container");
+    if let Some(why) = missing_tool(&["python3", "ldd", "ip"]) {
+        missing_part(
+            "the_example_runner_runs_on_docker_and_heartbeats_from_its_container",
+            &why,
+        );
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/runner");
+    let base = Command::new("bash")
+        .arg(example.join("python-base"))
+        .output()
+        .unwrap();
+    assert!(
+        base.status.success(),
+        "python-base: {}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    let image = format!("drover-example-runner:{}", std::process::id());
+    docker_build(
+        &image,
+        None,
+        Some(&example),
+        &[
+            "--build-arg",
+            "BASE=drover-python-base:latest",
+            "--build-arg",
+            "HEARTBEAT_SECONDS=0.2",
+        ],
+    );
+    let _image = RemoveImage(image.clone());
+    let gateway = bridge_address();
+    let listen = format!("{gateway}:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        Launch::new().args([
+            "--runner-driver",
+            "docker",
+            "--runner-image",
+            &image,
+            "--runner-port",
+            "3000",
+            "--runner-listen",
+            &listen,
+            "--runner-drover-url",
+            &format!("http://{listen}"),
+            "--api-key",
+            "the-api-key",
+        ]),
+    )
+    .await;
+    server.wait_for_log("runners reconciled").await;
+    let _cleanup = Cleanup(vec![(INSTANCE_LABEL.into(), instance_id(&server))]);
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/api/runner/provision", server.base_url()))
+        .bearer_auth("the-api-key")
+        .header("X-Session-Id", "web-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let endpoint = body["endpoint"].as_str().unwrap().to_string();
+    let seen = eventually(
+        "the runner's heartbeats to be taken",
+        EVENT_DEADLINE,
+        || async {
+            let seen: Value = http.get(&endpoint).send().await.ok()?.json().await.ok()?;
+            (seen["heartbeats"].as_u64() >= Some(2)).then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!(seen["session"], "web-1", "{seen}");
+
+    let resp = http
+        .post(format!("{}/api/runner/deprovision", server.base_url()))
+        .bearer_auth("the-api-key")
+        .header("X-Session-Id", "web-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(containers(SESSION_LABEL, "web-1", true).is_empty());
+}

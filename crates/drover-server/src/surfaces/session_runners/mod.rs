@@ -13,7 +13,7 @@ pub use error::{Call, Failure, Refusals, RunnerApiError, RunnerCallError};
 
 use crate::error::ApiError;
 use crate::extract::RawBody;
-use crate::runners::{RunnerError, check_session};
+use crate::runners::{RunnerError, SessionToken, check_session};
 use crate::{AppState, auth};
 use axum::Json;
 use axum::body::Bytes;
@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use drover_api::session_runners::{Message, Provisioned};
+use drover_core::credential::Refusal;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -109,7 +110,13 @@ async fn provision(
     let (token, hash) = auth::new_secret()?;
     let p = app
         .runners
-        .provision(session, Some(hash))
+        .provision(
+            session,
+            Some(SessionToken {
+                secret: token.clone(),
+                hash,
+            }),
+        )
         .await
         .map_err(failed(&app, Call::Provision))?;
     let (status, message) = if p.created {
@@ -142,12 +149,25 @@ async fn session_for(
         .get_runner(&session)
         .await
         .map_err(|e| failed(app, call)(e.into()))?;
-    auth::authorise_runner(
+    match auth::authorise_runner(
         &app.config,
         headers,
         runner.as_ref().and_then(|r| r.token_hash.as_deref()),
-    )?;
-    Ok(session)
+    ) {
+        Ok(()) => Ok(session),
+        // A token for a session that has no runner (any more): there is nothing it could be
+        // wrong for, and the contract answers a runner it does not know with 404. This is how a
+        // runner learns that it was forgotten (deprovisioned, reaped, or found exited) and
+        // should stop. It tells the caller no more than that the session id it named has no
+        // runner; acting for a runner still needs the key or that runner's token.
+        Err(ApiError::RunnerToken(Refusal::Wrong)) if runner.is_none() => {
+            Err(failed(app, call)(RunnerError::NotFound {
+                singleton: app.runners.config.reuse,
+            })
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[utoipa::path(post, path = "/api/runner/deprovision", tag = "session-runners",
