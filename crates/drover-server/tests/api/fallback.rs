@@ -627,7 +627,10 @@ async fn a_postgres_primary_that_stops_and_returns_gets_every_entry_in_order() {
     let repeats: Vec<u64> = (seqs.windows(2).filter(|w| w[1] <= w[0]))
         .map(|w| w[1])
         .collect();
-    assert!(repeats.len() <= 1, "more than one lost post repeated: {seqs:?}");
+    assert!(
+        repeats.len() <= 1,
+        "more than one lost post repeated: {seqs:?}"
+    );
     assert!(
         seqs.len() as u64 - head <= 1000,
         "the repeat is at most one blob: {seqs:?}"
