@@ -378,8 +378,9 @@ impl RunnerService {
                 .ok_or(RunnerError::NotFound {
                     singleton: self.config.reuse,
                 })?;
-        self.remove(&runner).await?;
-        self.counters.deprovisioned.inc();
+        if self.remove(&runner).await? {
+            self.counters.deprovisioned.inc();
+        }
         tracing::info!(%session, "runner deprovisioned");
         Ok(runner)
     }
@@ -407,12 +408,14 @@ impl RunnerService {
     }
 
     /// Cleans up a runner whose sandbox exited (an exited container is still removed) and
-    /// forgets it.
-    async fn forget_exited(&self, runner: &Runner) -> Result<(), RunnerError> {
-        self.remove(runner).await?;
-        self.counters.exited.inc();
-        tracing::warn!(session = %runner.session_id, instance = ?runner.instance, "runner exited; cleaned up and forgotten");
-        Ok(())
+    /// forgets it; whether this call was the one that forgot it.
+    async fn forget_exited(&self, runner: &Runner) -> Result<bool, RunnerError> {
+        let forgotten = self.remove(runner).await?;
+        if forgotten {
+            self.counters.exited.inc();
+            tracing::warn!(session = %runner.session_id, instance = ?runner.instance, "runner exited; cleaned up and forgotten");
+        }
+        Ok(forgotten)
     }
 
     /// Forgets the RUNNING runners whose sandbox has exited, after cleaning up what is left of
@@ -429,7 +432,8 @@ impl RunnerService {
                 continue;
             }
             match self.forget_exited(&runner).await {
-                Ok(()) => forgotten.push(runner.session_id),
+                Ok(true) => forgotten.push(runner.session_id),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(session = %runner.session_id, error = %e, "could not clean up an exited runner; will retry");
                 }
@@ -440,15 +444,18 @@ impl RunnerService {
 
     /// Stops the sandbox, then forgets the runner. If the stop fails the record stays, so the
     /// caller (or the reaper) can try again.
-    async fn remove(&self, runner: &Runner) -> Result<(), RunnerError> {
+    /// Stops the runner's sandbox and forgets its record. Whether this call forgot it: a
+    /// heartbeat and the worker's step may both find the same dead runner, and only the one
+    /// that removed the record counts it.
+    async fn remove(&self, runner: &Runner) -> Result<bool, RunnerError> {
         if let Some(instance) = &runner.instance
             && let Err(e) = self.driver()?.stop(instance).await
         {
             self.counters.failed.inc();
             return Err(e.into());
         }
-        self.store.runners.remove_runner(&runner.session_id).await?;
-        Ok(())
+        let removed = self.store.runners.remove_runner(&runner.session_id).await?;
+        Ok(removed.is_some())
     }
 
     /// One page of the runners, oldest first.
@@ -472,7 +479,8 @@ impl RunnerService {
                 continue;
             }
             match self.remove(&runner).await {
-                Ok(()) => {
+                Ok(false) => {}
+                Ok(true) => {
                     self.counters.reaped.inc();
                     tracing::info!(session = %runner.session_id, "runner reaped after {}s without a heartbeat", self.config.inactivity_timeout.as_secs());
                     reaped.push(runner.session_id);
