@@ -130,6 +130,12 @@ impl Browser {
     }
 
     /// Waits for `css` to be on the page (after a click or a form that loads another page).
+    /// Clicks the element `css` finds.
+    async fn click(&self, css: &str) {
+        let element = self.client.find(Locator::Css(css)).await.unwrap();
+        element.click().await.unwrap();
+    }
+
     async fn wait_for(&self, css: &str) {
         self.client
             .wait()
@@ -330,13 +336,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
     }
     assert!(b.text("details.failure").await.contains(&failed_id));
     b.screenshot("dashboard-job.png").await;
-    b.client
-        .find(Locator::Css("details.failure summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("details.failure summary").await;
     assert!(
         b.text("details.failure pre")
             .await
@@ -344,13 +344,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
     );
 
     // Sorting by fopt, then again for the other direction.
-    b.client
-        .find(Locator::Css("#results th a[data-column=fopt]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#results th a[data-column=fopt]").await;
     b.wait_for("#results[data-dir=desc]").await;
     b.assert_no_console_errors("sorting").await;
     let fopts = |v: Vec<String>| -> Vec<f64> { v.iter().map(|s| s.parse().unwrap()).collect() };
@@ -359,13 +353,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
         descending.windows(2).all(|w| w[0] >= w[1]),
         "{descending:?}"
     );
-    b.client
-        .find(Locator::Css("#results th a[data-column=fopt]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#results th a[data-column=fopt]").await;
     b.wait_for("#results[data-dir=asc]").await;
     let ascending = fopts(b.texts("#results td[data-fopt]").await);
     assert!(ascending.windows(2).all(|w| w[0] <= w[1]), "{ascending:?}");
@@ -491,13 +479,7 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
 
     // Cancel: the button cancels the job, as the API then shows.
     b.open(&app.url(&format!("/ui/jobs/{job}"))).await;
-    b.client
-        .find(Locator::Css("#cancel button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#cancel button").await;
     b.wait_for("span.s-cancelled[data-live=status]").await;
     b.assert_no_console_errors("cancelling").await;
     assert_eq!(job_json(&app, &job).await["status"], "CANCELLED");
@@ -591,25 +573,13 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
     assert_eq!(api.status, "PENDING");
 
     // The page's own form can.
-    b.client
-        .find(Locator::Css("#cancel button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#cancel button").await;
     b.wait_for("span.s-cancelled[data-live=status]").await;
     b.assert_no_console_errors("cancelling").await;
     assert_eq!(app.client.job(&job).await.unwrap().status, "CANCELLED");
 
     // Logging out ends the session in this browser.
-    b.client
-        .find(Locator::Css("form.logout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form.logout button").await;
     b.wait_for("#login").await;
     assert_eq!(b.path().await, "/ui/login");
     b.open(&app.url("/ui")).await;

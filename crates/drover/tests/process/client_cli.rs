@@ -6,8 +6,8 @@
 //! agent would (hello, claim, complete or fail).
 
 use crate::helpers::{
-    EVENT_DEADLINE, EXIT_DEADLINE, Finished, Launch, ServerProcess, completion, drover_command,
-    eventually, free_port, hello, run_to_exit,
+    EVENT_DEADLINE, EXIT_DEADLINE, Finished, Launch, ServerProcess, against, completion, drover,
+    drover_command, eventually, free_port, hello, run_to_exit,
 };
 use drover_api::{
     FailRequest, HelloRequest, Job, JobList, ResultsResponse, SpotsResponse, TaskList,
@@ -24,27 +24,6 @@ task_timeout = "10m"
 [parameters]
 seed = [1, 2, 3, 4]
 "#;
-
-/// Runs `drover ARGS` in `dir` to its end, off the async runtime's threads.
-async fn drover(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut cmd = drover_command(dir);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (dir, name) = (dir.to_path_buf(), name.to_string());
-    tokio::task::spawn_blocking(move || run_to_exit(cmd, &dir, &name, EXIT_DEADLINE))
-        .await
-        .expect("the command runner")
-}
-
-/// Runs `drover ARGS --server URL` against `server`.
-async fn against(server: &ServerProcess, dir: &Path, name: &str, args: &[&str]) -> Finished {
-    let url = server.base_url();
-    let mut all = args.to_vec();
-    all.extend(["--server", url.as_str()]);
-    drover(dir, name, &all, &[]).await
-}
 
 fn exit_code(run: &Finished) -> Option<i32> {
     run.status.code()

@@ -6,34 +6,12 @@
 //! fail), so no agent process is needed.
 
 use crate::helpers::{
-    EVENT_DEADLINE, EXIT_DEADLINE, Finished, Launch, ServerProcess, completion, drover_command,
-    eventually, find_tool, free_port, hello, missing_part, run_to_exit,
+    EVENT_DEADLINE, EXIT_DEADLINE, Launch, ServerProcess, against, completion, drover,
+    drover_command, eventually, find_tool, free_port, hello, missing_part, run_to_exit,
 };
 use drover_api::{CreateJobRequest, FailRequest};
 use drover_client::Client;
 use serde_json::{Value, json};
-use std::path::Path;
-
-/// Runs `drover ARGS` in `dir` to its end, off the async runtime's threads.
-async fn drover(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut cmd = drover_command(dir);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (dir, name) = (dir.to_path_buf(), name.to_string());
-    tokio::task::spawn_blocking(move || run_to_exit(cmd, &dir, &name, EXIT_DEADLINE))
-        .await
-        .expect("the command runner")
-}
-
-/// Runs `drover ARGS --server URL` against `server`.
-async fn against(server: &ServerProcess, dir: &Path, name: &str, args: &[&str]) -> Finished {
-    let url = server.base_url();
-    let mut all = args.to_vec();
-    all.extend(["--server", url.as_str()]);
-    drover(dir, name, &all, &[]).await
-}
 
 /// Creates a job of `n` tasks (`seed` 1..=n) whose command needs nothing installed.
 async fn create_job(client: &Client, n: i64) -> String {

@@ -747,3 +747,24 @@ pub fn assert_no_task_completed_or_held_twice(db: &rusqlite::Connection) {
         .unwrap();
     assert_eq!(twice, 0, "tasks completed (or held) twice");
 }
+
+/// Runs `drover ARGS` in `dir` to its end, off the async runtime's threads.
+pub async fn drover(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut cmd = drover_command(dir);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let (dir, name) = (dir.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || run_to_exit(cmd, &dir, &name, EXIT_DEADLINE))
+        .await
+        .expect("the command runner")
+}
+
+/// Runs `drover ARGS --server URL` against `server`.
+pub async fn against(server: &ServerProcess, dir: &Path, name: &str, args: &[&str]) -> Finished {
+    let url = server.base_url();
+    let mut all = args.to_vec();
+    all.extend(["--server", url.as_str()]);
+    drover(dir, name, &all, &[]).await
+}

@@ -118,7 +118,13 @@ const DOCKER_ARGS: [&str; 6] = [
 
 /// A server with the Docker driver and the test image, plus a guard for its containers.
 async fn docker_server(dir: &Path, extra: &[&str]) -> (ServerProcess, Cleanup) {
+    docker_server_with(dir, IMAGE, extra).await
+}
+
+/// [`docker_server`] with runners from `image`.
+async fn docker_server_with(dir: &Path, image: &str, extra: &[&str]) -> (ServerProcess, Cleanup) {
     let mut args = DOCKER_ARGS.to_vec();
+    args[3] = image;
     args.extend_from_slice(extra);
     let server = ServerProcess::start(dir, Launch::new().args(args)).await;
     server.wait_for_log("runners reconciled").await;
@@ -642,21 +648,8 @@ async fn a_container_that_exits_at_once_fails_its_provision_and_leaves_nothing()
         &[],
     );
     let _image = RemoveImage(image.clone());
-    let server = ServerProcess::start(
-        dir.path(),
-        Launch::new().args([
-            "--runner-driver",
-            "docker",
-            "--runner-image",
-            &image,
-            "--runner-port",
-            "3000",
-        ]),
-    )
-    .await;
-    server.wait_for_log("runners reconciled").await;
+    let (server, _cleanup) = docker_server_with(dir.path(), &image, &[]).await;
     let id = instance_id(&server);
-    let _cleanup = Cleanup(vec![(INSTANCE_LABEL.into(), id.clone())]);
     let (status, body) = post(&server, "/api/runner/provision", Some("exits")).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -770,26 +763,16 @@ async fn the_example_runner_runs_on_docker_and_heartbeats_from_its_container() {
     let gateway = bridge_address();
     let listen = format!("{gateway}:{}", free_port());
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(
-        dir.path(),
-        Launch::new().args([
-            "--runner-driver",
-            "docker",
-            "--runner-image",
-            &image,
-            "--runner-port",
-            "3000",
-            "--runner-listen",
-            &listen,
-            "--runner-drover-url",
-            &format!("http://{listen}"),
-            "--api-key",
-            "the-api-key",
-        ]),
-    )
-    .await;
-    server.wait_for_log("runners reconciled").await;
-    let _cleanup = Cleanup(vec![(INSTANCE_LABEL.into(), instance_id(&server))]);
+    let url = format!("http://{listen}");
+    let extra = [
+        "--runner-listen",
+        &listen,
+        "--runner-drover-url",
+        &url,
+        "--api-key",
+        "the-api-key",
+    ];
+    let (server, _cleanup) = docker_server_with(dir.path(), &image, &extra).await;
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/api/runner/provision", server.base_url()))
