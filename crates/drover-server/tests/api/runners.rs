@@ -549,19 +549,10 @@ async fn a_runner_that_dies_later_is_noticed_and_forgotten() {
         let (status, body) = post(&app, "/api/runner/provision", Some(s), None).await;
         assert_eq!(status, 201, "{body}");
     }
-    let pid = |s: &'static str| {
-        let app = &app;
-        async move {
-            app.store()
-                .runners
-                .get_runner(s)
-                .await
-                .unwrap()
-                .and_then(|r| r.instance)
-                .unwrap()
-        }
-    };
-    let (beating, quiet) = (pid("beating").await, pid("quiet").await);
+    let (beating, quiet) = (
+        instance(&app, "beating").await,
+        instance(&app, "quiet").await,
+    );
     kill(&beating);
     kill(&quiet);
 
@@ -655,19 +646,7 @@ async fn the_example_runner_serves_heartbeats_and_stops() {
         assert_eq!(seen["session"], *session, "{seen}");
         assert!(seen["heartbeats"].as_u64() >= Some(2), "{seen}");
     }
-    let pid = |s: &'static str| {
-        let app = &app;
-        async move {
-            app.store()
-                .runners
-                .get_runner(s)
-                .await
-                .unwrap()
-                .and_then(|r| r.instance)
-                .unwrap()
-        }
-    };
-    let (one, two) = (pid("ex-1").await, pid("ex-2").await);
+    let (one, two) = (instance(&app, "ex-1").await, instance(&app, "ex-2").await);
 
     let resp = with_key("/api/runner/deprovision")
         .json(&json!({"sessionId": "ex-1"}))
@@ -688,4 +667,15 @@ async fn the_example_runner_serves_heartbeats_and_stops() {
     }
     assert!(!alive(&two), "the forgotten runner exited by itself");
     app.finish().await;
+}
+
+/// The instance (for the process driver, the process id) of the session's runner.
+async fn instance(app: &TestApp, session: &str) -> String {
+    app.store()
+        .runners
+        .get_runner(session)
+        .await
+        .unwrap()
+        .and_then(|r| r.instance)
+        .unwrap()
 }

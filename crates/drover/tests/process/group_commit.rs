@@ -6,7 +6,7 @@
 
 use crate::helpers::{
     Launch, ServerProcess, assert_counts_match_tasks, assert_no_task_completed_or_held_twice,
-    completion, hello,
+    completion, hello, metrics_text,
 };
 use drover_api::CreateJobRequest;
 use drover_client::Client;
@@ -67,12 +67,7 @@ async fn complete_until_killed(
 
 /// Reads a counter from the server's `/metrics`.
 async fn metric(base: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(base).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))

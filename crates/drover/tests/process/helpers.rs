@@ -768,3 +768,13 @@ pub async fn against(server: &ServerProcess, dir: &Path, name: &str, args: &[&st
     all.extend(["--server", url.as_str()]);
     drover(dir, name, &all, &[]).await
 }
+
+/// The server's `/metrics` page as text.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

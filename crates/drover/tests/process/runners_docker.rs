@@ -352,12 +352,7 @@ async fn docker_runners_without_heartbeats_are_reaped() {
         1,
         "the chatty one stays"
     );
-    let metrics = reqwest::get(format!("{}/metrics", server.base_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server.base_url()).await;
     assert!(
         metrics.contains("drover_runners_reaped_total 1"),
         "{metrics}"
@@ -707,12 +702,7 @@ async fn a_killed_container_is_noticed_forgotten_and_removed() {
     assert!(containers(SESSION_LABEL, "quiet", true).is_empty());
     let (status, _) = post(&server, "/api/runner/heartbeat", Some("quiet")).await;
     assert_eq!(status, 404);
-    let metrics = reqwest::get(format!("{}/metrics", server.base_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server.base_url()).await;
     assert!(
         metrics.contains("drover_runners_exited_total 2"),
         "{metrics}"
