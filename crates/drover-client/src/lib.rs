@@ -404,6 +404,25 @@ impl Client {
         .await
     }
 
+    /// Drains a spot: it finishes the tasks it holds and claims nothing new until undrained.
+    /// Idempotent: draining a DRAINING spot changes nothing.
+    pub async fn drain_spot(&self, id: &str) -> Result<Spot> {
+        let path = format!("/api/v1/spots/{id}/drain");
+        self.send(Retry::Idempotent, |base| {
+            self.request(base, Method::POST, &path)
+        })
+        .await
+    }
+
+    /// Puts a drained spot back to work (UP). Idempotent, as [`Client::drain_spot`].
+    pub async fn undrain_spot(&self, id: &str) -> Result<Spot> {
+        let path = format!("/api/v1/spots/{id}/undrain");
+        self.send(Retry::Idempotent, |base| {
+            self.request(base, Method::POST, &path)
+        })
+        .await
+    }
+
     /// Creates a job. Sent to another replica only when it certainly created nothing: a
     /// second copy would be a second job.
     pub async fn create_job(&self, req: &CreateJobRequest) -> Result<CreateJobResponse> {

@@ -71,6 +71,14 @@ pub enum Event {
     NodeForgotten {
         node_id: String,
     },
+    /// An operator drained a node: it finishes what it holds and gets no new work.
+    NodeDraining {
+        node_id: String,
+    },
+    /// An operator put a drained node back to work: it is UP.
+    NodeUndrained {
+        node_id: String,
+    },
     RunnerReserved {
         session_id: String,
         singleton: bool,
@@ -115,6 +123,8 @@ impl Event {
         "node_down",
         "node_revived",
         "node_forgotten",
+        "node_draining",
+        "node_undrained",
         "runner_reserved",
         "runner_started",
         "runner_touched",
@@ -141,6 +151,8 @@ impl Event {
             Event::NodeDown { .. } => "node_down",
             Event::NodeRevived { .. } => "node_revived",
             Event::NodeForgotten { .. } => "node_forgotten",
+            Event::NodeDraining { .. } => "node_draining",
+            Event::NodeUndrained { .. } => "node_undrained",
             Event::RunnerReserved { .. } => "runner_reserved",
             Event::RunnerStarted { .. } => "runner_started",
             Event::RunnerTouched { .. } => "runner_touched",
@@ -152,14 +164,16 @@ impl Event {
         }
     }
 
-    /// Whether this change may have made a task claimable that was not: a new job, or a task
-    /// sent back to NEW by a retriable failure or by the server taking it back. A claim waiting
-    /// for work (`waitMs`) is woken by these and by nothing else.
+    /// Whether this change may have made a task claimable that was not: a new job, a task
+    /// sent back to NEW by a retriable failure or by the server taking it back, or a drained
+    /// node put back to work. A claim waiting for work (`waitMs`) is woken by these and by
+    /// nothing else.
     pub fn may_free_work(&self) -> bool {
         match self {
             Event::JobCreated { total_tasks, .. } => *total_tasks > 0,
             Event::TaskFailed { will_retry, .. } => *will_retry,
             Event::TaskReleased { to, .. } => *to == TaskStatus::New,
+            Event::NodeUndrained { .. } => true,
             _ => false,
         }
     }
@@ -217,6 +231,8 @@ mod tests {
             Event::NodeDown { node_id: id() },
             Event::NodeRevived { node_id: id() },
             Event::NodeForgotten { node_id: id() },
+            Event::NodeDraining { node_id: id() },
+            Event::NodeUndrained { node_id: id() },
             Event::RunnerReserved {
                 session_id: id(),
                 singleton: false,
@@ -240,7 +256,15 @@ mod tests {
             .filter(|e| e.may_free_work())
             .map(Event::kind)
             .collect();
-        assert_eq!(waking, ["job_created", "task_failed", "task_released"]);
+        assert_eq!(
+            waking,
+            [
+                "job_created",
+                "task_failed",
+                "task_released",
+                "node_undrained"
+            ]
+        );
         for k in kinds {
             assert!(k.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{k}");
         }

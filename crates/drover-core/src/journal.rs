@@ -308,7 +308,9 @@ pub fn subject(event: &Event) -> Subject<'_> {
         Event::NodeRegistered { node_id }
         | Event::NodeDescribed { node_id }
         | Event::NodeDown { node_id }
-        | Event::NodeRevived { node_id } => Subject::Node(node_id),
+        | Event::NodeRevived { node_id }
+        | Event::NodeDraining { node_id }
+        | Event::NodeUndrained { node_id } => Subject::Node(node_id),
         // A heartbeat changes nothing journaled: a status change by heartbeat is `NodeRevived`.
         Event::NodeUpdated { .. } => Subject::Nothing,
         Event::NodeForgotten { node_id } => Subject::Change(Change::NodeGone {

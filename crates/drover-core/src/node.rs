@@ -1,19 +1,61 @@
-//! The node registry's decisions: what a heartbeat does to a node's status, when a node counts
-//! as silent, which DOWN nodes may be forgotten, and whether the registry has room for another.
+//! The node registry's decisions: what a heartbeat does to a node's status, what draining does
+//! to it, when a node counts as silent, which DOWN nodes may be forgotten, and whether the
+//! registry has room for another.
 //!
 //! This module owns those rules; a store reads each node's status, last heartbeat and whether
 //! it holds a RUNNING task, asks here, and writes what it is told. Nothing here reads the clock:
 //! the cutoffs are computed by the caller from its own `now`.
 
+use crate::event::Event;
 use crate::model::NodeStatus;
 use crate::time::Timestamp;
 
 /// A node's status after a heartbeat: a DOWN node that speaks again is UP; UP and DRAINING
-/// stay as they are (draining is the node's own choice, not the registry's).
+/// stay as they are (draining is an operator's choice, which a heartbeat does not undo).
 pub fn status_after_heartbeat(status: NodeStatus) -> NodeStatus {
     match status {
         NodeStatus::Down => NodeStatus::Up,
         other => other,
+    }
+}
+
+/// What an operator asks of a node: to drain it (it finishes what it holds and gets no new
+/// work) or to put a drained node back to work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    Start,
+    Stop,
+}
+
+impl Drain {
+    /// The event that records this drain or undrain of `node_id`, when it changed the node.
+    pub fn event(self, node_id: &str) -> Event {
+        let node_id = node_id.to_string();
+        match self {
+            Drain::Start => Event::NodeDraining { node_id },
+            Drain::Stop => Event::NodeUndrained { node_id },
+        }
+    }
+}
+
+/// Why a drain or undrain was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DrainRefused {
+    /// A DOWN node holds no work and gets none until it speaks again, when it comes back UP:
+    /// there is nothing to drain, and undraining would hand work to a node that is not there.
+    #[error("it holds no work; drain or undrain it once its heartbeats bring it back UP")]
+    Down,
+}
+
+/// A node's status after an operator's drain or undrain: UP and DRAINING go to the status
+/// asked for (asking for the status a node has already changes nothing); a DOWN node is
+/// refused. Draining lasts until it is undone or the node goes DOWN: a node that comes back
+/// after being DOWN is UP, and is drained again by asking again.
+pub fn status_after_drain(status: NodeStatus, drain: Drain) -> Result<NodeStatus, DrainRefused> {
+    match (status, drain) {
+        (NodeStatus::Down, _) => Err(DrainRefused::Down),
+        (_, Drain::Start) => Ok(NodeStatus::Draining),
+        (_, Drain::Stop) => Ok(NodeStatus::Up),
     }
 }
 
@@ -77,6 +119,25 @@ mod tests {
             prop_assert_eq!(goes_down(status, last, cutoff), status != NodeStatus::Down && last < cutoff);
             // A heartbeat at the cutoff or later keeps a node up.
             prop_assert!(!goes_down(status, cutoff, cutoff));
+        }
+
+        #[test]
+        fn a_drain_moves_only_live_nodes_and_only_between_up_and_draining(
+            status in any_node_status(),
+            drain in prop::sample::select(vec![Drain::Start, Drain::Stop]),
+        ) {
+            match status_after_drain(status, drain) {
+                Err(DrainRefused::Down) => prop_assert_eq!(status, NodeStatus::Down),
+                Ok(after) => {
+                    prop_assert_ne!(status, NodeStatus::Down);
+                    let asked = if drain == Drain::Start { NodeStatus::Draining } else { NodeStatus::Up };
+                    prop_assert_eq!(after, asked);
+                    // Asking again changes nothing.
+                    prop_assert_eq!(status_after_drain(after, drain), Ok(after));
+                    // A heartbeat keeps what the operator chose.
+                    prop_assert_eq!(status_after_heartbeat(after), after);
+                }
+            }
         }
 
         #[test]

@@ -157,14 +157,17 @@ impl PlacementService {
     /// Marks the view stale when a committed write changed what it holds (called with every
     /// write's events; quick, and never calls the store).
     pub fn observe(&self, events: &[Event]) {
-        let changes_view = |e: &Event| match e {
-            Event::NodeRegistered { .. }
-            | Event::NodeDown { .. }
-            | Event::NodeRevived { .. }
-            | Event::NodeForgotten { .. }
-            | Event::SchedulerConfigured => true,
-            Event::NodeUpdated { status, .. } => *status != NodeStatus::Up,
-            _ => false,
+        let changes_view = |e: &Event| {
+            matches!(
+                e,
+                Event::NodeRegistered { .. }
+                    | Event::NodeDown { .. }
+                    | Event::NodeRevived { .. }
+                    | Event::NodeForgotten { .. }
+                    | Event::NodeDraining { .. }
+                    | Event::NodeUndrained { .. }
+                    | Event::SchedulerConfigured
+            )
         };
         if events.iter().any(changes_view) {
             self.stale.store(true, Ordering::Release);

@@ -11,6 +11,7 @@
 use crate::metrics::StoreTimings;
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
+use drover_core::node::Drain;
 use drover_core::sweep::Sweep;
 use drover_core::{
     ClaimedTask, Job, JobStatus, Node, NodeStats, NodeStatus, ReportOutcome, Task, TaskStatus,
@@ -183,6 +184,10 @@ impl NodeStore for Timed<dyn NodeStore> {
 
     async fn flush_heartbeats(&self) -> Result<()> {
         (self.time("flush_heartbeats", self.inner.flush_heartbeats())).await
+    }
+
+    async fn drain_node(&self, node_id: &str, drain: Drain) -> Result<Node> {
+        (self.time("drain_node", self.inner.drain_node(node_id, drain))).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {

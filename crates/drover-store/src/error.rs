@@ -12,6 +12,14 @@ pub enum StoreError {
     #[error("spot {0} is DOWN; send a heartbeat or register again before claiming")]
     NodeDown(String),
 
+    /// An operator's drain or undrain of a node that is DOWN: nothing changed. It can be asked
+    /// again once the node's heartbeats bring it back UP.
+    #[error("spot {id} is DOWN: {reason}")]
+    DrainRefused {
+        id: String,
+        reason: drover_core::node::DrainRefused,
+    },
+
     /// The job finished before the request; nothing was changed.
     #[error("job {id} is already {status}; nothing to cancel")]
     JobFinished { id: String, status: JobStatus },

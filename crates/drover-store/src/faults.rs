@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use drover_core::ReplicaState;
 use drover_core::credential::SpotCredential;
 use drover_core::journal::Entry;
+use drover_core::node::Drain;
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::sweep::Sweep;
 use drover_core::{
@@ -468,6 +469,11 @@ impl NodeStore for Faulty {
     async fn register_node(&self, new: NewNode, max: Option<u64>, now: Timestamp) -> Result<Node> {
         let inner = self.inner.nodes.register_node(new, max, now);
         self.faults.write("register_node", inner).await
+    }
+
+    async fn drain_node(&self, node_id: &str, drain: Drain) -> Result<Node> {
+        let inner = self.inner.nodes.drain_node(node_id, drain);
+        self.faults.write("drain_node", inner).await
     }
 
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential> {

@@ -35,6 +35,7 @@ pub use types::*;
 
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
+use drover_core::node::Drain;
 use drover_core::{
     ClaimedTask, Event, Job, JobStatus, Node, NodeStats, NodeStatus, ReportOutcome, Runner, Task,
     TaskStatus, Timestamp, sweep::Sweep,
@@ -235,6 +236,13 @@ pub trait NodeStore: Send + Sync + 'static {
         stats: NodeStats,
         now: Timestamp,
     ) -> Result<NodeStatus>;
+
+    /// Drains a node ([`Drain::Start`]: it finishes what it holds and gets no new work) or puts
+    /// a drained node back to work ([`Drain::Stop`]: UP), by
+    /// `drover_core::node::status_after_drain`, and returns the node as it is then. Asking for
+    /// the status a node has already changes nothing and records nothing. Not a sign of life.
+    /// A DOWN node: [`StoreError::DrainRefused`]; an unknown one: [`StoreError::NotFound`].
+    async fn drain_node(&self, node_id: &str, drain: Drain) -> Result<Node>;
 
     /// Writes every heartbeat answered and not yet written: on shutdown, and before reading
     /// the database from outside the store.

@@ -1028,53 +1028,6 @@ async fn a_complete_committed_by_compare_and_set_keeps_its_answer_when_its_group
     assert_eq!(task.status, drover_core::TaskStatus::Done);
 }
 
-#[cfg_attr(
-    missing_postgres,
-    ignore = "PostgreSQL's server binaries are not installed"
-)]
-#[tokio::test]
-async fn a_draining_node_claims_no_named_task() {
-    // No call of drover's drains a node yet: an operator does, by hand.
-    let url = fresh_database();
-    let store = replica(&url).await;
-    let made = store.jobs.create_job(job(3), sweep(2), t0()).await.unwrap();
-    let spot = node(&store).await;
-    let task = |i| drover_core::ids::sweep_task_id(&made.id, i);
-    let claimed = store.jobs.claim_task(&task(0), &spot, None, t0()).await;
-    assert!(matches!(claimed, Ok(TaskClaim::Claimed(_))), "{claimed:?}");
-    operator(&url)
-        .await
-        .execute(
-            "UPDATE nodes SET status = 'DRAINING' WHERE id = $1",
-            &[&spot],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .jobs
-            .claim_task(&task(1), &spot, None, t0())
-            .await
-            .unwrap(),
-        TaskClaim::Draining
-    );
-    assert_eq!(
-        store
-            .jobs
-            .claim_task(&task(0), &spot, None, t0())
-            .await
-            .unwrap(),
-        TaskClaim::AlreadyHeld { attempt: 1 },
-        "it keeps what it holds"
-    );
-    let left = store.jobs.get_task(&task(1)).await.unwrap();
-    assert_eq!(
-        (left.status, left.attempt),
-        (drover_core::TaskStatus::New, 0)
-    );
-    assert_eq!(store.ops.audit_job_counts().await.unwrap(), vec![]);
-}
-
 /// The outbox's open rows, and all its rows.
 async fn open(operator: &tokio_postgres::Client) -> (i64, i64) {
     let r = operator

@@ -78,7 +78,9 @@ const NODES_EXAMPLES: &str = "\
 Examples:
   drover nodes
   drover nodes --output json | jq '.spots[] | select(.status == \"DOWN\") | .id'
-  drover nodes --server http://coordinator:8080 --output csv";
+  drover nodes --server http://coordinator:8080 --output csv
+  drover nodes drain spot-0192...                # finish what it holds, claim nothing new
+  drover nodes undrain spot-0192...";
 
 const RUNNERS_EXAMPLES: &str = "\
 Examples:
@@ -156,10 +158,11 @@ pub enum ClientCommand {
     #[command(after_long_help = format!("{TASK_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Task(task::TaskArgs),
 
-    /// List the worker machines (spots) the server knows, with their load and last heartbeat.
+    /// List the worker machines (spots) the server knows; drain and undrain them.
     ///
     /// A spot is UP while it sends heartbeats; one that is silent for the server's spot timeout
-    /// is marked DOWN and its tasks go back to the queue.
+    /// is marked DOWN and its tasks go back to the queue. A DRAINING spot (`drover nodes drain
+    /// ID`) finishes what it holds and claims nothing new until `drover nodes undrain ID`.
     #[command(after_long_help = format!("{NODES_EXAMPLES}\n\n{EXIT_STATUS}"))]
     Nodes(nodes::NodesArgs),
 
@@ -214,8 +217,9 @@ pub struct Connection {
     )]
     server: Vec<String>,
 
-    /// API key, sent as `Authorization: Bearer KEY`; needed for submit and cancel when the
-    /// server was started with --api-key.
+    /// API key, sent as `Authorization: Bearer KEY`; needed when the server was started with
+    /// --api-key (with --public-reads too, only for changes such as submit, cancel and drain,
+    /// and for the journal).
     #[arg(
         long,
         global = true,

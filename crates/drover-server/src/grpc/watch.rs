@@ -51,9 +51,10 @@ impl NodeFeed {
                 Event::NodeDown { node_id } => change("down", node_id, NodeStatus::Down.as_str()),
                 Event::NodeRevived { node_id } => change("revived", node_id, up),
                 Event::NodeForgotten { node_id } => change("forgotten", node_id, ""),
-                Event::NodeUpdated { node_id, status } if *status != NodeStatus::Up => {
-                    change("updated", node_id, status.as_str())
+                Event::NodeDraining { node_id } => {
+                    change("draining", node_id, NodeStatus::Draining.as_str())
                 }
+                Event::NodeUndrained { node_id } => change("undrained", node_id, up),
                 _ => continue,
             };
             // No watcher left between the check and the send is not an error.

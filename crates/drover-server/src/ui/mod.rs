@@ -1,6 +1,6 @@
 //! The web dashboard at `/ui` (and `/`, which sends a browser there): server-rendered pages
 //! over the same store and service reads the JSON surfaces make, a little plain JavaScript for
-//! live updates over server-sent events, and forms for the few actions (cancel a job, log out).
+//! live updates over server-sent events, and forms for the few actions (cancel a job, drain or undrain a node, log out).
 //!
 //! It owns presentation only: what each page shows and how (`pages.rs`, `job.rs`, `svg.rs`,
 //! the compiled-in `static/`), its live streams (`live.rs`), its login and CSRF tokens
@@ -69,6 +69,8 @@ pub fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/ui/jobs/{id}/results.csv", get(job::csv))
         .route("/ui/jobs/{id}/cancel", post(job::cancel))
         .route("/ui/nodes", get(pages::nodes))
+        .route("/ui/nodes/{id}/drain", post(pages::drain))
+        .route("/ui/nodes/{id}/undrain", post(pages::undrain))
         .route("/ui/runners", get(pages::runners))
         .route("/ui/placement", get(pages::placement))
         .route("/ui/journal", get(pages::journal))

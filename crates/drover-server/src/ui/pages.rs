@@ -7,7 +7,7 @@
 
 use super::{UiError, Viewer, layout, session, svg};
 use crate::AppState;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::surfaces::ListQuery;
 use crate::translate;
 use axum::Form;
@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use drover_core::node::Drain;
 use drover_core::priority::PriorityClass;
 use drover_core::{Job, JobStatus, NodeStatus};
 use drover_store::Page;
@@ -236,12 +237,12 @@ pub(super) async fn nodes(State(app): State<AppState>, viewer: Viewer) -> Result
     let nodes = app.store.nodes.list_nodes().await?;
     let content = html! {
         p class="muted" {
-            "Draining is a node's own choice: an agent that stops takes no new work and finishes what it holds. "
-            "The server has no call that drains a node, so this page has no drain button."
+            "A drained node finishes the tasks it holds and claims nothing new until it is undrained; "
+            "draining lasts until then or until the node goes DOWN."
         }
         table id="nodes" class="list" {
             thead { tr { th { "node" } th { "host" } th { "address" } th { "zone" } th { "status" } th { "cores" } th { "memory" } th { "gpus" }
-                         th { "cpu load" } th { "running" } th { "free memory" } th { "last heartbeat" } } }
+                         th { "cpu load" } th { "running" } th { "free memory" } th { "last heartbeat" } th { "" } } }
             tbody {
                 @for n in &nodes {
                     tr data-node=(n.id) {
@@ -257,6 +258,7 @@ pub(super) async fn nodes(State(app): State<AppState>, viewer: Viewer) -> Result
                         td class="num" data-running { (n.running_tasks) }
                         td class="num" { (bytes(n.free_memory_bytes)) }
                         td title=(when(&n.last_heartbeat)) { (ago(now, &n.last_heartbeat)) }
+                        td { (drain_form(&viewer, n)) }
                     }
                 }
             }
@@ -264,6 +266,56 @@ pub(super) async fn nodes(State(app): State<AppState>, viewer: Viewer) -> Result
         @if nodes.is_empty() { p class="muted" { "No nodes have registered." } }
     };
     Ok(layout(&viewer, "Nodes", "/ui/nodes", None, content))
+}
+
+/// The drain or undrain button of a node, by its status; none for a DOWN node, which holds no
+/// work and comes back UP by itself.
+fn drain_form(viewer: &Viewer, n: &drover_core::Node) -> Markup {
+    let (action, label) = match n.status {
+        NodeStatus::Up => ("drain", "Drain"),
+        NodeStatus::Draining => ("undrain", "Undrain"),
+        NodeStatus::Down => return html! {},
+    };
+    html! {
+        form method="post" action={ "/ui/nodes/" (n.id) "/" (action) } class="inline" {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            button type="submit" { (label) }
+        }
+    }
+}
+
+pub(super) async fn drain(
+    State(app): State<AppState>,
+    viewer: Viewer,
+    ApiPath(id): ApiPath<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, UiError> {
+    set_drain(app, viewer, id, form, Drain::Start).await
+}
+
+pub(super) async fn undrain(
+    State(app): State<AppState>,
+    viewer: Viewer,
+    ApiPath(id): ApiPath<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, UiError> {
+    set_drain(app, viewer, id, form, Drain::Stop).await
+}
+
+/// A drain or undrain from the nodes page: the store's `drain_node`, as
+/// `POST /api/v1/spots/{id}/drain` makes it, then back to the page.
+async fn set_drain(
+    app: AppState,
+    viewer: Viewer,
+    id: String,
+    form: Result<Form<CsrfForm>, FormRejection>,
+    drain: Drain,
+) -> Result<Response, UiError> {
+    let Form(form) = form?;
+    viewer.check_csrf(&app, &form.csrf)?;
+    let node = app.store.nodes.drain_node(&id, drain).await?;
+    tracing::info!(node = %node.id, status = %node.status, "node drain set from the dashboard");
+    Ok(Redirect::to("/ui/nodes").into_response())
 }
 
 pub(super) async fn runners(

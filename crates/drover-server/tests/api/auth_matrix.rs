@@ -1,7 +1,7 @@
-//! The auth matrix: every route of every surface (native `/api/v1/*`, `/internal/v1/*`,
-//! `/metrics`, the session runners' `/api/runner/*`) called with no key, a wrong key, the other
-//! kind of key alone, another node's (or runner's) credential, and the right one, on a server
-//! with an agent key and an API key. Each answer's status and JSON code is checked, and the
+//! The auth matrix: every route of every surface (native `/api/v1/*`, spot drains included,
+//! `/internal/v1/*`, `/metrics`, the session runners' `/api/runner/*`) called with no key, a
+//! wrong key, the other kind of key alone, another node's (or runner's) credential, and the
+//! right one, on a server with an agent key and an API key. Each answer's status and JSON code is checked, and the
 //! refused calls are shown to have changed nothing.
 
 use crate::helpers::{TestApp, spawn_app_with_runners};
@@ -173,6 +173,18 @@ fn routes(w: &World) -> Vec<Route> {
             200,
         ),
         post(
+            &format!("/api/v1/spots/{}/drain", w.other.0),
+            Guard::ApiKey,
+            json!({}),
+            200,
+        ),
+        post(
+            &format!("/api/v1/spots/{}/undrain", w.other.0),
+            Guard::ApiKey,
+            json!({}),
+            200,
+        ),
+        post(
             "/internal/v1/hello",
             Guard::AgentKey,
             json!({"ipAddress": "127.0.0.1"}),
@@ -315,7 +327,7 @@ async fn every_route_of_every_surface_answers_each_credential_as_the_matrix_says
             cases += 1;
         }
     }
-    assert_eq!(cases, 125, "25 routes, 5 credentials each");
+    assert_eq!(cases, 135, "27 routes, 5 credentials each");
 
     // What the refused calls did not do: my task was completed by my own call (the forged
     // reports before it changed nothing), the other spot's task is still its own, and the
@@ -327,6 +339,12 @@ async fn every_route_of_every_surface_answers_each_credential_as_the_matrix_says
     assert_eq!(
         (theirs.status.as_str(), theirs.assigned_to.as_deref()),
         ("RUNNING", Some(w.other.0.as_str()))
+    );
+    let spots = app.client.spots().await.unwrap();
+    let other = spots.iter().find(|s| s.id == w.other.0).unwrap();
+    assert_eq!(
+        other.status, "UP",
+        "drained and undrained by the right key alone"
     );
     let listed = app.client.runners().await.unwrap();
     assert!(listed.iter().any(|r| r.session_id == w.other_runner.0));

@@ -519,8 +519,12 @@ async fn watch_nodes_streams_registrations_and_status_changes() {
     app.advance(Duration::from_secs(60));
     app.state.step(&app.state.spot_reaper()).await.unwrap();
     c.heartbeat(beat("w1")).await.unwrap();
+    // An operator's drain and undrain; heartbeats between them are not changes either.
+    app.client.drain_spot("w1").await.unwrap();
+    c.heartbeat(beat("w1")).await.unwrap();
+    app.client.undrain_spot("w1").await.unwrap();
     let mut seen = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let change = tokio::time::timeout(Duration::from_secs(5), changes.message())
             .await
             .expect("a change within 5 s")
@@ -534,7 +538,9 @@ async fn watch_nodes_streams_registrations_and_status_changes() {
         [
             want("registered", "UP"),
             want("down", "DOWN"),
-            want("revived", "UP")
+            want("revived", "UP"),
+            want("draining", "DRAINING"),
+            want("undrained", "UP"),
         ]
     );
     app.finish().await;

@@ -7,6 +7,7 @@ mod auth_matrix;
 mod batch_report;
 mod cluster;
 mod credentials;
+mod drain;
 mod errors;
 mod fallback;
 mod grpc;

@@ -4,8 +4,8 @@
 //!
 //! Every page must load without a console error and show the numbers the JSON API gives; the
 //! job page must follow progress live (server-sent events, no reload); its cancel button must
-//! cancel; with an API key, the login form must guard every page and actions must carry the
-//! session's CSRF token. With `DROVER_SCREENSHOTS=<dir>` set, the first test also saves the
+//! cancel, and the nodes page's buttons drain and undrain; with an API key, the login form must
+//! guard every page and actions must carry the session's CSRF token. With `DROVER_SCREENSHOTS=<dir>` set, the first test also saves the
 //! overview and the job page there (how `docs/dashboard-*.png` are made).
 
 use crate::helpers::{TestApp, eventually, spawn_app_real_time};
@@ -400,11 +400,20 @@ async fn every_page_shows_the_apis_numbers_follows_progress_live_and_cancels() {
 
     // The other pages load without errors and show the store's records.
     b.open(&app.url("/ui/nodes")).await;
-    assert!(
-        b.text(&format!("#nodes tr[data-node='{spot}']"))
-            .await
-            .contains("UP")
-    );
+    let row = format!("#nodes tr[data-node='{spot}']");
+    assert!(b.text(&row).await.contains("UP"));
+    // Its drain button drains it, as the API then shows; the undrain button undoes it.
+    b.click(&format!("{row} form[action$='/drain'] button"))
+        .await;
+    b.wait_for(&format!("{row} span.s-draining")).await;
+    b.assert_no_console_errors("draining").await;
+    let status =
+        |spots: Vec<drover_api::Spot>| spots.into_iter().find(|s| s.id == spot).unwrap().status;
+    assert_eq!(status(app.client.spots().await.unwrap()), "DRAINING");
+    b.click(&format!("{row} form[action$='/undrain'] button"))
+        .await;
+    b.wait_for(&format!("{row} span.s-up")).await;
+    assert_eq!(status(app.client.spots().await.unwrap()), "UP");
     for (path, heading) in [
         ("/ui/runners", "Runners"),
         ("/ui/placement", "Placement"),
@@ -504,6 +513,7 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
     let app = spawn_app_real_time(|c| c.api_key = Some(KEY.into())).await;
     let created = app.create_job(3, json!({})).await;
     let job = created.job_id;
+    let spot = app.hello().await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -559,24 +569,39 @@ async fn with_an_api_key_the_login_form_guards_the_pages_and_actions_need_the_se
 
     // The session without the page's CSRF token cannot act.
     let session = format!("drover_session={}", cookie.value());
-    let forged = no_redirects
-        .post(app.url(&format!("/ui/jobs/{job}/cancel")))
-        .header("cookie", &session)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("csrf=forged")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 403);
-    assert!(forged.text().await.unwrap().contains("CSRF_MISMATCH"));
-    let api = app.client.job(&job).await.unwrap();
-    assert_eq!(api.status, "PENDING");
+    for action in [
+        format!("/ui/jobs/{job}/cancel"),
+        format!("/ui/nodes/{spot}/drain"),
+    ] {
+        let forged = no_redirects
+            .post(app.url(&action))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("csrf=forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403, "{action}");
+        assert!(forged.text().await.unwrap().contains("CSRF_MISMATCH"));
+    }
+    assert_eq!(app.client.job(&job).await.unwrap().status, "PENDING");
+    assert_eq!(app.client.spots().await.unwrap()[0].status, "UP");
 
     // The page's own form can.
     b.click("#cancel button").await;
     b.wait_for("span.s-cancelled[data-live=status]").await;
     b.assert_no_console_errors("cancelling").await;
     assert_eq!(app.client.job(&job).await.unwrap().status, "CANCELLED");
+
+    // And the nodes page's drain button can.
+    b.open(&app.url("/ui/nodes")).await;
+    b.click(&format!(
+        "#nodes tr[data-node='{spot}'] form[action$='/drain'] button"
+    ))
+    .await;
+    b.wait_for(&format!("#nodes tr[data-node='{spot}'] span.s-draining"))
+        .await;
+    assert_eq!(app.client.spots().await.unwrap()[0].status, "DRAINING");
 
     // Logging out ends the session in this browser.
     b.click("form.logout button").await;

@@ -17,7 +17,7 @@ use crate::common::{Candidates, Facts};
 use crate::{Liveness, NamedNode, NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
-use drover_core::node::{self, RetentionView};
+use drover_core::node::{self, Drain, RetentionView};
 use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
 
 /// The advisory lock that makes counting and inserting a node one step, so that two hellos
@@ -420,6 +420,31 @@ impl NodeStore for PgStore {
     async fn flush_heartbeats(&self) -> Result<()> {
         // Every heartbeat is written before it is answered: nothing is held.
         Ok(())
+    }
+
+    async fn drain_node(&self, node_id: &str, drain: Drain) -> Result<Node> {
+        write_tx!(self, |tx| async {
+            let Some(before) = locked_status(&tx, node_id).await? else {
+                return Err(StoreError::not_found("spot", node_id).into());
+            };
+            let after = node::status_after_drain(before, drain).map_err(|reason| {
+                StoreError::DrainRefused {
+                    id: node_id.to_string(),
+                    reason,
+                }
+            })?;
+            if after != before {
+                exec(
+                    &*tx,
+                    "UPDATE nodes SET status = $2 WHERE id = $1",
+                    &[&node_id, &after.as_str()],
+                )
+                .await?;
+                tx.emit(drain.event(node_id));
+            }
+            rows::node_by_id(&*tx, node_id).await
+        }
+        .await)
     }
 
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential> {

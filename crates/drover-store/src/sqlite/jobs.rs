@@ -1651,59 +1651,6 @@ mod tests {
         assert_eq!(store.audit_job_counts().await.unwrap(), []);
     }
 
-    /// A DRAINING node (set by hand: no call of drover's drains a node yet) takes no named
-    /// task, though it keeps the one it holds, and the task it asked for stays NEW.
-    #[tokio::test]
-    async fn a_draining_node_claims_no_named_task() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("drover.db")).unwrap();
-        let sweep = Sweep::new(SweepSpec::counting("x", "x", 2), u64::MAX).unwrap();
-        let job = store
-            .create_job(new_job(0), sweep, Utc::now())
-            .await
-            .unwrap();
-        let node = store
-            .register_node(NodeInfo::default().into(), None, Utc::now())
-            .await
-            .unwrap()
-            .id;
-        let (held, asked) = (
-            ids::sweep_task_id(&job.id, 0),
-            ids::sweep_task_id(&job.id, 1),
-        );
-        let claimed = store.claim_task(&held, &node, None, Utc::now()).await;
-        assert!(matches!(claimed, Ok(TaskClaim::Claimed(_))), "{claimed:?}");
-        let draining = node.clone();
-        store
-            .with_conn(move |c| {
-                c.execute(
-                    "UPDATE nodes SET status = 'DRAINING' WHERE id = ?1",
-                    [&draining],
-                )
-                .map(drop)
-                .map_err(map_err)
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .claim_task(&asked, &node, None, Utc::now())
-                .await
-                .unwrap(),
-            TaskClaim::Draining
-        );
-        assert_eq!(
-            store
-                .claim_task(&held, &node, None, Utc::now())
-                .await
-                .unwrap(),
-            TaskClaim::AlreadyHeld { attempt: 1 }
-        );
-        let task = store.get_task(&asked).await.unwrap();
-        assert_eq!((task.status, task.attempt), (TaskStatus::New, 0));
-        assert_eq!(store.audit_job_counts().await.unwrap(), []);
-    }
-
     /// How many of `job`'s tasks are running.
     async fn tasks_of(store: &SqliteStore, job: &str) -> usize {
         let page = Page {

@@ -15,7 +15,7 @@ use crate::common::{Candidates, Facts};
 use crate::{Liveness, NamedNode, NewNode, NodeStore, NodesDown, Page, Paged, Result, StoreError};
 use async_trait::async_trait;
 use drover_core::credential::SpotCredential;
-use drover_core::node::{self, RetentionView};
+use drover_core::node::{self, Drain, RetentionView};
 use drover_core::time::format as ts;
 use drover_core::{Event, Node, NodeStats, NodeStatus, Timestamp, ids};
 use rusqlite::{OptionalExtension, params};
@@ -474,6 +474,34 @@ impl NodeStore for SqliteStore {
 
     async fn flush_heartbeats(&self) -> Result<()> {
         self.write_after_beats(Take::Flush, |_| Ok(())).await
+    }
+
+    async fn drain_node(&self, node_id: &str, drain: Drain) -> Result<Node> {
+        let id = node_id.to_string();
+        let beats = self.beats.clone();
+        // The pending heartbeats are written first (`beats.rs`): a heartbeat held before this
+        // write finds the new status when it is written, and one after it is answered with it.
+        self.write_after_beats(Take::All, move |tx| {
+            let Some(before) = rows::node_status(tx, &id)? else {
+                return Err(StoreError::not_found("spot", &id));
+            };
+            let after = node::status_after_drain(before, drain).map_err(|reason| {
+                StoreError::DrainRefused {
+                    id: id.clone(),
+                    reason,
+                }
+            })?;
+            if after != before {
+                tx.prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")
+                    .map_err(map_err)?
+                    .execute(params![id, after.as_str()])
+                    .map_err(map_err)?;
+                tx.emit(drain.event(&id));
+                beats.written(&id, after);
+            }
+            rows::node_by_id(tx, &id)
+        })
+        .await
     }
 
     async fn spot_credential(&self, node_id: &str) -> Result<SpotCredential> {

@@ -2,6 +2,7 @@
 //! commits; a refused or failed write yields none.
 
 use crate::*;
+use drover_core::node::Drain;
 use drover_core::{Event, NodeStats, NodeStatus, TaskStatus};
 use drover_store::{NewRunner, Reservation};
 use std::sync::{Arc, Mutex};
@@ -186,6 +187,8 @@ pub async fn refused_writes_yield_no_events(store: &Stores) {
         .unwrap();
     seen.take();
     assert!(store.jobs.claim(&a, 1, t0() + secs(100)).await.is_err());
+    // And so is its drain.
+    assert!(store.nodes.drain_node(&a, Drain::Start).await.is_err());
     // Reading never yields anything.
     store.jobs.get_job(&job.id).await.unwrap();
     store.nodes.list_nodes().await.unwrap();
@@ -412,6 +415,25 @@ pub async fn claims_of_named_tasks_and_the_outbox_yield_their_events(store: &Sto
     assert_eq!(seen.take(), Vec::<Vec<Event>>::new());
 }
 
+/// A drain and an undrain each yield their event once; asking for the status a node has
+/// already yields none (a DOWN node's refused drain: `refused_writes_yield_no_events`).
+pub async fn drains_yield_their_events_once(store: &Stores) {
+    let a = node(store, t0()).await;
+    let seen = Seen::on(store);
+    store.nodes.drain_node(&a, Drain::Start).await.unwrap();
+    store.nodes.drain_node(&a, Drain::Start).await.unwrap();
+    assert_eq!(
+        seen.take().concat(),
+        vec![Event::NodeDraining { node_id: a.clone() }]
+    );
+    store.nodes.drain_node(&a, Drain::Stop).await.unwrap();
+    store.nodes.drain_node(&a, Drain::Stop).await.unwrap();
+    assert_eq!(
+        seen.take().concat(),
+        vec![Event::NodeUndrained { node_id: a.clone() }]
+    );
+}
+
 macro_rules! events_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -421,6 +443,7 @@ macro_rules! events_suite {
                 node_writes_yield_their_events,
                 runner_writes_yield_their_events,
                 claims_of_named_tasks_and_the_outbox_yield_their_events,
+                drains_yield_their_events_once,
             ];
             shared: []);
     };

@@ -4,6 +4,7 @@
 
 use crate::{complete, fail, listed, new_job, node, secs, sweep, t0};
 use drover_core::journal::{Change, Entry, State};
+use drover_core::node::Drain;
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::sink_routing::SinkRole;
 use drover_core::{Capacity, NodeInfo, NodeStats, ReplicaState, Timestamp};
@@ -226,6 +227,14 @@ pub async fn workload(store: &Stores, at: Timestamp) {
     store.nodes.flush_heartbeats().await.unwrap();
     let forgotten = store.nodes.forget_down_nodes(at + secs(300)).await.unwrap();
     assert!(forgotten.contains(&gone), "{forgotten:?}");
+    // An operator drains the one that came back; a heartbeat keeps it DRAINING.
+    store.nodes.drain_node(&a, Drain::Start).await.unwrap();
+    store
+        .nodes
+        .heartbeat(&a, NodeStats::default(), at + secs(202))
+        .await
+        .unwrap();
+    store.nodes.flush_heartbeats().await.unwrap();
 
     // Runners: one started and touched, one removed.
     store

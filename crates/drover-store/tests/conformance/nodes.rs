@@ -2,6 +2,7 @@
 
 use crate::*;
 use drover_core::credential::SpotCredential;
+use drover_core::node::Drain;
 use drover_core::{NodeInfo, NodeStats, NodeStatus, TaskStatus};
 use drover_store::{Liveness, NamedNode, NewNode, Page, StoreError};
 
@@ -544,6 +545,108 @@ pub async fn a_nodes_own_silence_timeout_counts_from_its_last_heartbeat(store: &
     );
 }
 
+/// An operator's drain: a DRAINING node claims nothing (named tasks neither), keeps its status
+/// through heartbeats and registration, and claims again once undrained. Asking for the status
+/// a node has changes nothing; a DOWN node is refused, an unknown one not found.
+pub async fn a_drained_node_claims_nothing_until_undrained(store: &Stores) {
+    let job = store
+        .jobs
+        .create_job(new_job(3, 600, 0), sweep(3), t0())
+        .await
+        .unwrap();
+    let n = node(store, t0()).await;
+    let held = store.jobs.claim(&n, 1, t0()).await.unwrap().remove(0);
+
+    let drained = store.nodes.drain_node(&n, Drain::Start).await.unwrap();
+    assert_eq!(drained.status, NodeStatus::Draining);
+    assert_eq!(drained.id, n);
+    // Again: the same, and harmless.
+    let again = store.nodes.drain_node(&n, Drain::Start).await.unwrap();
+    assert_eq!(again.status, NodeStatus::Draining);
+    assert!(
+        store
+            .jobs
+            .claim(&n, 2, t0() + secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let named = drover_core::ids::sweep_task_id(&job.id, 2);
+    assert_eq!(
+        store
+            .jobs
+            .claim_task(&named, &n, None, t0() + secs(1))
+            .await
+            .unwrap(),
+        drover_store::TaskClaim::Draining
+    );
+    assert_eq!(
+        store
+            .jobs
+            .claim_task(&held.id, &n, None, t0() + secs(1))
+            .await
+            .unwrap(),
+        drover_store::TaskClaim::AlreadyHeld { attempt: 1 },
+        "it keeps what it holds"
+    );
+    let left = store.jobs.get_task(&named).await.unwrap();
+    assert_eq!((left.status, left.attempt), (TaskStatus::New, 0));
+    // It finishes what it holds.
+    let outcomes = store
+        .jobs
+        .report(vec![crate::complete(&held.id, &n, 1.0)], t0() + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![drover_core::ReportOutcome::Completed]);
+    // Heartbeats (held ones too) keep what the operator chose.
+    for at in [3, 4] {
+        let status = store
+            .nodes
+            .heartbeat(&n, NodeStats::default(), t0() + secs(at))
+            .await
+            .unwrap();
+        assert_eq!(status, NodeStatus::Draining);
+    }
+    store.nodes.flush_heartbeats().await.unwrap();
+    assert_eq!(the_node(store, &n).await.status, NodeStatus::Draining);
+
+    let undrained = store.nodes.drain_node(&n, Drain::Stop).await.unwrap();
+    assert_eq!(undrained.status, NodeStatus::Up);
+    assert_eq!(
+        store
+            .nodes
+            .heartbeat(&n, NodeStats::default(), t0() + secs(5))
+            .await
+            .unwrap(),
+        NodeStatus::Up
+    );
+    assert_eq!(
+        store.jobs.claim(&n, 2, t0() + secs(5)).await.unwrap().len(),
+        2
+    );
+    let up = store.nodes.drain_node(&n, Drain::Stop).await.unwrap();
+    assert_eq!(up.status, NodeStatus::Up);
+
+    // A DOWN node is refused either way and stays DOWN; a heartbeat brings it back UP.
+    store
+        .nodes
+        .mark_silent_nodes_down(t0() + secs(100), t0() + secs(100))
+        .await
+        .unwrap();
+    for drain in [Drain::Start, Drain::Stop] {
+        match store.nodes.drain_node(&n, drain).await {
+            Err(StoreError::DrainRefused { id, .. }) => assert_eq!(id, n),
+            other => panic!("draining a DOWN node: {other:?}"),
+        }
+    }
+    assert_eq!(the_node(store, &n).await.status, NodeStatus::Down);
+    assert!(matches!(
+        store.nodes.drain_node("spot-nope", Drain::Start).await,
+        Err(StoreError::NotFound { kind: "spot", .. })
+    ));
+    assert_counts_consistent(store).await;
+}
+
 macro_rules! nodes_suite {
     ($(#[$meta:meta])* $backend:ident, $fixture:expr) => {
         suite!($(#[$meta])* $backend, $fixture;
@@ -558,6 +661,7 @@ macro_rules! nodes_suite {
                 the_registry_is_capped_and_listed_in_pages,
                 a_node_with_a_longer_silence_timeout_is_judged_by_it,
                 a_nodes_own_silence_timeout_counts_from_its_last_heartbeat,
+                a_drained_node_claims_nothing_until_undrained,
             ];
             shared: []);
     };

@@ -294,6 +294,69 @@ async fn nodes_lists_the_registered_spots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_drain_and_undrain_a_spot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), Launch::new()).await;
+    let d = dir.path();
+    let client = server.client();
+    let spot = client
+        .hello(&HelloRequest {
+            ip_address: "127.0.0.1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .spot_id;
+
+    let run = against(&server, d, "drain", &["nodes", "drain", &spot]).await;
+    assert_eq!(exit_code(&run), Some(0), "{run}");
+    assert!(
+        run.stdout.contains(&format!("spot {spot} is DRAINING")),
+        "{run}"
+    );
+    assert!(run.stdout.contains("drover nodes undrain"), "{run}");
+    let run = against(&server, d, "nodes", &["nodes"]).await;
+    assert!(run.stdout.contains("DRAINING"), "{run}");
+    assert_eq!(client.spots().await.unwrap()[0].status, "DRAINING");
+
+    let run = against(
+        &server,
+        d,
+        "undrain",
+        &["nodes", "undrain", &spot, "-o", "json"],
+    )
+    .await;
+    assert_eq!(exit_code(&run), Some(0), "{run}");
+    let undrained: drover_api::Spot = serde_json::from_str(&run.stdout).expect("a spot");
+    assert_eq!(
+        (undrained.id.as_str(), undrained.status.as_str()),
+        (spot.as_str(), "UP")
+    );
+
+    // An unknown spot is the server's refusal (exit 3, its code); a list format is usage (2).
+    let run = against(
+        &server,
+        d,
+        "drain-unknown",
+        &["nodes", "drain", "spot-nope"],
+    )
+    .await;
+    assert_eq!(exit_code(&run), Some(3), "{run}");
+    assert!(run.stderr.contains("SPOT_NOT_FOUND"), "{run}");
+    let run = against(
+        &server,
+        d,
+        "drain-csv",
+        &["nodes", "drain", &spot, "-o", "csv"],
+    )
+    .await;
+    assert_eq!(exit_code(&run), Some(2), "{run}");
+    let run = against(&server, d, "drain-no-id", &["nodes", "drain"]).await;
+    assert_eq!(exit_code(&run), Some(2), "{run}");
+    assert_eq!(client.spots().await.unwrap()[0].status, "UP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_exits_0_once_the_job_completes() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), Launch::new()).await;

@@ -139,6 +139,10 @@ impl From<StoreError> for ApiError {
                 code: "SPOT_DOWN",
                 message: e.to_string(),
             },
+            StoreError::DrainRefused { .. } => ApiError::Conflict {
+                code: "SPOT_DOWN",
+                message: e.to_string(),
+            },
             StoreError::JobFinished { .. } => ApiError::Conflict {
                 code: "JOB_FINISHED",
                 message: e.to_string(),

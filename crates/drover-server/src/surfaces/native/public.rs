@@ -14,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use drover_api as api;
+use drover_core::node::Drain;
 use drover_core::sweep::{SizeLimits, Sweep};
 use drover_core::{JobStatus, Task, TaskStatus};
 use drover_store::{JobStore, Page};
@@ -25,6 +26,8 @@ use utoipa_axum::routes;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(spots))
+        .routes(routes!(drain_spot))
+        .routes(routes!(undrain_spot))
         .routes(routes!(create_job, list_jobs))
         .routes(routes!(cancel_job))
         .routes(routes!(list_tasks))
@@ -154,6 +157,42 @@ async fn spots(
         spots: page.items.iter().map(translate::spot).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
+}
+
+/// Drains a spot: it finishes the tasks it holds and claims nothing new until it is undrained
+/// (its claims answer an empty list). Lasts until undrained or until the spot goes DOWN.
+#[utoipa::path(post, path = "/api/v1/spots/{id}/drain", tag = "native", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The spot's id")),
+    responses(
+        (status = 200, description = "The spot, DRAINING (draining a DRAINING spot changes nothing); a DOWN spot is refused with 409 `SPOT_DOWN`", body = api::Spot),
+        Refusals))]
+async fn drain_spot(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    _body: RawBody,
+) -> Result<Json<api::Spot>, ApiError> {
+    set_drain(&app, &id, Drain::Start).await
+}
+
+/// Puts a drained spot back to work: UP, claiming again.
+#[utoipa::path(post, path = "/api/v1/spots/{id}/undrain", tag = "native", security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The spot's id")),
+    responses(
+        (status = 200, description = "The spot, UP (undraining an UP spot changes nothing); a DOWN spot is refused with 409 `SPOT_DOWN`", body = api::Spot),
+        Refusals))]
+async fn undrain_spot(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    _body: RawBody,
+) -> Result<Json<api::Spot>, ApiError> {
+    set_drain(&app, &id, Drain::Stop).await
+}
+
+/// A drain or undrain, as both routes make it.
+async fn set_drain(app: &AppState, id: &str, drain: Drain) -> Result<Json<api::Spot>, ApiError> {
+    let node = app.store.nodes.drain_node(id, drain).await?;
+    tracing::info!(spot = %node.id, status = %node.status, "spot drain set");
+    Ok(Json(translate::spot(&node)))
 }
 
 /// Spots or runners per page when the client does not say, and the most it may ask for.
