@@ -11,6 +11,7 @@ pub mod servers;
 
 use bytes::Bytes;
 use drover_api::*;
+use drover_core::text::path_segment;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -407,7 +408,7 @@ impl Client {
     /// Drains a spot: it finishes the tasks it holds and claims nothing new until undrained.
     /// Idempotent: draining a DRAINING spot changes nothing.
     pub async fn drain_spot(&self, id: &str) -> Result<Spot> {
-        let path = format!("/api/v1/spots/{id}/drain");
+        let path = format!("/api/v1/spots/{}/drain", path_segment(id));
         self.send(Retry::Idempotent, |base| {
             self.request(base, Method::POST, &path)
         })
@@ -416,7 +417,7 @@ impl Client {
 
     /// Puts a drained spot back to work (UP). Idempotent, as [`Client::drain_spot`].
     pub async fn undrain_spot(&self, id: &str) -> Result<Spot> {
-        let path = format!("/api/v1/spots/{id}/undrain");
+        let path = format!("/api/v1/spots/{}/undrain", path_segment(id));
         self.send(Retry::Idempotent, |base| {
             self.request(base, Method::POST, &path)
         })
@@ -432,7 +433,7 @@ impl Client {
     /// A job. An agent's client (with the agent key or a spot secret) reads it as an agent,
     /// which is what shows its `env` values; anyone else sees them redacted.
     pub async fn job(&self, id: &str) -> Result<Job> {
-        let path = format!("/api/v1/jobs/{id}");
+        let path = format!("/api/v1/jobs/{}", path_segment(id));
         self.send(Retry::Idempotent, |base| {
             let mut req = self.request(base, Method::GET, &path);
             if let Some(k) = &self.agent_key {
@@ -454,7 +455,7 @@ impl Client {
 
     /// Cancels a job; idempotent (a cancelled job is left as it is), so repeated anywhere.
     pub async fn cancel_job(&self, id: &str) -> Result<Job> {
-        let path = format!("/api/v1/jobs/{id}/cancel");
+        let path = format!("/api/v1/jobs/{}/cancel", path_segment(id));
         self.send(Retry::Idempotent, |base| {
             self.request(base, Method::POST, &path)
         })
@@ -462,8 +463,11 @@ impl Client {
     }
 
     pub async fn tasks(&self, job_id: &str, opts: &ListOptions) -> Result<TaskList> {
-        self.get_page(&format!("/api/v1/jobs/{job_id}/tasks"), opts)
-            .await
+        self.get_page(
+            &format!("/api/v1/jobs/{}/tasks", path_segment(job_id)),
+            opts,
+        )
+        .await
     }
 
     /// Every task of a job (optionally of one status), following the pages.
@@ -480,17 +484,21 @@ impl Client {
     }
 
     pub async fn task(&self, id: &str) -> Result<Task> {
-        self.get(&format!("/api/v1/tasks/{id}")).await
+        self.get(&format!("/api/v1/tasks/{}", path_segment(id)))
+            .await
     }
 
     pub async fn results(&self, job_id: &str, opts: &ListOptions) -> Result<ResultsResponse> {
-        self.get_page(&format!("/api/v1/jobs/{job_id}/results"), opts)
-            .await
+        self.get_page(
+            &format!("/api/v1/jobs/{}/results", path_segment(job_id)),
+            opts,
+        )
+        .await
     }
 
     /// The job's results as CSV text.
     pub async fn results_csv(&self, job_id: &str) -> Result<String> {
-        let path = format!("/api/v1/jobs/{job_id}/results");
+        let path = format!("/api/v1/jobs/{}/results", path_segment(job_id));
         let bytes = self
             .fetch(Retry::Idempotent, |base| {
                 self.request(base, Method::GET, &path)
@@ -575,13 +583,13 @@ impl Client {
 
     /// Reports a task done; idempotent by the contract (a repeat is answered as the first).
     pub async fn complete(&self, task_id: &str, req: &CompleteRequest) -> Result<ReportResponse> {
-        let path = format!("/internal/v1/tasks/{task_id}/complete");
+        let path = format!("/internal/v1/tasks/{}/complete", path_segment(task_id));
         self.post(Retry::Idempotent, &path, req).await
     }
 
     /// Reports a task failed; idempotent by the contract.
     pub async fn fail(&self, task_id: &str, req: &FailRequest) -> Result<ReportResponse> {
-        let path = format!("/internal/v1/tasks/{task_id}/fail");
+        let path = format!("/internal/v1/tasks/{}/fail", path_segment(task_id));
         self.post(Retry::Idempotent, &path, req).await
     }
 

@@ -17,6 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use drover_core::node::Drain;
 use drover_core::priority::PriorityClass;
+use drover_core::text::path_segment;
 use drover_core::{Job, JobStatus, NodeStatus};
 use drover_store::Page;
 use maud::{Markup, html};
@@ -277,7 +278,7 @@ fn drain_form(viewer: &Viewer, n: &drover_core::Node) -> Markup {
         NodeStatus::Down => return html! {},
     };
     html! {
-        form method="post" action={ "/ui/nodes/" (n.id) "/" (action) } class="inline" {
+        form method="post" action={ "/ui/nodes/" (path_segment(&n.id)) "/" (action) } class="inline" {
             input type="hidden" name="csrf" value=(viewer.csrf);
             button type="submit" { (label) }
         }

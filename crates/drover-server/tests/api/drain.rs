@@ -128,3 +128,41 @@ async fn drains_are_idempotent_and_refuse_down_and_unknown_spots() {
     );
     app.finish().await;
 }
+
+/// A node that names itself (the node-registry and placement contracts let it) may hold any
+/// character in its id: the client and the dashboard's form still name it in one path segment.
+#[tokio::test]
+async fn a_spot_whose_id_holds_a_slash_and_a_space_is_drained_by_its_id() {
+    let app = spawn_app().await;
+    let id = "rack 7/node?1%";
+    app.store()
+        .nodes
+        .put_node(
+            drover_store::NamedNode {
+                id: id.into(),
+                info: drover_core::NodeInfo {
+                    address: "127.0.0.1".into(),
+                    ..Default::default()
+                },
+                capacity_gb: None,
+                liveness: drover_store::Liveness::Heartbeats,
+                silence_timeout: None,
+            },
+            None,
+            app.state.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.client.drain_spot(id).await.unwrap().id, id);
+    let (status, page) = {
+        let resp = app.http.get(app.url("/ui/nodes")).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("/ui/nodes/rack%207%2Fnode%3F1%25/undrain"),
+        "{page}"
+    );
+    assert_eq!(app.client.undrain_spot(id).await.unwrap().status, "UP");
+    app.finish().await;
+}
