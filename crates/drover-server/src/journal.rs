@@ -111,6 +111,10 @@ pub struct JournalConfig {
     pub keep: Option<u64>,
     /// How often the leader compacts, when `keep` is set.
     pub compact_every: Duration,
+    /// The key sent as `Authorization: Bearer` to the http(s) sinks (another drover server's
+    /// `--api-key`); `None` sends none. This server's own API key is never sent to a sink: the
+    /// server behind a sink is another party.
+    pub sink_key: Option<String>,
 }
 
 impl JournalConfig {
@@ -129,6 +133,7 @@ impl JournalConfig {
             reconcile_retry_delay: Duration::from_secs(1),
             keep: None,
             compact_every: Duration::from_secs(60),
+            sink_key: None,
         }
     }
 }
@@ -270,13 +275,11 @@ const TRANSITIONS_KEPT: usize = 64;
 const READ_PAGE: u32 = 1000;
 
 impl Publisher {
-    /// A publisher for `config`; sinks are opened when first used. `api_key` is sent to an
-    /// HTTP sink (another drover server that requires one).
+    /// A publisher for `config`; sinks are opened when first used.
     pub fn new(
         mut config: JournalConfig,
         store: Arc<dyn JournalStore>,
         clock: Arc<dyn Clock>,
-        api_key: Option<String>,
     ) -> Publisher {
         config.routing.secondary = config.secondary.is_some();
         config.routing.emergency = config.emergency.is_some();
@@ -284,7 +287,7 @@ impl Publisher {
             spec.clone().map(|spec| LazySink {
                 spec,
                 timeout: config.timeout,
-                api_key: api_key.clone(),
+                api_key: config.sink_key.clone(),
                 opened: tokio::sync::OnceCell::new(),
             })
         };

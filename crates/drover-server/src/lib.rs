@@ -126,7 +126,6 @@ impl AppState {
                 journaled,
                 store.journal.clone(),
                 clock.clone(),
-                config.api_key.clone(),
             ))
         });
         let mut metrics = metrics::Metrics::new()

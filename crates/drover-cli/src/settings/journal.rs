@@ -157,6 +157,17 @@ pub struct JournalSettings {
     #[arg(long, env = "DROVER_JOURNAL_COMPACT_EVERY", value_name = "DURATION")]
     pub journal_compact_every: Option<Span>,
 
+    /// The key to send, as `Authorization: Bearer KEY`, to the http(s) sinks: the --api-key of
+    /// the drover server behind them. This server's own --api-key is never sent to a sink
+    /// [default: none].
+    #[arg(
+        long,
+        env = "DROVER_JOURNAL_SINK_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub journal_sink_key: Option<String>,
+
     /// What the aliases asked for that depends on the sinks every source gives: checked when
     /// the settings are resolved.
     #[arg(skip)]
@@ -394,6 +405,10 @@ impl JournalSettings {
                 self.journal_compact_every.is_some(),
                 "--journal-compact-every (DROVER_JOURNAL_COMPACT_EVERY)",
             ),
+            (
+                self.journal_sink_key.is_some(),
+                "--journal-sink-key (DROVER_JOURNAL_SINK_KEY)",
+            ),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
@@ -480,6 +495,7 @@ impl JournalSettings {
             reconcile_retry_delay: or(self.reconcile_retry_delay, d.reconcile_retry_delay),
             keep: self.journal_keep.or(d.keep),
             compact_every: or(self.journal_compact_every, d.compact_every),
+            sink_key: self.journal_sink_key.clone().filter(|k| !k.is_empty()),
             ..d
         };
         for (zero, flag) in [
@@ -619,6 +635,8 @@ mod tests {
             "5000",
             "--journal-compact-every",
             "10s",
+            "--journal-sink-key",
+            "k-of-10.0.0.9",
         ])
         .unwrap();
         let config = settings.resolve().unwrap().app.server.journal.unwrap();
@@ -642,6 +660,7 @@ mod tests {
                 reconcile_max_retries: 7,
                 reconcile_retry_delay: Duration::from_millis(2500),
                 keep: Some(5000),
+                sink_key: Some("k-of-10.0.0.9".into()),
                 compact_every: Duration::from_secs(10),
             }
         );
@@ -1072,6 +1091,8 @@ mod tests {
             "DROVER_JOURNAL_PUBLISH_EVERY",
             "--journal-blob-max-bytes <BYTES>",
             "DROVER_JOURNAL_BLOB_MAX_BYTES",
+            "--journal-sink-key <KEY>",
+            "DROVER_JOURNAL_SINK_KEY",
             "--reconcile-batch-size <N>",
             "DROVER_RECONCILE_BATCH_SIZE",
             "--reconcile-max-retries <N>",

@@ -2,7 +2,8 @@
 //! posts answered with their heights and commitments, blobs read back through
 //! `GET /da/blob/{height}`, the height through `GET /da/head`; a server without a directory,
 //! and one whose key the sink lacks, answered as unavailable and refused; a stopped server
-//! answered as unavailable. Also the two read routes' own answers.
+//! answered as unavailable. Also the two read routes' own answers, and the key a publisher
+//! sends to such a sink.
 
 use crate::helpers::*;
 use drover_sinks::{HttpSink, Posted, Sink, SinkError, commitment};
@@ -154,4 +155,44 @@ async fn the_read_routes_answer_raw_bytes_the_head_and_coded_refusals() {
         "{body}"
     );
     app.finish().await;
+}
+
+/// A publisher posting to another drover server sends that server's key
+/// (`--journal-sink-key`), and never its own API key, even where the two would match.
+#[tokio::test]
+async fn the_publisher_sends_the_sinks_own_key_never_its_servers_api_key() {
+    const KEY: &str = "the-sinks-key";
+    let dir = tempfile::tempdir().unwrap();
+    let sink_server = spawn_app_with({
+        let kept = dir.path().join("da");
+        move |c| {
+            c.da_dir = Some(kept);
+            c.api_key = Some(KEY.into());
+        }
+    })
+    .await;
+    let app = spawn_app_with(|c| c.api_key = Some(KEY.into())).await;
+    app.hello().await;
+    let publisher = |sink_key: Option<&str>| {
+        drover_server::journal::Publisher::new(
+            drover_server::journal::JournalConfig {
+                sink_key: sink_key.map(String::from),
+                ..drover_server::journal::JournalConfig::to(drover_server::journal::SinkSpec::Http(
+                    sink_server.base.clone(),
+                ))
+            },
+            app.store().journal.clone(),
+            app.state.clock.clone(),
+        )
+    };
+    assert_eq!(
+        publisher(None).publish().await.unwrap(),
+        0,
+        "refused: no key was sent"
+    );
+    assert!(publisher(Some(KEY)).publish().await.unwrap() > 0);
+    let held = sink_on(&sink_server).with_api_key(KEY);
+    assert!(held.get(1).await.unwrap().is_some());
+    app.finish().await;
+    sink_server.finish().await;
 }
