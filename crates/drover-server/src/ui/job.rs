@@ -72,28 +72,10 @@ impl JobQuery {
 
 /// Reads the DONE tasks of `job`, up to [`RESULTS_READ`]; whether there were more.
 async fn done_tasks(app: &AppState, job: &str) -> Result<(Vec<Task>, bool), UiError> {
-    let mut tasks = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = app
-            .store
-            .jobs
-            .list_tasks(
-                job,
-                Some(TaskStatus::Done),
-                Page {
-                    cursor,
-                    limit: 1000,
-                },
-            )
-            .await?;
-        tasks.extend(page.items);
-        match page.next_cursor {
-            Some(c) if tasks.len() < RESULTS_READ => cursor = Some(c),
-            Some(_) => return Ok((tasks, true)),
-            None => return Ok((tasks, false)),
-        }
-    }
+    super::read_up_to(RESULTS_READ, |page| {
+        app.store.jobs.list_tasks(job, Some(TaskStatus::Done), page)
+    })
+    .await
 }
 
 /// How two results compare by `column` (ascending).

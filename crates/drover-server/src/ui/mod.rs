@@ -302,6 +302,30 @@ pub fn layout(
     }
 }
 
+/// Reads a listing a page at a time through `fetch` until it holds `max` items or none are
+/// left; whether more were left. A page shows at most a bounded read, never a whole table.
+async fn read_up_to<T, F, Fut>(max: usize, mut fetch: F) -> Result<(Vec<T>, bool), UiError>
+where
+    F: FnMut(drover_store::Page) -> Fut,
+    Fut: std::future::Future<Output = drover_store::Result<drover_store::Paged<T>>>,
+{
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = fetch(drover_store::Page {
+            cursor,
+            limit: 1000,
+        })
+        .await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(c) if items.len() < max => cursor = Some(c),
+            Some(_) => return Ok((items, true)),
+            None => return Ok((items, false)),
+        }
+    }
+}
+
 /// `s` as a query-string value.
 fn url_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -19,7 +19,6 @@ use drover_core::node::Drain;
 use drover_core::priority::PriorityClass;
 use drover_core::text::path_segment;
 use drover_core::{Job, JobStatus, NodeStatus};
-use drover_store::Page;
 use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -63,27 +62,7 @@ fn status_class(word: &str) -> String {
 
 /// Reads jobs, newest first, up to `max`; whether there were more.
 async fn read_jobs(app: &AppState, max: usize) -> Result<(Vec<Job>, bool), UiError> {
-    let mut jobs = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = app
-            .store
-            .jobs
-            .list_jobs(
-                None,
-                Page {
-                    cursor,
-                    limit: 1000,
-                },
-            )
-            .await?;
-        jobs.extend(page.items);
-        match page.next_cursor {
-            Some(c) if jobs.len() < max => cursor = Some(c),
-            Some(_) => return Ok((jobs, true)),
-            None => return Ok((jobs, false)),
-        }
-    }
+    super::read_up_to(max, |page| app.store.jobs.list_jobs(None, page)).await
 }
 
 pub(super) async fn overview(

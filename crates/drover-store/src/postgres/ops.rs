@@ -15,6 +15,18 @@ use std::sync::atomic::Ordering;
 /// Counts each job's tasks: its rows, and the tasks without rows (NEW, or CANCELLED with the
 /// job). A job whose rows are not exactly its first `materialised` tasks shows as a wrong
 /// total.
+/// The NEW (waiting) and RUNNING tasks of every job, from the jobs' counters.
+async fn task_sums<C: GenericClient>(c: &C) -> R<(u64, u64)> {
+    let r = row(
+        c,
+        "SELECT COALESCE(sum(new_tasks), 0)::BIGINT, COALESCE(sum(running_tasks), 0)::BIGINT
+         FROM jobs",
+        &[],
+    )
+    .await?;
+    Ok((rows::count(&r, 0)?, rows::count(&r, 1)?))
+}
+
 async fn audit<C: GenericClient>(c: &C) -> R<Vec<CountMismatch>> {
     let found = all(
         c,
@@ -84,17 +96,11 @@ impl StoreOps for PgStore {
                 &row(&conn, "SELECT count(*) FROM nodes WHERE status = 'UP'", &[]).await?,
                 0,
             )?;
-            let r = row(
-                &conn,
-                "SELECT COALESCE(sum(new_tasks), 0)::BIGINT, COALESCE(sum(running_tasks), 0)::BIGINT
-                 FROM jobs",
-                &[],
-            )
-            .await?;
+            let (pending_tasks, running_tasks) = task_sums(&conn).await?;
             Ok(Overview {
                 active_nodes: active as u64,
-                pending_tasks: rows::count(&r, 0)?,
-                running_tasks: rows::count(&r, 1)?,
+                pending_tasks,
+                running_tasks,
             })
         }
         .await)
@@ -115,21 +121,10 @@ impl StoreOps for PgStore {
                 }
                 by_status.push(pairs);
             }
-            let r = row(
-                &conn,
-                "SELECT COALESCE(sum(new_tasks), 0)::BIGINT, COALESCE(sum(running_tasks), 0)::BIGINT
-                 FROM jobs",
-                &[],
-            )
-            .await?;
+            let (waiting, running) = task_sums(&conn).await?;
             let runners = by_status.pop().unwrap_or_default();
             let nodes = by_status.pop().unwrap_or_default();
-            Ok(StatusCounts::from_rows(
-                nodes,
-                runners,
-                rows::count(&r, 0)?,
-                rows::count(&r, 1)?,
-            )?)
+            Ok(StatusCounts::from_rows(nodes, runners, waiting, running)?)
         }
         .await)
     }

@@ -10,6 +10,16 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension};
 
 /// This data directory's server identity, made on first use.
+/// The NEW (waiting) and RUNNING tasks of every job, from the jobs' counters.
+fn task_sums(conn: &Connection) -> Result<(u64, u64)> {
+    conn.prepare_cached(
+        "SELECT COALESCE(sum(new_tasks), 0), COALESCE(sum(running_tasks), 0) FROM jobs",
+    )
+    .map_err(map_err)?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+    .map_err(map_err)
+}
+
 fn instance_id(conn: &Connection) -> Result<String> {
     let existing: Option<String> = conn
         .query_row(
@@ -61,13 +71,7 @@ impl StoreOps for SqliteStore {
                     r.get(0)
                 })
                 .map_err(map_err)?;
-            let (pending_tasks, running_tasks): (u64, u64) = conn
-                .query_row(
-                    "SELECT COALESCE(sum(new_tasks), 0), COALESCE(sum(running_tasks), 0) FROM jobs",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(map_err)?;
+            let (pending_tasks, running_tasks) = task_sums(conn)?;
             Ok(Overview {
                 active_nodes,
                 pending_tasks,
@@ -89,13 +93,7 @@ impl StoreOps for SqliteStore {
             };
             let nodes = by_status("SELECT status, count(*) FROM nodes GROUP BY status")?;
             let runners = by_status("SELECT status, count(*) FROM runners GROUP BY status")?;
-            let (waiting, running): (u64, u64) = conn
-                .query_row(
-                    "SELECT COALESCE(sum(new_tasks), 0), COALESCE(sum(running_tasks), 0) FROM jobs",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(map_err)?;
+            let (waiting, running) = task_sums(conn)?;
             StatusCounts::from_rows(nodes, runners, waiting, running)
         })
         .await
