@@ -3,7 +3,9 @@
 //! no routing beyond those three routes, no limits, no auth, no tracing. Its CPU under the same
 //! heartbeat load is what the HTTP library, tokio and the kernel's loopback path cost by
 //! themselves on this machine, so the scenario can say how much of drover's figure is drover's.
-//! With `--grpc-port` it also serves the node-registry contract's gRPC service answering every
+//! With a PostgreSQL `--db` it also serves the contract-exact scenario's claims and completes
+//! with the fewest durable statements (`pg_floor.rs`); with `--amqp-url`, the priority-router
+//! scenario's registrations published straight to the broker (`amqp_floor.rs`). With `--grpc-port` it also serves the node-registry contract's gRPC service answering every
 //! call at once (tonic, as drover's), the floor of the `grpc-nodes` scenario.
 //!
 //! It is this binary's hidden `server` subcommand and takes the options `drover server` takes
@@ -18,6 +20,7 @@ use axum::routing::{get, post};
 use clap::Args;
 use drover_proto::orchion::v1 as pb;
 use drover_proto::orchion::v1::orchestrator_server::{Orchestrator, OrchestratorServer};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tonic::{Request, Response, Status};
 
 #[derive(Args)]
@@ -30,9 +33,14 @@ pub struct FloorArgs {
     /// scenario's floor): every call succeeds with an empty answer.
     #[arg(long)]
     grpc_port: Option<u16>,
-    /// The other `drover server` options, accepted and ignored.
+    /// With a `postgres://` URL, also serve the contract-exact scenario's calls on that
+    /// database (`pg_floor.rs`); a SQLite path is ignored.
+    #[arg(long)]
+    db: Option<String>,
+    /// The other `drover server` options, accepted and ignored but for `--amqp-url`, with
+    /// which it also serves the priority-router scenario's registrations (`amqp_floor.rs`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _rest: Vec<String>,
+    rest: Vec<String>,
 }
 
 const JSON: [(axum::http::HeaderName, &str); 1] = [(CONTENT_TYPE, "application/json")];
@@ -57,12 +65,32 @@ pub fn run(args: FloorArgs) -> anyhow::Result<()> {
             )
             .route(
                 "/internal/v1/hello",
-                post(|| async { (JSON, r#"{"spotId":"floor"}"#) }),
+                post(|| async {
+                    // Each spot its own id (unique across replicas of the floor), as the
+                    // PostgreSQL floor's completes check their holder.
+                    static SPOTS: AtomicU64 = AtomicU64::new(0);
+                    let n = SPOTS.fetch_add(1, Ordering::Relaxed);
+                    let id = format!("floor-{}-{n}", std::process::id());
+                    (JSON, format!(r#"{{"spotId":"{id}"}}"#))
+                }),
             )
             .route(
                 "/internal/v1/heartbeat",
                 post(|| async { (JSON, r#"{"success":true}"#) }),
             );
+        let app = match args.db.as_deref() {
+            Some(url) if url.starts_with("postgres://") => {
+                app.merge(crate::pg_floor::routes(url).await?)
+            }
+            _ => app,
+        };
+        let amqp = (args.rest.iter())
+            .position(|a| a == "--amqp-url")
+            .and_then(|i| args.rest.get(i + 1));
+        let app = match amqp {
+            Some(url) => app.merge(crate::amqp_floor::routes(url).await?),
+            None => app,
+        };
         let listener = tokio::net::TcpListener::bind((args.bind.as_str(), args.port)).await?;
         let stop = async {
             if let Ok(mut term) =

@@ -16,8 +16,10 @@
 //!   command `true`, so each task is a child process that exits 0, run and reported the way a
 //!   deployment would. This measures coordination plus one process per task.
 
+mod amqp_floor;
 mod batch_worker;
 mod floor;
+mod pg_floor;
 mod ring;
 mod scenarios;
 mod server;

@@ -254,9 +254,20 @@ impl Ctx {
     /// The servers of one run: one on a fresh SQLite file, or `replicas` on a fresh PostgreSQL
     /// database. The first is the one the scenario creates jobs on and watches.
     pub async fn start_servers(&self, strace: bool, extra: &[&str]) -> anyhow::Result<Vec<Server>> {
+        self.start_servers_of(&self.drover, strace, extra).await
+    }
+
+    /// As [`Ctx::start_servers`], with `program` started as `drover server` (drover, or the
+    /// floor: this binary).
+    pub async fn start_servers_of(
+        &self,
+        program: &Path,
+        strace: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<Vec<Server>> {
         let Some(pg) = &self.postgres else {
             let one = Server::start(&ServerOpts {
-                drover: &self.drover,
+                drover: program,
                 strace,
                 extra,
                 db_dir: self.db_dir(),
@@ -275,7 +286,7 @@ impl Ctx {
         for _ in 0..self.replicas.max(1) {
             servers.push(
                 Server::start(&ServerOpts {
-                    drover: &self.drover,
+                    drover: program,
                     // The database's fsyncs are PostgreSQL's, not the server's.
                     strace: false,
                     extra,
@@ -294,6 +305,32 @@ impl Ctx {
             Some(_) => format!(", PostgreSQL, {} replica(s)", self.replicas.max(1)),
             None => String::new(),
         }
+    }
+}
+
+/// Runs a scenario's load against its floor (this binary's hidden `server`, `floor.rs`, started
+/// as `drover server`) and adds the floor's row: `run(program)` gives the figure's value and
+/// its text, which the row shows after "floor".
+pub async fn floor_row<F, Fut>(
+    ctx: &Ctx,
+    rows: &mut Rows<'_>,
+    (scenario, what, target): (&str, &str, &str),
+    run: F,
+) where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(f64, String)>>,
+{
+    ctx.say(
+        scenario,
+        format!("the same load against the floor ({what})"),
+    );
+    let result = match std::env::current_exe().context("finding this binary for the floor server") {
+        Ok(exe) => run(exe).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((value, figure)) => rows.add(format!("floor {figure}"), value, target, Goal::None),
+        Err(e) => rows.missing(format!("floor failed: {e:#}"), target, Verdict::Failed),
     }
 }
 

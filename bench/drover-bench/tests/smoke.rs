@@ -109,3 +109,64 @@ fn the_smoke_run_produces_a_row_with_a_figure_for_every_scenario() {
         }
     }
 }
+
+/// On PostgreSQL, contract-exact also runs the same clients against its floor (`pg_floor.rs`:
+/// one statement per call, nothing else recorded); both must drain the sweep and give a figure.
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[test]
+fn on_postgres_contract_exact_and_its_floor_both_drain_the_sweep() {
+    if let Some(why) = drover_pgtest::missing() {
+        panic!("{why}");
+    }
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_drover-bench"));
+    let drover = drover_binary(&bench);
+    let run = Command::new(&bench)
+        .args([
+            "suite",
+            "--smoke",
+            "--only",
+            "contract-exact",
+            "--postgres",
+            "--drover",
+        ])
+        .arg(&drover)
+        .output()
+        .expect("running drover-bench suite");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "the suite failed:\n{stderr}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    let figure = |r: &serde_json::Value| r["figure"].as_str().unwrap_or_default().to_string();
+    let floors = rows
+        .iter()
+        .filter(|r| figure(r).starts_with("floor "))
+        .count();
+    assert_eq!(
+        rows.len(),
+        4,
+        "drover and the floor at 16 and 64 clients: {rows:?}"
+    );
+    assert_eq!(
+        floors, 2,
+        "a floor row per client count: {rows:?}\n{stderr}"
+    );
+    for row in &rows {
+        assert_ne!(row["verdict"], "failed", "{row}\n{stderr}");
+        assert!(
+            row["value"]
+                .as_f64()
+                .is_some_and(|v| v.is_finite() && v > 0.0),
+            "a figure of tasks/s: {row}"
+        );
+        assert!(
+            figure(row).contains("µs of CPU a task"),
+            "the machine's CPU is shown: {row}"
+        );
+    }
+}

@@ -4,11 +4,13 @@
 //! job is created before the clock starts: the figure is about claims and completes.
 
 use crate::scenarios::burn::sweep_job;
-use crate::stats::{fmt_ms, ms, percentile, thousands};
-use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict};
+use crate::server::Server;
+use crate::stats::{CpuMeter, fmt_ms, ms, percentile, thousands};
+use crate::suite::{Ctx, Goal, Row, Rows, Sizes, Verdict, floor_row};
 use anyhow::{Context, bail, ensure};
 use drover_api::{CompleteRequest, HeartbeatRequest, HelloRequest};
 use drover_client::Client;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +22,15 @@ pub async fn contract_exact(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Ro
     let mut all = Vec::new();
     for clients in sizes.contract_clients {
         let mut rows = Rows::new(SCENARIO, command.clone());
-        match run(ctx, sizes.contract_n, clients, sizes.contract_claim).await {
+        match run(
+            ctx,
+            &ctx.drover,
+            sizes.contract_n,
+            clients,
+            sizes.contract_claim,
+        )
+        .await
+        {
             Ok((rate, notes)) => rows.add(
                 format!(
                     "{} tasks/s ({clients} clients, claim {}, N = {}{notes})",
@@ -38,15 +48,43 @@ pub async fn contract_exact(ctx: &Ctx, command: String, sizes: &Sizes) -> Vec<Ro
                 Verdict::Failed,
             ),
         }
+        if ctx.postgres.is_some() {
+            floor(ctx, &mut rows, sizes, clients).await;
+        }
         all.extend(rows.rows);
     }
     all
 }
 
-async fn run(ctx: &Ctx, n: u64, clients: u32, claim: u32) -> anyhow::Result<(f64, String)> {
-    let servers = ctx.start_servers(false, &[]).await?;
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let result = drive(ctx, &urls, n, clients, claim).await;
+/// The same load against the floor (`pg_floor.rs`): the contract's calls served by the fewest
+/// durable statements behind the same HTTP stack, on as many replicas as drover ran.
+async fn floor(ctx: &Ctx, rows: &mut Rows<'_>, sizes: &Sizes, clients: u32) {
+    let what = (
+        SCENARIO,
+        "one statement per call",
+        "none: the call pattern's own cost here",
+    );
+    floor_row(ctx, rows, what, |exe| async move {
+        let (rate, notes) = run(ctx, &exe, sizes.contract_n, clients, sizes.contract_claim).await?;
+        let figure = format!(
+            "{} tasks/s ({clients} clients{notes}): one autocommitted statement per claim and \
+             per complete, no attempts, counters or events",
+            thousands(rate)
+        );
+        Ok((rate, figure))
+    })
+    .await;
+}
+
+async fn run(
+    ctx: &Ctx,
+    program: &Path,
+    n: u64,
+    clients: u32,
+    claim: u32,
+) -> anyhow::Result<(f64, String)> {
+    let servers = ctx.start_servers_of(program, false, &[]).await?;
+    let result = drive(ctx, &servers, n, clients, claim).await;
     let mut notes = String::new();
     for server in servers {
         notes.push_str(&server.stop().await.notes());
@@ -57,17 +95,17 @@ async fn run(ctx: &Ctx, n: u64, clients: u32, claim: u32) -> anyhow::Result<(f64
     Ok((rate, figures))
 }
 
-/// Drives the servers at `urls` (the first creates the job; client `i` uses `urls[i % len]`).
+/// Drives `servers` (the first creates the job; client `i` uses server `i % len`).
 async fn drive(
     ctx: &Ctx,
-    urls: &[String],
+    servers: &[Server],
     n: u64,
     clients: u32,
     claim: u32,
 ) -> anyhow::Result<(f64, String)> {
-    let replicas: Vec<Client> = urls
+    let replicas: Vec<Client> = servers
         .iter()
-        .map(|u| Client::new(u).with_timeout(Duration::from_secs(600)))
+        .map(|s| Client::new(&s.url).with_timeout(Duration::from_secs(600)))
         .collect();
     let client = replicas[0].clone();
     let job = client
@@ -106,6 +144,7 @@ async fn drive(
     );
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = ctx.drain_timeout(n);
+    let meter = CpuMeter::start(&servers[0]);
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for (i, spot) in spots.into_iter().enumerate() {
@@ -160,6 +199,7 @@ async fn drive(
     })
     .await;
     let total_s = t0.elapsed().as_secs_f64();
+    let cpu = meter.note(&servers[0], n, "task");
     stop.store(true, Ordering::Relaxed);
     beat.abort();
     match joined {
@@ -182,6 +222,7 @@ async fn drive(
         p(&completes, 0.5),
         p(&completes, 0.99)
     );
+    notes.push_str(&cpu);
     let errors = errors.load(Ordering::Relaxed);
     if errors > 0 {
         notes.push_str(&format!(", {errors} failed calls"));

@@ -11,10 +11,10 @@
 //! The clients are tokio tasks of this process sharing one HTTP client.
 
 use crate::server::{Server, ServerOpts};
-use crate::stats::thousands;
-use crate::suite::{Ctx, Goal, Row, Rows, Verdict};
+use crate::stats::{CpuMeter, thousands};
+use crate::suite::{Ctx, Goal, Row, Rows, Verdict, floor_row};
 use anyhow::{Context, bail, ensure};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ const TARGET: &str = "≥ 10,000 jobs/s";
 struct Figures {
     register_per_s: f64,
     published_per_s: f64,
+    /// From the first registration to the last confirm: the machine's CPU and the server's.
+    cpu: String,
     end_to_end_per_s: Option<f64>,
     consumer_note: String,
 }
@@ -40,14 +42,15 @@ pub async fn priority(ctx: &Ctx, command: String, n: u32) -> Vec<Row> {
         rows.missing(format!("not run: {why}"), TARGET, Verdict::Skipped);
         return rows.rows;
     }
-    match run(ctx, n).await {
+    match run(ctx, &ctx.drover, n, true).await {
         Ok(f) => {
             rows.add(
                 format!(
-                    "{} jobs/s from registration to published with confirms ({} jobs of mixed priority, {IN_FLIGHT} HTTP clients; registrations alone {} /s)",
+                    "{} jobs/s from registration to published with confirms ({} jobs of mixed priority, {IN_FLIGHT} HTTP clients; registrations alone {} /s{})",
                     thousands(f.published_per_s),
                     thousands(n as f64),
-                    thousands(f.register_per_s)
+                    thousands(f.register_per_s),
+                    f.cpu
                 ),
                 f.published_per_s,
                 TARGET,
@@ -68,7 +71,29 @@ pub async fn priority(ctx: &Ctx, command: String, n: u32) -> Vec<Row> {
         }
         Err(e) => rows.missing(format!("failed: {e:#}"), TARGET, Verdict::Failed),
     }
+    floor(ctx, &mut rows, n).await;
     rows.rows
+}
+
+/// The same registrations against the floor (`amqp_floor.rs`): each published straight to the
+/// broker and answered on its confirm, nothing recorded.
+async fn floor(ctx: &Ctx, rows: &mut Rows<'_>, n: u32) {
+    let what = (
+        SCENARIO,
+        "published at once",
+        "none: HTTP in and confirmed publishing out, here",
+    );
+    floor_row(ctx, rows, what, |exe| async move {
+        let f = run(ctx, &exe, n, false).await?;
+        let figure = format!(
+            "{} jobs/s from registration to published with confirms: a bare server publishing \
+             each registration as it comes and answering on its confirm, recording nothing{}",
+            thousands(f.published_per_s),
+            f.cpu
+        );
+        Ok((f.published_per_s, figure))
+    })
+    .await;
 }
 
 fn venv_python() -> PathBuf {
@@ -86,7 +111,9 @@ fn worker_script() -> PathBuf {
         .join("../../crates/drover-server/tests/api/priority_worker.py")
 }
 
-async fn run(ctx: &Ctx, n: u32) -> anyhow::Result<Figures> {
+/// The scenario against `program` started as `drover server`; the pika workers drain the
+/// queues afterwards when `consumers` is set.
+async fn run(ctx: &Ctx, program: &Path, n: u32, consumers: bool) -> anyhow::Result<Figures> {
     if let Some(why) = drover_amqptest::missing() {
         bail!("no RabbitMQ broker: {why}");
     }
@@ -96,14 +123,14 @@ async fn run(ctx: &Ctx, n: u32) -> anyhow::Result<Figures> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let url = broker.url();
     let server = Server::start(&ServerOpts {
-        drover: &ctx.drover,
+        drover: program,
         strace: false,
         extra: &["--dispatch", "rabbitmq", "--amqp-url", &url],
         db_dir: ctx.db_dir(),
         db_url: None,
     })
     .await?;
-    let result = measure(ctx, &server, &url, n).await;
+    let result = measure(ctx, &server, &url, n, consumers).await;
     server.stop().await;
     drop(broker);
     result
@@ -139,7 +166,13 @@ async fn completed(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
     Ok(pending + running)
 }
 
-async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Result<Figures> {
+async fn measure(
+    ctx: &Ctx,
+    server: &Server,
+    amqp: &str,
+    n: u32,
+    consumers: bool,
+) -> anyhow::Result<Figures> {
     let http = reqwest::Client::new();
     let base = server.url.clone();
     ctx.say(
@@ -151,6 +184,7 @@ async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Resu
     // not on building JSON trees (it shares the machine with the server and the broker).
     let url = format!("{base}/api/jobs/register");
     let next = Arc::new(AtomicU32::new(0));
+    let meter = CpuMeter::start(server);
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..IN_FLIGHT {
@@ -195,6 +229,7 @@ async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let to_published = t.elapsed();
+    let cpu = meter.note(server, u64::from(n), "job");
     ctx.say(
         SCENARIO,
         format!(
@@ -209,10 +244,11 @@ async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Resu
         .args(["-c", "import pika"])
         .status()
         .is_ok_and(|s| s.success());
-    if !pika {
+    if !consumers || !pika {
         return Ok(Figures {
             register_per_s: f64::from(n) / registered.as_secs_f64(),
             published_per_s: f64::from(n) / to_published.as_secs_f64(),
+            cpu,
             end_to_end_per_s: None,
             consumer_note: format!(
                 "end to end not run: {} has no pika (scripts/test makes the virtualenv)",
@@ -256,6 +292,7 @@ async fn measure(ctx: &Ctx, server: &Server, amqp: &str, n: u32) -> anyhow::Resu
     Ok(Figures {
         register_per_s: f64::from(n) / registered.as_secs_f64(),
         published_per_s: f64::from(n) / to_published.as_secs_f64(),
+        cpu,
         end_to_end_per_s: Some(f64::from(n) / end_to_end.as_secs_f64()),
         consumer_note: String::new(),
     })
