@@ -5,8 +5,9 @@
 //! themselves on this machine, so the scenario can say how much of drover's figure is drover's.
 //! With a PostgreSQL `--db` it also serves the contract-exact scenario's claims and completes
 //! with the fewest durable statements (`pg_floor.rs`); with `--amqp-url`, the priority-router
-//! scenario's registrations published straight to the broker (`amqp_floor.rs`). With `--grpc-port` it also serves the node-registry contract's gRPC service answering every
-//! call at once (tonic, as drover's), the floor of the `grpc-nodes` scenario.
+//! scenario's registrations published straight to the broker (`amqp_floor.rs`). With
+//! `--grpc-port` it also serves the node-registry contract's gRPC service answering every call
+//! at once (tonic, as drover's), the floor of the `grpc-nodes` scenario.
 //!
 //! It is this binary's hidden `server` subcommand and takes the options `drover server` takes
 //! (`--bind A --port P ...`, the rest ignored), so that [`crate::server::Server`] starts it as

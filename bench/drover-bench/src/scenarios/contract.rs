@@ -1,7 +1,9 @@
 //! Contract-exact: clients that speak only the contract's per-task routes, one HTTP request per
 //! complete (`POST /internal/v1/tasks/{id}/complete`) and small claims, 16 and then 64 at once.
 //! The clients are tokio tasks of this process sharing one HTTP client, each its own spot. The
-//! job is created before the clock starts: the figure is about claims and completes.
+//! job is created before the clock starts: the figure is about claims and completes. On
+//! PostgreSQL the same load then runs against the floor (`pg_floor.rs`: one statement per call,
+//! nothing else recorded), which says what the call pattern itself costs on the machine.
 
 use crate::scenarios::burn::sweep_job;
 use crate::server::Server;

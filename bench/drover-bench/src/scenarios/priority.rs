@@ -6,7 +6,9 @@
 //!   in jobs/s; the registrations' own rate beside it;
 //! - end to end: [`CONSUMERS`] Python workers written with pika (the tests' independent
 //!   worker, `crates/drover-server/tests/api/priority_worker.py`), each pulling high first and
-//!   reporting `running` and `completed` over HTTP, until every job is completed in drover.
+//!   reporting `running` and `completed` over HTTP, until every job is completed in drover;
+//! - the floor: the same registrations against a bare server that publishes each at once and
+//!   answers on its confirm, recording nothing (`amqp_floor.rs`).
 //!
 //! The clients are tokio tasks of this process sharing one HTTP client.
 
