@@ -10,9 +10,11 @@
 //! 10 s in the contract), judged by this contract's own worker timeout.
 //!
 //! This service translates and orders store calls; every decision is the core's (the class,
-//! what an update asks, whether a claim or a report is allowed). It keeps one thing in memory:
-//! the capacity each worker last announced to this replica, a hint for the cap on its running
-//! jobs (the contract's default of 10 where this replica has not heard one).
+//! what an update asks, whether a claim or a report is allowed). The capacity a worker
+//! announces in its heartbeat is kept on its node (the label [`CAPACITY_LABEL`]), so every
+//! replica caps its running jobs by it (the contract's default of 10 until one is announced);
+//! a replica reads it again once its copy is [`CAPACITY_FRESH`] old, so a change made through
+//! another replica binds here within that time.
 
 use crate::AppState;
 use crate::amqp::{STATUS_EXCHANGE, STATUS_ROUTING_KEY};
@@ -42,6 +44,11 @@ const DEFAULT_EXECUTION_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_CAPACITY: u32 = 10;
 /// The label a worker's type is kept under; a node with it is one of this contract's workers.
 pub const WORKER_TYPE_LABEL: &str = "worker_type";
+/// The label the capacity a worker last announced is kept under.
+pub const CAPACITY_LABEL: &str = "capacity";
+/// How long a replica trusts its copy of a worker's capacity before reading it again: the
+/// contract's heartbeat period, so a change announced to another replica binds here within it.
+const CAPACITY_FRESH: Duration = Duration::from_secs(10);
 /// Longest contract job id accepted.
 const MAX_ID_LEN: usize = 200;
 
@@ -140,8 +147,8 @@ pub struct ContractJob {
 
 pub struct PriorityRouter {
     pub config: PriorityConfig,
-    /// Capacity announced by each worker's last heartbeat to this replica.
-    capacities: Mutex<HashMap<String, u32>>,
+    /// Each worker's capacity as this replica last read or wrote it on its node, and when.
+    capacities: Mutex<HashMap<String, (u32, Timestamp)>>,
     /// When the `/metrics` gauges were last counted, or are being counted.
     gauges_at: Mutex<Option<tokio::time::Instant>>,
 }
@@ -158,9 +165,60 @@ impl PriorityRouter {
         }
     }
 
-    fn capacity_of(&self, worker: &str) -> u32 {
+    /// This replica's copy of `worker`'s capacity while it is fresh at `now`.
+    fn known_capacity(&self, worker: &str, now: Timestamp) -> Option<u32> {
         let known = self.capacities.lock().unwrap_or_else(|p| p.into_inner());
-        known.get(worker).copied().unwrap_or(DEFAULT_CAPACITY)
+        let (capacity, at) = known.get(worker).copied()?;
+        let age = now.signed_duration_since(at).to_std().unwrap_or_default();
+        (age < CAPACITY_FRESH).then_some(capacity)
+    }
+
+    fn remember_capacity(&self, worker: &str, capacity: u32, at: Timestamp) {
+        let mut known = self.capacities.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(worker.to_string(), (capacity, at));
+    }
+
+    /// `worker`'s capacity: this replica's copy while it is fresh, else as its node holds it
+    /// (the contract's default when it announced none, or is not registered yet).
+    async fn capacity_of(&self, app: &AppState, worker: &str) -> Result<u32, RouterError> {
+        let now = app.clock.now();
+        if let Some(capacity) = self.known_capacity(worker, now) {
+            return Ok(capacity);
+        }
+        let node = app.store.placement.placement_node(worker).await?;
+        let capacity = node
+            .and_then(|n| n.meta.get(CAPACITY_LABEL).and_then(Value::as_u64))
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(DEFAULT_CAPACITY);
+        self.remember_capacity(worker, capacity, now);
+        Ok(capacity)
+    }
+
+    /// Keeps `capacity` on `worker`'s node, unless this replica's fresh copy says it holds it
+    /// already (a stale copy is checked against the node: the node may have been registered
+    /// again since). A contract worker declares no resources of its own, so its node's labels
+    /// are rewritten with the capacity added and its declared resources stay empty.
+    async fn record_capacity(
+        &self,
+        app: &AppState,
+        worker: &str,
+        capacity: u32,
+    ) -> Result<(), RouterError> {
+        let now = app.clock.now();
+        if self.known_capacity(worker, now) == Some(capacity) {
+            return Ok(());
+        }
+        let node = app.store.placement.placement_node(worker).await?;
+        let mut labels = node.map(|n| n.meta).unwrap_or_default();
+        if labels.get(CAPACITY_LABEL).and_then(Value::as_u64) != Some(u64::from(capacity)) {
+            labels.insert(CAPACITY_LABEL.into(), Value::from(capacity));
+            let nodes = &app.store.nodes;
+            nodes
+                .update_node(worker, labels, drover_core::Capacity::default(), now)
+                .await?;
+        }
+        self.remember_capacity(worker, capacity, now);
+        Ok(())
     }
 
     /// In RabbitMQ mode, records in the store's outbox the status event of `task` standing at
@@ -490,7 +548,7 @@ impl PriorityRouter {
         task: &Task,
         worker: &str,
     ) -> Result<TaskClaim, RouterError> {
-        let cap = Some(self.capacity_of(worker));
+        let cap = Some(self.capacity_of(app, worker).await?);
         let jobs = &app.store.jobs;
         match jobs
             .claim_task(&task.id, worker, cap, app.clock.now())
@@ -578,9 +636,7 @@ impl PriorityRouter {
         })?;
         self.worker_seen(app, &worker, h.worker_type, Some(load as i64))
             .await?;
-        let mut known = self.capacities.lock().unwrap_or_else(|p| p.into_inner());
-        known.insert(worker, capacity as u32);
-        Ok(())
+        self.record_capacity(app, &worker, capacity as u32).await
     }
 
     /// Cancels the job `id`.

@@ -2,7 +2,7 @@
 //! answers, priority order, the worker rules (holder, capacity, silence), bad input, and in
 //! RabbitMQ mode (`priority_amqp.rs`) the broker side.
 
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn, spawn_app, spawn_app_with};
 use drover_api::CompleteRequest;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -477,6 +477,52 @@ async fn a_worker_is_never_given_more_jobs_than_its_capacity() {
     assert_eq!(app.contract_job("c2").await["status"], "pending");
     assert_eq!(app.worker_says("c1", "completed", "small").await.0, 200);
     assert_eq!(app.worker_says("c2", "running", "small").await.0, 200);
+}
+
+/// The capacity a worker announces is kept on its node: another replica on the same database
+/// caps the worker by it, and a change announced to one replica binds on the other once that
+/// one's copy is ten seconds old (the contract's heartbeat period).
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL's server binaries are not installed"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_announced_to_one_replica_caps_the_worker_on_another() {
+    let url = drover_pgtest::fresh_database().unwrap();
+    let a = spawn(|c| c.store_url = url.clone(), true).await;
+    let b = spawn(|c| c.store_url = url.clone(), true).await;
+    let announce = |app: &'static str, capacity: u32| {
+        let app = if app == "a" { &a } else { &b };
+        async move {
+            let (status, body) = app
+                .post_json(
+                    "/api/workers/heartbeat",
+                    json!({"worker_id": "small", "worker_type": "t", "capacity": capacity}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    announce("a", 1).await;
+    a.register("r1", 5).await;
+    a.register("r2", 5).await;
+    assert_eq!(b.worker_says("r1", "running", "small").await.0, 200);
+    let (status, body) = b.worker_says("r2", "running", "small").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (409, &json!("worker_at_capacity")),
+        "{body}"
+    );
+
+    // Raised through b: a keeps its fresh copy for a while, then reads the node again.
+    announce("b", 2).await;
+    let (status, body) = a.worker_says("r2", "running", "small").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (409, &json!("worker_at_capacity"))
+    );
+    a.advance(Duration::from_secs(11));
+    assert_eq!(a.worker_says("r2", "running", "small").await.0, 200);
 }
 
 #[tokio::test]
