@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use drover_api::{WorkerInfo, WorkerList};
+use drover_core::priority::{DEFAULT_PRIORITY, PriorityClass};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -27,13 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const EXCHANGE: &str = "jobs.exchange";
-/// The contract's classes: queue, its `x-max-priority`, and the least job priority it takes.
-const CLASSES: [(&str, u8, i64); 3] = [
-    ("job.high", 10, 10),
-    ("job.medium", 5, 5),
-    ("job.low", 1, i64::MIN),
-];
-
 struct Floor {
     _connection: Connection,
     channel: Channel,
@@ -61,7 +55,8 @@ pub async fn routes(url: &str) -> anyhow::Result<Router> {
             FieldTable::default(),
         )
         .await?;
-    for (queue, max, _) in CLASSES {
+    for class in PriorityClass::ALL {
+        let (queue, max) = (class.queue(), class.message_priority());
         let mut arguments = FieldTable::default();
         arguments.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(max)));
         let options = QueueDeclareOptions {
@@ -100,11 +95,10 @@ async fn register(State(f): State<Shared>, body: Bytes) -> (StatusCode, Json<Val
         );
     };
     let id = job["id"].as_str().unwrap_or_default().to_string();
-    let priority = job["priority"].as_i64().unwrap_or(5);
-    let (queue, class, _) = CLASSES
-        .into_iter()
-        .find(|(_, _, least)| priority >= *least)
-        .unwrap_or(CLASSES[2]);
+    let priority = job["priority"].as_i64().unwrap_or(DEFAULT_PRIORITY);
+    // The contract's routing rule, as drover's own router applies it.
+    let class = PriorityClass::of(priority);
+    let queue = class.queue();
     let message = json!({
         "id": id, "type": job["type"], "priority": priority, "status": "pending",
         "payload": job["payload"], "retry_count": 0, "max_retries": 3,
@@ -112,7 +106,7 @@ async fn register(State(f): State<Shared>, body: Bytes) -> (StatusCode, Json<Val
     });
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
-        .with_priority(class)
+        .with_priority(class.message_priority())
         .with_content_type("application/json".into());
     let confirmed = async {
         f.channel

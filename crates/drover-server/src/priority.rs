@@ -134,6 +134,26 @@ pub enum Updated {
     Unchanged,
 }
 
+/// `worker`'s labels as its node holds them; `None` for a worker not registered. (The
+/// placement aggregate reads one node of the one registry by id, its labels included.)
+async fn worker_labels(
+    app: &AppState,
+    worker: &str,
+) -> Result<Option<Map<String, Value>>, RouterError> {
+    Ok(app
+        .store
+        .placement
+        .placement_node(worker)
+        .await?
+        .map(|n| n.meta))
+}
+
+/// The capacity kept in a worker's labels, if any.
+fn capacity_in(labels: &Map<String, Value>) -> Option<u32> {
+    let capacity = labels.get(CAPACITY_LABEL).and_then(Value::as_u64)?;
+    u32::try_from(capacity).ok()
+}
+
 /// A job of this contract as the listing shows it.
 pub struct ContractJob {
     pub id: String,
@@ -185,10 +205,9 @@ impl PriorityRouter {
         if let Some(capacity) = self.known_capacity(worker, now) {
             return Ok(capacity);
         }
-        let node = app.store.placement.placement_node(worker).await?;
-        let capacity = node
-            .and_then(|n| n.meta.get(CAPACITY_LABEL).and_then(Value::as_u64))
-            .and_then(|c| u32::try_from(c).ok())
+        let labels = worker_labels(app, worker).await?;
+        let capacity = (labels.as_ref())
+            .and_then(capacity_in)
             .unwrap_or(DEFAULT_CAPACITY);
         self.remember_capacity(worker, capacity, now);
         Ok(capacity)
@@ -208,9 +227,8 @@ impl PriorityRouter {
         if self.known_capacity(worker, now) == Some(capacity) {
             return Ok(());
         }
-        let node = app.store.placement.placement_node(worker).await?;
-        let mut labels = node.map(|n| n.meta).unwrap_or_default();
-        if labels.get(CAPACITY_LABEL).and_then(Value::as_u64) != Some(u64::from(capacity)) {
+        let mut labels = worker_labels(app, worker).await?.unwrap_or_default();
+        if capacity_in(&labels) != Some(capacity) {
             labels.insert(CAPACITY_LABEL.into(), Value::from(capacity));
             let nodes = &app.store.nodes;
             nodes
