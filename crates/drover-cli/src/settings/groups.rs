@@ -25,6 +25,7 @@ use std::time::Duration;
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Listeners")]
 pub struct ListenSettings {
     /// Address to listen on [default: 127.0.0.1]. Binding anything but loopback needs both
     /// --agent-key and --api-key, or --allow-unauthenticated.
@@ -160,6 +161,7 @@ impl ListenSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "TLS")]
 pub struct TlsSettings {
     /// PEM file of the server's certificate (then any intermediates); with --tls-key, every
     /// listener speaks https only.
@@ -198,6 +200,7 @@ impl TlsSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Store")]
 pub struct StoreSettings {
     /// The SQLite database file (or sqlite:// URL), created with its directory if missing; or
     /// a PostgreSQL database, postgres://user:password@host:5432/dbname, which several
@@ -285,6 +288,7 @@ impl StoreSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Keys and access")]
 pub struct AuthSettings {
     /// Key agents must send on /internal/v1 (X-Orhestra-Key or X-Agent-Key header)
     /// [alias: ORHESTRA_AGENT_KEY].
@@ -337,6 +341,7 @@ impl AuthSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Tasks, spots and reapers")]
 pub struct TaskSettings {
     /// Attempts per task when a job does not say [default: 3] [alias: ORHESTRA_MAX_ATTEMPTS].
     #[arg(long, env = "DROVER_MAX_ATTEMPTS", value_name = "N")]
@@ -447,6 +452,7 @@ impl TaskSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Replicas")]
 pub struct ClusterSettings {
     /// This replica's name in the leader's lease and in `drover cluster`; each replica of one
     /// database needs its own (two of one name would both lead) [default: the host's name,
@@ -490,6 +496,7 @@ impl ClusterSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Logging")]
 pub struct LogSettings {
     /// Log format: text or json [default: text]. The level comes from RUST_LOG (default info).
     #[arg(long, env = "DROVER_LOG_FORMAT", value_name = "FORMAT")]
@@ -507,6 +514,7 @@ impl LogSettings {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Limits")]
 pub struct LimitSettings {
     /// How long a client may take to send a request's headers, from their first byte
     /// [default: 10s].
@@ -603,6 +611,7 @@ pub enum DispatchMode {
 #[derive(Debug, Default, Args, Deserialize, Merge)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 #[merge(strategy = merge::option::overwrite_none)]
+#[command(next_help_heading = "Priority router")]
 pub struct PrioritySettings {
     /// How jobs of the priority-queue contract (`/api/jobs/register`) reach workers: native
     /// (workers pull from drover by priority) or rabbitmq (published to job.high, job.medium,

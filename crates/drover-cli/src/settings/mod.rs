@@ -242,6 +242,47 @@ fn parse<G: DeserializeOwned>(value: toml::Value) -> Result<G, String> {
 mod tests {
     use super::*;
 
+    /// `drover server --help` lists each group's options under its own heading, in the order
+    /// the groups are declared, so an option is found by what it is about.
+    #[test]
+    fn server_help_puts_every_group_under_its_heading() {
+        let help = ServerArgs::augment_args(clap::Command::new("server"))
+            .render_long_help()
+            .to_string();
+        let groups = [
+            ("Listeners:", "--port <PORT>"),
+            ("TLS:", "--tls-cert <FILE>"),
+            ("Store:", "--db <"),
+            ("Keys and access:", "--api-key <"),
+            ("Tasks, spots and reapers:", "--spot-timeout <"),
+            ("Logging:", "--log-format <"),
+            ("Session runners:", "--runner-driver <"),
+            ("Limits:", "--max-connections <"),
+            ("Replicas:", "--lease-ttl <"),
+            ("Priority router:", "--dispatch <"),
+            ("Event journal:", "--journal-sink <"),
+        ];
+        // Headings are the unindented lines ending in a colon; each group runs to the next.
+        let lines: Vec<&str> = help.lines().collect();
+        let is_heading = |l: &&str| l.ends_with(':') && !l.starts_with(' ');
+        let mut after = 0;
+        for (heading, option) in groups {
+            let at = (lines.iter().skip(after))
+                .position(|l| *l == heading)
+                .map(|i| after + i)
+                .unwrap_or_else(|| panic!("no {heading:?} after line {after} in:\n{help}"));
+            let end = (lines.iter().skip(at + 1))
+                .position(is_heading)
+                .map_or(lines.len(), |i| at + 1 + i);
+            let group = lines[at..end].join("\n");
+            assert!(
+                group.contains(option),
+                "{option} is not under {heading:?}:\n{group}"
+            );
+            after = at + 1;
+        }
+    }
+
     /// The keys serde accepts for `G`, read from its refusal of a key it does not know.
     fn file_keys<G: DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
         let mut probe = toml::Table::new();
