@@ -27,6 +27,12 @@ impl TestApp {
         .await
     }
 
+    /// A worker's heartbeat with `body`; asserts it was acknowledged.
+    pub async fn worker_beats(&self, body: Value) {
+        let (status, answer) = self.post_json("/api/workers/heartbeat", body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
     /// The contract's listing of one job.
     pub async fn contract_job(&self, id: &str) -> Value {
         let (status, body) = self.get_json("/api/jobs").await;
@@ -340,13 +346,8 @@ async fn prometheus_text_counts_the_contracts_jobs_and_workers() {
     app.register("a", 10).await;
     app.register("b", 1).await;
     app.register("c", 3).await;
-    let (status, _) = app
-        .post_json(
-            "/api/workers/heartbeat",
-            json!({"worker_id": "w1", "worker_type": "t"}),
-        )
+    app.worker_beats(json!({"worker_id": "w1", "worker_type": "t"}))
         .await;
-    assert_eq!(status, 200);
     assert_eq!(app.worker_says("a", "running", "w1").await.0, 200);
     // A scrape starts a count in the background and shows the last one; the JSON snapshot
     // says the same.
@@ -458,13 +459,8 @@ async fn a_failed_job_is_retried_then_fails_for_good() {
 #[tokio::test]
 async fn a_worker_is_never_given_more_jobs_than_its_capacity() {
     let app = spawn_app().await;
-    let (status, _) = app
-        .post_json(
-            "/api/workers/heartbeat",
-            json!({"worker_id": "small", "worker_type": "t", "capacity": 1}),
-        )
+    app.worker_beats(json!({"worker_id": "small", "worker_type": "t", "capacity": 1}))
         .await;
-    assert_eq!(status, 200);
     app.register("c1", 5).await;
     app.register("c2", 5).await;
     assert_eq!(app.worker_says("c1", "running", "small").await.0, 200);
@@ -491,19 +487,9 @@ async fn a_capacity_announced_to_one_replica_caps_the_worker_on_another() {
     let url = drover_pgtest::fresh_database().unwrap();
     let a = spawn(|c| c.store_url = url.clone(), true).await;
     let b = spawn(|c| c.store_url = url.clone(), true).await;
-    let announce = |app: &'static str, capacity: u32| {
-        let app = if app == "a" { &a } else { &b };
-        async move {
-            let (status, body) = app
-                .post_json(
-                    "/api/workers/heartbeat",
-                    json!({"worker_id": "small", "worker_type": "t", "capacity": capacity}),
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-        }
-    };
-    announce("a", 1).await;
+    let announce =
+        |capacity: u32| json!({"worker_id": "small", "worker_type": "t", "capacity": capacity});
+    a.worker_beats(announce(1)).await;
     a.register("r1", 5).await;
     a.register("r2", 5).await;
     assert_eq!(b.worker_says("r1", "running", "small").await.0, 200);
@@ -515,7 +501,7 @@ async fn a_capacity_announced_to_one_replica_caps_the_worker_on_another() {
     );
 
     // Raised through b: a keeps its fresh copy for a while, then reads the node again.
-    announce("b", 2).await;
+    b.worker_beats(announce(2)).await;
     let (status, body) = a.worker_says("r2", "running", "small").await;
     assert_eq!(
         (status, &body["error"]),
@@ -528,18 +514,7 @@ async fn a_capacity_announced_to_one_replica_caps_the_worker_on_another() {
 #[tokio::test]
 async fn a_silent_workers_job_is_requeued_and_finished_by_another() {
     let app = spawn_app().await;
-    let beat = |w: &'static str| {
-        let app = &app;
-        async move {
-            let (status, _) = app
-                .post_json(
-                    "/api/workers/heartbeat",
-                    json!({"worker_id": w, "worker_type": "t"}),
-                )
-                .await;
-            assert_eq!(status, 200);
-        }
-    };
+    let beat = |w: &'static str| app.worker_beats(json!({"worker_id": w, "worker_type": "t"}));
     beat("w1").await;
     app.register("s1", 10).await;
     assert_eq!(app.worker_says("s1", "running", "w1").await.0, 200);
