@@ -475,7 +475,9 @@ struct Fresh {
 /// Creates job `id` and, for an explicit task list or when `every_row` says so, every task's
 /// row (NEW); a sweep of parameters is otherwise kept as its spec alone, its tasks getting rows
 /// as they are claimed. Shared by [`JobStore::create_job`] and the dispatch outbox
-/// (`dispatch.rs`), whose rows refer to every task's row.
+/// (`dispatch.rs`), whose rows refer to every task's row. Its one expected failure (the id is
+/// taken) comes at its first `INSERT`, before any change, so both run it as an unguarded write
+/// (`write.rs`); keep every other check before that `INSERT`.
 pub(super) fn create_job_in(
     tx: &Tx<'_>,
     id: &str,
@@ -755,7 +757,7 @@ fn claim_named(
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
         let id = job.id.clone().unwrap_or_else(ids::job_id);
-        self.write(move |tx| create_job_in(tx, &id, &job, &sweep, now, false))
+        self.write_unguarded(move |tx| create_job_in(tx, &id, &job, &sweep, now, false))
             .await
     }
 

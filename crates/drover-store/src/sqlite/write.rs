@@ -4,7 +4,10 @@
 //! blocking pool; the drainer holds the writer and takes everything queued as one group: one
 //! `BEGIN IMMEDIATE` transaction, each write inside its own `SAVEPOINT`, one `COMMIT` (one
 //! fsync for the group). A write that fails (or panics) is rolled back to its
-//! savepoint alone and keeps its own error; its events are dropped. After the commit the events
+//! savepoint alone and keeps its own error; its events are dropped. A few hot writes whose
+//! failures come before their first change run without a savepoint
+//! ([`SqliteStore::write_unguarded`]): one of them that fails having changed nothing costs its
+//! neighbours nothing either; one that fails after a change rolls the group back. After the commit the events
 //! of the writes that succeeded reach the observers, write by write in the order they ran, and
 //! then each caller gets its own answer. If the commit fails, every write of the group that had
 //! succeeded is answered with that error, so an `Ok` always means durable. Nobody waits for a
@@ -218,13 +221,39 @@ trait Queued: Send {
 
     /// Whether the write records liveness only (see [`SqliteStore::write_liveness`]).
     fn liveness(&self) -> bool;
+
+    /// Whether the write runs in a savepoint of its own (all but
+    /// [`SqliteStore::write_unguarded`]'s).
+    fn guarded(&self) -> bool;
 }
 
 struct Pending<T, F> {
     f: Option<F>,
     out: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    kind: Kind,
+}
+
+/// What the group commit must know of a write before running it.
+#[derive(Clone, Copy)]
+struct Kind {
     liveness: bool,
+    guarded: bool,
+}
+
+impl Kind {
+    const GUARDED: Kind = Kind {
+        liveness: false,
+        guarded: true,
+    };
+    const UNGUARDED: Kind = Kind {
+        liveness: false,
+        guarded: false,
+    };
+    const LIVENESS: Kind = Kind {
+        liveness: true,
+        guarded: true,
+    };
 }
 
 impl<T, F> Queued for Pending<T, F>
@@ -257,7 +286,11 @@ where
     }
 
     fn liveness(&self) -> bool {
-        self.liveness
+        self.kind.liveness
+    }
+
+    fn guarded(&self) -> bool {
+        self.kind.guarded
     }
 }
 
@@ -271,7 +304,24 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.enqueue(f, false).await
+        self.enqueue(f, Kind::GUARDED).await
+    }
+
+    /// [`SqliteStore::write`] without a savepoint of its own, for a hot write whose failures
+    /// come before its first change (a registration whose id is taken fails on its first
+    /// `INSERT`). A savepoint is not free: the first change to each page inside one copies
+    /// the page to the statement journal, a dozen pages for a registration. A write of this
+    /// kind that fails having changed no row (SQLite's change counter unmoved) is answered
+    /// with its own error and costs its neighbours nothing, as with a savepoint. One that fails
+    /// after changing rows (an I/O error, a bug) cannot be undone alone: the group's whole
+    /// transaction is rolled back and the writes that ran in it are answered as unavailable,
+    /// which callers may retry; the writes not yet run go on in a fresh transaction.
+    pub(super) async fn write_unguarded<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.enqueue(f, Kind::UNGUARDED).await
     }
 
     /// [`SqliteStore::write`] for a change that records liveness only (a node's heartbeat: when
@@ -289,10 +339,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.enqueue(f, true).await
+        self.enqueue(f, Kind::LIVENESS).await
     }
 
-    async fn enqueue<T, F>(&self, f: F, liveness: bool) -> Result<T>
+    async fn enqueue<T, F>(&self, f: F, kind: Kind) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
@@ -311,7 +361,7 @@ impl SqliteStore {
             f: Some(f),
             out: None,
             reply,
-            liveness,
+            kind,
         }));
         // A drainer at work takes this write in its next group; otherwise this one starts one.
         // Either way the write runs as soon as the writer is free, never after a later write.
@@ -448,14 +498,26 @@ fn run_group(
         // first change to each page inside one copies the page to the statement journal.
         let alone = pending.len() == 1;
         while let Some(mut job) = pending.pop_front() {
-            if alone {
+            if alone || !job.guarded() {
+                let before = tx.total_changes();
                 let write = Tx {
                     tx: &tx,
                     events: RefCell::default(),
                 };
                 let outcome = run_and_journal(&mut *job, &write, &at);
                 let events = write.events.into_inner();
-                ran.push((job, outcome.is_ok().then_some(events)));
+                // Without a savepoint, a failure is the write's alone only if it changed
+                // nothing; and SQLite may have rolled the whole transaction back under it.
+                let left_changes = outcome.is_err() && tx.total_changes() != before;
+                let gone = tx.is_autocommit();
+                let failed = outcome.err();
+                ran.push((job, failed.is_none().then_some(events)));
+                if !alone && (left_changes || gone) {
+                    aborted = Some(failed.unwrap_or_else(|| {
+                        StoreError::Unavailable("SQLite rolled the transaction back".into())
+                    }));
+                    break;
+                }
                 continue;
             }
             if let Err(e) = savepoint(&tx, "SAVEPOINT w") {
@@ -799,40 +861,62 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    type TestWrite = Box<dyn FnOnce(&Tx<'_>) -> Result<()> + Send>;
+
+    /// Runs `writes` (each: whether it is guarded, and the write) as one group, holding the
+    /// writer until all are queued; their answers in order.
     // Holding the writer across awaits is the point: the writes must queue behind it.
     #[allow(clippy::await_holding_lock)]
+    async fn one_group(store: &SqliteStore, writes: Vec<(bool, TestWrite)>) -> Vec<Result<()>> {
+        let writer = store.writer.clone();
+        let held = writer.lock().unwrap();
+        let n = writes.len();
+        let mut answers = Vec::new();
+        for (guarded, f) in writes {
+            let s = store.clone();
+            answers.push(tokio::spawn(async move {
+                if guarded {
+                    s.write(f).await
+                } else {
+                    s.write_unguarded(f).await
+                }
+            }));
+            // In this order in the queue.
+            while store.writes.queue.lock().unwrap().len() < answers.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(store.writes.queue.lock().unwrap().len(), n);
+        drop(held);
+        let mut out = Vec::new();
+        for a in answers {
+            out.push(a.await.unwrap());
+        }
+        out
+    }
+
+    /// Three writes of keys a, b and c, of which b (guarded or not) fails after its change.
+    fn a_b_fails_after_its_change_c(b_guarded: bool) -> Vec<(bool, TestWrite)> {
+        vec![
+            (true, Box::new(|tx| put(tx, "a", "1"))),
+            (
+                b_guarded,
+                Box::new(|tx| {
+                    put(tx, "b", "1")?;
+                    Err(StoreError::NodeDown("n".into()))
+                }),
+            ),
+            (true, Box::new(|tx| put(tx, "c", "1"))),
+        ]
+    }
+
+    #[tokio::test]
     async fn a_write_that_fails_rolls_back_alone_and_its_neighbours_commit_together() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        // Hold the writer so that the three writes queue and run as one group.
-        let writer = store.writer.clone();
-        let held = writer.lock().unwrap();
-        let a = tokio::spawn({
-            let s = store.clone();
-            async move { s.write(|tx| put(tx, "a", "1")).await }
-        });
-        let b = tokio::spawn({
-            let s = store.clone();
-            async move {
-                s.write(|tx| {
-                    put(tx, "b", "1")?;
-                    Err::<(), _>(StoreError::NodeDown("n".into()))
-                })
-                .await
-            }
-        });
-        let c = tokio::spawn({
-            let s = store.clone();
-            async move { s.write(|tx| put(tx, "c", "1")).await }
-        });
-        while store.writes.queue.lock().unwrap().len() < 3 {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
-        a.await.unwrap().unwrap();
-        assert!(matches!(b.await.unwrap(), Err(StoreError::NodeDown(_))));
-        c.await.unwrap().unwrap();
+        let out = one_group(&store, a_b_fails_after_its_change_c(true)).await;
+        assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+        assert!(matches!(out[1], Err(StoreError::NodeDown(_))), "{out:?}");
         assert_eq!(get(&store, "a").await.as_deref(), Some("1"));
         assert_eq!(
             get(&store, "b").await,
@@ -847,6 +931,52 @@ mod tests {
                 writes: 2
             }
         );
+    }
+
+    #[tokio::test]
+    async fn an_unguarded_write_that_fails_before_changing_anything_costs_its_neighbours_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.write(|tx| put(tx, "taken", "0")).await.unwrap();
+        let out = one_group(
+            &store,
+            vec![
+                (false, Box::new(|tx| put(tx, "a", "1"))),
+                // Fails at its first statement, as a registration whose id is taken does.
+                (false, Box::new(|tx| put(tx, "taken", "1"))),
+                (true, Box::new(|tx| put(tx, "c", "1"))),
+            ],
+        )
+        .await;
+        assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+        assert!(matches!(out[1], Err(StoreError::Internal(_))), "{out:?}");
+        assert_eq!(get(&store, "a").await.as_deref(), Some("1"));
+        assert_eq!(get(&store, "taken").await.as_deref(), Some("0"));
+        assert_eq!(get(&store, "c").await.as_deref(), Some("1"));
+        assert_eq!(
+            store.write_counts(),
+            WriteStats {
+                commits: 2,
+                writes: 3
+            },
+            "the group committed once"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unguarded_write_that_fails_after_a_change_rolls_its_group_back_and_later_writes_go_on()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let out = one_group(&store, a_b_fails_after_its_change_c(false)).await;
+        // Its change cannot be undone alone: the write before it in the group is refused as
+        // unavailable (retryable), the write after it commits in a fresh transaction.
+        assert!(matches!(out[0], Err(StoreError::Unavailable(_))), "{out:?}");
+        assert!(matches!(out[1], Err(StoreError::NodeDown(_))), "{out:?}");
+        assert!(out[2].is_ok(), "{out:?}");
+        assert_eq!(get(&store, "a").await, None);
+        assert_eq!(get(&store, "b").await, None, "nothing of the failed write");
+        assert_eq!(get(&store, "c").await.as_deref(), Some("1"));
     }
 
     #[tokio::test]
