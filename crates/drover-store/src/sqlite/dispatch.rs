@@ -14,7 +14,7 @@
 //! Rows of finished tasks are closed by [`DispatchStore::mark_published`], the publisher's
 //! one write, which keeps the open rows bounded by the dispatched work not finished.
 
-use super::jobs::create_job_in;
+use super::jobs::{Creation, create_job_in};
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::common::OutboxWindows;
@@ -184,22 +184,24 @@ impl DispatchStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Job> {
         let id = job.id.clone().unwrap_or_else(ids::job_id);
+        let creation = Creation::new(id, job, sweep, true)?;
         // Unguarded: it fails, if at all, where `create_job_in` does, before any change.
-        self.write_unguarded(move |tx| {
+        let (made, creation) = (self.write_unguarded(move |tx| {
             // Every task gets its row now, whatever the job's kind: the outbox rows refer to
             // them.
-            let made = create_job_in(tx, &id, &job, &sweep, now, true)?;
+            let made = create_job_in(tx, &creation, now)?;
             tx.prepare_cached(
                 "INSERT INTO dispatches (task_seq, job_seq, queue, priority)
                  SELECT seq, job_seq, ?2, ?3 FROM tasks INDEXED BY tasks_job_idx
                  WHERE job_seq = ?1 ORDER BY idx",
             )
             .map_err(map_err)?
-            .execute(params![made.seq, route.queue, route.priority])
+            .execute(params![made.seq(), route.queue, route.priority])
             .map_err(map_err)?;
-            Ok(made)
-        })
-        .await
+            Ok((made, creation))
+        }))
+        .await?;
+        creation.into_job(&made)
     }
 
     async fn due_publications(&self, limit: u32) -> Result<Vec<Publication>> {

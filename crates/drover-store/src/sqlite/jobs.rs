@@ -33,6 +33,7 @@ use crate::{
     JobStore, NewJob, OriginCounts, Page, Paged, Released, Report, Result, StoreError, TaskClaim,
 };
 use async_trait::async_trait;
+use drover_core::journal::{Change, JobImage};
 use drover_core::lifecycle::{
     self, AttemptRecord, CancelDecision, ClaimAccess, ClaimPick, Decision, TaskClaimDecision,
     TaskView,
@@ -472,39 +473,79 @@ struct Fresh {
     created_text: String,
 }
 
-/// Creates job `id` and, for an explicit task list or when `every_row` says so, every task's
-/// row (NEW); a sweep of parameters is otherwise kept as its spec alone, its tasks getting rows
-/// as they are claimed. Shared by [`JobStore::create_job`] and the dispatch outbox
-/// (`dispatch.rs`), whose rows refer to every task's row. Its one expected failure (the id is
-/// taken) comes at its first `INSERT`, before any change, so both run it as an unguarded write
-/// (`write.rs`); keep every other check before that `INSERT`.
-pub(super) fn create_job_in(
-    tx: &Tx<'_>,
-    id: &str,
-    job: &NewJob,
-    sweep: &Sweep,
-    now: Timestamp,
-    every_row: bool,
-) -> Result<Job> {
-    let internal = |e: serde_json::Error| StoreError::Internal(e.to_string());
-    let total = sweep.len();
-    let parameters = serde_json::to_string(&sweep.parameter_names()).map_err(internal)?;
+/// A job's creation with everything worked out that needs no database: its rows' JSON. Built
+/// on the caller's thread ([`Creation::new`]), so that the writer, which runs every write one
+/// after another, only inserts; and turned back into the [`Job`] there too
+/// ([`Creation::into_job`]).
+pub(super) struct Creation {
+    id: String,
+    job: NewJob,
+    sweep: Sweep,
+    spec: String,
+    parameters: String,
+    run: Option<String>,
+    /// The payloads of the tasks whose rows are written now, in index order.
+    payloads: Vec<String>,
+}
+
+/// What the writer made of a [`Creation`]: the job's row and the time as stored.
+pub(super) struct Made {
+    seq: i64,
+    at: Timestamp,
+}
+
+impl Made {
+    pub(super) fn seq(&self) -> i64 {
+        self.seq
+    }
+}
+
+impl Creation {
+    /// Job `id` with its tasks' rows for an explicit task list or when `every_row` says so; a
+    /// sweep of parameters is otherwise kept as its spec alone, its tasks getting rows as they
+    /// are claimed. An explicit task list already sits whole in the spec (and is bounded by the
+    /// request body), so its rows are written at once, and claims need not parse it.
+    pub(super) fn new(id: String, job: NewJob, sweep: Sweep, every_row: bool) -> Result<Creation> {
+        let internal = |e: serde_json::Error| StoreError::Internal(e.to_string());
+        let rows = if sweep.is_listed() || every_row {
+            sweep.len()
+        } else {
+            0
+        };
+        Ok(Creation {
+            parameters: serde_json::to_string(&sweep.parameter_names()).map_err(internal)?,
+            spec: sweep.spec_json().map_err(internal)?,
+            run: (job.run.as_ref().map(serde_json::to_string))
+                .transpose()
+                .map_err(internal)?,
+            payloads: (0..rows).map(|i| payload_json(&sweep, i)).collect(),
+            id,
+            job,
+            sweep,
+        })
+    }
+
+    /// The job as the writer made it, as it reads back, without reading it.
+    pub(super) fn into_job(self, made: &Made) -> Result<Job> {
+        common::created_job(made.seq, &self.id, &self.job, &self.sweep, made.at)
+    }
+}
+
+/// Task `index`'s payload as its row keeps it.
+fn payload_json(sweep: &Sweep, index: u64) -> String {
+    serde_json::Value::Object(sweep.payload(index)).to_string()
+}
+
+/// Writes the job of `c` and its tasks' rows (NEW). Shared by [`JobStore::create_job`], the
+/// dispatch outbox (`dispatch.rs`), whose rows refer to every task's row, and the journal's
+/// rebuild. Its one expected failure (the id is taken) comes at its first `INSERT`, before any
+/// change, so the first two run it as an unguarded write (`write.rs`); keep every other check
+/// before that `INSERT`.
+pub(super) fn create_job_in(tx: &Tx<'_>, c: &Creation, now: Timestamp) -> Result<Made> {
+    let job = &c.job;
+    let total = c.sweep.len();
     let timeout_ms = job.task_timeout.as_millis() as i64;
-    let spec = sweep.spec_json().map_err(internal)?;
-    let run = job
-        .run
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(internal)?;
-    // A sweep of parameters is kept as its spec alone: its tasks get rows as they are claimed.
-    // An explicit task list already sits whole in the spec (and is bounded by the request
-    // body), so its rows are written now, and claims need not parse it.
-    let materialised = if sweep.is_listed() || every_row {
-        total
-    } else {
-        0
-    };
+    let materialised = c.payloads.len() as u64;
     let now_text = ts(&now);
     tx.prepare_cached(
         "INSERT INTO jobs (id, name, priority, max_attempts, task_timeout_ms, spec,
@@ -514,23 +555,23 @@ pub(super) fn create_job_in(
     )
     .map_err(map_err)?
     .execute(params![
-        id,
+        c.id,
         job.name,
         job.priority,
         job.max_attempts,
         timeout_ms,
-        spec,
-        parameters,
+        c.spec,
+        c.parameters,
         total,
         now_text,
-        run,
+        c.run,
         materialised,
         job.origin
     ])
     .map_err(map_err)?;
     let made = Unclaimed {
         seq: tx.last_insert_rowid(),
-        job_id: id.to_string(),
+        job_id: c.id.clone(),
         priority: job.priority,
         materialised: 0,
         total,
@@ -540,14 +581,31 @@ pub(super) fn create_job_in(
         created_at: now,
         finished_at: None,
     };
-    insert_new_rows(tx, &made, sweep, 0..materialised, &now_text)?;
-    tx.emit(Event::JobCreated {
-        job_id: id.to_string(),
-        total_tasks: total,
-    });
-    // As it reads back, without reading it: a registration's hot path.
-    let stored_now = drover_core::time::parse(&now_text).unwrap_or(now);
-    common::created_job(made.seq, id, job, sweep, stored_now)
+    insert_task_rows(tx, &made, (0..).zip(&c.payloads), &now_text)?;
+    // The journal's image of the job, as it would read it back from the row just written.
+    let image = JobImage {
+        id: c.id.clone(),
+        name: job.name.clone(),
+        origin: job.origin.clone(),
+        priority: job.priority,
+        max_attempts: job.max_attempts,
+        timeout_ms: timeout_ms.max(0) as u64,
+        total,
+        cancelled: false,
+        spec: c.spec.clone(),
+        run: c.run.clone(),
+    };
+    tx.emit_with_change(
+        Event::JobCreated {
+            job_id: c.id.clone(),
+            total_tasks: total,
+        },
+        Change::Job(image),
+    );
+    Ok(Made {
+        seq: made.seq,
+        at: drover_core::time::parse(&now_text).unwrap_or(now),
+    })
 }
 
 /// Writes the rows of `job`'s tasks `range`, NEW, with the payloads its sweep builds. The
@@ -561,6 +619,16 @@ fn insert_new_rows(
     range: std::ops::Range<u64>,
     now: &str,
 ) -> Result<()> {
+    insert_task_rows(tx, job, range.map(|i| (i, payload_json(sweep, i))), now)
+}
+
+/// Writes the rows of `job`'s tasks given by index and payload, NEW.
+fn insert_task_rows<P: rusqlite::ToSql>(
+    tx: &Transaction<'_>,
+    job: &Unclaimed,
+    rows: impl Iterator<Item = (u64, P)>,
+    now: &str,
+) -> Result<()> {
     let created = ts(&job.created_at);
     let mut insert = tx
         .prepare_cached(
@@ -569,8 +637,7 @@ fn insert_new_rows(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'NEW', ?7, ?8, ?9, ?10)",
         )
         .map_err(map_err)?;
-    for i in range {
-        let payload = serde_json::Value::Object(sweep.payload(i)).to_string();
+    for (i, payload) in rows {
         insert
             .execute(params![
                 ids::sweep_task_id(&job.job_id, i),
@@ -757,8 +824,13 @@ fn claim_named(
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
         let id = job.id.clone().unwrap_or_else(ids::job_id);
-        self.write_unguarded(move |tx| create_job_in(tx, &id, &job, &sweep, now, false))
-            .await
+        let creation = Creation::new(id, job, sweep, false)?;
+        let (made, creation) = (self.write_unguarded(move |tx| {
+            let made = create_job_in(tx, &creation, now)?;
+            Ok((made, creation))
+        }))
+        .await?;
+        creation.into_job(&made)
     }
 
     async fn get_job(&self, id: &str) -> Result<Job> {

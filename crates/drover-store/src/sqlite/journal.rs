@@ -21,10 +21,20 @@ use drover_core::{Event, JobCounts, ReplicaState, TaskStatus, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Appends the entries of one write's `events`, read as they stand in its transaction.
-pub(super) fn append(conn: &Connection, events: &[Event], at: &Timestamp) -> Result<()> {
+pub(super) fn append(
+    conn: &Connection,
+    events: &[Event],
+    known: Vec<(usize, Change)>,
+    at: &Timestamp,
+) -> Result<()> {
     let mut changes = Vec::with_capacity(events.len());
-    for event in events {
-        if let Some(change) = change_of(conn, event)? {
+    let mut known = known.into_iter().peekable();
+    for (i, event) in events.iter().enumerate() {
+        let change = match known.next_if(|(at, _)| *at == i) {
+            Some((_, change)) => Some(change),
+            None => change_of(conn, event)?,
+        };
+        if let Some(change) = change {
             changes.push((event.kind(), change));
         }
     }
@@ -499,7 +509,8 @@ fn restore_in(tx: &Tx<'_>, state: &State, entries: &[Entry], now: &Timestamp) ->
     }
     for job in state.jobs.values() {
         let (new, sweep) = crate::journal::job_to_create(job)?;
-        super::jobs::create_job_in(tx, &job.id, &new, &sweep, *now, true)?;
+        let creation = super::jobs::Creation::new(job.id.clone(), new, sweep, true)?;
+        super::jobs::create_job_in(tx, &creation, *now)?;
     }
     for (id, task) in &state.tasks {
         let (started, lease, finished) = crate::journal::task_times(task, *now);

@@ -39,6 +39,7 @@
 use super::{BUSY_TIMEOUT, HEALTH_BUSY_TIMEOUT, Shared, SqliteStore, map_err};
 use crate::{EventObservers, Result, StoreError, WriteStats};
 use drover_core::Event;
+use drover_core::journal::Change;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -75,6 +76,9 @@ pub(super) struct Tx<'c> {
     tx: &'c Transaction<'c>,
     // A RefCell so that helpers holding `&Tx` can both run SQL and record what it did.
     events: RefCell<Vec<Event>>,
+    /// The journal's change for some of `events` (by index), given by the write itself so
+    /// that the journal need not read it back (`journal::append`).
+    changes: RefCell<Vec<(usize, Change)>>,
 }
 
 impl<'c> Deref for Tx<'c> {
@@ -85,16 +89,33 @@ impl<'c> Deref for Tx<'c> {
     }
 }
 
-impl Tx<'_> {
+impl<'c> Tx<'c> {
     /// Records an event of this write; it is published only if the write commits.
     pub(super) fn emit(&self, event: Event) {
         self.events.borrow_mut().push(event);
+    }
+
+    /// [`Tx::emit`] with the change the journal records for it, for an event whose change the
+    /// journal would otherwise read back from the tables (a job just made).
+    pub(super) fn emit_with_change(&self, event: Event, change: Change) {
+        let mut events = self.events.borrow_mut();
+        self.changes.borrow_mut().push((events.len(), change));
+        events.push(event);
+    }
+
+    fn new(tx: &'c Transaction<'c>) -> Tx<'c> {
+        Tx {
+            tx,
+            events: RefCell::default(),
+            changes: RefCell::default(),
+        }
     }
 
     /// Drops the events recorded so far: they are neither journaled nor published (a rebuild
     /// writes the journal it restores itself).
     pub(super) fn forget_events(&self) {
         self.events.borrow_mut().clear();
+        self.changes.borrow_mut().clear();
     }
 }
 
@@ -500,10 +521,7 @@ fn run_group(
         while let Some(mut job) = pending.pop_front() {
             if alone || !job.guarded() {
                 let before = tx.total_changes();
-                let write = Tx {
-                    tx: &tx,
-                    events: RefCell::default(),
-                };
+                let write = Tx::new(&tx);
                 let outcome = run_and_journal(&mut *job, &write, &at);
                 let events = write.events.into_inner();
                 // Without a savepoint, a failure is the write's alone only if it changed
@@ -527,10 +545,7 @@ fn run_group(
                 aborted = Some(e);
                 break;
             }
-            let write = Tx {
-                tx: &tx,
-                events: RefCell::default(),
-            };
+            let write = Tx::new(&tx);
             let outcome = run_and_journal(&mut *job, &write, &at);
             let events = write.events.into_inner();
             let closed = match &outcome {
@@ -609,7 +624,8 @@ fn run_and_journal(
 ) -> Result<()> {
     catch_unwind(AssertUnwindSafe(|| {
         job.run(write)?;
-        super::journal::append(write, &write.events.borrow(), at)
+        let known = write.changes.take();
+        super::journal::append(write, &write.events.borrow(), known, at)
     }))
     .unwrap_or_else(|_| Err(StoreError::Internal("the write panicked".into())))
 }

@@ -8,7 +8,7 @@ use drover_core::node::Drain;
 use drover_core::scheduling::{Stats, Weights};
 use drover_core::sink_routing::SinkRole;
 use drover_core::{Capacity, NodeInfo, NodeStats, ReplicaState, Timestamp};
-use drover_store::{Liveness, NamedNode, NewBlob, NewRunner, Route, StoreError, Stores};
+use drover_store::{Liveness, NamedNode, NewBlob, NewJob, NewRunner, Route, StoreError, Stores};
 
 /// Every entry of the journal, read a page at a time.
 pub async fn read_all(store: &Stores) -> Vec<Entry> {
@@ -149,10 +149,23 @@ pub async fn workload(store: &Stores, at: Timestamp) {
         .unwrap();
 
     // A sweep of 6: two complete, one fails for good, one fails and is retried, one is taken
-    // back when its lease ends, one is never claimed.
+    // back when its lease ends, one is never claimed. It says what agents run, so that the
+    // job's image in the journal carries a run spec too.
+    let run = drover_core::run::RunSpec {
+        command: vec!["opt".into(), "--x={x}".into()],
+        env: [("SEED".to_string(), "{taskId}".to_string())].into(),
+        retry_on_failure: false,
+    };
     let swept = store
         .jobs
-        .create_job(new_job(3, 5, 0), sweep(6), at)
+        .create_job(
+            NewJob {
+                run: Some(run),
+                ..new_job(3, 5, 0)
+            },
+            sweep(6),
+            at,
+        )
         .await
         .unwrap();
     let claimed = store.jobs.claim(&a, 5, at + secs(3)).await.unwrap();
