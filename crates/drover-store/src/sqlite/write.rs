@@ -3,18 +3,17 @@
 //! Every write is queued, and the first write to find no drainer at work starts one on the
 //! blocking pool; the drainer holds the writer and takes everything queued as one group: one
 //! `BEGIN IMMEDIATE` transaction, each write inside its own `SAVEPOINT`, one `COMMIT` (one
-//! fsync for the group). A write that fails (or panics) is rolled back to its
-//! savepoint alone and keeps its own error; its events are dropped. A few hot writes whose
-//! failures come before their first change run without a savepoint
-//! ([`SqliteStore::write_unguarded`]): one of them that fails having changed nothing costs its
-//! neighbours nothing either; one that fails after a change rolls the group back. After the commit the events
-//! of the writes that succeeded reach the observers, write by write in the order they ran, and
-//! then each caller gets its own answer. If the commit fails, every write of the group that had
-//! succeeded is answered with that error, so an `Ok` always means durable. Nobody waits for a
-//! later write: a group is whatever queued while the previous one ran, and the drainer steps
-//! down when the queue is empty. A group made only of liveness writes (heartbeats,
-//! [`SqliteStore::write_liveness`]) commits without the fsync; any other write in the group
-//! makes it synced.
+//! fsync for the group). A write that fails (or panics) is rolled back to its savepoint alone
+//! and keeps its own error; its events are dropped. A few hot writes whose failures come before
+//! their first change run without a savepoint ([`SqliteStore::write_unguarded`]): one of them
+//! that fails having changed nothing costs its neighbours nothing either; one that fails after
+//! a change rolls the group back. After the commit the events of the writes that succeeded
+//! reach the observers, write by write in the order they ran, and then each caller gets its own
+//! answer. If the commit fails, every write of the group that had succeeded is answered with
+//! that error, so an `Ok` always means durable. Nobody waits for a later write: a group is
+//! whatever queued while the previous one ran, and the drainer steps down when the queue is
+//! empty. A group made only of liveness writes (heartbeats, [`SqliteStore::write_liveness`])
+//! commits without the fsync; any other write in the group makes it synced.
 //!
 //! Between groups the writer keeps the WAL small: when the `-wal` file has grown past
 //! [`WAL_LIMIT`] (a huge transaction, or readers that kept SQLite from restarting the log), it
@@ -980,8 +979,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unguarded_write_that_fails_after_a_change_rolls_its_group_back_and_later_writes_go_on()
-     {
+    async fn an_unguarded_write_failing_after_a_change_rolls_its_group_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let out = one_group(&store, a_b_fails_after_its_change_c(false)).await;
