@@ -39,44 +39,74 @@ struct Inner {
 const SUFFIX: &str = ".blob";
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// The heights of the blobs in `dir`, in order, checked to run from 1 without a gap; the
+/// temporary files of posts and checks are passed over, or removed when `clear` says so.
+fn heights_in(dir: &Path, clear: bool) -> Result<Vec<u64>, SinkError> {
+    let io = |action, source| SinkError::Io {
+        path: dir.to_path_buf(),
+        action,
+        source,
+    };
+    let corrupt = |what| SinkError::Corrupt {
+        sink: dir.display().to_string(),
+        what,
+    };
+    let mut heights = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io("list its directory", e))? {
+        let entry = entry.map_err(|e| io("list its directory", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TEMP_PREFIX) {
+            if clear {
+                fs::remove_file(entry.path()).map_err(|e| io("remove a torn write", e))?;
+            }
+            continue;
+        }
+        let height = name
+            .strip_suffix(SUFFIX)
+            .and_then(|h| h.parse::<u64>().ok())
+            .filter(|h| *h > 0)
+            .ok_or_else(|| corrupt(format!("{name:?} is not a blob of this sink")))?;
+        heights.push(height);
+    }
+    heights.sort_unstable();
+    if let Some((i, h)) = (heights.iter().enumerate()).find(|(i, h)| **h != *i as u64 + 1) {
+        return Err(corrupt(format!(
+            "the blob of height {} is missing (found {h} next)",
+            i + 1
+        )));
+    }
+    Ok(heights)
+}
+
+/// The blobs of the sink in `dir`, in height order, read without opening it: for a reader
+/// beside the one [`FileSink`] that writes there (a test, a tool), which must not clear that
+/// sink's temporary files as [`FileSink::open`] does (a check's probe removed under it fails
+/// the check).
+pub fn read_blobs(dir: &Path) -> Result<Vec<Vec<u8>>, SinkError> {
+    heights_in(dir, false)?
+        .into_iter()
+        .map(|h| {
+            fs::read(dir.join(format!("{h:020}{SUFFIX}"))).map_err(|e| SinkError::Io {
+                path: dir.to_path_buf(),
+                action: "read a blob",
+                source: e,
+            })
+        })
+        .collect()
+}
+
 impl FileSink {
     /// Opens (making it if need be) the sink in `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> Result<FileSink, SinkError> {
         let dir = dir.into();
-        let io = |action, source| SinkError::Io {
+        fs::create_dir_all(&dir).map_err(|e| SinkError::Io {
             path: dir.clone(),
-            action,
-            source,
-        };
-        let corrupt = |what| SinkError::Corrupt {
-            sink: dir.display().to_string(),
-            what,
-        };
-        fs::create_dir_all(&dir).map_err(|e| io("create its directory", e))?;
-        let mut heights = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| io("list its directory", e))? {
-            let entry = entry.map_err(|e| io("list its directory", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TEMP_PREFIX) {
-                // A post that crashed before its rename (never answered, so never counted), or
-                // a check's probe.
-                fs::remove_file(entry.path()).map_err(|e| io("remove a torn write", e))?;
-                continue;
-            }
-            let height = name
-                .strip_suffix(SUFFIX)
-                .and_then(|h| h.parse::<u64>().ok())
-                .filter(|h| *h > 0)
-                .ok_or_else(|| corrupt(format!("{name:?} is not a blob of this sink")))?;
-            heights.push(height);
-        }
-        heights.sort_unstable();
-        if let Some((i, h)) = (heights.iter().enumerate()).find(|(i, h)| **h != *i as u64 + 1) {
-            return Err(corrupt(format!(
-                "the blob of height {} is missing (found {h} next)",
-                i + 1
-            )));
-        }
+            action: "create its directory",
+            source: e,
+        })?;
+        // A post that crashed before its rename (never answered, so never counted), or a
+        // check's probe: only the one sink of the directory may clear them.
+        let heights = heights_in(&dir, true)?;
         let last = heights.last().copied().unwrap_or(0);
         Ok(FileSink {
             inner: Arc::new(Inner {
@@ -225,6 +255,22 @@ mod tests {
         assert_eq!(sink.get(2).unwrap().as_deref(), Some(&b""[..]));
         assert_eq!(sink.get(0).unwrap(), None);
         assert_eq!(sink.get(3).unwrap(), None);
+    }
+
+    #[test]
+    fn a_reader_beside_the_sink_reads_its_blobs_in_order_and_leaves_its_probes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::open(dir.path()).unwrap();
+        sink.post(b"one").unwrap();
+        sink.post(b"two").unwrap();
+        // A check's probe in flight.
+        let probe = dir.path().join(format!("{TEMP_PREFIX}check-0"));
+        fs::write(&probe, b"?").unwrap();
+        assert_eq!(
+            read_blobs(dir.path()).unwrap(),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
+        assert!(probe.exists(), "only the sink itself clears its probes");
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod file;
 mod http;
 mod postgres;
 
-pub use file::FileSink;
+pub use file::{FileSink, read_blobs};
 pub use http::HttpSink;
 pub use postgres::{PostgresOptions, PostgresSink};
 
