@@ -14,7 +14,6 @@
 //! Rows of finished tasks are closed by [`DispatchStore::mark_published`], the publisher's
 //! one write, which keeps the open rows bounded by the dispatched work not finished.
 
-use super::jobs::{Creation, create_job_in};
 use super::write::Tx;
 use super::{SqliteStore, map_err, rows};
 use crate::common::OutboxWindows;
@@ -23,7 +22,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use drover_core::time::format as ts;
-use drover_core::{Job, Timestamp, ids, sweep::Sweep};
+use drover_core::{Job, Timestamp, sweep::Sweep};
 use rusqlite::{Connection, params};
 
 /// The open rows never published, whose task is NEW: due first, in creation order.
@@ -183,25 +182,19 @@ impl DispatchStore for SqliteStore {
         route: Route,
         now: Timestamp,
     ) -> Result<Job> {
-        let id = job.id.clone().unwrap_or_else(ids::job_id);
-        let creation = Creation::new(id, job, sweep, true)?;
-        // Unguarded: it fails, if at all, where `create_job_in` does, before any change.
-        let (made, creation) = (self.write_unguarded(move |tx| {
-            // Every task gets its row now, whatever the job's kind: the outbox rows refer to
-            // them.
-            let made = create_job_in(tx, &creation, now)?;
+        // Every task gets its row now, whatever the job's kind: the outbox rows refer to them.
+        self.create(job, sweep, true, now, move |tx, seq| {
             tx.prepare_cached(
                 "INSERT INTO dispatches (task_seq, job_seq, queue, priority)
                  SELECT seq, job_seq, ?2, ?3 FROM tasks INDEXED BY tasks_job_idx
                  WHERE job_seq = ?1 ORDER BY idx",
             )
             .map_err(map_err)?
-            .execute(params![made.seq(), route.queue, route.priority])
+            .execute(params![seq, route.queue, route.priority])
             .map_err(map_err)?;
-            Ok((made, creation))
-        }))
-        .await?;
-        creation.into_job(&made)
+            Ok(())
+        })
+        .await
     }
 
     async fn due_publications(&self, limit: u32) -> Result<Vec<Publication>> {
@@ -359,7 +352,7 @@ mod tests {
             .create_dispatched_job(job, sweep, route, t0())
             .await
             .unwrap();
-        let task = |i| ids::sweep_task_id(&job.id, i);
+        let task = |i| drover_core::ids::sweep_task_id(&job.id, i);
         let node = store
             .register_node(NodeInfo::default().into(), None, t0())
             .await

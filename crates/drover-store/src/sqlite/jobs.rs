@@ -494,9 +494,27 @@ pub(super) struct Made {
     at: Timestamp,
 }
 
-impl Made {
-    pub(super) fn seq(&self) -> i64 {
-        self.seq
+impl SqliteStore {
+    /// Makes a job (its id the one given, or a new one) as one unguarded write (see
+    /// [`create_job_in`]), running `then` in the same write with the job's row number; the
+    /// JSON is worked out before the write and the answer after it ([`Creation`]).
+    pub(super) async fn create(
+        &self,
+        job: NewJob,
+        sweep: Sweep,
+        every_row: bool,
+        now: Timestamp,
+        then: impl FnOnce(&Tx<'_>, i64) -> Result<()> + Send + 'static,
+    ) -> Result<Job> {
+        let id = job.id.clone().unwrap_or_else(ids::job_id);
+        let creation = Creation::new(id, job, sweep, every_row)?;
+        let (made, creation) = (self.write_unguarded(move |tx| {
+            let made = create_job_in(tx, &creation, now)?;
+            then(tx, made.seq)?;
+            Ok((made, creation))
+        }))
+        .await?;
+        creation.into_job(&made)
     }
 }
 
@@ -539,8 +557,8 @@ fn payload_json(sweep: &Sweep, index: u64) -> String {
 /// Writes the job of `c` and its tasks' rows (NEW). Shared by [`JobStore::create_job`], the
 /// dispatch outbox (`dispatch.rs`), whose rows refer to every task's row, and the journal's
 /// rebuild. Its one expected failure (the id is taken) comes at its first `INSERT`, before any
-/// change, so the first two run it as an unguarded write (`write.rs`); keep every other check
-/// before that `INSERT`.
+/// change, so the first two run it as an unguarded write (`SqliteStore::create`); keep every
+/// other check before that `INSERT`.
 pub(super) fn create_job_in(tx: &Tx<'_>, c: &Creation, now: Timestamp) -> Result<Made> {
     let job = &c.job;
     let total = c.sweep.len();
@@ -823,14 +841,7 @@ fn claim_named(
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: NewJob, sweep: Sweep, now: Timestamp) -> Result<Job> {
-        let id = job.id.clone().unwrap_or_else(ids::job_id);
-        let creation = Creation::new(id, job, sweep, false)?;
-        let (made, creation) = (self.write_unguarded(move |tx| {
-            let made = create_job_in(tx, &creation, now)?;
-            Ok((made, creation))
-        }))
-        .await?;
-        creation.into_job(&made)
+        self.create(job, sweep, false, now, |_, _| Ok(())).await
     }
 
     async fn get_job(&self, id: &str) -> Result<Job> {
